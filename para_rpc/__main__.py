@@ -1,0 +1,3 @@
+from para_rpc.cli import main
+
+main()

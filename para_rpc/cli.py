@@ -1,0 +1,344 @@
+"""`para`: the command line, a thin client of the sidecar.
+
+Every command sends one request (params built here, `cwd` = the current
+directory) and renders the result: a readable summary by default, the
+result object with `--json`. Errors print `para: <message>` (or a JSON
+`{"error": ...}` with `--json`) and exit with the code's stable status (see
+errors.py). Nothing here prompts; heavy libraries (pygls, mcp) are never
+imported, and `para list --json` skips typer entirely (see `main`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+from para_rpc import client
+from para_rpc.errors import Code, ParaError
+
+app = typer.Typer(no_args_is_help=True, add_completion=True, rich_markup_mode=None,
+                  help="Run many AI coding agents in parallel git worktrees, coordinated by one sidecar.")
+sidecar_app = typer.Typer(no_args_is_help=True, help="Manage the sidecar process.")
+config_app = typer.Typer(no_args_is_help=True, help="Show and change configuration.")
+app.add_typer(sidecar_app, name="sidecar")
+app.add_typer(config_app, name="config")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+SessionOpt = Annotated[Optional[str], typer.Option("--session", "-s", help="Session name (default: the one the current directory is in).")]
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        _fail(ParaError(Code.invalid_input, "the current directory no longer exists"), False)
+
+
+def _fail(e: ParaError, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"error": {"code": e.code.name, "message": e.message, "data": e.data}}, indent=2))
+    else:
+        print(f"para: {e.message}", file=sys.stderr)
+    raise SystemExit(e.code.exit)
+
+
+def _call(method: str, params: dict[str, Any], as_json: bool, render=None) -> Any:
+    params = {"cwd": _cwd(), "env": client.forwarded_env(), **params}
+    try:
+        result = client.call(method, params)
+    except ParaError as e:
+        _fail(e, as_json)
+    except OSError as e:
+        _fail(ParaError(Code.sidecar_unavailable, f"cannot talk to the sidecar: {e}"), as_json)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    elif render is not None:
+        render(result)
+    return result
+
+
+def _age(ts: float) -> str:
+    import time
+
+    d = max(0, int(time.time() - ts))
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if d >= n:
+            return f"{d // n}{unit}"
+    return f"{d}s"
+
+
+def _print_session(r: dict[str, Any], headline: str | None = None) -> None:
+    if headline:
+        print(headline)
+    rows = [("state", r["state"]), ("branch", r["branch"]), ("worktree", r["worktree"] if r.get("worktree_exists") else f"{r['worktree']} (absent)"),
+            ("base", f"{r['base_branch']} @ {r['base_commit'][:10]}")]
+    if r.get("archived_branch"):
+        rows.append(("archived as", r["archived_branch"]))
+    if r.get("ahead") is not None:
+        rows.append(("commits", str(r["ahead"])))
+    if r.get("diffstat"):
+        rows.append(("changes", r["diffstat"]))
+    if r.get("saved"):
+        s = r["saved"]
+        rows.append(("saved work", f"{s['commit'][:10]} on {s.get('branch') or s.get('ref')}"))
+    for note in r.get("notes", []):
+        rows.append(("note", note))
+    for k, v in rows:
+        print(f"  {k:<12} {v}")
+    for c in r.get("commits", [])[:10]:
+        print(f"    {c['sha'][:10]} {c['subject']}")
+
+
+def _render_list(r: dict[str, Any]) -> None:
+    sessions = r["sessions"]
+    if not sessions:
+        print("No sessions. Start one with `para start`.")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("", "session", "state", "branch", "age"):
+        table.add_column(col)
+    for s in sessions:
+        table.add_row("*" if s["current"] else "", s["name"], s["state"], s["branch"], _age(s["created_at"]))
+    Console().print(table)
+
+
+# ---- session lifecycle -----------------------------------------------------
+
+@app.command()
+def start(name: Annotated[Optional[str], typer.Argument(help="Session name (default: a friendly adjective_noun).")] = None,
+          base: Annotated[Optional[str], typer.Option("--base", "-b", help="Branch to fork from.")] = None,
+          as_json: JsonOpt = False) -> None:
+    """Create a session: a branch para/NAME and its worktree, forked from the base branch."""
+    _call("para/start", {"name": name, "base": base}, as_json,
+          lambda r: _print_session(r, f"Started session {r['name']}"))
+
+
+@app.command("list")
+def list_(all_: Annotated[bool, typer.Option("--all", "-a", help="Include cancelled and integrated sessions.")] = False,
+          as_json: JsonOpt = False) -> None:
+    """List sessions with their state; * marks the one the current directory is in."""
+    _call("para/list", {"all": all_}, as_json, _render_list)
+
+
+app.command("ls", hidden=True)(list_)
+
+
+@app.command()
+def show(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+    """Show one session: state, branch, worktree, commits and changes."""
+    _call("para/show", {"session": name}, as_json, lambda r: _print_session(r, f"Session {r['name']}"))
+
+
+@app.command()
+def finish(message: Annotated[str, typer.Argument(help="Commit message.")],
+           session: SessionOpt = None,
+           branch: Annotated[Optional[str], typer.Option("--branch", help="Rename the branch for review.")] = None,
+           squash: Annotated[Optional[bool], typer.Option("--squash/--no-squash", help="Squash into one commit (default: config finish.squash).")] = None,
+           as_json: JsonOpt = False) -> None:
+    """Commit everything in the session, squash it onto its fork point, keep the branch for review."""
+    _call("para/finish", {"session": session, "message": message, "branch": branch, "squash": squash}, as_json,
+          lambda r: _print_session(r, f"Finished session {r['name']}: branch {r['branch']} is ready for review"))
+
+
+@app.command()
+def cancel(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
+           discard: Annotated[bool, typer.Option("--discard", help="Do not commit uncommitted work (a backup ref still keeps it).")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Save uncommitted work, archive the branch, remove the worktree."""
+    _call("para/cancel", {"session": name, "discard": discard}, as_json,
+          lambda r: _print_session(r, f"Cancelled session {r['name']}; `para recover {r['name']}` brings it back"))
+
+
+@app.command()
+def recover(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+    """Bring a cancelled session back to para/NAME at its standard worktree path."""
+    _call("para/recover", {"session": name}, as_json, lambda r: _print_session(r, f"Recovered session {r['name']}"))
+
+
+@app.command()
+def resume(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+    """Make sure the session's worktree exists (recreating it from the branch) and print its path."""
+    def render(r: dict[str, Any]) -> None:
+        # The path alone on stdout, so `cd "$(para resume NAME)"` works.
+        print(f"session {r['name']}{': worktree recreated' if r['recreated'] else ''}", file=sys.stderr)
+        print(r["worktree"])
+    _call("para/resume", {"session": name}, as_json, render)
+
+
+@app.command()
+def clean(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be done.")] = False,
+          force: Annotated[bool, typer.Option("--force", help="Also delete branches holding unintegrated commits.")] = False,
+          as_json: JsonOpt = False) -> None:
+    """Prune missing worktrees, forget orphan sessions, delete old archives and backups."""
+    def render(r: dict[str, Any]) -> None:
+        verb = "would" if r["dry_run"] else "did"
+        if not r["actions"]:
+            print("Nothing to clean.")
+        for a in r["actions"]:
+            target = a.get("branch") or a.get("session") or a.get("ref") or ", ".join(a.get("paths", []))
+            print(f"{verb} {a['kind'].replace('_', ' ')}: {target} ({a['reason']})")
+        for k in r["kept"]:
+            print(f"kept {k['branch']}: {k['why_kept']}")
+    _call("para/clean", {"dry_run": dry_run, "force": force}, as_json, render)
+
+
+# ---- config ------------------------------------------------------------------
+
+ScopeOpt = Annotated[bool, typer.Option("--project", help="The project file (.para/config.json) instead of the user file.")]
+
+
+@config_app.command("show")
+def config_show(as_json: JsonOpt = False) -> None:
+    """Every key, its value and where it came from."""
+    def render(r: dict[str, Any]) -> None:
+        for k, v in r["values"].items():
+            print(f"{k:<22} {json.dumps(v['value']):<12} {v['source']}")
+    _call("para/config", {"action": "show"}, as_json, render)
+
+
+@config_app.command("get")
+def config_get(key: str, as_json: JsonOpt = False) -> None:
+    """Print one key's effective value."""
+    _call("para/config", {"action": "get", "key": key}, as_json, lambda r: print(json.dumps(r["value"])))
+
+
+@config_app.command("set")
+def config_set(key: str, value: str, project: ScopeOpt = False, as_json: JsonOpt = False) -> None:
+    """Set a key in the user file (or the project file with --project)."""
+    _call("para/config", {"action": "set", "key": key, "value": value, "scope": "project" if project else "user"},
+          as_json, lambda r: print(f"{r['key']} = {json.dumps(r['value'])} in {r['path']}"))
+
+
+@config_app.command("path")
+def config_path(as_json: JsonOpt = False) -> None:
+    """Print the config file paths."""
+    _call("para/config", {"action": "path"}, as_json,
+          lambda r: [print(f"{k}: {v}") for k, v in r["paths"].items()])
+
+
+@config_app.command("edit")
+def config_edit(project: ScopeOpt = False) -> None:
+    """Open the config file in $EDITOR (terminals only)."""
+    import shlex
+    import subprocess
+
+    r = _call("para/config", {"action": "path"}, False)
+    path = r["paths"]["project" if project else "user"]
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        _fail(ParaError(Code.invalid_input, f"not a terminal; edit {path} directly"), False)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    editor = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
+    raise SystemExit(subprocess.call([*editor, path]))
+
+
+# ---- sidecar -------------------------------------------------------------------
+
+def _running() -> dict[str, Any] | None:
+    try:
+        with client.Connection.open() as conn:
+            return client.hello(conn)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+
+
+@sidecar_app.command("start")
+def sidecar_start(as_json: JsonOpt = False) -> None:
+    """Start the sidecar in the background (no-op when one is running)."""
+    info = _running()
+    if info is None:
+        try:
+            with client.wait_for_sidecar(client.spawn_sidecar()) as conn:
+                info = client.hello(conn)
+        except ParaError as e:
+            _fail(e, as_json)
+    print(json.dumps(info, indent=2) if as_json else f"sidecar running, pid {info['pid']}")
+
+
+@sidecar_app.command("stop")
+def sidecar_stop(as_json: JsonOpt = False) -> None:
+    """Ask the sidecar to finish its work and exit."""
+    info = _running()
+    if info is not None:
+        client.call("para/shutdown", {}, autostart=False)
+        client.wait_for_exit()
+    print(json.dumps({"stopped": info is not None}) if as_json else
+          ("sidecar stopped" if info else "no sidecar was running"))
+
+
+@sidecar_app.command("restart")
+def sidecar_restart(as_json: JsonOpt = False) -> None:
+    """Stop the sidecar (after its work) and start a new one."""
+    if _running() is not None:
+        client.call("para/shutdown", {}, autostart=False)
+        client.wait_for_exit()
+    sidecar_start(as_json)
+
+
+@sidecar_app.command("status")
+def sidecar_status(as_json: JsonOpt = False) -> None:
+    """Report whether a sidecar runs, its version, pid and repositories (exit 9 if none)."""
+    from para_rpc import runtime
+
+    info = _running()
+    if as_json:
+        print(json.dumps({"running": info is not None, "socket": str(runtime.socket_path()), **(info or {})}, indent=2))
+    elif info:
+        print(f"sidecar {info['version']} running, pid {info['pid']}, socket {runtime.socket_path()}")
+        for r in info["repos"]:
+            print(f"  serving {r}")
+    else:
+        print(f"no sidecar running on {runtime.socket_path()}")
+    if info is None:
+        raise SystemExit(Code.sidecar_unavailable.exit)
+
+
+@sidecar_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sidecar_run(ctx: typer.Context) -> None:
+    """Run the sidecar in the foreground (options: --idle-timeout S, --stderr, --log-level L)."""
+    from para_rpc.server import sidecar
+
+    raise SystemExit(sidecar.main(list(ctx.args)))
+
+
+@app.command()
+def tour() -> None:
+    """A short scripted tour in a throwaway repository: start, list, finish, cancel, recover."""
+    from para_rpc import tour as tour_mod
+
+    raise SystemExit(tour_mod.main())
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from para_rpc import __version__
+
+    print(__version__)
+
+
+def _fast_list(args: list[str]) -> bool:
+    """`para list --json [--all]`, the command scripts poll, without importing typer
+    (typer's first dispatch imports pydantic: ~0.15 s). Anything else goes to typer."""
+    if not args or args[0] not in ("list", "ls") or "--json" not in args[1:]:
+        return False
+    if not set(args[1:]) <= {"--json", "--all", "-a"}:
+        return False
+    _call("para/list", {"all": "--all" in args or "-a" in args}, True)
+    return True
+
+
+def main() -> None:
+    if _fast_list(sys.argv[1:]):
+        return
+    app(prog_name="para")
+
+
+if __name__ == "__main__":
+    main()

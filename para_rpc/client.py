@@ -1,0 +1,186 @@
+"""A small stdlib JSON-RPC client for the sidecar, with autostart.
+
+Used by the CLI (and tests); imports nothing heavy, so `para` starts fast.
+Messages use LSP framing (`Content-Length` headers). A connection says
+`para/hello` first: a sidecar of another version is replaced when idle, or
+reported clearly when busy, never silently used.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from para_rpc import PROTOCOL_VERSION, __version__, runtime
+from para_rpc.errors import Code, ParaError
+
+START_TIMEOUT = float(os.environ.get("PARA_START_TIMEOUT", "30"))
+
+
+class Connection:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.ids = itertools.count(1)
+        self.pending_notifications: list[dict[str, Any]] = []
+
+    @classmethod
+    def open(cls, path: str | os.PathLike | None = None, timeout: float | None = None) -> "Connection":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(str(path or runtime.socket_path()))
+        return cls(sock)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        body = json.dumps(msg).encode()
+        self.sock.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    def read(self) -> dict[str, Any]:
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        length = None
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length is None:
+            raise ParaError(Code.sidecar_unavailable, "malformed message from the sidecar")
+        while len(rest) < length:
+            self.buf = rest
+            self._fill()
+            rest = self.buf
+        self.buf = rest[length:]
+        return json.loads(rest[:length])
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ParaError(Code.sidecar_unavailable, "the sidecar closed the connection")
+        self.buf += chunk
+
+    def request(self, method: str, params: Any = None) -> Any:
+        """Send one request and wait for its response (notifications are queued)."""
+        msg_id = next(self.ids)
+        self.send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
+        while True:
+            msg = self.read()
+            if msg.get("id") == msg_id and "method" not in msg:
+                if "error" in msg:
+                    raise ParaError.from_rpc(msg["error"])
+                return msg.get("result")
+            if "method" in msg and "id" not in msg:
+                self.pending_notifications.append(msg)
+
+    def notify(self, method: str, params: Any = None) -> None:
+        self.send({"jsonrpc": "2.0", "method": method, "params": params})
+
+    def notifications(self) -> Iterator[dict[str, Any]]:
+        """Yield server notifications as they arrive (after subscribing)."""
+        while True:
+            while self.pending_notifications:
+                yield self.pending_notifications.pop(0)
+            msg = self.read()
+            if "method" in msg and "id" not in msg:
+                yield msg
+
+
+def hello(conn: Connection) -> dict[str, Any]:
+    return conn.request("para/hello", {"client": "para-cli", "version": __version__,
+                                       "protocol": PROTOCOL_VERSION})
+
+
+def spawn_sidecar() -> subprocess.Popen:
+    runtime.ensure_private_dir(runtime.socket_path().parent)
+    return subprocess.Popen([sys.executable, "-m", "para_rpc.server.sidecar"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+
+
+def _log_tail(lines: int = 5) -> str:
+    try:
+        return "\n".join(runtime.log_path().read_text().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def wait_for_sidecar(proc: subprocess.Popen | None, timeout: float = START_TIMEOUT) -> Connection:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return Connection.open()
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass
+        if proc is not None and proc.poll() not in (None, 0, 3):  # 3: another one won the lock
+            raise ParaError(Code.sidecar_unavailable,
+                            f"the sidecar exited with status {proc.returncode}: {_log_tail()}")
+        if time.monotonic() > deadline:
+            raise ParaError(Code.sidecar_unavailable,
+                            f"no sidecar answered on {runtime.socket_path()} within {timeout:.0f}s; "
+                            f"see {runtime.log_path()}")
+        time.sleep(0.02)
+
+
+def wait_for_exit(timeout: float = 30.0) -> bool:
+    """Wait until no sidecar accepts connections (after a stop request)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            Connection.open().close()
+        except (FileNotFoundError, ConnectionRefusedError):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def connect(autostart: bool = True) -> Connection:
+    """A connection to a sidecar of our own version, starting or replacing one as needed."""
+    for attempt in range(2):
+        try:
+            conn = Connection.open()
+        except (FileNotFoundError, ConnectionRefusedError):
+            if not autostart:
+                raise ParaError(Code.sidecar_unavailable,
+                                f"no sidecar is running on {runtime.socket_path()}") from None
+            conn = wait_for_sidecar(spawn_sidecar())
+        info = hello(conn)
+        if info.get("protocol") == PROTOCOL_VERSION and info.get("version") == __version__:
+            return conn
+        if info.get("busy") or attempt or not autostart:
+            conn.close()
+            raise ParaError(Code.version_mismatch,
+                            f"the running sidecar is para {info.get('version')} (protocol {info.get('protocol')}), "
+                            f"this client is {__version__} (protocol {PROTOCOL_VERSION}); "
+                            "run `para sidecar restart` when its work is done")
+        conn.request("para/shutdown", {})
+        conn.close()
+        wait_for_exit()
+    raise AssertionError("unreachable")
+
+
+def call(method: str, params: Any = None, autostart: bool = True) -> Any:
+    with connect(autostart) as conn:
+        return conn.request(method, params)
+
+
+def forwarded_env() -> dict[str, str]:
+    """The caller's PARA_* configuration overrides, sent with each request."""
+    from para_rpc.config import ENV_NAMES
+
+    return {k: v for k, v in os.environ.items() if k in ENV_NAMES}

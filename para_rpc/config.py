@@ -1,0 +1,189 @@
+"""Configuration: defaults < user file < project file < PARA_* environment < flags.
+
+The user file is `$PARA_CONFIG`, else `$XDG_CONFIG_HOME/para/config.json`, else
+`~/.config/para/config.json`. The project file is `.para/config.json` in the
+main worktree; it is the one file under `.para/` that may be committed. Every
+key can be overridden by an environment variable named `PARA_` + the key in
+upper case with dots as underscores (`finish.squash` -> `PARA_FINISH_SQUASH`);
+the CLI forwards those variables with each request, so the value in the shell
+that runs `para` wins, not the one the sidecar was started with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from para_rpc.errors import Code, ParaError
+from para_rpc.names import validate_branch_name
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(v, str) and v.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    def conv(v: Any) -> int:
+        if isinstance(v, bool):
+            raise ValueError("expected a number")
+        n = int(v)
+        if not lo <= n <= hi:
+            raise ValueError(f"expected a number from {lo} to {hi}")
+        return n
+    return conv
+
+
+def _opt_branch(v: Any) -> str | None:
+    if v is None or v == "":
+        return None
+    return validate_branch_name(str(v), "base branch")
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def conv(v: Any) -> str:
+        if v not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return v
+    return conv
+
+
+# key -> (default, converter, description)
+KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
+    "base_branch": (None, _opt_branch,
+                    "branch new sessions fork from (default: origin/HEAD, else main, else master)"),
+    "branch_prefix": ("para", lambda v: validate_branch_name(str(v), "branch prefix"),
+                      "namespace of session branches"),
+    "finish.squash": (True, _bool, "`para finish` squashes the session into one commit"),
+    "integrate.strategy": ("squash", _choice("squash", "merge", "rebase", "ff"),
+                           "default integration strategy"),
+    "integrate.keep_branch": (False, _bool, "keep the session branch after integration"),
+    "clean.archive_days": (30, _int_range(0, 3650),
+                           "`para clean` removes archived branches older than this (if integrated)"),
+    "clean.backup_days": (30, _int_range(0, 3650),
+                          "`para clean` removes refs/para/backup/* older than this"),
+    "sidecar.idle_timeout": (1800, _int_range(0, 7 * 86400),
+                             "seconds without clients or work before the sidecar exits (0 = never)"),
+}
+
+
+def env_name(key: str) -> str:
+    return "PARA_" + key.upper().replace(".", "_")
+
+
+ENV_NAMES = {env_name(k): k for k in KEYS}
+
+
+def user_config_path(environ: Mapping[str, str] = os.environ) -> Path:
+    if environ.get("PARA_CONFIG"):
+        return Path(environ["PARA_CONFIG"])
+    base = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "para" / "config.json"
+
+
+def project_config_path(main_root: str | Path) -> Path:
+    return Path(main_root) / ".para" / "config.json"
+
+
+def check_key(key: str) -> str:
+    if key not in KEYS:
+        raise ParaError(Code.invalid_input, f"unknown config key {key!r}",
+                        known=sorted(KEYS))
+    return key
+
+
+def convert(key: str, value: Any, source: str) -> Any:
+    try:
+        return KEYS[check_key(key)][1](value)
+    except ParaError as e:
+        raise ParaError(Code.config_error, f"{source}: {key}: {e.message}") from None
+    except (ValueError, TypeError) as e:
+        raise ParaError(Code.config_error, f"{source}: {key}: {e}") from None
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            flat.update(_flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The flat, validated keys of one config file ({} when it does not exist)."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise ParaError(Code.config_error, f"cannot read {path}: {e.strerror}") from None
+    try:
+        tree = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError as e:
+        raise ParaError(Code.config_error, f"{path} is not valid JSON: {e}") from None
+    if not isinstance(tree, dict):
+        raise ParaError(Code.config_error, f"{path} must hold a JSON object")
+    flat = _flatten(tree)
+    for key in flat:
+        if key not in KEYS:
+            raise ParaError(Code.config_error, f"{path}: unknown key {key!r}")
+    return {k: convert(k, v, str(path)) for k, v in flat.items()}
+
+
+def effective(main_root: str | Path | None, env: Mapping[str, str] | None = None,
+              user_path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Every key with its value and the layer it came from."""
+    out = {k: {"value": d, "source": "default"} for k, (d, _, _) in KEYS.items()}
+    layers = [("user", user_path or user_config_path())]
+    if main_root is not None:
+        layers.append(("project", project_config_path(main_root)))
+    for source, path in layers:
+        for k, v in read_file(path).items():
+            out[k] = {"value": v, "source": f"{source}:{path}"}
+    for name, v in (env or {}).items():
+        if name in ENV_NAMES:
+            k = ENV_NAMES[name]
+            out[k] = {"value": convert(k, v, name), "source": f"env:{name}"}
+    return out
+
+
+def values(main_root: str | Path | None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {k: v["value"] for k, v in effective(main_root, env).items()}
+
+
+def write_key(path: Path, key: str, value: Any) -> Any:
+    """Set one key in a config file (created if missing), atomically; returns the stored value."""
+    check_key(key)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)  # "true", "30", "null" arrive as text from the CLI
+        except json.JSONDecodeError:
+            pass
+    stored = convert(key, value, "value")
+    try:
+        tree = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except json.JSONDecodeError as e:
+        raise ParaError(Code.config_error, f"{path} is not valid JSON: {e}") from None
+    node = tree
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ParaError(Code.config_error, f"{path}: {p} is not an object")
+    node[leaf] = stored
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(tree, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return stored

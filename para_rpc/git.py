@@ -1,0 +1,285 @@
+"""The one place that builds git command lines, and the async runner that executes them.
+
+Every git process runs with an argv list (never a shell), stdin closed, no
+editor, no credential prompt and a stable C locale, so git can never block
+waiting for a human and its messages can be matched. Callers get parsed
+results; a failing command raises ParaError(git_failed) carrying git's stderr.
+GitPython is used only for short object reads in a worker thread (`commit_log`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from para_rpc.errors import Code, ParaError
+
+_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX",
+         "GIT_OBJECT_DIRECTORY", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES")
+BASE_ENV = {k: v for k, v in os.environ.items() if k not in _DROP}
+BASE_ENV.update(GIT_EDITOR="true", GIT_SEQUENCE_EDITOR="true", GIT_MERGE_AUTOEDIT="no",
+                GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", SSH_ASKPASS="true",
+                LC_ALL="C", LANGUAGE="C", GIT_PAGER="cat", PAGER="cat")
+
+# Para's own files inside a worktree are never staged, even if info/exclude was edited.
+OWN_FILES = (".para-agent.md", ".para")
+_FALLBACK_IDENTITY = ("-c", "user.name=para", "-c", "user.email=para@localhost")
+
+
+@dataclass(frozen=True)
+class Result:
+    rc: int
+    out: str
+    err: str
+
+
+async def run(cwd: str | Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
+              stdin: bytes | None = None) -> Result:
+    """Run `git <args>` in `cwd`. With check, a non-zero exit raises git_failed."""
+    full_env = BASE_ENV if env is None else {**BASE_ENV, **env}
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "git", *args, cwd=str(cwd), env=full_env,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    except FileNotFoundError:
+        if not Path(cwd).is_dir():
+            raise ParaError(Code.not_found, f"directory does not exist: {cwd}") from None
+        raise ParaError(Code.git_failed, "git is not installed or not on PATH") from None
+    except NotADirectoryError:
+        raise ParaError(Code.not_found, f"not a directory: {cwd}") from None
+    out, err = await proc.communicate(stdin)
+    res = Result(proc.returncode or 0, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+    if check and res.rc != 0:
+        raise ParaError(Code.git_failed, f"git {args[0]} failed: {res.err.strip() or res.out.strip()}",
+                        argv=["git", *args], stderr=res.err.strip())
+    return res
+
+
+async def out(cwd: str | Path, *args: str) -> str:
+    return (await run(cwd, *args)).out.strip()
+
+
+# ---- repository discovery -------------------------------------------------
+
+@dataclass(frozen=True)
+class Where:
+    common_dir: str        # absolute path of the shared .git directory
+    git_dir: str           # this worktree's git dir
+    toplevel: str | None   # this worktree's root (None in a bare repository or inside .git)
+    bare: bool
+
+
+async def where(cwd: str | Path) -> Where:
+    res = await run(cwd, "rev-parse", "--is-bare-repository", "--path-format=absolute",
+                    "--git-common-dir", "--git-dir", check=False)
+    if res.rc != 0:
+        raise ParaError(Code.not_a_repository, f"not a git repository: {cwd}")
+    bare, common, gdir = res.out.splitlines()[:3]
+    top = await run(cwd, "rev-parse", "--show-toplevel", check=False)
+    toplevel = top.out.strip() if top.rc == 0 and top.out.strip() else None
+    return Where(os.path.realpath(common), os.path.realpath(gdir),
+                 os.path.realpath(toplevel) if toplevel else None, bare == "true")
+
+
+@dataclass(frozen=True)
+class Worktree:
+    path: str
+    head: str | None
+    branch: str | None      # short name, None when detached
+    bare: bool = False
+    prunable: bool = False
+
+
+async def worktrees(cwd: str | Path) -> list[Worktree]:
+    """`git worktree list --porcelain -z`, main worktree first."""
+    text = (await run(cwd, "worktree", "list", "--porcelain", "-z")).out
+    result: list[Worktree] = []
+    for block in text.split("\0\0"):
+        fields: dict[str, str] = {}
+        for line in block.split("\0"):
+            if line:
+                key, _, value = line.partition(" ")
+                fields[key] = value
+        if "worktree" not in fields:
+            continue
+        branch = fields.get("branch")
+        if branch and branch.startswith("refs/heads/"):
+            branch = branch[len("refs/heads/"):]
+        result.append(Worktree(os.path.realpath(fields["worktree"]), fields.get("HEAD"),
+                               branch, "bare" in fields, "prunable" in fields))
+    return result
+
+
+# ---- refs ----------------------------------------------------------------
+
+async def resolve(cwd: str | Path, rev: str) -> str | None:
+    """The commit `rev` names, or None. `rev` is validated by the caller; `--end-of-options` guards it."""
+    res = await run(cwd, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}",
+                    check=False)
+    return res.out.strip() if res.rc == 0 else None
+
+
+async def branch_exists(cwd: str | Path, branch: str) -> bool:
+    res = await run(cwd, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}", check=False)
+    return res.rc == 0
+
+
+async def symbolic_ref(cwd: str | Path, ref: str) -> str | None:
+    res = await run(cwd, "symbolic-ref", "--quiet", "--short", ref, check=False)
+    return res.out.strip() if res.rc == 0 else None
+
+
+async def refs(cwd: str | Path, *patterns: str) -> dict[str, tuple[str, int]]:
+    """{refname: (sha, committer unix time)} for refs matching the patterns."""
+    text = await out(cwd, "for-each-ref", "--format=%(refname)%00%(objectname)%00%(committerdate:unix)",
+                     *patterns)
+    result = {}
+    for line in text.splitlines():
+        name, sha, ts = line.split("\0")
+        result[name] = (sha, int(ts or 0))
+    return result
+
+
+async def create_branch(cwd: str | Path, branch: str, commit: str) -> None:
+    await run(cwd, "branch", "--no-track", "--end-of-options", branch, commit)
+
+
+async def rename_branch(cwd: str | Path, old: str, new: str) -> None:
+    await run(cwd, "branch", "-m", "--end-of-options", old, new)
+
+
+async def delete_branch(cwd: str | Path, branch: str) -> None:
+    await run(cwd, "branch", "-D", "--end-of-options", branch)
+
+
+async def update_ref(cwd: str | Path, ref: str, new: str, old: str | None = None,
+                     message: str = "para") -> None:
+    """Move `ref` to `new`; with `old`, only if it still points there (compare-and-swap)."""
+    args = ["update-ref", "-m", message, ref, new] + ([old] if old is not None else [])
+    await run(cwd, *args)
+
+
+async def delete_ref(cwd: str | Path, ref: str) -> None:
+    await run(cwd, "update-ref", "-d", ref)
+
+
+async def is_ancestor(cwd: str | Path, a: str, b: str) -> bool:
+    return (await run(cwd, "merge-base", "--is-ancestor", a, b, check=False)).rc == 0
+
+
+async def merge_base(cwd: str | Path, a: str, b: str) -> str | None:
+    res = await run(cwd, "merge-base", a, b, check=False)
+    return res.out.strip() if res.rc == 0 else None
+
+
+async def count(cwd: str | Path, rng: str) -> int:
+    return int(await out(cwd, "rev-list", "--count", rng))
+
+
+# ---- worktrees -----------------------------------------------------------
+
+async def add_worktree(root: str | Path, path: str, branch: str, new_at: str | None = None) -> None:
+    """Check `branch` out at `path`; with `new_at`, create the branch there first."""
+    if new_at is not None:
+        await run(root, "worktree", "add", "--quiet", "-b", branch, path, new_at)
+    else:
+        await run(root, "worktree", "add", "--quiet", path, branch)
+
+
+async def remove_worktree(root: str | Path, path: str) -> None:
+    await run(root, "worktree", "remove", "--force", path)
+
+
+async def prune_worktrees(root: str | Path) -> None:
+    await run(root, "worktree", "prune")
+
+
+# ---- working tree --------------------------------------------------------
+
+async def status(wt: str | Path) -> list[str]:
+    """Porcelain status lines (tracked changes and untracked files, not ignored ones)."""
+    text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all")).out
+    return [e for e in text.split("\0") if e]
+
+
+def _own_pathspecs() -> list[str]:
+    return ["--", "."] + [f":(exclude,top){p}" for p in OWN_FILES]
+
+
+async def stage_all(wt: str | Path) -> None:
+    await run(wt, "add", "-A", *_own_pathspecs())
+
+
+async def has_staged(wt: str | Path) -> bool:
+    return (await run(wt, "diff", "--cached", "--quiet", check=False)).rc == 1
+
+
+async def commit(wt: str | Path, message: str, *, verify: bool = True) -> str:
+    """Commit the index with `message` (via stdin, any content); returns the new HEAD."""
+    args = ["commit", "--quiet", "--file=-"] + ([] if verify else ["--no-verify"])
+    res = await run(wt, *args, check=False, stdin=message.encode())
+    if res.rc != 0 and ("tell me who you are" in res.err or "empty ident" in res.err):
+        res = await run(wt, *_FALLBACK_IDENTITY, *args, check=False, stdin=message.encode())
+    if res.rc != 0:
+        raise ParaError(Code.git_failed, f"git commit failed: {res.err.strip() or res.out.strip()}",
+                        stderr=res.err.strip())
+    return await out(wt, "rev-parse", "HEAD")
+
+
+async def reset_soft(wt: str | Path, commit_: str) -> None:
+    await run(wt, "reset", "--soft", commit_)
+
+
+async def snapshot(wt: str | Path, message: str = "para snapshot") -> str:
+    """A commit of the whole working tree (untracked files included) on top of HEAD,
+    made with a private index so the worktree, its index and its refs stay untouched."""
+    index = await out(wt, "rev-parse", "--path-format=absolute", "--git-path", "index")
+    with tempfile.TemporaryDirectory(prefix="para-snap-") as tmp:
+        tmp_index = os.path.join(tmp, "index")
+        if os.path.exists(index):
+            shutil.copyfile(index, tmp_index)  # reuse git's stat cache
+        env = {"GIT_INDEX_FILE": tmp_index}
+        await run(wt, "add", "-A", *_own_pathspecs(), env=env)
+        tree = (await run(wt, "write-tree", env=env)).out.strip()
+    head = await out(wt, "rev-parse", "HEAD")
+    res = await run(wt, "commit-tree", tree, "-p", head, check=False, stdin=message.encode())
+    if res.rc != 0:
+        res = await run(wt, *_FALLBACK_IDENTITY, "commit-tree", tree, "-p", head, stdin=message.encode())
+    return res.out.strip()
+
+
+async def tree_of(cwd: str | Path, rev: str) -> str:
+    return await out(cwd, "rev-parse", f"{rev}^{{tree}}")
+
+
+async def merge_tree(cwd: str | Path, ours: str, theirs: str) -> tuple[bool, str, list[str]]:
+    """Merge two commits without a worktree: (clean, result tree, conflicted paths)."""
+    res = await run(cwd, "merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs,
+                    check=False)
+    if res.rc not in (0, 1):
+        raise ParaError(Code.git_failed, f"git merge-tree failed: {res.err.strip()}")
+    lines = res.out.splitlines()
+    return res.rc == 0, lines[0] if lines else "", [p for p in lines[1:] if p]
+
+
+async def is_integrated(cwd: str | Path, branch: str, target: str) -> bool:
+    """Whether everything `branch` changed is already in `target`, by ancestry or by content
+    (a squash or rebase of the branch onto `target` counts)."""
+    if await is_ancestor(cwd, branch, target):
+        return True
+    clean, tree, _ = await merge_tree(cwd, target, branch)
+    return clean and tree == await tree_of(cwd, target)
+
+
+def commit_log(path: str, rev_range: str, limit: int = 20) -> list[dict]:
+    """Commit summaries for `rev_range` (blocking; call from a worker thread)."""
+    import git as gitpython  # GitPython, imported lazily: only the sidecar needs it
+
+    with gitpython.Repo(path) as repo:
+        return [{"sha": c.hexsha, "subject": c.summary, "author": c.author.name,
+                 "time": c.committed_date} for c in repo.iter_commits(rev_range, max_count=limit)]

@@ -1,0 +1,84 @@
+"""The data para keeps and returns, as msgspec Structs.
+
+`Session` is what the store persists (one JSON document per row); the `*Info`
+and `*Result` structs are what methods return on the wire (snake_case keys).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Any
+
+import msgspec
+
+
+class Status(str, enum.Enum):
+    active = "active"            # worktree exists, agent or human at work
+    review = "review"            # finished: committed, worktree removed, branch kept
+    integrating = "integrating"  # an integration of this session is in flight
+    conflicted = "conflicted"    # integration paused on conflicts in the session's worktree
+    integrated = "integrated"    # landed on its target; kept as history
+    cancelled = "cancelled"      # branch archived under para/archived/..., worktree removed
+
+
+# A name may be reused once its previous session reached one of these.
+HISTORY = frozenset({Status.integrated})
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+class Op(msgspec.Struct, kw_only=True):
+    """A multi-step operation in flight: the journal entry repaired after a crash."""
+
+    kind: str
+    started_at: float = msgspec.field(default_factory=now)
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Session(msgspec.Struct, kw_only=True):
+    id: int | None = None            # store row id (set by the store)
+    name: str
+    branch: str
+    worktree: str
+    base_branch: str
+    base_commit: str
+    status: Status = Status.active
+    created_at: float = msgspec.field(default_factory=now)
+    updated_at: float = msgspec.field(default_factory=now)
+    task: str | None = None
+    head_commit: str | None = None   # branch tip recorded at finish/cancel
+    archived_branch: str | None = None
+    op: Op | None = None
+    notes: list[str] = msgspec.field(default_factory=list)  # out-of-band changes adopted
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class SessionInfo(msgspec.Struct, kw_only=True):
+    """A session as `list` and `show` report it, with facts read from git."""
+
+    name: str
+    status: Status
+    state: str          # status refined by git facts: active|dirty|missing|review|...
+    branch: str
+    worktree: str
+    base_branch: str
+    base_commit: str
+    created_at: float
+    updated_at: float
+    current: bool = False
+    dirty: bool = False
+    worktree_exists: bool = False
+    branch_exists: bool = False
+    head: str | None = None
+    ahead: int | None = None
+    task: str | None = None
+    archived_branch: str | None = None
+    pending_op: str | None = None
+    notes: list[str] = msgspec.field(default_factory=list)
+
+
+def to_builtins(obj: Any) -> Any:
+    return msgspec.to_builtins(obj)

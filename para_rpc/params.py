@@ -1,0 +1,105 @@
+"""The params of every `para/<verb>` request, one msgspec Struct each.
+
+Transports convert the incoming JSON into these (unknown keys refused, types
+checked) before the service sees it. `cwd` is the directory the request is
+about: it selects the repository and, where a session name is optional, the
+session whose worktree contains it. `env` carries the caller's PARA_*
+configuration overrides (see config.py).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class RepoParams(Base, kw_only=True):
+    cwd: str
+    env: dict[str, str] = {}
+
+
+class HelloParams(Base, kw_only=True):
+    client: str = "unknown"
+    version: str | None = None
+    protocol: int | None = None
+
+
+class StartParams(RepoParams, kw_only=True):
+    name: str | None = None
+    base: str | None = None
+
+
+class ListParams(RepoParams, kw_only=True):
+    all: bool = False
+
+
+class SessionParams(RepoParams, kw_only=True):
+    """For methods acting on one session: `session` names it, else it is found from `cwd`."""
+    session: str | None = None
+
+
+class FinishParams(SessionParams, kw_only=True):
+    message: str
+    branch: str | None = None
+    squash: bool | None = None
+
+
+class CancelParams(SessionParams, kw_only=True):
+    discard: bool = False
+
+
+class CleanParams(RepoParams, kw_only=True):
+    dry_run: bool = False
+    force: bool = False
+
+
+class ConfigParams(Base, kw_only=True):
+    cwd: str | None = None
+    env: dict[str, str] = {}
+    action: Literal["show", "get", "set", "path"] = "show"
+    key: str | None = None
+    value: str | None = None
+    scope: Literal["user", "project"] = "user"
+
+
+class EventsParams(RepoParams, kw_only=True):
+    after: int = 0
+    limit: int = 200
+
+
+class SubscribeParams(Base, kw_only=True):
+    events: bool = True
+
+
+class EmptyParams(Base, kw_only=True):
+    pass
+
+
+# method -> (params struct, Service coroutine name). The sidecar's transports
+# register exactly these, docs/protocol.md documents exactly these, and a test
+# checks that the two agree. Connection-level methods (para/subscribe,
+# para/shutdown) are handled by the transport itself and listed in TRANSPORT_METHODS.
+SERVICE_METHODS: dict[str, tuple[type[Base], str]] = {
+    "para/hello": (HelloParams, "hello"),
+    "para/start": (StartParams, "start"),
+    "para/list": (ListParams, "list"),
+    "para/show": (SessionParams, "show"),
+    "para/finish": (FinishParams, "finish"),
+    "para/cancel": (CancelParams, "cancel"),
+    "para/recover": (SessionParams, "recover"),
+    "para/resume": (SessionParams, "resume"),
+    "para/clean": (CleanParams, "clean"),
+    "para/config": (ConfigParams, "config"),
+    "para/events": (EventsParams, "events"),
+}
+TRANSPORT_METHODS: dict[str, type[Base]] = {
+    "para/subscribe": SubscribeParams,
+    "para/unsubscribe": EmptyParams,
+    "para/shutdown": EmptyParams,
+}
+NOTIFICATIONS = ("para/sessionsChanged", "para/event")

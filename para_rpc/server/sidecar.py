@@ -1,0 +1,155 @@
+"""The sidecar process: one per user, owning all session state.
+
+Single instance: an exclusive flock on `<socket>.lock` (which holds our pid).
+The socket lives in a 0700 directory, is created 0600, and every connecting
+peer's uid is checked. SIGTERM/SIGINT or `para/shutdown` stop it gracefully:
+no new connections, in-flight operations finish, then the socket is removed.
+With an idle timeout it exits once no client is connected and no operation
+has run for that long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+
+from para_rpc import __version__, config, runtime
+from para_rpc.errors import ParaError
+from para_rpc.server.lsp import Hub
+from para_rpc.service import Service
+
+log = logging.getLogger("para.sidecar")
+EXIT_ALREADY_RUNNING = 3
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def acquire_lock() -> int | None:
+    """Take the single-instance lock; None if another sidecar holds it."""
+    path = runtime.lock_path()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+async def serve(idle_timeout: float) -> int:
+    sock_path = runtime.socket_path()
+    runtime.ensure_private_dir(sock_path.parent)
+    lock_fd = acquire_lock()
+    if lock_fd is None:
+        log.error("another sidecar already holds %s", runtime.lock_path())
+        print(f"para sidecar: already running ({runtime.lock_path()})", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+
+    hub = Hub()
+    service = Service(notify=hub.broadcast)
+    stop = asyncio.Event()
+    last_activity = time.monotonic()
+
+    def touch() -> None:
+        nonlocal last_activity
+        last_activity = time.monotonic()
+
+    hub.on_idle_change = touch
+    hub.request_stop = stop.set
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        uid = _peer_uid(writer)
+        if uid is not None and uid != os.getuid():
+            log.warning("refused a connection from uid %s", uid)
+            writer.close()
+            return
+        await hub.serve(service, reader, writer)
+
+    if sock_path.exists() or sock_path.is_symlink():
+        sock_path.unlink()  # stale: we hold the lock, so no live sidecar owns it
+    old_umask = os.umask(0o177)
+    try:
+        server = await asyncio.start_unix_server(on_connect, path=str(sock_path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(sock_path, 0o600)
+    sock_ino = sock_path.stat().st_ino
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("para sidecar %s (pid %d) serving %s, idle timeout %ss",
+             __version__, os.getpid(), sock_path, idle_timeout or "off")
+
+    async def idle_watch() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(min(1.0, idle_timeout / 4) if idle_timeout else 5.0)
+            if hub.conns or service.busy:
+                touch()
+            elif idle_timeout and time.monotonic() - last_activity >= idle_timeout:
+                log.info("idle for %ss, exiting", idle_timeout)
+                stop.set()
+
+    watcher = asyncio.create_task(idle_watch())
+    await stop.wait()
+    log.info("stopping")
+    server.close()
+    deadline = time.monotonic() + 60
+    while service.busy and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for ls in list(hub.conns):
+        ls.close()
+    watcher.cancel()
+    try:
+        if sock_path.stat().st_ino == sock_ino:
+            sock_path.unlink()
+    except FileNotFoundError:
+        pass
+    service.close()
+    os.close(lock_fd)
+    log.info("stopped")
+    return 0
+
+
+def _idle_default() -> float:
+    try:
+        return float(config.values(None, os.environ)["sidecar.idle_timeout"])
+    except ParaError as e:
+        log.error("%s; idle timeout off", e.message)
+        return 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="para-sidecar", description="Run the para sidecar in the foreground.")
+    ap.add_argument("--idle-timeout", type=float, default=None,
+                    help="seconds without clients before exiting (0 = never)")
+    ap.add_argument("--log-level", default=os.environ.get("PARA_LOG_LEVEL", "INFO"))
+    ap.add_argument("--stderr", action="store_true", help="log to stderr instead of the log file")
+    args = ap.parse_args(argv)
+    runtime.ensure_private_dir(runtime.socket_path().parent)
+    handler = logging.StreamHandler() if args.stderr else logging.FileHandler(runtime.log_path())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    logging.getLogger("pygls").setLevel(logging.CRITICAL)  # it logs expected errors with tracebacks
+    idle = args.idle_timeout if args.idle_timeout is not None else _idle_default()
+    return asyncio.run(serve(idle))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

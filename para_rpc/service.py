@@ -1,0 +1,725 @@
+"""The service: the single owner of session state, and every operation on it.
+
+Transports call `Service.<verb>(params)` and get plain data back; they never
+touch git or the store. Each repository gets a `Repo` with its store, a lock
+for structural git operations (worktree add/remove, branch create/rename/
+delete: concurrent `git worktree add` on one repository is racy) and one lock
+per session. Multi-step operations record an `Op` on the session before their
+first step and clear it after the last; every step is written to be safe to
+run again, so `_repair` simply re-runs (or, for a start, undoes) whatever a
+crashed sidecar left half done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from para_rpc import PROTOCOL_VERSION, __version__, config, git
+from para_rpc.errors import Code, ParaError
+from para_rpc.model import Op, Session, SessionInfo, Status, now, to_builtins
+from para_rpc.names import friendly_name, validate_branch_name, validate_session_name
+from para_rpc.params import (CancelParams, CleanParams, ConfigParams, EventsParams, FinishParams,
+                             HelloParams, ListParams, SessionParams, StartParams)
+from para_rpc.store import Store
+
+log = logging.getLogger("para.service")
+
+EXCLUDE_LINES = ("/.para/*", "!/.para/config.json", "/.para-agent.md")
+WIP_MESSAGE = "para: work in progress saved by `para cancel`"
+STATUS_CONCURRENCY = 8
+
+
+def _utc_stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+
+
+@dataclass
+class Repo:
+    """One repository the sidecar serves."""
+
+    common_dir: str
+    root: str                      # the main worktree
+    store: Store
+    lock_fd: int
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    session_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    @property
+    def worktrees_dir(self) -> str:
+        return os.path.join(self.root, ".para", "worktrees")
+
+    def session_lock(self, name: str) -> asyncio.Lock:
+        return self.session_locks.setdefault(name, asyncio.Lock())
+
+    def config(self, env: dict[str, str]) -> dict[str, Any]:
+        return config.values(self.root, env)
+
+
+class Service:
+    def __init__(self, notify: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.repos: dict[str, Repo] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
+        self.notify = notify or (lambda method, payload: None)
+        self.started_at = now()
+        self.busy = 0  # operations in flight (the sidecar waits for them before exiting)
+
+    # ---- repositories ------------------------------------------------------
+
+    async def repo(self, cwd: str) -> Repo:
+        if not isinstance(cwd, str) or not cwd or not os.path.isabs(cwd):
+            raise ParaError(Code.invalid_input, f"cwd must be an absolute path, got {cwd!r}")
+        if not os.path.isdir(cwd):
+            raise ParaError(Code.not_a_repository, f"directory does not exist: {cwd}")
+        where = await git.where(cwd)
+        if where.bare:
+            raise ParaError(Code.not_a_repository,
+                            f"{where.common_dir} is a bare repository; para needs one with a working tree")
+        if where.toplevel is None:
+            raise ParaError(Code.not_a_repository, f"{cwd} is inside a .git directory, not a working tree")
+        repo = self.repos.get(where.common_dir)
+        if repo is None:
+            async with self._opening.setdefault(where.common_dir, asyncio.Lock()):
+                repo = self.repos.get(where.common_dir) or await self._open(where)
+        return repo
+
+    async def _open(self, where: git.Where) -> Repo:
+        main = (await git.worktrees(where.common_dir))[0]
+        if main.bare:
+            raise ParaError(Code.not_a_repository, f"{where.common_dir} has no main working tree")
+        root = main.path
+        para_dir = Path(root, ".para")
+        para_dir.mkdir(exist_ok=True)
+        _ensure_excluded(where.common_dir)
+        fd = os.open(para_dir / "sidecar.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise ParaError(Code.busy, f"{root} is served by another para sidecar (pid {holder or '?'}); "
+                                       "stop it or use the same PARA_SOCKET") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        repo = Repo(where.common_dir, root, Store(para_dir / "para.db"), fd)
+        self.repos[where.common_dir] = repo
+        for s in repo.store.live():
+            if s.op is not None:
+                await self._repair(repo, s)
+        return repo
+
+    def close(self) -> None:
+        for repo in self.repos.values():
+            repo.store.close()
+            os.close(repo.lock_fd)
+        self.repos.clear()
+
+    # ---- events ------------------------------------------------------------
+
+    def emit(self, repo: Repo, kind: str, session: str | None, **data: Any) -> None:
+        event = repo.store.append_event(kind, session, data)
+        event["repo"] = repo.root
+        self.notify("para/event", event)
+        self.notify("para/sessionsChanged", {"repo": repo.root, "sessions": [session] if session else [],
+                                             "kind": kind})
+
+    # ---- lookups -----------------------------------------------------------
+
+    def _find(self, repo: Repo, name: str | None, cwd: str) -> Session:
+        """The named session, else the one whose worktree holds `cwd` (most specific wins)."""
+        if name is not None:
+            validate_session_name(name)
+            s = repo.store.get(name)
+            if s is None:
+                names = [x.name for x in repo.store.live()]
+                raise ParaError(Code.not_found, f"no session named {name!r}"
+                                + (f" (sessions: {', '.join(names)})" if names else ""), session=name)
+            return s
+        s = self._session_at(repo, cwd)
+        if s is None:
+            raise ParaError(Code.invalid_input,
+                            f"{cwd} is not inside a session worktree; name the session "
+                            "(for example `--session NAME`)")
+        return s
+
+    def _session_at(self, repo: Repo, cwd: str) -> Session | None:
+        here = os.path.realpath(cwd)
+        best = None
+        for s in repo.store.live():
+            if here == s.worktree or here.startswith(s.worktree + os.sep):
+                if best is None or len(s.worktree) > len(best.worktree):
+                    best = s
+        return best
+
+    async def _base(self, repo: Repo, requested: str | None, cfg: dict[str, Any]) -> tuple[str, str]:
+        """The base branch and its commit: --base, else configured, else origin/HEAD, main, master."""
+        if requested is not None:
+            candidates = [validate_branch_name(requested, "base branch")]
+        elif cfg["base_branch"]:
+            candidates = [cfg["base_branch"]]
+        else:
+            candidates = []
+            origin = await git.symbolic_ref(repo.root, "refs/remotes/origin/HEAD")
+            if origin and "/" in origin:
+                candidates.append(origin.split("/", 1)[1])
+            candidates += ["main", "master"]
+        for b in candidates:
+            sha = await git.resolve(repo.root, f"refs/heads/{b}")
+            if sha:
+                return b, sha
+        if await git.resolve(repo.root, "HEAD") is None:
+            raise ParaError(Code.not_a_repository, f"{repo.root} has no commits yet; commit something first")
+        branches = sorted(x[len("refs/heads/"):] for x in await git.refs(repo.root, "refs/heads/"))
+        if requested is not None or cfg["base_branch"]:
+            raise ParaError(Code.not_found, f"base branch {candidates[0]!r} does not exist"
+                            f" (local branches: {', '.join(branches) or 'none'})", branch=candidates[0])
+        detached = await git.symbolic_ref(repo.root, "HEAD") is None
+        raise ParaError(Code.not_found,
+                        "cannot tell which branch to fork from: no origin/HEAD, main or master"
+                        + (" and HEAD is detached" if detached else "")
+                        + f"; pass --base or run `para config set base_branch NAME`"
+                        f" (local branches: {', '.join(branches) or 'none'})")
+
+    async def _worktree_state(self, repo: Repo) -> dict[str, git.Worktree]:
+        return {w.path: w for w in await git.worktrees(repo.root)}
+
+    def _info(self, repo: Repo, s: Session, wts: dict[str, git.Worktree], branches: dict,
+              dirty: bool = False, cwd: str | None = None) -> SessionInfo:
+        wt = wts.get(s.worktree)
+        wt_exists = wt is not None and not wt.prunable and os.path.isdir(s.worktree)
+        branch_ref = branches.get(f"refs/heads/{s.branch}")
+        state = s.status.value
+        if s.op is not None:
+            state = f"{s.op.kind}-pending"
+        elif s.status in (Status.active, Status.conflicted) and not (wt_exists and branch_ref):
+            state = "missing"
+        elif s.status is Status.active and dirty:
+            state = "dirty"
+        current = cwd is not None and (cwd == s.worktree or cwd.startswith(s.worktree + os.sep))
+        return SessionInfo(
+            name=s.name, status=s.status, state=state, branch=s.branch, worktree=s.worktree,
+            base_branch=s.base_branch, base_commit=s.base_commit, created_at=s.created_at,
+            updated_at=s.updated_at, current=current, dirty=dirty, worktree_exists=wt_exists,
+            branch_exists=branch_ref is not None, head=branch_ref[0] if branch_ref else s.head_commit,
+            task=s.task, archived_branch=s.archived_branch,
+            pending_op=s.op.kind if s.op else None, notes=list(s.notes))
+
+    async def _adopt_out_of_band(self, repo: Repo, sessions: list[Session],
+                                 wts: dict[str, git.Worktree]) -> None:
+        """Record changes made behind para's back instead of overwriting them."""
+        for s in sessions:
+            wt = wts.get(s.worktree)
+            if s.status is not Status.active or s.op is not None or wt is None:
+                continue
+            if wt.branch and wt.branch != s.branch:
+                note = f"branch renamed outside para: {s.branch} -> {wt.branch} (adopted)"
+                s.notes.append(note)
+                s.branch = wt.branch
+                repo.store.save(s)
+                self.emit(repo, "adopted", s.name, note=note)
+
+    async def _dirty(self, worktrees: list[str]) -> dict[str, bool]:
+        sem = asyncio.Semaphore(STATUS_CONCURRENCY)
+
+        async def one(path: str) -> bool:
+            async with sem:
+                try:
+                    return bool(await git.status(path))
+                except ParaError:
+                    return False
+        flags = await asyncio.gather(*(one(p) for p in worktrees))
+        return dict(zip(worktrees, flags))
+
+    # ---- operations --------------------------------------------------------
+
+    async def hello(self, p: HelloParams) -> dict[str, Any]:
+        return {"name": "para", "version": __version__, "protocol": PROTOCOL_VERSION, "pid": os.getpid(),
+                "started_at": self.started_at, "repos": sorted(r.root for r in self.repos.values()),
+                "busy": self.busy}
+
+    async def start(self, p: StartParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        cfg = repo.config(p.env)
+        name = validate_session_name(p.name) if p.name is not None else None
+        base, base_commit = await self._base(repo, p.base, cfg)
+        prefix = cfg["branch_prefix"]
+        async with repo.lock:
+            taken_branches = {r[len("refs/heads/"):] for r in await git.refs(repo.root, f"refs/heads/{prefix}/")}
+
+            def taken(n: str) -> bool:
+                return (repo.store.get(n) is not None or f"{prefix}/{n}" in taken_branches
+                        or os.path.lexists(os.path.join(repo.worktrees_dir, n)))
+
+            if name is None:
+                name = friendly_name(taken)
+            existing = repo.store.get(name)
+            if existing is not None:
+                hint = ("`para recover " + name + "` brings it back" if existing.status is Status.cancelled
+                        else "`para resume " + name + "` reopens it")
+                raise ParaError(Code.already_exists, f"session {name!r} already exists ({existing.status.value}); "
+                                f"{hint}, or choose another name", session=name)
+            branch = f"{prefix}/{name}"
+            path = os.path.join(repo.worktrees_dir, name)
+            if branch in taken_branches:
+                raise ParaError(Code.already_exists, f"branch {branch!r} already exists; `para recover {name}` "
+                                f"or `para resume {name}` may adopt it, or delete it with `git branch -D {branch}`",
+                                branch=branch)
+            if os.path.lexists(path):
+                raise ParaError(Code.already_exists, f"worktree path {path} already exists; "
+                                "move it away or run `para clean`", path=path)
+            s = Session(name=name, branch=branch, worktree=path, base_branch=base, base_commit=base_commit,
+                        op=Op(kind="start"))
+            repo.store.save(s)
+            try:
+                await git.add_worktree(repo.root, path, branch, new_at=base_commit)
+            except BaseException:
+                await self._undo_start(repo, s)
+                raise
+            s.op = None
+            repo.store.save(s)
+        self.emit(repo, "started", name, branch=branch, worktree=path, base=base)
+        return await self._show(repo, s, p.cwd)
+
+    async def _undo_start(self, repo: Repo, s: Session) -> None:
+        """Remove what a failed or interrupted start created; nothing there is anyone's work yet."""
+        wts = await self._worktree_state(repo)
+        if s.worktree in wts:
+            await git.remove_worktree(repo.root, s.worktree)
+        if os.path.isdir(s.worktree):
+            shutil.rmtree(s.worktree)
+        await git.prune_worktrees(repo.root)
+        if await git.resolve(repo.root, f"refs/heads/{s.branch}") == s.base_commit:
+            await git.delete_branch(repo.root, s.branch)
+        repo.store.delete(s)
+
+    async def list(self, p: ListParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        sessions = repo.store.all() if p.all else [
+            s for s in repo.store.live() if s.status is not Status.cancelled]
+        wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
+        await self._adopt_out_of_band(repo, sessions, wts)
+        active = [s.worktree for s in sessions if s.status is Status.active and s.worktree in wts]
+        dirty = await self._dirty(active)
+        cwd = os.path.realpath(p.cwd)
+        current = self._session_at(repo, cwd)
+        infos = [self._info(repo, s, wts, branches, dirty.get(s.worktree, False),
+                            cwd if current is s else None) for s in sessions]
+        return {"repo": repo.root, "current": current.name if current else None,
+                "sessions": to_builtins(infos)}
+
+    async def _show(self, repo: Repo, s: Session, cwd: str) -> dict[str, Any]:
+        wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
+        info = self._info(repo, s, wts, branches, cwd=os.path.realpath(cwd))
+        result = to_builtins(info)
+        tip = s.branch if info.branch_exists else (s.archived_branch or s.head_commit)
+        if info.worktree_exists:
+            result["dirty"] = bool(await git.status(s.worktree))
+            if s.status is Status.active and result["dirty"]:
+                result["state"] = "dirty"
+        if tip and await git.resolve(repo.root, tip):
+            result["ahead"] = await git.count(repo.root, f"{s.base_commit}..{tip}")
+            result["commits"] = await asyncio.to_thread(git.commit_log, repo.root, f"{s.base_commit}..{tip}")
+            stat = await git.run(repo.root, "diff", "--shortstat", s.base_commit, tip)
+            result["diffstat"] = stat.out.strip()
+        return result
+
+    async def show(self, p: SessionParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        return await self._show(repo, self._find(repo, p.session, p.cwd), p.cwd)
+
+    # -- finish
+
+    async def finish(self, p: FinishParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        cfg = repo.config(p.env)
+        message = p.message.strip() if isinstance(p.message, str) else ""
+        if not message:
+            raise ParaError(Code.invalid_input, "the commit message is empty")
+        if "\0" in message:
+            raise ParaError(Code.invalid_input, "the commit message contains a NUL byte")
+        new_branch = validate_branch_name(p.branch) if p.branch is not None else None
+        s = self._find(repo, p.session, p.cwd)
+        async with repo.session_lock(s.name):
+            s = self._find(repo, s.name, p.cwd)
+            self._require(s, Status.active, "finish")
+            wt = (await self._worktree_state(repo)).get(s.worktree)
+            if wt is None or not os.path.isdir(s.worktree):
+                raise ParaError(Code.wrong_state, f"the worktree of {s.name!r} is missing; "
+                                f"`para resume {s.name}` recreates it from its branch", session=s.name)
+            if wt.branch is None:
+                raise ParaError(Code.wrong_state, f"HEAD is detached in {s.worktree}; "
+                                f"check out {s.branch} there first", session=s.name)
+            if new_branch and new_branch != s.branch and await git.branch_exists(repo.root, new_branch):
+                raise ParaError(Code.already_exists, f"branch {new_branch!r} already exists", branch=new_branch)
+            squash = cfg["finish.squash"] if p.squash is None else p.squash
+            fork = await git.merge_base(s.worktree, f"refs/heads/{s.base_branch}", "HEAD") or s.base_commit
+            if not await git.status(s.worktree) and await git.count(s.worktree, f"{fork}..HEAD") == 0:
+                raise ParaError(Code.nothing_to_do, f"session {s.name!r} has no changes to finish; "
+                                f"`para cancel {s.name}` closes it", session=s.name)
+            s.op = Op(kind="finish", data={"message": message, "squash": squash, "branch": new_branch,
+                                           "stamp": _utc_stamp()})
+            repo.store.save(s)
+            self.busy += 1
+            try:
+                await self._do_finish(repo, s)
+            finally:
+                self.busy -= 1
+        self.emit(repo, "finished", s.name, branch=s.branch, commit=s.head_commit)
+        return await self._show(repo, s, p.cwd)
+
+    async def _do_finish(self, repo: Repo, s: Session) -> None:
+        d = s.op.data
+        if os.path.isdir(s.worktree):
+            await git.stage_all(s.worktree)
+            if await git.has_staged(s.worktree):
+                await git.commit(s.worktree, d["message"])
+            fork = await git.merge_base(s.worktree, f"refs/heads/{s.base_branch}", "HEAD") or s.base_commit
+            n = await git.count(s.worktree, f"{fork}..HEAD")
+            last = (await git.out(s.worktree, "log", "-1", "--format=%B")).strip() if n else ""
+            if d["squash"] and (n > 1 or (n == 1 and last != d["message"])):
+                head = await git.out(s.worktree, "rev-parse", "HEAD")
+                await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{d['stamp']}-finish", head)
+                await git.reset_soft(s.worktree, fork)
+                await git.commit(s.worktree, d["message"])
+            left = await git.status(s.worktree)
+            if left:
+                raise ParaError(Code.dirty, f"could not commit everything in {s.worktree} "
+                                f"(for example {left[0][3:]!r}); the worktree is kept", session=s.name)
+            s.head_commit = await git.out(s.worktree, "rev-parse", "HEAD")
+            async with repo.lock:
+                await git.remove_worktree(repo.root, s.worktree)
+        else:
+            s.head_commit = await git.resolve(repo.root, f"refs/heads/{s.branch}") or s.head_commit
+        if d.get("branch") and d["branch"] != s.branch:
+            async with repo.lock:
+                if await git.branch_exists(repo.root, s.branch):
+                    await git.rename_branch(repo.root, s.branch, d["branch"])
+            s.branch = d["branch"]
+        s.status, s.op = Status.review, None
+        repo.store.save(s)
+
+    # -- cancel / recover / resume
+
+    async def cancel(self, p: CancelParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        cfg = repo.config(p.env)
+        s = self._find(repo, p.session, p.cwd)
+        async with repo.session_lock(s.name):
+            s = self._find(repo, s.name, p.cwd)
+            self._require(s, (Status.active, Status.review, Status.conflicted), "cancel")
+            stamp = _utc_stamp()
+            archive = f"{cfg['branch_prefix']}/archived/{stamp}/{s.name}"
+            n = 2
+            while await git.branch_exists(repo.root, archive):
+                archive = f"{cfg['branch_prefix']}/archived/{stamp}-{n}/{s.name}"
+                n += 1
+            s.op = Op(kind="cancel", data={"archive": archive, "discard": p.discard, "stamp": stamp})
+            repo.store.save(s)
+            self.busy += 1
+            try:
+                saved = await self._do_cancel(repo, s)
+            finally:
+                self.busy -= 1
+        self.emit(repo, "cancelled", s.name, archived_branch=s.archived_branch, saved=saved)
+        result = await self._show(repo, s, p.cwd)
+        result["saved"] = saved
+        return result
+
+    async def _do_cancel(self, repo: Repo, s: Session) -> dict[str, str] | None:
+        """Save the work, archive the branch, remove the worktree. Returns what was saved where."""
+        d = s.op.data
+        saved = None
+        if os.path.isdir(s.worktree) and s.worktree in await self._worktree_state(repo):
+            if await git.status(s.worktree):
+                if d["discard"]:
+                    snap = await git.snapshot(s.worktree, f"para: uncommitted work of {s.name} discarded by cancel")
+                    ref = f"refs/para/backup/{s.name}/{d['stamp']}-discarded"
+                    await git.update_ref(repo.root, ref, snap)
+                    saved = {"ref": ref, "commit": snap}
+                else:
+                    await git.stage_all(s.worktree)
+                    sha = await git.commit(s.worktree, WIP_MESSAGE, verify=False)
+                    saved = {"branch": d["archive"], "commit": sha}
+            async with repo.lock:
+                await git.remove_worktree(repo.root, s.worktree)
+        async with repo.lock:
+            if await git.branch_exists(repo.root, s.branch):
+                s.head_commit = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+                await git.rename_branch(repo.root, s.branch, d["archive"])
+        s.archived_branch = d["archive"]
+        s.status, s.op = Status.cancelled, None
+        repo.store.save(s)
+        return saved
+
+    async def recover(self, p: SessionParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        cfg = repo.config(p.env)
+        prefix = cfg["branch_prefix"]
+        async with repo.lock:
+            archives = await git.refs(repo.root, f"refs/heads/{prefix}/archived/")
+        if p.session is None:
+            cancelled = [s for s in repo.store.live() if s.status is Status.cancelled]
+            if not cancelled:
+                raise ParaError(Code.not_found, "there is no cancelled session to recover")
+            if len(cancelled) > 1:
+                raise ParaError(Code.invalid_input, "several cancelled sessions: "
+                                + ", ".join(s.name for s in cancelled) + "; name the one to recover",
+                                sessions=[s.name for s in cancelled])
+            name = cancelled[0].name
+        else:
+            name = validate_session_name(p.session)
+        async with repo.session_lock(name):
+            s = repo.store.get(name)
+            if s is None:
+                # An archive without a record (made by Para itself, or state lost): adopt the newest.
+                found = sorted(r for r in archives if r.rsplit("/", 1)[-1] == name)
+                if not found:
+                    raise ParaError(Code.not_found, f"no cancelled session or archived branch named {name!r}",
+                                    session=name)
+                archive = found[-1][len("refs/heads/"):]
+                base, base_commit = await self._base(repo, None, cfg)
+                s = Session(name=name, branch=f"{prefix}/{name}", base_branch=base,
+                            worktree=os.path.join(repo.worktrees_dir, name),
+                            base_commit=await git.merge_base(repo.root, base_commit, archive) or base_commit,
+                            status=Status.cancelled, archived_branch=archive,
+                            notes=[f"adopted from archived branch {archive}"])
+            elif s.status is not Status.cancelled:
+                raise ParaError(Code.wrong_state, f"session {name!r} is {s.status.value}, not cancelled; "
+                                f"`para resume {name}` reopens it", session=name)
+            branch = f"{prefix}/{name}"
+            if await git.branch_exists(repo.root, branch):
+                raise ParaError(Code.already_exists, f"branch {branch!r} already exists; rename or delete it "
+                                "before recovering", branch=branch)
+            path = os.path.join(repo.worktrees_dir, name)
+            if os.path.lexists(path):
+                raise ParaError(Code.already_exists, f"path {path} already exists; move it away first", path=path)
+            s.branch, s.worktree = branch, path
+            s.op = Op(kind="recover")
+            repo.store.save(s)
+            await self._do_recover(repo, s)
+        self.emit(repo, "recovered", name, branch=s.branch, worktree=s.worktree)
+        return await self._show(repo, s, p.cwd)
+
+    async def _do_recover(self, repo: Repo, s: Session) -> None:
+        async with repo.lock:
+            if s.archived_branch and await git.branch_exists(repo.root, s.archived_branch):
+                await git.rename_branch(repo.root, s.archived_branch, s.branch)
+            if s.worktree not in await self._worktree_state(repo):
+                await git.prune_worktrees(repo.root)
+                await git.add_worktree(repo.root, s.worktree, s.branch)
+        s.archived_branch, s.status, s.op = None, Status.active, None
+        repo.store.save(s)
+
+    async def resume(self, p: SessionParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        s = self._find(repo, p.session, p.cwd)
+        async with repo.session_lock(s.name):
+            s = self._find(repo, s.name, p.cwd)
+            if s.status is Status.cancelled:
+                raise ParaError(Code.wrong_state, f"session {s.name!r} is cancelled; `para recover {s.name}` "
+                                "brings it back", session=s.name)
+            recreated = False
+            wts = await self._worktree_state(repo)
+            if s.worktree not in wts or not os.path.isdir(s.worktree):
+                if not await git.branch_exists(repo.root, s.branch):
+                    raise ParaError(Code.not_found, f"neither the worktree nor the branch {s.branch!r} of "
+                                    f"{s.name!r} exists; nothing to resume", session=s.name)
+                if os.path.lexists(s.worktree):
+                    raise ParaError(Code.already_exists, f"{s.worktree} exists but is not a worktree of "
+                                    "this repository; move it away first", path=s.worktree)
+                s.op = Op(kind="resume")
+                repo.store.save(s)
+                await self._do_resume(repo, s)
+                recreated = True
+        if recreated:
+            self.emit(repo, "resumed", s.name, worktree=s.worktree)
+        result = await self._show(repo, s, p.cwd)
+        result["recreated"] = recreated
+        return result
+
+    async def _do_resume(self, repo: Repo, s: Session) -> None:
+        async with repo.lock:
+            if s.worktree not in await self._worktree_state(repo):
+                await git.prune_worktrees(repo.root)
+                await git.add_worktree(repo.root, s.worktree, s.branch)
+        if s.status is Status.review:
+            s.status = Status.active
+        s.op = None
+        repo.store.save(s)
+
+    # -- clean
+
+    async def clean(self, p: CleanParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        cfg = repo.config(p.env)
+        prefix = cfg["branch_prefix"]
+        actions: list[dict[str, Any]] = []
+        kept: list[dict[str, Any]] = []
+        async with repo.lock:
+            wts = await self._worktree_state(repo)
+            heads = await git.refs(repo.root, "refs/heads/")
+            live = repo.store.live()
+            prunable = [w.path for w in wts.values() if w.prunable]
+            if prunable:
+                actions.append({"kind": "prune_worktrees", "paths": prunable,
+                                "reason": "worktree directories that no longer exist"})
+            for s in live:
+                if s.op is not None:
+                    continue
+                has_branch = f"refs/heads/{s.branch}" in heads or (
+                    s.archived_branch and f"refs/heads/{s.archived_branch}" in heads)
+                has_wt = s.worktree in wts and not wts[s.worktree].prunable
+                if not has_branch and not has_wt:
+                    actions.append({"kind": "forget_session", "session": s.name,
+                                    "reason": "neither its branch nor its worktree exists"})
+            known = {s.branch for s in live} | {s.archived_branch for s in live if s.archived_branch}
+            cutoff = time.time() - cfg["clean.archive_days"] * 86400
+            base_tip = await self._base_for_clean(repo, cfg)
+            for ref, (sha, ts) in heads.items():
+                branch = ref[len("refs/heads/"):]
+                if not branch.startswith(prefix + "/"):
+                    continue
+                archived = branch.startswith(f"{prefix}/archived/")
+                if archived and ts > cutoff:
+                    continue
+                if not archived and branch in known:
+                    continue
+                integrated = base_tip is not None and await git.is_integrated(repo.root, sha, base_tip)
+                entry = {"kind": "delete_branch", "branch": branch, "commit": sha,
+                         "reason": ("archived more than %d days ago" % cfg["clean.archive_days"]) if archived
+                         else "a para branch no session owns", "integrated": integrated}
+                if integrated or p.force:
+                    actions.append(entry)
+                else:
+                    kept.append({**entry, "why_kept": "holds commits not in the base branch (use --force)"})
+            backup_cutoff = time.time() - cfg["clean.backup_days"] * 86400
+            for ref, (sha, ts) in (await git.refs(repo.root, "refs/para/backup/")).items():
+                if ts < backup_cutoff:
+                    actions.append({"kind": "delete_backup", "ref": ref, "commit": sha,
+                                    "reason": "backup older than %d days" % cfg["clean.backup_days"]})
+            if not p.dry_run:
+                await self._apply_clean(repo, actions, live)
+        if actions and not p.dry_run:
+            self.emit(repo, "cleaned", None, actions=len(actions))
+        return {"dry_run": p.dry_run, "actions": actions, "kept": kept}
+
+    async def _base_for_clean(self, repo: Repo, cfg: dict[str, Any]) -> str | None:
+        try:
+            return (await self._base(repo, None, cfg))[1]
+        except ParaError:
+            return None
+
+    async def _apply_clean(self, repo: Repo, actions: list[dict[str, Any]], live: list[Session]) -> None:
+        by_name = {s.name: s for s in live}
+        stamp = _utc_stamp()
+        for a in actions:
+            if a["kind"] == "prune_worktrees":
+                await git.prune_worktrees(repo.root)
+            elif a["kind"] == "forget_session":
+                repo.store.delete(by_name[a["session"]])
+            elif a["kind"] == "delete_branch":
+                if not a["integrated"]:  # forced: keep the commits reachable for the backup period
+                    await git.update_ref(repo.root, f"refs/para/backup/clean/{stamp}/{a['branch']}", a["commit"])
+                await git.delete_branch(repo.root, a["branch"])
+            elif a["kind"] == "delete_backup":
+                await git.delete_ref(repo.root, a["ref"])
+
+    # -- config and events
+
+    async def config(self, p: ConfigParams) -> dict[str, Any]:
+        root = None
+        if p.cwd is not None:
+            try:
+                root = (await self.repo(p.cwd)).root
+            except ParaError:
+                if p.scope == "project":
+                    raise
+        paths = {"user": str(config.user_config_path())}
+        if root:
+            paths["project"] = str(config.project_config_path(root))
+        if p.action == "path":
+            return {"paths": paths}
+        if p.action == "set":
+            if p.key is None or p.value is None:
+                raise ParaError(Code.invalid_input, "config set needs a key and a value")
+            if p.scope not in paths:
+                raise ParaError(Code.invalid_input, "project config needs a repository (cwd)")
+            stored = config.write_key(Path(paths[p.scope]), p.key, p.value)
+            return {"key": p.key, "value": stored, "scope": p.scope, "path": paths[p.scope]}
+        eff = config.effective(root, p.env)
+        if p.action == "get":
+            if p.key is None:
+                raise ParaError(Code.invalid_input, "config get needs a key")
+            return {"key": config.check_key(p.key), **eff[p.key]}
+        return {"paths": paths, "values": eff,
+                "env": {config.env_name(k): k for k in config.KEYS},
+                "descriptions": {k: d for k, (_, _, d) in config.KEYS.items()}}
+
+    async def events(self, p: EventsParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        return {"events": repo.store.events(p.after, max(1, min(p.limit, 1000)))}
+
+    # ---- crash repair ------------------------------------------------------
+
+    @staticmethod
+    def _require(s: Session, allowed: Status | tuple[Status, ...], verb: str) -> None:
+        allowed = allowed if isinstance(allowed, tuple) else (allowed,)
+        if s.op is not None:
+            raise ParaError(Code.wrong_state, f"session {s.name!r} has an interrupted {s.op.kind}; "
+                            "it is repaired when the sidecar restarts", session=s.name)
+        if s.status not in allowed:
+            raise ParaError(Code.wrong_state, f"cannot {verb} session {s.name!r}: it is {s.status.value}",
+                            session=s.name, status=s.status.value)
+
+    async def _repair(self, repo: Repo, s: Session) -> None:
+        """Finish or undo the operation a crashed sidecar left in `s.op`."""
+        kind = s.op.kind
+        try:
+            if kind == "start":
+                wts = await self._worktree_state(repo)
+                tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+                if s.worktree in wts and tip and (tip != s.base_commit or await git.status(s.worktree)):
+                    s.op = None  # someone already works there: keep it
+                    repo.store.save(s)
+                else:
+                    await self._undo_start(repo, s)
+            elif kind == "finish":
+                await self._do_finish(repo, s)
+            elif kind == "cancel":
+                await self._do_cancel(repo, s)
+            elif kind == "recover":
+                await self._do_recover(repo, s)
+            elif kind == "resume":
+                await self._do_resume(repo, s)
+            else:
+                log.warning("unknown pending op %s on %s", kind, s.name)
+                return
+            self.emit(repo, "repaired", s.name, op=kind)
+        except ParaError as e:
+            note = f"could not repair interrupted {kind}: {e.message}"
+            log.warning("%s: %s", s.name, note)
+            if note not in s.notes:
+                s.notes.append(note)
+                repo.store.save(s)
+
+
+def _ensure_excluded(common_dir: str) -> None:
+    """Keep para's files out of every worktree's `git status` via info/exclude
+    (shared by all worktrees), never by editing a tracked .gitignore."""
+    path = Path(common_dir, "info", "exclude")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text() if path.exists() else ""
+    missing = [line for line in EXCLUDE_LINES if line not in text.splitlines()]
+    if missing:
+        sep = "" if not text or text.endswith("\n") else "\n"
+        tmp = path.with_name(f".exclude.{os.getpid()}.tmp")
+        tmp.write_text(text + sep + "# para_rpc\n" + "\n".join(missing) + "\n")
+        os.replace(tmp, path)

@@ -1,0 +1,128 @@
+"""The per-repository SQLite store: `.para/para.db` in the main worktree.
+
+Sessions are stored as msgspec JSON documents keyed by row id, with the name
+and status as columns for lookups. A session's `op` field is the journal of a
+multi-step operation in flight; the service repairs every row that still has
+one when it opens the store after a crash. The event log is append-only.
+The schema version lives in `PRAGMA user_version`; MIGRATIONS[i] takes a
+database from version i to i + 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from para_rpc.model import HISTORY, Session, Status, now
+
+MIGRATIONS = [
+    """
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        doc BLOB NOT NULL
+    );
+    CREATE INDEX sessions_name ON sessions(name);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        session TEXT,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(Session).decode
+_LIVE = tuple(s.value for s in Status if s not in HISTORY)
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} has schema {version}, newer than this para ({SCHEMA_VERSION})")
+        for i in range(version, SCHEMA_VERSION):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in MIGRATIONS[i].split(";"):
+                    if stmt.strip():
+                        self.db.execute(stmt)
+                self.db.execute(f"PRAGMA user_version={i + 1}")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- sessions ----------------------------------------------------------
+
+    def _load(self, rows: Iterator[tuple[int, bytes]]) -> list[Session]:
+        result = []
+        for rid, doc in rows:
+            s = _decode(doc)
+            s.id = rid
+            result.append(s)
+        return result
+
+    def live(self) -> list[Session]:
+        """Sessions whose names are taken (everything but history), oldest first."""
+        q = f"SELECT id, doc FROM sessions WHERE status IN ({','.join('?' * len(_LIVE))}) ORDER BY id"
+        return self._load(self.db.execute(q, _LIVE))
+
+    def all(self) -> list[Session]:
+        return self._load(self.db.execute("SELECT id, doc FROM sessions ORDER BY id"))
+
+    def get(self, name: str) -> Session | None:
+        q = f"SELECT id, doc FROM sessions WHERE name = ? AND status IN ({','.join('?' * len(_LIVE))})"
+        found = self._load(self.db.execute(q, (name, *_LIVE)))
+        return found[0] if found else None
+
+    def save(self, s: Session) -> Session:
+        s.updated_at = now()
+        doc = _encode(s)
+        if s.id is None:
+            cur = self.db.execute("INSERT INTO sessions(name, status, doc) VALUES (?, ?, ?)",
+                                  (s.name, s.status.value, doc))
+            s.id = cur.lastrowid
+        else:
+            self.db.execute("UPDATE sessions SET name = ?, status = ?, doc = ? WHERE id = ?",
+                            (s.name, s.status.value, doc, s.id))
+        return s
+
+    def delete(self, s: Session) -> None:
+        if s.id is not None:
+            self.db.execute("DELETE FROM sessions WHERE id = ?", (s.id,))
+
+    # ---- events ------------------------------------------------------------
+
+    def append_event(self, kind: str, session: str | None, data: dict[str, Any]) -> dict[str, Any]:
+        ts = now()
+        cur = self.db.execute("INSERT INTO events(ts, session, kind, data) VALUES (?, ?, ?, ?)",
+                              (ts, session, kind, json.dumps(data)))
+        return {"id": cur.lastrowid, "ts": ts, "session": session, "kind": kind, "data": data}
+
+    def events(self, after: int = 0, limit: int = 200) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT id, ts, session, kind, data FROM events WHERE id > ? "
+                               "ORDER BY id LIMIT ?", (after, limit))
+        return [{"id": i, "ts": ts, "session": s, "kind": k, "data": json.loads(d)}
+                for i, ts, s, k, d in rows]
