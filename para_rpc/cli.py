@@ -141,10 +141,82 @@ def finish(message: Annotated[str, typer.Argument(help="Commit message.")],
            session: SessionOpt = None,
            branch: Annotated[Optional[str], typer.Option("--branch", help="Rename the branch for review.")] = None,
            squash: Annotated[Optional[bool], typer.Option("--squash/--no-squash", help="Squash into one commit (default: config finish.squash).")] = None,
+           integrate_: Annotated[bool, typer.Option("--integrate", help="Land the work on the base branch now (same as `para integrate MESSAGE`).")] = False,
            as_json: JsonOpt = False) -> None:
     """Commit everything in the session, squash it onto its fork point, keep the branch for review."""
-    _call("para/finish", {"session": session, "message": message, "branch": branch, "squash": squash}, as_json,
+    _call("para/finish", {"session": session, "message": message, "branch": branch, "squash": squash,
+                          "integrate": integrate_}, as_json,
+          _print_integration if integrate_ else
           lambda r: _print_session(r, f"Finished session {r['name']}: branch {r['branch']} is ready for review"))
+
+
+def _print_integration(r: dict[str, Any]) -> None:
+    rec = r.get("integration") or {}
+    if r.get("status") == "integrated":
+        what = "already contained in" if rec.get("noop") else "landed on"
+        print(f"Integrated session {r['name']}: {what} {rec.get('target')} at {str(rec.get('commit'))[:10]} "
+              f"({rec.get('strategy')})")
+        if rec.get("leftover"):
+            print(f"  changes made after integration started were saved to {rec['leftover']}")
+    else:
+        _print_session(r, f"Session {r['name']}")
+
+
+def _print_prediction(r: dict[str, Any]) -> None:
+    if r.get("error"):
+        print(f"would fail: {r['error']}")
+    elif r["clean"]:
+        print(f"{r['session']} would integrate cleanly into {r['target']} ({r['strategy']}, "
+              f"{len(r['commits'])} commit(s){', uncommitted work included' if r['includes_uncommitted'] else ''})")
+        if r.get("diffstat"):
+            print(r["diffstat"])
+    else:
+        print(f"{r['session']} would conflict with {r['target']} in:")
+        for f in r["conflicts"]:
+            print(f"  {f} lines {', '.join(f'{a}-{b}' for a, b in r['hunks'].get(f, []))}")
+
+
+StrategyOpt = Annotated[Optional[str], typer.Option("--strategy", help="squash | merge | rebase | ff (default: config integrate.strategy).")]
+
+
+@app.command()
+def integrate(message: Annotated[Optional[str], typer.Argument(help="Commit message (squash and merge).")] = None,
+              session: SessionOpt = None,
+              strategy: StrategyOpt = None,
+              target: Annotated[Optional[str], typer.Option("--target", help="Branch to land on (default: the session's base).")] = None,
+              dry_run: Annotated[bool, typer.Option("--dry-run", help="Predict the result; change nothing.")] = False,
+              as_json: JsonOpt = False) -> None:
+    """Land the session's work on its target branch; conflicts pause only this session."""
+    _call("para/integrate", {"session": session, "message": message, "strategy": strategy, "target": target,
+                             "dry_run": dry_run}, as_json, _print_prediction if dry_run else _print_integration)
+
+
+@app.command("continue")
+def continue_(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+    """Complete a paused integration once its conflicts are resolved in the worktree."""
+    _call("para/continue", {"session": name}, as_json, _print_integration)
+
+
+@app.command()
+def abort(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+    """Give up a paused integration: the session returns exactly to its pre-integration commit."""
+    _call("para/abort", {"session": name}, as_json,
+          lambda r: _print_session(r, f"Aborted the integration of {r['name']}; restored {r['restored'][:10]}"))
+
+
+@app.command()
+def conflicts(target: Annotated[Optional[str], typer.Option("--target", help="Forecast against this branch instead of each session's base.")] = None,
+              as_json: JsonOpt = False) -> None:
+    """Forecast collisions between active sessions (uncommitted work included) and with their targets."""
+    def render(r: dict[str, Any]) -> None:
+        if r["clean"]:
+            print(f"No conflicts among {len(r['sessions'])} session(s).")
+        for s in r["sessions"]:
+            if not s["clean"]:
+                print(f"{s['session']} x {s['target']}: {', '.join(s['files'])}")
+        for pair in r["pairs"]:
+            print(f"{pair['a']} x {pair['b']}: {', '.join(pair['files'])}")
+    _call("para/conflicts", {"target": target}, as_json, render)
 
 
 @app.command()

@@ -66,6 +66,9 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
     "integrate.strategy": ("squash", _choice("squash", "merge", "rebase", "ff"),
                            "default integration strategy"),
     "integrate.keep_branch": (False, _bool, "keep the session branch after integration"),
+    "integrate.check": ("", str, "command run on the merged result before the target moves "
+                        "(split like a shell would, run without one); empty = no check"),
+    "integrate.check_timeout": (900, _int_range(1, 86400), "seconds the check may run"),
     "clean.archive_days": (30, _int_range(0, 3650),
                            "`para clean` removes archived branches older than this (if integrated)"),
     "clean.backup_days": (30, _int_range(0, 3650),

@@ -28,6 +28,7 @@ class Code(enum.Enum):
     version_mismatch = (-32011, 9, "client and sidecar speak different protocol versions")
     nothing_to_do = (-32012, 10, "the operation has nothing to act on")
     dirty = (-32013, 11, "uncommitted changes are in the way")
+    check_failed = (-32014, 12, "the configured integration check failed; the target did not move")
 
     @property
     def rpc(self) -> int:

@@ -253,6 +253,55 @@ async def snapshot(wt: str | Path, message: str = "para snapshot") -> str:
     return res.out.strip()
 
 
+async def commit_tree(cwd: str | Path, tree: str, parents: list[str], message: str) -> str:
+    args = ["commit-tree", tree]
+    for parent in parents:
+        args += ["-p", parent]
+    res = await run(cwd, *args, check=False, stdin=message.encode())
+    if res.rc != 0:
+        res = await run(cwd, *_FALLBACK_IDENTITY, *args, stdin=message.encode())
+    return res.out.strip()
+
+
+async def changed_paths(cwd: str | Path, a: str, b: str) -> set[str]:
+    """Paths that differ between two commits or trees."""
+    text = (await run(cwd, "diff", "--name-only", "--no-renames", "-z", a, b)).out
+    return {p for p in text.split("\0") if p}
+
+
+async def dirty_paths(wt: str | Path) -> set[str]:
+    """Paths with uncommitted changes, staged or not, untracked included."""
+    text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")).out
+    return {e[3:] for e in text.split("\0") if len(e) > 3}
+
+
+async def unmerged_paths(wt: str | Path) -> list[str]:
+    text = (await run(wt, "diff", "--name-only", "--diff-filter=U", "-z")).out
+    return sorted({p for p in text.split("\0") if p})
+
+
+async def git_path(wt: str | Path, name: str) -> str:
+    return await out(wt, "rev-parse", "--path-format=absolute", "--git-path", name)
+
+
+async def in_progress(wt: str | Path) -> str | None:
+    """'merge' or 'rebase' when one is stopped in this worktree, else None."""
+    if os.path.exists(await git_path(wt, "MERGE_HEAD")):
+        return "merge"
+    for d in ("rebase-merge", "rebase-apply"):
+        if os.path.isdir(await git_path(wt, d)):
+            return "rebase"
+    return None
+
+
+async def show_blob(cwd: str | Path, spec: str) -> bytes:
+    proc = await asyncio.create_subprocess_exec("git", "cat-file", "blob", spec, cwd=str(cwd), env=BASE_ENV,
+                                                stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    data, _ = await proc.communicate()
+    return data if proc.returncode == 0 else b""
+
+
 async def tree_of(cwd: str | Path, rev: str) -> str:
     return await out(cwd, "rev-parse", f"{rev}^{{tree}}")
 

@@ -52,6 +52,7 @@ class Session(msgspec.Struct, kw_only=True):
     head_commit: str | None = None   # branch tip recorded at finish/cancel
     archived_branch: str | None = None
     op: Op | None = None
+    integration: dict[str, Any] | None = None  # the integration in progress, paused, or done
     notes: list[str] = msgspec.field(default_factory=list)  # out-of-band changes adopted
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
@@ -77,6 +78,7 @@ class SessionInfo(msgspec.Struct, kw_only=True):
     task: str | None = None
     archived_branch: str | None = None
     pending_op: str | None = None
+    integration: dict[str, Any] | None = None
     notes: list[str] = msgspec.field(default_factory=list)
 
 

@@ -47,6 +47,18 @@ class FinishParams(SessionParams, kw_only=True):
     message: str
     branch: str | None = None
     squash: bool | None = None
+    integrate: bool = False
+
+
+class IntegrateParams(SessionParams, kw_only=True):
+    message: str | None = None
+    strategy: Literal["squash", "merge", "rebase", "ff"] | None = None
+    target: str | None = None
+    dry_run: bool = False
+
+
+class ConflictsParams(RepoParams, kw_only=True):
+    target: str | None = None
 
 
 class CancelParams(SessionParams, kw_only=True):
@@ -90,6 +102,10 @@ SERVICE_METHODS: dict[str, tuple[type[Base], str]] = {
     "para/list": (ListParams, "list"),
     "para/show": (SessionParams, "show"),
     "para/finish": (FinishParams, "finish"),
+    "para/integrate": (IntegrateParams, "integrate"),
+    "para/continue": (SessionParams, "continue_"),
+    "para/abort": (SessionParams, "abort"),
+    "para/conflicts": (ConflictsParams, "conflicts"),
     "para/cancel": (CancelParams, "cancel"),
     "para/recover": (SessionParams, "recover"),
     "para/resume": (SessionParams, "resume"),

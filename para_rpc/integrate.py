@@ -1,0 +1,247 @@
+"""The integration engine: how a session's work lands on a target branch.
+
+Nothing here switches or dirties anyone's checkout. The merged result is
+computed with `git merge-tree --write-tree` (squash, merge) or, for rebase, in
+the session's own worktree; the target then moves with a compare-and-swap
+`update-ref`. A worktree that has the target checked out is brought along
+with `read-tree -m -u old new` (what `checkout` does), which keeps its
+uncommitted changes; if they touch files the integration changes, nothing
+moves at all. Conflicts are materialized only in the session's worktree.
+The service decides when to call what (queue, state, events); this module
+only knows git.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from para_rpc import git
+from para_rpc.errors import Code, ParaError
+
+STRATEGIES = ("squash", "merge", "rebase", "ff")
+_MARKER = re.compile(rb"^(<{7}|={7}|>{7}|\|{7})(?: |$)", re.M)
+CHECK_OUTPUT_LIMIT = 20_000
+
+
+@dataclass
+class Candidate:
+    """What the target would become: `commit` when clean, else the conflicting paths."""
+
+    clean: bool
+    commit: str | None = None
+    tree: str | None = None
+    conflicts: list[str] = field(default_factory=list)
+    hunks: dict[str, list[list[int]]] = field(default_factory=dict)
+
+
+def marker_ranges(data: bytes) -> list[list[int]]:
+    """1-based [start, end] line ranges of conflict blocks (<<<<<<< ... >>>>>>>)."""
+    ranges, start = [], None
+    for n, line in enumerate(data.split(b"\n"), 1):
+        if line.startswith(b"<<<<<<<"):
+            start = n
+        elif line.startswith(b">>>>>>>") and start is not None:
+            ranges.append([start, n])
+            start = None
+    return ranges
+
+
+async def tree_hunks(root: str, tree: str, paths: list[str]) -> dict[str, list[list[int]]]:
+    """Conflict block ranges of files inside a merge-tree result tree."""
+    blobs = await asyncio.gather(*(git.show_blob(root, f"{tree}:{p}") for p in paths))
+    return {p: marker_ranges(b) for p, b in zip(paths, blobs)}
+
+
+def worktree_hunks(wt: str, paths: list[str]) -> dict[str, list[list[int]]]:
+    result = {}
+    for p in paths:
+        try:
+            result[p] = marker_ranges(Path(wt, p).read_bytes())
+        except OSError:  # deleted on one side: no markers to show
+            result[p] = []
+    return result
+
+
+def remaining_markers(wt: str, paths: list[str]) -> list[str]:
+    """`path:line` of conflict markers still present in the given files."""
+    found = []
+    for p in paths:
+        try:
+            data = Path(wt, p).read_bytes()
+        except OSError:
+            continue
+        for m in _MARKER.finditer(data):
+            line = data.count(b"\n", 0, m.start()) + 1
+            found.append(f"{p}:{line}")
+    return found
+
+
+async def candidate(root: str, strategy: str, old: str, tip: str, message: str) -> Candidate:
+    """The commit `target` (at `old`) would move to, computed without any checkout.
+    For rebase this is a forecast only (a rebase replays commit by commit)."""
+    if await git.is_ancestor(root, tip, old):
+        return Candidate(True, old, await git.tree_of(root, old))  # nothing new
+    if strategy in ("ff", "rebase") and await git.is_ancestor(root, old, tip):
+        return Candidate(True, tip, await git.tree_of(root, tip))
+    if strategy == "ff":
+        raise ParaError(Code.wrong_state, "the target has moved since the session forked, so it cannot be "
+                        "fast-forwarded; use --strategy squash, merge or rebase")
+    clean, tree, files = await git.merge_tree(root, old, tip)
+    if not clean:
+        return Candidate(False, tree=tree, conflicts=files, hunks=await tree_hunks(root, tree, files))
+    if strategy == "rebase":
+        return Candidate(True, None, tree)
+    parents = [old] if strategy == "squash" else [old, tip]
+    return Candidate(True, await git.commit_tree(root, tree, parents, message), tree)
+
+
+async def merge_target_into(wt: str, old: str, message: str) -> list[str]:
+    """Merge the target commit into the session worktree to stop on its conflicts
+    there; returns the conflicted paths (empty if the merge went through)."""
+    res = await git.run(wt, "merge", "--no-ff", "--no-commit", "-m", message, old, check=False)
+    unmerged = await git.unmerged_paths(wt)
+    if res.rc != 0 and not unmerged:
+        await git.run(wt, "merge", "--abort", check=False)
+        raise ParaError(Code.git_failed, f"git merge failed in {wt}: {res.err.strip() or res.out.strip()}")
+    if not unmerged and await git.in_progress(wt) == "merge":
+        await git.commit(wt, message)
+    return unmerged
+
+
+async def rebase_onto(wt: str, old: str) -> list[str]:
+    """Rebase the session worktree onto the target; returns the conflicted paths of
+    the commit it stopped at (empty when the rebase completed)."""
+    res = await git.run(wt, "rebase", "--no-autostash", old, check=False)
+    if res.rc == 0:
+        return []
+    unmerged = await git.unmerged_paths(wt)
+    if not unmerged:
+        await git.run(wt, "rebase", "--abort", check=False)
+        raise ParaError(Code.git_failed, f"git rebase failed in {wt}: {res.err.strip() or res.out.strip()}")
+    return unmerged
+
+
+async def continue_in(wt: str, kind: str, files: list[str]) -> list[str]:
+    """Complete a stopped merge or rebase once the conflicts are resolved.
+    Returns the paths of a new conflict (a rebase may stop again), else []."""
+    markers = remaining_markers(wt, files)
+    if markers:
+        raise ParaError(Code.conflict, "conflict markers remain: " + ", ".join(markers[:20]),
+                        markers=markers)
+    await git.stage_all(wt)
+    left = await git.unmerged_paths(wt)
+    if left:
+        raise ParaError(Code.conflict, "unmerged paths remain: " + ", ".join(left), files=left)
+    if kind == "merge":
+        await git.run(wt, "commit", "--no-edit", "--quiet", "--no-verify")
+        return []
+    while True:
+        res = await git.run(wt, "rebase", "--continue", check=False)
+        if res.rc == 0:
+            return []
+        stopped = await git.unmerged_paths(wt)
+        if stopped:
+            return stopped
+        if await git.in_progress(wt) != "rebase":
+            raise ParaError(Code.git_failed, f"git rebase --continue failed: {res.err.strip()}")
+        # The replayed commit became empty (its change is already in the target): skip it.
+        res = await git.run(wt, "rebase", "--skip", check=False)
+        if res.rc == 0:
+            return []
+        stopped = await git.unmerged_paths(wt)
+        if stopped:
+            return stopped
+
+
+async def abort_in(wt: str, restore: str) -> None:
+    """Stop whatever is in progress in the worktree and put HEAD back at `restore`."""
+    kind = await git.in_progress(wt)
+    if kind:
+        await git.run(wt, kind, "--abort", check=False)
+    await git.run(wt, "reset", "--hard", "--quiet", restore)
+
+
+async def holder_of(root: str, branch: str) -> git.Worktree | None:
+    for w in await git.worktrees(root):
+        if w.branch == branch and not w.prunable:
+            return w
+    return None
+
+
+async def check_target_checkout(root: str, branch: str, old: str, new: str) -> git.Worktree | None:
+    """Refuse (changing nothing) when the worktree that has `branch` checked out holds
+    uncommitted changes to files this integration changes."""
+    w = await holder_of(root, branch)
+    if w is None:
+        return None
+    busy = await git.in_progress(w.path)
+    if busy:
+        raise ParaError(Code.dirty, f"{w.path} has {branch} checked out with a {busy} in progress; "
+                        "finish or abort it first", worktree=w.path)
+    overlap = sorted(await git.dirty_paths(w.path) & await git.changed_paths(root, old, new))
+    if overlap:
+        raise ParaError(Code.dirty, f"{w.path} has uncommitted changes to files this integration changes: "
+                        + ", ".join(overlap[:20]) + "; commit or stash them, then integrate again",
+                        worktree=w.path, files=overlap)
+    return w
+
+
+async def advance_target(root: str, branch: str, old: str, new: str, message: str) -> None:
+    """Move `branch` from `old` to `new` (compare-and-swap) and bring a checkout of it along."""
+    holder = await check_target_checkout(root, branch, old, new)
+    try:
+        await git.update_ref(root, f"refs/heads/{branch}", new, old, message)
+    except ParaError as e:
+        raise ParaError(Code.busy, f"{branch} moved while integrating (someone committed to it); "
+                        "integrate again", detail=e.message) from None
+    if holder is not None:
+        res = await git.run(holder.path, "read-tree", "-m", "-u", old, new, check=False)
+        if res.rc != 0:
+            await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")
+            raise ParaError(Code.dirty, f"could not update the checkout of {branch} at {holder.path}: "
+                            f"{res.err.strip()}; nothing was changed", worktree=holder.path)
+
+
+async def sync_checkout_after_crash(root: str, branch: str, old: str, new: str) -> None:
+    """If the target moved but a checkout of it still has the old index (a crash
+    between update-ref and read-tree), bring that checkout along now."""
+    w = await holder_of(root, branch)
+    if w is None:
+        return
+    index_tree = (await git.run(w.path, "write-tree", check=False)).out.strip()
+    if index_tree == await git.tree_of(root, old) and index_tree != await git.tree_of(root, new):
+        await git.run(w.path, "read-tree", "-m", "-u", old, new, check=False)
+
+
+async def run_check(root: str, scratch_dir: str, commit: str, command: str,
+                    timeout: float) -> tuple[bool, int | None, str]:
+    """Run the configured check command on `commit` in a scratch worktree."""
+    argv = shlex.split(command)
+    path = os.path.join(scratch_dir, uuid.uuid4().hex[:12])
+    os.makedirs(scratch_dir, exist_ok=True)
+    await git.run(root, "worktree", "add", "--detach", "--quiet", path, commit)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=path, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+            rc = proc.returncode
+        except asyncio.TimeoutError:
+            proc.kill()
+            out, _ = await proc.communicate()
+            rc = None
+        text = out.decode("utf-8", "replace")
+        if len(text) > CHECK_OUTPUT_LIMIT:
+            text = "…" + text[-CHECK_OUTPUT_LIMIT:]
+        return rc == 0, rc, text
+    except FileNotFoundError:
+        return False, None, f"check command not found: {argv[0]}"
+    finally:
+        await git.run(root, "worktree", "remove", "--force", path, check=False)
