@@ -219,6 +219,135 @@ def conflicts(target: Annotated[Optional[str], typer.Option("--target", help="Fo
     _call("para/conflicts", {"target": target}, as_json, render)
 
 
+# ---- agents ------------------------------------------------------------------
+
+@app.command()
+def dispatch(name: Annotated[Optional[str], typer.Argument(help="Session name (default: from the task file, else friendly).")] = None,
+             prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="The task, inline.")] = None,
+             file: Annotated[Optional[list[str]], typer.Option("--file", "-f", help="A task file (also looked up in tasks/), a directory of TASK_<n>_<slug>.md files, or several -f.")] = None,
+             agent: Annotated[Optional[str], typer.Option("--agent", help="Launcher profile (claude, codex, gemini, aider, opencode, scripted, or a configured one).")] = None,
+             mode: Annotated[Optional[str], typer.Option("--mode", help="editor | tmux | headless (default: config agent.mode).")] = None,
+             skip: Annotated[bool, typer.Option("--dangerously-skip-permissions", "-d", help="Let the agent act without asking.")] = False,
+             base: Annotated[Optional[str], typer.Option("--base", "-b", help="Branch to fork from.")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Start a session and an agent in it, with a task (inline, from a file, or on stdin)."""
+    params: dict[str, Any] = {"name": name, "agent": agent, "mode": mode, "skip_permissions": skip, "base": base,
+                              "in_tmux": bool(os.environ.get("TMUX"))}
+    files = file or []
+    if prompt is not None and files:
+        _fail(ParaError(Code.invalid_input, "give either --prompt or --file, not both"), as_json)
+    if prompt is not None:
+        params["prompt"] = prompt
+    elif len(files) == 1:
+        params["file"] = files[0]
+    elif files:
+        params["files"] = files
+    elif not sys.stdin.isatty():
+        params["prompt"] = sys.stdin.read()
+    else:
+        _fail(ParaError(Code.invalid_input, "give the task with -p PROMPT, -f FILE, or on stdin"), as_json)
+
+    def render(r: dict[str, Any]) -> None:
+        if "name" not in r:
+            plan = r["plan"]
+            print(f"Plan {plan['id']}: {len(plan['steps'])} step(s)")
+            for st in plan["steps"]:
+                print(f"  step {st['number']}: " + ", ".join(t["name"] for t in st["tasks"]))
+            print("Later steps start when every earlier task is integrated; watch with `para monitor`.")
+        else:
+            _print_session(r, f"Dispatched session {r['name']}")
+    _call("para/dispatch", params, as_json, render)
+
+
+def _status_line(s: dict[str, Any]) -> str:
+    rep = s.get("report") or {}
+    agent = s.get("agent") or {}
+    todos = f"{rep['todos_done']}/{rep['todos_total']}" if rep.get("todos_total") else "-"
+    parts = [f"{s['name']:<18}", f"{s['status']:<11}", f"agent {agent.get('state', '-'):<8}",
+             f"tests {rep.get('tests', '-'):<8}", f"todos {todos:<6}"]
+    if rep.get("blocked"):
+        parts.append(f"BLOCKED: {rep['blocked']}")
+    parts.append(rep.get("task") or s.get("task") or "")
+    return " ".join(parts)
+
+
+@app.command()
+def status(words: Annotated[Optional[list[str]], typer.Argument(help='"<what you are doing>", or `show [NAME]`.')] = None,
+           tests: Annotated[Optional[str], typer.Option("--tests", help="passed | failed | unknown")] = None,
+           todos: Annotated[Optional[str], typer.Option("--todos", help="DONE/TOTAL, e.g. 3/5")] = None,
+           blocked: Annotated[Optional[str], typer.Option("--blocked", help="What blocks you.")] = None,
+           session: SessionOpt = None,
+           as_json: JsonOpt = False) -> None:
+    """Agents: report progress (`para status "writing tests" --todos 2/5`). Anyone: `para status show [NAME]`."""
+    words = words or []
+    if not words or words[0] == "show":
+        name = words[1] if len(words) > 1 else session
+        _call("para/status", {"session": name}, as_json,
+              lambda r: [print(_status_line(s)) for s in r["sessions"]] or (not r["sessions"] and print("No sessions.")))
+        return
+    _call("para/report", {"session": session, "task": " ".join(words), "tests": tests, "todos": todos,
+                          "blocked": blocked}, as_json, lambda r: None)
+
+
+@app.command()
+def logs(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the log grows.")] = False) -> None:
+    """Print a headless agent's output."""
+    import time
+
+    r = _call("para/status", {"session": name}, False)
+    agent = (r["sessions"][0].get("agent") or {}) if r["sessions"] else {}
+    path = agent.get("log")
+    if not path:
+        where = f"tmux window {agent['window']} (`para attach {r['sessions'][0]['name']}`)" if agent.get("window") \
+            else "a terminal, not a log file"
+        _fail(ParaError(Code.not_found, f"this session's agent writes to {where}"), False)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        _fail(ParaError(Code.not_found, f"no log yet at {path}"), False)
+    with f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            elif not follow:
+                return
+            else:
+                time.sleep(0.2)
+
+
+@app.command()
+def attach(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None) -> None:
+    """Attach to the tmux window where the session's agent runs."""
+    r = _call("para/status", {"session": name}, False)
+    window = ((r["sessions"][0].get("agent") or {}) if r["sessions"] else {}).get("window")
+    if not window:
+        _fail(ParaError(Code.not_found, "this session's agent does not run in tmux"), False)
+    if not sys.stdin.isatty():
+        _fail(ParaError(Code.invalid_input, f"not a terminal; the agent is in tmux window {window}"), False)
+    verb = "switch-client" if os.environ.get("TMUX") else "attach-session"
+    os.execvp("tmux", ["tmux", verb, "-t", window])
+
+
+@app.command()
+def monitor(once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+            until_idle: Annotated[bool, typer.Option("--until-done", help="Exit when no agent runs and no plan is running.")] = False) -> None:
+    """A live table of all sessions, refreshed by the sidecar's notifications."""
+    from para_rpc import monitor as monitor_mod
+
+    raise SystemExit(monitor_mod.run(_cwd(), client.forwarded_env(), once=once, until_done=until_idle))
+
+
+@app.command()
+def demo() -> None:
+    """Dispatch a three-step plan to scripted agents in a throwaway repository and watch it land."""
+    from para_rpc import demo as demo_mod
+
+    raise SystemExit(demo_mod.main())
+
+
 @app.command()
 def cancel(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
            discard: Annotated[bool, typer.Option("--discard", help="Do not commit uncommitted work (a backup ref still keeps it).")] = False,

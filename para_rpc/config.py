@@ -56,6 +56,30 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return conv
 
 
+def _profiles(v: Any) -> dict[str, dict[str, Any]]:
+    """Custom launcher profiles: {name: {command: [...], headless: [...], skip_permissions: [...]}}."""
+    if isinstance(v, str):  # from the environment (PARA_AGENTS) or `config set`
+        v = json.loads(v)
+    if not isinstance(v, dict):
+        raise ValueError("expected an object of profiles")
+    out = {}
+    for name, prof in v.items():
+        if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"invalid profile name {name!r}")
+        if not isinstance(prof, dict) or set(prof) - {"command", "headless", "skip_permissions"}:
+            raise ValueError(f"profile {name}: expected keys command, headless, skip_permissions")
+        for key in ("command", "headless", "skip_permissions"):
+            argv = prof.get(key, [] if key == "skip_permissions" else None)
+            if argv is None and key == "headless":
+                continue
+            if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv) or (
+                    key != "skip_permissions" and not argv):
+                raise ValueError(f"profile {name}: {key} must be a non-empty list of strings"
+                                 if key != "skip_permissions" else f"profile {name}: {key} must be a list of strings")
+        out[name] = prof
+    return out
+
+
 # key -> (default, converter, description)
 KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
     "base_branch": (None, _opt_branch,
@@ -69,6 +93,14 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
     "integrate.check": ("", str, "command run on the merged result before the target moves "
                         "(split like a shell would, run without one); empty = no check"),
     "integrate.check_timeout": (900, _int_range(1, 86400), "seconds the check may run"),
+    "agent.default": ("claude", str, "launcher profile `para dispatch` uses without --agent"),
+    "agent.mode": ("auto", _choice("auto", "headless", "tmux", "editor"),
+                   "where agents run: auto = an editor if one is connected, else tmux inside tmux, else headless"),
+    "agent.workflow": ("integrate", _choice("integrate", "finish", "none"),
+                       "the command the prompt's footer tells the agent to finish with"),
+    "agent.stale_after": (600, _int_range(10, 7 * 86400), "seconds without activity before a session counts as stale"),
+    "agent.editor_timeout": (5, _int_range(1, 120), "seconds to wait for an editor to start an agent terminal"),
+    "agents": ({}, _profiles, "custom launcher profiles (see README)"),
     "clean.archive_days": (30, _int_range(0, 3650),
                            "`para clean` removes archived branches older than this (if integrated)"),
     "clean.backup_days": (30, _int_range(0, 3650),
@@ -116,7 +148,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
+        if isinstance(v, Mapping) and key != "agents":
             flat.update(_flatten(v, key + "."))
         else:
             flat[key] = v

@@ -25,8 +25,6 @@ BASE_ENV.update(GIT_EDITOR="true", GIT_SEQUENCE_EDITOR="true", GIT_MERGE_AUTOEDI
                 GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", SSH_ASKPASS="true",
                 LC_ALL="C", LANGUAGE="C", GIT_PAGER="cat", PAGER="cat")
 
-# Para's own files inside a worktree are never staged, even if info/exclude was edited.
-OWN_FILES = (".para-agent.md", ".para")
 _FALLBACK_IDENTITY = ("-c", "user.name=para", "-c", "user.email=para@localhost")
 
 
@@ -207,12 +205,9 @@ async def status(wt: str | Path) -> list[str]:
     return [e for e in text.split("\0") if e]
 
 
-def _own_pathspecs() -> list[str]:
-    return ["--", "."] + [f":(exclude,top){p}" for p in OWN_FILES]
-
-
 async def stage_all(wt: str | Path) -> None:
-    await run(wt, "add", "-A", *_own_pathspecs())
+    """Stage everything but ignored files; para's own files are ignored through info/exclude."""
+    await run(wt, "add", "-A")
 
 
 async def has_staged(wt: str | Path) -> bool:
@@ -244,7 +239,7 @@ async def snapshot(wt: str | Path, message: str = "para snapshot") -> str:
         if os.path.exists(index):
             shutil.copyfile(index, tmp_index)  # reuse git's stat cache
         env = {"GIT_INDEX_FILE": tmp_index}
-        await run(wt, "add", "-A", *_own_pathspecs(), env=env)
+        await run(wt, "add", "-A", env=env)
         tree = (await run(wt, "write-tree", env=env)).out.strip()
     head = await out(wt, "rev-parse", "HEAD")
     res = await run(wt, "commit-tree", tree, "-p", head, check=False, stdin=message.encode())

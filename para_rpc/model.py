@@ -38,6 +38,34 @@ class Op(msgspec.Struct, kw_only=True):
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class AgentRun(msgspec.Struct, kw_only=True):
+    """An agent process working in a session."""
+
+    profile: str
+    mode: str                       # headless | tmux | editor
+    argv: list[str]
+    started_at: float = msgspec.field(default_factory=now)
+    pid: int | None = None          # the agent_runner process
+    exit_file: str | None = None
+    log: str | None = None
+    window: str | None = None       # tmux window id
+    skip_permissions: bool = False
+    exit_code: int | None = None
+    ended_at: float | None = None
+    lost: bool = False              # the runner vanished without recording an exit
+
+
+class Report(msgspec.Struct, kw_only=True):
+    """What the agent last said about itself with `para status`."""
+
+    task: str
+    tests: str = "unknown"
+    todos_done: int | None = None
+    todos_total: int | None = None
+    blocked: str | None = None
+    updated_at: float = msgspec.field(default_factory=now)
+
+
 class Session(msgspec.Struct, kw_only=True):
     id: int | None = None            # store row id (set by the store)
     name: str
@@ -53,6 +81,9 @@ class Session(msgspec.Struct, kw_only=True):
     archived_branch: str | None = None
     op: Op | None = None
     integration: dict[str, Any] | None = None  # the integration in progress, paused, or done
+    agent: AgentRun | None = None
+    report: Report | None = None
+    plan: int | None = None          # id of the plan this session belongs to
     notes: list[str] = msgspec.field(default_factory=list)  # out-of-band changes adopted
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
@@ -79,7 +110,40 @@ class SessionInfo(msgspec.Struct, kw_only=True):
     archived_branch: str | None = None
     pending_op: str | None = None
     integration: dict[str, Any] | None = None
+    agent: AgentRun | None = None
+    report: Report | None = None
+    plan: int | None = None
     notes: list[str] = msgspec.field(default_factory=list)
+
+
+class PlanTask(msgspec.Struct, kw_only=True):
+    file: str
+    name: str
+    session_id: int | None = None
+    state: str = "waiting"          # waiting | running | integrated | failed
+
+
+class PlanStep(msgspec.Struct, kw_only=True):
+    number: int
+    tasks: list[PlanTask]
+
+
+class Plan(msgspec.Struct, kw_only=True):
+    """Numbered task files: tasks sharing a number run in parallel; step n starts once
+    every task of the steps before it has been integrated."""
+
+    id: int | None = None
+    source: str
+    steps: list[PlanStep]
+    agent: str
+    mode: str
+    skip_permissions: bool = False
+    base: str | None = None
+    state: str = "running"          # running | done | failed
+    current: int = 0                # index into steps
+    reason: str | None = None
+    created_at: float = msgspec.field(default_factory=now)
+    updated_at: float = msgspec.field(default_factory=now)
 
 
 def to_builtins(obj: Any) -> Any:

@@ -61,6 +61,40 @@ class ConflictsParams(RepoParams, kw_only=True):
     target: str | None = None
 
 
+class DispatchParams(RepoParams, kw_only=True):
+    """One task (`prompt` or `file`), or a plan (`file` naming a directory, or `files`)."""
+    name: str | None = None
+    prompt: str | None = None
+    file: str | None = None
+    files: list[str] = []
+    agent: str | None = None
+    mode: Literal["auto", "headless", "tmux", "editor"] | None = None
+    skip_permissions: bool = False
+    base: str | None = None
+    in_tmux: bool = False
+
+
+class ReportParams(SessionParams, kw_only=True):
+    task: str
+    tests: Literal["passed", "failed", "unknown"] | None = None
+    todos: str | None = None
+    blocked: str | None = None
+
+
+class StatusParams(SessionParams, kw_only=True):
+    all: bool = False
+
+
+class WaitParams(RepoParams, kw_only=True):
+    sessions: list[str] = []
+    timeout: float = 60.0
+
+
+class DiffParams(SessionParams, kw_only=True):
+    stat_only: bool = False
+    max_bytes: int = 200_000
+
+
 class CancelParams(SessionParams, kw_only=True):
     discard: bool = False
 
@@ -86,6 +120,7 @@ class EventsParams(RepoParams, kw_only=True):
 
 class SubscribeParams(Base, kw_only=True):
     events: bool = True
+    editor: bool = False  # this connection answers para/runInTerminal (it can run agents)
 
 
 class EmptyParams(Base, kw_only=True):
@@ -107,6 +142,12 @@ SERVICE_METHODS: dict[str, tuple[type[Base], str]] = {
     "para/abort": (SessionParams, "abort"),
     "para/conflicts": (ConflictsParams, "conflicts"),
     "para/cancel": (CancelParams, "cancel"),
+    "para/dispatch": (DispatchParams, "dispatch"),
+    "para/report": (ReportParams, "report"),
+    "para/status": (StatusParams, "status"),
+    "para/wait": (WaitParams, "wait"),
+    "para/diff": (DiffParams, "diff"),
+    "para/plans": (RepoParams, "plans"),
     "para/recover": (SessionParams, "recover"),
     "para/resume": (SessionParams, "resume"),
     "para/clean": (CleanParams, "clean"),
@@ -119,3 +160,5 @@ TRANSPORT_METHODS: dict[str, type[Base]] = {
     "para/shutdown": EmptyParams,
 }
 NOTIFICATIONS = ("para/sessionsChanged", "para/event")
+# Requests the sidecar sends to clients (editors that subscribed with editor=true).
+SERVER_REQUESTS = ("para/runInTerminal",)

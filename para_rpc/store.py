@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from para_rpc.model import HISTORY, Session, Status, now
+from para_rpc.model import HISTORY, Plan, Session, Status, now
 
 MIGRATIONS = [
     """
@@ -37,11 +37,19 @@ MIGRATIONS = [
         data TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE plans (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        state TEXT NOT NULL,
+        doc BLOB NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Session).decode
+_decode_plan = msgspec.json.Decoder(Plan).decode
 _LIVE = tuple(s.value for s in Status if s not in HISTORY)
 
 
@@ -112,6 +120,32 @@ class Store:
     def delete(self, s: Session) -> None:
         if s.id is not None:
             self.db.execute("DELETE FROM sessions WHERE id = ?", (s.id,))
+
+    def by_id(self, rid: int) -> Session | None:
+        found = self._load(self.db.execute("SELECT id, doc FROM sessions WHERE id = ?", (rid,)))
+        return found[0] if found else None
+
+    # ---- plans -------------------------------------------------------------
+
+    def plans(self, state: str | None = None) -> list[Plan]:
+        q, args = "SELECT id, doc FROM plans", ()
+        if state is not None:
+            q, args = q + " WHERE state = ?", (state,)
+        result = []
+        for rid, doc in self.db.execute(q + " ORDER BY id", args):
+            plan = _decode_plan(doc)
+            plan.id = rid
+            result.append(plan)
+        return result
+
+    def save_plan(self, plan: Plan) -> Plan:
+        plan.updated_at = now()
+        doc = _encode(plan)
+        if plan.id is None:
+            plan.id = self.db.execute("INSERT INTO plans(state, doc) VALUES (?, ?)", (plan.state, doc)).lastrowid
+        else:
+            self.db.execute("UPDATE plans SET state = ?, doc = ? WHERE id = ?", (plan.state, doc, plan.id))
+        return plan
 
     # ---- events ------------------------------------------------------------
 

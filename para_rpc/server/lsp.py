@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 import msgspec
@@ -62,7 +63,9 @@ class ParaServer(LanguageServer):
         self.hub = hub
         self.stop_event = threading.Event()
         self.subscribed = False
+        self.editor = False
         self.writer: asyncio.StreamWriter | None = None
+        self.connected_at = time.monotonic()
         for method, fn in HANDLERS.items():
             self.feature(method)(fn)
         for command, fn in COMMANDS.items():
@@ -85,6 +88,22 @@ class Hub:
         self.conns: set[ParaServer] = set()
         self.on_idle_change = lambda: None
         self.request_stop = lambda: None
+
+    def editor_available(self) -> bool:
+        return any(ls.editor for ls in self.conns)
+
+    async def editor_request(self, params: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        """Ask the most recently connected editor to run an agent in a terminal."""
+        for ls in sorted((c for c in self.conns if c.editor), key=lambda c: -c.connected_at):
+            try:
+                answer = await asyncio.wait_for(ls.protocol.send_request_async("para/runInTerminal", params),
+                                                timeout)
+            except Exception as e:  # timeout, closed connection, or an error answer
+                log.info("editor did not run the agent: %s", e)
+                continue
+            if isinstance(answer, dict):
+                return answer
+        return None
 
     def broadcast(self, method: str, payload: dict[str, Any]) -> None:
         for ls in list(self.conns):
@@ -149,15 +168,16 @@ def _make_command(method: str):
 
 async def _subscribe(ls: ParaServer, params: Any = None) -> dict[str, Any]:
     try:
-        msgspec.convert(params if params is not None else {}, SubscribeParams)
+        p = msgspec.convert(params if params is not None else {}, SubscribeParams)
     except msgspec.ValidationError as e:
         raise JsonRpcInvalidParams(f"para/subscribe: {e}") from None
-    ls.subscribed = True
-    return {"subscribed": True}
+    ls.subscribed = p.events
+    ls.editor = p.editor
+    return {"subscribed": ls.subscribed, "editor": ls.editor}
 
 
 async def _unsubscribe(ls: ParaServer, params: Any = None) -> dict[str, Any]:
-    ls.subscribed = False
+    ls.subscribed = ls.editor = False
     return {"subscribed": False}
 
 

@@ -62,7 +62,9 @@ async def serve(idle_timeout: float) -> int:
         return EXIT_ALREADY_RUNNING
 
     hub = Hub()
-    service = Service(notify=hub.broadcast)
+    service = Service(notify=hub.broadcast, socket=str(sock_path))
+    service.editor_available = hub.editor_available
+    service.editor_request = hub.editor_request
     stop = asyncio.Event()
     last_activity = time.monotonic()
 
@@ -135,6 +137,23 @@ def _idle_default() -> float:
         return 0.0
 
 
+def _use_pidfd_child_watcher() -> None:
+    """On Python 3.11 asyncio waits for every child process with a new thread
+    (ThreadedChildWatcher): starting it blocks the event loop about a millisecond
+    per git process, which the sidecar spawns by the hundred. A pidfd watcher
+    (what 3.12+ uses by default where the kernel supports it) needs no thread."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:  # kernel older than 5.3, or pidfds not permitted
+        return
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="para-sidecar", description="Run the para sidecar in the foreground.")
     ap.add_argument("--idle-timeout", type=float, default=None,
@@ -148,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     logging.getLogger("pygls").setLevel(logging.CRITICAL)  # it logs expected errors with tracebacks
     idle = args.idle_timeout if args.idle_timeout is not None else _idle_default()
+    _use_pidfd_child_watcher()
     return asyncio.run(serve(idle))
 
 

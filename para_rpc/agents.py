@@ -1,0 +1,270 @@
+"""Agents: launcher profiles, the prompt and instruction file, task files, and launching.
+
+A profile is a set of argv templates (interactive, headless, skip-permissions
+flags) with the placeholders `{prompt}`, `{prompt_file}`, `{worktree}` and
+`{session}`, each replaced inside one argv element: the prompt is never
+parsed by a shell. Every agent runs under `agent_runner`, which records its
+exit code in a file so the sidecar learns it even across its own restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from para_rpc.errors import Code, ParaError
+
+PLACEHOLDERS = ("{prompt_file}", "{prompt}", "{worktree}", "{session}")
+MAX_ARG = 120_000  # below Linux's 128 KiB limit for one argv element
+TASK_RE = re.compile(r"TASK_(\d+)_([A-Za-z0-9][A-Za-z0-9_-]*)\.md")
+INSTRUCTION_FILE = ".para-agent.md"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    command: list[str]                      # interactive (tmux, editor terminal)
+    headless: list[str] | None = None       # non-interactive; defaults to command
+    skip_permissions: list[str] = field(default_factory=list)
+
+    def argv(self, mode: str, skip: bool) -> list[str]:
+        base = list(self.headless if mode == "headless" and self.headless else self.command)
+        if skip:
+            if not self.skip_permissions:
+                raise ParaError(Code.invalid_input, f"agent profile {self.name!r} has no way to skip permissions; "
+                                "configure its permissions in the agent itself")
+            base[1:1] = self.skip_permissions
+        return base
+
+
+def _scripted_agent() -> list[str]:
+    return [sys.executable, "-m", "para_rpc.scripted_agent", "{prompt_file}"]
+
+
+BUILTIN: dict[str, Profile] = {
+    "claude": Profile("claude", ["claude", "{prompt}"], ["claude", "-p", "{prompt}"],
+                      ["--dangerously-skip-permissions"]),
+    "codex": Profile("codex", ["codex", "{prompt}"], ["codex", "exec", "{prompt}"],
+                     ["--dangerously-bypass-approvals-and-sandbox"]),
+    "gemini": Profile("gemini", ["gemini", "-i", "{prompt}"], ["gemini", "-p", "{prompt}"], ["--yolo"]),
+    "aider": Profile("aider", ["aider", "--message-file", "{prompt_file}"],
+                     ["aider", "--no-pretty", "--message-file", "{prompt_file}"], ["--yes-always"]),
+    "opencode": Profile("opencode", ["opencode", "--prompt", "{prompt}"], ["opencode", "run", "{prompt}"], []),
+    # A small real program that edits files as its task file describes and runs the
+    # real `para` CLI: the demo's agent, and the stand-in for AI agents in tests.
+    "scripted": Profile("scripted", _scripted_agent(), None, []),
+}
+
+
+def profile(name: str, custom: dict[str, dict[str, Any]]) -> Profile:
+    if name in custom:
+        c = custom[name]
+        return Profile(name, list(c["command"]), c.get("headless"), list(c.get("skip_permissions", [])))
+    if name in BUILTIN:
+        return BUILTIN[name]
+    raise ParaError(Code.invalid_input, f"unknown agent profile {name!r}; known: "
+                    + ", ".join(sorted(set(BUILTIN) | set(custom))), profile=name)
+
+
+def render(argv: list[str], values: dict[str, str]) -> list[str]:
+    """Substitute placeholders inside each element; never joins or splits elements."""
+    out = []
+    for element in argv:
+        for ph in PLACEHOLDERS:
+            if ph in element:
+                element = element.replace(ph, values[ph[1:-1]])
+        out.append(element)
+    return out
+
+
+def check_prompt_fits(argv: list[str], prompt: str, profile_name: str) -> None:
+    if not any("{prompt}" in a for a in argv):
+        return
+    if "\0" in prompt:
+        raise ParaError(Code.invalid_input, f"the prompt contains a NUL byte, which profile {profile_name!r} "
+                        "cannot receive as an argument; use a profile that takes {prompt_file}")
+    if len(prompt.encode()) > MAX_ARG:
+        raise ParaError(Code.invalid_input, f"the prompt is {len(prompt.encode())} bytes, too long for an argument "
+                        f"of profile {profile_name!r}; use a profile that takes {{prompt_file}}")
+
+
+def require_binary(argv: list[str], profile_name: str) -> str:
+    found = shutil.which(argv[0])
+    if found is None:
+        raise ParaError(Code.not_found, f"agent profile {profile_name!r} runs {argv[0]!r}, which is not installed "
+                        "(not on PATH)", profile=profile_name, binary=argv[0])
+    return found
+
+
+FOOTERS = {
+    "integrate": 'When done: para integrate "<one-line summary of your change>"',
+    "finish": 'When done: para finish "<one-line summary of your change>"',
+}
+_HAS_WORKFLOW = re.compile(r"\bpara\s+(integrate|finish)\b|do not run any para commands", re.I)
+
+
+def compose_prompt(task: str, workflow: str) -> str:
+    """The task plus the workflow footer, unless the task already says how to finish."""
+    task = task.rstrip("\n")
+    if workflow == "none" or _HAS_WORKFLOW.search(task):
+        return task + "\n"
+    return f"{task}\n\n{FOOTERS[workflow]}\n"
+
+
+def instruction_text(session: str, workflow: str) -> str:
+    finish = {"integrate": 'para integrate "<summary>"', "finish": 'para finish "<summary>"'}.get(workflow)
+    lines = [
+        f"# You are working in para session `{session}`",
+        "",
+        "This directory is your own git worktree and branch. Other agents work in parallel in",
+        "their own worktrees; stay within the scope of your task.",
+        "",
+        "Report progress (short, often):",
+        "",
+        '    para status "<what you are doing, a few words>" --tests passed|failed|unknown --todos 3/5',
+        '    para status "<what blocks you>" --blocked "<reason>"',
+        "",
+    ]
+    if finish:
+        lines += [
+            "When the task is complete and the tests pass, finish with:",
+            "",
+            f"    {finish}",
+            "",
+            "If `para integrate` reports conflicts (exit status 7), they are in this worktree:",
+            "resolve the conflict markers, then run `para continue` (or `para abort` to go back).",
+            "",
+        ]
+    lines.append("This file is not committed.")
+    return "\n".join(lines) + "\n"
+
+
+def find_task_file(root: str, cwd: str, path: str) -> Path:
+    """Resolve a task file given by the user: relative to cwd, else in the repository's
+    `tasks/`. It must stay inside the repository (symlinks included)."""
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise ParaError(Code.invalid_input, "task file path is empty or malformed")
+    candidates = [Path(cwd, path)]
+    if not os.path.isabs(path):
+        candidates.append(Path(root, "tasks", path))
+    real_root = os.path.realpath(root)
+    for c in candidates:
+        if c.exists():
+            real = os.path.realpath(c)
+            if real != real_root and not real.startswith(real_root + os.sep):
+                raise ParaError(Code.invalid_input, f"task file {path!r} is outside the repository "
+                                f"(resolves to {real}); refusing to read it", path=path)
+            return Path(real)
+    raise ParaError(Code.not_found, f"task file {path!r} not found (looked in {cwd} and {root}/tasks)", path=path)
+
+
+def read_task(path: Path) -> str:
+    if path.is_dir():
+        raise ParaError(Code.invalid_input, f"{path} is a directory; give a task file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ParaError(Code.invalid_input, f"task file {path} is not UTF-8 text") from None
+    if not text.strip():
+        raise ParaError(Code.invalid_input, f"task file {path} is empty")
+    return text
+
+
+def plan_files(directory: Path) -> list[tuple[int, str, Path]]:
+    """The `TASK_<n>_<slug>.md` files of a directory as (n, slug, path), ordered."""
+    found = []
+    for p in sorted(directory.iterdir()):
+        m = TASK_RE.fullmatch(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(1)), m.group(2), p))
+    if not found:
+        raise ParaError(Code.not_found, f"no TASK_<n>_<slug>.md files in {directory}")
+    return sorted(found, key=lambda t: (t[0], t[1]))
+
+
+def task_name(path: Path) -> str | None:
+    m = TASK_RE.fullmatch(path.name)
+    if not m:
+        return None
+    slug = re.sub(r"[-_]{2,}", "_", m.group(2).lower()).strip("-_")[:48]
+    return slug or None
+
+
+def agent_env(session: str, worktree: str, socket: str) -> dict[str, str]:
+    """The agent's environment: ours, plus the way back to this sidecar and `para` on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PARA_SESSION", "PARA_WORKTREE")}
+    bindir = os.path.dirname(sys.executable)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.update(PARA_SESSION=session, PARA_WORKTREE=worktree, PARA_SOCKET=socket)
+    return env
+
+
+def runner_argv(exit_file: str, argv: list[str], log: str | None = None) -> list[str]:
+    return [sys.executable, "-m", "para_rpc.agent_runner", "--exit-file", exit_file,
+            *(["--log", log] if log else []), "--", *argv]
+
+
+async def launch_headless(argv: list[str], cwd: str, env: dict[str, str], log: str,
+                          exit_file: str) -> asyncio.subprocess.Process:
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    return await asyncio.create_subprocess_exec(
+        *runner_argv(exit_file, argv, log), cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+
+
+TMUX_SESSION = "para"
+
+
+async def _tmux(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec("tmux", *args, env=env, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace").strip(), err.decode(errors="replace").strip()
+
+
+async def launch_tmux(argv: list[str], cwd: str, env: dict[str, str], exit_file: str,
+                      window: str) -> tuple[str, int | None]:
+    """Open a window named after the session in the `para` tmux session;
+    returns (window id, pid of the process in it)."""
+    if shutil.which("tmux") is None:
+        raise ParaError(Code.not_found, "tmux is not installed; use --mode headless")
+    full = runner_argv(exit_file, argv)
+    env_args = [a for k, v in env.items() if k.startswith(("PARA_", "PATH", "GIT_")) for a in ("-e", f"{k}={v}")]
+    rc, _, _ = await _tmux("has-session", "-t", f"={TMUX_SESSION}")
+    if rc != 0:
+        rc, out, err = await _tmux("new-session", "-d", "-s", TMUX_SESSION, "-n", window, "-c", cwd,
+                                   "-P", "-F", "#{window_id} #{pane_pid}", *env_args, "--", *full, env=env)
+    else:
+        rc, out, err = await _tmux("new-window", "-d", "-t", f"={TMUX_SESSION}:", "-n", window, "-c", cwd,
+                                   "-P", "-F", "#{window_id} #{pane_pid}", *env_args, "--", *full, env=env)
+    if rc != 0:
+        raise ParaError(Code.internal, f"tmux could not open a window: {err}")
+    window_id, _, pid = out.partition(" ")
+    return window_id, int(pid) if pid.isdigit() else None
+
+
+async def tmux_window_alive(window_id: str) -> bool:
+    rc, out, _ = await _tmux("list-windows", "-a", "-F", "#{window_id}")
+    return rc == 0 and window_id in out.split()
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
