@@ -14,6 +14,7 @@ What it understands in the task text:
         wait-for <path>           wait until a file exists (tests use it to line agents up)
         exit <code>               stop right there with that status (a crash)
         run <argv...>             run a command (shlex-split, no shell)
+        on-conflict stop          leave a conflict for someone else (exit 7) instead of resolving it
     When done: para integrate "message"   (or para finish "message")
 """
 
@@ -70,6 +71,7 @@ def main(argv: list[str]) -> int:
     blocks = list(_BLOCK.finditer(text))
     total = max(1, len(blocks))
     log(f"working in {root} on {total} step(s)")
+    resolve_conflicts = True
     for i, m in enumerate(blocks, 1):
         if m.group(1):
             target = (root / m.group(2)).resolve()
@@ -100,6 +102,8 @@ def main(argv: list[str]) -> int:
                 return int(rest[0])
             elif cmd == "run":
                 subprocess.run(rest, check=False)
+            elif cmd == "on-conflict" and rest == ["stop"]:
+                resolve_conflicts = False
     finish = _FINISH.search(text)
     if not finish:
         log("no `para integrate` or `para finish` line in the task; leaving the work in place")
@@ -108,7 +112,7 @@ def main(argv: list[str]) -> int:
     para("status", "tests pass, finishing", "--tests", "passed", "--todos", f"{total}/{total}")
     res = para(verb, message, "--json")
     for _ in range(5):
-        if res.returncode != 7:
+        if res.returncode != 7 or not resolve_conflicts:
             break
         files = json.loads(res.stdout)["error"]["data"].get("files", [])
         log(f"conflicts in {', '.join(files)}: keeping both sides")
