@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,15 +73,13 @@ def profile(name: str, custom: dict[str, dict[str, Any]]) -> Profile:
                     + ", ".join(sorted(set(BUILTIN) | set(custom))), profile=name)
 
 
+_PLACEHOLDER_RE = re.compile("|".join(re.escape(ph) for ph in PLACEHOLDERS))
+
+
 def render(argv: list[str], values: dict[str, str]) -> list[str]:
-    """Substitute placeholders inside each element; never joins or splits elements."""
-    out = []
-    for element in argv:
-        for ph in PLACEHOLDERS:
-            if ph in element:
-                element = element.replace(ph, values[ph[1:-1]])
-        out.append(element)
-    return out
+    """Substitute placeholders inside each element; never joins or splits elements.
+    One pass: text substituted in (a prompt that mentions `{session}`) is not rescanned."""
+    return [_PLACEHOLDER_RE.sub(lambda m: values[m.group(0)[1:-1]], element) for element in argv]
 
 
 def check_prompt_fits(argv: list[str], prompt: str, profile_name: str) -> None:
@@ -210,12 +209,28 @@ def runner_argv(exit_file: str, argv: list[str], log: str | None = None) -> list
             *(["--log", log] if log else []), "--", *argv]
 
 
+class Detached:
+    """A headless runner the event loop does not own. asyncio kills the children it
+    started when its loop closes, so a sidecar that stops gracefully (SIGTERM,
+    `para sidecar stop`, idle timeout) would take every headless agent with it;
+    agents must outlive the sidecar and be re-adopted by the next one."""
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+
+    async def wait(self) -> int:
+        while (rc := self._popen.poll()) is None:
+            await asyncio.sleep(0.25)
+        return rc
+
+
 async def launch_headless(argv: list[str], cwd: str, env: dict[str, str], log: str,
-                          exit_file: str) -> asyncio.subprocess.Process:
+                          exit_file: str) -> Detached:
     os.makedirs(os.path.dirname(log), exist_ok=True)
-    return await asyncio.create_subprocess_exec(
-        *runner_argv(exit_file, argv, log), cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+    return Detached(subprocess.Popen(
+        runner_argv(exit_file, argv, log), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
 
 
 TMUX_SESSION = "para"
@@ -236,13 +251,16 @@ async def launch_tmux(argv: list[str], cwd: str, env: dict[str, str], exit_file:
         raise ParaError(Code.not_found, "tmux is not installed; use --mode headless")
     full = runner_argv(exit_file, argv)
     env_args = [a for k, v in env.items() if k.startswith(("PARA_", "PATH", "GIT_")) for a in ("-e", f"{k}={v}")]
+    new_window = ("new-window", "-d", "-t", f"={TMUX_SESSION}:", "-n", window, "-c", cwd,
+                  "-P", "-F", "#{window_id} #{pane_pid}", *env_args, "--", *full)
     rc, _, _ = await _tmux("has-session", "-t", f"={TMUX_SESSION}")
     if rc != 0:
         rc, out, err = await _tmux("new-session", "-d", "-s", TMUX_SESSION, "-n", window, "-c", cwd,
                                    "-P", "-F", "#{window_id} #{pane_pid}", *env_args, "--", *full, env=env)
+        if rc != 0 and "duplicate session" in err:  # a concurrent dispatch created it just now
+            rc, out, err = await _tmux(*new_window, env=env)
     else:
-        rc, out, err = await _tmux("new-window", "-d", "-t", f"={TMUX_SESSION}:", "-n", window, "-c", cwd,
-                                   "-P", "-F", "#{window_id} #{pane_pid}", *env_args, "--", *full, env=env)
+        rc, out, err = await _tmux(*new_window, env=env)
     if rc != 0:
         raise ParaError(Code.internal, f"tmux could not open a window: {err}")
     window_id, _, pid = out.partition(" ")

@@ -5,7 +5,8 @@ directory) and renders the result: a readable summary by default, the
 result object with `--json`. Errors print `para: <message>` (or a JSON
 `{"error": ...}` with `--json`) and exit with the code's stable status (see
 errors.py). Nothing here prompts; heavy libraries (pygls, mcp) are never
-imported, and `para list --json` skips typer entirely (see `main`).
+imported, and the commands scripts run in loops (`para list|start|show|cancel ... --json`)
+and `para mcp` are served before typer is even imported (see `_FAST`, `_fast_mcp`).
 """
 
 from __future__ import annotations
@@ -15,20 +16,8 @@ import os
 import sys
 from typing import Annotated, Any, Optional
 
-import typer
-
 from para_rpc import client
 from para_rpc.errors import Code, ParaError
-
-app = typer.Typer(no_args_is_help=True, add_completion=True, rich_markup_mode=None,
-                  help="Run many AI coding agents in parallel git worktrees, coordinated by one sidecar.")
-sidecar_app = typer.Typer(no_args_is_help=True, help="Manage the sidecar process.")
-config_app = typer.Typer(no_args_is_help=True, help="Show and change configuration.")
-app.add_typer(sidecar_app, name="sidecar")
-app.add_typer(config_app, name="config")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-SessionOpt = Annotated[Optional[str], typer.Option("--session", "-s", help="Session name (default: the one the current directory is in).")]
 
 
 def _cwd() -> str:
@@ -59,6 +48,90 @@ def _call(method: str, params: dict[str, Any], as_json: bool, render=None) -> An
     elif render is not None:
         render(result)
     return result
+
+
+# Commands that scripts and agents run in loops, served without typer when called
+# with `--json` and nothing but the arguments listed here: importing typer costs
+# ~30-50 ms, its first dispatch (pydantic, every command built) ~0.15-0.3 s more.
+# Each entry builds exactly the request its typer command builds. Anything else
+# (--help, `--opt=value`, an unknown or repeated argument, a value that looks like
+# an option) goes to typer.
+# command -> (method, param of the one positional argument or None, {flag: (param, takes a value)})
+_FAST: dict[str, tuple[str, str | None, dict[str, tuple[str, bool]]]] = {
+    "list": ("para/list", None, {"--all": ("all", False), "-a": ("all", False)}),
+    "ls": ("para/list", None, {"--all": ("all", False), "-a": ("all", False)}),
+    "start": ("para/start", "name", {"--base": ("base", True), "-b": ("base", True)}),
+    "show": ("para/show", "session", {}),
+    "cancel": ("para/cancel", "session", {"--discard": ("discard", False)}),
+}
+
+
+def _fast_path(args: list[str]) -> bool:
+    """Serve `para <command> ... --json` for the commands in _FAST without typer."""
+    if not args or args[0] not in _FAST or "--json" not in args[1:]:
+        return False
+    method, positional, flags = _FAST[args[0]]
+    params: dict[str, Any] = {positional: None} if positional else {}
+    params.update({param: None if takes_value else False for param, takes_value in flags.values()})
+    seen: set[str] = set()
+    rest = iter(args[1:])
+    for a in rest:
+        if a == "--json":
+            continue
+        if a in flags:
+            param, takes_value = flags[a]
+            if param in seen:
+                return False
+            seen.add(param)
+            if takes_value:
+                value = next(rest, None)
+                if value is None or value.startswith("-"):
+                    return False
+                params[param] = value
+            else:
+                params[param] = True
+        elif a.startswith("-") or positional is None or params[positional] is not None:
+            return False
+        else:
+            params[positional] = a
+    _call(method, params, True)
+    return True
+
+
+def _fast_json() -> None:
+    """The `_FAST` commands, answered before typer is imported (only when run as the
+    `para` program; `main` tries the same after typer for `python -m para_rpc`)."""
+    if os.path.basename(sys.argv[0]) == "para" and _fast_path(sys.argv[1:]):
+        raise SystemExit(0)
+
+
+def _fast_mcp() -> None:
+    """`para mcp` (what AI clients launch) runs the stdlib bridge before typer is even
+    imported (typer alone costs ~30 ms, its first dispatch ~150 ms more). Only when run
+    as the `para` program with exactly that argument; `para mcp init` goes to typer."""
+    if sys.argv[1:] == ["mcp"] and os.path.basename(sys.argv[0]) == "para":
+        from para_rpc import bridge
+
+        raise SystemExit(bridge.main())
+
+
+_fast_mcp()
+_fast_json()
+
+import typer  # noqa: E402
+
+app = typer.Typer(no_args_is_help=True, add_completion=True, rich_markup_mode=None,
+                  help="Run many AI coding agents in parallel git worktrees, coordinated by one sidecar.")
+sidecar_app = typer.Typer(no_args_is_help=True, help="Manage the sidecar process.")
+config_app = typer.Typer(no_args_is_help=True, help="Show and change configuration.")
+app.add_typer(sidecar_app, name="sidecar")
+app.add_typer(config_app, name="config")
+mcp_app = typer.Typer(invoke_without_command=True, help="MCP for AI clients: `para mcp` serves it on stdin/stdout "
+                      "(through the sidecar); `para mcp init` registers it in a client's project config.")
+app.add_typer(mcp_app, name="mcp")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+SessionOpt = Annotated[Optional[str], typer.Option("--session", "-s", help="Session name (default: the one the current directory is in).")]
 
 
 def _age(ts: float) -> str:
@@ -508,6 +581,47 @@ def sidecar_run(ctx: typer.Context) -> None:
     raise SystemExit(sidecar.main(list(ctx.args)))
 
 
+# ---- MCP -------------------------------------------------------------------------
+
+@mcp_app.callback()
+def mcp_serve(ctx: typer.Context) -> None:
+    """Serve MCP on stdin/stdout for an AI client (a byte pump to the sidecar, started if needed)."""
+    if ctx.invoked_subcommand is None:
+        from para_rpc import bridge
+
+        raise SystemExit(bridge.main())
+
+
+@mcp_app.command("init")
+def mcp_init(claude_code: Annotated[bool, typer.Option("--claude-code", help="Write .mcp.json (the default).")] = False,
+             cursor: Annotated[bool, typer.Option("--cursor", help="Write .cursor/mcp.json.")] = False,
+             vscode: Annotated[bool, typer.Option("--vscode", help="Write .vscode/mcp.json (VS Code's `servers`).")] = False,
+             print_only: Annotated[bool, typer.Option("--print", help="Only print the config snippet; write nothing.")] = False,
+             as_json: JsonOpt = False) -> None:
+    """Register `para mcp` in an AI client's project config, merging with what is there."""
+    from para_rpc import mcp_init as mi
+
+    clients = [c for c, on in (("claude-code", claude_code), ("cursor", cursor), ("vscode", vscode)) if on] \
+        or ["claude-code"]
+    if print_only:
+        snippets = {c: mi.snippet(c) for c in clients}
+        print(json.dumps(snippets if as_json or len(clients) > 1 else snippets[clients[0]], indent=2))
+        return
+    try:
+        results = mi.init(_cwd(), clients)
+    except ParaError as e:
+        _fail(e, as_json)
+    if as_json:
+        print(json.dumps({"results": results}, indent=2))
+        return
+    for r in results:
+        print(f"{r['path']}: para server {r['action']} ({r['entry']['command']} {' '.join(r['entry']['args'])})")
+        if r["tracked"]:
+            print("  note: this file is tracked by git; it now holds this machine's path of para")
+        elif r["excluded"]:
+            print("  kept out of commits through .git/info/exclude")
+
+
 @app.command()
 def tour() -> None:
     """A short scripted tour in a throwaway repository: start, list, finish, cancel, recover."""
@@ -524,19 +638,8 @@ def version() -> None:
     print(__version__)
 
 
-def _fast_list(args: list[str]) -> bool:
-    """`para list --json [--all]`, the command scripts poll, without importing typer
-    (typer's first dispatch imports pydantic: ~0.15 s). Anything else goes to typer."""
-    if not args or args[0] not in ("list", "ls") or "--json" not in args[1:]:
-        return False
-    if not set(args[1:]) <= {"--json", "--all", "-a"}:
-        return False
-    _call("para/list", {"all": "--all" in args or "-a" in args}, True)
-    return True
-
-
 def main() -> None:
-    if _fast_list(sys.argv[1:]):
+    if _fast_path(sys.argv[1:]):
         return
     app(prog_name="para")
 

@@ -15,6 +15,10 @@ from collections.abc import Callable
 from para_rpc.errors import Code, ParaError
 
 MAX_SESSION_NAME = 64
+# Names whose branch `<prefix>/<name>` would collide with para's own namespaces:
+# `<prefix>/archived/<stamp>/<name>` holds cancelled sessions, and git cannot have
+# both a branch `<prefix>/archived` and branches below it.
+RESERVED_SESSION_NAMES = frozenset({"archived"})
 MAX_BRANCH_NAME = 200
 
 _SESSION_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|[-_](?=[A-Za-z0-9]))*")
@@ -33,6 +37,10 @@ def validate_session_name(name: object) -> str:
         raise ParaError(Code.invalid_input,
                         f"invalid session name {shown!r}: use ASCII letters, digits, '-' and '_', "
                         "starting and ending with a letter or digit, no doubled '-' or '_'")
+    if name.lower() in RESERVED_SESSION_NAMES:  # (case-insensitive file systems too)
+        raise ParaError(Code.invalid_input,
+                        f"session name {name!r} is reserved (cancelled sessions are archived under "
+                        f"<prefix>/{name}/); choose another name")
     return name
 
 

@@ -84,6 +84,7 @@ class Service:
         self.socket = socket  # given to agents so their `para` reaches this sidecar
         self.repos: dict[str, Repo] = {}
         self._opening: dict[str, asyncio.Lock] = {}
+        self._where_cache: dict[str, git.Where] = {}  # cwd -> repository facts (2 git calls saved)
         self.notify = notify or (lambda method, payload: None)
         self.started_at = now()
         self.busy = 0  # operations in flight (the sidecar waits for them before exiting)
@@ -95,7 +96,12 @@ class Service:
             raise ParaError(Code.invalid_input, f"cwd must be an absolute path, got {cwd!r}")
         if not os.path.isdir(cwd):
             raise ParaError(Code.not_a_repository, f"directory does not exist: {cwd}")
-        where = await git.where(cwd)
+        where = self._where_cache.get(cwd)
+        if where is None or not os.path.isdir(where.common_dir):
+            where = await git.where(cwd)
+            if len(self._where_cache) > 1000:
+                self._where_cache.clear()
+            self._where_cache[cwd] = where
         if where.bare:
             raise ParaError(Code.not_a_repository,
                             f"{where.common_dir} is a bare repository; para needs one with a working tree")

@@ -26,7 +26,7 @@ from pygls.protocol import (JsonRPCNotification, JsonRPCRequestMessage, JsonRPCR
 
 from para_rpc import __version__
 from para_rpc.errors import Code, ParaError
-from para_rpc.params import SERVICE_METHODS, TRANSPORT_METHODS, SubscribeParams
+from para_rpc.params import SERVICE_METHODS, TRANSPORT_METHODS
 from para_rpc.service import Service
 
 log = logging.getLogger("para.lsp")
@@ -166,22 +166,29 @@ def _make_command(method: str):
     return command
 
 
-async def _subscribe(ls: ParaServer, params: Any = None) -> dict[str, Any]:
+def _transport_params(method: str, params: Any) -> Any:
+    """Decode the params of a connection-level method (unknown keys and wrong types refused)."""
     try:
-        p = msgspec.convert(params if params is not None else {}, SubscribeParams)
+        return msgspec.convert(params if params is not None else {}, TRANSPORT_METHODS[method])
     except msgspec.ValidationError as e:
-        raise JsonRpcInvalidParams(f"para/subscribe: {e}") from None
+        raise JsonRpcInvalidParams(f"{method}: {e}") from None
+
+
+async def _subscribe(ls: ParaServer, params: Any = None) -> dict[str, Any]:
+    p = _transport_params("para/subscribe", params)
     ls.subscribed = p.events
     ls.editor = p.editor
     return {"subscribed": ls.subscribed, "editor": ls.editor}
 
 
 async def _unsubscribe(ls: ParaServer, params: Any = None) -> dict[str, Any]:
+    _transport_params("para/unsubscribe", params)
     ls.subscribed = ls.editor = False
     return {"subscribed": False}
 
 
 async def _shutdown_sidecar(ls: ParaServer, params: Any = None) -> dict[str, Any]:
+    _transport_params("para/shutdown", params)
     asyncio.get_running_loop().call_soon(ls.hub.request_stop)
     return {"stopping": True}
 

@@ -24,6 +24,7 @@ import time
 from para_rpc import __version__, config, runtime
 from para_rpc.errors import ParaError
 from para_rpc.server.lsp import Hub
+from para_rpc.server.mcp_host import McpHost, parse_http_address
 from para_rpc.service import Service
 
 log = logging.getLogger("para.sidecar")
@@ -52,7 +53,14 @@ def acquire_lock() -> int | None:
     return fd
 
 
-async def serve(idle_timeout: float) -> int:
+def _fanout(*targets):
+    def notify(method: str, payload: dict) -> None:
+        for t in targets:
+            t(method, payload)
+    return notify
+
+
+async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
     sock_path = runtime.socket_path()
     runtime.ensure_private_dir(sock_path.parent)
     lock_fd = acquire_lock()
@@ -63,6 +71,8 @@ async def serve(idle_timeout: float) -> int:
 
     hub = Hub()
     service = Service(notify=hub.broadcast, socket=str(sock_path))
+    mcp = McpHost(service, sock_path, lambda w: _peer_uid(w) in (None, os.getuid()))
+    service.notify = _fanout(hub.broadcast, mcp.notify)  # JSON-RPC subscribers and MCP clients
     service.editor_available = hub.editor_available
     service.editor_request = hub.editor_request
     stop = asyncio.Event()
@@ -73,6 +83,7 @@ async def serve(idle_timeout: float) -> int:
         last_activity = time.monotonic()
 
     hub.on_idle_change = touch
+    mcp.on_idle_change = touch
     hub.request_stop = stop.set
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -83,6 +94,7 @@ async def serve(idle_timeout: float) -> int:
             return
         await hub.serve(service, reader, writer)
 
+    await mcp.listen()  # before the JSON-RPC socket: whoever reaches us finds MCP too
     if sock_path.exists() or sock_path.is_symlink():
         sock_path.unlink()  # stale: we hold the lock, so no live sidecar owns it
     old_umask = os.umask(0o177)
@@ -96,13 +108,19 @@ async def serve(idle_timeout: float) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
+    mcp.preload()
+    if mcp_http:
+        try:
+            await mcp.serve_http(mcp_http)
+        except (ParaError, OSError) as e:
+            log.error("MCP over HTTP not started: %s", getattr(e, "message", e))
     log.info("para sidecar %s (pid %d) serving %s, idle timeout %ss",
              __version__, os.getpid(), sock_path, idle_timeout or "off")
 
     async def idle_watch() -> None:
         while not stop.is_set():
             await asyncio.sleep(min(1.0, idle_timeout / 4) if idle_timeout else 5.0)
-            if hub.conns or service.busy:
+            if hub.conns or mcp.conns or service.busy:
                 touch()
             elif idle_timeout and time.monotonic() - last_activity >= idle_timeout:
                 log.info("idle for %ss, exiting", idle_timeout)
@@ -115,6 +133,7 @@ async def serve(idle_timeout: float) -> int:
     deadline = time.monotonic() + 60
     while service.busy and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+    await mcp.close()
     for ls in list(hub.conns):
         ls.close()
     watcher.cancel()
@@ -160,7 +179,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds without clients before exiting (0 = never)")
     ap.add_argument("--log-level", default=os.environ.get("PARA_LOG_LEVEL", "INFO"))
     ap.add_argument("--stderr", action="store_true", help="log to stderr instead of the log file")
+    ap.add_argument("--mcp-http", metavar="HOST:PORT", default=os.environ.get("PARA_MCP_HTTP") or None,
+                    help="also serve MCP over streamable HTTP on this loopback address, with a bearer token "
+                         "in <socket>.mcp-token (env PARA_MCP_HTTP; off by default)")
     args = ap.parse_args(argv)
+    if args.mcp_http:
+        try:
+            parse_http_address(args.mcp_http)
+        except ParaError as e:
+            print(f"para sidecar: {e.message}", file=sys.stderr)
+            return e.code.exit
     runtime.ensure_private_dir(runtime.socket_path().parent)
     handler = logging.StreamHandler() if args.stderr else logging.FileHandler(runtime.log_path())
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
@@ -168,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pygls").setLevel(logging.CRITICAL)  # it logs expected errors with tracebacks
     idle = args.idle_timeout if args.idle_timeout is not None else _idle_default()
     _use_pidfd_child_watcher()
-    return asyncio.run(serve(idle))
+    return asyncio.run(serve(idle, args.mcp_http))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""Agents in tmux: `--mode tmux`, auto mode inside tmux, and the editor mode's
+fallback to tmux when no editor runs the agent.
+
+Each test has its own tmux server (TMUX_TMPDIR, see agents_util) and starts its
+own sidecar after setting it (`own_sidecar`), so the sidecar's tmux commands
+and its agents use that server and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agents_util import (Api, Editor, agent_env, agent_scripts, agents_env, dispatch, editors,  # noqa: F401
+                         out, own_sidecar, popen_para, step_profile, tmux, tmux_bin, wait_file)
+from conftest import Sidecar, git
+
+
+@pytest.fixture
+def api(own_sidecar: Sidecar, repo: Path, tmux_bin: str) -> Api:
+    return Api(own_sidecar.socket, repo)
+
+
+@pytest.fixture
+def editor(own_sidecar: Sidecar) -> Iterator[Callable[..., Editor]]:
+    yield from editors(own_sidecar.socket)
+
+
+def wt(repo: Path, name: str) -> Path:
+    return repo / ".para" / "worktrees" / name
+
+
+def test_tmux_dispatch_runs_the_agent_in_a_window_of_the_para_session(api, repo, out, para):
+    prof = step_profile(f"env:{out}/env.json", f"touch:{out}/ready", f"wait:{out}/gate",
+                        "write:t.txt=tmux\n", "integrate:Work from tmux")
+    r, _ = dispatch(repo, "tm", "-p", "work in tmux", "--agent", "w", "--mode", "tmux", profiles={"w": prof})
+    wait_file(out / "ready")
+    ev = api.evidence("tm")
+    agent = ev["agent"]
+    assert agent["mode"] == "tmux" and agent["state"] == "running" and agent["log"] is None
+    assert agent["window"].startswith("@")
+    windows = tmux("list-windows", "-t", "=para", "-F", "#{window_id} #{window_name}", check=True).stdout
+    assert f"{agent['window']} tm" in windows.splitlines()
+    seen = json.loads((out / "env.json").read_text())
+    assert seen["cwd"] == str(wt(repo, "tm")) and seen["env"]["PARA_SESSION"] == "tm"
+    assert seen["env"].get("TMUX"), "the agent does not run inside tmux"
+
+    # Its output is in the window, not in a log; attach needs a terminal.
+    logs = para("logs", "tm", check=False)
+    assert logs.returncode == 3 and "para attach tm" in logs.stderr
+    attach = para("attach", "tm", check=False)
+    assert attach.returncode == 2 and agent["window"] in attach.stderr
+
+    (out / "gate").touch()
+    api.wait_event("integrated", "tm")
+    assert api.wait_event("agent_exited", "tm")["data"]["exit_code"] == 0
+    assert git("show", "main:t.txt", cwd=repo) == "tmux"
+
+
+def test_concurrent_dispatches_inside_tmux_all_get_windows(api, repo, out):
+    """Inside tmux (TMUX set for the CLI), auto mode picks tmux. Three dispatches at once,
+    with no tmux session yet: all must open a window in the one `para` session."""
+    env = {**agents_env(w=step_profile(f"touch:{out}/{{session}}", f"wait:{out}/gate")), "TMUX": "/tmp/x,1,0"}
+    procs = [popen_para("dispatch", f"c{i}", "-p", "parallel work", "--agent", "w", "--json", cwd=repo, env=env)
+             for i in range(3)]
+    results = [(p, *p.communicate(timeout=60)) for p in procs]
+    for p, stdout, stderr in results:
+        assert p.returncode == 0, f"dispatch failed ({p.returncode}): {stdout}{stderr}"
+    for i in range(3):
+        wait_file(out / f"c{i}")
+        assert api.evidence(f"c{i}")["agent"]["mode"] == "tmux"
+    names = tmux("list-windows", "-t", "=para", "-F", "#{window_name}", check=True).stdout.split()
+    assert sorted(names) == ["c0", "c1", "c2"]
+    (out / "gate").touch()
+    for i in range(3):
+        assert api.wait_agent(f"c{i}")["agent"]["exit_code"] == 0
+
+
+def test_editor_mode_falls_back_to_tmux_when_no_editor_runs_the_agent(api, repo, out, editor):
+    """--mode editor: with no editor connected, an editor that never answers (within
+    agent.editor_timeout), or one that answers ok=false, the agent runs in tmux."""
+    for behaviour in ("absent", "silent", "refuse"):
+        ed = editor(behaviour) if behaviour != "absent" else None
+        prof = step_profile(f"touch:{out}/{{session}}.ran", f"wait:{out}/{{session}}.gate")
+        r, _ = dispatch(repo, behaviour, "-p", "fall back", "--agent", "w", "--mode", "editor", profiles={"w": prof},
+                        env={"PARA_AGENT_EDITOR_TIMEOUT": "1"})
+        assert "no editor answered; the agent runs in tmux mode" in r["notes"], behaviour
+        wait_file(out / f"{behaviour}.ran")
+        agent = api.evidence(behaviour)["agent"]
+        assert agent["mode"] == "tmux" and agent["window"] and agent["state"] == "running", behaviour
+        if ed is not None:
+            assert [q["session"] for q in ed.requests] == [behaviour] and ed.procs == []
+            ed.close()
+        (out / f"{behaviour}.gate").touch()
+        assert api.wait_agent(behaviour)["agent"]["exit_code"] == 0, behaviour

@@ -1,0 +1,189 @@
+"""`kill -9` of the sidecar in the middle of an integration.
+
+The sidecar is stopped at a precise point by real git machinery: a
+`reference-transaction` hook that blocks while `refs/heads/main` is being
+updated (before or after the update is committed), or an `integrate.check`
+command that blocks. The sidecar is then killed with SIGKILL, the blocked git
+process is let go (to commit or to abort its transaction), and the next `para`
+call autostarts a new sidecar, which repairs. The target must then be exactly the
+old or exactly the new commit, and the session must say which.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import PARA_ARGV, Sidecar, cli_env, git, rev, sidecar_pids, wait_until
+
+pytest.register_assert_rewrite("integrate_util")
+from integrate_util import (Api, assert_checkout_clean_at, assert_landed_cleanly, changed_files, cli_json,  # noqa: E402
+                            in_progress, message, open_api, parents, porcelain, start, write)
+
+
+@pytest.fixture
+def api(sidecar: Sidecar, repo: Path) -> Iterator[Api]:
+    """`repo` with app.py and lib/util.py committed, and an RPC connection to the test sidecar."""
+    with open_api(sidecar, repo) as a:
+        yield a
+
+
+MSG = "Land the feature"
+
+HOOK = """#!/bin/sh
+# Test hook: block the first transaction that updates refs/heads/main in the armed state.
+ctl='{ctl}'
+[ -e "$ctl/armed" ] || exit 0
+[ "$1" = "$(cat "$ctl/armed")" ] || exit 0
+grep -q ' refs/heads/main$' || exit 0
+rm -f "$ctl/armed"
+echo "$$" > "$ctl/blocked.tmp" && mv "$ctl/blocked.tmp" "$ctl/blocked"
+while [ ! -e "$ctl/release" ]; do sleep 0.02; done
+touch "$ctl/released"
+exit "$(cat "$ctl/release")"
+"""
+
+CHECK = """\
+import pathlib, sys, time
+ctl = pathlib.Path(sys.argv[1])
+(ctl / "blocked").write_text("check")
+deadline = time.monotonic() + 120          # never outlive the test by much
+while not (ctl / "release").exists() and time.monotonic() < deadline:
+    time.sleep(0.02)
+(ctl / "released").write_text("")
+"""
+
+
+def setup_session(api: Api) -> dict[str, str]:
+    repo = api.repo
+    wt = start(api, "feat", {"feature.txt": "feature\n"}, {"lib/new.py": "NEW = 1\n"})
+    write(repo, {"README.md": "# main moved on\n"})
+    git("commit", "-q", "-am", "main moves on", cwd=repo)
+    return {"old": rev(repo, "main"), "pre": rev(wt, "HEAD"), "wt": str(wt)}
+
+
+def kill_mid_integration(sidecar: Sidecar, repo: Path, ctl: Path, release: str,
+                         env: dict[str, str] | None = None) -> None:
+    """Start `para integrate`, wait until it blocks at the armed point, SIGKILL the sidecar,
+    then release the blocked git process (or check) with `release` and wait for it to finish."""
+    proc = subprocess.Popen([*PARA_ARGV, "integrate", MSG, "--session", "feat", "--json"], cwd=repo,
+                            env=cli_env(env), text=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: (ctl / "blocked").exists() or proc.poll() is not None,
+                   what="the integration to reach the blocking point")
+        assert proc.poll() is None, f"integrate finished without blocking: {proc.communicate()}"
+        os.kill(sidecar.pid, signal.SIGKILL)
+        sidecar.proc.wait(timeout=30)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 9, (proc.returncode, out, err)  # sidecar_unavailable
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert sidecar_pids(sidecar.socket.parent) == []
+    (ctl / "release").write_text(release)
+    wait_until(lambda: (ctl / "released").exists(), what="the blocked process to be released")
+    lock = Path(git("rev-parse", "--path-format=absolute", "--git-path", "refs/heads/main.lock", cwd=repo))
+    wait_until(lambda: not lock.exists(), what="git to drop the lock on main")
+
+
+@pytest.fixture
+def ctl(tmp_path: Path) -> Path:
+    d = tmp_path / "ctl"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def hooked(api: Api, ctl: Path) -> Api:
+    hook = Path(git("rev-parse", "--path-format=absolute", "--git-path", "hooks", cwd=api.repo),
+                "reference-transaction")
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(HOOK.format(ctl=ctl))
+    hook.chmod(0o755)
+    return api
+
+
+def after_restart(repo: Path) -> dict:
+    """The first `para` call after the crash: it autostarts a sidecar, which repairs."""
+    sessions = cli_json("list", "--all", cwd=repo)["sessions"]
+    assert len(sidecar_pids(os.environ["PARA_RUNTIME_DIR"])) == 1
+    return {s["name"]: s for s in sessions}["feat"]
+
+
+@pytest.mark.parametrize("stage,release,lands", [
+    ("prepared", "1", False),   # the ref update is refused: main must stay old
+    ("prepared", "0", True),    # the ref update goes through after the sidecar died
+    ("committed", "0", True),   # main already moved; the checkout was not brought along yet
+], ids=["update-aborted", "update-committed-late", "killed-after-update"])
+def test_kill_9_while_the_target_moves(hooked: Api, sidecar: Sidecar, ctl: Path, stage: str, release: str,
+                                       lands: bool) -> None:
+    repo = hooked.repo
+    f = setup_session(hooked)
+    (ctl / "armed").write_text(stage)
+    kill_mid_integration(sidecar, repo, ctl, release)
+
+    s = after_restart(repo)
+    tip = rev(repo, "main")
+    assert tip in (f["old"], s["integration"] and s["integration"].get("commit"))
+    if lands:
+        # Exactly the new commit, and the session says so.
+        assert tip != f["old"]
+        assert s["status"] == "integrated" and s["pending_op"] is None
+        assert s["integration"]["commit"] == tip
+        assert parents(repo, tip) == [f["old"]] and message(repo, tip) == MSG
+        assert changed_files(repo, tip) == ["feature.txt", "lib/new.py"]
+        assert_landed_cleanly(repo, _ListApi(repo), "feat")  # type: ignore[arg-type]
+        assert_checkout_clean_at(repo, "main")
+        assert (repo / "feature.txt").read_text() == "feature\n"
+    else:
+        assert tip == f["old"]
+        assert s["status"] == "active" and s["state"] == "active" and s["pending_op"] is None
+        assert any("interrupted" in n for n in s["notes"]), s["notes"]
+        assert rev(repo, "para/feat") == f["pre"]
+        wt = Path(f["wt"])
+        assert wt.is_dir() and porcelain(wt) == [] and in_progress(wt) == []
+        assert_checkout_clean_at(repo, "main")
+        # And it can simply be integrated again.
+        out = cli_json("integrate", MSG, "--session", "feat", cwd=repo)
+        assert out["status"] == "integrated" and parents(repo, "main") == [f["old"]]
+        assert_checkout_clean_at(repo, "main")
+
+
+def test_kill_9_while_the_check_runs(api: Api, sidecar: Sidecar, ctl: Path, tmp_path: Path) -> None:
+    repo = api.repo
+    f = setup_session(api)
+    script = tmp_path / "blocking_check.py"
+    script.write_text(CHECK)
+    kill_mid_integration(sidecar, repo, ctl, "0",
+                         env={"PARA_INTEGRATE_CHECK": f"{sys.executable} {script} {ctl}"})
+    s = after_restart(repo)
+    assert rev(repo, "main") == f["old"]
+    assert s["status"] == "active" and s["pending_op"] is None
+    assert any("interrupted" in n for n in s["notes"]), s["notes"]
+    assert rev(repo, "para/feat") == f["pre"]
+    assert_checkout_clean_at(repo, "main")
+    # The check's scratch worktree does not outlive the repair.
+    listed = git("worktree", "list", "--porcelain", cwd=repo)
+    assert listed.count("worktree ") == 2, listed
+    scratch = repo / ".para" / "scratch"
+    assert not scratch.exists() or not any(scratch.iterdir()), list(scratch.iterdir())
+
+
+class _ListApi:
+    """What assert_landed_cleanly needs, read through the CLI (the test's own connection
+    died with the killed sidecar)."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+
+    def session(self, name: str) -> dict:
+        return {s["name"]: s for s in cli_json("list", "--all", cwd=self.repo)["sessions"]}[name]

@@ -1,0 +1,198 @@
+"""docs/protocol.md and the code must agree.
+
+Static checks (no sidecar): the `## \\`para/...\\`` headings are exactly the registered
+methods, notifications and sidecar-to-client requests; every params field of every
+method appears in that method's section; the error code table is `errors.Code`; the
+`workspace/executeCommand` section names exactly the registered commands.
+
+Live check: a real sidecar (started here, on a runtime directory of this module's own)
+answers every documented method and command, and answers an undocumented name with
+-32601. Self-contained: it uses only the fixtures defined below.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from para_rpc import params
+from para_rpc.client import Connection
+from para_rpc.errors import Code
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+METHOD_HEADING = re.compile(r"^## `(para/[^`]+)`[ \t]*$", re.M)
+ANY_H2 = re.compile(r"^## .*$", re.M)
+ERROR_ROW = re.compile(r"^\|\s*`(\w+)`\s*\|\s*(-?\d+)\s*\|\s*(\d+)\s*\|\s*(.*?)\s*\|\s*$", re.M)
+COMMAND_NAME = re.compile(r"`(para\.[A-Za-z_]+)`")
+
+REQUESTS = {**{m: cls for m, (cls, _) in params.SERVICE_METHODS.items()}, **params.TRANSPORT_METHODS}
+NOTIFICATIONS = set(params.NOTIFICATIONS)
+SERVER_REQUESTS = set(getattr(params, "SERVER_REQUESTS", ()))
+
+
+def doc_text() -> str:
+    return DOC.read_text(encoding="utf-8")
+
+
+def h2_sections(text: str) -> list[tuple[str, str]]:
+    """(heading line, body up to the next level-2 heading) for every `## ` heading."""
+    heads = list(ANY_H2.finditer(text))
+    out = []
+    for i, m in enumerate(heads):
+        end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
+        out.append((m.group(0), text[m.end():end]))
+    return out
+
+
+def method_sections() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for heading, body in h2_sections(doc_text()):
+        m = METHOD_HEADING.fullmatch(heading)
+        if m:
+            assert m.group(1) not in found, f"docs/protocol.md documents {m.group(1)} twice"
+            found[m.group(1)] = body
+    return found
+
+
+def section_titled(title: str) -> str:
+    for heading, body in h2_sections(doc_text()):
+        if heading.strip() == f"## {title}":
+            return body
+    raise AssertionError(f"docs/protocol.md has no `## {title}` section")
+
+
+# ---- static checks ----------------------------------------------------------------
+
+def test_method_headings_are_exactly_the_registered_methods_and_notifications() -> None:
+    documented = set(method_sections())
+    registered = set(REQUESTS) | NOTIFICATIONS | SERVER_REQUESTS
+    assert not registered - documented, f"registered but not documented: {sorted(registered - documented)}"
+    assert not documented - registered, f"documented but not registered: {sorted(documented - registered)}"
+
+
+@pytest.mark.parametrize("method", sorted(REQUESTS))
+def test_every_params_field_is_mentioned_in_its_method_section(method: str) -> None:
+    body = method_sections().get(method)
+    assert body is not None, f"{method} has no section"
+    fields = [f.name for f in msgspec.structs.fields(REQUESTS[method])]
+    missing = [f for f in fields if f"`{f}`" not in body]
+    assert not missing, f"{method} ({REQUESTS[method].__name__}): fields not mentioned: {missing}"
+
+
+def test_error_code_table_is_errors_code() -> None:
+    rows = ERROR_ROW.findall(section_titled("Error codes"))
+    documented = [(name, int(rpc), int(exit_), meaning) for name, rpc, exit_, meaning in rows]
+    names = [r[0] for r in documented]
+    assert len(names) == len(set(names)), f"duplicate rows: {names}"
+    expected = [(c.name, c.rpc, c.exit, c.meaning) for c in Code]
+    assert sorted(documented) == sorted(expected)
+
+
+def test_every_execute_command_is_documented() -> None:
+    from para_rpc.server.lsp import COMMANDS
+
+    mentioned = set(COMMAND_NAME.findall(section_titled("`workspace/executeCommand`")))
+    assert not set(COMMANDS) - mentioned, f"not documented: {sorted(set(COMMANDS) - mentioned)}"
+    assert not mentioned - set(COMMANDS), f"documented but not registered: {sorted(mentioned - set(COMMANDS))}"
+    text = doc_text()
+    assert all(f"`{c}`" in text for c in COMMANDS)
+
+
+# ---- live check --------------------------------------------------------------------
+
+class Sidecar:
+    def __init__(self, proc: subprocess.Popen, socket: Path, log: Path) -> None:
+        self.proc, self.socket, self.log = proc, socket, log
+
+    def connect(self) -> Connection:
+        return Connection.open(self.socket, timeout=30)
+
+    def log_tail(self) -> str:
+        try:
+            return "\n".join(self.log.read_text().splitlines()[-30:])
+        except OSError:
+            return ""
+
+
+@pytest.fixture
+def doc_sidecar(tmp_path: Path) -> Iterator[Sidecar]:
+    """A sidecar on a private, short runtime directory, stopped by pid at teardown."""
+    runtime = Path(tempfile.mkdtemp(prefix="pd", dir="/tmp"))
+    os.chmod(runtime, 0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARA_")}
+    env.update(PARA_RUNTIME_DIR=str(runtime), PARA_CONFIG=str(tmp_path / "config.json"))
+    proc = subprocess.Popen([sys.executable, "-m", "para_rpc.server.sidecar", "--idle-timeout", "0"],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    sc = Sidecar(proc, runtime / "sidecar.sock", runtime / "sidecar.sock.log")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                sc.connect().close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the sidecar did not start (exit {proc.poll()})\n{sc.log_tail()}")
+                time.sleep(0.02)
+        yield sc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def raw(conn: Connection, method: str, params_: Any, msg_id: int) -> dict[str, Any]:
+    conn.send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params_})
+    while True:
+        msg = conn.read()
+        if msg.get("id") == msg_id and "method" not in msg:
+            return msg
+
+
+def test_every_documented_method_is_answered_and_others_are_method_not_found(doc_sidecar: Sidecar) -> None:
+    documented = set(method_sections()) - NOTIFICATIONS - SERVER_REQUESTS
+    assert documented, "no documented request methods"
+    with doc_sidecar.connect() as conn:  # a CLI-style client: no `initialize`
+        for i, method in enumerate(sorted(documented - {"para/shutdown"}), 1):
+            msg = raw(conn, method, {}, i)
+            assert "result" in msg or msg["error"]["code"] != -32601, f"{method}: {msg}"
+        msg = raw(conn, "para/notDocumented", {}, 900)
+        assert msg.get("error", {}).get("code") == -32601, msg
+
+        commands = set(COMMAND_NAME.findall(section_titled("`workspace/executeCommand`")))
+        for i, command in enumerate(sorted(commands), 1000):
+            msg = raw(conn, "workspace/executeCommand", {"command": command, "arguments": [{}]}, i)
+            error = msg.get("error") or {}
+            assert "is not defined" not in error.get("message", ""), f"{command}: {msg}"
+        msg = raw(conn, "workspace/executeCommand", {"command": "para.notDocumented", "arguments": [{}]}, 1999)
+        assert "is not defined" in msg["error"]["message"], msg
+
+    with doc_sidecar.connect() as conn:  # an LSP client sees the same commands announced
+        init = raw(conn, "initialize", {"processId": None, "rootUri": None, "capabilities": {}}, 1)
+        announced = set(init["result"]["capabilities"]["executeCommandProvider"]["commands"])
+        assert announced == commands
+
+    if "para/shutdown" in documented:
+        with doc_sidecar.connect() as conn:
+            msg = raw(conn, "para/shutdown", {}, 1)
+            assert msg.get("result") == {"stopping": True}, msg
+        doc_sidecar.proc.wait(timeout=30)
+        assert doc_sidecar.proc.returncode == 0
