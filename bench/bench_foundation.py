@@ -419,6 +419,11 @@ def main(argv: list[str] | None = None) -> int:
         out["start_cancel_ratios"] = {
             k: {part: sc_res[k][part]["median"] / sc_res["git"][part]["median"] for part in ("start", "cancel", "pair")}
             for k in ("para-cli", "para-rpc")}
+        # Each round ran all three variants back to back, so the ratio within a round
+        # cancels most of the machine's load drift: its median is the headline figure.
+        out["start_cancel_paired_ratio"] = {
+            k: statistics.median(a / b for a, b in zip(sc_res[k]["pair"]["samples"], sc_res["git"]["pair"]["samples"]))
+            for k in ("para-cli", "para-rpc")}
         out["start_cancel_cli_overhead_per_call"] = (
             (sc_res["para-cli"]["pair"]["median"] - sc_res["para-rpc"]["pair"]["median"]) / 2)
 
@@ -471,13 +476,15 @@ def report(out: dict[str, Any]) -> None:
           f"{cfg['sessions']} sessions, {cfg['runs']} runs per list measurement; "
           f"{out['machine']['cpus']} CPU(s), Python {out['machine']['python']}, {out['machine']['git']}, "
           f"load average {out['machine']['loadavg_before'][0]:.1f} before, {out['machine']['loadavg_after'][0]:.1f} after")
-    print("\n(a) start + cancel, medians")
-    print(f"  {'':<12}{'start':>11}{'cancel':>11}{'pair':>11}{'pair / git':>12}   target <= {t['start_cancel_ratio']}x")
+    print("\n(a) start + cancel, medians (ratio: median over rounds of para's pair / git's pair in the same round)")
+    print(f"  {'':<12}{'start':>11}{'cancel':>11}{'pair':>11}{'ratio':>9}{'of medians':>12}"
+          f"   target <= {t['start_cancel_ratio']}x")
     for k in ("para-cli", "para-rpc", "git"):
-        ratio = sc[k]["pair"]["median"] / sc["git"]["pair"]["median"]
-        mark = "" if k == "git" else verdict(ratio <= t["start_cancel_ratio"])
+        of_medians = sc[k]["pair"]["median"] / sc["git"]["pair"]["median"]
+        paired = out["start_cancel_paired_ratio"].get(k, 1.0)
+        mark = "" if k == "git" else verdict(paired <= t["start_cancel_ratio"])
         print(f"  {k:<12}{ms(sc[k]['start']['median']):>11}{ms(sc[k]['cancel']['median']):>11}"
-              f"{ms(sc[k]['pair']['median']):>11}{ratio:>11.2f}x   {mark}")
+              f"{ms(sc[k]['pair']['median']):>11}{paired:>8.2f}x{of_medians:>11.2f}x   {mark}")
     print(f"  CLI start-up and round trip per call (CLI - RPC, halved): "
           f"{ms(out['start_cancel_cli_overhead_per_call'])}")
     print(f"\n(b) {cfg['sessions']} live sessions, medians")

@@ -17,19 +17,12 @@ import os
 import socket
 import sys
 import threading
-from pathlib import Path
 
 from para_rpc import __version__, client, runtime
 from para_rpc.errors import Code, ParaError
 
 PREAMBLE_VERSION = 1
 CHUNK = 1 << 16
-
-
-def mcp_socket_path(sock: Path | None = None) -> Path:
-    """The sidecar's MCP socket: next to its JSON-RPC socket."""
-    sock = sock or runtime.socket_path()
-    return sock.with_name(sock.name + ".mcp")
 
 
 def preamble(cwd: str | None) -> bytes:
@@ -43,10 +36,10 @@ def connect() -> socket.socket:
         pass  # started, version-checked (an idle sidecar of another version is replaced)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(mcp_socket_path()))
+        sock.connect(str(runtime.mcp_socket_path()))
     except OSError as e:
         sock.close()
-        raise ParaError(Code.sidecar_unavailable, f"the sidecar does not serve MCP on {mcp_socket_path()}: {e}; "
+        raise ParaError(Code.sidecar_unavailable, f"the sidecar does not serve MCP on {runtime.mcp_socket_path()}: {e}; "
                         f"see {runtime.log_path()}") from None
     return sock
 

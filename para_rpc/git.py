@@ -201,7 +201,9 @@ async def prune_worktrees(root: str | Path) -> None:
 
 async def status(wt: str | Path) -> list[str]:
     """Porcelain status lines (tracked changes and untracked files, not ignored ones)."""
-    text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all")).out
+    # No optional locks: a read must never take index.lock from under an agent's commit.
+    text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all",
+                      env={"GIT_OPTIONAL_LOCKS": "0"})).out
     return [e for e in text.split("\0") if e]
 
 
@@ -266,7 +268,8 @@ async def changed_paths(cwd: str | Path, a: str, b: str) -> set[str]:
 
 async def dirty_paths(wt: str | Path) -> set[str]:
     """Paths with uncommitted changes, staged or not, untracked included."""
-    text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")).out
+    text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
+                      env={"GIT_OPTIONAL_LOCKS": "0"})).out
     return {e[3:] for e in text.split("\0") if len(e) > 3}
 
 

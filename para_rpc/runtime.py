@@ -28,6 +28,12 @@ def socket_path() -> Path:
     return runtime_dir() / "sidecar.sock"
 
 
+def mcp_socket_path(sock: Path | None = None) -> Path:
+    """The sidecar's MCP socket: next to its JSON-RPC socket."""
+    sock = sock or socket_path()
+    return sock.with_name(sock.name + ".mcp")
+
+
 def lock_path() -> Path:
     return socket_path().with_name(socket_path().name + ".lock")
 

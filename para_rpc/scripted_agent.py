@@ -21,7 +21,6 @@ What it understands in the task text:
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil

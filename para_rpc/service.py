@@ -340,7 +340,7 @@ class Service:
         cwd = os.path.realpath(p.cwd)
         current = self._session_at(repo, cwd)
         infos = [self._info(repo, s, wts, branches, dirty.get(s.worktree, False),
-                            cwd if current is s else None) for s in sessions]
+                            cwd if current is not None and current.id == s.id else None) for s in sessions]
         return {"repo": repo.root, "current": current.name if current else None,
                 "sessions": to_builtins(infos)}
 
@@ -999,7 +999,9 @@ class Service:
             source = ", ".join(str(e[2]) for e in entries)
         else:
             directory = agents.find_task_file(repo.root, p.cwd, p.file)
-            entries = agents.plan_files(directory)
+            # Each entry is checked too: a TASK file may be a symlink pointing out of the repository.
+            entries = [(n, slug, agents.find_task_file(repo.root, p.cwd, str(path)))
+                       for n, slug, path in agents.plan_files(directory)]
             source = str(directory)
         names: set[str] = set()
         steps: list[PlanStep] = []

@@ -9,14 +9,15 @@ and its agents use that server and nothing else.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from agents_util import (Api, Editor, agent_env, agent_scripts, agents_env, dispatch, editors,  # noqa: F401
-                         out, own_sidecar, popen_para, step_profile, tmux, tmux_bin, wait_file)
-from conftest import Sidecar, git
+from agents_util import (Api, Editor, agent_env, agent_scripts, agents_env, assert_nothing_created,  # noqa: F401
+                         dispatch, editors, out, own_sidecar, popen_para, step_profile, tmux, tmux_bin, wait_file)
+from conftest import Sidecar, git, git_state, shutdown_sidecar, start_sidecar
 
 
 @pytest.fixture
@@ -96,3 +97,23 @@ def test_editor_mode_falls_back_to_tmux_when_no_editor_runs_the_agent(api, repo,
             ed.close()
         (out / f"{behaviour}.gate").touch()
         assert api.wait_agent(behaviour)["agent"]["exit_code"] == 0, behaviour
+
+
+def test_a_launch_that_fails_after_the_session_was_created_leaves_nothing_behind(repo, out, runtime_dir, tmp_path,
+                                                                              tmux_bin):
+    """tmux cannot start its server (TMUX_TMPDIR is a file): the dispatch fails with a
+    clear message and the session it had already created is undone."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env={**os.environ, "TMUX_TMPDIR": str(blocker)})
+    try:
+        api = Api(sc.socket, repo)
+        before = git_state(repo)
+        err, proc = dispatch(repo, "doomed", "-p", "never runs", "--agent", "w", "--mode", "tmux",
+                             profiles={"w": step_profile(f"touch:{out}/ran")}, check=False)
+        assert proc.returncode == 1 and err["error"]["code"] == "internal", proc.stdout
+        assert "tmux could not open a window" in err["error"]["message"]
+        assert_nothing_created(repo, before, api)
+        assert not (out / "ran").exists()
+    finally:
+        shutdown_sidecar(sc, wait=False)

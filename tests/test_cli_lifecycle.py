@@ -22,7 +22,8 @@ from para_rpc.names import validate_session_name
 from conftest import branches, commit_file, git, git_state, make_repo, rev, worktree_paths
 
 pytestmark = pytest.mark.usefixtures("sidecar")
-SHARED_SIDECAR = True  # one sidecar serves every test repository of this module
+SHARED_SIDECAR = True  # one sidecar serves every test repository of this module (see conftest)
+
 
 def archive_re(name: str) -> str:
     """`para/archived/<UTC yyyymmdd-hhmmss>[-n]/<name>`"""
@@ -148,7 +149,7 @@ def test_a_repository_path_with_spaces_and_unicode(para, para_json, tmp_path):
 # ---- list and show ------------------------------------------------------------------------
 
 @pytest.fixture
-def two_sessions(para, repo, svc) -> Path:
+def two_sessions(repo, svc) -> Path:
     """Sessions `one` and `two`; returns a directory deep inside `one`'s worktree."""
     svc("start", name="one")
     svc("start", name="two")
@@ -247,7 +248,7 @@ def test_finish_from_inside_squashes_everything_into_one_commit(para, para_json,
     assert "para/feature" in branches(repo)
     # The pre-squash history stays reachable from a backup ref.
     (backup,) = backups(repo, "feature").values()
-    assert git("merge-base", "--is-ancestor", pre_head, backup, cwd=repo, check=False) == ""
+    git("merge-base", "--is-ancestor", pre_head, backup, cwd=repo)  # (fails unless it is)
     assert log_subjects(repo, f"main..{backup}")[1:] == ["wip 2", "wip 1", "wip 0"]
     assert_work_in(repo, backup)
     assert rev(repo, "main") == base

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import anyio
 
-from para_rpc.bridge import mcp_socket_path
+from para_rpc.runtime import mcp_socket_path
 from para_rpc.client import Connection
 
 from conftest import git, rev, wait_until

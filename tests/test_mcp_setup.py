@@ -16,7 +16,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from para_rpc.bridge import mcp_socket_path
+from para_rpc.runtime import mcp_socket_path
 
 from conftest import PARA_ARGV, PYTHON, cli_env, commit_file, git, shutdown_sidecar, start_sidecar, wait_until
 from mcp_util import call, call_error, mcp_client

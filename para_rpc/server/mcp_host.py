@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from para_rpc.bridge import mcp_socket_path
+from para_rpc.runtime import mcp_socket_path
 from para_rpc.errors import Code, ParaError
 
 log = logging.getLogger("para.mcp")
