@@ -220,6 +220,11 @@ class Service:
     async def _worktree_state(self, repo: Repo) -> dict[str, git.Worktree]:
         return {w.path: w for w in await git.worktrees(repo.root)}
 
+    async def _has_worktree(self, repo: Repo, s: Session) -> bool:
+        """Whether the session's worktree really exists (registered, not prunable, on disk)."""
+        wt = (await self._worktree_state(repo)).get(s.worktree)
+        return wt is not None and not wt.prunable and os.path.isdir(s.worktree)
+
     def _info(self, repo: Repo, s: Session, wts: dict[str, git.Worktree], branches: dict,
               dirty: bool = False, cwd: str | None = None) -> SessionInfo:
         wt = wts.get(s.worktree)
@@ -239,7 +244,8 @@ class Service:
             updated_at=s.updated_at, current=current, dirty=dirty, worktree_exists=wt_exists,
             branch_exists=branch_ref is not None, head=branch_ref[0] if branch_ref else s.head_commit,
             task=s.task, archived_branch=s.archived_branch,
-            pending_op=s.op.kind if s.op else None, integration=s.integration, notes=list(s.notes))
+            pending_op=s.op.kind if s.op else None, integration=s.integration, agent=s.agent,
+            report=s.report, plan=s.plan, notes=list(s.notes))
 
     async def _adopt_out_of_band(self, repo: Repo, sessions: list[Session],
                                  wts: dict[str, git.Worktree]) -> None:
@@ -315,7 +321,7 @@ class Service:
             s.op = None
             repo.store.save(s)
         self.emit(repo, "started", name, branch=branch, worktree=path, base=base)
-        return await self._show(repo, s, p.cwd)
+        return self._known(repo, s, p.cwd, worktree=True, ahead=0)
 
     async def _undo_start(self, repo: Repo, s: Session) -> None:
         """Remove what a failed or interrupted start created; nothing there is anyone's work yet."""
@@ -358,6 +364,18 @@ class Service:
             result["commits"] = await asyncio.to_thread(git.commit_log, repo.root, f"{s.base_commit}..{tip}")
             stat = await git.run(repo.root, "diff", "--shortstat", s.base_commit, tip)
             result["diffstat"] = stat.out.strip()
+        return result
+
+    def _known(self, repo: Repo, s: Session, cwd: str, *, worktree: bool,
+               ahead: int | None = None) -> dict[str, Any]:
+        """A session's info right after an operation that just established the git facts
+        (no git process: start and cancel stay close to raw git's cost)."""
+        branch = s.branch if s.status is not Status.cancelled else s.archived_branch
+        tip = s.head_commit or s.base_commit
+        wts = {s.worktree: git.Worktree(s.worktree, tip, s.branch)} if worktree else {}
+        result = to_builtins(self._info(repo, s, wts, {f"refs/heads/{branch}": (tip, 0)},
+                                        cwd=os.path.realpath(cwd)))
+        result["ahead"] = ahead
         return result
 
     async def show(self, p: SessionParams) -> dict[str, Any]:
@@ -564,7 +582,7 @@ class Service:
 
     async def _ensure_worktree(self, repo: Repo, s: Session) -> str:
         async with repo.lock:
-            if s.worktree not in await self._worktree_state(repo) or not os.path.isdir(s.worktree):
+            if not await self._has_worktree(repo, s):
                 if os.path.lexists(s.worktree):
                     raise ParaError(Code.already_exists, f"{s.worktree} exists but is not this session's "
                                     "worktree; move it away first", path=s.worktree)
@@ -580,7 +598,7 @@ class Service:
         tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
         if tip:
             await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
-        if os.path.isdir(s.worktree) and s.worktree in await self._worktree_state(repo):
+        if await self._has_worktree(repo, s):
             if await git.status(s.worktree):  # written after integration started: keep it
                 snap = await git.snapshot(s.worktree, f"para: changes left in {s.name} after integration")
                 ref = f"refs/para/backup/{s.name}/{stamp}-leftover"
@@ -787,7 +805,7 @@ class Service:
         repo.store.save(s)
         self.emit(repo, "dispatched", s.name, profile=prof.name, mode=s.agent.mode, pid=s.agent.pid,
                   task=s.task, plan=plan)
-        result = await self._show(repo, s, cwd)
+        result = self._known(repo, s, cwd, worktree=True, ahead=0)
         result["prompt_file"] = prompt_file
         return result
 
@@ -1104,7 +1122,7 @@ class Service:
             finally:
                 self.busy -= 1
         self.emit(repo, "cancelled", s.name, archived_branch=s.archived_branch, saved=saved)
-        result = await self._show(repo, s, p.cwd)
+        result = self._known(repo, s, p.cwd, worktree=False)
         result["saved"] = saved
         return result
 
@@ -1112,7 +1130,7 @@ class Service:
         """Save the work, archive the branch, remove the worktree. Returns what was saved where."""
         d = s.op.data
         saved = None
-        if os.path.isdir(s.worktree) and s.worktree in await self._worktree_state(repo):
+        if await self._has_worktree(repo, s):
             if await git.status(s.worktree):
                 if d["discard"]:
                     snap = await git.snapshot(s.worktree, f"para: uncommitted work of {s.name} discarded by cancel")
@@ -1169,6 +1187,15 @@ class Service:
             elif s.status is not Status.cancelled:
                 raise ParaError(Code.wrong_state, f"session {name!r} is {s.status.value}, not cancelled; "
                                 f"`para resume {name}` reopens it", session=name)
+            elif s.archived_branch and f"refs/heads/{s.archived_branch}" not in archives:
+                # `clean --force` deleted the archive but kept its commits under a backup ref.
+                kept = await git.refs(repo.root, "refs/para/backup/clean/")
+                found = sorted(r for r in kept if r.endswith("/" + s.archived_branch))
+                if not found:
+                    raise ParaError(Code.not_found, f"the archived branch {s.archived_branch} of {name!r} "
+                                    "no longer exists and no backup of it is left", session=name)
+                async with repo.lock:
+                    await git.create_branch(repo.root, s.archived_branch, kept[found[-1]][0])
             branch = f"{prefix}/{name}"
             if await git.branch_exists(repo.root, branch):
                 raise ParaError(Code.already_exists, f"branch {branch!r} already exists; rename or delete it "
@@ -1187,7 +1214,7 @@ class Service:
         async with repo.lock:
             if s.archived_branch and await git.branch_exists(repo.root, s.archived_branch):
                 await git.rename_branch(repo.root, s.archived_branch, s.branch)
-            if s.worktree not in await self._worktree_state(repo):
+            if not await self._has_worktree(repo, s):
                 await git.prune_worktrees(repo.root)
                 await git.add_worktree(repo.root, s.worktree, s.branch)
         s.archived_branch, s.status, s.op = None, Status.active, None
@@ -1195,6 +1222,8 @@ class Service:
 
     async def resume(self, p: SessionParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
+        if p.session is not None and repo.store.get(validate_session_name(p.session)) is None:
+            await self._adopt_branch(repo, p.session, repo.config(p.env))
         s = self._find(repo, p.session, p.cwd)
         async with repo.session_lock(s.name):
             s = self._find(repo, s.name, p.cwd)
@@ -1202,8 +1231,7 @@ class Service:
                 raise ParaError(Code.wrong_state, f"session {s.name!r} is cancelled; `para recover {s.name}` "
                                 "brings it back", session=s.name)
             recreated = False
-            wts = await self._worktree_state(repo)
-            if s.worktree not in wts or not os.path.isdir(s.worktree):
+            if not await self._has_worktree(repo, s):
                 if not await git.branch_exists(repo.root, s.branch):
                     raise ParaError(Code.not_found, f"neither the worktree nor the branch {s.branch!r} of "
                                     f"{s.name!r} exists; nothing to resume", session=s.name)
@@ -1220,9 +1248,23 @@ class Service:
         result["recreated"] = recreated
         return result
 
+    async def _adopt_branch(self, repo: Repo, name: str, cfg: dict[str, Any]) -> None:
+        """Take a `<prefix>/<name>` branch that no session owns (left by Para, or by a lost
+        store) under para as a session in review; resume then gives it a worktree."""
+        branch = f"{cfg['branch_prefix']}/{name}"
+        tip = await git.resolve(repo.root, f"refs/heads/{branch}")
+        if tip is None:
+            return  # nothing to adopt: _find reports the unknown session
+        base, base_tip = await self._base(repo, None, cfg)
+        s = Session(name=name, branch=branch, worktree=os.path.join(repo.worktrees_dir, name), base_branch=base,
+                    base_commit=await git.merge_base(repo.root, base_tip, tip) or base_tip,
+                    status=Status.review, head_commit=tip, notes=[f"adopted existing branch {branch}"])
+        repo.store.save(s)
+        self.emit(repo, "adopted", name, branch=branch)
+
     async def _do_resume(self, repo: Repo, s: Session) -> None:
         async with repo.lock:
-            if s.worktree not in await self._worktree_state(repo):
+            if not await self._has_worktree(repo, s):
                 await git.prune_worktrees(repo.root)
                 await git.add_worktree(repo.root, s.worktree, s.branch)
         if s.status is Status.review:
