@@ -38,7 +38,7 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import NotRequired, TypedDict
 
-from para_rpc import __version__, agents
+from para_rpc import __version__
 from para_rpc.errors import Code, ParaError
 from para_rpc.params import SERVICE_METHODS
 from para_rpc.service import Service
@@ -588,8 +588,6 @@ def _register(fe: McpFrontend) -> None:
                                           "error": "invalid_input: give task or file (one of them)"})
                     continue
                 try:
-                    if t.file is not None:
-                        await _refuse_links_out_of_plan(fe, repo, t.file)
                     r = await fe.call("para/dispatch", repo, name=t.session, prompt=t.task, file=t.file, **common)
                 except ToolError as e:
                     out["failed"].append({"task": t.session or t.file or f"#{i + 1}", "error": str(e)})
@@ -601,7 +599,6 @@ def _register(fe: McpFrontend) -> None:
         elif task is not None:
             _add_dispatched(out, await fe.call("para/dispatch", repo, name=session, prompt=task, **common))
         elif file is not None:
-            await _refuse_links_out_of_plan(fe, repo, file)
             _add_dispatched(out, await fe.call("para/dispatch", repo, name=session, file=file, **common))
         else:
             if session is not None:
@@ -807,26 +804,6 @@ def _register(fe: McpFrontend) -> None:
                 "para://session/<name> when a session conflicts or its agent stops, and help it (resolve in its "
                 "worktree, then para_continue).\n"
                 "5. When everything has integrated, summarize what landed.\n\n" + GUIDE)
-
-
-async def _refuse_links_out_of_plan(fe: McpFrontend, repo: str | None, file: str) -> None:
-    """A plan directory's TASK files must stay inside the repository, links included.
-    (The service checks the directory itself and single files; this covers its entries.)"""
-    root = await fe.repo_root(repo)
-    try:
-        path = agents.find_task_file(root, fe.cwd(repo), file)
-    except ParaError:
-        return  # the service reports it
-    if not path.is_dir():
-        return
-    real_root = os.path.realpath(root)
-    for entry in sorted(path.iterdir()):
-        if agents.TASK_RE.fullmatch(entry.name):
-            real = os.path.realpath(entry)
-            if not real.startswith(real_root + os.sep):
-                raise tool_error(ParaError(Code.invalid_input, f"task file {entry.name} in {path} resolves to "
-                                           f"{real}, outside the repository; refusing to read it",
-                                           path=str(entry)))
 
 
 def _add_dispatched(out: DispatchOut, r: dict[str, Any]) -> None:
