@@ -283,12 +283,13 @@ async def git_path(wt: str | Path, name: str) -> str:
 
 
 async def in_progress(wt: str | Path) -> str | None:
-    """'merge' or 'rebase' when one is stopped in this worktree, else None."""
-    if os.path.exists(await git_path(wt, "MERGE_HEAD")):
+    """'merge' or 'rebase' when one is stopped in this worktree, else None (one git process)."""
+    merge_head, *rebase_dirs = (await out(wt, "rev-parse", "--path-format=absolute", "--git-path", "MERGE_HEAD",
+                                          "--git-path", "rebase-merge", "--git-path", "rebase-apply")).splitlines()
+    if os.path.exists(merge_head):
         return "merge"
-    for d in ("rebase-merge", "rebase-apply"):
-        if os.path.isdir(await git_path(wt, d)):
-            return "rebase"
+    if any(os.path.isdir(d) for d in rebase_dirs):
+        return "rebase"
     return None
 
 

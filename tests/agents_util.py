@@ -10,8 +10,9 @@ Isolation on top of conftest.py: every test gets its own tmux server
 (TMUX_TMPDIR is a fresh directory, TMUX is unset; the server is killed at
 teardown; tests that involve tmux run their own sidecar, `own_sidecar`, so
 that it inherits that TMUX_TMPDIR) and any agent process still running for
-the test's runtime directory is killed, by its pid, at teardown. A test module imports the
-fixtures it wants from here (an imported autouse fixture applies to it).
+the test's runtime directory is killed, by its pid, at teardown. A test module
+imports the fixtures it wants from here (an imported autouse fixture applies to
+that module only).
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -79,9 +78,8 @@ class Api:
         return Api(self.socket, repo)
 
     def sessions(self) -> dict[str, dict[str, Any]]:
-        """Every session row (all statuses) by name. `para/list` runs `git status` in every
-        active worktree, which takes its index.lock for a moment: tests call it only when
-        no agent is running git, and wait for things through events (no git) instead."""
+        """Every session row (all statuses) by name (`para/list` runs git in every active
+        worktree; tests wait for things through events instead, which need no git)."""
         return {s["name"]: s for s in self.call("para/list", all=True)["sessions"]}
 
     def evidence(self, name: str) -> dict[str, Any] | None:
@@ -119,9 +117,6 @@ class Api:
             plans = self.plans()
             return plans[-1] if plans and plans[-1]["state"] == state else None
         return wait_until(check, timeout, f"the plan to be {state}", interval=0.05)
-
-    def exited_events(self) -> dict[str, dict[str, Any]]:
-        return {e["session"]: e["data"] for e in self.events() if e["kind"] == "agent_exited"}
 
 
 # ---- processes -------------------------------------------------------------------------

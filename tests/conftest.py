@@ -7,7 +7,12 @@ Nothing here is mocked. Every test runs with:
   0700 directory under /tmp with a short path: unix socket paths are limited
   to ~100 bytes);
 - any sidecar that appears in that runtime directory (started by the `sidecar`
-  fixture or autostarted by the CLI) stopped at teardown, by its pid.
+  fixture or autostarted by the CLI) stopped at teardown, by its pid (reaped
+  later, so no test waits for a sidecar to exit unless it is about that).
+
+A module that sets `SHARED_SIDECAR = True` shares one runtime dir and one
+sidecar among its tests (each test still has its own repositories), as one
+user's sidecar serves all their repositories: it saves a sidecar start per test.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ import pytest
 from para_rpc.client import Connection
 from para_rpc.errors import Code
 
-ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 PARA_SCRIPT = Path(sys.executable).with_name("para")
 PARA_ARGV = [str(PARA_SCRIPT)] if PARA_SCRIPT.exists() else [PYTHON, "-m", "para_rpc"]
@@ -298,16 +302,15 @@ class Sidecar:
         return "\n".join(parts)
 
 
-def start_sidecar(runtime: Path, *extra: str, wait: bool = True, env: dict[str, str] | None = None) -> Sidecar:
-    """Start `python -m para_rpc.server.sidecar` on `runtime`/sidecar.sock (and wait until it accepts)."""
+def start_sidecar(runtime: Path, *extra: str, env: dict[str, str] | None = None) -> Sidecar:
+    """Start `python -m para_rpc.server.sidecar` on `runtime`/sidecar.sock; wait until it accepts."""
     sock = runtime / "sidecar.sock"
     stderr_path = runtime / f"sidecar-{time.monotonic_ns()}.stderr"
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen([*SIDECAR_ARGV, *extra], stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                 env=env or dict(os.environ), start_new_session=True)
     sc = Sidecar(proc, sock, runtime / "sidecar.sock.log", stderr_path)
-    if wait:
-        wait_ready(sc)
+    wait_ready(sc)
     return sc
 
 

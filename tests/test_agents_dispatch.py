@@ -9,9 +9,6 @@ configured as custom profiles through PARA_AGENTS in the CLI's environment.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -288,6 +285,8 @@ ERRORS = {
     "empty-prompt-on-stdin": ([], None, None, " \n\n", 2, "invalid_input", "empty"),
     "prompt-and-file": (["-p", "x", "-f", "tasks/TASK_1_ok.md"], None, None, None, 2, "invalid_input", "not both"),
     "invalid-session-name": (["../evil", "-p", "x"], None, None, None, 2, "invalid_input", ""),
+    "unknown-base": (["-p", "x", "--base", "nosuch"], None, None, None, 3, "not_found", "nosuch"),
+    "nul-in-prompt": ([], None, None, "before\0after", 2, "invalid_input", "NUL"),
     "unknown-mode": (["-p", "x", "--mode", "screen"], None, None, None, 2, "invalid_input", "mode"),
     "bad-PARA_AGENTS": (["-p", "x"], None, {"PARA_AGENTS": "{not json"}, None, 6, "config_error", "PARA_AGENTS"),
     "no-skip-permissions": (["-p", "x", "--agent", "opencode", "-d"], None, None, None, 2, "invalid_input",

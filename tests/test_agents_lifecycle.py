@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from agents_util import (Api, LineReader, agent_env, agent_scripts, api, dispatch, kill_tree,  # noqa: F401
-                         out, popen_para, step_profile, wait_file)
-from conftest import (PARA_ARGV, git, pid_alive, proc_environ, run_para, shutdown_sidecar, start_sidecar,
-                      stop_pid, wait_until)
+from agents_util import (LineReader, agent_env, agent_scripts, api, kill_tree, out, popen_para,  # noqa: F401
+                         step_profile, wait_file)
+from conftest import (PARA_ARGV, git, pid_alive, proc_environ, shutdown_sidecar, start_sidecar, stop_pid,
+                      wait_until)
 
 
 def wt(repo: Path, name: str) -> Path:
@@ -60,6 +60,17 @@ def test_a_crashing_agent_is_recorded_as_failed_and_its_work_is_kept(how, code, 
     para("integrate", "Rescue the crashed work", "--session", "crash")
     assert git("show", "main:done.txt", cwd=repo) == "committed half"
     assert git("show", "main:wip.txt", cwd=repo) == "unsaved half"
+
+
+def test_an_agent_that_cannot_start_is_recorded_with_status_127(api, repo, tmp_path, para):
+    """It is on PATH and executable, but its interpreter does not exist: exec fails."""
+    broken = tmp_path / "broken-agent"
+    broken.write_text("#!/nonexistent/interpreter\n")
+    broken.chmod(0o755)
+    api.dispatch("nostart", "try", "broken", profiles={"broken": {"command": [str(broken), "{prompt}"]}})
+    ev = api.wait_agent("nostart")
+    assert (ev["agent"]["state"], ev["agent"]["exit_code"]) == ("failed", 127)
+    assert f"para: cannot start {broken}" in para("logs", "nostart").stdout
 
 
 def test_an_agent_whose_runner_vanishes_is_reported_lost(api, repo, out):

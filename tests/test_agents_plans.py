@@ -11,13 +11,11 @@ with the real `para integrate`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from agents_util import (STEP, Api, agent_env, agent_scripts, agents_env, api, dispatch, out,  # noqa: F401
-                         step_profile, wait_file)
+from agents_util import STEP, agent_env, agent_scripts, api, dispatch, out, wait_file  # noqa: F401
 from conftest import branches, git, wait_until, worktree_paths
 
 pytestmark = pytest.mark.usefixtures("sidecar")

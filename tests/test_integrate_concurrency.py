@@ -16,6 +16,9 @@ from integrate_util import (Api, BASE_FILES, assert_checkout_clean_at, changed_f
                             message, open_api, parents, porcelain, start, world)
 
 
+SHARED_SIDECAR = True  # one sidecar for the module (conftest.py), as one user's serves all repos
+
+
 @pytest.fixture
 def api(sidecar: Sidecar, repo: Path) -> Iterator[Api]:
     """`repo` with app.py and lib/util.py committed, and an RPC connection to the test sidecar."""

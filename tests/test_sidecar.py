@@ -277,6 +277,18 @@ def test_malformed_frames_do_not_disturb_the_sidecar_or_other_clients(sidecar, r
     assert sidecar.proc.poll() is None
 
 
+def test_expected_errors_are_not_logged_as_errors(sidecar, rpc, para, repo):
+    """The sidecar log is where a para bug shows up (Code.internal says "see the sidecar
+    log"): a user's bad input must not fill it with ERROR lines."""
+    para("show", "nope", check=False)
+    para("start", "--", "../x", check=False)
+    raw_request(rpc, "para/start", {"cwd": str(repo), "bogus": 1})
+    raw_request(rpc, "para/nope", {})
+    assert hello(rpc)["pid"] == sidecar.pid
+    errors = [line for line in sidecar.log_path.read_text().splitlines() if " ERROR " in line]
+    assert errors == []
+
+
 def test_unknown_method_is_method_not_found(sidecar, rpc):
     reply = raw_request(rpc, "para/nope", {})
     assert reply["error"]["code"] == -32601

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams, JsonRpcServerError
+from pygls.exceptions import JsonRpcInvalidParams, JsonRpcMethodNotFound, JsonRpcServerError
 from pygls.io_ import run_async
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import (JsonRPCNotification, JsonRPCRequestMessage, JsonRPCResponseMessage,
@@ -77,8 +77,13 @@ class ParaServer(LanguageServer):
             self.writer.close()
 
     def report_server_error(self, error: Exception, source: Any) -> None:
-        # The default shows a message in the client's window; a CLI has none.
-        log.error("connection error: %s", error)
+        # The default shows a message in the client's window; a CLI has none. pygls also
+        # reports every error it answered a request with: those are the client's business
+        # (bad input, unknown session; unexpected ones were logged by call_service).
+        if isinstance(error, (JsonRpcServerError, JsonRpcInvalidParams, JsonRpcMethodNotFound)):
+            log.debug("request answered with an error: %s", error)
+        else:
+            log.error("connection error: %s", error)
 
 
 class Hub:
