@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from para_rpc import git
 from para_rpc.errors import Code, ParaError
 
 PLACEHOLDERS = ("{prompt_file}", "{prompt}", "{worktree}", "{session}")
 MAX_ARG = 120_000  # below Linux's 128 KiB limit for one argv element
 TASK_RE = re.compile(r"TASK_(\d+)_([A-Za-z0-9][A-Za-z0-9_-]*)\.md")
-INSTRUCTION_FILE = ".para-agent.md"
+INSTRUCTION_FILE = git.OWN_FILES[0]
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,12 @@ BASE_ENV.update(GIT_EDITOR="true", GIT_SEQUENCE_EDITOR="true", GIT_MERGE_AUTOEDI
 _FALLBACK_IDENTITY = ("-c", "user.name=para", "-c", "user.email=para@localhost")
 
 
+# Files para writes into a worktree for the agent. info/exclude hides them, but a
+# repository's own .gitignore can re-include them (`!*.md`), so they are also
+# kept out of the index and out of status explicitly.
+OWN_FILES = (".para-agent.md",)
+
+
 @dataclass(frozen=True)
 class Result:
     rc: int
@@ -204,12 +210,15 @@ async def status(wt: str | Path) -> list[str]:
     # No optional locks: a read must never take index.lock from under an agent's commit.
     text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all",
                       env={"GIT_OPTIONAL_LOCKS": "0"})).out
-    return [e for e in text.split("\0") if e]
+    return [e for e in text.split("\0") if e and e[3:] not in OWN_FILES]
 
 
-async def stage_all(wt: str | Path) -> None:
-    """Stage everything but ignored files; para's own files are ignored through info/exclude."""
-    await run(wt, "add", "-A")
+async def stage_all(wt: str | Path, env: dict[str, str] | None = None) -> None:
+    """Stage everything but ignored files and para's own files."""
+    await run(wt, "add", "-A", env=env)
+    own = [f for f in OWN_FILES if os.path.lexists(os.path.join(wt, f))]
+    if own:
+        await run(wt, "reset", "--quiet", "--", *own, env=env, check=False)
 
 
 async def has_staged(wt: str | Path) -> bool:
@@ -241,7 +250,7 @@ async def snapshot(wt: str | Path, message: str = "para snapshot") -> str:
         if os.path.exists(index):
             shutil.copyfile(index, tmp_index)  # reuse git's stat cache
         env = {"GIT_INDEX_FILE": tmp_index}
-        await run(wt, "add", "-A", env=env)
+        await stage_all(wt, env)
         tree = (await run(wt, "write-tree", env=env)).out.strip()
     head = await out(wt, "rev-parse", "HEAD")
     res = await run(wt, "commit-tree", tree, "-p", head, check=False, stdin=message.encode())
@@ -270,7 +279,7 @@ async def dirty_paths(wt: str | Path) -> set[str]:
     """Paths with uncommitted changes, staged or not, untracked included."""
     text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
                       env={"GIT_OPTIONAL_LOCKS": "0"})).out
-    return {e[3:] for e in text.split("\0") if len(e) > 3}
+    return {e[3:] for e in text.split("\0") if len(e) > 3 and e[3:] not in OWN_FILES}
 
 
 async def unmerged_paths(wt: str | Path) -> list[str]:

@@ -136,6 +136,8 @@ class Plan(msgspec.Struct, kw_only=True):
     source: str
     steps: list[PlanStep]
     agent: str
+    profile: dict[str, Any] | None = None  # the resolved profile, so later steps need no caller env
+    workflow: str = "integrate"
     mode: str
     skip_permissions: bool = False
     base: str | None = None

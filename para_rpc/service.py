@@ -136,8 +136,21 @@ class Service:
         for s in repo.store.live():
             if s.op is not None:
                 await self._repair(repo, s)
+        await self._remove_scratch(repo)
         repo.poller = asyncio.create_task(self._poll_agents(repo))
         return repo
+
+    async def _remove_scratch(self, repo: Repo) -> None:
+        """Scratch worktrees exist only while an integration check runs; any found when a
+        repository is opened were left by a crash."""
+        scratch = os.path.join(repo.root, ".para", "scratch")
+        if not os.path.isdir(scratch):
+            return
+        for w in await git.worktrees(repo.root):
+            if w.path.startswith(scratch + os.sep):
+                await git.run(repo.root, "worktree", "remove", "--force", w.path, check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
+        await git.prune_worktrees(repo.root)
 
     def close(self) -> None:
         for repo in self.repos.values():
@@ -162,11 +175,14 @@ class Service:
 
     # ---- lookups -----------------------------------------------------------
 
-    def _find(self, repo: Repo, name: str | None, cwd: str) -> Session:
-        """The named session, else the one whose worktree holds `cwd` (most specific wins)."""
+    def _find(self, repo: Repo, name: str | None, cwd: str, history: bool = False) -> Session:
+        """The named session, else the one whose worktree holds `cwd` (most specific wins).
+        With `history`, a name may also denote the latest integrated session of that name."""
         if name is not None:
             validate_session_name(name)
             s = repo.store.get(name)
+            if s is None and history:
+                s = next((x for x in reversed(repo.store.all()) if x.name == name), None)
             if s is None:
                 names = [x.name for x in repo.store.live()]
                 raise ParaError(Code.not_found, f"no session named {name!r}"
@@ -380,7 +396,7 @@ class Service:
 
     async def show(self, p: SessionParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
-        return await self._show(repo, self._find(repo, p.session, p.cwd), p.cwd)
+        return await self._show(repo, self._find(repo, p.session, p.cwd, history=True), p.cwd)
 
     # -- finish
 
@@ -904,7 +920,7 @@ class Service:
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
         if p.session is not None or (not p.all and self._session_at(repo, os.path.realpath(p.cwd))):
-            sessions = [self._find(repo, p.session, p.cwd)]
+            sessions = [self._find(repo, p.session, p.cwd, history=True)]
         else:
             sessions = [s for s in repo.store.live() if s.status is not Status.cancelled]
         evidence = await asyncio.gather(*(self._evidence(repo, s, cfg) for s in sessions))
@@ -982,7 +998,7 @@ class Service:
 
     async def diff(self, p: DiffParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
-        s = self._find(repo, p.session, p.cwd)
+        s = self._find(repo, p.session, p.cwd, history=True)
         tip, dirty = await self._session_commit(s)
         tip = tip or await git.resolve(repo.root, f"refs/heads/{s.branch}") or s.head_commit
         if tip is None:
@@ -1035,6 +1051,9 @@ class Service:
                 steps.append(PlanStep(number=number, tasks=[]))
             steps[-1].tasks.append(PlanTask(file=str(path), name=name))
         plan = repo.store.save_plan(Plan(source=source, steps=steps, agent=prof.name, mode=mode,
+                                         profile={"command": prof.command, "headless": prof.headless,
+                                                  "skip_permissions": prof.skip_permissions},
+                                         workflow=cfg["agent.workflow"],
                                          skip_permissions=p.skip_permissions, base=p.base))
         self.emit(repo, "plan_started", None, plan=plan.id, steps=[[t.name for t in st.tasks] for st in steps])
         try:
@@ -1047,8 +1066,9 @@ class Service:
         return {"plan": to_builtins(plan)}
 
     async def _start_step(self, repo: Repo, plan: Plan, cwd: str, env: dict[str, str]) -> None:
-        cfg = repo.config(env)
-        prof = agents.profile(plan.agent, cfg["agents"])
+        cfg = {**repo.config(env), "agent.workflow": plan.workflow}
+        prof = (agents.Profile(plan.agent, **plan.profile) if plan.profile
+                else agents.profile(plan.agent, cfg["agents"]))
         step = plan.steps[plan.current]
         for t in step.tasks:
             result = await self._dispatch_one(repo, cfg, name=t.name, task=agents.read_task(Path(t.file)),
