@@ -548,41 +548,53 @@ class Service:
             raise ParaError(Code.not_found, f"branch {target if old is None else s.branch!r} disappeared")
         rec["old"] = old
         cand = await integrate.candidate(repo.root, strategy, old, tip, rec["message"])
-        if strategy == "rebase" and cand.clean and cand.commit is None:
-            wt = await self._ensure_worktree(repo, s)
-            stopped = await integrate.rebase_onto(wt, old)
-            if stopped:
-                await self._pause(repo, s, "rebase", stopped)
-            cand = integrate.Candidate(True, await git.out(wt, "rev-parse", "HEAD"))
-        elif not cand.clean:
+        # A rebase, or a conflict, needs the session's own worktree; that rewrites its branch.
+        rewrite = not cand.clean or (strategy == "rebase" and cand.commit is None)
+        backup = None
+        if rewrite:
             wt = await self._ensure_worktree(repo, s)
             if strategy == "rebase":
-                stopped = await integrate.rebase_onto(wt, old)
-                kind = "rebase"
+                backup = f"refs/para/backup/{s.name}/{rec['stamp']}-rebase"
+                await git.update_ref(repo.root, backup, tip)
+                stopped, kind = await integrate.rebase_onto(wt, old), "rebase"
             else:
                 stopped = await integrate.merge_target_into(wt, old, f"Merge {target} into {s.branch}")
                 kind = "merge"
             if stopped:
                 await self._pause(repo, s, kind, stopped)
-            tip = await git.out(wt, "rev-parse", "HEAD")
-            cand = await integrate.candidate(repo.root, strategy, old, tip, rec["message"])
+            cand = await integrate.candidate(repo.root, strategy, old, await git.out(wt, "rev-parse", "HEAD"),
+                                             rec["message"])
             if not cand.clean:  # cannot happen after a completed merge of the target; be loud if it does
                 raise ParaError(Code.internal, f"merge of {target} into {s.branch} did not resolve its conflicts")
         new = cand.commit
-        if new != old and cfg["integrate.check"]:
-            ok, rc, output = await integrate.run_check(repo.root, os.path.join(repo.root, ".para", "scratch"),
-                                                       new, cfg["integrate.check"], cfg["integrate.check_timeout"])
-            rec["check"] = {"ok": ok, "exit": rc, "output": output}
-            if not ok:
-                raise ParaError(Code.check_failed, f"the check `{cfg['integrate.check']}` failed "
-                                f"({'timed out' if rc is None else f'exit {rc}'}); {target} did not move",
-                                output=output, exit=rc, session=s.name)
-        s.op.data.update(old=old, new=new)  # journal before the target moves
-        repo.store.save(s)
-        if new != old:
-            await integrate.advance_target(repo.root, target, old, new, f"para: integrate {s.name}")
+        try:
+            if new != old and cfg["integrate.check"]:
+                ok, rc, output = await integrate.run_check(
+                    repo.root, os.path.join(repo.root, ".para", "scratch"), new, cfg["integrate.check"],
+                    cfg["integrate.check_timeout"])
+                rec["check"] = {"ok": ok, "exit": rc, "output": output}
+                if not ok:
+                    raise ParaError(Code.check_failed, f"the check `{cfg['integrate.check']}` failed "
+                                    f"({'timed out' if rc is None else f'exit {rc}'}); {target} did not move",
+                                    output=output, exit=rc, session=s.name)
+            s.op.data.update(old=old, new=new)  # journal before the target moves
+            repo.store.save(s)
+            if new != old:
+                await integrate.advance_target(repo.root, target, old, new, f"para: integrate {s.name}")
+        except ParaError:
+            if rewrite:  # the target did not move: the session goes back to how this attempt found it
+                await self._restore_branch(repo, s, tip)
+                if backup:
+                    await git.delete_ref(repo.root, backup)
+            raise
         s.op.data["landed"] = True
         return new, old
+
+    async def _restore_branch(self, repo: Repo, s: Session, commit: str) -> None:
+        if await git.status(s.worktree):
+            snap = await git.snapshot(s.worktree, f"para: changes in {s.name} during a failed integration")
+            await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-failed", snap)
+        await integrate.abort_in(s.worktree, commit)
 
     async def _pause(self, repo: Repo, s: Session, kind: str, files: list[str]) -> None:
         hunks = integrate.worktree_hunks(s.worktree, files)
