@@ -868,6 +868,12 @@ class Service:
         await proc.wait()
         await self._check_agents(repo, only=name)
 
+    def agents_running(self) -> bool:
+        """Whether an agent this sidecar follows is still at work (keeps an idle sidecar alive,
+        so agent exits and plan steps are noticed when they happen)."""
+        return any(s.agent is not None and s.agent.exit_code is None and not s.agent.lost
+                   for repo in self.repos.values() for s in repo.store.live())
+
     def editor_available(self) -> bool:
         return False  # replaced by the transport when editors can connect
 

@@ -120,7 +120,7 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
     async def idle_watch() -> None:
         while not stop.is_set():
             await asyncio.sleep(min(1.0, idle_timeout / 4) if idle_timeout else 5.0)
-            if hub.conns or mcp.conns or service.busy:
+            if hub.conns or mcp.conns or service.busy or service.agents_running():
                 touch()
             elif idle_timeout and time.monotonic() - last_activity >= idle_timeout:
                 log.info("idle for %ss, exiting", idle_timeout)
