@@ -5,8 +5,9 @@ directory) and renders the result: a readable summary by default, the
 result object with `--json`. Errors print `para: <message>` (or a JSON
 `{"error": ...}` with `--json`) and exit with the code's stable status (see
 errors.py). Nothing here prompts; heavy libraries (pygls, mcp) are never
-imported, and the commands scripts run in loops (`para list|start|show|cancel ... --json`)
-and `para mcp` are served before typer is even imported (see `_FAST`, `_fast_mcp`).
+imported, and the commands agents and scripts run in loops (`para integrate`, `para status`,
+`para list --json`, ...) and `para mcp` are served before typer is even imported (see `_FAST`,
+`_fast_mcp`).
 """
 
 from __future__ import annotations
@@ -50,27 +51,82 @@ def _call(method: str, params: dict[str, Any], as_json: bool, render=None) -> An
     return result
 
 
-# Commands that scripts and agents run in loops, served without typer when called
-# with `--json` and nothing but the arguments listed here: importing typer costs
-# ~30-50 ms, its first dispatch (pydantic, every command built) ~0.15-0.3 s more.
-# Each entry builds exactly the request its typer command builds. Anything else
-# (--help, `--opt=value`, an unknown or repeated argument, a value that looks like
-# an option) goes to typer.
-# command -> (method, param of the one positional argument or None, {flag: (param, takes a value)})
-_FAST: dict[str, tuple[str, str | None, dict[str, tuple[str, bool]]]] = {
-    "list": ("para/list", None, {"--all": ("all", False), "-a": ("all", False)}),
-    "ls": ("para/list", None, {"--all": ("all", False), "-a": ("all", False)}),
-    "start": ("para/start", "name", {"--base": ("base", True), "-b": ("base", True)}),
-    "show": ("para/show", "session", {}),
-    "cancel": ("para/cancel", "session", {"--discard": ("discard", False)}),
+def _age(ts: float) -> str:
+    import time
+
+    d = max(0, int(time.time() - ts))
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if d >= n:
+            return f"{d // n}{unit}"
+    return f"{d}s"
+
+
+def _print_session(r: dict[str, Any], headline: str | None = None) -> None:
+    if headline:
+        print(headline)
+    rows = [("state", r["state"]), ("branch", r["branch"]), ("worktree", r["worktree"] if r.get("worktree_exists") else f"{r['worktree']} (absent)"),
+            ("base", f"{r['base_branch']} @ {r['base_commit'][:10]}")]
+    if r.get("archived_branch"):
+        rows.append(("archived as", r["archived_branch"]))
+    if r.get("ahead") is not None:
+        rows.append(("commits", str(r["ahead"])))
+    if r.get("diffstat"):
+        rows.append(("changes", r["diffstat"]))
+    if r.get("saved"):
+        s = r["saved"]
+        rows.append(("saved work", f"{s['commit'][:10]} on {s.get('branch') or s.get('ref')}"))
+    for note in r.get("notes", []):
+        rows.append(("note", note))
+    for k, v in rows:
+        print(f"  {k:<12} {v}")
+    for c in r.get("commits", [])[:10]:
+        print(f"    {c['sha'][:10]} {c['subject']}")
+
+
+def _print_integration(r: dict[str, Any]) -> None:
+    rec = r.get("integration") or {}
+    if r.get("status") == "integrated":
+        what = "already contained in" if rec.get("noop") else "landed on"
+        print(f"Integrated session {r['name']}: {what} {rec.get('target')} at {str(rec.get('commit'))[:10]} "
+              f"({rec.get('strategy')})")
+        if rec.get("leftover"):
+            print(f"  changes made after integration started were saved to {rec['leftover']}")
+    else:
+        _print_session(r, f"Session {r['name']}")
+
+
+# Commands that agents and scripts run in loops, served without typer when called
+# with nothing but the arguments listed here: importing typer costs ~30-50 ms, its
+# first dispatch (pydantic, every command built) ~0.15-0.3 s more, which twenty
+# agents integrating at once feel. Each entry builds exactly the request its typer
+# command builds and renders like it (a command without a renderer only with
+# `--json`). Anything else (--help, `--opt=value`, an unknown or repeated argument,
+# a value that looks like an option, a second positional) goes to typer.
+# command -> (method, param of the one positional argument or None,
+#             {flag: (param, takes a value)}, renderer of the human output or None)
+_SESSION_FLAG = {"--session": ("session", True), "-s": ("session", True)}
+_FAST: dict[str, tuple[str, str | None, dict[str, tuple[str, bool]], Any]] = {
+    "list": ("para/list", None, {"--all": ("all", False), "-a": ("all", False)}, None),
+    "ls": ("para/list", None, {"--all": ("all", False), "-a": ("all", False)}, None),
+    "start": ("para/start", "name", {"--base": ("base", True), "-b": ("base", True)}, None),
+    "show": ("para/show", "session", {}, None),
+    "cancel": ("para/cancel", "session", {"--discard": ("discard", False)}, None),
+    "integrate": ("para/integrate", "message", {**_SESSION_FLAG, "--strategy": ("strategy", True),
+                                                "--target": ("target", True)}, _print_integration),
+    "continue": ("para/continue", "session", {}, _print_integration),
+    "status": ("para/report", "task", {**_SESSION_FLAG, "--tests": ("tests", True), "--todos": ("todos", True),
+                                       "--blocked": ("blocked", True)}, lambda r: None),
 }
 
 
 def _fast_path(args: list[str]) -> bool:
-    """Serve `para <command> ... --json` for the commands in _FAST without typer."""
-    if not args or args[0] not in _FAST or "--json" not in args[1:]:
+    """Serve the commands in _FAST without typer."""
+    if not args or args[0] not in _FAST:
         return False
-    method, positional, flags = _FAST[args[0]]
+    method, positional, flags, render = _FAST[args[0]]
+    as_json = "--json" in args[1:]
+    if render is None and not as_json:
+        return False
     params: dict[str, Any] = {positional: None} if positional else {}
     params.update({param: None if takes_value else False for param, takes_value in flags.values()})
     seen: set[str] = set()
@@ -94,7 +150,9 @@ def _fast_path(args: list[str]) -> bool:
             return False
         else:
             params[positional] = a
-    _call(method, params, True)
+    if args[0] == "status" and params["task"] in (None, "show"):
+        return False  # `para status show ...` reads; typer serves it
+    _call(method, params, as_json, render)
     return True
 
 
@@ -132,38 +190,6 @@ app.add_typer(mcp_app, name="mcp")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 SessionOpt = Annotated[Optional[str], typer.Option("--session", "-s", help="Session name (default: the one the current directory is in).")]
-
-
-def _age(ts: float) -> str:
-    import time
-
-    d = max(0, int(time.time() - ts))
-    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
-        if d >= n:
-            return f"{d // n}{unit}"
-    return f"{d}s"
-
-
-def _print_session(r: dict[str, Any], headline: str | None = None) -> None:
-    if headline:
-        print(headline)
-    rows = [("state", r["state"]), ("branch", r["branch"]), ("worktree", r["worktree"] if r.get("worktree_exists") else f"{r['worktree']} (absent)"),
-            ("base", f"{r['base_branch']} @ {r['base_commit'][:10]}")]
-    if r.get("archived_branch"):
-        rows.append(("archived as", r["archived_branch"]))
-    if r.get("ahead") is not None:
-        rows.append(("commits", str(r["ahead"])))
-    if r.get("diffstat"):
-        rows.append(("changes", r["diffstat"]))
-    if r.get("saved"):
-        s = r["saved"]
-        rows.append(("saved work", f"{s['commit'][:10]} on {s.get('branch') or s.get('ref')}"))
-    for note in r.get("notes", []):
-        rows.append(("note", note))
-    for k, v in rows:
-        print(f"  {k:<12} {v}")
-    for c in r.get("commits", [])[:10]:
-        print(f"    {c['sha'][:10]} {c['subject']}")
 
 
 def _render_list(r: dict[str, Any]) -> None:
@@ -221,18 +247,6 @@ def finish(message: Annotated[str, typer.Argument(help="Commit message.")],
                           "integrate": integrate_}, as_json,
           _print_integration if integrate_ else
           lambda r: _print_session(r, f"Finished session {r['name']}: branch {r['branch']} is ready for review"))
-
-
-def _print_integration(r: dict[str, Any]) -> None:
-    rec = r.get("integration") or {}
-    if r.get("status") == "integrated":
-        what = "already contained in" if rec.get("noop") else "landed on"
-        print(f"Integrated session {r['name']}: {what} {rec.get('target')} at {str(rec.get('commit'))[:10]} "
-              f"({rec.get('strategy')})")
-        if rec.get("leftover"):
-            print(f"  changes made after integration started were saved to {rec['leftover']}")
-    else:
-        _print_session(r, f"Session {r['name']}")
 
 
 def _print_prediction(r: dict[str, Any]) -> None:

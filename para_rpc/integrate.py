@@ -141,22 +141,17 @@ async def continue_in(wt: str, kind: str, files: list[str]) -> list[str]:
     if kind == "merge":
         await git.run(wt, "commit", "--no-edit", "--quiet", "--no-verify")
         return []
+    step = "--continue"
     while True:
-        res = await git.run(wt, "rebase", "--continue", check=False)
+        res = await git.run(wt, "rebase", step, check=False)
         if res.rc == 0:
             return []
         stopped = await git.unmerged_paths(wt)
         if stopped:
             return stopped
         if await git.in_progress(wt) != "rebase":
-            raise ParaError(Code.git_failed, f"git rebase --continue failed: {res.err.strip()}")
-        # The replayed commit became empty (its change is already in the target): skip it.
-        res = await git.run(wt, "rebase", "--skip", check=False)
-        if res.rc == 0:
-            return []
-        stopped = await git.unmerged_paths(wt)
-        if stopped:
-            return stopped
+            raise ParaError(Code.git_failed, f"git rebase {step} failed: {res.err.strip()}")
+        step = "--skip"  # the replayed commit became empty: its change is already in the target
 
 
 async def abort_in(wt: str, restore: str) -> None:

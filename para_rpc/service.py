@@ -13,6 +13,7 @@ crashed sidecar left half done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -20,7 +21,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,14 @@ class Service:
                             f"{cwd} is not inside a session worktree; name the session "
                             "(for example `--session NAME`)")
         return s
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, repo: Repo, name: str | None, cwd: str) -> AsyncIterator[Session]:
+        """The session, with its lock held; read again once the lock is ours, since an
+        operation that held it may have changed the session meanwhile."""
+        s = self._find(repo, name, cwd)
+        async with repo.session_lock(s.name):
+            yield self._find(repo, s.name, cwd)
 
     def _session_at(self, repo: Repo, cwd: str) -> Session | None:
         here = os.path.realpath(cwd)
@@ -411,9 +420,7 @@ class Service:
         cfg = repo.config(p.env)
         message = _check_message(p.message)
         new_branch = validate_branch_name(p.branch) if p.branch is not None else None
-        s = self._find(repo, p.session, p.cwd)
-        async with repo.session_lock(s.name):
-            s = self._find(repo, s.name, p.cwd)
+        async with self._locked(repo, p.session, p.cwd) as s:
             self._require(s, Status.active, "finish")
             wt = (await self._worktree_state(repo)).get(s.worktree)
             if wt is None or not os.path.isdir(s.worktree):
@@ -649,9 +656,7 @@ class Service:
     async def continue_(self, p: SessionParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
-        s = self._find(repo, p.session, p.cwd)
-        async with repo.session_lock(s.name):
-            s = self._find(repo, s.name, p.cwd)
+        async with self._locked(repo, p.session, p.cwd) as s:
             self._require(s, Status.conflicted, "continue")
             rec = s.integration
             if not os.path.isdir(s.worktree):
@@ -671,9 +676,7 @@ class Service:
 
     async def abort(self, p: SessionParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
-        s = self._find(repo, p.session, p.cwd)
-        async with repo.session_lock(s.name):
-            s = self._find(repo, s.name, p.cwd)
+        async with self._locked(repo, p.session, p.cwd) as s:
             self._require(s, Status.conflicted, "abort")
             rec = s.integration
             saved = None
@@ -1142,9 +1145,7 @@ class Service:
     async def cancel(self, p: CancelParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
-        s = self._find(repo, p.session, p.cwd)
-        async with repo.session_lock(s.name):
-            s = self._find(repo, s.name, p.cwd)
+        async with self._locked(repo, p.session, p.cwd) as s:
             self._require(s, (Status.active, Status.review, Status.conflicted), "cancel")
             stamp = _utc_stamp()
             archive = f"{cfg['branch_prefix']}/archived/{stamp}/{s.name}"
@@ -1262,9 +1263,7 @@ class Service:
         repo = await self.repo(p.cwd)
         if p.session is not None and repo.store.get(validate_session_name(p.session)) is None:
             await self._adopt_branch(repo, p.session, repo.config(p.env))
-        s = self._find(repo, p.session, p.cwd)
-        async with repo.session_lock(s.name):
-            s = self._find(repo, s.name, p.cwd)
+        async with self._locked(repo, p.session, p.cwd) as s:
             if s.status is Status.cancelled:
                 raise ParaError(Code.wrong_state, f"session {s.name!r} is cancelled; `para recover {s.name}` "
                                 "brings it back", session=s.name)
