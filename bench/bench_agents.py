@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: dispatching agents, and what the sidecar costs while agents report.
 
-    python bench/bench_agents.py
+    python bench/bench_agents.py [--quick]
 
 Everything runs in a private environment (fresh HOME, PARA_CONFIG, a 0700
 PARA_RUNTIME_DIR under /tmp, no global/system git config, a fixed git identity,
@@ -26,16 +26,18 @@ TMUX unset) with its own sidecar, started here and stopped at the end.
    latency as the agents saw it. The machine's load average is recorded with the
    results: on a busy machine every figure is inflated.
 
+--quick (a smoke run, to see that it works): one repeat of the dispatch phase, 5 s of load
+after 2 s idle. Its figures do not compare with a full run's: for one, the sidecar's deferred
+MCP preload can then fall into the idle window.
 Results: a table on stdout and bench/results/agents.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -45,13 +47,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "agents.json"
-PYTHON = sys.executable
-_script = Path(sys.executable).with_name("para")
-PARA = [str(_script)] if _script.exists() else [PYTHON, "-m", "para_rpc"]
-IDENTITY = {"GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@para.invalid",
-            "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@para.invalid"}
+from _common import (PARA, PYTHON, Sidecar, git, isolate, machine, make_repo, proc_cpu, results_path, rss_mb,
+                     write_results)
+
+RESULTS = results_path("agents")
 SESSIONS = 10
 REPEATS = 3
 FILES = 300
@@ -78,28 +77,7 @@ with open(out, "w") as f:
 """
 
 
-# ---- environment -------------------------------------------------------------
-
-def isolate(work: Path) -> Path:
-    runtime = Path(tempfile.mkdtemp(prefix="p", dir="/tmp"))
-    os.chmod(runtime, 0o700)
-    home = work / "home"
-    home.mkdir()
-    for k in list(os.environ):
-        if k.startswith(("PARA_", "GIT_", "TMUX")) or k in ("XDG_CONFIG_HOME", "XDG_RUNTIME_DIR"):
-            del os.environ[k]
-    os.environ.update(IDENTITY, HOME=str(home), PARA_RUNTIME_DIR=str(runtime),
-                      PARA_CONFIG=str(work / "para-config.json"), GIT_CONFIG_NOSYSTEM="1",
-                      GIT_CONFIG_GLOBAL=os.devnull)
-    return runtime
-
-
-def git(*args: str, cwd: Path) -> str:
-    res = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if res.returncode != 0:
-        raise SystemExit(f"git {' '.join(args)} failed in {cwd}: {res.stderr.strip()}")
-    return res.stdout.strip()
-
+# ---- helpers -----------------------------------------------------------------
 
 def run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     res = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
@@ -107,63 +85,6 @@ def run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> subpro
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:4])} failed ({res.returncode}): {res.stdout}{res.stderr}")
     return res
-
-
-class Sidecar:
-    def __init__(self, runtime: Path) -> None:
-        from para_rpc.client import Connection
-        self.socket = runtime / "sidecar.sock"
-        self.proc = subprocess.Popen([PYTHON, "-m", "para_rpc.server.sidecar", "--idle-timeout", "0"],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                Connection.open(self.socket, timeout=5).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the sidecar did not start; see {runtime / 'sidecar.sock.log'}")
-                time.sleep(0.02)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def connect(self):
-        from para_rpc.client import Connection, hello
-        conn = Connection.open(self.socket, timeout=120)
-        hello(conn)
-        return conn
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                with self.connect() as conn:
-                    conn.request("para/shutdown", {})
-                self.proc.wait(timeout=60)
-            except Exception:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-
-
-def proc_cpu(pid: int) -> tuple[float, float]:
-    """(own, reaped children) CPU seconds of a process, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-    return (utime + stime) / tick, (cutime + cstime) / tick
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Sampler(threading.Thread):
@@ -186,19 +107,6 @@ class Sampler(threading.Thread):
 
 
 # ---- fixtures ------------------------------------------------------------------
-
-def template_repo(path: Path) -> Path:
-    path.mkdir(parents=True)
-    git("init", "-q", "-b", "main", str(path), cwd=path.parent)
-    for i in range(FILES):
-        d = path / "src" / f"pkg{i % 10}"
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"mod{i:04d}.py").write_text("".join(f"def f{j}(x):\n    return x + {j}\n\n" for j in range(20)))
-    (path / "README.md").write_text("# bench\n")
-    git("add", "-A", cwd=path)
-    git("commit", "-q", "-m", "initial import", cwd=path)
-    return Path(os.path.realpath(path))
-
 
 def fresh_copy(template: Path, dest: Path) -> Path:
     shutil.copytree(template, dest, symlinks=True)
@@ -318,13 +226,19 @@ def phase_load(work: Path, template: Path, sc: Sidecar) -> dict[str, Any]:
 
 # ---- main ------------------------------------------------------------------------------
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    global REPEATS, LOAD_SECONDS, IDLE_SECONDS
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one dispatch repeat, 5 s of load, 2 s idle")
+    args = ap.parse_args(argv)
+    if args.quick:
+        REPEATS, LOAD_SECONDS, IDLE_SECONDS = 1, 5, 2
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="para-bench-agents-"))
-    runtime = isolate(work)
+    runtime = isolate(work, unset=("PARA_", "GIT_", "TMUX"))
     sc = None
     try:
-        template = template_repo(work / "template")
+        template = make_repo(work / "template", FILES)
         sc = Sidecar(runtime)
         dispatch = phase_dispatch(work, template, sc)
         load = phase_load(work, template, sc)
@@ -335,14 +249,10 @@ def main() -> int:
         shutil.rmtree(runtime, ignore_errors=True)
     result = {
         "sessions": SESSIONS, "files": FILES, "repeats": REPEATS,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
-                    "platform": platform.platform(), "loadavg_before": load_before,
-                    "loadavg_after": os.getloadavg()},
+        "machine": machine(loadavg_before=load_before, loadavg_after=os.getloadavg()),
         "dispatch": dispatch, "load": load,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(RESULTS, result)
 
     d, ld = dispatch, load
     print(f"Dispatch of {SESSIONS} headless sessions ({FILES} files), median of {REPEATS}:")

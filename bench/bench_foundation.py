@@ -45,10 +45,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import pstats
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -58,50 +56,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS = HERE / "results" / "foundation.json"
-PYTHON = sys.executable
-_script = Path(sys.executable).with_name("para")
-PARA = [str(_script)] if _script.exists() else [PYTHON, "-m", "para_rpc"]
-IDENTITY = {"GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@para.invalid",
-            "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@para.invalid"}
+from _common import (PARA, PARA_SCRIPT, PYTHON, ROOT, Sidecar, isolate, machine, make_repo, private_runtime,
+                     results_path, rss, write_results)
+
+RESULTS = results_path("foundation")
 TARGETS = {"start_cancel_ratio": 1.5, "list_wall_ms": 150.0, "rss_mb": 120.0}
 
 
-# ---- environment ---------------------------------------------------------------
-
-def isolate(work: Path) -> Path:
-    """Point this process (and everything it spawns) at a private environment."""
-    runtime = Path(tempfile.mkdtemp(prefix="pbf", dir="/tmp"))  # short: socket paths are limited
-    os.chmod(runtime, 0o700)
-    home = work / "home"
-    home.mkdir()
-    for k in list(os.environ):
-        if k.startswith(("PARA_", "GIT_")) or k in ("XDG_CONFIG_HOME", "XDG_RUNTIME_DIR"):
-            del os.environ[k]
-    os.environ.update(IDENTITY, HOME=str(home), PARA_RUNTIME_DIR=str(runtime),
-                      PARA_CONFIG=str(work / "para-config.json"),
-                      GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull)
-    return runtime
-
-
-def git(*args: str, cwd: Path) -> str:
-    res = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if res.returncode != 0:
-        raise SystemExit(f"git {' '.join(args)} failed in {cwd}: {res.stderr.strip()}")
-    return res.stdout.strip()
-
-
-def rss(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM of a process, in MB."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024
-    return out
-
+# ---- memory --------------------------------------------------------------------
 
 def settled_rss(pid: int, started: float) -> dict[str, float]:
     """The idle sidecar's memory once it has settled: after its deferred start-up work (the
@@ -119,69 +81,6 @@ def settled_rss(pid: int, started: float) -> dict[str, float]:
             return now
         last = now
     return last
-
-
-class Sidecar:
-    """A sidecar of our own on `runtime`/sidecar.sock, stopped by `stop()`."""
-
-    def __init__(self, runtime: Path, profile_to: Path | None = None, trace_to: Path | None = None) -> None:
-        self.runtime = runtime
-        self.socket = runtime / "sidecar.sock"
-        env = dict(os.environ, PARA_RUNTIME_DIR=str(runtime))
-        argv = [PYTHON]
-        if profile_to is not None:
-            argv += ["-m", "cProfile", "-o", str(profile_to)]
-        argv += ["-m", "para_rpc.server.sidecar", "--idle-timeout", "0"]
-        if trace_to is not None:
-            env["GIT_TRACE2_EVENT"] = str(trace_to)
-        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        from para_rpc.client import Connection
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                Connection.open(self.socket, timeout=5).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise SystemExit(f"the sidecar did not start (exit {self.proc.poll()}); "
-                                     f"see {runtime / 'sidecar.sock.log'}")
-                time.sleep(0.02)
-
-    def connect(self):
-        from para_rpc.client import Connection, hello
-        conn = Connection.open(self.socket, timeout=120)
-        hello(conn)
-        return conn
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                with self.connect() as conn:
-                    conn.request("para/shutdown", {})
-                self.proc.wait(timeout=60)
-            except Exception:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-
-
-def build_repo(path: Path, files: int) -> Path:
-    """A repository on `main` with `files` small tracked files in 10 packages."""
-    path.mkdir(parents=True)
-    git("init", "-q", "-b", "main", str(path), cwd=path.parent)
-    for i in range(files):
-        d = path / "src" / f"pkg{i % 10}"
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"mod{i:04d}.py").write_text("".join(f"def f{j}(x):\n    return x + {j}\n\n" for j in range(20)))
-    (path / "README.md").write_text("# bench\n")
-    git("add", "-A", cwd=path)
-    git("commit", "-q", "-m", "initial import", cwd=path)
-    return Path(os.path.realpath(path))
 
 
 # ---- timing helpers ------------------------------------------------------------
@@ -327,10 +226,9 @@ def profile(work: Path, files: int, pairs: int, sessions: int, lists: int) -> di
     """Where the time goes, on a sidecar of its own run under cProfile and with git's
     trace2 event log: `pairs` start+cancel pairs, then `lists` para/list calls with
     `sessions` live sessions."""
-    runtime = Path(tempfile.mkdtemp(prefix="pbp", dir="/tmp"))
-    os.chmod(runtime, 0o700)
+    runtime = private_runtime("pbp")
     prof, trace = work / "sidecar.prof", work / "trace2.json"
-    repo = build_repo(work / "profile-repo", files)
+    repo = make_repo(work / "profile-repo", files)
     sc = Sidecar(runtime, profile_to=prof, trace_to=trace)
     out: dict[str, Any] = {"pairs": pairs, "sessions": sessions, "lists": lists}
     try:
@@ -373,17 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (5 if args.quick else 20)
     sessions = args.sessions or (30 if args.quick else 100)
     runs = args.runs or (5 if args.quick else 15)
-    if not _script.exists():
+    if not PARA_SCRIPT.exists():
         print(f"note: no `para` next to {PYTHON}; using `python -m para_rpc`", file=sys.stderr)
 
     work = Path(tempfile.mkdtemp(prefix="para-bench-foundation-"))
-    runtime = isolate(work)
+    runtime = isolate(work, prefix="pbf")
     sys.path.insert(0, str(ROOT))
     out: dict[str, Any] = {
         "config": {"rounds": rounds, "sessions": sessions, "runs": runs, "files": args.files, "quick": args.quick},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "git": git("version", cwd=work),
-                    "platform": platform.platform(), "python_executable": PYTHON,
-                    "loadavg_before": os.getloadavg()},
+        "machine": machine(python_executable=PYTHON, loadavg_before=os.getloadavg()),
         "targets": TARGETS}
     sc = None
     try:
@@ -393,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         time.sleep(0.5)
         out["rss_start"] = rss(sc.proc.pid)
-        repo = build_repo(work / "repo", args.files)
+        repo = make_repo(work / "repo", args.files)
         out["rss_idle"] = settled_rss(sc.proc.pid, started)
         raw_dir = work / "raw-worktrees"
         raw_dir.mkdir()
@@ -459,8 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     out["machine"]["loadavg_after"] = os.getloadavg()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    write_results(RESULTS, out)
     report(out)
     return 0
 

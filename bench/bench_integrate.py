@@ -45,9 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -56,96 +54,15 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS = HERE / "results" / "integrate.json"
-PYTHON = sys.executable
-_script = Path(sys.executable).with_name("para")
-PARA = [str(_script)] if _script.exists() else [PYTHON, "-m", "para_rpc"]
-IDENTITY = {"GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@para.invalid",
-            "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@para.invalid"}
+from _common import PARA, ROOT, Sidecar, git, isolate, machine, make_repo, proc_cpu, results_path, write_results
+
+RESULTS = results_path("integrate")
 TARGET_RATIO = 1.5
 
 
-# ---- environment ---------------------------------------------------------------
-
-def isolate(work: Path) -> Path:
-    """Point this process (and everything it spawns) at a private environment."""
-    runtime = Path(tempfile.mkdtemp(prefix="p", dir="/tmp"))
-    os.chmod(runtime, 0o700)
-    home = work / "home"
-    home.mkdir()
-    for k in list(os.environ):
-        if k.startswith(("PARA_", "GIT_")) or k in ("XDG_CONFIG_HOME", "XDG_RUNTIME_DIR"):
-            del os.environ[k]
-    os.environ.update(IDENTITY, HOME=str(home), PARA_RUNTIME_DIR=str(runtime),
-                      PARA_CONFIG=str(work / "para-config.json"),
-                      GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull)
-    return runtime
-
-
-def git(*args: str, cwd: Path, input: str | None = None) -> str:
-    res = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, input=input,
-                         stdin=None if input is not None else subprocess.DEVNULL)
-    if res.returncode != 0:
-        raise SystemExit(f"git {' '.join(args)} failed in {cwd}: {res.stderr.strip()}")
-    return res.stdout.strip()
-
-
-class Sidecar:
-    def __init__(self, runtime: Path, profile_to: Path | None = None, trace_to: Path | None = None) -> None:
-        self.socket = runtime / "sidecar.sock"
-        env = dict(os.environ)
-        argv = [PYTHON]
-        if profile_to is not None:
-            argv += ["-m", "cProfile", "-o", str(profile_to)]
-        argv += ["-m", "para_rpc.server.sidecar", "--idle-timeout", "0"]
-        if trace_to is not None:
-            env["GIT_TRACE2_EVENT"] = str(trace_to)
-        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        from para_rpc.client import Connection
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                Connection.open(self.socket, timeout=5).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the sidecar did not start (exit {self.proc.poll()}); "
-                                     f"see {runtime / 'sidecar.sock.log'}")
-                time.sleep(0.02)
-
-    def connect(self):
-        from para_rpc.client import Connection, hello
-        conn = Connection.open(self.socket, timeout=120)
-        hello(conn)
-        return conn
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                with self.connect() as conn:
-                    conn.request("para/shutdown", {})
-                self.proc.wait(timeout=60)
-            except Exception:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-
-
-def proc_cpu(pid: int) -> tuple[float, float]:
-    """(own, reaped children) CPU seconds of a process, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-    return (utime + stime) / tick, (cutime + cstime) / tick
-
+# ---- CPU time ------------------------------------------------------------------
 
 def children_cpu() -> float:
     import resource
@@ -174,22 +91,19 @@ class CpuMeter:
 
 # ---- fixtures ------------------------------------------------------------------
 
-def build_repo(path: Path, sc: Sidecar, n: int, files: int) -> Path:
-    """A repository with `files` tracked files and n sessions started through the sidecar,
-    each holding two commits that touch only its own files."""
-    path.mkdir(parents=True)
-    git("init", "-q", "-b", "main", str(path), cwd=path.parent)
-    for i in range(files):
-        d = path / "src" / f"pkg{i % 10}"
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"mod{i:04d}.py").write_text("".join(f"def f{j}(x):\n    return x + {j}\n\n" for j in range(20)))
-    (path / "README.md").write_text("# bench\n")
-    git("add", "-A", cwd=path)
-    git("commit", "-q", "-m", "initial import", cwd=path)
-    path = Path(os.path.realpath(path))
+def repo_with_sessions(path: Path, sc: Sidecar, n: int, files: int) -> Path:
+    """make_repo() with n sessions s00.. started in it through the sidecar."""
+    path = make_repo(path, files)
     with sc.connect() as conn:
         for i in range(n):
             conn.request("para/start", {"cwd": str(path), "name": f"s{i:02d}"})
+    return path
+
+
+def build_repo(path: Path, sc: Sidecar, n: int, files: int) -> Path:
+    """A repository with `files` tracked files and n sessions started through the sidecar,
+    each holding two commits that touch only its own files."""
+    path = repo_with_sessions(path, sc, n, files)
     for i in range(n):
         wt = path / ".para" / "worktrees" / f"s{i:02d}"
         own = wt / "src" / f"pkg{i % 10}" / f"mod{i:04d}.py"
@@ -303,15 +217,16 @@ def run_rpc(repo: Path, sc: Sidecar, n: int) -> dict[str, Any]:
     return {"wall": wall, "cpu": cpu, "latencies": [lat[i] for i in range(n)]}
 
 
-def run_git_porcelain(repo: Path, n: int) -> dict[str, Any]:
+def run_git_sequence(repo: Path, n: int, land: Callable[[int], None]) -> dict[str, Any]:
+    """The raw-git baselines: in sequence, `land(i)` puts session i's branch on main, then its
+    worktree and branch are removed; each integration timed on its own."""
     lat = []
     meter = CpuMeter()
     meter.start()
     t0 = time.perf_counter()
     for i in range(n):
         t = time.perf_counter()
-        git("merge", "--squash", "-q", f"para/s{i:02d}", cwd=repo)
-        git("commit", "-q", "-m", f"s{i:02d}: integrate", cwd=repo)
+        land(i)
         git("worktree", "remove", "--force", str(repo / ".para" / "worktrees" / f"s{i:02d}"), cwd=repo)
         git("branch", "-q", "-D", f"para/s{i:02d}", cwd=repo)
         lat.append(time.perf_counter() - t)
@@ -319,42 +234,30 @@ def run_git_porcelain(repo: Path, n: int) -> dict[str, Any]:
     return {"wall": wall, "cpu": meter.stop(), "latencies": lat}
 
 
+def run_git_porcelain(repo: Path, n: int) -> dict[str, Any]:
+    def land(i: int) -> None:
+        git("merge", "--squash", "-q", f"para/s{i:02d}", cwd=repo)
+        git("commit", "-q", "-m", f"s{i:02d}: integrate", cwd=repo)
+
+    return run_git_sequence(repo, n, land)
+
+
 def run_git_plumbing(repo: Path, n: int) -> dict[str, Any]:
-    lat = []
-    meter = CpuMeter()
-    meter.start()
-    t0 = time.perf_counter()
-    for i in range(n):
-        t = time.perf_counter()
+    def land(i: int) -> None:
         old = git("rev-parse", "refs/heads/main", cwd=repo)
         tree = git("merge-tree", "--write-tree", "--name-only", "--no-messages", old, f"para/s{i:02d}",
                    cwd=repo).splitlines()[0]
         new = git("commit-tree", tree, "-p", old, cwd=repo, input=f"s{i:02d}: integrate\n")
         git("update-ref", "-m", "bench", "refs/heads/main", new, old, cwd=repo)
         git("read-tree", "-m", "-u", old, new, cwd=repo)
-        git("worktree", "remove", "--force", str(repo / ".para" / "worktrees" / f"s{i:02d}"), cwd=repo)
-        git("branch", "-q", "-D", f"para/s{i:02d}", cwd=repo)
-        lat.append(time.perf_counter() - t)
-    wall = time.perf_counter() - t0
-    return {"wall": wall, "cpu": meter.stop(), "latencies": lat}
+
+    return run_git_sequence(repo, n, land)
 
 
 def build_conflicts_repo(path: Path, sc: Sidecar, n: int, files: int) -> Path:
     """n sessions, each with uncommitted edits to its own files; s00 and s01 also both
     edit README.md's first line (the one collision the forecast must find)."""
-    path.mkdir(parents=True)
-    git("init", "-q", "-b", "main", str(path), cwd=path.parent)
-    for i in range(files):
-        d = path / "src" / f"pkg{i % 10}"
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"mod{i:04d}.py").write_text("".join(f"def f{j}(x):\n    return x + {j}\n\n" for j in range(20)))
-    (path / "README.md").write_text("# bench\n")
-    git("add", "-A", cwd=path)
-    git("commit", "-q", "-m", "initial import", cwd=path)
-    path = Path(os.path.realpath(path))
-    with sc.connect() as conn:
-        for i in range(n):
-            conn.request("para/start", {"cwd": str(path), "name": f"s{i:02d}"})
+    path = repo_with_sessions(path, sc, n, files)
     for i in range(n):
         wt = path / ".para" / "worktrees" / f"s{i:02d}"
         own = wt / "src" / f"pkg{i % 10}" / f"mod{i:04d}.py"
@@ -477,9 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="para-bench-"))
     runtime = isolate(work)
     sys.path.insert(0, str(ROOT))
-    out: dict[str, Any] = {"sessions": n, "files": args.files, "repeats": repeats,
-                           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                       "git": git("version", cwd=work), "platform": platform.platform()}}
+    out: dict[str, Any] = {"sessions": n, "files": args.files, "repeats": repeats, "machine": machine()}
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ("para-cli", "para-rpc", "git-porcelain",
                                                                "git-plumbing")}
     sc = Sidecar(runtime)
@@ -535,8 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  profiling one RPC phase ...", file=sys.stderr, flush=True)
         out["profile"] = profile(work, runtime, n, args.files)
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    write_results(RESULTS, out)
 
     print(f"\n{n} sessions, disjoint changes, {args.files} tracked files, {repeats} repeat(s), "
           f"{os.cpu_count()} CPU(s), {out['machine']['git']}")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import signal
@@ -39,34 +38,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "mcp.json"
-PYTHON = sys.executable
-_script = Path(sys.executable).with_name("para")
-PARA = [str(_script)] if _script.exists() else [PYTHON, "-m", "para_rpc"]
-IDENTITY = {"GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@para.invalid",
-            "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@para.invalid"}
+from _common import PARA, isolate, machine, make_repo, results_path, write_results
 
-
-def isolate(work: Path) -> Path:
-    runtime = Path(tempfile.mkdtemp(prefix="p", dir="/tmp"))
-    os.chmod(runtime, 0o700)
-    home = work / "home"
-    home.mkdir()
-    for k in list(os.environ):
-        if k.startswith(("PARA_", "GIT_")) or k in ("XDG_CONFIG_HOME", "XDG_RUNTIME_DIR"):
-            del os.environ[k]
-    os.environ.update(IDENTITY, HOME=str(home), PARA_RUNTIME_DIR=str(runtime),
-                      PARA_CONFIG=str(work / "para-config.json"), PARA_SIDECAR_IDLE_TIMEOUT="0",
-                      GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull)
-    return runtime
-
-
-def git(*args: str, cwd: Path) -> str:
-    res = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if res.returncode != 0:
-        raise SystemExit(f"git {' '.join(args)} failed: {res.stderr.strip()}")
-    return res.stdout.strip()
+RESULTS = results_path("mcp")
 
 
 def sidecar_pid(runtime: Path) -> int | None:
@@ -179,14 +153,8 @@ def main() -> None:
     warm_n, cold_n = (args.starts, args.starts) if args.starts else ((3, 2) if args.quick else (15, 5))
 
     work = Path(tempfile.mkdtemp(prefix="para-bench-mcp-"))
-    runtime = isolate(work)
-    repo = work / "repo"
-    repo.mkdir()
-    git("init", "-q", "-b", "main", str(repo), cwd=work)
-    (repo / "README.md").write_text("# bench\n")
-    git("add", "-A", cwd=repo)
-    git("commit", "-q", "-m", "initial", cwd=repo)
-    repo = Path(os.path.realpath(repo))
+    runtime = isolate(work, PARA_SIDECAR_IDLE_TIMEOUT="0")
+    repo = make_repo(work / "repo", 0, message="initial")
     try:
         start_sidecar(runtime)
         from para_rpc.client import connect
@@ -208,8 +176,7 @@ def main() -> None:
         stop_sidecar(runtime)
 
     results: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpus": os.cpu_count(), "git": git("--version", cwd=work)},
+        "machine": machine(),
         "sessions": args.sessions,
         "round_trip": {"mcp_para_list": stats(mcp_rt), "jsonrpc_para_list": stats(rpc_rt),
                        "git_worktree_list": stats(git_rt), "mcp_para_config_show": stats(mcp_cfg),
@@ -224,8 +191,7 @@ def main() -> None:
         "mcp_over_jsonrpc_config_median": rt["mcp_para_config_show"]["median_ms"] / rt["jsonrpc_para_config"]["median_ms"],
         "mcp_over_git_worktree_list_median": rt["mcp_para_list"]["median_ms"] / rt["git_worktree_list"]["median_ms"],
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(RESULTS, results)
     print(f"\nMCP through `para mcp`, {args.sessions} sessions ({platform.python_version()}, "
           f"{os.cpu_count()} cpus)\n")
     print(f"{'measurement':<44} {'median ms':>10} {'p90 ms':>10} {'n':>5}")

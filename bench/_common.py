@@ -1,0 +1,185 @@
+"""What the benchmarks in bench/ share: the private environment, the scratch repository,
+a sidecar of their own, /proc readings, the machine description and the results file.
+
+The bench_*.py scripts import it as a sibling module (`from _common import ...`): run as
+`python bench/bench_X.py`, Python puts bench/ first on sys.path, so no package is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PYTHON = sys.executable
+PARA_SCRIPT = Path(sys.executable).with_name("para")
+PARA = [str(PARA_SCRIPT)] if PARA_SCRIPT.exists() else [PYTHON, "-m", "para_rpc"]
+IDENTITY = {"GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@para.invalid",
+            "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@para.invalid"}
+
+
+# ---- environment ---------------------------------------------------------------
+
+def private_runtime(prefix: str = "p") -> Path:
+    """A new 0700 directory under /tmp for a sidecar's socket (short: socket paths are limited)."""
+    runtime = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(runtime, 0o700)
+    return runtime
+
+
+def isolate(work: Path, *, prefix: str = "p", unset: tuple[str, ...] = ("PARA_", "GIT_"),
+            **extra_env: str) -> Path:
+    """Point this process (and everything it spawns) at a private environment: a fresh HOME
+    under `work`, PARA_CONFIG there, a new private_runtime(prefix) as PARA_RUNTIME_DIR
+    (returned), no global or system git config, a fixed git identity. Variables starting with
+    any of `unset` (and XDG_CONFIG_HOME, XDG_RUNTIME_DIR) are removed first; `extra_env` is
+    set on top."""
+    runtime = private_runtime(prefix)
+    home = work / "home"
+    home.mkdir()
+    for k in list(os.environ):
+        if k.startswith(unset) or k in ("XDG_CONFIG_HOME", "XDG_RUNTIME_DIR"):
+            del os.environ[k]
+    os.environ.update(IDENTITY, HOME=str(home), PARA_RUNTIME_DIR=str(runtime),
+                      PARA_CONFIG=str(work / "para-config.json"),
+                      GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, **extra_env)
+    return runtime
+
+
+def git(*args: str, cwd: Path, input: str | None = None) -> str:
+    """`git ARGS` in `cwd`, its stripped stdout; exits the benchmark if git fails."""
+    res = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, input=input,
+                         stdin=None if input is not None else subprocess.DEVNULL)
+    if res.returncode != 0:
+        raise SystemExit(f"git {' '.join(args)} failed in {cwd}: {res.stderr.strip()}")
+    return res.stdout.strip()
+
+
+def make_repo(path: Path, files: int, message: str = "initial import") -> Path:
+    """A repository on `main` with `files` small tracked files in 10 packages and a README,
+    all in one commit; returns its real path."""
+    path.mkdir(parents=True)
+    git("init", "-q", "-b", "main", str(path), cwd=path.parent)
+    for i in range(files):
+        d = path / "src" / f"pkg{i % 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"mod{i:04d}.py").write_text("".join(f"def f{j}(x):\n    return x + {j}\n\n" for j in range(20)))
+    (path / "README.md").write_text("# bench\n")
+    git("add", "-A", cwd=path)
+    git("commit", "-q", "-m", message, cwd=path)
+    return Path(os.path.realpath(path))
+
+
+# ---- a sidecar of our own ----------------------------------------------------------
+
+class Sidecar:
+    """A sidecar of our own on `runtime`/sidecar.sock, waited for until it answers, stopped
+    by `stop()`. Optionally under cProfile (`profile_to`) and with git's trace2 event log
+    (`trace_to`)."""
+
+    def __init__(self, runtime: Path, profile_to: Path | None = None, trace_to: Path | None = None) -> None:
+        self.runtime = runtime
+        self.socket = runtime / "sidecar.sock"
+        env = dict(os.environ, PARA_RUNTIME_DIR=str(runtime))
+        argv = [PYTHON]
+        if profile_to is not None:
+            argv += ["-m", "cProfile", "-o", str(profile_to)]
+        argv += ["-m", "para_rpc.server.sidecar", "--idle-timeout", "0"]
+        if trace_to is not None:
+            env["GIT_TRACE2_EVENT"] = str(trace_to)
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        from para_rpc.client import Connection
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                Connection.open(self.socket, timeout=5).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise SystemExit(f"the sidecar did not start (exit {self.proc.poll()}); "
+                                     f"see {runtime / 'sidecar.sock.log'}")
+                time.sleep(0.02)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def connect(self):
+        from para_rpc.client import Connection, hello
+        conn = Connection.open(self.socket, timeout=120)
+        hello(conn)
+        return conn
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                with self.connect() as conn:
+                    conn.request("para/shutdown", {})
+                self.proc.wait(timeout=60)
+            except Exception:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+
+
+# ---- /proc readings ------------------------------------------------------------------
+
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """(own, reaped children) CPU seconds of a process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime) / tick, (cutime + cstime) / tick
+
+
+def rss(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM of a process, in MB, from /proc/<pid>/status."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of a process in MB (0.0 if it has none, as a zombie)."""
+    return rss(pid).get("VmRSS", 0.0)
+
+
+# ---- results ---------------------------------------------------------------------------
+
+def git_version() -> str:
+    return subprocess.run(["git", "--version"], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL).stdout.strip()
+
+
+def machine(**extra: Any) -> dict[str, Any]:
+    """The machine a benchmark ran on (CPUs, Python, git, platform), plus `extra`
+    (the load average, for one)."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "git": git_version(),
+            "platform": platform.platform(), **extra}
+
+
+def results_path(name: str) -> Path:
+    """bench/results/<name>.json"""
+    return HERE / "results" / f"{name}.json"
+
+
+def write_results(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
