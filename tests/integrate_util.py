@@ -3,18 +3,19 @@
 Setup goes through a JSON-RPC connection to the test sidecar (fast: no CLI
 start-up per step); the operation under test always runs through the real
 `para` CLI. Each test module defines its own `api` fixture
-with `open_api` (conftest.py belongs to another suite and is not edited here).
+with the `api` fixture (conftest.py belongs to another suite and is not edited here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from conftest import PARA_ARGV, Sidecar, cli_env, git, rev
 from para_rpc.client import Connection
@@ -51,10 +52,10 @@ def add_project_files(repo: Path) -> Path:
     return repo
 
 
-@contextlib.contextmanager
-def open_api(sidecar: Sidecar, repo: Path) -> Iterator[Api]:
-    """The body of each test module's `api` fixture: `repo` with the project files, and a
-    connection to the test sidecar bound to it."""
+@pytest.fixture
+def api(sidecar: Sidecar, repo: Path) -> Iterator[Api]:
+    """`repo` with app.py and lib/util.py committed, and an RPC connection to the test sidecar
+    (each integration test module imports this fixture)."""
     add_project_files(repo)
     conn = sidecar.connect()
     try:

@@ -8,28 +8,21 @@ says otherwise.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Sidecar, git, rev
+from conftest import git, rev
 
 pytest.register_assert_rewrite("integrate_util")
 from integrate_util import (Api, BASE_FILES, STRATEGIES, assert_checkout_clean_at, assert_landed_cleanly,  # noqa: E402
                             assert_same_world, changed_files, cli_json, commit_all, edit_line, error_of,
-                            first_parent_chain, is_ancestor, message, open_api, parents, porcelain, run_cli,
+                            first_parent_chain, is_ancestor, message, api, parents, porcelain, run_cli,
                             show, start, world, write)
 
 
 SHARED_SIDECAR = True  # one sidecar for the module (conftest.py), as one user's serves all repos
 
-
-@pytest.fixture
-def api(sidecar: Sidecar, repo: Path) -> Iterator[Api]:
-    """`repo` with app.py and lib/util.py committed, and an RPC connection to the test sidecar."""
-    with open_api(sidecar, repo) as a:
-        yield a
 
 
 MSG = "Add the feature\n\nBody line one.\nBody line two."

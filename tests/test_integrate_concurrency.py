@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,11 @@ from conftest import PARA_ARGV, Sidecar, cli_env, git, rev
 
 pytest.register_assert_rewrite("integrate_util")
 from integrate_util import (Api, BASE_FILES, assert_checkout_clean_at, changed_files, cli_json, edit_line,  # noqa: E402
-                            message, open_api, parents, porcelain, start, world)
+                            message, api, parents, porcelain, start, world)
 
 
 SHARED_SIDECAR = True  # one sidecar for the module (conftest.py), as one user's serves all repos
 
-
-@pytest.fixture
-def api(sidecar: Sidecar, repo: Path) -> Iterator[Api]:
-    """`repo` with app.py and lib/util.py committed, and an RPC connection to the test sidecar."""
-    with open_api(sidecar, repo) as a:
-        yield a
 
 
 def launch(*args: str, cwd: Path) -> subprocess.Popen:

@@ -3,27 +3,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Sidecar, git, rev
+from conftest import git, rev
 
 pytest.register_assert_rewrite("integrate_util")
 from integrate_util import (Api, BASE_FILES, assert_checkout_clean_at, assert_landed_cleanly, changed_files,  # noqa: E402
-                            cli_json, edit_line, error_of, first_parent_chain, in_progress, message, open_api,
+                            cli_json, edit_line, error_of, first_parent_chain, in_progress, message, api,
                             parents, porcelain, start, world, write)
 
 
 SHARED_SIDECAR = True  # one sidecar for the module (conftest.py), as one user's serves all repos
 
-
-@pytest.fixture
-def api(sidecar: Sidecar, repo: Path) -> Iterator[Api]:
-    """`repo` with app.py and lib/util.py committed, and an RPC connection to the test sidecar."""
-    with open_api(sidecar, repo) as a:
-        yield a
 
 
 MSG = "Land the feature"

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,8 @@ from conftest import PARA_ARGV, Sidecar, cli_env, git, rev, sidecar_pids, wait_u
 
 pytest.register_assert_rewrite("integrate_util")
 from integrate_util import (Api, assert_checkout_clean_at, assert_landed_cleanly, changed_files, cli_json,  # noqa: E402
-                            in_progress, message, open_api, parents, porcelain, start, write)
+                            in_progress, message, api, parents, porcelain, start, write)
 
-
-@pytest.fixture
-def api(sidecar: Sidecar, repo: Path) -> Iterator[Api]:
-    """`repo` with app.py and lib/util.py committed, and an RPC connection to the test sidecar."""
-    with open_api(sidecar, repo) as a:
-        yield a
 
 
 MSG = "Land the feature"
