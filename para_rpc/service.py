@@ -401,6 +401,8 @@ class Service:
         result = to_builtins(self._info(repo, s, wts, {f"refs/heads/{branch}": (tip, 0)},
                                         cwd=os.path.realpath(cwd)))
         result["ahead"] = ahead
+        if ahead == 0:
+            result.update(commits=[], diffstat="")
         return result
 
     async def show(self, p: SessionParams) -> dict[str, Any]:
