@@ -1,0 +1,26 @@
+"""The service: the single owner of session state, and every operation on it.
+
+Transports call `Service.<verb>(params)` and get plain data back; they never
+touch git or the store. Each repository gets a `Repo` with its store, a lock
+for structural git operations (worktree add/remove, branch create/rename/
+delete: concurrent `git worktree add` on one repository is racy) and one lock
+per session. Multi-step operations record an `Op` on the session before their
+first step and clear it after the last; every step is written to be safe to
+run again, so `_repair` simply re-runs (or, for a start, undoes) whatever a
+crashed sidecar left half done.
+
+The operations are grouped by concern, one module each (core, sessions, integration,
+dispatching, repair); `Service` puts them together as the one object transports call.
+"""
+from para_rpc.service.core import Repo, ServiceCore
+from para_rpc.service.dispatching import Dispatching
+from para_rpc.service.integration import Integration
+from para_rpc.service.repair import Repair
+from para_rpc.service.sessions import Sessions
+
+
+class Service(Sessions, Integration, Dispatching, Repair, ServiceCore):
+    """The single owner of session state: every `para/<verb>` is one of its coroutines."""
+
+
+__all__ = ["Repo", "Service"]

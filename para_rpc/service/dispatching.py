@@ -1,0 +1,416 @@
+"""Agents as the service runs them: dispatch, following agent processes, status reports
+and evidence, waiting for changes, diffs, and plans of numbered task files
+(agents.py holds profiles, prompts and launchers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from para_rpc import agents, git
+from para_rpc.errors import Code, ParaError
+from para_rpc.model import AgentRun, Plan, PlanStep, PlanTask, Report, Session, Status, now, to_builtins
+from para_rpc.names import validate_session_name
+from para_rpc.params import (DiffParams, DispatchParams, RepoParams, ReportParams, StartParams,
+                             StatusParams, WaitParams)
+from para_rpc.service.core import AGENT_POLL_SECONDS, Repo, ServiceCore, log
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _mtime(path: str | None) -> float:
+    try:
+        return os.stat(path).st_mtime if path else 0.0
+    except OSError:
+        return 0.0
+
+
+def _worktree_gitdir(worktree: str) -> str | None:
+    """The private git dir of a linked worktree, read from its `.git` file (no git process)."""
+    try:
+        text = Path(worktree, ".git").read_text()
+    except OSError:
+        return None
+    return text.split("gitdir:", 1)[1].strip() if text.startswith("gitdir:") else None
+
+
+class Dispatching(ServiceCore):
+    """Agent operations."""
+
+    async def dispatch(self, p: DispatchParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        cfg = repo.config(p.env)
+        given = [x for x in (p.prompt, p.file) if x is not None] + ([p.files] if p.files else [])
+        if len(given) != 1:
+            raise ParaError(Code.invalid_input, "give exactly one of: a prompt, a task file, or a list of task files")
+        prof = agents.profile(p.agent or cfg["agent.default"], cfg["agents"])
+        mode = self._choose_mode(p.mode or cfg["agent.mode"], p.in_tmux)
+        argv = prof.argv(mode, p.skip_permissions)
+        agents.require_binary(argv, prof.name)
+        if p.files or (p.file is not None and os.path.isdir(os.path.join(p.cwd, p.file))):
+            return await self._dispatch_plan(repo, cfg, p, prof, mode)
+        if p.prompt is not None:
+            task, source = p.prompt, "prompt"
+            if not task.strip():
+                raise ParaError(Code.invalid_input, "the prompt is empty")
+        else:
+            path = agents.find_task_file(repo.root, p.cwd, p.file)
+            task, source = agents.read_task(path), str(path)
+        name = p.name
+        if name is None and p.file is not None:
+            name = agents.task_name(Path(source))
+            if name is not None and repo.store.get(name) is not None:
+                name = None  # taken: a friendly name instead
+        return await self._dispatch_one(repo, cfg, name=name, task=task, source=source, prof=prof, mode=mode,
+                                        skip=p.skip_permissions, base=p.base, cwd=p.cwd, env=p.env)
+
+    def _choose_mode(self, mode: str, in_tmux: bool) -> str:
+        if mode != "auto":
+            return mode
+        if self.editor_available():
+            return "editor"
+        if in_tmux and shutil.which("tmux"):
+            return "tmux"
+        return "headless"
+
+    async def _dispatch_one(self, repo: Repo, cfg: dict[str, Any], *, name: str | None, task: str, source: str,
+                            prof: agents.Profile, mode: str, skip: bool, base: str | None, cwd: str,
+                            env: dict[str, str], plan: int | None = None) -> dict[str, Any]:
+        prompt = agents.compose_prompt(task, cfg["agent.workflow"])
+        argv_t = prof.argv(mode, skip)
+        agents.check_prompt_fits(argv_t, prompt, prof.name)
+        info = await self.start(StartParams(cwd=cwd, env=env, name=name, base=base))
+        s = repo.store.get(info["name"])
+        try:
+            prompt_file = os.path.join(repo.root, ".para", "prompts", f"{s.name}.md")
+            os.makedirs(os.path.dirname(prompt_file), exist_ok=True)
+            Path(prompt_file).write_text(prompt, encoding="utf-8")
+            Path(s.worktree, agents.INSTRUCTION_FILE).write_text(
+                agents.instruction_text(s.name, cfg["agent.workflow"]), encoding="utf-8")
+            argv = agents.render(argv_t, {"prompt": prompt, "prompt_file": prompt_file,
+                                          "worktree": s.worktree, "session": s.name})
+            s.task = source if source != "prompt" else prompt.strip().splitlines()[0][:200]
+            s.plan = plan
+            s.agent = await self._launch(repo, s, prof.name, mode, argv, skip, cfg)
+        except BaseException:
+            async with repo.lock:
+                await self._undo_start(repo, s)
+            raise
+        repo.store.save(s)
+        self.emit(repo, "dispatched", s.name, profile=prof.name, mode=s.agent.mode, pid=s.agent.pid,
+                  task=s.task, plan=plan)
+        result = self._known(repo, s, cwd, worktree=True, ahead=0)
+        result["prompt_file"] = prompt_file
+        return result
+
+    async def _launch(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str], skip: bool,
+                      cfg: dict[str, Any]) -> AgentRun:
+        runs = os.path.join(repo.root, ".para", "runs")
+        os.makedirs(runs, exist_ok=True)
+        exit_file = os.path.join(runs, f"{s.name}.{int(time.time() * 1000)}.exit")
+        env = agents.agent_env(s.name, s.worktree, self.socket)
+        run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip)
+        if mode == "editor":
+            answer = await self.editor_request(
+                {"session": s.name, "worktree": s.worktree, "title": f"para: {s.name}",
+                 "argv": agents.runner_argv(exit_file, argv), "env": {k: env[k] for k in env if k.startswith("PARA_")}
+                 | {"PATH": env["PATH"]}}, cfg["agent.editor_timeout"])
+            if answer and answer.get("ok"):
+                run.pid = answer.get("pid")
+                return run
+            mode = "tmux" if shutil.which("tmux") else "headless"
+            run.mode = mode
+            s.notes.append(f"no editor answered; the agent runs in {mode} mode")
+        if mode == "tmux":
+            run.window, run.pid = await agents.launch_tmux(argv, s.worktree, env, exit_file, s.name)
+            return run
+        run.log = os.path.join(repo.root, ".para", "logs", f"{s.name}.log")
+        proc = await agents.launch_headless(argv, s.worktree, env, run.log, exit_file)
+        run.pid = proc.pid
+        asyncio.create_task(self._reap(repo, s.name, proc))
+        return run
+
+    async def _reap(self, repo: Repo, name: str, proc: asyncio.subprocess.Process) -> None:
+        await proc.wait()
+        await self._check_agents(repo, only=name)
+
+    def agents_running(self) -> bool:
+        """Whether an agent this sidecar follows is still at work (keeps an idle sidecar alive,
+        so agent exits and plan steps are noticed when they happen)."""
+        return any(s.agent is not None and s.agent.exit_code is None and not s.agent.lost
+                   for repo in self.repos.values() for s in repo.store.live())
+
+    def editor_available(self) -> bool:
+        return False  # replaced by the transport when editors can connect
+
+    async def editor_request(self, params: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        return None  # replaced by the transport
+
+    async def _poll_agents(self, repo: Repo) -> None:
+        """Notice agents that ended (exit file written) or vanished. No git is run here."""
+        while True:
+            await asyncio.sleep(AGENT_POLL_SECONDS)
+            try:
+                await self._check_agents(repo)
+            except Exception:
+                log.exception("agent poll failed")
+
+    async def _check_agents(self, repo: Repo, only: str | None = None) -> None:
+        for s in repo.store.all():  # integrated sessions too: their agent exits after landing
+            run = s.agent
+            if run is None or run.exit_code is not None or run.lost or (only and s.name != only):
+                continue
+            ended = _read_json(run.exit_file) if run.exit_file else None
+            if ended is not None:
+                run.exit_code, run.ended_at = ended.get("exit_code"), ended.get("ended_at")
+            elif run.pid and not agents.pid_alive(run.pid) and time.time() - run.started_at > 2:
+                ended = _read_json(run.exit_file) if run.exit_file else None  # written just now?
+                if ended is not None:
+                    run.exit_code, run.ended_at = ended.get("exit_code"), ended.get("ended_at")
+                else:
+                    run.lost, run.ended_at = True, now()
+            else:
+                continue
+            repo.store.save(s)
+            self.emit(repo, "agent_exited", s.name, exit_code=run.exit_code, lost=run.lost, status=s.status.value)
+            await self._advance_plans(repo)
+
+    async def report(self, p: ReportParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        s = self._find(repo, p.session, p.cwd)
+        task = p.task.strip()
+        if not task or len(task) > 500 or "\0" in task:
+            raise ParaError(Code.invalid_input, "the status text must be 1 to 500 characters")
+        done = total = None
+        if p.todos is not None:
+            m = re.fullmatch(r"\s*(\d{1,6})\s*/\s*(\d{1,6})\s*", p.todos)
+            if not m or int(m.group(1)) > int(m.group(2)):
+                raise ParaError(Code.invalid_input, f"--todos must look like DONE/TOTAL with DONE <= TOTAL, "
+                                f"got {p.todos!r}")
+            done, total = int(m.group(1)), int(m.group(2))
+        if s.status not in (Status.active, Status.conflicted, Status.integrating):
+            raise ParaError(Code.wrong_state, f"session {s.name!r} is {s.status.value}; status reports are for "
+                            "sessions at work", session=s.name)
+        prev = s.report
+        s.report = Report(task=task, tests=p.tests or (prev.tests if prev else "unknown"),
+                          todos_done=done if done is not None else (prev.todos_done if prev else None),
+                          todos_total=total if total is not None else (prev.todos_total if prev else None),
+                          blocked=(p.blocked.strip() or None) if p.blocked is not None else None)
+        repo.store.save(s)
+        self.emit(repo, "status", s.name, **to_builtins(s.report))
+        return {"session": s.name, "report": to_builtins(s.report)}
+
+    async def status(self, p: StatusParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        cfg = repo.config(p.env)
+        if p.session is not None or (not p.all and self._session_at(repo, os.path.realpath(p.cwd))):
+            sessions = [self._find(repo, p.session, p.cwd, history=True)]
+        else:
+            sessions = [s for s in repo.store.live() if s.status is not Status.cancelled]
+        evidence = await asyncio.gather(*(self._evidence(repo, s, cfg) for s in sessions))
+        return {"repo": repo.root, "sessions": evidence,
+                "plans": [to_builtins(pl) for pl in repo.store.plans() if pl.state == "running"]}
+
+    async def _evidence(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> dict[str, Any]:
+        """What the agent says (its report) next to what the sidecar sees for itself."""
+        run = s.agent
+        agent = None
+        activity = [s.created_at, s.updated_at]
+        if run is not None:
+            alive = run.exit_code is None and not run.lost and agents.pid_alive(run.pid)
+            state = ("running" if alive else "lost" if run.lost else "exited" if run.exit_code == 0
+                     else "failed" if run.exit_code is not None else "unknown")
+            agent = {"profile": run.profile, "mode": run.mode, "pid": run.pid, "state": state,
+                     "exit_code": run.exit_code, "started_at": run.started_at, "ended_at": run.ended_at,
+                     "log": run.log, "window": run.window}
+            activity += [run.started_at, run.ended_at or 0, _mtime(run.log)]
+        if s.report:
+            activity.append(s.report.updated_at)
+        ahead, diffstat = None, None
+        if os.path.isdir(s.worktree):
+            gitdir = _worktree_gitdir(s.worktree)
+            if gitdir:
+                activity += [_mtime(os.path.join(gitdir, "index")), _mtime(os.path.join(gitdir, "logs", "HEAD"))]
+            try:
+                ahead = await git.count(s.worktree, f"{s.base_commit}..HEAD")
+                diffstat = await git.out(s.worktree, "diff", "--shortstat", s.base_commit)
+            except ParaError:
+                pass
+        last = max(a for a in activity if a)
+        return {"name": s.name, "status": s.status.value, "task": s.task,
+                "report": to_builtins(s.report) if s.report else None, "agent": agent, "ahead": ahead,
+                "diffstat": diffstat, "last_activity": last,
+                "stale": s.status is Status.active and time.time() - last > cfg["agent.stale_after"],
+                "plan": s.plan, "integration": s.integration}
+
+    async def wait(self, p: WaitParams) -> dict[str, Any]:
+        """Block until one of the named sessions (all live ones if none named) changes
+        status, its agent ends, or `timeout` seconds pass."""
+        repo = await self.repo(p.cwd)
+        timeout = max(0.0, min(float(p.timeout), 3600.0))
+        for name in p.sessions:
+            validate_session_name(name)
+
+        def snapshot() -> dict[str, tuple]:
+            rows = {s.name: s for s in repo.store.all()}
+            names = p.sessions or [s.name for s in repo.store.live()]
+            return {n: ((rows[n].status.value, rows[n].agent.exit_code if rows[n].agent else None,
+                         rows[n].agent.lost if rows[n].agent else None) if n in rows else None) for n in names}
+
+        unknown = [n for n in p.sessions if n not in {s.name for s in repo.store.all()}]
+        if unknown:
+            raise ParaError(Code.not_found, f"no session named {', '.join(unknown)}", sessions=unknown)
+        before = snapshot()
+        deadline = time.monotonic() + timeout
+        changed: list[str] = []
+        while not changed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            tick = repo.tick
+            try:
+                await asyncio.wait_for(tick.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+            after = snapshot()
+            changed = [n for n in after if after[n] != before.get(n)]
+        rows = {s.name: s for s in repo.store.all()}
+        return {"changed": changed, "timed_out": not changed,
+                "sessions": {n: {"status": rows[n].status.value,
+                                 "agent_exit_code": rows[n].agent.exit_code if rows[n].agent else None,
+                                 "integration": rows[n].integration} for n in before if n in rows}}
+
+    async def diff(self, p: DiffParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        s = self._find(repo, p.session, p.cwd, history=True)
+        tip, dirty = await self._session_commit(s)
+        tip = tip or await git.resolve(repo.root, f"refs/heads/{s.branch}") or s.head_commit
+        if tip is None:
+            raise ParaError(Code.not_found, f"session {s.name!r} has no commits to show", session=s.name)
+        fork = await git.merge_base(repo.root, s.base_commit, tip) or s.base_commit
+        stat = await git.out(repo.root, "diff", "--stat", fork, tip)
+        result = {"session": s.name, "base": fork, "commit": tip, "includes_uncommitted": dirty, "stat": stat}
+        if not p.stat_only:
+            patch = (await git.run(repo.root, "diff", fork, tip)).out
+            limit = max(1000, min(p.max_bytes, 5_000_000))
+            result["truncated"] = len(patch) > limit
+            result["patch"] = patch[:limit]
+        return result
+
+    async def plans(self, p: RepoParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        return {"plans": [to_builtins(pl) for pl in repo.store.plans()]}
+
+    async def _dispatch_plan(self, repo: Repo, cfg: dict[str, Any], p: DispatchParams, prof: agents.Profile,
+                             mode: str) -> dict[str, Any]:
+        if p.name is not None:
+            raise ParaError(Code.invalid_input, "a plan names its sessions after its task files; drop the name")
+        if p.files:
+            entries = []
+            for f in p.files:
+                path = agents.find_task_file(repo.root, p.cwd, f)
+                m = agents.TASK_RE.fullmatch(path.name)
+                if not m:
+                    raise ParaError(Code.invalid_input, f"{path.name} is not named TASK_<n>_<slug>.md")
+                entries.append((int(m.group(1)), m.group(2), path))
+            entries.sort(key=lambda t: (t[0], t[1]))
+            source = ", ".join(str(e[2]) for e in entries)
+        else:
+            directory = agents.find_task_file(repo.root, p.cwd, p.file)
+            # Each entry is checked too: a TASK file may be a symlink pointing out of the repository.
+            entries = [(n, slug, agents.find_task_file(repo.root, p.cwd, str(path)))
+                       for n, slug, path in agents.plan_files(directory)]
+            source = str(directory)
+        names: set[str] = set()
+        steps: list[PlanStep] = []
+        for number, _, path in entries:
+            agents.read_task(path)  # refuse empty or unreadable files before anything starts
+            name = agents.task_name(path) or "task"
+            base_name, n = name, 2
+            while name in names or repo.store.get(name) is not None:
+                name, n = f"{base_name}-{n}", n + 1
+            validate_session_name(name)
+            names.add(name)
+            if not steps or steps[-1].number != number:
+                steps.append(PlanStep(number=number, tasks=[]))
+            steps[-1].tasks.append(PlanTask(file=str(path), name=name))
+        plan = repo.store.save_plan(Plan(source=source, steps=steps, agent=prof.name, mode=mode,
+                                         profile={"command": prof.command, "headless": prof.headless,
+                                                  "skip_permissions": prof.skip_permissions},
+                                         workflow=cfg["agent.workflow"],
+                                         skip_permissions=p.skip_permissions, base=p.base))
+        self.emit(repo, "plan_started", None, plan=plan.id, steps=[[t.name for t in st.tasks] for st in steps])
+        try:
+            await self._start_step(repo, plan, p.cwd, p.env)
+        except ParaError as e:
+            plan.state, plan.reason = "failed", e.message
+            repo.store.save_plan(plan)
+            self.emit(repo, "plan_failed", None, plan=plan.id, reason=e.message)
+            raise
+        return {"plan": to_builtins(plan)}
+
+    async def _start_step(self, repo: Repo, plan: Plan, cwd: str, env: dict[str, str]) -> None:
+        cfg = {**repo.config(env), "agent.workflow": plan.workflow}
+        prof = (agents.Profile(plan.agent, **plan.profile) if plan.profile
+                else agents.profile(plan.agent, cfg["agents"]))
+        step = plan.steps[plan.current]
+        for t in step.tasks:
+            result = await self._dispatch_one(repo, cfg, name=t.name, task=agents.read_task(Path(t.file)),
+                                              source=t.file, prof=prof, mode=plan.mode,
+                                              skip=plan.skip_permissions, base=plan.base, cwd=cwd, env=env,
+                                              plan=plan.id)
+            t.session_id, t.state = repo.store.get(result["name"]).id, "running"
+            repo.store.save_plan(plan)
+        self.emit(repo, "plan_step", None, plan=plan.id, step=step.number, sessions=[t.name for t in step.tasks])
+
+    async def _advance_plans(self, repo: Repo) -> None:
+        """Move every running plan along: next step when the current one is integrated,
+        failed when one of its sessions cannot land anymore."""
+        async with repo.plan_lock:
+            for plan in repo.store.plans("running"):
+                step = plan.steps[plan.current]
+                failed = None
+                for t in step.tasks:
+                    s = repo.store.by_id(t.session_id) if t.session_id else None
+                    if s is None:
+                        continue
+                    if s.status is Status.integrated:
+                        t.state = "integrated"
+                    elif s.status is Status.cancelled:
+                        t.state, failed = "failed", f"session {s.name} was cancelled"
+                    elif s.agent and (s.agent.lost or s.agent.exit_code is not None) and \
+                            s.status in (Status.active, Status.review):
+                        t.state = "failed"
+                        failed = (f"the agent of {s.name} exited with status {s.agent.exit_code} "
+                                  "without integrating" if not s.agent.lost else f"the agent of {s.name} vanished")
+                if failed:
+                    plan.state, plan.reason = "failed", failed
+                    repo.store.save_plan(plan)
+                    self.emit(repo, "plan_failed", None, plan=plan.id, step=step.number, reason=failed)
+                    continue
+                if all(t.state == "integrated" for t in step.tasks):
+                    plan.current += 1
+                    if plan.current == len(plan.steps):
+                        plan.state = "done"
+                        repo.store.save_plan(plan)
+                        self.emit(repo, "plan_done", None, plan=plan.id)
+                        continue
+                    repo.store.save_plan(plan)
+                    try:
+                        await self._start_step(repo, plan, repo.root, {})
+                    except ParaError as e:
+                        plan.state, plan.reason = "failed", e.message
+                        self.emit(repo, "plan_failed", None, plan=plan.id, reason=e.message)
+                repo.store.save_plan(plan)

@@ -1,0 +1,311 @@
+"""Integration as the service runs it: the per-target queue, session states, events,
+continue/abort, dry runs and the conflict forecast (integrate.py holds the git side)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from para_rpc import git, integrate
+from para_rpc.errors import Code, ParaError
+from para_rpc.model import Op, Session, Status, now, to_builtins
+from para_rpc.names import validate_branch_name
+from para_rpc.params import ConflictsParams, IntegrateParams, SessionParams
+from para_rpc.service.core import STATUS_CONCURRENCY, Repo, ServiceCore, _check_message, _utc_stamp
+
+
+class Integration(ServiceCore):
+    """Integration operations."""
+
+    async def integrate(self, p: IntegrateParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        cfg = repo.config(p.env)
+        strategy = p.strategy or cfg["integrate.strategy"]
+        message = _check_message(p.message) if p.message is not None else None
+        s = self._find(repo, p.session, p.cwd)
+        target = validate_branch_name(p.target, "target branch") if p.target is not None else s.base_branch
+        if target == s.branch:
+            raise ParaError(Code.invalid_input, "a session cannot be integrated into its own branch")
+        if await git.resolve(repo.root, f"refs/heads/{target}") is None:
+            raise ParaError(Code.not_found, f"target branch {target!r} does not exist", branch=target)
+        if p.dry_run:
+            return await self._predict(repo, s, target, strategy, message)
+        async with repo.session_lock(s.name):
+            s = self._find(repo, s.name, p.cwd)
+            if s.status is Status.conflicted:
+                raise ParaError(Code.wrong_state, f"session {s.name!r} is paused on conflicts in {s.worktree}; "
+                                f"resolve them and run `para continue {s.name}`, or `para abort {s.name}`",
+                                session=s.name, files=(s.integration or {}).get("files", []))
+            self._require(s, (Status.active, Status.review), "integrate")
+            if os.path.isdir(s.worktree) and await git.status(s.worktree):
+                await git.stage_all(s.worktree)
+                if await git.has_staged(s.worktree):
+                    await git.commit(s.worktree, message or f"{s.name}: work in progress")
+            pre = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+            if pre is None:
+                raise ParaError(Code.not_found, f"branch {s.branch!r} of session {s.name!r} is gone", session=s.name)
+            if message is None:
+                message = await self._default_message(repo, s, target, pre, strategy)
+            s.integration = {"target": target, "strategy": strategy, "message": message, "pre": pre,
+                             "resume_status": s.status.value, "stamp": _utc_stamp()}
+            return await self._land(repo, s, cfg)
+
+    async def _default_message(self, repo: Repo, s: Session, target: str, tip: str, strategy: str) -> str:
+        if strategy == "merge":
+            return f"Merge session {s.name} into {target}"
+        fork = await git.merge_base(repo.root, f"refs/heads/{target}", tip)
+        subjects = (await git.out(repo.root, "log", "--format=%s", f"{fork}..{tip}")).splitlines() if fork else []
+        return subjects[0] if len(subjects) == 1 else f"Integrate session {s.name}"
+
+    async def _land(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> dict[str, Any]:
+        """Queue on the target, compute the result, gate it, move the target, clean up."""
+        rec = s.integration
+        s.status = Status.integrating
+        s.op = Op(kind="integrate", data={"target": rec["target"]})
+        repo.store.save(s)
+        self.emit(repo, "queued", s.name, target=rec["target"])
+        self.busy += 1
+        try:
+            async with repo.target_lock(rec["target"]):
+                new, old = await self._merge_and_move(repo, s, cfg)
+            return await self._after_landing(repo, s, new, old, cfg)
+        except Exception as e:
+            if s.status is Status.integrating and not (s.op and s.op.data.get("landed")):
+                # Failed before the target moved: the session goes back to where it was.
+                s.status = Status(rec.get("resume_status", "active"))
+                s.op, s.integration = None, None
+                repo.store.save(s)
+                code = e.code if isinstance(e, ParaError) else Code.internal
+                self.emit(repo, "integration_failed", s.name, target=rec["target"], code=code.name,
+                          message=str(e), check=rec.get("check"))
+            raise
+        finally:
+            self.busy -= 1
+
+    async def _merge_and_move(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> tuple[str, str]:
+        rec = s.integration
+        target, strategy = rec["target"], rec["strategy"]
+        ref = f"refs/heads/{target}"
+        old = await git.resolve(repo.root, ref)
+        tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+        if old is None or tip is None:
+            raise ParaError(Code.not_found, f"branch {target if old is None else s.branch!r} disappeared")
+        rec["old"] = old
+        cand = await integrate.candidate(repo.root, strategy, old, tip, rec["message"])
+        # A rebase, or a conflict, needs the session's own worktree; that rewrites its branch.
+        rewrite = not cand.clean or (strategy == "rebase" and cand.commit is None)
+        backup = None
+        if rewrite:
+            wt = await self._ensure_worktree(repo, s)
+            if strategy == "rebase":
+                backup = f"refs/para/backup/{s.name}/{rec['stamp']}-rebase"
+                await git.update_ref(repo.root, backup, tip)
+                stopped, kind = await integrate.rebase_onto(wt, old), "rebase"
+            else:
+                stopped = await integrate.merge_target_into(wt, old, f"Merge {target} into {s.branch}")
+                kind = "merge"
+            if stopped:
+                await self._pause(repo, s, kind, stopped)
+            cand = await integrate.candidate(repo.root, strategy, old, await git.out(wt, "rev-parse", "HEAD"),
+                                             rec["message"])
+            if not cand.clean:  # cannot happen after a completed merge of the target; be loud if it does
+                raise ParaError(Code.internal, f"merge of {target} into {s.branch} did not resolve its conflicts")
+        new = cand.commit
+        try:
+            if new != old and cfg["integrate.check"]:
+                ok, rc, output = await integrate.run_check(
+                    repo.root, os.path.join(repo.root, ".para", "scratch"), new, cfg["integrate.check"],
+                    cfg["integrate.check_timeout"])
+                rec["check"] = {"ok": ok, "exit": rc, "output": output}
+                if not ok:
+                    raise ParaError(Code.check_failed, f"the check `{cfg['integrate.check']}` failed "
+                                    f"({'timed out' if rc is None else f'exit {rc}'}); {target} did not move",
+                                    output=output, exit=rc, session=s.name)
+            s.op.data.update(old=old, new=new)  # journal before the target moves
+            repo.store.save(s)
+            if new != old:
+                await integrate.advance_target(repo.root, target, old, new, f"para: integrate {s.name}")
+        except ParaError:
+            if rewrite:  # the target did not move: the session goes back to how this attempt found it
+                await self._restore_branch(repo, s, tip)
+                if backup:
+                    await git.delete_ref(repo.root, backup)
+            raise
+        s.op.data["landed"] = True
+        return new, old
+
+    async def _restore_branch(self, repo: Repo, s: Session, commit: str) -> None:
+        if await git.status(s.worktree):
+            snap = await git.snapshot(s.worktree, f"para: changes in {s.name} during a failed integration")
+            await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-failed", snap)
+        await integrate.abort_in(s.worktree, commit)
+
+    async def _pause(self, repo: Repo, s: Session, kind: str, files: list[str]) -> None:
+        hunks = integrate.worktree_hunks(s.worktree, files)
+        s.integration.update(kind=kind, files=files, hunks=hunks)
+        s.status, s.op = Status.conflicted, None
+        repo.store.save(s)
+        self.emit(repo, "conflicted", s.name, target=s.integration["target"], worktree=s.worktree,
+                  files=files, hunks=hunks)
+        raise ParaError(Code.conflict, f"session {s.name!r} conflicts with {s.integration['target']} in "
+                        f"{len(files)} file(s): {', '.join(files[:10])}. Resolve them in {s.worktree}, then run "
+                        f"`para continue` (or `para abort` to go back)", session=s.name, worktree=s.worktree,
+                        files=files, hunks=hunks, target=s.integration["target"])
+
+    async def _ensure_worktree(self, repo: Repo, s: Session) -> str:
+        async with repo.lock:
+            if not await self._has_worktree(repo, s):
+                if os.path.lexists(s.worktree):
+                    raise ParaError(Code.already_exists, f"{s.worktree} exists but is not this session's "
+                                    "worktree; move it away first", path=s.worktree)
+                await git.prune_worktrees(repo.root)
+                await git.add_worktree(repo.root, s.worktree, s.branch)
+        return s.worktree
+
+    async def _after_landing(self, repo: Repo, s: Session, new: str, old: str,
+                             cfg: dict[str, Any]) -> dict[str, Any]:
+        """The target holds the work: save the branch tip, remove worktree and branch, record history."""
+        rec = s.integration
+        stamp = rec.get("stamp") or _utc_stamp()
+        tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+        if tip:
+            await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
+        if await self._has_worktree(repo, s):
+            if await git.status(s.worktree):  # written after integration started: keep it
+                snap = await git.snapshot(s.worktree, f"para: changes left in {s.name} after integration")
+                ref = f"refs/para/backup/{s.name}/{stamp}-leftover"
+                await git.update_ref(repo.root, ref, snap)
+                rec["leftover"] = ref
+            async with repo.lock:
+                await git.remove_worktree(repo.root, s.worktree)
+        if tip and not cfg["integrate.keep_branch"]:
+            async with repo.lock:
+                await git.delete_branch(repo.root, s.branch)
+        rec.update(commit=new, old=old, landed_at=now(), noop=new == old)
+        rec.pop("files", None), rec.pop("hunks", None), rec.pop("kind", None)
+        s.head_commit = tip
+        s.status, s.op = Status.integrated, None
+        repo.store.save(s)
+        self.emit(repo, "integrated", s.name, target=rec["target"], commit=new, strategy=rec["strategy"])
+        wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
+        return to_builtins(self._info(repo, s, wts, branches))
+
+    async def continue_(self, p: SessionParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        cfg = repo.config(p.env)
+        async with self._locked(repo, p.session, p.cwd) as s:
+            self._require(s, Status.conflicted, "continue")
+            rec = s.integration
+            if not os.path.isdir(s.worktree):
+                raise ParaError(Code.wrong_state, f"the worktree {s.worktree} is gone; `para abort {s.name}`",
+                                session=s.name)
+            if await git.in_progress(s.worktree) is None and rec["kind"] in ("merge", "rebase"):
+                # Resolved by hand with git commit / rebase --continue: nothing left to complete.
+                stopped = []
+            else:
+                stopped = await integrate.continue_in(s.worktree, rec["kind"], rec["files"])
+            if stopped:
+                s.status = Status.integrating  # _pause expects to move from an in-flight state
+                await self._pause(repo, s, rec["kind"], stopped)
+            self.emit(repo, "continued", s.name, target=rec["target"])
+            rec["resume_status"] = Status.active.value
+            return await self._land(repo, s, cfg)
+
+    async def abort(self, p: SessionParams) -> dict[str, Any]:
+        repo = await self.repo(p.cwd)
+        async with self._locked(repo, p.session, p.cwd) as s:
+            self._require(s, Status.conflicted, "abort")
+            rec = s.integration
+            saved = None
+            if os.path.isdir(s.worktree):
+                if await git.status(s.worktree):
+                    snap = await git.snapshot(s.worktree, f"para: conflict resolution in progress in {s.name}")
+                    saved = f"refs/para/backup/{s.name}/{_utc_stamp()}-aborted"
+                    await git.update_ref(repo.root, saved, snap)
+                await integrate.abort_in(s.worktree, rec["pre"])
+            else:
+                await git.update_ref(repo.root, f"refs/heads/{s.branch}", rec["pre"])
+            s.status, s.integration = Status.active, None
+            repo.store.save(s)
+        self.emit(repo, "aborted", s.name, restored=rec["pre"], saved=saved)
+        result = await self._show(repo, s, p.cwd)
+        result["restored"], result["saved"] = rec["pre"], saved
+        return result
+
+    async def _session_commit(self, s: Session) -> tuple[str | None, bool]:
+        """The session's work as one commit: a snapshot when its worktree is dirty."""
+        if os.path.isdir(s.worktree):
+            try:
+                if await git.status(s.worktree):
+                    return await git.snapshot(s.worktree, f"para: forecast snapshot of {s.name}"), True
+                return await git.out(s.worktree, "rev-parse", "HEAD"), False
+            except ParaError:
+                pass
+        return s.head_commit, False
+
+    async def _predict(self, repo: Repo, s: Session, target: str, strategy: str,
+                       message: str | None) -> dict[str, Any]:
+        old = await git.resolve(repo.root, f"refs/heads/{target}")
+        tip, dirty = await self._session_commit(s)
+        if tip is None:
+            tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+        if tip is None:
+            raise ParaError(Code.not_found, f"session {s.name!r} has no branch to integrate", session=s.name)
+        result: dict[str, Any] = {"dry_run": True, "session": s.name, "target": target, "strategy": strategy,
+                                  "target_commit": old, "includes_uncommitted": dirty}
+        try:
+            cand = await integrate.candidate(repo.root, "merge" if strategy == "rebase" else strategy,
+                                             old, tip, message or "dry run")
+        except ParaError as e:
+            return {**result, "clean": False, "error": e.message, "conflicts": [], "hunks": {}}
+        fork = await git.merge_base(repo.root, old, tip)
+        log_ = (await git.out(repo.root, "log", "--format=%H%x00%s", f"{fork}..{tip}")) if fork else ""
+        result.update(clean=cand.clean, conflicts=cand.conflicts, hunks=cand.hunks,
+                      commits=[dict(zip(("sha", "subject"), line.split("\0", 1))) for line in log_.splitlines()],
+                      noop=cand.clean and cand.commit == old)
+        if cand.clean and cand.tree:
+            result["diffstat"] = (await git.out(repo.root, "diff", "--stat", old, cand.tree))
+        if strategy == "rebase":
+            result["note"] = "rebase replays commit by commit; the forecast is that of merging the result"
+        return result
+
+    async def conflicts(self, p: ConflictsParams) -> dict[str, Any]:
+        """Which active sessions will collide with each other or with their target,
+        uncommitted work included, before anyone integrates."""
+        repo = await self.repo(p.cwd)
+        target = validate_branch_name(p.target, "target branch") if p.target is not None else None
+        sessions = [s for s in repo.store.live() if s.status in (Status.active, Status.review, Status.conflicted)]
+        sem = asyncio.Semaphore(STATUS_CONCURRENCY)
+
+        async def snap(s: Session) -> tuple[str | None, bool]:
+            async with sem:
+                commit, dirty = await self._session_commit(s)
+                return commit or await git.resolve(repo.root, f"refs/heads/{s.branch}"), dirty
+
+        snaps = dict(zip([s.name for s in sessions], await asyncio.gather(*(snap(s) for s in sessions))))
+        tips: dict[str, str | None] = {}
+        for s in sessions:
+            t = target or s.base_branch
+            if t not in tips:
+                tips[t] = await git.resolve(repo.root, f"refs/heads/{t}")
+
+        async def forecast(a: str, b: str) -> tuple[bool, list[str], dict]:
+            async with sem:
+                clean, tree, files = await git.merge_tree(repo.root, a, b)
+                return clean, files, (await integrate.tree_hunks(repo.root, tree, files)) if files else {}
+
+        usable = [s for s in sessions if snaps[s.name][0]]
+        vs_target = await asyncio.gather(*(forecast(tips[target or s.base_branch], snaps[s.name][0])
+                                           for s in usable if tips[target or s.base_branch]))
+        pairs = [(a, b) for i, a in enumerate(usable) for b in usable[i + 1:]]
+        vs_pairs = await asyncio.gather(*(forecast(snaps[a.name][0], snaps[b.name][0]) for a, b in pairs))
+        report = []
+        for s, (clean, files, hunks) in zip([s for s in usable if tips[target or s.base_branch]], vs_target):
+            report.append({"session": s.name, "target": target or s.base_branch, "commit": snaps[s.name][0],
+                           "includes_uncommitted": snaps[s.name][1], "clean": clean, "files": files,
+                           "hunks": hunks})
+        collisions = [{"a": a.name, "b": b.name, "files": files, "hunks": hunks}
+                      for (a, b), (clean, files, hunks) in zip(pairs, vs_pairs) if not clean]
+        return {"sessions": report, "pairs": collisions,
+                "clean": all(r["clean"] for r in report) and not collisions}

@@ -1,0 +1,66 @@
+"""Crash repair: finish or undo the operation a crashed sidecar left in a session's `Op`."""
+
+from __future__ import annotations
+
+import os
+
+from para_rpc import git, integrate
+from para_rpc.errors import ParaError
+from para_rpc.model import Session, Status
+from para_rpc.service.core import Repo, ServiceCore, log
+
+
+class Repair(ServiceCore):
+    """Crash repair."""
+
+    async def _repair(self, repo: Repo, s: Session) -> None:
+        """Finish or undo the operation a crashed sidecar left in `s.op`."""
+        kind = s.op.kind
+        try:
+            if kind == "start":
+                wts = await self._worktree_state(repo)
+                tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+                if s.worktree in wts and tip and (tip != s.base_commit or await git.status(s.worktree)):
+                    s.op = None  # someone already works there: keep it
+                    repo.store.save(s)
+                else:
+                    await self._undo_start(repo, s)
+            elif kind == "finish":
+                await self._do_finish(repo, s)
+            elif kind == "cancel":
+                await self._do_cancel(repo, s)
+            elif kind == "recover":
+                await self._do_recover(repo, s)
+            elif kind == "resume":
+                await self._do_resume(repo, s)
+            elif kind == "integrate":
+                await self._repair_integration(repo, s)
+            else:
+                log.warning("unknown pending op %s on %s", kind, s.name)
+                return
+            self.emit(repo, "repaired", s.name, op=kind)
+        except ParaError as e:
+            note = f"could not repair interrupted {kind}: {e.message}"
+            log.warning("%s: %s", s.name, note)
+            if note not in s.notes:
+                s.notes.append(note)
+                repo.store.save(s)
+
+    async def _repair_integration(self, repo: Repo, s: Session) -> None:
+        """The target is at the old or the new commit (it moves by compare-and-swap):
+        complete the landing if it moved, else put the session back as it was."""
+        rec, d = s.integration or {}, s.op.data
+        target = d.get("target") or rec.get("target")
+        tip = await git.resolve(repo.root, f"refs/heads/{target}")
+        if d.get("new") and tip == d["new"]:
+            if d["new"] != d.get("old"):
+                await integrate.sync_checkout_after_crash(repo.root, target, d["old"], d["new"])
+            await self._after_landing(repo, s, d["new"], d["old"], repo.config({}))
+            return
+        if os.path.isdir(s.worktree) and rec.get("pre") and await git.in_progress(s.worktree):
+            await integrate.abort_in(s.worktree, rec["pre"])
+        s.status = Status(rec.get("resume_status", "active"))
+        s.op, s.integration = None, None
+        s.notes.append(f"an integration into {target} was interrupted by a sidecar crash; "
+                       f"{target} was left unchanged at {(tip or '?')[:10]}")
+        repo.store.save(s)
