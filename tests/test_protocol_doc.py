@@ -12,21 +12,14 @@ answers every documented method and command, and answers an undocumented name wi
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
+from conftest import Sidecar
 from para_rpc import params
 from para_rpc.client import Connection
 from para_rpc.errors import Code
@@ -112,53 +105,6 @@ def test_every_execute_command_is_documented() -> None:
 
 # ---- live check --------------------------------------------------------------------
 
-class Sidecar:
-    def __init__(self, proc: subprocess.Popen, socket: Path, log: Path) -> None:
-        self.proc, self.socket, self.log = proc, socket, log
-
-    def connect(self) -> Connection:
-        return Connection.open(self.socket, timeout=30)
-
-    def log_tail(self) -> str:
-        try:
-            return "\n".join(self.log.read_text().splitlines()[-30:])
-        except OSError:
-            return ""
-
-
-@pytest.fixture
-def doc_sidecar(tmp_path: Path) -> Iterator[Sidecar]:
-    """A sidecar on a private, short runtime directory, stopped by pid at teardown."""
-    runtime = Path(tempfile.mkdtemp(prefix="pd", dir="/tmp"))
-    os.chmod(runtime, 0o700)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARA_")}
-    env.update(PARA_RUNTIME_DIR=str(runtime), PARA_CONFIG=str(tmp_path / "config.json"))
-    proc = subprocess.Popen([sys.executable, "-m", "para_rpc.server.sidecar", "--idle-timeout", "0"],
-                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    sc = Sidecar(proc, runtime / "sidecar.sock", runtime / "sidecar.sock.log")
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                sc.connect().close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the sidecar did not start (exit {proc.poll()})\n{sc.log_tail()}")
-                time.sleep(0.02)
-        yield sc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        shutil.rmtree(runtime, ignore_errors=True)
-
-
 def raw(conn: Connection, method: str, params_: Any, msg_id: int) -> dict[str, Any]:
     conn.send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params_})
     while True:
@@ -167,10 +113,10 @@ def raw(conn: Connection, method: str, params_: Any, msg_id: int) -> dict[str, A
             return msg
 
 
-def test_every_documented_method_is_answered_and_others_are_method_not_found(doc_sidecar: Sidecar) -> None:
+def test_every_documented_method_is_answered_and_others_are_method_not_found(sidecar: Sidecar) -> None:
     documented = set(method_sections()) - NOTIFICATIONS - SERVER_REQUESTS
     assert documented, "no documented request methods"
-    with doc_sidecar.connect() as conn:  # a CLI-style client: no `initialize`
+    with sidecar.connect() as conn:  # a CLI-style client: no `initialize`
         for i, method in enumerate(sorted(documented - {"para/shutdown"}), 1):
             msg = raw(conn, method, {}, i)
             assert "result" in msg or msg["error"]["code"] != -32601, f"{method}: {msg}"
@@ -185,14 +131,14 @@ def test_every_documented_method_is_answered_and_others_are_method_not_found(doc
         msg = raw(conn, "workspace/executeCommand", {"command": "para.notDocumented", "arguments": [{}]}, 1999)
         assert "is not defined" in msg["error"]["message"], msg
 
-    with doc_sidecar.connect() as conn:  # an LSP client sees the same commands announced
+    with sidecar.connect() as conn:  # an LSP client sees the same commands announced
         init = raw(conn, "initialize", {"processId": None, "rootUri": None, "capabilities": {}}, 1)
         announced = set(init["result"]["capabilities"]["executeCommandProvider"]["commands"])
         assert announced == commands
 
     if "para/shutdown" in documented:
-        with doc_sidecar.connect() as conn:
+        with sidecar.connect() as conn:
             msg = raw(conn, "para/shutdown", {}, 1)
             assert msg.get("result") == {"stopping": True}, msg
-        doc_sidecar.proc.wait(timeout=30)
-        assert doc_sidecar.proc.returncode == 0
+        sidecar.proc.wait(timeout=30)
+        assert sidecar.proc.returncode == 0
