@@ -37,7 +37,9 @@ from para_rpc.errors import Code
 
 PYTHON = sys.executable
 PARA_SCRIPT = Path(sys.executable).with_name("para")
-PARA_ARGV = [str(PARA_SCRIPT)] if PARA_SCRIPT.exists() else [PYTHON, "-m", "para_rpc"]
+# The installed `para` script, never a `python -m para_rpc` stand-in: the CLI's fast paths key on
+# argv[0] == "para", so a stand-in would test another path (see _require_para_script).
+PARA_ARGV = [str(PARA_SCRIPT)]
 SIDECAR_ARGV = [PYTHON, "-m", "para_rpc.server.sidecar"]
 
 CLI_TIMEOUT = 60          # a CLI call that takes longer than this is hung, not slow
@@ -162,6 +164,18 @@ def make_repo(path: Path, branch: str = "main") -> Path:
 
 # ---- environment -------------------------------------------------------------------
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _require_para_script()
+
+
+def _require_para_script() -> None:
+    """Fail the run at once, with the fix, when the `para` console script is not installed
+    next to this Python (instead of silently testing `python -m para_rpc`)."""
+    if not PARA_SCRIPT.exists():
+        raise pytest.UsageError(f"{PARA_SCRIPT} does not exist: the tests run the installed `para` script; "
+                                "install the package into this environment (pip install -e '.[test]')")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Git identity, an empty HOME and no global/system git config for the whole run."""
@@ -191,19 +205,35 @@ def new_runtime() -> tuple[Path, Path]:
 class _Processes:
     """Sidecars being stopped. A stopped sidecar takes a quarter of a second to exit:
     it is reaped later (and killed at the end of the session if it hangs) instead
-    of making every test wait for it."""
+    of making every test wait for it.
+
+    A sidecar is signalled at most once: one already asked to stop (by para/shutdown
+    or an earlier SIGTERM) or already on its way out (it no longer accepts connections)
+    is left to exit by itself; only one still alive at the end of the session is killed.
+    Signalling an exiting sidecar again could kill it mid-shutdown (once its event loop
+    is gone, SIGTERM has the default action), which would hide a shutdown bug."""
 
     def __init__(self) -> None:
         self.stopping: list[tuple[int, subprocess.Popen | None]] = []
         self.dirs: list[Path] = []
 
+    def asked(self, pid: int, proc: subprocess.Popen | None = None) -> None:
+        """`pid` was asked to stop some other way (para/shutdown): only reap it later."""
+        if all(p != pid for p, _ in self.stopping):
+            self.stopping.append((pid, proc))
+
     def stop(self, pid: int, proc: subprocess.Popen | None = None) -> None:
-        """SIGTERM now; make sure it is gone at the end of the session."""
+        """SIGTERM now, unless it was already asked to stop or is exiting;
+        make sure it is gone at the end of the session."""
+        if any(p == pid for p, _ in self.stopping):
+            self.reap()
+            return
         if pid_alive(pid):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                return
+            if _accepting(pid):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    return
             self.stopping.append((pid, proc))
         self.reap()
 
@@ -225,6 +255,20 @@ class _Processes:
         for d in self.dirs:
             shutil.rmtree(d, ignore_errors=True)
             Path(tempfile.gettempdir(), f"{d.name}-user-config.json").unlink(missing_ok=True)
+
+
+def _accepting(pid: int) -> bool:
+    """Whether sidecar `pid` still accepts connections on its socket (a sidecar that is
+    stopping has closed its listening socket; connecting then fails)."""
+    env = proc_environ(pid)
+    sock = env.get("PARA_SOCKET") or (env.get("PARA_RUNTIME_DIR") and f"{env['PARA_RUNTIME_DIR']}/sidecar.sock")
+    if not sock:
+        return True
+    try:
+        Connection.open(sock, timeout=5).close()
+    except OSError:
+        return False
+    return True
 
 
 PROCESSES = _Processes()
@@ -335,7 +379,7 @@ def shutdown_sidecar(sc: Sidecar, wait: bool = True) -> None:
         except Exception:
             sc.proc.send_signal(signal.SIGTERM)
         if not wait:
-            PROCESSES.stopping.append((sc.pid, sc.proc))
+            PROCESSES.asked(sc.pid, sc.proc)
             return
         try:
             sc.proc.wait(timeout=15)

@@ -2,8 +2,8 @@
 
 Setup goes through a JSON-RPC connection to the test sidecar (fast: no CLI
 start-up per step); the operation under test always runs through the real
-`para` CLI. Each test module defines its own `api` fixture
-with the `api` fixture (conftest.py belongs to another suite and is not edited here).
+`para` CLI. Each integration test module imports the `api` fixture defined here
+(`from integrate_util import api`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import PARA_ARGV, Sidecar, cli_env, git, rev
+from conftest import PARA_ARGV, Sidecar, cli_env, git, rev, wait_until
 from para_rpc.client import Connection
 
 STRATEGIES = ("squash", "merge", "rebase", "ff")
@@ -243,3 +244,87 @@ def assert_checkout_clean_at(repo: Path, branch: str = "main") -> None:
     assert git("symbolic-ref", "HEAD", cwd=repo) == f"refs/heads/{branch}"
     assert git("status", "--porcelain", "--untracked-files=all", cwd=repo) == ""
     assert git_rc("diff", "--quiet", f"refs/heads/{branch}", cwd=repo) == 0
+
+
+# ---- holding an integration at a known point ---------------------------------------------------
+
+_BLOCKING_CHECK = """\
+import os, pathlib, sys, time
+ctl = pathlib.Path(sys.argv[1])
+n = len(list(ctl.glob("run-*")))
+(ctl / f"run-{n}").write_text(os.getcwd())
+(ctl / "blocked.tmp").write_text(os.getcwd())
+os.replace(ctl / "blocked.tmp", ctl / "blocked")
+deadline = time.monotonic() + 120          # never outlive the test by much
+while not (ctl / "release").exists() and time.monotonic() < deadline:
+    time.sleep(0.02)
+release = ctl / "release"
+sys.exit(int(release.read_text() or 0) if release.exists() else 99)
+"""
+
+
+class BlockingCheck:
+    """An `integrate.check` command that blocks until released, then exits with the status
+    given to `release`. While it blocks, the integration holds the target's queue and has
+    computed its result but not moved the target. It is given to the CLI through
+    PARA_INTEGRATE_CHECK (`env`), which the CLI forwards with each request."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.ctl = tmp / "check-ctl"
+        self.ctl.mkdir()
+        self.script = tmp / "blocking_check.py"
+        self.script.write_text(_BLOCKING_CHECK)
+
+    @property
+    def command(self) -> str:
+        return f"{sys.executable} {self.script} {self.ctl}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {"PARA_INTEGRATE_CHECK": self.command, **extra}
+
+    def wait_blocked(self, proc: subprocess.Popen | None = None) -> Path:
+        """Wait until the check runs; returns its working directory (the scratch worktree)."""
+        marker = self.ctl / "blocked"
+        wait_until(lambda: marker.exists() or (proc is not None and proc.poll() is not None),
+                   what="the integration check to start")
+        assert marker.exists(), f"the integration ended before its check ran: {proc and proc.communicate()}"
+        return Path(marker.read_text())
+
+    def release(self, status: int = 0) -> None:
+        (self.ctl / "release.tmp").write_text(str(status))
+        os.replace(self.ctl / "release.tmp", self.ctl / "release")
+
+    def runs(self) -> int:
+        return len(list(self.ctl.glob("run-*")))
+
+
+def launch(*args: str, cwd: Path, env: dict[str, str | None] | None = None) -> subprocess.Popen:
+    """`para ARGS --json` in the background (the real CLI)."""
+    return subprocess.Popen([*PARA_ARGV, *args, "--json"], cwd=cwd, env=cli_env(env), text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def outcome(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, Any]:
+    """Wait for a launched `para ... --json`; (exit status, parsed output)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in err, err
+    try:
+        return proc.returncode, json.loads(out)
+    except json.JSONDecodeError:
+        raise AssertionError(f"no JSON output (exit {proc.returncode}):\n{out}\n{err}") from None
+
+
+def events(api: Api, after: int = 0, kind: str | None = None) -> list[dict[str, Any]]:
+    """The repository's events after id `after` (of one kind if given), oldest first."""
+    found = api.call("para/events", after=after, limit=1000)["events"]
+    return [e for e in found if kind is None or e["kind"] == kind]
+
+
+def last_event(api: Api) -> int:
+    found = events(api)
+    return found[-1]["id"] if found else 0
