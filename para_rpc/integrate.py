@@ -237,6 +237,6 @@ async def run_check(root: str, scratch_dir: str, commit: str, command: str,
             text = "…" + text[-CHECK_OUTPUT_LIMIT:]
         return rc == 0, rc, text
     except FileNotFoundError:
-        return False, None, f"check command not found: {argv[0]}"
+        return False, 127, f"check command not found: {argv[0]}"  # 127: a shell's "not found"; None means timed out
     finally:
         await git.run(root, "worktree", "remove", "--force", path, check=False)

@@ -120,10 +120,13 @@ def stop_pid(pid: int, timeout: float = 15.0) -> None:
 
 # ---- git -----------------------------------------------------------------------
 
-def git(*args: str, cwd: str | Path, check: bool = True, input: str | None = None) -> str:
-    """Run git; return stripped stdout. With check, a failure fails the test with git's stderr."""
+def git(*args: str, cwd: str | Path, check: bool = True, input: str | None = None,
+        env: dict[str, str] | None = None) -> str:
+    """Run git (with `env` added to the environment); return stripped stdout. With check,
+    a failure fails the test with git's stderr."""
     res = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, input=input,
-                         stdin=None if input is not None else subprocess.DEVNULL, timeout=CLI_TIMEOUT)
+                         stdin=None if input is not None else subprocess.DEVNULL, timeout=CLI_TIMEOUT,
+                         env={**os.environ, **env} if env else None)
     if check and res.returncode != 0:
         raise AssertionError(f"git {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
     return res.stdout.strip()
