@@ -135,6 +135,21 @@ MUTANTS = [
     Mutant("M18", "para/wait waits for a change instead of answering at once",
            [("para_rpc/service/dispatching.py", "        while not changed:\n", "        while False:\n")],
            ["test_para_wait_blocks_until_another_connection_changes_the_session"]),
+    Mutant("M19", "crash repair completes an interrupted `recover`",
+           [("para_rpc/service/repair.py", "                await self._do_recover(repo, s)\n",
+             "                pass\n")],
+           ["test_an_interrupted_recover_is_completed_on_restart"]),
+    Mutant("M20", "crash repair completes an interrupted `resume`",
+           [("para_rpc/service/repair.py", "                await self._do_resume(repo, s)\n",
+             "                pass\n")],
+           ["test_an_interrupted_resume_is_completed_on_restart"]),
+    Mutant("M21", "a repair that fails says so in a note on the session",
+           [("para_rpc/service/repair.py", "                s.notes.append(note)\n", "                pass\n")],
+           ["test_a_repair_that_cannot_succeed_leaves_a_note_and_the_operation_pending"]),
+    Mutant("M22", "crash repair aborts a half-made merge/rebase of an interrupted integration",
+           [("para_rpc/service/repair.py", "            await integrate.abort_in(s.worktree, rec[\"pre\"])\n",
+             "            pass\n")],
+           ["test_an_integration_killed_while_materializing_its_conflict_is_undone"]),
 ]
 
 
