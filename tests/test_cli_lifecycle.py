@@ -512,19 +512,19 @@ def test_clean_keeps_recent_archives(para_json, repo, archives):
 
 
 def test_recover_after_clean_force_deleted_the_archive(para, para_json, repo, archives):
-    """`clean --force` keeps the deleted archive's commits under refs/para/backup/clean/;
-    `recover` must then either bring the session back from them or refuse cleanly,
-    never leave the session stuck half-recovered."""
+    """`clean --force` keeps the deleted archive's commits under refs/para/backup/clean/
+    (docs/protocol.md, para/clean); `recover` brings the session back from that backup,
+    with its work, and the archive branch is not left behind again."""
     kept_tip = rev(repo, archives["kept"])
     para_json("clean", "--force", env=AGE_0)
-    proc = para("recover", "kept", check=False)
+    assert archives["kept"] not in branches(repo)
+    para("recover", "kept")
     s = {x["name"]: x for x in para_json("list", "--all")["sessions"]}["kept"]
-    if proc.returncode == 0:
-        assert s["state"] == "active" and rev(repo, "para/kept") == kept_tip
-        assert (wt_path(repo, "kept") / "precious.txt").read_text() == "precious\n"
-    else:
-        assert proc.returncode == Code.not_found.exit, proc.stderr
-        assert s["state"] == "cancelled" and s["pending_op"] is None, s
+    assert s["state"] == "active" and s["pending_op"] is None and s["archived_branch"] is None, s
+    assert rev(repo, "para/kept") == kept_tip
+    assert (wt_path(repo, "kept") / "precious.txt").read_text() == "precious\n"
+    assert archives["kept"] not in branches(repo)
+    assert kept_tip in backups(repo, "clean").values()  # the backup itself is kept until it expires
 
 
 def test_clean_prunes_missing_worktrees_and_forgets_orphan_sessions(para, para_json, repo, svc):

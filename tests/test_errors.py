@@ -18,7 +18,7 @@ import pytest
 
 from para_rpc.errors import Code, ParaError
 
-from conftest import commit_file, full_state, git, make_repo, raw_request, rev, session_state
+from conftest import commit_file, full_state, git, make_repo, raw_request, rev, session_state, sidecar_pids
 
 SHARED_SIDECAR = True  # one sidecar serves every test repository of this module (see conftest)
 
@@ -242,24 +242,21 @@ def test_existing_branch_para_x_is_not_taken_over(para, repo, baseline):
 
 
 def test_the_commands_named_for_an_existing_branch_adopt_it(para, para_json, repo, baseline):
-    """The refusal above names `para resume x` and `para recover x`: following that
-    advice must bring the branch under para, with its commit, not fail again."""
+    """The refusal above names `para resume x`: following that advice adopts the existing
+    branch as a session (a note says so) and gives it a worktree, with its commit; nothing
+    else is needed. (`para recover` adopts *archived* branches, para/archived/*/x.)"""
     git("branch", "para/x", cwd=repo)
     git("checkout", "-q", "para/x", cwd=repo)
     mine = commit_file(repo, "mine.txt", "mine\n", "someone's work on para/x")
     git("checkout", "-q", "main", cwd=repo)
     message = para("start", "x", check=False).stderr
-    outcomes = {}
-    for verb in ("resume", "recover"):
-        if f"para {verb} x" in message:
-            outcomes[verb] = para(verb, "x", check=False)
-            if outcomes[verb].returncode == 0:
-                break
-    assert outcomes, message
-    assert any(p.returncode == 0 for p in outcomes.values()), {
-        verb: (p.returncode, p.stderr.strip()) for verb, p in outcomes.items()}
+    assert "para resume x" in message, message
+    resumed = para_json("resume", "x")
+    assert resumed["recreated"] is True and resumed["state"] == "active"
     s = para_json("show", "x")
-    assert s["branch"] == "para/x" and s["head"] == mine
+    assert s["branch"] == "para/x" and s["head"] == mine and s["status"] == "active"
+    assert "adopted existing branch para/x" in s["notes"]
+    assert (Path(s["worktree"]) / "mine.txt").read_text() == "mine\n"
 
 
 def test_the_archive_namespace_is_reserved(para, svc, repo, baseline):
@@ -477,9 +474,15 @@ def test_an_unusable_runtime_directory_is_refused(para, repo, runtime_dir, tmp_p
 
 
 def test_a_runtime_path_that_is_a_file(para, repo, tmp_path):
+    """PARA_RUNTIME_DIR names a file: refused, and nothing is created, replaced or started."""
     f = tmp_path / "a-file"
-    f.write_text("")
+    f.write_text("mine\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
     assert_para_error(para("list", check=False, env={"PARA_RUNTIME_DIR": str(f)}), Code.sidecar_unavailable)
+    assert f.is_file() and f.read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert sidecar_pids(f) == []
+    assert not (repo / ".para").exists()  # no sidecar ever looked at the repository
 
 
 def test_config_edit_without_a_terminal_does_not_start_an_editor(sidecar, para, repo, tmp_path):

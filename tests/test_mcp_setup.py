@@ -148,9 +148,18 @@ def test_init_print_writes_nothing(repo):
 
 
 def test_init_notes_a_tracked_config(repo):
-    commit_file(repo, ".mcp.json", json.dumps({"mcpServers": {}}), "share MCP config")
+    """A committed .mcp.json is still updated (the para entry is added, nothing else changes),
+    and the output says that this tracked file now holds this machine's path."""
+    commit_file(repo, ".mcp.json", json.dumps({"mcpServers": {"other": {"command": "o"}}}), "share MCP config")
     out = _init(repo)
-    assert "tracked" in out.stdout
+    assert "note: this file is tracked by git" in out.stdout, out.stdout
+    cfg = json.loads((repo / ".mcp.json").read_text())
+    assert cfg["mcpServers"]["other"] == {"command": "o"}
+    assert cfg["mcpServers"]["para"]["args"] == ["mcp"] and os.path.isabs(cfg["mcpServers"]["para"]["command"])
+    assert git("ls-files", ".mcp.json", cwd=repo) == ".mcp.json"  # still tracked: para never untracks it
+    assert git("diff", "--name-only", cwd=repo) == ".mcp.json"
+    again = json.loads(_init(repo, "--json").stdout)["results"][0]
+    assert again["tracked"] is True and again["action"] == "unchanged"
 
 
 # ---- streamable HTTP -------------------------------------------------------------------------
