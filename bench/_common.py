@@ -23,6 +23,8 @@ ROOT = HERE.parent
 PYTHON = sys.executable
 PARA_SCRIPT = Path(sys.executable).with_name("para")
 PARA = [str(PARA_SCRIPT)] if PARA_SCRIPT.exists() else [PYTHON, "-m", "para_rpc"]
+SMOKE_HELP = ("exercise every phase once at the smallest size and write no results (CI; implies --quick): "
+              "exits non-zero only when the benchmark itself fails, never because of a timing")
 IDENTITY = {"GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@para.invalid",
             "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@para.invalid"}
 

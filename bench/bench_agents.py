@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: dispatching agents, and what the sidecar costs while agents report.
 
-    python bench/bench_agents.py [--quick]
+    python bench/bench_agents.py [--quick] [--smoke]
 
 Everything runs in a private environment (fresh HOME, PARA_CONFIG, a 0700
 PARA_RUNTIME_DIR under /tmp, no global/system git config, a fixed git identity,
@@ -49,6 +49,7 @@ from typing import Any
 
 from _common import (PARA, PYTHON, Sidecar, git, isolate, machine, make_repo, proc_cpu, results_path, rss_mb,
                      write_results)
+from _common import SMOKE_HELP
 
 RESULTS = results_path("agents")
 SESSIONS = 10
@@ -227,12 +228,15 @@ def phase_load(work: Path, template: Path, sc: Sidecar) -> dict[str, Any]:
 # ---- main ------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    global REPEATS, LOAD_SECONDS, IDLE_SECONDS
+    global REPEATS, LOAD_SECONDS, IDLE_SECONDS, SESSIONS, FILES
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one dispatch repeat, 5 s of load, 2 s idle")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args(argv)
-    if args.quick:
+    if args.quick or args.smoke:
         REPEATS, LOAD_SECONDS, IDLE_SECONDS = 1, 5, 2
+    if args.smoke:
+        SESSIONS, FILES, LOAD_SECONDS, IDLE_SECONDS = 2, 10, 2, 1
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="para-bench-agents-"))
     runtime = isolate(work, unset=("PARA_", "GIT_", "TMUX"))
@@ -252,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(loadavg_before=load_before, loadavg_after=os.getloadavg()),
         "dispatch": dispatch, "load": load,
     }
-    write_results(RESULTS, result)
+    if not args.smoke:
+        write_results(RESULTS, result)
 
     d, ld = dispatch, load
     print(f"Dispatch of {SESSIONS} headless sessions ({FILES} files), median of {REPEATS}:")
@@ -275,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
           f"latency p50 {sr['latency_ms_p50']:.0f} ms, p95 {sr['latency_ms_p95']:.0f} ms, "
           f"max {sr['latency_ms_max']:.0f} ms; sidecar CPU per report {ld['sidecar_cpu_ms_per_report']:.1f} ms")
     print(f"\nload average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} ({os.cpu_count()} cpus)")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {RESULTS}" if not args.smoke else "smoke run: no results written")
     return 0
 
 

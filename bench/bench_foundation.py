@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of the foundation: what a session costs next to the raw git it wraps.
 
-    python bench/bench_foundation.py [--quick] [--rounds N] [--sessions M] [--runs K] [--files F] [--profile]
+    python bench/bench_foundation.py [--quick] [--smoke] [--rounds N] [--sessions M] [--runs K] [--files F] [--profile]
 
 Run it with the virtualenv's python (the one whose bin/ holds `para`). Everything
 happens in a private environment (fresh HOME, PARA_CONFIG, a 0700
@@ -58,6 +58,7 @@ from typing import Any, Callable
 
 from _common import (PARA, PARA_SCRIPT, PYTHON, ROOT, Sidecar, isolate, machine, make_repo, private_runtime,
                      results_path, rss, write_results)
+from _common import SMOKE_HELP
 
 RESULTS = results_path("foundation")
 TARGETS = {"start_cancel_ratio": 1.5, "list_wall_ms": 150.0, "rss_mb": 120.0}
@@ -267,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--files", type=int, default=300, help="tracked files in the repository")
     ap.add_argument("--profile", action="store_true", help="also profile start+cancel (see the docstring)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.quick, args.rounds, args.sessions, args.runs, args.files = True, 1, 2, 2, 10
     rounds = args.rounds or (5 if args.quick else 20)
     sessions = args.sessions or (30 if args.quick else 100)
     runs = args.runs or (5 if args.quick else 15)
@@ -355,12 +359,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     out["machine"]["loadavg_after"] = os.getloadavg()
-    write_results(RESULTS, out)
-    report(out)
+    if not args.smoke:
+        write_results(RESULTS, out)
+    report(out, written=not args.smoke)
     return 0
 
 
-def report(out: dict[str, Any]) -> None:
+def report(out: dict[str, Any], written: bool = True) -> None:
     cfg, sc, ls, lp = out["config"], out["start_cancel"], out["list_sessions"], out["list_vs_python"]
     t = out["targets"]
 
@@ -413,7 +418,7 @@ def report(out: dict[str, Any]) -> None:
         print("  para_rpc functions by cumulative time (whole profiled run):")
         for row in p["top_functions"][:12]:
             print(f"    {row['cum']:7.3f}s cum {row['own']:7.3f}s own {row['calls']:6d} calls  {row['where']}")
-    print(f"\nwritten: {RESULTS}")
+    print(f"\nwritten: {RESULTS}" if written else "\nsmoke run: no results written")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 """Benchmark: N sessions with disjoint changes integrating concurrently through the
 sidecar, against the same N squash merges done with raw git in sequence.
 
-    python bench/bench_integrate.py [--quick] [--sessions N] [--repeats R] [--profile]
+    python bench/bench_integrate.py [--quick] [--smoke] [--sessions N] [--repeats R] [--profile]
 
 Everything runs in a private environment (fresh HOME, PARA_CONFIG, a 0700
 PARA_RUNTIME_DIR under /tmp, no global/system git config, a fixed git identity)
@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from _common import PARA, ROOT, Sidecar, git, isolate, machine, make_repo, proc_cpu, results_path, write_results
+from _common import SMOKE_HELP
 
 RESULTS = results_path("integrate")
 TARGET_RATIO = 1.5
@@ -374,7 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --quick)")
     ap.add_argument("--profile", action="store_true", help="also profile one RPC phase (see the docstring)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.quick, args.sessions, args.files, args.repeats = True, 2, 10, 1
     n = args.sessions
     repeats = args.repeats or (1 if args.quick else 3)
     work = Path(tempfile.mkdtemp(prefix="para-bench-"))
@@ -410,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         floor_repo = work / "r0-para-cli"
         out["cli_round_trip_floor"] = cli_floor(floor_repo)
         crepo = build_conflicts_repo(work / "conflicts", sc, n, args.files)
-        out["conflicts"] = run_conflicts(crepo, sc, n, 3 if args.quick else 7)
+        out["conflicts"] = run_conflicts(crepo, sc, n, 1 if args.smoke else 3 if args.quick else 7)
     finally:
         sc.stop()
 
@@ -436,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         print("  profiling one RPC phase ...", file=sys.stderr, flush=True)
         out["profile"] = profile(work, runtime, n, args.files)
 
-    write_results(RESULTS, out)
+    if not args.smoke:
+        write_results(RESULTS, out)
 
     print(f"\n{n} sessions, disjoint changes, {args.files} tracked files, {repeats} repeat(s), "
           f"{os.cpu_count()} CPU(s), {out['machine']['git']}")
@@ -468,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         print("sidecar Python, top by own time:")
         for f in pr["sidecar_python_top_tottime"][:10]:
             print(f"  {f['function']:<60}{f['tottime']:>8.3f}s")
-    print(f"\nwrote {RESULTS}")
+    print(f"\nwrote {RESULTS}" if not args.smoke else "\nsmoke run: no results written")
     if args.keep:
         print(f"scratch kept in {work}")
     else:

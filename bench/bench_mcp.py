@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: MCP through `para mcp` (the stdio bridge an AI client launches).
 
-    python bench/bench_mcp.py [--quick] [--sessions N] [--calls C] [--starts S]
+    python bench/bench_mcp.py [--quick] [--smoke] [--sessions N] [--calls C] [--starts S]
 
 Everything runs in a private environment (fresh HOME, PARA_CONFIG, a 0700
 PARA_RUNTIME_DIR under /tmp, no global/system git config, a fixed identity)
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import PARA, isolate, machine, make_repo, results_path, write_results
+from _common import SMOKE_HELP
 
 RESULTS = results_path("mcp")
 
@@ -148,7 +149,10 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=100)
     ap.add_argument("--calls", type=int, default=None, help="round trips per measurement (default 200)")
     ap.add_argument("--starts", type=int, default=None, help="warm/cold starts (default 15/5)")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
+    if args.smoke:
+        args.quick, args.sessions, args.calls, args.starts = True, 2, 3, 1
     calls = args.calls or (30 if args.quick else 200)
     warm_n, cold_n = (args.starts, args.starts) if args.starts else ((3, 2) if args.quick else (15, 5))
 
@@ -191,7 +195,8 @@ def main() -> None:
         "mcp_over_jsonrpc_config_median": rt["mcp_para_config_show"]["median_ms"] / rt["jsonrpc_para_config"]["median_ms"],
         "mcp_over_git_worktree_list_median": rt["mcp_para_list"]["median_ms"] / rt["git_worktree_list"]["median_ms"],
     }
-    write_results(RESULTS, results)
+    if not args.smoke:
+        write_results(RESULTS, results)
     print(f"\nMCP through `para mcp`, {args.sessions} sessions ({platform.python_version()}, "
           f"{os.cpu_count()} cpus)\n")
     print(f"{'measurement':<44} {'median ms':>10} {'p90 ms':>10} {'n':>5}")
@@ -208,7 +213,7 @@ def main() -> None:
         print(f"{label:<44} {s['median_ms']:>10.1f} {s['p90_ms']:>10.1f} {s['n']:>5}")
     print(f"\nMCP / JSON-RPC (median): para_list {results['ratios']['mcp_over_jsonrpc_median']:.2f}x, "
           f"config {results['ratios']['mcp_over_jsonrpc_config_median']:.2f}x")
-    print(f"results written to {RESULTS}")
+    print(f"results written to {RESULTS}" if not args.smoke else "smoke run: no results written")
 
 
 if __name__ == "__main__":

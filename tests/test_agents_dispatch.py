@@ -78,10 +78,13 @@ def test_headless_dispatch_runs_the_agent_in_its_worktree_and_its_work_lands(api
 
 
 def test_editor_mode_runs_the_agent_in_the_editor(api, repo, out, editor):
-    """With an editor connected, auto mode asks it (para/runInTerminal) to run the agent."""
+    """With an editor connected, auto mode asks it (para/runInTerminal) to run the agent.
+    (The editor gets the longest agent.editor_timeout, so a slow machine cannot turn this
+    into the headless fallback, which has its own test.)"""
     ed = editor("run")
     prof = step_profile(f"env:{out}/env.json", "write:e.txt=editor\n", "integrate:From the editor")
-    r, _ = dispatch(repo, "ed", "-p", "edit it", "--agent", "w", profiles={"w": prof})
+    r, _ = dispatch(repo, "ed", "-p", "edit it", "--agent", "w", profiles={"w": prof},
+                    env={"PARA_AGENT_EDITOR_TIMEOUT": "120"})
     api.wait_event("integrated", "ed")
     assert api.wait_event("agent_exited", "ed")["data"]["exit_code"] == 0
 

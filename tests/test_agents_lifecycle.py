@@ -301,17 +301,52 @@ def test_monitor_until_done_exits_when_the_agents_are_done(api, repo, out):
 
 # ---- the demo -------------------------------------------------------------------------------------------
 
+def demo_sidecars(tmp: Path) -> list[int]:
+    """Live sidecars whose runtime directory lies under `tmp` (the demo's)."""
+    return [pid for pid in (int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit())
+            if pid_alive(pid) and "para_rpc.server.sidecar" in _cmdline(pid)
+            and proc_environ(pid).get("PARA_RUNTIME_DIR", "").startswith(str(tmp))]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def printed_after(stdout: str, command: str) -> list[str]:
+    """The lines the demo printed after `$ command`, up to its next `$ ` or `== ` line."""
+    lines = stdout.splitlines()
+    start = lines.index(f"$ {command}") + 1
+    out = []
+    for line in lines[start:]:
+        if line.startswith(("$ ", "== ")):
+            break
+        out.append(line)
+    return out
+
+
 def test_demo_runs_to_the_end():
+    """`para demo` runs its plan to the end: main's history, as git prints it, is one commit per
+    task in plan order (step 1, the two step-2 tasks, step 3) on the initial commit, the demo
+    repository's checkout is clean, and the sidecar the demo started has stopped (a sidecar
+    left running fails the test; it is stopped only afterwards, for the tests that follow)."""
     tmp = Path(tempfile.mkdtemp(prefix="d", dir="/tmp"))  # short: the demo's socket lives under it
     try:
         proc = subprocess.run([*PARA_ARGV, "demo"], env={**os.environ, "TMPDIR": str(tmp)}, capture_output=True,
                               text=True, stdin=subprocess.DEVNULL, timeout=150)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert "plan_done" in proc.stdout and "Final history" in proc.stdout
-        assert "Traceback" not in proc.stderr
+        assert "plan_done" in proc.stdout and "Traceback" not in proc.stderr
+        history = printed_after(proc.stdout, "git log --graph --oneline main")
+        subjects = [line.split(" ", 2)[2] for line in history]
+        assert all(line.startswith("* ") for line in history), history  # linear: no merge commits
+        assert subjects[0] == "Document usage" and sorted(subjects[1:3]) == ["Add multiplication", "Add subtraction"]
+        assert subjects[3:] == ["Document the calc API", "A tiny calculator and its plan"], history
+        assert printed_after(proc.stdout, "git status --short --branch") == ["## main"]
+        # The demo stops its sidecar; one still exiting gets the time to finish, one left running fails.
+        wait_until(lambda: not demo_sidecars(tmp), timeout=30, what="the demo's sidecar to exit (never left running)")
     finally:
-        for entry in Path("/proc").iterdir():  # a sidecar the demo left behind (it should not)
-            if entry.name.isdigit() and proc_environ(int(entry.name)).get("PARA_RUNTIME_DIR", "").startswith(
-                    str(tmp)):
-                stop_pid(int(entry.name))
+        for pid in demo_sidecars(tmp):
+            stop_pid(pid)
         shutil.rmtree(tmp, ignore_errors=True)

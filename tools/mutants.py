@@ -88,7 +88,8 @@ MUTANTS = [
     Mutant("M7a", "integrations into one target wait in a queue",
            [("para_rpc/service/core.py", "        return self.target_locks.setdefault(branch, asyncio.Lock())",
              "        return contextlib.nullcontext()  # MUTANT: no queue")],
-           ["test_ten_concurrent_integrations_land_exactly_once_each", "test_queued_integrations_land_in_arrival_order"]),
+           ["test_ten_concurrent_integrations_land_exactly_once_each",
+            "test_queued_integrations_land_in_arrival_order"]),
     Mutant("M7b", "the integration queue is first come, first served",
            [("para_rpc/service/core.py", "        return self.target_locks.setdefault(branch, asyncio.Lock())",
              LIFO_LOCK)],
@@ -150,6 +151,11 @@ MUTANTS = [
            [("para_rpc/service/repair.py", "            await integrate.abort_in(s.worktree, rec[\"pre\"])\n",
              "            pass\n")],
            ["test_an_integration_killed_while_materializing_its_conflict_is_undone"]),
+    Mutant("M23", "the demo stops the sidecar it started",
+           [("para_rpc/demo.py", '        run(["sidecar", "stop"], show=False)\n', ""),
+            ("para_rpc/demo.py",
+             '        subprocess.run(para + ["sidecar", "stop"], cwd=repo, env=env, capture_output=True)\n', "")],
+           ["test_demo_runs_to_the_end"]),
 ]
 
 
