@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
 
-from conftest import Sidecar, branches, commit_file, git, rev, sidecar_pids, worktree_paths
+from conftest import Sidecar, branches, commit_file, git, rev, sidecar_pids, wait_until, worktree_paths
 from test_crash import ZERO, crash_at, post_checkout, ref_update
 
 pytest.register_assert_rewrite("integrate_util")
@@ -93,8 +92,8 @@ def test_a_repair_that_cannot_succeed_leaves_a_note_and_the_operation_pending(
     assert para_json("start", "y")["state"] == "active"  # everything else works
 
     # A second restart tries again and fails again, without repeating the note.
-    for pid in sidecar_pids(os.environ["PARA_RUNTIME_DIR"]):
-        os.kill(pid, signal.SIGKILL)
+    para("sidecar", "stop")
+    wait_until(lambda: sidecar_pids(os.environ["PARA_RUNTIME_DIR"]) == [], what="the sidecar to exit")
     s = sessions(para_json)["x"]
     assert [n for n in s["notes"] if n.startswith("could not repair")] == notes
     assert s["pending_op"] == "resume"
