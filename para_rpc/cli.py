@@ -113,7 +113,7 @@ _FAST: dict[str, tuple[str, str | None, dict[str, tuple[str, bool]], Any]] = {
     "cancel": ("para/cancel", "session", {"--discard": ("discard", False)}, None),
     "integrate": ("para/integrate", "message", {**_SESSION_FLAG, "--strategy": ("strategy", True),
                                                 "--target": ("target", True)}, _print_integration),
-    "continue": ("para/continue", "session", {}, _print_integration),
+    "continue": ("para/continue", "session", {"--force": ("force", False)}, _print_integration),
     "status": ("para/report", "task", {**_SESSION_FLAG, "--tests": ("tests", True), "--todos": ("todos", True),
                                        "--blocked": ("blocked", True)}, lambda r: None),
 }
@@ -279,9 +279,11 @@ def integrate(message: Annotated[Optional[str], typer.Argument(help="Commit mess
 
 
 @app.command("continue")
-def continue_(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+def continue_(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
+              force: Annotated[bool, typer.Option("--force", help="Stage everything as it is, even conflicts nobody resolved (marker-like lines, unstaged binary/deleted/renamed paths).")] = False,
+              as_json: JsonOpt = False) -> None:
     """Complete a paused integration once its conflicts are resolved in the worktree."""
-    _call("para/continue", {"session": name}, as_json, _print_integration)
+    _call("para/continue", {"session": name, "force": force}, as_json, _print_integration)
 
 
 @app.command()

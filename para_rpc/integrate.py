@@ -14,19 +14,27 @@ only knows git.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shlex
+import stat
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from para_rpc import git
 from para_rpc.errors import Code, ParaError
 
 STRATEGIES = ("squash", "merge", "rebase", "ff")
-_MARKER = re.compile(rb"^(<{7}|={7}|>{7}|\|{7})(?: |$)", re.M)
+# One line of a conflict marker: `<<<<<<< ours`, `=======`, `>>>>>>> theirs`, `||||||| base`
+# (CRLF files keep their `\r`).
+_MARKER = re.compile(rb"(?:<{7}|={7}|>{7}|\|{7})(?: .*)?\r?")
 CHECK_OUTPUT_LIMIT = 20_000
+# Conflicted files are read from session worktrees, which agents write: only regular
+# files (never through a symlink, never a FIFO or device), at most this many bytes.
+READ_LIMIT = 16 * 1024 * 1024
+log = logging.getLogger("para.integrate")
 
 
 @dataclass
@@ -58,27 +66,53 @@ async def tree_hunks(root: str, tree: str, paths: list[str]) -> dict[str, list[l
     return {p: marker_ranges(b) for p, b in zip(paths, blobs)}
 
 
-def worktree_hunks(wt: str, paths: list[str]) -> dict[str, list[list[int]]]:
-    result = {}
-    for p in paths:
-        try:
-            result[p] = marker_ranges(Path(wt, p).read_bytes())
-        except OSError:  # deleted on one side: no markers to show
-            result[p] = []
-    return result
+def read_regular(wt: str, path: str, limit: int = READ_LIMIT) -> bytes | None:
+    """The first `limit` bytes of `path` in the worktree if it is a regular file inside it;
+    None for anything else (missing, a symlink, a FIFO, a device, a path through a symlinked
+    directory). Blocking: call it from a worker thread."""
+    full, top = os.path.join(wt, path), os.path.realpath(wt)
+    parent = os.path.realpath(os.path.dirname(full))
+    if parent != top and not parent.startswith(top + os.sep):
+        return None
+    try:
+        if not stat.S_ISREG(os.lstat(full).st_mode):
+            return None
+        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between the lstat and the open
+            return None
+        return f.read(limit)
 
 
-def remaining_markers(wt: str, paths: list[str]) -> list[str]:
-    """`path:line` of conflict markers still present in the given files."""
+async def worktree_hunks(wt: str, paths: list[str]) -> dict[str, list[list[int]]]:
+    """Conflict block ranges of the conflicted files in a worktree ([] where there are none to
+    show: deleted, binary, a symlink, a submodule), read off the event loop."""
+    def read() -> dict[str, list[list[int]]]:
+        return {p: marker_ranges(read_regular(wt, p) or b"") for p in paths}
+    return await asyncio.to_thread(read)
+
+
+async def remaining_markers(wt: str, paths: list[str], sides: list[str]) -> list[str]:
+    """`path:line` of conflict markers still present in the given files. A marker-like line
+    counts only when the file has more copies of it than either side of the merge has
+    (`sides`: commits, or index stages like `:2`, whose version of the file is content), so a
+    reStructuredText title underlined with `=======` is content, and a stray `=======` left
+    from a conflict is not. Symlinks and other non-regular files are never read."""
+    data = await asyncio.to_thread(lambda: {p: read_regular(wt, p) for p in paths})
     found = []
     for p in paths:
-        try:
-            data = Path(wt, p).read_bytes()
-        except OSError:
+        lines = (data[p] or b"").split(b"\n")
+        marks = [(n, line.rstrip(b"\r")) for n, line in enumerate(lines, 1) if _MARKER.fullmatch(line)]
+        if not marks:
             continue
-        for m in _MARKER.finditer(data):
-            line = data.count(b"\n", 0, m.start()) + 1
-            found.append(f"{p}:{line}")
+        here = Counter(line for _, line in marks)
+        allowed: Counter[bytes] = Counter()
+        for side in sides:
+            blob = await git.show_blob(wt, f"{side}:{p}")
+            allowed |= Counter(line.rstrip(b"\r") for line in blob.split(b"\n") if _MARKER.fullmatch(line))
+        found += [f"{p}:{n}" for n, line in marks if here[line] > allowed[line]]
     return found
 
 
@@ -127,19 +161,44 @@ async def rebase_onto(wt: str, old: str) -> list[str]:
     return unmerged
 
 
-async def continue_in(wt: str, kind: str, files: list[str]) -> list[str]:
+async def continue_in(wt: str, kind: str, files: list[str], hunks: dict[str, list],
+                      sides: list[str], force: bool = False) -> list[str]:
     """Complete a stopped merge or rebase once the conflicts are resolved.
-    Returns the paths of a new conflict (a rebase may stop again), else []."""
-    markers = remaining_markers(wt, files)
-    if markers:
-        raise ParaError(Code.conflict, "conflict markers remain: " + ", ".join(markers[:20]),
-                        markers=markers)
+    Returns the paths of a new conflict (a rebase may stop again), else [].
+
+    Nothing is taken as resolved that nobody resolved: a file whose conflict had text
+    markers is resolved once they are gone; any other path git still lists as unmerged
+    (binary, modify/delete, rename, file/directory, submodule: nothing to edit away) must
+    have been staged by someone (`git add`/`git rm`), as `git commit` requires. `force`
+    stages everything as it is instead. The merge commit runs the repository's commit
+    hooks, as `git commit` would."""
+    if not force:
+        markers = await remaining_markers(wt, files, sides)
+        if markers:
+            raise ParaError(Code.conflict, "conflict markers remain: " + ", ".join(markers[:20])
+                            + f"; edit them away in {wt} (if those lines are meant to be there, "
+                            "`para continue --force`)", markers=markers)
+        unmerged = await git.unmerged_paths(wt)
+
+        def not_edited() -> list[str]:
+            return [p for p in unmerged if not (hunks.get(p) and read_regular(wt, p, 0) is not None)]
+        unresolved = await asyncio.to_thread(not_edited)
+        if unresolved:
+            raise ParaError(Code.conflict, f"{len(unresolved)} conflicted path(s) were not resolved: "
+                            + ", ".join(unresolved[:20]) + ". They have no conflict markers to edit "
+                            "(binary, deleted, renamed, file/directory or submodule conflicts): in "
+                            f"{wt}, choose a version and stage it (`git checkout --ours|--theirs PATH` then "
+                            "`git add PATH`, or `git rm PATH`), then `para continue` again; "
+                            "`para continue --force` stages everything as it is", files=unresolved)
     await git.stage_all(wt)
     left = await git.unmerged_paths(wt)
     if left:
         raise ParaError(Code.conflict, "unmerged paths remain: " + ", ".join(left), files=left)
     if kind == "merge":
-        await git.run(wt, "commit", "--no-edit", "--quiet", "--no-verify")
+        res = await git.run(wt, "commit", "--no-edit", "--quiet", check=False)
+        if res.rc != 0:
+            raise ParaError(Code.git_failed, f"git commit of the resolution failed in {wt}: "
+                            f"{res.err.strip() or res.out.strip()}", stderr=res.err.strip())
         return []
     step = "--continue"
     while True:

@@ -57,6 +57,10 @@ class IntegrateParams(SessionParams, kw_only=True):
     dry_run: bool = False
 
 
+class ContinueParams(SessionParams, kw_only=True):
+    force: bool = False  # stage everything as it is, even conflicts nobody resolved
+
+
 class ConflictsParams(RepoParams, kw_only=True):
     target: str | None = None
 
@@ -138,7 +142,7 @@ SERVICE_METHODS: dict[str, tuple[type[Base], str]] = {
     "para/show": (SessionParams, "show"),
     "para/finish": (FinishParams, "finish"),
     "para/integrate": (IntegrateParams, "integrate"),
-    "para/continue": (SessionParams, "continue_"),
+    "para/continue": (ContinueParams, "continue_"),
     "para/abort": (SessionParams, "abort"),
     "para/conflicts": (ConflictsParams, "conflicts"),
     "para/cancel": (CancelParams, "cancel"),

@@ -665,8 +665,13 @@ def _register(fe: McpFrontend) -> None:
     @tool("para_continue", "Complete a paused integration", _ann(destructive=True), _describe(
         "After the conflicts of a paused (conflicted) session have been resolved in its worktree, complete "
         "its integration: the resolution is committed and the session lands on its target.", "conflicts"))
-    async def para_continue(session: SessionReq, repo: Repo = None) -> SessionOut:
-        return await fe.call("para/continue", repo, session=session)
+    async def para_continue(
+        session: SessionReq,
+        force: Annotated[bool, Field(description="Stage everything as it is, even conflicts nobody resolved "
+                                     "(marker-like lines left, binary/deleted/renamed paths not staged).")] = False,
+        repo: Repo = None,
+    ) -> SessionOut:
+        return await fe.call("para/continue", repo, session=session, force=force)
 
     @tool("para_abort", "Abort a paused integration", _ann(destructive=True),
           "Give up a paused integration: the session goes back exactly to its pre-integration commit and "

@@ -11,7 +11,7 @@ from para_rpc import git, integrate
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import Op, Session, Status, now, to_builtins
 from para_rpc.names import validate_branch_name
-from para_rpc.params import ConflictsParams, IntegrateParams, SessionParams
+from para_rpc.params import ConflictsParams, ContinueParams, IntegrateParams, SessionParams
 from para_rpc.service.core import STATUS_CONCURRENCY, Repo, ServiceCore, _check_message, _utc_stamp
 
 
@@ -142,7 +142,7 @@ class Integration(ServiceCore):
         await integrate.abort_in(s.worktree, commit)
 
     async def _pause(self, repo: Repo, s: Session, kind: str, files: list[str]) -> None:
-        hunks = integrate.worktree_hunks(s.worktree, files)
+        hunks = await integrate.worktree_hunks(s.worktree, files)
         s.integration.update(kind=kind, files=files, hunks=hunks)
         s.status, s.op = Status.conflicted, None
         repo.store.save(s)
@@ -191,7 +191,7 @@ class Integration(ServiceCore):
         wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
         return to_builtins(self._info(repo, s, wts, branches))
 
-    async def continue_(self, p: SessionParams) -> dict[str, Any]:
+    async def continue_(self, p: ContinueParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
         async with self._locked(repo, p.session, p.cwd) as s:
@@ -204,7 +204,9 @@ class Integration(ServiceCore):
                 # Resolved by hand with git commit / rebase --continue: nothing left to complete.
                 stopped = []
             else:
-                stopped = await integrate.continue_in(s.worktree, rec["kind"], rec["files"])
+                sides = [side for side in (":2", ":3", rec.get("pre"), rec.get("old")) if side]
+                stopped = await integrate.continue_in(s.worktree, rec["kind"], rec["files"],
+                                                      rec.get("hunks") or {}, sides, force=p.force)
             if stopped:
                 s.status = Status.integrating  # _pause expects to move from an in-flight state
                 await self._pause(repo, s, rec["kind"], stopped)
