@@ -302,9 +302,12 @@ def conflicts(target: Annotated[Optional[str], typer.Option("--target", help="Fo
             print(f"No conflicts among {len(r['sessions'])} session(s).")
         for s in r["sessions"]:
             if not s["clean"]:
-                print(f"{s['session']} x {s['target']}: {', '.join(s['files'])}")
+                print(f"{s['session']} x {s['target']}: "
+                      + ("unrelated histories: it cannot land there" if s.get("unrelated") else ", ".join(s["files"])))
         for pair in r["pairs"]:
             print(f"{pair['a']} x {pair['b']}: {', '.join(pair['files'])}")
+        for pair in r.get("unrelated", []):
+            print(f"{pair['a']} x {pair['b']}: unrelated histories (not compared)")
     _call("para/conflicts", {"target": target}, as_json, render)
 
 

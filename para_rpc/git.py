@@ -27,6 +27,14 @@ BASE_ENV.update(GIT_EDITOR="true", GIT_SEQUENCE_EDITOR="true", GIT_MERGE_AUTOEDI
 
 _FALLBACK_IDENTITY = ("-c", "user.name=para", "-c", "user.email=para@localhost")
 
+# Configuration that would change what para parses is pinned for every git call: a
+# user's `color.ui=always` or `log.showSignature=true` must not leak escapes or
+# signature reports into commit lists, messages or diffstats, `diff.noprefix` into
+# patches, and names are never octal-quoted (`-z` output is never quoted anyway).
+BASE_ARGS = ("-c", "color.ui=never", "-c", "color.diff=never", "-c", "color.status=never",
+             "-c", "log.showSignature=false", "-c", "log.decorate=false", "-c", "diff.noprefix=false",
+             "-c", "diff.mnemonicPrefix=false", "-c", "core.quotePath=false")
+
 
 # Files para writes into a worktree for the agent. info/exclude hides them, but a
 # repository's own .gitignore can re-include them (`!*.md`), so they are also
@@ -47,7 +55,7 @@ async def run(cwd: str | Path, *args: str, check: bool = True, env: dict[str, st
     full_env = BASE_ENV if env is None else {**BASE_ENV, **env}
     try:
         proc = await asyncio.create_subprocess_exec(
-            "git", *args, cwd=str(cwd), env=full_env,
+            "git", *BASE_ARGS, *args, cwd=str(cwd), env=full_env,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     except FileNotFoundError:
@@ -303,8 +311,8 @@ async def in_progress(wt: str | Path) -> str | None:
 
 
 async def show_blob(cwd: str | Path, spec: str) -> bytes:
-    proc = await asyncio.create_subprocess_exec("git", "cat-file", "blob", spec, cwd=str(cwd), env=BASE_ENV,
-                                                stdin=asyncio.subprocess.DEVNULL,
+    proc = await asyncio.create_subprocess_exec("git", *BASE_ARGS, "cat-file", "blob", spec, cwd=str(cwd),
+                                                env=BASE_ENV, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     data, _ = await proc.communicate()
     return data if proc.returncode == 0 else b""
@@ -315,13 +323,16 @@ async def tree_of(cwd: str | Path, rev: str) -> str:
 
 
 async def merge_tree(cwd: str | Path, ours: str, theirs: str) -> tuple[bool, str, list[str]]:
-    """Merge two commits without a worktree: (clean, result tree, conflicted paths)."""
-    res = await run(cwd, "merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs,
+    """Merge two commits without a worktree: (clean, result tree, conflicted paths).
+    Names are read NUL-separated, verbatim (never C-quoted). Commits with no common
+    history raise git_failed with `data.unrelated`."""
+    res = await run(cwd, "merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", ours, theirs,
                     check=False)
     if res.rc not in (0, 1):
-        raise ParaError(Code.git_failed, f"git merge-tree failed: {res.err.strip()}")
-    lines = res.out.splitlines()
-    return res.rc == 0, lines[0] if lines else "", [p for p in lines[1:] if p]
+        raise ParaError(Code.git_failed, f"git merge-tree failed: {res.err.strip()}",
+                        unrelated="unrelated histories" in res.err)
+    tree, *names = res.out.split("\0")
+    return res.rc == 0, tree.strip(), list(dict.fromkeys(p for p in names if p))
 
 
 async def is_integrated(cwd: str | Path, branch: str, target: str) -> bool:

@@ -233,6 +233,7 @@ class ConflictsOut(TypedDict):
     clean: bool
     sessions: list[dict[str, Any]]
     pairs: list[dict[str, Any]]
+    unrelated: list[dict[str, Any]]
 
 
 class DiffOut(TypedDict, total=False):

@@ -29,15 +29,12 @@ class Integration(ServiceCore):
             raise ParaError(Code.invalid_input, "a session cannot be integrated into its own branch")
         if await git.resolve(repo.root, f"refs/heads/{target}") is None:
             raise ParaError(Code.not_found, f"target branch {target!r} does not exist", branch=target)
-        if p.dry_run:
+        if p.dry_run:  # the same checks as the real one, so the forecast never promises what it refuses
+            self._check_integrable(s)
             return await self._predict(repo, s, target, strategy, message)
         async with repo.session_lock(s.name):
             s = self._find(repo, s.name, p.cwd)
-            if s.status is Status.conflicted:
-                raise ParaError(Code.wrong_state, f"session {s.name!r} is paused on conflicts in {s.worktree}; "
-                                f"resolve them and run `para continue {s.name}`, or `para abort {s.name}`",
-                                session=s.name, files=(s.integration or {}).get("files", []))
-            self._require(s, (Status.active, Status.review), "integrate")
+            self._check_integrable(s)
             if os.path.isdir(s.worktree) and await git.status(s.worktree):
                 await git.stage_all(s.worktree)
                 if await git.has_staged(s.worktree):
@@ -50,6 +47,13 @@ class Integration(ServiceCore):
             s.integration = {"target": target, "strategy": strategy, "message": message, "pre": pre,
                              "resume_status": s.status.value, "stamp": _utc_stamp()}
             return await self._land(repo, s, cfg)
+
+    def _check_integrable(self, s: Session) -> None:
+        if s.status is Status.conflicted:
+            raise ParaError(Code.wrong_state, f"session {s.name!r} is paused on conflicts in {s.worktree}; "
+                            f"resolve them and run `para continue {s.name}`, or `para abort {s.name}`",
+                            session=s.name, files=(s.integration or {}).get("files", []))
+        self._require(s, (Status.active, Status.review), "integrate")
 
     async def _default_message(self, repo: Repo, s: Session, target: str, tip: str, strategy: str) -> str:
         if strategy == "merge":
@@ -277,6 +281,8 @@ class Integration(ServiceCore):
         uncommitted work included, before anyone integrates."""
         repo = await self.repo(p.cwd)
         target = validate_branch_name(p.target, "target branch") if p.target is not None else None
+        if target is not None and await git.resolve(repo.root, f"refs/heads/{target}") is None:
+            raise ParaError(Code.not_found, f"target branch {target!r} does not exist", branch=target)
         sessions = [s for s in repo.store.live() if s.status in (Status.active, Status.review, Status.conflicted)]
         sem = asyncio.Semaphore(STATUS_CONCURRENCY)
 
@@ -292,9 +298,16 @@ class Integration(ServiceCore):
             if t not in tips:
                 tips[t] = await git.resolve(repo.root, f"refs/heads/{t}")
 
-        async def forecast(a: str, b: str) -> tuple[bool, list[str], dict]:
+        async def forecast(a: str, b: str) -> tuple[bool, list[str], dict] | None:
+            """None when the two have no history in common (nothing to forecast; one such pair
+            must not hide the forecast of all the others)."""
             async with sem:
-                clean, tree, files = await git.merge_tree(repo.root, a, b)
+                try:
+                    clean, tree, files = await git.merge_tree(repo.root, a, b)
+                except ParaError as e:
+                    if e.data.get("unrelated"):
+                        return None
+                    raise
                 return clean, files, (await integrate.tree_hunks(repo.root, tree, files)) if files else {}
 
         usable = [s for s in sessions if snaps[s.name][0]]
@@ -303,11 +316,13 @@ class Integration(ServiceCore):
         pairs = [(a, b) for i, a in enumerate(usable) for b in usable[i + 1:]]
         vs_pairs = await asyncio.gather(*(forecast(snaps[a.name][0], snaps[b.name][0]) for a, b in pairs))
         report = []
-        for s, (clean, files, hunks) in zip([s for s in usable if tips[target or s.base_branch]], vs_target):
+        for s, fc in zip([s for s in usable if tips[target or s.base_branch]], vs_target):
+            clean, files, hunks = fc or (False, [], {})
             report.append({"session": s.name, "target": target or s.base_branch, "commit": snaps[s.name][0],
                            "includes_uncommitted": snaps[s.name][1], "clean": clean, "files": files,
-                           "hunks": hunks})
-        collisions = [{"a": a.name, "b": b.name, "files": files, "hunks": hunks}
-                      for (a, b), (clean, files, hunks) in zip(pairs, vs_pairs) if not clean]
-        return {"sessions": report, "pairs": collisions,
+                           "hunks": hunks, "unrelated": fc is None})
+        collisions = [{"a": a.name, "b": b.name, "files": fc[1], "hunks": fc[2]}
+                      for (a, b), fc in zip(pairs, vs_pairs) if fc is not None and not fc[0]]
+        unrelated = [{"a": a.name, "b": b.name} for (a, b), fc in zip(pairs, vs_pairs) if fc is None]
+        return {"sessions": report, "pairs": collisions, "unrelated": unrelated,
                 "clean": all(r["clean"] for r in report) and not collisions}
