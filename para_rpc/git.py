@@ -222,8 +222,10 @@ async def status(wt: str | Path) -> list[str]:
 
 
 async def stage_all(wt: str | Path, env: dict[str, str] | None = None) -> None:
-    """Stage everything but ignored files and para's own files."""
-    await run(wt, "add", "-A", env=env)
+    """Stage everything but ignored files and para's own files. `--sparse`: in a sparse
+    checkout, paths outside the cone (a new file there, a resolved conflict) are staged
+    too instead of failing or being skipped."""
+    await run(wt, "add", "-A", "--sparse", env=env)
     own = [f for f in OWN_FILES if os.path.lexists(os.path.join(wt, f))]
     if own:
         await run(wt, "reset", "--quiet", "--", *own, env=env, check=False)
@@ -267,8 +269,22 @@ async def snapshot(wt: str | Path, message: str = "para snapshot") -> str:
     return res.out.strip()
 
 
-async def commit_tree(cwd: str | Path, tree: str, parents: list[str], message: str) -> str:
+async def config_bool(cwd: str | Path, key: str) -> bool:
+    res = await run(cwd, "config", "--type=bool", "--get", key, check=False)
+    return res.rc == 0 and res.out.strip() == "true"
+
+
+async def config_value(cwd: str | Path, key: str) -> str | None:
+    res = await run(cwd, "config", "--get", key, check=False)
+    return (res.out.strip() or None) if res.rc == 0 else None
+
+
+async def commit_tree(cwd: str | Path, tree: str, parents: list[str], message: str, sign: bool = False) -> str:
+    """A commit of `tree`. With `sign`, it is signed when the repository says so
+    (`commit.gpgSign`; `-S` follows `user.signingKey` and `gpg.format`), as `git commit` would."""
     args = ["commit-tree", tree]
+    if sign and await config_bool(cwd, "commit.gpgSign"):
+        args.append("-S")
     for parent in parents:
         args += ["-p", parent]
     res = await run(cwd, *args, check=False, stdin=message.encode())
@@ -288,6 +304,44 @@ async def dirty_paths(wt: str | Path) -> set[str]:
     text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
                       env={"GIT_OPTIONAL_LOCKS": "0"})).out
     return {e[3:] for e in text.split("\0") if len(e) > 3 and e[3:] not in OWN_FILES}
+
+
+async def changed_gitlinks(cwd: str | Path, a: str, b: str) -> dict[str, tuple[str | None, str | None]]:
+    """Submodule pointers (gitlinks) that differ between two commits: {path: (in a, in b)},
+    None where the path is not a gitlink on that side."""
+    text = (await run(cwd, "diff-tree", "-r", "-z", "--no-renames", a, b)).out
+    fields, result = text.split("\0"), {}
+    for meta, path in zip(fields[0::2], fields[1::2]):
+        parts = meta.lstrip(":").split()
+        if len(parts) < 4 or "160000" not in parts[:2]:
+            continue
+        result[path] = (parts[2] if parts[0] == "160000" else None, parts[3] if parts[1] == "160000" else None)
+    return result
+
+
+async def index_entries(wt: str | Path, paths: list[str]) -> dict[str, str]:
+    """{path: object} of the merged (stage 0) index entries of these paths in a worktree."""
+    text = (await run(wt, "ls-files", "--stage", "-z", "--", *paths, env={"GIT_LITERAL_PATHSPECS": "1"})).out
+    result = {}
+    for entry in text.split("\0"):
+        meta, _, path = entry.partition("\t")
+        parts = meta.split()
+        if path and len(parts) == 3 and parts[2] == "0":
+            result[path] = parts[1]
+    return result
+
+
+async def index_differs(wt: str | Path, commit: str) -> set[str]:
+    """Paths where a worktree's index differs from `commit` (the worktree files are not looked at)."""
+    text = (await run(wt, "diff-index", "--cached", "--name-only", "--no-renames", "-z", commit)).out
+    return {p for p in text.split("\0") if p}
+
+
+async def submodule_update(wt: str | Path, paths: list[str]) -> Result:
+    """Check out the recorded commit in these initialised submodules, with what is already
+    fetched (para never fetches), not recursively."""
+    return await run(wt, "submodule", "--quiet", "update", "--no-fetch", "--", *paths, check=False,
+                     env={"GIT_LITERAL_PATHSPECS": "1"})
 
 
 async def unmerged_paths(wt: str | Path) -> list[str]:

@@ -116,9 +116,10 @@ async def remaining_markers(wt: str, paths: list[str], sides: list[str]) -> list
     return found
 
 
-async def candidate(root: str, strategy: str, old: str, tip: str, message: str) -> Candidate:
+async def candidate(root: str, strategy: str, old: str, tip: str, message: str, sign: bool = False) -> Candidate:
     """The commit `target` (at `old`) would move to, computed without any checkout.
-    For rebase this is a forecast only (a rebase replays commit by commit)."""
+    For rebase this is a forecast only (a rebase replays commit by commit). With `sign`,
+    a new commit is signed when the repository's `commit.gpgSign` asks for it."""
     if await git.is_ancestor(root, tip, old):
         return Candidate(True, old, await git.tree_of(root, old))  # nothing new
     if strategy in ("ff", "rebase") and await git.is_ancestor(root, old, tip):
@@ -132,7 +133,7 @@ async def candidate(root: str, strategy: str, old: str, tip: str, message: str) 
     if strategy == "rebase":
         return Candidate(True, None, tree)
     parents = [old] if strategy == "squash" else [old, tip]
-    return Candidate(True, await git.commit_tree(root, tree, parents, message), tree)
+    return Candidate(True, await git.commit_tree(root, tree, parents, message, sign=sign), tree)
 
 
 async def merge_target_into(wt: str, old: str, message: str) -> list[str]:
@@ -239,6 +240,13 @@ async def check_target_checkout(root: str, branch: str, old: str, new: str) -> g
         raise ParaError(Code.dirty, f"{w.path} has {branch} checked out with a {busy} in progress; "
                         "finish or abort it first", worktree=w.path)
     overlap = sorted(await git.dirty_paths(w.path) & await git.changed_paths(root, old, new))
+    links = await git.changed_gitlinks(root, old, new) if overlap else {}
+    if links:
+        # read-tree moves a submodule's pointer in the index, never the submodule's own
+        # checkout: one that sits elsewhere (moved by the user, or left behind) loses
+        # nothing, so it is only in the way when the user staged a pointer change.
+        index = await git.index_entries(w.path, [p for p in overlap if p in links])
+        overlap = [p for p in overlap if p not in links or index.get(p) != links[p][0]]
     if overlap:
         raise ParaError(Code.dirty, f"{w.path} has uncommitted changes to files this integration changes: "
                         + ", ".join(overlap[:20]) + "; commit or stash them, then integrate again",
@@ -260,17 +268,48 @@ async def advance_target(root: str, branch: str, old: str, new: str, message: st
             await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")
             raise ParaError(Code.dirty, f"could not update the checkout of {branch} at {holder.path}: "
                             f"{res.err.strip()}; nothing was changed", worktree=holder.path)
+        await follow_submodules(root, holder.path, old, new)
 
 
-async def sync_checkout_after_crash(root: str, branch: str, old: str, new: str) -> None:
-    """If the target moved but a checkout of it still has the old index (a crash
-    between update-ref and read-tree), bring that checkout along now."""
+async def follow_submodules(root: str, wt: str, old: str, new: str) -> None:
+    """After a checkout moved from `old` to `new`, move its initialised submodules whose
+    pointer changed and that sat, clean, at the old pointer (read-tree does not recurse).
+    Only what is already fetched is used; a submodule that cannot follow stays where it is
+    (check_target_checkout then does not hold it against the user)."""
+    follow = []
+    for path, (was, now) in (await git.changed_gitlinks(root, old, new)).items():
+        sub = os.path.join(wt, path)
+        if was is None or now is None or not os.path.exists(os.path.join(sub, ".git")):
+            continue
+        try:
+            if await git.out(sub, "rev-parse", "HEAD") == was and not await git.status(sub):
+                follow.append(path)
+        except ParaError:
+            continue
+    if follow:
+        res = await git.submodule_update(wt, follow)
+        if res.rc != 0:
+            log.warning("submodules %s in %s did not follow: %s", follow, wt, res.err.strip())
+
+
+async def sync_checkout_after_crash(root: str, branch: str, old: str, new: str) -> tuple[str, str] | None:
+    """A crash between update-ref and read-tree leaves the checkout of the target with the
+    old files in its index and tree while its HEAD is already `new`: its `git status` shows
+    the landed work staged as reverted. Bring it along now, as advance_target would have
+    (`read-tree -m -u old new` keeps unrelated staged and unstaged changes). If git
+    refuses (the user's changes are in the way), leave it untouched and return
+    (worktree, git's reason), for the caller to report."""
     w = await holder_of(root, branch)
     if w is None:
-        return
-    index_tree = (await git.run(w.path, "write-tree", check=False)).out.strip()
-    if index_tree == await git.tree_of(root, old) and index_tree != await git.tree_of(root, new):
-        await git.run(w.path, "read-tree", "-m", "-u", old, new, check=False)
+        return None
+    behind = await git.index_differs(w.path, new) & await git.changed_paths(root, old, new)
+    if not behind:
+        return None  # already brought along
+    res = await git.run(w.path, "read-tree", "-m", "-u", old, new, check=False)
+    if res.rc != 0:
+        return w.path, res.err.strip() or res.out.strip()
+    await follow_submodules(root, w.path, old, new)
+    return None
 
 
 async def run_check(root: str, scratch_dir: str, commit: str, command: str,

@@ -222,7 +222,11 @@ class ServiceCore:
         return best
 
     async def _base(self, repo: Repo, requested: str | None, cfg: dict[str, Any]) -> tuple[str, str]:
-        """The base branch and its commit: --base, else configured, else origin/HEAD, main, master."""
+        """The base branch and its commit: --base, else configured, else origin/HEAD, else the
+        trunk: the branch the main checkout is on if it is named like one (init.defaultBranch,
+        main, master: on `master` with a stale `main`, master), else init.defaultBranch, main,
+        master, else whatever branch the main checkout is on. A feature branch the user
+        happens to have checked out is not the trunk while a trunk-named branch exists."""
         if requested is not None:
             candidates = [validate_branch_name(requested, "base branch")]
         elif cfg["base_branch"]:
@@ -232,7 +236,9 @@ class ServiceCore:
             origin = await git.symbolic_ref(repo.root, "refs/remotes/origin/HEAD")
             if origin and "/" in origin:
                 candidates.append(origin.split("/", 1)[1])
-            candidates += ["main", "master"]
+            trunks = [b for b in (await git.config_value(repo.root, "init.defaultBranch"), "main", "master") if b]
+            current = await git.symbolic_ref(repo.root, "HEAD")
+            candidates += ([current] if current in trunks else []) + trunks + ([current] if current else [])
         for b in candidates:
             sha = await git.resolve(repo.root, f"refs/heads/{b}")
             if sha:

@@ -96,7 +96,7 @@ class Integration(ServiceCore):
         if old is None or tip is None:
             raise ParaError(Code.not_found, f"branch {target if old is None else s.branch!r} disappeared")
         rec["old"] = old
-        cand = await integrate.candidate(repo.root, strategy, old, tip, rec["message"])
+        cand = await integrate.candidate(repo.root, strategy, old, tip, rec["message"], sign=True)
         # A rebase, or a conflict, needs the session's own worktree; that rewrites its branch.
         rewrite = not cand.clean or (strategy == "rebase" and cand.commit is None)
         backup = None
@@ -112,7 +112,7 @@ class Integration(ServiceCore):
             if stopped:
                 await self._pause(repo, s, kind, stopped)
             cand = await integrate.candidate(repo.root, strategy, old, await git.out(wt, "rev-parse", "HEAD"),
-                                             rec["message"])
+                                             rec["message"], sign=True)
             if not cand.clean:  # cannot happen after a completed merge of the target; be loud if it does
                 raise ParaError(Code.internal, f"merge of {target} into {s.branch} did not resolve its conflicts")
         new = cand.commit
