@@ -171,9 +171,18 @@ async def delete_branch(cwd: str | Path, branch: str) -> None:
 
 async def update_ref(cwd: str | Path, ref: str, new: str, old: str | None = None,
                      message: str = "para") -> None:
-    """Move `ref` to `new`; with `old`, only if it still points there (compare-and-swap)."""
+    """Move `ref` to `new`; with `old`, only if it still points there (compare-and-swap).
+    A failure says whether the swap lost a race (`data.moved`: the ref no longer points at
+    `old`) or git refused for another reason (a hook, a lock, a broken ref)."""
     args = ["update-ref", "-m", message, ref, new] + ([old] if old is not None else [])
-    await run(cwd, *args)
+    res = await run(cwd, *args, check=False)
+    if res.rc != 0:
+        current = None
+        if old is not None:
+            current = (await run(cwd, "rev-parse", "--verify", "--quiet", ref, check=False)).out.strip()
+        raise ParaError(Code.git_failed, f"git update-ref failed: {res.err.strip() or res.out.strip()}",
+                        argv=["git", *args], stderr=res.err.strip(),
+                        moved=current is not None and current != old, current=current)
 
 
 async def delete_ref(cwd: str | Path, ref: str) -> None:

@@ -260,8 +260,11 @@ async def advance_target(root: str, branch: str, old: str, new: str, message: st
     try:
         await git.update_ref(root, f"refs/heads/{branch}", new, old, message)
     except ParaError as e:
-        raise ParaError(Code.busy, f"{branch} moved while integrating (someone committed to it); "
-                        "integrate again", detail=e.message) from None
+        if e.data.get("moved"):  # the compare-and-swap lost: someone moved the target meanwhile
+            raise ParaError(Code.busy, f"{branch} moved while integrating (someone committed to it); "
+                            "integrate again", detail=e.message) from None
+        raise ParaError(Code.git_failed, f"git refused to move {branch}: {e.data.get('stderr') or e.message}; "
+                        f"{branch} did not move", detail=e.message, branch=branch) from None
     if holder is not None:
         res = await git.run(holder.path, "read-tree", "-m", "-u", old, new, check=False)
         if res.rc != 0:
