@@ -665,7 +665,9 @@ def _register(fe: McpFrontend) -> None:
 
     @tool("para_continue", "Complete a paused integration", _ann(destructive=True), _describe(
         "After the conflicts of a paused (conflicted) session have been resolved in its worktree, complete "
-        "its integration: the resolution is committed and the session lands on its target.", "conflicts"))
+        "its integration: the resolution is committed and the session lands on its target. Conflicts without "
+        "text markers (binary, deleted, renamed, submodule) count as resolved only once a choice is staged "
+        "there (git add / git rm); force=true stages everything as it is.", "conflicts"))
     async def para_continue(
         session: SessionReq,
         force: Annotated[bool, Field(description="Stage everything as it is, even conflicts nobody resolved "
