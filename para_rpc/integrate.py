@@ -279,6 +279,8 @@ async def follow_submodules(root: str, wt: str, old: str, new: str) -> None:
     pointer changed and that sat, clean, at the old pointer (read-tree does not recurse).
     Only what is already fetched is used; a submodule that cannot follow stays where it is
     (check_target_checkout then does not hold it against the user)."""
+    if not os.path.exists(os.path.join(wt, ".gitmodules")):
+        return  # no submodules (the common case): no git call
     follow = []
     for path, (was, now) in (await git.changed_gitlinks(root, old, new)).items():
         sub = os.path.join(wt, path)

@@ -90,17 +90,31 @@ def sparse_edit(wt: Path, files: dict[str, str]) -> None:
     git("sparse-checkout", "set", "dir1", cwd=wt)
 
 
-def test_a_new_file_outside_the_sparse_cone_lands(api: Api) -> None:
+# command -> (argv, status afterwards, the ref that must hold the work afterwards)
+OUTSIDE_THE_CONE = {
+    "integrate": (["integrate", "outside the cone", "--session", "sp"], "integrated", "main"),
+    "finish": (["finish", "outside the cone", "--session", "sp"], "review", "para/sp"),
+    "cancel": (["cancel", "sp"], "cancelled", None),
+}
+
+
+@pytest.mark.parametrize("command", list(OUTSIDE_THE_CONE))
+def test_a_new_file_outside_the_sparse_cone_is_committed(api: Api, command: str) -> None:
     """R3-8a: `git add -A --sparse`: a file the session created outside the cone is committed
-    and lands (before: exit 5 "paths … outside of your sparse-checkout definition")."""
+    by integrate, finish and cancel alike (before: exit 5 "paths … outside of your
+    sparse-checkout definition")."""
+    argv, status, ref = OUTSIDE_THE_CONE[command]
     sparse_repo(api)
     wt = Path(api.call("para/start", name="sp")["worktree"])
     assert not (wt / "dir2").exists()
     write(wt, {"dir2/new.txt": "new\n", "dir1/f.txt": "f, edited\n"})
-    out = cli_json("integrate", "outside the cone", "--session", "sp", cwd=api.repo)
-    assert out["status"] == "integrated"
-    assert git("show", "main:dir2/new.txt", cwd=api.repo) == "new"
-    assert (api.repo / "dir1" / "f.txt").read_text() == "f, edited\n"
+    out = cli_json(*argv, cwd=api.repo)
+    assert out["status"] == status
+    ref = ref or out["archived_branch"]
+    assert git("show", f"{ref}:dir2/new.txt", cwd=api.repo) == "new"
+    assert git("show", f"{ref}:dir1/f.txt", cwd=api.repo) == "f, edited"
+    if command == "integrate":
+        assert (api.repo / "dir1" / "f.txt").read_text() == "f, edited\n"
     assert porcelain(api.repo) == []
 
 
