@@ -169,7 +169,11 @@ def settle(common_dir: str, eff: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if not view:
         return values
     cmds, _ = commands(view)
-    ok = bool(cmds) and approved(common_dir, digest)
+    broken = None
+    try:
+        ok = bool(cmds) and approved(common_dir, digest)
+    except ParaError as e:  # an unreadable trust file: only what needs these commands fails, saying so
+        ok, broken = False, e
     for key, value in view.items():
         if key == "agents":
             profiles = dict(values["agents"])
@@ -177,10 +181,10 @@ def settle(common_dir: str, eff: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 if name in agents.BUILTIN:
                     profiles[name] = _shadowing(file, name)
                 elif not ok:
-                    profiles[name] = _untrusted(f"agent profile {name!r}", file, cmds, digest)
+                    profiles[name] = broken or _untrusted(f"agent profile {name!r}", file, cmds, digest)
             values["agents"] = profiles
         elif not ok:
-            values[key] = _untrusted(f"`{key}`", file, cmds, digest)
+            values[key] = broken or _untrusted(f"`{key}`", file, cmds, digest)
     return values
 
 
@@ -189,7 +193,10 @@ def annotate(common_dir: str, eff: dict[str, dict[str, Any]]) -> dict[str, dict[
     (its content is approved), and `agents` lists the `refused` profiles with why."""
     view, _, digest = _project_view(eff)
     if view:
-        ok = approved(common_dir, digest)
+        try:
+            ok = approved(common_dir, digest)
+        except ParaError:  # an unreadable trust file approves nothing (`para trust` says why)
+            ok = False
         for key in view:
             eff[key]["trusted"] = ok
         _, refused = commands(view)

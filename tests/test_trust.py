@@ -369,6 +369,31 @@ def test_an_approval_over_json_rpc_can_be_bound_to_the_reviewed_content(rpc, rep
     assert done["action"] == "approved" and done["commands"][0]["argv"] == argv + ["changed"]
 
 
+@pytest.mark.parametrize("content", [b"{not json", b'{"repos": ["x"]}', b"\xff"],
+                         ids=["not json", "not para's shape", "not utf-8"])
+def test_an_unreadable_trust_file_approves_nothing_and_says_so(api, repo, marks, store, content):
+    """Only what needs a project command fails, with a config_error naming the trust file and
+    what to do; everything else works; once it is moved away, approval works again."""
+    argv, marker = marks("check")
+    write_project(repo, {"integrate": {"check": shlex.join(argv)}})
+    store.parent.mkdir(parents=True)
+    store.write_bytes(content)
+    start_with_commit(api, "feat")
+    for args in (["integrate", "--session", "feat"], ["trust"]):
+        rc, out = para_call(*args, cwd=repo)
+        assert rc == Code.config_error.exit and str(store) in out["error"]["message"], out
+        assert "move it away" in out["error"]["message"]
+    assert not marker.exists() and api.sessions()["feat"]["status"] == "active"
+    assert store.read_bytes() == content
+    assert para_call("start", "other", cwd=repo)[0] == 0
+    assert para_call("config", "show", cwd=repo)[1]["values"]["integrate.check"]["trusted"] is False
+
+    store.rename(store.with_name("trust.json.broken"))
+    assert para_call("integrate", "--session", "feat", cwd=repo)[0] == 13
+    trust(repo)
+    assert para_call("integrate", "--session", "feat", cwd=repo)[0] == 0 and marker.exists()
+
+
 def test_an_agent_cannot_approve_its_own_commands(api, repo, marks, store):
     """Under PARA_SESSION (the environment para gives its agents) `para trust` refuses to
     approve, records nothing, and says approval is the user's; looking is fine."""
