@@ -236,6 +236,8 @@ def effective(main_root: str | Path | None, env: Mapping[str, str] | None = None
 
 
 def values(main_root: str | Path | None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The raw values, project-file commands included: operations use `Repo.config`,
+    which withholds the ones the user has not approved (trust.settle)."""
     return {k: v["value"] for k, v in effective(main_root, env).items()}
 
 
