@@ -91,6 +91,9 @@ def _print_integration(r: dict[str, Any]) -> None:
               f"({rec.get('strategy')})")
         if rec.get("leftover"):
             print(f"  changes made after integration started were saved to {rec['leftover']}")
+        if rec.get("config_changed"):
+            print(f"  this changed .para/config.json on {rec.get('target')}: commands in it run only once you "
+                  "approve them (`para trust --show`, then `para trust`)")
     else:
         _print_session(r, f"Session {r['name']}")
 
@@ -492,7 +495,9 @@ def config_show(as_json: JsonOpt = False) -> None:
     """Every key, its value and where it came from."""
     def render(r: dict[str, Any]) -> None:
         for k, v in r["values"].items():
-            print(f"{k:<22} {json.dumps(v['value']):<12} {v['source']}")
+            mark = {True: " (approved)", False: " (NOT APPROVED: `para trust`)"}.get(v.get("trusted"), "")
+            mark += "".join(f" (agents.{n} refused: {why})" for n, why in v.get("refused", {}).items())
+            print(f"{k:<22} {json.dumps(v['value']):<12} {v['source']}{mark}")
     _call("para/config", {"action": "show"}, as_json, render)
 
 
@@ -529,6 +534,58 @@ def config_edit(project: ScopeOpt = False) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     editor = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
     raise SystemExit(subprocess.call([*editor, path]))
+
+
+# ---- trust ---------------------------------------------------------------------
+
+def _render_trust(r: dict[str, Any]) -> None:
+    import shlex
+
+    action, file, repo = r["action"], r["file"], r["repo"]
+    if action == "nothing_to_approve":
+        print(f"Nothing to approve: {file} " + ("defines no commands." if r["exists"] else "does not exist."))
+    elif action == "nothing_to_revoke":
+        print(f"Nothing to revoke: no approval is recorded for {repo}.")
+    elif action == "revoked":
+        print(f"Revoked the approval of the commands of {file}; they do not run until approved again.")
+    elif action == "approved":
+        print(f"Approved the commands of {file} for {repo}:")
+    elif r["approved"]:
+        print(f"Approved: the commands of {file}:")
+    elif r["commands"]:
+        print(f"Not approved: the commands of {file} do not run until you approve them with `para trust` "
+              f"in {repo}:")
+    else:
+        print(f"{file} " + ("defines no commands." if r["exists"] else "does not exist."))
+    for c in r["commands"]:
+        print(f"  {c['key']:<28} {shlex.join(c['argv'])}")
+    for c in r["refused"]:
+        print(f"  {c['key']:<28} refused: {c['reason']}; rename it")
+    if r["approved"]:
+        print(f"Recorded as sha256 {r['sha256'][:16]}… in {r['store']}; a change to the file needs approval "
+              "again, `para trust --revoke` withdraws it.")
+    elif r["approval"] and r["commands"]:
+        print(f"(An earlier content, sha256 {str(r['approval'].get('sha256'))[:16]}…, was approved; "
+              "the file changed since.)")
+
+
+@app.command("trust")
+def trust_(show: Annotated[bool, typer.Option("--show", help="Only show the commands and whether they are approved.")] = False,
+           revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the approval.")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Approve the commands this repository's .para/config.json would run (integrate.check, agent
+    profiles), printing exactly what you approve; until then operations that need them fail
+    (exit 13). A changed file needs approval again."""
+    if show and revoke:
+        _fail(ParaError(Code.invalid_input, "give --show or --revoke, not both"), as_json)
+    action = "show" if show else "revoke" if revoke else "approve"
+    if action == "approve" and os.environ.get("PARA_SESSION"):
+        _fail(ParaError(Code.invalid_input,
+                        "approving commands that run as you is a human's decision, and this is the environment of "
+                        f"the agent of session {os.environ['PARA_SESSION']!r} (PARA_SESSION is set); the user "
+                        "reviews them with `para trust --show` and approves with `para trust` in the repository",
+                        session=os.environ["PARA_SESSION"]), as_json)
+    _call("para/trust", {"action": action}, as_json, _render_trust)
 
 
 # ---- sidecar -------------------------------------------------------------------

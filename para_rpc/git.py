@@ -308,6 +308,14 @@ async def changed_paths(cwd: str | Path, a: str, b: str) -> set[str]:
     return {p for p in text.split("\0") if p}
 
 
+async def path_differs(cwd: str | Path, a: str, b: str, path: str) -> bool:
+    """Whether one path differs between two commits."""
+    res = await run(cwd, "diff", "--quiet", "--no-renames", a, b, "--", path, check=False)
+    if res.rc not in (0, 1):
+        raise ParaError(Code.git_failed, f"git diff failed: {res.err.strip()}")
+    return res.rc == 1
+
+
 async def dirty_paths(wt: str | Path) -> set[str]:
     """Paths with uncommitted changes, staged or not, untracked included."""
     text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",

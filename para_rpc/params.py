@@ -117,6 +117,13 @@ class ConfigParams(Base, kw_only=True):
     scope: Literal["user", "project"] = "user"
 
 
+class TrustParams(RepoParams, kw_only=True):
+    """`show` changes nothing; `approve` (a human's decision) records the project file's
+    current content, only if its SHA-256 is `sha256` when given; `revoke` forgets it."""
+    action: Literal["show", "approve", "revoke"] = "show"
+    sha256: str | None = None
+
+
 class EventsParams(RepoParams, kw_only=True):
     after: int = 0
     limit: int = 200
@@ -157,6 +164,7 @@ SERVICE_METHODS: dict[str, tuple[type[Base], str]] = {
     "para/clean": (CleanParams, "clean"),
     "para/config": (ConfigParams, "config"),
     "para/events": (EventsParams, "events"),
+    "para/trust": (TrustParams, "trust"),
 }
 TRANSPORT_METHODS: dict[str, type[Base]] = {
     "para/subscribe": SubscribeParams,

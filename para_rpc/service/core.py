@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from para_rpc import PROTOCOL_VERSION, __version__, config, git
+from para_rpc import PROTOCOL_VERSION, __version__, config, git, trust
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import Session, SessionInfo, Status, now
 from para_rpc.names import validate_branch_name, validate_session_name
@@ -88,7 +88,8 @@ class Repo:
         return self.target_locks.setdefault(branch, asyncio.Lock())
 
     def config(self, env: dict[str, str]) -> dict[str, Any]:
-        return config.values(self.root, env)
+        # Commands from the project file that the user has not approved stand there as errors.
+        return trust.settle(self.common_dir, config.effective(self.root, env))
 
 
 class ServiceCore:
@@ -314,10 +315,11 @@ class ServiceCore:
                 "busy": self.busy}
 
     async def config(self, p: ConfigParams) -> dict[str, Any]:
-        root = None
+        root = common_dir = None
         if p.cwd is not None:
             try:
-                root = (await self.repo(p.cwd)).root
+                repo = await self.repo(p.cwd)
+                root, common_dir = repo.root, repo.common_dir
             except ParaError:
                 if p.scope == "project":
                     raise
@@ -334,6 +336,8 @@ class ServiceCore:
             stored = config.write_key(Path(paths[p.scope]), p.key, p.value)
             return {"key": p.key, "value": stored, "scope": p.scope, "path": paths[p.scope]}
         eff = config.effective(root, p.env)
+        if common_dir:
+            trust.annotate(common_dir, eff)  # project-file commands: approved or not
         if p.action == "get":
             if p.key is None:
                 raise ParaError(Code.invalid_input, "config get needs a key")

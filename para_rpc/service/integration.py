@@ -7,7 +7,7 @@ import asyncio
 import os
 from typing import Any
 
-from para_rpc import git, integrate
+from para_rpc import config, git, integrate
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import Op, Session, Status, now, to_builtins
 from para_rpc.names import validate_branch_name
@@ -32,6 +32,7 @@ class Integration(ServiceCore):
         if p.dry_run:  # the same checks as the real one, so the forecast never promises what it refuses
             self._check_integrable(s)
             return await self._predict(repo, s, target, strategy, message)
+        config.usable(cfg["integrate.check"])  # an unapproved project-file check: refused before anything changes
         async with repo.session_lock(s.name):
             s = self._find(repo, s.name, p.cwd)
             self._check_integrable(s)
@@ -118,6 +119,7 @@ class Integration(ServiceCore):
         new = cand.commit
         try:
             if new != old and cfg["integrate.check"]:
+                config.usable(cfg["integrate.check"])  # never an unapproved project-file check (trust.py)
                 ok, rc, output = await integrate.run_check(
                     repo.root, os.path.join(repo.root, ".para", "scratch"), new, cfg["integrate.check"],
                     cfg["integrate.check_timeout"])
@@ -172,6 +174,8 @@ class Integration(ServiceCore):
         """The target holds the work: save the branch tip, remove worktree and branch, record history."""
         rec = s.integration
         stamp = rec.get("stamp") or _utc_stamp()
+        # The project file says which commands para runs: a landing that changes it says so.
+        config_changed = new != old and await git.path_differs(repo.root, old, new, config.PROJECT_FILE)
         tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
         if tip:
             await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
@@ -187,17 +191,21 @@ class Integration(ServiceCore):
             async with repo.lock:
                 await git.delete_branch(repo.root, s.branch)
         rec.update(commit=new, old=old, landed_at=now(), noop=new == old)
+        rec["config_changed"] = config_changed
         rec.pop("files", None), rec.pop("hunks", None), rec.pop("kind", None)
         s.head_commit = tip
         s.status, s.op = Status.integrated, None
         repo.store.save(s)
         self.emit(repo, "integrated", s.name, target=rec["target"], commit=new, strategy=rec["strategy"])
+        if config_changed:
+            self.emit(repo, "config_changed", s.name, target=rec["target"], commit=new, path=config.PROJECT_FILE)
         wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
         return to_builtins(self._info(repo, s, wts, branches))
 
     async def continue_(self, p: ContinueParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
+        config.usable(cfg["integrate.check"])  # an unapproved project-file check: refused before anything changes
         async with self._locked(repo, p.session, p.cwd) as s:
             self._require(s, Status.conflicted, "continue")
             rec = s.integration
