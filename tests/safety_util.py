@@ -50,9 +50,11 @@ def tree_paths(repo: Path, rev: str) -> dict[str, str]:
 
 
 def assert_error(proc: subprocess.CompletedProcess, code: Code, *needles: str) -> str:
-    """One line `para: <message>` on stderr with the code's exit status; returns the message."""
+    """`para: <message>` on stderr (one line, unless it quotes git's own lines) with the code's
+    exit status; returns the message."""
     assert proc.returncode == code.exit, f"expected {code.name} ({code.exit}), got {proc.returncode}: {proc.stderr}"
-    assert proc.stderr.startswith("para: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("para: ") and proc.stdout == "", proc.stderr
+    assert code is Code.git_failed or proc.stderr.count("\n") == 1, proc.stderr
     for needle in needles:
         assert needle in proc.stderr, f"{needle!r} not in {proc.stderr!r}"
     return proc.stderr

@@ -244,12 +244,17 @@ class ServiceCore:
         now_ = repo.store.get(s.name)
         if now_ is None or now_.id != s.id:
             was = repo.store.by_id(s.id) if s.id is not None else None
-            if was is not None and was.status is Status.integrated:
-                rec = was.integration or {}
-                raise ParaError(Code.wrong_state, f"session {s.name!r} was integrated into {rec.get('target')} "
-                                f"at {str(rec.get('commit'))[:10]} while this command waited for it",
-                                session=s.name, status=was.status.value)
+            if was is not None:
+                self._refuse_integrated(was, "while this command waited for it")
         return self._find(repo, s.name, cwd)
+
+    @staticmethod
+    def _refuse_integrated(s: Session, when: str) -> None:
+        if s.status is Status.integrated:
+            rec = s.integration or {}
+            raise ParaError(Code.wrong_state, f"session {s.name!r} was integrated into {rec.get('target')} at "
+                            f"{str(rec.get('commit'))[:10]} {when}; nothing is left to act on "
+                            f"(`para show {s.name}` shows the landing)", session=s.name, status=s.status.value)
 
     def _session_at(self, repo: Repo, cwd: str) -> Session | None:
         here = os.path.realpath(cwd)

@@ -246,6 +246,10 @@ class Sessions(ServiceCore):
     async def cancel(self, p: CancelParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
+        if p.session is not None and repo.store.get(validate_session_name(p.session)) is None:
+            last = next((x for x in reversed(repo.store.all()) if x.name == p.session), None)
+            if last is not None:  # an integration that ran just before this cancel (issue 9.13)
+                self._refuse_integrated(last, "before this cancel arrived")
         async with self._locked(repo, p.session, p.cwd) as s:
             if s.op is not None and p.force:
                 s = await self._force_clear(repo, s)
