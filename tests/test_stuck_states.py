@@ -189,6 +189,7 @@ def test_kill_after_cancel_saved_a_nested_repository(sidecar, para, repo, tmp_pa
     saved = refs(repo, "refs/para/backup/n1/")
     assert sorted(r.rsplit("/sub/inner/", 1)[1] for r in saved) == ["HEAD", "heads/master", "wip"]  # one set
     (stamp,) = {r.split("/")[4] for r in saved}
+    assert s["archived_branch"] == f"para/archived/{stamp}/n1"  # named from the cancel's journal, not the clock
     assert saved[f"refs/para/backup/n1/{stamp}/sub/inner/HEAD"] == inner_head
     assert show(repo, f"refs/para/backup/n1/{stamp}/sub/inner/wip:u.txt") == "u\n"
     assert show(repo, f"{s['archived_branch']}:top.txt") == "top\n"

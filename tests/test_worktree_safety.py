@@ -298,9 +298,12 @@ def test_cancel_says_what_it_saved_of_a_nested_repository_and_what_it_did_not(si
     nested_repo(path, "vendor", commit=False)
     git("clone", "-q", str(source), "pristine", cwd=path)
     inner_head = rev(nested_repo(path, "inner"), "HEAD")
+    (path / "top.txt").write_text("top\n")
     out = para("cancel", "n2").stdout
     s = sessions(repo)["n2"]
     assert (s["status"], s["pending_op"]) == ("cancelled", None)
+    archived = tree_paths(repo, s["archived_branch"])
+    assert archived["top.txt"] == "100644" and not {"vendor", "pristine", "inner"} & set(archived)
     lines = out.splitlines()
     assert any("not saved" in x and "vendor" in x and "no commits and no files" in x for x in lines), out
     assert any("not saved" in x and "pristine" in x and str(source) in x for x in lines), out
@@ -377,6 +380,27 @@ def test_a_symlinked_worktrees_folder_works_like_any_other(sidecar, para, para_j
     assert not (elsewhere / "k2").exists() and str(elsewhere / "k2") not in worktree_paths(repo)
     para("recover", "k2")
     assert (wt(repo, "k2") / "p.txt").read_text() == "precious\n"
+
+
+def test_worktrees_moved_to_another_disk_after_they_were_made(para, para_json, repo, elsewhere):
+    """Sessions recorded with `.para/worktrees/NAME` keep working once that folder is moved
+    elsewhere and replaced by a symlink: git reports the resolved path, para compares
+    resolved paths."""
+    para("start", "m1")
+    commit_file(wt(repo, "m1"), "m1.txt", "m1\n", "m1 work")
+    para("start", "m2")
+    (wt(repo, "m2") / "p.txt").write_text("precious\n")
+    para("sidecar", "stop")
+    shutil.move(str(repo / ".para" / "worktrees"), str(elsewhere / "worktrees"))
+    (repo / ".para" / "worktrees").symlink_to(elsewhere / "worktrees")
+    listed = {s["name"]: s for s in para_json("list")["sessions"]}
+    assert (listed["m1"]["state"], listed["m2"]["state"]) == ("active", "dirty")
+    assert para_json("list", cwd=wt(repo, "m1"))["current"] == "m1"
+    assert para_json("resume", "m1")["recreated"] is False
+    assert show(repo, para_json("cancel", "m2")["archived_branch"] + ":p.txt") == "precious\n"
+    assert not (elsewhere / "worktrees" / "m2").exists()
+    assert para_json("integrate", "--session", "m1")["status"] == "integrated"
+    assert show(repo, "main:m1.txt") == "m1\n" and not (elsewhere / "worktrees" / "m1").exists()
 
 
 def test_worktrees_dir_config_key_puts_worktrees_elsewhere(sidecar, para, para_json, repo, elsewhere):
