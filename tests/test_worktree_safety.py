@@ -449,3 +449,20 @@ def test_integrate_after_the_worktree_was_deleted_by_hand(sidecar, para, para_js
     assert "para/w3" not in branches(repo)
     assert "prunable" not in git("worktree", "list", "--porcelain", cwd=repo)
     assert sessions(repo)["w3"]["state"] == "integrated"
+
+
+def test_cancel_of_a_session_paused_in_a_rebase_saves_the_rebase_and_archives_the_branch(sidecar, para, para_json,
+                                                                                        repo):
+    """A paused rebase detaches HEAD by design: cancel saves it (and the resolution in
+    progress) under -head instead of refusing, and archives the untouched session branch."""
+    para("start", "rb")
+    path = wt(repo, "rb")
+    mine = commit_file(path, "README.md", "# session\n", "session edit")
+    commit_file(repo, "README.md", "# main\n", "main edit")
+    assert_error(para("integrate", "--session", "rb", "--strategy", "rebase", check=False), Code.conflict)
+    (path / "README.md").write_text("# half resolved\n")
+    result = para_json("cancel", "rb")
+    assert result["status"] == "cancelled" and rev(repo, result["archived_branch"]) == mine
+    (head,) = [b for b in result["backups"] if b["what"] == "head"]
+    assert show(repo, f"{head['ref']}:README.md") == "# half resolved\n"
+    assert not path.exists()
