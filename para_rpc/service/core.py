@@ -466,10 +466,8 @@ class ServiceCore:
                 continue  # everything it holds is on its remote, and the superproject records where
             backups.append({"what": kind, "path": e.path, "refs": refs, "remote": e.remote,
                             "unpushed": e.unpushed, "dirty": len(e.dirty)})
-            note = (f"{kind} repository {e.path} was saved under {prefix}/ when the worktree was removed" if refs
-                    else f"{kind} repository {e.path} was removed with the worktree; it held nothing "
-                    + (f"its remote {e.remote} lacks" if e.remote else "(no commits, no files)"))
-            if note not in s.notes:  # (a repair runs this again)
+            note = f"{kind} repository {e.path} was saved under {prefix}/ when the worktree was removed"
+            if refs and note not in s.notes:  # (a repair runs this again); kept for after a recover
                 s.notes.append(note)
         return backups
 
