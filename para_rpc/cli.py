@@ -64,9 +64,13 @@ def _age(ts: float) -> str:
 def _print_session(r: dict[str, Any], headline: str | None = None) -> None:
     if headline:
         print(headline)
-    rows = [("state", r["state"]), ("branch", r["branch"]), ("worktree", r["worktree"] if r.get("worktree_exists") else f"{r['worktree']} (absent)"),
+    # A cancelled session's branch is its archive (its old name no longer exists).
+    archived = r.get("status") == "cancelled" and r.get("archived_branch")
+    rows = [("state", r["state"]), ("branch", r["archived_branch"] if archived else r["branch"]), ("worktree", r["worktree"] if r.get("worktree_exists") else f"{r['worktree']} (absent)"),
             ("base", f"{r['base_branch']} @ {r['base_commit'][:10]}")]
-    if r.get("archived_branch"):
+    if r.get("worktree_exists") and r.get("status") == "active" and r.get("head_branch") != r["branch"]:
+        rows.append(("HEAD", f"{r.get('head_branch') or 'detached'} in the worktree, not {r['branch']}"))
+    if r.get("archived_branch") and not archived:
         rows.append(("archived as", r["archived_branch"]))
     if r.get("ahead") is not None:
         rows.append(("commits", str(r["ahead"])))
@@ -75,12 +79,25 @@ def _print_session(r: dict[str, Any], headline: str | None = None) -> None:
     if r.get("saved"):
         s = r["saved"]
         rows.append(("saved work", f"{s['commit'][:10]} on {s.get('branch') or s.get('ref')}"))
+    for b in r.get("backups") or []:
+        rows.append(_backup_row(b))
     for note in r.get("notes", []):
         rows.append(("note", note))
     for k, v in rows:
         print(f"  {k:<12} {v}")
     for c in r.get("commits", [])[:10]:
         print(f"    {c['sha'][:10]} {c['subject']}")
+
+
+def _backup_row(b: dict[str, Any]) -> tuple[str, str]:
+    """One thing the worktree held that was saved before it went, or that had nothing to save."""
+    if b["what"] == "head":
+        return ("saved HEAD", f"{b['commit'][:10]} ({b.get('head_branch') or 'detached'}) as {b['ref']}")
+    if b.get("refs"):
+        prefix = os.path.commonpath(list(b["refs"])) if len(b["refs"]) > 1 else next(iter(b["refs"]))
+        return (f"saved {b['what']}", f"{b['path']} under {prefix}")
+    return ("not saved", f"{b['what']} repository {b['path']}: "
+            + (f"nothing its remote {b['remote']} lacks" if b.get("remote") else "it had no commits and no files"))
 
 
 def _print_integration(r: dict[str, Any]) -> None:
@@ -94,6 +111,8 @@ def _print_integration(r: dict[str, Any]) -> None:
         if rec.get("config_changed"):
             print(f"  this changed .para/config.json on {rec.get('target')}: commands in it run only once you "
                   "approve them (`para trust --show`, then `para trust`)")
+        for b in rec.get("backups") or []:
+            print("  {:<12} {}".format(*_backup_row(b)))
     else:
         _print_session(r, f"Session {r['name']}")
 
@@ -113,7 +132,7 @@ _FAST: dict[str, tuple[str, str | None, dict[str, tuple[str, bool]], Any]] = {
     "ls": ("para/list", None, {"--all": ("all", False), "-a": ("all", False)}, None),
     "start": ("para/start", "name", {"--base": ("base", True), "-b": ("base", True)}, None),
     "show": ("para/show", "session", {}, None),
-    "cancel": ("para/cancel", "session", {"--discard": ("discard", False)}, None),
+    "cancel": ("para/cancel", "session", {"--discard": ("discard", False), "--force": ("force", False)}, None),
     "integrate": ("para/integrate", "message", {**_SESSION_FLAG, "--strategy": ("strategy", True),
                                                 "--target": ("target", True)}, _print_integration),
     "continue": ("para/continue", "session", {"--force": ("force", False)}, _print_integration),
@@ -207,7 +226,8 @@ def _render_list(r: dict[str, Any]) -> None:
     for col in ("", "session", "state", "branch", "age"):
         table.add_column(col)
     for s in sessions:
-        table.add_row("*" if s["current"] else "", s["name"], s["state"], s["branch"], _age(s["created_at"]))
+        branch = s["branch"] + (f" (HEAD: {s.get('head_branch') or 'detached'})" if s["state"] == "off-branch" else "")
+        table.add_row("*" if s["current"] else "", s["name"], s["state"], branch, _age(s["created_at"]))
     Console().print(table)
 
 
@@ -446,9 +466,10 @@ def demo() -> None:
 @app.command()
 def cancel(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
            discard: Annotated[bool, typer.Option("--discard", help="Do not commit uncommitted work (a backup ref still keeps it).")] = False,
+           force: Annotated[bool, typer.Option("--force", help="Cancel even with HEAD off the session branch or an unfinished operation (saved under refs/para/backup/ first).")] = False,
            as_json: JsonOpt = False) -> None:
     """Save uncommitted work, archive the branch, remove the worktree."""
-    _call("para/cancel", {"session": name, "discard": discard}, as_json,
+    _call("para/cancel", {"session": name, "discard": discard, "force": force}, as_json,
           lambda r: _print_session(r, f"Cancelled session {r['name']}; `para recover {r['name']}` brings it back"))
 
 

@@ -92,6 +92,8 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
                     "branch new sessions fork from (default: origin/HEAD, else main, else master)"),
     "branch_prefix": ("para", lambda v: validate_branch_name(str(v), "branch prefix"),
                       "namespace of session branches"),
+    "worktrees_dir": ("", str, "where session worktrees go (empty = <main checkout>/.para/worktrees; a relative "
+                      "path is taken from the main checkout; outside it, or under .para/)"),
     "finish.squash": (True, _bool, "`para finish` squashes the session into one commit"),
     "integrate.strategy": ("squash", _choice("squash", "merge", "rebase", "ff"),
                            "default integration strategy"),

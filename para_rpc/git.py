@@ -13,7 +13,8 @@ import asyncio
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from para_rpc.errors import Code, ParaError
@@ -230,11 +231,12 @@ async def status(wt: str | Path) -> list[str]:
     return [e for e in text.split("\0") if e and e[3:] not in OWN_FILES]
 
 
-async def stage_all(wt: str | Path, env: dict[str, str] | None = None) -> None:
-    """Stage everything but ignored files and para's own files. `--sparse`: in a sparse
-    checkout, paths outside the cone (a new file there, a resolved conflict) are staged
+async def stage_all(wt: str | Path, env: dict[str, str] | None = None, exclude: Sequence[str] = ()) -> None:
+    """Stage everything but ignored files, para's own files and the `exclude` paths
+    (relative to the worktree's top; nested repositories saved separately). `--sparse`: in a
+    sparse checkout, paths outside the cone (a new file there, a resolved conflict) are staged
     too instead of failing or being skipped."""
-    await run(wt, "add", "-A", "--sparse", env=env)
+    await run(wt, "add", "-A", "--sparse", "--", *_excluding(exclude), env=env)
     own = [f for f in OWN_FILES if os.path.lexists(os.path.join(wt, f))]
     if own:
         await run(wt, "reset", "--quiet", "--", *own, env=env, check=False)
@@ -260,21 +262,23 @@ async def reset_soft(wt: str | Path, commit_: str) -> None:
     await run(wt, "reset", "--soft", commit_)
 
 
-async def snapshot(wt: str | Path, message: str = "para snapshot") -> str:
-    """A commit of the whole working tree (untracked files included) on top of HEAD,
-    made with a private index so the worktree, its index and its refs stay untouched."""
+async def snapshot(wt: str | Path, message: str = "para snapshot", exclude: Sequence[str] = ()) -> str:
+    """A commit of the whole working tree (untracked files included) on top of HEAD
+    (a root commit on an unborn branch), made with a private index so the worktree,
+    its index and its refs stay untouched. `exclude` as for stage_all."""
     index = await out(wt, "rev-parse", "--path-format=absolute", "--git-path", "index")
     with tempfile.TemporaryDirectory(prefix="para-snap-") as tmp:
         tmp_index = os.path.join(tmp, "index")
         if os.path.exists(index):
             shutil.copyfile(index, tmp_index)  # reuse git's stat cache
         env = {"GIT_INDEX_FILE": tmp_index}
-        await stage_all(wt, env)
+        await stage_all(wt, env, exclude)
         tree = (await run(wt, "write-tree", env=env)).out.strip()
-    head = await out(wt, "rev-parse", "HEAD")
-    res = await run(wt, "commit-tree", tree, "-p", head, check=False, stdin=message.encode())
+    head = await resolve(wt, "HEAD")
+    parents = ["-p", head] if head else []
+    res = await run(wt, "commit-tree", tree, *parents, check=False, stdin=message.encode())
     if res.rc != 0:
-        res = await run(wt, *_FALLBACK_IDENTITY, "commit-tree", tree, "-p", head, stdin=message.encode())
+        res = await run(wt, *_FALLBACK_IDENTITY, "commit-tree", tree, *parents, stdin=message.encode())
     return res.out.strip()
 
 
@@ -413,6 +417,113 @@ async def is_integrated(cwd: str | Path, branch: str, target: str) -> bool:
         return True
     clean, tree, _ = await merge_tree(cwd, target, branch)
     return clean and tree == await tree_of(cwd, target)
+
+
+# ---- what a worktree holds besides its branch ------------------------------------
+# `worktree remove --force` deletes everything in the directory: the git directories of
+# initialised submodules (they live under .git/worktrees/<name>/modules/) and of
+# repositories created or cloned inside it go too. These read what would be lost, and
+# save it into the common repository first.
+
+def _excluding(paths: Sequence[str]) -> list[str]:
+    return [f":(top,exclude,literal){p}" for p in paths]
+
+
+async def unkept_commits(cwd: str | Path, commit: str) -> int:
+    """How many commits reachable from `commit` no branch holds."""
+    return int(await out(cwd, "rev-list", "--count", commit, "--not", "--branches"))
+
+
+def ref_safe(path: str) -> str:
+    """A relative file path as refname components (what git forbids is percent-encoded)."""
+    def enc(part: str) -> str:
+        return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else
+                       "".join(f"%{b:02X}" for b in c.encode()) for c in part)
+    return "/".join(enc(part) for part in path.split("/") if part)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A repository with its own git directory inside a worktree."""
+
+    path: str                   # relative to the worktree's top
+    submodule: bool             # listed in the worktree's .gitmodules (else a nested repository)
+    head: str | None            # its HEAD commit; None before its first commit
+    refs: dict[str, str] = field(default_factory=dict)  # its branches and stash: refname -> commit
+    unpushed: int = 0           # commits on HEAD and refs that none of its remote-tracking refs holds
+    dirty: list[str] = field(default_factory=list)      # its uncommitted paths (status lines)
+    remote: str | None = None   # remote.origin.url, to clone it again
+
+    @property
+    def at_risk(self) -> bool:
+        """Deleting its directory would lose something no remote has."""
+        return bool(self.unpushed or self.dirty)
+
+
+async def embedded_repos(wt: str | Path, status_lines: list[str] | None = None) -> list[Embedded]:
+    """Initialised submodules and nested repositories (a `git init` or `git clone` inside
+    the worktree, tracked as a gitlink or not) of worktree `wt`; `status_lines` is its
+    `status()` when the caller has it. Ignored directories are not searched."""
+    staged = (await run(wt, "ls-files", "--stage", "-z")).out
+    candidates = {e.split("\t", 1)[1] for e in staged.split("\0") if e.startswith("160000 ") and "\t" in e}
+    if status_lines is None:
+        status_lines = await status(wt)
+    # With --untracked-files=all, git shows a directory (trailing slash) only for a repository.
+    candidates |= {e[3:].rstrip("/") for e in status_lines if e.startswith("?? ") and e.endswith("/")}
+    found = sorted(p for p in candidates if os.path.lexists(os.path.join(wt, p, ".git")))
+    if not found:
+        return []
+    mapped: set[str] = set()
+    if os.path.isfile(os.path.join(wt, ".gitmodules")):
+        res = await run(wt, "config", "--file", os.path.join(wt, ".gitmodules"), "-z", "--get-regexp",
+                        r"^submodule\..*\.path$", check=False)
+        mapped = {item.split("\n", 1)[1] for item in res.out.split("\0") if "\n" in item}
+    return [await _embedded(wt, p, p in mapped) for p in found]
+
+
+async def _embedded(wt: str | Path, rel: str, submodule: bool) -> Embedded:
+    path = os.path.join(wt, rel)
+    top = await run(path, "rev-parse", "--show-toplevel", check=False)
+    if top.rc != 0 or os.path.realpath(top.out.strip()) != os.path.realpath(path):
+        # (a broken .git would make git fall back to the enclosing worktree)
+        raise ParaError(Code.git_failed, f"{path} has a .git that git cannot read as a repository", path=rel)
+    head = await resolve(path, "HEAD")
+    own = {name: sha for name, (sha, _) in (await refs(path, "refs/heads/", "refs/stash")).items()}
+    revs = ([head] if head else []) + sorted(set(own.values()))
+    unpushed = int(await out(path, "rev-list", "--count", *revs, "--not", "--remotes")) if revs else 0
+    remote = (await run(path, "config", "--get", "remote.origin.url", check=False)).out.strip() or None
+    return Embedded(rel, submodule, head, own, unpushed, await status(path), remote)
+
+
+async def save_embedded(wt: str | Path, e: Embedded, into: str, prefix: str, message: str) -> dict[str, str]:
+    """Copy `e`'s HEAD, branches and stash, and a snapshot of its uncommitted files, into the
+    repository `into` as refs under `prefix` (overwritten when saved again).
+    Returns {ref: commit}."""
+    path = os.path.join(wt, e.path)
+    saved = {f"{prefix}/{name[len('refs/'):]}": sha for name, sha in e.refs.items()}
+    if e.head:
+        saved[f"{prefix}/HEAD"] = e.head
+    if e.dirty:
+        saved[f"{prefix}/wip"] = await snapshot(path, message)
+    if saved:
+        await run(path, "-c", "protocol.file.allow=always", "push", "--quiet", "--no-verify", into,
+                  *(f"+{sha}:{ref}" for ref, sha in saved.items()))
+    return saved
+
+
+async def unmapped_gitlinks(cwd: str | Path, old: str, new: str) -> list[str]:
+    """Gitlinks that commit `new` adds or moves relative to `old` and that have no entry in
+    `new`'s .gitmodules: what `git add` of a nested repository records. They land as an
+    empty directory that no clone can fill."""
+    items = (await run(cwd, "diff-tree", "-r", "-z", "--no-renames", old, new)).out.split("\0")
+    links = [items[i + 1] for i in range(len(items) - 1)
+             if items[i].startswith(":") and items[i].split(" ")[1:2] == ["160000"]]
+    if not links:
+        return []
+    res = await run(cwd, "config", "--blob", f"{new}:.gitmodules", "-z", "--get-regexp",
+                    r"^submodule\..*\.path$", check=False)
+    mapped = {item.split("\n", 1)[1] for item in res.out.split("\0") if "\n" in item}
+    return [p for p in links if p not in mapped]
 
 
 def commit_log(path: str, rev_range: str, limit: int = 20) -> list[dict]:

@@ -101,6 +101,7 @@ class DiffParams(SessionParams, kw_only=True):
 
 class CancelParams(SessionParams, kw_only=True):
     discard: bool = False
+    force: bool = False  # HEAD off the session branch, or an unfinished operation: save a backup, cancel anyway
 
 
 class CleanParams(RepoParams, kw_only=True):

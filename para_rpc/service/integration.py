@@ -36,6 +36,7 @@ class Integration(ServiceCore):
         async with repo.session_lock(s.name):
             s = self._find(repo, s.name, p.cwd)
             self._check_integrable(s)
+            await self._save_or_refuse(repo, s, "integrate")
             if os.path.isdir(s.worktree) and await git.status(s.worktree):
                 await git.stage_all(s.worktree)
                 if await git.has_staged(s.worktree):
@@ -43,6 +44,7 @@ class Integration(ServiceCore):
             pre = await git.resolve(repo.root, f"refs/heads/{s.branch}")
             if pre is None:
                 raise ParaError(Code.not_found, f"branch {s.branch!r} of session {s.name!r} is gone", session=s.name)
+            await self._refuse_bare_gitlinks(repo, s, target, pre)
             if message is None:
                 message = await self._default_message(repo, s, target, pre, strategy)
             s.integration = {"target": target, "strategy": strategy, "message": message, "pre": pre,
@@ -179,17 +181,38 @@ class Integration(ServiceCore):
         tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
         if tip:
             await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
-        if await self._has_worktree(repo, s):
-            if await git.status(s.worktree):  # written after integration started: keep it
-                snap = await git.snapshot(s.worktree, f"para: changes left in {s.name} after integration")
+        try:
+            f = await self._worktree_facts(repo, s)
+        except ParaError as e:  # the work has landed: a directory git does not know is left alone
+            f = None
+            s.notes.append(f"worktree left in place: {e.message}")
+        if f is not None:
+            # The target has the work; anything else in the worktree (HEAD moved off the branch,
+            # submodule or nested repository content) is saved before the worktree goes.
+            backups = await self._save_worktree(repo, s, f, stamp)
+            if backups:
+                rec["backups"] = backups
+            nested = f.nested()
+            if f.branch == s.branch and any(e[3:].rstrip("/") not in nested for e in f.status):
+                # written after integration started: keep it
+                snap = await git.snapshot(s.worktree, f"para: changes left in {s.name} after integration",
+                                          exclude=nested)
                 ref = f"refs/para/backup/{s.name}/{stamp}-leftover"
                 await git.update_ref(repo.root, ref, snap)
                 rec["leftover"] = ref
             async with repo.lock:
                 await git.remove_worktree(repo.root, s.worktree)
+        else:
+            async with repo.lock:  # a worktree deleted by hand still holds its branch until pruned
+                await git.prune_worktrees(repo.root)
         if tip and not cfg["integrate.keep_branch"]:
             async with repo.lock:
-                await git.delete_branch(repo.root, s.branch)
+                holder = next((w.path for w in await git.worktrees(repo.root)
+                               if w.branch == s.branch and not w.prunable), None)
+                if holder is None:
+                    await git.delete_branch(repo.root, s.branch)
+                else:
+                    s.notes.append(f"branch {s.branch} kept: it is checked out in {holder}")
         rec.update(commit=new, old=old, landed_at=now(), noop=new == old)
         rec["config_changed"] = config_changed
         rec.pop("files", None), rec.pop("hunks", None), rec.pop("kind", None)

@@ -20,7 +20,8 @@ class Repair(ServiceCore):
             if kind == "start":
                 wts = await self._worktree_state(repo)
                 tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
-                if s.worktree in wts and tip and (tip != s.base_commit or await git.status(s.worktree)):
+                wt = wts.get(os.path.realpath(s.worktree))
+                if wt and tip and (tip != s.base_commit or wt.branch != s.branch or await git.status(s.worktree)):
                     s.op = None  # someone already works there: keep it
                     repo.store.save(s)
                 else:
@@ -28,7 +29,7 @@ class Repair(ServiceCore):
             elif kind == "finish":
                 await self._do_finish(repo, s)
             elif kind == "cancel":
-                await self._do_cancel(repo, s)
+                await self._do_cancel(repo, s, await self._worktree_facts(repo, s))
             elif kind == "recover":
                 await self._do_recover(repo, s)
             elif kind == "resume":
