@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from para_rpc.errors import Code, ParaError
 from para_rpc.model import HISTORY, Plan, Session, Status, now
 
 MIGRATIONS = [
@@ -47,6 +48,19 @@ MIGRATIONS = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+
+def _unusable(path: Path, e: sqlite3.DatabaseError) -> ParaError:
+    """A clear error for a database sqlite cannot use; what to do depends on why."""
+    broken = getattr(e, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+    if broken or not isinstance(e, sqlite3.OperationalError):  # (operational: locked, no permission, ...)
+        return ParaError(Code.config_error,
+                         f"{path} is not a usable para database ({e}). Move it away, for example "
+                         f"`mv {path} {path}.broken`: para creates a new one at the next command (no sidecar "
+                         "restart needed), and sessions whose worktrees or branches still exist can be taken up "
+                         "again with `para resume NAME`", path=str(path))
+    return ParaError(Code.config_error, f"cannot open the para database {path}: {e}", path=str(path))
+
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Session).decode
 _decode_plan = msgspec.json.Decoder(Plan).decode
@@ -57,16 +71,28 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        self.db = None
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise _unusable(path, e) from None
+        except BaseException:
+            self.close()
+            raise
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} has schema {version}, newer than this para ({SCHEMA_VERSION})")
+            raise ParaError(Code.config_error,
+                            f"{self.path} was written by a newer para (database schema {version}; this para "
+                            f"knows up to {SCHEMA_VERSION}): upgrade para (and restart the sidecar with "
+                            "`para sidecar restart`), or move the file away to start with an empty one",
+                            path=str(self.path), schema=version, supported=SCHEMA_VERSION)
         for i in range(version, SCHEMA_VERSION):
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -80,7 +106,8 @@ class Store:
                 raise
 
     def close(self) -> None:
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
 
     # ---- sessions ----------------------------------------------------------
 
