@@ -11,6 +11,7 @@ database from version i to i + 1.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,18 @@ MIGRATIONS = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def _private_file(path: Path, create: bool = True) -> None:
+    """Make `path` 0600 (creating it empty if asked): under a umask of 022 sqlite would
+    create it 0644, and an existing one made by an older para may be 0644 too."""
+    try:
+        if create:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, FILE_MODE)
+    except FileNotFoundError:
+        pass
+
+
 def _unusable(path: Path, e: sqlite3.DatabaseError) -> ParaError:
     """A clear error for a database sqlite cannot use; what to do depends on why."""
     broken = getattr(e, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT")
@@ -67,17 +80,24 @@ _decode_plan = msgspec.json.Decoder(Plan).decode
 _LIVE = tuple(s.value for s in Status if s not in HISTORY)
 
 
+# The database and its -wal/-shm files hold every session's task text: private to the user.
+FILE_MODE = 0o600
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = None
         try:
+            _private_file(path)  # sqlite gives the -wal and -shm files it creates the same mode
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
+            for suffix in ("-wal", "-shm"):
+                _private_file(Path(f"{path}{suffix}"), create=False)
         except sqlite3.DatabaseError as e:
             self.close()
             raise _unusable(path, e) from None

@@ -93,6 +93,16 @@ def _canonical_cwd(repo: "Repo", cwd: str) -> str:
     return os.path.join(repo.root, *tail)
 
 
+def _private_dir(path: Path) -> None:
+    """`.para/` holds agents' full output and prompts: 0700, also when it already existed."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        try:
+            os.chmod(path, 0o700)
+        except OSError as e:  # not ours: leave it, the files inside are still 0600
+            log.warning("cannot make %s private: %s", path, e)
+
+
 @dataclass
 class Repo:
     """One repository the sidecar serves."""
@@ -174,7 +184,7 @@ class ServiceCore:
             raise ParaError(Code.not_a_repository, f"{where.common_dir} has no main working tree")
         root = main.path
         para_dir = Path(root, ".para")
-        para_dir.mkdir(exist_ok=True)
+        _private_dir(para_dir)
         _ensure_excluded(where.common_dir)
         fd = os.open(para_dir / "sidecar.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
