@@ -272,6 +272,11 @@ async def call_service(service: Service, method: str, params: Any) -> Any:
     try:
         return await asyncio.shield(getattr(service, attr)(p))
     except ParaError as e:
+        if hasattr(p, "session") and "session" not in e.data:
+            # An error about one session names it, also when the client gave only its cwd.
+            name = p.session or service.session_name_at(p.cwd)
+            if name:
+                e.data["session"] = name
         raise _rpc_error(e) from None
     except Exception as e:
         log.exception("%s failed", method)

@@ -221,6 +221,13 @@ class ServiceCore:
         repo.poller = asyncio.create_task(self._poll_agents(repo))
         return repo
 
+    def session_name_at(self, cwd: str) -> str | None:
+        """The live session whose worktree holds `cwd`, if its repository is open (no git)."""
+        where = self._where_cache.get(cwd)
+        repo = self.repos.get(where.common_dir) if where is not None else None
+        s = self._session_at(repo, cwd) if repo is not None else None
+        return s.name if s is not None else None
+
     def _forget(self, repo: Repo | None) -> None:
         for table in (self.repos, self._by_identity):
             for key in [k for k, r in table.items() if r is repo]:
