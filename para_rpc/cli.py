@@ -32,7 +32,10 @@ def _fail(e: ParaError, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"error": {"code": e.code.name, "message": e.message, "data": e.data}}, indent=2))
     else:
-        print(f"para: {e.message}", file=sys.stderr)
+        session = e.data.get("session")
+        named = isinstance(session, str) and (f"'{session}'" in e.message or f"session {session}" in e.message)
+        about = f" (session {session})" if isinstance(session, str) and not named else ""
+        print(f"para: {e.message}{about}", file=sys.stderr)
     raise SystemExit(e.code.exit)
 
 
@@ -44,10 +47,14 @@ def _call(method: str, params: dict[str, Any], as_json: bool, render=None) -> An
         _fail(e, as_json)
     except OSError as e:
         _fail(ParaError(Code.sidecar_unavailable, f"cannot talk to the sidecar: {e}"), as_json)
-    if as_json:
-        print(json.dumps(result, indent=2))
-    elif render is not None:
-        render(result)
+    try:
+        if as_json:
+            print(json.dumps(result, indent=2))
+        elif render is not None:
+            render(result)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `para list --json | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return result
 
 
@@ -78,7 +85,10 @@ def _print_session(r: dict[str, Any], headline: str | None = None) -> None:
         rows.append(("changes", r["diffstat"]))
     if r.get("saved"):
         s = r["saved"]
-        rows.append(("saved work", f"{s['commit'][:10]} on {s.get('branch') or s.get('ref')}"))
+        if isinstance(s, dict):
+            rows.append(("saved work", f"{str(s.get('commit'))[:10]} on {s.get('branch') or s.get('ref')}"))
+        else:  # a ref (an older sidecar's abort)
+            rows.append(("saved work", str(s)))
     for b in r.get("backups") or []:
         rows.append(_backup_row(b))
     for note in r.get("notes", []):
@@ -98,6 +108,14 @@ def _backup_row(b: dict[str, Any]) -> tuple[str, str]:
         return (f"saved {b['what']}", f"{b['path']} under {prefix}")
     return ("not saved", f"{b['what']} repository {b['path']}: "
             + (f"nothing its remote {b['remote']} lacks" if b.get("remote") else "it had no commits and no files"))
+
+
+def _print_report(r: dict[str, Any]) -> None:
+    rep = r.get("report") or {}
+    todos = f", todos {rep['todos_done']}/{rep['todos_total']}" if rep.get("todos_total") else ""
+    tests = f", tests {rep['tests']}" if rep.get("tests") else ""
+    blocked = f", BLOCKED: {rep['blocked']}" if rep.get("blocked") else ""
+    print(f"Reported for session {r['session']}: {rep.get('task', '')}{tests}{todos}{blocked}")
 
 
 def _print_integration(r: dict[str, Any]) -> None:
@@ -137,7 +155,7 @@ _FAST: dict[str, tuple[str, str | None, dict[str, tuple[str, bool]], Any]] = {
                                                 "--target": ("target", True)}, _print_integration),
     "continue": ("para/continue", "session", {"--force": ("force", False)}, _print_integration),
     "status": ("para/report", "task", {**_SESSION_FLAG, "--tests": ("tests", True), "--todos": ("todos", True),
-                                       "--blocked": ("blocked", True)}, lambda r: None),
+                                       "--blocked": ("blocked", True)}, _print_report),
 }
 
 
@@ -313,7 +331,7 @@ def continue_(name: Annotated[Optional[str], typer.Argument(help="Session name."
 def abort(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
     """Give up a paused integration: the session returns exactly to its pre-integration commit."""
     _call("para/abort", {"session": name}, as_json,
-          lambda r: _print_session(r, f"Aborted the integration of {r['name']}; restored {r['restored'][:10]}"))
+          lambda r: _print_session(r, f"Aborted the integration of {r['name']}; restored {str(r['restored'])[:10]}"))
 
 
 @app.command()
@@ -322,7 +340,8 @@ def conflicts(target: Annotated[Optional[str], typer.Option("--target", help="Fo
     """Forecast collisions between active sessions (uncommitted work included) and with their targets."""
     def render(r: dict[str, Any]) -> None:
         if r["clean"]:
-            print(f"No conflicts among {len(r['sessions'])} session(s).")
+            names = ", ".join(s["session"] for s in r["sessions"])
+            print(f"No conflicts among {len(r['sessions'])} session(s)" + (f": {names}." if names else "."))
         for s in r["sessions"]:
             if not s["clean"]:
                 print(f"{s['session']} x {s['target']}: "
@@ -401,7 +420,7 @@ def status(words: Annotated[Optional[list[str]], typer.Argument(help='"<what you
               lambda r: [print(_status_line(s)) for s in r["sessions"]] or (not r["sessions"] and print("No sessions.")))
         return
     _call("para/report", {"session": session, "task": " ".join(words), "tests": tests, "todos": todos,
-                          "blocked": blocked}, as_json, lambda r: None)
+                          "blocked": blocked}, as_json, _print_report)
 
 
 @app.command()

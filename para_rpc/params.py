@@ -9,9 +9,15 @@ configuration overrides (see config.py).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+
+# Integers a client sends are bounded where they are declared, so a value no store or
+# clock can hold (after = 10**30) is refused as invalid params, not an internal error.
+# Within the bounds, each method's documented clamp applies.
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -91,12 +97,12 @@ class StatusParams(SessionParams, kw_only=True):
 
 class WaitParams(RepoParams, kw_only=True):
     sessions: list[str] = []
-    timeout: float = 60.0
+    timeout: Seconds = 60.0
 
 
 class DiffParams(SessionParams, kw_only=True):
     stat_only: bool = False
-    max_bytes: int = 200_000
+    max_bytes: Count = 200_000
 
 
 class CancelParams(SessionParams, kw_only=True):
@@ -126,8 +132,8 @@ class TrustParams(RepoParams, kw_only=True):
 
 
 class EventsParams(RepoParams, kw_only=True):
-    after: int = 0
-    limit: int = 200
+    after: Count = 0
+    limit: Count = 200
 
 
 class SubscribeParams(Base, kw_only=True):

@@ -734,7 +734,7 @@ def _register(fe: McpFrontend) -> None:
         sessions: Annotated[list[str], Field(description="Session names to watch (default: every live session).")] = [],  # noqa: B006
         timeout: Annotated[float, Field(description="Seconds to wait at most (0-3600).", ge=0, le=3600)] = 60.0,
         after_event: Annotated[int | None, Field(description="The last_event of your previous para_wait: changes "
-                                                 "since then count too, so nothing is missed.", ge=0)] = None,
+                                                 "since then count too, so nothing is missed.", ge=0, le=2**63 - 1)] = None,
         repo: Repo = None,
     ) -> WaitOut:
         return await _wait(fe, ctx, sessions, timeout, after_event, repo)

@@ -61,6 +61,48 @@ def _ensure_excluded(common_dir: str) -> None:
         os.replace(tmp, path)
 
 
+def _identity(path: str) -> tuple[int, int]:
+    """What makes two paths the same directory (a bind mount shows one directory at two paths)."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return _identity(str(a)) == _identity(str(b))
+    except OSError:
+        return False
+
+
+def _canonical_cwd(repo: "Repo", cwd: str) -> str:
+    """`cwd` resolved, and seen through the path para knows the repository by when it is
+    under another view of the main worktree (a bind mount: no symlink to resolve)."""
+    here = os.path.realpath(cwd)
+    if here == repo.root or here.startswith(repo.root + os.sep):
+        return here
+    try:
+        root = _identity(repo.root)
+        head, tail = here, []
+        while _identity(head) != root:
+            parent, name = os.path.split(head)
+            if parent == head:
+                return here
+            head, tail = parent, [name, *tail]
+    except OSError:
+        return here
+    return os.path.join(repo.root, *tail)
+
+
+def _private_dir(path: Path) -> None:
+    """`.para/` holds agents' full output and prompts: 0700, also when it already existed."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        try:
+            os.chmod(path, 0o700)
+        except OSError as e:  # not ours: leave it, the files inside are still 0600
+            log.warning("cannot make %s private: %s", path, e)
+
+
 @dataclass
 class WorktreeFacts:
     """What a session's worktree holds besides its branch, read before it is committed or removed."""
@@ -90,6 +132,10 @@ class Repo:
     plan_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tick: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) on every event
     poller: asyncio.Task | None = None
+
+    @property
+    def lock_path(self) -> str:
+        return os.path.join(self.root, ".para", "sidecar.lock")
 
     def worktrees_dir(self, cfg: dict[str, Any]) -> str:
         """Where session worktrees go (config `worktrees_dir`, else `.para/worktrees`), with
@@ -125,7 +171,8 @@ class ServiceCore:
                  socket: str = "") -> None:
         self.socket = socket  # given to agents so their `para` reaches this sidecar
         self.repos: dict[str, Repo] = {}
-        self._opening: dict[str, asyncio.Lock] = {}
+        self._by_identity: dict[tuple[int, int], Repo] = {}  # (st_dev, st_ino) of the common dir
+        self._opening: dict[tuple[int, int], asyncio.Lock] = {}
         self._where_cache: dict[str, git.Where] = {}  # cwd -> repository facts (2 git calls saved)
         self.notify = notify or (lambda method, payload: None)
         self.started_at = now()
@@ -149,8 +196,13 @@ class ServiceCore:
             raise ParaError(Code.not_a_repository, f"{cwd} is inside a .git directory, not a working tree")
         repo = self.repos.get(where.common_dir)
         if repo is None:
-            async with self._opening.setdefault(where.common_dir, asyncio.Lock()):
-                repo = self.repos.get(where.common_dir) or await self._open(where)
+            # Another view of a repository already open (a bind mount: another path, the
+            # same directory) is the same repository, not a second one to lock.
+            ident = _identity(where.common_dir)
+            repo = self._by_identity.get(ident)
+            if repo is None:
+                async with self._opening.setdefault(ident, asyncio.Lock()):
+                    repo = self._by_identity.get(ident) or await self._open(where)
         return repo
 
     async def _open(self, where: git.Where) -> Repo:
@@ -159,7 +211,7 @@ class ServiceCore:
             raise ParaError(Code.not_a_repository, f"{where.common_dir} has no main working tree")
         root = main.path
         para_dir = Path(root, ".para")
-        para_dir.mkdir(exist_ok=True)
+        _private_dir(para_dir)
         _ensure_excluded(where.common_dir)
         fd = os.open(para_dir / "sidecar.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -167,18 +219,46 @@ class ServiceCore:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
+            if holder == str(os.getpid()):  # a view of an open repository we could not recognise
+                served = next((r.root for r in self.repos.values() if _same_file(r.lock_path, para_dir / "sidecar.lock")),
+                              None)
+                raise ParaError(Code.busy, f"{root} is a second path of a repository this sidecar already serves"
+                                           + (f" as {served}" if served else "") + "; use that path") from None
             raise ParaError(Code.busy, f"{root} is served by another para sidecar (pid {holder or '?'}); "
                                        "stop it or use the same PARA_SOCKET") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        repo = Repo(where.common_dir, root, Store(para_dir / "para.db"), fd)
-        self.repos[where.common_dir] = repo
-        for s in repo.store.live():
-            if s.op is not None:
-                await self._repair(repo, s)
-        await self._remove_scratch(repo)
+        # From here on a failure must give the lock back: otherwise every later call is
+        # `busy` against this very sidecar, even once the cause is gone.
+        repo = None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            repo = Repo(where.common_dir, root, Store(para_dir / "para.db"), fd)
+            self.repos[where.common_dir] = repo
+            self._by_identity[_identity(where.common_dir)] = repo
+            for s in repo.store.live():
+                if s.op is not None:
+                    await self._repair(repo, s)
+            await self._remove_scratch(repo)
+        except BaseException:
+            self._forget(repo)
+            if repo is not None:
+                repo.store.close()
+            os.close(fd)
+            raise
         repo.poller = asyncio.create_task(self._poll_agents(repo))
         return repo
+
+    def session_name_at(self, cwd: str) -> str | None:
+        """The live session whose worktree holds `cwd`, if its repository is open (no git)."""
+        where = self._where_cache.get(cwd)
+        repo = self.repos.get(where.common_dir) if where is not None else None
+        s = self._session_at(repo, cwd) if repo is not None else None
+        return s.name if s is not None else None
+
+    def _forget(self, repo: Repo | None) -> None:
+        for table in (self.repos, self._by_identity):
+            for key in [k for k, r in table.items() if r is repo]:
+                del table[key]
 
     async def _remove_scratch(self, repo: Repo) -> None:
         """Scratch worktrees exist only while an integration check runs; any found when a
@@ -199,6 +279,7 @@ class ServiceCore:
             repo.store.close()
             os.close(repo.lock_fd)
         self.repos.clear()
+        self._by_identity.clear()
 
     def emit(self, repo: Repo, kind: str, session: str | None, **data: Any) -> None:
         event = repo.store.append_event(kind, session, data)
@@ -258,7 +339,7 @@ class ServiceCore:
                             f"(`para show {s.name}` shows the landing)", session=s.name, status=s.status.value)
 
     def _session_at(self, repo: Repo, cwd: str) -> Session | None:
-        here = os.path.realpath(cwd)
+        here = _canonical_cwd(repo, cwd)
         best, best_path = None, ""
         for s in repo.store.live():
             path = os.path.realpath(s.worktree)

@@ -258,8 +258,8 @@ class Integration(ServiceCore):
             if os.path.isdir(s.worktree):
                 if await git.status(s.worktree):
                     snap = await git.snapshot(s.worktree, f"para: conflict resolution in progress in {s.name}")
-                    saved = f"refs/para/backup/{s.name}/{_utc_stamp()}-aborted"
-                    await git.update_ref(repo.root, saved, snap)
+                    saved = {"ref": f"refs/para/backup/{s.name}/{_utc_stamp()}-aborted", "commit": snap}
+                    await git.update_ref(repo.root, saved["ref"], snap)
                 await integrate.abort_in(s.worktree, rec["pre"])
             else:
                 await git.update_ref(repo.root, f"refs/heads/{s.branch}", rec["pre"])
