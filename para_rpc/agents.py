@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from para_rpc import git
+from para_rpc import runtime
 from para_rpc.errors import Code, ParaError
 
 PLACEHOLDERS = ("{prompt_file}", "{prompt}", "{worktree}", "{session}")
@@ -67,6 +68,8 @@ BUILTIN: dict[str, Profile] = {
 def profile(name: str, custom: dict[str, dict[str, Any]]) -> Profile:
     if name in custom:
         c = custom[name]
+        if isinstance(c, ParaError):  # withheld by the trust gate (trust.settle): never run
+            raise c
         return Profile(name, list(c["command"]), c.get("headless"), list(c.get("skip_permissions", [])))
     if name in BUILTIN:
         return BUILTIN[name]
@@ -228,7 +231,8 @@ class Detached:
 
 async def launch_headless(argv: list[str], cwd: str, env: dict[str, str], log: str,
                           exit_file: str) -> Detached:
-    os.makedirs(os.path.dirname(log), exist_ok=True)
+    os.makedirs(os.path.dirname(log), mode=0o700, exist_ok=True)
+    runtime.create_private(log)  # the agent's whole output: 0600 before the runner appends to it
     return Detached(subprocess.Popen(
         runner_argv(exit_file, argv, log), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))

@@ -114,6 +114,8 @@ class SessionInfo(msgspec.Struct, kw_only=True):
     report: Report | None = None
     plan: int | None = None
     notes: list[str] = msgspec.field(default_factory=list)
+    head_branch: str | None = None   # the branch HEAD is on in the worktree (None: detached, or no worktree)
+    detached: bool = False           # HEAD is detached in the worktree
 
 
 class PlanTask(msgspec.Struct, kw_only=True):

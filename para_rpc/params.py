@@ -9,9 +9,15 @@ configuration overrides (see config.py).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+
+# Integers a client sends are bounded where they are declared, so a value no store or
+# clock can hold (after = 10**30) is refused as invalid params, not an internal error.
+# Within the bounds, each method's documented clamp applies.
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -57,6 +63,10 @@ class IntegrateParams(SessionParams, kw_only=True):
     dry_run: bool = False
 
 
+class ContinueParams(SessionParams, kw_only=True):
+    force: bool = False  # stage everything as it is, even conflicts nobody resolved
+
+
 class ConflictsParams(RepoParams, kw_only=True):
     target: str | None = None
 
@@ -87,16 +97,17 @@ class StatusParams(SessionParams, kw_only=True):
 
 class WaitParams(RepoParams, kw_only=True):
     sessions: list[str] = []
-    timeout: float = 60.0
+    timeout: Seconds = 60.0
 
 
 class DiffParams(SessionParams, kw_only=True):
     stat_only: bool = False
-    max_bytes: int = 200_000
+    max_bytes: Count = 200_000
 
 
 class CancelParams(SessionParams, kw_only=True):
     discard: bool = False
+    force: bool = False  # HEAD off the session branch, or an unfinished operation: save a backup, cancel anyway
 
 
 class CleanParams(RepoParams, kw_only=True):
@@ -113,9 +124,16 @@ class ConfigParams(Base, kw_only=True):
     scope: Literal["user", "project"] = "user"
 
 
+class TrustParams(RepoParams, kw_only=True):
+    """`show` changes nothing; `approve` (a human's decision) records the project file's
+    current content, only if its SHA-256 is `sha256` when given; `revoke` forgets it."""
+    action: Literal["show", "approve", "revoke"] = "show"
+    sha256: str | None = None
+
+
 class EventsParams(RepoParams, kw_only=True):
-    after: int = 0
-    limit: int = 200
+    after: Count = 0
+    limit: Count = 200
 
 
 class SubscribeParams(Base, kw_only=True):
@@ -138,7 +156,7 @@ SERVICE_METHODS: dict[str, tuple[type[Base], str]] = {
     "para/show": (SessionParams, "show"),
     "para/finish": (FinishParams, "finish"),
     "para/integrate": (IntegrateParams, "integrate"),
-    "para/continue": (SessionParams, "continue_"),
+    "para/continue": (ContinueParams, "continue_"),
     "para/abort": (SessionParams, "abort"),
     "para/conflicts": (ConflictsParams, "conflicts"),
     "para/cancel": (CancelParams, "cancel"),
@@ -153,6 +171,7 @@ SERVICE_METHODS: dict[str, tuple[type[Base], str]] = {
     "para/clean": (CleanParams, "clean"),
     "para/config": (ConfigParams, "config"),
     "para/events": (EventsParams, "events"),
+    "para/trust": (TrustParams, "trust"),
 }
 TRANSPORT_METHODS: dict[str, type[Base]] = {
     "para/subscribe": SubscribeParams,

@@ -42,12 +42,52 @@ def log_path() -> Path:
     return socket_path().with_name(socket_path().name + ".log")
 
 
+def _setting() -> str:
+    """The environment variable that chose the socket's directory (for messages)."""
+    for name in ("PARA_SOCKET", "PARA_RUNTIME_DIR", "XDG_RUNTIME_DIR"):
+        if os.environ.get(name):
+            return name
+    return "PARA_RUNTIME_DIR"
+
+
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` as a 0700 directory owned by us, or refuse one that others could use."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create `path` as a 0700 directory, or accept an existing one that is ours and private.
+
+    An existing directory is never changed: `PARA_SOCKET` or `PARA_RUNTIME_DIR` may name one
+    that is not para's (`$HOME`, a project folder), and tightening it behind the user's back
+    would break whatever else lives there. One that other users can read or write is refused."""
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    else:
+        os.chmod(path, 0o700)  # ours: the umask may have taken more than group and others
+        return path
     st = path.lstat()
+    var = _setting()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise ParaError(Code.sidecar_unavailable, f"{path} is not a directory owned by you; refusing to use it")
+        raise ParaError(Code.sidecar_unavailable,
+                        f"{path} is not a directory owned by you; refusing to put the para socket there. "
+                        f"Point {var} at a private directory of yours (para creates it if it does not exist)")
     if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
+        raise ParaError(Code.sidecar_unavailable,
+                        f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):o}); para keeps its socket, "
+                        f"lock and log there only in a private directory. Run `chmod 700 {path}` if that directory "
+                        f"is only for para, or point {var} at a private directory (para creates it if it does not "
+                        "exist)")
     return path
+
+
+def write_private(path: str | os.PathLike, text: str) -> None:
+    """Write a file only the user can read (prompts, logs, tokens), whatever the umask;
+    one that already exists is tightened too."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(fd, 0o600)
+        f.write(text)
+
+
+def create_private(path: str | os.PathLike) -> None:
+    """Make sure `path` exists and only the user can read it (a log others append to)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(path, 0o600)

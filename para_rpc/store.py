@@ -11,6 +11,7 @@ database from version i to i + 1.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from para_rpc.errors import Code, ParaError
 from para_rpc.model import HISTORY, Plan, Session, Status, now
 
 MIGRATIONS = [
@@ -47,26 +49,70 @@ MIGRATIONS = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+
+def _private_file(path: Path, create: bool = True) -> None:
+    """Make `path` 0600 (creating it empty if asked): under a umask of 022 sqlite would
+    create it 0644, and an existing one made by an older para may be 0644 too."""
+    try:
+        if create:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, FILE_MODE)
+    except FileNotFoundError:
+        pass
+
+
+def _unusable(path: Path, e: sqlite3.DatabaseError) -> ParaError:
+    """A clear error for a database sqlite cannot use; what to do depends on why."""
+    broken = getattr(e, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+    if broken or not isinstance(e, sqlite3.OperationalError):  # (operational: locked, no permission, ...)
+        return ParaError(Code.config_error,
+                         f"{path} is not a usable para database ({e}). Move it away, for example "
+                         f"`mv {path} {path}.broken`: para creates a new one at the next command (no sidecar "
+                         "restart needed), and sessions whose worktrees or branches still exist can be taken up "
+                         "again with `para resume NAME`", path=str(path))
+    return ParaError(Code.config_error, f"cannot open the para database {path}: {e}", path=str(path))
+
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Session).decode
 _decode_plan = msgspec.json.Decoder(Plan).decode
 _LIVE = tuple(s.value for s in Status if s not in HISTORY)
 
 
+# The database and its -wal/-shm files hold every session's task text: private to the user.
+FILE_MODE = 0o600
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        self.db = None
+        try:
+            _private_file(path)  # sqlite gives the -wal and -shm files it creates the same mode
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+            for suffix in ("-wal", "-shm"):
+                _private_file(Path(f"{path}{suffix}"), create=False)
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise _unusable(path, e) from None
+        except BaseException:
+            self.close()
+            raise
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} has schema {version}, newer than this para ({SCHEMA_VERSION})")
+            raise ParaError(Code.config_error,
+                            f"{self.path} was written by a newer para (database schema {version}; this para "
+                            f"knows up to {SCHEMA_VERSION}): upgrade para (and restart the sidecar with "
+                            "`para sidecar restart`), or move the file away to start with an empty one",
+                            path=str(self.path), schema=version, supported=SCHEMA_VERSION)
         for i in range(version, SCHEMA_VERSION):
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -80,7 +126,8 @@ class Store:
                 raise
 
     def close(self) -> None:
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
 
     # ---- sessions ----------------------------------------------------------
 

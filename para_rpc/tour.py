@@ -27,7 +27,10 @@ def main() -> int:
         repo = base / "shop"
         runtime = base / "rt"
         runtime.mkdir(mode=0o700)
-        env = {**os.environ, "PARA_RUNTIME_DIR": str(runtime), "PARA_CONFIG": str(base / "config.json")}
+        # Nothing of the caller's para settings: PARA_SOCKET would point the tour at (and its
+        # last step would stop) the caller's own sidecar.
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PARA_")},
+               "PARA_RUNTIME_DIR": str(runtime), "PARA_CONFIG": str(base / "config.json")}
         for k, v in (("GIT_AUTHOR_NAME", "Tour"), ("GIT_AUTHOR_EMAIL", "tour@example.com"),
                      ("GIT_COMMITTER_NAME", "Tour"), ("GIT_COMMITTER_EMAIL", "tour@example.com")):
             env.setdefault(k, v)
@@ -44,6 +47,9 @@ def main() -> int:
             if show and output:
                 print(output, flush=True)
             if res.returncode != 0:
+                # (the private sidecar must not outlive the throwaway repository)
+                subprocess.run(para + ["sidecar", "stop"], cwd=base, env=env, capture_output=True,
+                               stdin=subprocess.DEVNULL)
                 raise SystemExit(f"tour step failed ({res.returncode}): {shown}")
             return res.stdout
 

@@ -132,9 +132,9 @@ def test_abort_restores_the_exact_pre_integration_commit(api: Api, strategy: str
     assert in_progress(wt) == [] and porcelain(wt) == ["?? half-done.txt"]
     assert (wt / "app.py").read_text() == SESSION_LINE
     # The abandoned resolution is kept in a backup ref, not lost.
-    saved = out["saved"]
-    assert saved and saved.startswith("refs/para/backup/feat/")
-    assert git("show", f"{saved}:half-done.txt", cwd=repo) == "started resolving"
+    saved = out["saved"]  # {ref, commit}, the shape cancel reports too
+    assert saved["ref"].startswith("refs/para/backup/feat/") and rev(repo, saved["ref"]) == saved["commit"]
+    assert git("show", f"{saved['ref']}:half-done.txt", cwd=repo) == "started resolving"
     assert rev(repo, "main") == f["old"]
     assert_checkout_clean_at(repo, "main")
     assert api.session("feat")["status"] == "active"

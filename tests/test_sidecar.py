@@ -53,10 +53,15 @@ def test_socket_is_0600_in_a_0700_directory(sidecar):
     assert stat.S_IMODE(os.stat(sidecar.socket.parent).st_mode) == 0o700
 
 
-def test_a_runtime_directory_open_to_others_is_made_private(runtime_dir, para, repo):
+def test_a_runtime_directory_open_to_others_is_refused_not_changed(runtime_dir, para, repo):
+    """An existing directory is the user's: para never chmods it (see test_hygiene.py)."""
     os.chmod(runtime_dir, 0o755)
+    res = para("sidecar", "start", check=False)
+    assert res.returncode == 9 and "PARA_RUNTIME_DIR" in res.stderr and "chmod 700" in res.stderr
+    assert stat.S_IMODE(os.stat(runtime_dir).st_mode) == 0o755
+    assert not (runtime_dir / "sidecar.sock").exists()
+    os.chmod(runtime_dir, 0o700)
     para("sidecar", "start")
-    assert stat.S_IMODE(os.stat(runtime_dir).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(runtime_dir / "sidecar.sock").st_mode) == 0o600
 
 

@@ -11,15 +11,18 @@ operations are also `workspace/executeCommand` commands named `para.<verb>`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
 from typing import Any
 
+import attrs
 import msgspec
+from cattrs import transform_error
+from cattrs.errors import BaseValidationError
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams, JsonRpcMethodNotFound, JsonRpcServerError
-from pygls.io_ import run_async
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import (JsonRPCNotification, JsonRPCRequestMessage, JsonRPCResponseMessage,
                             LanguageServerProtocol, default_converter, lsp_method)
@@ -32,8 +35,17 @@ from para_rpc.service import Service
 log = logging.getLogger("para.lsp")
 
 
+# A message body larger than this is refused and its connection closed: nothing para
+# accepts comes near it, and the body would otherwise be buffered whole.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_HEADER_LINE = 8192
+PARSE_ERROR, INVALID_REQUEST = -32700, -32600
+
+
 def _plain(obj: dict, cls: type) -> Any:
-    return cls(**obj)
+    # Only the members the class knows: JSON-RPC extension members are ignored. A
+    # missing `params` (allowed by JSON-RPC) is None, which every method reads as {}.
+    return cls(**{a.name: obj.get(a.name) for a in attrs.fields(cls)})
 
 
 def _converter():
@@ -126,14 +138,123 @@ class Hub:
         self.conns.add(ls)
         self.on_idle_change()
         try:
-            await run_async(stop_event=ls.stop_event, reader=reader, protocol=ls.protocol,
-                            logger=log, error_handler=ls.report_server_error)
+            await _read_messages(ls, reader)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
             self.conns.discard(ls)
             writer.close()
             self.on_idle_change()
+
+
+class _FramingError(Exception):
+    """The byte stream is not LSP framing: the connection cannot be resynchronized."""
+
+
+def _send_error(ls: ParaServer, msg_id: Any, code: int, message: str) -> None:
+    body = json.dumps({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}).encode()
+    if ls.writer is not None and not ls.writer.is_closing():
+        ls.writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> bytes | None:
+    """One message body, or None at the end of the stream."""
+    length = None
+    while True:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as e:
+            if e.partial.strip():
+                raise _FramingError("the stream ended inside a header") from None
+            return None
+        except asyncio.LimitOverrunError:
+            raise _FramingError("a header line is too long") from None
+        if len(line) > MAX_HEADER_LINE:
+            raise _FramingError("a header line is too long")
+        if not line.strip():
+            if length is None:
+                raise _FramingError("a message without a Content-Length header")
+            break
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise _FramingError(f"not a header: {line[:60]!r}")
+        if name.strip().lower() == b"content-length":
+            value = value.strip()
+            if not value.isdigit():
+                raise _FramingError(f"bad Content-Length: {value[:30]!r}")
+            length = int(value)
+            if length > MAX_MESSAGE_BYTES:
+                raise _FramingError(f"a message of {length} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")
+    return await reader.readexactly(length)
+
+
+def _not_json(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
+
+
+def _envelope_error(msg: Any) -> tuple[Any, str] | None:
+    """(the id to answer with, why) if `msg` is not a JSON-RPC 2.0 message para can route."""
+    if isinstance(msg, list):
+        return None, "batch requests are not supported; send one request per message"
+    if not isinstance(msg, dict):
+        return None, f"a message must be a JSON object, got {type(msg).__name__}"
+    msg_id = msg.get("id")
+    if "id" in msg and (isinstance(msg_id, bool) or not isinstance(msg_id, (str, int, type(None)))):
+        return None, "`id` must be a string, a number or null"
+    if msg.get("jsonrpc") != "2.0":
+        return msg_id, 'the message must carry "jsonrpc": "2.0"'
+    if "method" not in msg:
+        if "id" in msg and ("result" in msg or "error" in msg):
+            return None  # a client's answer to a request of ours (para/runInTerminal)
+        return msg_id, "a request needs a `method`"
+    if not isinstance(msg["method"], str):
+        return msg_id, "`method` must be a string"
+    return None
+
+
+async def _read_messages(ls: ParaServer, reader: asyncio.StreamReader) -> None:
+    """The connection's message loop. pygls' own (`run_async`) drops a message it cannot
+    convert without a word, so a client waits forever: here every request gets an answer
+    (a result, a JSON-RPC error), and framing that cannot be resynchronized gets an error
+    and a closed connection."""
+    protocol = ls.protocol
+    while not ls.stop_event.is_set():
+        try:
+            body = await _read_frame(reader)
+        except _FramingError as e:
+            log.info("closing a connection: %s", e)
+            _send_error(ls, None, PARSE_ERROR, f"Parse error: {e}; closing the connection")
+            return
+        if body is None:
+            return
+        try:
+            msg = json.loads(body, parse_constant=_not_json)
+        except ValueError as e:  # bad JSON or bad UTF-8; the framing itself is intact
+            _send_error(ls, None, PARSE_ERROR, f"Parse error: {e}")
+            continue
+        bad = _envelope_error(msg)
+        if bad is not None:
+            if isinstance(msg, dict) and "method" in msg and "id" not in msg:
+                log.info("ignoring a malformed notification: %s", bad[1])
+            else:
+                _send_error(ls, bad[0], INVALID_REQUEST, f"Invalid Request: {bad[1]}")
+            continue
+        is_request = "method" in msg and "id" in msg
+        if "method" in msg and msg.get("params") == []:
+            msg["params"] = None  # positional params with nothing in them: Neovim's empty table
+        if is_request and protocol._shutdown and msg["method"] != types.EXIT:
+            _send_error(ls, msg["id"], INVALID_REQUEST, "Invalid Request: this connection was shut down "
+                                                        "(LSP shutdown); send exit or close it")
+            continue
+        try:
+            message = protocol.structure_message(msg)
+        except Exception as e:  # the params do not fit the method's LSP type
+            if is_request:
+                why = e.__cause__ or e
+                why = "; ".join(transform_error(why)) if isinstance(why, BaseValidationError) else why
+                _send_error(ls, msg["id"], JsonRpcInvalidParams.CODE, f"Invalid Params: {msg['method']}: {why}")
+            continue
+        protocol.handle_message(message)
 
 
 def _rpc_error(e: ParaError) -> JsonRpcServerError:
@@ -151,6 +272,11 @@ async def call_service(service: Service, method: str, params: Any) -> Any:
     try:
         return await asyncio.shield(getattr(service, attr)(p))
     except ParaError as e:
+        if hasattr(p, "session") and "session" not in e.data:
+            # An error about one session names it, also when the client gave only its cwd.
+            name = p.session or service.session_name_at(p.cwd)
+            if name:
+                e.data["session"] = name
         raise _rpc_error(e) from None
     except Exception as e:
         log.exception("%s failed", method)

@@ -189,7 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         except ParaError as e:
             print(f"para sidecar: {e.message}", file=sys.stderr)
             return e.code.exit
-    runtime.ensure_private_dir(runtime.socket_path().parent)
+    try:
+        runtime.ensure_private_dir(runtime.socket_path().parent)
+        if not args.stderr:
+            runtime.create_private(runtime.log_path())
+    except ParaError as e:
+        print(f"para sidecar: {e.message}", file=sys.stderr)
+        return e.code.exit
     handler = logging.StreamHandler() if args.stderr else logging.FileHandler(runtime.log_path())
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from para_rpc import agents, git
+from para_rpc import runtime
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import AgentRun, Plan, PlanStep, PlanTask, Report, Session, Status, now, to_builtins
 from para_rpc.names import validate_session_name
@@ -95,8 +96,8 @@ class Dispatching(ServiceCore):
         s = repo.store.get(info["name"])
         try:
             prompt_file = os.path.join(repo.root, ".para", "prompts", f"{s.name}.md")
-            os.makedirs(os.path.dirname(prompt_file), exist_ok=True)
-            Path(prompt_file).write_text(prompt, encoding="utf-8")
+            os.makedirs(os.path.dirname(prompt_file), mode=0o700, exist_ok=True)
+            runtime.write_private(prompt_file, prompt)
             Path(s.worktree, agents.INSTRUCTION_FILE).write_text(
                 agents.instruction_text(s.name, cfg["agent.workflow"]), encoding="utf-8")
             argv = agents.render(argv_t, {"prompt": prompt, "prompt_file": prompt_file,

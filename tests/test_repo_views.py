@@ -1,0 +1,79 @@
+"""One repository seen at two paths is one repository (R3-19).
+
+`mount --bind <repo> <other path>`, then `cd <other path>; para list` used to exit 8, "served
+by another para sidecar (pid N)" with N the sidecar itself: the second path missed the
+sidecar's table of open repositories, and its second `flock` on `.para/sidecar.lock`
+conflicted with its own first one. Repositories are now also known by the identity
+(`st_dev`, `st_ino`) of their common git directory, and a directory under the second view
+is understood as the same place under the first (a bind mount has no symlink to resolve).
+
+The test mounts for real (CI runs as root); it fails, rather than skips, where `mount` is
+not allowed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import commit_file, rev
+
+SHARED_SIDECAR = True
+
+
+@pytest.fixture
+def view(repo: Path, tmp_path: Path) -> Iterator[Path]:
+    """The repository's main worktree bind-mounted at a second path."""
+    other = tmp_path / "view"
+    other.mkdir()
+    res = subprocess.run(["mount", "--bind", str(repo), str(other)], capture_output=True, text=True)
+    assert res.returncode == 0, f"mount --bind is needed for this test (run as root): {res.stderr}"
+    try:
+        yield other
+    finally:
+        # (lazily: the sidecar keeps the repository's database open through whichever path
+        # opened it first)
+        subprocess.run(["umount", "--lazy", str(other)], check=True)
+
+
+def test_a_bind_mounted_view_of_a_served_repository_is_the_same_repository(sidecar, para, para_json, repo, view):
+    para("start", "v1")
+    listed = para("list", cwd=view)  # exit 8 ("served by another para sidecar") before
+    assert "v1" in listed.stdout
+    out = para_json("list", cwd=view)
+    assert out["repo"] == str(repo)
+    assert [s["name"] for s in out["sessions"]] == ["v1"]
+    served = para_json("sidecar", "status")["repos"]
+    assert served.count(str(repo)) == 1 and str(view) not in served
+
+
+def test_a_repository_first_opened_through_the_view_is_the_same_at_its_own_path(sidecar, para, para_json, repo,
+                                                                                 view):
+    para("list", cwd=view)  # opened through the view first: para knows it by that path
+    started = para_json("start", "v2", cwd=view)
+    assert [s["name"] for s in para_json("list")["sessions"]] == ["v2"]  # and from the other path
+    wt = Path(started["worktree"])
+    assert wt.samefile(repo / ".para" / "worktrees" / "v2")
+    tip = commit_file(repo / ".para" / "worktrees" / "v2", "v2.txt", "from the view\n", "v2 work")
+    assert rev(repo, "para/v2") == tip
+    assert para_json("show", cwd=repo / ".para" / "worktrees" / "v2")["name"] == "v2"
+    assert len([r for r in para_json("sidecar", "status")["repos"] if Path(r).samefile(repo)]) == 1
+
+
+def test_inside_a_session_worktree_seen_through_the_view_the_session_is_found(sidecar, para, para_json, repo, view):
+    para("start", "v3")
+    inside = view / ".para" / "worktrees" / "v3"
+    shown = para_json("show", cwd=inside)
+    assert shown["name"] == "v3"
+    assert para("show", cwd=inside).stdout.startswith("Session v3")
+
+
+def test_a_symlinked_path_is_the_same_repository_too(sidecar, para_json, repo, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(repo)
+    para_json("start", "v4")
+    assert [s["name"] for s in para_json("list", cwd=link)["sessions"]] == ["v4"]
+    assert para_json("show", cwd=link / ".para" / "worktrees" / "v4")["name"] == "v4"
