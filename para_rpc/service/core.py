@@ -298,8 +298,12 @@ class ServiceCore:
         if name is not None:
             validate_session_name(name)
             s = repo.store.get(name)
-            if s is None and history:
-                s = next((x for x in reversed(repo.store.all()) if x.name == name), None)
+            if s is None:
+                latest = next((x for x in reversed(repo.store.all()) if x.name == name), None)
+                if history:
+                    s = latest
+                elif latest is not None:  # "no session named" would be a lie: say what became of it
+                    self._refuse_integrated(latest, "earlier")
             if s is None:
                 names = [x.name for x in repo.store.live()]
                 raise ParaError(Code.not_found, f"no session named {name!r}"

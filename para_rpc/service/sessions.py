@@ -371,6 +371,7 @@ class Sessions(ServiceCore):
                 # An archive without a record (made by Para itself, or state lost): adopt the newest.
                 found = sorted(r for r in archives if r.rsplit("/", 1)[-1] == name)
                 if not found:
+                    self._find(repo, name, p.cwd)  # an integrated session says so (wrong_state)
                     raise ParaError(Code.not_found, f"no cancelled session or archived branch named {name!r}",
                                     session=name)
                 archive = found[-1][len("refs/heads/"):]
