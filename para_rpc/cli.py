@@ -376,19 +376,31 @@ def status(words: Annotated[Optional[list[str]], typer.Argument(help='"<what you
                           "blocked": blocked}, as_json, lambda r: None)
 
 
+def _agent_of(name: str | None) -> tuple[str, dict[str, Any]]:
+    """The session (named, else the one the current directory is in) and its agent run;
+    `not_found` when the session never had an agent (`para start`, not `para dispatch`)."""
+    r = _call("para/status", {"session": name}, False)
+    if name is None and len(r["sessions"]) != 1:
+        _fail(ParaError(Code.invalid_input, f"{_cwd()} is not inside a session worktree; name the session"), False)
+    s = r["sessions"][0]
+    if not s.get("agent"):
+        _fail(ParaError(Code.not_found, f"session {s['name']} has no agent: it was started with `para start`, "
+                        "not `para dispatch`", session=s["name"]), False)
+    return s["name"], s["agent"]
+
+
 @app.command()
 def logs(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the log grows.")] = False) -> None:
     """Print a headless agent's output."""
     import time
 
-    r = _call("para/status", {"session": name}, False)
-    agent = (r["sessions"][0].get("agent") or {}) if r["sessions"] else {}
+    s, agent = _agent_of(name)
     path = agent.get("log")
     if not path:
-        where = f"tmux window {agent['window']} (`para attach {r['sessions'][0]['name']}`)" if agent.get("window") \
-            else "a terminal, not a log file"
-        _fail(ParaError(Code.not_found, f"this session's agent writes to {where}"), False)
+        where = f"tmux window {agent['window']} (`para attach {s}`)" if agent.get("window") \
+            else "your editor's terminal, not a log file"
+        _fail(ParaError(Code.not_found, f"the agent of session {s} writes to {where}", session=s), False)
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -408,10 +420,12 @@ def logs(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = 
 @app.command()
 def attach(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None) -> None:
     """Attach to the tmux window where the session's agent runs."""
-    r = _call("para/status", {"session": name}, False)
-    window = ((r["sessions"][0].get("agent") or {}) if r["sessions"] else {}).get("window")
+    s, agent = _agent_of(name)
+    window = agent.get("window")
     if not window:
-        _fail(ParaError(Code.not_found, "this session's agent does not run in tmux"), False)
+        where = f"headless (`para logs {s}`)" if agent.get("log") else "your editor's terminal"
+        _fail(ParaError(Code.not_found, f"the agent of session {s} does not run in tmux; it runs {where}",
+                        session=s), False)
     if not sys.stdin.isatty():
         _fail(ParaError(Code.invalid_input, f"not a terminal; the agent is in tmux window {window}"), False)
     verb = "switch-client" if os.environ.get("TMUX") else "attach-session"
