@@ -171,6 +171,10 @@ def read_task(path: Path) -> str:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ParaError(Code.invalid_input, f"task file {path} is not UTF-8 text") from None
+    except FileNotFoundError:
+        raise ParaError(Code.not_found, f"task file {path} no longer exists", path=str(path)) from None
+    except OSError as e:
+        raise ParaError(Code.invalid_input, f"cannot read task file {path}: {e.strerror}", path=str(path)) from None
     if not text.strip():
         raise ParaError(Code.invalid_input, f"task file {path} is empty")
     return text

@@ -159,7 +159,12 @@ class Dispatching(ServiceCore):
         return None  # replaced by the transport
 
     async def _poll_agents(self, repo: Repo) -> None:
-        """Notice agents that ended (exit file written) or vanished. No git is run here."""
+        """Notice agents that ended (exit file written) or vanished. No git is run here.
+        First, once per repository opened: plans a crash left stuck."""
+        try:
+            await self._repair_plans(repo)
+        except Exception:
+            log.exception("plan repair failed")
         while True:
             await asyncio.sleep(AGENT_POLL_SECONDS)
             try:
@@ -346,19 +351,20 @@ class Dispatching(ServiceCore):
             if not steps or steps[-1].number != number:
                 steps.append(PlanStep(number=number, tasks=[]))
             steps[-1].tasks.append(PlanTask(file=str(path), name=name))
-        plan = repo.store.save_plan(Plan(source=source, steps=steps, agent=prof.name, mode=mode,
-                                         profile={"command": prof.command, "headless": prof.headless,
-                                                  "skip_permissions": prof.skip_permissions},
-                                         workflow=cfg["agent.workflow"],
-                                         skip_permissions=p.skip_permissions, base=p.base))
-        self.emit(repo, "plan_started", None, plan=plan.id, steps=[[t.name for t in st.tasks] for st in steps])
-        try:
-            await self._start_step(repo, plan, p.cwd, p.env)
-        except ParaError as e:
-            plan.state, plan.reason = "failed", e.message
-            repo.store.save_plan(plan)
-            self.emit(repo, "plan_failed", None, plan=plan.id, reason=e.message)
-            raise
+        async with repo.plan_lock:  # (so _repair_plans never takes this step for an interrupted one)
+            plan = repo.store.save_plan(Plan(source=source, steps=steps, agent=prof.name, mode=mode,
+                                             profile={"command": prof.command, "headless": prof.headless,
+                                                      "skip_permissions": prof.skip_permissions},
+                                             workflow=cfg["agent.workflow"],
+                                             skip_permissions=p.skip_permissions, base=p.base))
+            self.emit(repo, "plan_started", None, plan=plan.id, steps=[[t.name for t in st.tasks] for st in steps])
+            try:
+                await self._start_step(repo, plan, p.cwd, p.env)
+            except ParaError as e:
+                plan.state, plan.reason = "failed", e.message
+                repo.store.save_plan(plan)
+                self.emit(repo, "plan_failed", None, plan=plan.id, reason=e.message)
+                raise
         return {"plan": to_builtins(plan)}
 
     async def _start_step(self, repo: Repo, plan: Plan, cwd: str, env: dict[str, str]) -> None:
@@ -366,14 +372,58 @@ class Dispatching(ServiceCore):
         prof = (agents.Profile(plan.agent, **plan.profile) if plan.profile
                 else agents.profile(plan.agent, cfg["agents"]))
         step = plan.steps[plan.current]
+        started = []
         for t in step.tasks:
+            if t.session_id is not None:
+                continue  # started before a crash interrupted this step (see _repair_plans)
             result = await self._dispatch_one(repo, cfg, name=t.name, task=agents.read_task(Path(t.file)),
                                               source=t.file, prof=prof, mode=plan.mode,
                                               skip=plan.skip_permissions, base=plan.base, cwd=cwd, env=env,
                                               plan=plan.id)
             t.session_id, t.state = repo.store.get(result["name"]).id, "running"
             repo.store.save_plan(plan)
-        self.emit(repo, "plan_step", None, plan=plan.id, step=step.number, sessions=[t.name for t in step.tasks])
+            started.append(t.name)
+        self.emit(repo, "plan_step", None, plan=plan.id, step=step.number, sessions=started)
+
+    async def _repair_plans(self, repo: Repo) -> None:
+        """A sidecar killed while a plan step was starting leaves tasks with no session (the
+        repair of the interrupted start removed the half-made one), and the plan would wait for
+        them forever. Start what is missing, or fail the plan saying why."""
+        async with repo.plan_lock:
+            for plan in repo.store.plans("running"):
+                if plan.current >= len(plan.steps):
+                    continue
+                step = plan.steps[plan.current]
+                missing = [t for t in step.tasks
+                           if t.session_id is None or repo.store.by_id(t.session_id) is None]
+                if not missing:
+                    continue
+                reason = None
+                for t in missing:
+                    if t.session_id is not None:
+                        reason = f"the session of task {t.name} no longer exists"
+                    elif repo.store.get(t.name) is not None:
+                        # Made by the interrupted dispatch, but its agent may never have started.
+                        reason = (f"the start of task {t.name} was interrupted by a crash; its session "
+                                  f"{t.name} is kept (dispatch the task to it again, or cancel it)")
+                    if reason:
+                        break
+                if reason is None:
+                    self.emit(repo, "plan_repaired", None, plan=plan.id, step=step.number,
+                              sessions=[t.name for t in missing])
+                    try:
+                        await self._start_step(repo, plan, repo.root, {})
+                        continue
+                    except Exception as e:
+                        reason = f"could not start {', '.join(t.name for t in missing)} after a crash: " + (
+                            e.message if isinstance(e, ParaError) else str(e))
+                plan.state, plan.reason = "failed", reason
+                for t in missing:
+                    if t.session_id is None or repo.store.by_id(t.session_id) is None:
+                        t.state = "failed"
+                repo.store.save_plan(plan)
+                self.emit(repo, "plan_failed", None, plan=plan.id, step=step.number, reason=reason)
+        await self._advance_plans(repo)
 
     async def _advance_plans(self, repo: Repo) -> None:
         """Move every running plan along: next step when the current one is integrated,
