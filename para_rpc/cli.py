@@ -206,6 +206,29 @@ def _render_list(r: dict[str, Any]) -> None:
     for s in sessions:
         table.add_row("*" if s["current"] else "", s["name"], s["state"], s["branch"], _age(s["created_at"]))
     Console().print(table)
+    for s in sessions:
+        for line in _agent_warnings(s):
+            print(f"! {s['name']}: {line}")
+
+
+def _agent_warnings(s: dict[str, Any]) -> list[str]:
+    """What `list` flags under its table: files changed outside an agent's worktree, agent
+    processes that could not be stopped."""
+    out = []
+    changes = s.get("outside_changes") or []
+    mine = [c for c in changes if c["agent"] == s["name"]]
+    if mine:
+        out.append(f"while its agent ran, {len(mine)} file(s) changed outside its worktree: "
+                   + ", ".join(f"{c['path']} ({c['location'] if not c['session'] else 'session ' + c['session']})"
+                               for c in mine[:5]) + (", ..." if len(mine) > 5 else "") + f" (`para show {s['name']}`)")
+    for agent in sorted({c["agent"] for c in changes} - {s["name"]}):
+        theirs = [c["path"] for c in changes if c["agent"] == agent]
+        out.append(f"changed here while the agent of {agent} ran: {', '.join(theirs[:5])}"
+                   + (", ..." if len(theirs) > 5 else ""))
+    left = [p for stop in ((s.get("agent") or {}).get("stops") or []) for p in stop.get("left_running", [])]
+    if left:
+        out.append(f"agent processes still running, could not be stopped: {', '.join(map(str, left))}")
+    return out
 
 
 # ---- session lifecycle -----------------------------------------------------

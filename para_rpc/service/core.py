@@ -278,7 +278,8 @@ class ServiceCore:
             branch_exists=branch_ref is not None, head=branch_ref[0] if branch_ref else s.head_commit,
             task=s.task, archived_branch=s.archived_branch,
             pending_op=s.op.kind if s.op else None, integration=s.integration, agent=s.agent,
-            report=s.report, plan=s.plan, notes=list(s.notes))
+            report=s.report, plan=s.plan, notes=list(s.notes),
+            outside_changes=list(s.outside_changes))
 
     @staticmethod
     def _require(s: Session, allowed: Status | tuple[Status, ...], verb: str) -> None:

@@ -188,6 +188,7 @@ class Integration(ServiceCore):
         s.status, s.op = Status.integrated, None
         repo.store.save(s)
         self.emit(repo, "integrated", s.name, target=rec["target"], commit=new, strategy=rec["strategy"])
+        self._agent_session_ended(repo, s)
         wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
         return to_builtins(self._info(repo, s, wts, branches))
 

@@ -178,6 +178,7 @@ class Sessions(ServiceCore):
             finally:
                 self.busy -= 1
         self.emit(repo, "finished", s.name, branch=s.branch, commit=s.head_commit)
+        self._agent_session_ended(repo, s)
         return await self._show(repo, s, p.cwd)
 
     async def _do_finish(self, repo: Repo, s: Session) -> None:
@@ -230,6 +231,7 @@ class Sessions(ServiceCore):
             finally:
                 self.busy -= 1
         self.emit(repo, "cancelled", s.name, archived_branch=s.archived_branch, saved=saved)
+        self._agent_session_ended(repo, s)
         result = self._known(repo, s, p.cwd, worktree=False)
         result["saved"] = saved
         return result
@@ -445,6 +447,7 @@ class Sessions(ServiceCore):
             if a["kind"] == "prune_worktrees":
                 await git.prune_worktrees(repo.root)
             elif a["kind"] == "forget_session":
+                self._agent_session_ended(repo, by_name[a["session"]], forgotten=True)
                 repo.store.delete(by_name[a["session"]])
             elif a["kind"] == "delete_branch":
                 if not a["integrated"]:  # forced: keep the commits reachable for the backup period
