@@ -71,6 +71,8 @@ BUILTIN: dict[str, Profile] = {
 def profile(name: str, custom: dict[str, dict[str, Any]]) -> Profile:
     if name in custom:
         c = custom[name]
+        if isinstance(c, ParaError):  # withheld by the trust gate (trust.settle): never run
+            raise c
         return Profile(name, list(c["command"]), c.get("headless"), list(c.get("skip_permissions", [])))
     if name in BUILTIN:
         return BUILTIN[name]

@@ -64,9 +64,13 @@ def _age(ts: float) -> str:
 def _print_session(r: dict[str, Any], headline: str | None = None) -> None:
     if headline:
         print(headline)
-    rows = [("state", r["state"]), ("branch", r["branch"]), ("worktree", r["worktree"] if r.get("worktree_exists") else f"{r['worktree']} (absent)"),
+    # A cancelled session's branch is its archive (its old name no longer exists).
+    archived = r.get("status") == "cancelled" and r.get("archived_branch")
+    rows = [("state", r["state"]), ("branch", r["archived_branch"] if archived else r["branch"]), ("worktree", r["worktree"] if r.get("worktree_exists") else f"{r['worktree']} (absent)"),
             ("base", f"{r['base_branch']} @ {r['base_commit'][:10]}")]
-    if r.get("archived_branch"):
+    if r.get("worktree_exists") and r.get("status") == "active" and r.get("head_branch") != r["branch"]:
+        rows.append(("HEAD", f"{r.get('head_branch') or 'detached'} in the worktree, not {r['branch']}"))
+    if r.get("archived_branch") and not archived:
         rows.append(("archived as", r["archived_branch"]))
     if r.get("ahead") is not None:
         rows.append(("commits", str(r["ahead"])))
@@ -75,12 +79,25 @@ def _print_session(r: dict[str, Any], headline: str | None = None) -> None:
     if r.get("saved"):
         s = r["saved"]
         rows.append(("saved work", f"{s['commit'][:10]} on {s.get('branch') or s.get('ref')}"))
+    for b in r.get("backups") or []:
+        rows.append(_backup_row(b))
     for note in r.get("notes", []):
         rows.append(("note", note))
     for k, v in rows:
         print(f"  {k:<12} {v}")
     for c in r.get("commits", [])[:10]:
         print(f"    {c['sha'][:10]} {c['subject']}")
+
+
+def _backup_row(b: dict[str, Any]) -> tuple[str, str]:
+    """One thing the worktree held that was saved before it went, or that had nothing to save."""
+    if b["what"] == "head":
+        return ("saved HEAD", f"{b['commit'][:10]} ({b.get('head_branch') or 'detached'}) as {b['ref']}")
+    if b.get("refs"):
+        prefix = os.path.commonpath(list(b["refs"])) if len(b["refs"]) > 1 else next(iter(b["refs"]))
+        return (f"saved {b['what']}", f"{b['path']} under {prefix}")
+    return ("not saved", f"{b['what']} repository {b['path']}: "
+            + (f"nothing its remote {b['remote']} lacks" if b.get("remote") else "it had no commits and no files"))
 
 
 def _print_integration(r: dict[str, Any]) -> None:
@@ -91,6 +108,11 @@ def _print_integration(r: dict[str, Any]) -> None:
               f"({rec.get('strategy')})")
         if rec.get("leftover"):
             print(f"  changes made after integration started were saved to {rec['leftover']}")
+        if rec.get("config_changed"):
+            print(f"  this changed .para/config.json on {rec.get('target')}: commands in it run only once you "
+                  "approve them (`para trust --show`, then `para trust`)")
+        for b in rec.get("backups") or []:
+            print("  {:<12} {}".format(*_backup_row(b)))
     else:
         _print_session(r, f"Session {r['name']}")
 
@@ -110,10 +132,10 @@ _FAST: dict[str, tuple[str, str | None, dict[str, tuple[str, bool]], Any]] = {
     "ls": ("para/list", None, {"--all": ("all", False), "-a": ("all", False)}, None),
     "start": ("para/start", "name", {"--base": ("base", True), "-b": ("base", True)}, None),
     "show": ("para/show", "session", {}, None),
-    "cancel": ("para/cancel", "session", {"--discard": ("discard", False)}, None),
+    "cancel": ("para/cancel", "session", {"--discard": ("discard", False), "--force": ("force", False)}, None),
     "integrate": ("para/integrate", "message", {**_SESSION_FLAG, "--strategy": ("strategy", True),
                                                 "--target": ("target", True)}, _print_integration),
-    "continue": ("para/continue", "session", {}, _print_integration),
+    "continue": ("para/continue", "session", {"--force": ("force", False)}, _print_integration),
     "status": ("para/report", "task", {**_SESSION_FLAG, "--tests": ("tests", True), "--todos": ("todos", True),
                                        "--blocked": ("blocked", True)}, lambda r: None),
 }
@@ -204,7 +226,8 @@ def _render_list(r: dict[str, Any]) -> None:
     for col in ("", "session", "state", "branch", "age"):
         table.add_column(col)
     for s in sessions:
-        table.add_row("*" if s["current"] else "", s["name"], s["state"], s["branch"], _age(s["created_at"]))
+        branch = s["branch"] + (f" (HEAD: {s.get('head_branch') or 'detached'})" if s["state"] == "off-branch" else "")
+        table.add_row("*" if s["current"] else "", s["name"], s["state"], branch, _age(s["created_at"]))
     Console().print(table)
     for s in sessions:
         for line in _agent_warnings(s):
@@ -302,9 +325,11 @@ def integrate(message: Annotated[Optional[str], typer.Argument(help="Commit mess
 
 
 @app.command("continue")
-def continue_(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+def continue_(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
+              force: Annotated[bool, typer.Option("--force", help="Stage everything as it is, even conflicts nobody resolved (marker-like lines, unstaged binary/deleted/renamed paths).")] = False,
+              as_json: JsonOpt = False) -> None:
     """Complete a paused integration once its conflicts are resolved in the worktree."""
-    _call("para/continue", {"session": name}, as_json, _print_integration)
+    _call("para/continue", {"session": name, "force": force}, as_json, _print_integration)
 
 
 @app.command()
@@ -323,9 +348,12 @@ def conflicts(target: Annotated[Optional[str], typer.Option("--target", help="Fo
             print(f"No conflicts among {len(r['sessions'])} session(s).")
         for s in r["sessions"]:
             if not s["clean"]:
-                print(f"{s['session']} x {s['target']}: {', '.join(s['files'])}")
+                print(f"{s['session']} x {s['target']}: "
+                      + ("unrelated histories: it cannot land there" if s.get("unrelated") else ", ".join(s["files"])))
         for pair in r["pairs"]:
             print(f"{pair['a']} x {pair['b']}: {', '.join(pair['files'])}")
+        for pair in r.get("unrelated", []):
+            print(f"{pair['a']} x {pair['b']}: unrelated histories (not compared)")
     _call("para/conflicts", {"target": target}, as_json, render)
 
 
@@ -475,9 +503,10 @@ def demo() -> None:
 @app.command()
 def cancel(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
            discard: Annotated[bool, typer.Option("--discard", help="Do not commit uncommitted work (a backup ref still keeps it).")] = False,
+           force: Annotated[bool, typer.Option("--force", help="Cancel even with HEAD off the session branch or an unfinished operation (saved under refs/para/backup/ first).")] = False,
            as_json: JsonOpt = False) -> None:
     """Save uncommitted work, archive the branch, remove the worktree."""
-    _call("para/cancel", {"session": name, "discard": discard}, as_json,
+    _call("para/cancel", {"session": name, "discard": discard, "force": force}, as_json,
           lambda r: _print_session(r, f"Cancelled session {r['name']}; `para recover {r['name']}` brings it back"))
 
 
@@ -524,7 +553,9 @@ def config_show(as_json: JsonOpt = False) -> None:
     """Every key, its value and where it came from."""
     def render(r: dict[str, Any]) -> None:
         for k, v in r["values"].items():
-            print(f"{k:<22} {json.dumps(v['value']):<12} {v['source']}")
+            mark = {True: " (approved)", False: " (NOT APPROVED: `para trust`)"}.get(v.get("trusted"), "")
+            mark += "".join(f" (agents.{n} refused: {why})" for n, why in v.get("refused", {}).items())
+            print(f"{k:<22} {json.dumps(v['value']):<12} {v['source']}{mark}")
     _call("para/config", {"action": "show"}, as_json, render)
 
 
@@ -561,6 +592,58 @@ def config_edit(project: ScopeOpt = False) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     editor = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
     raise SystemExit(subprocess.call([*editor, path]))
+
+
+# ---- trust ---------------------------------------------------------------------
+
+def _render_trust(r: dict[str, Any]) -> None:
+    import shlex
+
+    action, file, repo = r["action"], r["file"], r["repo"]
+    if action == "nothing_to_approve":
+        print(f"Nothing to approve: {file} " + ("defines no commands." if r["exists"] else "does not exist."))
+    elif action == "nothing_to_revoke":
+        print(f"Nothing to revoke: no approval is recorded for {repo}.")
+    elif action == "revoked":
+        print(f"Revoked the approval of the commands of {file}; they do not run until approved again.")
+    elif action == "approved":
+        print(f"Approved the commands of {file} for {repo}:")
+    elif r["approved"]:
+        print(f"Approved: the commands of {file}:")
+    elif r["commands"]:
+        print(f"Not approved: the commands of {file} do not run until you approve them with `para trust` "
+              f"in {repo}:")
+    else:
+        print(f"{file} " + ("defines no commands." if r["exists"] else "does not exist."))
+    for c in r["commands"]:
+        print(f"  {c['key']:<28} {shlex.join(c['argv'])}")
+    for c in r["refused"]:
+        print(f"  {c['key']:<28} refused: {c['reason']}; rename it")
+    if r["approved"]:
+        print(f"Recorded as sha256 {r['sha256'][:16]}… in {r['store']}; a change to the file needs approval "
+              "again, `para trust --revoke` withdraws it.")
+    elif r["approval"] and r["commands"]:
+        print(f"(An earlier content, sha256 {str(r['approval'].get('sha256'))[:16]}…, was approved; "
+              "the file changed since.)")
+
+
+@app.command("trust")
+def trust_(show: Annotated[bool, typer.Option("--show", help="Only show the commands and whether they are approved.")] = False,
+           revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the approval.")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Approve the commands this repository's .para/config.json would run (integrate.check, agent
+    profiles), printing exactly what you approve; until then operations that need them fail
+    (exit 13). A changed file needs approval again."""
+    if show and revoke:
+        _fail(ParaError(Code.invalid_input, "give --show or --revoke, not both"), as_json)
+    action = "show" if show else "revoke" if revoke else "approve"
+    if action == "approve" and os.environ.get("PARA_SESSION"):
+        _fail(ParaError(Code.invalid_input,
+                        "approving commands that run as you is a human's decision, and this is the environment of "
+                        f"the agent of session {os.environ['PARA_SESSION']!r} (PARA_SESSION is set); the user "
+                        "reviews them with `para trust --show` and approves with `para trust` in the repository",
+                        session=os.environ["PARA_SESSION"]), as_json)
+    _call("para/trust", {"action": action}, as_json, _render_trust)
 
 
 # ---- sidecar -------------------------------------------------------------------

@@ -7,10 +7,16 @@ key can be overridden by an environment variable named `PARA_` + the key in
 upper case with dots as underscores (`finish.squash` -> `PARA_FINISH_SQUASH`);
 the CLI forwards those variables with each request, so the value in the shell
 that runs `para` wins, not the one the sidecar was started with.
+
+Custom launcher profiles (`agents`) add up across the two files, profile by profile,
+so a project that adds one keeps the user's own. The values of `COMMAND_KEYS` are
+commands para runs: from the project file they are used only once the user approved
+that file (trust.py); the user file and the environment are the user's own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -86,6 +92,8 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
                     "branch new sessions fork from (default: origin/HEAD, else main, else master)"),
     "branch_prefix": ("para", lambda v: validate_branch_name(str(v), "branch prefix"),
                       "namespace of session branches"),
+    "worktrees_dir": ("", str, "where session worktrees go (empty = <main checkout>/.para/worktrees; a relative "
+                      "path is taken from the main checkout; outside it, or under .para/)"),
     "finish.squash": (True, _bool, "`para finish` squashes the session into one commit"),
     "integrate.strategy": ("squash", _choice("squash", "merge", "rebase", "ff"),
                            "default integration strategy"),
@@ -112,6 +120,20 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
 }
 
 
+# Keys whose values are commands para runs. Set by the project file, they run only after
+# the user approved that exact file (trust.py); a key added later that runs something
+# (say `session.setup`) is declared here and is gated by that alone.
+COMMAND_KEYS = frozenset({"integrate.check", "agents"})
+
+
+def usable(value: Any) -> Any:
+    """A configured value an operation is about to use. Where the trust gate withheld a
+    command (trust.settle put the error in its place), that error is raised."""
+    if isinstance(value, ParaError):
+        raise value
+    return value
+
+
 def env_name(key: str) -> str:
     return "PARA_" + key.upper().replace(".", "_")
 
@@ -126,8 +148,11 @@ def user_config_path(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(base) / "para" / "config.json"
 
 
+PROJECT_FILE = ".para/config.json"  # in the main worktree; committed with the repository
+
+
 def project_config_path(main_root: str | Path) -> Path:
-    return Path(main_root) / ".para" / "config.json"
+    return Path(main_root) / PROJECT_FILE
 
 
 def check_key(key: str) -> str:
@@ -159,12 +184,22 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def read_file(path: Path) -> dict[str, Any]:
     """The flat, validated keys of one config file ({} when it does not exist)."""
+    return read_layer(path)[0]
+
+
+def read_layer(path: Path) -> tuple[dict[str, Any], str | None]:
+    """The flat, validated keys of one config file and the SHA-256 of the very bytes they
+    were read from (what an approval records); ({}, None) when it does not exist."""
     try:
-        raw = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
-        return {}
+        return {}, None
     except OSError as e:
         raise ParaError(Code.config_error, f"cannot read {path}: {e.strerror}") from None
+    try:
+        raw = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParaError(Code.config_error, f"{path} is not UTF-8 text") from None
     try:
         tree = json.loads(raw) if raw.strip() else {}
     except json.JSONDecodeError as e:
@@ -175,19 +210,28 @@ def read_file(path: Path) -> dict[str, Any]:
     for key in flat:
         if key not in KEYS:
             raise ParaError(Code.config_error, f"{path}: unknown key {key!r}")
-    return {k: convert(k, v, str(path)) for k, v in flat.items()}
+    return {k: convert(k, v, str(path)) for k, v in flat.items()}, hashlib.sha256(data).hexdigest()
 
 
 def effective(main_root: str | Path | None, env: Mapping[str, str] | None = None,
               user_path: Path | None = None) -> dict[str, dict[str, Any]]:
-    """Every key with its value and the layer it came from."""
+    """Every key with its value and the layer it came from. Command keys set by the project
+    file also carry `sha256`, the digest of the content they were read from; `agents`
+    from the files carries `profiles`, the source of each profile."""
     out = {k: {"value": d, "source": "default"} for k, (d, _, _) in KEYS.items()}
     layers = [("user", user_path or user_config_path())]
     if main_root is not None:
         layers.append(("project", project_config_path(main_root)))
     for source, path in layers:
-        for k, v in read_file(path).items():
-            out[k] = {"value": v, "source": f"{source}:{path}"}
+        flat, digest = read_layer(path)
+        for k, v in flat.items():
+            entry: dict[str, Any] = {"value": v, "source": f"{source}:{path}"}
+            if k == "agents":  # profiles add up: a project that adds one keeps the user's own
+                entry["value"] = {**out[k]["value"], **v}
+                entry["profiles"] = {**out[k].get("profiles", {}), **{name: entry["source"] for name in v}}
+            if source == "project" and k in COMMAND_KEYS:
+                entry["sha256"] = digest
+            out[k] = entry
     for name, v in (env or {}).items():
         if name in ENV_NAMES:
             k = ENV_NAMES[name]
@@ -196,6 +240,8 @@ def effective(main_root: str | Path | None, env: Mapping[str, str] | None = None
 
 
 def values(main_root: str | Path | None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The raw values, project-file commands included: operations use `Repo.config`,
+    which withholds the ones the user has not approved (trust.settle)."""
     return {k: v["value"] for k, v in effective(main_root, env).items()}
 
 

@@ -29,6 +29,7 @@ class Code(enum.Enum):
     nothing_to_do = (-32012, 10, "the operation has nothing to act on")
     dirty = (-32013, 11, "uncommitted changes are in the way")
     check_failed = (-32014, 12, "the configured integration check failed; the target did not move")
+    untrusted = (-32015, 13, "commands from the repository's .para/config.json are not approved (`para trust`)")
 
     @property
     def rpc(self) -> int:

@@ -13,7 +13,8 @@ import asyncio
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from para_rpc.errors import Code, ParaError
@@ -27,6 +28,14 @@ BASE_ENV.update(GIT_EDITOR="true", GIT_SEQUENCE_EDITOR="true", GIT_MERGE_AUTOEDI
                 LC_ALL="C", LANGUAGE="C", GIT_PAGER="cat", PAGER="cat")
 
 _FALLBACK_IDENTITY = ("-c", "user.name=para", "-c", "user.email=para@localhost")
+
+# Configuration that would change what para parses is pinned for every git call: a
+# user's `color.ui=always` or `log.showSignature=true` must not leak escapes or
+# signature reports into commit lists, messages or diffstats, `diff.noprefix` into
+# patches, and names are never octal-quoted (`-z` output is never quoted anyway).
+BASE_ARGS = ("-c", "color.ui=never", "-c", "color.diff=never", "-c", "color.status=never",
+             "-c", "log.showSignature=false", "-c", "log.decorate=false", "-c", "diff.noprefix=false",
+             "-c", "diff.mnemonicPrefix=false", "-c", "core.quotePath=false")
 
 
 # Files para writes into a worktree for the agent. info/exclude hides them, but a
@@ -48,7 +57,7 @@ async def run(cwd: str | Path, *args: str, check: bool = True, env: dict[str, st
     full_env = BASE_ENV if env is None else {**BASE_ENV, **env}
     try:
         proc = await asyncio.create_subprocess_exec(
-            "git", *args, cwd=str(cwd), env=full_env,
+            "git", *BASE_ARGS, *args, cwd=str(cwd), env=full_env,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     except FileNotFoundError:
@@ -164,9 +173,18 @@ async def delete_branch(cwd: str | Path, branch: str) -> None:
 
 async def update_ref(cwd: str | Path, ref: str, new: str, old: str | None = None,
                      message: str = "para") -> None:
-    """Move `ref` to `new`; with `old`, only if it still points there (compare-and-swap)."""
+    """Move `ref` to `new`; with `old`, only if it still points there (compare-and-swap).
+    A failure says whether the swap lost a race (`data.moved`: the ref no longer points at
+    `old`) or git refused for another reason (a hook, a lock, a broken ref)."""
     args = ["update-ref", "-m", message, ref, new] + ([old] if old is not None else [])
-    await run(cwd, *args)
+    res = await run(cwd, *args, check=False)
+    if res.rc != 0:
+        current = None
+        if old is not None:
+            current = (await run(cwd, "rev-parse", "--verify", "--quiet", ref, check=False)).out.strip()
+        raise ParaError(Code.git_failed, f"git update-ref failed: {res.err.strip() or res.out.strip()}",
+                        argv=["git", *args], stderr=res.err.strip(),
+                        moved=current is not None and current != old, current=current)
 
 
 async def delete_ref(cwd: str | Path, ref: str) -> None:
@@ -214,9 +232,12 @@ async def status(wt: str | Path) -> list[str]:
     return [e for e in text.split("\0") if e and e[3:] not in OWN_FILES]
 
 
-async def stage_all(wt: str | Path, env: dict[str, str] | None = None) -> None:
-    """Stage everything but ignored files and para's own files."""
-    await run(wt, "add", "-A", env=env)
+async def stage_all(wt: str | Path, env: dict[str, str] | None = None, exclude: Sequence[str] = ()) -> None:
+    """Stage everything but ignored files, para's own files and the `exclude` paths
+    (relative to the worktree's top; nested repositories saved separately). `--sparse`: in a
+    sparse checkout, paths outside the cone (a new file there, a resolved conflict) are staged
+    too instead of failing or being skipped."""
+    await run(wt, "add", "-A", "--sparse", "--", *_excluding(exclude), env=env)
     own = [f for f in OWN_FILES if os.path.lexists(os.path.join(wt, f))]
     if own:
         await run(wt, "reset", "--quiet", "--", *own, env=env, check=False)
@@ -242,26 +263,42 @@ async def reset_soft(wt: str | Path, commit_: str) -> None:
     await run(wt, "reset", "--soft", commit_)
 
 
-async def snapshot(wt: str | Path, message: str = "para snapshot") -> str:
-    """A commit of the whole working tree (untracked files included) on top of HEAD,
-    made with a private index so the worktree, its index and its refs stay untouched."""
+async def snapshot(wt: str | Path, message: str = "para snapshot", exclude: Sequence[str] = ()) -> str:
+    """A commit of the whole working tree (untracked files included) on top of HEAD
+    (a root commit on an unborn branch), made with a private index so the worktree,
+    its index and its refs stay untouched. `exclude` as for stage_all."""
     index = await out(wt, "rev-parse", "--path-format=absolute", "--git-path", "index")
     with tempfile.TemporaryDirectory(prefix="para-snap-") as tmp:
         tmp_index = os.path.join(tmp, "index")
         if os.path.exists(index):
             shutil.copyfile(index, tmp_index)  # reuse git's stat cache
         env = {"GIT_INDEX_FILE": tmp_index}
-        await stage_all(wt, env)
+        await stage_all(wt, env, exclude)
         tree = (await run(wt, "write-tree", env=env)).out.strip()
-    head = await out(wt, "rev-parse", "HEAD")
-    res = await run(wt, "commit-tree", tree, "-p", head, check=False, stdin=message.encode())
+    head = await resolve(wt, "HEAD")
+    parents = ["-p", head] if head else []
+    res = await run(wt, "commit-tree", tree, *parents, check=False, stdin=message.encode())
     if res.rc != 0:
-        res = await run(wt, *_FALLBACK_IDENTITY, "commit-tree", tree, "-p", head, stdin=message.encode())
+        res = await run(wt, *_FALLBACK_IDENTITY, "commit-tree", tree, *parents, stdin=message.encode())
     return res.out.strip()
 
 
-async def commit_tree(cwd: str | Path, tree: str, parents: list[str], message: str) -> str:
+async def config_bool(cwd: str | Path, key: str) -> bool:
+    res = await run(cwd, "config", "--type=bool", "--get", key, check=False)
+    return res.rc == 0 and res.out.strip() == "true"
+
+
+async def config_value(cwd: str | Path, key: str) -> str | None:
+    res = await run(cwd, "config", "--get", key, check=False)
+    return (res.out.strip() or None) if res.rc == 0 else None
+
+
+async def commit_tree(cwd: str | Path, tree: str, parents: list[str], message: str, sign: bool = False) -> str:
+    """A commit of `tree`. With `sign`, it is signed when the repository says so
+    (`commit.gpgSign`; `-S` follows `user.signingKey` and `gpg.format`), as `git commit` would."""
     args = ["commit-tree", tree]
+    if sign and await config_bool(cwd, "commit.gpgSign"):
+        args.append("-S")
     for parent in parents:
         args += ["-p", parent]
     res = await run(cwd, *args, check=False, stdin=message.encode())
@@ -274,6 +311,14 @@ async def changed_paths(cwd: str | Path, a: str, b: str) -> set[str]:
     """Paths that differ between two commits or trees."""
     text = (await run(cwd, "diff", "--name-only", "--no-renames", "-z", a, b)).out
     return {p for p in text.split("\0") if p}
+
+
+async def path_differs(cwd: str | Path, a: str, b: str, path: str) -> bool:
+    """Whether one path differs between two commits."""
+    res = await run(cwd, "diff", "--quiet", "--no-renames", a, b, "--", path, check=False)
+    if res.rc not in (0, 1):
+        raise ParaError(Code.git_failed, f"git diff failed: {res.err.strip()}")
+    return res.rc == 1
 
 
 async def dirty_paths(wt: str | Path) -> set[str]:
@@ -289,6 +334,44 @@ async def status_entries(wt: str | Path) -> dict[str, str]:
     text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
                       env={"GIT_OPTIONAL_LOCKS": "0"})).out
     return {e[3:]: e[:2] for e in text.split("\0") if len(e) > 3 and e[3:] not in OWN_FILES}
+
+
+async def changed_gitlinks(cwd: str | Path, a: str, b: str) -> dict[str, tuple[str | None, str | None]]:
+    """Submodule pointers (gitlinks) that differ between two commits: {path: (in a, in b)},
+    None where the path is not a gitlink on that side."""
+    text = (await run(cwd, "diff-tree", "-r", "-z", "--no-renames", a, b)).out
+    fields, result = text.split("\0"), {}
+    for meta, path in zip(fields[0::2], fields[1::2]):
+        parts = meta.lstrip(":").split()
+        if len(parts) < 4 or "160000" not in parts[:2]:
+            continue
+        result[path] = (parts[2] if parts[0] == "160000" else None, parts[3] if parts[1] == "160000" else None)
+    return result
+
+
+async def index_entries(wt: str | Path, paths: list[str]) -> dict[str, str]:
+    """{path: object} of the merged (stage 0) index entries of these paths in a worktree."""
+    text = (await run(wt, "ls-files", "--stage", "-z", "--", *paths, env={"GIT_LITERAL_PATHSPECS": "1"})).out
+    result = {}
+    for entry in text.split("\0"):
+        meta, _, path = entry.partition("\t")
+        parts = meta.split()
+        if path and len(parts) == 3 and parts[2] == "0":
+            result[path] = parts[1]
+    return result
+
+
+async def index_differs(wt: str | Path, commit: str) -> set[str]:
+    """Paths where a worktree's index differs from `commit` (the worktree files are not looked at)."""
+    text = (await run(wt, "diff-index", "--cached", "--name-only", "--no-renames", "-z", commit)).out
+    return {p for p in text.split("\0") if p}
+
+
+async def submodule_update(wt: str | Path, paths: list[str]) -> Result:
+    """Check out the recorded commit in these initialised submodules, with what is already
+    fetched (para never fetches), not recursively."""
+    return await run(wt, "submodule", "--quiet", "update", "--no-fetch", "--", *paths, check=False,
+                     env={"GIT_LITERAL_PATHSPECS": "1"})
 
 
 async def unmerged_paths(wt: str | Path) -> list[str]:
@@ -312,8 +395,8 @@ async def in_progress(wt: str | Path) -> str | None:
 
 
 async def show_blob(cwd: str | Path, spec: str) -> bytes:
-    proc = await asyncio.create_subprocess_exec("git", "cat-file", "blob", spec, cwd=str(cwd), env=BASE_ENV,
-                                                stdin=asyncio.subprocess.DEVNULL,
+    proc = await asyncio.create_subprocess_exec("git", *BASE_ARGS, "cat-file", "blob", spec, cwd=str(cwd),
+                                                env=BASE_ENV, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     data, _ = await proc.communicate()
     return data if proc.returncode == 0 else b""
@@ -324,13 +407,16 @@ async def tree_of(cwd: str | Path, rev: str) -> str:
 
 
 async def merge_tree(cwd: str | Path, ours: str, theirs: str) -> tuple[bool, str, list[str]]:
-    """Merge two commits without a worktree: (clean, result tree, conflicted paths)."""
-    res = await run(cwd, "merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs,
+    """Merge two commits without a worktree: (clean, result tree, conflicted paths).
+    Names are read NUL-separated, verbatim (never C-quoted). Commits with no common
+    history raise git_failed with `data.unrelated`."""
+    res = await run(cwd, "merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", ours, theirs,
                     check=False)
     if res.rc not in (0, 1):
-        raise ParaError(Code.git_failed, f"git merge-tree failed: {res.err.strip()}")
-    lines = res.out.splitlines()
-    return res.rc == 0, lines[0] if lines else "", [p for p in lines[1:] if p]
+        raise ParaError(Code.git_failed, f"git merge-tree failed: {res.err.strip()}",
+                        unrelated="unrelated histories" in res.err)
+    tree, *names = res.out.split("\0")
+    return res.rc == 0, tree.strip(), list(dict.fromkeys(p for p in names if p))
 
 
 async def is_integrated(cwd: str | Path, branch: str, target: str) -> bool:
@@ -340,6 +426,113 @@ async def is_integrated(cwd: str | Path, branch: str, target: str) -> bool:
         return True
     clean, tree, _ = await merge_tree(cwd, target, branch)
     return clean and tree == await tree_of(cwd, target)
+
+
+# ---- what a worktree holds besides its branch ------------------------------------
+# `worktree remove --force` deletes everything in the directory: the git directories of
+# initialised submodules (they live under .git/worktrees/<name>/modules/) and of
+# repositories created or cloned inside it go too. These read what would be lost, and
+# save it into the common repository first.
+
+def _excluding(paths: Sequence[str]) -> list[str]:
+    return [f":(top,exclude,literal){p}" for p in paths]
+
+
+async def unkept_commits(cwd: str | Path, commit: str) -> int:
+    """How many commits reachable from `commit` no branch holds."""
+    return int(await out(cwd, "rev-list", "--count", commit, "--not", "--branches"))
+
+
+def ref_safe(path: str) -> str:
+    """A relative file path as refname components (what git forbids is percent-encoded)."""
+    def enc(part: str) -> str:
+        return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else
+                       "".join(f"%{b:02X}" for b in c.encode()) for c in part)
+    return "/".join(enc(part) for part in path.split("/") if part)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A repository with its own git directory inside a worktree."""
+
+    path: str                   # relative to the worktree's top
+    submodule: bool             # listed in the worktree's .gitmodules (else a nested repository)
+    head: str | None            # its HEAD commit; None before its first commit
+    refs: dict[str, str] = field(default_factory=dict)  # its branches and stash: refname -> commit
+    unpushed: int = 0           # commits on HEAD and refs that none of its remote-tracking refs holds
+    dirty: list[str] = field(default_factory=list)      # its uncommitted paths (status lines)
+    remote: str | None = None   # remote.origin.url, to clone it again
+
+    @property
+    def at_risk(self) -> bool:
+        """Deleting its directory would lose something no remote has."""
+        return bool(self.unpushed or self.dirty)
+
+
+async def embedded_repos(wt: str | Path, status_lines: list[str] | None = None) -> list[Embedded]:
+    """Initialised submodules and nested repositories (a `git init` or `git clone` inside
+    the worktree, tracked as a gitlink or not) of worktree `wt`; `status_lines` is its
+    `status()` when the caller has it. Ignored directories are not searched."""
+    staged = (await run(wt, "ls-files", "--stage", "-z")).out
+    candidates = {e.split("\t", 1)[1] for e in staged.split("\0") if e.startswith("160000 ") and "\t" in e}
+    if status_lines is None:
+        status_lines = await status(wt)
+    # With --untracked-files=all, git shows a directory (trailing slash) only for a repository.
+    candidates |= {e[3:].rstrip("/") for e in status_lines if e.startswith("?? ") and e.endswith("/")}
+    found = sorted(p for p in candidates if os.path.lexists(os.path.join(wt, p, ".git")))
+    if not found:
+        return []
+    mapped: set[str] = set()
+    if os.path.isfile(os.path.join(wt, ".gitmodules")):
+        res = await run(wt, "config", "--file", os.path.join(wt, ".gitmodules"), "-z", "--get-regexp",
+                        r"^submodule\..*\.path$", check=False)
+        mapped = {item.split("\n", 1)[1] for item in res.out.split("\0") if "\n" in item}
+    return [await _embedded(wt, p, p in mapped) for p in found]
+
+
+async def _embedded(wt: str | Path, rel: str, submodule: bool) -> Embedded:
+    path = os.path.join(wt, rel)
+    top = await run(path, "rev-parse", "--show-toplevel", check=False)
+    if top.rc != 0 or os.path.realpath(top.out.strip()) != os.path.realpath(path):
+        # (a broken .git would make git fall back to the enclosing worktree)
+        raise ParaError(Code.git_failed, f"{path} has a .git that git cannot read as a repository", path=rel)
+    head = await resolve(path, "HEAD")
+    own = {name: sha for name, (sha, _) in (await refs(path, "refs/heads/", "refs/stash")).items()}
+    revs = ([head] if head else []) + sorted(set(own.values()))
+    unpushed = int(await out(path, "rev-list", "--count", *revs, "--not", "--remotes")) if revs else 0
+    remote = (await run(path, "config", "--get", "remote.origin.url", check=False)).out.strip() or None
+    return Embedded(rel, submodule, head, own, unpushed, await status(path), remote)
+
+
+async def save_embedded(wt: str | Path, e: Embedded, into: str, prefix: str, message: str) -> dict[str, str]:
+    """Copy `e`'s HEAD, branches and stash, and a snapshot of its uncommitted files, into the
+    repository `into` as refs under `prefix` (overwritten when saved again).
+    Returns {ref: commit}."""
+    path = os.path.join(wt, e.path)
+    saved = {f"{prefix}/{name[len('refs/'):]}": sha for name, sha in e.refs.items()}
+    if e.head:
+        saved[f"{prefix}/HEAD"] = e.head
+    if e.dirty:
+        saved[f"{prefix}/wip"] = await snapshot(path, message)
+    if saved:
+        await run(path, "-c", "protocol.file.allow=always", "push", "--quiet", "--no-verify", into,
+                  *(f"+{sha}:{ref}" for ref, sha in saved.items()))
+    return saved
+
+
+async def unmapped_gitlinks(cwd: str | Path, old: str, new: str) -> list[str]:
+    """Gitlinks that commit `new` adds or moves relative to `old` and that have no entry in
+    `new`'s .gitmodules: what `git add` of a nested repository records. They land as an
+    empty directory that no clone can fill."""
+    items = (await run(cwd, "diff-tree", "-r", "-z", "--no-renames", old, new)).out.split("\0")
+    links = [items[i + 1] for i in range(len(items) - 1)
+             if items[i].startswith(":") and items[i].split(" ")[1:2] == ["160000"]]
+    if not links:
+        return []
+    res = await run(cwd, "config", "--blob", f"{new}:.gitmodules", "-z", "--get-regexp",
+                    r"^submodule\..*\.path$", check=False)
+    mapped = {item.split("\n", 1)[1] for item in res.out.split("\0") if "\n" in item}
+    return [p for p in links if p not in mapped]
 
 
 def commit_log(path: str, rev_range: str, limit: int = 20) -> list[dict]:

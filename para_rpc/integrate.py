@@ -14,19 +14,27 @@ only knows git.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shlex
+import stat
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from para_rpc import git
 from para_rpc.errors import Code, ParaError
 
 STRATEGIES = ("squash", "merge", "rebase", "ff")
-_MARKER = re.compile(rb"^(<{7}|={7}|>{7}|\|{7})(?: |$)", re.M)
+# One line of a conflict marker: `<<<<<<< ours`, `=======`, `>>>>>>> theirs`, `||||||| base`
+# (CRLF files keep their `\r`).
+_MARKER = re.compile(rb"(?:<{7}|={7}|>{7}|\|{7})(?: .*)?\r?")
 CHECK_OUTPUT_LIMIT = 20_000
+# Conflicted files are read from session worktrees, which agents write: only regular
+# files (never through a symlink, never a FIFO or device), at most this many bytes.
+READ_LIMIT = 16 * 1024 * 1024
+log = logging.getLogger("para.integrate")
 
 
 @dataclass
@@ -58,33 +66,60 @@ async def tree_hunks(root: str, tree: str, paths: list[str]) -> dict[str, list[l
     return {p: marker_ranges(b) for p, b in zip(paths, blobs)}
 
 
-def worktree_hunks(wt: str, paths: list[str]) -> dict[str, list[list[int]]]:
-    result = {}
-    for p in paths:
-        try:
-            result[p] = marker_ranges(Path(wt, p).read_bytes())
-        except OSError:  # deleted on one side: no markers to show
-            result[p] = []
-    return result
+def read_regular(wt: str, path: str, limit: int = READ_LIMIT) -> bytes | None:
+    """The first `limit` bytes of `path` in the worktree if it is a regular file inside it;
+    None for anything else (missing, a symlink, a FIFO, a device, a path through a symlinked
+    directory). Blocking: call it from a worker thread."""
+    full, top = os.path.join(wt, path), os.path.realpath(wt)
+    parent = os.path.realpath(os.path.dirname(full))
+    if parent != top and not parent.startswith(top + os.sep):
+        return None
+    try:
+        if not stat.S_ISREG(os.lstat(full).st_mode):
+            return None
+        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between the lstat and the open
+            return None
+        return f.read(limit)
 
 
-def remaining_markers(wt: str, paths: list[str]) -> list[str]:
-    """`path:line` of conflict markers still present in the given files."""
+async def worktree_hunks(wt: str, paths: list[str]) -> dict[str, list[list[int]]]:
+    """Conflict block ranges of the conflicted files in a worktree ([] where there are none to
+    show: deleted, binary, a symlink, a submodule), read off the event loop."""
+    def read() -> dict[str, list[list[int]]]:
+        return {p: marker_ranges(read_regular(wt, p) or b"") for p in paths}
+    return await asyncio.to_thread(read)
+
+
+async def remaining_markers(wt: str, paths: list[str], sides: list[str]) -> list[str]:
+    """`path:line` of conflict markers still present in the given files. A marker-like line
+    counts only when the file has more copies of it than either side of the merge has
+    (`sides`: commits, or index stages like `:2`, whose version of the file is content), so a
+    reStructuredText title underlined with `=======` is content, and a stray `=======` left
+    from a conflict is not. Symlinks and other non-regular files are never read."""
+    data = await asyncio.to_thread(lambda: {p: read_regular(wt, p) for p in paths})
     found = []
     for p in paths:
-        try:
-            data = Path(wt, p).read_bytes()
-        except OSError:
+        lines = (data[p] or b"").split(b"\n")
+        marks = [(n, line.rstrip(b"\r")) for n, line in enumerate(lines, 1) if _MARKER.fullmatch(line)]
+        if not marks:
             continue
-        for m in _MARKER.finditer(data):
-            line = data.count(b"\n", 0, m.start()) + 1
-            found.append(f"{p}:{line}")
+        here = Counter(line for _, line in marks)
+        allowed: Counter[bytes] = Counter()
+        for side in sides:
+            blob = await git.show_blob(wt, f"{side}:{p}")
+            allowed |= Counter(line.rstrip(b"\r") for line in blob.split(b"\n") if _MARKER.fullmatch(line))
+        found += [f"{p}:{n}" for n, line in marks if here[line] > allowed[line]]
     return found
 
 
-async def candidate(root: str, strategy: str, old: str, tip: str, message: str) -> Candidate:
+async def candidate(root: str, strategy: str, old: str, tip: str, message: str, sign: bool = False) -> Candidate:
     """The commit `target` (at `old`) would move to, computed without any checkout.
-    For rebase this is a forecast only (a rebase replays commit by commit)."""
+    For rebase this is a forecast only (a rebase replays commit by commit). With `sign`,
+    a new commit is signed when the repository's `commit.gpgSign` asks for it."""
     if await git.is_ancestor(root, tip, old):
         return Candidate(True, old, await git.tree_of(root, old))  # nothing new
     if strategy in ("ff", "rebase") and await git.is_ancestor(root, old, tip):
@@ -98,7 +133,7 @@ async def candidate(root: str, strategy: str, old: str, tip: str, message: str) 
     if strategy == "rebase":
         return Candidate(True, None, tree)
     parents = [old] if strategy == "squash" else [old, tip]
-    return Candidate(True, await git.commit_tree(root, tree, parents, message), tree)
+    return Candidate(True, await git.commit_tree(root, tree, parents, message, sign=sign), tree)
 
 
 async def merge_target_into(wt: str, old: str, message: str) -> list[str]:
@@ -127,19 +162,44 @@ async def rebase_onto(wt: str, old: str) -> list[str]:
     return unmerged
 
 
-async def continue_in(wt: str, kind: str, files: list[str]) -> list[str]:
+async def continue_in(wt: str, kind: str, files: list[str], hunks: dict[str, list],
+                      sides: list[str], force: bool = False) -> list[str]:
     """Complete a stopped merge or rebase once the conflicts are resolved.
-    Returns the paths of a new conflict (a rebase may stop again), else []."""
-    markers = remaining_markers(wt, files)
-    if markers:
-        raise ParaError(Code.conflict, "conflict markers remain: " + ", ".join(markers[:20]),
-                        markers=markers)
+    Returns the paths of a new conflict (a rebase may stop again), else [].
+
+    Nothing is taken as resolved that nobody resolved: a file whose conflict had text
+    markers is resolved once they are gone; any other path git still lists as unmerged
+    (binary, modify/delete, rename, file/directory, submodule: nothing to edit away) must
+    have been staged by someone (`git add`/`git rm`), as `git commit` requires. `force`
+    stages everything as it is instead. The merge commit runs the repository's commit
+    hooks, as `git commit` would."""
+    if not force:
+        markers = await remaining_markers(wt, files, sides)
+        if markers:
+            raise ParaError(Code.conflict, "conflict markers remain: " + ", ".join(markers[:20])
+                            + f"; edit them away in {wt} (if those lines are meant to be there, "
+                            "`para continue --force`)", markers=markers)
+        unmerged = await git.unmerged_paths(wt)
+
+        def not_edited() -> list[str]:
+            return [p for p in unmerged if not (hunks.get(p) and read_regular(wt, p, 0) is not None)]
+        unresolved = await asyncio.to_thread(not_edited)
+        if unresolved:
+            raise ParaError(Code.conflict, f"{len(unresolved)} conflicted path(s) were not resolved: "
+                            + ", ".join(unresolved[:20]) + ". They have no conflict markers to edit "
+                            "(binary, deleted, renamed, file/directory or submodule conflicts): in "
+                            f"{wt}, choose a version and stage it (`git checkout --ours|--theirs PATH` then "
+                            "`git add PATH`, or `git rm PATH`), then `para continue` again; "
+                            "`para continue --force` stages everything as it is", files=unresolved)
     await git.stage_all(wt)
     left = await git.unmerged_paths(wt)
     if left:
         raise ParaError(Code.conflict, "unmerged paths remain: " + ", ".join(left), files=left)
     if kind == "merge":
-        await git.run(wt, "commit", "--no-edit", "--quiet", "--no-verify")
+        res = await git.run(wt, "commit", "--no-edit", "--quiet", check=False)
+        if res.rc != 0:
+            raise ParaError(Code.git_failed, f"git commit of the resolution failed in {wt}: "
+                            f"{res.err.strip() or res.out.strip()}", stderr=res.err.strip())
         return []
     step = "--continue"
     while True:
@@ -180,6 +240,13 @@ async def check_target_checkout(root: str, branch: str, old: str, new: str) -> g
         raise ParaError(Code.dirty, f"{w.path} has {branch} checked out with a {busy} in progress; "
                         "finish or abort it first", worktree=w.path)
     overlap = sorted(await git.dirty_paths(w.path) & await git.changed_paths(root, old, new))
+    links = await git.changed_gitlinks(root, old, new) if overlap else {}
+    if links:
+        # read-tree moves a submodule's pointer in the index, never the submodule's own
+        # checkout: one that sits elsewhere (moved by the user, or left behind) loses
+        # nothing, so it is only in the way when the user staged a pointer change.
+        index = await git.index_entries(w.path, [p for p in overlap if p in links])
+        overlap = [p for p in overlap if p not in links or index.get(p) != links[p][0]]
     if overlap:
         raise ParaError(Code.dirty, f"{w.path} has uncommitted changes to files this integration changes: "
                         + ", ".join(overlap[:20]) + "; commit or stash them, then integrate again",
@@ -193,25 +260,61 @@ async def advance_target(root: str, branch: str, old: str, new: str, message: st
     try:
         await git.update_ref(root, f"refs/heads/{branch}", new, old, message)
     except ParaError as e:
-        raise ParaError(Code.busy, f"{branch} moved while integrating (someone committed to it); "
-                        "integrate again", detail=e.message) from None
+        if e.data.get("moved"):  # the compare-and-swap lost: someone moved the target meanwhile
+            raise ParaError(Code.busy, f"{branch} moved while integrating (someone committed to it); "
+                            "integrate again", detail=e.message) from None
+        raise ParaError(Code.git_failed, f"git refused to move {branch}: {e.data.get('stderr') or e.message}; "
+                        f"{branch} did not move", detail=e.message, branch=branch) from None
     if holder is not None:
         res = await git.run(holder.path, "read-tree", "-m", "-u", old, new, check=False)
         if res.rc != 0:
             await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")
             raise ParaError(Code.dirty, f"could not update the checkout of {branch} at {holder.path}: "
                             f"{res.err.strip()}; nothing was changed", worktree=holder.path)
+        await follow_submodules(root, holder.path, old, new)
 
 
-async def sync_checkout_after_crash(root: str, branch: str, old: str, new: str) -> None:
-    """If the target moved but a checkout of it still has the old index (a crash
-    between update-ref and read-tree), bring that checkout along now."""
+async def follow_submodules(root: str, wt: str, old: str, new: str) -> None:
+    """After a checkout moved from `old` to `new`, move its initialised submodules whose
+    pointer changed and that sat, clean, at the old pointer (read-tree does not recurse).
+    Only what is already fetched is used; a submodule that cannot follow stays where it is
+    (check_target_checkout then does not hold it against the user)."""
+    if not os.path.exists(os.path.join(wt, ".gitmodules")):
+        return  # no submodules (the common case): no git call
+    follow = []
+    for path, (was, now) in (await git.changed_gitlinks(root, old, new)).items():
+        sub = os.path.join(wt, path)
+        if was is None or now is None or not os.path.exists(os.path.join(sub, ".git")):
+            continue
+        try:
+            if await git.out(sub, "rev-parse", "HEAD") == was and not await git.status(sub):
+                follow.append(path)
+        except ParaError:
+            continue
+    if follow:
+        res = await git.submodule_update(wt, follow)
+        if res.rc != 0:
+            log.warning("submodules %s in %s did not follow: %s", follow, wt, res.err.strip())
+
+
+async def sync_checkout_after_crash(root: str, branch: str, old: str, new: str) -> tuple[str, str] | None:
+    """A crash between update-ref and read-tree leaves the checkout of the target with the
+    old files in its index and tree while its HEAD is already `new`: its `git status` shows
+    the landed work staged as reverted. Bring it along now, as advance_target would have
+    (`read-tree -m -u old new` keeps unrelated staged and unstaged changes). If git
+    refuses (the user's changes are in the way), leave it untouched and return
+    (worktree, git's reason), for the caller to report."""
     w = await holder_of(root, branch)
     if w is None:
-        return
-    index_tree = (await git.run(w.path, "write-tree", check=False)).out.strip()
-    if index_tree == await git.tree_of(root, old) and index_tree != await git.tree_of(root, new):
-        await git.run(w.path, "read-tree", "-m", "-u", old, new, check=False)
+        return None
+    behind = await git.index_differs(w.path, new) & await git.changed_paths(root, old, new)
+    if not behind:
+        return None  # already brought along
+    res = await git.run(w.path, "read-tree", "-m", "-u", old, new, check=False)
+    if res.rc != 0:
+        return w.path, res.err.strip() or res.out.strip()
+    await follow_submodules(root, w.path, old, new)
+    return None
 
 
 async def run_check(root: str, scratch_dir: str, commit: str, command: str,

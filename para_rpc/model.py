@@ -120,6 +120,8 @@ class SessionInfo(msgspec.Struct, kw_only=True):
     plan: int | None = None
     notes: list[str] = msgspec.field(default_factory=list)
     outside_changes: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    head_branch: str | None = None   # the branch HEAD is on in the worktree (None: detached, or no worktree)
+    detached: bool = False           # HEAD is detached in the worktree
 
 
 class PlanTask(msgspec.Struct, kw_only=True):

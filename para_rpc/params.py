@@ -57,6 +57,10 @@ class IntegrateParams(SessionParams, kw_only=True):
     dry_run: bool = False
 
 
+class ContinueParams(SessionParams, kw_only=True):
+    force: bool = False  # stage everything as it is, even conflicts nobody resolved
+
+
 class ConflictsParams(RepoParams, kw_only=True):
     target: str | None = None
 
@@ -97,6 +101,7 @@ class DiffParams(SessionParams, kw_only=True):
 
 class CancelParams(SessionParams, kw_only=True):
     discard: bool = False
+    force: bool = False  # HEAD off the session branch, or an unfinished operation: save a backup, cancel anyway
 
 
 class CleanParams(RepoParams, kw_only=True):
@@ -111,6 +116,13 @@ class ConfigParams(Base, kw_only=True):
     key: str | None = None
     value: str | None = None
     scope: Literal["user", "project"] = "user"
+
+
+class TrustParams(RepoParams, kw_only=True):
+    """`show` changes nothing; `approve` (a human's decision) records the project file's
+    current content, only if its SHA-256 is `sha256` when given; `revoke` forgets it."""
+    action: Literal["show", "approve", "revoke"] = "show"
+    sha256: str | None = None
 
 
 class EventsParams(RepoParams, kw_only=True):
@@ -138,7 +150,7 @@ SERVICE_METHODS: dict[str, tuple[type[Base], str]] = {
     "para/show": (SessionParams, "show"),
     "para/finish": (FinishParams, "finish"),
     "para/integrate": (IntegrateParams, "integrate"),
-    "para/continue": (SessionParams, "continue_"),
+    "para/continue": (ContinueParams, "continue_"),
     "para/abort": (SessionParams, "abort"),
     "para/conflicts": (ConflictsParams, "conflicts"),
     "para/cancel": (CancelParams, "cancel"),
@@ -153,6 +165,7 @@ SERVICE_METHODS: dict[str, tuple[type[Base], str]] = {
     "para/clean": (CleanParams, "clean"),
     "para/config": (ConfigParams, "config"),
     "para/events": (EventsParams, "events"),
+    "para/trust": (TrustParams, "trust"),
 }
 TRANSPORT_METHODS: dict[str, type[Base]] = {
     "para/subscribe": SubscribeParams,

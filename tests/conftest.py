@@ -174,7 +174,7 @@ def _session_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     mp.setenv("GIT_CONFIG_GLOBAL", os.devnull)
     for k in list(os.environ):
         if k.startswith(("PARA_", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR")) \
-                or k in ("XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "EDITOR", "VISUAL"):
+                or k in ("XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "XDG_DATA_HOME", "EDITOR", "VISUAL"):
             mp.delenv(k)
     yield
     mp.undo()

@@ -233,6 +233,7 @@ class ConflictsOut(TypedDict):
     clean: bool
     sessions: list[dict[str, Any]]
     pairs: list[dict[str, Any]]
+    unrelated: list[dict[str, Any]]
 
 
 class DiffOut(TypedDict, total=False):
@@ -285,6 +286,10 @@ _HINTS = {
     Code.wrong_state: "para_status shows where the session is.",
     Code.dirty: "Commit, stash or move those changes, then retry.",
     Code.busy: "Another para sidecar serves this repository; stop it or use the same PARA_SOCKET.",
+    Code.untrusted: "These commands come from the repository's .para/config.json and run only once the user "
+                    "approved them. Do not try to approve them yourself: show the user the commands and ask them "
+                    "to review and run `para trust` in the repository. Operations that do not need them keep "
+                    "working.",
 }
 
 
@@ -659,14 +664,25 @@ def _register(fe: McpFrontend) -> None:
         dry_run: Annotated[bool, Field(description="Only predict: clean or conflicting files.")] = False,
         repo: Repo = None,
     ) -> IntegrateOut:
-        return await fe.call("para/integrate", repo, session=session, message=message, strategy=strategy,
-                             target=target, dry_run=dry_run)
+        out = await fe.call("para/integrate", repo, session=session, message=message, strategy=strategy,
+                            target=target, dry_run=dry_run)
+        if (out.get("integration") or {}).get("config_changed"):
+            out["note"] = ("This integration changed .para/config.json; commands in it (integrate.check, agent "
+                           "profiles) run only after the user approves them with `para trust`. Tell the user.")
+        return out
 
     @tool("para_continue", "Complete a paused integration", _ann(destructive=True), _describe(
         "After the conflicts of a paused (conflicted) session have been resolved in its worktree, complete "
-        "its integration: the resolution is committed and the session lands on its target.", "conflicts"))
-    async def para_continue(session: SessionReq, repo: Repo = None) -> SessionOut:
-        return await fe.call("para/continue", repo, session=session)
+        "its integration: the resolution is committed and the session lands on its target. Conflicts without "
+        "text markers (binary, deleted, renamed, submodule) count as resolved only once a choice is staged "
+        "there (git add / git rm); force=true stages everything as it is.", "conflicts"))
+    async def para_continue(
+        session: SessionReq,
+        force: Annotated[bool, Field(description="Stage everything as it is, even conflicts nobody resolved "
+                                     "(marker-like lines left, binary/deleted/renamed paths not staged).")] = False,
+        repo: Repo = None,
+    ) -> SessionOut:
+        return await fe.call("para/continue", repo, session=session, force=force)
 
     @tool("para_abort", "Abort a paused integration", _ann(destructive=True),
           "Give up a paused integration: the session goes back exactly to its pre-integration commit and "

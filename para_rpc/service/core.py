@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from para_rpc import PROTOCOL_VERSION, __version__, config, git
+from para_rpc import PROTOCOL_VERSION, __version__, config, git, trust
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import Session, SessionInfo, Status, now
 from para_rpc.names import validate_branch_name, validate_session_name
@@ -62,6 +62,21 @@ def _ensure_excluded(common_dir: str) -> None:
 
 
 @dataclass
+class WorktreeFacts:
+    """What a session's worktree holds besides its branch, read before it is committed or removed."""
+
+    branch: str | None             # what HEAD is on (None: detached)
+    head: str | None               # HEAD's commit (None: an unborn branch)
+    unkept: int                    # commits at HEAD no branch holds (counted when HEAD is off the session branch)
+    status: list[str]              # `git.status` of the worktree
+    embedded: list[git.Embedded]   # submodules and nested repositories with their own git directory
+
+    def nested(self) -> list[str]:
+        """Nested repositories: kept out of the session's commits (saved on their own)."""
+        return [e.path for e in self.embedded if not e.submodule]
+
+
+@dataclass
 class Repo:
     """One repository the sidecar serves."""
 
@@ -76,9 +91,20 @@ class Repo:
     tick: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) on every event
     poller: asyncio.Task | None = None
 
-    @property
-    def worktrees_dir(self) -> str:
-        return os.path.join(self.root, ".para", "worktrees")
+    def worktrees_dir(self, cfg: dict[str, Any]) -> str:
+        """Where session worktrees go (config `worktrees_dir`, else `.para/worktrees`), with
+        symlinks resolved: git reports worktree paths resolved, and para compares with those."""
+        d = os.path.join(self.root, os.path.expanduser(cfg.get("worktrees_dir") or os.path.join(".para", "worktrees")))
+        d = os.path.realpath(d)
+        para_dir = os.path.realpath(os.path.join(self.root, ".para"))
+        if (d + os.sep).startswith(self.root + os.sep) and not d.startswith(para_dir + os.sep):
+            # Worktrees inside the main checkout would show up in its `git status`.
+            raise ParaError(Code.config_error, f"worktrees_dir {d} is inside the main checkout {self.root}; "
+                            "put it outside the repository or under .para/")
+        return d
+
+    def worktree_path(self, cfg: dict[str, Any], name: str) -> str:
+        return os.path.join(self.worktrees_dir(cfg), name)
 
     def session_lock(self, name: str) -> asyncio.Lock:
         return self.session_locks.setdefault(name, asyncio.Lock())
@@ -88,7 +114,8 @@ class Repo:
         return self.target_locks.setdefault(branch, asyncio.Lock())
 
     def config(self, env: dict[str, str]) -> dict[str, Any]:
-        return config.values(self.root, env)
+        # Commands from the project file that the user has not approved stand there as errors.
+        return trust.settle(self.common_dir, config.effective(self.root, env))
 
 
 class ServiceCore:
@@ -210,19 +237,42 @@ class ServiceCore:
         operation that held it may have changed the session meanwhile."""
         s = self._find(repo, name, cwd)
         async with repo.session_lock(s.name):
-            yield self._find(repo, s.name, cwd)
+            yield self._refind(repo, s, cwd)
+
+    def _refind(self, repo: Repo, s: Session, cwd: str) -> Session:
+        """`s` read again after waiting for its lock. A session that reached its end meanwhile
+        (an integration that held the lock) is named as such, not as unknown."""
+        now_ = repo.store.get(s.name)
+        if now_ is None or now_.id != s.id:
+            was = repo.store.by_id(s.id) if s.id is not None else None
+            if was is not None:
+                self._refuse_integrated(was, "while this command waited for it")
+        return self._find(repo, s.name, cwd)
+
+    @staticmethod
+    def _refuse_integrated(s: Session, when: str) -> None:
+        if s.status is Status.integrated:
+            rec = s.integration or {}
+            raise ParaError(Code.wrong_state, f"session {s.name!r} was integrated into {rec.get('target')} at "
+                            f"{str(rec.get('commit'))[:10]} {when}; nothing is left to act on "
+                            f"(`para show {s.name}` shows the landing)", session=s.name, status=s.status.value)
 
     def _session_at(self, repo: Repo, cwd: str) -> Session | None:
         here = os.path.realpath(cwd)
-        best = None
+        best, best_path = None, ""
         for s in repo.store.live():
-            if here == s.worktree or here.startswith(s.worktree + os.sep):
-                if best is None or len(s.worktree) > len(best.worktree):
-                    best = s
+            path = os.path.realpath(s.worktree)
+            if here == path or here.startswith(path + os.sep):
+                if best is None or len(path) > len(best_path):
+                    best, best_path = s, path
         return best
 
     async def _base(self, repo: Repo, requested: str | None, cfg: dict[str, Any]) -> tuple[str, str]:
-        """The base branch and its commit: --base, else configured, else origin/HEAD, main, master."""
+        """The base branch and its commit: --base, else configured, else origin/HEAD, else the
+        trunk: the branch the main checkout is on if it is named like one (init.defaultBranch,
+        main, master: on `master` with a stale `main`, master), else init.defaultBranch, main,
+        master, else whatever branch the main checkout is on. A feature branch the user
+        happens to have checked out is not the trunk while a trunk-named branch exists."""
         if requested is not None:
             candidates = [validate_branch_name(requested, "base branch")]
         elif cfg["base_branch"]:
@@ -232,7 +282,9 @@ class ServiceCore:
             origin = await git.symbolic_ref(repo.root, "refs/remotes/origin/HEAD")
             if origin and "/" in origin:
                 candidates.append(origin.split("/", 1)[1])
-            candidates += ["main", "master"]
+            trunks = [b for b in (await git.config_value(repo.root, "init.defaultBranch"), "main", "master") if b]
+            current = await git.symbolic_ref(repo.root, "HEAD")
+            candidates += ([current] if current in trunks else []) + trunks + ([current] if current else [])
         for b in candidates:
             sha = await git.resolve(repo.root, f"refs/heads/{b}")
             if sha:
@@ -251,26 +303,35 @@ class ServiceCore:
                         f" (local branches: {', '.join(branches) or 'none'})")
 
     async def _worktree_state(self, repo: Repo) -> dict[str, git.Worktree]:
+        """Registered worktrees by resolved path: look a session's up with `os.path.realpath`
+        (its stored path may go through a symlink, such as a symlinked .para/worktrees)."""
         return {w.path: w for w in await git.worktrees(repo.root)}
 
     async def _has_worktree(self, repo: Repo, s: Session) -> bool:
         """Whether the session's worktree really exists (registered, not prunable, on disk)."""
-        wt = (await self._worktree_state(repo)).get(s.worktree)
+        wt = (await self._worktree_state(repo)).get(os.path.realpath(s.worktree))
         return wt is not None and not wt.prunable and os.path.isdir(s.worktree)
 
     def _info(self, repo: Repo, s: Session, wts: dict[str, git.Worktree], branches: dict,
               dirty: bool = False, cwd: str | None = None) -> SessionInfo:
-        wt = wts.get(s.worktree)
+        path = os.path.realpath(s.worktree)
+        wt = wts.get(path)
         wt_exists = wt is not None and not wt.prunable and os.path.isdir(s.worktree)
         branch_ref = branches.get(f"refs/heads/{s.branch}")
+        # What HEAD is on in the worktree: anything but the session branch (detached, an
+        # orphan, another branch) holds work that finish, cancel and integrate would not see.
+        head_branch = wt.branch if wt_exists else None
+        off_branch = wt_exists and s.status is Status.active and head_branch != s.branch
         state = s.status.value
         if s.op is not None:
             state = f"{s.op.kind}-pending"
         elif s.status in (Status.active, Status.conflicted) and not (wt_exists and branch_ref):
             state = "missing"
+        elif off_branch:
+            state = "off-branch"
         elif s.status is Status.active and dirty:
             state = "dirty"
-        current = cwd is not None and (cwd == s.worktree or cwd.startswith(s.worktree + os.sep))
+        current = cwd is not None and (cwd == path or cwd.startswith(path + os.sep))
         return SessionInfo(
             name=s.name, status=s.status, state=state, branch=s.branch, worktree=s.worktree,
             base_branch=s.base_branch, base_commit=s.base_commit, created_at=s.created_at,
@@ -278,18 +339,158 @@ class ServiceCore:
             branch_exists=branch_ref is not None, head=branch_ref[0] if branch_ref else s.head_commit,
             task=s.task, archived_branch=s.archived_branch,
             pending_op=s.op.kind if s.op else None, integration=s.integration, agent=s.agent,
-            report=s.report, plan=s.plan, notes=list(s.notes),
-            outside_changes=list(s.outside_changes))
+            report=s.report, plan=s.plan, notes=list(s.notes), head_branch=head_branch,
+            detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes))
 
     @staticmethod
     def _require(s: Session, allowed: Status | tuple[Status, ...], verb: str) -> None:
         allowed = allowed if isinstance(allowed, tuple) else (allowed,)
         if s.op is not None:
-            raise ParaError(Code.wrong_state, f"session {s.name!r} has an interrupted {s.op.kind}; "
-                            "it is repaired when the sidecar restarts", session=s.name)
+            # Operations hold the session's lock, so an op seen here was left by a crash and
+            # its repair (run when the sidecar opened the repository) did not complete.
+            failed = next((n for n in reversed(s.notes) if n.startswith("could not repair")), None)
+            raise ParaError(Code.wrong_state, f"session {s.name!r} has an unfinished {s.op.kind}"
+                            + (f" ({failed})" if failed else "")
+                            + f"; `para sidecar restart` retries it once the cause is fixed, or "
+                            f"`para cancel --force {s.name}` saves its work under refs/para/backup/ and cancels it",
+                            session=s.name, pending_op=s.op.kind)
         if s.status not in allowed:
             raise ParaError(Code.wrong_state, f"cannot {verb} session {s.name!r}: it is {s.status.value}",
                             session=s.name, status=s.status.value)
+
+    # ---- the one guard before a session's worktree is committed or removed ----------------
+
+    async def _worktree_facts(self, repo: Repo, s: Session) -> WorktreeFacts | None:
+        """What the session's worktree holds besides its branch; None when it has none.
+        A directory at its path that git does not know as its worktree is refused: para
+        would otherwise skip saving it, or run git there on whatever repository holds it."""
+        wt = (await self._worktree_state(repo)).get(os.path.realpath(s.worktree))
+        if wt is None or wt.prunable or not os.path.isdir(s.worktree):
+            if os.path.lexists(s.worktree):
+                raise ParaError(Code.wrong_state, f"{s.worktree} exists but git does not list it as the worktree "
+                                f"of {s.name!r}; if the worktree was moved there, `git worktree repair {s.worktree}`, "
+                                "otherwise move the directory away", session=s.name, path=s.worktree)
+            return None
+        head = None if not wt.head or wt.head.strip("0") == "" else wt.head  # unborn: all zeros
+        if (wt.branch and wt.branch != s.branch and head is not None and s.status is Status.active
+                and not await git.branch_exists(repo.root, s.branch)):
+            self._adopt_rename(repo, s, wt.branch)  # renamed by hand: the session follows it
+        unkept = await git.unkept_commits(repo.root, head) if head and wt.branch != s.branch else 0
+        lines = await git.status(s.worktree)
+        return WorktreeFacts(wt.branch, head, unkept, lines, await git.embedded_repos(s.worktree, lines))
+
+    def _adopt_rename(self, repo: Repo, s: Session, branch: str) -> None:
+        note = f"branch renamed outside para: {s.branch} -> {branch} (adopted)"
+        s.notes.append(note)
+        s.branch = branch
+        repo.store.save(s)
+        self.emit(repo, "adopted", s.name, note=note)
+
+    @staticmethod
+    def _head_problem(s: Session, f: WorktreeFacts) -> str | None:
+        """Why HEAD is not where finish, cancel and integrate look for the work, or None."""
+        if f.branch == s.branch:
+            return None
+        if f.branch is None:
+            held = f"{f.unkept} commit(s) there no branch holds" if f.unkept else "every commit there is on a branch"
+            return (f"HEAD in {s.worktree} is detached at {(f.head or '')[:10]} ({held}); `git checkout {s.branch}` "
+                    "there" + (" (first `git branch NAME` to keep those commits)" if f.unkept else ""))
+        if f.head is None:
+            return (f"HEAD in {s.worktree} is on {f.branch}, an orphan branch with no commit yet, not {s.branch}; "
+                    f"`git checkout {s.branch}` there")
+        return (f"HEAD in {s.worktree} is on branch {f.branch}, not {s.branch}; `git checkout {s.branch}` there "
+                f"({f.branch} keeps its commits)")
+
+    async def _save_or_refuse(self, repo: Repo, s: Session, verb: str, *, force: bool = False
+                              ) -> WorktreeFacts | None:
+        """The check every path runs before it commits or removes a session's worktree.
+
+        HEAD must be on the session branch (finish, cancel and integrate would otherwise
+        commit onto, or drop, whatever HEAD holds): `wrong_state` naming the fix, unless
+        `force` (cancel --force saves HEAD instead). finish and integrate also refuse
+        (`dirty`) repositories inside the worktree that would be lost or land as a bare
+        gitlink: a nested repository (not in .gitmodules), or a submodule holding commits
+        no remote has or uncommitted changes; cancel saves those (`_save_worktree`).
+        Returns the facts for `_save_worktree` (None: no worktree)."""
+        f = await self._worktree_facts(repo, s)
+        if f is None:
+            return None
+        problem = self._head_problem(s, f)
+        if problem and not force:
+            hint = (f"; or `para cancel --force {s.name}` keeps HEAD and uncommitted work under refs/para/backup/ "
+                    "and cancels") if verb == "cancel" else ""
+            raise ParaError(Code.wrong_state, f"cannot {verb} {s.name!r}: {problem}{hint}", session=s.name,
+                            head_branch=f.branch, head=f.head, unkept=f.unkept)
+        if verb in ("finish", "integrate"):
+            paths, messages = f.nested(), []
+            if paths:
+                one = len(paths) == 1
+                messages.append(
+                    f"{', '.join(paths)} in {s.worktree} {'is a git repository' if one else 'are git repositories'} "
+                    f"with no .gitmodules entry, which {verb} would record as {'a bare gitlink' if one else 'bare gitlinks'}"
+                    f" and delete with the worktree: move {'it' if one else 'them'} out, make "
+                    f"{'it a submodule' if one else 'them submodules'} (`git submodule add URL {paths[0]}`), or delete "
+                    f"{'its' if one else 'their'} .git to keep the files as plain files")
+            for e in f.embedded:
+                if e.submodule and e.at_risk:
+                    where = os.path.join(s.worktree, e.path)
+                    what = " and ".join(x for x in (f"{e.unpushed} commit(s) no remote has" if e.unpushed else "",
+                                                    "uncommitted changes" if e.dirty else "") if x)
+                    paths.append(e.path)
+                    messages.append(f"submodule {where} has {what}, which {verb} would delete with the worktree: "
+                                    f"push them (`git -C {where} push`) or discard them")
+            if messages:
+                more = f"; and {len(messages) - 3} more" if len(messages) > 3 else ""
+                raise ParaError(Code.dirty, f"cannot {verb} {s.name!r}: " + "; ".join(messages[:3])
+                                + f"{more}; then {verb} again", session=s.name, paths=paths)
+        return f
+
+    async def _save_worktree(self, repo: Repo, s: Session, f: WorktreeFacts, stamp: str) -> list[dict[str, Any]]:
+        """Before the worktree goes, save what no ref keeps: HEAD when it is off the session
+        branch (with its uncommitted work, as a snapshot) under `<stamp>-head`, and each
+        submodule or nested repository holding commits no remote has or uncommitted files
+        under `<stamp>/sub/<path>/`. The refs are named from `stamp`, so a repair that runs
+        this again overwrites them instead of saving twice. Returns what went where; an
+        entry without refs is a repository that had nothing to save."""
+        backups: list[dict[str, Any]] = []
+        if f.branch != s.branch:
+            commit = f.head
+            if f.status:
+                commit = await git.snapshot(s.worktree, f"para: HEAD and uncommitted work of {s.name} "
+                                            f"({f.branch or 'detached'})", exclude=f.nested())
+            if commit:
+                ref = f"refs/para/backup/{s.name}/{stamp}-head"
+                await git.update_ref(repo.root, ref, commit)
+                backups.append({"what": "head", "ref": ref, "commit": commit, "head_branch": f.branch})
+        for e in f.embedded:
+            kind = "submodule" if e.submodule else "nested"
+            refs: dict[str, str] = {}
+            if e.at_risk:
+                prefix = f"refs/para/backup/{s.name}/{stamp}/sub/{git.ref_safe(e.path)}"
+                refs = await git.save_embedded(s.worktree, e, repo.common_dir, prefix,
+                                               f"para: uncommitted work in {e.path} of session {s.name}")
+            elif e.submodule:
+                continue  # everything it holds is on its remote, and the superproject records where
+            backups.append({"what": kind, "path": e.path, "refs": refs, "remote": e.remote,
+                            "unpushed": e.unpushed, "dirty": len(e.dirty)})
+            note = f"{kind} repository {e.path} was saved under {prefix}/ when the worktree was removed"
+            if refs and note not in s.notes:  # (a repair runs this again); kept for after a recover
+                s.notes.append(note)
+        return backups
+
+    async def _refuse_bare_gitlinks(self, repo: Repo, s: Session, target: str, tip: str) -> None:
+        """A repository committed inside the session without a .gitmodules entry would land on
+        `target` as an empty gitlink no clone can fill: refused, naming the path and the fix."""
+        fork = await git.merge_base(repo.root, f"refs/heads/{target}", tip)
+        links = await git.unmapped_gitlinks(repo.root, fork, tip) if fork else []
+        if links:
+            where = s.worktree if os.path.isdir(s.worktree) else f"the worktree (`para resume {s.name}`)"
+            shown = ", ".join(links[:5]) + (f" and {len(links) - 5} more" if len(links) > 5 else "")
+            raise ParaError(Code.wrong_state, f"cannot integrate {s.name!r}: its commits record {shown} as a "
+                            "gitlink with no .gitmodules entry (a repository committed inside the session), which "
+                            f"would land as an empty directory; in {where} run `git rm --cached -- {links[0]}` and "
+                            f"commit (or make it a submodule with `git submodule add URL {links[0]}`), then "
+                            "integrate again", session=s.name, paths=links)
 
     async def _dirty(self, worktrees: list[str]) -> dict[str, bool]:
         sem = asyncio.Semaphore(STATUS_CONCURRENCY)
@@ -309,10 +510,11 @@ class ServiceCore:
                 "busy": self.busy}
 
     async def config(self, p: ConfigParams) -> dict[str, Any]:
-        root = None
+        root = common_dir = None
         if p.cwd is not None:
             try:
-                root = (await self.repo(p.cwd)).root
+                repo = await self.repo(p.cwd)
+                root, common_dir = repo.root, repo.common_dir
             except ParaError:
                 if p.scope == "project":
                     raise
@@ -329,6 +531,8 @@ class ServiceCore:
             stored = config.write_key(Path(paths[p.scope]), p.key, p.value)
             return {"key": p.key, "value": stored, "scope": p.scope, "path": paths[p.scope]}
         eff = config.effective(root, p.env)
+        if common_dir:
+            trust.annotate(common_dir, eff)  # project-file commands: approved or not
         if p.action == "get":
             if p.key is None:
                 raise ParaError(Code.invalid_input, "config get needs a key")

@@ -7,11 +7,11 @@ import asyncio
 import os
 from typing import Any
 
-from para_rpc import git, integrate
+from para_rpc import config, git, integrate
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import Op, Session, Status, now, to_builtins
 from para_rpc.names import validate_branch_name
-from para_rpc.params import ConflictsParams, IntegrateParams, SessionParams
+from para_rpc.params import ConflictsParams, ContinueParams, IntegrateParams, SessionParams
 from para_rpc.service.core import STATUS_CONCURRENCY, Repo, ServiceCore, _check_message, _utc_stamp
 
 
@@ -29,15 +29,14 @@ class Integration(ServiceCore):
             raise ParaError(Code.invalid_input, "a session cannot be integrated into its own branch")
         if await git.resolve(repo.root, f"refs/heads/{target}") is None:
             raise ParaError(Code.not_found, f"target branch {target!r} does not exist", branch=target)
-        if p.dry_run:
+        if p.dry_run:  # the same checks as the real one, so the forecast never promises what it refuses
+            self._check_integrable(s)
             return await self._predict(repo, s, target, strategy, message)
+        config.usable(cfg["integrate.check"])  # an unapproved project-file check: refused before anything changes
         async with repo.session_lock(s.name):
             s = self._find(repo, s.name, p.cwd)
-            if s.status is Status.conflicted:
-                raise ParaError(Code.wrong_state, f"session {s.name!r} is paused on conflicts in {s.worktree}; "
-                                f"resolve them and run `para continue {s.name}`, or `para abort {s.name}`",
-                                session=s.name, files=(s.integration or {}).get("files", []))
-            self._require(s, (Status.active, Status.review), "integrate")
+            self._check_integrable(s)
+            await self._save_or_refuse(repo, s, "integrate")
             if os.path.isdir(s.worktree) and await git.status(s.worktree):
                 await git.stage_all(s.worktree)
                 if await git.has_staged(s.worktree):
@@ -45,11 +44,19 @@ class Integration(ServiceCore):
             pre = await git.resolve(repo.root, f"refs/heads/{s.branch}")
             if pre is None:
                 raise ParaError(Code.not_found, f"branch {s.branch!r} of session {s.name!r} is gone", session=s.name)
+            await self._refuse_bare_gitlinks(repo, s, target, pre)
             if message is None:
                 message = await self._default_message(repo, s, target, pre, strategy)
             s.integration = {"target": target, "strategy": strategy, "message": message, "pre": pre,
                              "resume_status": s.status.value, "stamp": _utc_stamp()}
             return await self._land(repo, s, cfg)
+
+    def _check_integrable(self, s: Session) -> None:
+        if s.status is Status.conflicted:
+            raise ParaError(Code.wrong_state, f"session {s.name!r} is paused on conflicts in {s.worktree}; "
+                            f"resolve them and run `para continue {s.name}`, or `para abort {s.name}`",
+                            session=s.name, files=(s.integration or {}).get("files", []))
+        self._require(s, (Status.active, Status.review), "integrate")
 
     async def _default_message(self, repo: Repo, s: Session, target: str, tip: str, strategy: str) -> str:
         if strategy == "merge":
@@ -92,7 +99,7 @@ class Integration(ServiceCore):
         if old is None or tip is None:
             raise ParaError(Code.not_found, f"branch {target if old is None else s.branch!r} disappeared")
         rec["old"] = old
-        cand = await integrate.candidate(repo.root, strategy, old, tip, rec["message"])
+        cand = await integrate.candidate(repo.root, strategy, old, tip, rec["message"], sign=True)
         # A rebase, or a conflict, needs the session's own worktree; that rewrites its branch.
         rewrite = not cand.clean or (strategy == "rebase" and cand.commit is None)
         backup = None
@@ -108,12 +115,13 @@ class Integration(ServiceCore):
             if stopped:
                 await self._pause(repo, s, kind, stopped)
             cand = await integrate.candidate(repo.root, strategy, old, await git.out(wt, "rev-parse", "HEAD"),
-                                             rec["message"])
+                                             rec["message"], sign=True)
             if not cand.clean:  # cannot happen after a completed merge of the target; be loud if it does
                 raise ParaError(Code.internal, f"merge of {target} into {s.branch} did not resolve its conflicts")
         new = cand.commit
         try:
             if new != old and cfg["integrate.check"]:
+                config.usable(cfg["integrate.check"])  # never an unapproved project-file check (trust.py)
                 ok, rc, output = await integrate.run_check(
                     repo.root, os.path.join(repo.root, ".para", "scratch"), new, cfg["integrate.check"],
                     cfg["integrate.check_timeout"])
@@ -142,7 +150,7 @@ class Integration(ServiceCore):
         await integrate.abort_in(s.worktree, commit)
 
     async def _pause(self, repo: Repo, s: Session, kind: str, files: list[str]) -> None:
-        hunks = integrate.worktree_hunks(s.worktree, files)
+        hunks = await integrate.worktree_hunks(s.worktree, files)
         s.integration.update(kind=kind, files=files, hunks=hunks)
         s.status, s.op = Status.conflicted, None
         repo.store.save(s)
@@ -168,33 +176,60 @@ class Integration(ServiceCore):
         """The target holds the work: save the branch tip, remove worktree and branch, record history."""
         rec = s.integration
         stamp = rec.get("stamp") or _utc_stamp()
+        # The project file says which commands para runs: a landing that changes it says so.
+        config_changed = new != old and await git.path_differs(repo.root, old, new, config.PROJECT_FILE)
         tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
         if tip:
             await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
-        if await self._has_worktree(repo, s):
-            if await git.status(s.worktree):  # written after integration started: keep it
-                snap = await git.snapshot(s.worktree, f"para: changes left in {s.name} after integration")
+        try:
+            f = await self._worktree_facts(repo, s)
+        except ParaError as e:  # the work has landed: a directory git does not know is left alone
+            f = None
+            s.notes.append(f"worktree left in place: {e.message}")
+        if f is not None:
+            # The target has the work; anything else in the worktree (HEAD moved off the branch,
+            # submodule or nested repository content) is saved before the worktree goes.
+            backups = await self._save_worktree(repo, s, f, stamp)
+            if backups:
+                rec["backups"] = backups
+            nested = f.nested()
+            if f.branch == s.branch and any(e[3:].rstrip("/") not in nested for e in f.status):
+                # written after integration started: keep it
+                snap = await git.snapshot(s.worktree, f"para: changes left in {s.name} after integration",
+                                          exclude=nested)
                 ref = f"refs/para/backup/{s.name}/{stamp}-leftover"
                 await git.update_ref(repo.root, ref, snap)
                 rec["leftover"] = ref
             async with repo.lock:
                 await git.remove_worktree(repo.root, s.worktree)
+        else:
+            async with repo.lock:  # a worktree deleted by hand still holds its branch until pruned
+                await git.prune_worktrees(repo.root)
         if tip and not cfg["integrate.keep_branch"]:
             async with repo.lock:
-                await git.delete_branch(repo.root, s.branch)
+                holder = next((w.path for w in await git.worktrees(repo.root)
+                               if w.branch == s.branch and not w.prunable), None)
+                if holder is None:
+                    await git.delete_branch(repo.root, s.branch)
+                else:
+                    s.notes.append(f"branch {s.branch} kept: it is checked out in {holder}")
         rec.update(commit=new, old=old, landed_at=now(), noop=new == old)
+        rec["config_changed"] = config_changed
         rec.pop("files", None), rec.pop("hunks", None), rec.pop("kind", None)
         s.head_commit = tip
         s.status, s.op = Status.integrated, None
         repo.store.save(s)
         self.emit(repo, "integrated", s.name, target=rec["target"], commit=new, strategy=rec["strategy"])
+        if config_changed:
+            self.emit(repo, "config_changed", s.name, target=rec["target"], commit=new, path=config.PROJECT_FILE)
         self._agent_session_ended(repo, s)
         wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
         return to_builtins(self._info(repo, s, wts, branches))
 
-    async def continue_(self, p: SessionParams) -> dict[str, Any]:
+    async def continue_(self, p: ContinueParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
+        config.usable(cfg["integrate.check"])  # an unapproved project-file check: refused before anything changes
         async with self._locked(repo, p.session, p.cwd) as s:
             self._require(s, Status.conflicted, "continue")
             rec = s.integration
@@ -205,7 +240,9 @@ class Integration(ServiceCore):
                 # Resolved by hand with git commit / rebase --continue: nothing left to complete.
                 stopped = []
             else:
-                stopped = await integrate.continue_in(s.worktree, rec["kind"], rec["files"])
+                sides = [side for side in (":2", ":3", rec.get("pre"), rec.get("old")) if side]
+                stopped = await integrate.continue_in(s.worktree, rec["kind"], rec["files"],
+                                                      rec.get("hunks") or {}, sides, force=p.force)
             if stopped:
                 s.status = Status.integrating  # _pause expects to move from an in-flight state
                 await self._pause(repo, s, rec["kind"], stopped)
@@ -276,6 +313,8 @@ class Integration(ServiceCore):
         uncommitted work included, before anyone integrates."""
         repo = await self.repo(p.cwd)
         target = validate_branch_name(p.target, "target branch") if p.target is not None else None
+        if target is not None and await git.resolve(repo.root, f"refs/heads/{target}") is None:
+            raise ParaError(Code.not_found, f"target branch {target!r} does not exist", branch=target)
         sessions = [s for s in repo.store.live() if s.status in (Status.active, Status.review, Status.conflicted)]
         sem = asyncio.Semaphore(STATUS_CONCURRENCY)
 
@@ -291,9 +330,16 @@ class Integration(ServiceCore):
             if t not in tips:
                 tips[t] = await git.resolve(repo.root, f"refs/heads/{t}")
 
-        async def forecast(a: str, b: str) -> tuple[bool, list[str], dict]:
+        async def forecast(a: str, b: str) -> tuple[bool, list[str], dict] | None:
+            """None when the two have no history in common (nothing to forecast; one such pair
+            must not hide the forecast of all the others)."""
             async with sem:
-                clean, tree, files = await git.merge_tree(repo.root, a, b)
+                try:
+                    clean, tree, files = await git.merge_tree(repo.root, a, b)
+                except ParaError as e:
+                    if e.data.get("unrelated"):
+                        return None
+                    raise
                 return clean, files, (await integrate.tree_hunks(repo.root, tree, files)) if files else {}
 
         usable = [s for s in sessions if snaps[s.name][0]]
@@ -302,11 +348,13 @@ class Integration(ServiceCore):
         pairs = [(a, b) for i, a in enumerate(usable) for b in usable[i + 1:]]
         vs_pairs = await asyncio.gather(*(forecast(snaps[a.name][0], snaps[b.name][0]) for a, b in pairs))
         report = []
-        for s, (clean, files, hunks) in zip([s for s in usable if tips[target or s.base_branch]], vs_target):
+        for s, fc in zip([s for s in usable if tips[target or s.base_branch]], vs_target):
+            clean, files, hunks = fc or (False, [], {})
             report.append({"session": s.name, "target": target or s.base_branch, "commit": snaps[s.name][0],
                            "includes_uncommitted": snaps[s.name][1], "clean": clean, "files": files,
-                           "hunks": hunks})
-        collisions = [{"a": a.name, "b": b.name, "files": files, "hunks": hunks}
-                      for (a, b), (clean, files, hunks) in zip(pairs, vs_pairs) if not clean]
-        return {"sessions": report, "pairs": collisions,
+                           "hunks": hunks, "unrelated": fc is None})
+        collisions = [{"a": a.name, "b": b.name, "files": fc[1], "hunks": fc[2]}
+                      for (a, b), fc in zip(pairs, vs_pairs) if fc is not None and not fc[0]]
+        unrelated = [{"a": a.name, "b": b.name} for (a, b), fc in zip(pairs, vs_pairs) if fc is None]
+        return {"sessions": report, "pairs": collisions, "unrelated": unrelated,
                 "clean": all(r["clean"] for r in report) and not collisions}

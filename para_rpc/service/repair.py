@@ -20,7 +20,8 @@ class Repair(ServiceCore):
             if kind == "start":
                 wts = await self._worktree_state(repo)
                 tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
-                if s.worktree in wts and tip and (tip != s.base_commit or await git.status(s.worktree)):
+                wt = wts.get(os.path.realpath(s.worktree))
+                if wt and tip and (tip != s.base_commit or wt.branch != s.branch or await git.status(s.worktree)):
                     s.op = None  # someone already works there: keep it
                     repo.store.save(s)
                 else:
@@ -28,7 +29,7 @@ class Repair(ServiceCore):
             elif kind == "finish":
                 await self._do_finish(repo, s)
             elif kind == "cancel":
-                await self._do_cancel(repo, s)
+                await self._do_cancel(repo, s, await self._worktree_facts(repo, s))
             elif kind == "recover":
                 await self._do_recover(repo, s)
             elif kind == "resume":
@@ -54,7 +55,9 @@ class Repair(ServiceCore):
         tip = await git.resolve(repo.root, f"refs/heads/{target}")
         if d.get("new") and tip == d["new"]:
             if d["new"] != d.get("old"):
-                await integrate.sync_checkout_after_crash(repo.root, target, d["old"], d["new"])
+                behind = await integrate.sync_checkout_after_crash(repo.root, target, d["old"], d["new"])
+                if behind:
+                    self._report_checkout_behind(repo, s, target, d["old"], d["new"], *behind)
             await self._after_landing(repo, s, d["new"], d["old"], repo.config({}))
             return
         if os.path.isdir(s.worktree) and rec.get("pre") and await git.in_progress(s.worktree):
@@ -64,3 +67,17 @@ class Repair(ServiceCore):
         s.notes.append(f"an integration into {target} was interrupted by a sidecar crash; "
                        f"{target} was left unchanged at {(tip or '?')[:10]}")
         repo.store.save(s)
+
+    def _report_checkout_behind(self, repo: Repo, s: Session, target: str, old: str, new: str,
+                                worktree: str, reason: str) -> None:
+        """The landing was completed but the checkout of the target could not be brought along
+        (left untouched): until it is, its `git status` shows the landed work as staged
+        reverts, and committing there would undo it. Say so where the user looks."""
+        note = (f"{target} moved to {new[:10]} (this session landed), but the checkout of {target} at {worktree} "
+                f"could not be brought along after a sidecar crash and was left untouched ({reason}). "
+                f"Do not commit there yet: move the files git names out of the way, then run "
+                f"`git read-tree -m -u {old} {new}` in {worktree}")
+        log.warning("%s: %s", s.name, note)
+        s.notes.append(note)
+        self.emit(repo, "checkout_behind", s.name, target=target, worktree=worktree, old=old, new=new,
+                  reason=reason)

@@ -18,7 +18,8 @@ from para_rpc.model import Op, Session, Status, to_builtins
 from para_rpc.names import friendly_name, validate_branch_name, validate_session_name
 from para_rpc.params import (CancelParams, CleanParams, FinishParams, IntegrateParams, ListParams,
                              SessionParams, StartParams)
-from para_rpc.service.core import WIP_MESSAGE, Repo, ServiceCore, _check_message, _utc_stamp
+from para_rpc.service.core import (WIP_MESSAGE, Repo, ServiceCore, WorktreeFacts, _check_message,
+                                   _utc_stamp)
 
 
 class Sessions(ServiceCore):
@@ -30,12 +31,13 @@ class Sessions(ServiceCore):
         name = validate_session_name(p.name) if p.name is not None else None
         base, base_commit = await self._base(repo, p.base, cfg)
         prefix = cfg["branch_prefix"]
+        wdir = repo.worktrees_dir(cfg)
         async with repo.lock:
             taken_branches = {r[len("refs/heads/"):] for r in await git.refs(repo.root, f"refs/heads/{prefix}/")}
 
             def taken(n: str) -> bool:
                 return (repo.store.get(n) is not None or f"{prefix}/{n}" in taken_branches
-                        or os.path.lexists(os.path.join(repo.worktrees_dir, n)))
+                        or os.path.lexists(os.path.join(wdir, n)))
 
             if name is None:
                 name = friendly_name(taken)
@@ -46,10 +48,14 @@ class Sessions(ServiceCore):
                 raise ParaError(Code.already_exists, f"session {name!r} already exists ({existing.status.value}); "
                                 f"{hint}, or choose another name", session=name)
             branch = f"{prefix}/{name}"
-            path = os.path.join(repo.worktrees_dir, name)
+            path = os.path.join(wdir, name)
             if branch in taken_branches:
+                # Never suggest deleting a branch that holds work the base lacks.
+                spare = await git.is_ancestor(repo.root, f"refs/heads/{branch}", base_commit)
                 raise ParaError(Code.already_exists, f"branch {branch!r} already exists; `para recover {name}` "
-                                f"or `para resume {name}` may adopt it, or delete it with `git branch -D {branch}`",
+                                f"or `para resume {name}` may adopt it, or "
+                                + (f"delete it with `git branch -D {branch}` (it holds nothing {base} lacks)" if spare
+                                   else f"rename it with `git branch -m {branch} NEW` (it holds commits {base} lacks)"),
                                 branch=branch)
             if os.path.lexists(path):
                 raise ParaError(Code.already_exists, f"worktree path {path} already exists; "
@@ -70,7 +76,7 @@ class Sessions(ServiceCore):
     async def _undo_start(self, repo: Repo, s: Session) -> None:
         """Remove what a failed or interrupted start created; nothing there is anyone's work yet."""
         wts = await self._worktree_state(repo)
-        if s.worktree in wts:
+        if os.path.realpath(s.worktree) in wts:
             await git.remove_worktree(repo.root, s.worktree)
         if os.path.isdir(s.worktree):
             shutil.rmtree(s.worktree)
@@ -84,8 +90,8 @@ class Sessions(ServiceCore):
         sessions = repo.store.all() if p.all else [
             s for s in repo.store.live() if s.status is not Status.cancelled]
         wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
-        await self._adopt_out_of_band(repo, sessions, wts)
-        active = [s.worktree for s in sessions if s.status is Status.active and s.worktree in wts]
+        await self._adopt_out_of_band(repo, sessions, wts, branches)
+        active = [s.worktree for s in sessions if s.status is Status.active and os.path.realpath(s.worktree) in wts]
         dirty = await self._dirty(active)
         cwd = os.path.realpath(p.cwd)
         current = self._session_at(repo, cwd)
@@ -95,18 +101,17 @@ class Sessions(ServiceCore):
                 "sessions": to_builtins(infos)}
 
     async def _adopt_out_of_band(self, repo: Repo, sessions: list[Session],
-                                 wts: dict[str, git.Worktree]) -> None:
-        """Record changes made behind para's back instead of overwriting them."""
+                                 wts: dict[str, git.Worktree], branches: dict) -> None:
+        """Record changes made behind para's back instead of overwriting them. A worktree on
+        another branch is a rename only if the session branch is gone; otherwise HEAD simply
+        left it (state `off-branch`), and the session branch still holds the session's work."""
         for s in sessions:
-            wt = wts.get(s.worktree)
+            wt = wts.get(os.path.realpath(s.worktree))
             if s.status is not Status.active or s.op is not None or wt is None:
                 continue
-            if wt.branch and wt.branch != s.branch:
-                note = f"branch renamed outside para: {s.branch} -> {wt.branch} (adopted)"
-                s.notes.append(note)
-                s.branch = wt.branch
-                repo.store.save(s)
-                self.emit(repo, "adopted", s.name, note=note)
+            if wt.branch and wt.branch != s.branch and f"refs/heads/{s.branch}" not in branches \
+                    and f"refs/heads/{wt.branch}" in branches:
+                self._adopt_rename(repo, s, wt.branch)
 
     async def _show(self, repo: Repo, s: Session, cwd: str) -> dict[str, Any]:
         wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
@@ -130,7 +135,7 @@ class Sessions(ServiceCore):
         (no git process: start and cancel stay close to raw git's cost)."""
         branch = s.branch if s.status is not Status.cancelled else s.archived_branch
         tip = s.head_commit or s.base_commit
-        wts = {s.worktree: git.Worktree(s.worktree, tip, s.branch)} if worktree else {}
+        wts = {os.path.realpath(s.worktree): git.Worktree(s.worktree, tip, s.branch)} if worktree else {}
         result = to_builtins(self._info(repo, s, wts, {f"refs/heads/{branch}": (tip, 0)},
                                         cwd=os.path.realpath(cwd)))
         result["ahead"] = ahead
@@ -155,18 +160,15 @@ class Sessions(ServiceCore):
         new_branch = validate_branch_name(p.branch) if p.branch is not None else None
         async with self._locked(repo, p.session, p.cwd) as s:
             self._require(s, Status.active, "finish")
-            wt = (await self._worktree_state(repo)).get(s.worktree)
-            if wt is None or not os.path.isdir(s.worktree):
+            f = await self._save_or_refuse(repo, s, "finish")
+            if f is None:
                 raise ParaError(Code.wrong_state, f"the worktree of {s.name!r} is missing; "
                                 f"`para resume {s.name}` recreates it from its branch", session=s.name)
-            if wt.branch is None:
-                raise ParaError(Code.wrong_state, f"HEAD is detached in {s.worktree}; "
-                                f"check out {s.branch} there first", session=s.name)
             if new_branch and new_branch != s.branch and await git.branch_exists(repo.root, new_branch):
                 raise ParaError(Code.already_exists, f"branch {new_branch!r} already exists", branch=new_branch)
             squash = cfg["finish.squash"] if p.squash is None else p.squash
             fork = await git.merge_base(s.worktree, f"refs/heads/{s.base_branch}", "HEAD") or s.base_commit
-            if not await git.status(s.worktree) and await git.count(s.worktree, f"{fork}..HEAD") == 0:
+            if not f.status and await git.count(s.worktree, f"{fork}..HEAD") == 0:
                 raise ParaError(Code.nothing_to_do, f"session {s.name!r} has no changes to finish; "
                                 f"`para cancel {s.name}` closes it", session=s.name)
             s.op = Op(kind="finish", data={"message": message, "squash": squash, "branch": new_branch,
@@ -174,17 +176,43 @@ class Sessions(ServiceCore):
             repo.store.save(s)
             self.busy += 1
             try:
-                await self._do_finish(repo, s)
+                backups = await self._do_finish(repo, s)
+            except ParaError:
+                await self._undo_refused_finish(repo, s)
+                raise
             finally:
                 self.busy -= 1
         self.emit(repo, "finished", s.name, branch=s.branch, commit=s.head_commit)
         self._agent_session_ended(repo, s)
-        return await self._show(repo, s, p.cwd)
+        result = await self._show(repo, s, p.cwd)
+        if backups:
+            result["backups"] = backups
+        return result
 
-    async def _do_finish(self, repo: Repo, s: Session) -> None:
+    async def _undo_refused_finish(self, repo: Repo, s: Session) -> None:
+        """A finish refused before its worktree was removed (a rejecting pre-commit hook,
+        something git cannot commit) leaves the session as it was: active, its branch at
+        its tip, no pending operation. The pending marker is for crashes only."""
+        d = s.op.data if s.op is not None else {}
+        if s.op is None or d.get("removed"):
+            return  # past the point of no return: the repair completes it
+        if d.get("pre_squash") and await git.resolve(s.worktree, "HEAD") != d["pre_squash"]:
+            await git.reset_soft(s.worktree, d["pre_squash"])  # the squash had moved the branch back
+        s.op = None
+        repo.store.save(s)
+
+    async def _do_finish(self, repo: Repo, s: Session) -> list[dict[str, Any]]:
+        """Commit (and squash) the work, save what the worktree holds besides, remove it.
+        Returns the backups `_save_worktree` made."""
         d = s.op.data
-        if os.path.isdir(s.worktree):
-            await git.stage_all(s.worktree)
+        backups: list[dict[str, Any]] = []
+        f = await self._worktree_facts(repo, s)
+        if f is not None:
+            problem = self._head_problem(s, f)
+            if problem:  # HEAD moved away since finish began (or before its repair)
+                raise ParaError(Code.wrong_state, f"cannot finish {s.name!r}: {problem}", session=s.name)
+            nested = f.nested()
+            await git.stage_all(s.worktree, exclude=nested)
             if await git.has_staged(s.worktree):
                 await git.commit(s.worktree, d["message"])
             fork = await git.merge_base(s.worktree, f"refs/heads/{s.base_branch}", "HEAD") or s.base_commit
@@ -193,15 +221,18 @@ class Sessions(ServiceCore):
             if d["squash"] and (n > 1 or (n == 1 and last != d["message"])):
                 head = await git.out(s.worktree, "rev-parse", "HEAD")
                 await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{d['stamp']}-finish", head)
+                d["pre_squash"] = head
                 await git.reset_soft(s.worktree, fork)
                 await git.commit(s.worktree, d["message"])
-            left = await git.status(s.worktree)
+            left = [e for e in await git.status(s.worktree) if e[3:].rstrip("/") not in nested]
             if left:
                 raise ParaError(Code.dirty, f"could not commit everything in {s.worktree} "
                                 f"(for example {left[0][3:]!r}); the worktree is kept", session=s.name)
             s.head_commit = await git.out(s.worktree, "rev-parse", "HEAD")
+            backups = await self._save_worktree(repo, s, f, d["stamp"])
             async with repo.lock:
                 await git.remove_worktree(repo.root, s.worktree)
+            d["removed"] = True
         else:
             s.head_commit = await git.resolve(repo.root, f"refs/heads/{s.branch}") or s.head_commit
         if d.get("branch") and d["branch"] != s.branch:
@@ -211,12 +242,21 @@ class Sessions(ServiceCore):
             s.branch = d["branch"]
         s.status, s.op = Status.review, None
         repo.store.save(s)
+        return backups
 
     async def cancel(self, p: CancelParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
+        if p.session is not None and repo.store.get(validate_session_name(p.session)) is None:
+            last = next((x for x in reversed(repo.store.all()) if x.name == p.session), None)
+            if last is not None:  # an integration that ran just before this cancel (issue 9.13)
+                self._refuse_integrated(last, "before this cancel arrived")
         async with self._locked(repo, p.session, p.cwd) as s:
+            if s.op is not None and p.force:
+                s = await self._force_clear(repo, s)
             self._require(s, (Status.active, Status.review, Status.conflicted), "cancel")
+            # A paused rebase detaches HEAD by design: saved, not refused.
+            f = await self._save_or_refuse(repo, s, "cancel", force=p.force or s.status is Status.conflicted)
             stamp = _utc_stamp()
             archive = f"{cfg['branch_prefix']}/archived/{stamp}/{s.name}"
             n = 2
@@ -227,40 +267,88 @@ class Sessions(ServiceCore):
             repo.store.save(s)
             self.busy += 1
             try:
-                saved = await self._do_cancel(repo, s)
+                saved, backups = await self._do_cancel(repo, s, f)
+            except ParaError:
+                if s.op is not None and not s.op.data.get("removed"):
+                    s.op = None  # refused before the worktree went: the session stays as it was
+                    repo.store.save(s)
+                raise
             finally:
                 self.busy -= 1
-        self.emit(repo, "cancelled", s.name, archived_branch=s.archived_branch, saved=saved)
+        self.emit(repo, "cancelled", s.name, archived_branch=s.archived_branch, saved=saved, backups=backups)
         self._agent_session_ended(repo, s)
         result = self._known(repo, s, p.cwd, worktree=False)
-        result["saved"] = saved
+        result["saved"], result["backups"] = saved, backups
         return result
 
-    async def _do_cancel(self, repo: Repo, s: Session) -> dict[str, str] | None:
-        """Save the work, archive the branch, remove the worktree. Returns what was saved where."""
+    async def _do_cancel(self, repo: Repo, s: Session, f: WorktreeFacts | None
+                         ) -> tuple[dict[str, str] | None, list[dict[str, Any]]]:
+        """Save the work, archive the branch, remove the worktree (`f`: its facts, None when
+        it has none). Returns what was saved where: the work-in-progress commit or discard
+        snapshot, and the backups of `_save_worktree`."""
         d = s.op.data
-        saved = None
-        if await self._has_worktree(repo, s):
-            if await git.status(s.worktree):
+        saved, backups = None, []
+        if f is not None:
+            backups = await self._save_worktree(repo, s, f, d["stamp"])
+            nested = f.nested()
+            # With HEAD off the session branch, _save_worktree kept HEAD and the uncommitted work.
+            if f.branch == s.branch and any(e[3:].rstrip("/") not in nested for e in f.status):
                 if d["discard"]:
-                    snap = await git.snapshot(s.worktree, f"para: uncommitted work of {s.name} discarded by cancel")
+                    snap = await git.snapshot(s.worktree, f"para: uncommitted work of {s.name} discarded by cancel",
+                                              exclude=nested)
                     ref = f"refs/para/backup/{s.name}/{d['stamp']}-discarded"
                     await git.update_ref(repo.root, ref, snap)
                     saved = {"ref": ref, "commit": snap}
                 else:
-                    await git.stage_all(s.worktree)
-                    sha = await git.commit(s.worktree, WIP_MESSAGE, verify=False)
-                    saved = {"branch": d["archive"], "commit": sha}
+                    await git.stage_all(s.worktree, exclude=nested)
+                    if await git.has_staged(s.worktree):
+                        sha = await git.commit(s.worktree, WIP_MESSAGE, verify=False)
+                        saved = {"branch": d["archive"], "commit": sha}
             async with repo.lock:
                 await git.remove_worktree(repo.root, s.worktree)
+            d["removed"] = True
         async with repo.lock:
             if await git.branch_exists(repo.root, s.branch):
                 s.head_commit = await git.resolve(repo.root, f"refs/heads/{s.branch}")
                 await git.rename_branch(repo.root, s.branch, d["archive"])
-        s.archived_branch = d["archive"]
+                s.archived_branch = d["archive"]
+            elif not (s.archived_branch and await git.branch_exists(repo.root, s.archived_branch)):
+                s.archived_branch = d["archive"]  # (an unfinished recover that never renamed keeps its archive)
         s.status, s.op = Status.cancelled, None
         repo.store.save(s)
-        return saved
+        return saved, backups
+
+    async def _force_clear(self, repo: Repo, s: Session) -> Session:
+        """`cancel --force` on a session with an unfinished operation: run its repair once more;
+        if that still cannot complete it, keep the branch tip under
+        refs/para/backup/<name>/<stamp>-forced and drop the operation, so the cancel can run
+        (and save the worktree as any cancel does)."""
+        kind = s.op.kind
+        if kind == "start":  # a start runs under the repository lock, not the session's
+            async with repo.lock:
+                await self._repair(repo, s)
+        else:
+            await self._repair(repo, s)
+        fresh = repo.store.by_id(s.id) if s.id is not None else None
+        if fresh is None:
+            raise ParaError(Code.not_found, f"the unfinished {kind} of {s.name!r} was undone; "
+                            "the session no longer exists", session=s.name)
+        s = fresh
+        if s.op is None:
+            return s  # the repair completed it: cancel what it left, if it still can be
+        tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+        if tip:
+            await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-forced", tip)
+        if s.status is Status.integrating:
+            s.status = Status((s.integration or {}).get("resume_status", "active"))
+            s.integration = None
+        elif s.status is Status.cancelled and (tip or await self._has_worktree(repo, s)):
+            s.status = Status.active  # a recover that got half way
+        s.notes.append(f"unfinished {kind} dropped by `para cancel --force`"
+                       + (f" (branch tip kept under refs/para/backup/{s.name}/)" if tip else ""))
+        s.op = None
+        repo.store.save(s)
+        return s
 
     async def recover(self, p: SessionParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
@@ -290,7 +378,7 @@ class Sessions(ServiceCore):
                 archive = found[-1][len("refs/heads/"):]
                 base, base_commit = await self._base(repo, None, cfg)
                 s = Session(name=name, branch=f"{prefix}/{name}", base_branch=base,
-                            worktree=os.path.join(repo.worktrees_dir, name),
+                            worktree=repo.worktree_path(cfg, name),
                             base_commit=await git.merge_base(repo.root, base_commit, archive) or base_commit,
                             status=Status.cancelled, archived_branch=archive,
                             notes=[f"adopted from archived branch {archive}"])
@@ -308,9 +396,10 @@ class Sessions(ServiceCore):
                     await git.create_branch(repo.root, s.archived_branch, kept[found[-1]][0])
             branch = f"{prefix}/{name}"
             if await git.branch_exists(repo.root, branch):
-                raise ParaError(Code.already_exists, f"branch {branch!r} already exists; rename or delete it "
-                                "before recovering", branch=branch)
-            path = os.path.join(repo.worktrees_dir, name)
+                raise ParaError(Code.already_exists, f"branch {branch!r} already exists; "
+                                + await self._move_aside_hint(repo, branch, s.archived_branch)
+                                + " before recovering", branch=branch)
+            path = repo.worktree_path(cfg, name)
             if os.path.lexists(path):
                 raise ParaError(Code.already_exists, f"path {path} already exists; move it away first", path=path)
             s.branch, s.worktree = branch, path
@@ -319,6 +408,17 @@ class Sessions(ServiceCore):
             await self._do_recover(repo, s)
         self.emit(repo, "recovered", name, branch=s.branch, worktree=s.worktree)
         return await self._show(repo, s, p.cwd)
+
+    async def _move_aside_hint(self, repo: Repo, branch: str, archive: str | None) -> str:
+        """How to get `branch` out of the way: deleting it is suggested only when the
+        archive holds every commit it has."""
+        lacks = None
+        if archive and await git.branch_exists(repo.root, archive):
+            lacks = await git.count(repo.root, f"refs/heads/{archive}..refs/heads/{branch}")
+        if lacks == 0:
+            return f"it holds nothing {archive} lacks: delete it (`git branch -D {branch}`) or rename it"
+        held = f"{lacks} commit(s) {archive} lacks" if lacks else "commits the archive may lack"
+        return f"it holds {held}, so do not delete it: rename it (`git branch -m {branch} NEW-NAME`)"
 
     async def _do_recover(self, repo: Repo, s: Session) -> None:
         async with repo.lock:
@@ -358,17 +458,25 @@ class Sessions(ServiceCore):
 
     async def _adopt_branch(self, repo: Repo, name: str, cfg: dict[str, Any]) -> None:
         """Take a `<prefix>/<name>` branch that no session owns (left by Para, or by a lost
-        store) under para as a session in review; resume then gives it a worktree."""
+        store) under para: active when a worktree has it checked out, else in review
+        (resume then gives it a worktree)."""
         branch = f"{cfg['branch_prefix']}/{name}"
         tip = await git.resolve(repo.root, f"refs/heads/{branch}")
         if tip is None:
             return  # nothing to adopt: _find reports the unknown session
+        wt = next((w for w in (await git.worktrees(repo.root))[1:] if w.branch == branch and not w.prunable), None)
+        await self._adopt(repo, name, branch, tip, wt.path if wt else None, cfg, f"adopted existing branch {branch}")
+
+    async def _adopt(self, repo: Repo, name: str, branch: str, tip: str, worktree: str | None,
+                     cfg: dict[str, Any], note: str) -> Session:
+        """A session for a branch para finds without one (its state was lost)."""
         base, base_tip = await self._base(repo, None, cfg)
-        s = Session(name=name, branch=branch, worktree=os.path.join(repo.worktrees_dir, name), base_branch=base,
+        s = Session(name=name, branch=branch, worktree=worktree or repo.worktree_path(cfg, name), base_branch=base,
                     base_commit=await git.merge_base(repo.root, base_tip, tip) or base_tip,
-                    status=Status.review, head_commit=tip, notes=[f"adopted existing branch {branch}"])
+                    status=Status.active if worktree else Status.review, head_commit=tip, notes=[note])
         repo.store.save(s)
-        self.emit(repo, "adopted", name, branch=branch)
+        self.emit(repo, "adopted", name, branch=branch, note=note)
+        return s
 
     async def _do_resume(self, repo: Repo, s: Session) -> None:
         async with repo.lock:
@@ -399,21 +507,29 @@ class Sessions(ServiceCore):
                     continue
                 has_branch = f"refs/heads/{s.branch}" in heads or (
                     s.archived_branch and f"refs/heads/{s.archived_branch}" in heads)
-                has_wt = s.worktree in wts and not wts[s.worktree].prunable
+                wt = wts.get(os.path.realpath(s.worktree))
+                has_wt = wt is not None and not wt.prunable
                 if not has_branch and not has_wt:
                     actions.append({"kind": "forget_session", "session": s.name,
                                     "reason": "neither its branch nor its worktree exists"})
             known = {s.branch for s in live} | {s.archived_branch for s in live if s.archived_branch}
             cutoff = time.time() - cfg["clean.archive_days"] * 86400
             base_tip = await self._base_for_clean(repo, cfg)
+            # git refuses to delete a branch checked out anywhere; one checked out in a linked
+            # worktree without a session is a session whose state was lost: adopt it.
+            checked_out = {w.branch: w for w in wts.values() if w.branch and not w.prunable}
             for ref, (sha, ts) in heads.items():
                 branch = ref[len("refs/heads/"):]
                 if not branch.startswith(prefix + "/"):
                     continue
                 archived = branch.startswith(f"{prefix}/archived/")
-                if archived and ts > cutoff:
-                    continue
                 if not archived and branch in known:
+                    continue
+                if branch in checked_out:
+                    entry = await self._clean_checked_out(repo, prefix, branch, sha, checked_out[branch], base_tip)
+                    (actions if entry["kind"] == "adopt_session" else kept).append(entry)
+                    continue
+                if archived and ts > cutoff:
                     continue
                 integrated = base_tip is not None and await git.is_integrated(repo.root, sha, base_tip)
                 entry = {"kind": "delete_branch", "branch": branch, "commit": sha,
@@ -429,10 +545,35 @@ class Sessions(ServiceCore):
                     actions.append({"kind": "delete_backup", "ref": ref, "commit": sha,
                                     "reason": "backup older than %d days" % cfg["clean.backup_days"]})
             if not p.dry_run:
-                await self._apply_clean(repo, actions, live)
+                await self._apply_clean(repo, actions, live, cfg)
         if actions and not p.dry_run:
             self.emit(repo, "cleaned", None, actions=len(actions))
         return {"dry_run": p.dry_run, "actions": actions, "kept": kept}
+
+    async def _clean_checked_out(self, repo: Repo, prefix: str, branch: str, sha: str, wt: git.Worktree,
+                                 base_tip: str | None) -> dict[str, Any]:
+        """What clean does with a para branch no session owns that a worktree has checked out:
+        adopt it as the session it was, or keep it and say why (never delete it)."""
+        name = branch[len(prefix) + 1:]
+        why = None
+        if branch.startswith(f"{prefix}/archived/"):
+            why = f"checked out in {wt.path}"
+        elif wt.path == repo.root:
+            why = "checked out in the main checkout"
+        elif base_tip is None:
+            why = f"checked out in {wt.path}; no base branch to adopt it against"
+        elif repo.store.get(name) is not None:
+            why = f"checked out in {wt.path}, but a session named {name!r} already exists"
+        else:
+            try:
+                validate_session_name(name)
+            except ParaError:
+                why = f"checked out in {wt.path}, but {name!r} is not a usable session name"
+        if why is None:
+            return {"kind": "adopt_session", "session": name, "branch": branch, "commit": sha,
+                    "worktree": wt.path, "reason": "checked out in a worktree with no session (para's state was lost)"}
+        return {"kind": "delete_branch", "branch": branch, "commit": sha, "reason": "a para branch no session owns",
+                "integrated": None, "why_kept": why}
 
     async def _base_for_clean(self, repo: Repo, cfg: dict[str, Any]) -> str | None:
         try:
@@ -440,7 +581,8 @@ class Sessions(ServiceCore):
         except ParaError:
             return None
 
-    async def _apply_clean(self, repo: Repo, actions: list[dict[str, Any]], live: list[Session]) -> None:
+    async def _apply_clean(self, repo: Repo, actions: list[dict[str, Any]], live: list[Session],
+                           cfg: dict[str, Any]) -> None:
         by_name = {s.name: s for s in live}
         stamp = _utc_stamp()
         for a in actions:
@@ -449,6 +591,9 @@ class Sessions(ServiceCore):
             elif a["kind"] == "forget_session":
                 self._agent_session_ended(repo, by_name[a["session"]], forgotten=True)
                 repo.store.delete(by_name[a["session"]])
+            elif a["kind"] == "adopt_session":
+                await self._adopt(repo, a["session"], a["branch"], a["commit"], a["worktree"], cfg,
+                                  f"adopted by clean: {a['branch']} was checked out in {a['worktree']}")
             elif a["kind"] == "delete_branch":
                 if not a["integrated"]:  # forced: keep the commits reachable for the backup period
                     await git.update_ref(repo.root, f"refs/para/backup/clean/{stamp}/{a['branch']}", a["commit"])

@@ -1,0 +1,353 @@
+"""Integration in repositories as real projects have them keeps the repository's rules.
+
+Each test follows one finding of the third red team (`redteam-r3.md`, ids in the
+docstrings): a symlink to a FIFO in a conflict, sparse checkouts, signed commits with a
+user's colourful git config, unrelated histories, submodules, odd file names, and which
+branch is the base. Setup goes through JSON-RPC; what is under test runs through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import PARA_ARGV, cli_env, git, make_repo, rev, wait_until
+
+pytest.register_assert_rewrite("integrate_util")
+from integrate_util import (Api, api, cli_json, commit_all, error_of, porcelain, run_cli, start,  # noqa: E402,F401
+                            write)
+
+SHARED_SIDECAR = True
+
+
+def landed_tree(repo: Path, rev_: str = "main") -> set[str]:
+    return {p for p in git("ls-tree", "-r", "-z", "--name-only", rev_, cwd=repo).split("\0") if p}
+
+
+# ---- R3-6: session content cannot freeze the shared sidecar ---------------------------------
+
+def test_a_symlink_to_a_fifo_in_a_conflict_freezes_nobody(api: Api, tmp_path: Path) -> None:
+    """R3-6: two sessions commit a symlink `x`, one to a file outside, one to a FIFO outside.
+    The second integration pauses on the conflict (its hunks read nothing through the link),
+    `para list` in an unrelated repository answers meanwhile, and continue with the FIFO
+    link as the resolution lands without reading it. (Before, the sidecar read the FIFO in
+    its event loop and hung for every repository.)"""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "otherfile").write_text("=======\n")
+    fifo = out / "fifo"
+    os.mkfifo(fifo)
+    other = make_repo(tmp_path / "unrelated")
+    wa = Path(api.call("para/start", name="fa")["worktree"])
+    os.symlink(out / "otherfile", wa / "x")
+    commit_all(wa, "x -> otherfile")
+    wb = Path(api.call("para/start", name="fb")["worktree"])
+    os.symlink(fifo, wb / "x")
+    commit_all(wb, "x -> fifo")
+    api.call("para/integrate", session="fa")
+    proc = subprocess.Popen([*PARA_ARGV, "integrate", "--session", "fb", "--json"], cwd=api.repo, env=cli_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Once the conflict is materialized in fb's worktree, the pause reads the conflicted files.
+        merge_head = Path(git("rev-parse", "--path-format=absolute", "--git-path", "MERGE_HEAD", cwd=wb))
+        wait_until(lambda: merge_head.exists() or proc.poll() is not None, what="the conflict to be materialized")
+        listed = run_cli("list", "--json", cwd=other, timeout=30)
+        assert listed.returncode == 0, listed.stderr
+        stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 7, (stdout, stderr)
+        err = error_of(json.loads(stdout), "conflict")
+        assert err["data"]["files"] == ["x"] and err["data"]["hunks"] == {"x": []}
+        git("checkout", "--ours", "x", cwd=wb)
+        git("add", "x", cwd=wb)
+        assert run_cli("continue", "fb", "--json", cwd=api.repo, timeout=30).returncode == 0
+        assert os.readlink(api.repo / "x") == str(fifo)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        try:  # let a reader that is stuck on the FIFO go (only the old code would be)
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+
+
+# ---- R3-8: sparse checkouts ------------------------------------------------------------------
+
+def sparse_repo(api: Api) -> None:
+    write(api.repo, {"dir1/f.txt": "f\n", "dir2/g.txt": "g1\ng2\ng3\n"})
+    commit_all(api.repo, "two directories")
+    git("sparse-checkout", "set", "dir1", cwd=api.repo)
+
+
+def sparse_edit(wt: Path, files: dict[str, str]) -> None:
+    """Commit a change outside the cone the way a user does: widen, edit, commit, narrow."""
+    git("sparse-checkout", "disable", cwd=wt)
+    write(wt, files)
+    commit_all(wt, "edit outside the cone")
+    git("sparse-checkout", "set", "dir1", cwd=wt)
+
+
+# command -> (argv, status afterwards, the ref that must hold the work afterwards)
+OUTSIDE_THE_CONE = {
+    "integrate": (["integrate", "outside the cone", "--session", "sp"], "integrated", "main"),
+    "finish": (["finish", "outside the cone", "--session", "sp"], "review", "para/sp"),
+    "cancel": (["cancel", "sp"], "cancelled", None),
+}
+
+
+@pytest.mark.parametrize("command", list(OUTSIDE_THE_CONE))
+def test_a_new_file_outside_the_sparse_cone_is_committed(api: Api, command: str) -> None:
+    """R3-8a: `git add -A --sparse`: a file the session created outside the cone is committed
+    by integrate, finish and cancel alike (before: exit 5 "paths … outside of your
+    sparse-checkout definition")."""
+    argv, status, ref = OUTSIDE_THE_CONE[command]
+    sparse_repo(api)
+    wt = Path(api.call("para/start", name="sp")["worktree"])
+    assert not (wt / "dir2").exists()
+    write(wt, {"dir2/new.txt": "new\n", "dir1/f.txt": "f, edited\n"})
+    out = cli_json(*argv, cwd=api.repo)
+    assert out["status"] == status
+    ref = ref or out["archived_branch"]
+    assert git("show", f"{ref}:dir2/new.txt", cwd=api.repo) == "new"
+    assert git("show", f"{ref}:dir1/f.txt", cwd=api.repo) == "f, edited"
+    if command == "integrate":
+        assert (api.repo / "dir1" / "f.txt").read_text() == "f, edited\n"
+    assert porcelain(api.repo) == []
+
+
+def test_a_conflict_outside_the_sparse_cone_can_be_continued(api: Api) -> None:
+    """R3-8b: the resolved file outside the cone is staged (before: "unmerged paths remain:
+    dir2/g.txt" on every continue)."""
+    sparse_repo(api)
+    wa = Path(api.call("para/start", name="sa")["worktree"])
+    wb = Path(api.call("para/start", name="sb")["worktree"])
+    sparse_edit(wa, {"dir2/g.txt": "g1\ng2, a\ng3\n"})
+    sparse_edit(wb, {"dir2/g.txt": "g1\ng2, b\ng3\n"})
+    api.call("para/integrate", session="sa")
+    err = error_of(cli_json("integrate", "--session", "sb", cwd=api.repo, expect=7), "conflict")
+    assert err["data"]["files"] == ["dir2/g.txt"] and err["data"]["hunks"]["dir2/g.txt"]
+    write(wb, {"dir2/g.txt": "g1\ng2, a and b\ng3\n"})
+    assert cli_json("continue", "sb", cwd=api.repo)["status"] == "integrated"
+    assert git("show", "main:dir2/g.txt", cwd=api.repo) == "g1\ng2, a and b\ng3"
+    assert porcelain(api.repo) == []
+
+
+# ---- R3-9 and R3-14: signing, hooks, the user's git config ------------------------------------
+
+HOOK = """#!/bin/sh
+echo "$(git symbolic-ref -q HEAD)" >> '{log}'
+[ "$(git symbolic-ref -q HEAD)" = refs/heads/main ] && {{ echo "main is protected" >&2; exit 1; }}
+exit 0
+"""
+
+
+def signing_repo(repo: Path, tmp_path: Path) -> None:
+    """SSH signing with a throwaway key, every commit signed; plus a user's git config that
+    decorates output (colours, signature reports) and a pre-commit hook protecting main."""
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", str(key)], check=True,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(f"test@para.invalid namespaces=\"git\" {(tmp_path / 'key.pub').read_text()}")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "pre-commit").write_text(HOOK.format(log=tmp_path / "hook.log"))
+    (hooks / "pre-commit").chmod(0o755)
+    for k, v in {"gpg.format": "ssh", "user.signingkey": str(key), "commit.gpgSign": "true",
+                 "gpg.ssh.allowedSignersFile": str(signers), "log.showSignature": "true",
+                 "color.ui": "always", "core.hooksPath": str(hooks)}.items():
+        git("config", k, v, cwd=repo)
+
+
+def signature(repo: Path, rev_: str) -> str:
+    return git("-c", "log.showSignature=false", "log", "-1", "--format=%G?", rev_, cwd=repo)
+
+
+def test_what_lands_is_signed_and_the_users_git_config_does_not_leak(api: Api, tmp_path: Path) -> None:
+    """R3-9: with `commit.gpgSign`, the squash and merge commits para lands are signed (`%G?` =
+    G; before: N). Hooks do not gate what lands on the target (documented: para builds it with
+    plumbing; `integrate.check` is the gate): the hook that protects main never ran for it.
+    R3-14: `log.showSignature` and `color.ui=always` leak nothing into the dry run's
+    commits and diffstat or into the default message (before: a bogus commit entry with ANSI
+    escapes, and "Integrate session k1" instead of the single commit's subject)."""
+    repo = api.repo
+    signing_repo(repo, tmp_path)
+    wt = start(api, "k1", {"feature.txt": "feature\n"})
+    tip = rev(wt, "HEAD")
+    assert signature(repo, tip) == "G"  # the key works: the session's own commit is signed
+
+    dry = cli_json("integrate", "--dry-run", "--session", "k1", cwd=repo)
+    assert dry["commits"] == [{"sha": tip, "subject": "k1: change 1"}]
+    assert "\x1b" not in dry["diffstat"] and "feature.txt | 1 +" in dry["diffstat"]
+
+    out = cli_json("integrate", "--session", "k1", cwd=repo)
+    assert out["integration"]["message"] == "k1: change 1"
+    assert git("-c", "log.showSignature=false", "log", "-1", "--format=%s", "main", cwd=repo) == "k1: change 1"
+    assert signature(repo, "main") == "G"
+
+    start(api, "k2", {"other.txt": "other\n"})
+    cli_json("integrate", "Merge it", "--session", "k2", "--strategy", "merge", cwd=repo)
+    assert len(git("rev-list", "--parents", "-n", "1", "main", cwd=repo).split()) == 3
+    assert signature(repo, "main") == "G"
+    assert "refs/heads/main" not in (tmp_path / "hook.log").read_text().split()
+    assert porcelain(repo) == []
+
+
+# ---- R3-10: unrelated histories --------------------------------------------------------------
+
+def test_one_unrelated_pair_does_not_hide_the_forecast(api: Api) -> None:
+    """R3-10: a session based on an orphan branch (gh-pages) shares no history with the
+    others: the forecast reports that pair as unrelated and still reports the real collision
+    between two other sessions (before: exit 5 "refusing to merge unrelated histories")."""
+    repo = api.repo
+    orphan = git("commit-tree", "main^{tree}", "-m", "pages", cwd=repo)
+    git("branch", "gh-pages", orphan, cwd=repo)
+    start(api, "ga", {"a.txt": "a\n"})
+    start(api, "gb", {"pages.txt": "p\n"}, base="gh-pages")
+    start(api, "gc", {"same.txt": "c\n"})
+    start(api, "gd", {"same.txt": "d\n"})
+    out = cli_json("conflicts", cwd=repo)
+    by = {s["session"]: s for s in out["sessions"]}
+    assert by["gb"]["target"] == "gh-pages" and by["gb"]["clean"] and not by["gb"]["unrelated"]
+    assert by["ga"]["clean"] and not by["ga"]["unrelated"]
+    assert [(p["a"], p["b"], p["files"]) for p in out["pairs"]] == [("gc", "gd", ["same.txt"])]
+    assert sorted((p["a"], p["b"]) for p in out["unrelated"]) == [("ga", "gb"), ("gb", "gc"), ("gb", "gd")]
+    assert out["clean"] is False
+
+    # Against one target, the session that cannot land there says so.
+    out = cli_json("conflicts", "--target", "gh-pages", cwd=repo)
+    by = {s["session"]: s for s in out["sessions"]}
+    assert by["ga"]["unrelated"] and not by["ga"]["clean"] and by["ga"]["files"] == []
+    assert by["gb"]["clean"]
+    human = run_cli("conflicts", "--target", "gh-pages", cwd=repo)
+    assert human.returncode == 0 and "ga x gh-pages: unrelated histories" in human.stdout
+
+
+# ---- R3-11: submodules --------------------------------------------------------------------------
+
+def submodule_repo(repo: Path, tmp_path: Path) -> list[str]:
+    """`sm` from a local bare repository with commits c0 and two children of it, c1 and c2
+    (on branches b1, b2: neither contains the other), initialised in the main checkout at c0.
+    Returns [c0, c1, c2]."""
+    src = make_repo(tmp_path / "subsrc")
+    commits = [git("rev-parse", "HEAD", cwd=src)]
+    for n in (1, 2):
+        git("checkout", "-q", "-b", f"b{n}", commits[0], cwd=src)
+        write(src, {"sub.txt": f"sub {n}\n"})
+        commits.append(commit_all(src, f"sub {n}"))
+    bare = tmp_path / "sub.git"
+    git("clone", "-q", "--bare", str(src), str(bare), cwd=tmp_path)
+    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(bare), "sm", cwd=repo)
+    git("-C", "sm", "checkout", "-q", commits[0], cwd=repo)
+    git("add", "sm", cwd=repo)
+    git("commit", "-q", "-m", "add sm at c0", cwd=repo)
+    return commits
+
+
+def point(api: Api, name: str, sha: str) -> Path:
+    wt = Path(api.call("para/start", name=name)["worktree"])
+    git("update-index", "--cacheinfo", f"160000,{sha},sm", cwd=wt)
+    git("commit", "-q", "-m", f"{name}: sm -> {sha[:7]}", cwd=wt)
+    return wt
+
+
+def sm_head(repo: Path) -> str:
+    return git("rev-parse", "HEAD", cwd=repo / "sm")
+
+
+def test_the_users_submodule_follows_a_landed_pointer(api: Api, tmp_path: Path) -> None:
+    """R3-11: after a landing moves `sm`, the initialised submodule in the main checkout
+    follows (before: it stayed behind, ` M sm`, and the next landing touching it, here a
+    conflict resolution, was refused: "has uncommitted changes … sm", exit 11)."""
+    repo = api.repo
+    c0, c1, c2 = submodule_repo(repo, tmp_path)
+    point(api, "sa", c1)
+    wb = point(api, "sb", c2)
+    cli_json("integrate", "--session", "sa", cwd=repo)
+    assert sm_head(repo) == c1 and porcelain(repo) == []
+
+    err = error_of(cli_json("integrate", "--session", "sb", cwd=repo, expect=7), "conflict")
+    assert err["data"]["files"] == ["sm"]
+    git("update-index", "--cacheinfo", f"160000,{c2},sm", cwd=wb)
+    assert cli_json("continue", "sb", cwd=repo)["status"] == "integrated"
+    assert git("rev-parse", "main:sm", cwd=repo) == c2
+    assert sm_head(repo) == c2 and porcelain(repo) == []
+
+
+def test_a_submodule_the_user_moved_is_neither_blamed_nor_moved(api: Api, tmp_path: Path) -> None:
+    """The user checked out another commit inside `sm` (` M sm`, nothing staged): a landing
+    that moves the pointer only changes the index entry, so it is not refused, and the
+    user's submodule checkout stays where the user put it."""
+    repo = api.repo
+    c0, c1, c2 = submodule_repo(repo, tmp_path)
+    git("checkout", "-q", c2, cwd=repo / "sm")
+    point(api, "sa", c1)
+    cli_json("integrate", "--session", "sa", cwd=repo)
+    assert git("rev-parse", "main:sm", cwd=repo) == c1
+    assert sm_head(repo) == c2 and porcelain(repo) == [" M sm"]
+
+
+# ---- R3-15: odd names -----------------------------------------------------------------------------
+
+ODD = ["café.txt", "new\nline.txt", "--force"]
+
+
+def test_odd_names_appear_verbatim_in_forecasts(api: Api) -> None:
+    """R3-15: names are read NUL-separated: `café.txt`, a name with a newline and `--force`
+    appear verbatim, with their hunks (before: C-quoted names and empty hunks)."""
+    repo = api.repo
+    write(repo, {n: "one\ntwo\nthree\n" for n in ODD})
+    commit_all(repo, "odd names")
+    start(api, "o1", {n: "one\ntwo, o1\nthree\n" for n in ODD})
+    start(api, "o2", {n: "one\ntwo, o2\nthree\n" for n in ODD})
+    pair = cli_json("conflicts", cwd=repo)["pairs"][0]
+    assert sorted(pair["files"]) == sorted(ODD)
+    assert all(pair["hunks"][n] for n in ODD), pair["hunks"]
+
+    api.call("para/integrate", session="o1")
+    dry = cli_json("integrate", "--dry-run", "--session", "o2", cwd=repo)
+    assert sorted(dry["conflicts"]) == sorted(ODD) and all(dry["hunks"][n] for n in ODD), dry
+
+
+# ---- R3-16: which branch is the base ----------------------------------------------------------------
+
+# case -> (initial branch, extra branches, local init.defaultBranch, branch checked out, expected base)
+BASES = {
+    "on master with a stale main": ("master", ["main"], None, "master", "master"),
+    "on init.defaultBranch": ("trunk", [], "trunk", "trunk", "trunk"),
+    "feature checked out, init.defaultBranch exists": ("trunk", ["feature"], "trunk", "feature", "trunk"),
+    "feature checked out, main exists": ("main", ["feature"], None, "feature", "main"),
+    "only a trunk, checked out": ("trunk", [], None, "trunk", "trunk"),
+}
+
+
+@pytest.mark.parametrize("case", list(BASES))
+def test_the_base_branch_is_the_trunk_the_user_works_on(case: str, sidecar, tmp_path: Path) -> None:
+    """R3-16: without --base, config or origin/HEAD, the base is the branch the main checkout
+    is on when it is named like a trunk (init.defaultBranch, main, master), else
+    init.defaultBranch, main, master, else the branch the main checkout is on; a feature
+    branch the user has checked out is not taken while a trunk exists. Before, (a) a stale
+    `main` won over the `master` the user works on, and (b) a repository on `trunk` could not
+    start a session at all."""
+    initial, extra, default, current, expected = BASES[case]
+    repo = make_repo(tmp_path / "r", branch=initial)
+    for b in extra:
+        git("branch", b, cwd=repo)
+    if default:
+        git("config", "init.defaultBranch", default, cwd=repo)
+    git("checkout", "-q", current, cwd=repo)
+    write(repo, {"later.txt": "later\n"})
+    tip = commit_all(repo, f"work goes on on {current}")
+    s = cli_json("start", "s1", cwd=repo)
+    assert s["base_branch"] == expected and s["base_commit"] == rev(repo, expected)
+    if expected == current:
+        assert s["base_commit"] == tip
+        # And the work lands where the user is, bringing the checkout along.
+        write(Path(s["worktree"]), {"s1.txt": "s1\n"})
+        cli_json("integrate", "s1 lands", "--session", "s1", cwd=repo)
+        assert (repo / "s1.txt").read_text() == "s1\n" and porcelain(repo) == []
+        for b in extra:
+            assert "s1.txt" not in landed_tree(repo, b)
