@@ -4,6 +4,7 @@ Runs one agent process and records how it ended, so the sidecar can learn the
 exit code even if it was restarted while the agent ran (it cannot wait() for
 a process it did not start). Stdlib only: it starts in milliseconds.
 The exit file is JSON written atomically: {"pid", "exit_code", "signal", "ended_at"}.
+The agent gets PARA_AGENT_RUN=<exit file> in its environment (see agents.RUN_ENV).
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("no command")
     out = open(args.log, "ab", buffering=0) if args.log else None
     try:
+        # The agent and everything it starts inherit PARA_AGENT_RUN: how the sidecar tells this
+        # run's leftover processes from unrelated ones once this runner is gone.
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL if out else None, stdout=out,
-                                 stderr=subprocess.STDOUT if out else None)
+                                 stderr=subprocess.STDOUT if out else None,
+                                 env={**os.environ, "PARA_AGENT_RUN": args.exit_file})
     except OSError as e:
         code, sig = 127, None
         if out:

@@ -10,11 +10,14 @@ exit code in a file so the sidecar learns it even across its own restarts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ PLACEHOLDERS = ("{prompt_file}", "{prompt}", "{worktree}", "{session}")
 MAX_ARG = 120_000  # below Linux's 128 KiB limit for one argv element
 TASK_RE = re.compile(r"TASK_(\d+)_([A-Za-z0-9][A-Za-z0-9_-]*)\.md")
 INSTRUCTION_FILE = git.OWN_FILES[0]
+RUN_ENV = "PARA_AGENT_RUN"  # set by agent_runner for the agent: its exit file (see stop_run)
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,10 @@ def read_task(path: Path) -> str:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ParaError(Code.invalid_input, f"task file {path} is not UTF-8 text") from None
+    except FileNotFoundError:
+        raise ParaError(Code.not_found, f"task file {path} no longer exists", path=str(path)) from None
+    except OSError as e:
+        raise ParaError(Code.invalid_input, f"cannot read task file {path}: {e.strerror}", path=str(path)) from None
     if not text.strip():
         raise ParaError(Code.invalid_input, f"task file {path} is empty")
     return text
@@ -201,7 +209,7 @@ def task_name(path: Path) -> str | None:
 
 def agent_env(session: str, worktree: str, socket: str) -> dict[str, str]:
     """The agent's environment: ours, plus the way back to this sidecar and `para` on PATH."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PARA_SESSION", "PARA_WORKTREE")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PARA_SESSION", "PARA_WORKTREE", RUN_ENV)}
     bindir = os.path.dirname(sys.executable)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env.update(PARA_SESSION=session, PARA_WORKTREE=worktree, PARA_SOCKET=socket)
@@ -291,3 +299,148 @@ def pid_alive(pid: int | None) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+# ---- stopping an agent's processes ---------------------------------------------------------
+#
+# An agent's processes are found through its run, never by name. The runner normally leads its
+# own process group (headless: start_new_session; tmux: the pane's process; an editor terminal's
+# process), and it gives the agent RUN_ENV = its exit file, which every child inherits. So the
+# processes of a run are: while the runner is alive (checked by its command line, since pids are
+# reused) and leads its group, that whole group; and anywhere, any process carrying RUN_ENV with
+# this run's exit file (daemons that left the group, or a runner that an editor started inside
+# its own group, which must never be signalled as a group).
+
+# A sidecar started by a `para` call inside an agent inherits the agent's RUN_ENV; its own
+# processes (git, checks, other agents' runners) must never look like that agent's.
+os.environ.pop(RUN_ENV, None)
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    start: int   # start time in clock ticks after boot: (pid, start) names one process for good
+    state: str
+
+
+def _proc(pid: int) -> Proc | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()
+    try:
+        return Proc(pid, int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]), fields[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _processes() -> dict[int, Proc]:
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (p := _proc(int(name))) is not None and p.state not in ("Z", "X"):
+            found[p.pid] = p
+    return found
+
+
+def _boot_time() -> float:
+    try:
+        with open("/proc/stat") as f:
+            return float(next(line.split()[1] for line in f if line.startswith("btime ")))
+    except (OSError, StopIteration, ValueError):
+        return 0.0
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0")]
+    except OSError:
+        return []
+
+
+def _run_env(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    prefix = RUN_ENV.encode() + b"="
+    for item in raw.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix):].decode(errors="replace")
+    return None
+
+
+def is_runner(pid: int | None, exit_file: str | None) -> bool:
+    """Whether `pid` is still the agent_runner of this run (and not a process that reused the pid)."""
+    if not pid or not exit_file:
+        return False
+    argv = _cmdline(pid)
+    return "para_rpc.agent_runner" in argv and exit_file in argv
+
+
+def run_processes(pid: int, exit_file: str, since: float = 0.0) -> tuple[bool, dict[int, int]]:
+    """The live processes of one agent run as {pid: start time}, and whether its runner is
+    alive and leads its process group (then the whole group is the agent's). Processes that
+    started before `since` (the run's start, epoch seconds) cannot be the run's: their
+    environment is not even read."""
+    table = _processes()
+    me = os.getpid()
+    runner = table.get(pid) if is_runner(pid, exit_file) else None
+    leader = runner is not None and runner.pgid == pid
+    # Process start times count clock ticks since boot; btime has whole seconds, hence the slack.
+    first_tick = (since - _boot_time() - 2) * os.sysconf("SC_CLK_TCK") if since else 0
+    found = {}
+    for p in table.values():
+        ours = ((p.pid == pid and runner is not None) or (leader and p.pgid == pid)
+                or (p.start >= first_tick and _run_env(p.pid) == exit_file))
+        # Never the sidecar itself, even one that an agent's `para` call started.
+        if ours and p.pid != me and "para_rpc.server.sidecar" not in _cmdline(p.pid):
+            found[p.pid] = p.start
+    return leader, found
+
+
+def _alive(procs: dict[int, int]) -> dict[int, int]:
+    """The processes of `procs` still running (same pid and start time, not a zombie)."""
+    out = {}
+    for pid, start in procs.items():
+        p = _proc(pid)
+        if p is not None and p.start == start and p.state not in ("Z", "X"):
+            out[pid] = start
+    return out
+
+
+def _send(pid: int, exit_file: str, procs: dict[int, int], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if is_runner(pid, exit_file) and os.getpgid(pid) == pid:
+            os.killpg(pid, sig)  # the runner's group, members started since included
+    for p in _alive(procs):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, sig)
+
+
+async def stop_run(pid: int | None, exit_file: str | None, grace: float, since: float = 0.0) -> dict[str, Any]:
+    """SIGTERM every process of an agent run, SIGKILL what is left after `grace` seconds.
+    Returns what was signalled: {pgid, group, pids, signals, left_running}."""
+    result: dict[str, Any] = {"pgid": pid, "group": False, "pids": [], "signals": [], "left_running": []}
+    if not pid or not exit_file:
+        return result
+    leader, procs = await asyncio.to_thread(run_processes, pid, exit_file, since)
+    if not procs:
+        return result
+    result.update(group=leader, pids=sorted(procs))
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        await asyncio.to_thread(_send, pid, exit_file, procs, sig)
+        result["signals"].append(sig.name)
+        deadline = time.monotonic() + wait
+        while (left := await asyncio.to_thread(_alive, procs)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if not left:
+            break
+    result["left_running"] = sorted(left)
+    return result

@@ -247,6 +247,29 @@ def _render_list(r: dict[str, Any]) -> None:
         branch = s["branch"] + (f" (HEAD: {s.get('head_branch') or 'detached'})" if s["state"] == "off-branch" else "")
         table.add_row("*" if s["current"] else "", s["name"], s["state"], branch, _age(s["created_at"]))
     Console().print(table)
+    for s in sessions:
+        for line in _agent_warnings(s):
+            print(f"! {s['name']}: {line}")
+
+
+def _agent_warnings(s: dict[str, Any]) -> list[str]:
+    """What `list` flags under its table: files changed outside an agent's worktree, agent
+    processes that could not be stopped."""
+    out = []
+    changes = s.get("outside_changes") or []
+    mine = [c for c in changes if c["agent"] == s["name"]]
+    if mine:
+        out.append(f"while its agent ran, {len(mine)} file(s) changed outside its worktree: "
+                   + ", ".join(f"{c['path']} ({c['location'] if not c['session'] else 'session ' + c['session']})"
+                               for c in mine[:5]) + (", ..." if len(mine) > 5 else "") + f" (`para show {s['name']}`)")
+    for agent in sorted({c["agent"] for c in changes} - {s["name"]}):
+        theirs = [c["path"] for c in changes if c["agent"] == agent]
+        out.append(f"changed here while the agent of {agent} ran: {', '.join(theirs[:5])}"
+                   + (", ..." if len(theirs) > 5 else ""))
+    left = [p for stop in ((s.get("agent") or {}).get("stops") or []) for p in stop.get("left_running", [])]
+    if left:
+        out.append(f"agent processes still running, could not be stopped: {', '.join(map(str, left))}")
+    return out
 
 
 # ---- session lifecycle -----------------------------------------------------
@@ -423,19 +446,31 @@ def status(words: Annotated[Optional[list[str]], typer.Argument(help='"<what you
                           "blocked": blocked}, as_json, _print_report)
 
 
+def _agent_of(name: str | None) -> tuple[str, dict[str, Any]]:
+    """The session (named, else the one the current directory is in) and its agent run;
+    `not_found` when the session never had an agent (`para start`, not `para dispatch`)."""
+    r = _call("para/status", {"session": name}, False)
+    if name is None and len(r["sessions"]) != 1:
+        _fail(ParaError(Code.invalid_input, f"{_cwd()} is not inside a session worktree; name the session"), False)
+    s = r["sessions"][0]
+    if not s.get("agent"):
+        _fail(ParaError(Code.not_found, f"session {s['name']} has no agent: it was started with `para start`, "
+                        "not `para dispatch`", session=s["name"]), False)
+    return s["name"], s["agent"]
+
+
 @app.command()
 def logs(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the log grows.")] = False) -> None:
     """Print a headless agent's output."""
     import time
 
-    r = _call("para/status", {"session": name}, False)
-    agent = (r["sessions"][0].get("agent") or {}) if r["sessions"] else {}
+    s, agent = _agent_of(name)
     path = agent.get("log")
     if not path:
-        where = f"tmux window {agent['window']} (`para attach {r['sessions'][0]['name']}`)" if agent.get("window") \
-            else "a terminal, not a log file"
-        _fail(ParaError(Code.not_found, f"this session's agent writes to {where}"), False)
+        where = f"tmux window {agent['window']} (`para attach {s}`)" if agent.get("window") \
+            else "your editor's terminal, not a log file"
+        _fail(ParaError(Code.not_found, f"the agent of session {s} writes to {where}", session=s), False)
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -455,10 +490,12 @@ def logs(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = 
 @app.command()
 def attach(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None) -> None:
     """Attach to the tmux window where the session's agent runs."""
-    r = _call("para/status", {"session": name}, False)
-    window = ((r["sessions"][0].get("agent") or {}) if r["sessions"] else {}).get("window")
+    s, agent = _agent_of(name)
+    window = agent.get("window")
     if not window:
-        _fail(ParaError(Code.not_found, "this session's agent does not run in tmux"), False)
+        where = f"headless (`para logs {s}`)" if agent.get("log") else "your editor's terminal"
+        _fail(ParaError(Code.not_found, f"the agent of session {s} does not run in tmux; it runs {where}",
+                        session=s), False)
     if not sys.stdin.isatty():
         _fail(ParaError(Code.invalid_input, f"not a terminal; the agent is in tmux window {window}"), False)
     verb = "switch-client" if os.environ.get("TMUX") else "attach-session"

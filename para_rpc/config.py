@@ -108,6 +108,8 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
                        "the command the prompt's footer tells the agent to finish with"),
     "agent.stale_after": (600, _int_range(10, 7 * 86400), "seconds without activity before a session counts as stale"),
     "agent.editor_timeout": (5, _int_range(1, 120), "seconds to wait for an editor to start an agent terminal"),
+    "agent.stop_grace": (10, _int_range(1, 3600), "seconds an agent may still run after its session was integrated "
+                         "or finished before it is stopped, and between SIGTERM and SIGKILL"),
     "agents": ({}, _profiles, "custom launcher profiles (see README)"),
     "clean.archive_days": (30, _int_range(0, 3650),
                            "`para clean` removes archived branches older than this (if integrated)"),

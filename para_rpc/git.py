@@ -20,7 +20,8 @@ from pathlib import Path
 from para_rpc.errors import Code, ParaError
 
 _DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX",
-         "GIT_OBJECT_DIRECTORY", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES")
+         "GIT_OBJECT_DIRECTORY", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES",
+         "PARA_AGENT_RUN")  # (agents.RUN_ENV: marks an agent's processes, never para's own)
 BASE_ENV = {k: v for k, v in os.environ.items() if k not in _DROP}
 BASE_ENV.update(GIT_EDITOR="true", GIT_SEQUENCE_EDITOR="true", GIT_MERGE_AUTOEDIT="no",
                 GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", SSH_ASKPASS="true",
@@ -325,6 +326,14 @@ async def dirty_paths(wt: str | Path) -> set[str]:
     text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
                       env={"GIT_OPTIONAL_LOCKS": "0"})).out
     return {e[3:] for e in text.split("\0") if len(e) > 3 and e[3:] not in OWN_FILES}
+
+
+async def status_entries(wt: str | Path) -> dict[str, str]:
+    """{path: porcelain XY} for every uncommitted change, untracked files included
+    (no renames, so each entry is one path)."""
+    text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
+                      env={"GIT_OPTIONAL_LOCKS": "0"})).out
+    return {e[3:]: e[:2] for e in text.split("\0") if len(e) > 3 and e[3:] not in OWN_FILES}
 
 
 async def changed_gitlinks(cwd: str | Path, a: str, b: str) -> dict[str, tuple[str | None, str | None]]:

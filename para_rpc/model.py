@@ -53,6 +53,8 @@ class AgentRun(msgspec.Struct, kw_only=True):
     exit_code: int | None = None
     ended_at: float | None = None
     lost: bool = False              # the runner vanished without recording an exit
+    stops: list[dict[str, Any]] = msgspec.field(default_factory=list)  # what para signalled, when, why
+    settled: bool = False           # after the exit: leftovers stopped, outside changes compared
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -86,6 +88,9 @@ class Session(msgspec.Struct, kw_only=True):
     plan: int | None = None          # id of the plan this session belongs to
     notes: list[str] = msgspec.field(default_factory=list)  # out-of-band changes adopted
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
+    # Files that changed outside an agent's worktree while it ran (on the agent's session and on
+    # the session whose worktree changed): {agent, location, session, path, status, was}.
+    outside_changes: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
 class SessionInfo(msgspec.Struct, kw_only=True):
@@ -114,6 +119,7 @@ class SessionInfo(msgspec.Struct, kw_only=True):
     report: Report | None = None
     plan: int | None = None
     notes: list[str] = msgspec.field(default_factory=list)
+    outside_changes: list[dict[str, Any]] = msgspec.field(default_factory=list)
     head_branch: str | None = None   # the branch HEAD is on in the worktree (None: detached, or no worktree)
     detached: bool = False           # HEAD is detached in the worktree
 

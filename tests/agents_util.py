@@ -276,7 +276,9 @@ class Editor:
     connection itself, in a thread."""
 
     def __init__(self, socket: Path, behaviour: str = "run") -> None:
-        self.behaviour = behaviour  # run | silent | refuse
+        # run | silent | refuse | run-in-group (the agent joins the editor's own process group, as
+        # a terminal without job control would run it)
+        self.behaviour = behaviour
         self.conn = Connection.open(socket, timeout=None)
         assert self.conn.request("para/subscribe", {"editor": True}) == {"subscribed": True, "editor": True}
         self.requests: list[dict[str, Any]] = []
@@ -302,7 +304,7 @@ class Editor:
                 continue
             proc = subprocess.Popen(p["argv"], cwd=p["worktree"], env={**os.environ, **p["env"]},
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, start_new_session=True)
+                                    stderr=subprocess.DEVNULL, start_new_session=self.behaviour != "run-in-group")
             self.procs.append(proc)
             self.conn.send({"jsonrpc": "2.0", "id": msg["id"], "result": {"ok": True, "pid": proc.pid}})
 

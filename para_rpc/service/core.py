@@ -298,8 +298,12 @@ class ServiceCore:
         if name is not None:
             validate_session_name(name)
             s = repo.store.get(name)
-            if s is None and history:
-                s = next((x for x in reversed(repo.store.all()) if x.name == name), None)
+            if s is None:
+                latest = next((x for x in reversed(repo.store.all()) if x.name == name), None)
+                if history:
+                    s = latest
+                elif latest is not None:  # "no session named" would be a lie: say what became of it
+                    self._refuse_integrated(latest, "earlier")
             if s is None:
                 names = [x.name for x in repo.store.live()]
                 raise ParaError(Code.not_found, f"no session named {name!r}"
@@ -421,7 +425,7 @@ class ServiceCore:
             task=s.task, archived_branch=s.archived_branch,
             pending_op=s.op.kind if s.op else None, integration=s.integration, agent=s.agent,
             report=s.report, plan=s.plan, notes=list(s.notes), head_branch=head_branch,
-            detached=wt_exists and head_branch is None)
+            detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes))
 
     @staticmethod
     def _require(s: Session, allowed: Status | tuple[Status, ...], verb: str) -> None:

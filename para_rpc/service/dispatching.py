@@ -5,6 +5,7 @@ and evidence, waiting for changes, diffs, and plans of numbered task files
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from para_rpc.model import AgentRun, Plan, PlanStep, PlanTask, Report, Session, 
 from para_rpc.names import validate_session_name
 from para_rpc.params import (DiffParams, DispatchParams, RepoParams, ReportParams, StartParams,
                              StatusParams, WaitParams)
-from para_rpc.service.core import AGENT_POLL_SECONDS, Repo, ServiceCore, log
+from para_rpc.service.core import AGENT_POLL_SECONDS, STATUS_CONCURRENCY, Repo, ServiceCore, log
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
@@ -45,6 +46,89 @@ def _worktree_gitdir(worktree: str) -> str | None:
     except OSError:
         return None
     return text.split("gitdir:", 1)[1].strip() if text.startswith("gitdir:") else None
+
+
+# ---- what changed outside an agent's worktree ----------------------------------------------
+# Para cannot sandbox an agent, but it can notice: the `git status` of the main checkout and of
+# the other live worktrees (each entry with its size and mtime, so a file changed again is seen
+# too) and .git/config and .git/hooks are recorded when an agent starts and compared when it ends.
+
+OUTSIDE_LIMIT = 200  # entries kept per comparison; the count says when there were more
+_STATUS_WORDS = {"??": "untracked", "A": "added", "M": "modified", "D": "deleted", "T": "type changed",
+                 "U": "conflicted", "": "changed back"}
+
+
+def _outside_file(exit_file: str) -> str:
+    return exit_file[: -len(".exit")] + ".outside.json" if exit_file.endswith(".exit") else exit_file + ".outside"
+
+
+def _fingerprints(root: str, entries: dict[str, str]) -> dict[str, list]:
+    out = {}
+    for path, xy in entries.items():
+        try:
+            st = os.lstat(os.path.join(root, path))
+            out[path] = [xy, st.st_size, st.st_mtime_ns]
+        except OSError:
+            out[path] = [xy, -1, 0]
+    return out
+
+
+def _git_dir_fingerprints(common_dir: str) -> dict[str, list]:
+    """Files in the shared git directory that make git run code or change how it behaves.
+    By content: git rewrites its config file (same content, new mtime) when it deletes a branch."""
+    names = ["config"]
+    try:
+        names += [f"hooks/{e.name}" for e in os.scandir(os.path.join(common_dir, "hooks"))]
+    except OSError:
+        pass
+    out = {}
+    for name in names:
+        path = os.path.join(common_dir, name)
+        try:
+            if os.path.islink(path) or not os.path.isfile(path):
+                out[name] = ["", -1, os.readlink(path) if os.path.islink(path) else "not a file"]
+                continue
+            with open(path, "rb") as f:
+                data = f.read(1 << 20)
+            out[name] = ["", os.path.getsize(path), hashlib.sha256(data).hexdigest()]
+        except OSError:
+            pass
+    return out
+
+
+def _write_private_json(path: str, data: Any) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def _changed(before: dict[str, list], after: dict[str, list]) -> list[tuple[str, str, str]]:
+    """(path, status now, status before) for every entry that appeared, went or changed."""
+    out = []
+    for path in sorted(set(before) | set(after)):
+        b, a = before.get(path), after.get(path)
+        if b != a:
+            out.append((path, a[0] if a else "", b[0] if b else ""))
+    return out
+
+
+def _describe(change: dict[str, Any]) -> str:
+    xy = change["status"].strip()
+    word = _STATUS_WORDS.get(xy if xy == "??" else xy[:1], xy) if xy else _STATUS_WORDS[""]
+    if xy and xy == change["was"].strip():
+        word += ", changed again"
+    return f"{change['path']} ({word})"
+
+
+def _summary(changes: list[dict[str, Any]], limit: int = 10) -> str:
+    """`main checkout: pwned.txt (untracked), b.txt (modified); session other: x (untracked)`."""
+    groups: dict[str, list[str]] = {}
+    for c in changes[:limit]:
+        where = f"session {c['session']}" if c["session"] else c["location"]
+        groups.setdefault(where, []).append(_describe(c))
+    text = "; ".join(f"{where}: {', '.join(items)}" for where, items in groups.items())
+    return text + (f"; and {len(changes) - limit} more" if len(changes) > limit else "")
 
 
 class Dispatching(ServiceCore):
@@ -121,6 +205,7 @@ class Dispatching(ServiceCore):
         runs = os.path.join(repo.root, ".para", "runs")
         os.makedirs(runs, exist_ok=True)
         exit_file = os.path.join(runs, f"{s.name}.{int(time.time() * 1000)}.exit")
+        await self._record_outside_state(repo, s, exit_file)
         env = agents.agent_env(s.name, s.worktree, self.socket)
         run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip)
         if mode == "editor":
@@ -160,7 +245,12 @@ class Dispatching(ServiceCore):
         return None  # replaced by the transport
 
     async def _poll_agents(self, repo: Repo) -> None:
-        """Notice agents that ended (exit file written) or vanished. No git is run here."""
+        """Notice agents that ended (exit file written) or vanished. No git is run here.
+        First, once per repository opened: plans a crash left stuck."""
+        try:
+            await self._repair_plans(repo)
+        except Exception:
+            log.exception("plan repair failed")
         while True:
             await asyncio.sleep(AGENT_POLL_SECONDS)
             try:
@@ -187,6 +277,186 @@ class Dispatching(ServiceCore):
             repo.store.save(s)
             self.emit(repo, "agent_exited", s.name, exit_code=run.exit_code, lost=run.lost, status=s.status.value)
             await self._advance_plans(repo)
+        self._follow_up_agents(repo)
+
+    # ---- stopping agents whose session ended, and what they left behind ----------------------
+
+    def _agent_job(self, key: str, coro: Any) -> None:
+        """Run `coro` as a background task, once per key in this sidecar's life (the next
+        sidecar tries again what this one could not finish)."""
+        jobs: dict[str, asyncio.Task] = self.__dict__.setdefault("_agent_jobs", {})
+        if key in jobs:
+            coro.close()
+            return
+        jobs[key] = asyncio.get_running_loop().create_task(coro)
+
+    def _agent_session_ended(self, repo: Repo, s: Session, forgotten: bool = False) -> None:
+        """Called once a session ended and its work was saved (cancelled, integrated, finished,
+        forgotten by clean): its agent has nothing left to do there. A cancelled or forgotten
+        session's agent is stopped now. An integrated or finished one gets `agent.stop_grace`
+        seconds to exit by itself: the agent that ran `para integrate` is waiting for that answer,
+        and stopping it first would make it see a failure."""
+        run = s.agent
+        if run is None or run.exit_code is not None or run.lost or not run.pid or not run.exit_file:
+            return
+        grace = repo.config({})["agent.stop_grace"]
+        later = s.status in (Status.integrated, Status.review) and not forgotten
+        reason = "its session was forgotten by clean" if forgotten else f"its session was {s.status.value}"
+        self._agent_job(f"stop:{run.exit_file}",
+                        self._stop_agent(repo, s.id, s.name, run, grace if later else 0.0, reason))
+
+    def _follow_up_agents(self, repo: Repo) -> None:
+        """From the agent poll (no git, no waiting): settle agents that ended, and stop the
+        agents of sessions that ended while no sidecar was there to do it (a crash, a restart)."""
+        grace = None
+        for s in repo.store.all():
+            run = s.agent
+            if run is None or not run.exit_file:
+                continue
+            if run.exit_code is not None or run.lost:
+                if not run.settled:
+                    self._agent_job(f"settle:{run.exit_file}", self._settle_agent(repo, s.id, run.exit_file))
+            elif s.status in (Status.cancelled, Status.integrated, Status.review) and not run.stops:
+                grace = repo.config({})["agent.stop_grace"] if grace is None else grace
+                delay = 0.0 if s.status is Status.cancelled else max(0.0, s.updated_at + grace - time.time())
+                self._agent_job(f"stop:{run.exit_file}",
+                                self._stop_agent(repo, s.id, s.name, run, delay, f"its session was {s.status.value}"))
+
+    async def _stop_agent(self, repo: Repo, sid: int | None, name: str, run: AgentRun, delay: float,
+                          reason: str) -> None:
+        try:
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and agents.is_runner(run.pid, run.exit_file):
+                await asyncio.sleep(0.1)
+            if not agents.is_runner(run.pid, run.exit_file):
+                return  # it ended by itself: settling after its exit stops what it left behind
+            grace = repo.config({})["agent.stop_grace"]
+            result = await agents.stop_run(run.pid, run.exit_file, grace, since=run.started_at)
+            await self._record_stop(repo, sid, name, run.exit_file, reason, result)
+        except Exception:
+            log.exception("stopping the agent of %s failed", name)
+
+    async def _record_stop(self, repo: Repo, sid: int | None, name: str, exit_file: str, reason: str,
+                           result: dict[str, Any]) -> None:
+        if not result["pids"]:
+            return
+        entry = {"at": now(), "reason": reason, **result}
+        async with repo.session_lock(name):
+            s = repo.store.by_id(sid) if sid is not None else None
+            if s is not None and s.agent is not None and s.agent.exit_file == exit_file:
+                s.agent.stops.append(entry)
+                if result["left_running"]:
+                    s.notes.append(f"processes of its agent still run and could not be stopped "
+                                   f"(pids {', '.join(map(str, result['left_running']))})")
+                repo.store.save(s)
+        self.emit(repo, "agent_stopped", name, **entry)
+
+    async def _settle_agent(self, repo: Repo, sid: int | None, exit_file: str) -> None:
+        """After an agent's runner ended: stop what it left running in its process group
+        (daemons it forked), then compare what changed outside its worktree while it ran."""
+        try:
+            stopping = self.__dict__.get("_agent_jobs", {}).get(f"stop:{exit_file}")
+            if stopping is not None and not stopping.done():
+                await asyncio.wait([stopping])
+            s = repo.store.by_id(sid) if sid is not None else None
+            if s is None or s.agent is None or s.agent.exit_file != exit_file or s.agent.settled:
+                return
+            run = s.agent
+            grace = repo.config({})["agent.stop_grace"]
+            result = await agents.stop_run(run.pid, exit_file, grace, since=run.started_at)
+            await self._record_stop(repo, sid, s.name, exit_file, "the agent exited; these are processes it left "
+                                    "running", result)
+            changes, skipped = await self._compare_outside(repo, s, run)
+            async with repo.session_lock(s.name):
+                s = repo.store.by_id(sid)
+                if s is None or s.agent is None or s.agent.exit_file != exit_file:
+                    return
+                s.agent.settled = True
+                if changes:
+                    s.outside_changes.extend(changes[:OUTSIDE_LIMIT])
+                    s.notes.append(f"while its agent ran, {len(changes)} file(s) changed outside its worktree "
+                                   f"(by the agent or by someone else): {_summary(changes)}")
+                repo.store.save(s)
+            for other, theirs in self._by_session(changes[:OUTSIDE_LIMIT]).items():
+                o = repo.store.get(other)
+                if o is not None:
+                    o.outside_changes.extend(theirs)
+                    o.notes.append(f"while the agent of {s.name} ran, files changed in this worktree: "
+                                   f"{_summary(theirs)}; check them before integrating")
+                    repo.store.save(o)
+            if changes:
+                self.emit(repo, "outside_changes", s.name, count=len(changes), changes=changes[:OUTSIDE_LIMIT],
+                          not_compared=skipped)
+        except Exception:
+            log.exception("settling the agent run %s failed", exit_file)
+
+    @staticmethod
+    def _by_session(changes: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for c in changes:
+            if c["session"]:
+                out.setdefault(c["session"], []).append(c)
+        return out
+
+    async def _outside_state(self, repo: Repo, own: Session) -> dict[str, Any]:
+        """The main checkout, the other live worktrees and the git directory, as `_changed` compares them."""
+        places = {"main checkout": repo.root}
+        for s in repo.store.live():
+            if s.id != own.id and s.status in (Status.active, Status.conflicted, Status.integrating):
+                places[f"session {s.name}"] = s.worktree
+        sem = asyncio.Semaphore(STATUS_CONCURRENCY)
+
+        async def one(path: str) -> dict[str, list] | None:
+            if not os.path.isdir(path):
+                return None
+            async with sem:
+                try:
+                    entries = await git.status_entries(path)
+                except ParaError:
+                    return None
+            return await asyncio.to_thread(_fingerprints, path, entries)
+
+        found = await asyncio.gather(*(one(p) for p in places.values()))
+        state = {key: {"path": path, "files": files}
+                 for (key, path), files in zip(places.items(), found) if files is not None}
+        state["git directory"] = {"path": repo.common_dir,
+                                  "files": await asyncio.to_thread(_git_dir_fingerprints, repo.common_dir)}
+        return state
+
+    async def _record_outside_state(self, repo: Repo, s: Session, exit_file: str) -> None:
+        """Before an agent starts: what the places outside its worktree look like."""
+        try:
+            state = await self._outside_state(repo, s)
+            await asyncio.to_thread(_write_private_json, _outside_file(exit_file), state)
+        except Exception:  # never a reason not to start the agent; it is only not compared then
+            log.exception("could not record the state outside %s", s.worktree)
+
+    async def _compare_outside(self, repo: Repo, s: Session,
+                               run: AgentRun) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """What changed outside the agent's worktree since it started. A worktree whose own agent
+        ran meanwhile is not compared: its changes are that agent's."""
+        path = _outside_file(run.exit_file)
+        try:
+            before = await asyncio.to_thread(lambda: json.loads(Path(path).read_text()))
+        except (OSError, ValueError):
+            return [], {}
+        after = await self._outside_state(repo, s)
+        start, end = run.started_at, run.ended_at or time.time()
+        busy = {}
+        for o in repo.store.live():
+            r = o.agent
+            if o.id != s.id and r is not None and r.started_at < end and (r.ended_at or time.time()) > start:
+                busy[f"session {o.name}"] = "its own agent ran meanwhile"
+        changes = []
+        for key, was in before.items():
+            now_ = after.get(key)
+            if key in busy or now_ is None or now_["path"] != was["path"]:
+                continue
+            session = key[len("session "):] if key.startswith("session ") else None
+            for p, status, prev in _changed(was["files"], now_["files"]):
+                changes.append({"agent": s.name, "location": "session" if session else key, "session": session,
+                                "path": p, "status": status, "was": prev})
+        return changes, {k[len("session "):]: v for k, v in busy.items() if k in before}
 
     async def report(self, p: ReportParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
@@ -235,7 +505,7 @@ class Dispatching(ServiceCore):
                      else "failed" if run.exit_code is not None else "unknown")
             agent = {"profile": run.profile, "mode": run.mode, "pid": run.pid, "state": state,
                      "exit_code": run.exit_code, "started_at": run.started_at, "ended_at": run.ended_at,
-                     "log": run.log, "window": run.window}
+                     "log": run.log, "window": run.window, "stops": run.stops}
             activity += [run.started_at, run.ended_at or 0, _mtime(run.log)]
         if s.report:
             activity.append(s.report.updated_at)
@@ -347,19 +617,20 @@ class Dispatching(ServiceCore):
             if not steps or steps[-1].number != number:
                 steps.append(PlanStep(number=number, tasks=[]))
             steps[-1].tasks.append(PlanTask(file=str(path), name=name))
-        plan = repo.store.save_plan(Plan(source=source, steps=steps, agent=prof.name, mode=mode,
-                                         profile={"command": prof.command, "headless": prof.headless,
-                                                  "skip_permissions": prof.skip_permissions},
-                                         workflow=cfg["agent.workflow"],
-                                         skip_permissions=p.skip_permissions, base=p.base))
-        self.emit(repo, "plan_started", None, plan=plan.id, steps=[[t.name for t in st.tasks] for st in steps])
-        try:
-            await self._start_step(repo, plan, p.cwd, p.env)
-        except ParaError as e:
-            plan.state, plan.reason = "failed", e.message
-            repo.store.save_plan(plan)
-            self.emit(repo, "plan_failed", None, plan=plan.id, reason=e.message)
-            raise
+        async with repo.plan_lock:  # (so _repair_plans never takes this step for an interrupted one)
+            plan = repo.store.save_plan(Plan(source=source, steps=steps, agent=prof.name, mode=mode,
+                                             profile={"command": prof.command, "headless": prof.headless,
+                                                      "skip_permissions": prof.skip_permissions},
+                                             workflow=cfg["agent.workflow"],
+                                             skip_permissions=p.skip_permissions, base=p.base))
+            self.emit(repo, "plan_started", None, plan=plan.id, steps=[[t.name for t in st.tasks] for st in steps])
+            try:
+                await self._start_step(repo, plan, p.cwd, p.env)
+            except ParaError as e:
+                plan.state, plan.reason = "failed", e.message
+                repo.store.save_plan(plan)
+                self.emit(repo, "plan_failed", None, plan=plan.id, reason=e.message)
+                raise
         return {"plan": to_builtins(plan)}
 
     async def _start_step(self, repo: Repo, plan: Plan, cwd: str, env: dict[str, str]) -> None:
@@ -367,14 +638,58 @@ class Dispatching(ServiceCore):
         prof = (agents.Profile(plan.agent, **plan.profile) if plan.profile
                 else agents.profile(plan.agent, cfg["agents"]))
         step = plan.steps[plan.current]
+        started = []
         for t in step.tasks:
+            if t.session_id is not None:
+                continue  # started before a crash interrupted this step (see _repair_plans)
             result = await self._dispatch_one(repo, cfg, name=t.name, task=agents.read_task(Path(t.file)),
                                               source=t.file, prof=prof, mode=plan.mode,
                                               skip=plan.skip_permissions, base=plan.base, cwd=cwd, env=env,
                                               plan=plan.id)
             t.session_id, t.state = repo.store.get(result["name"]).id, "running"
             repo.store.save_plan(plan)
-        self.emit(repo, "plan_step", None, plan=plan.id, step=step.number, sessions=[t.name for t in step.tasks])
+            started.append(t.name)
+        self.emit(repo, "plan_step", None, plan=plan.id, step=step.number, sessions=started)
+
+    async def _repair_plans(self, repo: Repo) -> None:
+        """A sidecar killed while a plan step was starting leaves tasks with no session (the
+        repair of the interrupted start removed the half-made one), and the plan would wait for
+        them forever. Start what is missing, or fail the plan saying why."""
+        async with repo.plan_lock:
+            for plan in repo.store.plans("running"):
+                if plan.current >= len(plan.steps):
+                    continue
+                step = plan.steps[plan.current]
+                missing = [t for t in step.tasks
+                           if t.session_id is None or repo.store.by_id(t.session_id) is None]
+                if not missing:
+                    continue
+                reason = None
+                for t in missing:
+                    if t.session_id is not None:
+                        reason = f"the session of task {t.name} no longer exists"
+                    elif repo.store.get(t.name) is not None:
+                        # Made by the interrupted dispatch, but its agent may never have started.
+                        reason = (f"the start of task {t.name} was interrupted by a crash; its session "
+                                  f"{t.name} is kept (dispatch the task to it again, or cancel it)")
+                    if reason:
+                        break
+                if reason is None:
+                    self.emit(repo, "plan_repaired", None, plan=plan.id, step=step.number,
+                              sessions=[t.name for t in missing])
+                    try:
+                        await self._start_step(repo, plan, repo.root, {})
+                        continue
+                    except Exception as e:
+                        reason = f"could not start {', '.join(t.name for t in missing)} after a crash: " + (
+                            e.message if isinstance(e, ParaError) else str(e))
+                plan.state, plan.reason = "failed", reason
+                for t in missing:
+                    if t.session_id is None or repo.store.by_id(t.session_id) is None:
+                        t.state = "failed"
+                repo.store.save_plan(plan)
+                self.emit(repo, "plan_failed", None, plan=plan.id, step=step.number, reason=reason)
+        await self._advance_plans(repo)
 
     async def _advance_plans(self, repo: Repo) -> None:
         """Move every running plan along: next step when the current one is integrated,

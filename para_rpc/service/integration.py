@@ -222,6 +222,7 @@ class Integration(ServiceCore):
         self.emit(repo, "integrated", s.name, target=rec["target"], commit=new, strategy=rec["strategy"])
         if config_changed:
             self.emit(repo, "config_changed", s.name, target=rec["target"], commit=new, path=config.PROJECT_FILE)
+        self._agent_session_ended(repo, s)
         wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
         return to_builtins(self._info(repo, s, wts, branches))
 

@@ -183,6 +183,7 @@ class Sessions(ServiceCore):
             finally:
                 self.busy -= 1
         self.emit(repo, "finished", s.name, branch=s.branch, commit=s.head_commit)
+        self._agent_session_ended(repo, s)
         result = await self._show(repo, s, p.cwd)
         if backups:
             result["backups"] = backups
@@ -275,6 +276,7 @@ class Sessions(ServiceCore):
             finally:
                 self.busy -= 1
         self.emit(repo, "cancelled", s.name, archived_branch=s.archived_branch, saved=saved, backups=backups)
+        self._agent_session_ended(repo, s)
         result = self._known(repo, s, p.cwd, worktree=False)
         result["saved"], result["backups"] = saved, backups
         return result
@@ -371,6 +373,7 @@ class Sessions(ServiceCore):
                 # An archive without a record (made by Para itself, or state lost): adopt the newest.
                 found = sorted(r for r in archives if r.rsplit("/", 1)[-1] == name)
                 if not found:
+                    self._find(repo, name, p.cwd)  # an integrated session says so (wrong_state)
                     raise ParaError(Code.not_found, f"no cancelled session or archived branch named {name!r}",
                                     session=name)
                 archive = found[-1][len("refs/heads/"):]
@@ -587,6 +590,7 @@ class Sessions(ServiceCore):
             if a["kind"] == "prune_worktrees":
                 await git.prune_worktrees(repo.root)
             elif a["kind"] == "forget_session":
+                self._agent_session_ended(repo, by_name[a["session"]], forgotten=True)
                 repo.store.delete(by_name[a["session"]])
             elif a["kind"] == "adopt_session":
                 await self._adopt(repo, a["session"], a["branch"], a["commit"], a["worktree"], cfg,
