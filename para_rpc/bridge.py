@@ -74,7 +74,7 @@ class Framer:
         if self.broken:
             return [(data, None)]
         self.buf += data
-        out = []
+        out: list[tuple[bytes, Any]] = []
         while True:
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
@@ -171,8 +171,9 @@ def _stdin_to_socket(sock: socket.socket, state: dict[str, bool], inflight: InFl
                 sock.sendall(data)
                 continue
             frames = framer.feed(data)
-            if frames and not all([inflight.from_editor(body) for _, body in frames]):
-                return  # the sidecar side is gone; the main thread reports it
+            for _, body in frames:
+                if not inflight.from_editor(body):
+                    return  # the sidecar side is gone; the main thread reports it
             sock.sendall(b"".join(frame for frame, _ in frames))
     except OSError:
         return  # stdin unreadable, or the sidecar went away (the main thread sees it too)
