@@ -61,28 +61,27 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class Framer:
-    """Cuts an LSP-framed byte stream (`Content-Length` headers) into whole messages,
-    reading nothing of a message but its headers and its JSON. A stream that is not such
-    framing is passed on as it is from then on (the sidecar answers it with a parse error)."""
+    """Cuts an LSP-framed byte stream (`Content-Length` headers) into whole messages, reading
+    only their headers. A stream that is not such framing is passed on as it is from then on
+    (the sidecar answers it with a parse error and closes the connection)."""
 
     def __init__(self) -> None:
-        self.buf = b""
+        self.buf = bytearray()  # (appending to bytes would copy a large message once per chunk)
         self.broken = False
 
-    def feed(self, data: bytes) -> list[tuple[bytes, Any]]:
-        """The whole messages `data` completes: (their bytes, the decoded body or None)."""
+    def feed(self, data: bytes) -> list[tuple[bytes, int]]:
+        """The whole messages `data` completes: their bytes, and where the body starts in
+        them (-1 for bytes that are not a message)."""
         if self.broken:
-            return [(data, None)]
+            return [(data, -1)]
         self.buf += data
-        out: list[tuple[bytes, Any]] = []
+        out: list[tuple[bytes, int]] = []
         while True:
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
-                if len(self.buf) > 8192:  # no header is that long
-                    return out + self._give_up()
-                return out
+                return out + self._give_up() if len(self.buf) > 8192 else out  # no header is that long
             length = None
-            for line in self.buf[:end].split(b"\r\n"):
+            for line in bytes(self.buf[:end]).split(b"\r\n"):
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length":
                     length = int(value) if value.strip().isdigit() else None
@@ -91,22 +90,28 @@ class Framer:
             total = end + 4 + length
             if len(self.buf) < total:
                 return out
-            frame, self.buf = self.buf[:total], self.buf[total:]
-            try:
-                body = json.loads(frame[end + 4:])
-            except ValueError:
-                body = None
-            out.append((frame, body))
+            out.append((bytes(self.buf[:total]), end + 4))
+            del self.buf[:total]
 
-    def _give_up(self) -> list[tuple[bytes, Any]]:
+    def _give_up(self) -> list[tuple[bytes, int]]:
         self.broken = True
-        rest, self.buf = self.buf, b""
-        return [(rest, None)]
+        return [(self.rest(), -1)]
 
     def rest(self) -> bytes:
         """What is left of an unfinished message (at the end of the stream)."""
-        rest, self.buf = self.buf, b""
+        rest = bytes(self.buf)
+        self.buf.clear()
         return rest
+
+
+def _decode(frame: bytes, body_at: int) -> Any:
+    """The JSON of a message, or None."""
+    if body_at < 0:
+        return None
+    try:
+        return json.loads(frame[body_at:])
+    except ValueError:
+        return None
 
 
 def _key(msg_id: Any) -> Any:
@@ -171,8 +176,8 @@ def _stdin_to_socket(sock: socket.socket, state: dict[str, bool], inflight: InFl
                 sock.sendall(data)
                 continue
             frames = framer.feed(data)
-            for _, body in frames:
-                if not inflight.from_editor(body):
+            for frame, body_at in frames:
+                if not inflight.from_editor(_decode(frame, body_at)):
                     return  # the sidecar side is gone; the main thread reports it
             sock.sendall(b"".join(frame for frame, _ in frames))
     except OSError:
@@ -201,8 +206,9 @@ def pump(sock: socket.socket, name: str = "para mcp", inflight: InFlight | None 
                     _write_all(1, data)
                 else:
                     frames = framer.feed(data)
-                    for _, body in frames:
-                        inflight.from_sidecar(body)
+                    for frame, body_at in frames:
+                        if inflight.open:  # (nothing to match an answer with: no need to decode)
+                            inflight.from_sidecar(_decode(frame, body_at))
                     _write_all(1, b"".join(frame for frame, _ in frames))
             data = sock.recv(CHUNK)
             if not data:

@@ -213,6 +213,25 @@ def test_para_lsp_starts_the_sidecar_when_none_runs(repo: Path, runtime_dir: Pat
     assert sidecar_answers(runtime_dir)["pid"] == info["pid"]  # left running for the next client
 
 
+def test_messages_are_forwarded_whole_however_the_editor_cuts_them(sidecar: Sidecar, repo: Path,
+                                                                   editors) -> None:
+    """Two requests in one write, a third cut in the middle of its header and again in its
+    (non-ASCII) body: each is answered once, in full."""
+    ed = editors(repo)
+    def frame(msg_id: int, params: dict[str, Any]) -> bytes:
+        body = json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": "para/hello", "params": params},
+                          ensure_ascii=False).encode()
+        return b"Content-Length: %d\r\n\r\n" % len(body) + body
+    third = frame(3, {"client": "éditeur ✓"})
+    for piece in (frame(1, {}) + frame(2, {"client": "x"}) + third[:9], third[9:30], third[30:]):
+        ed.proc.stdin.write(piece)
+        ed.proc.stdin.flush()
+    answers = [ed.answer(i) for i in (1, 2, 3)]
+    assert [a["result"]["pid"] for a in answers] == [sidecar.pid] * 3
+    ed.close_stdin()
+    assert ed.exit_status() == (0, "")
+
+
 # ---- version policy ---------------------------------------------------------------------------
 
 OTHER_VERSION = "0.0.1+other"
