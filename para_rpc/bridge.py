@@ -126,7 +126,9 @@ class InFlight:
         self.lock = threading.Lock()
         self.open: dict[Any, tuple[Any, str]] = {}
         self.closed = False     # the sidecar side ended: nothing is forwarded any more
-        self.exit_sent = False  # the editor said LSP `exit`: the sidecar closing is the expected end
+        # The editor ended it: it said LSP `exit` (the sidecar closes that connection), or its
+        # `para/shutdown` was answered (the sidecar stops). Its closing is then no failure.
+        self.ended_by_editor = False
 
     def from_editor(self, body: Any) -> bool:
         """Note a request of the editor; False once the sidecar side is gone (drop it)."""
@@ -138,13 +140,15 @@ class InFlight:
                 if key is not None:
                     self.open[key] = (body["id"], body["method"])
                 elif body["method"] == "exit" and "id" not in body:
-                    self.exit_sent = True
+                    self.ended_by_editor = True
             return True
 
     def from_sidecar(self, body: Any) -> None:
         if isinstance(body, dict) and "method" not in body:
             with self.lock:
-                self.open.pop(_key(body.get("id")), None)
+                _, method = self.open.pop(_key(body.get("id")), (None, None))
+                if method == "para/shutdown" and "result" in body:
+                    self.ended_by_editor = True
 
     def close(self) -> list[tuple[Any, str]]:
         """The sidecar side ended: the requests it will never answer."""
@@ -223,8 +227,8 @@ def pump(sock: socket.socket, name: str = "para mcp", inflight: InFlight | None 
         sock.close()
     if inflight is not None:
         left = inflight.close()
-        if failure is None and (state["stdin_closed"] or inflight.exit_sent):
-            return 0  # the editor ended it (closed stdin, or LSP `exit` and the sidecar let go)
+        if failure is None and (state["stdin_closed"] or inflight.ended_by_editor):
+            return 0  # the editor ended it: closed stdin, or LSP `exit`, or para/shutdown
     elif failure is None and state["stdin_closed"]:
         return 0
     why = failure or "the sidecar closed the connection (it stopped, restarted or crashed)"

@@ -201,6 +201,18 @@ def test_lsp_exit_ends_para_lsp_with_status_0(sidecar: Sidecar, repo: Path, runt
     assert sidecar_answers(runtime_dir)["pid"] == sidecar.pid
 
 
+def test_para_shutdown_from_the_editor_stops_the_sidecar_and_ends_para_lsp_with_0(
+        sidecar: Sidecar, repo: Path, runtime_dir: Path, editors) -> None:
+    """The editor asked the sidecar to stop (`para/shutdown`, e.g. a "Stop sidecar" command):
+    its going away is no failure."""
+    ed = editors(repo)
+    hello(ed)
+    assert ed.request("para/shutdown", {}) == {"stopping": True}
+    assert ed.next_message() is None
+    assert ed.exit_status() == (0, "")
+    assert sidecar.proc.wait(timeout=TIMEOUT) == 0 and sidecar_pids(runtime_dir) == []
+
+
 def test_para_lsp_starts_the_sidecar_when_none_runs(repo: Path, runtime_dir: Path, editors) -> None:
     assert sidecar_pids(runtime_dir) == []
     ed = editors(repo)
