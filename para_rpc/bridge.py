@@ -1,13 +1,22 @@
-"""`para mcp`: the MCP server an AI client launches, as a stdlib-only byte pump.
+"""`para mcp` and `para lsp`: the forwarders AI clients and editors launch (stdlib only).
 
-The tools live in the sidecar (`para_rpc/server/mcp.py`); this process only
-makes sure a sidecar of our version runs (starting one if needed, through
-`client.connect`), connects to its MCP socket `<socket>.mcp`, sends one
-preamble line (the client's working directory, the default repository of
-tools called without `repo`, and its PARA_* overrides), then copies bytes
-both ways until either side closes. It imports neither mcp nor pygls nor
-lsprotocol, so an AI client's session is usable in milliseconds once the
-sidecar is warm.
+Both make sure a sidecar of our version runs (starting one if needed, replacing an idle
+one of another version, refusing a busy one: `client.connect`, the policy of every CLI
+call), connect to one of its sockets, then copy bytes between stdin/stdout and that
+socket until either side closes. They import neither mcp nor pygls nor lsprotocol, so a
+client's session is usable in milliseconds once the sidecar is warm.
+
+- `para mcp` (`main`), the MCP server an AI client launches: the MCP socket
+  `<socket>.mcp`, after one preamble line (the client's working directory, the default
+  repository of tools called without `repo`, and its PARA_* overrides). The tools live in
+  the sidecar (`para_rpc/server/mcp.py`).
+- `para lsp` (`lsp_main`), what an editor launches, as gopls `-remote=auto`: the
+  JSON-RPC socket itself, with no preamble, so the editor speaks to the sidecar exactly
+  as a direct socket client would and never handles socket paths, autostart races or
+  versions. Frames are forwarded whole, and the ids of the editor's requests are noted
+  until answered: if the sidecar goes away (restart, crash, `para sidecar stop`), each
+  request still open gets a `sidecar_unavailable` error answer, then `para lsp` exits 9
+  with a message on stderr, so an editor never waits on a request nobody will answer.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import os
 import socket
 import sys
 import threading
+from typing import Any
 
 from para_rpc import __version__, client, runtime
 from para_rpc.errors import Code, ParaError
@@ -50,50 +60,198 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _stdin_to_socket(sock: socket.socket, state: dict[str, bool]) -> None:
+class Framer:
+    """Cuts an LSP-framed byte stream (`Content-Length` headers) into whole messages, reading
+    only their headers. A stream that is not such framing is passed on as it is from then on
+    (the sidecar answers it with a parse error and closes the connection)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()  # (appending to bytes would copy a large message once per chunk)
+        self.broken = False
+
+    def feed(self, data: bytes) -> list[tuple[bytes, int]]:
+        """The whole messages `data` completes: their bytes, and where the body starts in
+        them (-1 for bytes that are not a message)."""
+        if self.broken:
+            return [(data, -1)]
+        self.buf += data
+        out: list[tuple[bytes, int]] = []
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return out + self._give_up() if len(self.buf) > 8192 else out  # no header is that long
+            length = None
+            for line in bytes(self.buf[:end]).split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value) if value.strip().isdigit() else None
+            if length is None:
+                return out + self._give_up()
+            total = end + 4 + length
+            if len(self.buf) < total:
+                return out
+            out.append((bytes(self.buf[:total]), end + 4))
+            del self.buf[:total]
+
+    def _give_up(self) -> list[tuple[bytes, int]]:
+        self.broken = True
+        return [(self.rest(), -1)]
+
+    def rest(self) -> bytes:
+        """What is left of an unfinished message (at the end of the stream)."""
+        rest = bytes(self.buf)
+        self.buf.clear()
+        return rest
+
+
+def _decode(frame: bytes, body_at: int) -> Any:
+    """The JSON of a message, or None."""
+    if body_at < 0:
+        return None
+    try:
+        return json.loads(frame[body_at:])
+    except ValueError:
+        return None
+
+
+def _key(msg_id: Any) -> Any:
+    # 1 and "1" are different ids; True is not an id at all (the sidecar refuses it).
+    return (type(msg_id).__name__, msg_id) if isinstance(msg_id, (str, int)) and not isinstance(msg_id, bool) else None
+
+
+class InFlight:
+    """The editor's requests the sidecar has not answered yet (LSP mode)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.open: dict[Any, tuple[Any, str]] = {}
+        self.closed = False     # the sidecar side ended: nothing is forwarded any more
+        # The editor ended it: it said LSP `exit` (the sidecar closes that connection), or its
+        # `para/shutdown` was answered (the sidecar stops). Its closing is then no failure.
+        self.ended_by_editor = False
+
+    def from_editor(self, body: Any) -> bool:
+        """Note a request of the editor; False once the sidecar side is gone (drop it)."""
+        with self.lock:
+            if self.closed:
+                return False
+            if isinstance(body, dict) and isinstance(body.get("method"), str):
+                key = _key(body.get("id"))
+                if key is not None:
+                    self.open[key] = (body["id"], body["method"])
+                elif body["method"] == "exit" and "id" not in body:
+                    self.ended_by_editor = True
+            return True
+
+    def from_sidecar(self, body: Any) -> None:
+        if isinstance(body, dict) and "method" not in body:
+            with self.lock:
+                _, method = self.open.pop(_key(body.get("id")), (None, None))
+                if method == "para/shutdown" and "result" in body:
+                    self.ended_by_editor = True
+
+    def close(self) -> list[tuple[Any, str]]:
+        """The sidecar side ended: the requests it will never answer."""
+        with self.lock:
+            self.closed = True
+            left = list(self.open.values())
+            self.open.clear()
+            return left
+
+
+def _error_frame(msg_id: Any, message: str) -> bytes:
+    body = json.dumps({"jsonrpc": "2.0", "id": msg_id,
+                       "error": {"code": Code.sidecar_unavailable.rpc, "message": message,
+                                 "data": {"code": Code.sidecar_unavailable.name}}}).encode()
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def _stdin_to_socket(sock: socket.socket, state: dict[str, bool], inflight: InFlight | None) -> None:
+    framer = Framer() if inflight is not None else None
     try:
         while True:
             data = os.read(0, CHUNK)
             if not data:
+                state["stdin_closed"] = True
+                if framer is not None:
+                    sock.sendall(framer.rest())
                 break
-            sock.sendall(data)
+            if framer is None or inflight is None:
+                sock.sendall(data)
+                continue
+            frames = framer.feed(data)
+            for frame, body_at in frames:
+                if not inflight.from_editor(_decode(frame, body_at)):
+                    return  # the sidecar side is gone; the main thread reports it
+            sock.sendall(b"".join(frame for frame, _ in frames))
     except OSError:
-        pass
-    state["stdin_closed"] = True
+        return  # stdin unreadable, or the sidecar went away (the main thread sees it too)
     try:
         sock.shutdown(socket.SHUT_WR)
     except OSError:
         pass
 
 
-def pump(sock: socket.socket) -> int:
-    """Copy stdin -> socket (a thread) and socket -> stdout (here) until the sidecar side ends."""
+def pump(sock: socket.socket, name: str = "para mcp", inflight: InFlight | None = None,
+         pending: bytes = b"") -> int:
+    """Copy stdin -> socket (a thread) and socket -> stdout (here) until the sidecar side ends.
+
+    With `inflight` (LSP), messages are forwarded whole in both directions, and requests
+    left open when the sidecar goes away are answered with a `sidecar_unavailable` error."""
     state = {"stdin_closed": False}
-    threading.Thread(target=_stdin_to_socket, args=(sock, state), daemon=True).start()
+    framer = Framer() if inflight is not None else None
+    threading.Thread(target=_stdin_to_socket, args=(sock, state, inflight), daemon=True).start()
+    failure = None
     try:
+        data = pending
         while True:
+            if data:
+                if framer is None or inflight is None:
+                    _write_all(1, data)
+                else:
+                    frames = framer.feed(data)
+                    for frame, body_at in frames:
+                        if inflight.open:  # (nothing to match an answer with: no need to decode)
+                            inflight.from_sidecar(_decode(frame, body_at))
+                    _write_all(1, b"".join(frame for frame, _ in frames))
             data = sock.recv(CHUNK)
             if not data:
                 break
-            _write_all(1, data)
     except BrokenPipeError:
         return 0  # the client went away
+    except KeyboardInterrupt:
+        return 130
     except OSError as e:
-        print(f"para mcp: connection to the sidecar failed: {e}", file=sys.stderr)
-        return Code.sidecar_unavailable.exit
+        failure = f"connection to the sidecar failed: {e}"
     finally:
         sock.close()
-    if not state["stdin_closed"]:
-        print(f"para mcp: the sidecar closed the connection; see {runtime.log_path()}", file=sys.stderr)
-        return Code.sidecar_unavailable.exit
-    return 0
+    if inflight is not None:
+        left = inflight.close()
+        if failure is None and (state["stdin_closed"] or inflight.ended_by_editor):
+            return 0  # the editor ended it: closed stdin, or LSP `exit`, or para/shutdown
+    elif failure is None and state["stdin_closed"]:
+        return 0
+    why = failure or "the sidecar closed the connection (it stopped, restarted or crashed)"
+    if inflight is not None:
+        message = f"{why}; restart the editor's para connection (`para lsp`)"
+        try:
+            _write_all(1, b"".join(_error_frame(msg_id, f"{method}: {message}") for msg_id, method in left))
+        except OSError:
+            pass  # the editor is gone too
+    print(f"{name}: {why}; see {runtime.log_path()}", file=sys.stderr)
+    return Code.sidecar_unavailable.exit
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cwd: str | None = os.getcwd()
-    except FileNotFoundError:
-        cwd = None
+    """`para mcp`."""
+    cwd = _cwd()
     if sys.stdin.isatty():
         print("para mcp: speaks MCP on stdin/stdout for AI clients; configure one with `para mcp init`",
               file=sys.stderr)
@@ -107,6 +265,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"para mcp: cannot reach the sidecar: {e}", file=sys.stderr)
         return Code.sidecar_unavailable.exit
     return pump(sock)
+
+
+def lsp_main(argv: list[str] | None = None) -> int:
+    """`para lsp`."""
+    if sys.stdin.isatty():
+        print("para lsp: speaks JSON-RPC (LSP framing) on stdin/stdout for editors, which start it; "
+              "see docs/protocol.md", file=sys.stderr)
+    try:
+        conn = client.connect(autostart=True)  # said para/hello: our version, or replaced, or refused
+    except ParaError as e:
+        print(f"para lsp: {e.message}", file=sys.stderr)
+        return e.code.exit
+    except OSError as e:
+        print(f"para lsp: cannot reach the sidecar: {e}", file=sys.stderr)
+        return Code.sidecar_unavailable.exit
+    conn.sock.settimeout(None)
+    # (anything the sidecar sent after its hello answer belongs to the editor)
+    return pump(conn.sock, "para lsp", InFlight(), pending=conn.buf)
 
 
 if __name__ == "__main__":

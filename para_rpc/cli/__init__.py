@@ -1,0 +1,83 @@
+"""`para`: the command line, a thin client of the sidecar.
+
+Every command sends one request (params built here, `cwd` = the current
+directory) and renders the result: a readable summary by default, the
+result object with `--json`. Errors print `para: <message>` (or a JSON
+`{"error": ...}` with `--json`) and exit with the code's stable status (see
+errors.py). Nothing here prompts; heavy libraries (pygls, mcp) are never
+imported.
+
+The package:
+- `__init__.py` (this file): `main()` and the request helpers every command uses;
+  importing it does nothing but define them;
+- `fast.py`: the commands agents and scripts run in loops (`para integrate`, `para status`,
+  `para list --json`, ...), and the forwarders `para mcp` and `para lsp`, served before
+  typer is even imported (`PARA_NO_FAST=1` turns that off);
+- `app.py`: the typer declarations, one short function per command;
+- `render.py`: every human rendering of a result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from para_rpc import client
+from para_rpc.errors import Code, ParaError
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        _fail(ParaError(Code.invalid_input, "the current directory no longer exists"), False)
+
+
+def _fail(e: ParaError, as_json: bool) -> NoReturn:
+    if as_json:
+        print(json.dumps({"error": {"code": e.code.name, "message": e.message, "data": e.data}}, indent=2))
+    else:
+        session = e.data.get("session")
+        named = isinstance(session, str) and (f"'{session}'" in e.message or f"session {session}" in e.message)
+        about = f" (session {session})" if isinstance(session, str) and not named else ""
+        print(f"para: {e.message}{about}", file=sys.stderr)
+    raise SystemExit(e.code.exit)
+
+
+def _call(method: str, params: dict[str, Any], as_json: bool,
+          render: Callable[[Any], None] | None = None) -> Any:
+    params = {"cwd": _cwd(), "env": client.forwarded_env(), **params}
+    try:
+        result = client.call(method, params)
+    except ParaError as e:
+        _fail(e, as_json)
+    except OSError as e:
+        _fail(ParaError(Code.sidecar_unavailable, f"cannot talk to the sidecar: {e}"), as_json)
+    try:
+        if as_json:
+            print(json.dumps(result, indent=2))
+        elif render is not None:
+            render(result)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `para list --json | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return result
+
+
+def fast_enabled() -> bool:
+    """False when `PARA_NO_FAST` is set (to anything but 0): then typer serves everything."""
+    return os.environ.get("PARA_NO_FAST", "") in ("", "0")
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if fast_enabled():
+        from para_rpc.cli import fast
+
+        fast.serve(args)  # exits when it served the command
+    from para_rpc.cli.app import app
+
+    app(prog_name="para")

@@ -1,0 +1,453 @@
+"""The typer declarations of `para`: one short function per command.
+
+A command builds its request's params and names its renderer (`render.py`); `_call` (in
+`para_rpc/cli/__init__.py`) sends it and prints the result. Importing this module imports
+typer: `main()` does so only after the fast path (`fast.py`) declined the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+from para_rpc import client, runtime
+from para_rpc.cli import _call, _cwd, _fail, render
+from para_rpc.errors import Code, ParaError
+
+app = typer.Typer(no_args_is_help=True, add_completion=True, rich_markup_mode=None,
+                  help="Run many AI coding agents in parallel git worktrees, coordinated by one sidecar.")
+sidecar_app = typer.Typer(no_args_is_help=True, help="Manage the sidecar process.")
+config_app = typer.Typer(no_args_is_help=True, help="Show and change configuration.")
+app.add_typer(sidecar_app, name="sidecar")
+app.add_typer(config_app, name="config")
+mcp_app = typer.Typer(invoke_without_command=True, help="MCP for AI clients: `para mcp` serves it on stdin/stdout "
+                      "(through the sidecar); `para mcp init` registers it in a client's project config.")
+app.add_typer(mcp_app, name="mcp")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+SessionOpt = Annotated[Optional[str], typer.Option("--session", "-s", help="Session name (default: the one the current directory is in).")]
+
+
+# ---- session lifecycle -----------------------------------------------------
+
+@app.command()
+def start(name: Annotated[Optional[str], typer.Argument(help="Session name (default: a friendly adjective_noun).")] = None,
+          base: Annotated[Optional[str], typer.Option("--base", "-b", help="Branch to fork from.")] = None,
+          as_json: JsonOpt = False) -> None:
+    """Create a session: a branch para/NAME and its worktree, forked from the base branch."""
+    _call("para/start", {"name": name, "base": base}, as_json, render.print_started)
+
+
+@app.command("list")
+def list_(all_: Annotated[bool, typer.Option("--all", "-a", help="Include cancelled and integrated sessions.")] = False,
+          as_json: JsonOpt = False) -> None:
+    """List sessions with their state; * marks the one the current directory is in."""
+    _call("para/list", {"all": all_}, as_json, render.print_list)
+
+
+app.command("ls", hidden=True)(list_)
+
+
+@app.command()
+def show(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+    """Show one session: state, branch, worktree, commits and changes."""
+    _call("para/show", {"session": name}, as_json, render.print_shown)
+
+
+@app.command()
+def finish(message: Annotated[str, typer.Argument(help="Commit message.")],
+           session: SessionOpt = None,
+           branch: Annotated[Optional[str], typer.Option("--branch", help="Rename the branch for review.")] = None,
+           squash: Annotated[Optional[bool], typer.Option("--squash/--no-squash", help="Squash into one commit (default: config finish.squash).")] = None,
+           integrate_: Annotated[bool, typer.Option("--integrate", help="Land the work on the base branch now (same as `para integrate MESSAGE`).")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Commit everything in the session, squash it onto its fork point, keep the branch for review."""
+    _call("para/finish", {"session": session, "message": message, "branch": branch, "squash": squash,
+                          "integrate": integrate_}, as_json,
+          render.print_integration if integrate_ else render.print_finished)
+
+
+StrategyOpt = Annotated[Optional[str], typer.Option("--strategy", help="squash | merge | rebase | ff (default: config integrate.strategy).")]
+
+
+@app.command()
+def integrate(message: Annotated[Optional[str], typer.Argument(help="Commit message (squash and merge).")] = None,
+              session: SessionOpt = None,
+              strategy: StrategyOpt = None,
+              target: Annotated[Optional[str], typer.Option("--target", help="Branch to land on (default: the session's base).")] = None,
+              dry_run: Annotated[bool, typer.Option("--dry-run", help="Predict the result; change nothing.")] = False,
+              as_json: JsonOpt = False) -> None:
+    """Land the session's work on its target branch; conflicts pause only this session."""
+    _call("para/integrate", {"session": session, "message": message, "strategy": strategy, "target": target,
+                             "dry_run": dry_run}, as_json, render.print_prediction if dry_run else render.print_integration)
+
+
+@app.command("continue")
+def continue_(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
+              force: Annotated[bool, typer.Option("--force", help="Stage everything as it is, even conflicts nobody resolved (marker-like lines, unstaged binary/deleted/renamed paths).")] = False,
+              as_json: JsonOpt = False) -> None:
+    """Complete a paused integration once its conflicts are resolved in the worktree."""
+    _call("para/continue", {"session": name, "force": force}, as_json, render.print_integration)
+
+
+@app.command()
+def abort(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+    """Give up a paused integration: the session returns exactly to its pre-integration commit."""
+    _call("para/abort", {"session": name}, as_json, render.print_aborted)
+
+
+@app.command()
+def conflicts(target: Annotated[Optional[str], typer.Option("--target", help="Forecast against this branch instead of each session's base.")] = None,
+              as_json: JsonOpt = False) -> None:
+    """Forecast collisions between active sessions (uncommitted work included) and with their targets."""
+    _call("para/conflicts", {"target": target}, as_json, render.print_conflicts)
+
+
+# ---- agents ------------------------------------------------------------------
+
+@app.command()
+def dispatch(name: Annotated[Optional[str], typer.Argument(help="Session name (default: from the task file, else friendly).")] = None,
+             prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="The task, inline.")] = None,
+             file: Annotated[Optional[list[str]], typer.Option("--file", "-f", help="A task file (also looked up in tasks/), a directory of TASK_<n>_<slug>.md files, or several -f.")] = None,
+             agent: Annotated[Optional[str], typer.Option("--agent", help="Launcher profile (claude, codex, gemini, aider, opencode, scripted, or a configured one).")] = None,
+             mode: Annotated[Optional[str], typer.Option("--mode", help="editor | tmux | headless (default: config agent.mode).")] = None,
+             skip: Annotated[bool, typer.Option("--dangerously-skip-permissions", "-d", help="Let the agent act without asking.")] = False,
+             base: Annotated[Optional[str], typer.Option("--base", "-b", help="Branch to fork from.")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Start a session and an agent in it, with a task (inline, from a file, or on stdin)."""
+    params: dict[str, Any] = {"name": name, "agent": agent, "mode": mode, "skip_permissions": skip, "base": base,
+                              "in_tmux": bool(os.environ.get("TMUX")), **_task_source(prompt, file or [], as_json)}
+    _call("para/dispatch", params, as_json, render.print_dispatched)
+
+
+def _task_source(prompt: str | None, files: list[str], as_json: bool) -> dict[str, Any]:
+    """The task of `para dispatch`: -p, one -f, several -f, or stdin."""
+    if prompt is not None and files:
+        _fail(ParaError(Code.invalid_input, "give either --prompt or --file, not both"), as_json)
+    if prompt is not None:
+        return {"prompt": prompt}
+    if len(files) == 1:
+        return {"file": files[0]}
+    if files:
+        return {"files": files}
+    if not sys.stdin.isatty():
+        return {"prompt": sys.stdin.read()}
+    _fail(ParaError(Code.invalid_input, "give the task with -p PROMPT, -f FILE, or on stdin"), as_json)
+
+
+@app.command()
+def status(words: Annotated[Optional[list[str]], typer.Argument(help='"<what you are doing>", or `show [NAME]`.')] = None,
+           tests: Annotated[Optional[str], typer.Option("--tests", help="passed | failed | unknown")] = None,
+           todos: Annotated[Optional[str], typer.Option("--todos", help="DONE/TOTAL, e.g. 3/5")] = None,
+           blocked: Annotated[Optional[str], typer.Option("--blocked", help="What blocks you.")] = None,
+           session: SessionOpt = None,
+           as_json: JsonOpt = False) -> None:
+    """Agents: report progress (`para status "writing tests" --todos 2/5`). Anyone: `para status show [NAME]`."""
+    words = words or []
+    if not words or words[0] == "show":
+        name = words[1] if len(words) > 1 else session
+        _call("para/status", {"session": name}, as_json, render.print_status)
+        return
+    _call("para/report", {"session": session, "task": " ".join(words), "tests": tests, "todos": todos,
+                          "blocked": blocked}, as_json, render.print_report)
+
+
+def _agent_of(name: str | None) -> tuple[str, dict[str, Any]]:
+    """The session (named, else the one the current directory is in) and its agent run;
+    `not_found` when the session never had an agent (`para start`, not `para dispatch`)."""
+    r = _call("para/status", {"session": name}, False)
+    if name is None and len(r["sessions"]) != 1:
+        _fail(ParaError(Code.invalid_input, f"{_cwd()} is not inside a session worktree; name the session"), False)
+    s = r["sessions"][0]
+    if not s.get("agent"):
+        _fail(ParaError(Code.not_found, f"session {s['name']} has no agent: it was started with `para start`, "
+                        "not `para dispatch`", session=s["name"]), False)
+    return s["name"], s["agent"]
+
+
+@app.command()
+def logs(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the log grows.")] = False) -> None:
+    """Print a headless agent's output."""
+    s, agent = _agent_of(name)
+    path = agent.get("log")
+    if not path:
+        where = f"tmux window {agent['window']} (`para attach {s}`)" if agent.get("window") \
+            else "your editor's terminal, not a log file"
+        _fail(ParaError(Code.not_found, f"the agent of session {s} writes to {where}", session=s), False)
+    _copy_log(path, follow)
+
+
+def _copy_log(path: str, follow: bool) -> None:
+    """Copy an agent's log to stdout; with `follow`, keep copying what is appended."""
+    import time
+
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        _fail(ParaError(Code.not_found, f"no log yet at {path}"), False)
+    with f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            elif not follow:
+                return
+            else:
+                time.sleep(0.2)
+
+
+@app.command()
+def attach(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None) -> None:
+    """Attach to the tmux window where the session's agent runs."""
+    s, agent = _agent_of(name)
+    window = agent.get("window")
+    if not window:
+        where = f"headless (`para logs {s}`)" if agent.get("log") else "your editor's terminal"
+        _fail(ParaError(Code.not_found, f"the agent of session {s} does not run in tmux; it runs {where}",
+                        session=s), False)
+    if not sys.stdin.isatty():
+        _fail(ParaError(Code.invalid_input, f"not a terminal; the agent is in tmux window {window}"), False)
+    verb = "switch-client" if os.environ.get("TMUX") else "attach-session"
+    os.execvp("tmux", ["tmux", verb, "-t", window])
+
+
+@app.command()
+def monitor(once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+            until_idle: Annotated[bool, typer.Option("--until-done", help="Exit when no agent runs and no plan is running.")] = False) -> None:
+    """A live table of all sessions, refreshed by the sidecar's notifications."""
+    from para_rpc import monitor as monitor_mod
+
+    raise SystemExit(monitor_mod.run(_cwd(), client.forwarded_env(), once=once, until_done=until_idle))
+
+
+@app.command()
+def demo() -> None:
+    """Dispatch a three-step plan to scripted agents in a throwaway repository and watch it land."""
+    from para_rpc import demo as demo_mod
+
+    raise SystemExit(demo_mod.main())
+
+
+@app.command()
+def cancel(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
+           discard: Annotated[bool, typer.Option("--discard", help="Do not commit uncommitted work (a backup ref still keeps it).")] = False,
+           force: Annotated[bool, typer.Option("--force", help="Cancel even with HEAD off the session branch or an unfinished operation (saved under refs/para/backup/ first).")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Save uncommitted work, archive the branch, remove the worktree."""
+    _call("para/cancel", {"session": name, "discard": discard, "force": force}, as_json, render.print_cancelled)
+
+
+@app.command()
+def recover(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+    """Bring a cancelled session back to para/NAME at its standard worktree path."""
+    _call("para/recover", {"session": name}, as_json, render.print_recovered)
+
+
+@app.command()
+def resume(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+    """Make sure the session's worktree exists (recreating it from the branch) and print its path."""
+    _call("para/resume", {"session": name}, as_json, render.print_resumed)
+
+
+@app.command()
+def clean(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be done.")] = False,
+          force: Annotated[bool, typer.Option("--force", help="Also delete branches holding unintegrated commits.")] = False,
+          as_json: JsonOpt = False) -> None:
+    """Prune missing worktrees, forget orphan sessions, delete old archives and backups."""
+    _call("para/clean", {"dry_run": dry_run, "force": force}, as_json, render.print_clean)
+
+
+# ---- config ------------------------------------------------------------------
+
+ScopeOpt = Annotated[bool, typer.Option("--project", help="The project file (.para/config.json) instead of the user file.")]
+
+
+@config_app.command("show")
+def config_show(as_json: JsonOpt = False) -> None:
+    """Every key, its value and where it came from."""
+    _call("para/config", {"action": "show"}, as_json, render.print_config)
+
+
+@config_app.command("get")
+def config_get(key: str, as_json: JsonOpt = False) -> None:
+    """Print one key's effective value."""
+    _call("para/config", {"action": "get", "key": key}, as_json, render.print_config_value)
+
+
+@config_app.command("set")
+def config_set(key: str, value: str, project: ScopeOpt = False, as_json: JsonOpt = False) -> None:
+    """Set a key in the user file (or the project file with --project)."""
+    _call("para/config", {"action": "set", "key": key, "value": value, "scope": "project" if project else "user"},
+          as_json, render.print_config_set)
+
+
+@config_app.command("path")
+def config_path(as_json: JsonOpt = False) -> None:
+    """Print the config file paths."""
+    _call("para/config", {"action": "path"}, as_json, render.print_config_paths)
+
+
+@config_app.command("edit")
+def config_edit(project: ScopeOpt = False) -> None:
+    """Open the config file in $EDITOR (terminals only)."""
+    import shlex
+    import subprocess
+
+    r = _call("para/config", {"action": "path"}, False)
+    path = r["paths"]["project" if project else "user"]
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        _fail(ParaError(Code.invalid_input, f"not a terminal; edit {path} directly"), False)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    editor = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
+    raise SystemExit(subprocess.call([*editor, path]))
+
+
+# ---- trust ---------------------------------------------------------------------
+
+@app.command("trust")
+def trust_(show: Annotated[bool, typer.Option("--show", help="Only show the commands and whether they are approved.")] = False,
+           revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the approval.")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Approve the commands this repository's .para/config.json would run (integrate.check, agent
+    profiles), printing exactly what you approve; until then operations that need them fail
+    (exit 13). A changed file needs approval again."""
+    if show and revoke:
+        _fail(ParaError(Code.invalid_input, "give --show or --revoke, not both"), as_json)
+    action = "show" if show else "revoke" if revoke else "approve"
+    if action == "approve" and os.environ.get("PARA_SESSION"):
+        _fail(ParaError(Code.invalid_input,
+                        "approving commands that run as you is a human's decision, and this is the environment of "
+                        f"the agent of session {os.environ['PARA_SESSION']!r} (PARA_SESSION is set); the user "
+                        "reviews them with `para trust --show` and approves with `para trust` in the repository",
+                        session=os.environ["PARA_SESSION"]), as_json)
+    _call("para/trust", {"action": action}, as_json, render.print_trust)
+
+
+# ---- sidecar -------------------------------------------------------------------
+
+def _running() -> dict[str, Any] | None:
+    try:
+        with client.Connection.open() as conn:
+            return client.hello(conn)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+
+
+@sidecar_app.command("start")
+def sidecar_start(as_json: JsonOpt = False) -> None:
+    """Start the sidecar in the background (no-op when one is running)."""
+    info = _running()
+    if info is None:
+        try:
+            with client.wait_for_sidecar(client.spawn_sidecar()) as conn:
+                info = client.hello(conn)
+        except ParaError as e:
+            _fail(e, as_json)
+    print(json.dumps(info, indent=2) if as_json else f"sidecar running, pid {info['pid']}")
+
+
+@sidecar_app.command("stop")
+def sidecar_stop(as_json: JsonOpt = False) -> None:
+    """Ask the sidecar to finish its work and exit."""
+    info = _running()
+    if info is not None:
+        client.call("para/shutdown", {}, autostart=False)
+        client.wait_for_exit()
+    print(json.dumps({"stopped": info is not None}) if as_json else
+          ("sidecar stopped" if info else "no sidecar was running"))
+
+
+@sidecar_app.command("restart")
+def sidecar_restart(as_json: JsonOpt = False) -> None:
+    """Stop the sidecar (after its work) and start a new one."""
+    if _running() is not None:
+        client.call("para/shutdown", {}, autostart=False)
+        client.wait_for_exit()
+    sidecar_start(as_json)
+
+
+@sidecar_app.command("status")
+def sidecar_status(as_json: JsonOpt = False) -> None:
+    """Report whether a sidecar runs, its version, pid and repositories (exit 9 if none)."""
+    info = _running()
+    if as_json:
+        print(json.dumps({"running": info is not None, "socket": str(runtime.socket_path()), **(info or {})}, indent=2))
+    else:
+        render.print_sidecar_status(info, str(runtime.socket_path()))
+    if info is None:
+        raise SystemExit(Code.sidecar_unavailable.exit)
+
+
+@sidecar_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sidecar_run(ctx: typer.Context) -> None:
+    """Run the sidecar in the foreground (options: --idle-timeout S, --stderr, --log-level L)."""
+    # exec, not import: the server (pygls, lsprotocol, the service) never loads into the CLI.
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "para_rpc.server.sidecar", *ctx.args])
+
+
+# ---- MCP and editors ---------------------------------------------------------------
+
+@mcp_app.callback()
+def mcp_serve(ctx: typer.Context) -> None:
+    """Serve MCP on stdin/stdout for an AI client (a byte pump to the sidecar, started if needed)."""
+    if ctx.invoked_subcommand is None:
+        from para_rpc import bridge
+
+        raise SystemExit(bridge.main())
+
+
+@mcp_app.command("init")
+def mcp_init(claude_code: Annotated[bool, typer.Option("--claude-code", help="Write .mcp.json (the default).")] = False,
+             cursor: Annotated[bool, typer.Option("--cursor", help="Write .cursor/mcp.json.")] = False,
+             vscode: Annotated[bool, typer.Option("--vscode", help="Write .vscode/mcp.json (VS Code's `servers`).")] = False,
+             print_only: Annotated[bool, typer.Option("--print", help="Only print the config snippet; write nothing.")] = False,
+             as_json: JsonOpt = False) -> None:
+    """Register `para mcp` in an AI client's project config, merging with what is there."""
+    from para_rpc import mcp_init as mi
+
+    clients = [c for c, on in (("claude-code", claude_code), ("cursor", cursor), ("vscode", vscode)) if on] \
+        or ["claude-code"]
+    if print_only:
+        snippets = {c: mi.snippet(c) for c in clients}
+        print(json.dumps(snippets if as_json or len(clients) > 1 else snippets[clients[0]], indent=2))
+        return
+    try:
+        results = mi.init(_cwd(), clients)
+    except ParaError as e:
+        _fail(e, as_json)
+    if as_json:
+        print(json.dumps({"results": results}, indent=2))
+    else:
+        render.print_mcp_init(results)
+
+
+@app.command()
+def lsp() -> None:
+    """Serve the sidecar's JSON-RPC on stdin/stdout for an editor (started by the editor; the
+    sidecar is started if needed and checked for our version). Exits when the editor closes stdin."""
+    from para_rpc import bridge
+
+    raise SystemExit(bridge.lsp_main())
+
+
+@app.command()
+def tour() -> None:
+    """A short scripted tour in a throwaway repository: start, list, finish, cancel, recover."""
+    from para_rpc import tour as tour_mod
+
+    raise SystemExit(tour_mod.main())
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from para_rpc import __version__
+
+    print(__version__)

@@ -1,0 +1,96 @@
+"""The typer-free fast path: what agents, scripts, AI clients and editors start most often.
+
+- `para mcp` and `para lsp` (exactly that argv) run the stdlib forwarders of `bridge.py`:
+  an AI client or an editor waits for them at every start, and typer alone costs
+  ~30 ms, its first dispatch (pydantic, every command built) ~0.15-0.3 s more.
+- The `_FAST` commands, which agents and scripts run in loops (twenty agents integrating at
+  once feel that cost), when called with nothing but the arguments listed there. Each entry
+  builds exactly the request its typer command builds and renders like it (with the same
+  function of `render.py`; a command without a renderer only with `--json`). Anything else
+  (--help, `--opt=value`, an unknown or repeated argument, a value that looks like an option,
+  a second positional) goes to typer.
+
+`tests/test_cli_fast.py` runs every entry with and without `PARA_NO_FAST=1` and compares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from para_rpc.cli import _call, render
+
+Renderer = Callable[[Any], None]
+
+# command -> (method, param of the one positional argument or None,
+#             {flag: (param, takes a value)}, renderer of the human output or None)
+_SESSION_FLAG = {"--session": ("session", True), "-s": ("session", True)}
+_FAST: dict[str, tuple[str, str | None, dict[str, tuple[str, bool]], Renderer | None]] = {
+    "list": ("para/list", None, {"--all": ("all", False), "-a": ("all", False)}, None),
+    "ls": ("para/list", None, {"--all": ("all", False), "-a": ("all", False)}, None),
+    "start": ("para/start", "name", {"--base": ("base", True), "-b": ("base", True)}, None),
+    "show": ("para/show", "session", {}, None),
+    "cancel": ("para/cancel", "session", {"--discard": ("discard", False), "--force": ("force", False)}, None),
+    "integrate": ("para/integrate", "message", {**_SESSION_FLAG, "--strategy": ("strategy", True),
+                                                "--target": ("target", True)}, render.print_integration),
+    "continue": ("para/continue", "session", {"--force": ("force", False)}, render.print_integration),
+    "status": ("para/report", "task", {**_SESSION_FLAG, "--tests": ("tests", True), "--todos": ("todos", True),
+                                       "--blocked": ("blocked", True)}, render.print_report),
+}
+
+
+class Plan(NamedTuple):
+    """The request a `_FAST` command line makes, and how its answer is printed."""
+    method: str
+    params: dict[str, Any]
+    as_json: bool
+    render: Renderer | None
+
+
+def plan(args: list[str]) -> Plan | None:
+    """What the fast path would do with `args`; None when typer must serve them."""
+    if not args or args[0] not in _FAST:
+        return None
+    method, positional, flags, renderer = _FAST[args[0]]
+    as_json = "--json" in args[1:]
+    if renderer is None and not as_json:
+        return None
+    params: dict[str, Any] = {positional: None} if positional else {}
+    params.update({param: None if takes_value else False for param, takes_value in flags.values()})
+    seen: set[str] = set()
+    rest = iter(args[1:])
+    for a in rest:
+        if a == "--json":
+            continue
+        if a in flags:
+            param, takes_value = flags[a]
+            if param in seen:
+                return None
+            seen.add(param)
+            if takes_value:
+                value = next(rest, None)
+                if value is None or value.startswith("-"):
+                    return None
+                params[param] = value
+            else:
+                params[param] = True
+        elif a.startswith("-") or positional is None or params[positional] is not None:
+            return None
+        else:
+            params[positional] = a
+    if args[0] == "status" and params["task"] in (None, "show"):
+        return None  # `para status show ...` reads; typer serves it
+    return Plan(method, params, as_json, renderer)
+
+
+def serve(args: list[str]) -> None:
+    """Serve `args` without typer when they are one of the commands above (and exit);
+    return when typer must serve them."""
+    if args in (["mcp"], ["lsp"]):
+        from para_rpc import bridge
+
+        raise SystemExit(bridge.main() if args == ["mcp"] else bridge.lsp_main())
+    p = plan(args)
+    if p is not None:
+        _call(p.method, p.params, p.as_json, p.render)
+        raise SystemExit(0)

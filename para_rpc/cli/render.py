@@ -1,0 +1,307 @@
+"""Every human rendering of a result, one named function each (stdlib only; rich is imported
+by the one table that uses it, when it is drawn).
+
+A renderer takes the result object a command received (exactly what `--json` prints) and
+writes the readable summary to stdout. The typer commands (`app.py`) and the fast path
+(`fast.py`) use the same functions, so both print the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from typing import Any
+
+
+def age(ts: float) -> str:
+    d = max(0, int(time.time() - ts))
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if d >= n:
+            return f"{d // n}{unit}"
+    return f"{d}s"
+
+
+def print_session(r: dict[str, Any], headline: str | None = None) -> None:
+    if headline:
+        print(headline)
+    # A cancelled session's branch is its archive (its old name no longer exists).
+    archived = r.get("status") == "cancelled" and r.get("archived_branch")
+    rows = [("state", r["state"]), ("branch", r["archived_branch"] if archived else r["branch"]), ("worktree", r["worktree"] if r.get("worktree_exists") else f"{r['worktree']} (absent)"),
+            ("base", f"{r['base_branch']} @ {r['base_commit'][:10]}")]
+    if r.get("worktree_exists") and r.get("status") == "active" and r.get("head_branch") != r["branch"]:
+        rows.append(("HEAD", f"{r.get('head_branch') or 'detached'} in the worktree, not {r['branch']}"))
+    if r.get("archived_branch") and not archived:
+        rows.append(("archived as", r["archived_branch"]))
+    if r.get("ahead") is not None:
+        rows.append(("commits", str(r["ahead"])))
+    if r.get("diffstat"):
+        rows.append(("changes", r["diffstat"]))
+    if r.get("saved"):
+        s = r["saved"]
+        if isinstance(s, dict):
+            rows.append(("saved work", f"{str(s.get('commit'))[:10]} on {s.get('branch') or s.get('ref')}"))
+        else:  # a ref (an older sidecar's abort)
+            rows.append(("saved work", str(s)))
+    for b in r.get("backups") or []:
+        rows.append(backup_row(b))
+    for note in r.get("notes", []):
+        rows.append(("note", note))
+    for k, v in rows:
+        print(f"  {k:<12} {v}")
+    for c in r.get("commits", [])[:10]:
+        print(f"    {c['sha'][:10]} {c['subject']}")
+
+
+def backup_row(b: dict[str, Any]) -> tuple[str, str]:
+    """One thing the worktree held that was saved before it went, or that had nothing to save."""
+    if b["what"] == "head":
+        return ("saved HEAD", f"{b['commit'][:10]} ({b.get('head_branch') or 'detached'}) as {b['ref']}")
+    if b.get("refs"):
+        prefix = os.path.commonpath(list(b["refs"])) if len(b["refs"]) > 1 else next(iter(b["refs"]))
+        return (f"saved {b['what']}", f"{b['path']} under {prefix}")
+    return ("not saved", f"{b['what']} repository {b['path']}: "
+            + (f"nothing its remote {b['remote']} lacks" if b.get("remote") else "it had no commits and no files"))
+
+
+# ---- session lifecycle ---------------------------------------------------------------
+
+def print_started(r: dict[str, Any]) -> None:
+    print_session(r, f"Started session {r['name']}")
+
+
+def print_shown(r: dict[str, Any]) -> None:
+    print_session(r, f"Session {r['name']}")
+
+
+def print_finished(r: dict[str, Any]) -> None:
+    print_session(r, f"Finished session {r['name']}: branch {r['branch']} is ready for review")
+
+
+def print_cancelled(r: dict[str, Any]) -> None:
+    print_session(r, f"Cancelled session {r['name']}; `para recover {r['name']}` brings it back")
+
+
+def print_recovered(r: dict[str, Any]) -> None:
+    print_session(r, f"Recovered session {r['name']}")
+
+
+def print_resumed(r: dict[str, Any]) -> None:
+    # The path alone on stdout, so `cd "$(para resume NAME)"` works.
+    print(f"session {r['name']}{': worktree recreated' if r['recreated'] else ''}", file=sys.stderr)
+    print(r["worktree"])
+
+
+def print_aborted(r: dict[str, Any]) -> None:
+    print_session(r, f"Aborted the integration of {r['name']}; restored {str(r['restored'])[:10]}")
+
+
+def print_list(r: dict[str, Any]) -> None:
+    sessions = r["sessions"]
+    if not sessions:
+        print("No sessions. Start one with `para start`.")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("", "session", "state", "branch", "age"):
+        table.add_column(col)
+    for s in sessions:
+        branch = s["branch"] + (f" (HEAD: {s.get('head_branch') or 'detached'})" if s["state"] == "off-branch" else "")
+        table.add_row("*" if s["current"] else "", s["name"], s["state"], branch, age(s["created_at"]))
+    Console().print(table)
+    for s in sessions:
+        for line in agent_warnings(s):
+            print(f"! {s['name']}: {line}")
+
+
+def agent_warnings(s: dict[str, Any]) -> list[str]:
+    """What `list` flags under its table: files changed outside an agent's worktree, agent
+    processes that could not be stopped."""
+    out = []
+    changes = s.get("outside_changes") or []
+    mine = [c for c in changes if c["agent"] == s["name"]]
+    if mine:
+        out.append(f"while its agent ran, {len(mine)} file(s) changed outside its worktree: "
+                   + ", ".join(f"{c['path']} ({c['location'] if not c['session'] else 'session ' + c['session']})"
+                               for c in mine[:5]) + (", ..." if len(mine) > 5 else "") + f" (`para show {s['name']}`)")
+    for agent in sorted({c["agent"] for c in changes} - {s["name"]}):
+        theirs = [c["path"] for c in changes if c["agent"] == agent]
+        out.append(f"changed here while the agent of {agent} ran: {', '.join(theirs[:5])}"
+                   + (", ..." if len(theirs) > 5 else ""))
+    left = [p for stop in ((s.get("agent") or {}).get("stops") or []) for p in stop.get("left_running", [])]
+    if left:
+        out.append(f"agent processes still running, could not be stopped: {', '.join(map(str, left))}")
+    return out
+
+
+def print_clean(r: dict[str, Any]) -> None:
+    verb = "would" if r["dry_run"] else "did"
+    if not r["actions"]:
+        print("Nothing to clean.")
+    for a in r["actions"]:
+        target = a.get("branch") or a.get("session") or a.get("ref") or ", ".join(a.get("paths", []))
+        print(f"{verb} {a['kind'].replace('_', ' ')}: {target} ({a['reason']})")
+    for k in r["kept"]:
+        print(f"kept {k['branch']}: {k['why_kept']}")
+
+
+# ---- integration -----------------------------------------------------------------------
+
+def print_integration(r: dict[str, Any]) -> None:
+    rec = r.get("integration") or {}
+    if r.get("status") == "integrated":
+        what = "already contained in" if rec.get("noop") else "landed on"
+        print(f"Integrated session {r['name']}: {what} {rec.get('target')} at {str(rec.get('commit'))[:10]} "
+              f"({rec.get('strategy')})")
+        if rec.get("leftover"):
+            print(f"  changes made after integration started were saved to {rec['leftover']}")
+        if rec.get("config_changed"):
+            print(f"  this changed .para/config.json on {rec.get('target')}: commands in it run only once you "
+                  "approve them (`para trust --show`, then `para trust`)")
+        for b in rec.get("backups") or []:
+            print("  {:<12} {}".format(*backup_row(b)))
+    else:
+        print_session(r, f"Session {r['name']}")
+
+
+def print_prediction(r: dict[str, Any]) -> None:
+    if r.get("error"):
+        print(f"would fail: {r['error']}")
+    elif r["clean"]:
+        print(f"{r['session']} would integrate cleanly into {r['target']} ({r['strategy']}, "
+              f"{len(r['commits'])} commit(s){', uncommitted work included' if r['includes_uncommitted'] else ''})")
+        if r.get("diffstat"):
+            print(r["diffstat"])
+    else:
+        print(f"{r['session']} would conflict with {r['target']} in:")
+        for f in r["conflicts"]:
+            print(f"  {f} lines {', '.join(f'{a}-{b}' for a, b in r['hunks'].get(f, []))}")
+
+
+def print_conflicts(r: dict[str, Any]) -> None:
+    if r["clean"]:
+        names = ", ".join(s["session"] for s in r["sessions"])
+        print(f"No conflicts among {len(r['sessions'])} session(s)" + (f": {names}." if names else "."))
+    for s in r["sessions"]:
+        if not s["clean"]:
+            print(f"{s['session']} x {s['target']}: "
+                  + ("unrelated histories: it cannot land there" if s.get("unrelated") else ", ".join(s["files"])))
+    for pair in r["pairs"]:
+        print(f"{pair['a']} x {pair['b']}: {', '.join(pair['files'])}")
+    for pair in r.get("unrelated", []):
+        print(f"{pair['a']} x {pair['b']}: unrelated histories (not compared)")
+
+
+# ---- agents ----------------------------------------------------------------------------
+
+def print_dispatched(r: dict[str, Any]) -> None:
+    if "name" not in r:
+        plan = r["plan"]
+        print(f"Plan {plan['id']}: {len(plan['steps'])} step(s)")
+        for st in plan["steps"]:
+            print(f"  step {st['number']}: " + ", ".join(t["name"] for t in st["tasks"]))
+        print("Later steps start when every earlier task is integrated; watch with `para monitor`.")
+    else:
+        print_session(r, f"Dispatched session {r['name']}")
+
+
+def print_report(r: dict[str, Any]) -> None:
+    rep = r.get("report") or {}
+    todos = f", todos {rep['todos_done']}/{rep['todos_total']}" if rep.get("todos_total") else ""
+    tests = f", tests {rep['tests']}" if rep.get("tests") else ""
+    blocked = f", BLOCKED: {rep['blocked']}" if rep.get("blocked") else ""
+    print(f"Reported for session {r['session']}: {rep.get('task', '')}{tests}{todos}{blocked}")
+
+
+def status_line(s: dict[str, Any]) -> str:
+    rep = s.get("report") or {}
+    agent = s.get("agent") or {}
+    todos = f"{rep['todos_done']}/{rep['todos_total']}" if rep.get("todos_total") else "-"
+    parts = [f"{s['name']:<18}", f"{s['status']:<11}", f"agent {agent.get('state', '-'):<8}",
+             f"tests {rep.get('tests', '-'):<8}", f"todos {todos:<6}"]
+    if rep.get("blocked"):
+        parts.append(f"BLOCKED: {rep['blocked']}")
+    parts.append(rep.get("task") or s.get("task") or "")
+    return " ".join(parts)
+
+
+def print_status(r: dict[str, Any]) -> None:
+    for s in r["sessions"]:
+        print(status_line(s))
+    if not r["sessions"]:
+        print("No sessions.")
+
+
+# ---- config and trust -------------------------------------------------------------------
+
+def print_config(r: dict[str, Any]) -> None:
+    for k, v in r["values"].items():
+        mark = {True: " (approved)", False: " (NOT APPROVED: `para trust`)"}.get(v.get("trusted"), "")
+        mark += "".join(f" (agents.{n} refused: {why})" for n, why in v.get("refused", {}).items())
+        print(f"{k:<22} {json.dumps(v['value']):<12} {v['source']}{mark}")
+
+
+def print_config_value(r: dict[str, Any]) -> None:
+    print(json.dumps(r["value"]))
+
+
+def print_config_set(r: dict[str, Any]) -> None:
+    print(f"{r['key']} = {json.dumps(r['value'])} in {r['path']}")
+
+
+def print_config_paths(r: dict[str, Any]) -> None:
+    for k, v in r["paths"].items():
+        print(f"{k}: {v}")
+
+
+def print_trust(r: dict[str, Any]) -> None:
+    action, file, repo = r["action"], r["file"], r["repo"]
+    if action == "nothing_to_approve":
+        print(f"Nothing to approve: {file} " + ("defines no commands." if r["exists"] else "does not exist."))
+    elif action == "nothing_to_revoke":
+        print(f"Nothing to revoke: no approval is recorded for {repo}.")
+    elif action == "revoked":
+        print(f"Revoked the approval of the commands of {file}; they do not run until approved again.")
+    elif action == "approved":
+        print(f"Approved the commands of {file} for {repo}:")
+    elif r["approved"]:
+        print(f"Approved: the commands of {file}:")
+    elif r["commands"]:
+        print(f"Not approved: the commands of {file} do not run until you approve them with `para trust` "
+              f"in {repo}:")
+    else:
+        print(f"{file} " + ("defines no commands." if r["exists"] else "does not exist."))
+    for c in r["commands"]:
+        print(f"  {c['key']:<28} {shlex.join(c['argv'])}")
+    for c in r["refused"]:
+        print(f"  {c['key']:<28} refused: {c['reason']}; rename it")
+    if r["approved"]:
+        print(f"Recorded as sha256 {r['sha256'][:16]}… in {r['store']}; a change to the file needs approval "
+              "again, `para trust --revoke` withdraws it.")
+    elif r["approval"] and r["commands"]:
+        print(f"(An earlier content, sha256 {str(r['approval'].get('sha256'))[:16]}…, was approved; "
+              "the file changed since.)")
+
+
+# ---- sidecar and MCP setup ------------------------------------------------------------------
+
+def print_sidecar_status(info: dict[str, Any] | None, socket: str) -> None:
+    if info:
+        print(f"sidecar {info['version']} running, pid {info['pid']}, socket {socket}")
+        for r in info["repos"]:
+            print(f"  serving {r}")
+    else:
+        print(f"no sidecar running on {socket}")
+
+
+def print_mcp_init(results: list[dict[str, Any]]) -> None:
+    for r in results:
+        print(f"{r['path']}: para server {r['action']} ({r['entry']['command']} {' '.join(r['entry']['args'])})")
+        if r["tracked"]:
+            print("  note: this file is tracked by git; it now holds this machine's path of para")
+        elif r["excluded"]:
+            print("  kept out of commits through .git/info/exclude")

@@ -1,0 +1,111 @@
+"""The fast path serves exactly what typer would.
+
+`para_rpc/cli/fast.py` answers the commands agents and scripts run in loops (`_FAST`)
+without importing typer. The rule: for every `_FAST` command, a command line it serves
+prints the same stdout and stderr, and exits with the same status, as the same command
+line served by typer (`PARA_NO_FAST=1`).
+
+The check runs one script of command lines in two identical worlds at once (two
+repositories made alike, with commit dates pinned so that commits are the same): the
+fast path in one, typer in the other, each step compared before the next. Paths of the
+two worlds and wall-clock times are the only differences allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from para_rpc.cli import fast
+
+from conftest import commit_file, git, make_repo, rev, run_para
+
+PINNED = "2026-01-01T00:00:00+0000"
+
+
+def work(name: str, files: dict[str, str], message: str | None = None) -> Callable[[Path], None]:
+    """Write files in session `name`'s worktree; commit them when `message` is given."""
+    def do(repo: Path) -> None:
+        wt = repo / ".para" / "worktrees" / name
+        for path, text in files.items():
+            (wt / path).write_text(text)
+        if message:
+            for path, text in files.items():
+                commit_file(wt, path, text, message)
+    return do
+
+
+# (command line, what happens in the repository first); every line must be one the
+# fast path serves, and every `_FAST` command must appear.
+SCRIPT: list[tuple[list[str], Callable[[Path], None] | None]] = [
+    (["list", "--json"], None),
+    (["ls", "-a", "--json"], None),
+    (["start", "alpha", "--json"], None),
+    (["start", "beta", "-b", "main", "--json"], None),
+    (["start", "alpha", "--json"], None),                                   # already exists
+    (["start", "--json", "gamma", "--base", "main"], None),
+    (["show", "alpha", "--json"], work("alpha", {"alpha.txt": "alpha\n"})),
+    (["list", "--all", "--json"], None),
+    (["status", "writing tests", "--session", "alpha", "--tests", "passed", "--todos", "1/2"], None),
+    (["status", "halfway", "-s", "beta", "--blocked", "a review", "--json"], None),
+    (["status", "nobody", "-s", "nope"], None),                             # no such session
+    (["integrate", "land alpha", "--session", "alpha", "--strategy", "squash"],
+     work("alpha", {"README.md": "# alpha was here\n"}, "alpha edits the readme")),
+    (["integrate", "land beta", "-s", "beta", "--json"],
+     work("beta", {"README.md": "# beta was here\n"}, "beta edits the readme")),  # conflicts
+    (["continue", "beta"], None),                                           # still conflicted
+    (["continue", "beta", "--json"], work("beta", {"README.md": "# alpha and beta were here\n"})),
+    (["integrate", "x", "--target", "nope", "-s", "gamma"], None),         # no such target
+    (["cancel", "gamma", "--json"], work("gamma", {"draft.txt": "unsaved\n"})),
+    (["start", "delta", "--json"], None),
+    (["cancel", "delta", "--discard", "--force", "--json"], work("delta", {"scratch.txt": "x\n"})),
+    (["show", "nope", "--json"], None),
+    (["cancel", "nope", "--json"], None),
+    (["continue", "nope", "--force"], None),
+    (["ls", "--json"], None),
+]
+
+
+def test_the_script_covers_every_fast_command_and_only_fast_lines():
+    assert {argv[0] for argv, _ in SCRIPT} == set(fast._FAST)
+    assert [argv for argv, _ in SCRIPT if fast.plan(argv) is None] == []
+
+
+_EPOCH = re.compile(r"\b1[6-9]\d{8}(\.\d+)?\b")
+_STAMP = re.compile(r"\b\d{8}-\d{6}\b")
+
+
+def normalized(text: str, repo: Path) -> str:
+    """What may differ between the two worlds: their paths, and the clock."""
+    return _STAMP.sub("<stamp>", _EPOCH.sub("<time>", text.replace(str(repo), "<repo>")))
+
+
+@pytest.fixture
+def worlds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Two repositories made alike, with commit dates pinned (for the sidecar too: the first
+    `para` call starts it with this environment)."""
+    monkeypatch.setenv("GIT_AUTHOR_DATE", PINNED)
+    monkeypatch.setenv("GIT_COMMITTER_DATE", PINNED)
+    return {"fast": make_repo(tmp_path / "fast" / "repo"), "typer": make_repo(tmp_path / "typer" / "repo")}
+
+
+def test_fast_path_and_typer_print_the_same(worlds: dict[str, Path]) -> None:
+    for argv, prepare in SCRIPT:
+        seen = {}
+        for world, repo in worlds.items():
+            if prepare is not None:
+                prepare(repo)
+            proc = run_para(*argv, cwd=repo, check=False, env={"PARA_NO_FAST": "1" if world == "typer" else None})
+            seen[world] = (proc.returncode, normalized(proc.stdout, repo), normalized(proc.stderr, repo))
+        assert seen["fast"] == seen["typer"], f"para {' '.join(argv)}"
+    # the script did what it says, in both worlds alike
+    for repo in worlds.values():
+        sessions = json.loads(run_para("list", "--all", "--json", cwd=repo).stdout)["sessions"]
+        assert {s["name"]: s["status"] for s in sessions} == \
+            {"alpha": "integrated", "beta": "integrated", "gamma": "cancelled", "delta": "cancelled"}
+        assert git("show", "main:README.md", cwd=repo) == "# alpha and beta were here"
+    assert rev(worlds["fast"], "main") == rev(worlds["typer"], "main")

@@ -1,0 +1,161 @@
+"""The import layers of docs/architecture.md: dependencies point down only.
+
+front ends -> client -> (vocabulary); server -> service -> engines -> execution -> vocabulary.
+A module imports from its own layer or a lower one, never upward, and the client side
+(front ends, agent side, client) never reaches into the server side (transports, service,
+engines, execution): what it shares with the sidecar is the vocabulary. Every import
+counts, also one inside a function. A new module must be given its layer here.
+
+And the process-level half: the CLI's fast paths (`para list --json`, `para mcp`,
+`para lsp`) load none of pygls, lsprotocol, mcp or typer; importing the CLI does nothing
+but import it; `para sidecar run` execs the server instead of loading it into the CLI.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import para_rpc
+from para_rpc.client import Connection
+from para_rpc.errors import Code
+
+from conftest import PARA_ARGV, PYTHON, Sidecar, cli_env, pid_alive, run_para, sidecar_pids, wait_until
+
+PACKAGE = Path(para_rpc.__file__).parent
+LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a module or package of para_rpc
+    ("tools", {"gen"}),
+    ("front ends", {"cli", "monitor", "bridge", "mcp_init", "tour", "demo", "__main__"}),
+    ("agent side", {"agent_runner", "scripted_agent"}),
+    ("client", {"client"}),
+    ("transports", {"server"}),
+    ("service", {"service"}),
+    ("engines", {"integrate", "agents", "trust"}),
+    ("execution", {"git", "store"}),
+    ("vocabulary", {"model", "params", "results", "errors", "names", "config", "runtime", "__init__"}),
+]
+RANK = {name: rank for rank, (_, names) in enumerate(LAYERS) for name in names}
+LAYER = {name: layer for layer, names in LAYERS for name in names}
+CLIENT_SIDE = {"front ends", "agent side", "client"}
+SERVER_SIDE = {"transports", "service", "engines", "execution"}
+
+
+def top(path: Path) -> str:
+    """The layer key of a source file: `cli` for cli/app.py, `git` for git.py."""
+    return path.relative_to(PACKAGE).with_suffix("").parts[0]
+
+
+def imported(path: Path) -> set[str]:
+    """The layer keys of the para_rpc modules `path` imports (anywhere in the file)."""
+    module = ["para_rpc", *path.relative_to(PACKAGE).with_suffix("").parts]
+    if module[-1] == "__init__":
+        module.pop()
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name.split(".") for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = (module[:len(module) - node.level + (path.name == "__init__.py")] if node.level else [])
+            base += node.module.split(".") if node.module else []
+            names = [base + [a.name] for a in node.names] if base == ["para_rpc"] else [base]
+        else:
+            continue
+        for parts in names:
+            if parts[0] == "para_rpc":
+                sub = parts[1] if len(parts) > 1 else "__init__"
+                is_module = (PACKAGE / sub).is_dir() or (PACKAGE / f"{sub}.py").is_file()
+                found.add(sub if is_module else "__init__")
+    return found
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+def test_every_module_has_a_layer():
+    assert sorted({top(p) for p in SOURCES} - set(RANK)) == []
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_down_only(path: Path):
+    mine = top(path)
+    wrong = sorted(f"{dep} ({LAYER[dep]})" for dep in imported(path) if dep in RANK and dep != mine
+                   and (RANK[dep] < RANK[mine] or (LAYER[mine] in CLIENT_SIDE and LAYER[dep] in SERVER_SIDE)))
+    assert wrong == [], f"{path.relative_to(PACKAGE)} ({LAYER[mine]}) imports upward or across: {wrong}"
+
+
+# ---- processes ---------------------------------------------------------------------------------
+
+HEAVY = ("pygls", "lsprotocol", "mcp", "typer", "click", "pydantic")
+
+
+def loaded_packages(stderr: str) -> set[str]:
+    """The top-level packages a `python -X importtime` run imported (its stderr)."""
+    return {line.rsplit("|", 1)[1].strip().split(".")[0]
+            for line in stderr.splitlines() if line.startswith("import time:") and "|" in line}
+
+
+@pytest.mark.parametrize("argv", [["list", "--json"], ["show", "nope", "--json"], ["mcp"], ["lsp"]],
+                         ids=" ".join)
+def test_fast_paths_load_no_heavy_library(sidecar: Sidecar, repo: Path, argv: list[str]):
+    proc = subprocess.run([*PARA_ARGV, *argv], cwd=repo, input=b"", capture_output=True, timeout=60,
+                          env=cli_env({"PYTHONPROFILEIMPORTTIME": "1"}))
+    assert proc.returncode in (0, Code.not_found.exit), proc.stderr.decode()[-2000:]
+    loaded = loaded_packages(proc.stderr.decode())
+    assert "para_rpc" in loaded and "socket" in loaded
+    assert sorted(loaded & set(HEAVY)) == []
+
+
+def test_para_no_fast_hands_everything_to_typer(sidecar: Sidecar, repo: Path):
+    """(so the differential test of test_cli_fast.py compares two different paths)"""
+    proc = subprocess.run([*PARA_ARGV, "list", "--json"], cwd=repo, capture_output=True, timeout=60,
+                          env=cli_env({"PYTHONPROFILEIMPORTTIME": "1", "PARA_NO_FAST": "1"}))
+    assert proc.returncode == 0 and json.loads(proc.stdout)["sessions"] == []
+    assert "typer" in loaded_packages(proc.stderr.decode())
+
+
+IMPORT_ALL = """
+import sys
+sys.argv = [{para!r}, "list", "--json"]  # what `para list --json` would see
+import para_rpc.cli, para_rpc.cli.fast, para_rpc.cli.render, para_rpc.cli.app, para_rpc.bridge
+print("imported", sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r} or m.startswith(
+    ("para_rpc.server", "para_rpc.service"))))
+"""
+
+
+def test_importing_the_cli_does_nothing_but_import(repo: Path, runtime_dir: Path):
+    """No command runs (no request, no sidecar started) and no server code loads, however
+    sys.argv looks; typer comes with app.py only."""
+    code = IMPORT_ALL.format(para=str(PARA_ARGV[0]), heavy=("pygls", "lsprotocol", "mcp"))
+    proc = subprocess.run([PYTHON, "-c", code], cwd=repo, capture_output=True, text=True, timeout=60,
+                          env=cli_env(), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "imported []\n", proc.stdout
+    assert sidecar_pids(runtime_dir) == []
+
+
+def test_sidecar_run_execs_the_server_module(repo: Path, runtime_dir: Path):
+    """`para sidecar run` becomes `python -m para_rpc.server.sidecar` (same pid): the server
+    is never loaded into the CLI process."""
+    proc = subprocess.Popen([*PARA_ARGV, "sidecar", "run", "--idle-timeout", "0"], cwd=repo, env=cli_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def hello():
+            try:
+                with Connection.open(runtime_dir / "sidecar.sock", timeout=10) as conn:
+                    return conn.request("para/hello", {})
+            except OSError:
+                assert proc.poll() is None, f"para sidecar run exited {proc.returncode}"
+                return None
+        assert wait_until(hello, what="the foreground sidecar")["pid"] == proc.pid
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:4] == [b"-m", b"para_rpc.server.sidecar", b"--idle-timeout"], cmdline
+        run_para("sidecar", "stop", cwd=repo)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if pid_alive(proc.pid):
+            proc.kill()
+        proc.wait()
