@@ -187,6 +187,25 @@ async def update_ref(cwd: str | Path, ref: str, new: str, old: str | None = None
                         moved=current is not None and current != old, current=current)
 
 
+async def create_ref(cwd: str | Path, ref: str, new: str, message: str = "para") -> str:
+    """Create `ref` at `new` without ever moving an existing ref (`update-ref <ref> <new> ""`):
+    a name an earlier backup already holds gets `-2`, `-3`, ... appended. The same commit
+    already under that name counts as written (a repair running a step again). Returns the
+    ref that holds `new`."""
+    name, n = ref, 2
+    while True:
+        res = await run(cwd, "update-ref", "-m", message, name, new, "", check=False)
+        if res.rc == 0:
+            return name
+        current = (await run(cwd, "rev-parse", "--verify", "--quiet", name, check=False)).out.strip()
+        if current == new:
+            return name
+        if not current:  # refused for another reason (a hook, a lock, a name clash)
+            raise ParaError(Code.git_failed, f"git update-ref failed: {res.err.strip() or res.out.strip()}",
+                            argv=["git", "update-ref", name, new, ""], stderr=res.err.strip())
+        name, n = f"{ref}-{n}", n + 1
+
+
 async def delete_ref(cwd: str | Path, ref: str) -> None:
     await run(cwd, "update-ref", "-d", ref)
 
