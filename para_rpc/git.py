@@ -189,21 +189,28 @@ async def update_ref(cwd: str | Path, ref: str, new: str, old: str | None = None
 
 async def create_ref(cwd: str | Path, ref: str, new: str, message: str = "para") -> str:
     """Create `ref` at `new` without ever moving an existing ref (`update-ref <ref> <new> ""`):
-    a name an earlier backup already holds gets `-2`, `-3`, ... appended. The same commit
-    already under that name counts as written (a repair running a step again). Returns the
-    ref that holds `new`."""
+    a name an earlier backup already holds gets `-2`, `-3`, ... appended. A commit with the
+    same tree and parents already under that name counts as written (a repair that makes
+    the same snapshot again saves nothing twice). Returns the ref that holds it."""
     name, n = ref, 2
     while True:
         res = await run(cwd, "update-ref", "-m", message, name, new, "", check=False)
         if res.rc == 0:
             return name
         current = (await run(cwd, "rev-parse", "--verify", "--quiet", name, check=False)).out.strip()
-        if current == new:
+        if current == new or (current and await _same_content(cwd, current, new)):
             return name
         if not current:  # refused for another reason (a hook, a lock, a name clash)
             raise ParaError(Code.git_failed, f"git update-ref failed: {res.err.strip() or res.out.strip()}",
                             argv=["git", "update-ref", name, new, ""], stderr=res.err.strip())
         name, n = f"{ref}-{n}", n + 1
+
+
+async def _same_content(cwd: str | Path, a: str, b: str) -> bool:
+    """Whether two commits have the same tree and the same parents (a snapshot made again)."""
+    res = await run(cwd, "show", "-s", "--format=%T %P", a, b, check=False)
+    lines = res.out.splitlines()
+    return res.rc == 0 and len(lines) == 2 and lines[0] == lines[1]
 
 
 async def delete_ref(cwd: str | Path, ref: str) -> None:
@@ -542,18 +549,28 @@ async def _embedded(wt: str | Path, rel: str, submodule: bool, depth: int = 0) -
 
 async def save_embedded(wt: str | Path, e: Embedded, into: str, prefix: str, message: str) -> dict[str, str]:
     """Copy `e`'s HEAD, branches and stash, and a snapshot of its uncommitted files, into the
-    repository `into` as refs under `prefix` (a prefix no ref uses yet: the caller picks it),
+    repository `into` as refs under `prefix` (created, never overwritten: see create_ref),
     and likewise each repository inside it that holds something, under
     `<prefix>/sub/<its path>`. Returns {ref: commit}."""
     path = os.path.join(wt, e.path)
-    saved = {f"{prefix}/{name[len('refs/'):]}": sha for name, sha in e.refs.items()}
+    wanted = {f"{prefix}/{name[len('refs/'):]}": sha for name, sha in e.refs.items()}
     if e.head:
-        saved[f"{prefix}/HEAD"] = e.head
+        wanted[f"{prefix}/HEAD"] = e.head
     if e.dirty:
-        saved[f"{prefix}/wip"] = await snapshot(path, message, exclude=[i.path for i in e.inner if not i.submodule])
-    if saved:
+        wanted[f"{prefix}/wip"] = await snapshot(path, message, exclude=[i.path for i in e.inner if not i.submodule])
+    saved: dict[str, str] = {}
+    if wanted:
+        # The objects travel under scratch refs; the backup refs are then created in `into`.
+        scratch = f"refs/para/incoming/{os.getpid()}-{id(e)}"
+        shas = sorted(set(wanted.values()))
         await run(path, "-c", "protocol.file.allow=always", "push", "--quiet", "--no-verify", into,
-                  *(f"{sha}:{ref}" for ref, sha in saved.items()))
+                  *(f"+{sha}:{scratch}/{n}" for n, sha in enumerate(shas)))
+        try:
+            for ref, sha in wanted.items():
+                saved[await create_ref(into, ref, sha)] = sha
+        finally:
+            for n in range(len(shas)):
+                await run(into, "update-ref", "-d", f"{scratch}/{n}", check=False)
     for i in e.inner:
         if i.at_risk:
             saved.update(await save_embedded(path, i, into, f"{prefix}/sub/{ref_safe(i.path)}", message))

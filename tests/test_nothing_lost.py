@@ -116,3 +116,20 @@ def test_a_backup_never_overwrites_an_earlier_backup_of_the_same_name(sidecar, p
     now = refs(repo, "refs/para/backup/bk/")
     assert all(now[r] == seed for r in seeded), "an earlier backup was overwritten"
     assert len(set(kept)) == 2 and all(show(repo, f"{r}:draft.txt") == f"draft {n}\n" for n, r in enumerate(kept, 1))
+
+
+def test_a_saved_nested_repository_never_overwrites_an_earlier_one(sidecar, para, para_json, repo):
+    """The same for the refs a nested repository is saved under (they used to be pushed with
+    `+`, replacing whatever an earlier cancel of the same name in the same second saved)."""
+    seed = rev(repo, "main")
+    seeded = {f"refs/para/backup/bn/{st}/sub/inner/{leaf}" for st in _stamps(time.time())
+              for leaf in ("HEAD", "heads/master")}
+    for ref in seeded:
+        git("update-ref", ref, seed, cwd=repo)
+    para("start", "bn")
+    inner_head = rev(nested_repo(wt(repo, "bn"), "inner"), "HEAD")
+    (saved,) = [b for b in para_json("cancel", "bn")["backups"] if b["what"] == "nested"]
+    now = refs(repo, "refs/para/backup/bn/")
+    assert all(now[r] == seed for r in seeded), "an earlier backup was overwritten"
+    assert saved["refs"] and set(saved["refs"]).isdisjoint(seeded)
+    assert all(now[r] == inner_head for r in saved["refs"]) and len(saved["refs"]) == 2

@@ -542,11 +542,6 @@ class ServiceCore:
         Existing backups are never overwritten (a name taken gets a `-2`). Returns what went
         where; an entry without refs is a repository that had nothing to save."""
         backups: list[dict[str, Any]] = []
-        # Backups are never overwritten: an earlier save under the same stamp (a repair running
-        # this again, a second cancel within the second) keeps its refs, this one gets its own.
-        base, n = f"refs/para/backup/{s.name}/{stamp}", 2
-        while f.embedded and await git.refs(repo.root, base + "/"):
-            base, n = f"refs/para/backup/{s.name}/{stamp}-{n}", n + 1
         if f.branch != s.branch:
             commit = f.head
             if f.status:
@@ -559,7 +554,7 @@ class ServiceCore:
             kind = "submodule" if e.submodule else "nested"
             refs: dict[str, str] = {}
             if e.at_risk:
-                prefix = f"{base}/sub/{git.ref_safe(e.path)}"
+                prefix = f"refs/para/backup/{s.name}/{stamp}/sub/{git.ref_safe(e.path)}"
                 refs = await git.save_embedded(s.worktree, e, repo.common_dir, prefix,
                                                f"para: uncommitted work in {e.path} of session {s.name}")
             elif e.submodule:
