@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PARA_SCRIPT, Sidecar, commit_file, git, run_para
+from conftest import PARA_SCRIPT, Sidecar, git, run_para, sidecar_pids
 from nvim_util import CACHE_ROOT, run_lua
 
 PLUGIN = Path(__file__).resolve().parent.parent / "editors" / "nvim"
@@ -156,3 +156,16 @@ def test_a_conflict_reaches_the_quickfix_list_and_abort_restores_the_session(sid
     assert detail["status"] == "active" and detail["head"] == seen["aborted"]["restored"]
     assert (Path(worktree) / "shared.txt").read_text() == "session side\n"
     assert git("show", "main:shared.txt", cwd=repo) == "main side"
+
+
+def test_the_plugin_reconnects_when_the_sidecar_goes_away(sidecar: Sidecar, repo: Path, runtime_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """`para sidecar stop` under an open sessions buffer: `para lsp` exits, the plugin says so,
+    starts it again (a new sidecar comes up), subscribes again, and live updates go on."""
+    seen = run_script("reconnect", repo, tmp_path)
+    assert seen["first_pid"] == sidecar.pid and seen["second_pid"] != sidecar.pid
+    assert sidecar_pids(runtime_dir) == [seen["second_pid"]]
+    assert any("reconnecting" in m["m"] for m in seen["notified"]), seen["notified"]
+    assert any(line.split()[:2] == ["rc-two", "active"] for line in seen["buffer"]), seen["buffer"]
+    assert [s["name"] for s in json.loads(run_para("list", "--json", cwd=repo).stdout)["sessions"]] == \
+        ["rc-one", "rc-two"]

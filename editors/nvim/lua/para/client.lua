@@ -107,7 +107,8 @@ function Connection:ensure(cb)
   self.state = "connecting"
   self.stopping = false
   local conn = self
-  local ok, rpc = pcall(vim.lsp.rpc.start, self.cfg.cmd, {
+  local rpc -- declared first: on_exit compares against it
+  local ok, started = pcall(vim.lsp.rpc.start, self.cfg.cmd, {
     notification = function(method, params)
       conn.handlers.notification(method, params)
     end,
@@ -117,6 +118,7 @@ function Connection:ensure(cb)
     on_exit = function(code, signal)
       -- a libuv callback: leave the fast context before touching state and UI
       vim.schedule(function()
+        -- an older connection's exit must not close the one that replaced it
         if conn.rpc == nil or conn.rpc == rpc then
           conn:_exited(code, signal)
         end
@@ -127,10 +129,11 @@ function Connection:ensure(cb)
     return self:_fail(
       M.error(
         "sidecar_unavailable",
-        string.format("cannot start %s: %s", table.concat(self.cfg.cmd, " "), tostring(rpc))
+        string.format("cannot start %s: %s", table.concat(self.cfg.cmd, " "), tostring(started))
       )
     )
   end
+  rpc = started
   self.rpc = rpc
   self:_raw(P.methods.hello, { client = "para.nvim", protocol = P.VERSION }, function(err, hello)
     if err then
