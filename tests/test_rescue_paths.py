@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import branches, git, rev, worktree_paths
+from conftest import branches, commit_file, git, rev, worktree_paths
 
 pytest.register_assert_rewrite("integrate_util")
 from integrate_util import (Api, BASE_FILES, BlockingCheck, api, assert_checkout_clean_at,  # noqa: E402,F401
                             assert_landed_cleanly, changed_files, cli_json, edit_line, error_of, events,
-                            in_progress, last_event, launch, outcome, parents, porcelain, start, world, write)
+                            in_progress, last_event, launch, outcome, parents, porcelain, run_cli, start, world,
+                            write)
 
 SHARED_SIDECAR = True  # one sidecar for the module (conftest.py), as one user's serves all repos
 
@@ -216,10 +217,16 @@ def test_continue_and_abort_when_the_worktree_of_a_paused_integration_is_gone(ap
 DAY = 86400
 
 
+def _stamp(seconds_ago: int) -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() - seconds_ago))
+
+
 def test_clean_deletes_only_backups_older_than_backup_days(api: Api) -> None:
-    """`clean.backup_days` (default 30): `para clean` deletes refs/para/backup/* whose commit is
-    older than that, keeps younger ones, and `--dry-run` only lists them. A backup's age is its
-    commit's committer date."""
+    """`clean.backup_days` (default 30): `para clean` deletes refs/para/backup/* made longer ago
+    than that, keeps younger ones, and `--dry-run` only lists them. A backup's age is when para
+    made it (the UTC stamp in its name), never its commit's date: work committed 40 days ago and
+    saved today is kept (S2 item 3: it used to be deleted the day it was saved). A ref without a
+    stamp is kept and listed with the reason."""
     repo = api.repo
     wt = start(api, "old", uncommitted={"old.txt": "old\n"})
     forty_days_ago = f"@{int(time.time()) - 40 * DAY} +0000"
@@ -230,24 +237,53 @@ def test_clean_deletes_only_backups_older_than_backup_days(api: Api) -> None:
         cli_json("integrate", f"{name} lands", "--session", name, cwd=repo)
     (old_ref, old_sha), = backups(repo, "old").items()
     (new_ref, new_sha), = backups(repo, "new").items()
+    # A backup made 40 days ago (of a commit made today), and one whose name has no stamp.
+    expired_ref = f"refs/para/backup/gone/{_stamp(40 * DAY)}-discarded"
+    git("update-ref", expired_ref, new_sha, cwd=repo)
+    git("update-ref", "refs/para/backup/by-hand", new_sha, cwd=repo)
     before = world(repo)
 
     dry = cli_json("clean", "--dry-run", cwd=repo)
     expired = [a for a in dry["actions"] if a["kind"] == "delete_backup"]
-    assert expired == [{"kind": "delete_backup", "ref": old_ref, "commit": old_sha,
+    assert expired == [{"kind": "delete_backup", "ref": expired_ref, "commit": new_sha,
                         "reason": "backup older than 30 days"}]
+    assert [k["ref"] for k in dry["kept"] if k["kind"] == "delete_backup"] == ["refs/para/backup/by-hand"]
+    human = run_cli("clean", "--dry-run", cwd=repo)
+    assert human.returncode == 0 and "Traceback" not in human.stderr, human.stderr
+    assert f"would delete backup: {expired_ref}" in human.stdout
+    assert "kept refs/para/backup/by-hand: its age is unknown" in human.stdout, human.stdout
     assert world(repo) == before
 
     seen = last_event(api)
     done = cli_json("clean", cwd=repo)
     assert [a for a in done["actions"] if a["kind"] == "delete_backup"] == expired
-    assert backups(repo, "old") == {} and backups(repo, "new") == {new_ref: new_sha}
+    assert rev(repo, expired_ref) is None
+    assert backups(repo, "old") == {old_ref: old_sha} and backups(repo, "new") == {new_ref: new_sha}
+    assert rev(repo, "refs/para/backup/by-hand") == new_sha
     assert [e["data"] for e in events(api, seen, "cleaned")] == [{"actions": len(done["actions"])}]
 
-    # With clean.backup_days = 0 every backup is expired.
+    # With clean.backup_days = 0 every dated backup is expired.
     cli_json("clean", cwd=repo, env={"PARA_CLEAN_BACKUP_DAYS": "0"})
-    assert backups(repo, "new") == {}
+    assert backups(repo, "new") == {} and backups(repo, "old") == {}
+    assert rev(repo, "refs/para/backup/by-hand") == new_sha
     assert_checkout_clean_at(repo, "main")
+
+
+def test_clean_ages_an_archive_by_when_it_was_cancelled(api: Api) -> None:
+    """An integrated session's work cancelled today lives on as an archive for
+    `clean.archive_days`, however old its commits; an archive named 40 days ago goes."""
+    repo = api.repo
+    wt = start(api, "arc", uncommitted={"arc.txt": "arc\n"})
+    git("add", "-A", cwd=wt)
+    git("commit", "-q", "-m", "old work", cwd=wt, env={"GIT_COMMITTER_DATE": f"@{int(time.time()) - 40 * DAY} +0000"})
+    tip = rev(wt, "HEAD")
+    commit_file(repo, "arc.txt", "arc\n", "the same work on main")  # integrated by content
+    archive = cli_json("cancel", "arc", cwd=repo)["archived_branch"]
+    old_archive = f"para/archived/{_stamp(40 * DAY)}/arc"
+    git("branch", old_archive, tip, cwd=repo)
+    deleted = [a["branch"] for a in cli_json("clean", cwd=repo)["actions"] if a["kind"] == "delete_branch"]
+    assert deleted == [old_archive]
+    assert archive in branches(repo) and old_archive not in branches(repo)
 
 
 # ---- names already taken, branches moved behind para's back ----------------------------------

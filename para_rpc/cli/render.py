@@ -146,7 +146,7 @@ def print_clean(r: dict[str, Any]) -> None:
         target = a.get("branch") or a.get("session") or a.get("ref") or ", ".join(a.get("paths", []))
         print(f"{verb} {a['kind'].replace('_', ' ')}: {target} ({a['reason']})")
     for k in r["kept"]:
-        print(f"kept {k['branch']}: {k['why_kept']}")
+        print(f"kept {k.get('branch') or k.get('ref')}: {k['why_kept']}")
 
 
 # ---- integration -----------------------------------------------------------------------

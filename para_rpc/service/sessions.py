@@ -7,7 +7,9 @@ it after the last; its `_do_*` half is written to be safe to run again (see repa
 from __future__ import annotations
 
 import asyncio
+import calendar
 import os
+import re
 import shutil
 import time
 from typing import Any
@@ -20,6 +22,22 @@ from para_rpc.params import (CancelParams, CleanParams, FinishParams, IntegrateP
                              SessionParams, StartParams)
 from para_rpc.service.core import (WIP_MESSAGE, Repo, ServiceCore, WorktreeFacts, _check_message,
                                    _utc_stamp)
+
+
+# `<UTC stamp>` as `_utc_stamp` writes it into archive and backup ref names.
+_STAMP = re.compile(r"/(\d{8}-\d{6})(?=[-/]|$)")
+
+
+def _made_at(ref: str) -> float | None:
+    """When para made an archive or backup ref, from the stamp in its name (the commit's
+    own date says when the work was done, not when it was saved); None without one."""
+    m = _STAMP.search(ref)
+    if m is None:
+        return None
+    try:
+        return calendar.timegm(time.strptime(m.group(1), "%Y%m%d-%H%M%S"))
+    except ValueError:
+        return None
 
 
 class Sessions(ServiceCore):
@@ -529,7 +547,7 @@ class Sessions(ServiceCore):
                     entry = await self._clean_checked_out(repo, prefix, branch, sha, checked_out[branch], base_tip)
                     (actions if entry["kind"] == "adopt_session" else kept).append(entry)
                     continue
-                if archived and ts > cutoff:
+                if archived and (_made_at(ref) or ts) > cutoff:
                     continue
                 integrated = base_tip is not None and await git.is_integrated(repo.root, sha, base_tip)
                 entry = {"kind": "delete_branch", "branch": branch, "commit": sha,
@@ -540,10 +558,16 @@ class Sessions(ServiceCore):
                 else:
                     kept.append({**entry, "why_kept": "holds commits not in the base branch (use --force)"})
             backup_cutoff = time.time() - cfg["clean.backup_days"] * 86400
-            for ref, (sha, ts) in (await git.refs(repo.root, "refs/para/backup/")).items():
-                if ts < backup_cutoff:
-                    actions.append({"kind": "delete_backup", "ref": ref, "commit": sha,
-                                    "reason": "backup older than %d days" % cfg["clean.backup_days"]})
+            for ref, (sha, _) in (await git.refs(repo.root, "refs/para/backup/")).items():
+                made = _made_at(ref)
+                entry = {"kind": "delete_backup", "ref": ref, "commit": sha,
+                         "reason": "backup older than %d days" % cfg["clean.backup_days"]}
+                if made is None:
+                    kept.append({**entry, "reason": "a backup ref without a stamp in its name",
+                                 "why_kept": "its age is unknown (para names its backups with the UTC time "
+                                 "they were made); delete it by hand (`git update-ref -d REF`) if it is not needed"})
+                elif made < backup_cutoff:
+                    actions.append(entry)
             if not p.dry_run:
                 await self._apply_clean(repo, actions, live, cfg)
         if actions and not p.dry_run:
