@@ -19,25 +19,39 @@ import msgspec
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
 
+# Sizes are bounded the same way: a hostile size (a 10 MB commit message, 100 000 task
+# files, a megabyte of name) is refused as invalid params before anything is stored, run
+# or written to git. The bounds are far above any real use; names get their real limits
+# from names.py.
+MAX_NAME = 1024              # session, branch, agent, client names
+MAX_PATH = 4096              # PATH_MAX
+MAX_TEXT = 1 << 20           # commit messages, report fields, config values (1 Mi characters)
+MAX_PROMPT = 4 << 20         # a task given inline
+MAX_ITEMS = 1000             # task files in one plan, sessions waited on, env entries
+Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
+PathStr = Annotated[str, msgspec.Meta(max_length=MAX_PATH)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
+Env = Annotated[dict[Name, Text], msgspec.Meta(max_length=MAX_ITEMS)]
+
 
 class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
 class RepoParams(Base, kw_only=True):
-    cwd: str
-    env: dict[str, str] = {}
+    cwd: PathStr
+    env: Env = {}
 
 
 class HelloParams(Base, kw_only=True):
-    client: str = "unknown"
-    version: str | None = None
+    client: Name = "unknown"
+    version: Name | None = None
     protocol: int | None = None
 
 
 class StartParams(RepoParams, kw_only=True):
-    name: str | None = None
-    base: str | None = None
+    name: Name | None = None
+    base: Name | None = None
 
 
 class ListParams(RepoParams, kw_only=True):
@@ -46,20 +60,20 @@ class ListParams(RepoParams, kw_only=True):
 
 class SessionParams(RepoParams, kw_only=True):
     """For methods acting on one session: `session` names it, else it is found from `cwd`."""
-    session: str | None = None
+    session: Name | None = None
 
 
 class FinishParams(SessionParams, kw_only=True):
-    message: str
-    branch: str | None = None
+    message: Text
+    branch: Name | None = None
     squash: bool | None = None
     integrate: bool = False
 
 
 class IntegrateParams(SessionParams, kw_only=True):
-    message: str | None = None
+    message: Text | None = None
     strategy: Literal["squash", "merge", "rebase", "ff"] | None = None
-    target: str | None = None
+    target: Name | None = None
     dry_run: bool = False
 
 
@@ -68,27 +82,27 @@ class ContinueParams(SessionParams, kw_only=True):
 
 
 class ConflictsParams(RepoParams, kw_only=True):
-    target: str | None = None
+    target: Name | None = None
 
 
 class DispatchParams(RepoParams, kw_only=True):
     """One task (`prompt` or `file`), or a plan (`file` naming a directory, or `files`)."""
-    name: str | None = None
-    prompt: str | None = None
-    file: str | None = None
-    files: list[str] = []
-    agent: str | None = None
+    name: Name | None = None
+    prompt: Annotated[str, msgspec.Meta(max_length=MAX_PROMPT)] | None = None
+    file: PathStr | None = None
+    files: Annotated[list[PathStr], msgspec.Meta(max_length=MAX_ITEMS)] = []
+    agent: Name | None = None
     mode: Literal["auto", "headless", "tmux", "editor"] | None = None
     skip_permissions: bool = False
-    base: str | None = None
+    base: Name | None = None
     in_tmux: bool = False
 
 
 class ReportParams(SessionParams, kw_only=True):
-    task: str
+    task: Text
     tests: Literal["passed", "failed", "unknown"] | None = None
-    todos: str | None = None
-    blocked: str | None = None
+    todos: Text | None = None
+    blocked: Text | None = None
 
 
 class StatusParams(SessionParams, kw_only=True):
@@ -96,7 +110,7 @@ class StatusParams(SessionParams, kw_only=True):
 
 
 class WaitParams(RepoParams, kw_only=True):
-    sessions: list[str] = []
+    sessions: Annotated[list[Name], msgspec.Meta(max_length=MAX_ITEMS)] = []
     timeout: Seconds = 60.0
 
 
@@ -116,11 +130,11 @@ class CleanParams(RepoParams, kw_only=True):
 
 
 class ConfigParams(Base, kw_only=True):
-    cwd: str | None = None
-    env: dict[str, str] = {}
+    cwd: PathStr | None = None
+    env: Env = {}
     action: Literal["show", "get", "set", "path"] = "show"
-    key: str | None = None
-    value: str | None = None
+    key: Name | None = None
+    value: Text | None = None
     scope: Literal["user", "project"] = "user"
 
 
@@ -128,7 +142,7 @@ class TrustParams(RepoParams, kw_only=True):
     """`show` changes nothing; `approve` (a human's decision) records the project file's
     current content, only if its SHA-256 is `sha256` when given; `revoke` forgets it."""
     action: Literal["show", "approve", "revoke"] = "show"
-    sha256: str | None = None
+    sha256: Name | None = None
 
 
 class EventsParams(RepoParams, kw_only=True):

@@ -133,3 +133,49 @@ def test_a_saved_nested_repository_never_overwrites_an_earlier_one(sidecar, para
     assert all(now[r] == seed for r in seeded), "an earlier backup was overwritten"
     assert saved["refs"] and set(saved["refs"]).isdisjoint(seeded)
     assert all(now[r] == inner_head for r in saved["refs"]) and len(saved["refs"]) == 2
+
+
+# ---- hostile sizes (item 6) ----------------------------------------------------------------
+
+def _world(repo: Path) -> dict:
+    from conftest import git_state
+    return {**git_state(repo), "sessions": sessions(repo), "plans": git("for-each-ref", cwd=repo)}
+
+
+@pytest.mark.parametrize("method, params, field", [
+    ("para/finish", {"session": "hs", "message": "m" * (10 << 20)}, "message"),
+    ("para/integrate", {"session": "hs", "message": "m" * (10 << 20)}, "message"),
+    ("para/start", {"name": "n" * (1 << 20)}, "name"),
+    ("para/dispatch", {"files": [f"TASK_{n}_t.md" for n in range(100_000)], "agent": "scripted"}, "files"),
+    ("para/dispatch", {"prompt": "p" * (10 << 20), "agent": "scripted"}, "prompt"),
+    ("para/report", {"session": "hs", "task": "t" * (10 << 20)}, "task"),
+    ("para/show", {"session": "s" * (1 << 20)}, "session"),
+    ("para/list", {"env": {f"PARA_X{n}": "1" for n in range(100_000)}}, "env"),
+], ids=["finish-10MB-message", "integrate-10MB-message", "start-1M-name", "dispatch-100k-tasks",
+        "dispatch-10MB-prompt", "report-10MB-task", "show-1M-session", "list-100k-env"])
+def test_hostile_sizes_are_invalid_params_and_change_nothing(sidecar, para, rpc, repo, method, params, field):
+    """A 10 MB commit message used to be committed and landed (and stored in the session and
+    its events), 100 000 task files were each looked up, a megabyte of name reached git and
+    the store. Now each is `-32602` naming the field, and nothing changed."""
+    from conftest import raw_request
+    para("start", "hs")
+    (wt(repo, "hs") / "work.txt").write_text("work\n")
+    before = _world(repo)
+    answer = raw_request(rpc, method, {"cwd": str(repo), **params})
+    assert answer.get("error", {}).get("code") == -32602, str(answer)[:500]
+    assert field in answer["error"]["message"] and len(answer["error"]["message"]) < 500, answer["error"]
+    assert _world(repo) == before
+
+
+def test_a_plan_directory_with_too_many_tasks_is_refused_before_anything_starts(sidecar, para, repo, tmp_path):
+    plan = repo / "plan"
+    plan.mkdir()
+    for n in range(1, 1002):
+        (plan / f"TASK_{n}_t{n}.md").write_text(f"task {n}\n")
+    git("add", "plan", cwd=repo)
+    git("commit", "-q", "-m", "a huge plan", cwd=repo)
+    before = _world(repo)
+    proc = para("dispatch", "--file", "plan", "--agent", "scripted", "--json", check=False)
+    assert proc.returncode == Code.invalid_input.exit, proc.stdout
+    assert "at most 1000 tasks" in proc.stdout and "1001" in proc.stdout
+    assert _world(repo) == before

@@ -19,7 +19,7 @@ from para_rpc import runtime
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import AgentRun, Plan, PlanStep, PlanTask, Report, Session, Status, now, to_builtins
 from para_rpc.names import validate_session_name
-from para_rpc.params import (DiffParams, DispatchParams, RepoParams, ReportParams, StartParams,
+from para_rpc.params import (MAX_ITEMS, DiffParams, DispatchParams, RepoParams, ReportParams, StartParams,
                              StatusParams, WaitParams)
 from para_rpc.service.core import AGENT_POLL_SECONDS, STATUS_CONCURRENCY, Repo, ServiceCore, log
 
@@ -604,6 +604,9 @@ class Dispatching(ServiceCore):
             entries = [(n, slug, agents.find_task_file(repo.root, p.cwd, str(path)))
                        for n, slug, path in agents.plan_files(directory)]
             source = str(directory)
+        if len(entries) > MAX_ITEMS:
+            raise ParaError(Code.invalid_input, f"a plan may have at most {MAX_ITEMS} tasks; {source} has "
+                            f"{len(entries)}: split it into several plans", tasks=len(entries), limit=MAX_ITEMS)
         names: set[str] = set()
         steps: list[PlanStep] = []
         for number, _, path in entries:
