@@ -179,3 +179,50 @@ def test_a_plan_directory_with_too_many_tasks_is_refused_before_anything_starts(
     assert proc.returncode == Code.invalid_input.exit, proc.stdout
     assert "at most 1000 tasks" in proc.stdout and "1001" in proc.stdout
     assert _world(repo) == before
+
+
+# ---- results say what was saved or left (item 5) ---------------------------------------------
+
+def test_results_say_what_para_saved_and_recover_lists_the_backups(sidecar, para, para_json, repo):
+    """cancel, finish, integrate and recover each carry `warnings` naming what para kept
+    where (the human output prints them); recover lists every backup of the session's name
+    and says that a repository that was inside the worktree is not put back."""
+    para("start", "w1")
+    path = wt(repo, "w1")
+    (path / "draft.txt").write_text("draft\n")
+    inner_head = rev(nested_repo(path, "inner"), "HEAD")
+    cancelled = para_json("cancel", "w1")
+    archive = cancelled["archived_branch"]
+    assert cancelled["warnings"][0] == f"uncommitted work was committed as {rev(repo, archive)[:10]} on {archive}"
+    assert any(w.startswith("nested repository inner went with the worktree; what it held that no remote has "
+                            "was saved under refs/para/backup/w1/") for w in cancelled["warnings"]), cancelled
+    recovered = para_json("recover", "w1")
+    assert {b["ref"] for b in recovered["backup_refs"]} == set(refs(repo, "refs/para/backup/w1/"))
+    assert all(b["made_at"] and abs(b["made_at"] - time.time()) < 3600 for b in recovered["backup_refs"])
+    (w,) = recovered["warnings"]
+    assert "inner is not restored by recover" in w and "git fetch origin" in w
+    # The restore the warning gives works.
+    prefix = w.split("its commits are under ", 1)[1].split("/ ", 1)[0]
+    git("clone", "-q", "--no-checkout", str(repo / ".git"), "inner", cwd=path)
+    git("fetch", "-q", "origin", f"{prefix}/HEAD", cwd=path / "inner")
+    assert git("rev-parse", "FETCH_HEAD", cwd=path / "inner") == inner_head
+
+    shutil_rmtree(path / "inner")
+    commit_file(path, "a.txt", "a\n", "first")
+    commit_file(path, "b.txt", "b\n", "second")
+    tip = rev(path, "HEAD")
+    finished = para_json("finish", "squashed", "--session", "w1")
+    (w,) = finished["warnings"]
+    ref = w.rsplit(" ", 1)[1]
+    assert w.startswith("the branch before the squash is kept under ") and rev(repo, ref) == tip
+
+    para("resume", "w1")
+    session_tip = rev(repo, "para/w1")
+    human = para("integrate", "--session", "w1")
+    kept = [x for x in human.stdout.splitlines() if x.startswith("warning: the session branch's tip")]
+    assert len(kept) == 1 and rev(repo, kept[0].split(" is kept under ")[1].split(" ", 1)[0]) == session_tip
+
+
+def shutil_rmtree(p: Path) -> None:
+    import shutil
+    shutil.rmtree(p)

@@ -566,6 +566,24 @@ class ServiceCore:
                 s.notes.append(note)
         return backups
 
+    @staticmethod
+    def _backup_warnings(backups: list[dict[str, Any]]) -> list[str]:
+        """What `_save_worktree` saved, or left unsaved, as lines for a result's `warnings`."""
+        lines = []
+        for b in backups:
+            if b["what"] == "head":
+                lines.append(f"HEAD of the worktree ({b.get('head_branch') or 'detached'}, with its uncommitted "
+                             f"work) was not on the session branch; it was saved as {b['ref']}")
+            elif b.get("refs"):
+                prefix = os.path.commonpath(list(b["refs"])) if len(b["refs"]) > 1 else next(iter(b["refs"]))
+                lines.append(f"{b['what']} repository {b['path']} went with the worktree; what it held that no "
+                             f"remote has was saved under {prefix}")
+            else:
+                lines.append(f"{b['what']} repository {b['path']} went with the worktree and was not saved: "
+                             + (f"it held nothing its remote {b['remote']} lacks" if b.get("remote")
+                                else "it had no commits and no files"))
+        return lines
+
     async def _refuse_bare_gitlinks(self, repo: Repo, s: Session, target: str, tip: str) -> None:
         """A repository committed inside the session without a .gitmodules entry would land on
         `target` as an empty gitlink no clone can fill: refused, naming the path and the fix."""

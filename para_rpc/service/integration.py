@@ -178,8 +178,11 @@ class Integration(ServiceCore):
         # The project file says which commands para runs: a landing that changes it says so.
         config_changed = new != old and await git.path_differs(repo.root, old, new, config.PROJECT_FILE)
         tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+        warnings: list[str] = []
         if tip:
-            await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
+            kept = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
+            warnings.append(f"the session branch's tip {tip[:10]} is kept under {kept} "
+                            f"for clean.backup_days ({cfg['clean.backup_days']})")
         try:
             f = await self._worktree_facts(repo, s)
         except ParaError as e:  # the work has landed: a directory git does not know is left alone
@@ -191,6 +194,7 @@ class Integration(ServiceCore):
             backups = await self._save_worktree(repo, s, f, stamp)
             if backups:
                 rec["backups"] = backups
+                warnings += self._backup_warnings(backups)
             nested = f.nested()
             if f.branch == s.branch and any(e[3:].rstrip("/") not in nested for e in f.status):
                 # written after integration started: keep it
@@ -198,6 +202,8 @@ class Integration(ServiceCore):
                                           exclude=nested)
                 ref = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-leftover", snap)
                 rec["leftover"] = ref
+                warnings.append(f"changes written in the worktree after the integration started did not land; "
+                                f"they were saved as {ref}")
             async with repo.lock:
                 await git.remove_worktree(repo.root, s.worktree)
         else:
@@ -211,6 +217,7 @@ class Integration(ServiceCore):
                     await git.delete_branch(repo.root, s.branch)
                 else:
                     s.notes.append(f"branch {s.branch} kept: it is checked out in {holder}")
+                    warnings.append(s.notes[-1])
         rec.update(commit=new, old=old, landed_at=now(), noop=new == old)
         rec["config_changed"] = config_changed
         rec.pop("files", None), rec.pop("hunks", None), rec.pop("kind", None)
@@ -222,7 +229,9 @@ class Integration(ServiceCore):
             self.emit(repo, "config_changed", s.name, target=rec["target"], commit=new, path=config.PROJECT_FILE)
         self._agent_session_ended(repo, s)
         wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
-        return to_builtins(self._info(repo, s, wts, branches))
+        result = to_builtins(self._info(repo, s, wts, branches))
+        result["warnings"] = warnings
+        return result
 
     async def continue_(self, p: ContinueParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
@@ -267,6 +276,7 @@ class Integration(ServiceCore):
         self.emit(repo, "aborted", s.name, restored=rec["pre"], saved=saved)
         result = await self._show(repo, s, p.cwd)
         result["restored"], result["saved"] = rec["pre"], saved
+        result["warnings"] = [f"the conflict resolution in progress was saved under {saved['ref']}"] if saved else []
         return result
 
     async def _session_commit(self, s: Session) -> tuple[str | None, bool]:

@@ -194,7 +194,7 @@ class Sessions(ServiceCore):
             repo.store.save(s)
             self.busy += 1
             try:
-                backups = await self._do_finish(repo, s)
+                backups, pre_squash = await self._do_finish(repo, s)
             except ParaError:
                 await self._undo_refused_finish(repo, s)
                 raise
@@ -205,6 +205,8 @@ class Sessions(ServiceCore):
         result = await self._show(repo, s, p.cwd)
         if backups:
             result["backups"] = backups
+        result["warnings"] = ([f"the branch before the squash is kept under {pre_squash}"] if pre_squash else []) \
+            + self._backup_warnings(backups)
         return result
 
     async def _undo_refused_finish(self, repo: Repo, s: Session) -> None:
@@ -219,9 +221,9 @@ class Sessions(ServiceCore):
         s.op = None
         repo.store.save(s)
 
-    async def _do_finish(self, repo: Repo, s: Session) -> list[dict[str, Any]]:
+    async def _do_finish(self, repo: Repo, s: Session) -> tuple[list[dict[str, Any]], str | None]:
         """Commit (and squash) the work, save what the worktree holds besides, remove it.
-        Returns the backups `_save_worktree` made."""
+        Returns the backups `_save_worktree` made and the ref keeping the pre-squash tip."""
         d = s.op.data
         backups: list[dict[str, Any]] = []
         f = await self._worktree_facts(repo, s)
@@ -238,7 +240,8 @@ class Sessions(ServiceCore):
             last = (await git.out(s.worktree, "log", "-1", "--format=%B")).strip() if n else ""
             if d["squash"] and (n > 1 or (n == 1 and last != d["message"])):
                 head = await git.out(s.worktree, "rev-parse", "HEAD")
-                await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{d['stamp']}-finish", head)
+                d["pre_squash_ref"] = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{d['stamp']}-finish",
+                                                           head)
                 d["pre_squash"] = head
                 await git.reset_soft(s.worktree, fork)
                 await git.commit(s.worktree, d["message"])
@@ -260,7 +263,7 @@ class Sessions(ServiceCore):
             s.branch = d["branch"]
         s.status, s.op = Status.review, None
         repo.store.save(s)
-        return backups
+        return backups, d.get("pre_squash_ref")
 
     async def cancel(self, p: CancelParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
@@ -297,6 +300,12 @@ class Sessions(ServiceCore):
         self._agent_session_ended(repo, s)
         result = self._known(repo, s, p.cwd, worktree=False)
         result["saved"], result["backups"] = saved, backups
+        result["warnings"] = self._backup_warnings(backups)
+        if saved and saved.get("branch"):
+            result["warnings"].insert(0, f"uncommitted work was committed as {saved['commit'][:10]} on {saved['branch']}")
+        elif saved:
+            result["warnings"].insert(0, f"uncommitted work was discarded from the worktree; a snapshot of it is "
+                                         f"kept under {saved['ref']}")
         return result
 
     async def _do_cancel(self, repo: Repo, s: Session, f: WorktreeFacts | None
@@ -425,7 +434,26 @@ class Sessions(ServiceCore):
             repo.store.save(s)
             await self._do_recover(repo, s)
         self.emit(repo, "recovered", name, branch=s.branch, worktree=s.worktree)
-        return await self._show(repo, s, p.cwd)
+        result = await self._show(repo, s, p.cwd)
+        result["backup_refs"], result["warnings"] = await self._session_backups(repo, s)
+        return result
+
+    async def _session_backups(self, repo: Repo, s: Session) -> tuple[list[dict[str, Any]], list[str]]:
+        """Every backup ref kept for sessions of this name (newest first), and a warning for
+        each repository that was inside the worktree: recover does not put those back."""
+        found = await git.refs(repo.root, f"refs/para/backup/{s.name}/")
+        listed = sorted(({"ref": ref, "commit": sha, "made_at": _made_at(ref)} for ref, (sha, _) in found.items()),
+                        key=lambda b: (b["made_at"] or 0, b["ref"]), reverse=True)
+        warnings = []
+        for ref in sorted(found):
+            if "/sub/" in ref and ref.endswith("/HEAD") and "/sub/" not in ref.split("/sub/", 1)[1]:
+                prefix = ref[:-len("/HEAD")]
+                path = prefix.split("/sub/", 1)[1]
+                warnings.append(f"a repository that was inside the worktree at {path} is not restored by recover; "
+                                f"its commits are under {prefix}/ (to restore it: `git -C {s.worktree} clone "
+                                f"--no-checkout {repo.common_dir} {path}`, then in it `git fetch origin "
+                                f"{prefix}/HEAD && git checkout FETCH_HEAD`)")
+        return listed, warnings
 
     async def _move_aside_hint(self, repo: Repo, branch: str, archive: str | None) -> str:
         """How to get `branch` out of the way: deleting it is suggested only when the
