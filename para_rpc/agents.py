@@ -444,3 +444,43 @@ async def stop_run(pid: int | None, exit_file: str | None, grace: float, since: 
             break
     result["left_running"] = sorted(left)
     return result
+
+
+def ancestors(pid: int | None) -> set[int]:
+    """`pid` and every process above it (its parent, the parent's parent, ...)."""
+    found: set[int] = set()
+    while pid and pid not in found and pid > 1:
+        found.add(pid)
+        p = _proc(pid)
+        pid = p.ppid if p is not None else None
+    return found
+
+
+def freeze_run(pid: int | None, exit_file: str | None, since: float, spare: set[int]) -> dict[int, int]:
+    """SIGSTOP every process of an agent run except those in `spare` (the caller of the
+    operation and its ancestors: an agent that runs `para integrate` itself must get its
+    answer). Processes forked while this runs are caught by looking again. Returns what
+    was stopped, for `thaw_run`. Blocking: call it from a worker thread."""
+    stopped: dict[int, int] = {}
+    if not pid or not exit_file:
+        return stopped
+    for _ in range(5):
+        _, procs = run_processes(pid, exit_file, since)
+        new = {p: start for p, start in procs.items() if p not in spare and p not in stopped}
+        if not new:
+            break
+        for p, start in new.items():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGSTOP)
+                stopped[p] = start
+    return stopped
+
+
+def thaw_run(stopped: dict[int, int], terminate: bool = False) -> None:
+    """SIGCONT what `freeze_run` stopped; with `terminate`, a SIGTERM first, so that each
+    process ends as soon as it runs again instead of writing on."""
+    for p in _alive(stopped):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if terminate:
+                os.kill(p, signal.SIGTERM)
+            os.kill(p, signal.SIGCONT)

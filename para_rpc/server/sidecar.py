@@ -26,17 +26,27 @@ from para_rpc.errors import ParaError
 from para_rpc.server.lsp import Hub
 from para_rpc.server.mcp_host import McpHost, parse_http_address
 from para_rpc.service import Service
+from para_rpc.service.core import caller_pid
 
 log = logging.getLogger("para.sidecar")
 EXIT_ALREADY_RUNNING = 3
 
 
-def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+def _peer_creds(writer: asyncio.StreamWriter) -> tuple[int, int] | None:
+    """(pid, uid) of the process at the other end of a unix socket."""
     sock = writer.get_extra_info("socket")
     if sock is None or sock.family != socket.AF_UNIX:
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    pid, uid, _ = struct.unpack("3i", creds)
+    return pid, uid
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    creds = _peer_creds(writer)
+    if creds is not None:
+        caller_pid.set(creds[0])  # (this connection's task context: see service.core.caller_pid)
+    return creds[1] if creds is not None else None
 
 
 def acquire_lock() -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import fcntl
 import logging
 import os
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from para_rpc import PROTOCOL_VERSION, __version__, config, git, trust
+from para_rpc import PROTOCOL_VERSION, __version__, agents, config, git, trust
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import Session, SessionInfo, Status, now
 from para_rpc.names import validate_branch_name, validate_session_name
@@ -32,6 +33,12 @@ EXCLUDE_LINES = ("/.para/*", "!/.para/config.json", "/.para-agent.md")
 WIP_MESSAGE = "para: work in progress saved by `para cancel`"
 STATUS_CONCURRENCY = 8
 AGENT_POLL_SECONDS = 1.0
+
+
+# The pid of the process on the other end of the connection a request came in on (set by the
+# transports from SO_PEERCRED; None over HTTP). An operation that freezes an agent's
+# processes never freezes its own caller.
+caller_pid: contextvars.ContextVar[int | None] = contextvars.ContextVar("caller_pid", default=None)
 
 
 def _utc_stamp() -> str:
@@ -445,6 +452,27 @@ class ServiceCore:
 
     # ---- the one guard before a session's worktree is committed or removed ----------------
 
+    @contextlib.asynccontextmanager
+    async def _agent_frozen(self, s: Session, stop_after: bool = False) -> AsyncIterator[list[int]]:
+        """While a session's worktree is saved and removed, its agent (if one still runs, or
+        left processes behind) is frozen with SIGSTOP, so nothing it writes falls between the
+        save and the removal; the caller of the operation and its ancestors are spared. After,
+        the processes continue, or with `stop_after` get a SIGTERM first (the session is over
+        for them; the usual stop follows with SIGKILL if needed). Yields the frozen pids."""
+        run = s.agent
+        if run is None or run.settled or not run.pid or not run.exit_file:
+            yield []
+            return
+        spare = agents.ancestors(caller_pid.get()) | {os.getpid()}
+        stopped = await asyncio.to_thread(agents.freeze_run, run.pid, run.exit_file, run.started_at, spare)
+        if stopped:
+            log.info("%s: froze %d agent process(es) while its worktree is saved", s.name, len(stopped))
+        try:
+            yield sorted(stopped)
+        finally:
+            if stopped:
+                await asyncio.to_thread(agents.thaw_run, stopped, stop_after and s.status is Status.cancelled)
+
     async def _worktree_facts(self, repo: Repo, s: Session) -> WorktreeFacts | None:
         """What the session's worktree holds besides its branch; None when it has none.
         A directory at its path that git does not know as its worktree is refused: para
@@ -565,6 +593,14 @@ class ServiceCore:
             if refs and note not in s.notes:  # (a repair runs this again); kept for after a recover
                 s.notes.append(note)
         return backups
+
+    @staticmethod
+    def _frozen_warnings(frozen: list[int], stopped: bool) -> list[str]:
+        if not frozen:
+            return []
+        return [f"the session's agent still ran: its {len(frozen)} process(es) (pid {', '.join(map(str, frozen))}) "
+                "were paused while the worktree was saved and removed, "
+                + ("then stopped" if stopped else "then resumed (they are stopped after agent.stop_grace)")]
 
     @staticmethod
     def _backup_warnings(backups: list[dict[str, Any]]) -> list[str]:

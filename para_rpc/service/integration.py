@@ -183,32 +183,33 @@ class Integration(ServiceCore):
             kept = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
             warnings.append(f"the session branch's tip {tip[:10]} is kept under {kept} "
                             f"for clean.backup_days ({cfg['clean.backup_days']})")
-        try:
-            f = await self._worktree_facts(repo, s)
-        except ParaError as e:  # the work has landed: a directory git does not know is left alone
-            f = None
-            s.notes.append(f"worktree left in place: {e.message}")
-        if f is not None:
-            # The target has the work; anything else in the worktree (HEAD moved off the branch,
-            # submodule or nested repository content) is saved before the worktree goes.
-            backups = await self._save_worktree(repo, s, f, stamp)
-            if backups:
-                rec["backups"] = backups
-                warnings += self._backup_warnings(backups)
-            nested = f.nested()
-            if f.branch == s.branch and any(e[3:].rstrip("/") not in nested for e in f.status):
-                # written after integration started: keep it
-                snap = await git.snapshot(s.worktree, f"para: changes left in {s.name} after integration",
-                                          exclude=nested)
-                ref = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-leftover", snap)
-                rec["leftover"] = ref
-                warnings.append(f"changes written in the worktree after the integration started did not land; "
-                                f"they were saved as {ref}")
-            async with repo.lock:
-                await git.remove_worktree(repo.root, s.worktree)
-        else:
-            async with repo.lock:  # a worktree deleted by hand still holds its branch until pruned
-                await git.prune_worktrees(repo.root)
+        async with self._agent_frozen(s) as frozen:
+            try:
+                f = await self._worktree_facts(repo, s)
+            except ParaError as e:  # the work has landed: a directory git does not know is left alone
+                f = None
+                s.notes.append(f"worktree left in place: {e.message}")
+            if f is not None:
+                # The target has the work; anything else in the worktree (HEAD moved off the branch,
+                # submodule or nested repository content) is saved before the worktree goes.
+                backups = await self._save_worktree(repo, s, f, stamp)
+                if backups:
+                    rec["backups"] = backups
+                    warnings += self._backup_warnings(backups)
+                nested = f.nested()
+                if f.branch == s.branch and any(e[3:].rstrip("/") not in nested for e in f.status):
+                    # written after integration started: keep it
+                    snap = await git.snapshot(s.worktree, f"para: changes left in {s.name} after integration",
+                                              exclude=nested)
+                    ref = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-leftover", snap)
+                    rec["leftover"] = ref
+                    warnings.append(f"changes written in the worktree after the integration started did not land; "
+                                    f"they were saved as {ref}")
+                async with repo.lock:
+                    await git.remove_worktree(repo.root, s.worktree)
+            else:
+                async with repo.lock:  # a worktree deleted by hand still holds its branch until pruned
+                    await git.prune_worktrees(repo.root)
         if tip and not cfg["integrate.keep_branch"]:
             async with repo.lock:
                 holder = next((w.path for w in await git.worktrees(repo.root)
@@ -230,7 +231,7 @@ class Integration(ServiceCore):
         self._agent_session_ended(repo, s)
         wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
         result = to_builtins(self._info(repo, s, wts, branches))
-        result["warnings"] = warnings
+        result["warnings"] = warnings + self._frozen_warnings(frozen, stopped=False)
         return result
 
     async def continue_(self, p: ContinueParams) -> dict[str, Any]:

@@ -178,35 +178,36 @@ class Sessions(ServiceCore):
         new_branch = validate_branch_name(p.branch) if p.branch is not None else None
         async with self._locked(repo, p.session, p.cwd) as s:
             self._require(s, Status.active, "finish")
-            f = await self._save_or_refuse(repo, s, "finish")
-            if f is None:
-                raise ParaError(Code.wrong_state, f"the worktree of {s.name!r} is missing; "
-                                f"`para resume {s.name}` recreates it from its branch", session=s.name)
-            if new_branch and new_branch != s.branch and await git.branch_exists(repo.root, new_branch):
-                raise ParaError(Code.already_exists, f"branch {new_branch!r} already exists", branch=new_branch)
-            squash = cfg["finish.squash"] if p.squash is None else p.squash
-            fork = await git.merge_base(s.worktree, f"refs/heads/{s.base_branch}", "HEAD") or s.base_commit
-            if not f.status and await git.count(s.worktree, f"{fork}..HEAD") == 0:
-                raise ParaError(Code.nothing_to_do, f"session {s.name!r} has no changes to finish; "
-                                f"`para cancel {s.name}` closes it", session=s.name)
-            s.op = Op(kind="finish", data={"message": message, "squash": squash, "branch": new_branch,
-                                           "stamp": _utc_stamp()})
-            repo.store.save(s)
-            self.busy += 1
-            try:
-                backups, pre_squash = await self._do_finish(repo, s)
-            except ParaError:
-                await self._undo_refused_finish(repo, s)
-                raise
-            finally:
-                self.busy -= 1
+            async with self._agent_frozen(s) as frozen:
+                f = await self._save_or_refuse(repo, s, "finish")
+                if f is None:
+                    raise ParaError(Code.wrong_state, f"the worktree of {s.name!r} is missing; "
+                                    f"`para resume {s.name}` recreates it from its branch", session=s.name)
+                if new_branch and new_branch != s.branch and await git.branch_exists(repo.root, new_branch):
+                    raise ParaError(Code.already_exists, f"branch {new_branch!r} already exists", branch=new_branch)
+                squash = cfg["finish.squash"] if p.squash is None else p.squash
+                fork = await git.merge_base(s.worktree, f"refs/heads/{s.base_branch}", "HEAD") or s.base_commit
+                if not f.status and await git.count(s.worktree, f"{fork}..HEAD") == 0:
+                    raise ParaError(Code.nothing_to_do, f"session {s.name!r} has no changes to finish; "
+                                    f"`para cancel {s.name}` closes it", session=s.name)
+                s.op = Op(kind="finish", data={"message": message, "squash": squash, "branch": new_branch,
+                                               "stamp": _utc_stamp()})
+                repo.store.save(s)
+                self.busy += 1
+                try:
+                    backups, pre_squash = await self._do_finish(repo, s)
+                except ParaError:
+                    await self._undo_refused_finish(repo, s)
+                    raise
+                finally:
+                    self.busy -= 1
         self.emit(repo, "finished", s.name, branch=s.branch, commit=s.head_commit)
         self._agent_session_ended(repo, s)
         result = await self._show(repo, s, p.cwd)
         if backups:
             result["backups"] = backups
         result["warnings"] = ([f"the branch before the squash is kept under {pre_squash}"] if pre_squash else []) \
-            + self._backup_warnings(backups)
+            + self._backup_warnings(backups) + self._frozen_warnings(frozen, stopped=False)
         return result
 
     async def _undo_refused_finish(self, repo: Repo, s: Session) -> None:
@@ -276,31 +277,32 @@ class Sessions(ServiceCore):
             if s.op is not None and p.force:
                 s = await self._force_clear(repo, s)
             self._require(s, (Status.active, Status.review, Status.conflicted), "cancel")
-            # A paused rebase detaches HEAD by design: saved, not refused.
-            f = await self._save_or_refuse(repo, s, "cancel", force=p.force or s.status is Status.conflicted)
-            stamp = _utc_stamp()
-            archive = f"{cfg['branch_prefix']}/archived/{stamp}/{s.name}"
-            n = 2
-            while await git.branch_exists(repo.root, archive):
-                archive = f"{cfg['branch_prefix']}/archived/{stamp}-{n}/{s.name}"
-                n += 1
-            s.op = Op(kind="cancel", data={"archive": archive, "discard": p.discard, "stamp": stamp})
-            repo.store.save(s)
-            self.busy += 1
-            try:
-                saved, backups = await self._do_cancel(repo, s, f)
-            except ParaError:
-                if s.op is not None and not s.op.data.get("removed"):
-                    s.op = None  # refused before the worktree went: the session stays as it was
-                    repo.store.save(s)
-                raise
-            finally:
-                self.busy -= 1
+            async with self._agent_frozen(s, stop_after=True) as frozen:
+                # A paused rebase detaches HEAD by design: saved, not refused.
+                f = await self._save_or_refuse(repo, s, "cancel", force=p.force or s.status is Status.conflicted)
+                stamp = _utc_stamp()
+                archive = f"{cfg['branch_prefix']}/archived/{stamp}/{s.name}"
+                n = 2
+                while await git.branch_exists(repo.root, archive):
+                    archive = f"{cfg['branch_prefix']}/archived/{stamp}-{n}/{s.name}"
+                    n += 1
+                s.op = Op(kind="cancel", data={"archive": archive, "discard": p.discard, "stamp": stamp})
+                repo.store.save(s)
+                self.busy += 1
+                try:
+                    saved, backups = await self._do_cancel(repo, s, f)
+                except ParaError:
+                    if s.op is not None and not s.op.data.get("removed"):
+                        s.op = None  # refused before the worktree went: the session stays as it was
+                        repo.store.save(s)
+                    raise
+                finally:
+                    self.busy -= 1
         self.emit(repo, "cancelled", s.name, archived_branch=s.archived_branch, saved=saved, backups=backups)
         self._agent_session_ended(repo, s)
         result = self._known(repo, s, p.cwd, worktree=False)
         result["saved"], result["backups"] = saved, backups
-        result["warnings"] = self._backup_warnings(backups)
+        result["warnings"] = self._backup_warnings(backups) + self._frozen_warnings(frozen, stopped=True)
         if saved and saved.get("branch"):
             result["warnings"].insert(0, f"uncommitted work was committed as {saved['commit'][:10]} on {saved['branch']}")
         elif saved:
