@@ -78,7 +78,7 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def write_private(path: str | os.PathLike, text: str) -> None:
+def write_private(path: str | os.PathLike[str], text: str) -> None:
     """Write a file only the user can read (prompts, logs, tokens), whatever the umask;
     one that already exists is tightened too."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -87,7 +87,7 @@ def write_private(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
-def create_private(path: str | os.PathLike) -> None:
+def create_private(path: str | os.PathLike[str]) -> None:
     """Make sure `path` exists and only the user can read it (a log others append to)."""
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     os.chmod(path, 0o600)
