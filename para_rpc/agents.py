@@ -51,7 +51,7 @@ class Profile:
 
 
 def _scripted_agent() -> list[str]:
-    return [sys.executable, "-m", "para_rpc.scripted_agent", "{prompt_file}"]
+    return runtime.python("-m", "para_rpc.scripted_agent", "{prompt_file}")
 
 
 BUILTIN: dict[str, Profile] = {
@@ -217,7 +217,7 @@ def agent_env(session: str, worktree: str, socket: str) -> dict[str, str]:
 
 
 def runner_argv(exit_file: str, argv: list[str], log: str | None = None) -> list[str]:
-    return [sys.executable, "-m", "para_rpc.agent_runner", "--exit-file", exit_file,
+    return [*runtime.python("-m", "para_rpc.agent_runner"), "--exit-file", exit_file,
             *(["--log", log] if log else []), "--", *argv]
 
 

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
 from para_rpc.errors import Code, ParaError
+
+
+def python(*args: str) -> list[str]:
+    """The argv of a Python process para starts (the sidecar, agent runners, the scripted
+    agent). `-P` (3.11): its cwd, often a repository or a session worktree, is not put first
+    on sys.path, or a committed `para_rpc/` or `json.py` would run as the user."""
+    return [sys.executable, "-P", *args]
 
 
 def runtime_dir() -> Path:
