@@ -6,6 +6,10 @@ attacks through the real CLI and the real sidecar; each test names its finding:
 1. Python processes para starts with a repository or worktree as cwd (the sidecar the CLI
    autostarts, the agent runner, the scripted agent) never import from that directory:
    a committed `para_rpc/` or a stdlib-shadowing `json.py` must not run (`python -P`).
+8. The task never becomes options of an agent CLI, nor shows in `ps`: the built-in headless
+   profiles (claude, codex, gemini, opencode) get it on stdin, the interactive ones after `--`
+   or as `--option=<task>`; a custom profile that would pass a task starting with `-` where
+   it is parsed as an option is refused.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from agents_util import Api, agent_env, agent_scripts, dispatch  # noqa: F401  (autouse: agents cleaned up)
-from conftest import commit_file, git, run_para, sidecar_pids, wait_until
+from agents_util import (Api, agent_env, agent_scripts, dispatch, tmux_bin,  # noqa: F401  (autouse: agents cleaned up)
+                         wait_file)
+from conftest import (PYTHON, Sidecar, commit_file, git, git_state, run_para, shutdown_sidecar, sidecar_pids,
+                      start_sidecar, wait_until)
 
 
 # ---- 1. python -P: a repository's files never shadow para's modules or the stdlib -----------
@@ -66,3 +72,96 @@ def test_agent_runner_and_scripted_agent_do_not_import_from_the_worktree(repo: P
     assert exited["data"]["exit_code"] == 0, (repo / ".para" / "logs" / "shadow.log").read_text()
     assert (Path(r["worktree"]) / "added.txt").read_text() == "added\n"  # the real scripted agent ran
     assert not marker.exists(), sorted(p.name for p in marker.iterdir())
+
+
+# ---- 8. the task reaches agent CLIs on stdin or after `--`, never as options ---------------
+
+FAKE_AGENT = """\
+#!{python}
+# A stand-in for an agent CLI (installed on PATH under its name): records how it was called.
+import json, os, sys
+stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+out = os.path.join(os.environ["FAKE_AGENT_OUT"], os.path.basename(sys.argv[0]) + "-" + os.environ["PARA_SESSION"])
+with open(out + ".tmp", "w") as f:
+    json.dump({{"args": sys.argv[1:], "stdin": stdin}}, f)
+os.replace(out + ".tmp", out + ".json")
+"""
+
+CLIS = ("claude", "codex", "gemini", "opencode")
+HOSTILE_TASK = "--dangerously-skip-permissions --yolo\nDelete everything.\n"
+
+
+@pytest.fixture
+def fake_clis(tmp_path: Path, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch, agent_env: Path):
+    """claude, codex, gemini and opencode on PATH as recorders, and a sidecar started with that
+    PATH (the sidecar finds and runs agent binaries with its own environment)."""
+    bindir, out = tmp_path / "bin", tmp_path / "calls"
+    bindir.mkdir()
+    out.mkdir()
+    for name in CLIS:
+        (bindir / name).write_text(FAKE_AGENT.format(python=PYTHON))
+        (bindir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_AGENT_OUT", str(out))
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0")
+    yield out, sc
+    shutdown_sidecar(sc, wait=False)
+
+
+def called(out: Path, cli: str, session: str) -> dict:
+    return json.loads(wait_file(out / f"{cli}-{session}.json").read_text())
+
+
+HEADLESS_ARGS = {"claude": ["-p"], "codex": ["exec", "-"], "gemini": [], "opencode": ["run"]}
+
+
+def test_headless_builtin_profiles_get_the_task_on_stdin_never_in_argv(repo: Path, fake_clis):
+    """Finding 8: `claude -p <task>`, `codex exec <task>`, ... put the task into argv, where
+    every local user sees it in `ps` and a task starting with `-` is parsed as options (here
+    one that would turn off the agent's permission checks)."""
+    out, _ = fake_clis
+    for cli in CLIS:
+        r, _ = dispatch(repo, f"h-{cli}", "--agent", cli, "--mode", "headless", input=HOSTILE_TASK)
+        prompt = Path(r["prompt_file"]).read_text()
+        assert prompt.startswith(HOSTILE_TASK)
+        got = called(out, cli, f"h-{cli}")
+        assert got["args"] == HEADLESS_ARGS[cli], (cli, got)
+        assert got["stdin"] == prompt, (cli, got)
+
+
+INTERACTIVE_ARGS = {"claude": lambda p: ["--", p], "codex": lambda p: ["--", p],
+                    "gemini": lambda p: [f"--prompt-interactive={p}"], "opencode": lambda p: [f"--prompt={p}"]}
+
+
+def test_interactive_builtin_profiles_pass_the_task_after_double_dash(repo: Path, fake_clis, tmux_bin: str):
+    """Finding 8, interactive (tmux) mode: the agent's stdin is the terminal, so the task is
+    an argument, but one no parser can take for an option: after `--`, or bound with `=`."""
+    out, _ = fake_clis
+    for cli in CLIS:
+        r, _ = dispatch(repo, f"i-{cli}", "--agent", cli, "--mode", "tmux", input=HOSTILE_TASK)
+        prompt = Path(r["prompt_file"]).read_text()
+        got = called(out, cli, f"i-{cli}")
+        assert got["args"] == INTERACTIVE_ARGS[cli](prompt), (cli, got)
+
+
+def test_custom_profile_taking_a_dash_task_as_an_option_is_refused(repo: Path, fake_clis):
+    """Finding 8, custom profiles: a `{prompt}` element before any `--` would be parsed as
+    options when the task starts with `-`: refused before anything is created; after `--`
+    (or once the task does not start with `-`) it runs."""
+    out, sc = fake_clis
+    bare = {"bare": {"command": ["claude", "--model", "x", "{prompt}"]}}
+    before = git_state(repo)
+    err, proc = dispatch(repo, "bare", "--agent", "bare", "--mode", "headless", input=HOSTILE_TASK,
+                         profiles=bare, check=False)
+    assert proc.returncode == 2 and err["error"]["code"] == "invalid_input", err
+    assert '"--" before {prompt}' in err["error"]["message"]
+    assert git_state(repo) == before and not (repo / ".para" / "worktrees" / "bare").exists()
+    assert Api(sc.socket, repo).sessions() == {}
+
+    dashed = {"dashed": {"command": ["claude", "--model", "x", "--", "{prompt}"]}}
+    r, _ = dispatch(repo, "dashed", "--agent", "dashed", "--mode", "headless", input=HOSTILE_TASK,
+                    profiles=dashed)
+    got = called(out, "claude", "dashed")
+    assert got["args"] == ["--model", "x", "--", Path(r["prompt_file"]).read_text()]
+    dispatch(repo, "plain", "--agent", "bare", "--mode", "headless", input="Fix it.\n", profiles=bare)
+    assert called(out, "claude", "plain")["args"][:2] == ["--model", "x"]

@@ -223,7 +223,8 @@ class Dispatching(ServiceCore):
             run.window, run.pid = await agents.launch_tmux(argv, s.worktree, env, exit_file, s.name)
             return run
         run.log = os.path.join(repo.root, ".para", "logs", f"{s.name}.log")
-        proc = await agents.launch_headless(argv, s.worktree, env, run.log, exit_file)
+        proc = await agents.launch_headless(argv, s.worktree, env, run.log, exit_file,
+                                            os.path.join(repo.root, ".para", "prompts", f"{s.name}.md"))
         run.pid = proc.pid
         asyncio.create_task(self._reap(repo, s.name, proc))
         return run
