@@ -6,6 +6,8 @@ attacks through the real CLI and the real sidecar; each test names its finding:
 1. Python processes para starts with a repository or worktree as cwd (the sidecar the CLI
    autostarts, the agent runner, the scripted agent) never import from that directory:
    a committed `para_rpc/` or a stdlib-shadowing `json.py` must not run (`python -P`).
+5. A plan runs the task texts it was made with: a task file swapped after `para dispatch -f
+   tasks/` showed the plan does not change what a later step's agent gets.
 8. The task never becomes options of an agent CLI, nor shows in `ps`: the built-in headless
    profiles (claude, codex, gemini, opencode) get it on stdin, the interactive ones after `--`
    or as `--option=<task>`; a custom profile that would pass a task starting with `-` where
@@ -165,3 +167,42 @@ def test_custom_profile_taking_a_dash_task_as_an_option_is_refused(repo: Path, f
     assert got["args"] == ["--model", "x", "--", Path(r["prompt_file"]).read_text()]
     dispatch(repo, "plain", "--agent", "bare", "--mode", "headless", input="Fix it.\n", profiles=bare)
     assert called(out, "claude", "plain")["args"][:2] == ["--model", "x"]
+
+
+# ---- 5. a plan runs the texts it was made with ----------------------------------------------
+
+def scripted_task(path: str, content: str, summary: str, gate: Path | None = None) -> str:
+    wait = f"```agent\nwait-for {gate}\n```\n\n" if gate else ""
+    return f"A task.\n\n```file:{path}\n{content}```\n\n{wait}When done: para integrate \"{summary}\"\n"
+
+
+@pytest.mark.usefixtures("sidecar")
+def test_plan_dispatches_the_task_texts_stored_at_creation(repo: Path, tmp_path: Path, sidecar):
+    """Finding 5: step 2's task file was read when step 2 started, so a file swapped after
+    the plan was shown (by step 1's agent, or anyone who can write the checkout) ran other
+    text. Here it is swapped while step 1 runs, with a symlink out of the repository too."""
+    gate = tmp_path / "gate"
+    tasks = repo / "tasks"
+    tasks.mkdir()
+    (tasks / "TASK_1_first.md").write_text(scripted_task("first.txt", "one\n", "First", gate))
+    original = scripted_task("second.txt", "two\n", "Second")
+    (tasks / "TASK_2_second.md").write_text(original)
+    (tasks / "TASK_2_third.md").write_text(scripted_task("third.txt", "three\n", "Third"))
+    r, _ = dispatch(repo, "-f", "tasks/", "--agent", "scripted", "--mode", "headless")
+    texts = {t["name"]: t["text"] for st in r["plan"]["steps"] for t in st["tasks"]}
+    assert texts["second"] == original
+
+    evil = scripted_task("pwned.txt", "swapped\n", "Swapped")
+    (tasks / "TASK_2_second.md").write_text(evil)
+    outside = tmp_path / "outside.md"
+    outside.write_text(evil)
+    (tasks / "TASK_2_third.md").unlink()
+    (tasks / "TASK_2_third.md").symlink_to(outside)
+    gate.touch()
+
+    api = Api(sidecar.socket, repo)
+    api.wait_plan("done")
+    assert git("show", "main:second.txt", cwd=repo) == "two"
+    assert git("show", "main:third.txt", cwd=repo) == "three"
+    assert git("ls-tree", "--name-only", "main", cwd=repo).split().count("pwned.txt") == 0
+    assert (repo / ".para" / "prompts" / "second.md").read_text().startswith(original.rstrip("\n"))
