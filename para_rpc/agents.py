@@ -33,6 +33,7 @@ from para_rpc.errors import Code, ParaError
 
 PLACEHOLDERS = ("{prompt_file}", "{prompt}", "{worktree}", "{session}")
 MAX_ARG = 120_000  # below Linux's 128 KiB limit for one argv element
+TASK_MAX_BYTES = 1 << 20  # a task file larger than this is refused, not read
 TASK_RE = re.compile(r"TASK_(\d+)_([A-Za-z0-9][A-Za-z0-9_-]*)\.md")
 INSTRUCTION_FILE = git.OWN_FILES[0]
 RUN_ENV = "PARA_AGENT_RUN"  # set by agent_runner for the agent: its exit file (see stop_run)
@@ -185,17 +186,18 @@ def find_task_file(root: str, cwd: str, path: str) -> Path:
     raise ParaError(Code.not_found, f"task file {path!r} not found (looked in {cwd} and {root}/tasks)", path=path)
 
 
-def read_task(path: Path) -> str:
+def read_task(path: Path, root: str | None = None) -> str:
+    """A task file's text: a regular file (never a FIFO, which would block the sidecar, nor a
+    device), at most TASK_MAX_BYTES, inside `root` (symlinks resolved) when given."""
     if path.is_dir():
         raise ParaError(Code.invalid_input, f"{path} is a directory; give a task file")
+    data = runtime.read_regular(path, what="task file", code=Code.invalid_input, limit=TASK_MAX_BYTES, within=root)
+    if data is None:
+        raise ParaError(Code.not_found, f"task file {path} no longer exists", path=str(path))
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ParaError(Code.invalid_input, f"task file {path} is not UTF-8 text") from None
-    except FileNotFoundError:
-        raise ParaError(Code.not_found, f"task file {path} no longer exists", path=str(path)) from None
-    except OSError as e:
-        raise ParaError(Code.invalid_input, f"cannot read task file {path}: {e.strerror}", path=str(path)) from None
     if not text.strip():
         raise ParaError(Code.invalid_input, f"task file {path} is empty")
     return text

@@ -8,6 +8,9 @@ attacks through the real CLI and the real sidecar; each test names its finding:
    a committed `para_rpc/` or a stdlib-shadowing `json.py` must not run (`python -P`).
 5. A plan runs the task texts it was made with: a task file swapped after `para dispatch -f
    tasks/` showed the plan does not change what a later step's agent gets.
+6. Config and task files are read safely: a project `.para/config.json` or task file that is a
+   FIFO (it blocked the sidecar for every client), a device, a symlink out of the repository,
+   or larger than 1 MiB is refused with a clear error; nothing is created, the sidecar serves on.
 8. The task never becomes options of an agent CLI, nor shows in `ps`: the built-in headless
    profiles (claude, codex, gemini, opencode) get it on stdin, the interactive ones after `--`
    or as `--option=<task>`; a custom profile that would pass a task starting with `-` where
@@ -206,3 +209,65 @@ def test_plan_dispatches_the_task_texts_stored_at_creation(repo: Path, tmp_path:
     assert git("show", "main:third.txt", cwd=repo) == "three"
     assert git("ls-tree", "--name-only", "main", cwd=repo).split().count("pwned.txt") == 0
     assert (repo / ".para" / "prompts" / "second.md").read_text().startswith(original.rstrip("\n"))
+
+
+# ---- 6. config and task files: no FIFO, device, symlink out, or giant file ------------------
+
+def hostile_files(tmp_path: Path) -> dict[str, "Callable[[Path], None]"]:
+    """Ways to make `path` something para must not read, and the words the error must say."""
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"integrate": {"check": "sh -c 'echo pwned > /tmp/pwned'"}}))
+    return {
+        "FIFO": lambda p: os.mkfifo(p),
+        "leads out of": lambda p: p.symlink_to("/dev/zero"),
+        "leads out of ": lambda p: p.symlink_to(outside),  # (a file outside: never read either)
+        "larger than": lambda p: p.write_bytes(b" " * (1 << 20) + b"{}"),
+    }
+
+
+def sidecar_serves(other: Path) -> None:
+    """The sidecar still answers for another repository (it was not blocked on a read)."""
+    assert json.loads(run_para("list", "--json", cwd=other).stdout)["sessions"] == []
+
+
+@pytest.mark.usefixtures("sidecar")
+def test_project_config_fifo_device_symlink_out_or_huge_is_a_config_error(repo: Path, tmp_path: Path):
+    """Finding 6, the project file: every request reads it; a FIFO there (an agent can
+    `mkfifo` in the main checkout) hung the sidecar for all repositories, a symlink to
+    /dev/zero made it read forever, a symlink out of the repository was followed."""
+    from conftest import make_repo
+    other = make_repo(tmp_path / "other")
+    path = repo / ".para" / "config.json"
+    path.parent.mkdir(exist_ok=True)
+    for words, make in hostile_files(tmp_path).items():
+        make(path)
+        for args in (["config", "show"], ["start", "x"], ["trust", "--show"]):
+            proc = run_para(*args, "--json", cwd=repo, check=False)
+            err = json.loads(proc.stdout)["error"]
+            assert proc.returncode == 6 and err["code"] == "config_error", (words, args, err)
+            assert words.strip() in err["message"] and str(path) in err["message"], err
+        assert not (repo / ".para" / "worktrees" / "x").exists()
+        sidecar_serves(other)
+        path.unlink()
+    run_para("config", "set", "--project", "finish.squash", "false", cwd=repo)
+    assert json.loads(path.read_text()) == {"finish": {"squash": False}}
+
+
+@pytest.mark.usefixtures("sidecar")
+def test_task_file_fifo_device_symlink_out_or_huge_is_refused(repo: Path, tmp_path: Path):
+    """Finding 6, task files: `para dispatch -f` of a FIFO blocked the sidecar for good;
+    of a giant file read it all into memory. Refused, nothing created."""
+    from conftest import make_repo
+    other = make_repo(tmp_path / "other")
+    before = git_state(repo)
+    for words, make in hostile_files(tmp_path).items():
+        path = repo / "task.md"
+        make(path)
+        proc = run_para("dispatch", "t", "-f", "task.md", "--agent", "scripted", "--mode", "headless", "--json",
+                        cwd=repo, check=False)
+        err = json.loads(proc.stdout)["error"]
+        assert proc.returncode == 2 and err["code"] == "invalid_input", (words, err)
+        assert ("outside the repository" if "leads" in words else words) in err["message"], err
+        assert git_state(repo)["refs"] == before["refs"] and not (repo / ".para" / "worktrees" / "t").exists()
+        sidecar_serves(other)
+        path.unlink()

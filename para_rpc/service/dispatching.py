@@ -152,7 +152,7 @@ class Dispatching(ServiceCore):
                 raise ParaError(Code.invalid_input, "the prompt is empty")
         else:
             path = agents.find_task_file(repo.root, p.cwd, p.file)
-            task, source = agents.read_task(path), str(path)
+            task, source = agents.read_task(path, repo.root), str(path)
         name = p.name
         if name is None and p.file is not None:
             name = agents.task_name(Path(source))
@@ -610,7 +610,7 @@ class Dispatching(ServiceCore):
         for number, _, path in entries:
             # Read once, now: later steps run this text, not what the file holds when they start
             # (the plan as shown and started is what runs; a swapped file changes nothing).
-            text = agents.read_task(path)
+            text = agents.read_task(path, repo.root)
             name = agents.task_name(path) or "task"
             base_name, n = name, 2
             while name in names or repo.store.get(name) is not None:
@@ -645,7 +645,7 @@ class Dispatching(ServiceCore):
         for t in step.tasks:
             if t.session_id is not None:
                 continue  # started before a crash interrupted this step (see _repair_plans)
-            text = t.text if t.text is not None else agents.read_task(Path(t.file))
+            text = t.text if t.text is not None else agents.read_task(Path(t.file), repo.root)
             result = await self._dispatch_one(repo, cfg, name=t.name, task=text,
                                               source=t.file, prof=prof, mode=plan.mode,
                                               skip=plan.skip_permissions, base=plan.base, cwd=cwd, env=env,
