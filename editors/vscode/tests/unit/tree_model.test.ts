@@ -1,0 +1,173 @@
+import { strict as assert } from "node:assert";
+import { test } from "node:test";
+import type * as ext from "../../src/lsp_ext";
+import {
+  agentNode,
+  collisions,
+  fileNodes,
+  mergeChanged,
+  parseNameStatus,
+  rootNodes,
+  sessionContext,
+  stateIcon,
+} from "../../src/tree_model";
+
+function session(name: string, status: string, extra: Partial<ext.Session> = {}): ext.Session {
+  return {
+    name,
+    status,
+    state: status,
+    branch: `para/${name}`,
+    worktree: `/r/.para/worktrees/${name}`,
+    base_branch: "main",
+    base_commit: "a".repeat(40),
+    created_at: 1,
+    updated_at: 1,
+    current: false,
+    dirty: false,
+    worktree_exists: status === "active" || status === "conflicted",
+    branch_exists: true,
+    head: "b".repeat(40),
+    ahead: null,
+    task: null,
+    archived_branch: null,
+    pending_op: null,
+    integration: null,
+    agent: null,
+    notes: [],
+    ...extra,
+  };
+}
+
+const list: ext.ListResult = {
+  repo: "/r",
+  current: null,
+  sessions: [
+    session("a", "active"),
+    session("b", "review"),
+    session("old", "integrated"),
+    session("gone", "cancelled"),
+    session("c", "conflicted", { integration: { target: "main", strategy: "squash", files: ["x.txt"] } }),
+  ],
+};
+
+const status: ext.StatusResult = {
+  repo: "/r",
+  plans: [],
+  sessions: [
+    {
+      name: "a",
+      status: "active",
+      task: "do a",
+      ahead: 2,
+      diffstat: null,
+      stale: false,
+      plan: null,
+      report: { task: "editing a.txt", tests: "passed", todos_done: 1, todos_total: 3, blocked: null, updated_at: 1 },
+      agent: {
+        profile: "scripted",
+        mode: "editor",
+        pid: 5,
+        state: "running",
+        exit_code: null,
+        log: null,
+        window: null,
+      },
+    },
+  ],
+};
+
+const conflicts: ext.ConflictsResult = {
+  clean: false,
+  sessions: [
+    { session: "a", target: "main", clean: true, files: [] },
+    { session: "b", target: "main", clean: false, files: ["m.txt"] },
+  ],
+  pairs: [{ a: "a", b: "b", files: ["shared.txt"] }],
+};
+
+test("history (cancelled, integrated) is behind the filter", () => {
+  const names = (h: boolean) => rootNodes({ list, status, conflicts: null }, h).map((n) => n.label);
+  assert.deepEqual(names(false), ["a", "b", "c"]);
+  assert.deepEqual(names(true), ["a", "b", "old", "gone", "c"]);
+});
+
+test("a session item shows state, agent, commits ahead, collisions and the last self-report", () => {
+  const [a, b] = rootNodes({ list, status, conflicts }, false);
+  assert.equal(a.description, "active · agent running · 2 ahead · collides with b · “editing a.txt”");
+  assert.match(a.tooltip ?? "", /reports: editing a\.txt · tests passed · todos 1\/3/);
+  assert.equal(b.description, "review · collides with a · conflicts with main");
+  assert.equal(a.icon, "git-branch");
+});
+
+test("context values drive the menus: status first, then worktree and agent flags", () => {
+  assert.equal(sessionContext(list.sessions[0], status.sessions[0]), "session.active.worktree.agent");
+  assert.equal(sessionContext(list.sessions[1], undefined), "session.review");
+  assert.equal(stateIcon("finish-pending"), "loading~spin");
+  assert.equal(stateIcon("conflicted"), "warning");
+});
+
+test("collisions are symmetric and unique", () => {
+  assert.deepEqual(collisions("b", conflicts), { target: ["m.txt"], with: ["a"] });
+  assert.deepEqual(collisions("zzz", conflicts), { target: [], with: [] });
+  assert.deepEqual(collisions("a", null), { target: [], with: [] });
+});
+
+test("plans show their steps and tasks", () => {
+  const plan: ext.Plan = {
+    id: 3,
+    source: "tasks",
+    state: "running",
+    current: 1,
+    reason: null,
+    steps: [
+      { number: 1, tasks: [{ file: "tasks/TASK_1_a.md", name: "a", session_id: 1, state: "integrated" }] },
+      { number: 2, tasks: [{ file: "tasks/TASK_2_b.md", name: "b", session_id: 2, state: "running" }] },
+    ],
+  };
+  const [p] = rootNodes({ list: null, status: { ...status, plans: [plan] }, conflicts: null }, false);
+  assert.equal(p.label, "plan 3");
+  assert.equal(p.description, "running · step 2/2 · tasks");
+  assert.deepEqual(
+    p.children?.map((s) => [s.label, s.description, s.children?.map((t) => t.label)]),
+    [
+      ["step 1", "done", ["a"]],
+      ["step 2", "running", ["b"]],
+    ],
+  );
+});
+
+test("git --name-status -z is parsed exactly, renames included, odd names intact", () => {
+  const out = "M\0src/a b.ts\0R087\0old name.txt\0new\tname.txt\0A\0ünï.md\0D\0gone\0";
+  assert.deepEqual(parseNameStatus(out), [
+    { status: "M", path: "src/a b.ts" },
+    { status: "R", path: "new\tname.txt", oldPath: "old name.txt" },
+    { status: "A", path: "ünï.md" },
+    { status: "D", path: "gone" },
+  ]);
+  assert.deepEqual(parseNameStatus(""), []);
+  const merged = mergeChanged(parseNameStatus("M\0b.txt\0"), "a.txt\0b.txt\0");
+  assert.deepEqual(merged, [
+    { status: "?", path: "a.txt" },
+    { status: "M", path: "b.txt" },
+  ]);
+  const nodes = fileNodes("s", merged);
+  assert.deepEqual(
+    nodes.map((n) => [n.label, n.description, n.path, n.icon]),
+    [
+      ["a.txt", "U", "a.txt", "diff-added"],
+      ["b.txt", "M", "b.txt", "diff-modified"],
+    ],
+  );
+  assert.equal(fileNodes("s", [{ status: "M", path: "d/e/f.ts" }])[0].description, "M d/e");
+});
+
+test("the agent child is its terminal when one runs here, else its log", () => {
+  assert.equal(agentNode("a", status.sessions[0], true)?.contextValue, "agent.terminal");
+  const headless = { ...status.sessions[0], agent: { ...status.sessions[0].agent!, mode: "headless", log: "/l" } };
+  assert.deepEqual(
+    [agentNode("a", headless, false)?.label, agentNode("a", headless, false)?.path],
+    ["agent log", "/l"],
+  );
+  assert.equal(agentNode("a", undefined, false), null);
+});
