@@ -10,7 +10,7 @@ so that pytest-xdist runs them side by side:
    dispatched in editor mode run through para/runInTerminal until review, reconnection after
    the sidecar is killed or restarted, `para` not found;
 4. end to end: the built .vsix in code-server 4.139.1 on Node 24, driven through Chromium
-   (test_vscode_e2e.py).
+   (test_end_to_end_in_code_server).
 """
 
 from __future__ import annotations
