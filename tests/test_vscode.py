@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PARA_SCRIPT, commit_file, make_repo
-from vscode_util import EXT_DIR, built, npm_deps, npm_run, npm_env
+from vscode_util import EXT_DIR, _checkout_key, built, locked, npm_deps, npm_env, npm_run
 
 ISSUE_COMMANDS = ["para.start", "para.dispatch", "para.integrate", "para.continue", "para.abort", "para.finish",
                   "para.cancel", "para.recover", "para.resume", "para.openWorktree", "para.openTerminal",
@@ -56,7 +56,8 @@ def test_static_checks_bundle_and_vsix() -> None:
     npm_deps()
     for script in ("typecheck", "lint", "format:check"):
         _ok(npm_run(script), f"npm run {script}")
-    _ok(npm_run("package"), "npm run package")
+    with locked(f"build-{_checkout_key()}"):  # the package step rebuilds out/main.js
+        _ok(npm_run("package"), "npm run package")
     vsix = EXT_DIR / "para.vsix"
     with zipfile.ZipFile(vsix) as z:
         names = set(z.namelist())
@@ -122,10 +123,11 @@ def test_end_to_end_in_code_server(tmp_path: Path, runtime_dir: Path) -> None:
     import shutil
     import signal
     import subprocess
+    import tempfile
     import time
     import urllib.request
 
-    from vscode_util import QUIET_SETTINGS, code_server, free_port, locked, node24, step, _checkout_key
+    from vscode_util import QUIET_SETTINGS, code_server, free_port, node24, step
 
     cs = code_server()
     n24 = node24()
@@ -145,7 +147,10 @@ def test_end_to_end_in_code_server(tmp_path: Path, runtime_dir: Path) -> None:
         d.mkdir(parents=True)
     (ud / "User" / "settings.json").write_text(json.dumps(QUIET_SETTINGS | {"para.path": str(PARA_SCRIPT)}))
     trace = tmp_path / "trace.jsonl"
-    env = dict(os.environ, HOME=str(home), SHELL="/bin/bash", TMPDIR=str(tmp_path),
+    # a short TMPDIR: Chromium's and VS Code's unix sockets go there, and a socket path is
+    # limited to ~100 bytes (pytest-xdist's tmp_path is longer than that allows)
+    short_tmp = Path(tempfile.mkdtemp(prefix="pv", dir="/tmp"))
+    env = dict(os.environ, HOME=str(home), SHELL="/bin/bash", TMPDIR=str(short_tmp),
                XDG_CONFIG_HOME=str(tmp_path / "xdg-config"), XDG_DATA_HOME=str(tmp_path / "xdg-data"),
                XDG_CACHE_HOME=str(tmp_path / "xdg-cache"), PARA_VSCODE_TRACE=str(trace))
     env["PATH"] = f"{n24}{os.pathsep}{env['PATH']}"
@@ -180,6 +185,7 @@ def test_end_to_end_in_code_server(tmp_path: Path, runtime_dir: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+        shutil.rmtree(short_tmp, ignore_errors=True)
     steps = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     for s in steps:
         if s["step"].startswith("measure") or s["step"] in ("workbench visible", "done"):
