@@ -92,7 +92,7 @@ def test_static_checks_bundle_and_vsix() -> None:
 def test_unit_tests_of_the_pure_parts() -> None:
     built()
     out = _ok(npm_run("test:unit:run"), "node --test out/tests/unit")
-    _node_tests_passed(out, 14)
+    _node_tests_passed(out, 17)
 
 
 @pytest.mark.timeout(600)
