@@ -23,12 +23,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from para_rpc import git
-from para_rpc import runtime
+from para_rpc import git, runtime
 from para_rpc.errors import Code, ParaError
 
 PLACEHOLDERS = ("{prompt_file}", "{prompt}", "{worktree}", "{session}")
@@ -77,7 +77,7 @@ BUILTIN: dict[str, Profile] = {
 }
 
 
-def profile(name: str, custom: dict[str, dict[str, Any]]) -> Profile:
+def profile(name: str, custom: Mapping[str, dict[str, Any] | ParaError]) -> Profile:
     if name in custom:
         c = custom[name]
         if isinstance(c, ParaError):  # withheld by the trust gate (trust.settle): never run
@@ -128,7 +128,7 @@ FOOTERS = {
     "integrate": 'When done: para integrate "<one-line summary of your change>"',
     "finish": 'When done: para finish "<one-line summary of your change>"',
 }
-_HAS_WORKFLOW = re.compile(r"\bpara\s+(integrate|finish)\b|do not run any para commands", re.I)
+_HAS_WORKFLOW = re.compile(r"\bpara\s+(integrate|finish)\b|do not run any para commands", re.IGNORECASE)
 
 
 def compose_prompt(task: str, workflow: str) -> str:
@@ -167,7 +167,7 @@ def instruction_text(session: str, workflow: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def find_task_file(root: str, cwd: str, path: str) -> Path:
+def find_task_file(root: str, cwd: str, path: object) -> Path:
     """Resolve a task file given by the user: relative to cwd, else in the repository's
     `tasks/`. It must stay inside the repository (symlinks included)."""
     if not isinstance(path, str) or not path or "\0" in path:
@@ -243,7 +243,7 @@ class Detached:
     `para sidecar stop`, idle timeout) would take every headless agent with it;
     agents must outlive the sidecar and be re-adopted by the next one."""
 
-    def __init__(self, popen: subprocess.Popen) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self._popen = popen
         self.pid = popen.pid
 
@@ -257,7 +257,8 @@ async def launch_headless(argv: list[str], cwd: str, env: dict[str, str], log: s
                           exit_file: str, prompt_file: str) -> Detached:
     os.makedirs(os.path.dirname(log), mode=0o700, exist_ok=True)
     runtime.create_private(log)  # the agent's whole output: 0600 before the runner appends to it
-    return Detached(subprocess.Popen(
+    # Popen, not asyncio: see Detached (agents outlive the loop that started them)
+    return Detached(subprocess.Popen(  # noqa: ASYNC220
         runner_argv(exit_file, argv, log, prompt_file), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
 
@@ -544,6 +545,7 @@ async def stop_run(pid: int | None, exit_file: str | None, grace: float, since: 
     if not procs:
         return result
     result.update(group=leader, pids=sorted(procs))
+    left = procs
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         await asyncio.to_thread(_send, pid, exit_file, procs, sig)
         result["signals"].append(sig.name)

@@ -61,7 +61,7 @@ def _choice(*options: str) -> Callable[[Any], str]:
     def conv(v: Any) -> str:
         if v not in options:
             raise ValueError(f"expected one of {', '.join(options)}")
-        return v
+        return str(v)
     return conv
 
 
@@ -95,14 +95,14 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
                     "branch new sessions fork from (default: origin/HEAD, else main, else master)"),
     "branch_prefix": ("para", lambda v: validate_branch_name(str(v), "branch prefix"),
                       "namespace of session branches"),
-    "worktrees_dir": ("", str, "where session worktrees go (empty = <main checkout>/.para/worktrees; a relative "
-                      "path is taken from the main checkout; outside it, or under .para/)"),
+    "worktrees_dir": ("", str, ("where session worktrees go (empty = <main checkout>/.para/worktrees; a relative "
+                                "path is taken from the main checkout; outside it, or under .para/)")),
     "finish.squash": (True, _bool, "`para finish` squashes the session into one commit"),
     "integrate.strategy": ("squash", _choice("squash", "merge", "rebase", "ff"),
                            "default integration strategy"),
     "integrate.keep_branch": (False, _bool, "keep the session branch after integration"),
-    "integrate.check": ("", str, "command run on the merged result before the target moves "
-                        "(split like a shell would, run without one); empty = no check"),
+    "integrate.check": ("", str, ("command run on the merged result before the target moves "
+                                  "(split like a shell would, run without one); empty = no check")),
     "integrate.check_timeout": (900, _int_range(1, 86400), "seconds the check may run"),
     "agent.default": ("claude", str, "launcher profile `para dispatch` uses without --agent"),
     "agent.mode": ("auto", _choice("auto", "headless", "tmux", "editor"),
@@ -111,8 +111,9 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
                        "the command the prompt's footer tells the agent to finish with"),
     "agent.stale_after": (600, _int_range(10, 7 * 86400), "seconds without activity before a session counts as stale"),
     "agent.editor_timeout": (5, _int_range(1, 120), "seconds to wait for an editor to start an agent terminal"),
-    "agent.stop_grace": (10, _int_range(1, 3600), "seconds an agent may still run after its session was integrated "
-                         "or finished before it is stopped, and between SIGTERM and SIGKILL"),
+    "agent.stop_grace": (10, _int_range(1, 3600), ("seconds an agent may still run after its session was "
+                                                   "integrated or finished before it is stopped, and between "
+                                                   "SIGTERM and SIGKILL")),
     "agents": ({}, _profiles, "custom launcher profiles (see README)"),
     "clean.archive_days": (30, _int_range(0, 3650),
                            "`para clean` removes archived branches older than this (if integrated)"),
