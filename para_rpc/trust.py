@@ -161,9 +161,9 @@ def settings(view: dict[str, Any]) -> list[dict[str, Any]]:
             for k, v in sorted(view.items()) if k not in config.COMMAND_KEYS]
 
 
-def _listing(cmds: list[dict[str, Any]], sets: list[dict[str, Any]] = ()) -> str:
+def _listing(cmds: list[dict[str, Any]], sets: list[dict[str, Any]] | None = None) -> str:
     text = "; ".join([f"{c['key']}: {shlex.join(c['argv'])}" for c in cmds]
-                     + [f"{s['key']} = {json.dumps(s['value'])}" for s in sets])
+                     + [f"{s['key']} = {json.dumps(s['value'])}" for s in sets or []])
     return text if len(text) <= LISTING_LIMIT else text[:LISTING_LIMIT] + " …"
 
 

@@ -311,7 +311,7 @@ def config_edit(project: ScopeOpt = False) -> None:
 # ---- trust ---------------------------------------------------------------------
 
 @app.command("trust")
-def trust_(approve: Annotated[Optional[str], typer.Option("--approve", metavar="SHA256", help="Approve the content `para trust` showed, named by its sha256; refused if the file changed since.")] = None,
+def trust_(approve: Annotated[str | None, typer.Option("--approve", metavar="SHA256", help="Approve the content `para trust` showed, named by its sha256; refused if the file changed since.")] = None,
            show: Annotated[bool, typer.Option("--show", help="Only show the commands (the default; kept for scripts).")] = False,
            revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the approval.")] = False,
            as_json: JsonOpt = False) -> None:
