@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from conftest import PARA_SCRIPT, Sidecar, git, run_para, sidecar_pids
-from nvim_util import CACHE_ROOT, run_lua
+from conftest import PARA_SCRIPT, Sidecar, git, run_para, sidecar_pids, wait_until
+from nvim_util import CACHE_ROOT, TmuxNvim, nvim_env, run_lua
 
 PLUGIN = Path(__file__).resolve().parent.parent / "editors" / "nvim"
 STYLUA_VERSION = "2.5.2"
@@ -169,3 +170,39 @@ def test_the_plugin_reconnects_when_the_sidecar_goes_away(sidecar: Sidecar, repo
     assert any(line.split()[:2] == ["rc-two", "active"] for line in seen["buffer"]), seen["buffer"]
     assert [s["name"] for s in json.loads(run_para("list", "--json", cwd=repo).stdout)["sessions"]] == \
         ["rc-one", "rc-two"]
+
+
+AGENT_TASK = """Write the greeting.
+```agent
+status writing hello
+sleep 1
+```
+```file:hello.txt
+hello from tmux
+```
+When done: para finish "add hello"
+"""
+
+
+def test_the_ui_in_a_real_terminal(sidecar: Sidecar, repo: Path, tmp_path: Path) -> None:
+    """Neovim in tmux, as a user sees it: `:Para list` draws the sessions, a session started
+    from a shell appears on screen, and an agent dispatched from the shell in editor mode
+    opens its terminal tab in this Neovim and runs to review."""
+    run_para("start", "tm-one", cwd=repo)
+    env = nvim_env(tmp_path, {"PATH": f"{PARA_SCRIPT.parent}{os.pathsep}{os.environ['PATH']}"})
+    ui = TmuxNvim(repo, env, [PLUGIN], ["lua require('para').setup({ terminal_focus = true })", "Para list"])
+    try:
+        wait_until(lambda: "tm-one" in ui.screen() and "SESSION" in ui.screen(), what="the sessions buffer")
+        run_para("start", "tm-two", cwd=repo)
+        wait_until(lambda: re.search(r"^tm-two +active", ui.screen(), re.M), what="tm-two on screen")
+        run_para("dispatch", "tm-agent", "--agent", "scripted", "--mode", "editor", "-p", AGENT_TASK, cwd=repo)
+        wait_until(lambda: "[scripted agent]" in ui.screen(), what="the agent's terminal on screen")
+        # (check=False: a `para show` that races the agent's own finish can fail while the worktree goes)
+        wait_until(lambda: '"status": "review"' in run_para("show", "tm-agent", "--json", cwd=repo, check=False).stdout,
+                   what="the agent's session in review")
+        detail = show(repo, "tm-agent")
+        assert detail["agent"]["mode"] == "editor", detail
+        ui.keys("gt")  # back to the first tab: the buffer followed the agent to review
+        wait_until(lambda: re.search(r"^tm-agent +review", ui.screen(), re.M), what="tm-agent in review on screen")
+    finally:
+        ui.close()

@@ -81,8 +81,11 @@ end
 local function call(name, verb, params, show)
   para().request(verb, params, function(err, result)
     if err then
-      if err.data and err.data.code == "conflict" then
+      if err.data and err.data.code == "conflict" and err.data.files then
         require("para.ui.conflicts").from_error(err)
+        if require("para.config").options.notify.conflicted then
+          return done(name, err, nil) -- the `conflicted` event says it, shorter
+        end
       end
       return fail(name, err)
     end
