@@ -206,3 +206,31 @@ def test_the_ui_in_a_real_terminal(sidecar: Sidecar, repo: Path, tmp_path: Path)
         wait_until(lambda: re.search(r"^tm-agent +review", ui.screen(), re.M), what="tm-agent in review on screen")
     finally:
         ui.close()
+
+
+def test_the_workflow_from_neovim(sidecar: Sidecar, repo: Path, tmp_path: Path) -> None:
+    seen = run_script("workflow", repo, tmp_path)
+    # dispatch without a prompt asks for it; the headless agent's log is followed in a terminal
+    assert seen["asked"] == ["para task: "]
+    assert seen["headless_exit"]["exit_code"] == 0
+    assert seen["log"]["buftype"] == "terminal" and Path(seen["log"]["argv"][0]).name == "tail" and seen["log"]["argv"][1:4] == ["-n", "+1", "-F"]
+    assert git("show", "main:wf.txt", cwd=repo) == "from the prompt"  # the footer: para integrate
+    # the forecast names both worktrees' file
+    assert seen["forecast"]["title"] == "para conflicts (forecast)"
+    assert {(Path(i["file"]).name, i["text"]) for i in seen["forecast"]["items"]} == \
+        {("same.txt", "wf-a collides with wf-b")}
+    assert any(line.split()[:2] == ["wf-a", "dirty"] and "wf-b (1)" in line for line in seen["collides"])
+    # keys on a line of the sessions buffer
+    assert seen["key_x"] == {"ok": True, "name": "wf-b", "status": "cancelled"}
+    assert seen["key_i"] == {"ok": True, "name": "wf-a", "status": "integrated"}
+    assert show(repo, "wf-b")["status"] == "cancelled"
+    assert git("show", "main:same.txt", cwd=repo) == "a side"
+    # finish asks for its message; the session is found from the buffer's worktree
+    assert seen["finish"] == {"name": "wf-fin", "status": "review"}
+    assert seen["asked_all"] == ["para task: ", "para finish message: "]
+    assert git("log", "-1", "--format=%s", "para/wf-fin", cwd=repo) == "fin: from the prompt"
+    assert seen["refused_run"] == [{"ok": False}] * 3
+    # the autocmd carried every change
+    for change in ("started:wf-agent", "dispatched:wf-agent", "cancelled:wf-b", "integrated:wf-a",
+                   "finished:wf-fin"):
+        assert change in seen["changes"], seen["changes"]
