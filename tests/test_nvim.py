@@ -80,11 +80,28 @@ def test_lua_is_formatted_with_stylua() -> None:
     assert res.returncode == 0, f"stylua --check editors/nvim:\n{res.stdout}\n{res.stderr}"
 
 
+def test_lua_reads_and_writes_no_stray_globals(tmp_path: Path) -> None:
+    """LuaJIT's bytecode listing of every plugin file: no global but Lua's and `vim` (this
+    caught a closure reading an undeclared `rpc`, which silently broke reconnecting)."""
+    res = run_lua((PLUGIN / "tests" / "lint_globals.lua").read_text(), tmp_path, env={"PARA_PLUGIN": str(PLUGIN)})
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+
+
+def test_the_public_api_is_annotated() -> None:
+    """LuaLS annotations on every public function of the modules users call."""
+    missing = []
+    for name in ("init.lua", "config.lua", "client.lua", "commands.lua"):
+        lines = (PLUGIN / "lua" / "para" / name).read_text().splitlines()
+        for i, line in enumerate(lines):
+            if re.match(r"function (M|Connection)[.:][a-zA-Z]\w*\(", line) and not lines[i - 1].startswith("---"):
+                missing.append(f"{name}:{i + 1}: {line}")
+    assert missing == []
+
+
 def test_unit_specs(tmp_path: Path) -> None:
     """Argument parsing, completion, rendering of the sessions buffer, quickfix items."""
-    res = run_lua((PLUGIN / "tests" / "run_unit.lua").read_text().replace(
-        'vim.fs.dirname(debug.getinfo(1, "S").source:sub(2))', repr(str(PLUGIN / "tests"))),
-        tmp_path, rtp=[PLUGIN])
+    res = run_lua((PLUGIN / "tests" / "run_unit.lua").read_text(), tmp_path, rtp=[PLUGIN],
+                  env={"PARA_NVIM_TESTS": str(PLUGIN / "tests")})
     assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
     assert " passed, 0 failed" in res.stdout
 
