@@ -242,6 +242,8 @@ def test_the_workflow_from_neovim(sidecar: Sidecar, repo: Path, tmp_path: Path) 
     assert seen["key_i"] == {"ok": True, "name": "wf-a", "status": "integrated"}
     assert show(repo, "wf-b")["status"] == "cancelled"
     assert git("show", "main:same.txt", cwd=repo) == "a side"
+    # `i` names the session; it is not taken for the message (para's default message is used)
+    assert git("log", "-1", "--format=%s", "main", cwd=repo) not in ("wf-a", "")
     # finish asks for its message; the session is found from the buffer's worktree
     assert seen["finish"] == {"name": "wf-fin", "status": "review"}
     assert seen["asked_all"] == ["para task: ", "para finish message: "]

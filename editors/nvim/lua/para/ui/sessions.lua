@@ -291,7 +291,7 @@ local function act(cmd)
     if not name then
       return para().notify("no session on this line", vim.log.levels.WARN)
     end
-    require("para.commands").run({ cmd, name })
+    require("para.commands").run({ cmd }, name)
   end
 end
 
