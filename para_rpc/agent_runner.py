@@ -1,4 +1,4 @@
-"""`python -m para_rpc.agent_runner --exit-file F [--log L] -- ARGV...`
+"""`python -m para_rpc.agent_runner --exit-file F [--log L] [--stdin P] -- ARGV...`
 
 Runs one agent process and records how it ended, so the sidecar can learn the
 exit code even if it was restarted while the agent ran (it cannot wait() for
@@ -16,22 +16,27 @@ import signal
 import subprocess
 import sys
 import time
+from types import FrameType
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="para-agent-runner")
     ap.add_argument("--exit-file", required=True)
     ap.add_argument("--log")
+    ap.add_argument("--stdin")  # the prompt file: how a headless agent gets its task (not argv)
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         ap.error("no command")
-    out = open(args.log, "ab", buffering=0) if args.log else None
+    # open for the agent's whole life, which is this process's: the exit closes it
+    out = open(args.log, "ab", buffering=0) if args.log else None  # noqa: SIM115
     try:
+        # the child has its own copy; ours, like `out`, lives as long as this process
+        stdin = open(args.stdin, "rb") if args.stdin else subprocess.DEVNULL if out else None  # noqa: SIM115
         # The agent and everything it starts inherit PARA_AGENT_RUN: how the sidecar tells this
         # run's leftover processes from unrelated ones once this runner is gone.
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL if out else None, stdout=out,
+        child = subprocess.Popen(command, stdin=stdin, stdout=out,
                                  stderr=subprocess.STDOUT if out else None,
                                  env={**os.environ, "PARA_AGENT_RUN": args.exit_file})
     except OSError as e:
@@ -39,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         if out:
             out.write(f"para: cannot start {command[0]}: {e.strerror}\n".encode())
     else:
-        def forward(signum, _frame):
+        def forward(signum: int, _frame: FrameType | None) -> None:
             child.send_signal(signum)
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(s, forward)

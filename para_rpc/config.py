@@ -25,6 +25,9 @@ from typing import Any
 
 from para_rpc.errors import Code, ParaError
 from para_rpc.names import validate_branch_name
+from para_rpc.runtime import read_regular
+
+MAX_BYTES = 1 << 20  # a config file larger than this is refused, not read
 
 
 def _bool(v: Any) -> bool:
@@ -58,7 +61,7 @@ def _choice(*options: str) -> Callable[[Any], str]:
     def conv(v: Any) -> str:
         if v not in options:
             raise ValueError(f"expected one of {', '.join(options)}")
-        return v
+        return str(v)
     return conv
 
 
@@ -92,14 +95,14 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
                     "branch new sessions fork from (default: origin/HEAD, else main, else master)"),
     "branch_prefix": ("para", lambda v: validate_branch_name(str(v), "branch prefix"),
                       "namespace of session branches"),
-    "worktrees_dir": ("", str, "where session worktrees go (empty = <main checkout>/.para/worktrees; a relative "
-                      "path is taken from the main checkout; outside it, or under .para/)"),
+    "worktrees_dir": ("", str, ("where session worktrees go (empty = <main checkout>/.para/worktrees; a relative "
+                                "path is taken from the main checkout; outside it, or under .para/)")),
     "finish.squash": (True, _bool, "`para finish` squashes the session into one commit"),
     "integrate.strategy": ("squash", _choice("squash", "merge", "rebase", "ff"),
                            "default integration strategy"),
     "integrate.keep_branch": (False, _bool, "keep the session branch after integration"),
-    "integrate.check": ("", str, "command run on the merged result before the target moves "
-                        "(split like a shell would, run without one); empty = no check"),
+    "integrate.check": ("", str, ("command run on the merged result before the target moves "
+                                  "(split like a shell would, run without one); empty = no check")),
     "integrate.check_timeout": (900, _int_range(1, 86400), "seconds the check may run"),
     "agent.default": ("claude", str, "launcher profile `para dispatch` uses without --agent"),
     "agent.mode": ("auto", _choice("auto", "headless", "tmux", "editor"),
@@ -108,8 +111,9 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
                        "the command the prompt's footer tells the agent to finish with"),
     "agent.stale_after": (600, _int_range(10, 7 * 86400), "seconds without activity before a session counts as stale"),
     "agent.editor_timeout": (5, _int_range(1, 120), "seconds to wait for an editor to start an agent terminal"),
-    "agent.stop_grace": (10, _int_range(1, 3600), "seconds an agent may still run after its session was integrated "
-                         "or finished before it is stopped, and between SIGTERM and SIGKILL"),
+    "agent.stop_grace": (10, _int_range(1, 3600), ("seconds an agent may still run after its session was "
+                                                   "integrated or finished before it is stopped, and between "
+                                                   "SIGTERM and SIGKILL")),
     "agents": ({}, _profiles, "custom launcher profiles (see README)"),
     "clean.archive_days": (30, _int_range(0, 3650),
                            "`para clean` removes archived branches older than this (if integrated)"),
@@ -182,20 +186,19 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def read_file(path: Path) -> dict[str, Any]:
+def read_file(path: Path, within: str | Path | None = None) -> dict[str, Any]:
     """The flat, validated keys of one config file ({} when it does not exist)."""
-    return read_layer(path)[0]
+    return read_layer(path, within)[0]
 
 
-def read_layer(path: Path) -> tuple[dict[str, Any], str | None]:
+def read_layer(path: Path, within: str | Path | None = None) -> tuple[dict[str, Any], str | None]:
     """The flat, validated keys of one config file and the SHA-256 of the very bytes they
-    were read from (what an approval records); ({}, None) when it does not exist."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    were read from (what an approval records); ({}, None) when it does not exist. A project
+    file is read `within` its repository (runtime.read_regular: no symlink out of it, no FIFO
+    or device, at most MAX_BYTES); the user file may be a symlink (dotfile managers)."""
+    data = read_regular(path, what="config file", code=Code.config_error, limit=MAX_BYTES, within=within)
+    if data is None:
         return {}, None
-    except OSError as e:
-        raise ParaError(Code.config_error, f"cannot read {path}: {e.strerror}") from None
     try:
         raw = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -219,11 +222,11 @@ def effective(main_root: str | Path | None, env: Mapping[str, str] | None = None
     file also carry `sha256`, the digest of the content they were read from; `agents`
     from the files carries `profiles`, the source of each profile."""
     out = {k: {"value": d, "source": "default"} for k, (d, _, _) in KEYS.items()}
-    layers = [("user", user_path or user_config_path())]
+    layers: list[tuple[str, Path, str | Path | None]] = [("user", user_path or user_config_path(), None)]
     if main_root is not None:
-        layers.append(("project", project_config_path(main_root)))
-    for source, path in layers:
-        flat, digest = read_layer(path)
+        layers.append(("project", project_config_path(main_root), main_root))
+    for source, path, within in layers:
+        flat, digest = read_layer(path, within)
         for k, v in flat.items():
             entry: dict[str, Any] = {"value": v, "source": f"{source}:{path}"}
             if k == "agents":  # profiles add up: a project that adds one keeps the user's own
@@ -245,8 +248,9 @@ def values(main_root: str | Path | None, env: Mapping[str, str] | None = None) -
     return {k: v["value"] for k, v in effective(main_root, env).items()}
 
 
-def write_key(path: Path, key: str, value: Any) -> Any:
-    """Set one key in a config file (created if missing), atomically; returns the stored value."""
+def write_key(path: Path, key: str, value: Any, within: str | Path | None = None) -> Any:
+    """Set one key in a config file (created if missing), atomically; returns the stored value.
+    (`within`: a project file's repository, as for read_layer.)"""
     check_key(key)
     if isinstance(value, str):
         try:
@@ -254,9 +258,10 @@ def write_key(path: Path, key: str, value: Any) -> Any:
         except json.JSONDecodeError:
             pass
     stored = convert(key, value, "value")
+    data = read_regular(path, what="config file", code=Code.config_error, limit=MAX_BYTES, within=within)
     try:
-        tree = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except json.JSONDecodeError as e:
+        tree = json.loads(data.decode("utf-8")) if data and data.strip() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ParaError(Code.config_error, f"{path} is not valid JSON: {e}") from None
     node = tree
     *parents, leaf = key.split(".")

@@ -62,11 +62,13 @@ class ParaError(Exception):
                 "data": {"code": self.code.name, **self.data}}
 
     @classmethod
-    def from_rpc(cls, error: dict[str, Any]) -> "ParaError":
+    def from_rpc(cls, error: dict[str, Any]) -> ParaError:
         data = dict(error.get("data") or {})
         name = data.pop("code", None)
-        code = Code[name] if name in Code.__members__ else _BY_RPC.get(error.get("code"), Code.internal)
-        if code is Code.internal and error.get("code") not in _BY_RPC:
+        rpc = error.get("code")
+        by_rpc = _BY_RPC.get(rpc) if isinstance(rpc, int) else None
+        code = Code[name] if name in Code.__members__ else by_rpc if by_rpc is not None else Code.internal
+        if code is Code.internal and by_rpc is None:
             # A protocol-level error (invalid params, method not found): keep
             # its text and treat it as bad input rather than a para bug.
             code = Code.invalid_input
