@@ -169,6 +169,9 @@ def test_a_conflict_reaches_the_quickfix_list_and_abort_restores_the_session(sid
     worktree = seen["event"]["data"]["worktree"]
     assert seen["qf"]["items"] == [{"file": f"{worktree}/shared.txt", "lnum": 1, "text": "cf: conflict with main"}]
     assert seen["current"]["file"] == f"{worktree}/shared.txt" and seen["current"]["line"].startswith("<<<<<<<")
+    assert seen["continue"] == {"ok": False, "code": "conflict", "markers": ["shared.txt:1", "shared.txt:3",
+                                                                            "shared.txt:5"]}
+    assert seen["markers_qf"] == [{"file": f"{worktree}/shared.txt", "lnum": n} for n in (1, 3, 5)]
     assert seen["aborted"]["name"] == "cf" and seen["aborted"]["status"] == "active"
     detail = show(repo, "cf")
     assert detail["status"] == "active" and detail["head"] == seen["aborted"]["restored"]

@@ -82,9 +82,9 @@ end
 local function call(name, verb, params, show)
   para().request(verb, params, function(err, result)
     if err then
-      if err.data and err.data.code == "conflict" and err.data.files then
+      if err.data and err.data.code == "conflict" and (err.data.files or err.data.markers) then
         require("para.ui.conflicts").from_error(err)
-        if require("para.config").options.notify.conflicted then
+        if err.data.files and require("para.config").options.notify.conflicted then
           return done(name, err, nil) -- the `conflicted` event says it, shorter
         end
       end
