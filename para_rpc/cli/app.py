@@ -311,22 +311,25 @@ def config_edit(project: ScopeOpt = False) -> None:
 # ---- trust ---------------------------------------------------------------------
 
 @app.command("trust")
-def trust_(show: Annotated[bool, typer.Option("--show", help="Only show the commands and whether they are approved.")] = False,
+def trust_(approve: Annotated[str | None, typer.Option("--approve", metavar="SHA256", help="Approve the content `para trust` showed, named by its sha256; refused if the file changed since.")] = None,
+           show: Annotated[bool, typer.Option("--show", help="Only show the commands (the default; kept for scripts).")] = False,
            revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the approval.")] = False,
            as_json: JsonOpt = False) -> None:
-    """Approve the commands this repository's .para/config.json would run (integrate.check, agent
-    profiles), printing exactly what you approve; until then operations that need them fail
-    (exit 13). A changed file needs approval again."""
-    if show and revoke:
-        _fail(ParaError(Code.invalid_input, "give --show or --revoke, not both"), as_json)
-    action = "show" if show else "revoke" if revoke else "approve"
+    """Show the commands and settings this repository's .para/config.json would make para run
+    (integrate.check, agent profiles, ...) with the sha256 of that content; `--approve SHA256`
+    approves exactly that content. Until then operations that need them fail (exit 13); a
+    changed file needs approval again."""
+    if sum((approve is not None, show, revoke)) > 1:
+        _fail(ParaError(Code.invalid_input, "give one of --approve, --show, --revoke"), as_json)
+    action = "approve" if approve is not None else "revoke" if revoke else "show"
     if action == "approve" and os.environ.get("PARA_SESSION"):
-        _fail(ParaError(Code.invalid_input,
+        _fail(ParaError(Code.forbidden,
                         "approving commands that run as you is a human's decision, and this is the environment of "
                         f"the agent of session {os.environ['PARA_SESSION']!r} (PARA_SESSION is set); the user "
-                        "reviews them with `para trust --show` and approves with `para trust` in the repository",
-                        session=os.environ["PARA_SESSION"]), as_json)
-    _call("para/trust", {"action": action}, as_json, render.print_trust)
+                        "reviews them with `para trust` and approves with `para trust --approve <sha256>` in the "
+                        "repository", session=os.environ["PARA_SESSION"]), as_json)
+    _call("para/trust", {"action": action, **({"sha256": approve} if approve is not None else {})}, as_json,
+          render.print_trust)
 
 
 # ---- sidecar -------------------------------------------------------------------

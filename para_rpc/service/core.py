@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import fcntl
 import logging
 import os
@@ -33,12 +32,6 @@ EXCLUDE_LINES = ("/.para/*", "!/.para/config.json", "/.para-agent.md")
 WIP_MESSAGE = "para: work in progress saved by `para cancel`"
 STATUS_CONCURRENCY = 8
 AGENT_POLL_SECONDS = 1.0
-
-
-# The pid of the process on the other end of the connection a request came in on (set by the
-# transports from SO_PEERCRED; None over HTTP). An operation that freezes an agent's
-# processes never freezes its own caller.
-caller_pid: contextvars.ContextVar[int | None] = contextvars.ContextVar("caller_pid", default=None)
 
 
 def _utc_stamp() -> str:
@@ -147,7 +140,8 @@ class Repo:
     def worktrees_dir(self, cfg: dict[str, Any]) -> str:
         """Where session worktrees go (config `worktrees_dir`, else `.para/worktrees`), with
         symlinks resolved: git reports worktree paths resolved, and para compares with those."""
-        d = os.path.join(self.root, os.path.expanduser(cfg.get("worktrees_dir") or os.path.join(".para", "worktrees")))
+        chosen = config.usable(cfg.get("worktrees_dir"))  # a project file's: only once approved (trust.py)
+        d = os.path.join(self.root, os.path.expanduser(chosen or os.path.join(".para", "worktrees")))
         d = os.path.realpath(d)
         para_dir = os.path.realpath(os.path.join(self.root, ".para"))
         if (d + os.sep).startswith(self.root + os.sep) and not d.startswith(para_dir + os.sep):
@@ -167,6 +161,7 @@ class Repo:
         return self.target_locks.setdefault(branch, asyncio.Lock())
 
     def config(self, env: dict[str, str]) -> dict[str, Any]:
+        trust.forbid_agent_env(env)  # an agent's own PARA_AGENTS, PARA_INTEGRATE_CHECK, ...: refused
         # Commands from the project file that the user has not approved stand there as errors.
         return trust.settle(self.common_dir, config.effective(self.root, env))
 
@@ -463,7 +458,7 @@ class ServiceCore:
         if run is None or run.settled or not run.pid or not run.exit_file:
             yield []
             return
-        spare = agents.ancestors(caller_pid.get()) | {os.getpid()}
+        spare = agents.ancestors(trust.PEER_PID.get()) | {os.getpid()}
         stopped = await asyncio.to_thread(agents.freeze_run, run.pid, run.exit_file, run.started_at, spare)
         if stopped:
             log.info("%s: froze %d agent process(es) while its worktree is saved", s.name, len(stopped))
@@ -670,6 +665,8 @@ class ServiceCore:
                 raise ParaError(Code.invalid_input, "config set needs a key and a value")
             if p.scope not in paths:
                 raise ParaError(Code.invalid_input, "project config needs a repository (cwd)")
+            if config.check_key(p.key) in config.GATED_KEYS:
+                trust.forbid_agent(f"changing {p.key} (it decides what para runs)")
             stored = config.write_key(Path(paths[p.scope]), p.key, p.value, root if p.scope == "project" else None)
             return {"key": p.key, "value": stored, "scope": p.scope, "path": paths[p.scope]}
         eff = config.effective(root, p.env)
