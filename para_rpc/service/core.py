@@ -452,8 +452,8 @@ class ServiceCore:
         """While a session's worktree is saved and removed, its agent (if one still runs, or
         left processes behind) is frozen with SIGSTOP, so nothing it writes falls between the
         save and the removal; the caller of the operation and its ancestors are spared. After,
-        the processes continue, or with `stop_after` get a SIGTERM first (the session is over
-        for them; the usual stop follows with SIGKILL if needed). Yields the frozen pids."""
+        the processes continue; after a cancel (`stop_after`) the usual stop follows at once.
+        Yields the frozen pids."""
         run = s.agent
         if run is None or run.settled or not run.pid or not run.exit_file:
             yield []
@@ -466,7 +466,8 @@ class ServiceCore:
             yield sorted(stopped)
         finally:
             if stopped:
-                await asyncio.to_thread(agents.thaw_run, stopped, stop_after and s.status is Status.cancelled)
+                # (no SIGTERM here: the stop that follows a cancel signals and records them all)
+                await asyncio.to_thread(agents.thaw_run, stopped)
 
     async def _worktree_facts(self, repo: Repo, s: Session) -> WorktreeFacts | None:
         """What the session's worktree holds besides its branch; None when it has none.
