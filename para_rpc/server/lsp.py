@@ -28,9 +28,11 @@ from pygls.protocol import (JsonRPCNotification, JsonRPCRequestMessage, JsonRPCR
                             LanguageServerProtocol, default_converter, lsp_method)
 
 from para_rpc import __version__
-from para_rpc.errors import Code, ParaError
-from para_rpc.params import SERVICE_METHODS, TRANSPORT_METHODS
+from para_rpc.errors import ParaError
+from para_rpc.methods import SERVICE_METHODS
+from para_rpc.params import TRANSPORT_METHODS
 from para_rpc.service import Service
+from para_rpc.service.invoke import BadParams, invoke
 
 log = logging.getLogger("para.lsp")
 
@@ -262,25 +264,13 @@ def _rpc_error(e: ParaError) -> JsonRpcServerError:
 
 
 async def call_service(service: Service, method: str, params: Any) -> Any:
-    """Decode params, run the operation (shielded from request cancellation so a
-    multi-step operation is never abandoned half way), map errors."""
-    params_cls, attr = SERVICE_METHODS[method]
+    """The service's one call path (service/invoke.py), its errors as JSON-RPC errors."""
     try:
-        p = msgspec.convert(params if params is not None else {}, params_cls)
-    except msgspec.ValidationError as e:
-        raise JsonRpcInvalidParams(f"{method}: {e}") from None
-    try:
-        return await asyncio.shield(getattr(service, attr)(p))
+        return await invoke(service, method, params)
+    except BadParams as e:
+        raise JsonRpcInvalidParams(e.message) from None
     except ParaError as e:
-        if hasattr(p, "session") and "session" not in e.data:
-            # An error about one session names it, also when the client gave only its cwd.
-            name = p.session or service.session_name_at(p.cwd)
-            if name:
-                e.data["session"] = name
         raise _rpc_error(e) from None
-    except Exception as e:
-        log.exception("%s failed", method)
-        raise _rpc_error(ParaError(Code.internal, f"{method} failed unexpectedly: {e.__class__.__name__}: {e}"))
 
 
 def _make_handler(method: str):

@@ -40,14 +40,13 @@ from typing_extensions import NotRequired, TypedDict
 
 from para_rpc import __version__
 from para_rpc.errors import Code, ParaError
-from para_rpc.params import SERVICE_METHODS
 from para_rpc.service import Service
+from para_rpc.service.invoke import invoke
 
 log = logging.getLogger("para.mcp")
 
 MAX_LINE = 64 * 1024 * 1024   # one MCP message (a 1 MB task is fine; a runaway peer is not)
 WAIT_PROGRESS_SECONDS = 1.0
-QUIET_KINDS = frozenset({"status"})  # agent progress chatter: reported, but not a state change
 
 
 # ---- the orchestration guide (the one copy: para://guide and the tool descriptions) ----
@@ -330,8 +329,6 @@ class McpFrontend:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.bus = InMemorySubscriptionBus()
-        self.listeners: set[asyncio.Queue] = set()
-        self.last_event: dict[str, int] = {}      # repo root -> newest event id seen
         self.server = MCPServer(
             "para", version=__version__, title="para",
             description="Parallel AI agents in git worktrees, coordinated by one sidecar.",
@@ -344,11 +341,6 @@ class McpFrontend:
     def notify(self, method: str, payload: dict[str, Any]) -> None:
         if method != "para/event":
             return
-        root, eid = payload.get("repo"), payload.get("id")
-        if isinstance(root, str) and isinstance(eid, int):
-            self.last_event[root] = max(eid, self.last_event.get(root, 0))
-        for q in list(self.listeners):
-            q.put_nowait(payload)
         uris = ["para://sessions"] + ([f"para://session/{payload['session']}"] if payload.get("session") else [])
         try:
             loop = asyncio.get_running_loop()
@@ -384,38 +376,16 @@ class McpFrontend:
         peer = PEER.get()
         data = {"cwd": self.cwd(repo), "env": dict(peer.env) if peer else {},
                 **{k: v for k, v in params.items() if v is not None}}
-        cls, attr = SERVICE_METHODS[method]
         try:
-            p = msgspec.convert(data, cls)
-        except msgspec.ValidationError as e:
-            raise ToolError(f"invalid_input: {e}") from None
-        try:
-            return await asyncio.shield(getattr(self.service, attr)(p))
+            return await invoke(self.service, method, data)
         except ParaError as e:
             raise tool_error(e) from None
-        except Exception as e:
-            log.exception("%s failed", method)
-            raise ToolError(f"internal: {method} failed unexpectedly ({e.__class__.__name__}: {e}); "
-                            "see the sidecar log") from None
 
     async def repo_root(self, repo: str | None) -> str:
         try:
             return (await self.service.repo(self.cwd(repo))).root
         except ParaError as e:
             raise tool_error(e) from None
-
-    async def newest_event(self, root: str, repo: str | None) -> int:
-        """The id of the newest event of a repository (read once, then followed live)."""
-        if root not in self.last_event:
-            after, newest = 0, 0
-            while True:
-                batch = (await self.call("para/events", repo, after=after, limit=1000))["events"]
-                if batch:
-                    newest = after = batch[-1]["id"]
-                if len(batch) < 1000:
-                    break
-            self.last_event[root] = max(newest, self.last_event.get(root, 0))
-        return self.last_event[root]
 
     # -- serving a connection
 
@@ -584,31 +554,20 @@ def _register(fe: McpFrontend) -> None:
         if len(given) != 1:
             raise ToolError("invalid_input: give exactly one of task, file, files or tasks"
                             + (f" (got {', '.join(given)})" if given else ""))
-        common = {"agent": agent, "skip_permissions": skip_permissions, "mode": mode, "base": base}
+        if files and session is not None:
+            raise ToolError("invalid_input: a plan names its sessions after its task files; drop session")
+        specs = [{"name": t.session, "prompt": t.task, "file": t.file} for t in tasks or []]
+        r = await fe.call("para/dispatch", repo, name=session if not tasks else None, prompt=task, file=file,
+                          files=files, tasks=specs or None, agent=agent, skip_permissions=skip_permissions,
+                          mode=mode, base=base)
         out: DispatchOut = {"sessions": [], "plan": None, "failed": [], "next": ""}
-        if tasks:
-            for i, t in enumerate(tasks):
-                if (t.task is None) == (t.file is None):
-                    out["failed"].append({"task": t.session or f"#{i + 1}",
-                                          "error": "invalid_input: give task or file (one of them)"})
-                    continue
-                try:
-                    r = await fe.call("para/dispatch", repo, name=t.session, prompt=t.task, file=t.file, **common)
-                except ToolError as e:
-                    out["failed"].append({"task": t.session or t.file or f"#{i + 1}", "error": str(e)})
-                    continue
-                _add_dispatched(out, r)
-            if not out["sessions"]:
-                raise ToolError("nothing was dispatched:\n" + "\n".join(f"{f['task']}: {f['error']}"
-                                                                        for f in out["failed"]))
-        elif task is not None:
-            _add_dispatched(out, await fe.call("para/dispatch", repo, name=session, prompt=task, **common))
-        elif file is not None:
-            _add_dispatched(out, await fe.call("para/dispatch", repo, name=session, file=file, **common))
+        if "failed" in r:  # several tasks
+            out["sessions"] = r["sessions"]
+            out["failed"] = [{"task": f["task"], "error": f"{f['code']}: {f['error']}"} for f in r["failed"]]
+        elif "plan" in r and "name" not in r:
+            out["plan"] = r["plan"]
         else:
-            if session is not None:
-                raise ToolError("invalid_input: a plan names its sessions after its task files; drop session")
-            _add_dispatched(out, await fe.call("para/dispatch", repo, files=files, **common))
+            out["sessions"].append(r)
         names = [s["name"] for s in out["sessions"]] or [
             t["name"] for t in (out["plan"] or {}).get("steps", [{}])[0].get("tasks", [])]
         out["next"] = (f"Call para_wait(sessions={names}) to follow them (pass last_event back as after_event); "
@@ -822,13 +781,6 @@ def _register(fe: McpFrontend) -> None:
                 "5. When everything has integrated, summarize what landed.\n\n" + GUIDE)
 
 
-def _add_dispatched(out: DispatchOut, r: dict[str, Any]) -> None:
-    if "plan" in r and "name" not in r:
-        out["plan"] = r["plan"]
-    else:
-        out["sessions"].append(r)
-
-
 def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2, default=str)
 
@@ -843,55 +795,23 @@ async def _resource_call(fe: McpFrontend, method: str, **params: Any) -> Any:
         raise ResourceError(text) from None
 
 
-def _relevant(event: dict[str, Any], root: str, names: set[str]) -> bool:
-    return (event.get("repo", root) == root and event.get("kind") not in QUIET_KINDS
-            and event.get("session") is not None and (not names or event["session"] in names))
-
-
 async def _wait(fe: McpFrontend, ctx: Context, sessions: list[str], timeout: float, after_event: int | None,
                 repo: str | None) -> WaitOut:
-    queue: asyncio.Queue = asyncio.Queue()
-    fe.listeners.add(queue)  # before anything else: no event can slip between the checks below
+    """One `para/wait`; while it blocks, MCP progress notifications say it is still waiting."""
+    what = f"waiting for {', '.join(sessions) or 'any session'}"
+    await ctx.report_progress(0, timeout, what)
+    call = asyncio.ensure_future(fe.call("para/wait", repo, sessions=sessions, timeout=timeout,
+                                         after_event=after_event))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     try:
-        root = await fe.repo_root(repo)
-        first = await fe.call("para/wait", repo, sessions=sessions, timeout=0)  # validates the names
-        names = set(sessions)
-        seen: dict[int, dict[str, Any]] = {}
-        cursor = after_event if after_event is not None else await fe.newest_event(root, repo)
-        await ctx.report_progress(0, timeout, f"waiting for {', '.join(sessions) or 'any session'}")
-        if after_event is not None:
-            after = after_event
-            while True:
-                batch = (await fe.call("para/events", repo, after=after, limit=1000))["events"]
-                for ev in batch:
-                    seen[ev["id"]] = {**ev, "repo": root}
-                if len(batch) < 1000:
-                    break
-                after = batch[-1]["id"]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not any(_relevant(e, root, names) for e in seen.values()):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                ev = await asyncio.wait_for(queue.get(), min(remaining, WAIT_PROGRESS_SECONDS))
-            except asyncio.TimeoutError:
-                await ctx.report_progress(min(timeout, timeout - (deadline - loop.time())), timeout,
-                                          f"waiting for {', '.join(sessions) or 'any session'}")
-                continue
-            if ev.get("repo") == root and ev["id"] > cursor:
-                seen[ev["id"]] = ev
-        while not queue.empty():  # what arrived meanwhile belongs to this answer too
-            ev = queue.get_nowait()
-            if ev.get("repo") == root and ev["id"] > cursor:
-                seen[ev["id"]] = ev
+        while not call.done():
+            done, _ = await asyncio.wait({call}, timeout=WAIT_PROGRESS_SECONDS)
+            if not done:
+                await ctx.report_progress(min(timeout, loop.time() - started), timeout, what)
+        out = call.result()
     finally:
-        fe.listeners.discard(queue)
-    events = [seen[i] for i in sorted(seen)]
-    changed = sorted({e["session"] for e in events if _relevant(e, root, names)})
-    final = await fe.call("para/wait", repo, sessions=sessions, timeout=0) if events else first
+        call.cancel()
+    changed = out["changed"]
     await ctx.report_progress(timeout, timeout, "changed: " + ", ".join(changed) if changed else "timed out")
-    return {"changed": changed, "timed_out": not changed, "sessions": final["sessions"],
-            "events": [{k: e[k] for k in ("id", "ts", "session", "kind", "data")} for e in events],
-            "last_event": max([cursor, *seen])}
+    return out

@@ -85,7 +85,7 @@ class Sessions(ServiceCore):
             await git.delete_branch(repo.root, s.branch)
         repo.store.delete(s)
 
-    async def list(self, p: ListParams) -> dict[str, Any]:
+    async def list_sessions(self, p: ListParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         sessions = repo.store.all() if p.all else [
             s for s in repo.store.live() if s.status is not Status.cancelled]
