@@ -75,6 +75,7 @@ class ListResult(Result, kw_only=True):
 
 class IntegrateResult(SessionDetail, kw_only=True):
     """integrate and continue: the session after landing."""
+    note: str | None = None   # MCP only: a landing that changed .para/config.json says what that means
 
 
 class IntegrateDryRun(Result, kw_only=True):

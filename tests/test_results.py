@@ -157,3 +157,27 @@ def test_a_wrong_result_is_refused() -> None:
     """The check above can fail: a result with a key the declaration lacks does not decode."""
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"session": "x", "report": None, "surprise": 1}, results.ReportResult, strict=True)
+
+
+MCP_TOOL_METHOD = {"para_list": "para/list", "para_start": "para/start", "para_finish": "para/finish",
+                   "para_integrate": "para/integrate", "para_continue": "para/continue", "para_abort": "para/abort",
+                   "para_cancel": "para/cancel", "para_recover": "para/recover", "para_resume": "para/resume",
+                   "para_status": "para/status", "para_wait": "para/wait", "para_conflicts": "para/conflicts",
+                   "para_diff": "para/diff"}
+
+
+@pytest.mark.anyio
+async def test_mcp_output_schemas_are_the_declared_structs(sidecar: Sidecar, tmp_path: Path) -> None:
+    """What MCP clients are promised (outputSchema, which the SDK's client validates every
+    structured result against) is the JSON schema of the same Structs."""
+    from mcp_util import mcp_client
+    from para_rpc.server.mcp import McpDispatchOut, output_schema
+
+    repo = make_repo(tmp_path / "repo")
+    async with mcp_client(repo) as c:
+        tools = {t.name: t for t in (await c.list_tools()).tools}
+    for tool, method in MCP_TOOL_METHOD.items():
+        assert tools[tool].output_schema == output_schema(*methods.METHODS[method].result_types()), tool
+    assert tools["para_config_show"].output_schema == output_schema(results.ConfigShow)
+    assert tools["para_dispatch"].output_schema == output_schema(McpDispatchOut)
+    assert tools["para_list"].output_schema["additionalProperties"] is False

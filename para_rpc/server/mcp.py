@@ -6,8 +6,8 @@ optional streamable HTTP endpoint) is served by it against the one `Service`
 the JSON-RPC connections use, so every front end sees the same state and
 events. Tools are thin: arguments (validated by pydantic from the signature)
 become the msgspec params of `params.py`, the operation runs shielded from
-request cancellation, the result goes back as structured output (TypedDicts,
-so `outputSchema` and `structuredContent` exist), and a `ParaError` becomes a
+request cancellation, the result goes back as structured output (`outputSchema` is the
+JSON schema of its Struct in results.py), and a `ParaError` becomes a
 `ToolError` whose text starts with the error's code name and says what to do.
 
 The bridge sends one preamble line before the MCP byte stream:
@@ -21,6 +21,7 @@ connection over explicit streams has no public API in mcp 2.3; pinned <2.4).
 import asyncio
 import contextlib
 import contextvars
+import functools
 import hmac
 import json
 import logging
@@ -34,12 +35,12 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.server.stdio import stdio_server
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
-from typing_extensions import NotRequired, TypedDict
 
-from para_rpc import __version__
+from para_rpc import __version__, results
 from para_rpc.errors import Code, ParaError
+from para_rpc.model import Plan
 from para_rpc.service import Service
 from para_rpc.service.invoke import invoke
 
@@ -116,140 +117,32 @@ PEER: contextvars.ContextVar[Peer | None] = contextvars.ContextVar("para_mcp_pee
 
 
 # ---- structured results (what outputSchema promises) ---------------------------------
+# The output schemas are the JSON schemas of the Structs in results.py (the same that declare
+# the JSON-RPC results), plus the two shapes only MCP has: para_dispatch's summary and the
+# `note` para_integrate adds. The SDK's client validates every structured result against them.
 
-class SessionOut(TypedDict):
-    name: str
-    status: str
-    state: NotRequired[str]
-    branch: NotRequired[str]
-    worktree: NotRequired[str]
-    base_branch: NotRequired[str]
-    base_commit: NotRequired[str]
-    created_at: NotRequired[float]
-    updated_at: NotRequired[float]
-    current: NotRequired[bool]
-    dirty: NotRequired[bool]
-    worktree_exists: NotRequired[bool]
-    branch_exists: NotRequired[bool]
-    head: NotRequired[str | None]
-    ahead: NotRequired[int | None]
-    task: NotRequired[str | None]
-    archived_branch: NotRequired[str | None]
-    pending_op: NotRequired[str | None]
-    integration: NotRequired[dict[str, Any] | None]
-    agent: NotRequired[dict[str, Any] | None]
-    report: NotRequired[dict[str, Any] | None]
-    plan: NotRequired[int | None]
-    notes: NotRequired[list[str]]
-    commits: NotRequired[list[dict[str, Any]]]
-    diffstat: NotRequired[str]
-    prompt_file: NotRequired[str]
-    recreated: NotRequired[bool]
-    restored: NotRequired[str]
-    saved: NotRequired[Any]
-
-
-class ListOut(TypedDict):
-    repo: str
-    current: str | None
-    sessions: list[SessionOut]
-
-
-class FailedTask(TypedDict):
+class McpFailedTask(results.Result, kw_only=True):
     task: str
-    error: str
+    error: str    # `<code>: <message>`, as a tool error reads
 
 
-class DispatchOut(TypedDict):
-    sessions: list[SessionOut]
-    plan: dict[str, Any] | None
-    failed: list[FailedTask]
-    next: str
+class McpDispatchOut(results.Result, kw_only=True):
+    sessions: list[results.SessionDetail]
+    plan: Plan | None
+    failed: list[McpFailedTask]
+    next: str     # what to call next
 
 
-class IntegrateOut(TypedDict, total=False):
-    name: str
-    status: str
-    state: str
-    branch: str
-    worktree: str
-    integration: dict[str, Any] | None
-    agent: dict[str, Any] | None
-    report: dict[str, Any] | None
-    dry_run: bool
-    session: str
-    target: str
-    strategy: str
-    target_commit: str | None
-    includes_uncommitted: bool
-    clean: bool
-    conflicts: list[str]
-    hunks: dict[str, Any]
-    commits: list[dict[str, Any]]
-    noop: bool
-    diffstat: str
-    error: str
-    note: str
-
-
-class EvidenceOut(TypedDict, total=False):
-    name: str
-    status: str
-    task: str | None
-    report: dict[str, Any] | None
-    agent: dict[str, Any] | None
-    ahead: int | None
-    diffstat: str | None
-    last_activity: float
-    stale: bool
-    plan: int | None
-    integration: dict[str, Any] | None
-
-
-class StatusOut(TypedDict):
-    repo: str
-    sessions: list[EvidenceOut]
-    plans: list[dict[str, Any]]
-
-
-class EventOut(TypedDict):
-    id: int
-    ts: float
-    session: str | None
-    kind: str
-    data: dict[str, Any]
-
-
-class WaitOut(TypedDict):
-    changed: list[str]
-    timed_out: bool
-    sessions: dict[str, dict[str, Any]]
-    events: list[EventOut]
-    last_event: int
-
-
-class ConflictsOut(TypedDict):
-    clean: bool
-    sessions: list[dict[str, Any]]
-    pairs: list[dict[str, Any]]
-    unrelated: list[dict[str, Any]]
-
-
-class DiffOut(TypedDict, total=False):
-    session: str
-    base: str
-    commit: str
-    includes_uncommitted: bool
-    stat: str
-    truncated: bool
-    patch: str
-
-
-class ConfigOut(TypedDict, total=False):
-    paths: dict[str, str]
-    values: dict[str, dict[str, Any]]
-    env: dict[str, str]
-    descriptions: dict[str, str]
+def output_schema(*types: type) -> dict[str, Any]:
+    """The outputSchema of a tool returning one of `types` (an object at the root, as MCP wants)."""
+    refs, defs = msgspec.json.schema_components(types, ref_template="#/$defs/{name}")
+    if len(types) == 1:
+        root = dict(defs.pop(types[0].__name__))
+    else:
+        root = {"type": "object", "anyOf": list(refs)}
+    if defs:
+        root["$defs"] = defs
+    return root
 
 
 class TaskSpec(BaseModel):
@@ -514,10 +407,17 @@ class HttpServer:
 def _register(fe: McpFrontend) -> None:
     srv = fe.server
 
-    def tool(name: str, title: str, annotations: ToolAnnotations, description: str):
+    def tool(name: str, title: str, annotations: ToolAnnotations, description: str, *out: type):
+        """Register `fn` as a tool whose structured result is one of `out` (Structs): the
+        outputSchema is theirs, and the result goes out as the service built it."""
         def deco(fn):
-            srv.add_tool(fn, name=name, title=title, description=description, annotations=annotations,
-                         structured_output=True)
+            @functools.wraps(fn)
+            async def structured(*args: Any, **kwargs: Any) -> CallToolResult:
+                r = await fn(*args, **kwargs)
+                return CallToolResult(content=[TextContent(type="text", text=_json(r))], structured_content=r)
+            srv.add_tool(structured, name=name, title=title, description=description, annotations=annotations,
+                         structured_output=False)
+            srv._tool_manager.get_tool(name).fn_metadata.output_schema = output_schema(*out)
             return fn
         return deco
 
@@ -528,7 +428,7 @@ def _register(fe: McpFrontend) -> None:
         "exactly one of: task (inline text), file (a task file, or a directory of TASK_<n>_<slug>.md files "
         "run as a plan), files (task files run as a plan), tasks (several independent tasks at once). "
         "The result lists the sessions started and, for a plan, its steps.",
-        "split", "tasks", "dispatch", "follow", "conflicts"))
+        "split", "tasks", "dispatch", "follow", "conflicts"), McpDispatchOut)
     async def para_dispatch(
         session: Annotated[str | None, Field(description="Session name for a single task (default: from the task "
                                              "file name, else a friendly adjective_noun).")] = None,
@@ -549,7 +449,7 @@ def _register(fe: McpFrontend) -> None:
                         Field(description="Where the agent runs (default: config agent.mode).")] = None,
         base: Annotated[str | None, Field(description="Branch to fork from (default: the base branch).")] = None,
         repo: Repo = None,
-    ) -> DispatchOut:
+    ) -> dict[str, Any]:
         given = [n for n, v in (("task", task), ("file", file), ("files", files), ("tasks", tasks)) if v]
         if len(given) != 1:
             raise ToolError("invalid_input: give exactly one of task, file, files or tasks"
@@ -560,7 +460,7 @@ def _register(fe: McpFrontend) -> None:
         r = await fe.call("para/dispatch", repo, name=session if not tasks else None, prompt=task, file=file,
                           files=files, tasks=specs or None, agent=agent, skip_permissions=skip_permissions,
                           mode=mode, base=base)
-        out: DispatchOut = {"sessions": [], "plan": None, "failed": [], "next": ""}
+        out: dict[str, Any] = {"sessions": [], "plan": None, "failed": [], "next": ""}
         if "failed" in r:  # several tasks
             out["sessions"] = r["sessions"]
             out["failed"] = [{"task": f["task"], "error": f"{f['code']}: {f['error']}"} for f in r["failed"]]
@@ -579,41 +479,41 @@ def _register(fe: McpFrontend) -> None:
     @tool("para_list", "List sessions", READ,
           "Sessions of the repository with their state (active, dirty, review, integrating, conflicted, "
           "integrated, cancelled, missing) and branch, worktree and agent. For waiting on changes use para_wait, "
-          "not repeated para_list calls.")
+          "not repeated para_list calls.", results.ListResult)
     async def para_list(
         all: Annotated[bool, Field(description="Include integrated and cancelled sessions (history).")] = False,
         repo: Repo = None,
-    ) -> ListOut:
+    ) -> dict[str, Any]:
         return await fe.call("para/list", repo, all=all)
 
     @tool("para_start", "Start a session without an agent", _ann(destructive=False),
           "Create a session (branch para/<name> and its worktree under .para/worktrees/) forked from the base "
           "branch, without an agent: for work you do yourself or with the user. To hand a task to an agent use "
-          "para_dispatch.")
+          "para_dispatch.", results.SessionDetail)
     async def para_start(
         session: Annotated[str | None, Field(description="Session name (default: a friendly adjective_noun).")] = None,
         base: Annotated[str | None, Field(description="Branch to fork from.")] = None,
         repo: Repo = None,
-    ) -> SessionOut:
+    ) -> dict[str, Any]:
         return await fe.call("para/start", repo, name=session, base=base)
 
     @tool("para_finish", "Finish a session for review", _ann(destructive=True),
           "Commit everything in the session, squash it onto its fork point (configurable), remove the worktree "
-          "and keep the branch for review. Nothing lands on the base branch; para_integrate does that.")
+          "and keep the branch for review. Nothing lands on the base branch; para_integrate does that.", results.SessionDetail)
     async def para_finish(
         message: Annotated[str, Field(description="Commit message.")],
         session: SessionOpt = None,
         branch: Annotated[str | None, Field(description="Rename the branch for review.")] = None,
         squash: Annotated[bool | None, Field(description="Squash into one commit (default: config finish.squash).")] = None,
         repo: Repo = None,
-    ) -> SessionOut:
+    ) -> dict[str, Any]:
         return await fe.call("para/finish", repo, session=session, message=message, branch=branch, squash=squash)
 
     @tool("para_integrate", "Land a session on its target", _ann(destructive=True), _describe(
         "Land the session's work (uncommitted changes are committed first) on its target branch (default: the "
         "branch it forked from), then remove its worktree and branch (a backup ref keeps the tip). Agents "
         "normally do this themselves with `para integrate`. dry_run=true predicts the result and changes "
-        "nothing. On a conflict the result is an error naming the files.", "conflicts"))
+        "nothing. On a conflict the result is an error naming the files.", "conflicts"), results.IntegrateResult, results.IntegrateDryRun)
     async def para_integrate(
         session: SessionOpt = None,
         message: Annotated[str | None, Field(description="Commit message (squash and merge strategies).")] = None,
@@ -622,7 +522,7 @@ def _register(fe: McpFrontend) -> None:
         target: Annotated[str | None, Field(description="Branch to land on (default: the session's base).")] = None,
         dry_run: Annotated[bool, Field(description="Only predict: clean or conflicting files.")] = False,
         repo: Repo = None,
-    ) -> IntegrateOut:
+    ) -> dict[str, Any]:
         out = await fe.call("para/integrate", repo, session=session, message=message, strategy=strategy,
                             target=target, dry_run=dry_run)
         if (out.get("integration") or {}).get("config_changed"):
@@ -634,42 +534,42 @@ def _register(fe: McpFrontend) -> None:
         "After the conflicts of a paused (conflicted) session have been resolved in its worktree, complete "
         "its integration: the resolution is committed and the session lands on its target. Conflicts without "
         "text markers (binary, deleted, renamed, submodule) count as resolved only once a choice is staged "
-        "there (git add / git rm); force=true stages everything as it is.", "conflicts"))
+        "there (git add / git rm); force=true stages everything as it is.", "conflicts"), results.IntegrateResult)
     async def para_continue(
         session: SessionReq,
         force: Annotated[bool, Field(description="Stage everything as it is, even conflicts nobody resolved "
                                      "(marker-like lines left, binary/deleted/renamed paths not staged).")] = False,
         repo: Repo = None,
-    ) -> SessionOut:
+    ) -> dict[str, Any]:
         return await fe.call("para/continue", repo, session=session, force=force)
 
     @tool("para_abort", "Abort a paused integration", _ann(destructive=True),
           "Give up a paused integration: the session goes back exactly to its pre-integration commit and "
-          "becomes active again (a resolution in progress is saved under refs/para/backup/).")
-    async def para_abort(session: SessionReq, repo: Repo = None) -> SessionOut:
+          "becomes active again (a resolution in progress is saved under refs/para/backup/).", results.SessionDetail)
+    async def para_abort(session: SessionReq, repo: Repo = None) -> dict[str, Any]:
         return await fe.call("para/abort", repo, session=session)
 
     @tool("para_cancel", "Cancel a session", _ann(destructive=True),
           "Stop a session: its uncommitted work is committed onto its branch, the branch is archived under "
           "para/archived/, the worktree is removed. para_recover brings it back. Never cancel a session whose "
-          "agent is still working unless the user asked for it.")
+          "agent is still working unless the user asked for it.", results.SessionDetail)
     async def para_cancel(
         session: SessionReq,
         discard: Annotated[bool, Field(description="Do not commit uncommitted work (a backup ref still keeps a "
                                        "snapshot).")] = False,
         repo: Repo = None,
-    ) -> SessionOut:
+    ) -> dict[str, Any]:
         return await fe.call("para/cancel", repo, session=session, discard=discard)
 
     @tool("para_recover", "Recover a cancelled session", _ann(destructive=False),
-          "Bring a cancelled session back: its archived branch becomes para/<name> again with a fresh worktree.")
-    async def para_recover(session: SessionReq, repo: Repo = None) -> SessionOut:
+          "Bring a cancelled session back: its archived branch becomes para/<name> again with a fresh worktree.", results.SessionDetail)
+    async def para_recover(session: SessionReq, repo: Repo = None) -> dict[str, Any]:
         return await fe.call("para/recover", repo, session=session)
 
     @tool("para_resume", "Resume a session", _ann(destructive=False, idempotent=True),
           "Make sure the session's worktree exists (recreating it from the branch if it was deleted) and "
-          "return its path.")
-    async def para_resume(session: SessionReq, repo: Repo = None) -> SessionOut:
+          "return its path.", results.SessionDetail)
+    async def para_resume(session: SessionReq, repo: Repo = None) -> dict[str, Any]:
         return await fe.call("para/resume", repo, session=session)
 
     # -- observing
@@ -677,17 +577,17 @@ def _register(fe: McpFrontend) -> None:
     @tool("para_status", "Evidence per session", READ, _describe(
         "What each session's agent last reported (`para status`: task, tests, todos, blocked) next to what "
         "the sidecar sees itself: agent process state and exit code, commits ahead, diffstat, last activity, "
-        "stale flag, and the running plans.", "follow"))
+        "stale flag, and the running plans.", "follow"), results.StatusResult)
     async def para_status(
         session: Annotated[str | None, Field(description="One session (default: all live sessions).")] = None,
         repo: Repo = None,
-    ) -> StatusOut:
+    ) -> dict[str, Any]:
         return await fe.call("para/status", repo, session=session, all=session is None)
 
     @tool("para_wait", "Wait for a session to change", READ, _describe(
         "Block until one of the named sessions (all live ones if none named) changes state, or timeout "
         "seconds pass. Reports progress while waiting. Returns which sessions changed, their status, the "
-        "events seen and last_event.", "follow"))
+        "events seen and last_event.", "follow"), results.WaitResult)
     async def para_wait(
         ctx: Context,
         sessions: Annotated[list[str], Field(description="Session names to watch (default: every live session).")] = [],  # noqa: B006
@@ -695,35 +595,35 @@ def _register(fe: McpFrontend) -> None:
         after_event: Annotated[int | None, Field(description="The last_event of your previous para_wait: changes "
                                                  "since then count too, so nothing is missed.", ge=0, le=2**63 - 1)] = None,
         repo: Repo = None,
-    ) -> WaitOut:
+    ) -> dict[str, Any]:
         return await _wait(fe, ctx, sessions, timeout, after_event, repo)
 
     @tool("para_conflicts", "Forecast conflicts", READ, _describe(
         "Forecast collisions before anything lands: every active session (uncommitted work included) against "
-        "its target and against each other session, with the files and line ranges.", "conflicts"))
+        "its target and against each other session, with the files and line ranges.", "conflicts"), results.ConflictsResult)
     async def para_conflicts(
         target: Annotated[str | None, Field(description="Forecast against this branch instead of each session's "
                                             "base.")] = None,
         repo: Repo = None,
-    ) -> ConflictsOut:
+    ) -> dict[str, Any]:
         return await fe.call("para/conflicts", repo, target=target)
 
     @tool("para_diff", "Show a session's changes", READ,
           "The session's changes against its fork point (uncommitted work included): a diffstat and the patch "
-          "(truncated at max_bytes).")
+          "(truncated at max_bytes).", results.DiffResult)
     async def para_diff(
         session: SessionReq,
         stat_only: Annotated[bool, Field(description="Only the diffstat.")] = False,
         max_bytes: Annotated[int, Field(description="Truncate the patch after this many bytes.", ge=1000,
                                         le=5_000_000)] = 200_000,
         repo: Repo = None,
-    ) -> DiffOut:
+    ) -> dict[str, Any]:
         return await fe.call("para/diff", repo, session=session, stat_only=stat_only, max_bytes=max_bytes)
 
     @tool("para_config_show", "Show configuration", READ,
           "Every configuration key with its effective value and where it came from (default, user file, "
-          "project file .para/config.json, PARA_* environment), the file paths and what each key means.")
-    async def para_config_show(repo: Repo = None) -> ConfigOut:
+          "project file .para/config.json, PARA_* environment), the file paths and what each key means.", results.ConfigShow)
+    async def para_config_show(repo: Repo = None) -> dict[str, Any]:
         return await fe.call("para/config", repo, action="show")
 
     # -- resources
@@ -796,7 +696,7 @@ async def _resource_call(fe: McpFrontend, method: str, **params: Any) -> Any:
 
 
 async def _wait(fe: McpFrontend, ctx: Context, sessions: list[str], timeout: float, after_event: int | None,
-                repo: str | None) -> WaitOut:
+                repo: str | None) -> dict[str, Any]:
     """One `para/wait`; while it blocks, MCP progress notifications say it is still waiting."""
     what = f"waiting for {', '.join(sessions) or 'any session'}"
     await ctx.report_progress(0, timeout, what)
