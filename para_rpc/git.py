@@ -187,6 +187,32 @@ async def update_ref(cwd: str | Path, ref: str, new: str, old: str | None = None
                         moved=current is not None and current != old, current=current)
 
 
+async def create_ref(cwd: str | Path, ref: str, new: str, message: str = "para") -> str:
+    """Create `ref` at `new` without ever moving an existing ref (`update-ref <ref> <new> ""`):
+    a name an earlier backup already holds gets `-2`, `-3`, ... appended. A commit with the
+    same tree and parents already under that name counts as written (a repair that makes
+    the same snapshot again saves nothing twice). Returns the ref that holds it."""
+    name, n = ref, 2
+    while True:
+        res = await run(cwd, "update-ref", "-m", message, name, new, "", check=False)
+        if res.rc == 0:
+            return name
+        current = (await run(cwd, "rev-parse", "--verify", "--quiet", name, check=False)).out.strip()
+        if current == new or (current and await _same_content(cwd, current, new)):
+            return name
+        if not current:  # refused for another reason (a hook, a lock, a name clash)
+            raise ParaError(Code.git_failed, f"git update-ref failed: {res.err.strip() or res.out.strip()}",
+                            argv=["git", "update-ref", name, new, ""], stderr=res.err.strip())
+        name, n = f"{ref}-{n}", n + 1
+
+
+async def _same_content(cwd: str | Path, a: str, b: str) -> bool:
+    """Whether two commits have the same tree and the same parents (a snapshot made again)."""
+    res = await run(cwd, "show", "-s", "--format=%T %P", a, b, check=False)
+    lines = res.out.splitlines()
+    return res.rc == 0 and len(lines) == 2 and lines[0] == lines[1]
+
+
 async def delete_ref(cwd: str | Path, ref: str) -> None:
     await run(cwd, "update-ref", "-d", ref)
 
@@ -462,17 +488,30 @@ class Embedded:
     unpushed: int = 0           # commits on HEAD and refs that none of its remote-tracking refs holds
     dirty: list[str] = field(default_factory=list)      # its uncommitted paths (status lines)
     remote: str | None = None   # remote.origin.url, to clone it again
+    inner: list[Embedded] = field(default_factory=list)  # its own submodules and nested repositories
 
     @property
     def at_risk(self) -> bool:
-        """Deleting its directory would lose something no remote has."""
-        return bool(self.unpushed or self.dirty)
+        """Deleting its directory would lose something no remote has (here or deeper down)."""
+        return bool(self.unpushed or self.dirty or any(e.at_risk for e in self.inner))
+
+    def risks(self, top: str = "") -> list[tuple[str, Embedded]]:
+        """(path from the outermost worktree, repository) of this one and every repository
+        inside it that itself holds something no remote has."""
+        here = os.path.join(top, self.path) if top else self.path
+        mine = [(here, self)] if self.unpushed or self.dirty else []
+        return mine + [r for e in self.inner for r in e.risks(here)]
 
 
-async def embedded_repos(wt: str | Path, status_lines: list[str] | None = None) -> list[Embedded]:
+EMBED_DEPTH = 8  # repositories inside repositories inside ... a worktree: searched this deep
+
+
+async def embedded_repos(wt: str | Path, status_lines: list[str] | None = None, depth: int = 0) -> list[Embedded]:
     """Initialised submodules and nested repositories (a `git init` or `git clone` inside
-    the worktree, tracked as a gitlink or not) of worktree `wt`; `status_lines` is its
-    `status()` when the caller has it. Ignored directories are not searched."""
+    the worktree, tracked as a gitlink or not) of worktree `wt`, each with those inside it
+    (submodules of submodules, a clone inside a nested repository: their git directories go
+    with the worktree too); `status_lines` is its `status()` when the caller has it.
+    Ignored directories are not searched."""
     staged = (await run(wt, "ls-files", "--stage", "-z")).out
     candidates = {e.split("\t", 1)[1] for e in staged.split("\0") if e.startswith("160000 ") and "\t" in e}
     if status_lines is None:
@@ -487,10 +526,10 @@ async def embedded_repos(wt: str | Path, status_lines: list[str] | None = None) 
         res = await run(wt, "config", "--file", os.path.join(wt, ".gitmodules"), "-z", "--get-regexp",
                         r"^submodule\..*\.path$", check=False)
         mapped = {item.split("\n", 1)[1] for item in res.out.split("\0") if "\n" in item}
-    return [await _embedded(wt, p, p in mapped) for p in found]
+    return [await _embedded(wt, p, p in mapped, depth) for p in found]
 
 
-async def _embedded(wt: str | Path, rel: str, submodule: bool) -> Embedded:
+async def _embedded(wt: str | Path, rel: str, submodule: bool, depth: int = 0) -> Embedded:
     path = os.path.join(wt, rel)
     top = await run(path, "rev-parse", "--show-toplevel", check=False)
     if top.rc != 0 or os.path.realpath(top.out.strip()) != os.path.realpath(path):
@@ -501,22 +540,40 @@ async def _embedded(wt: str | Path, rel: str, submodule: bool) -> Embedded:
     revs = ([head] if head else []) + sorted(set(own.values()))
     unpushed = int(await out(path, "rev-list", "--count", *revs, "--not", "--remotes")) if revs else 0
     remote = (await run(path, "config", "--get", "remote.origin.url", check=False)).out.strip() or None
-    return Embedded(rel, submodule, head, own, unpushed, await status(path), remote)
+    lines = await status(path)
+    inner = await embedded_repos(path, lines, depth + 1) if depth < EMBED_DEPTH else []
+    nested = {e.path for e in inner if not e.submodule}  # saved on their own, not as its dirt
+    dirty = [e for e in lines if e[3:].rstrip("/") not in nested]
+    return Embedded(rel, submodule, head, own, unpushed, dirty, remote, inner)
 
 
 async def save_embedded(wt: str | Path, e: Embedded, into: str, prefix: str, message: str) -> dict[str, str]:
     """Copy `e`'s HEAD, branches and stash, and a snapshot of its uncommitted files, into the
-    repository `into` as refs under `prefix` (overwritten when saved again).
-    Returns {ref: commit}."""
+    repository `into` as refs under `prefix` (created, never overwritten: see create_ref),
+    and likewise each repository inside it that holds something, under
+    `<prefix>/sub/<its path>`. Returns {ref: commit}."""
     path = os.path.join(wt, e.path)
-    saved = {f"{prefix}/{name[len('refs/'):]}": sha for name, sha in e.refs.items()}
+    wanted = {f"{prefix}/{name[len('refs/'):]}": sha for name, sha in e.refs.items()}
     if e.head:
-        saved[f"{prefix}/HEAD"] = e.head
+        wanted[f"{prefix}/HEAD"] = e.head
     if e.dirty:
-        saved[f"{prefix}/wip"] = await snapshot(path, message)
-    if saved:
+        wanted[f"{prefix}/wip"] = await snapshot(path, message, exclude=[i.path for i in e.inner if not i.submodule])
+    saved: dict[str, str] = {}
+    if wanted:
+        # The objects travel under scratch refs; the backup refs are then created in `into`.
+        scratch = f"refs/para/incoming/{os.getpid()}-{id(e)}"
+        shas = sorted(set(wanted.values()))
         await run(path, "-c", "protocol.file.allow=always", "push", "--quiet", "--no-verify", into,
-                  *(f"+{sha}:{ref}" for ref, sha in saved.items()))
+                  *(f"+{sha}:{scratch}/{n}" for n, sha in enumerate(shas)))
+        try:
+            for ref, sha in wanted.items():
+                saved[await create_ref(into, ref, sha)] = sha
+        finally:
+            for n in range(len(shas)):
+                await run(into, "update-ref", "-d", f"{scratch}/{n}", check=False)
+    for i in e.inner:
+        if i.at_risk:
+            saved.update(await save_embedded(path, i, into, f"{prefix}/sub/{ref_safe(i.path)}", message))
     return saved
 
 

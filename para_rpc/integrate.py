@@ -94,6 +94,18 @@ async def worktree_hunks(wt: str, paths: list[str]) -> dict[str, list[list[int]]
     return await asyncio.to_thread(read)
 
 
+async def new_marker_files(wt: str, commit: str, paths: list[str]) -> list[str]:
+    """Those of `paths` whose worktree file has more conflict blocks than its version in
+    `commit`: what a merge or rebase stopped on its conflicts wrote there."""
+    data = await asyncio.to_thread(lambda: {p: read_regular(wt, p) for p in paths})
+    found = []
+    for p in paths:
+        here = len(marker_ranges(data[p] or b""))
+        if here and here > len(marker_ranges(await git.show_blob(wt, f"{commit}:{p}"))):
+            found.append(p)
+    return found
+
+
 async def remaining_markers(wt: str, paths: list[str], sides: list[str]) -> list[str]:
     """`path:line` of conflict markers still present in the given files. A marker-like line
     counts only when the file has more copies of it than either side of the merge has

@@ -136,3 +136,73 @@ def _svc_after(repo: Path):
         with Connection.open(sock, timeout=30) as conn:
             return conn.request(f"para/{verb}", {"cwd": str(repo), **params})
     return call
+
+
+def crash_all_at(hook, sidecar: Sidecar, repo: Path, *para_args: str) -> None:
+    """Run `para <args>`, and when the hook is reached SIGKILL the sidecar *and* git with it
+    (a power loss or an OOM kill of the whole group): git never gets to finish."""
+    import signal
+    import subprocess
+
+    from conftest import PARA_ARGV, cli_env, pid_alive
+    from test_crash import descendants
+    cli = subprocess.Popen([*PARA_ARGV, *para_args], cwd=repo, env=cli_env(), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: hook.marker.exists() or cli.poll() is not None, what=f"the {hook.path.name} hook")
+        assert hook.marker.exists(), f"`para {' '.join(para_args)}` ended before the hook: {cli.communicate()}"
+        doomed = descendants(sidecar.pid)
+        os.kill(sidecar.pid, signal.SIGKILL)
+        for pid in doomed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        sidecar.proc.wait(timeout=30)
+        wait_until(lambda: not any(pid_alive(p) for p in doomed), what="git to die with the sidecar")
+        hook.path.unlink()
+        cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+
+
+@pytest.mark.parametrize("strategy", [None, "merge"])
+def test_an_integration_killed_after_its_merge_wrote_markers_but_not_merge_head_is_undone(
+        sidecar: Sidecar, svc, para_json, repo: Path, tmp_path: Path, strategy: str | None) -> None:
+    """S2 item 7. Killed (sidecar and git together) inside the `git merge` a squash or merge
+    integration runs in the session to stop on its conflict, after the index with the
+    unmerged entries and the files with markers were written but before MERGE_HEAD: the
+    repair finds no merge in progress, and must still put the session back at its
+    pre-integration commit (markers gone, no unmerged entries), keeping what the worktree
+    held under a backup ref; main never moved."""
+    from test_crash import Hook
+    add_project_files(repo)
+    path = Path(svc("start", name="x")["worktree"])
+    write(path, {"app.py": edit_line(BASE_FILES["app.py"], 3, "the session's line 3")})
+    git("commit", "-q", "-am", "session edits line 3", cwd=path)
+    pre = rev(path, "HEAD")
+    write(repo, {"app.py": edit_line(BASE_FILES["app.py"], 3, "main's line 3")})
+    git("commit", "-q", "-am", "main edits line 3", cwd=repo)
+    old = rev(repo, "main")
+    # post-index-change runs once the merged index (with its unmerged entries) is written,
+    # before `git merge` writes MERGE_HEAD.
+    hook = Hook(repo, tmp_path, "post-index-change", "git ls-files -u | grep -q . || exit 0")
+    args = ["integrate", "--session", "x"] + (["--strategy", strategy] if strategy else [])
+    crash_all_at(hook, sidecar, repo, *args)
+    assert in_progress(path) == [], "the crash was meant to come before MERGE_HEAD"
+    assert git("ls-files", "-u", cwd=path) != "" and "<<<<<<<" in (path / "app.py").read_text()
+
+    s = sessions(para_json)["x"]
+    assert s["status"] == "active" and s["pending_op"] is None and s["integration"] is None, s
+    assert any("interrupted by a sidecar crash" in n for n in s["notes"]), s["notes"]
+    assert rev(repo, "main") == old and rev(repo, "para/x") == pre
+    assert git("ls-files", "-u", cwd=path) == "" and porcelain(path) == [] and rev(path, "HEAD") == pre
+    assert "<<<<<<<" not in (path / "app.py").read_text()
+    assert git("symbolic-ref", "HEAD", cwd=path) == "refs/heads/para/x"
+    # What the worktree held at the crash is kept, on top of the pre-integration commit.
+    saved = [n.rsplit(" ", 1)[1] for n in s["notes"] if "interrupted integration left" in n]
+    assert len(saved) == 1 and saved[0].startswith("refs/para/backup/x/"), s["notes"]
+    assert rev(repo, f"{saved[0]}^") == pre and "<<<<<<<" in git("show", f"{saved[0]}:app.py", cwd=repo)
+    assert repaired_ops(_svc_after(repo)) == ["integrate"]

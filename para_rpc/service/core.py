@@ -516,14 +516,18 @@ class ServiceCore:
                     f" and delete with the worktree: move {'it' if one else 'them'} out, make "
                     f"{'it a submodule' if one else 'them submodules'} (`git submodule add URL {paths[0]}`), or delete "
                     f"{'its' if one else 'their'} .git to keep the files as plain files")
-            for e in f.embedded:
-                if e.submodule and e.at_risk:
-                    where = os.path.join(s.worktree, e.path)
+            for top in f.embedded:
+                if not top.submodule:
+                    continue  # refused above as a whole
+                for rel, e in top.risks():
+                    where = os.path.join(s.worktree, rel)
                     what = " and ".join(x for x in (f"{e.unpushed} commit(s) no remote has" if e.unpushed else "",
                                                     "uncommitted changes" if e.dirty else "") if x)
-                    paths.append(e.path)
-                    messages.append(f"submodule {where} has {what}, which {verb} would delete with the worktree: "
-                                    f"push them (`git -C {where} push`) or discard them")
+                    kind = "submodule" if e.submodule else "repository"
+                    paths.append(rel)
+                    messages.append(f"{kind} {where} has {what}, which {verb} would delete with the worktree: "
+                                    + (f"push them (`git -C {where} push`) or discard them" if e.remote or e.submodule
+                                       else "move it out of the worktree or discard it"))
             if messages:
                 more = f"; and {len(messages) - 3} more" if len(messages) > 3 else ""
                 raise ParaError(Code.dirty, f"cannot {verb} {s.name!r}: " + "; ".join(messages[:3])
@@ -534,9 +538,9 @@ class ServiceCore:
         """Before the worktree goes, save what no ref keeps: HEAD when it is off the session
         branch (with its uncommitted work, as a snapshot) under `<stamp>-head`, and each
         submodule or nested repository holding commits no remote has or uncommitted files
-        under `<stamp>/sub/<path>/`. The refs are named from `stamp`, so a repair that runs
-        this again overwrites them instead of saving twice. Returns what went where; an
-        entry without refs is a repository that had nothing to save."""
+        under `<stamp>/sub/<path>/` (those inside them under `.../sub/<path>/sub/<inner>/`).
+        Existing backups are never overwritten (a name taken gets a `-2`). Returns what went
+        where; an entry without refs is a repository that had nothing to save."""
         backups: list[dict[str, Any]] = []
         if f.branch != s.branch:
             commit = f.head
@@ -544,8 +548,7 @@ class ServiceCore:
                 commit = await git.snapshot(s.worktree, f"para: HEAD and uncommitted work of {s.name} "
                                             f"({f.branch or 'detached'})", exclude=f.nested())
             if commit:
-                ref = f"refs/para/backup/{s.name}/{stamp}-head"
-                await git.update_ref(repo.root, ref, commit)
+                ref = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-head", commit)
                 backups.append({"what": "head", "ref": ref, "commit": commit, "head_branch": f.branch})
         for e in f.embedded:
             kind = "submodule" if e.submodule else "nested"

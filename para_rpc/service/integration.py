@@ -106,8 +106,7 @@ class Integration(ServiceCore):
         if rewrite:
             wt = await self._ensure_worktree(repo, s)
             if strategy == "rebase":
-                backup = f"refs/para/backup/{s.name}/{rec['stamp']}-rebase"
-                await git.update_ref(repo.root, backup, tip)
+                backup = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{rec['stamp']}-rebase", tip)
                 stopped, kind = await integrate.rebase_onto(wt, old), "rebase"
             else:
                 stopped = await integrate.merge_target_into(wt, old, f"Merge {target} into {s.branch}")
@@ -146,7 +145,7 @@ class Integration(ServiceCore):
     async def _restore_branch(self, repo: Repo, s: Session, commit: str) -> None:
         if await git.status(s.worktree):
             snap = await git.snapshot(s.worktree, f"para: changes in {s.name} during a failed integration")
-            await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-failed", snap)
+            await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-failed", snap)
         await integrate.abort_in(s.worktree, commit)
 
     async def _pause(self, repo: Repo, s: Session, kind: str, files: list[str]) -> None:
@@ -180,7 +179,7 @@ class Integration(ServiceCore):
         config_changed = new != old and await git.path_differs(repo.root, old, new, config.PROJECT_FILE)
         tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
         if tip:
-            await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
+            await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
         try:
             f = await self._worktree_facts(repo, s)
         except ParaError as e:  # the work has landed: a directory git does not know is left alone
@@ -197,8 +196,7 @@ class Integration(ServiceCore):
                 # written after integration started: keep it
                 snap = await git.snapshot(s.worktree, f"para: changes left in {s.name} after integration",
                                           exclude=nested)
-                ref = f"refs/para/backup/{s.name}/{stamp}-leftover"
-                await git.update_ref(repo.root, ref, snap)
+                ref = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-leftover", snap)
                 rec["leftover"] = ref
             async with repo.lock:
                 await git.remove_worktree(repo.root, s.worktree)
@@ -259,8 +257,8 @@ class Integration(ServiceCore):
             if os.path.isdir(s.worktree):
                 if await git.status(s.worktree):
                     snap = await git.snapshot(s.worktree, f"para: conflict resolution in progress in {s.name}")
-                    saved = {"ref": f"refs/para/backup/{s.name}/{_utc_stamp()}-aborted", "commit": snap}
-                    await git.update_ref(repo.root, saved["ref"], snap)
+                    saved = {"ref": await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-aborted",
+                                                         snap), "commit": snap}
                 await integrate.abort_in(s.worktree, rec["pre"])
             else:
                 await git.update_ref(repo.root, f"refs/heads/{s.branch}", rec["pre"])

@@ -7,7 +7,7 @@ import os
 from para_rpc import git, integrate
 from para_rpc.errors import ParaError
 from para_rpc.model import Session, Status
-from para_rpc.service.core import Repo, ServiceCore, log
+from para_rpc.service.core import Repo, ServiceCore, _utc_stamp, log
 
 
 class Repair(ServiceCore):
@@ -60,13 +60,30 @@ class Repair(ServiceCore):
                     self._report_checkout_behind(repo, s, target, d["old"], d["new"], *behind)
             await self._after_landing(repo, s, d["new"], d["old"], repo.config({}))
             return
-        if os.path.isdir(s.worktree) and rec.get("pre") and await git.in_progress(s.worktree):
-            await integrate.abort_in(s.worktree, rec["pre"])
+        if os.path.isdir(s.worktree) and rec.get("pre"):
+            await self._undo_materialized_conflict(repo, s, rec["pre"])
         s.status = Status(rec.get("resume_status", "active"))
         s.op, s.integration = None, None
         s.notes.append(f"an integration into {target} was interrupted by a sidecar crash; "
                        f"{target} was left unchanged at {(tip or '?')[:10]}")
         repo.store.save(s)
+
+    async def _undo_materialized_conflict(self, repo: Repo, s: Session, pre: str) -> None:
+        """Put the session's worktree back at `pre` after a crash inside the `git merge` or
+        `git rebase` that materializes a conflict. A merge killed with git after it wrote the
+        files with markers and the unmerged index but before MERGE_HEAD shows no merge in
+        progress: its unmerged entries (or markers `pre` does not have) still betray it.
+        What the worktree holds is kept under a backup ref before the reset."""
+        wt = s.worktree
+        if not await git.in_progress(wt):
+            unmerged = await git.unmerged_paths(wt)
+            if not unmerged and not await integrate.new_marker_files(wt, pre, sorted(await git.dirty_paths(wt))):
+                return  # nothing of the integration reached the worktree
+        if await git.status(wt):
+            snap = await git.snapshot(wt, f"para: {s.name} as an interrupted integration left it")
+            ref = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-interrupted", snap)
+            s.notes.append(f"what the interrupted integration left in the worktree was saved under {ref}")
+        await integrate.abort_in(wt, pre)
 
     def _report_checkout_behind(self, repo: Repo, s: Session, target: str, old: str, new: str,
                                 worktree: str, reason: str) -> None:

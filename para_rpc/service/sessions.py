@@ -220,7 +220,7 @@ class Sessions(ServiceCore):
             last = (await git.out(s.worktree, "log", "-1", "--format=%B")).strip() if n else ""
             if d["squash"] and (n > 1 or (n == 1 and last != d["message"])):
                 head = await git.out(s.worktree, "rev-parse", "HEAD")
-                await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{d['stamp']}-finish", head)
+                await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{d['stamp']}-finish", head)
                 d["pre_squash"] = head
                 await git.reset_soft(s.worktree, fork)
                 await git.commit(s.worktree, d["message"])
@@ -296,8 +296,7 @@ class Sessions(ServiceCore):
                 if d["discard"]:
                     snap = await git.snapshot(s.worktree, f"para: uncommitted work of {s.name} discarded by cancel",
                                               exclude=nested)
-                    ref = f"refs/para/backup/{s.name}/{d['stamp']}-discarded"
-                    await git.update_ref(repo.root, ref, snap)
+                    ref = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{d['stamp']}-discarded", snap)
                     saved = {"ref": ref, "commit": snap}
                 else:
                     await git.stage_all(s.worktree, exclude=nested)
@@ -338,7 +337,7 @@ class Sessions(ServiceCore):
             return s  # the repair completed it: cancel what it left, if it still can be
         tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
         if tip:
-            await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-forced", tip)
+            await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-forced", tip)
         if s.status is Status.integrating:
             s.status = Status((s.integration or {}).get("resume_status", "active"))
             s.integration = None
@@ -597,7 +596,7 @@ class Sessions(ServiceCore):
                                   f"adopted by clean: {a['branch']} was checked out in {a['worktree']}")
             elif a["kind"] == "delete_branch":
                 if not a["integrated"]:  # forced: keep the commits reachable for the backup period
-                    await git.update_ref(repo.root, f"refs/para/backup/clean/{stamp}/{a['branch']}", a["commit"])
+                    await git.create_ref(repo.root, f"refs/para/backup/clean/{stamp}/{a['branch']}", a["commit"])
                 await git.delete_branch(repo.root, a["branch"])
             elif a["kind"] == "delete_backup":
                 await git.delete_ref(repo.root, a["ref"])

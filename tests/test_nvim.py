@@ -1,0 +1,171 @@
+"""The Neovim plugin (editors/nvim) in real Neovim 0.11.4 against the real sidecar.
+
+Each `editors/nvim/tests/e2e/*.lua` script drives `:Para` commands in headless Neovim with
+the plugin on the runtimepath, `para` on PATH and the test's sidecar; it prints what it saw
+(`kind <json>` lines) and `OK`, and these tests check that and the CLI's own view. The pure
+Lua parts have table-driven specs (tests/unit), and the Lua is checked with stylua (installed
+from npm into a cache outside the checkout; a failed install fails the test).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import PARA_SCRIPT, Sidecar, git, run_para, sidecar_pids
+from nvim_util import CACHE_ROOT, run_lua
+
+PLUGIN = Path(__file__).resolve().parent.parent / "editors" / "nvim"
+STYLUA_VERSION = "2.5.2"
+STYLUA_DIR = CACHE_ROOT / f"stylua-{STYLUA_VERSION}"
+
+
+def run_script(name: str, repo: Path, tmp: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run e2e/<name>.lua; returns {kind: value} of what it printed (a failed script fails the test)."""
+    rtp = tmp / "rtp"
+    shutil.copytree(PLUGIN / "doc", rtp / "doc")  # helptags writes doc/tags: never into the checkout
+    full = {"REPO": str(repo), "PARA_NVIM_TESTS": str(PLUGIN / "tests"), "PARA_DOC": str(rtp / "doc"),
+            "PATH": f"{PARA_SCRIPT.parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    res = run_lua((PLUGIN / "tests" / "e2e" / f"{name}.lua").read_text(), tmp, env=full, cwd=repo,
+                  rtp=[PLUGIN, rtp])
+    where = f"nvim exited {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+    assert res.returncode == 0 and res.stdout.rstrip().endswith("OK"), where
+    assert "Traceback" not in res.stderr and "E5108" not in res.stderr, where
+    seen: dict[str, Any] = {}
+    for line in res.stdout.splitlines():
+        kind, _, value = line.partition(" ")
+        if value:
+            seen[kind] = json.loads(value)
+    seen["_stderr"] = res.stderr
+    return seen
+
+
+def show(repo: Path, name: str) -> dict[str, Any]:
+    return json.loads(run_para("show", name, "--json", cwd=repo).stdout)
+
+
+# ---- static checks ---------------------------------------------------------------------------
+
+def stylua() -> Path:
+    """stylua from npm (@johnnymorganz/stylua-bin), installed once into the test cache."""
+    exe = STYLUA_DIR / "node_modules" / ".bin" / "stylua"
+    if exe.exists():
+        return exe
+    if shutil.which("npm") is None:
+        pytest.fail("npm is needed to install stylua (@johnnymorganz/stylua-bin): install Node.js", pytrace=False)
+    STYLUA_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_ROOT / f"stylua-{STYLUA_VERSION}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not exe.exists():
+            res = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(STYLUA_DIR),
+                                  f"@johnnymorganz/stylua-bin@{STYLUA_VERSION}"],
+                                 capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+            if res.returncode != 0 or not exe.exists():
+                pytest.fail(f"installing stylua failed (exit {res.returncode}):\n{res.stdout}\n{res.stderr}",
+                            pytrace=False)
+    return exe
+
+
+def test_lua_is_formatted_with_stylua() -> None:
+    res = subprocess.run([str(stylua()), "--check", "."], cwd=PLUGIN, capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, timeout=120)
+    assert res.returncode == 0, f"stylua --check editors/nvim:\n{res.stdout}\n{res.stderr}"
+
+
+def test_unit_specs(tmp_path: Path) -> None:
+    """Argument parsing, completion, rendering of the sessions buffer, quickfix items."""
+    res = run_lua((PLUGIN / "tests" / "run_unit.lua").read_text().replace(
+        'vim.fs.dirname(debug.getinfo(1, "S").source:sub(2))', repr(str(PLUGIN / "tests"))),
+        tmp_path, rtp=[PLUGIN])
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    assert " passed, 0 failed" in res.stdout
+
+
+def test_protocol_names_live_only_in_protocol_lua() -> None:
+    """Every wire name is spelled in protocol.lua alone, so the generated file can replace it."""
+    offenders = [f"{p.relative_to(PLUGIN)}: {line.strip()}"
+                 for p in (PLUGIN / "lua").rglob("*.lua") if p.name != "protocol.lua"
+                 for line in p.read_text().splitlines() if '"para/' in line]
+    assert offenders == []
+
+
+# ---- real Neovim, real sidecar ---------------------------------------------------------------
+
+def test_commands_buffer_health_and_help(sidecar: Sidecar, repo: Path, tmp_path: Path) -> None:
+    seen = run_script("basic", repo, tmp_path)
+    # :Para start made a session the CLI sees
+    assert seen["started"]["name"] == "nv-own"
+    assert [s["name"] for s in seen["cli_list"]["sessions"]] == ["nv-own"]
+    # the CLI's session appeared in the sessions buffer by itself
+    assert any(line.split()[:2] == ["nv-cli", "active"] for line in seen["buffer"]), seen["buffer"]
+    print(f"\nsessions buffer redrawn {seen['event_to_buffer_ms']:.0f} ms after the sidecar recorded the CLI's "
+          f"change ({seen['cli_to_buffer_ms']:.0f} ms after launching `para start`)")
+    assert "start" in seen["complete_sub"] and "status" not in seen["complete_sub"]
+    assert seen["complete_session"] == ["nv-cli", "nv-own"] or sorted(seen["complete_session"]) == ["nv-cli", "nv-own"]
+    # a buffer in the worktree names the session; diff shows its uncommitted file
+    assert seen["context"]["cwd"] == seen["started"]["worktree"]
+    assert seen["diff"]["ft"] == "diff" and "+made in neovim" in seen["diff"]["text"]
+    assert seen["tab_cwd"] == seen["started"]["worktree"]
+    # errors are messages, never tracebacks, and change nothing
+    assert seen["show_nope"]["ok"] is False and seen["show_nope"]["code"] == "not_found"
+    refused = [m["m"] for m in seen["refused"]]
+    assert any('unknown subcommand "bogus"' in m for m in refused), refused
+    assert any("unknown option --nope" in m for m in refused), refused
+    # cancel went through the sidecar; the statusline has nothing running to say
+    assert show(repo, "nv-cli")["status"] == "cancelled"
+    assert seen["statusline"] == ""
+    health = seen["health"]
+    assert "para" in health and "OK" in health and "ERROR" not in health, health
+    assert f"sidecar 0.1.0 (pid {sidecar.pid})" in health and "protocol 1 matches" in health, health
+    assert seen["helptags_err"] == ""
+    assert set(seen["help"].values()) == {"para.txt"}, seen["help"]
+
+
+def test_an_agent_dispatched_in_editor_mode_runs_in_a_neovim_terminal(sidecar: Sidecar, repo: Path,
+                                                                       tmp_path: Path) -> None:
+    seen = run_script("agent", repo, tmp_path)
+    term = seen["terminal"]
+    assert term["buftype"] == "terminal" and term["session"] == "nv-agent"
+    assert any("agent_runner" in a for a in term["argv"]), term["argv"]  # argv as the sidecar sent it
+    assert term["tabs"] == 1 and term["focus_kept"] is True
+    assert "[scripted agent]" in seen["output"]
+    assert seen["agent_exited"]["data"] == {"exit_code": 0, "lost": False, "status": "review"}
+    assert seen["log_buf_is_terminal"] is True
+    detail = show(repo, "nv-agent")
+    assert detail["status"] == "review" and detail["agent"]["mode"] == "editor", detail
+    assert git("show", f"{detail['branch']}:hello.txt", cwd=repo) == "hello from a neovim terminal"
+
+
+def test_a_conflict_reaches_the_quickfix_list_and_abort_restores_the_session(sidecar: Sidecar, repo: Path,
+                                                                              tmp_path: Path) -> None:
+    seen = run_script("conflict", repo, tmp_path)
+    assert seen["integrate"] == {"ok": False, "code": "conflict"}
+    assert seen["event"]["session"] == "cf" and seen["event"]["data"]["files"] == ["shared.txt"]
+    worktree = seen["event"]["data"]["worktree"]
+    assert seen["qf"]["items"] == [{"file": f"{worktree}/shared.txt", "lnum": 1, "text": "cf: conflict with main"}]
+    assert seen["current"]["file"] == f"{worktree}/shared.txt" and seen["current"]["line"].startswith("<<<<<<<")
+    assert seen["aborted"]["name"] == "cf" and seen["aborted"]["status"] == "active"
+    detail = show(repo, "cf")
+    assert detail["status"] == "active" and detail["head"] == seen["aborted"]["restored"]
+    assert (Path(worktree) / "shared.txt").read_text() == "session side\n"
+    assert git("show", "main:shared.txt", cwd=repo) == "main side"
+
+
+def test_the_plugin_reconnects_when_the_sidecar_goes_away(sidecar: Sidecar, repo: Path, runtime_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """`para sidecar stop` under an open sessions buffer: `para lsp` exits, the plugin says so,
+    starts it again (a new sidecar comes up), subscribes again, and live updates go on."""
+    seen = run_script("reconnect", repo, tmp_path)
+    assert seen["first_pid"] == sidecar.pid and seen["second_pid"] != sidecar.pid
+    assert sidecar_pids(runtime_dir) == [seen["second_pid"]]
+    assert any("reconnecting" in m["m"] for m in seen["notified"]), seen["notified"]
+    assert any(line.split()[:2] == ["rc-two", "active"] for line in seen["buffer"]), seen["buffer"]
+    assert [s["name"] for s in json.loads(run_para("list", "--json", cwd=repo).stdout)["sessions"]] == \
+        ["rc-one", "rc-two"]
