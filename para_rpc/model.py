@@ -179,5 +179,17 @@ class Plan(msgspec.Struct, kw_only=True):
     updated_at: float = msgspec.field(default_factory=now)
 
 
+class DomainEvent(msgspec.Struct, kw_only=True):
+    """Something that happened to a repository's sessions, as the service publishes it (once
+    stored, with its id); each transport decides what it becomes on its wire."""
+
+    repo: str                       # the repository's main checkout
+    id: int
+    ts: float
+    session: str | None
+    kind: str                       # see docs/protocol.md, "Event kinds"
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 def to_builtins(obj: Any) -> Any:
     return msgspec.to_builtins(obj)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Any
 from pathlib import Path
 
 from para_rpc.errors import Code, ParaError
@@ -91,3 +92,31 @@ def create_private(path: str | os.PathLike) -> None:
     """Make sure `path` exists and only the user can read it (a log others append to)."""
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     os.chmod(path, 0o600)
+
+
+async def bind_private_unix(path: Path, on_connect: Any, **kw: Any) -> tuple[Any, int]:
+    """Listen on a unix socket only the user can connect to (the sidecar's JSON-RPC and MCP
+    sockets): a socket left at `path` is stale (the caller holds the single-instance lock)
+    and goes; the new one is 0600 from its creation on (umask), not after a window. Returns
+    the asyncio server and the socket's inode, for `unbind_private_unix`."""
+    import asyncio  # the server side only: the CLI's fast path never binds
+
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    old_umask = os.umask(0o177)
+    try:
+        server = await asyncio.start_unix_server(on_connect, path=str(path), **kw)
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    return server, path.stat().st_ino
+
+
+def unbind_private_unix(path: Path, ino: int | None) -> None:
+    """Remove the socket `bind_private_unix` made, unless another process has bound a new
+    one at the same path since (a newer sidecar's socket is not ours to remove)."""
+    try:
+        if ino is not None and path.stat().st_ino == ino:
+            path.unlink()
+    except FileNotFoundError:
+        pass

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import para_rpc
+from para_rpc import methods, params
 from para_rpc.client import Connection
 from para_rpc.errors import Code
 
@@ -96,6 +97,30 @@ def loaded_packages(stderr: str) -> set[str]:
     """The top-level packages a `python -X importtime` run imported (its stderr)."""
     return {line.rsplit("|", 1)[1].strip().split(".")[0]
             for line in stderr.splitlines() if line.startswith("import time:") and "|" in line}
+
+
+WIRE_NAMES = sorted({*methods.METHODS, *params.TRANSPORT_METHODS, *params.NOTIFICATIONS, *params.SERVER_REQUESTS,
+                     "workspace/executeCommand"})
+
+
+def _strings(path: Path) -> list[tuple[int, str]]:
+    return [(n.lineno, n.value) for n in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if top(p) == "service"], ids=lambda p: p.name)
+def test_the_service_spells_no_wire_method(path: Path):
+    """The service publishes domain events and calls ports; each transport names them
+    (`para/event`, `para/sessionsChanged`, `para/runInTerminal`, MCP resource updates).
+    No string in the service is a JSON-RPC method or notification name."""
+    found = [(line, text) for line, text in _strings(path) for name in WIRE_NAMES if name in text]
+    assert found == [], f"{path.relative_to(PACKAGE)} spells wire names: {found}"
+
+
+def test_the_wire_name_check_can_fail(tmp_path: Path):
+    bad = tmp_path / "bad.py"
+    bad.write_text('def emit(notify):\n    notify("para/sessionsChanged", {})\n')
+    assert [t for _, t in _strings(bad) if t in WIRE_NAMES] == ["para/sessionsChanged"]
 
 
 @pytest.mark.parametrize("argv", [["list", "--json"], ["show", "nope", "--json"], ["mcp"], ["lsp"]],

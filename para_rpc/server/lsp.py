@@ -30,6 +30,7 @@ from pygls.protocol import (JsonRPCNotification, JsonRPCRequestMessage, JsonRPCR
 from para_rpc import __version__
 from para_rpc.errors import ParaError
 from para_rpc.methods import SERVICE_METHODS
+from para_rpc.model import DomainEvent
 from para_rpc.params import TRANSPORT_METHODS
 from para_rpc.service import Service
 from para_rpc.service.invoke import BadParams, invoke
@@ -61,6 +62,14 @@ CONVERTER = _converter()
 
 
 class ParaProtocol(LanguageServerProtocol):
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams) -> types.InitializeResult:
+        # para is not a language server: advertising text document sync would make an LSP
+        # client (a VS Code language client) stream every open file to the sidecar.
+        result = super().lsp_initialize(params)
+        result.capabilities.text_document_sync = None
+        return result
+
     @lsp_method(types.EXIT)
     def lsp_exit(self, *args):
         # The built-in handler calls sys.exit(): in a shared sidecar, `exit`
@@ -111,7 +120,7 @@ class Hub:
     def editor_available(self) -> bool:
         return any(ls.editor for ls in self.conns)
 
-    async def editor_request(self, params: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+    async def run_in_terminal(self, params: dict[str, Any], timeout: float) -> dict[str, Any] | None:
         """Ask the most recently connected editor to run an agent in a terminal."""
         for ls in sorted((c for c in self.conns if c.editor), key=lambda c: -c.connected_at):
             try:
@@ -123,6 +132,13 @@ class Hub:
             if isinstance(answer, dict):
                 return answer
         return None
+
+    def publish(self, event: DomainEvent) -> None:
+        """A domain event, as JSON-RPC subscribers see it: `para/event` (the event) and
+        `para/sessionsChanged` (which sessions of which repository to read again)."""
+        self.broadcast("para/event", msgspec.to_builtins(event))
+        self.broadcast("para/sessionsChanged", {"repo": event.repo, "sessions": [event.session] if event.session
+                                                else [], "kind": event.kind})
 
     def broadcast(self, method: str, payload: dict[str, Any]) -> None:
         for ls in list(self.conns):

@@ -12,7 +12,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -138,6 +138,12 @@ def _summary(changes: list[dict[str, Any]], limit: int = 10) -> str:
 class Dispatching(ServiceCore):
     """Agent operations."""
 
+    if TYPE_CHECKING:  # what it calls on the other parts of Service (Sessions, Integration)
+        async def start(self, p: StartParams) -> dict[str, Any]: ...
+        def _known(self, repo: Repo, s: Session, cwd: str, *, worktree: bool, ahead: int | None = None) -> dict[str, Any]: ...
+        async def _undo_start(self, repo: Repo, s: Session) -> None: ...
+        async def _session_commit(self, s: Session) -> tuple[str | None, bool]: ...
+
     async def dispatch(self, p: DispatchParams) -> dict[str, Any]:
         if p.tasks:
             return await self._dispatch_batch(p)
@@ -199,7 +205,7 @@ class Dispatching(ServiceCore):
     def _choose_mode(self, mode: str, in_tmux: bool) -> str:
         if mode != "auto":
             return mode
-        if self.editor_available():
+        if self.ports.editor_available():
             return "editor"
         if in_tmux and shutil.which("tmux"):
             return "tmux"
@@ -244,7 +250,7 @@ class Dispatching(ServiceCore):
         env = agents.agent_env(s.name, s.worktree, self.socket)
         run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip)
         if mode == "editor":
-            answer = await self.editor_request(
+            answer = await self.ports.run_in_editor(
                 {"session": s.name, "worktree": s.worktree, "title": f"para: {s.name}",
                  "argv": agents.runner_argv(exit_file, argv), "env": {k: env[k] for k in env if k.startswith("PARA_")}
                  | {"PATH": env["PATH"]}}, cfg["agent.editor_timeout"])
@@ -272,12 +278,6 @@ class Dispatching(ServiceCore):
         so agent exits and plan steps are noticed when they happen)."""
         return any(s.agent is not None and s.agent.exit_code is None and not s.agent.lost
                    for repo in self.repos.values() for s in repo.store.live())
-
-    def editor_available(self) -> bool:
-        return False  # replaced by the transport when editors can connect
-
-    async def editor_request(self, params: dict[str, Any], timeout: float) -> dict[str, Any] | None:
-        return None  # replaced by the transport
 
     async def _poll_agents(self, repo: Repo) -> None:
         """Notice agents that ended (exit file written) or vanished. No git is run here.
