@@ -31,7 +31,7 @@ async def test_events_and_editor_requests_go_through_the_ports(repo: Path) -> No
 
     async def run_in_editor(request: dict[str, Any], timeout: float) -> dict[str, Any] | None:
         asked.append((request, timeout))
-        return None  # no editor ran it: the service falls back to headless
+        return {"ok": True, "pid": None}  # an editor's terminal runs it
 
     service = Service(Ports(publish=published.append, editor_available=lambda: True, run_in_editor=run_in_editor))
     try:
@@ -43,7 +43,7 @@ async def test_events_and_editor_requests_go_through_the_ports(repo: Path) -> No
         out = await invoke(service, "para/dispatch", {"cwd": str(repo), "name": "p2", "prompt": "x", "agent": "noop",
                                                        "mode": "auto", "env": NOOP})
         assert len(asked) == 1 and asked[0][0]["session"] == "p2" and asked[0][0]["worktree"] == out["worktree"]
-        assert out["agent"]["mode"] == "headless" and "no editor answered" in " ".join(out["notes"])
+        assert out["agent"]["mode"] == "editor" and "true" in asked[0][0]["argv"]
         assert started["name"] == "p1"
     finally:
         service.close()

@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Generator
 from typing import Any
 
 import attrs
@@ -63,10 +64,10 @@ CONVERTER = _converter()
 
 class ParaProtocol(LanguageServerProtocol):
     @lsp_method(types.INITIALIZE)
-    def lsp_initialize(self, params: types.InitializeParams) -> types.InitializeResult:
+    def lsp_initialize(self, params: types.InitializeParams) -> Generator[Any, Any, types.InitializeResult]:
         # para is not a language server: advertising text document sync would make an LSP
         # client (a VS Code language client) stream every open file to the sidecar.
-        result = super().lsp_initialize(params)
+        result = yield from super().lsp_initialize(params)
         result.capabilities.text_document_sync = None
         return result
 

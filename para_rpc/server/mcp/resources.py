@@ -1,5 +1,6 @@
 """The MCP resources (sessions, one session, config, the guide) and the `orchestrate` prompt."""
 
+import json
 from typing import TYPE_CHECKING, Annotated, Any
 
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
