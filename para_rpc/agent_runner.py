@@ -1,4 +1,4 @@
-"""`python -m para_rpc.agent_runner --exit-file F [--log L] -- ARGV...`
+"""`python -m para_rpc.agent_runner --exit-file F [--log L] [--stdin P] -- ARGV...`
 
 Runs one agent process and records how it ended, so the sidecar can learn the
 exit code even if it was restarted while the agent ran (it cannot wait() for
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="para-agent-runner")
     ap.add_argument("--exit-file", required=True)
     ap.add_argument("--log")
+    ap.add_argument("--stdin")  # the prompt file: how a headless agent gets its task (not argv)
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -29,9 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("no command")
     out = open(args.log, "ab", buffering=0) if args.log else None
     try:
+        stdin = open(args.stdin, "rb") if args.stdin else subprocess.DEVNULL if out else None
         # The agent and everything it starts inherit PARA_AGENT_RUN: how the sidecar tells this
         # run's leftover processes from unrelated ones once this runner is gone.
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL if out else None, stdout=out,
+        child = subprocess.Popen(command, stdin=stdin, stdout=out,
                                  stderr=subprocess.STDOUT if out else None,
                                  env={**os.environ, "PARA_AGENT_RUN": args.exit_file})
     except OSError as e:

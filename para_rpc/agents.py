@@ -3,8 +3,13 @@
 A profile is a set of argv templates (interactive, headless, skip-permissions
 flags) with the placeholders `{prompt}`, `{prompt_file}`, `{worktree}` and
 `{session}`, each replaced inside one argv element: the prompt is never
-parsed by a shell. Every agent runs under `agent_runner`, which records its
-exit code in a file so the sidecar learns it even across its own restarts.
+parsed by a shell. A headless agent reads its prompt on stdin (the runner
+connects the prompt file), so the built-in headless profiles never put the
+task into argv, where `ps` shows it to every user and a task starting with `-`
+would be an option; the interactive ones, whose stdin is the terminal, pass it
+after `--` or as `--option=<prompt>`. Every agent runs under `agent_runner`,
+which records its exit code in a file so the sidecar learns it even across its
+own restarts.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from para_rpc.errors import Code, ParaError
 
 PLACEHOLDERS = ("{prompt_file}", "{prompt}", "{worktree}", "{session}")
 MAX_ARG = 120_000  # below Linux's 128 KiB limit for one argv element
+TASK_MAX_BYTES = 1 << 20  # a task file larger than this is refused, not read
 TASK_RE = re.compile(r"TASK_(\d+)_([A-Za-z0-9][A-Za-z0-9_-]*)\.md")
 INSTRUCTION_FILE = git.OWN_FILES[0]
 RUN_ENV = "PARA_AGENT_RUN"  # set by agent_runner for the agent: its exit file (see stop_run)
@@ -51,18 +57,20 @@ class Profile:
 
 
 def _scripted_agent() -> list[str]:
-    return [sys.executable, "-m", "para_rpc.scripted_agent", "{prompt_file}"]
+    return runtime.python("-m", "para_rpc.scripted_agent", "{prompt_file}")
 
 
 BUILTIN: dict[str, Profile] = {
-    "claude": Profile("claude", ["claude", "{prompt}"], ["claude", "-p", "{prompt}"],
+    # Headless: the prompt arrives on stdin (claude -p, codex exec -, gemini and opencode run
+    # read it when it is not a terminal).
+    "claude": Profile("claude", ["claude", "--", "{prompt}"], ["claude", "-p"],
                       ["--dangerously-skip-permissions"]),
-    "codex": Profile("codex", ["codex", "{prompt}"], ["codex", "exec", "{prompt}"],
+    "codex": Profile("codex", ["codex", "--", "{prompt}"], ["codex", "exec", "-"],
                      ["--dangerously-bypass-approvals-and-sandbox"]),
-    "gemini": Profile("gemini", ["gemini", "-i", "{prompt}"], ["gemini", "-p", "{prompt}"], ["--yolo"]),
+    "gemini": Profile("gemini", ["gemini", "--prompt-interactive={prompt}"], ["gemini"], ["--yolo"]),
     "aider": Profile("aider", ["aider", "--message-file", "{prompt_file}"],
                      ["aider", "--no-pretty", "--message-file", "{prompt_file}"], ["--yes-always"]),
-    "opencode": Profile("opencode", ["opencode", "--prompt", "{prompt}"], ["opencode", "run", "{prompt}"], []),
+    "opencode": Profile("opencode", ["opencode", "--prompt={prompt}"], ["opencode", "run"], []),
     # A small real program that edits files as its task file describes and runs the
     # real `para` CLI: the demo's agent, and the stand-in for AI agents in tests.
     "scripted": Profile("scripted", _scripted_agent(), None, []),
@@ -93,6 +101,13 @@ def render(argv: list[str], values: dict[str, str]) -> list[str]:
 def check_prompt_fits(argv: list[str], prompt: str, profile_name: str) -> None:
     if not any("{prompt}" in a for a in argv):
         return
+    for i, a in enumerate(argv):
+        # A prompt that starts an argv element before any `--` is parsed as options when it
+        # starts with `-` (a task that is a markdown list, or one crafted to add a flag).
+        if i and a.startswith("{prompt}") and "--" not in argv[1:i] and prompt.startswith("-"):
+            raise ParaError(Code.invalid_input, f"the prompt starts with '-' and profile {profile_name!r} passes it "
+                            "as an argument where it would be read as an option; put \"--\" before {prompt} in "
+                            "the profile (or use {prompt_file})", profile=profile_name)
     if "\0" in prompt:
         raise ParaError(Code.invalid_input, f"the prompt contains a NUL byte, which profile {profile_name!r} "
                         "cannot receive as an argument; use a profile that takes {prompt_file}")
@@ -171,17 +186,18 @@ def find_task_file(root: str, cwd: str, path: str) -> Path:
     raise ParaError(Code.not_found, f"task file {path!r} not found (looked in {cwd} and {root}/tasks)", path=path)
 
 
-def read_task(path: Path) -> str:
+def read_task(path: Path, root: str | None = None) -> str:
+    """A task file's text: a regular file (never a FIFO, which would block the sidecar, nor a
+    device), at most TASK_MAX_BYTES, inside `root` (symlinks resolved) when given."""
     if path.is_dir():
         raise ParaError(Code.invalid_input, f"{path} is a directory; give a task file")
+    data = runtime.read_regular(path, what="task file", code=Code.invalid_input, limit=TASK_MAX_BYTES, within=root)
+    if data is None:
+        raise ParaError(Code.not_found, f"task file {path} no longer exists", path=str(path))
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ParaError(Code.invalid_input, f"task file {path} is not UTF-8 text") from None
-    except FileNotFoundError:
-        raise ParaError(Code.not_found, f"task file {path} no longer exists", path=str(path)) from None
-    except OSError as e:
-        raise ParaError(Code.invalid_input, f"cannot read task file {path}: {e.strerror}", path=str(path)) from None
     if not text.strip():
         raise ParaError(Code.invalid_input, f"task file {path} is empty")
     return text
@@ -216,9 +232,9 @@ def agent_env(session: str, worktree: str, socket: str) -> dict[str, str]:
     return env
 
 
-def runner_argv(exit_file: str, argv: list[str], log: str | None = None) -> list[str]:
-    return [sys.executable, "-m", "para_rpc.agent_runner", "--exit-file", exit_file,
-            *(["--log", log] if log else []), "--", *argv]
+def runner_argv(exit_file: str, argv: list[str], log: str | None = None, stdin: str | None = None) -> list[str]:
+    return [*runtime.python("-m", "para_rpc.agent_runner"), "--exit-file", exit_file,
+            *(["--log", log] if log else []), *(["--stdin", stdin] if stdin else []), "--", *argv]
 
 
 class Detached:
@@ -238,11 +254,11 @@ class Detached:
 
 
 async def launch_headless(argv: list[str], cwd: str, env: dict[str, str], log: str,
-                          exit_file: str) -> Detached:
+                          exit_file: str, prompt_file: str) -> Detached:
     os.makedirs(os.path.dirname(log), mode=0o700, exist_ok=True)
     runtime.create_private(log)  # the agent's whole output: 0600 before the runner appends to it
     return Detached(subprocess.Popen(
-        runner_argv(exit_file, argv, log), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        runner_argv(exit_file, argv, log, prompt_file), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
 
 

@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -108,7 +107,7 @@ def hello(conn: Connection) -> dict[str, Any]:
 
 def spawn_sidecar() -> subprocess.Popen:
     runtime.ensure_private_dir(runtime.socket_path().parent)
-    return subprocess.Popen([sys.executable, "-m", "para_rpc.server.sidecar"],
+    return subprocess.Popen(runtime.python("-m", "para_rpc.server.sidecar"),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
 

@@ -25,6 +25,9 @@ from typing import Any
 
 from para_rpc.errors import Code, ParaError
 from para_rpc.names import validate_branch_name
+from para_rpc.runtime import read_regular
+
+MAX_BYTES = 1 << 20  # a config file larger than this is refused, not read
 
 
 def _bool(v: Any) -> bool:
@@ -182,20 +185,19 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def read_file(path: Path) -> dict[str, Any]:
+def read_file(path: Path, within: str | Path | None = None) -> dict[str, Any]:
     """The flat, validated keys of one config file ({} when it does not exist)."""
-    return read_layer(path)[0]
+    return read_layer(path, within)[0]
 
 
-def read_layer(path: Path) -> tuple[dict[str, Any], str | None]:
+def read_layer(path: Path, within: str | Path | None = None) -> tuple[dict[str, Any], str | None]:
     """The flat, validated keys of one config file and the SHA-256 of the very bytes they
-    were read from (what an approval records); ({}, None) when it does not exist."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    were read from (what an approval records); ({}, None) when it does not exist. A project
+    file is read `within` its repository (runtime.read_regular: no symlink out of it, no FIFO
+    or device, at most MAX_BYTES); the user file may be a symlink (dotfile managers)."""
+    data = read_regular(path, what="config file", code=Code.config_error, limit=MAX_BYTES, within=within)
+    if data is None:
         return {}, None
-    except OSError as e:
-        raise ParaError(Code.config_error, f"cannot read {path}: {e.strerror}") from None
     try:
         raw = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -219,11 +221,11 @@ def effective(main_root: str | Path | None, env: Mapping[str, str] | None = None
     file also carry `sha256`, the digest of the content they were read from; `agents`
     from the files carries `profiles`, the source of each profile."""
     out = {k: {"value": d, "source": "default"} for k, (d, _, _) in KEYS.items()}
-    layers = [("user", user_path or user_config_path())]
+    layers: list[tuple[str, Path, str | Path | None]] = [("user", user_path or user_config_path(), None)]
     if main_root is not None:
-        layers.append(("project", project_config_path(main_root)))
-    for source, path in layers:
-        flat, digest = read_layer(path)
+        layers.append(("project", project_config_path(main_root), main_root))
+    for source, path, within in layers:
+        flat, digest = read_layer(path, within)
         for k, v in flat.items():
             entry: dict[str, Any] = {"value": v, "source": f"{source}:{path}"}
             if k == "agents":  # profiles add up: a project that adds one keeps the user's own
@@ -245,8 +247,9 @@ def values(main_root: str | Path | None, env: Mapping[str, str] | None = None) -
     return {k: v["value"] for k, v in effective(main_root, env).items()}
 
 
-def write_key(path: Path, key: str, value: Any) -> Any:
-    """Set one key in a config file (created if missing), atomically; returns the stored value."""
+def write_key(path: Path, key: str, value: Any, within: str | Path | None = None) -> Any:
+    """Set one key in a config file (created if missing), atomically; returns the stored value.
+    (`within`: a project file's repository, as for read_layer.)"""
     check_key(key)
     if isinstance(value, str):
         try:
@@ -254,9 +257,10 @@ def write_key(path: Path, key: str, value: Any) -> Any:
         except json.JSONDecodeError:
             pass
     stored = convert(key, value, "value")
+    data = read_regular(path, what="config file", code=Code.config_error, limit=MAX_BYTES, within=within)
     try:
-        tree = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except json.JSONDecodeError as e:
+        tree = json.loads(data.decode("utf-8")) if data and data.strip() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ParaError(Code.config_error, f"{path} is not valid JSON: {e}") from None
     node = tree
     *parents, leaf = key.split(".")

@@ -117,7 +117,7 @@ def main() -> int:
                      ("GIT_COMMITTER_NAME", "Demo"), ("GIT_COMMITTER_EMAIL", "demo@example.com")):
             env.setdefault(k, v)
         env.pop("TMUX", None)
-        para = [sys.executable, "-m", "para_rpc"]
+        para = [sys.executable, "-P", "-m", "para_rpc"]
 
         def run(argv: list[str], show: bool = True, check: bool = True) -> subprocess.CompletedProcess:
             is_git = argv[0] == "git"
@@ -150,7 +150,7 @@ def main() -> int:
         _say("What happened, from the sidecar's event log")
         events = json.loads(subprocess.run(para + ["status", "show", "--json"], cwd=repo, env=env, text=True,
                                            capture_output=True).stdout or "{}")
-        log = subprocess.run([sys.executable, "-c", _EVENTS], cwd=repo, env=env, text=True, capture_output=True)
+        log = subprocess.run([sys.executable, "-P", "-c", _EVENTS], cwd=repo, env=env, text=True, capture_output=True)
         print(log.stdout.rstrip() or log.stderr.rstrip())
         del events
 

@@ -42,7 +42,7 @@ def para_command() -> tuple[str, list[str]]:
     found = shutil.which("para")
     if found:
         return os.path.abspath(found), ["mcp"]
-    return sys.executable, ["-m", "para_rpc", "mcp"]
+    return sys.executable, ["-P", "-m", "para_rpc", "mcp"]  # -P: see runtime.python
 
 
 def entry(client: str) -> dict[str, Any]:

@@ -150,6 +150,9 @@ class SessionInfo(msgspec.Struct, kw_only=True):
 class PlanTask(msgspec.Struct, kw_only=True):
     file: str
     name: str
+    # The text read when the plan was made: what its agent gets, even if the file changes
+    # before its step starts (None only in plans made before texts were stored).
+    text: str | None = None
     session_id: int | None = None
     state: str = "waiting"          # waiting | running | integrated | failed
 

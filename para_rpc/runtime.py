@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any
+import sys
 from pathlib import Path
+from typing import Any
 
 from para_rpc.errors import Code, ParaError
+
+
+def python(*args: str) -> list[str]:
+    """The argv of a Python process para starts (the sidecar, agent runners, the scripted
+    agent). `-P` (3.11): its cwd, often a repository or a session worktree, is not put first
+    on sys.path, or a committed `para_rpc/` or `json.py` would run as the user."""
+    return [sys.executable, "-P", *args]
 
 
 def runtime_dir() -> Path:
@@ -92,6 +100,51 @@ def create_private(path: str | os.PathLike) -> None:
     """Make sure `path` exists and only the user can read it (a log others append to)."""
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     os.chmod(path, 0o600)
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_regular(path: str | os.PathLike, *, what: str, code: Code, limit: int,
+                 within: str | os.PathLike | None = None) -> bytes | None:
+    """The bytes of a file para reads from a repository (config, task files), or None when it
+    does not exist. Whoever writes the repository chooses what is there: a symlink out of
+    `within` (to /dev/zero, to another user's secrets), a FIFO (opening or reading it would
+    block the sidecar for every client), a device, or gigabytes. Each is refused with `code`,
+    before anything is read past `limit` bytes; a FIFO is never waited on (O_NONBLOCK)."""
+    shown = os.fspath(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    if within is not None:
+        real, root = os.path.realpath(path), os.path.realpath(within)
+        if real != root and not real.startswith(root + os.sep):
+            raise ParaError(code, f"{what} {shown} leads out of {within} (a symlink to {real}); "
+                            "refusing to read it", path=shown)
+        path, flags = real, flags | os.O_NOFOLLOW  # (a symlink put there since is refused: ELOOP)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ParaError(code, f"cannot read {what} {shown}: {e.strerror}", path=shown) from None
+    try:
+        st = os.fstat(fd)
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), None)
+        if kind is not None or not stat.S_ISREG(st.st_mode):
+            raise ParaError(code, f"{what} {shown} is {kind or 'not a regular file'}; refusing to read it "
+                            "(it must be a regular file)", path=shown)
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, min(1 << 20, limit + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise ParaError(code, f"{what} {shown} is larger than {limit} bytes; refusing to read it", path=shown,
+                            limit=limit)
+        return b"".join(chunks)
+    except OSError as e:
+        raise ParaError(code, f"cannot read {what} {shown}: {e.strerror}", path=shown) from None
+    finally:
+        os.close(fd)
 
 
 async def bind_private_unix(path: Path, on_connect: Any, **kw: Any) -> tuple[Any, int]:

@@ -36,7 +36,7 @@ _FINISH = re.compile(r"""\bpara\s+(integrate|finish)\s+(?:"([^"]*)"|'([^']*)')""
 
 def para(*args: str) -> subprocess.CompletedProcess:
     exe = shutil.which("para")
-    argv = [exe] if exe else [sys.executable, "-m", "para_rpc"]
+    argv = [exe] if exe else [sys.executable, "-P", "-m", "para_rpc"]  # -P: see runtime.python
     return subprocess.run([*argv, *args], text=True, capture_output=True, stdin=subprocess.DEVNULL)
 
 

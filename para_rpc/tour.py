@@ -34,7 +34,7 @@ def main() -> int:
         for k, v in (("GIT_AUTHOR_NAME", "Tour"), ("GIT_AUTHOR_EMAIL", "tour@example.com"),
                      ("GIT_COMMITTER_NAME", "Tour"), ("GIT_COMMITTER_EMAIL", "tour@example.com")):
             env.setdefault(k, v)
-        para = [sys.executable, "-m", "para_rpc"]
+        para = [sys.executable, "-P", "-m", "para_rpc"]
 
         def run(argv: list[str], cwd: Path = repo, show: bool = True) -> str:
             shown = "para " + shlex.join(argv) if argv and argv[0] != "git" else shlex.join(argv)

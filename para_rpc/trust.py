@@ -212,7 +212,7 @@ def review(common_dir: str, root: str) -> dict[str, Any]:
     and what is approved for this repository (the file is read once: what is shown is
     what the digest covers)."""
     path = config.project_config_path(root)
-    flat, digest = config.read_layer(path)
+    flat, digest = config.read_layer(path, root)
     cmds, refused = commands({k: v for k, v in flat.items() if k in config.COMMAND_KEYS and v})
     store = store_path()
     record = _load(store).get(_key(common_dir))

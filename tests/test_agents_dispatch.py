@@ -92,7 +92,7 @@ def test_editor_mode_runs_the_agent_in_the_editor(api, repo, out, editor):
     req = ed.requests[0]
     path = str(wt(repo, "ed"))
     assert (req["session"], req["worktree"], req["title"]) == ("ed", path, "para: ed")
-    assert req["argv"][1:3] == ["-m", "para_rpc.agent_runner"] and STEP in req["argv"]
+    assert req["argv"][1:4] == ["-P", "-m", "para_rpc.agent_runner"] and STEP in req["argv"]
     assert req["env"]["PARA_SESSION"] == "ed" and req["env"]["PARA_WORKTREE"] == path and req["env"]["PATH"]
     dispatched = api.wait_event("dispatched", "ed")["data"]
     assert dispatched["mode"] == "editor" and dispatched["pid"] == ed.procs[0].pid

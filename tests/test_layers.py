@@ -175,8 +175,8 @@ def test_importing_the_cli_does_nothing_but_import(repo: Path, runtime_dir: Path
 
 
 def test_sidecar_run_execs_the_server_module(repo: Path, runtime_dir: Path):
-    """`para sidecar run` becomes `python -m para_rpc.server.sidecar` (same pid): the server
-    is never loaded into the CLI process."""
+    """`para sidecar run` becomes `python -P -m para_rpc.server.sidecar` (same pid): the server
+    is never loaded into the CLI process (and -P: never from the cwd, test_trust_boundary.py)."""
     proc = subprocess.Popen([*PARA_ARGV, "sidecar", "run", "--idle-timeout", "0"], cwd=repo, env=cli_env(),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -189,7 +189,7 @@ def test_sidecar_run_execs_the_server_module(repo: Path, runtime_dir: Path):
                 return None
         assert wait_until(hello, what="the foreground sidecar")["pid"] == proc.pid
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
-        assert cmdline[1:4] == [b"-m", b"para_rpc.server.sidecar", b"--idle-timeout"], cmdline
+        assert cmdline[1:5] == [b"-P", b"-m", b"para_rpc.server.sidecar", b"--idle-timeout"], cmdline
         run_para("sidecar", "stop", cwd=repo)
         assert proc.wait(timeout=60) == 0
     finally:

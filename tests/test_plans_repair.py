@@ -68,13 +68,20 @@ def test_a_step_interrupted_by_a_crash_is_started_again_and_the_plan_completes(a
 
 def test_a_step_that_cannot_be_started_again_fails_the_plan_with_the_reason(api, repo, out, sidecar, tmp_path):
     crash_while_starting_two(repo, out, tmp_path, sidecar)
-    (repo / "tasks" / "TASK_1_two.md").unlink()  # (while no sidecar runs)
+    # (while no sidecar runs) Deleting the task file would not stop it (the plan holds the text),
+    # a hook that refuses its worktree does.
+    (repo / "tasks" / "TASK_1_two.md").unlink()
+    hook = repo / ".git" / "hooks" / "post-checkout"
+    hook.write_text('#!/bin/sh\ncase "$PWD" in */worktrees/two) echo "two is blocked by policy" >&2; exit 1;; '
+                    'esac\nexit 0\n')
+    hook.chmod(0o755)
     (out / "gate").touch()
     monitor_until_done(repo)
 
     (plan,) = api.plans()
     assert plan["state"] == "failed"
-    assert "two" in plan["reason"] and "TASK_1_two.md no longer exists" in plan["reason"]
+    assert "could not start two after a crash" in plan["reason"] and "two is blocked by policy" in plan["reason"], \
+        plan["reason"]
     failed = [e["data"] for e in api.events() if e["kind"] == "plan_failed"]
     assert failed == [{"plan": plan["id"], "step": 1, "reason": plan["reason"]}]
     assert [t["state"] for t in plan["steps"][0]["tasks"]] in (["running", "failed"], ["integrated", "failed"])

@@ -403,7 +403,7 @@ def sidecar_run(ctx: typer.Context) -> None:
     """Run the sidecar in the foreground (options: --idle-timeout S, --stderr, --log-level L)."""
     # exec, not import: the server (pygls, lsprotocol, the service) never loads into the CLI.
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "para_rpc.server.sidecar", *ctx.args])
+    os.execv(sys.executable, runtime.python("-m", "para_rpc.server.sidecar", *ctx.args))
 
 
 # ---- MCP and editors ---------------------------------------------------------------

@@ -618,7 +618,7 @@ class ServiceCore:
                 raise ParaError(Code.invalid_input, "config set needs a key and a value")
             if p.scope not in paths:
                 raise ParaError(Code.invalid_input, "project config needs a repository (cwd)")
-            stored = config.write_key(Path(paths[p.scope]), p.key, p.value)
+            stored = config.write_key(Path(paths[p.scope]), p.key, p.value, root if p.scope == "project" else None)
             return {"key": p.key, "value": stored, "scope": p.scope, "path": paths[p.scope]}
         eff = config.effective(root, p.env)
         if common_dir:

@@ -164,7 +164,7 @@ class Dispatching(ServiceCore):
                 raise ParaError(Code.invalid_input, "the prompt is empty")
         else:
             path = agents.find_task_file(repo.root, p.cwd, p.file)
-            task, source = agents.read_task(path), str(path)
+            task, source = agents.read_task(path, repo.root), str(path)
         name = p.name
         if name is None and p.file is not None:
             name = agents.task_name(Path(source))
@@ -264,7 +264,8 @@ class Dispatching(ServiceCore):
             run.window, run.pid = await agents.launch_tmux(argv, s.worktree, env, exit_file, s.name)
             return run
         run.log = os.path.join(repo.root, ".para", "logs", f"{s.name}.log")
-        proc = await agents.launch_headless(argv, s.worktree, env, run.log, exit_file)
+        proc = await agents.launch_headless(argv, s.worktree, env, run.log, exit_file,
+                                            os.path.join(repo.root, ".para", "prompts", f"{s.name}.md"))
         run.pid = proc.pid
         asyncio.create_task(self._reap(repo, s.name, proc))
         return run
@@ -657,7 +658,9 @@ class Dispatching(ServiceCore):
         names: set[str] = set()
         steps: list[PlanStep] = []
         for number, _, path in entries:
-            agents.read_task(path)  # refuse empty or unreadable files before anything starts
+            # Read once, now: later steps run this text, not what the file holds when they start
+            # (the plan as shown and started is what runs; a swapped file changes nothing).
+            text = agents.read_task(path, repo.root)
             name = agents.task_name(path) or "task"
             base_name, n = name, 2
             while name in names or repo.store.get(name) is not None:
@@ -666,7 +669,7 @@ class Dispatching(ServiceCore):
             names.add(name)
             if not steps or steps[-1].number != number:
                 steps.append(PlanStep(number=number, tasks=[]))
-            steps[-1].tasks.append(PlanTask(file=str(path), name=name))
+            steps[-1].tasks.append(PlanTask(file=str(path), name=name, text=text))
         async with repo.plan_lock:  # (so _repair_plans never takes this step for an interrupted one)
             plan = repo.store.save_plan(Plan(source=source, steps=steps, agent=prof.name, mode=mode,
                                              profile={"command": prof.command, "headless": prof.headless,
@@ -692,7 +695,8 @@ class Dispatching(ServiceCore):
         for t in step.tasks:
             if t.session_id is not None:
                 continue  # started before a crash interrupted this step (see _repair_plans)
-            result = await self._dispatch_one(repo, cfg, name=t.name, task=agents.read_task(Path(t.file)),
+            text = t.text if t.text is not None else agents.read_task(Path(t.file), repo.root)
+            result = await self._dispatch_one(repo, cfg, name=t.name, task=text,
                                               source=t.file, prof=prof, mode=plan.mode,
                                               skip=plan.skip_permissions, base=plan.base, cwd=cwd, env=env,
                                               plan=plan.id)
