@@ -139,6 +139,7 @@ class FailedTask(Result, kw_only=True):
 class DispatchBatch(Result, kw_only=True):
     """Several tasks dispatched in one call (`tasks`): each started or failed on its own."""
     sessions: list[SessionDetail]
+    plans: list[Plan]          # tasks whose file is a directory of task files, each run as a plan
     failed: list[FailedTask]
 
 

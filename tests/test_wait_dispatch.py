@@ -61,7 +61,7 @@ def test_batch_dispatch_over_json_rpc(sidecar: Sidecar, svc, repo: Path) -> None
     out = svc("dispatch", agent="noop", mode="headless", env=NOOP,
               tasks=[{"name": "one", "prompt": "first task"}, {"name": "taken", "prompt": "clash"},
                      {"prompt": "no name given"}, {"name": "both", "prompt": "x", "file": "y.md"}])
-    assert [s["name"] for s in out["sessions"]][0] == "one" and len(out["sessions"]) == 2
+    assert [s["name"] for s in out["sessions"]][0] == "one" and len(out["sessions"]) == 2 and out["plans"] == []
     assert all(s["agent"]["profile"] == "noop" and s["prompt_file"] for s in out["sessions"])
     failed = {f["task"]: f["code"] for f in out["failed"]}
     assert failed == {"taken": "already_exists", "both": "invalid_input"}, out["failed"]

@@ -182,6 +182,7 @@ class Dispatching(ServiceCore):
             raise ParaError(Code.invalid_input, f"tasks replaces {', '.join(mixed)}: give each task its own "
                             "prompt or file (and name) inside tasks")
         started: list[dict[str, Any]] = []
+        plans: list[dict[str, Any]] = []  # a task whose file is a directory of task files runs as a plan
         failed: list[dict[str, Any]] = []
         first: ParaError | None = None
         for i, t in enumerate(p.tasks):
@@ -189,18 +190,19 @@ class Dispatching(ServiceCore):
             try:
                 if (t.prompt is None) == (t.file is None):
                     raise ParaError(Code.invalid_input, "give the task a prompt or a file (one of them)")
-                if t.file is not None and os.path.isdir(os.path.join(p.cwd, t.file)):
-                    raise ParaError(Code.invalid_input, f"{t.file} is a directory: a plan is dispatched on its own "
-                                    "(file), not as one of several tasks")
                 one = msgspec.structs.replace(p, tasks=[], name=t.name, prompt=t.prompt, file=t.file)
-                started.append(await self.dispatch(one))
+                r = await self.dispatch(one)
+                if "plan" in r and "name" not in r:
+                    plans.append(r["plan"])
+                else:
+                    started.append(r)
             except ParaError as e:
                 first = first or e
                 failed.append({"task": label, "code": e.code.name, "error": e.message})
-        if not started and first is not None:
+        if not started and not plans and first is not None:
             raise ParaError(first.code, "nothing was dispatched: " + "; ".join(
                 f"{f['task']}: {f['error']}" for f in failed), failed=failed)
-        return {"sessions": started, "failed": failed}
+        return {"sessions": started, "plans": plans, "failed": failed}
 
     def _choose_mode(self, mode: str, in_tmux: bool) -> str:
         if mode != "auto":

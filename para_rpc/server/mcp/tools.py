@@ -176,6 +176,7 @@ async def para_dispatch(
     out: dict[str, Any] = {"sessions": [], "plan": None, "failed": [], "next": ""}
     if "failed" in r:  # several tasks
         out["sessions"] = r["sessions"]
+        out["plan"] = r["plans"][-1] if r["plans"] else None
         out["failed"] = [{"task": f["task"], "error": f"{f['code']}: {f['error']}"} for f in r["failed"]]
     elif "plan" in r and "name" not in r:
         out["plan"] = r["plan"]
