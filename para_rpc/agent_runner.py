@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import FrameType
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,9 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         ap.error("no command")
-    out = open(args.log, "ab", buffering=0) if args.log else None
+    # open for the agent's whole life, which is this process's: the exit closes it
+    out = open(args.log, "ab", buffering=0) if args.log else None  # noqa: SIM115
     try:
-        stdin = open(args.stdin, "rb") if args.stdin else subprocess.DEVNULL if out else None
+        # the child has its own copy; ours, like `out`, lives as long as this process
+        stdin = open(args.stdin, "rb") if args.stdin else subprocess.DEVNULL if out else None  # noqa: SIM115
         # The agent and everything it starts inherit PARA_AGENT_RUN: how the sidecar tells this
         # run's leftover processes from unrelated ones once this runner is gone.
         child = subprocess.Popen(command, stdin=stdin, stdout=out,
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         if out:
             out.write(f"para: cannot start {command[0]}: {e.strerror}\n".encode())
     else:
-        def forward(signum, _frame):
+        def forward(signum: int, _frame: FrameType | None) -> None:
             child.send_signal(signum)
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(s, forward)

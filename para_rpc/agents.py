@@ -23,12 +23,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from para_rpc import git
-from para_rpc import runtime
+from para_rpc import git, runtime
 from para_rpc.errors import Code, ParaError
 
 PLACEHOLDERS = ("{prompt_file}", "{prompt}", "{worktree}", "{session}")
@@ -77,7 +77,7 @@ BUILTIN: dict[str, Profile] = {
 }
 
 
-def profile(name: str, custom: dict[str, dict[str, Any]]) -> Profile:
+def profile(name: str, custom: Mapping[str, dict[str, Any] | ParaError]) -> Profile:
     if name in custom:
         c = custom[name]
         if isinstance(c, ParaError):  # withheld by the trust gate (trust.settle): never run
@@ -128,7 +128,7 @@ FOOTERS = {
     "integrate": 'When done: para integrate "<one-line summary of your change>"',
     "finish": 'When done: para finish "<one-line summary of your change>"',
 }
-_HAS_WORKFLOW = re.compile(r"\bpara\s+(integrate|finish)\b|do not run any para commands", re.I)
+_HAS_WORKFLOW = re.compile(r"\bpara\s+(integrate|finish)\b|do not run any para commands", re.IGNORECASE)
 
 
 def compose_prompt(task: str, workflow: str) -> str:
@@ -167,7 +167,7 @@ def instruction_text(session: str, workflow: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def find_task_file(root: str, cwd: str, path: str) -> Path:
+def find_task_file(root: str, cwd: str, path: object) -> Path:
     """Resolve a task file given by the user: relative to cwd, else in the repository's
     `tasks/`. It must stay inside the repository (symlinks included)."""
     if not isinstance(path, str) or not path or "\0" in path:
@@ -243,7 +243,7 @@ class Detached:
     `para sidecar stop`, idle timeout) would take every headless agent with it;
     agents must outlive the sidecar and be re-adopted by the next one."""
 
-    def __init__(self, popen: subprocess.Popen) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self._popen = popen
         self.pid = popen.pid
 
@@ -257,7 +257,8 @@ async def launch_headless(argv: list[str], cwd: str, env: dict[str, str], log: s
                           exit_file: str, prompt_file: str) -> Detached:
     os.makedirs(os.path.dirname(log), mode=0o700, exist_ok=True)
     runtime.create_private(log)  # the agent's whole output: 0600 before the runner appends to it
-    return Detached(subprocess.Popen(
+    # Popen, not asyncio: see Detached (agents outlive the loop that started them)
+    return Detached(subprocess.Popen(  # noqa: ASYNC220
         runner_argv(exit_file, argv, log, prompt_file), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
 
@@ -392,12 +393,106 @@ def _run_env(pid: int) -> str | None:
     return None
 
 
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return {}
+    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw.split(b"\0") if b"=" in item)
+
+
+def _run_session(exit_file: str) -> str:
+    return os.path.basename(exit_file).rsplit(".", 2)[0]  # <runs>/<session>.<ms>.exit
+
+
+def agent_caller(pid: int | None) -> str | None:
+    """Whether the client process `pid` (the peer of a connection, SO_PEERCRED) is an agent
+    para started or runs under one: "the agent of session X (process N)", else None.
+    Judged from /proc, not from anything the client says:
+    - one of its ancestors is an agent runner (the agent and everything it starts: an agent
+      that runs `env -i para ...` is still recognised);
+    - its process group or session, or an ancestor's, is led by an agent runner;
+    - it or an ancestor carries RUN_ENV, unless the chain passes a shared daemon (a tmux
+      server an agent happened to start also serves the user's own windows, which inherit it);
+    - it runs inside the worktree named by its own PARA_WORKTREE with PARA_SESSION set.
+    Para cannot sandbox: a process that detaches, scrubs its environment and leaves the
+    worktree is not recognised (docs/protocol.md, `forbidden`)."""
+    if not pid or pid == os.getpid():
+        return None
+
+    def runner_session(leader: int) -> str | None:
+        argv = _cmdline(leader)
+        if "para_rpc.agent_runner" in argv and "--exit-file" in argv[:-1]:
+            return _run_session(argv[argv.index("--exit-file") + 1])
+        return None
+
+    chain, p, shared = [], pid, False
+    while p > 1 and p != os.getpid() and p not in chain:
+        proc = _proc(p)
+        if proc is None:
+            break
+        if _comm(p) in SHARED_DAEMONS:
+            shared = True
+            break
+        chain.append(p)
+        for leader in (proc.ppid, proc.pgid, proc.sid):
+            if leader != p and (session := runner_session(leader)):
+                return f"the agent of session {session!r} (process {p}, under its runner {leader})"
+        p = proc.ppid
+    if not shared:
+        for p in chain:
+            if run := _run_env(p):
+                return f"the agent of session {_run_session(run)!r} (process {p})"
+    env = _environ(pid)
+    if env.get("PARA_SESSION") and env.get("PARA_WORKTREE"):
+        try:
+            cwd = os.path.realpath(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            cwd = ""
+        wt = os.path.realpath(env["PARA_WORKTREE"])
+        if cwd == wt or cwd.startswith(wt + os.sep):
+            return f"the agent of session {env['PARA_SESSION']!r} (process {pid}, in its worktree)"
+    return None
+
+
 def is_runner(pid: int | None, exit_file: str | None) -> bool:
     """Whether `pid` is still the agent_runner of this run (and not a process that reused the pid)."""
     if not pid or not exit_file:
         return False
     argv = _cmdline(pid)
     return "para_rpc.agent_runner" in argv and exit_file in argv
+
+
+# Daemons other programs share (a terminal multiplexer, key agents). An agent may be the one
+# that started it (its first `tmux new -d`, a git commit that autostarted gpg-agent), so it
+# carries the run's RUN_ENV, and so does everything started in it later, the user's own tmux
+# windows included. Neither it nor anything running under it is the agent's to stop (nor
+# counts as the agent in agent_caller), unless it sits in the runner's own process group.
+SHARED_DAEMONS = frozenset({"tmux: server", "screen", "SCREEN", "gpg-agent", "ssh-agent", "dbus-daemon",
+                            "keyboxd", "scdaemon"})
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return ""
+
+
+def _under_shared(pid: int, table: dict[int, Proc]) -> bool:
+    """Whether `pid` is a shared daemon or runs under one."""
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        if _comm(pid) in SHARED_DAEMONS:
+            return True
+        p = table.get(pid) or _proc(pid)
+        if p is None:
+            return False
+        pid = p.ppid
+    return False
 
 
 def run_processes(pid: int, exit_file: str, since: float = 0.0) -> tuple[bool, dict[int, int]]:
@@ -414,7 +509,7 @@ def run_processes(pid: int, exit_file: str, since: float = 0.0) -> tuple[bool, d
     found = {}
     for p in table.values():
         ours = ((p.pid == pid and runner is not None) or (leader and p.pgid == pid)
-                or (p.start >= first_tick and _run_env(p.pid) == exit_file))
+                or (p.start >= first_tick and _run_env(p.pid) == exit_file and not _under_shared(p.pid, table)))
         # Never the sidecar itself, even one that an agent's `para` call started.
         if ours and p.pid != me and "para_rpc.server.sidecar" not in _cmdline(p.pid):
             found[p.pid] = p.start
@@ -450,6 +545,7 @@ async def stop_run(pid: int | None, exit_file: str | None, grace: float, since: 
     if not procs:
         return result
     result.update(group=leader, pids=sorted(procs))
+    left = procs
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         await asyncio.to_thread(_send, pid, exit_file, procs, sig)
         result["signals"].append(sig.name)

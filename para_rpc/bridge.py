@@ -225,6 +225,7 @@ def pump(sock: socket.socket, name: str = "para mcp", inflight: InFlight | None 
         failure = f"connection to the sidecar failed: {e}"
     finally:
         sock.close()
+    left: list[tuple[Any, str]] = []
     if inflight is not None:
         left = inflight.close()
         if failure is None and (state["stdin_closed"] or inflight.ended_by_editor):

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 from para_rpc import PROTOCOL_VERSION, __version__, runtime
 from para_rpc.errors import Code, ParaError
@@ -31,7 +31,7 @@ class Connection:
         self.pending_notifications: list[dict[str, Any]] = []
 
     @classmethod
-    def open(cls, path: str | os.PathLike | None = None, timeout: float | None = None) -> "Connection":
+    def open(cls, path: str | os.PathLike[str] | None = None, timeout: float | None = None) -> Connection:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         sock.connect(str(path or runtime.socket_path()))
@@ -40,10 +40,10 @@ class Connection:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def send(self, msg: dict[str, Any]) -> None:
@@ -66,7 +66,10 @@ class Connection:
             self._fill()
             rest = self.buf
         self.buf = rest[length:]
-        return json.loads(rest[:length])
+        msg = json.loads(rest[:length])
+        if not isinstance(msg, dict):
+            raise ParaError(Code.sidecar_unavailable, "malformed message from the sidecar")
+        return msg
 
     def _fill(self) -> None:
         chunk = self.sock.recv(65536)
@@ -101,11 +104,12 @@ class Connection:
 
 
 def hello(conn: Connection) -> dict[str, Any]:
-    return conn.request("para/hello", {"client": "para-cli", "version": __version__,
+    result: dict[str, Any] = conn.request("para/hello", {"client": "para-cli", "version": __version__,
                                        "protocol": PROTOCOL_VERSION})
+    return result
 
 
-def spawn_sidecar() -> subprocess.Popen:
+def spawn_sidecar() -> subprocess.Popen[bytes]:
     runtime.ensure_private_dir(runtime.socket_path().parent)
     return subprocess.Popen(runtime.python("-m", "para_rpc.server.sidecar"),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -119,7 +123,7 @@ def _log_tail(lines: int = 5) -> str:
         return ""
 
 
-def wait_for_sidecar(proc: subprocess.Popen | None, timeout: float = START_TIMEOUT) -> Connection:
+def wait_for_sidecar(proc: subprocess.Popen[bytes] | None, timeout: float = START_TIMEOUT) -> Connection:
     deadline = time.monotonic() + timeout
     while True:
         try:

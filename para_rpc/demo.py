@@ -119,7 +119,7 @@ def main() -> int:
         env.pop("TMUX", None)
         para = [sys.executable, "-P", "-m", "para_rpc"]
 
-        def run(argv: list[str], show: bool = True, check: bool = True) -> subprocess.CompletedProcess:
+        def run(argv: list[str], show: bool = True, check: bool = True) -> subprocess.CompletedProcess[str]:
             is_git = argv[0] == "git"
             if show:
                 print(f"$ {' '.join(argv) if is_git else 'para ' + ' '.join(argv)}", flush=True)

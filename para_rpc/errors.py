@@ -30,6 +30,7 @@ class Code(enum.Enum):
     dirty = (-32013, 11, "uncommitted changes are in the way")
     check_failed = (-32014, 12, "the configured integration check failed; the target did not move")
     untrusted = (-32015, 13, "commands from the repository's .para/config.json are not approved (`para trust`)")
+    forbidden = (-32016, 14, "an agent of a session asked for what only the user may do (approve commands, change them)")
 
     @property
     def rpc(self) -> int:
@@ -62,11 +63,13 @@ class ParaError(Exception):
                 "data": {"code": self.code.name, **self.data}}
 
     @classmethod
-    def from_rpc(cls, error: dict[str, Any]) -> "ParaError":
+    def from_rpc(cls, error: dict[str, Any]) -> ParaError:
         data = dict(error.get("data") or {})
         name = data.pop("code", None)
-        code = Code[name] if name in Code.__members__ else _BY_RPC.get(error.get("code"), Code.internal)
-        if code is Code.internal and error.get("code") not in _BY_RPC:
+        rpc = error.get("code")
+        by_rpc = _BY_RPC.get(rpc) if isinstance(rpc, int) else None
+        code = Code[name] if name in Code.__members__ else by_rpc if by_rpc is not None else Code.internal
+        if code is Code.internal and by_rpc is None:
             # A protocol-level error (invalid params, method not found): keep
             # its text and treat it as bad input rather than a para bug.
             code = Code.invalid_input

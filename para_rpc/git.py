@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from para_rpc.errors import Code, ParaError
 
@@ -592,7 +593,7 @@ async def unmapped_gitlinks(cwd: str | Path, old: str, new: str) -> list[str]:
     return [p for p in links if p not in mapped]
 
 
-def commit_log(path: str, rev_range: str, limit: int = 20) -> list[dict]:
+def commit_log(path: str, rev_range: str, limit: int = 20) -> list[dict[str, Any]]:
     """Commit summaries for `rev_range` (blocking; call from a worker thread)."""
     import git as gitpython  # GitPython, imported lazily: only the sidecar needs it
 

@@ -174,7 +174,7 @@ async def rebase_onto(wt: str, old: str) -> list[str]:
     return unmerged
 
 
-async def continue_in(wt: str, kind: str, files: list[str], hunks: dict[str, list],
+async def continue_in(wt: str, kind: str, files: list[str], hunks: dict[str, list[list[int]]],
                       sides: list[str], force: bool = False) -> list[str]:
     """Complete a stopped merge or rebase once the conflicts are resolved.
     Returns the paths of a new conflict (a rebase may stop again), else [].
@@ -343,7 +343,7 @@ async def run_check(root: str, scratch_dir: str, commit: str, command: str,
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout)
             rc = proc.returncode
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             out, _ = await proc.communicate()
             rc = None

@@ -3,13 +3,15 @@ something changed (para/subscribe notifications), not by polling git."""
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from para_rpc import client
 from para_rpc.errors import ParaError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 CONFLICT_REFRESH = 3.0  # seconds between conflict forecasts (they run merge-tree per pair)
 
@@ -32,7 +34,7 @@ def _collisions(forecast: dict[str, Any] | None) -> dict[str, list[str]]:
     return out
 
 
-def table(status: dict[str, Any], forecast: dict[str, Any] | None):
+def table(status: dict[str, Any], forecast: dict[str, Any] | None) -> Table:
     from rich.table import Table
 
     t = Table(title=f"para · {status['repo']}", title_justify="left", expand=False)
@@ -76,9 +78,10 @@ def run(cwd: str, env: dict[str, str], once: bool = False, until_done: bool = Fa
         print(f"para: {e.message}", file=sys.stderr)
         return e.code.exit
     params = {"cwd": cwd, "env": env}
-    forecast, forecast_at = None, 0.0
+    forecast: dict[str, Any] | None = None
+    forecast_at = 0.0
 
-    def frame():
+    def frame() -> tuple[dict[str, Any], Table]:
         nonlocal forecast, forecast_at
         status = requests.request("para/status", {**params, "all": True})
         if time.monotonic() - forecast_at > CONFLICT_REFRESH:
@@ -107,7 +110,7 @@ def run(cwd: str, env: dict[str, str], once: bool = False, until_done: bool = Fa
                 msg = next(events.notifications())
                 if msg.get("params", {}).get("repo") not in (None, status["repo"]):
                     continue
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 pass
             status, view = frame()
             if live:

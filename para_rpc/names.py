@@ -62,7 +62,7 @@ def validate_branch_name(name: object, what: str = "branch name") -> str:
         problem = "is '@' or contains '@{'"
     elif ".." in name or "//" in name:
         problem = "contains '..' or '//'"
-    elif name.startswith("/") or name.endswith("/") or name.endswith("."):
+    elif name.startswith("/") or name.endswith(("/", ".")):
         problem = "starts or ends with '/' or ends with '.'"
     elif name == "HEAD" or name.startswith("refs/"):
         problem = "is HEAD or a full ref name (give the short branch name)"

@@ -137,8 +137,9 @@ class ConfigParams(Base, kw_only=True):
 
 
 class TrustParams(RepoParams, kw_only=True):
-    """`show` changes nothing; `approve` (a human's decision) records the project file's
-    current content, only if its SHA-256 is `sha256` when given; `revoke` forgets it."""
+    """`show` changes nothing; `approve` (a human's decision, refused to agents) records the
+    project file's content, only if its SHA-256 is `sha256` (required: the digest `show`
+    returned, so what is approved is what was seen); `revoke` forgets it."""
     action: Literal["show", "approve", "revoke"] = "show"
     sha256: str | None = None
 

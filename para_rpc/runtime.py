@@ -87,7 +87,7 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def write_private(path: str | os.PathLike, text: str) -> None:
+def write_private(path: str | os.PathLike[str], text: str) -> None:
     """Write a file only the user can read (prompts, logs, tokens), whatever the umask;
     one that already exists is tightened too."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -96,7 +96,7 @@ def write_private(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
-def create_private(path: str | os.PathLike) -> None:
+def create_private(path: str | os.PathLike[str]) -> None:
     """Make sure `path` exists and only the user can read it (a log others append to)."""
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     os.chmod(path, 0o600)
@@ -106,8 +106,8 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCH
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def read_regular(path: str | os.PathLike, *, what: str, code: Code, limit: int,
-                 within: str | os.PathLike | None = None) -> bytes | None:
+def read_regular(path: str | os.PathLike[str], *, what: str, code: Code, limit: int,
+                 within: str | os.PathLike[str] | None = None) -> bytes | None:
     """The bytes of a file para reads from a repository (config, task files), or None when it
     does not exist. Whoever writes the repository chooses what is there: a symlink out of
     `within` (to /dev/zero, to another user's secrets), a FIFO (opening or reading it would

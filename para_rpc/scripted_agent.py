@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 
 _BLOCK = re.compile(r"^```(file|append):(\S+)[ \t]*\n(.*?)^```[ \t]*$|^```agent[ \t]*\n(.*?)^```[ \t]*$",
-                    re.M | re.S)
+                    re.MULTILINE | re.DOTALL)
 _FINISH = re.compile(r"""\bpara\s+(integrate|finish)\s+(?:"([^"]*)"|'([^']*)')""")
 
 
-def para(*args: str) -> subprocess.CompletedProcess:
+def para(*args: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("para")
     argv = [exe] if exe else [sys.executable, "-P", "-m", "para_rpc"]  # -P: see runtime.python
     return subprocess.run([*argv, *args], text=True, capture_output=True, stdin=subprocess.DEVNULL)

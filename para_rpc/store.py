@@ -88,10 +88,13 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = None
         try:
             _private_file(path)  # sqlite gives the -wal and -shm files it creates the same mode
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.DatabaseError as e:
+            raise _unusable(path, e) from None
+        self.db = db
+        try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=5000")
@@ -126,8 +129,7 @@ class Store:
                 raise
 
     def close(self) -> None:
-        if self.db is not None:
-            self.db.close()
+        self.db.close()
 
     # ---- sessions ----------------------------------------------------------
 
@@ -175,7 +177,8 @@ class Store:
     # ---- plans -------------------------------------------------------------
 
     def plans(self, state: str | None = None) -> list[Plan]:
-        q, args = "SELECT id, doc FROM plans", ()
+        q = "SELECT id, doc FROM plans"
+        args: tuple[str, ...] = ()
         if state is not None:
             q, args = q + " WHERE state = ?", (state,)
         result = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -29,14 +29,14 @@ mcp_app = typer.Typer(invoke_without_command=True, help="MCP for AI clients: `pa
 app.add_typer(mcp_app, name="mcp")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-SessionOpt = Annotated[Optional[str], typer.Option("--session", "-s", help="Session name (default: the one the current directory is in).")]
+SessionOpt = Annotated[str | None, typer.Option("--session", "-s", help="Session name (default: the one the current directory is in).")]
 
 
 # ---- session lifecycle -----------------------------------------------------
 
 @app.command()
-def start(name: Annotated[Optional[str], typer.Argument(help="Session name (default: a friendly adjective_noun).")] = None,
-          base: Annotated[Optional[str], typer.Option("--base", "-b", help="Branch to fork from.")] = None,
+def start(name: Annotated[str | None, typer.Argument(help="Session name (default: a friendly adjective_noun).")] = None,
+          base: Annotated[str | None, typer.Option("--base", "-b", help="Branch to fork from.")] = None,
           as_json: JsonOpt = False) -> None:
     """Create a session: a branch para/NAME and its worktree, forked from the base branch."""
     _call("para/start", {"name": name, "base": base}, as_json, render.print_started)
@@ -53,7 +53,7 @@ app.command("ls", hidden=True)(list_)
 
 
 @app.command()
-def show(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+def show(name: Annotated[str | None, typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
     """Show one session: state, branch, worktree, commits and changes."""
     _call("para/show", {"session": name}, as_json, render.print_shown)
 
@@ -61,8 +61,8 @@ def show(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = 
 @app.command()
 def finish(message: Annotated[str, typer.Argument(help="Commit message.")],
            session: SessionOpt = None,
-           branch: Annotated[Optional[str], typer.Option("--branch", help="Rename the branch for review.")] = None,
-           squash: Annotated[Optional[bool], typer.Option("--squash/--no-squash", help="Squash into one commit (default: config finish.squash).")] = None,
+           branch: Annotated[str | None, typer.Option("--branch", help="Rename the branch for review.")] = None,
+           squash: Annotated[bool | None, typer.Option("--squash/--no-squash", help="Squash into one commit (default: config finish.squash).")] = None,
            integrate_: Annotated[bool, typer.Option("--integrate", help="Land the work on the base branch now (same as `para integrate MESSAGE`).")] = False,
            as_json: JsonOpt = False) -> None:
     """Commit everything in the session, squash it onto its fork point, keep the branch for review."""
@@ -71,14 +71,14 @@ def finish(message: Annotated[str, typer.Argument(help="Commit message.")],
           render.print_integration if integrate_ else render.print_finished)
 
 
-StrategyOpt = Annotated[Optional[str], typer.Option("--strategy", help="squash | merge | rebase | ff (default: config integrate.strategy).")]
+StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="squash | merge | rebase | ff (default: config integrate.strategy).")]
 
 
 @app.command()
-def integrate(message: Annotated[Optional[str], typer.Argument(help="Commit message (squash and merge).")] = None,
+def integrate(message: Annotated[str | None, typer.Argument(help="Commit message (squash and merge).")] = None,
               session: SessionOpt = None,
               strategy: StrategyOpt = None,
-              target: Annotated[Optional[str], typer.Option("--target", help="Branch to land on (default: the session's base).")] = None,
+              target: Annotated[str | None, typer.Option("--target", help="Branch to land on (default: the session's base).")] = None,
               dry_run: Annotated[bool, typer.Option("--dry-run", help="Predict the result; change nothing.")] = False,
               as_json: JsonOpt = False) -> None:
     """Land the session's work on its target branch; conflicts pause only this session."""
@@ -87,7 +87,7 @@ def integrate(message: Annotated[Optional[str], typer.Argument(help="Commit mess
 
 
 @app.command("continue")
-def continue_(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
+def continue_(name: Annotated[str | None, typer.Argument(help="Session name.")] = None,
               force: Annotated[bool, typer.Option("--force", help="Stage everything as it is, even conflicts nobody resolved (marker-like lines, unstaged binary/deleted/renamed paths).")] = False,
               as_json: JsonOpt = False) -> None:
     """Complete a paused integration once its conflicts are resolved in the worktree."""
@@ -95,13 +95,13 @@ def continue_(name: Annotated[Optional[str], typer.Argument(help="Session name."
 
 
 @app.command()
-def abort(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+def abort(name: Annotated[str | None, typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
     """Give up a paused integration: the session returns exactly to its pre-integration commit."""
     _call("para/abort", {"session": name}, as_json, render.print_aborted)
 
 
 @app.command()
-def conflicts(target: Annotated[Optional[str], typer.Option("--target", help="Forecast against this branch instead of each session's base.")] = None,
+def conflicts(target: Annotated[str | None, typer.Option("--target", help="Forecast against this branch instead of each session's base.")] = None,
               as_json: JsonOpt = False) -> None:
     """Forecast collisions between active sessions (uncommitted work included) and with their targets."""
     _call("para/conflicts", {"target": target}, as_json, render.print_conflicts)
@@ -110,13 +110,13 @@ def conflicts(target: Annotated[Optional[str], typer.Option("--target", help="Fo
 # ---- agents ------------------------------------------------------------------
 
 @app.command()
-def dispatch(name: Annotated[Optional[str], typer.Argument(help="Session name (default: from the task file, else friendly).")] = None,
-             prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="The task, inline; several -p are several independent tasks, all started now.")] = None,
-             file: Annotated[Optional[list[str]], typer.Option("--file", "-f", help="A task file (also looked up in tasks/), a directory of TASK_<n>_<slug>.md files, or several -f.")] = None,
-             agent: Annotated[Optional[str], typer.Option("--agent", help="Launcher profile (claude, codex, gemini, aider, opencode, scripted, or a configured one).")] = None,
-             mode: Annotated[Optional[str], typer.Option("--mode", help="editor | tmux | headless (default: config agent.mode).")] = None,
+def dispatch(name: Annotated[str | None, typer.Argument(help="Session name (default: from the task file, else friendly).")] = None,
+             prompt: Annotated[list[str] | None, typer.Option("--prompt", "-p", help="The task, inline; several -p are several independent tasks, all started now.")] = None,
+             file: Annotated[list[str] | None, typer.Option("--file", "-f", help="A task file (also looked up in tasks/), a directory of TASK_<n>_<slug>.md files, or several -f.")] = None,
+             agent: Annotated[str | None, typer.Option("--agent", help="Launcher profile (claude, codex, gemini, aider, opencode, scripted, or a configured one).")] = None,
+             mode: Annotated[str | None, typer.Option("--mode", help="editor | tmux | headless (default: config agent.mode).")] = None,
              skip: Annotated[bool, typer.Option("--dangerously-skip-permissions", "-d", help="Let the agent act without asking.")] = False,
-             base: Annotated[Optional[str], typer.Option("--base", "-b", help="Branch to fork from.")] = None,
+             base: Annotated[str | None, typer.Option("--base", "-b", help="Branch to fork from.")] = None,
              as_json: JsonOpt = False) -> None:
     """Start a session and an agent in it, with a task (inline, from a file, or on stdin)."""
     source = _task_source(prompt or [], file or [], as_json)
@@ -145,8 +145,8 @@ def _task_source(prompts: list[str], files: list[str], as_json: bool) -> dict[st
 
 
 @app.command()
-def wait(names: Annotated[Optional[list[str]], typer.Argument(help="Sessions to watch (default: every live session).")] = None,
-         after: Annotated[Optional[int], typer.Option("--after", help="An event id (the `last event` a previous wait printed): what happened since then counts too.")] = None,
+def wait(names: Annotated[list[str] | None, typer.Argument(help="Sessions to watch (default: every live session).")] = None,
+         after: Annotated[int | None, typer.Option("--after", help="An event id (the `last event` a previous wait printed): what happened since then counts too.")] = None,
          timeout: Annotated[float, typer.Option("--timeout", "-t", help="Seconds to wait at most (0-3600).")] = 60.0,
          as_json: JsonOpt = False) -> None:
     """Wait until a session changes (its status, its agent ends, an event about it) or the timeout passes."""
@@ -154,10 +154,10 @@ def wait(names: Annotated[Optional[list[str]], typer.Argument(help="Sessions to 
 
 
 @app.command()
-def status(words: Annotated[Optional[list[str]], typer.Argument(help='"<what you are doing>", or `show [NAME]`.')] = None,
-           tests: Annotated[Optional[str], typer.Option("--tests", help="passed | failed | unknown")] = None,
-           todos: Annotated[Optional[str], typer.Option("--todos", help="DONE/TOTAL, e.g. 3/5")] = None,
-           blocked: Annotated[Optional[str], typer.Option("--blocked", help="What blocks you.")] = None,
+def status(words: Annotated[list[str] | None, typer.Argument(help='"<what you are doing>", or `show [NAME]`.')] = None,
+           tests: Annotated[str | None, typer.Option("--tests", help="passed | failed | unknown")] = None,
+           todos: Annotated[str | None, typer.Option("--todos", help="DONE/TOTAL, e.g. 3/5")] = None,
+           blocked: Annotated[str | None, typer.Option("--blocked", help="What blocks you.")] = None,
            session: SessionOpt = None,
            as_json: JsonOpt = False) -> None:
     """Agents: report progress (`para status "writing tests" --todos 2/5`). Anyone: `para status show [NAME]`."""
@@ -184,7 +184,7 @@ def _agent_of(name: str | None) -> tuple[str, dict[str, Any]]:
 
 
 @app.command()
-def logs(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
+def logs(name: Annotated[str | None, typer.Argument(help="Session name.")] = None,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the log grows.")] = False) -> None:
     """Print a headless agent's output."""
     s, agent = _agent_of(name)
@@ -201,7 +201,7 @@ def _copy_log(path: str, follow: bool) -> None:
     import time
 
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 (the `with f:` below; a missing log is its own error)
     except FileNotFoundError:
         _fail(ParaError(Code.not_found, f"no log yet at {path}"), False)
     with f:
@@ -217,7 +217,7 @@ def _copy_log(path: str, follow: bool) -> None:
 
 
 @app.command()
-def attach(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None) -> None:
+def attach(name: Annotated[str | None, typer.Argument(help="Session name.")] = None) -> None:
     """Attach to the tmux window where the session's agent runs."""
     s, agent = _agent_of(name)
     window = agent.get("window")
@@ -249,7 +249,7 @@ def demo() -> None:
 
 
 @app.command()
-def cancel(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None,
+def cancel(name: Annotated[str | None, typer.Argument(help="Session name.")] = None,
            discard: Annotated[bool, typer.Option("--discard", help="Do not commit uncommitted work (a backup ref still keeps it).")] = False,
            force: Annotated[bool, typer.Option("--force", help="Cancel even with HEAD off the session branch or an unfinished operation (saved under refs/para/backup/ first).")] = False,
            as_json: JsonOpt = False) -> None:
@@ -258,13 +258,13 @@ def cancel(name: Annotated[Optional[str], typer.Argument(help="Session name.")] 
 
 
 @app.command()
-def recover(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+def recover(name: Annotated[str | None, typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
     """Bring a cancelled session back to para/NAME at its standard worktree path."""
     _call("para/recover", {"session": name}, as_json, render.print_recovered)
 
 
 @app.command()
-def resume(name: Annotated[Optional[str], typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+def resume(name: Annotated[str | None, typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
     """Make sure the session's worktree exists (recreating it from the branch) and print its path."""
     _call("para/resume", {"session": name}, as_json, render.print_resumed)
 
@@ -325,22 +325,25 @@ def config_edit(project: ScopeOpt = False) -> None:
 # ---- trust ---------------------------------------------------------------------
 
 @app.command("trust")
-def trust_(show: Annotated[bool, typer.Option("--show", help="Only show the commands and whether they are approved.")] = False,
+def trust_(approve: Annotated[str | None, typer.Option("--approve", metavar="SHA256", help="Approve the content `para trust` showed, named by its sha256; refused if the file changed since.")] = None,
+           show: Annotated[bool, typer.Option("--show", help="Only show the commands (the default; kept for scripts).")] = False,
            revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the approval.")] = False,
            as_json: JsonOpt = False) -> None:
-    """Approve the commands this repository's .para/config.json would run (integrate.check, agent
-    profiles), printing exactly what you approve; until then operations that need them fail
-    (exit 13). A changed file needs approval again."""
-    if show and revoke:
-        _fail(ParaError(Code.invalid_input, "give --show or --revoke, not both"), as_json)
-    action = "show" if show else "revoke" if revoke else "approve"
+    """Show the commands and settings this repository's .para/config.json would make para run
+    (integrate.check, agent profiles, ...) with the sha256 of that content; `--approve SHA256`
+    approves exactly that content. Until then operations that need them fail (exit 13); a
+    changed file needs approval again."""
+    if sum((approve is not None, show, revoke)) > 1:
+        _fail(ParaError(Code.invalid_input, "give one of --approve, --show, --revoke"), as_json)
+    action = "approve" if approve is not None else "revoke" if revoke else "show"
     if action == "approve" and os.environ.get("PARA_SESSION"):
-        _fail(ParaError(Code.invalid_input,
+        _fail(ParaError(Code.forbidden,
                         "approving commands that run as you is a human's decision, and this is the environment of "
                         f"the agent of session {os.environ['PARA_SESSION']!r} (PARA_SESSION is set); the user "
-                        "reviews them with `para trust --show` and approves with `para trust` in the repository",
-                        session=os.environ["PARA_SESSION"]), as_json)
-    _call("para/trust", {"action": action}, as_json, render.print_trust)
+                        "reviews them with `para trust` and approves with `para trust --approve <sha256>` in the "
+                        "repository", session=os.environ["PARA_SESSION"]), as_json)
+    _call("para/trust", {"action": action, **({"sha256": approve} if approve is not None else {})}, as_json,
+          render.print_trust)
 
 
 # ---- sidecar -------------------------------------------------------------------

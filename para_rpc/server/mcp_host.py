@@ -19,10 +19,13 @@ import ipaddress
 import logging
 import os
 import secrets
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from para_rpc import trust
 from para_rpc.runtime import bind_private_unix, mcp_socket_path, unbind_private_unix
 from para_rpc.errors import Code, ParaError
 
@@ -153,6 +156,10 @@ class McpHost:
             return
         self.conns.add(writer)
         self.on_idle_change()
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family == socket.AF_UNIX:  # the `para mcp` bridge: whose is it?
+            pid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
+            trust.PEER_PID.set(pid)
         try:
             frontend = await self._load()
             await frontend.serve_connection(reader, writer)

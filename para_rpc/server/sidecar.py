@@ -21,7 +21,7 @@ import struct
 import sys
 import time
 
-from para_rpc import __version__, config, runtime
+from para_rpc import __version__, config, runtime, trust
 from para_rpc.errors import ParaError
 from para_rpc.server.lsp import Hub
 from para_rpc.server.mcp_host import McpHost, parse_http_address
@@ -33,12 +33,19 @@ log = logging.getLogger("para.sidecar")
 EXIT_ALREADY_RUNNING = 3
 
 
-def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+def peer_creds(writer: asyncio.StreamWriter) -> tuple[int, int] | None:
+    """(pid, uid) of the process at the other end of a unix socket connection."""
     sock = writer.get_extra_info("socket")
     if sock is None or sock.family != socket.AF_UNIX:
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    pid, uid, _ = struct.unpack("3i", creds)
+    return pid, uid
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    creds = peer_creds(writer)
+    return creds[1] if creds else None
 
 
 def acquire_lock() -> int | None:
@@ -87,11 +94,14 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
     hub.request_stop = stop.set
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        uid = _peer_uid(writer)
-        if uid is not None and uid != os.getuid():
-            log.warning("refused a connection from uid %s", uid)
+        creds = peer_creds(writer)
+        if creds is not None and creds[1] != os.getuid():
+            log.warning("refused a connection from uid %s", creds[1])
             writer.close()
             return
+        # Every request of this connection runs in this task's context: the service can tell
+        # an agent of a session from the user (trust.forbid_agent).
+        trust.PEER_PID.set(creds[0] if creds else None)
         await hub.serve(service, reader, writer)
 
     await mcp.listen()  # before the JSON-RPC socket: whoever reaches us finds MCP too

@@ -141,7 +141,8 @@ class Repo:
     def worktrees_dir(self, cfg: dict[str, Any]) -> str:
         """Where session worktrees go (config `worktrees_dir`, else `.para/worktrees`), with
         symlinks resolved: git reports worktree paths resolved, and para compares with those."""
-        d = os.path.join(self.root, os.path.expanduser(cfg.get("worktrees_dir") or os.path.join(".para", "worktrees")))
+        chosen = config.usable(cfg.get("worktrees_dir"))  # a project file's: only once approved (trust.py)
+        d = os.path.join(self.root, os.path.expanduser(chosen or os.path.join(".para", "worktrees")))
         d = os.path.realpath(d)
         para_dir = os.path.realpath(os.path.join(self.root, ".para"))
         if (d + os.sep).startswith(self.root + os.sep) and not d.startswith(para_dir + os.sep):
@@ -161,6 +162,7 @@ class Repo:
         return self.target_locks.setdefault(branch, asyncio.Lock())
 
     def config(self, env: dict[str, str]) -> dict[str, Any]:
+        trust.forbid_agent_env(env)  # an agent's own PARA_AGENTS, PARA_INTEGRATE_CHECK, ...: refused
         # Commands from the project file that the user has not approved stand there as errors.
         return trust.settle(self.common_dir, config.effective(self.root, env))
 
@@ -618,6 +620,8 @@ class ServiceCore:
                 raise ParaError(Code.invalid_input, "config set needs a key and a value")
             if p.scope not in paths:
                 raise ParaError(Code.invalid_input, "project config needs a repository (cwd)")
+            if config.check_key(p.key) in config.GATED_KEYS:
+                trust.forbid_agent(f"changing {p.key} (it decides what para runs)")
             stored = config.write_key(Path(paths[p.scope]), p.key, p.value, root if p.scope == "project" else None)
             return {"key": p.key, "value": stored, "scope": p.scope, "path": paths[p.scope]}
         eff = config.effective(root, p.env)

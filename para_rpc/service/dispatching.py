@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from para_rpc import agents, git
+from para_rpc import agents, config, git
 from para_rpc import runtime
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import AgentRun, Plan, PlanStep, PlanTask, Report, Session, Status, now, to_builtins
@@ -152,7 +152,7 @@ class Dispatching(ServiceCore):
         given = [x for x in (p.prompt, p.file) if x is not None] + ([p.files] if p.files else [])
         if len(given) != 1:
             raise ParaError(Code.invalid_input, "give exactly one of: a prompt, a task file, or a list of task files")
-        prof = agents.profile(p.agent or cfg["agent.default"], cfg["agents"])
+        prof = agents.profile(p.agent or config.usable(cfg["agent.default"]), cfg["agents"])
         mode = self._choose_mode(p.mode or cfg["agent.mode"], p.in_tmux)
         argv = prof.argv(mode, p.skip_permissions)
         agents.require_binary(argv, prof.name)
@@ -690,6 +690,9 @@ class Dispatching(ServiceCore):
 
     async def _start_step(self, repo: Repo, plan: Plan, cwd: str, env: dict[str, str]) -> None:
         cfg = {**repo.config(env), "agent.workflow": plan.workflow}
+        # The profile was resolved when the plan was made (the caller's PARA_AGENTS is gone by
+        # now); but a project profile whose file is no longer approved (changed, revoked) stops it.
+        config.usable(cfg["agents"].get(plan.agent))
         prof = (agents.Profile(plan.agent, **plan.profile) if plan.profile
                 else agents.profile(plan.agent, cfg["agents"]))
         step = plan.steps[plan.current]

@@ -16,8 +16,10 @@ _HINTS = {
     Code.busy: "Another para sidecar serves this repository; stop it or use the same PARA_SOCKET.",
     Code.untrusted: "These commands come from the repository's .para/config.json and run only once the user "
                     "approved them. Do not try to approve them yourself: show the user the commands and ask them "
-                    "to review and run `para trust` in the repository. Operations that do not need them keep "
-                    "working.",
+                    "to review them with `para trust` and approve them with `para trust --approve <sha256>` in the "
+                    "repository. Operations that do not need them keep working.",
+    Code.forbidden: "Only the user may approve or change what para runs. Do not work around it: tell the user "
+                    "what you needed and let them decide.",
 }
 
 

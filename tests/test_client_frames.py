@@ -1,0 +1,23 @@
+"""The CLI's client reads what the sidecar sends and nothing else: a frame whose body is valid
+JSON but not a JSON-RPC message (an array, a number) is a clear `sidecar_unavailable` error,
+never a traceback from deep in the caller."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from para_rpc.client import Connection
+from para_rpc.errors import Code, ParaError
+
+
+@pytest.mark.parametrize("body", [b"[1]", b"3", b'"x"', b"null"])
+def test_a_frame_that_is_not_an_object_is_a_clear_error(body: bytes) -> None:
+    ours, sidecar = socket.socketpair()
+    with Connection(ours) as conn, sidecar:
+        sidecar.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        with pytest.raises(ParaError) as err:
+            conn.request("para/hello", {})
+        assert err.value.code is Code.sidecar_unavailable
+        assert "malformed message" in err.value.message
