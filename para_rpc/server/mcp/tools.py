@@ -119,7 +119,7 @@ def _bound(spec: ToolSpec, fe: "McpFrontend") -> Callable[..., Any]:
         return CallToolResult(content=[TextContent(type="text", text=json_text(r))], structured_content=r)
 
     call.__name__, call.__doc__, call.__module__ = spec.fn.__name__, spec.fn.__doc__, spec.fn.__module__
-    call.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:],  # type: ignore[attr-defined]
+    call.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:],  # type: ignore[attr-defined]  (inspect reads __signature__)
                                      return_annotation=CallToolResult)
     call.__annotations__ = {k: v for k, v in spec.fn.__annotations__.items() if k not in ("fe", "return")}
     return call
@@ -312,7 +312,7 @@ async def para_status(
 async def para_wait(
     fe: "McpFrontend",
     ctx: Context,
-    sessions: Annotated[list[str], Field(description="Session names to watch (default: every live session).")] = [],  # noqa: B006
+    sessions: Annotated[list[str], Field(description="Session names to watch (default: every live session).")] = [],  # noqa: B006 (pydantic copies the default)
     timeout: Annotated[float, Field(description="Seconds to wait at most (0-3600).", ge=0, le=3600)] = 60.0,
     after_event: Annotated[int | None, Field(description="The last_event of your previous para_wait: changes "
                                              "since then count too, so nothing is missed.", ge=0, le=2**63 - 1)] = None,
