@@ -262,6 +262,7 @@ class TrustResult(Result, kw_only=True):
     exists: bool
     sha256: str | None
     commands: list[dict[str, Any]]   # {key, argv} (and the profile) of each project command
+    settings: list[dict[str, Any]]   # the project file's other settings that need approval too
     refused: list[dict[str, Any]]
     approved: bool
     approval: dict[str, Any] | None
