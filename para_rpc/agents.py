@@ -393,12 +393,106 @@ def _run_env(pid: int) -> str | None:
     return None
 
 
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return {}
+    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw.split(b"\0") if b"=" in item)
+
+
+def _run_session(exit_file: str) -> str:
+    return os.path.basename(exit_file).rsplit(".", 2)[0]  # <runs>/<session>.<ms>.exit
+
+
+def agent_caller(pid: int | None) -> str | None:
+    """Whether the client process `pid` (the peer of a connection, SO_PEERCRED) is an agent
+    para started or runs under one: "the agent of session X (process N)", else None.
+    Judged from /proc, not from anything the client says:
+    - one of its ancestors is an agent runner (the agent and everything it starts: an agent
+      that runs `env -i para ...` is still recognised);
+    - its process group or session, or an ancestor's, is led by an agent runner;
+    - it or an ancestor carries RUN_ENV, unless the chain passes a shared daemon (a tmux
+      server an agent happened to start also serves the user's own windows, which inherit it);
+    - it runs inside the worktree named by its own PARA_WORKTREE with PARA_SESSION set.
+    Para cannot sandbox: a process that detaches, scrubs its environment and leaves the
+    worktree is not recognised (docs/protocol.md, `forbidden`)."""
+    if not pid or pid == os.getpid():
+        return None
+
+    def runner_session(leader: int) -> str | None:
+        argv = _cmdline(leader)
+        if "para_rpc.agent_runner" in argv and "--exit-file" in argv[:-1]:
+            return _run_session(argv[argv.index("--exit-file") + 1])
+        return None
+
+    chain, p, shared = [], pid, False
+    while p > 1 and p != os.getpid() and p not in chain:
+        proc = _proc(p)
+        if proc is None:
+            break
+        if _comm(p) in SHARED_DAEMONS:
+            shared = True
+            break
+        chain.append(p)
+        for leader in (proc.ppid, proc.pgid, proc.sid):
+            if leader != p and (session := runner_session(leader)):
+                return f"the agent of session {session!r} (process {p}, under its runner {leader})"
+        p = proc.ppid
+    if not shared:
+        for p in chain:
+            if run := _run_env(p):
+                return f"the agent of session {_run_session(run)!r} (process {p})"
+    env = _environ(pid)
+    if env.get("PARA_SESSION") and env.get("PARA_WORKTREE"):
+        try:
+            cwd = os.path.realpath(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            cwd = ""
+        wt = os.path.realpath(env["PARA_WORKTREE"])
+        if cwd == wt or cwd.startswith(wt + os.sep):
+            return f"the agent of session {env['PARA_SESSION']!r} (process {pid}, in its worktree)"
+    return None
+
+
 def is_runner(pid: int | None, exit_file: str | None) -> bool:
     """Whether `pid` is still the agent_runner of this run (and not a process that reused the pid)."""
     if not pid or not exit_file:
         return False
     argv = _cmdline(pid)
     return "para_rpc.agent_runner" in argv and exit_file in argv
+
+
+# Daemons other programs share (a terminal multiplexer, key agents). An agent may be the one
+# that started it (its first `tmux new -d`, a git commit that autostarted gpg-agent), so it
+# carries the run's RUN_ENV, and so does everything started in it later, the user's own tmux
+# windows included. Neither it nor anything running under it is the agent's to stop (nor
+# counts as the agent in agent_caller), unless it sits in the runner's own process group.
+SHARED_DAEMONS = frozenset({"tmux: server", "screen", "SCREEN", "gpg-agent", "ssh-agent", "dbus-daemon",
+                            "keyboxd", "scdaemon"})
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return ""
+
+
+def _under_shared(pid: int, table: dict[int, Proc]) -> bool:
+    """Whether `pid` is a shared daemon or runs under one."""
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        if _comm(pid) in SHARED_DAEMONS:
+            return True
+        p = table.get(pid) or _proc(pid)
+        if p is None:
+            return False
+        pid = p.ppid
+    return False
 
 
 def run_processes(pid: int, exit_file: str, since: float = 0.0) -> tuple[bool, dict[int, int]]:
@@ -415,7 +509,7 @@ def run_processes(pid: int, exit_file: str, since: float = 0.0) -> tuple[bool, d
     found = {}
     for p in table.values():
         ours = ((p.pid == pid and runner is not None) or (leader and p.pgid == pid)
-                or (p.start >= first_tick and _run_env(p.pid) == exit_file))
+                or (p.start >= first_tick and _run_env(p.pid) == exit_file and not _under_shared(p.pid, table)))
         # Never the sidecar itself, even one that an agent's `para` call started.
         if ours and p.pid != me and "para_rpc.server.sidecar" not in _cmdline(p.pid):
             found[p.pid] = p.start

@@ -9,9 +9,9 @@ the CLI forwards those variables with each request, so the value in the shell
 that runs `para` wins, not the one the sidecar was started with.
 
 Custom launcher profiles (`agents`) add up across the two files, profile by profile,
-so a project that adds one keeps the user's own. The values of `COMMAND_KEYS` are
-commands para runs: from the project file they are used only once the user approved
-that file (trust.py); the user file and the environment are the user's own.
+so a project that adds one keeps the user's own. The values of `GATED_KEYS` make para run
+something: from the project file they are used only once the user approved that file
+(trust.py); the user file and the environment are the user's own.
 """
 
 from __future__ import annotations
@@ -124,10 +124,37 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
 }
 
 
-# Keys whose values are commands para runs. Set by the project file, they run only after
-# the user approved that exact file (trust.py); a key added later that runs something
-# (say `session.setup`) is declared here and is gated by that alone.
+# The trust gate's one declaration. Keys whose values make para run something, choose what
+# it runs, or make it write outside the repository: set by the project file, they take effect
+# only after the user approved that exact file (trust.py), and an agent can change none of
+# them (trust.forbid_agent). A key added later that runs something (say `session.setup`) is
+# declared here and is gated by that alone.
+GATED_KEYS: dict[str, str] = {
+    "integrate.check": "a command run on every integration",
+    "agents": "agent launcher commands",
+    "agent.default": "which agent program `para dispatch` runs when no --agent is given",
+    "worktrees_dir": "where session worktrees are checked out: files written outside the repository",
+}
+# Of those, the ones whose values are argv (shown as commands; the others as settings).
 COMMAND_KEYS = frozenset({"integrate.check", "agents"})
+# Every other key, with why its value cannot make para run anything. A new key goes in one of
+# the two (tests/test_trust_boundary.py fails until it does).
+INERT_KEYS: dict[str, str] = {
+    "base_branch": "a branch name (validated) sessions fork from",
+    "branch_prefix": "a branch name prefix (validated)",
+    "finish.squash": "a boolean",
+    "integrate.strategy": "one of four fixed strategies",
+    "integrate.keep_branch": "a boolean",
+    "integrate.check_timeout": "a number of seconds",
+    "agent.mode": "one of four fixed modes; the program is chosen by the profile",
+    "agent.workflow": "one of three fixed footers",
+    "agent.stale_after": "a number of seconds",
+    "agent.editor_timeout": "a number of seconds",
+    "agent.stop_grace": "a number of seconds",
+    "clean.archive_days": "a number of days",
+    "clean.backup_days": "a number of days",
+    "sidecar.idle_timeout": "a number of seconds",
+}
 
 
 def usable(value: Any) -> Any:
@@ -232,7 +259,7 @@ def effective(main_root: str | Path | None, env: Mapping[str, str] | None = None
             if k == "agents":  # profiles add up: a project that adds one keeps the user's own
                 entry["value"] = {**out[k]["value"], **v}
                 entry["profiles"] = {**out[k].get("profiles", {}), **{name: entry["source"] for name in v}}
-            if source == "project" and k in COMMAND_KEYS:
+            if source == "project" and k in GATED_KEYS:
                 entry["sha256"] = digest
             out[k] = entry
     for name, v in (env or {}).items():

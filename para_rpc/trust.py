@@ -2,12 +2,14 @@
 user approved that exact content.
 
 Whoever lands a commit (an agent, the authors of a cloned repository) can write the project
-file, and its command values (`config.COMMAND_KEYS`: the integration check, launcher
-profiles) would run as the user, outside any sandbox, on every integration or dispatch. So
-before any operation sees the configuration, `settle` puts in place of each command the
-project file set the error that using it raises, unless the user approved the file:
-`para trust` records the repository (its common git dir, resolved) and the SHA-256 of the
-file's content in the user's trust file (`$XDG_DATA_HOME/para/trust.json`, else
+file, and its gated values (`config.GATED_KEYS`: the integration check, launcher profiles,
+the default agent, the worktrees directory) would make para run things as the user, outside
+any sandbox, on every integration or dispatch. So before any operation sees the
+configuration, `settle` puts in place of each gated value the project file set the error that
+using it raises, unless the user approved the file: `para trust` shows the exact commands and
+settings with the SHA-256 of the file's content, and `para trust --approve <sha256>` records
+the repository (its common git dir, resolved) and that digest (only if the file still has
+it: what is approved is what the user saw) in the user's trust file (`$XDG_DATA_HOME/para/trust.json`, else
 `~/.local/share/para/trust.json`; 0600, written atomically). A changed file needs approval
 again. The user file and the PARA_* variables are the user's own and always trusted.
 The sidecar reads and writes the trust file, so the sidecar's environment decides where it is.
@@ -20,9 +22,11 @@ user's own `claude` profile).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import json
 import os
+import re
 import shlex
 import time
 from collections.abc import Iterator, Mapping
@@ -33,6 +37,31 @@ from para_rpc import agents, config
 from para_rpc.errors import Code, ParaError
 
 LISTING_LIMIT = 1500  # characters of commands quoted in an error message (data has them all)
+
+# The pid of the process at the other end of the connection a request came on (SO_PEERCRED),
+# set by the transport for the connection's task; None when unknown (MCP over HTTP).
+PEER_PID: contextvars.ContextVar[int | None] = contextvars.ContextVar("para_peer_pid", default=None)
+
+
+def forbid_agent(what: str, hint: str = "") -> None:
+    """Refuse `what` when the client is an agent of a session (agents.agent_caller): approving
+    commands, or changing the settings that decide what runs, is the user's decision, and an
+    agent (perhaps sandboxed) would otherwise have the sidecar run things for it as the user."""
+    who = agents.agent_caller(PEER_PID.get())
+    if who:
+        raise ParaError(Code.forbidden, f"{what} is the user's decision, and this request comes from {who}; "
+                        + (hint or "ask the user to do it from their own shell"), caller=who)
+
+
+def forbid_agent_env(env: Mapping[str, str]) -> None:
+    """An agent's request may not bring its own value of a gated key (PARA_AGENTS,
+    PARA_INTEGRATE_CHECK='' to skip the user's check, ...): the sidecar's own environment,
+    which the agent inherited, is the user's."""
+    changed = sorted(n for n, k in config.ENV_NAMES.items()
+                     if k in config.GATED_KEYS and n in env and env[n] != os.environ.get(n))
+    if changed:
+        forbid_agent(f"setting {', '.join(changed)} for a request",
+                     "these settings decide what para runs; an agent uses the ones the user gave the sidecar")
 
 
 def store_path(environ: Mapping[str, str] = os.environ) -> Path:
@@ -103,12 +132,14 @@ def _argv(command: Any) -> list[str]:
 
 
 def commands(view: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The commands of a project file's command keys (`view`: {key: value}) as they would
+    """The commands of a project file's gated keys (`view`: {key: value}) as they would
     run, one entry per argv (per key, and per profile and its command/headless/
     skip_permissions parts), and the profiles refused whatever the approval."""
     found: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
     for key in sorted(view):
+        if key not in config.COMMAND_KEYS:
+            continue
         if key != "agents":
             found.append({"key": key, "argv": _argv(view[key])})
             continue
@@ -123,8 +154,16 @@ def commands(view: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str,
     return found, refused
 
 
-def _listing(cmds: list[dict[str, Any]]) -> str:
-    text = "; ".join(f"{c['key']}: {shlex.join(c['argv'])}" for c in cmds)
+def settings(view: dict[str, Any]) -> list[dict[str, Any]]:
+    """The gated values of a project file that are not commands (`agent.default`, ...):
+    {key, value, why} each, shown and approved with the commands."""
+    return [{"key": k, "value": v, "why": config.GATED_KEYS[k]}
+            for k, v in sorted(view.items()) if k not in config.COMMAND_KEYS]
+
+
+def _listing(cmds: list[dict[str, Any]], sets: list[dict[str, Any]] | None = None) -> str:
+    text = "; ".join([f"{c['key']}: {shlex.join(c['argv'])}" for c in cmds]
+                     + [f"{s['key']} = {json.dumps(s['value'])}" for s in sets or []])
     return text if len(text) <= LISTING_LIMIT else text[:LISTING_LIMIT] + " …"
 
 
@@ -143,12 +182,14 @@ def _project_view(eff: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str, 
     return view, file, digest
 
 
-def _untrusted(what: str, file: str, cmds: list[dict[str, Any]], digest: str) -> ParaError:
+def _untrusted(what: str, file: str, cmds: list[dict[str, Any]], sets: list[dict[str, Any]],
+               digest: str) -> ParaError:
     root = str(Path(file).parent.parent)
     return ParaError(Code.untrusted,
-                     f"{what} comes from {file}, whose commands you have not approved ({_listing(cmds)}). "
-                     f"Review them and approve them by running `para trust` in {root} yourself "
-                     "(an agent cannot approve them)", file=file, repo=root, sha256=digest, commands=cmds)
+                     f"{what} comes from {file}, whose commands you have not approved ({_listing(cmds, sets)}). "
+                     f"Review them by running `para trust` in {root} yourself, then approve exactly that content "
+                     "with `para trust --approve <sha256>` (an agent cannot approve them)",
+                     file=file, repo=root, sha256=digest, commands=cmds, settings=sets)
 
 
 def _shadowing(file: str, name: str) -> ParaError:
@@ -169,9 +210,10 @@ def settle(common_dir: str, eff: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if not view:
         return values
     cmds, _ = commands(view)
+    sets = settings(view)
     broken = None
     try:
-        ok = bool(cmds) and approved(common_dir, digest)
+        ok = bool(cmds or sets) and approved(common_dir, digest)
     except ParaError as e:  # an unreadable trust file: only what needs these commands fails, saying so
         ok, broken = False, e
     for key, value in view.items():
@@ -181,10 +223,10 @@ def settle(common_dir: str, eff: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 if name in agents.BUILTIN:
                     profiles[name] = _shadowing(file, name)
                 elif not ok:
-                    profiles[name] = broken or _untrusted(f"agent profile {name!r}", file, cmds, digest)
+                    profiles[name] = broken or _untrusted(f"agent profile {name!r}", file, cmds, sets, digest)
             values["agents"] = profiles
         elif not ok:
-            values[key] = broken or _untrusted(f"`{key}`", file, cmds, digest)
+            values[key] = broken or _untrusted(f"`{key}`", file, cmds, sets, digest)
     return values
 
 
@@ -208,36 +250,42 @@ def annotate(common_dir: str, eff: dict[str, dict[str, Any]]) -> dict[str, dict[
 # ---- para trust -----------------------------------------------------------------------------
 
 def review(common_dir: str, root: str) -> dict[str, Any]:
-    """The project file's commands as they would run, what is refused whatever the approval,
-    and what is approved for this repository (the file is read once: what is shown is
-    what the digest covers)."""
+    """The project file's commands as they would run, its other gated settings, what is
+    refused whatever the approval, and what is approved for this repository (the file is
+    read once: what is shown is what the digest covers)."""
     path = config.project_config_path(root)
     flat, digest = config.read_layer(path, root)
-    cmds, refused = commands({k: v for k, v in flat.items() if k in config.COMMAND_KEYS and v})
+    view = {k: v for k, v in flat.items() if k in config.GATED_KEYS and v}
+    cmds, refused = commands(view)
+    sets = settings(view)
     store = store_path()
     record = _load(store).get(_key(common_dir))
     return {"repo": root, "file": str(path), "exists": digest is not None, "sha256": digest,
-            "commands": cmds, "refused": refused,
-            "approved": bool(cmds) and record is not None and record.get("sha256") == digest,
+            "commands": cmds, "settings": sets, "refused": refused,
+            "approved": bool(cmds or sets) and record is not None and record.get("sha256") == digest,
             "approval": record, "store": str(store)}
 
 
-def approve(common_dir: str, root: str, expect: str | None = None) -> dict[str, Any]:
-    """Approve the project file's current content (only if its digest is `expect`, when given)."""
+def approve(common_dir: str, root: str, expect: str | None) -> dict[str, Any]:
+    """Approve the project file's content, only if its digest is `expect`: the digest `para
+    trust` showed with the commands, so what is approved is what the user saw."""
+    if not isinstance(expect, str) or not re.fullmatch(r"[0-9a-f]{64}", expect):
+        raise ParaError(Code.invalid_input, "approving needs the sha256 that `para trust` shows with the commands "
+                        "(64 hex digits): run `para trust`, review them, then `para trust --approve <sha256>`")
     store = store_path()
     with _locked(store):
         result = review(common_dir, root)
-        if expect is not None and expect != result["sha256"]:
-            raise ParaError(Code.wrong_state, f"{result['file']} changed since it was reviewed "
-                            f"(its sha256 is now {result['sha256']}); review it again", file=result["file"],
-                            sha256=result["sha256"])
-        if not result["commands"]:
+        if expect != result["sha256"]:
+            raise ParaError(Code.wrong_state, f"{result['file']} is not the content you reviewed: its sha256 is now "
+                            f"{result['sha256']}, not {expect}; nothing was approved. Review it again with "
+                            "`para trust`", file=result["file"], sha256=result["sha256"], expected=expect)
+        if not result["commands"] and not result["settings"]:
             return {**result, "action": "nothing_to_approve"}
         if result["approved"]:
             return {**result, "action": "already_approved"}
         repos = _load(store)
         record = {"file": result["file"], "sha256": result["sha256"], "approved_at": time.time(),
-                  "commands": result["commands"]}
+                  "commands": result["commands"], "settings": result["settings"]}
         repos[_key(common_dir)] = record
         _save(store, repos)
     return {**result, "approved": True, "approval": record, "action": "approved"}

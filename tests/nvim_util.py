@@ -86,3 +86,43 @@ def run_lua(script: str, tmp: Path, env: dict[str, str] | None = None, cwd: Path
         argv += ["--cmd", f"set rtp+={d}"]
     return subprocess.run([*argv, "-l", str(path)], cwd=cwd, env=nvim_env(tmp, env), capture_output=True,
                           text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+class TmuxNvim:
+    """Real Neovim in a real terminal: tmux (its own server on a private socket) runs
+    `nvim --clean` with `rtp` and `cmds`; `screen()` is what a user would see."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], rtp: list[Path], cmds: list[str],
+                 size: tuple[int, int] = (110, 30)) -> None:
+        tmux = shutil.which("tmux")
+        if tmux is None:
+            pytest.fail("tmux is needed for the Neovim UI tests: apt-get install tmux", pytrace=False)
+        self.tmux = tmux
+        import tempfile
+        self.dir = Path(tempfile.mkdtemp(prefix="nvt", dir="/tmp"))  # socket paths are short
+        self.sock = self.dir / "tmux.sock"
+        argv = [str(nvim()), "--clean"]
+        for d in rtp:
+            argv += ["--cmd", f"set rtp+={d}"]
+        for c in cmds:
+            argv += ["-c", c]
+        full = {**env, "TERM": "xterm-256color"}
+        # several words: tmux runs the command itself (execvp), no shell in between
+        self._tmux("new-session", "-d", "-x", str(size[0]), "-y", str(size[1]), "-c", str(cwd), *argv, env=full)
+
+    def _tmux(self, *args: str, env: dict[str, str] | None = None) -> str:
+        res = subprocess.run([self.tmux, "-S", str(self.sock), "-f", "/dev/null", *args], capture_output=True,
+                             text=True, env=env, stdin=subprocess.DEVNULL, timeout=30)
+        assert res.returncode == 0, f"tmux {' '.join(args[:3])}: {res.stderr}"
+        return res.stdout
+
+    def screen(self, ansi: bool = False) -> str:
+        return self._tmux("capture-pane", "-p", *(["-e"] if ansi else []), "-t", "0")
+
+    def keys(self, *keys: str) -> None:
+        self._tmux("send-keys", "-t", "0", *keys)
+
+    def close(self) -> None:
+        subprocess.run([self.tmux, "-S", str(self.sock), "kill-server"], capture_output=True,
+                       stdin=subprocess.DEVNULL, timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)

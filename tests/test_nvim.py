@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from conftest import PARA_SCRIPT, Sidecar, git, run_para, sidecar_pids
-from nvim_util import CACHE_ROOT, run_lua
+from conftest import PARA_SCRIPT, Sidecar, git, run_para, sidecar_pids, wait_until
+from nvim_util import CACHE_ROOT, TmuxNvim, nvim_env, run_lua
 
 PLUGIN = Path(__file__).resolve().parent.parent / "editors" / "nvim"
 STYLUA_VERSION = "2.5.2"
@@ -79,11 +80,28 @@ def test_lua_is_formatted_with_stylua() -> None:
     assert res.returncode == 0, f"stylua --check editors/nvim:\n{res.stdout}\n{res.stderr}"
 
 
+def test_lua_reads_and_writes_no_stray_globals(tmp_path: Path) -> None:
+    """LuaJIT's bytecode listing of every plugin file: no global but Lua's and `vim` (this
+    caught a closure reading an undeclared `rpc`, which silently broke reconnecting)."""
+    res = run_lua((PLUGIN / "tests" / "lint_globals.lua").read_text(), tmp_path, env={"PARA_PLUGIN": str(PLUGIN)})
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+
+
+def test_the_public_api_is_annotated() -> None:
+    """LuaLS annotations on every public function of the modules users call."""
+    missing = []
+    for name in ("init.lua", "config.lua", "client.lua", "commands.lua"):
+        lines = (PLUGIN / "lua" / "para" / name).read_text().splitlines()
+        for i, line in enumerate(lines):
+            if re.match(r"function (M|Connection)[.:][a-zA-Z]\w*\(", line) and not lines[i - 1].startswith("---"):
+                missing.append(f"{name}:{i + 1}: {line}")
+    assert missing == []
+
+
 def test_unit_specs(tmp_path: Path) -> None:
     """Argument parsing, completion, rendering of the sessions buffer, quickfix items."""
-    res = run_lua((PLUGIN / "tests" / "run_unit.lua").read_text().replace(
-        'vim.fs.dirname(debug.getinfo(1, "S").source:sub(2))', repr(str(PLUGIN / "tests"))),
-        tmp_path, rtp=[PLUGIN])
+    res = run_lua((PLUGIN / "tests" / "run_unit.lua").read_text(), tmp_path, rtp=[PLUGIN],
+                  env={"PARA_NVIM_TESTS": str(PLUGIN / "tests")})
     assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
     assert " passed, 0 failed" in res.stdout
 
@@ -151,6 +169,9 @@ def test_a_conflict_reaches_the_quickfix_list_and_abort_restores_the_session(sid
     worktree = seen["event"]["data"]["worktree"]
     assert seen["qf"]["items"] == [{"file": f"{worktree}/shared.txt", "lnum": 1, "text": "cf: conflict with main"}]
     assert seen["current"]["file"] == f"{worktree}/shared.txt" and seen["current"]["line"].startswith("<<<<<<<")
+    assert seen["continue"] == {"ok": False, "code": "conflict", "markers": ["shared.txt:1", "shared.txt:3",
+                                                                            "shared.txt:5"]}
+    assert seen["markers_qf"] == [{"file": f"{worktree}/shared.txt", "lnum": n} for n in (1, 3, 5)]
     assert seen["aborted"]["name"] == "cf" and seen["aborted"]["status"] == "active"
     detail = show(repo, "cf")
     assert detail["status"] == "active" and detail["head"] == seen["aborted"]["restored"]
@@ -169,3 +190,69 @@ def test_the_plugin_reconnects_when_the_sidecar_goes_away(sidecar: Sidecar, repo
     assert any(line.split()[:2] == ["rc-two", "active"] for line in seen["buffer"]), seen["buffer"]
     assert [s["name"] for s in json.loads(run_para("list", "--json", cwd=repo).stdout)["sessions"]] == \
         ["rc-one", "rc-two"]
+
+
+AGENT_TASK = """Write the greeting.
+```agent
+status writing hello
+sleep 1
+```
+```file:hello.txt
+hello from tmux
+```
+When done: para finish "add hello"
+"""
+
+
+def test_the_ui_in_a_real_terminal(sidecar: Sidecar, repo: Path, tmp_path: Path) -> None:
+    """Neovim in tmux, as a user sees it: `:Para list` draws the sessions, a session started
+    from a shell appears on screen, and an agent dispatched from the shell in editor mode
+    opens its terminal tab in this Neovim and runs to review."""
+    run_para("start", "tm-one", cwd=repo)
+    env = nvim_env(tmp_path, {"PATH": f"{PARA_SCRIPT.parent}{os.pathsep}{os.environ['PATH']}"})
+    ui = TmuxNvim(repo, env, [PLUGIN], ["lua require('para').setup({ terminal_focus = true })", "Para list"])
+    try:
+        wait_until(lambda: "tm-one" in ui.screen() and "SESSION" in ui.screen(), what="the sessions buffer")
+        run_para("start", "tm-two", cwd=repo)
+        wait_until(lambda: re.search(r"^tm-two +active", ui.screen(), re.M), what="tm-two on screen")
+        run_para("dispatch", "tm-agent", "--agent", "scripted", "--mode", "editor", "-p", AGENT_TASK, cwd=repo)
+        wait_until(lambda: "[scripted agent]" in ui.screen(), what="the agent's terminal on screen")
+        # (check=False: a `para show` that races the agent's own finish can fail while the worktree goes)
+        wait_until(lambda: '"status": "review"' in run_para("show", "tm-agent", "--json", cwd=repo, check=False).stdout,
+                   what="the agent's session in review")
+        detail = show(repo, "tm-agent")
+        assert detail["agent"]["mode"] == "editor", detail
+        ui.keys("gt")  # back to the first tab: the buffer followed the agent to review
+        wait_until(lambda: re.search(r"^tm-agent +review", ui.screen(), re.M), what="tm-agent in review on screen")
+    finally:
+        ui.close()
+
+
+def test_the_workflow_from_neovim(sidecar: Sidecar, repo: Path, tmp_path: Path) -> None:
+    seen = run_script("workflow", repo, tmp_path)
+    # dispatch without a prompt asks for it; the headless agent's log is followed in a terminal
+    assert seen["asked"] == ["para task: "]
+    assert seen["headless_exit"]["exit_code"] == 0
+    assert seen["log"]["buftype"] == "terminal" and Path(seen["log"]["argv"][0]).name == "tail" and seen["log"]["argv"][1:4] == ["-n", "+1", "-F"]
+    assert git("show", "main:wf.txt", cwd=repo) == "from the prompt"  # the footer: para integrate
+    # the forecast names both worktrees' file
+    assert seen["forecast"]["title"] == "para conflicts (forecast)"
+    assert {(Path(i["file"]).name, i["text"]) for i in seen["forecast"]["items"]} == \
+        {("same.txt", "wf-a collides with wf-b")}
+    assert any(line.split()[:2] == ["wf-a", "dirty"] and "wf-b (1)" in line for line in seen["collides"])
+    # keys on a line of the sessions buffer
+    assert seen["key_x"] == {"ok": True, "name": "wf-b", "status": "cancelled"}
+    assert seen["key_i"] == {"ok": True, "name": "wf-a", "status": "integrated"}
+    assert show(repo, "wf-b")["status"] == "cancelled"
+    assert git("show", "main:same.txt", cwd=repo) == "a side"
+    # `i` names the session; it is not taken for the message (para's default message is used)
+    assert git("log", "-1", "--format=%s", "main", cwd=repo) not in ("wf-a", "")
+    # finish asks for its message; the session is found from the buffer's worktree
+    assert seen["finish"] == {"name": "wf-fin", "status": "review"}
+    assert seen["asked_all"] == ["para task: ", "para finish message: "]
+    assert git("log", "-1", "--format=%s", "para/wf-fin", cwd=repo) == "fin: from the prompt"
+    assert seen["refused_run"] == [{"ok": False}] * 3
+    # the autocmd carried every change
+    for change in ("started:wf-agent", "dispatched:wf-agent", "cancelled:wf-b", "integrated:wf-a",
+                   "finished:wf-fin"):
+        assert change in seen["changes"], seen["changes"]

@@ -102,6 +102,14 @@ def trust(repo: Path, *flags: str, env: dict[str, str | None] | None = None) -> 
     return out
 
 
+def approve(repo: Path) -> dict[str, Any]:
+    """What a user does: `para trust` shows the commands and their digest, `para trust
+    --approve <sha256>` approves exactly that content."""
+    shown = trust(repo)
+    assert shown["action"] == "shown", shown
+    return trust(repo, "--approve", shown["sha256"])
+
+
 def assert_untrusted(rc: int, out: dict[str, Any], repo: Path, argv: list[str]) -> dict[str, Any]:
     """exit 13, code `untrusted`, the message lists the command and how to approve it, the
     data carries the commands and the file."""
@@ -193,7 +201,7 @@ def test_a_project_command_is_refused_until_the_user_approves_it(api, repo, mark
     assert agent_pids(runtime_dir) == []
     assert not store.exists()
 
-    approved = trust(repo)
+    approved = approve(repo)
     assert approved["action"] == "approved" and approved["approved"] is True
     rc, out = para_call(*case.args, cwd=repo)
     assert rc == 0, out
@@ -220,7 +228,7 @@ def test_continue_of_a_paused_integration_is_refused_until_approved(api, repo, m
     assert api.sessions()["c1"]["status"] == "conflicted"
     assert git("status", "--porcelain", cwd=wt) == status_before
 
-    trust(repo)
+    approve(repo)
     rc, out = para_call("continue", "c1", cwd=repo)
     assert rc == 0 and out["status"] == "integrated", out
     assert marker.exists() and git("show", "main:README.md", cwd=repo) == "# both"
@@ -297,7 +305,7 @@ def test_what_needs_no_project_command_keeps_working(api, repo, marks, store):
 def test_an_approval_records_the_repository_and_the_content_hash_privately(repo, marks, store):
     argv, _ = marks("x")
     path = write_project(repo, {"integrate": {"check": shlex.join(argv)}})
-    out = trust(repo)
+    out = approve(repo)
     assert out["store"] == str(store)
     assert stat.S_IMODE(store.stat().st_mode) == 0o600
     assert stat.S_IMODE(store.parent.stat().st_mode) == 0o700
@@ -322,7 +330,7 @@ def test_a_changed_project_file_needs_approval_again(api, repo, marks, change):
     argv, marker = marks("check")
     tree = {"integrate": {"check": shlex.join(argv)}}
     write_project(repo, tree)
-    first = trust(repo)
+    first = approve(repo)
     write_project(repo, change(tree, argv))
     start_with_commit(api, "feat")
     rc, out = para_call("integrate", "--session", "feat", cwd=repo)
@@ -332,7 +340,7 @@ def test_a_changed_project_file_needs_approval_again(api, repo, marks, change):
     assert shown["approved"] is False and shown["approval"]["sha256"] == first["sha256"] != shown["sha256"]
     assert "changed since" in run_para("trust", "--show", cwd=repo).stdout
 
-    assert trust(repo)["action"] == "approved"
+    assert approve(repo)["action"] == "approved"
     rc, out = para_call("integrate", "--session", "feat", cwd=repo)
     assert rc == 0, out
     assert marker.exists()
@@ -341,7 +349,7 @@ def test_a_changed_project_file_needs_approval_again(api, repo, marks, change):
 def test_revoke_withdraws_the_approval(api, repo, marks, store):
     argv, marker = marks("check")
     write_project(repo, {"integrate": {"check": shlex.join(argv)}})
-    trust(repo)
+    approve(repo)
     out = trust(repo, "--revoke")
     assert out["action"] == "revoked" and out["approved"] is False and out["approval"] is None
     assert json.loads(store.read_text())["repos"] == {}
@@ -390,21 +398,23 @@ def test_an_unreadable_trust_file_approves_nothing_and_says_so(api, repo, marks,
 
     store.rename(store.with_name("trust.json.broken"))
     assert para_call("integrate", "--session", "feat", cwd=repo)[0] == 13
-    trust(repo)
+    approve(repo)
     assert para_call("integrate", "--session", "feat", cwd=repo)[0] == 0 and marker.exists()
 
 
 def test_an_agent_cannot_approve_its_own_commands(api, repo, marks, store):
-    """Under PARA_SESSION (the environment para gives its agents) `para trust` refuses to
-    approve, records nothing, and says approval is the user's; looking is fine."""
+    """Under PARA_SESSION (the environment para gives its agents) `para trust --approve`
+    refuses (`forbidden`), records nothing, and says approval is the user's; looking is fine.
+    (The sidecar's own check, which needs no cooperation: test_trust_boundary.py.)"""
     argv, _ = marks("x")
     write_project(repo, {"integrate": {"check": shlex.join(argv)}})
     env = {"PARA_SESSION": "feat"}
-    rc, out = para_call("trust", cwd=repo, env=env)
-    assert rc == Code.invalid_input.exit and out["error"]["code"] == "invalid_input", out
+    sha = trust(repo)["sha256"]
+    rc, out = para_call("trust", "--approve", sha, cwd=repo, env=env)
+    assert rc == Code.forbidden.exit == 14 and out["error"]["code"] == "forbidden", out
     assert "human" in out["error"]["message"] and "PARA_SESSION" in out["error"]["message"]
-    proc = run_para("trust", cwd=repo, env=env, check=False)
-    assert proc.returncode == 2 and "human" in proc.stderr
+    proc = run_para("trust", "--approve", sha, cwd=repo, env=env, check=False)
+    assert proc.returncode == 14 and "human" in proc.stderr
     assert not store.exists()
     assert trust(repo, "--show", env=env)["approved"] is False
 
@@ -443,7 +453,7 @@ def test_a_project_profile_cannot_take_a_built_in_name(api, repo, marks, runtime
             assert {**git_state(repo), "sessions": session_state(repo)} == before
             assert not marker.exists() and agent_pids(runtime_dir) == []
             if not approved:
-                shown = trust(repo)
+                shown = approve(repo)
                 assert shown["refused"] == [{"key": f"agents.{builtin}", "profile": builtin,
                                              "reason": f"a project file cannot redefine the built-in profile "
                                                        f"{builtin!r}"}]
@@ -508,7 +518,7 @@ def test_an_agent_landing_a_project_file_is_reported_and_its_commands_wait_for_a
 
     shown = run_para("trust", "--show", cwd=repo).stdout
     assert shlex.join(check) in shown and shlex.join(helper) in shown and "refused" in shown
-    trust(repo)
+    approve(repo)
     rc, out = para_call("integrate", "--session", "next", cwd=repo)
     assert rc == 0 and check_marker.exists(), out
     assert out["integration"]["config_changed"] is False
@@ -531,10 +541,11 @@ def test_an_integration_says_whether_it_changed_the_project_file(api, repo, touc
 
 def test_para_trust_output_human_and_json(repo, marks, store):
     """Each state of `para trust`, in both outputs: nothing to approve (no file; a file
-    without commands), not approved, approved, already approved, revoked."""
+    without commands), not approved (with the digest to approve), approved, already
+    approved, revoked."""
     proc = run_para("trust", cwd=repo)
-    assert proc.stdout.startswith(f"Nothing to approve: {project_file(repo)} does not exist.")
-    assert trust(repo)["action"] == "nothing_to_approve" and not store.exists()
+    assert proc.stdout.startswith(f"{project_file(repo)} does not exist.")
+    assert trust(repo)["action"] == "shown" and not store.exists()
 
     write_project(repo, {"integrate": {"strategy": "merge"}})
     assert "defines no commands" in run_para("trust", cwd=repo).stdout
@@ -552,20 +563,22 @@ def test_para_trust_output_human_and_json(repo, marks, store):
     assert shown["action"] == "shown" and shown["approved"] is False and shown["commands"] == expected
     assert shown["file"] == str(path) and shown["repo"] == str(repo) and shown["refused"] == []
     human = run_para("trust", "--show", cwd=repo).stdout
-    assert human.startswith("Not approved:") and f"`para trust` in {repo}" in human
+    assert human == run_para("trust", cwd=repo).stdout  # showing is the default
+    assert human.startswith("Not approved:") and f"para trust --approve {shown['sha256']}" in human
     for c in expected:
         assert f"{c['key']}" in human and shlex.join(c["argv"]) in human
+    assert not store.exists()
 
-    human = run_para("trust", cwd=repo).stdout
+    human = run_para("trust", "--approve", shown["sha256"], cwd=repo).stdout
     assert human.startswith(f"Approved the commands of {path} for {repo}:")
     assert shlex.join(check) in human and str(store) in human and "--revoke" in human
-    again = trust(repo)
+    again = trust(repo, "--approve", shown["sha256"])
     assert again["action"] == "already_approved" and again["approved"] is True
     assert run_para("trust", "--show", cwd=repo).stdout.startswith("Approved:")
     assert run_para("trust", "--revoke", cwd=repo).stdout.startswith("Revoked")
     assert run_para("trust", "--revoke", cwd=repo).stdout.startswith("Nothing to revoke")
-    proc = run_para("trust", "--show", "--revoke", cwd=repo, check=False)
-    assert proc.returncode == 2
+    for both in (["--show", "--revoke"], ["--approve", shown["sha256"], "--revoke"]):
+        assert run_para("trust", *both, cwd=repo, check=False).returncode == 2
 
 
 def test_config_show_marks_project_commands_approved_or_not(repo, marks):
@@ -576,7 +589,7 @@ def test_config_show_marks_project_commands_approved_or_not(repo, marks):
     assert "trusted" not in values["integrate.strategy"]  # not a command: never gated
     assert "NOT APPROVED" in [line for line in run_para("config", "show", cwd=repo).stdout.splitlines()
                               if line.startswith("integrate.check")][0]
-    trust(repo)
+    approve(repo)
     assert para_call("config", "get", "integrate.check", cwd=repo)[1]["trusted"] is True
     assert "(approved)" in run_para("config", "show", cwd=repo).stdout
 

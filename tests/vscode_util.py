@@ -177,3 +177,28 @@ def code_server() -> Path:
                                 f"npm install code-server@{CODE_SERVER_VERSION}", cwd=d,
                                 env=npm_env({"npm_config_nodedir": str(nodedir)}, node_bin=n24)))
     return CODE_SERVER
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+QUIET_SETTINGS = {
+    # VS Code 1.139 opens its chat panel at start-up and gives it the keyboard focus
+    "chat.disableAIFeatures": True,
+    "workbench.secondarySideBar.defaultVisibility": "hidden",
+    "workbench.startupEditor": "none",
+    "workbench.tips.enabled": False,
+    "workbench.welcomePage.walkthroughs.openOnInstall": False,
+    "github.gitAuthentication": False,
+    "extensions.ignoreRecommendations": True,
+    "extensions.autoCheckUpdates": False,
+    "update.mode": "none",
+    "telemetry.telemetryLevel": "off",
+    "security.workspace.trust.enabled": False,
+    "terminal.integrated.enablePersistentSessions": False,
+    "git.openRepositoryInParentFolders": "never",
+}

@@ -161,7 +161,7 @@ def print_integration(r: dict[str, Any]) -> None:
             print(f"  changes made after integration started were saved to {rec['leftover']}")
         if rec.get("config_changed"):
             print(f"  this changed .para/config.json on {rec.get('target')}: commands in it run only once you "
-                  "approve them (`para trust --show`, then `para trust`)")
+                  "approve them (`para trust`, then `para trust --approve <sha256>`)")
         for b in rec.get("backups") or []:
             print("  {:<12} {}".format(*backup_row(b)))
     else:
@@ -199,7 +199,12 @@ def print_conflicts(r: dict[str, Any]) -> None:
 # ---- agents ----------------------------------------------------------------------------
 
 def print_dispatched(r: dict[str, Any]) -> None:
-    if "name" not in r:
+    if "failed" in r:  # several tasks
+        for s in r["sessions"]:
+            print_session(s, f"Dispatched session {s['name']}")
+        for f in r["failed"]:
+            print(f"Not dispatched: {f['task']}: {f['error']} ({f['code']})")
+    elif "name" not in r:
         plan = r["plan"]
         print(f"Plan {plan['id']}: {len(plan['steps'])} step(s)")
         for st in plan["steps"]:
@@ -207,6 +212,16 @@ def print_dispatched(r: dict[str, Any]) -> None:
         print("Later steps start when every earlier task is integrated; watch with `para monitor`.")
     else:
         print_session(r, f"Dispatched session {r['name']}")
+
+
+def print_wait(r: dict[str, Any]) -> None:
+    if r["timed_out"]:
+        print("No change before the timeout.")
+    for name in r["changed"]:
+        s = r["sessions"].get(name)
+        agent = f", agent exited {s['agent_exit_code']}" if s and s["agent_exit_code"] is not None else ""
+        print(f"{name}: {s['status'] if s else 'gone'}{agent}")
+    print(f"last event: {r['last_event']} (`para wait --after {r['last_event']}` continues from here)")
 
 
 def print_report(r: dict[str, Any]) -> None:
@@ -260,6 +275,8 @@ def print_config_paths(r: dict[str, Any]) -> None:
 
 def print_trust(r: dict[str, Any]) -> None:
     action, file, repo = r["action"], r["file"], r["repo"]
+    settings = r.get("settings") or []
+    gated = bool(r["commands"] or settings)
     if action == "nothing_to_approve":
         print(f"Nothing to approve: {file} " + ("defines no commands." if r["exists"] else "does not exist."))
     elif action == "nothing_to_revoke":
@@ -270,21 +287,25 @@ def print_trust(r: dict[str, Any]) -> None:
         print(f"Approved the commands of {file} for {repo}:")
     elif r["approved"]:
         print(f"Approved: the commands of {file}:")
-    elif r["commands"]:
-        print(f"Not approved: the commands of {file} do not run until you approve them with `para trust` "
-              f"in {repo}:")
+    elif gated:
+        print(f"Not approved: the commands of {file} do not run until you approve them (in {repo}):")
     else:
         print(f"{file} " + ("defines no commands." if r["exists"] else "does not exist."))
     for c in r["commands"]:
         print(f"  {c['key']:<28} {shlex.join(c['argv'])}")
+    for s in settings:
+        print(f"  {s['key']:<28} = {json.dumps(s['value'])}  ({s['why']})")
     for c in r["refused"]:
         print(f"  {c['key']:<28} refused: {c['reason']}; rename it")
     if r["approved"]:
-        print(f"Recorded as sha256 {r['sha256'][:16]}… in {r['store']}; a change to the file needs approval "
+        print(f"Recorded as sha256 {r['sha256']} in {r['store']}; a change to the file needs approval "
               "again, `para trust --revoke` withdraws it.")
-    elif r["approval"] and r["commands"]:
-        print(f"(An earlier content, sha256 {str(r['approval'].get('sha256'))[:16]}…, was approved; "
-              "the file changed since.)")
+    elif gated:
+        if r["approval"]:
+            print(f"(An earlier content, sha256 {str(r['approval'].get('sha256'))[:16]}…, was approved; "
+                  "the file changed since.)")
+        print(f"This content has sha256 {r['sha256']}. If you read all of the above and want it to run as you, "
+              f"approve exactly this content with:\n  para trust --approve {r['sha256']}")
 
 
 # ---- sidecar and MCP setup ------------------------------------------------------------------

@@ -19,11 +19,14 @@ import ipaddress
 import logging
 import os
 import secrets
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from para_rpc.runtime import mcp_socket_path
+from para_rpc import trust
+from para_rpc.runtime import bind_private_unix, mcp_socket_path, unbind_private_unix
 from para_rpc.errors import Code, ParaError
 
 log = logging.getLogger("para.mcp")
@@ -78,15 +81,7 @@ class McpHost:
     # -- lifecycle
 
     async def listen(self) -> None:
-        if self.path.exists() or self.path.is_symlink():
-            self.path.unlink()  # stale: the caller holds the single-instance lock
-        old_umask = os.umask(0o177)
-        try:
-            self._server = await asyncio.start_unix_server(self._on_connect, path=str(self.path), limit=MAX_LINE)
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
-        self._ino = self.path.stat().st_ino
+        self._server, self._ino = await bind_private_unix(self.path, self._on_connect, limit=MAX_LINE)
 
     def preload(self, delay: float = PRELOAD_AFTER) -> None:
         """Build the MCP server in a worker thread after `delay` seconds (if no client asked first)."""
@@ -139,20 +134,17 @@ class McpHost:
                     p.unlink()
                 except FileNotFoundError:
                     pass
-        try:
-            if self._ino is not None and self.path.stat().st_ino == self._ino:
-                self.path.unlink()
-        except FileNotFoundError:
-            pass
+        unbind_private_unix(self.path, self._ino)
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
 
     # -- events from the service
 
-    def notify(self, method: str, payload: dict[str, Any]) -> None:
+    def publish(self, event: Any) -> None:
+        """A domain event (before the SDK is loaded nobody can be listening)."""
         if self.frontend is not None:
             try:
-                self.frontend.notify(method, payload)
+                self.frontend.publish(event)
             except Exception:
                 log.exception("MCP event delivery failed")
 
@@ -164,6 +156,10 @@ class McpHost:
             return
         self.conns.add(writer)
         self.on_idle_change()
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family == socket.AF_UNIX:  # the `para mcp` bridge: whose is it?
+            pid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
+            trust.PEER_PID.set(pid)
         try:
             frontend = await self._load()
             await frontend.serve_connection(reader, writer)

@@ -14,16 +14,17 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from para_rpc import PROTOCOL_VERSION, __version__, config, git, trust
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import Session, SessionInfo, Status, now
+from para_rpc.model import DomainEvent, Session, SessionInfo, Status, now
 from para_rpc.names import validate_branch_name, validate_session_name
 from para_rpc.params import ConfigParams, EventsParams, HelloParams
+from para_rpc.service.ports import Ports
 from para_rpc.store import Store
 
 log = logging.getLogger("para.service")
@@ -140,7 +141,8 @@ class Repo:
     def worktrees_dir(self, cfg: dict[str, Any]) -> str:
         """Where session worktrees go (config `worktrees_dir`, else `.para/worktrees`), with
         symlinks resolved: git reports worktree paths resolved, and para compares with those."""
-        d = os.path.join(self.root, os.path.expanduser(cfg.get("worktrees_dir") or os.path.join(".para", "worktrees")))
+        chosen = config.usable(cfg.get("worktrees_dir"))  # a project file's: only once approved (trust.py)
+        d = os.path.join(self.root, os.path.expanduser(chosen or os.path.join(".para", "worktrees")))
         d = os.path.realpath(d)
         para_dir = os.path.realpath(os.path.join(self.root, ".para"))
         if (d + os.sep).startswith(self.root + os.sep) and not d.startswith(para_dir + os.sep):
@@ -160,6 +162,7 @@ class Repo:
         return self.target_locks.setdefault(branch, asyncio.Lock())
 
     def config(self, env: dict[str, str]) -> dict[str, Any]:
+        trust.forbid_agent_env(env)  # an agent's own PARA_AGENTS, PARA_INTEGRATE_CHECK, ...: refused
         # Commands from the project file that the user has not approved stand there as errors.
         return trust.settle(self.common_dir, config.effective(self.root, env))
 
@@ -167,14 +170,18 @@ class Repo:
 class ServiceCore:
     """State and helpers every operation uses."""
 
-    def __init__(self, notify: Callable[[str, dict[str, Any]], None] | None = None,
-                 socket: str = "") -> None:
+    if TYPE_CHECKING:  # what it calls on the other parts of Service (Dispatching, Repair)
+        async def _advance_plans(self, repo: Repo) -> None: ...
+        async def _poll_agents(self, repo: Repo) -> None: ...
+        async def _repair(self, repo: Repo, s: Session) -> None: ...
+
+    def __init__(self, ports: Ports | None = None, socket: str = "") -> None:
         self.socket = socket  # given to agents so their `para` reaches this sidecar
         self.repos: dict[str, Repo] = {}
         self._by_identity: dict[tuple[int, int], Repo] = {}  # (st_dev, st_ino) of the common dir
         self._opening: dict[tuple[int, int], asyncio.Lock] = {}
         self._where_cache: dict[str, git.Where] = {}  # cwd -> repository facts (2 git calls saved)
-        self.notify = notify or (lambda method, payload: None)
+        self.ports = ports or Ports()
         self.started_at = now()
         self.busy = 0  # operations in flight (the sidecar waits for them before exiting)
 
@@ -282,15 +289,12 @@ class ServiceCore:
         self._by_identity.clear()
 
     def emit(self, repo: Repo, kind: str, session: str | None, **data: Any) -> None:
-        event = repo.store.append_event(kind, session, data)
-        event["repo"] = repo.root
+        event = DomainEvent(repo=repo.root, **repo.store.append_event(kind, session, data))
         repo.tick.set()
         repo.tick = asyncio.Event()
         if kind in ("integrated", "cancelled", "conflicted") and session is not None:
             asyncio.get_running_loop().create_task(self._advance_plans(repo))
-        self.notify("para/event", event)
-        self.notify("para/sessionsChanged", {"repo": repo.root, "sessions": [session] if session else [],
-                                             "kind": kind})
+        self.ports.publish(event)
 
     def _find(self, repo: Repo, name: str | None, cwd: str, history: bool = False) -> Session:
         """The named session, else the one whose worktree holds `cwd` (most specific wins).
@@ -616,6 +620,8 @@ class ServiceCore:
                 raise ParaError(Code.invalid_input, "config set needs a key and a value")
             if p.scope not in paths:
                 raise ParaError(Code.invalid_input, "project config needs a repository (cwd)")
+            if config.check_key(p.key) in config.GATED_KEYS:
+                trust.forbid_agent(f"changing {p.key} (it decides what para runs)")
             stored = config.write_key(Path(paths[p.scope]), p.key, p.value, root if p.scope == "project" else None)
             return {"key": p.key, "value": stored, "scope": p.scope, "path": paths[p.scope]}
         eff = config.effective(root, p.env)

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from para_rpc import git, integrate
 from para_rpc.errors import ParaError
 from para_rpc.model import Session, Status
-from para_rpc.service.core import Repo, ServiceCore, _utc_stamp, log
+from para_rpc.service.core import Repo, ServiceCore, WorktreeFacts, _utc_stamp, log
 
 
 class Repair(ServiceCore):
     """Crash repair."""
+
+    if TYPE_CHECKING:  # what it calls on the other parts of Service (Sessions, Integration)
+        async def _do_cancel(self, repo: Repo, s: Session, f: WorktreeFacts | None
+                             ) -> tuple[dict[str, str] | None, list[dict[str, Any]]]: ...
+        async def _do_finish(self, repo: Repo, s: Session) -> list[dict[str, Any]]: ...
+        async def _do_recover(self, repo: Repo, s: Session) -> None: ...
+        async def _do_resume(self, repo: Repo, s: Session) -> None: ...
+        async def _undo_start(self, repo: Repo, s: Session) -> None: ...
+        async def _after_landing(self, repo: Repo, s: Session, new: str, old: str,
+                                 cfg: dict[str, Any]) -> dict[str, Any]: ...
 
     async def _repair(self, repo: Repo, s: Session) -> None:
         """Finish or undo the operation a crashed sidecar left in `s.op`."""

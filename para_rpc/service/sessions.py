@@ -10,7 +10,7 @@ import asyncio
 import os
 import shutil
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from para_rpc import git
 from para_rpc.errors import Code, ParaError
@@ -24,6 +24,11 @@ from para_rpc.service.core import (WIP_MESSAGE, Repo, ServiceCore, WorktreeFacts
 
 class Sessions(ServiceCore):
     """The session lifecycle operations."""
+
+    if TYPE_CHECKING:  # what it calls on the other parts of Service (Integration, Dispatching, Repair)
+        async def integrate(self, p: IntegrateParams) -> dict[str, Any]: ...
+        def _agent_session_ended(self, repo: Repo, s: Session, forgotten: bool = False) -> None: ...
+        async def _repair(self, repo: Repo, s: Session) -> None: ...
 
     async def start(self, p: StartParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
@@ -85,7 +90,7 @@ class Sessions(ServiceCore):
             await git.delete_branch(repo.root, s.branch)
         repo.store.delete(s)
 
-    async def list(self, p: ListParams) -> dict[str, Any]:
+    async def list_sessions(self, p: ListParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         sessions = repo.store.all() if p.all else [
             s for s in repo.store.live() if s.status is not Status.cancelled]

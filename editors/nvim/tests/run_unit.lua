@@ -1,6 +1,6 @@
 -- nvim --headless --clean --cmd 'set rtp+=editors/nvim' -l tests/run_unit.lua
 -- Runs every tests/unit/*_spec.lua (each returns a list of {name, fn}); exits non-zero on a failure.
-local here = vim.fs.dirname(debug.getinfo(1, "S").source:sub(2))
+local here = os.getenv("PARA_NVIM_TESTS") or vim.fs.dirname(debug.getinfo(1, "S").source:sub(2))
 local failed, passed = 0, 0
 for _, file in ipairs(vim.fn.glob(here .. "/unit/*_spec.lua", false, true)) do
   for _, case in ipairs(dofile(file)) do

@@ -115,7 +115,7 @@ export function createCommands(ctx: Ctx): Record<string, Cmd> {
         { label: "Write a prompt…", iconPath: new vscode.ThemeIcon("edit") },
       ];
       const pick = await vscode.window.showQuickPick(items, {
-        title: "Para: Dispatch Agent",
+        title: "Para: Dispatch Agent — task",
         placeHolder: "task file (tasks/) or a prompt",
       });
       if (!pick) return;
@@ -123,7 +123,7 @@ export function createCommands(ctx: Ctx): Record<string, Cmd> {
       if (pick.file) task = { kind: "file", file: pick.file };
       else {
         const prompt = await vscode.window.showInputBox({
-          title: "Para: Dispatch Agent",
+          title: "Para: Dispatch Agent — prompt",
           prompt: "What should the agent do?",
           validateInput: (v) => (v.trim() ? null : "the task is required"),
         });
@@ -133,7 +133,7 @@ export function createCommands(ctx: Ctx): Record<string, Cmd> {
       const agent = await pickProfile(ctx);
       if (agent === undefined) return;
       const name = await vscode.window.showInputBox({
-        title: "Para: Dispatch Agent",
+        title: "Para: Dispatch Agent — session name",
         prompt: "Session name (empty: from the task file, else para picks one)",
         validateInput: (v) => args.validateSessionName(v.trim()),
       });

@@ -6,6 +6,7 @@ import { ParaConnection, ParaError, State, toParaError } from "./connection";
 import { changedFiles, show } from "./git_files";
 import * as ext from "./lsp_ext";
 import { StatusBar } from "./status";
+import { SessionStore } from "./store";
 import { AgentTerminals } from "./terminals";
 import { ChangedFile, Snapshot } from "./tree_model";
 import * as config from "./config";
@@ -25,14 +26,11 @@ export class Ctx implements vscode.Disposable {
   readonly terminals: AgentTerminals;
   readonly out = vscode.window.createOutputChannel("Para");
   readonly onChanged = new vscode.EventEmitter<void>();
-  snapshot: Snapshot = { list: null, status: null, conflicts: null };
+  readonly store: SessionStore;
   showHistory = false;
   private statusBar = new StatusBar();
   private files = new Map<string, Promise<ChangedFile[]>>();
   private disposables: vscode.Disposable[] = [];
-  private refreshTimer: NodeJS.Timeout | undefined;
-  private conflictsTimer: NodeJS.Timeout | undefined;
-  private refreshing: Promise<void> = Promise.resolve();
 
   constructor(
     readonly extension: vscode.ExtensionContext,
@@ -47,6 +45,12 @@ export class Ctx implements vscode.Disposable {
       log: (line) => this.out.appendLine(line),
     });
     this.conn.setRunInTerminal((p) => this.terminals.run(p));
+    this.store = new SessionStore({
+      cwd,
+      request: (type, params) => this.conn.request(type, params),
+      log: (line) => this.out.appendLine(line),
+    });
+    this.store.onChanged.on(() => this.render());
     this.push(
       this.out,
       this.onChanged,
@@ -98,6 +102,10 @@ export class Ctx implements vscode.Disposable {
     return vscode.Uri.from({ scheme: GIT_SCHEME, path: "/" + path, query: JSON.stringify({ cwd, rev }) });
   }
 
+  get snapshot(): Snapshot {
+    return this.store.snapshot;
+  }
+
   session(name: string): ext.Session | undefined {
     return this.snapshot.list?.sessions.find((s) => s.name === name);
   }
@@ -127,49 +135,16 @@ export class Ctx implements vscode.Disposable {
   }
 
   // Re-read the sessions, soon (events come in bursts: one refresh per burst).
-  scheduleRefresh(delay = 30): void {
-    clearTimeout(this.refreshTimer);
-    this.refreshTimer = setTimeout(() => {
-      this.refreshing = this.refreshing.then(() => this.refresh());
-    }, delay);
+  scheduleRefresh(delay?: number): void {
+    this.store.schedule(delay);
   }
 
-  async refresh(): Promise<void> {
-    if (this.state.kind !== "connected") return;
-    try {
-      const [list, status] = await Promise.all([
-        this.request(ext.list, { cwd: this.cwd, all: true }),
-        this.request(ext.status, { cwd: this.cwd, all: true }),
-      ]);
-      this.snapshot = { ...this.snapshot, list, status };
-      this.files.clear();
-    } catch (e) {
-      this.out.appendLine(`refresh: ${toParaError(e).message}`);
-    }
-    this.render();
-    // the collision forecast snapshots every session: less often than the list
-    clearTimeout(this.conflictsTimer);
-    this.conflictsTimer = setTimeout(() => void this.refreshConflicts(), 1000);
-  }
-
-  private async refreshConflicts(): Promise<void> {
-    if (this.state.kind !== "connected") return;
-    const live = (this.snapshot.list?.sessions ?? []).filter((s) =>
-      ["active", "review", "conflicted"].includes(s.status),
-    );
-    if (live.length === 0) {
-      this.snapshot = { ...this.snapshot, conflicts: null };
-      return;
-    }
-    try {
-      this.snapshot = { ...this.snapshot, conflicts: await this.request(ext.conflicts, { cwd: this.cwd }) };
-      this.render();
-    } catch (e) {
-      this.out.appendLine(`conflicts: ${toParaError(e).message}`);
-    }
+  refresh(): Promise<void> {
+    return this.state.kind === "connected" ? this.store.refresh() : Promise.resolve();
   }
 
   private render(): void {
+    this.files.clear();
     const live = (this.snapshot.list?.sessions ?? []).filter((s) => !["cancelled", "integrated"].includes(s.status));
     void vscode.commands.executeCommand("setContext", "para.sessionCount", live.length);
     this.statusBar.update(this.state, this.snapshot);
@@ -182,9 +157,8 @@ export class Ctx implements vscode.Disposable {
     if (s.kind === "connected") {
       this.scheduleRefresh(0);
     } else if (s.kind !== "connecting") {
-      this.snapshot = { list: null, status: null, conflicts: null };
       this.files.clear();
-      this.onChanged.fire();
+      this.store.clear();
     }
     this.statusBar.update(s, this.snapshot);
   }
@@ -255,8 +229,7 @@ export class Ctx implements vscode.Disposable {
   }
 
   dispose(): void {
-    clearTimeout(this.refreshTimer);
-    clearTimeout(this.conflictsTimer);
+    this.store.dispose();
     this.conn.stop();
     this.conn.onState.clear();
     this.disposables.forEach((d) => d.dispose());

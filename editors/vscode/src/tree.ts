@@ -24,6 +24,8 @@ export class SessionsTree implements vscode.TreeDataProvider<TreeNode> {
     item.tooltip = n.tooltip;
     item.iconPath = new vscode.ThemeIcon(n.icon);
     item.contextValue = n.contextValue;
+    // name first, then the state: what screen readers say (and the end-to-end test reads)
+    item.accessibilityInformation = { label: `${n.label} ${n.description ?? ""}` };
     if (n.kind === "file") {
       item.command = { title: "Show diff", command: "para.showDiff", arguments: [n] };
     } else if (n.kind === "agent") {

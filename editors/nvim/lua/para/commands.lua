@@ -26,6 +26,7 @@ local SWITCHES = {
 ---@field pos string[] positional words
 ---@field opts table<string, any> options (`file` is a list; switches are true)
 ---@field rest string? everything after `--`, joined by spaces
+---@field session string? the session named by the caller (not parsed)
 
 --- Split `:Para` words into subcommand, positionals, options and the text after `--`.
 ---@param words string[]
@@ -81,8 +82,11 @@ end
 local function call(name, verb, params, show)
   para().request(verb, params, function(err, result)
     if err then
-      if err.data and err.data.code == "conflict" then
+      if err.data and err.data.code == "conflict" and (err.data.files or err.data.markers) then
         require("para.ui.conflicts").from_error(err)
+        if err.data.files and require("para.config").options.notify.conflicted then
+          return done(name, err, nil) -- the `conflicted` event says it, shorter
+        end
       end
       return fail(name, err)
     end
@@ -93,9 +97,11 @@ local function call(name, verb, params, show)
   end)
 end
 
+-- the session a command acts on: a key of the sessions buffer names it (args.session),
+-- else the first word, else the current buffer's
 local function ctx_session(args)
   local ctx = para().context()
-  return ctx.cwd, args.pos[1] or ctx.session
+  return ctx.cwd, args.session or args.pos[1] or ctx.session
 end
 
 local function session_params(args, extra)
@@ -218,7 +224,7 @@ M.subcommands = {
       local message = args.rest or (#args.pos > 0 and table.concat(args.pos, " ") or nil)
       call("integrate", "integrate", {
         cwd = ctx.cwd,
-        session = ctx.session,
+        session = args.session or ctx.session,
         message = message,
         strategy = args.opts.strategy,
         target = args.opts.target,
@@ -432,13 +438,15 @@ function M.complete(lead, line)
   return filter(sc.complete(lead, args))
 end
 
---- Run `:Para` with its words.
+--- Run `:Para` with its words (`session`: act on that session, as the sessions buffer's keys do).
 ---@param words string[]
-function M.run(words)
+---@param session string?
+function M.run(words, session)
   local args, err = M.parse(words)
   if not args then
     return para().notify(err .. " (:Para " .. table.concat(words, " ") .. ")", vim.log.levels.ERROR)
   end
+  args.session = session
   local sc = M.subcommands[args.sub]
   if not sc then
     local names = vim.tbl_keys(M.subcommands)

@@ -37,6 +37,19 @@ H.out("qf", {
 -- :cfirst left the cursor in the file, with the markers on disk (re-read)
 H.out("current", { file = vim.api.nvim_buf_get_name(0), line = vim.api.nvim_get_current_line() })
 vim.cmd("cclose")
+-- continue with the markers still there is refused; they go into quickfix
+local refused = H.para("continue")
+H.out("continue", { ok = refused.ok, code = refused.error.data.code, markers = refused.error.data.markers })
+H.wait("the markers in quickfix", function()
+  return vim.fn.getqflist({ title = 1 }).title == "para: markers left in cf"
+end)
+H.out(
+  "markers_qf",
+  vim.tbl_map(function(i)
+    return { file = vim.api.nvim_buf_get_name(i.bufnr), lnum = i.lnum }
+  end, vim.fn.getqflist())
+)
+vim.cmd("cclose")
 local aborted = H.ok("abort")
 H.out("aborted", aborted)
 H.done()

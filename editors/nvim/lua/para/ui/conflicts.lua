@@ -101,11 +101,44 @@ end
 ---@param err para.ResponseError
 function M.from_error(err)
   local d = err.data or {}
-  if not d.worktree or not d.files then
-    return -- markers left (continue): data.markers = {"path:line"}
+  if d.markers and d.session then
+    -- continue refused: markers left, as "path:line" in the session's worktree
+    return require("para").request("show", { session = d.session }, function(e, s)
+      if not e then
+        M.show({ title = "para: markers left in " .. d.session, items = M.items_of_markers(d.markers, s.worktree) })
+      end
+    end)
   end
-  local items = M.items_of_conflict(d)
-  vim.fn.setqflist({}, " ", { title = "para conflicts: " .. tostring(d.session), items = items })
+  if not d.worktree or not d.files then
+    return
+  end
+  M.show({ title = "para conflicts: " .. tostring(d.session), items = M.items_of_conflict(d) })
+end
+
+--- Quickfix items for `continue`'s `markers` ("path:line").
+---@param markers string[]
+---@param worktree string
+---@return table[]
+function M.items_of_markers(markers, worktree)
+  local items = {}
+  for _, m in ipairs(markers) do
+    local path, line = m:match("^(.*):(%d+)$")
+    if path then
+      table.insert(items, {
+        filename = worktree .. "/" .. path,
+        lnum = tonumber(line),
+        col = 1,
+        text = "conflict marker left",
+        type = "E",
+      })
+    end
+  end
+  return items
+end
+
+function M.show(what)
+  local items = what.items
+  vim.fn.setqflist({}, " ", { title = what.title, items = items })
   if require("para.config").options.open_conflicts and #items > 0 then
     vim.cmd("checktime") -- a loaded buffer of a conflicted file shows its markers, not the old text
     vim.cmd("botright copen")

@@ -291,7 +291,7 @@ local function act(cmd)
     if not name then
       return para().notify("no session on this line", vim.log.levels.WARN)
     end
-    require("para.commands").run({ cmd, name })
+    require("para.commands").run({ cmd }, name)
   end
 end
 
@@ -344,7 +344,15 @@ function M.open(cwd)
   end
   local win = vim.fn.bufwinid(buf)
   if win == -1 then
-    vim.cmd(string.format("botright %dsplit", require("para.config").options.list_height))
+    local cur = vim.api.nvim_get_current_buf()
+    local empty = vim.api.nvim_buf_get_name(cur) == ""
+      and vim.bo[cur].buftype == ""
+      and not vim.bo[cur].modified
+      and vim.api.nvim_buf_line_count(cur) == 1
+      and vim.api.nvim_buf_get_lines(cur, 0, 1, false)[1] == ""
+    if not empty then -- an empty start-up window is taken over, anything else kept
+      vim.cmd(string.format("botright %dsplit", require("para.config").options.list_height))
+    end
     vim.api.nvim_win_set_buf(0, buf)
     vim.wo[0][0].number = false
     vim.wo[0][0].wrap = false

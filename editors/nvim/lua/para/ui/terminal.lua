@@ -78,6 +78,7 @@ function M.run(p, cfg)
     para().notify("could not start the agent of " .. tostring(p.session), vim.log.levels.ERROR)
     return { ok = false }
   end
+  pcall(vim.api.nvim_buf_set_name, buf, "para://agent/" .. tostring(p.session))
   vim.b[buf].para_session = p.session
   vim.b[buf].para_cwd = p.worktree
   vim.b[buf].term_title = p.title
