@@ -17,6 +17,7 @@ import msgspec
 
 from para_rpc import params as P
 from para_rpc import results as R
+from para_rpc.model import DomainEvent
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,19 @@ METHODS: dict[str, Method] = {
 
 # method -> (params struct, Service attribute): the view older code reads.
 SERVICE_METHODS: dict[str, tuple[type[P.Base], str]] = {m: (x.params, x.attr) for m, x in METHODS.items()}
+
+# The rest of the wire, for the generated bindings (para_rpc/gen.py): the requests the
+# transport answers itself (params, result), the notifications (payload) and the sidecar's
+# requests to editors (params, the editor's answer).
+TRANSPORT: dict[str, tuple[type[P.Base], type[msgspec.Struct]]] = {
+    "para/subscribe": (P.SubscribeParams, R.SubscribeResult),
+    "para/unsubscribe": (P.EmptyParams, R.SubscribeResult),
+    "para/shutdown": (P.EmptyParams, R.ShutdownResult),
+}
+NOTIFICATIONS: dict[str, type[msgspec.Struct]] = {
+    "para/sessionsChanged": R.SessionsChanged,
+    "para/event": DomainEvent,
+}
+SERVER_REQUESTS: dict[str, tuple[type[msgspec.Struct], type[msgspec.Struct]]] = {
+    "para/runInTerminal": (R.RunInTerminalParams, R.RunInTerminalResult),
+}

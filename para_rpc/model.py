@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from para_rpc.errors import Code, ParaError
+
 
 class Status(str, enum.Enum):
     active = "active"            # worktree exists, agent or human at work
@@ -192,6 +194,19 @@ class DomainEvent(msgspec.Struct, kw_only=True):
     session: str | None
     kind: str                       # see docs/protocol.md, "Event kinds"
     data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+def journaled(s: Session) -> Op:
+    """The operation a `_do_*` step or a repair continues: its caller journaled it first."""
+    if s.op is None:
+        raise ParaError(Code.internal, f"session {s.name} has no journaled operation to continue", session=s.name)
+    return s.op
+
+
+def pending(s: Session) -> Op | None:
+    """`s.op` as it is now (a plain read the type checker does not narrow: the steps that
+    ran in between may have cleared it)."""
+    return s.op
 
 
 def to_builtins(obj: Any) -> Any:

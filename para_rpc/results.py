@@ -278,3 +278,40 @@ class HelloResult(Result, kw_only=True):
     started_at: float
     repos: list[str]
     busy: int
+
+
+# ---- the connection level and the sidecar's side of the wire ------------------------------
+# Answered or sent by the transports, not the service; declared here so that the bindings and
+# docs/protocol.md are generated from one place (tests/test_gen.py checks them on the wire).
+
+
+class SubscribeResult(Result, kw_only=True):
+    """`para/subscribe` and `para/unsubscribe`: whether this connection gets notifications."""
+    subscribed: bool
+    editor: bool | None = None   # (para/unsubscribe answers `subscribed: false` alone)
+
+
+class ShutdownResult(Result, kw_only=True):
+    stopping: bool
+
+
+class SessionsChanged(Result, kw_only=True):
+    """`para/sessionsChanged`: something about these sessions changed; refresh."""
+    repo: str
+    sessions: list[str]   # the session concerned, or [] for repository-wide events
+    kind: str
+
+
+class RunInTerminalParams(Result, kw_only=True):
+    """`para/runInTerminal`: run `argv` as is (no shell) in `worktree`, with `env` added."""
+    session: str
+    worktree: str
+    title: str
+    argv: list[str]
+    env: dict[str, str]
+
+
+class RunInTerminalResult(Result, kw_only=True):
+    """An editor's answer: `ok` with the pid of the process it started, or not `ok`."""
+    ok: bool
+    pid: int | None = None

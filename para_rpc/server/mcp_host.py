@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from para_rpc import trust
-from para_rpc.runtime import bind_private_unix, mcp_socket_path, unbind_private_unix
 from para_rpc.errors import Code, ParaError
+from para_rpc.runtime import bind_private_unix, mcp_socket_path, unbind_private_unix
 
 log = logging.getLogger("para.mcp")
 MAX_LINE = 64 * 1024 * 1024
@@ -71,7 +71,7 @@ class McpHost:
         self.peer_ok = peer_ok
         self.conns: set[asyncio.StreamWriter] = set()
         self.frontend: Any = None
-        self._loading: asyncio.Future | None = None
+        self._loading: asyncio.Future[Any] | None = None
         self._server: asyncio.AbstractServer | None = None
         self._ino: int | None = None
         self._http: Any = None
@@ -117,8 +117,9 @@ class McpHost:
         _write_private(self.token_path, token + "\n")
         _write_private(self.url_path, self._http.url + "\n")
         self._http.start()
-        log.info("MCP over streamable HTTP on %s (bearer token in %s)", self._http.url, self.token_path)
-        return self._http.url
+        url: str = self._http.url
+        log.info("MCP over streamable HTTP on %s (bearer token in %s)", url, self.token_path)
+        return url
 
     async def close(self) -> None:
         if self._preload_timer is not None:

@@ -23,9 +23,9 @@ import time
 
 from para_rpc import __version__, config, runtime, trust
 from para_rpc.errors import ParaError
+from para_rpc.model import DomainEvent
 from para_rpc.server.lsp import Hub
 from para_rpc.server.mcp_host import McpHost, parse_http_address
-from para_rpc.model import DomainEvent
 from para_rpc.service import Service
 from para_rpc.service.ports import Ports
 

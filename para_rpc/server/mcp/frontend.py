@@ -60,7 +60,7 @@ class McpFrontend:
 
     # -- calling the service
 
-    def cwd(self, repo: str | None) -> str:
+    def cwd(self, repo: object) -> str:
         peer = PEER.get()
         if repo is not None:
             if not isinstance(repo, str) or not repo or "\0" in repo:
@@ -108,7 +108,8 @@ class McpFrontend:
             pushback = first  # a client speaking MCP directly, without the bridge's preamble
         token = PEER.set(peer)
         try:
-            async with stdio_server(stdin=Lines(reader, pushback), stdout=Out(writer)) as (rs, ws):
+            # Lines and Out are the part of anyio's AsyncFile that stdio_server uses (readline, write, flush)
+            async with stdio_server(stdin=Lines(reader, pushback), stdout=Out(writer)) as (rs, ws):  # type: ignore[arg-type]
                 await self.server._lowlevel_server.run(rs, ws, self._init_options)
         finally:
             PEER.reset(token)

@@ -7,7 +7,6 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from para_rpc.errors import Code, ParaError
 
-
 _HINTS = {
     Code.not_found: "Call para_list (all=true for history) to see the sessions.",
     Code.not_a_repository: "Pass repo=<absolute path of a git working tree>.",

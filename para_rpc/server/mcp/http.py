@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import hmac
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -14,7 +15,7 @@ class BearerGate:
         self.app = app
         self.expected = f"Bearer {token}".encode()
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             got = next((v for k, v in scope.get("headers", []) if k.lower() == b"authorization"), b"")
             if not hmac.compare_digest(got, self.expected):
@@ -36,7 +37,7 @@ class HttpServer:
 
         class Quiet(uvicorn.Server):
             @contextlib.contextmanager
-            def capture_signals(self):  # the sidecar owns SIGTERM/SIGINT
+            def capture_signals(self) -> Iterator[None]:  # the sidecar owns SIGTERM/SIGINT
                 yield
 
         self.sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -45,7 +46,7 @@ class HttpServer:
         config = uvicorn.Config(frontend.http_app(token, host), lifespan="on", log_level="warning",
                                 access_log=False)
         self.server = Quiet(config)
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self.server.serve(sockets=[self.sock]))
