@@ -36,7 +36,6 @@ from para_rpc.service.core import (
     _utc_stamp,
 )
 
-
 # `<UTC stamp>` as `_utc_stamp` writes it into archive and backup ref names.
 _STAMP = re.compile(r"/(\d{8}-\d{6})(?=[-/]|$)")
 
