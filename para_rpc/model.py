@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from para_rpc.errors import Code, ParaError
+
 
 class Status(str, enum.Enum):
     active = "active"            # worktree exists, agent or human at work
@@ -66,6 +68,29 @@ class Report(msgspec.Struct, kw_only=True):
     todos_total: int | None = None
     blocked: str | None = None
     updated_at: float = msgspec.field(default_factory=now)
+
+
+class IntegrationRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A session's integration: in flight, paused on conflicts, or done. Stored (and sent)
+    as the plain `integration` object; this is its declaration."""
+
+    target: str
+    strategy: str                   # squash | merge | rebase | ff
+    message: str | None = None
+    pre: str | None = None          # the session branch before the integration (abort restores it)
+    resume_status: str | None = None  # what the session goes back to if the integration fails
+    stamp: str | None = None        # names the backup refs of this integration
+    old: str | None = None          # the target before landing
+    commit: str | None = None       # the target after landing
+    landed_at: float | None = None
+    noop: bool | None = None        # landing changed nothing
+    config_changed: bool | None = None  # the landing changed .para/config.json
+    check: dict[str, Any] | None = None  # integrate.check: {ok, exit, output}
+    backups: list[dict[str, Any]] | None = None
+    leftover: str | None = None     # ref keeping changes written after the integration started
+    kind: str | None = None         # paused: merge | rebase
+    files: list[str] | None = None  # paused: the conflicted files
+    hunks: dict[str, Any] | None = None
 
 
 class Session(msgspec.Struct, kw_only=True):
@@ -157,6 +182,31 @@ class Plan(msgspec.Struct, kw_only=True):
     reason: str | None = None
     created_at: float = msgspec.field(default_factory=now)
     updated_at: float = msgspec.field(default_factory=now)
+
+
+class DomainEvent(msgspec.Struct, kw_only=True):
+    """Something that happened to a repository's sessions, as the service publishes it (once
+    stored, with its id); each transport decides what it becomes on its wire."""
+
+    repo: str                       # the repository's main checkout
+    id: int
+    ts: float
+    session: str | None
+    kind: str                       # see docs/protocol.md, "Event kinds"
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+def journaled(s: Session) -> Op:
+    """The operation a `_do_*` step or a repair continues: its caller journaled it first."""
+    if s.op is None:
+        raise ParaError(Code.internal, f"session {s.name} has no journaled operation to continue", session=s.name)
+    return s.op
+
+
+def pending(s: Session) -> Op | None:
+    """`s.op` as it is now (a plain read the type checker does not narrow: the steps that
+    ran in between may have cleared it)."""
+    return s.op
 
 
 def to_builtins(obj: Any) -> Any:

@@ -71,12 +71,21 @@ class ConflictsParams(RepoParams, kw_only=True):
     target: str | None = None
 
 
+class TaskSpec(Base, kw_only=True):
+    """One task of a batch dispatch: `prompt` or `file` (one of them), an optional session name."""
+    name: str | None = None
+    prompt: str | None = None
+    file: str | None = None
+
+
 class DispatchParams(RepoParams, kw_only=True):
-    """One task (`prompt` or `file`), or a plan (`file` naming a directory, or `files`)."""
+    """One task (`prompt` or `file`), a plan (`file` naming a directory, or `files`), or
+    several independent tasks at once (`tasks`, each failing or starting on its own)."""
     name: str | None = None
     prompt: str | None = None
     file: str | None = None
     files: list[str] = []
+    tasks: list[TaskSpec] = []
     agent: str | None = None
     mode: Literal["auto", "headless", "tmux", "editor"] | None = None
     skip_permissions: bool = False
@@ -98,6 +107,9 @@ class StatusParams(SessionParams, kw_only=True):
 class WaitParams(RepoParams, kw_only=True):
     sessions: list[str] = []
     timeout: Seconds = 60.0
+    # The `last_event` of the previous wait: events since then count, so nothing is missed
+    # between two waits. Without it, only what happens from now on counts.
+    after_event: Count | None = None
 
 
 class DiffParams(SessionParams, kw_only=True):
@@ -146,34 +158,7 @@ class EmptyParams(Base, kw_only=True):
     pass
 
 
-# method -> (params struct, Service coroutine name). The sidecar's transports
-# register exactly these, docs/protocol.md documents exactly these, and a test
-# checks that the two agree. Connection-level methods (para/subscribe,
-# para/shutdown) are handled by the transport itself and listed in TRANSPORT_METHODS.
-SERVICE_METHODS: dict[str, tuple[type[Base], str]] = {
-    "para/hello": (HelloParams, "hello"),
-    "para/start": (StartParams, "start"),
-    "para/list": (ListParams, "list"),
-    "para/show": (SessionParams, "show"),
-    "para/finish": (FinishParams, "finish"),
-    "para/integrate": (IntegrateParams, "integrate"),
-    "para/continue": (ContinueParams, "continue_"),
-    "para/abort": (SessionParams, "abort"),
-    "para/conflicts": (ConflictsParams, "conflicts"),
-    "para/cancel": (CancelParams, "cancel"),
-    "para/dispatch": (DispatchParams, "dispatch"),
-    "para/report": (ReportParams, "report"),
-    "para/status": (StatusParams, "status"),
-    "para/wait": (WaitParams, "wait"),
-    "para/diff": (DiffParams, "diff"),
-    "para/plans": (RepoParams, "plans"),
-    "para/recover": (SessionParams, "recover"),
-    "para/resume": (SessionParams, "resume"),
-    "para/clean": (CleanParams, "clean"),
-    "para/config": (ConfigParams, "config"),
-    "para/events": (EventsParams, "events"),
-    "para/trust": (TrustParams, "trust"),
-}
+# The method table (params, result, service attribute, mutating) is in methods.py.
 TRANSPORT_METHODS: dict[str, type[Base]] = {
     "para/subscribe": SubscribeParams,
     "para/unsubscribe": EmptyParams,

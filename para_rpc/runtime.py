@@ -12,6 +12,7 @@ import os
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 from para_rpc.errors import Code, ParaError
 
@@ -163,3 +164,31 @@ def read_regular(path: str | os.PathLike[str], *, what: str, code: Code, limit: 
         raise ParaError(code, f"cannot read {what} {shown}: {e.strerror}", path=shown) from None
     finally:
         os.close(fd)
+
+
+async def bind_private_unix(path: Path, on_connect: Any, **kw: Any) -> tuple[Any, int]:
+    """Listen on a unix socket only the user can connect to (the sidecar's JSON-RPC and MCP
+    sockets): a socket left at `path` is stale (the caller holds the single-instance lock)
+    and goes; the new one is 0600 from its creation on (umask), not after a window. Returns
+    the asyncio server and the socket's inode, for `unbind_private_unix`."""
+    import asyncio  # the server side only: the CLI's fast path never binds
+
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    old_umask = os.umask(0o177)
+    try:
+        server = await asyncio.start_unix_server(on_connect, path=str(path), **kw)
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    return server, path.stat().st_ino
+
+
+def unbind_private_unix(path: Path, ino: int | None) -> None:
+    """Remove the socket `bind_private_unix` made, unless another process has bound a new
+    one at the same path since (a newer sidecar's socket is not ours to remove)."""
+    try:
+        if ino is not None and path.stat().st_ino == ino:
+            path.unlink()
+    except FileNotFoundError:
+        pass

@@ -205,6 +205,9 @@ class Store:
                               (ts, session, kind, json.dumps(data)))
         return {"id": cur.lastrowid, "ts": ts, "session": session, "kind": kind, "data": data}
 
+    def last_event_id(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+
     def events(self, after: int = 0, limit: int = 200) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT id, ts, session, kind, data FROM events WHERE id > ? "
                                "ORDER BY id LIMIT ?", (after, limit))

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 import para_rpc
+from para_rpc import methods, params
 from para_rpc.client import Connection
 from para_rpc.errors import Code
 
@@ -36,7 +38,7 @@ LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a module or p
     ("service", {"service"}),
     ("engines", {"integrate", "agents", "trust"}),
     ("execution", {"git", "store"}),
-    ("vocabulary", {"model", "params", "results", "errors", "names", "config", "runtime", "__init__"}),
+    ("vocabulary", {"model", "params", "results", "methods", "errors", "names", "config", "runtime", "__init__"}),
 ]
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS) for name in names}
 LAYER = {name: layer for layer, names in LAYERS for name in names}
@@ -96,6 +98,41 @@ def loaded_packages(stderr: str) -> set[str]:
     """The top-level packages a `python -X importtime` run imported (its stderr)."""
     return {line.rsplit("|", 1)[1].strip().split(".")[0]
             for line in stderr.splitlines() if line.startswith("import time:") and "|" in line}
+
+
+WIRE_NAMES = sorted({*methods.METHODS, *params.TRANSPORT_METHODS, *params.NOTIFICATIONS, *params.SERVER_REQUESTS,
+                     "workspace/executeCommand"})
+
+
+def _strings(path: Path) -> list[tuple[int, str]]:
+    """The string constants of a module that its code uses (docstrings are prose: left out)."""
+    tree = ast.parse(path.read_text(), str(path))
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [(n.lineno, n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def _spells(text: str, name: str) -> bool:
+    # A name inside a path (`/.para/config.json`, `refs/para/...`) is not the method.
+    return re.search(rf"(?<![\w./-]){re.escape(name)}(?![\w./-])", text) is not None
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if top(p) == "service"], ids=lambda p: p.name)
+def test_the_service_spells_no_wire_method(path: Path):
+    """The service publishes domain events and calls ports; each transport names them
+    (`para/event`, `para/sessionsChanged`, `para/runInTerminal`, MCP resource updates).
+    No string in the service is a JSON-RPC method or notification name."""
+    found = [(line, text) for line, text in _strings(path) for name in WIRE_NAMES if _spells(text, name)]
+    assert found == [], f"{path.relative_to(PACKAGE)} spells wire names: {found}"
+
+
+def test_the_wire_name_check_can_fail(tmp_path: Path):
+    bad = tmp_path / "bad.py"
+    bad.write_text('def emit(notify):\n    notify("para/sessionsChanged", {})\n')
+    assert [t for _, t in _strings(bad) if any(_spells(t, n) for n in WIRE_NAMES)] == ["para/sessionsChanged"]
+    assert not _spells("/.para/config.json", "para/config") and _spells("send para/event now", "para/event")
 
 
 @pytest.mark.parametrize("argv", [["list", "--json"], ["show", "nope", "--json"], ["mcp"], ["lsp"]],

@@ -21,7 +21,7 @@ import msgspec
 import pytest
 
 from conftest import Sidecar
-from para_rpc import params
+from para_rpc import methods, params
 from para_rpc.client import Connection
 from para_rpc.errors import Code
 
@@ -31,7 +31,7 @@ ANY_H2 = re.compile(r"^## .*$", re.M)
 ERROR_ROW = re.compile(r"^\|\s*`(\w+)`\s*\|\s*(-?\d+)\s*\|\s*(\d+)\s*\|\s*(.*?)\s*\|\s*$", re.M)
 COMMAND_NAME = re.compile(r"`(para\.[A-Za-z_]+)`")
 
-REQUESTS = {**{m: cls for m, (cls, _) in params.SERVICE_METHODS.items()}, **params.TRANSPORT_METHODS}
+REQUESTS = {**{m: x.params for m, x in methods.METHODS.items()}, **params.TRANSPORT_METHODS}
 NOTIFICATIONS = set(params.NOTIFICATIONS)
 SERVER_REQUESTS = set(getattr(params, "SERVER_REQUESTS", ()))
 

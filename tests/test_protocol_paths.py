@@ -62,9 +62,11 @@ def test_para_wait_blocks_until_another_connection_changes_the_session(sidecar: 
 
 def test_para_wait_times_out_without_a_change(sidecar: Sidecar, svc, repo: Path) -> None:
     svc("start", name="w")
+    newest = svc("events", after=0, limit=1000)["events"][-1]["id"]
     result = svc("wait", sessions=["w"], timeout=0.2)
     assert result == {"changed": [], "timed_out": True,
-                      "sessions": {"w": {"status": "active", "agent_exit_code": None, "integration": None}}}
+                      "sessions": {"w": {"status": "active", "agent_exit_code": None, "integration": None}},
+                      "events": [], "last_event": newest}
 
 
 def test_a_repository_served_by_another_sidecar_is_refused_with_busy(sidecar: Sidecar, svc, repo: Path) -> None:

@@ -111,7 +111,7 @@ def conflicts(target: Annotated[str | None, typer.Option("--target", help="Forec
 
 @app.command()
 def dispatch(name: Annotated[str | None, typer.Argument(help="Session name (default: from the task file, else friendly).")] = None,
-             prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="The task, inline.")] = None,
+             prompt: Annotated[list[str] | None, typer.Option("--prompt", "-p", help="The task, inline; several -p are several independent tasks, all started now.")] = None,
              file: Annotated[list[str] | None, typer.Option("--file", "-f", help="A task file (also looked up in tasks/), a directory of TASK_<n>_<slug>.md files, or several -f.")] = None,
              agent: Annotated[str | None, typer.Option("--agent", help="Launcher profile (claude, codex, gemini, aider, opencode, scripted, or a configured one).")] = None,
              mode: Annotated[str | None, typer.Option("--mode", help="editor | tmux | headless (default: config agent.mode).")] = None,
@@ -119,17 +119,22 @@ def dispatch(name: Annotated[str | None, typer.Argument(help="Session name (defa
              base: Annotated[str | None, typer.Option("--base", "-b", help="Branch to fork from.")] = None,
              as_json: JsonOpt = False) -> None:
     """Start a session and an agent in it, with a task (inline, from a file, or on stdin)."""
+    source = _task_source(prompt or [], file or [], as_json)
+    if "tasks" in source and name is not None:
+        _fail(ParaError(Code.invalid_input, "several tasks get their names from para; drop NAME"), as_json)
     params: dict[str, Any] = {"name": name, "agent": agent, "mode": mode, "skip_permissions": skip, "base": base,
-                              "in_tmux": bool(os.environ.get("TMUX")), **_task_source(prompt, file or [], as_json)}
+                              "in_tmux": bool(os.environ.get("TMUX")), **source}
     _call("para/dispatch", params, as_json, render.print_dispatched)
 
 
-def _task_source(prompt: str | None, files: list[str], as_json: bool) -> dict[str, Any]:
-    """The task of `para dispatch`: -p, one -f, several -f, or stdin."""
-    if prompt is not None and files:
+def _task_source(prompts: list[str], files: list[str], as_json: bool) -> dict[str, Any]:
+    """The task of `para dispatch`: -p, several -p (a batch), one -f, several -f (a plan), or stdin."""
+    if prompts and files:
         _fail(ParaError(Code.invalid_input, "give either --prompt or --file, not both"), as_json)
-    if prompt is not None:
-        return {"prompt": prompt}
+    if len(prompts) == 1:
+        return {"prompt": prompts[0]}
+    if prompts:
+        return {"tasks": [{"prompt": p} for p in prompts]}
     if len(files) == 1:
         return {"file": files[0]}
     if files:
@@ -137,6 +142,15 @@ def _task_source(prompt: str | None, files: list[str], as_json: bool) -> dict[st
     if not sys.stdin.isatty():
         return {"prompt": sys.stdin.read()}
     _fail(ParaError(Code.invalid_input, "give the task with -p PROMPT, -f FILE, or on stdin"), as_json)
+
+
+@app.command()
+def wait(names: Annotated[list[str] | None, typer.Argument(help="Sessions to watch (default: every live session).")] = None,
+         after: Annotated[int | None, typer.Option("--after", help="An event id (the `last event` a previous wait printed): what happened since then counts too.")] = None,
+         timeout: Annotated[float, typer.Option("--timeout", "-t", help="Seconds to wait at most (0-3600).")] = 60.0,
+         as_json: JsonOpt = False) -> None:
+    """Wait until a session changes (its status, its agent ends, an event about it) or the timeout passes."""
+    _call("para/wait", {"sessions": names or [], "timeout": timeout, "after_event": after}, as_json, render.print_wait)
 
 
 @app.command()

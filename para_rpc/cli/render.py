@@ -199,7 +199,12 @@ def print_conflicts(r: dict[str, Any]) -> None:
 # ---- agents ----------------------------------------------------------------------------
 
 def print_dispatched(r: dict[str, Any]) -> None:
-    if "name" not in r:
+    if "failed" in r:  # several tasks
+        for s in r["sessions"]:
+            print_session(s, f"Dispatched session {s['name']}")
+        for f in r["failed"]:
+            print(f"Not dispatched: {f['task']}: {f['error']} ({f['code']})")
+    elif "name" not in r:
         plan = r["plan"]
         print(f"Plan {plan['id']}: {len(plan['steps'])} step(s)")
         for st in plan["steps"]:
@@ -207,6 +212,16 @@ def print_dispatched(r: dict[str, Any]) -> None:
         print("Later steps start when every earlier task is integrated; watch with `para monitor`.")
     else:
         print_session(r, f"Dispatched session {r['name']}")
+
+
+def print_wait(r: dict[str, Any]) -> None:
+    if r["timed_out"]:
+        print("No change before the timeout.")
+    for name in r["changed"]:
+        s = r["sessions"].get(name)
+        agent = f", agent exited {s['agent_exit_code']}" if s and s["agent_exit_code"] is not None else ""
+        print(f"{name}: {s['status'] if s else 'gone'}{agent}")
+    print(f"last event: {r['last_event']} (`para wait --after {r['last_event']}` continues from here)")
 
 
 def print_report(r: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Generator
 from typing import Any
 
 import attrs
@@ -28,9 +29,12 @@ from pygls.protocol import (JsonRPCNotification, JsonRPCRequestMessage, JsonRPCR
                             LanguageServerProtocol, default_converter, lsp_method)
 
 from para_rpc import __version__
-from para_rpc.errors import Code, ParaError
-from para_rpc.params import SERVICE_METHODS, TRANSPORT_METHODS
+from para_rpc.errors import ParaError
+from para_rpc.methods import SERVICE_METHODS
+from para_rpc.model import DomainEvent
+from para_rpc.params import TRANSPORT_METHODS
 from para_rpc.service import Service
+from para_rpc.service.invoke import BadParams, invoke
 
 log = logging.getLogger("para.lsp")
 
@@ -59,6 +63,14 @@ CONVERTER = _converter()
 
 
 class ParaProtocol(LanguageServerProtocol):
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams) -> Generator[Any, Any, types.InitializeResult]:
+        # para is not a language server: advertising text document sync would make an LSP
+        # client (a VS Code language client) stream every open file to the sidecar.
+        result = yield from super().lsp_initialize(params)
+        result.capabilities.text_document_sync = None
+        return result
+
     @lsp_method(types.EXIT)
     def lsp_exit(self, *args):
         # The built-in handler calls sys.exit(): in a shared sidecar, `exit`
@@ -109,7 +121,7 @@ class Hub:
     def editor_available(self) -> bool:
         return any(ls.editor for ls in self.conns)
 
-    async def editor_request(self, params: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+    async def run_in_terminal(self, params: dict[str, Any], timeout: float) -> dict[str, Any] | None:
         """Ask the most recently connected editor to run an agent in a terminal."""
         for ls in sorted((c for c in self.conns if c.editor), key=lambda c: -c.connected_at):
             try:
@@ -121,6 +133,13 @@ class Hub:
             if isinstance(answer, dict):
                 return answer
         return None
+
+    def publish(self, event: DomainEvent) -> None:
+        """A domain event, as JSON-RPC subscribers see it: `para/event` (the event) and
+        `para/sessionsChanged` (which sessions of which repository to read again)."""
+        self.broadcast("para/event", msgspec.to_builtins(event))
+        self.broadcast("para/sessionsChanged", {"repo": event.repo, "sessions": [event.session] if event.session
+                                                else [], "kind": event.kind})
 
     def broadcast(self, method: str, payload: dict[str, Any]) -> None:
         for ls in list(self.conns):
@@ -262,25 +281,13 @@ def _rpc_error(e: ParaError) -> JsonRpcServerError:
 
 
 async def call_service(service: Service, method: str, params: Any) -> Any:
-    """Decode params, run the operation (shielded from request cancellation so a
-    multi-step operation is never abandoned half way), map errors."""
-    params_cls, attr = SERVICE_METHODS[method]
+    """The service's one call path (service/invoke.py), its errors as JSON-RPC errors."""
     try:
-        p = msgspec.convert(params if params is not None else {}, params_cls)
-    except msgspec.ValidationError as e:
-        raise JsonRpcInvalidParams(f"{method}: {e}") from None
-    try:
-        return await asyncio.shield(getattr(service, attr)(p))
+        return await invoke(service, method, params)
+    except BadParams as e:
+        raise JsonRpcInvalidParams(e.message) from None
     except ParaError as e:
-        if hasattr(p, "session") and "session" not in e.data:
-            # An error about one session names it, also when the client gave only its cwd.
-            name = p.session or service.session_name_at(p.cwd)
-            if name:
-                e.data["session"] = name
         raise _rpc_error(e) from None
-    except Exception as e:
-        log.exception("%s failed", method)
-        raise _rpc_error(ParaError(Code.internal, f"{method} failed unexpectedly: {e.__class__.__name__}: {e}"))
 
 
 def _make_handler(method: str):

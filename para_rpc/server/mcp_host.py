@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from para_rpc import trust
-from para_rpc.runtime import mcp_socket_path
 from para_rpc.errors import Code, ParaError
+from para_rpc.runtime import bind_private_unix, mcp_socket_path, unbind_private_unix
 
 log = logging.getLogger("para.mcp")
 MAX_LINE = 64 * 1024 * 1024
@@ -71,7 +71,7 @@ class McpHost:
         self.peer_ok = peer_ok
         self.conns: set[asyncio.StreamWriter] = set()
         self.frontend: Any = None
-        self._loading: asyncio.Future | None = None
+        self._loading: asyncio.Future[Any] | None = None
         self._server: asyncio.AbstractServer | None = None
         self._ino: int | None = None
         self._http: Any = None
@@ -81,15 +81,7 @@ class McpHost:
     # -- lifecycle
 
     async def listen(self) -> None:
-        if self.path.exists() or self.path.is_symlink():
-            self.path.unlink()  # stale: the caller holds the single-instance lock
-        old_umask = os.umask(0o177)
-        try:
-            self._server = await asyncio.start_unix_server(self._on_connect, path=str(self.path), limit=MAX_LINE)
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
-        self._ino = self.path.stat().st_ino
+        self._server, self._ino = await bind_private_unix(self.path, self._on_connect, limit=MAX_LINE)
 
     def preload(self, delay: float = PRELOAD_AFTER) -> None:
         """Build the MCP server in a worker thread after `delay` seconds (if no client asked first)."""
@@ -125,8 +117,9 @@ class McpHost:
         _write_private(self.token_path, token + "\n")
         _write_private(self.url_path, self._http.url + "\n")
         self._http.start()
-        log.info("MCP over streamable HTTP on %s (bearer token in %s)", self._http.url, self.token_path)
-        return self._http.url
+        url: str = self._http.url
+        log.info("MCP over streamable HTTP on %s (bearer token in %s)", url, self.token_path)
+        return url
 
     async def close(self) -> None:
         if self._preload_timer is not None:
@@ -142,20 +135,17 @@ class McpHost:
                     p.unlink()
                 except FileNotFoundError:
                     pass
-        try:
-            if self._ino is not None and self.path.stat().st_ino == self._ino:
-                self.path.unlink()
-        except FileNotFoundError:
-            pass
+        unbind_private_unix(self.path, self._ino)
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
 
     # -- events from the service
 
-    def notify(self, method: str, payload: dict[str, Any]) -> None:
+    def publish(self, event: Any) -> None:
+        """A domain event (before the SDK is loaded nobody can be listening)."""
         if self.frontend is not None:
             try:
-                self.frontend.notify(method, payload)
+                self.frontend.publish(event)
             except Exception:
                 log.exception("MCP event delivery failed")
 

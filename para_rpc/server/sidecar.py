@@ -23,9 +23,11 @@ import time
 
 from para_rpc import __version__, config, runtime, trust
 from para_rpc.errors import ParaError
+from para_rpc.model import DomainEvent
 from para_rpc.server.lsp import Hub
 from para_rpc.server.mcp_host import McpHost, parse_http_address
 from para_rpc.service import Service
+from para_rpc.service.ports import Ports
 
 log = logging.getLogger("para.sidecar")
 EXIT_ALREADY_RUNNING = 3
@@ -60,13 +62,6 @@ def acquire_lock() -> int | None:
     return fd
 
 
-def _fanout(*targets):
-    def notify(method: str, payload: dict) -> None:
-        for t in targets:
-            t(method, payload)
-    return notify
-
-
 async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
     sock_path = runtime.socket_path()
     runtime.ensure_private_dir(sock_path.parent)
@@ -77,11 +72,16 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
         return EXIT_ALREADY_RUNNING
 
     hub = Hub()
-    service = Service(notify=hub.broadcast, socket=str(sock_path))
+    mcp: McpHost | None = None
+
+    def publish(event: DomainEvent) -> None:  # JSON-RPC subscribers and MCP clients
+        hub.publish(event)
+        if mcp is not None:
+            mcp.publish(event)
+
+    service = Service(Ports(publish=publish, editor_available=hub.editor_available,
+                            run_in_editor=hub.run_in_terminal), socket=str(sock_path))
     mcp = McpHost(service, sock_path, lambda w: _peer_uid(w) in (None, os.getuid()))
-    service.notify = _fanout(hub.broadcast, mcp.notify)  # JSON-RPC subscribers and MCP clients
-    service.editor_available = hub.editor_available
-    service.editor_request = hub.editor_request
     stop = asyncio.Event()
     last_activity = time.monotonic()
 
@@ -105,15 +105,7 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
         await hub.serve(service, reader, writer)
 
     await mcp.listen()  # before the JSON-RPC socket: whoever reaches us finds MCP too
-    if sock_path.exists() or sock_path.is_symlink():
-        sock_path.unlink()  # stale: we hold the lock, so no live sidecar owns it
-    old_umask = os.umask(0o177)
-    try:
-        server = await asyncio.start_unix_server(on_connect, path=str(sock_path))
-    finally:
-        os.umask(old_umask)
-    os.chmod(sock_path, 0o600)
-    sock_ino = sock_path.stat().st_ino
+    server, sock_ino = await runtime.bind_private_unix(sock_path, on_connect)  # (we hold the lock)
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -147,11 +139,7 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
     for ls in list(hub.conns):
         ls.close()
     watcher.cancel()
-    try:
-        if sock_path.stat().st_ino == sock_ino:
-            sock_path.unlink()
-    except FileNotFoundError:
-        pass
+    runtime.unbind_private_unix(sock_path, sock_ino)
     service.close()
     os.close(lock_fd)
     log.info("stopped")

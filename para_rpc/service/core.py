@@ -14,16 +14,17 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from para_rpc import PROTOCOL_VERSION, __version__, config, git, trust
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import Session, SessionInfo, Status, now
+from para_rpc.model import DomainEvent, Session, SessionInfo, Status, now
 from para_rpc.names import validate_branch_name, validate_session_name
 from para_rpc.params import ConfigParams, EventsParams, HelloParams
+from para_rpc.service.ports import Ports
 from para_rpc.store import Store
 
 log = logging.getLogger("para.service")
@@ -74,7 +75,7 @@ def _same_file(a: str | Path, b: str | Path) -> bool:
         return False
 
 
-def _canonical_cwd(repo: "Repo", cwd: str) -> str:
+def _canonical_cwd(repo: Repo, cwd: str) -> str:
     """`cwd` resolved, and seen through the path para knows the repository by when it is
     under another view of the main worktree (a bind mount: no symlink to resolve)."""
     here = os.path.realpath(cwd)
@@ -82,7 +83,8 @@ def _canonical_cwd(repo: "Repo", cwd: str) -> str:
         return here
     try:
         root = _identity(repo.root)
-        head, tail = here, []
+        head = here
+        tail: list[str] = []
         while _identity(head) != root:
             parent, name = os.path.split(head)
             if parent == head:
@@ -131,7 +133,7 @@ class Repo:
     target_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     plan_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tick: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) on every event
-    poller: asyncio.Task | None = None
+    poller: asyncio.Task[None] | None = None
 
     @property
     def lock_path(self) -> str:
@@ -169,18 +171,22 @@ class Repo:
 class ServiceCore:
     """State and helpers every operation uses."""
 
-    def __init__(self, notify: Callable[[str, dict[str, Any]], None] | None = None,
-                 socket: str = "") -> None:
+    if TYPE_CHECKING:  # what it calls on the other parts of Service (Dispatching, Repair)
+        async def _advance_plans(self, repo: Repo) -> None: ...
+        async def _poll_agents(self, repo: Repo) -> None: ...
+        async def _repair(self, repo: Repo, s: Session) -> None: ...
+
+    def __init__(self, ports: Ports | None = None, socket: str = "") -> None:
         self.socket = socket  # given to agents so their `para` reaches this sidecar
         self.repos: dict[str, Repo] = {}
         self._by_identity: dict[tuple[int, int], Repo] = {}  # (st_dev, st_ino) of the common dir
         self._opening: dict[tuple[int, int], asyncio.Lock] = {}
         self._where_cache: dict[str, git.Where] = {}  # cwd -> repository facts (2 git calls saved)
-        self.notify = notify or (lambda method, payload: None)
+        self.ports = ports or Ports()
         self.started_at = now()
         self.busy = 0  # operations in flight (the sidecar waits for them before exiting)
 
-    async def repo(self, cwd: str) -> Repo:
+    async def repo(self, cwd: object) -> Repo:
         if not isinstance(cwd, str) or not cwd or not os.path.isabs(cwd):
             raise ParaError(Code.invalid_input, f"cwd must be an absolute path, got {cwd!r}")
         if not os.path.isdir(cwd):
@@ -258,9 +264,10 @@ class ServiceCore:
         return s.name if s is not None else None
 
     def _forget(self, repo: Repo | None) -> None:
-        for table in (self.repos, self._by_identity):
-            for key in [k for k, r in table.items() if r is repo]:
-                del table[key]
+        for path in [k for k, r in self.repos.items() if r is repo]:
+            del self.repos[path]
+        for ident in [k for k, r in self._by_identity.items() if r is repo]:
+            del self._by_identity[ident]
 
     async def _remove_scratch(self, repo: Repo) -> None:
         """Scratch worktrees exist only while an integration check runs; any found when a
@@ -284,15 +291,12 @@ class ServiceCore:
         self._by_identity.clear()
 
     def emit(self, repo: Repo, kind: str, session: str | None, **data: Any) -> None:
-        event = repo.store.append_event(kind, session, data)
-        event["repo"] = repo.root
+        event = DomainEvent(repo=repo.root, **repo.store.append_event(kind, session, data))
         repo.tick.set()
         repo.tick = asyncio.Event()
         if kind in ("integrated", "cancelled", "conflicted") and session is not None:
             asyncio.get_running_loop().create_task(self._advance_plans(repo))
-        self.notify("para/event", event)
-        self.notify("para/sessionsChanged", {"repo": repo.root, "sessions": [session] if session else [],
-                                             "kind": kind})
+        self.ports.publish(event)
 
     def _find(self, repo: Repo, name: str | None, cwd: str, history: bool = False) -> Session:
         """The named session, else the one whose worktree holds `cwd` (most specific wins).
@@ -349,9 +353,8 @@ class ServiceCore:
         best, best_path = None, ""
         for s in repo.store.live():
             path = os.path.realpath(s.worktree)
-            if here == path or here.startswith(path + os.sep):
-                if best is None or len(path) > len(best_path):
-                    best, best_path = s, path
+            if (here == path or here.startswith(path + os.sep)) and (best is None or len(path) > len(best_path)):
+                best, best_path = s, path
         return best
 
     async def _base(self, repo: Repo, requested: str | None, cfg: dict[str, Any]) -> tuple[str, str]:
@@ -399,7 +402,7 @@ class ServiceCore:
         wt = (await self._worktree_state(repo)).get(os.path.realpath(s.worktree))
         return wt is not None and not wt.prunable and os.path.isdir(s.worktree)
 
-    def _info(self, repo: Repo, s: Session, wts: dict[str, git.Worktree], branches: dict,
+    def _info(self, repo: Repo, s: Session, wts: dict[str, git.Worktree], branches: dict[str, tuple[str, int]],
               dirty: bool = False, cwd: str | None = None) -> SessionInfo:
         path = os.path.realpath(s.worktree)
         wt = wts.get(path)
@@ -407,7 +410,7 @@ class ServiceCore:
         branch_ref = branches.get(f"refs/heads/{s.branch}")
         # What HEAD is on in the worktree: anything but the session branch (detached, an
         # orphan, another branch) holds work that finish, cancel and integrate would not see.
-        head_branch = wt.branch if wt_exists else None
+        head_branch = wt.branch if wt is not None and wt_exists else None
         off_branch = wt_exists and s.status is Status.active and head_branch != s.branch
         state = s.status.value
         if s.op is not None:
@@ -555,6 +558,7 @@ class ServiceCore:
         for e in f.embedded:
             kind = "submodule" if e.submodule else "nested"
             refs: dict[str, str] = {}
+            prefix = ""
             if e.at_risk:
                 prefix = f"refs/para/backup/{s.name}/{stamp}/sub/{git.ref_safe(e.path)}"
                 refs = await git.save_embedded(s.worktree, e, repo.common_dir, prefix,

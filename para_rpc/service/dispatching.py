@@ -12,7 +12,9 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from para_rpc import agents, config, git
 from para_rpc import runtime
@@ -53,6 +55,8 @@ def _worktree_gitdir(worktree: str) -> str | None:
 # the other live worktrees (each entry with its size and mtime, so a file changed again is seen
 # too) and .git/config and .git/hooks are recorded when an agent starts and compared when it ends.
 
+# Event kinds that are an agent's progress chatter: reported, but not a change `wait` ends on.
+QUIET_KINDS = frozenset({"status"})
 OUTSIDE_LIMIT = 200  # entries kept per comparison; the count says when there were more
 _STATUS_WORDS = {"??": "untracked", "A": "added", "M": "modified", "D": "deleted", "T": "type changed",
                  "U": "conflicted", "": "changed back"}
@@ -134,7 +138,15 @@ def _summary(changes: list[dict[str, Any]], limit: int = 10) -> str:
 class Dispatching(ServiceCore):
     """Agent operations."""
 
+    if TYPE_CHECKING:  # what it calls on the other parts of Service (Sessions, Integration)
+        async def start(self, p: StartParams) -> dict[str, Any]: ...
+        def _known(self, repo: Repo, s: Session, cwd: str, *, worktree: bool, ahead: int | None = None) -> dict[str, Any]: ...
+        async def _undo_start(self, repo: Repo, s: Session) -> None: ...
+        async def _session_commit(self, s: Session) -> tuple[str | None, bool]: ...
+
     async def dispatch(self, p: DispatchParams) -> dict[str, Any]:
+        if p.tasks:
+            return await self._dispatch_batch(p)
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
         given = [x for x in (p.prompt, p.file) if x is not None] + ([p.files] if p.files else [])
@@ -161,10 +173,41 @@ class Dispatching(ServiceCore):
         return await self._dispatch_one(repo, cfg, name=name, task=task, source=source, prof=prof, mode=mode,
                                         skip=p.skip_permissions, base=p.base, cwd=p.cwd, env=p.env)
 
+    async def _dispatch_batch(self, p: DispatchParams) -> dict[str, Any]:
+        """Several independent tasks in one call: each starts (or fails) on its own, in order;
+        the result lists the sessions started and the tasks that failed, with why. Nothing
+        started at all is an error (the first failure's code, every failure in its data)."""
+        mixed = [k for k, v in (("name", p.name), ("prompt", p.prompt), ("file", p.file), ("files", p.files)) if v]
+        if mixed:
+            raise ParaError(Code.invalid_input, f"tasks replaces {', '.join(mixed)}: give each task its own "
+                            "prompt or file (and name) inside tasks")
+        started: list[dict[str, Any]] = []
+        plans: list[dict[str, Any]] = []  # a task whose file is a directory of task files runs as a plan
+        failed: list[dict[str, Any]] = []
+        first: ParaError | None = None
+        for i, t in enumerate(p.tasks):
+            label = t.name or t.file or f"#{i + 1}"
+            try:
+                if (t.prompt is None) == (t.file is None):
+                    raise ParaError(Code.invalid_input, "give the task a prompt or a file (one of them)")
+                one = msgspec.structs.replace(p, tasks=[], name=t.name, prompt=t.prompt, file=t.file)
+                r = await self.dispatch(one)
+                if "plan" in r and "name" not in r:
+                    plans.append(r["plan"])
+                else:
+                    started.append(r)
+            except ParaError as e:
+                first = first or e
+                failed.append({"task": label, "code": e.code.name, "error": e.message})
+        if not started and not plans and first is not None:
+            raise ParaError(first.code, "nothing was dispatched: " + "; ".join(
+                f"{f['task']}: {f['error']}" for f in failed), failed=failed)
+        return {"sessions": started, "plans": plans, "failed": failed}
+
     def _choose_mode(self, mode: str, in_tmux: bool) -> str:
         if mode != "auto":
             return mode
-        if self.editor_available():
+        if self.ports.editor_available():
             return "editor"
         if in_tmux and shutil.which("tmux"):
             return "tmux"
@@ -209,7 +252,7 @@ class Dispatching(ServiceCore):
         env = agents.agent_env(s.name, s.worktree, self.socket)
         run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip)
         if mode == "editor":
-            answer = await self.editor_request(
+            answer = await self.ports.run_in_editor(
                 {"session": s.name, "worktree": s.worktree, "title": f"para: {s.name}",
                  "argv": agents.runner_argv(exit_file, argv), "env": {k: env[k] for k in env if k.startswith("PARA_")}
                  | {"PATH": env["PATH"]}}, cfg["agent.editor_timeout"])
@@ -238,12 +281,6 @@ class Dispatching(ServiceCore):
         so agent exits and plan steps are noticed when they happen)."""
         return any(s.agent is not None and s.agent.exit_code is None and not s.agent.lost
                    for repo in self.repos.values() for s in repo.store.live())
-
-    def editor_available(self) -> bool:
-        return False  # replaced by the transport when editors can connect
-
-    async def editor_request(self, params: dict[str, Any], timeout: float) -> dict[str, Any] | None:
-        return None  # replaced by the transport
 
     async def _poll_agents(self, repo: Repo) -> None:
         """Notice agents that ended (exit file written) or vanished. No git is run here.
@@ -528,41 +565,56 @@ class Dispatching(ServiceCore):
                 "plan": s.plan, "integration": s.integration}
 
     async def wait(self, p: WaitParams) -> dict[str, Any]:
-        """Block until one of the named sessions (all live ones if none named) changes
-        status, its agent ends, or `timeout` seconds pass."""
+        """Block until one of the named sessions (all live ones if none named) changes: its
+        status or its agent's end, or any event about it but a progress report, since
+        `after_event` (else since now), or until `timeout` seconds pass. Returns the events
+        seen and `last_event`, the cursor for the next wait."""
         repo = await self.repo(p.cwd)
         timeout = max(0.0, min(float(p.timeout), 3600.0))
         for name in p.sessions:
             validate_session_name(name)
+        names = set(p.sessions)
 
-        def snapshot() -> dict[str, tuple]:
+        def snapshot() -> dict[str, tuple | None]:
             rows = {s.name: s for s in repo.store.all()}
-            names = p.sessions or [s.name for s in repo.store.live()]
+            watched = p.sessions or [s.name for s in repo.store.live()]
             return {n: ((rows[n].status.value, rows[n].agent.exit_code if rows[n].agent else None,
-                         rows[n].agent.lost if rows[n].agent else None) if n in rows else None) for n in names}
+                         rows[n].agent.lost if rows[n].agent else None) if n in rows else None) for n in watched}
+
+        def relevant(ev: dict[str, Any]) -> bool:
+            return (ev["kind"] not in QUIET_KINDS and ev["session"] is not None
+                    and (not names or ev["session"] in names))
 
         unknown = [n for n in p.sessions if n not in {s.name for s in repo.store.all()}]
         if unknown:
             raise ParaError(Code.not_found, f"no session named {', '.join(unknown)}", sessions=unknown)
+        cursor = p.after_event if p.after_event is not None else repo.store.last_event_id()
         before = snapshot()
         deadline = time.monotonic() + timeout
-        changed: list[str] = []
-        while not changed:
+        events: list[dict[str, Any]] = []
+        while True:
+            tick = repo.tick  # before reading: an event emitted after the read sets this one
+            while True:
+                batch = repo.store.events(events[-1]["id"] if events else cursor, 1000)
+                events += batch
+                if len(batch) < 1000:
+                    break
+            after = snapshot()
+            changed = sorted({n for n in after if after[n] != before.get(n)}
+                             | {e["session"] for e in events if relevant(e)})
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if changed or remaining <= 0:
                 break
-            tick = repo.tick
             try:
                 await asyncio.wait_for(tick.wait(), remaining)
             except asyncio.TimeoutError:
-                break
-            after = snapshot()
-            changed = [n for n in after if after[n] != before.get(n)]
+                pass
         rows = {s.name: s for s in repo.store.all()}
         return {"changed": changed, "timed_out": not changed,
                 "sessions": {n: {"status": rows[n].status.value,
                                  "agent_exit_code": rows[n].agent.exit_code if rows[n].agent else None,
-                                 "integration": rows[n].integration} for n in before if n in rows}}
+                                 "integration": rows[n].integration} for n in before if n in rows},
+                "events": events, "last_event": events[-1]["id"] if events else cursor}
 
     async def diff(self, p: DiffParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from para_rpc import config, git, integrate
 from para_rpc.errors import Code, ParaError
@@ -17,6 +17,10 @@ from para_rpc.service.core import STATUS_CONCURRENCY, Repo, ServiceCore, _check_
 
 class Integration(ServiceCore):
     """Integration operations."""
+
+    if TYPE_CHECKING:  # what it calls on the other parts of Service (Sessions, Dispatching)
+        async def _show(self, repo: Repo, s: Session, cwd: str) -> dict[str, Any]: ...
+        def _agent_session_ended(self, repo: Repo, s: Session, forgotten: bool = False) -> None: ...
 
     async def integrate(self, p: IntegrateParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from para_rpc import git, integrate
 from para_rpc.errors import ParaError
-from para_rpc.model import Session, Status
-from para_rpc.service.core import Repo, ServiceCore, _utc_stamp, log
+from para_rpc.model import Session, Status, journaled
+from para_rpc.service.core import Repo, ServiceCore, WorktreeFacts, _utc_stamp, log
 
 
 class Repair(ServiceCore):
     """Crash repair."""
 
+    if TYPE_CHECKING:  # what it calls on the other parts of Service (Sessions, Integration)
+        async def _do_cancel(self, repo: Repo, s: Session, f: WorktreeFacts | None
+                             ) -> tuple[dict[str, str] | None, list[dict[str, Any]]]: ...
+        async def _do_finish(self, repo: Repo, s: Session) -> list[dict[str, Any]]: ...
+        async def _do_recover(self, repo: Repo, s: Session) -> None: ...
+        async def _do_resume(self, repo: Repo, s: Session) -> None: ...
+        async def _undo_start(self, repo: Repo, s: Session) -> None: ...
+        async def _after_landing(self, repo: Repo, s: Session, new: str, old: str,
+                                 cfg: dict[str, Any]) -> dict[str, Any]: ...
+
     async def _repair(self, repo: Repo, s: Session) -> None:
         """Finish or undo the operation a crashed sidecar left in `s.op`."""
-        kind = s.op.kind
+        kind = journaled(s).kind
         try:
             if kind == "start":
                 wts = await self._worktree_state(repo)
@@ -50,8 +61,8 @@ class Repair(ServiceCore):
     async def _repair_integration(self, repo: Repo, s: Session) -> None:
         """The target is at the old or the new commit (it moves by compare-and-swap):
         complete the landing if it moved, else put the session back as it was."""
-        rec, d = s.integration or {}, s.op.data
-        target = d.get("target") or rec.get("target")
+        rec, d = s.integration or {}, journaled(s).data
+        target: str = d.get("target") or rec.get("target") or ""
         tip = await git.resolve(repo.root, f"refs/heads/{target}")
         if d.get("new") and tip == d["new"]:
             if d["new"] != d.get("old"):

@@ -10,20 +10,38 @@ import asyncio
 import os
 import shutil
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from para_rpc import git
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import Op, Session, Status, to_builtins
+from para_rpc.model import Op, Session, Status, journaled, pending, to_builtins
 from para_rpc.names import friendly_name, validate_branch_name, validate_session_name
-from para_rpc.params import (CancelParams, CleanParams, FinishParams, IntegrateParams, ListParams,
-                             SessionParams, StartParams)
-from para_rpc.service.core import (WIP_MESSAGE, Repo, ServiceCore, WorktreeFacts, _check_message,
-                                   _utc_stamp)
+from para_rpc.params import (
+    CancelParams,
+    CleanParams,
+    FinishParams,
+    IntegrateParams,
+    ListParams,
+    SessionParams,
+    StartParams,
+)
+from para_rpc.service.core import (
+    WIP_MESSAGE,
+    Repo,
+    ServiceCore,
+    WorktreeFacts,
+    _check_message,
+    _utc_stamp,
+)
 
 
 class Sessions(ServiceCore):
     """The session lifecycle operations."""
+
+    if TYPE_CHECKING:  # what it calls on the other parts of Service (Integration, Dispatching, Repair)
+        async def integrate(self, p: IntegrateParams) -> dict[str, Any]: ...
+        def _agent_session_ended(self, repo: Repo, s: Session, forgotten: bool = False) -> None: ...
+        async def _repair(self, repo: Repo, s: Session) -> None: ...
 
     async def start(self, p: StartParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
@@ -85,7 +103,7 @@ class Sessions(ServiceCore):
             await git.delete_branch(repo.root, s.branch)
         repo.store.delete(s)
 
-    async def list(self, p: ListParams) -> dict[str, Any]:
+    async def list_sessions(self, p: ListParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         sessions = repo.store.all() if p.all else [
             s for s in repo.store.live() if s.status is not Status.cancelled]
@@ -101,7 +119,8 @@ class Sessions(ServiceCore):
                 "sessions": to_builtins(infos)}
 
     async def _adopt_out_of_band(self, repo: Repo, sessions: list[Session],
-                                 wts: dict[str, git.Worktree], branches: dict) -> None:
+                                 wts: dict[str, git.Worktree],
+                                 branches: dict[str, tuple[str, int]]) -> None:
         """Record changes made behind para's back instead of overwriting them. A worktree on
         another branch is a rename only if the session branch is gone; otherwise HEAD simply
         left it (state `off-branch`), and the session branch still holds the session's work."""
@@ -116,7 +135,7 @@ class Sessions(ServiceCore):
     async def _show(self, repo: Repo, s: Session, cwd: str) -> dict[str, Any]:
         wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
         info = self._info(repo, s, wts, branches, cwd=os.path.realpath(cwd))
-        result = to_builtins(info)
+        result: dict[str, Any] = to_builtins(info)
         tip = s.branch if info.branch_exists else (s.archived_branch or s.head_commit)
         if info.worktree_exists:
             result["dirty"] = bool(await git.status(s.worktree))
@@ -136,8 +155,8 @@ class Sessions(ServiceCore):
         branch = s.branch if s.status is not Status.cancelled else s.archived_branch
         tip = s.head_commit or s.base_commit
         wts = {os.path.realpath(s.worktree): git.Worktree(s.worktree, tip, s.branch)} if worktree else {}
-        result = to_builtins(self._info(repo, s, wts, {f"refs/heads/{branch}": (tip, 0)},
-                                        cwd=os.path.realpath(cwd)))
+        result: dict[str, Any] = to_builtins(self._info(repo, s, wts, {f"refs/heads/{branch}": (tip, 0)},
+                                                        cwd=os.path.realpath(cwd)))
         result["ahead"] = ahead
         if ahead == 0:
             result.update(commits=[], diffstat="")
@@ -204,7 +223,7 @@ class Sessions(ServiceCore):
     async def _do_finish(self, repo: Repo, s: Session) -> list[dict[str, Any]]:
         """Commit (and squash) the work, save what the worktree holds besides, remove it.
         Returns the backups `_save_worktree` made."""
-        d = s.op.data
+        d = journaled(s).data
         backups: list[dict[str, Any]] = []
         f = await self._worktree_facts(repo, s)
         if f is not None:
@@ -269,7 +288,8 @@ class Sessions(ServiceCore):
             try:
                 saved, backups = await self._do_cancel(repo, s, f)
             except ParaError:
-                if s.op is not None and not s.op.data.get("removed"):
+                op = pending(s)  # read again: the cancel may have cleared it
+                if op is not None and not op.data.get("removed"):
                     s.op = None  # refused before the worktree went: the session stays as it was
                     repo.store.save(s)
                 raise
@@ -286,7 +306,7 @@ class Sessions(ServiceCore):
         """Save the work, archive the branch, remove the worktree (`f`: its facts, None when
         it has none). Returns what was saved where: the work-in-progress commit or discard
         snapshot, and the backups of `_save_worktree`."""
-        d = s.op.data
+        d = journaled(s).data
         saved, backups = None, []
         if f is not None:
             backups = await self._save_worktree(repo, s, f, d["stamp"])
@@ -322,7 +342,7 @@ class Sessions(ServiceCore):
         if that still cannot complete it, keep the branch tip under
         refs/para/backup/<name>/<stamp>-forced and drop the operation, so the cancel can run
         (and save the worktree as any cancel does)."""
-        kind = s.op.kind
+        kind = journaled(s).kind
         if kind == "start":  # a start runs under the repository lock, not the session's
             async with repo.lock:
                 await self._repair(repo, s)
@@ -533,7 +553,7 @@ class Sessions(ServiceCore):
                     continue
                 integrated = base_tip is not None and await git.is_integrated(repo.root, sha, base_tip)
                 entry = {"kind": "delete_branch", "branch": branch, "commit": sha,
-                         "reason": ("archived more than %d days ago" % cfg["clean.archive_days"]) if archived
+                         "reason": (f"archived more than {cfg['clean.archive_days']:d} days ago") if archived
                          else "a para branch no session owns", "integrated": integrated}
                 if integrated or p.force:
                     actions.append(entry)
@@ -543,7 +563,7 @@ class Sessions(ServiceCore):
             for ref, (sha, ts) in (await git.refs(repo.root, "refs/para/backup/")).items():
                 if ts < backup_cutoff:
                     actions.append({"kind": "delete_backup", "ref": ref, "commit": sha,
-                                    "reason": "backup older than %d days" % cfg["clean.backup_days"]})
+                                    "reason": f"backup older than {cfg['clean.backup_days']:d} days"})
             if not p.dry_run:
                 await self._apply_clean(repo, actions, live, cfg)
         if actions and not p.dry_run:

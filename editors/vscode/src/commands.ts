@@ -168,7 +168,9 @@ export function createCommands(ctx: Ctx): Record<string, Cmd> {
       );
       const res = await ctx.request(ext.dispatch, p);
       ctx.scheduleRefresh(0);
-      if ("plan" in res) void vscode.window.setStatusBarMessage(`para: plan ${res.plan.id} started`, 5000);
+      // a plan's answer carries the plan itself; a session's `plan` is only the plan's id
+      const plan = "plan" in res && typeof res.plan === "object" ? res.plan : null;
+      if (plan) void vscode.window.setStatusBarMessage(`para: plan ${plan.id} started`, 5000);
     }),
 
     "para.integrate": cmd(async (t) => {

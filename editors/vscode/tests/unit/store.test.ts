@@ -13,7 +13,7 @@ function stateOf(store: SessionStore): string | undefined {
 }
 
 const STATUS: ext.StatusResult = { repo: "/r", sessions: [], plans: [] };
-const CONFLICTS: ext.ConflictsResult = { sessions: [], pairs: [], clean: true };
+const CONFLICTS: ext.ConflictsResult = { sessions: [], pairs: [], unrelated: [], clean: true };
 
 // A scripted sidecar: list answers come from `lists`, conflicts answer when released.
 function fake(lists: (ext.ListResult | Error)[]) {

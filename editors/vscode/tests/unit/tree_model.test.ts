@@ -12,7 +12,7 @@ import {
   stateIcon,
 } from "../../src/tree_model";
 
-function session(name: string, status: string, extra: Partial<ext.Session> = {}): ext.Session {
+function session(name: string, status: ext.Status, extra: Partial<ext.Session> = {}): ext.Session {
   return {
     name,
     status,
@@ -34,7 +34,12 @@ function session(name: string, status: string, extra: Partial<ext.Session> = {})
     pending_op: null,
     integration: null,
     agent: null,
+    report: null,
+    plan: null,
     notes: [],
+    outside_changes: [],
+    head_branch: `para/${name}`,
+    detached: false,
     ...extra,
   };
 }
@@ -61,8 +66,10 @@ const status: ext.StatusResult = {
       task: "do a",
       ahead: 2,
       diffstat: null,
+      last_activity: 1,
       stale: false,
       plan: null,
+      integration: null,
       report: { task: "editing a.txt", tests: "passed", todos_done: 1, todos_total: 3, blocked: null, updated_at: 1 },
       agent: {
         profile: "scripted",
@@ -70,8 +77,11 @@ const status: ext.StatusResult = {
         pid: 5,
         state: "running",
         exit_code: null,
+        started_at: 1,
+        ended_at: null,
         log: null,
         window: null,
+        stops: [],
       },
     },
   ],
@@ -80,10 +90,29 @@ const status: ext.StatusResult = {
 const conflicts: ext.ConflictsResult = {
   clean: false,
   sessions: [
-    { session: "a", target: "main", clean: true, files: [] },
-    { session: "b", target: "main", clean: false, files: ["m.txt"] },
+    {
+      session: "a",
+      target: "main",
+      commit: null,
+      includes_uncommitted: false,
+      clean: true,
+      files: [],
+      hunks: {},
+      unrelated: false,
+    },
+    {
+      session: "b",
+      target: "main",
+      commit: null,
+      includes_uncommitted: false,
+      clean: false,
+      files: ["m.txt"],
+      hunks: {},
+      unrelated: false,
+    },
   ],
-  pairs: [{ a: "a", b: "b", files: ["shared.txt"] }],
+  pairs: [{ a: "a", b: "b", files: ["shared.txt"], hunks: {} }],
+  unrelated: [],
 };
 
 test("history (cancelled, integrated) is behind the filter", () => {
@@ -117,12 +146,23 @@ test("plans show their steps and tasks", () => {
   const plan: ext.Plan = {
     id: 3,
     source: "tasks",
+    agent: "scripted",
+    profile: null,
+    workflow: "integrate",
+    mode: "headless",
+    skip_permissions: false,
+    base: null,
+    created_at: 1,
+    updated_at: 1,
     state: "running",
     current: 1,
     reason: null,
     steps: [
-      { number: 1, tasks: [{ file: "tasks/TASK_1_a.md", name: "a", session_id: 1, state: "integrated" }] },
-      { number: 2, tasks: [{ file: "tasks/TASK_2_b.md", name: "b", session_id: 2, state: "running" }] },
+      {
+        number: 1,
+        tasks: [{ file: "tasks/TASK_1_a.md", name: "a", text: "do a", session_id: 1, state: "integrated" }],
+      },
+      { number: 2, tasks: [{ file: "tasks/TASK_2_b.md", name: "b", text: "do b", session_id: 2, state: "running" }] },
     ],
   };
   const [p] = rootNodes({ list: null, status: { ...status, plans: [plan] }, conflicts: null }, false);

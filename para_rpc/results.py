@@ -1,0 +1,317 @@
+"""What every `para/...` method returns, declared once as msgspec Structs.
+
+The service still builds plain data (the wire keeps its snake_case keys and every key it
+has); these declarations say exactly what that data is, strictly: `methods.METHODS` names
+each method's result type(s), tests/test_results.py decodes the real answers of a whole
+lifecycle into them with unknown keys refused, the MCP tools' output schemas are their JSON
+schemas, and generated client bindings start from them. A field added to a result is added
+here in the same commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from para_rpc.model import AgentRun, IntegrationRecord, Plan, Report, Status
+
+
+class Result(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class Commit(Result, kw_only=True):
+    sha: str
+    subject: str
+    author: str | None = None   # (a dry run's forecast lists sha and subject only)
+    time: int | None = None     # committer time, seconds since the epoch
+
+
+class SessionDetail(Result, kw_only=True):
+    """One session (start, show, finish, cancel, recover, resume, abort, a single dispatch):
+    its record, the facts read from git, and what the operation adds."""
+
+    name: str
+    status: Status
+    state: str              # status refined by git facts: active|dirty|missing|off-branch|<op>-pending|...
+    branch: str
+    worktree: str
+    base_branch: str
+    base_commit: str
+    created_at: float
+    updated_at: float
+    current: bool
+    dirty: bool
+    worktree_exists: bool
+    branch_exists: bool
+    head: str | None
+    ahead: int | None
+    task: str | None
+    archived_branch: str | None
+    pending_op: str | None
+    integration: IntegrationRecord | None
+    agent: AgentRun | None
+    report: Report | None
+    plan: int | None
+    notes: list[str]
+    outside_changes: list[dict[str, Any]]
+    head_branch: str | None
+    detached: bool
+    commits: list[Commit] | None = None       # show, and right after start
+    diffstat: str | None = None
+    prompt_file: str | None = None             # dispatch
+    recreated: bool | None = None              # resume
+    restored: str | None = None                # abort: the pre-integration commit
+    saved: Any = None                          # abort, cancel: what was saved and where
+    backups: list[dict[str, Any]] | None = None  # finish, cancel
+
+
+class ListResult(Result, kw_only=True):
+    repo: str
+    current: str | None
+    sessions: list[SessionDetail]
+
+
+class IntegrateResult(SessionDetail, kw_only=True):
+    """integrate and continue: the session after landing."""
+    note: str | None = None   # MCP only: a landing that changed .para/config.json says what that means
+
+
+class IntegrateDryRun(Result, kw_only=True):
+    dry_run: bool
+    session: str
+    target: str
+    strategy: str
+    target_commit: str | None
+    includes_uncommitted: bool
+    clean: bool
+    conflicts: list[str]
+    hunks: dict[str, Any]
+    commits: list[Commit] | None = None
+    noop: bool | None = None
+    diffstat: str | None = None
+    error: str | None = None
+    note: str | None = None
+
+
+class ConflictForecast(Result, kw_only=True):
+    session: str
+    target: str
+    commit: str | None
+    includes_uncommitted: bool
+    clean: bool
+    files: list[str]
+    hunks: dict[str, Any]
+    unrelated: bool
+
+
+class ConflictPair(Result, kw_only=True):
+    a: str
+    b: str
+    files: list[str]
+    hunks: dict[str, Any]
+
+
+class UnrelatedPair(Result, kw_only=True):
+    a: str
+    b: str
+
+
+class ConflictsResult(Result, kw_only=True):
+    sessions: list[ConflictForecast]
+    pairs: list[ConflictPair]
+    unrelated: list[UnrelatedPair]
+    clean: bool
+
+
+class PlanResult(Result, kw_only=True):
+    """A plan dispatched: its steps, the first one started."""
+    plan: Plan
+
+
+class FailedTask(Result, kw_only=True):
+    task: str     # the task's name, file, or #<position>
+    code: str     # the error code's name
+    error: str
+
+
+class DispatchBatch(Result, kw_only=True):
+    """Several tasks dispatched in one call (`tasks`): each started or failed on its own."""
+    sessions: list[SessionDetail]
+    plans: list[Plan]          # tasks whose file is a directory of task files, each run as a plan
+    failed: list[FailedTask]
+
+
+class ReportResult(Result, kw_only=True):
+    session: str
+    report: Report | None
+
+
+class AgentEvidence(Result, kw_only=True):
+    profile: str
+    mode: str
+    pid: int | None
+    state: str     # running | exited | failed | lost | unknown
+    exit_code: int | None
+    started_at: float
+    ended_at: float | None
+    log: str | None
+    window: str | None
+    stops: list[dict[str, Any]]
+
+
+class Evidence(Result, kw_only=True):
+    """What a session's agent says (its report) next to what the sidecar sees."""
+    name: str
+    status: Status
+    task: str | None
+    report: Report | None
+    agent: AgentEvidence | None
+    ahead: int | None
+    diffstat: str | None
+    last_activity: float
+    stale: bool
+    plan: int | None
+    integration: IntegrationRecord | None
+
+
+class StatusResult(Result, kw_only=True):
+    repo: str
+    sessions: list[Evidence]
+    plans: list[Plan]
+
+
+class Event(Result, kw_only=True):
+    id: int
+    ts: float
+    session: str | None
+    kind: str
+    data: dict[str, Any]
+
+
+class WaitedSession(Result, kw_only=True):
+    status: Status
+    agent_exit_code: int | None
+    integration: IntegrationRecord | None
+
+
+class WaitResult(Result, kw_only=True):
+    changed: list[str]
+    timed_out: bool
+    sessions: dict[str, WaitedSession]
+    events: list[Event]
+    last_event: int   # give it back as `after_event` on the next wait
+
+
+class DiffResult(Result, kw_only=True):
+    session: str
+    base: str
+    commit: str
+    includes_uncommitted: bool
+    stat: str
+    truncated: bool | None = None   # absent with stat_only
+    patch: str | None = None
+
+
+class PlansResult(Result, kw_only=True):
+    plans: list[Plan]
+
+
+class CleanResult(Result, kw_only=True):
+    dry_run: bool
+    actions: list[dict[str, Any]]
+    kept: list[dict[str, Any]]
+
+
+class ConfigEntry(Result, kw_only=True):
+    value: Any
+    source: str
+    approved: bool | None = None
+
+
+class ConfigShow(Result, kw_only=True):
+    paths: dict[str, str]
+    values: dict[str, ConfigEntry]
+    env: dict[str, str]
+    descriptions: dict[str, str]
+
+
+class ConfigValue(ConfigEntry, kw_only=True):
+    key: str
+
+
+class ConfigSet(Result, kw_only=True):
+    key: str
+    value: Any
+    scope: str
+    path: str
+
+
+class ConfigPaths(Result, kw_only=True):
+    paths: dict[str, str]
+
+
+class EventsResult(Result, kw_only=True):
+    events: list[Event]
+
+
+class TrustResult(Result, kw_only=True):
+    repo: str
+    file: str
+    exists: bool
+    sha256: str | None
+    commands: list[dict[str, Any]]   # {key, argv} (and the profile) of each project command
+    settings: list[dict[str, Any]]   # the project file's other settings that need approval too
+    refused: list[dict[str, Any]]
+    approved: bool
+    approval: dict[str, Any] | None
+    store: str
+    action: str
+
+
+class HelloResult(Result, kw_only=True):
+    name: str
+    version: str
+    protocol: int
+    pid: int
+    started_at: float
+    repos: list[str]
+    busy: int
+
+
+# ---- the connection level and the sidecar's side of the wire ------------------------------
+# Answered or sent by the transports, not the service; declared here so that the bindings and
+# docs/protocol.md are generated from one place (tests/test_gen.py checks them on the wire).
+
+
+class SubscribeResult(Result, kw_only=True):
+    """`para/subscribe` and `para/unsubscribe`: whether this connection gets notifications."""
+    subscribed: bool
+    editor: bool | None = None   # (para/unsubscribe answers `subscribed: false` alone)
+
+
+class ShutdownResult(Result, kw_only=True):
+    stopping: bool
+
+
+class SessionsChanged(Result, kw_only=True):
+    """`para/sessionsChanged`: something about these sessions changed; refresh."""
+    repo: str
+    sessions: list[str]   # the session concerned, or [] for repository-wide events
+    kind: str
+
+
+class RunInTerminalParams(Result, kw_only=True):
+    """`para/runInTerminal`: run `argv` as is (no shell) in `worktree`, with `env` added."""
+    session: str
+    worktree: str
+    title: str
+    argv: list[str]
+    env: dict[str, str]
+
+
+class RunInTerminalResult(Result, kw_only=True):
+    """An editor's answer: `ok` with the pid of the process it started, or not `ok`."""
+    ok: bool
+    pid: int | None = None

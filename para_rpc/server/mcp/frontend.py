@@ -1,0 +1,120 @@
+"""The MCP frontend of one sidecar: its `MCPServer`, the calls into the service, events
+turned into resource updates, and serving one connection."""
+
+import asyncio
+import json
+import logging
+import os
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.stdio import stdio_server
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+
+from para_rpc import __version__
+from para_rpc.errors import ParaError
+from para_rpc.model import DomainEvent
+from para_rpc.server.mcp import resources, tools
+from para_rpc.server.mcp.guide import GUIDE
+from para_rpc.server.mcp.hints import tool_error
+from para_rpc.server.mcp.http import BearerGate
+from para_rpc.server.mcp.streams import PEER, Lines, Out, Peer
+from para_rpc.service import Service
+from para_rpc.service.invoke import invoke
+
+log = logging.getLogger("para.mcp")
+
+
+class McpFrontend:
+    """The MCP server of one sidecar, bound to its Service."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.bus = InMemorySubscriptionBus()
+        self.server = MCPServer(
+            "para", version=__version__, title="para",
+            description="Parallel AI agents in git worktrees, coordinated by one sidecar.",
+            instructions=GUIDE, subscriptions=self.bus)
+        self._init_options = self.server._lowlevel_server.create_initialization_options()
+        tools.register(self)
+        resources.register(self)
+
+    # -- events from the Service (called on the loop by Service.emit, through its publish port)
+
+    def publish(self, event: DomainEvent) -> None:
+        """A domain event, as MCP clients see it: resource updates of the sessions it touches."""
+        uris = ["para://sessions"] + ([f"para://session/{event.session}"] if event.session else [])
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.create_task(self._publish(uris))
+
+    async def _publish(self, uris: list[str]) -> None:
+        for uri in uris:
+            try:
+                await self.bus.publish(ResourceUpdated(uri=uri))
+            except Exception:  # a listener that went away must not break the emitter
+                log.exception("resource update for %s failed", uri)
+
+    # -- calling the service
+
+    def cwd(self, repo: object) -> str:
+        peer = PEER.get()
+        if repo is not None:
+            if not isinstance(repo, str) or not repo or "\0" in repo:
+                raise ToolError("invalid_input: repo must be a path")
+            path = os.path.expanduser(repo)
+            if not os.path.isabs(path):
+                if peer is None or not peer.cwd:
+                    raise ToolError("invalid_input: repo must be an absolute path on this connection")
+                path = os.path.join(peer.cwd, path)
+            return os.path.normpath(path)
+        if peer is None or not peer.cwd:
+            raise ToolError("invalid_input: this connection has no default repository; pass repo=<absolute path>")
+        return peer.cwd
+
+    async def call(self, method: str, repo: str | None, **params: Any) -> Any:
+        peer = PEER.get()
+        data = {"cwd": self.cwd(repo), "env": dict(peer.env) if peer else {},
+                **{k: v for k, v in params.items() if v is not None}}
+        try:
+            return await invoke(self.service, method, data)
+        except ParaError as e:
+            raise tool_error(e) from None
+
+    # -- serving a connection
+
+    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = await reader.readline()
+        if not first:
+            return
+        peer, pushback = Peer(), None
+        try:
+            hello = json.loads(first)
+        except ValueError:
+            hello = None
+        if isinstance(hello, dict) and hello.get("para_mcp"):
+            cwd = hello.get("cwd")
+            if isinstance(cwd, str) and os.path.isabs(cwd) and "\0" not in cwd:
+                peer.cwd = cwd
+            env = hello.get("env")
+            if isinstance(env, dict):
+                peer.env = {k: v for k, v in env.items()
+                            if isinstance(k, str) and isinstance(v, str) and k.startswith("PARA_")}
+            peer.client = str(hello.get("client", "para mcp"))[:100]
+        else:
+            pushback = first  # a client speaking MCP directly, without the bridge's preamble
+        token = PEER.set(peer)
+        try:
+            # Lines and Out are the part of anyio's AsyncFile that stdio_server uses (readline, write, flush)
+            async with stdio_server(stdin=Lines(reader, pushback), stdout=Out(writer)) as (rs, ws):  # type: ignore[arg-type]
+                await self.server._lowlevel_server.run(rs, ws, self._init_options)
+        finally:
+            PEER.reset(token)
+
+    # -- streamable HTTP (optional, loopback, bearer token)
+
+    def http_app(self, token: str, host: str) -> Any:
+        return BearerGate(self.server.streamable_http_app(host=host), token)

@@ -1,0 +1,373 @@
+"""The MCP tools, declared at module level: each is one call of its service method.
+
+`@tool(...)` adds a function to `TOOLS` (name, title, hints, description, the result
+Structs); `register(fe)` adds them all to a frontend's server, the frontend bound as the
+first argument. The outputSchema of each is the JSON schema of its Structs in results.py
+(plus the shapes only MCP has, below); the result goes out as the service built it.
+"""
+
+import asyncio
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field
+
+from para_rpc import results
+from para_rpc.model import Plan
+from para_rpc.server.mcp.guide import describe
+
+if TYPE_CHECKING:
+    from para_rpc.server.mcp.frontend import McpFrontend
+
+WAIT_PROGRESS_SECONDS = 1.0
+
+
+# ---- structured results (what outputSchema promises) ---------------------------------
+# The output schemas are the JSON schemas of the Structs in results.py (the same that declare
+# the JSON-RPC results), plus the two shapes only MCP has: para_dispatch's summary and the
+# `note` para_integrate adds. The SDK's client validates every structured result against them.
+
+class McpFailedTask(results.Result, kw_only=True):
+    task: str
+    error: str    # `<code>: <message>`, as a tool error reads
+
+
+class McpDispatchOut(results.Result, kw_only=True):
+    sessions: list[results.SessionDetail]
+    plan: Plan | None
+    failed: list[McpFailedTask]
+    next: str     # what to call next
+
+
+def output_schema(*types: type) -> dict[str, Any]:
+    """The outputSchema of a tool returning one of `types` (an object at the root, as MCP wants)."""
+    refs, defs = msgspec.json.schema_components(types, ref_template="#/$defs/{name}")
+    if len(types) == 1:
+        root = dict(defs.pop(types[0].__name__))
+    else:
+        root = {"type": "object", "anyOf": list(refs)}
+    if defs:
+        root["$defs"] = defs
+    return root
+
+
+class TaskSpec(BaseModel):
+    """One task of a multi-task dispatch."""
+
+    model_config = ConfigDict(extra="forbid")
+    session: str | None = Field(None, description="Session name (default: from the task file name, else a friendly one).")
+    task: str | None = Field(None, description="The task text, inline.")
+    file: str | None = Field(None, description="A task file (relative to the repository or in its tasks/).")
+
+
+# ---- argument types ------------------------------------------------------------------
+
+Repo = Annotated[str | None, Field(description="Path of the git repository (or one of its worktrees). "
+                                   "Default: the directory the MCP client was started in.")]
+SessionReq = Annotated[str, Field(description="Session name (see para_list).")]
+SessionOpt = Annotated[str | None, Field(description="Session name (default: the session whose worktree is the "
+                                         "client's directory).")]
+
+READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+
+
+def _ann(*, destructive: bool, idempotent: bool = False, open_world: bool = False) -> ToolAnnotations:
+    return ToolAnnotations(read_only_hint=False, destructive_hint=destructive, idempotent_hint=idempotent,
+                           open_world_hint=open_world)
+
+
+# ---- the table -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ToolSpec:
+    fn: Callable[..., Any]
+    name: str
+    title: str
+    annotations: ToolAnnotations
+    description: str
+    out: tuple[type, ...]
+
+
+TOOLS: list[ToolSpec] = []
+
+
+def tool(name: str, title: str, annotations: ToolAnnotations, description: str, *out: type):
+    def deco(fn):
+        TOOLS.append(ToolSpec(fn, name, title, annotations, description, out))
+        return fn
+    return deco
+
+
+def json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=str)
+
+
+def _bound(spec: ToolSpec, fe: "McpFrontend") -> Callable[..., Any]:
+    """`spec.fn` with the frontend bound, as the SDK sees a tool: the signature without `fe`
+    (the arguments' input schema comes from it), the result as structured content."""
+    sig = inspect.signature(spec.fn)
+
+    async def call(*args: Any, **kwargs: Any) -> CallToolResult:
+        r = await spec.fn(fe, *args, **kwargs)
+        return CallToolResult(content=[TextContent(type="text", text=json_text(r))], structured_content=r)
+
+    call.__name__, call.__doc__, call.__module__ = spec.fn.__name__, spec.fn.__doc__, spec.fn.__module__
+    call.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:],  # type: ignore[attr-defined]  (inspect reads __signature__)
+                                     return_annotation=CallToolResult)
+    call.__annotations__ = {k: v for k, v in spec.fn.__annotations__.items() if k not in ("fe", "return")}
+    return call
+
+
+def register(fe: "McpFrontend") -> None:
+    srv = fe.server
+    for spec in TOOLS:
+        srv.add_tool(_bound(spec, fe), name=spec.name, title=spec.title, description=spec.description,
+                     annotations=spec.annotations, structured_output=False)
+        srv._tool_manager.get_tool(spec.name).fn_metadata.output_schema = output_schema(*spec.out)
+
+
+# ---- the tools -----------------------------------------------------------------------------
+
+@tool("para_dispatch", "Dispatch tasks to agents", _ann(destructive=False, open_world=True), describe(
+    "PRIMARY TOOL. Start one session per task (branch + worktree) with an agent working on it. Give "
+    "exactly one of: task (inline text), file (a task file, or a directory of TASK_<n>_<slug>.md files "
+    "run as a plan), files (task files run as a plan), tasks (several independent tasks at once). "
+    "The result lists the sessions started and, for a plan, its steps.",
+    "split", "tasks", "dispatch", "follow", "conflicts"), McpDispatchOut)
+async def para_dispatch(
+    fe: "McpFrontend",
+    session: Annotated[str | None, Field(description="Session name for a single task (default: from the task "
+                                         "file name, else a friendly adjective_noun).")] = None,
+    task: Annotated[str | None, Field(description="The task, inline. Say what to achieve and which files it "
+                                      "owns; end with: When done: para integrate \"<summary>\".")] = None,
+    file: Annotated[str | None, Field(description="A task file (relative paths are looked up in the repository "
+                                      "and its tasks/ directory), or a directory of TASK_<n>_<slug>.md files "
+                                      "to run as a plan, e.g. \"tasks\".")] = None,
+    files: Annotated[list[str] | None, Field(description="Task files named TASK_<n>_<slug>.md to run as one "
+                                             "plan (same number = parallel).")] = None,
+    tasks: Annotated[list[TaskSpec] | None, Field(description="Several independent tasks, each with task or "
+                                                  "file and an optional session name; all start now.")] = None,
+    agent: Annotated[str | None, Field(description="Launcher profile: claude, codex, gemini, aider, opencode, "
+                                       "scripted, or a configured one (default: config agent.default).")] = None,
+    skip_permissions: Annotated[bool, Field(description="Let the agent act without asking for permission "
+                                            "(its profile's flag, e.g. --dangerously-skip-permissions).")] = False,
+    mode: Annotated[Literal["auto", "headless", "tmux", "editor"] | None,
+                    Field(description="Where the agent runs (default: config agent.mode).")] = None,
+    base: Annotated[str | None, Field(description="Branch to fork from (default: the base branch).")] = None,
+    repo: Repo = None,
+) -> dict[str, Any]:
+    given = [n for n, v in (("task", task), ("file", file), ("files", files), ("tasks", tasks)) if v]
+    if len(given) != 1:
+        raise ToolError("invalid_input: give exactly one of task, file, files or tasks"
+                        + (f" (got {', '.join(given)})" if given else ""))
+    if files and session is not None:
+        raise ToolError("invalid_input: a plan names its sessions after its task files; drop session")
+    specs = [{"name": t.session, "prompt": t.task, "file": t.file} for t in tasks or []]
+    r = await fe.call("para/dispatch", repo, name=session if not tasks else None, prompt=task, file=file,
+                      files=files, tasks=specs or None, agent=agent, skip_permissions=skip_permissions,
+                      mode=mode, base=base)
+    out: dict[str, Any] = {"sessions": [], "plan": None, "failed": [], "next": ""}
+    if "failed" in r:  # several tasks
+        out["sessions"] = r["sessions"]
+        out["plan"] = r["plans"][-1] if r["plans"] else None
+        out["failed"] = [{"task": f["task"], "error": f"{f['code']}: {f['error']}"} for f in r["failed"]]
+    elif "plan" in r and "name" not in r:
+        out["plan"] = r["plan"]
+    else:
+        out["sessions"].append(r)
+    names = [s["name"] for s in out["sessions"]] or [
+        t["name"] for t in (out["plan"] or {}).get("steps", [{}])[0].get("tasks", [])]
+    out["next"] = (f"Call para_wait(sessions={names}) to follow them (pass last_event back as after_event); "
+                   "the agents integrate their own work.")
+    return out
+
+# -- session lifecycle
+
+@tool("para_list", "List sessions", READ,
+      "Sessions of the repository with their state (active, dirty, review, integrating, conflicted, "
+      "integrated, cancelled, missing) and branch, worktree and agent. For waiting on changes use para_wait, "
+      "not repeated para_list calls.", results.ListResult)
+async def para_list(
+    fe: "McpFrontend",
+    all: Annotated[bool, Field(description="Include integrated and cancelled sessions (history).")] = False,
+    repo: Repo = None,
+) -> dict[str, Any]:
+    return await fe.call("para/list", repo, all=all)
+
+@tool("para_start", "Start a session without an agent", _ann(destructive=False),
+      "Create a session (branch para/<name> and its worktree under .para/worktrees/) forked from the base "
+      "branch, without an agent: for work you do yourself or with the user. To hand a task to an agent use "
+      "para_dispatch.", results.SessionDetail)
+async def para_start(
+    fe: "McpFrontend",
+    session: Annotated[str | None, Field(description="Session name (default: a friendly adjective_noun).")] = None,
+    base: Annotated[str | None, Field(description="Branch to fork from.")] = None,
+    repo: Repo = None,
+) -> dict[str, Any]:
+    return await fe.call("para/start", repo, name=session, base=base)
+
+@tool("para_finish", "Finish a session for review", _ann(destructive=True),
+      "Commit everything in the session, squash it onto its fork point (configurable), remove the worktree "
+      "and keep the branch for review. Nothing lands on the base branch; para_integrate does that.", results.SessionDetail)
+async def para_finish(
+    fe: "McpFrontend",
+    message: Annotated[str, Field(description="Commit message.")],
+    session: SessionOpt = None,
+    branch: Annotated[str | None, Field(description="Rename the branch for review.")] = None,
+    squash: Annotated[bool | None, Field(description="Squash into one commit (default: config finish.squash).")] = None,
+    repo: Repo = None,
+) -> dict[str, Any]:
+    return await fe.call("para/finish", repo, session=session, message=message, branch=branch, squash=squash)
+
+@tool("para_integrate", "Land a session on its target", _ann(destructive=True), describe(
+    "Land the session's work (uncommitted changes are committed first) on its target branch (default: the "
+    "branch it forked from), then remove its worktree and branch (a backup ref keeps the tip). Agents "
+    "normally do this themselves with `para integrate`. dry_run=true predicts the result and changes "
+    "nothing. On a conflict the result is an error naming the files.", "conflicts"), results.IntegrateResult, results.IntegrateDryRun)
+async def para_integrate(
+    fe: "McpFrontend",
+    session: SessionOpt = None,
+    message: Annotated[str | None, Field(description="Commit message (squash and merge strategies).")] = None,
+    strategy: Annotated[Literal["squash", "merge", "rebase", "ff"] | None,
+                        Field(description="How to land (default: config integrate.strategy).")] = None,
+    target: Annotated[str | None, Field(description="Branch to land on (default: the session's base).")] = None,
+    dry_run: Annotated[bool, Field(description="Only predict: clean or conflicting files.")] = False,
+    repo: Repo = None,
+) -> dict[str, Any]:
+    out = await fe.call("para/integrate", repo, session=session, message=message, strategy=strategy,
+                        target=target, dry_run=dry_run)
+    if (out.get("integration") or {}).get("config_changed"):
+        out["note"] = ("This integration changed .para/config.json; commands in it (integrate.check, agent "
+                       "profiles) run only after the user approves them with `para trust`. Tell the user.")
+    return out
+
+@tool("para_continue", "Complete a paused integration", _ann(destructive=True), describe(
+    "After the conflicts of a paused (conflicted) session have been resolved in its worktree, complete "
+    "its integration: the resolution is committed and the session lands on its target. Conflicts without "
+    "text markers (binary, deleted, renamed, submodule) count as resolved only once a choice is staged "
+    "there (git add / git rm); force=true stages everything as it is.", "conflicts"), results.IntegrateResult)
+async def para_continue(
+    fe: "McpFrontend",
+    session: SessionReq,
+    force: Annotated[bool, Field(description="Stage everything as it is, even conflicts nobody resolved "
+                                 "(marker-like lines left, binary/deleted/renamed paths not staged).")] = False,
+    repo: Repo = None,
+) -> dict[str, Any]:
+    return await fe.call("para/continue", repo, session=session, force=force)
+
+@tool("para_abort", "Abort a paused integration", _ann(destructive=True),
+      "Give up a paused integration: the session goes back exactly to its pre-integration commit and "
+      "becomes active again (a resolution in progress is saved under refs/para/backup/).", results.SessionDetail)
+async def para_abort(fe: "McpFrontend", session: SessionReq, repo: Repo = None) -> dict[str, Any]:
+    return await fe.call("para/abort", repo, session=session)
+
+@tool("para_cancel", "Cancel a session", _ann(destructive=True),
+      "Stop a session: its uncommitted work is committed onto its branch, the branch is archived under "
+      "para/archived/, the worktree is removed. para_recover brings it back. Never cancel a session whose "
+      "agent is still working unless the user asked for it.", results.SessionDetail)
+async def para_cancel(
+    fe: "McpFrontend",
+    session: SessionReq,
+    discard: Annotated[bool, Field(description="Do not commit uncommitted work (a backup ref still keeps a "
+                                   "snapshot).")] = False,
+    repo: Repo = None,
+) -> dict[str, Any]:
+    return await fe.call("para/cancel", repo, session=session, discard=discard)
+
+@tool("para_recover", "Recover a cancelled session", _ann(destructive=False),
+      "Bring a cancelled session back: its archived branch becomes para/<name> again with a fresh worktree.", results.SessionDetail)
+async def para_recover(fe: "McpFrontend", session: SessionReq, repo: Repo = None) -> dict[str, Any]:
+    return await fe.call("para/recover", repo, session=session)
+
+@tool("para_resume", "Resume a session", _ann(destructive=False, idempotent=True),
+      "Make sure the session's worktree exists (recreating it from the branch if it was deleted) and "
+      "return its path.", results.SessionDetail)
+async def para_resume(fe: "McpFrontend", session: SessionReq, repo: Repo = None) -> dict[str, Any]:
+    return await fe.call("para/resume", repo, session=session)
+
+# -- observing
+
+@tool("para_status", "Evidence per session", READ, describe(
+    "What each session's agent last reported (`para status`: task, tests, todos, blocked) next to what "
+    "the sidecar sees itself: agent process state and exit code, commits ahead, diffstat, last activity, "
+    "stale flag, and the running plans.", "follow"), results.StatusResult)
+async def para_status(
+    fe: "McpFrontend",
+    session: Annotated[str | None, Field(description="One session (default: all live sessions).")] = None,
+    repo: Repo = None,
+) -> dict[str, Any]:
+    return await fe.call("para/status", repo, session=session, all=session is None)
+
+@tool("para_wait", "Wait for a session to change", READ, describe(
+    "Block until one of the named sessions (all live ones if none named) changes state, or timeout "
+    "seconds pass. Reports progress while waiting. Returns which sessions changed, their status, the "
+    "events seen and last_event.", "follow"), results.WaitResult)
+async def para_wait(
+    fe: "McpFrontend",
+    ctx: Context,
+    sessions: Annotated[list[str], Field(description="Session names to watch (default: every live session).")] = [],  # noqa: B006 (pydantic copies the default)
+    timeout: Annotated[float, Field(description="Seconds to wait at most (0-3600).", ge=0, le=3600)] = 60.0,
+    after_event: Annotated[int | None, Field(description="The last_event of your previous para_wait: changes "
+                                             "since then count too, so nothing is missed.", ge=0, le=2**63 - 1)] = None,
+    repo: Repo = None,
+) -> dict[str, Any]:
+    return await _wait(fe, ctx, sessions, timeout, after_event, repo)
+
+@tool("para_conflicts", "Forecast conflicts", READ, describe(
+    "Forecast collisions before anything lands: every active session (uncommitted work included) against "
+    "its target and against each other session, with the files and line ranges.", "conflicts"), results.ConflictsResult)
+async def para_conflicts(
+    fe: "McpFrontend",
+    target: Annotated[str | None, Field(description="Forecast against this branch instead of each session's "
+                                        "base.")] = None,
+    repo: Repo = None,
+) -> dict[str, Any]:
+    return await fe.call("para/conflicts", repo, target=target)
+
+@tool("para_diff", "Show a session's changes", READ,
+      "The session's changes against its fork point (uncommitted work included): a diffstat and the patch "
+      "(truncated at max_bytes).", results.DiffResult)
+async def para_diff(
+    fe: "McpFrontend",
+    session: SessionReq,
+    stat_only: Annotated[bool, Field(description="Only the diffstat.")] = False,
+    max_bytes: Annotated[int, Field(description="Truncate the patch after this many bytes.", ge=1000,
+                                    le=5_000_000)] = 200_000,
+    repo: Repo = None,
+) -> dict[str, Any]:
+    return await fe.call("para/diff", repo, session=session, stat_only=stat_only, max_bytes=max_bytes)
+
+@tool("para_config_show", "Show configuration", READ,
+      "Every configuration key with its effective value and where it came from (default, user file, "
+      "project file .para/config.json, PARA_* environment), the file paths and what each key means.", results.ConfigShow)
+async def para_config_show(fe: "McpFrontend", repo: Repo = None) -> dict[str, Any]:
+    return await fe.call("para/config", repo, action="show")
+
+
+async def _wait(fe: "McpFrontend", ctx: Context, sessions: list[str], timeout: float, after_event: int | None,
+                repo: str | None) -> dict[str, Any]:
+    """One `para/wait`; while it blocks, MCP progress notifications say it is still waiting."""
+    what = f"waiting for {', '.join(sessions) or 'any session'}"
+    await ctx.report_progress(0, timeout, what)
+    call = asyncio.ensure_future(fe.call("para/wait", repo, sessions=sessions, timeout=timeout,
+                                         after_event=after_event))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        while not call.done():
+            done, _ = await asyncio.wait({call}, timeout=WAIT_PROGRESS_SECONDS)
+            if not done:
+                await ctx.report_progress(min(timeout, loop.time() - started), timeout, what)
+        out = call.result()
+    finally:
+        call.cancel()
+    changed = out["changed"]
+    await ctx.report_progress(timeout, timeout, "changed: " + ", ".join(changed) if changed else "timed out")
+    return out

@@ -1,0 +1,70 @@
+"""The one call path from a transport into the service.
+
+Every front end (JSON-RPC connections, `workspace/executeCommand`, MCP tools) calls
+`invoke(service, method, params)`: the params are converted into the method's Struct
+(unknown keys and wrong types refused: `BadParams`), a mutating operation runs shielded,
+so a client that disconnects or cancels never abandons it half way, a mutating method
+counts as work in flight while it runs (the sidecar waits for those before it exits), an
+error about one session names it, and anything unexpected becomes the `internal` error with
+its traceback in the log. Transports keep only the mapping of `ParaError` to their wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+
+from para_rpc.errors import Code, ParaError
+from para_rpc.methods import METHODS
+
+log = logging.getLogger("para.service")
+
+
+class BadParams(ParaError):
+    """The params do not fit the method's Struct (JSON-RPC answers -32602)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Code.invalid_input, message)
+
+
+def convert(method: str, params: Any) -> Any:
+    """The params of `method` as its Struct; BadParams naming what is wrong."""
+    m = METHODS[method]
+    try:
+        return msgspec.convert(params if params is not None else {}, m.params)
+    except msgspec.ValidationError as e:
+        raise BadParams(f"{method}: {e}") from None
+
+
+async def invoke(service: Any, method: str, params: Any) -> Any:
+    """Run `method` with raw (decoded JSON) params; the result as plain data, or a ParaError."""
+    p = convert(method, params)
+    m = METHODS[method]
+    fn = getattr(service, m.attr)
+
+    async def run() -> Any:
+        if m.mutates:
+            service.busy += 1
+        try:
+            return await fn(p)
+        finally:
+            if m.mutates:
+                service.busy -= 1
+
+    try:
+        # Only a mutation is shielded: a read (a long `wait`) ends with the client that asked.
+        return await (asyncio.shield(run()) if m.mutates else run())
+    except ParaError as e:
+        if hasattr(p, "session") and "session" not in e.data:
+            # An error about one session names it, also when the client gave only its cwd.
+            name = p.session or service.session_name_at(p.cwd)
+            if name:
+                e.data["session"] = name
+        raise
+    except Exception as e:
+        log.exception("%s failed", method)
+        raise ParaError(Code.internal, f"{method} failed unexpectedly: {e.__class__.__name__}: {e}; "
+                        "see the sidecar log") from None

@@ -1,0 +1,32 @@
+"""What the service needs from the outside, handed in through its constructor.
+
+The service publishes domain events (a typed `DomainEvent`; it never names a wire method:
+each transport decides what an event becomes, `para/event` and `para/sessionsChanged` for
+JSON-RPC subscribers, resource updates for MCP clients), asks whether an editor that can
+run agents is connected, and asks one to run an agent in a terminal. A sidecar wires these
+to its transports; a test or a library user passes its own, or nothing (then events go
+nowhere and there is no editor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from para_rpc.model import DomainEvent
+
+
+async def _no_editor(request: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+    return None
+
+
+@dataclass
+class Ports:
+    # Every event, once it is stored; called on the event loop, must not block.
+    publish: Callable[[DomainEvent], None] = field(default=lambda event: None)
+    # Whether an editor that runs agents in its terminals is connected.
+    editor_available: Callable[[], bool] = field(default=lambda: False)
+    # Ask an editor to run an agent (`{session, worktree, title, argv, env}`) within `timeout`
+    # seconds; its answer (`{ok, pid?}`), or None when no editor did.
+    run_in_editor: Callable[[dict[str, Any], float], Awaitable[dict[str, Any] | None]] = _no_editor
