@@ -7,6 +7,7 @@ else `/tmp/para-<uid>`. The lock and log files sit next to the socket.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -87,19 +88,37 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+def _open_own(path: str | os.PathLike[str], flags: int) -> int:
+    """Open a file para writes inside a repository (prompts, logs, the agent's instruction
+    file), never through a symlink: a repository can commit `.para/prompts/<name>.md` or
+    `.para-agent.md` as a link to the user's ~/.bashrc, and the text written is the task."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ParaError(Code.invalid_input, f"{os.fspath(path)} is a symlink (a repository may have planted it "
+                            f"to make para write into {os.path.realpath(path)}); para does not write through it. "
+                            "Remove it and try again", path=os.fspath(path)) from None
+        raise
+
+
 def write_private(path: str | os.PathLike[str], text: str) -> None:
     """Write a file only the user can read (prompts, logs, tokens), whatever the umask;
-    one that already exists is tightened too."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    one that already exists is tightened too; never through a symlink."""
+    fd = _open_own(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         os.fchmod(fd, 0o600)
         f.write(text)
 
 
 def create_private(path: str | os.PathLike[str]) -> None:
-    """Make sure `path` exists and only the user can read it (a log others append to)."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-    os.chmod(path, 0o600)
+    """Make sure `path` exists and only the user can read it (a log others append to);
+    never through a symlink."""
+    fd = _open_own(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),

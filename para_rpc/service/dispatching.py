@@ -225,8 +225,8 @@ class Dispatching(ServiceCore):
             prompt_file = os.path.join(repo.root, ".para", "prompts", f"{s.name}.md")
             os.makedirs(os.path.dirname(prompt_file), mode=0o700, exist_ok=True)
             runtime.write_private(prompt_file, prompt)
-            Path(s.worktree, agents.INSTRUCTION_FILE).write_text(
-                agents.instruction_text(s.name, cfg["agent.workflow"]), encoding="utf-8")
+            runtime.write_private(os.path.join(s.worktree, agents.INSTRUCTION_FILE),
+                                  agents.instruction_text(s.name, cfg["agent.workflow"]))
             argv = agents.render(argv_t, {"prompt": prompt, "prompt_file": prompt_file,
                                           "worktree": s.worktree, "session": s.name})
             s.task = source if source != "prompt" else prompt.strip().splitlines()[0][:200]
