@@ -257,3 +257,24 @@ def test_a_mount_inside_the_worktree_is_refused_and_what_it_shows_is_not_deleted
         subprocess.run(["umount", str(path / "m")], capture_output=True)
     para("cancel", "mt")
     assert (outside / "keep.txt").exists() and not path.exists() and os.path.isdir(outside)
+
+
+@pytest.mark.parametrize("verb", ["cancel", "integrate"])
+def test_a_shell_still_in_the_worktree_is_named_when_the_worktree_goes(sidecar, para, para_json, repo, verb):
+    """A shell (here a `sleep`) whose current directory is in the worktree does not stop the
+    removal on Linux, but it is left in a deleted directory, and whatever it writes there is
+    lost: the result says which process, and the human output prints it."""
+    import subprocess
+    para("start", "sh1")
+    path = wt(repo, "sh1")
+    commit_file(path, "f.txt", "f\n", "work")
+    shell = subprocess.Popen(["sleep", "300"], cwd=path / ".")
+    try:
+        args = ["cancel", "sh1"] if verb == "cancel" else ["integrate", "--session", "sh1"]
+        out = para(*args).stdout
+        line = f"warning: process {shell.pid} (sleep) has its current directory in {path}, which was removed"
+        assert line in out, out
+        assert not path.exists() and sessions(repo)["sh1"]["pending_op"] is None
+    finally:
+        shell.kill()
+        shell.wait()

@@ -617,6 +617,19 @@ class ServiceCore:
                 s.notes.append(note)
         return backups
 
+    async def _busy_warnings(self, s: Session) -> list[str]:
+        """Processes other than the session's agent with their current directory in its
+        worktree, which is about to be removed: they are left in a deleted directory."""
+        exclude = {os.getpid()}
+        run = s.agent
+        if run is not None and run.pid and run.exit_file:
+            exclude |= set((await asyncio.to_thread(agents.run_processes, run.pid, run.exit_file,
+                                                    run.started_at))[1])
+        exclude |= agents.ancestors(caller_pid.get())
+        held = await asyncio.to_thread(agents.cwd_holders, s.worktree, exclude)
+        return [f"process {pid} ({name}) has its current directory in {s.worktree}, which was removed: it is now in "
+                "a deleted directory (`cd` out of it; files it writes there are lost)" for pid, name in sorted(held.items())]
+
     @staticmethod
     def _frozen_warnings(frozen: list[int], stopped: bool) -> list[str]:
         if not frozen:
