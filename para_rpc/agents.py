@@ -596,3 +596,23 @@ def thaw_run(stopped: dict[int, int], terminate: bool = False) -> None:
             if terminate:
                 os.kill(p, signal.SIGTERM)
             os.kill(p, signal.SIGCONT)
+
+
+def cwd_holders(path: str, exclude: set[int]) -> dict[int, str]:
+    """{pid: command name} of the processes (not in `exclude`) whose current directory is
+    `path` or below it: a shell or an editor still in a worktree about to be removed.
+    Blocking: call it from a worker thread."""
+    top = os.path.realpath(path)
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude:
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            with open(f"/proc/{entry}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if cwd == top or cwd.startswith(top + os.sep):
+            found[int(entry)] = name
+    return found

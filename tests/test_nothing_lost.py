@@ -226,3 +226,55 @@ def test_results_say_what_para_saved_and_recover_lists_the_backups(sidecar, para
 def shutil_rmtree(p: Path) -> None:
     import shutil
     shutil.rmtree(p)
+
+
+# ---- a busy worktree (item 8) ------------------------------------------------------------------
+
+def test_a_mount_inside_the_worktree_is_refused_and_what_it_shows_is_not_deleted(sidecar, para, repo, tmp_path):
+    """`git worktree remove --force` descends into a bind mount inside the worktree, deletes
+    the files of the mounted directory (outside the repository), then fails on the busy mount
+    point, leaving a half-removed worktree. cancel, finish and integrate refuse it first."""
+    import os
+    import subprocess
+    para("start", "mt")
+    path = wt(repo, "mt")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not para's to delete\n")
+    (path / "m").mkdir()
+    (path / "work.txt").write_text("work\n")
+    res = subprocess.run(["mount", "--bind", str(outside), str(path / "m")], capture_output=True, text=True)
+    assert res.returncode == 0, f"this test needs to bind-mount (run as root): {res.stderr}"
+    try:
+        before = git("for-each-ref", cwd=repo)
+        for args in (["cancel", "mt"], ["finish", "m", "--session", "mt"], ["integrate", "--session", "mt"]):
+            assert_error(para(*args, check=False), Code.wrong_state, f"{path / 'm'} inside the worktree of 'mt'",
+                         "umount")
+        assert (outside / "keep.txt").read_text() == "not para's to delete\n"
+        assert git("for-each-ref", cwd=repo) == before and (path / "work.txt").exists()
+        assert sessions(repo)["mt"]["pending_op"] is None
+    finally:
+        subprocess.run(["umount", str(path / "m")], capture_output=True)
+    para("cancel", "mt")
+    assert (outside / "keep.txt").exists() and not path.exists() and os.path.isdir(outside)
+
+
+@pytest.mark.parametrize("verb", ["cancel", "integrate"])
+def test_a_shell_still_in_the_worktree_is_named_when_the_worktree_goes(sidecar, para, para_json, repo, verb):
+    """A shell (here a `sleep`) whose current directory is in the worktree does not stop the
+    removal on Linux, but it is left in a deleted directory, and whatever it writes there is
+    lost: the result says which process, and the human output prints it."""
+    import subprocess
+    para("start", "sh1")
+    path = wt(repo, "sh1")
+    commit_file(path, "f.txt", "f\n", "work")
+    shell = subprocess.Popen(["sleep", "300"], cwd=path / ".")
+    try:
+        args = ["cancel", "sh1"] if verb == "cancel" else ["integrate", "--session", "sh1"]
+        out = para(*args).stdout
+        line = f"warning: process {shell.pid} (sleep) has its current directory in {path}, which was removed"
+        assert line in out, out
+        assert not path.exists() and sessions(repo)["sh1"]["pending_op"] is None
+    finally:
+        shell.kill()
+        shell.wait()

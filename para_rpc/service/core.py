@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -93,6 +94,22 @@ def _canonical_cwd(repo: Repo, cwd: str) -> str:
     except OSError:
         return here
     return os.path.join(repo.root, *tail)
+
+
+def _mounts_under(path: str) -> list[str]:
+    """Mount points inside `path` (from /proc/self/mountinfo). `git worktree remove --force`
+    descends into a mount as into any directory, deletes the files of the filesystem mounted
+    there (a bind mount of a directory outside the repository included), then fails on the
+    busy mount point and leaves the worktree half removed."""
+    top = os.path.realpath(path)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            points = [line.split()[4] for line in f if len(line.split()) > 4]
+    except OSError:
+        return []
+    # mountinfo escapes blanks, tabs, newlines and backslashes as octal
+    decoded = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), p) for p in points]
+    return sorted({p for p in decoded if p.startswith(top + os.sep)})
 
 
 def _private_dir(path: Path) -> None:
@@ -483,6 +500,12 @@ class ServiceCore:
                                 f"of {s.name!r}; if the worktree was moved there, `git worktree repair {s.worktree}`, "
                                 "otherwise move the directory away", session=s.name, path=s.worktree)
             return None
+        mounts = _mounts_under(s.worktree)
+        if mounts:
+            raise ParaError(Code.wrong_state, f"{', '.join(mounts[:5])} inside the worktree of {s.name!r} "
+                            f"{'is a mount point' if len(mounts) == 1 else 'are mount points'}: removing the worktree "
+                            "would delete the files of what is mounted there; unmount it first (`umount "
+                            f"{mounts[0]}`), then try again", session=s.name, mounts=mounts)
         head = None if not wt.head or wt.head.strip("0") == "" else wt.head  # unborn: all zeros
         if (wt.branch and wt.branch != s.branch and head is not None and s.status is Status.active
                 and not await git.branch_exists(repo.root, s.branch)):
@@ -593,6 +616,19 @@ class ServiceCore:
             if refs and note not in s.notes:  # (a repair runs this again); kept for after a recover
                 s.notes.append(note)
         return backups
+
+    async def _busy_warnings(self, s: Session) -> list[str]:
+        """Processes other than the session's agent with their current directory in its
+        worktree, which is about to be removed: they are left in a deleted directory."""
+        exclude = {os.getpid()}
+        run = s.agent
+        if run is not None and run.pid and run.exit_file:
+            exclude |= set((await asyncio.to_thread(agents.run_processes, run.pid, run.exit_file,
+                                                    run.started_at))[1])
+        exclude |= agents.ancestors(caller_pid.get())
+        held = await asyncio.to_thread(agents.cwd_holders, s.worktree, exclude)
+        return [f"process {pid} ({name}) has its current directory in {s.worktree}, which was removed: it is now in "
+                "a deleted directory (`cd` out of it; files it writes there are lost)" for pid, name in sorted(held.items())]
 
     @staticmethod
     def _frozen_warnings(frozen: list[int], stopped: bool) -> list[str]:

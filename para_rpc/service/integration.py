@@ -194,6 +194,7 @@ class Integration(ServiceCore):
                 f = None
                 s.notes.append(f"worktree left in place: {e.message}")
             if f is not None:
+                warnings += await self._busy_warnings(s)
                 # The target has the work; anything else in the worktree (HEAD moved off the branch,
                 # submodule or nested repository content) is saved before the worktree goes.
                 backups = await self._save_worktree(repo, s, f, stamp)

@@ -198,6 +198,7 @@ class Sessions(ServiceCore):
             self._require(s, Status.active, "finish")
             async with self._agent_frozen(s) as frozen:
                 f = await self._save_or_refuse(repo, s, "finish")
+                busy = await self._busy_warnings(s) if f is not None else []
                 if f is None:
                     raise ParaError(Code.wrong_state, f"the worktree of {s.name!r} is missing; "
                                     f"`para resume {s.name}` recreates it from its branch", session=s.name)
@@ -225,7 +226,7 @@ class Sessions(ServiceCore):
         if backups:
             result["backups"] = backups
         result["warnings"] = ([f"the branch before the squash is kept under {pre_squash}"] if pre_squash else []) \
-            + self._backup_warnings(backups) + self._frozen_warnings(frozen, stopped=False)
+            + self._backup_warnings(backups) + self._frozen_warnings(frozen, stopped=False) + busy
         return result
 
     async def _undo_refused_finish(self, repo: Repo, s: Session) -> None:
@@ -298,6 +299,7 @@ class Sessions(ServiceCore):
             async with self._agent_frozen(s, stop_after=True) as frozen:
                 # A paused rebase detaches HEAD by design: saved, not refused.
                 f = await self._save_or_refuse(repo, s, "cancel", force=p.force or s.status is Status.conflicted)
+                busy = await self._busy_warnings(s) if f is not None else []
                 stamp = _utc_stamp()
                 archive = f"{cfg['branch_prefix']}/archived/{stamp}/{s.name}"
                 n = 2
@@ -321,7 +323,7 @@ class Sessions(ServiceCore):
         self._agent_session_ended(repo, s)
         result = self._known(repo, s, p.cwd, worktree=False)
         result["saved"], result["backups"] = saved, backups
-        result["warnings"] = self._backup_warnings(backups) + self._frozen_warnings(frozen, stopped=True)
+        result["warnings"] = self._backup_warnings(backups) + self._frozen_warnings(frozen, stopped=True) + busy
         if saved and saved.get("branch"):
             result["warnings"].insert(0, f"uncommitted work was committed as {saved['commit'][:10]} on {saved['branch']}")
         elif saved:
