@@ -625,7 +625,7 @@ class ServiceCore:
         if run is not None and run.pid and run.exit_file:
             exclude |= set((await asyncio.to_thread(agents.run_processes, run.pid, run.exit_file,
                                                     run.started_at))[1])
-        exclude |= agents.ancestors(caller_pid.get())
+        exclude |= agents.ancestors(trust.PEER_PID.get())
         held = await asyncio.to_thread(agents.cwd_holders, s.worktree, exclude)
         return [f"process {pid} ({name}) has its current directory in {s.worktree}, which was removed: it is now in "
                 "a deleted directory (`cd` out of it; files it writes there are lost)" for pid, name in sorted(held.items())]
