@@ -65,6 +65,15 @@ class SessionDetail(Result, kw_only=True):
     restored: str | None = None                # abort: the pre-integration commit
     saved: Any = None                          # abort, cancel: what was saved and where
     backups: list[dict[str, Any]] | None = None  # finish, cancel
+    # cancel, finish, integrate, continue, abort, recover: what para saved or left, in words
+    warnings: list[str] | None = None
+    backup_refs: list[BackupRef] | None = None   # recover: every backup kept for this name, newest first
+
+
+class BackupRef(Result, kw_only=True):
+    ref: str
+    commit: str
+    made_at: float | None   # from the stamp in the ref's name; None for a ref without one
 
 
 class ListResult(Result, kw_only=True):

@@ -65,6 +65,8 @@ export interface SessionDetail {
   restored?: string | null;
   saved?: unknown;
   backups?: Record<string, unknown>[] | null;
+  warnings?: string[] | null;
+  backup_refs?: BackupRef[] | null;
 }
 
 export interface ListParams extends RepoParams {
@@ -413,6 +415,12 @@ export interface Commit {
   subject: string;
   author?: string | null;
   time?: number | null;
+}
+
+export interface BackupRef {
+  ref: string;
+  commit: string;
+  made_at: number | null;
 }
 
 export interface ConflictForecast {

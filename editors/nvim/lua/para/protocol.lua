@@ -150,6 +150,8 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field restored string?
 ---@field saved any?
 ---@field backups table<string, any>[]?
+---@field warnings string[]?
+---@field backup_refs para.BackupRef[]?
 
 ---@class para.ListParams : para.RepoParams
 ---@field all boolean?
@@ -444,6 +446,11 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field subject string
 ---@field author string?
 ---@field time integer?
+
+---@class para.BackupRef
+---@field ref string
+---@field commit string
+---@field made_at number?
 
 ---@class para.ConflictForecast
 ---@field session string
