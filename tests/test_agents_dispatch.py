@@ -43,10 +43,11 @@ def test_headless_dispatch_runs_the_agent_in_its_worktree_and_its_work_lands(api
     prof = step_profile(f"env:{out}/env.json", "status:writing hello", "write:hello.txt=hello\n",
                         "print:agent says hi", "eprint:agent warns", "print:session={session} wt={worktree}",
                         "integrate:Add hello")
+    base = rev(repo, "main")  # read before: the agent may land before dispatch's answer is read
     r, _ = dispatch(repo, "hello", "-p", "Add a hello file", "--agent", "w", profiles={"w": prof})
     path = wt(repo, "hello")
     assert (r["name"], r["status"], r["branch"], r["worktree"]) == ("hello", "active", "para/hello", str(path))
-    assert r["base_branch"] == "main" and r["base_commit"] == rev(repo, "main")
+    assert r["base_branch"] == "main" and r["base_commit"] == base
     assert r["prompt_file"] == str(repo / ".para" / "prompts" / "hello.md")
     assert Path(r["prompt_file"]).read_text() == f"Add a hello file\n\n{FOOTER}\n"
 
