@@ -522,9 +522,10 @@ def test_cancelling_an_agent_spares_the_tmux_server_it_started_and_the_users_win
     # The user's own window in that server (their shell would run `para` there).
     commit_file(repo, ".para/config.json", json.dumps({"integrate": {"check": "true"}}), "project config")
     sha = trust_json(repo)[1]["sha256"]
+    # The shell creates the redirect's file before `para` writes to it: rename makes it whole.
     mine = tmux_cmd("new-session", "-d", "-s", "mine", "-c", str(repo), "-P", "-F", "#{pane_pid}",
                     f"sleep 600 & env -u PARA_SESSION -u PARA_WORKTREE {Path(PYTHON).with_name('para')} trust "
-                    f"--approve {sha} --json > {out}/approve.json; wait")
+                    f"--approve {sha} --json > {out}/approve.part; mv {out}/approve.part {out}/approve.json; wait")
     user_pane = int(mine.stdout.strip())
 
     run_para("cancel", "tm", cwd=repo)
