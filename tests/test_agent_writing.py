@@ -36,7 +36,7 @@ def writers(out: Path) -> Iterator[Path]:
 def writer_task(out: Path, name: str, finish: bool) -> str:
     loop = (f"i=0; while :; do i=$((i+1)); echo $i >> log.txt && echo $i >> {out}/{name}.mirror; done")
     text = (f"Write forever.\n\n```agent\n"
-            f"run sh -c '({loop}) & echo $! > {out}/{name}.pid'\n"
+            f"run sh -c '({loop}) & echo $! > {out}/{name}.tmp && mv {out}/{name}.tmp {out}/{name}.pid'\n"
             f"run sh -c 'while [ ! -s {out}/{name}.mirror ] || [ $(wc -l < {out}/{name}.mirror) -lt 200 ]; "
             f"do sleep 0.01; done'\n")
     if not finish:

@@ -468,12 +468,16 @@ class ServiceCore:
     # ---- the one guard before a session's worktree is committed or removed ----------------
 
     @contextlib.asynccontextmanager
-    async def _agent_frozen(self, s: Session, stop_after: bool = False) -> AsyncIterator[list[int]]:
+    async def _agent_frozen(self, s: Session) -> AsyncIterator[list[int]]:
         """While a session's worktree is saved and removed, its agent (if one still runs, or
         left processes behind) is frozen with SIGSTOP, so nothing it writes falls between the
-        save and the removal; the caller of the operation and its ancestors are spared. After,
-        the processes continue; after a cancel (`stop_after`) the usual stop follows at once.
-        Yields the frozen pids."""
+        save and the removal; the caller of the operation and its ancestors are spared.
+        Yields the frozen pids.
+
+        After, if the worktree is still there (the operation was refused), they continue.
+        If it is gone, SIGTERM goes in before SIGCONT: a process frozen between open() and
+        write() would otherwise finish that write into a file the removal already unlinked,
+        and what it wrote would be lost without a trace."""
         run = s.agent
         if run is None or run.settled or not run.pid or not run.exit_file:
             yield []
@@ -486,8 +490,7 @@ class ServiceCore:
             yield sorted(stopped)
         finally:
             if stopped:
-                # (no SIGTERM here: the stop that follows a cancel signals and records them all)
-                await asyncio.to_thread(agents.thaw_run, stopped)
+                await asyncio.to_thread(agents.thaw_run, stopped, not os.path.isdir(s.worktree))
 
     async def _worktree_facts(self, repo: Repo, s: Session) -> WorktreeFacts | None:
         """What the session's worktree holds besides its branch; None when it has none.
@@ -631,12 +634,13 @@ class ServiceCore:
                 "a deleted directory (`cd` out of it; files it writes there are lost)" for pid, name in sorted(held.items())]
 
     @staticmethod
-    def _frozen_warnings(frozen: list[int], stopped: bool) -> list[str]:
+    def _frozen_warnings(frozen: list[int], s: Session) -> list[str]:
+        """What `_agent_frozen` did, for a result's `warnings`."""
         if not frozen:
             return []
         return [f"the session's agent still ran: its {len(frozen)} process(es) (pid {', '.join(map(str, frozen))}) "
                 "were paused while the worktree was saved and removed, "
-                + ("then stopped" if stopped else "then resumed (they are stopped after agent.stop_grace)")]
+                + ("then resumed" if os.path.isdir(s.worktree) else "then stopped")]
 
     @staticmethod
     def _backup_warnings(backups: list[dict[str, Any]]) -> list[str]:

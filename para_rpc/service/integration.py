@@ -236,7 +236,7 @@ class Integration(ServiceCore):
         self._agent_session_ended(repo, s)
         wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
         result = to_builtins(self._info(repo, s, wts, branches))
-        result["warnings"] = warnings + self._frozen_warnings(frozen, stopped=False)
+        result["warnings"] = warnings + self._frozen_warnings(frozen, s)
         return result
 
     async def continue_(self, p: ContinueParams) -> dict[str, Any]:

@@ -226,7 +226,7 @@ class Sessions(ServiceCore):
         if backups:
             result["backups"] = backups
         result["warnings"] = ([f"the branch before the squash is kept under {pre_squash}"] if pre_squash else []) \
-            + self._backup_warnings(backups) + self._frozen_warnings(frozen, stopped=False) + busy
+            + self._backup_warnings(backups) + self._frozen_warnings(frozen, s) + busy
         return result
 
     async def _undo_refused_finish(self, repo: Repo, s: Session) -> None:
@@ -296,7 +296,7 @@ class Sessions(ServiceCore):
             if s.op is not None and p.force:
                 s = await self._force_clear(repo, s)
             self._require(s, (Status.active, Status.review, Status.conflicted), "cancel")
-            async with self._agent_frozen(s, stop_after=True) as frozen:
+            async with self._agent_frozen(s) as frozen:
                 # A paused rebase detaches HEAD by design: saved, not refused.
                 f = await self._save_or_refuse(repo, s, "cancel", force=p.force or s.status is Status.conflicted)
                 busy = await self._busy_warnings(s) if f is not None else []
@@ -323,7 +323,7 @@ class Sessions(ServiceCore):
         self._agent_session_ended(repo, s)
         result = self._known(repo, s, p.cwd, worktree=False)
         result["saved"], result["backups"] = saved, backups
-        result["warnings"] = self._backup_warnings(backups) + self._frozen_warnings(frozen, stopped=True) + busy
+        result["warnings"] = self._backup_warnings(backups) + self._frozen_warnings(frozen, s) + busy
         if saved and saved.get("branch"):
             result["warnings"].insert(0, f"uncommitted work was committed as {saved['commit'][:10]} on {saved['branch']}")
         elif saved:
