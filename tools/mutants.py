@@ -1,6 +1,6 @@
 """Mutation check: remove each guarantee para advertises, one at a time, and expect a test to fail.
 
-    .venv/bin/python tools/mutants.py              # every mutant (about 15-25 minutes on 2 CPUs)
+    .venv/bin/python tools/mutants.py              # every mutant (about 20 minutes on 2 busy CPUs)
     .venv/bin/python tools/mutants.py M1 M7b       # only these
     .venv/bin/python tools/mutants.py --list       # what each mutant removes and which tests guard it
     .venv/bin/python tools/mutants.py --serial     # run pytest without -n 2
@@ -211,6 +211,9 @@ MUTANTS = [
              'ref = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-head", commit)',
              'ref = f"refs/para/backup/{s.name}/{stamp}-head"')],
            ["test_cancel_force_saves_a_detached_head_and_says_so", "test_kill_after_cancel_force_saved_the_head"]),
+    Mutant("M34", "a repository cloned into an ignored directory (vendor/, build/) is found and saved too",
+           [("para_rpc/git.py", '            if ".git" in subdirs or ".git" in files:\n', "            if False:\n")],
+           ["test_cancel_saves_a_repository_cloned_into_an_ignored_directory"]),
 ]
 
 
