@@ -114,6 +114,12 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
     "agent.stop_grace": (10, _int_range(1, 3600), ("seconds an agent may still run after its session was "
                                                    "integrated or finished before it is stopped, and between "
                                                    "SIGTERM and SIGKILL")),
+    "agent.sandbox": ("", _choice("", "bwrap"), ("confine dispatched agents: \"bwrap\" = bubblewrap, the filesystem "
+                                                 "read-only but the worktree, a session-bound socket (see README, "
+                                                 "Sandbox); empty = not confined")),
+    "agent.network": (True, _bool, "a sandboxed agent keeps the network (false = its own empty network namespace)"),
+    "agent.bwrap": ("", str, ("the bwrap binary of the sandbox (empty = the one of `para_rpc[sandbox]`, else bwrap "
+                              "on PATH)")),
     "agents": ({}, _profiles, "custom launcher profiles (see README)"),
     "clean.archive_days": (30, _int_range(0, 3650),
                            "`para clean` removes archived branches older than this (if integrated)"),
@@ -134,6 +140,9 @@ GATED_KEYS: dict[str, str] = {
     "agents": "agent launcher commands",
     "agent.default": "which agent program `para dispatch` runs when no --agent is given",
     "worktrees_dir": "where session worktrees are checked out: files written outside the repository",
+    "agent.sandbox": "whether agents are confined: a project file could turn off the sandbox the user chose",
+    "agent.network": "whether a sandboxed agent has the network: a project file could turn it back on",
+    "agent.bwrap": "the program that confines agents (it runs with the user's rights)",
 }
 # Of those, the ones whose values are argv (shown as commands; the others as settings).
 COMMAND_KEYS = frozenset({"integrate.check", "agents"})

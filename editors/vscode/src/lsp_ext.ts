@@ -10,6 +10,7 @@ export interface HelloParams {
   client?: string;
   version?: string | null;
   protocol?: number | null;
+  token?: string | null;
 }
 
 export interface HelloResult {
@@ -155,6 +156,8 @@ export interface DispatchParams extends RepoParams {
   skip_permissions?: boolean;
   base?: string | null;
   in_tmux?: boolean;
+  sandbox?: boolean | null;
+  network?: boolean | null;
 }
 
 /** A plan dispatched: its steps, the first one started. */
@@ -398,6 +401,8 @@ export interface AgentRun {
   lost: boolean;
   stops: Record<string, unknown>[];
   settled: boolean;
+  sandbox: Sandbox | null;
+  channel: string | null;
 }
 
 /** What the agent last said about itself with `para status`. */
@@ -467,6 +472,7 @@ export interface Plan {
   mode: string;
   skip_permissions: boolean;
   base: string | null;
+  sandbox: Sandbox | null;
   state: string;
   current: number;
   reason: string | null;
@@ -513,6 +519,12 @@ export interface ConfigEntry {
   value: unknown;
   source: string;
   approved?: boolean | null;
+}
+
+/** How an agent is confined (para_rpc/sandbox.py): bubblewrap, and whether it keeps the network. */
+export interface Sandbox {
+  kind: string;
+  network: boolean;
 }
 
 export interface PlanStep {

@@ -100,6 +100,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field client string?
 ---@field version string?
 ---@field protocol integer?
+---@field token string?
 
 ---@class para.HelloResult
 ---@field name string
@@ -226,6 +227,8 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field skip_permissions boolean?
 ---@field base string?
 ---@field in_tmux boolean?
+---@field sandbox boolean?
+---@field network boolean?
 
 --- A plan dispatched: its steps, the first one started.
 ---@class para.PlanResult
@@ -431,6 +434,8 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field lost boolean
 ---@field stops table<string, any>[]
 ---@field settled boolean
+---@field sandbox para.Sandbox?
+---@field channel string?
 
 --- What the agent last said about itself with `para status`.
 ---@class para.Report
@@ -490,6 +495,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field mode string
 ---@field skip_permissions boolean
 ---@field base string?
+---@field sandbox para.Sandbox?
 ---@field state string
 ---@field current integer
 ---@field reason string?
@@ -531,6 +537,11 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field value any
 ---@field source string
 ---@field approved boolean?
+
+--- How an agent is confined (para_rpc/sandbox.py): bubblewrap, and whether it keeps the network.
+---@class para.Sandbox
+---@field kind string
+---@field network boolean
 
 ---@class para.PlanStep
 ---@field number integer
