@@ -120,6 +120,25 @@ def test_scripted_agent_sandboxed_commits_and_integrates(api: Api, repo: Path, s
     assert git("show", "main:NOTE.md", cwd=repo) == "written inside bubblewrap"
 
 
+def test_a_sandboxed_plan_confines_every_step(api: Api, repo: Path, sidecar: Any) -> None:
+    """A plan's later steps start from the sidecar, long after the dispatch: still sandboxed."""
+    tasks = repo / "tasks"
+    tasks.mkdir()
+    for n, slug in ((1, "first"), (2, "second")):
+        (tasks / f"TASK_{n}_{slug}.md").write_text(f"Step {n}.\n\n```file:{slug}.txt\n{slug}\n```\n\n"
+                                                   f"When done: para integrate \"{slug}\"\n")
+    git("add", "tasks", cwd=repo)
+    git("commit", "-qm", "tasks", cwd=repo)
+    run_para("dispatch", "-f", "tasks", "--agent", "scripted", "--mode", "headless", "--sandbox", "--no-network",
+             cwd=repo)
+    api.wait_plan("done", timeout=120)
+    for name in ("first", "second"):
+        agent = api.sessions()[name]
+        detail = api.call("para/show", session=name)
+        assert detail["agent"]["sandbox"] == {"kind": "bwrap", "network": False}, (name, agent)
+        assert git("show", f"main:{name}.txt", cwd=repo) == name
+
+
 def _fresh(api: Api, repo: Path, sidecar: Any, listener: int, name: str) -> dict[str, str]:
     """A live sandboxed session whose agent waits: its bound socket and token, as the agent has them."""
     marker = repo / ".para" / f"go-{name}"
@@ -247,6 +266,21 @@ def test_missing_bwrap_is_a_config_error_and_nothing_starts(repo: Path, sidecar:
     assert out.returncode == Code.config_error.exit, out.stdout + out.stderr
     err = json.loads(out.stdout)["error"]
     assert err["code"] == "config_error" and missing in err["message"] and "bubblewrap" in err["message"]
+    assert full_state(repo) == before
+
+
+def test_bwrap_that_cannot_make_a_sandbox_is_a_config_error(repo: Path, sidecar: Any, tmp_path: Path) -> None:
+    """User namespaces off: bwrap exists but fails (this is what bwrap 0.8+ prints then)."""
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create a new namespace, likely because the kernel "
+                    "does not allow non-privileged user namespaces.' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    before = full_state(repo)
+    out = run_para("dispatch", "nobox", "-p", "x", "--agent", "scripted", "--mode", "headless", "--sandbox",
+                   "--json", cwd=repo, env={"PARA_AGENT_BWRAP": str(fake)}, check=False)
+    assert out.returncode == Code.config_error.exit, out.stdout + out.stderr
+    err = json.loads(out.stdout)["error"]
+    assert "user namespaces" in err["message"] and "No permissions" in err["message"], err
     assert full_state(repo) == before
 
 
