@@ -55,6 +55,7 @@ class HelloParams(Base, kw_only=True):
 class StartParams(RepoParams, kw_only=True):
     name: Name | None = None
     base: Name | None = None
+    keep_on_failure: bool = False  # a failed session.setup keeps the session (a warning) instead of rolling back
 
 
 class ListParams(RepoParams, kw_only=True):
@@ -110,6 +111,7 @@ class DispatchParams(RepoParams, kw_only=True):
     in_tmux: bool = False
     sandbox: bool | None = None   # confine the agent with bubblewrap (default: config agent.sandbox)
     network: bool | None = None   # a sandboxed agent keeps the network (default: config agent.network)
+    keep_on_failure: bool = False  # as for start: a failed session.setup keeps the session
 
 
 class ReportParams(SessionParams, kw_only=True):

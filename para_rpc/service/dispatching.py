@@ -146,6 +146,7 @@ class Dispatching(ServiceCore):
         async def _sandboxed(self, repo: Repo, s: Session, run: AgentRun, box: Sandbox, argv: list[str],
                              env: dict[str, str], cfg: dict[str, Any]) -> list[str]: ...
         def _close_channel(self, s: Session) -> None: ...
+        def session_env(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> dict[str, str]: ...
 
     async def dispatch(self, p: DispatchParams) -> dict[str, Any]:
         if p.tasks:
@@ -175,7 +176,8 @@ class Dispatching(ServiceCore):
             if name is not None and repo.store.get(name) is not None:
                 name = None  # taken: a friendly name instead
         return await self._dispatch_one(repo, cfg, name=name, task=task, source=source, prof=prof, mode=mode,
-                                        skip=p.skip_permissions, base=p.base, cwd=p.cwd, env=p.env, box=box)
+                                        skip=p.skip_permissions, base=p.base, cwd=p.cwd, env=p.env, box=box,
+                                        keep_on_failure=p.keep_on_failure)
 
     @staticmethod
     async def _sandbox_for(p: DispatchParams, cfg: dict[str, Any]) -> Sandbox | None:
@@ -232,11 +234,12 @@ class Dispatching(ServiceCore):
 
     async def _dispatch_one(self, repo: Repo, cfg: dict[str, Any], *, name: str | None, task: str, source: str,
                             prof: agents.Profile, mode: str, skip: bool, base: str | None, cwd: str,
-                            env: dict[str, str], plan: int | None = None, box: Sandbox | None = None) -> dict[str, Any]:
+                            env: dict[str, str], plan: int | None = None, box: Sandbox | None = None,
+                            keep_on_failure: bool = False) -> dict[str, Any]:
         prompt = agents.compose_prompt(task, cfg["agent.workflow"])
         argv_t = prof.argv(mode, skip)
         agents.check_prompt_fits(argv_t, prompt, prof.name)
-        info = await self.start(StartParams(cwd=cwd, env=env, name=name, base=base))
+        info = await self.start(StartParams(cwd=cwd, env=env, name=name, base=base, keep_on_failure=keep_on_failure))
         s = repo.store.get(info["name"])
         try:
             prompt_file = os.path.join(repo.root, ".para", "prompts", f"{s.name}.md")
@@ -267,6 +270,7 @@ class Dispatching(ServiceCore):
         exit_file = os.path.join(runs, f"{s.name}.{int(time.time() * 1000)}.exit")
         await self._record_outside_state(repo, s, exit_file)
         env = agents.agent_env(s.name, s.worktree, self.socket)
+        env.update(self.session_env(repo, s, cfg))  # PARA_PORT, PARA_REPO, session.env ...
         run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip)
         if box is None:
             return await self._start_agent(repo, s, run, mode, argv, env, cfg)

@@ -26,6 +26,7 @@ export interface HelloResult {
 export interface StartParams extends RepoParams {
   name?: string | null;
   base?: string | null;
+  keep_on_failure?: boolean;
 }
 
 /**
@@ -59,6 +60,7 @@ export interface SessionDetail {
   outside_changes: Record<string, unknown>[];
   head_branch: string | null;
   detached: boolean;
+  ports?: number[];
   commits?: Commit[] | null;
   diffstat?: string | null;
   prompt_file?: string | null;
@@ -158,6 +160,7 @@ export interface DispatchParams extends RepoParams {
   in_tmux?: boolean;
   sandbox?: boolean | null;
   network?: boolean | null;
+  keep_on_failure?: boolean;
 }
 
 /** A plan dispatched: its steps, the first one started. */
@@ -638,5 +641,6 @@ export const ERROR_CODES = {
   check_failed: -32014,
   untrusted: -32015,
   forbidden: -32016,
+  setup_failed: -32017,
 } as const;
 export type ErrorName = keyof typeof ERROR_CODES;

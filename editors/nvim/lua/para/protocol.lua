@@ -85,6 +85,7 @@ M.errors = {
   check_failed = -32014,
   untrusted = -32015,
   forbidden = -32016,
+  setup_failed = -32017,
 }
 
 --- Built-in launcher profiles (`agents` config adds more).
@@ -114,6 +115,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@class para.StartParams : para.RepoParams
 ---@field name string?
 ---@field base string?
+---@field keep_on_failure boolean?
 
 --- One session (start, show, finish, cancel, recover, resume, abort, a single dispatch): its record, the facts read
 --- from git, and what the operation adds.
@@ -144,6 +146,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field outside_changes table<string, any>[]
 ---@field head_branch string?
 ---@field detached boolean
+---@field ports integer[]?
 ---@field commits para.Commit[]?
 ---@field diffstat string?
 ---@field prompt_file string?
@@ -229,6 +232,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field in_tmux boolean?
 ---@field sandbox boolean?
 ---@field network boolean?
+---@field keep_on_failure boolean?
 
 --- A plan dispatched: its steps, the first one started.
 ---@class para.PlanResult
