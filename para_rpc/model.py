@@ -116,6 +116,7 @@ class Session(msgspec.Struct, kw_only=True):
     # Files that changed outside an agent's worktree while it ran (on the agent's session and on
     # the session whose worktree changed): {agent, location, session, path, status, was}.
     outside_changes: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    ports: list[int] = msgspec.field(default_factory=list)  # session.ports: reserved while the worktree lives
 
 
 class SessionInfo(msgspec.Struct, kw_only=True):
@@ -147,6 +148,7 @@ class SessionInfo(msgspec.Struct, kw_only=True):
     outside_changes: list[dict[str, Any]] = msgspec.field(default_factory=list)
     head_branch: str | None = None   # the branch HEAD is on in the worktree (None: detached, or no worktree)
     detached: bool = False           # HEAD is detached in the worktree
+    ports: list[int] = msgspec.field(default_factory=list)  # session.ports (PARA_PORT is the first)
 
 
 class PlanTask(msgspec.Struct, kw_only=True):
