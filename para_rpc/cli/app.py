@@ -286,6 +286,14 @@ def clean(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report w
     _call("para/clean", {"dry_run": dry_run, "force": force}, as_json, render.print_clean)
 
 
+@app.command()
+def adopt(as_json: JsonOpt = False) -> None:
+    """Take over the sessions Para left (.para/state/*.state): each becomes a para session with
+    its worktree, branch or archive. Done by itself on first contact; this runs it again and
+    says what was adopted and what was left, and why. Para's files are left as they are."""
+    _call("para/adopt", {}, as_json, render.print_adopt)
+
+
 # ---- config ------------------------------------------------------------------
 
 ScopeOpt = Annotated[bool, typer.Option("--project", help="The project file (.para/config.json) instead of the user file.")]

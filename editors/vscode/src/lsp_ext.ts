@@ -310,6 +310,13 @@ export interface TrustResult {
   action: string;
 }
 
+export interface AdoptResult {
+  state_dir: string;
+  adopted: AdoptedSession[];
+  already: string[];
+  left: LeftBehind[];
+}
+
 export interface SubscribeParams {
   events?: boolean;
   editor?: boolean;
@@ -524,6 +531,22 @@ export interface ConfigEntry {
   approved?: boolean | null;
 }
 
+export interface AdoptedSession {
+  session: string;
+  status: string;
+  para_status: string;
+  branch: string;
+  archived_branch: string | null;
+  worktree: string | null;
+  file: string;
+}
+
+export interface LeftBehind {
+  file: string;
+  session: string;
+  why: string;
+}
+
 /** How an agent is confined (para_rpc/sandbox.py): bubblewrap, and whether it keeps the network. */
 export interface Sandbox {
   kind: string;
@@ -595,6 +618,7 @@ export const clean = new RequestType<CleanParams, CleanResult, void>("para/clean
 export const config = new RequestType<ConfigParams, ConfigResponse, void>("para/config");
 export const events = new RequestType<EventsParams, EventsResult, void>("para/events");
 export const trust = new RequestType<TrustParams, TrustResult, void>("para/trust");
+export const adopt = new RequestType<RepoParams, AdoptResult, void>("para/adopt");
 export const subscribe = new RequestType<SubscribeParams, SubscribeResult, void>("para/subscribe");
 export const unsubscribe = new RequestType<EmptyParams, SubscribeResult, void>("para/unsubscribe");
 export const shutdown = new RequestType<EmptyParams, ShutdownResult, void>("para/shutdown");
@@ -617,6 +641,7 @@ export const MUTATING = [
   "para/clean",
   "para/config",
   "para/trust",
+  "para/adopt",
 ];
 
 /** Built-in launcher profiles (`para/dispatch` `agent`; the `agents` config key adds more). */

@@ -33,6 +33,7 @@ M.methods = {
   config = "para/config",
   events = "para/events",
   trust = "para/trust",
+  adopt = "para/adopt",
   subscribe = "para/subscribe",
   unsubscribe = "para/unsubscribe",
   shutdown = "para/shutdown",
@@ -64,6 +65,7 @@ M.mutating = {
   ["para/clean"] = true,
   ["para/config"] = true,
   ["para/trust"] = true,
+  ["para/adopt"] = true,
 }
 
 --- JSON-RPC error codes of para errors (`error.data.code` carries the name).
@@ -356,6 +358,12 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field store string
 ---@field action string
 
+---@class para.AdoptResult
+---@field state_dir string
+---@field adopted para.AdoptedSession[]
+---@field already string[]
+---@field left para.LeftBehind[]
+
 ---@class para.SubscribeParams
 ---@field events boolean?
 ---@field editor boolean?
@@ -541,6 +549,20 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field value any
 ---@field source string
 ---@field approved boolean?
+
+---@class para.AdoptedSession
+---@field session string
+---@field status string
+---@field para_status string
+---@field branch string
+---@field archived_branch string?
+---@field worktree string?
+---@field file string
+
+---@class para.LeftBehind
+---@field file string
+---@field session string
+---@field why string
 
 --- How an agent is confined (para_rpc/sandbox.py): bubblewrap, and whether it keeps the network.
 ---@class para.Sandbox
