@@ -55,6 +55,7 @@ METHODS: dict[str, Method] = {
     "para/config": Method(P.ConfigParams, (R.ConfigShow, R.ConfigValue, R.ConfigSet, R.ConfigPaths), "config", True),
     "para/events": Method(P.EventsParams, R.EventsResult, "events", False),
     "para/trust": Method(P.TrustParams, R.TrustResult, "trust", True),
+    "para/adopt": Method(P.RepoParams, R.AdoptResult, "adopt", True),
 }
 
 # method -> (params struct, Service attribute): the view older code reads.

@@ -40,6 +40,23 @@ class Op(msgspec.Struct, kw_only=True):
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class Sandbox(msgspec.Struct, kw_only=True):
+    """How an agent is confined (para_rpc/sandbox.py): bubblewrap, and whether it keeps the network."""
+
+    kind: str = "bwrap"
+    network: bool = True
+
+
+class Binding(msgspec.Struct, kw_only=True):
+    """A session-bound channel: the socket an agent's `para` reaches the sidecar on, which
+    serves only that session's methods to a client that says the session's token."""
+
+    socket: str                     # <sidecar socket dir>/bound/<random>/sock
+    root: str                       # the repository's main checkout (every request's cwd)
+    session: str
+    token_sha256: str               # the token itself is only in the agent's environment
+
+
 class AgentRun(msgspec.Struct, kw_only=True):
     """An agent process working in a session."""
 
@@ -57,6 +74,8 @@ class AgentRun(msgspec.Struct, kw_only=True):
     lost: bool = False              # the runner vanished without recording an exit
     stops: list[dict[str, Any]] = msgspec.field(default_factory=list)  # what para signalled, when, why
     settled: bool = False           # after the exit: leftovers stopped, outside changes compared
+    sandbox: Sandbox | None = None  # confined by bubblewrap (None: runs with all the user's rights)
+    channel: str | None = None      # its session-bound socket (PARA_SOCKET), while the session lives
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -116,6 +135,7 @@ class Session(msgspec.Struct, kw_only=True):
     # Files that changed outside an agent's worktree while it ran (on the agent's session and on
     # the session whose worktree changed): {agent, location, session, path, status, was}.
     outside_changes: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    ports: list[int] = msgspec.field(default_factory=list)  # session.ports: reserved while the worktree lives
 
 
 class SessionInfo(msgspec.Struct, kw_only=True):
@@ -147,6 +167,7 @@ class SessionInfo(msgspec.Struct, kw_only=True):
     outside_changes: list[dict[str, Any]] = msgspec.field(default_factory=list)
     head_branch: str | None = None   # the branch HEAD is on in the worktree (None: detached, or no worktree)
     detached: bool = False           # HEAD is detached in the worktree
+    ports: list[int] = msgspec.field(default_factory=list)  # session.ports (PARA_PORT is the first)
 
 
 class PlanTask(msgspec.Struct, kw_only=True):
@@ -177,6 +198,7 @@ class Plan(msgspec.Struct, kw_only=True):
     mode: str
     skip_permissions: bool = False
     base: str | None = None
+    sandbox: Sandbox | None = None  # every step's agents are confined like this
     state: str = "running"          # running | done | failed
     current: int = 0                # index into steps
     reason: str | None = None

@@ -58,6 +58,7 @@ class SessionDetail(Result, kw_only=True):
     outside_changes: list[dict[str, Any]]
     head_branch: str | None
     detached: bool
+    ports: list[int] = []                      # session.ports reserved for it (PARA_PORT is the first)
     commits: list[Commit] | None = None       # show, and right after start
     diffstat: str | None = None
     prompt_file: str | None = None             # dispatch
@@ -231,6 +232,29 @@ class CleanResult(Result, kw_only=True):
     dry_run: bool
     actions: list[dict[str, Any]]
     kept: list[dict[str, Any]]
+
+
+class AdoptedSession(Result, kw_only=True):
+    session: str
+    status: str                  # para's status: active, review or cancelled
+    para_status: str             # what Para's state file said: Active, Finished or Cancelled
+    branch: str
+    archived_branch: str | None
+    worktree: str | None         # when it is active
+    file: str                    # the Para state file it came from (left in place)
+
+
+class LeftBehind(Result, kw_only=True):
+    file: str
+    session: str
+    why: str
+
+
+class AdoptResult(Result, kw_only=True):
+    state_dir: str
+    adopted: list[AdoptedSession]
+    already: list[str]           # names para already has a session (or history) of: not read again
+    left: list[LeftBehind]
 
 
 class ConfigEntry(Result, kw_only=True):

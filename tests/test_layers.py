@@ -36,8 +36,8 @@ LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a module or p
     ("client", {"client"}),
     ("transports", {"server"}),
     ("service", {"service"}),
-    ("engines", {"integrate", "agents", "trust"}),
-    ("execution", {"git", "store"}),
+    ("engines", {"integrate", "agents", "trust", "sandbox"}),
+    ("execution", {"git", "store", "workspace"}),
     ("vocabulary", {"model", "params", "results", "methods", "errors", "names", "config", "runtime", "__init__"}),
 ]
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS) for name in names}

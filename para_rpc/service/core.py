@@ -192,6 +192,7 @@ class ServiceCore:
         async def _advance_plans(self, repo: Repo) -> None: ...
         async def _poll_agents(self, repo: Repo) -> None: ...
         async def _repair(self, repo: Repo, s: Session) -> None: ...
+        async def _adopt_para_on_open(self, repo: Repo) -> None: ...
 
     def __init__(self, ports: Ports | None = None, socket: str = "") -> None:
         self.socket = socket  # given to agents so their `para` reaches this sidecar
@@ -264,6 +265,7 @@ class ServiceCore:
                 if s.op is not None:
                     await self._repair(repo, s)
             await self._remove_scratch(repo)
+            await self._adopt_para_on_open(repo)
         except BaseException:
             self._forget(repo)
             if repo is not None:
@@ -447,7 +449,8 @@ class ServiceCore:
             task=s.task, archived_branch=s.archived_branch,
             pending_op=s.op.kind if s.op else None, integration=s.integration, agent=s.agent,
             report=s.report, plan=s.plan, notes=list(s.notes), head_branch=head_branch,
-            detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes))
+            detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes),
+            ports=list(s.ports) if s.status in (Status.active, Status.conflicted, Status.integrating) else [])
 
     @staticmethod
     def _require(s: Session, allowed: Status | tuple[Status, ...], verb: str) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from para_rpc import agents, config, git, runtime
+from para_rpc import agents, config, git, runtime, sandbox
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import (
     AgentRun,
@@ -25,6 +25,7 @@ from para_rpc.model import (
     PlanStep,
     PlanTask,
     Report,
+    Sandbox,
     Session,
     Status,
     now,
@@ -179,6 +180,10 @@ class Dispatching(ServiceCore):
         def _known(self, repo: Repo, s: Session, cwd: str, *, worktree: bool, ahead: int | None = None) -> dict[str, Any]: ...
         async def _undo_start(self, repo: Repo, s: Session) -> None: ...
         async def _session_commit(self, s: Session) -> tuple[str | None, bool]: ...
+        async def _sandboxed(self, repo: Repo, s: Session, run: AgentRun, box: Sandbox, argv: list[str],
+                             env: dict[str, str], cfg: dict[str, Any]) -> list[str]: ...
+        def _close_channel(self, s: Session) -> None: ...
+        def session_env(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> dict[str, str]: ...
 
     async def dispatch(self, p: DispatchParams) -> dict[str, Any]:
         if p.tasks:
@@ -192,8 +197,9 @@ class Dispatching(ServiceCore):
         mode = self._choose_mode(p.mode or cfg["agent.mode"], p.in_tmux)
         argv = prof.argv(mode, p.skip_permissions)
         agents.require_binary(argv, prof.name)
+        box = await self._sandbox_for(p, cfg)
         if p.files or (p.file is not None and os.path.isdir(os.path.join(p.cwd, p.file))):
-            return await self._dispatch_plan(repo, cfg, p, prof, mode)
+            return await self._dispatch_plan(repo, cfg, p, prof, mode, box)
         if p.prompt is not None:
             task, source = p.prompt, "prompt"
             if not task.strip():
@@ -207,7 +213,21 @@ class Dispatching(ServiceCore):
             if name is not None and repo.store.get(name) is not None:
                 name = None  # taken: a friendly name instead
         return await self._dispatch_one(repo, cfg, name=name, task=task, source=source, prof=prof, mode=mode,
-                                        skip=p.skip_permissions, base=p.base, cwd=p.cwd, env=p.env)
+                                        skip=p.skip_permissions, base=p.base, cwd=p.cwd, env=p.env, box=box,
+                                        keep_on_failure=p.keep_on_failure)
+
+    @staticmethod
+    async def _sandbox_for(p: DispatchParams, cfg: dict[str, Any]) -> Sandbox | None:
+        """Whether this dispatch confines its agents, checked before anything is created: a
+        sandbox that cannot be made is a config_error, never an agent run without one."""
+        wanted = p.sandbox if p.sandbox is not None else config.usable(cfg["agent.sandbox"]) == "bwrap"
+        if not wanted:
+            if p.network is False:
+                raise ParaError(Code.invalid_input, "--no-network confines a sandboxed agent; add --sandbox "
+                                "(or set agent.sandbox = \"bwrap\")")
+            return None
+        await sandbox.probe(sandbox.find_bwrap(config.usable(cfg["agent.bwrap"])))
+        return Sandbox(network=p.network if p.network is not None else bool(config.usable(cfg["agent.network"])))
 
     async def _dispatch_batch(self, p: DispatchParams) -> dict[str, Any]:
         """Several independent tasks in one call: each starts (or fails) on its own, in order;
@@ -251,11 +271,12 @@ class Dispatching(ServiceCore):
 
     async def _dispatch_one(self, repo: Repo, cfg: dict[str, Any], *, name: str | None, task: str, source: str,
                             prof: agents.Profile, mode: str, skip: bool, base: str | None, cwd: str,
-                            env: dict[str, str], plan: int | None = None) -> dict[str, Any]:
+                            env: dict[str, str], plan: int | None = None, box: Sandbox | None = None,
+                            keep_on_failure: bool = False) -> dict[str, Any]:
         prompt = agents.compose_prompt(task, cfg["agent.workflow"])
         argv_t = prof.argv(mode, skip)
         agents.check_prompt_fits(argv_t, prompt, prof.name)
-        info = await self.start(StartParams(cwd=cwd, env=env, name=name, base=base))
+        info = await self.start(StartParams(cwd=cwd, env=env, name=name, base=base, keep_on_failure=keep_on_failure))
         s = _made(repo, info["name"])
         try:
             prompt_file = os.path.join(repo.root, ".para", "prompts", f"{s.name}.md")
@@ -267,7 +288,7 @@ class Dispatching(ServiceCore):
                                           "worktree": s.worktree, "session": s.name})
             s.task = source if source != "prompt" else prompt.strip().splitlines()[0][:200]
             s.plan = plan
-            s.agent = await self._launch(repo, s, prof.name, mode, argv, skip, cfg)
+            s.agent = await self._launch(repo, s, prof.name, mode, argv, skip, cfg, box)
         except BaseException:
             async with repo.lock:
                 await self._undo_start(repo, s)
@@ -280,13 +301,26 @@ class Dispatching(ServiceCore):
         return result
 
     async def _launch(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str], skip: bool,
-                      cfg: dict[str, Any]) -> AgentRun:
+                      cfg: dict[str, Any], box: Sandbox | None = None) -> AgentRun:
         runs = os.path.join(repo.root, ".para", "runs")
         os.makedirs(runs, exist_ok=True)
         exit_file = os.path.join(runs, f"{s.name}.{int(time.time() * 1000)}.exit")
         await self._record_outside_state(repo, s, exit_file)
         env = agents.agent_env(s.name, s.worktree, self.socket)
+        env.update(self.session_env(repo, s, cfg))  # PARA_PORT, PARA_REPO, session.env ...
         run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip)
+        if box is None:
+            return await self._start_agent(repo, s, run, mode, argv, env, cfg)
+        argv = await self._sandboxed(repo, s, run, box, argv, env, cfg)
+        try:
+            return await self._start_agent(repo, s, run, mode, argv, env, cfg)
+        except BaseException:
+            self._close_channel(msgspec.structs.replace(s, agent=run))
+            raise
+
+    async def _start_agent(self, repo: Repo, s: Session, run: AgentRun, mode: str, argv: list[str],
+                           env: dict[str, str], cfg: dict[str, Any]) -> AgentRun:
+        exit_file = run.exit_file or ""
         if mode == "editor":
             answer = await self.ports.run_in_editor(
                 {"session": s.name, "worktree": s.worktree, "title": f"para: {s.name}",
@@ -371,6 +405,8 @@ class Dispatching(ServiceCore):
         seconds to exit by itself: the agent that ran `para integrate` is waiting for that answer,
         and stopping it first would make it see a failure."""
         run = s.agent
+        if forgotten or s.status in (Status.integrated, Status.cancelled):
+            self._close_channel(s)  # (an agent still at work there finishes its request on it)
         if run is None or run.exit_code is not None or run.lost or not run.pid or not run.exit_file:
             return
         grace = repo.config({})["agent.stop_grace"]
@@ -678,7 +714,7 @@ class Dispatching(ServiceCore):
         return {"plans": [to_builtins(pl) for pl in repo.store.plans()]}
 
     async def _dispatch_plan(self, repo: Repo, cfg: dict[str, Any], p: DispatchParams, prof: agents.Profile,
-                             mode: str) -> dict[str, Any]:
+                             mode: str, box: Sandbox | None = None) -> dict[str, Any]:
         if p.name is not None:
             raise ParaError(Code.invalid_input, "a plan names its sessions after its task files; drop the name")
         if p.files:
@@ -720,7 +756,7 @@ class Dispatching(ServiceCore):
                                              profile={"command": prof.command, "headless": prof.headless,
                                                       "skip_permissions": prof.skip_permissions},
                                              workflow=cfg["agent.workflow"],
-                                             skip_permissions=p.skip_permissions, base=p.base))
+                                             skip_permissions=p.skip_permissions, base=p.base, sandbox=box))
             self.emit(repo, "plan_started", None, plan=plan.id, steps=[[t.name for t in st.tasks] for st in steps])
             try:
                 await self._start_step(repo, plan, p.cwd, p.env)
@@ -747,7 +783,7 @@ class Dispatching(ServiceCore):
             result = await self._dispatch_one(repo, cfg, name=t.name, task=text,
                                               source=t.file, prof=prof, mode=plan.mode,
                                               skip=plan.skip_permissions, base=plan.base, cwd=cwd, env=env,
-                                              plan=plan.id)
+                                              plan=plan.id, box=plan.sandbox)
             t.session_id, t.state = _made(repo, result["name"]).id, "running"
             repo.store.save_plan(plan)
             started.append(t.name)

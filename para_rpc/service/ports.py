@@ -14,11 +14,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from para_rpc.model import DomainEvent
+from para_rpc.errors import Code, ParaError
+from para_rpc.model import Binding, DomainEvent
 
 
 async def _no_editor(request: dict[str, Any], timeout: float) -> dict[str, Any] | None:
     return None
+
+
+async def _no_channels(binding: Binding) -> None:
+    raise ParaError(Code.config_error, "this service has no transport for session-bound sockets, so it "
+                    "cannot run a sandboxed agent")
 
 
 @dataclass
@@ -30,3 +36,7 @@ class Ports:
     # Ask an editor to run an agent (`{session, worktree, title, argv, env}`) within `timeout`
     # seconds; its answer (`{ok, pid?}`), or None when no editor did.
     run_in_editor: Callable[[dict[str, Any], float], Awaitable[dict[str, Any] | None]] = _no_editor
+    # Listen on a session-bound socket (service/channel.py), serving it through the Gate of
+    # that binding; stop listening on one (connections already open may finish).
+    bind_channel: Callable[[Binding], Awaitable[None]] = _no_channels
+    unbind_channel: Callable[[str], None] = field(default=lambda socket: None)

@@ -40,6 +40,12 @@ from para_rpc.service.core import (
 _STAMP = re.compile(r"/(\d{8}-\d{6})(?=[-/]|$)")
 
 
+def _para_state_file(repo: Repo, name: str) -> str | None:
+    """Para's state file for session `name`, if Para left one."""
+    path = os.path.join(repo.root, ".para", "state", f"{name}.state")
+    return path if os.path.lexists(path) else None
+
+
 def _made_at(ref: str) -> float | None:
     """When para made an archive or backup ref, from the stamp in its name (the commit's
     own date says when the work was done, not when it was saved); None without one."""
@@ -59,10 +65,17 @@ class Sessions(ServiceCore):
         async def integrate(self, p: IntegrateParams) -> dict[str, Any]: ...
         def _agent_session_ended(self, repo: Repo, s: Session, forgotten: bool = False) -> None: ...
         async def _repair(self, repo: Repo, s: Session) -> None: ...
+        def _env_config(self, cfg: dict[str, Any]) -> dict[str, Any]: ...
+        def _allocate_ports(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> None: ...
+        async def _prepare(self, repo: Repo, s: Session, cfg: dict[str, Any], env_cfg: dict[str, Any],
+                           keep_on_failure: bool) -> list[str]: ...
+        async def _teardown(self, repo: Repo, s: Session, cfg: dict[str, Any] | None = None) -> list[str]: ...
+        def _teardown_warnings(self, s: Session) -> list[str]: ...
 
     async def start(self, p: StartParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
+        env_cfg = self._env_config(cfg)  # an unapproved project setup/copy/link/env: refused here
         name = validate_session_name(p.name) if p.name is not None else None
         base, base_commit = await self._base(repo, p.base, cfg)
         prefix = cfg["branch_prefix"]
@@ -97,16 +110,29 @@ class Sessions(ServiceCore):
                                 "move it away or run `para clean`", path=path)
             s = Session(name=name, branch=branch, worktree=path, base_branch=base, base_commit=base_commit,
                         op=Op(kind="start"))
+            self._allocate_ports(repo, s, cfg)
             repo.store.save(s)
             try:
                 await git.add_worktree(repo.root, path, branch, new_at=base_commit)
             except BaseException:
                 await self._undo_start(repo, s)
                 raise
+        # The setup may take minutes: outside the repository lock, under the session's (taken
+        # with no await in between, so nothing acts on the session half made).
+        async with repo.session_lock(name):
+            try:
+                warnings = await self._prepare(repo, s, cfg, env_cfg, p.keep_on_failure)
+            except BaseException:
+                async with repo.lock:
+                    await self._undo_start(repo, s)
+                raise
             s.op = None
             repo.store.save(s)
         self.emit(repo, "started", name, branch=branch, worktree=path, base=base)
-        return self._known(repo, s, p.cwd, worktree=True, ahead=0)
+        result = self._known(repo, s, p.cwd, worktree=True, ahead=0)
+        if warnings:
+            result["warnings"] = warnings
+        return result
 
     async def _undo_start(self, repo: Repo, s: Session) -> None:
         """Remove what a failed or interrupted start created; nothing there is anyone's work yet."""
@@ -226,7 +252,7 @@ class Sessions(ServiceCore):
         if backups:
             result["backups"] = backups
         result["warnings"] = ([f"the branch before the squash is kept under {pre_squash}"] if pre_squash else []) \
-            + self._backup_warnings(backups) + self._frozen_warnings(frozen, s) + busy
+            + self._backup_warnings(backups) + self._frozen_warnings(frozen, s) + busy + self._teardown_warnings(s)
         return result
 
     async def _undo_refused_finish(self, repo: Repo, s: Session) -> None:
@@ -271,6 +297,7 @@ class Sessions(ServiceCore):
                                 f"(for example {left[0][3:]!r}); the worktree is kept", session=s.name)
             s.head_commit = await git.out(s.worktree, "rev-parse", "HEAD")
             backups = await self._save_worktree(repo, s, f, d["stamp"])
+            await self._teardown(repo, s)
             async with repo.lock:
                 await git.remove_worktree(repo.root, s.worktree)
             d["removed"] = True
@@ -323,7 +350,8 @@ class Sessions(ServiceCore):
         self._agent_session_ended(repo, s)
         result = self._known(repo, s, p.cwd, worktree=False)
         result["saved"], result["backups"] = saved, backups
-        result["warnings"] = self._backup_warnings(backups) + self._frozen_warnings(frozen, s) + busy
+        result["warnings"] = (self._backup_warnings(backups) + self._frozen_warnings(frozen, s) + busy
+                              + self._teardown_warnings(s))
         if saved and saved.get("branch"):
             result["warnings"].insert(0, f"uncommitted work was committed as {saved['commit'][:10]} on {saved['branch']}")
         elif saved:
@@ -353,6 +381,7 @@ class Sessions(ServiceCore):
                     if await git.has_staged(s.worktree):
                         sha = await git.commit(s.worktree, WIP_MESSAGE, verify=False)
                         saved = {"branch": d["archive"], "commit": sha}
+            await self._teardown(repo, s)
             async with repo.lock:
                 await git.remove_worktree(repo.root, s.worktree)
             d["removed"] = True
@@ -426,12 +455,8 @@ class Sessions(ServiceCore):
                     raise ParaError(Code.not_found, f"no cancelled session or archived branch named {name!r}",
                                     session=name)
                 archive = found[-1][len("refs/heads/"):]
-                base, base_commit = await self._base(repo, None, cfg)
-                s = Session(name=name, branch=f"{prefix}/{name}", base_branch=base,
-                            worktree=repo.worktree_path(cfg, name),
-                            base_commit=await git.merge_base(repo.root, base_commit, archive) or base_commit,
-                            status=Status.cancelled, archived_branch=archive,
-                            notes=[f"adopted from archived branch {archive}"])
+                s = await self._adopt_archive(repo, name, archive, cfg, f"adopted from archived branch {archive}",
+                                              save=False)
             elif s.status is not Status.cancelled:
                 raise ParaError(Code.wrong_state, f"session {name!r} is {s.status.value}, not cancelled; "
                                 f"`para resume {name}` reopens it", session=name)
@@ -547,6 +572,20 @@ class Sessions(ServiceCore):
         self.emit(repo, "adopted", name, branch=branch, note=note)
         return s
 
+    async def _adopt_archive(self, repo: Repo, name: str, archive: str, cfg: dict[str, Any], note: str,
+                             save: bool = True) -> Session:
+        """A cancelled session for an archived branch para finds without one (archived by Para,
+        or its state was lost); `para recover` brings it back."""
+        base, base_tip = await self._base(repo, None, cfg)
+        s = Session(name=name, branch=f"{cfg['branch_prefix']}/{name}", base_branch=base,
+                    worktree=repo.worktree_path(cfg, name),
+                    base_commit=await git.merge_base(repo.root, base_tip, archive) or base_tip,
+                    status=Status.cancelled, archived_branch=archive, notes=[note])
+        if save:
+            repo.store.save(s)
+            self.emit(repo, "adopted", name, branch=archive, note=note)
+        return s
+
     async def _do_resume(self, repo: Repo, s: Session) -> None:
         async with repo.lock:
             if not await self._has_worktree(repo, s):
@@ -583,6 +622,8 @@ class Sessions(ServiceCore):
                                     "reason": "neither its branch nor its worktree exists"})
             known = {s.branch for s in live} | {s.archived_branch for s in live if s.archived_branch}
             cutoff = time.time() - cfg["clean.archive_days"] * 86400
+            from_para = {x.archived_branch or x.branch: x.extra["para_state"] for x in repo.store.all()
+                         if x.extra.get("para_state")}
             base_tip = await self._base_for_clean(repo, cfg)
             # git refuses to delete a branch checked out anywhere; one checked out in a linked
             # worktree without a session is a session whose state was lost: adopt it.
@@ -599,6 +640,13 @@ class Sessions(ServiceCore):
                     (actions if entry["kind"] == "adopt_session" else kept).append(entry)
                     continue
                 if archived and (_made_at(ref) or ts) > cutoff:
+                    continue
+                para_file = from_para.get(branch) or _para_state_file(repo, branch.rsplit("/", 1)[-1])
+                if para_file:  # Para's, not para's: never deleted
+                    kept.append({"kind": "delete_branch", "branch": branch, "commit": sha,
+                                 "reason": "a branch Para left", "integrated": None,
+                                 "why_kept": f"Para's state file {para_file} names this session; para deletes "
+                                 "only what it made (delete it by hand, `git branch -D`, if it is not needed)"})
                     continue
                 integrated = base_tip is not None and await git.is_integrated(repo.root, sha, base_tip)
                 entry = {"kind": "delete_branch", "branch": branch, "commit": sha,

@@ -10,6 +10,7 @@ export interface HelloParams {
   client?: string;
   version?: string | null;
   protocol?: number | null;
+  token?: string | null;
 }
 
 export interface HelloResult {
@@ -25,6 +26,7 @@ export interface HelloResult {
 export interface StartParams extends RepoParams {
   name?: string | null;
   base?: string | null;
+  keep_on_failure?: boolean;
 }
 
 /**
@@ -58,6 +60,7 @@ export interface SessionDetail {
   outside_changes: Record<string, unknown>[];
   head_branch: string | null;
   detached: boolean;
+  ports?: number[];
   commits?: Commit[] | null;
   diffstat?: string | null;
   prompt_file?: string | null;
@@ -155,6 +158,9 @@ export interface DispatchParams extends RepoParams {
   skip_permissions?: boolean;
   base?: string | null;
   in_tmux?: boolean;
+  sandbox?: boolean | null;
+  network?: boolean | null;
+  keep_on_failure?: boolean;
 }
 
 /** A plan dispatched: its steps, the first one started. */
@@ -304,6 +310,13 @@ export interface TrustResult {
   action: string;
 }
 
+export interface AdoptResult {
+  state_dir: string;
+  adopted: AdoptedSession[];
+  already: string[];
+  left: LeftBehind[];
+}
+
 export interface SubscribeParams {
   events?: boolean;
   editor?: boolean;
@@ -398,6 +411,8 @@ export interface AgentRun {
   lost: boolean;
   stops: Record<string, unknown>[];
   settled: boolean;
+  sandbox: Sandbox | null;
+  channel: string | null;
 }
 
 /** What the agent last said about itself with `para status`. */
@@ -467,6 +482,7 @@ export interface Plan {
   mode: string;
   skip_permissions: boolean;
   base: string | null;
+  sandbox: Sandbox | null;
   state: string;
   current: number;
   reason: string | null;
@@ -513,6 +529,28 @@ export interface ConfigEntry {
   value: unknown;
   source: string;
   approved?: boolean | null;
+}
+
+export interface AdoptedSession {
+  session: string;
+  status: string;
+  para_status: string;
+  branch: string;
+  archived_branch: string | null;
+  worktree: string | null;
+  file: string;
+}
+
+export interface LeftBehind {
+  file: string;
+  session: string;
+  why: string;
+}
+
+/** How an agent is confined (para_rpc/sandbox.py): bubblewrap, and whether it keeps the network. */
+export interface Sandbox {
+  kind: string;
+  network: boolean;
 }
 
 export interface PlanStep {
@@ -580,6 +618,7 @@ export const clean = new RequestType<CleanParams, CleanResult, void>("para/clean
 export const config = new RequestType<ConfigParams, ConfigResponse, void>("para/config");
 export const events = new RequestType<EventsParams, EventsResult, void>("para/events");
 export const trust = new RequestType<TrustParams, TrustResult, void>("para/trust");
+export const adopt = new RequestType<RepoParams, AdoptResult, void>("para/adopt");
 export const subscribe = new RequestType<SubscribeParams, SubscribeResult, void>("para/subscribe");
 export const unsubscribe = new RequestType<EmptyParams, SubscribeResult, void>("para/unsubscribe");
 export const shutdown = new RequestType<EmptyParams, ShutdownResult, void>("para/shutdown");
@@ -602,6 +641,7 @@ export const MUTATING = [
   "para/clean",
   "para/config",
   "para/trust",
+  "para/adopt",
 ];
 
 /** Built-in launcher profiles (`para/dispatch` `agent`; the `agents` config key adds more). */
@@ -626,5 +666,6 @@ export const ERROR_CODES = {
   check_failed: -32014,
   untrusted: -32015,
   forbidden: -32016,
+  setup_failed: -32017,
 } as const;
 export type ErrorName = keyof typeof ERROR_CODES;

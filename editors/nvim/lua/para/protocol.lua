@@ -33,6 +33,7 @@ M.methods = {
   config = "para/config",
   events = "para/events",
   trust = "para/trust",
+  adopt = "para/adopt",
   subscribe = "para/subscribe",
   unsubscribe = "para/unsubscribe",
   shutdown = "para/shutdown",
@@ -64,6 +65,7 @@ M.mutating = {
   ["para/clean"] = true,
   ["para/config"] = true,
   ["para/trust"] = true,
+  ["para/adopt"] = true,
 }
 
 --- JSON-RPC error codes of para errors (`error.data.code` carries the name).
@@ -85,6 +87,7 @@ M.errors = {
   check_failed = -32014,
   untrusted = -32015,
   forbidden = -32016,
+  setup_failed = -32017,
 }
 
 --- Built-in launcher profiles (`agents` config adds more).
@@ -100,6 +103,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field client string?
 ---@field version string?
 ---@field protocol integer?
+---@field token string?
 
 ---@class para.HelloResult
 ---@field name string
@@ -113,6 +117,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@class para.StartParams : para.RepoParams
 ---@field name string?
 ---@field base string?
+---@field keep_on_failure boolean?
 
 --- One session (start, show, finish, cancel, recover, resume, abort, a single dispatch): its record, the facts read
 --- from git, and what the operation adds.
@@ -143,6 +148,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field outside_changes table<string, any>[]
 ---@field head_branch string?
 ---@field detached boolean
+---@field ports integer[]?
 ---@field commits para.Commit[]?
 ---@field diffstat string?
 ---@field prompt_file string?
@@ -226,6 +232,9 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field skip_permissions boolean?
 ---@field base string?
 ---@field in_tmux boolean?
+---@field sandbox boolean?
+---@field network boolean?
+---@field keep_on_failure boolean?
 
 --- A plan dispatched: its steps, the first one started.
 ---@class para.PlanResult
@@ -349,6 +358,12 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field store string
 ---@field action string
 
+---@class para.AdoptResult
+---@field state_dir string
+---@field adopted para.AdoptedSession[]
+---@field already string[]
+---@field left para.LeftBehind[]
+
 ---@class para.SubscribeParams
 ---@field events boolean?
 ---@field editor boolean?
@@ -431,6 +446,8 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field lost boolean
 ---@field stops table<string, any>[]
 ---@field settled boolean
+---@field sandbox para.Sandbox?
+---@field channel string?
 
 --- What the agent last said about itself with `para status`.
 ---@class para.Report
@@ -490,6 +507,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field mode string
 ---@field skip_permissions boolean
 ---@field base string?
+---@field sandbox para.Sandbox?
 ---@field state string
 ---@field current integer
 ---@field reason string?
@@ -531,6 +549,25 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field value any
 ---@field source string
 ---@field approved boolean?
+
+---@class para.AdoptedSession
+---@field session string
+---@field status string
+---@field para_status string
+---@field branch string
+---@field archived_branch string?
+---@field worktree string?
+---@field file string
+
+---@class para.LeftBehind
+---@field file string
+---@field session string
+---@field why string
+
+--- How an agent is confined (para_rpc/sandbox.py): bubblewrap, and whether it keeps the network.
+---@class para.Sandbox
+---@field kind string
+---@field network boolean
 
 ---@class para.PlanStep
 ---@field number integer
