@@ -216,3 +216,18 @@ def test_a_session_sends_its_integration_record_as_stored(sidecar: Sidecar, tmp_
     assert list(json.loads(paused[0]))[-3:] == ["kind", "files", "hunks"], paused[0]
     assert "check" in json.loads(landed[0][0]) and "check" in json.loads(landed[1][0]), landed
 
+
+def test_a_service_method_that_returns_a_struct_returns_its_declared_one() -> None:
+    """The service methods moving from plain dicts to their result Structs (invoke encodes
+    them) return the very type the method table declares; the read path `list` already does."""
+    import typing
+
+    from para_rpc.service import Service
+
+    structs = {}
+    for name, m in methods.METHODS.items():
+        returned = typing.get_type_hints(getattr(Service, m.attr))["return"]
+        if returned != dict[str, Any]:
+            structs[name] = returned
+            assert returned in m.result_types(), f"{name}: returns {returned}, declares {m.result_types()}"
+    assert structs["para/list"] is results.ListResult
