@@ -117,6 +117,7 @@ class Session(msgspec.Struct, kw_only=True):
     # Files that changed outside an agent's worktree while it ran (on the agent's session and on
     # the session whose worktree changed): {agent, location, session, path, status, was}.
     outside_changes: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    ports: list[int] = msgspec.field(default_factory=list)  # session.ports: reserved while the worktree lives
 
 
 class PlanTask(msgspec.Struct, kw_only=True):

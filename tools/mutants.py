@@ -120,7 +120,7 @@ MUTANTS = [
              "d[\"pre_squash_ref\"] = f\"refs/para/backup/{s.name}/{d['stamp']}-finish\"")],
            ["tests/test_cli_lifecycle.py"]),
     Mutant("M13", "start repair keeps a half-started worktree that already holds work",
-           [("para_rpc/service/repair.py", " or await git.status(s.worktree))", ")")],
+           [("para_rpc/service/repair.py", ' or (not d.get("preparing") and await git.status(s.worktree))', "")],
            ["tests/test_crash.py"]),
     Mutant("M14", "edits made while an integration was in flight are saved (`-leftover` backup)",
            [("para_rpc/service/integration.py",

@@ -449,7 +449,8 @@ class ServiceCore:
             task=s.task, archived_branch=s.archived_branch,
             pending_op=s.op.kind if s.op else None, integration=integration_record(s.integration), agent=s.agent,
             report=s.report, plan=s.plan, notes=list(s.notes), head_branch=head_branch,
-            detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes))
+            detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes),
+            ports=list(s.ports) if s.status in (Status.active, Status.conflicted, Status.integrating) else [])
 
     @staticmethod
     def _require(s: Session, allowed: Status | tuple[Status, ...], verb: str) -> None:
