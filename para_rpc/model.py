@@ -1,7 +1,7 @@
 """The data para keeps and returns, as msgspec Structs.
 
-`Session` is what the store persists (one JSON document per row); the `*Info`
-and `*Result` structs are what methods return on the wire (snake_case keys).
+`Session` is what the store persists (one JSON document per row); what methods return on
+the wire (snake_case keys) is declared in results.py.
 """
 
 from __future__ import annotations
@@ -90,8 +90,9 @@ class Report(msgspec.Struct, kw_only=True):
 
 
 class IntegrationRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
-    """A session's integration: in flight, paused on conflicts, or done. Stored (and sent)
-    as the plain `integration` object; this is its declaration."""
+    """A session's integration: in flight, paused on conflicts, or done. Stored as the plain
+    `integration` object; this is its declaration, and what sessions are sent with. The fields
+    are in the order the service writes them, so the object sent keeps the stored one's order."""
 
     target: str
     strategy: str                   # squash | merge | rebase | ff
@@ -100,16 +101,16 @@ class IntegrationRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     resume_status: str | None = None  # what the session goes back to if the integration fails
     stamp: str | None = None        # names the backup refs of this integration
     old: str | None = None          # the target before landing
+    kind: str | None = None         # paused: merge | rebase
+    files: list[str] | None = None  # paused: the conflicted files
+    hunks: dict[str, Any] | None = None
+    check: dict[str, Any] | None = None  # integrate.check: {ok, exit, output}
+    backups: list[dict[str, Any]] | None = None
+    leftover: str | None = None     # ref keeping changes written after the integration started
     commit: str | None = None       # the target after landing
     landed_at: float | None = None
     noop: bool | None = None        # landing changed nothing
     config_changed: bool | None = None  # the landing changed .para/config.json
-    check: dict[str, Any] | None = None  # integrate.check: {ok, exit, output}
-    backups: list[dict[str, Any]] | None = None
-    leftover: str | None = None     # ref keeping changes written after the integration started
-    kind: str | None = None         # paused: merge | rebase
-    files: list[str] | None = None  # paused: the conflicted files
-    hunks: dict[str, Any] | None = None
 
 
 class Session(msgspec.Struct, kw_only=True):
@@ -136,38 +137,6 @@ class Session(msgspec.Struct, kw_only=True):
     # the session whose worktree changed): {agent, location, session, path, status, was}.
     outside_changes: list[dict[str, Any]] = msgspec.field(default_factory=list)
     ports: list[int] = msgspec.field(default_factory=list)  # session.ports: reserved while the worktree lives
-
-
-class SessionInfo(msgspec.Struct, kw_only=True):
-    """A session as `list` and `show` report it, with facts read from git."""
-
-    name: str
-    status: Status
-    state: str          # status refined by git facts: active|dirty|missing|review|...
-    branch: str
-    worktree: str
-    base_branch: str
-    base_commit: str
-    created_at: float
-    updated_at: float
-    current: bool = False
-    dirty: bool = False
-    worktree_exists: bool = False
-    branch_exists: bool = False
-    head: str | None = None
-    ahead: int | None = None
-    task: str | None = None
-    archived_branch: str | None = None
-    pending_op: str | None = None
-    integration: dict[str, Any] | None = None
-    agent: AgentRun | None = None
-    report: Report | None = None
-    plan: int | None = None
-    notes: list[str] = msgspec.field(default_factory=list)
-    outside_changes: list[dict[str, Any]] = msgspec.field(default_factory=list)
-    head_branch: str | None = None   # the branch HEAD is on in the worktree (None: detached, or no worktree)
-    detached: bool = False           # HEAD is detached in the worktree
-    ports: list[int] = msgspec.field(default_factory=list)  # session.ports (PARA_PORT is the first)
 
 
 class PlanTask(msgspec.Struct, kw_only=True):
@@ -216,6 +185,15 @@ class DomainEvent(msgspec.Struct, kw_only=True):
     session: str | None
     kind: str                       # see docs/protocol.md, "Event kinds"
     data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+def integration_record(rec: dict[str, Any] | None) -> IntegrationRecord | None:
+    """A stored integration record as its declaration. A key this version does not declare
+    (written by an older one) is left out rather than failing every read of the session."""
+    if rec is None:
+        return None
+    return msgspec.convert({k: v for k, v in rec.items() if k in IntegrationRecord.__struct_fields__},
+                           IntegrationRecord)
 
 
 def journaled(s: Session) -> Op:

@@ -14,6 +14,7 @@ of the same Structs.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,52 @@ async def test_mcp_output_schemas_are_the_declared_structs(sidecar: Sidecar, tmp
     assert tools["para_config_show"].output_schema == output_schema(results.ConfigShow)
     assert tools["para_dispatch"].output_schema == output_schema(McpDispatchOut)
     assert tools["para_list"].output_schema["additionalProperties"] is False
+
+
+def test_a_session_sends_its_integration_record_as_stored(sidecar: Sidecar, tmp_path: Path) -> None:
+    """Every method that returns a session builds the one declared shape (results.SessionDetail):
+    list and show send the integration record exactly as status sends the stored object, key
+    order included, while it is paused on conflicts and after it landed with a check."""
+    repo = make_repo(tmp_path / "repo")
+    check = {"PARA_INTEGRATE_CHECK": f"{sys.executable} -c pass"}
+
+    def sent(conn: Connection, name: str) -> list[str]:
+        def req(method: str, **params: Any) -> Any:
+            return conn.request(method, {"cwd": str(repo), **params})
+        listed = next(x for x in req("para/list", all=True)["sessions"] if x["name"] == name)
+        return [json.dumps(req("para/show", session=name)["integration"]), json.dumps(listed["integration"]),
+                json.dumps(req("para/status", session=name)["sessions"][0]["integration"])]
+
+    with sidecar.connect() as conn:
+        a = conn.request("para/start", {"cwd": str(repo), "name": "alpha"})
+        b = conn.request("para/start", {"cwd": str(repo), "name": "beta"})
+        Path(a["worktree"], "shared.txt").write_text("alpha\n")
+        Path(b["worktree"], "shared.txt").write_text("beta\n")
+        conn.request("para/integrate", {"cwd": str(repo), "session": "alpha", "message": "alpha", "env": check})
+        with pytest.raises(ParaError) as info:
+            conn.request("para/integrate", {"cwd": str(repo), "session": "beta", "message": "beta"})
+        assert info.value.code is Code.conflict
+        paused = sent(conn, "beta")
+        Path(b["worktree"], "shared.txt").write_text("alpha\nbeta\n")
+        conn.request("para/continue", {"cwd": str(repo), "session": "beta", "env": check})
+        landed = [sent(conn, "alpha"), sent(conn, "beta")]
+    for shown, listed, stored in (paused, *landed):
+        assert shown == listed == stored
+    assert list(json.loads(paused[0]))[-3:] == ["kind", "files", "hunks"], paused[0]
+    assert "check" in json.loads(landed[0][0]) and "check" in json.loads(landed[1][0]), landed
+
+
+def test_a_service_method_that_returns_a_struct_returns_its_declared_one() -> None:
+    """The service methods moving from plain dicts to their result Structs (invoke encodes
+    them) return the very type the method table declares; the read path `list` already does."""
+    import typing
+
+    from para_rpc.service import Service
+
+    structs = {}
+    for name, m in methods.METHODS.items():
+        returned = typing.get_type_hints(getattr(Service, m.attr))["return"]
+        if returned != dict[str, Any]:
+            structs[name] = returned
+            assert returned in m.result_types(), f"{name}: returns {returned}, declares {m.result_types()}"
+    assert structs["para/list"] is results.ListResult

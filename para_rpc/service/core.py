@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from para_rpc import PROTOCOL_VERSION, __version__, agents, config, git, trust
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import DomainEvent, Session, SessionInfo, Status, now
+from para_rpc.model import DomainEvent, Session, Status, integration_record, now
 from para_rpc.names import validate_branch_name, validate_session_name
 from para_rpc.params import ConfigParams, EventsParams, HelloParams
+from para_rpc.results import SessionDetail
 from para_rpc.service.ports import Ports
 from para_rpc.store import Store
 
@@ -422,7 +423,8 @@ class ServiceCore:
         return wt is not None and not wt.prunable and os.path.isdir(s.worktree)
 
     def _info(self, repo: Repo, s: Session, wts: dict[str, git.Worktree], branches: dict[str, tuple[str, int]],
-              dirty: bool = False, cwd: str | None = None) -> SessionInfo:
+              dirty: bool = False, cwd: str | None = None) -> SessionDetail:
+        """The session as every method that returns one sends it (list, show, start, ...)."""
         path = os.path.realpath(s.worktree)
         wt = wts.get(path)
         wt_exists = wt is not None and not wt.prunable and os.path.isdir(s.worktree)
@@ -441,13 +443,13 @@ class ServiceCore:
         elif s.status is Status.active and dirty:
             state = "dirty"
         current = cwd is not None and (cwd == path or cwd.startswith(path + os.sep))
-        return SessionInfo(
+        return SessionDetail(
             name=s.name, status=s.status, state=state, branch=s.branch, worktree=s.worktree,
             base_branch=s.base_branch, base_commit=s.base_commit, created_at=s.created_at,
             updated_at=s.updated_at, current=current, dirty=dirty, worktree_exists=wt_exists,
-            branch_exists=branch_ref is not None, head=branch_ref[0] if branch_ref else s.head_commit,
+            branch_exists=branch_ref is not None, head=branch_ref[0] if branch_ref else s.head_commit, ahead=None,
             task=s.task, archived_branch=s.archived_branch,
-            pending_op=s.op.kind if s.op else None, integration=s.integration, agent=s.agent,
+            pending_op=s.op.kind if s.op else None, integration=integration_record(s.integration), agent=s.agent,
             report=s.report, plan=s.plan, notes=list(s.notes), head_branch=head_branch,
             detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes),
             ports=list(s.ports) if s.status in (Status.active, Status.conflicted, Status.integrating) else [])

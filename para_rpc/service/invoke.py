@@ -40,7 +40,8 @@ def convert(method: str, params: Any) -> Any:
 
 
 async def invoke(service: Any, method: str, params: Any) -> Any:
-    """Run `method` with raw (decoded JSON) params; the result as plain data, or a ParaError."""
+    """Run `method` with raw (decoded JSON) params; the result as plain data (a method that
+    returns its result Struct is encoded here), or a ParaError."""
     p = convert(method, params)
     m = METHODS[method]
     fn = getattr(service, m.attr)
@@ -49,7 +50,8 @@ async def invoke(service: Any, method: str, params: Any) -> Any:
         if m.mutates:
             service.busy += 1
         try:
-            return await fn(p)
+            result = await fn(p)
+            return msgspec.to_builtins(result) if isinstance(result, msgspec.Struct) else result
         finally:
             if m.mutates:
                 service.busy -= 1

@@ -27,6 +27,7 @@ from para_rpc.params import (
     SessionParams,
     StartParams,
 )
+from para_rpc.results import ListResult
 from para_rpc.service.core import (
     WIP_MESSAGE,
     Repo,
@@ -146,7 +147,7 @@ class Sessions(ServiceCore):
             await git.delete_branch(repo.root, s.branch)
         repo.store.delete(s)
 
-    async def list_sessions(self, p: ListParams) -> dict[str, Any]:
+    async def list_sessions(self, p: ListParams) -> ListResult:
         repo = await self.repo(p.cwd)
         sessions = repo.store.all() if p.all else [
             s for s in repo.store.live() if s.status is not Status.cancelled]
@@ -158,8 +159,7 @@ class Sessions(ServiceCore):
         current = self._session_at(repo, cwd)
         infos = [self._info(repo, s, wts, branches, dirty.get(s.worktree, False),
                             cwd if current is not None and current.id == s.id else None) for s in sessions]
-        return {"repo": repo.root, "current": current.name if current else None,
-                "sessions": to_builtins(infos)}
+        return ListResult(repo=repo.root, current=current.name if current else None, sessions=infos)
 
     async def _adopt_out_of_band(self, repo: Repo, sessions: list[Session],
                                  wts: dict[str, git.Worktree],

@@ -372,8 +372,9 @@ export interface RunInTerminalResult {
 export type Status = "active" | "review" | "integrating" | "conflicted" | "integrated" | "cancelled";
 
 /**
- * A session's integration: in flight, paused on conflicts, or done. Stored (and sent) as the plain `integration`
- * object; this is its declaration.
+ * A session's integration: in flight, paused on conflicts, or done. Stored as the plain `integration` object; this is
+ * its declaration, and what sessions are sent with. The fields are in the order the service writes them, so the object
+ * sent keeps the stored one's order.
  */
 export interface IntegrationRecord {
   target: string;
@@ -383,16 +384,16 @@ export interface IntegrationRecord {
   resume_status?: string | null;
   stamp?: string | null;
   old?: string | null;
+  kind?: string | null;
+  files?: string[] | null;
+  hunks?: Record<string, unknown> | null;
+  check?: Record<string, unknown> | null;
+  backups?: Record<string, unknown>[] | null;
+  leftover?: string | null;
   commit?: string | null;
   landed_at?: number | null;
   noop?: boolean | null;
   config_changed?: boolean | null;
-  check?: Record<string, unknown> | null;
-  backups?: Record<string, unknown>[] | null;
-  leftover?: string | null;
-  kind?: string | null;
-  files?: string[] | null;
-  hunks?: Record<string, unknown> | null;
 }
 
 /** An agent process working in a session. */

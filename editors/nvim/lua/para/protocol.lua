@@ -409,8 +409,9 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 
 ---@alias para.Status "active"|"review"|"integrating"|"conflicted"|"integrated"|"cancelled"
 
---- A session's integration: in flight, paused on conflicts, or done. Stored (and sent) as the plain `integration`
---- object; this is its declaration.
+--- A session's integration: in flight, paused on conflicts, or done. Stored as the plain `integration` object; this is
+--- its declaration, and what sessions are sent with. The fields are in the order the service writes them, so the object
+--- sent keeps the stored one's order.
 ---@class para.IntegrationRecord
 ---@field target string
 ---@field strategy string
@@ -419,16 +420,16 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field resume_status string?
 ---@field stamp string?
 ---@field old string?
+---@field kind string?
+---@field files string[]?
+---@field hunks table<string, any>?
+---@field check table<string, any>?
+---@field backups table<string, any>[]?
+---@field leftover string?
 ---@field commit string?
 ---@field landed_at number?
 ---@field noop boolean?
 ---@field config_changed boolean?
----@field check table<string, any>?
----@field backups table<string, any>[]?
----@field leftover string?
----@field kind string?
----@field files string[]?
----@field hunks table<string, any>?
 
 --- An agent process working in a session.
 ---@class para.AgentRun
