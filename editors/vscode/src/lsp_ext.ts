@@ -60,7 +60,7 @@ export interface SessionDetail {
   outside_changes: Record<string, unknown>[];
   head_branch: string | null;
   detached: boolean;
-  ports?: number[];
+  ports: number[];
   commits?: Commit[] | null;
   diffstat?: string | null;
   prompt_file?: string | null;

@@ -148,7 +148,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field outside_changes table<string, any>[]
 ---@field head_branch string?
 ---@field detached boolean
----@field ports integer[]?
+---@field ports integer[]
 ---@field commits para.Commit[]?
 ---@field diffstat string?
 ---@field prompt_file string?

@@ -38,6 +38,7 @@ function session(name: string, status: ext.Status, extra: Partial<ext.Session> =
     plan: null,
     notes: [],
     outside_changes: [],
+    ports: [],
     head_branch: `para/${name}`,
     detached: false,
     ...extra,
