@@ -134,6 +134,21 @@ class Hub:
                 return answer
         return None
 
+    # What the service's `notify_editors` kinds are on this wire.
+    EDITOR_NOTIFICATIONS = {"open": "para/openWorktree", "stop_terminal": "para/stopTerminal"}
+
+    def notify_editors(self, kind: str, payload: dict[str, Any]) -> int:
+        """Send a notification to every editor connection (subscribed with editor=true)."""
+        told = 0
+        for ls in list(self.conns):
+            if ls.editor:
+                try:
+                    ls.protocol.notify(self.EDITOR_NOTIFICATIONS[kind], payload)
+                    told += 1
+                except Exception as e:  # a client that went away must not stop the others
+                    log.info("dropping an editor notification to a closed connection: %s", e)
+        return told
+
     def publish(self, event: DomainEvent) -> None:
         """A domain event, as JSON-RPC subscribers see it: `para/event` (the event) and
         `para/sessionsChanged` (which sessions of which repository to read again)."""

@@ -80,7 +80,7 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
             mcp.publish(event)
 
     service = Service(Ports(publish=publish, editor_available=hub.editor_available,
-                            run_in_editor=hub.run_in_terminal), socket=str(sock_path))
+                            run_in_editor=hub.run_in_terminal, notify_editors=hub.notify_editors), socket=str(sock_path))
     mcp = McpHost(service, sock_path, lambda w: _peer_uid(w) in (None, os.getuid()))
     stop = asyncio.Event()
     last_activity = time.monotonic()

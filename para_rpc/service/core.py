@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from para_rpc import PROTOCOL_VERSION, __version__, agents, config, git, trust
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import DomainEvent, Session, SessionInfo, Status, now
+from para_rpc.model import DomainEvent, Session, SessionInfo, Status, now, queue_position
 from para_rpc.names import validate_branch_name, validate_session_name
 from para_rpc.params import ConfigParams, EventsParams, HelloParams
 from para_rpc.service.ports import Ports
@@ -438,6 +438,8 @@ class ServiceCore:
             state = "off-branch"
         elif s.status is Status.active and dirty:
             state = "dirty"
+        elif s.status is Status.active and s.queued is not None:
+            state = "queued"
         current = cwd is not None and (cwd == path or cwd.startswith(path + os.sep))
         return SessionInfo(
             name=s.name, status=s.status, state=state, branch=s.branch, worktree=s.worktree,
@@ -447,7 +449,9 @@ class ServiceCore:
             task=s.task, archived_branch=s.archived_branch,
             pending_op=s.op.kind if s.op else None, integration=s.integration, agent=s.agent,
             report=s.report, plan=s.plan, notes=list(s.notes), head_branch=head_branch,
-            detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes))
+            detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes),
+            queued=s.queued, queue_position=queue_position(repo.store.live(), s) if s.queued else None,
+            messages=list(s.messages))
 
     @staticmethod
     def _require(s: Session, allowed: Status | tuple[Status, ...], verb: str) -> None:

@@ -67,6 +67,9 @@ export interface SessionDetail {
   backups?: Record<string, unknown>[] | null;
   warnings?: string[] | null;
   backup_refs?: BackupRef[] | null;
+  queued?: QueuedLaunch | null;
+  queue_position?: number | null;
+  messages?: Message[] | null;
 }
 
 export interface ListParams extends RepoParams {
@@ -179,6 +182,7 @@ export interface ReportParams extends SessionParams {
 export interface ReportResult {
   session: string;
   report: Report | null;
+  messages?: Message[] | null;
 }
 
 export interface StatusParams extends SessionParams {
@@ -304,6 +308,63 @@ export interface TrustResult {
   action: string;
 }
 
+export type StopParams = SessionParams;
+
+/** `para/stop`: whether an agent was stopped (the session stays), and how. */
+export interface StopResult {
+  session: string;
+  stopped: boolean;
+  message: string;
+  dequeued?: boolean;
+  signals?: string[] | null;
+  pids?: number[] | null;
+  left_running?: number[] | null;
+}
+
+export interface RestartParams extends SessionParams {
+  prompt?: string | null;
+  stop?: boolean;
+}
+
+export interface SendParams extends SessionParams {
+  message: string;
+}
+
+/** `para/send`: the follow-up is stored; how the agent will see it. */
+export interface SendResult {
+  session: string;
+  id: number;
+  delivery: string;
+  unread: number;
+}
+
+export interface MessagesParams extends SessionParams {
+  wait?: number;
+  all?: boolean;
+}
+
+/** `para/messages`: the follow-ups not read before (now read), or every one with `all`. */
+export interface MessagesResult {
+  session: string;
+  messages: Message[];
+}
+
+export interface OpenParams extends SessionParams {
+  editor?: "code" | "cursor" | "nvim" | null;
+}
+
+/**
+ * `para/open`: `editor` when a connected editor was asked to open the worktree, else `argv`: the front end runs that
+ * command (a local editor).
+ */
+export interface OpenResult {
+  session: string;
+  worktree: string;
+  via: string;
+  editors?: number;
+  argv?: string[] | null;
+}
+
 export interface SubscribeParams {
   events?: boolean;
   editor?: boolean;
@@ -339,6 +400,22 @@ export interface DomainEvent {
   session: string | null;
   kind: string;
   data: Record<string, unknown>;
+}
+
+/** `para/openWorktree` (to editors): open this session's worktree (a folder). */
+export interface OpenWorktreeParams {
+  session: string;
+  worktree: string;
+  repo: string;
+}
+
+/**
+ * `para/stopTerminal` (to editors): the agent of `session` was stopped; close the terminal that ran it (`pid`: the
+ * process the editor started).
+ */
+export interface StopTerminalParams {
+  session: string;
+  pid?: number | null;
 }
 
 /** `para/runInTerminal`: run `argv` as is (no shell) in `worktree`, with `env` added. */
@@ -398,6 +475,7 @@ export interface AgentRun {
   lost: boolean;
   stops: Record<string, unknown>[];
   settled: boolean;
+  stopped_at: number | null;
 }
 
 /** What the agent last said about itself with `para status`. */
@@ -421,6 +499,28 @@ export interface BackupRef {
   ref: string;
   commit: string;
   made_at: number | null;
+}
+
+/** An agent launch waiting for a slot under `agent.max_running`: what `_launch` gets. */
+export interface QueuedLaunch {
+  profile: string;
+  mode: string;
+  argv: string[];
+  skip_permissions: boolean;
+  queued_at: number;
+  reason: string;
+}
+
+/**
+ * A follow-up for a session's agent (`para send`): read by the running agent through `para messages` / the answer to
+ * its `para status`, else given to it by `para restart`.
+ */
+export interface Message {
+  id: number;
+  text: string;
+  at: number;
+  read_at: number | null;
+  read_by: string | null;
 }
 
 export interface ConflictForecast {
@@ -493,6 +593,8 @@ export interface Evidence {
   stale: boolean;
   plan: number | null;
   integration: IntegrationRecord | null;
+  queue_position?: number | null;
+  unread_messages?: number | null;
 }
 
 export interface WaitedSession {
@@ -580,11 +682,18 @@ export const clean = new RequestType<CleanParams, CleanResult, void>("para/clean
 export const config = new RequestType<ConfigParams, ConfigResponse, void>("para/config");
 export const events = new RequestType<EventsParams, EventsResult, void>("para/events");
 export const trust = new RequestType<TrustParams, TrustResult, void>("para/trust");
+export const stop = new RequestType<StopParams, StopResult, void>("para/stop");
+export const restart = new RequestType<RestartParams, SessionDetail, void>("para/restart");
+export const send = new RequestType<SendParams, SendResult, void>("para/send");
+export const messages = new RequestType<MessagesParams, MessagesResult, void>("para/messages");
+export const open = new RequestType<OpenParams, OpenResult, void>("para/open");
 export const subscribe = new RequestType<SubscribeParams, SubscribeResult, void>("para/subscribe");
 export const unsubscribe = new RequestType<EmptyParams, SubscribeResult, void>("para/unsubscribe");
 export const shutdown = new RequestType<EmptyParams, ShutdownResult, void>("para/shutdown");
 export const sessionsChanged = new NotificationType<SessionsChanged>("para/sessionsChanged");
 export const event = new NotificationType<DomainEvent>("para/event");
+export const openWorktree = new NotificationType<OpenWorktreeParams>("para/openWorktree");
+export const stopTerminal = new NotificationType<StopTerminalParams>("para/stopTerminal");
 export const runInTerminal = new RequestType<RunInTerminalParams, RunInTerminalResult, void>("para/runInTerminal");
 
 /** Methods that change state (the sidecar waits for them before it exits). */
@@ -602,6 +711,10 @@ export const MUTATING = [
   "para/clean",
   "para/config",
   "para/trust",
+  "para/stop",
+  "para/restart",
+  "para/send",
+  "para/messages",
 ];
 
 /** Built-in launcher profiles (`para/dispatch` `agent`; the `agents` config key adds more). */
