@@ -14,7 +14,15 @@ from typing import Any
 
 import msgspec
 
-from para_rpc.model import AgentRun, IntegrationRecord, Message, Plan, QueuedLaunch, Report, Status
+from para_rpc.model import (
+    AgentRun,
+    IntegrationRecord,
+    Message,
+    Plan,
+    QueuedLaunch,
+    Report,
+    Status,
+)
 
 
 class Result(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):

@@ -98,6 +98,9 @@ def main(argv: list[str]) -> int:
                 while not Path(rest[0]).exists() and time.time() < deadline:
                     time.sleep(0.05)
             elif cmd == "wait-message":
+                if root.resolve() not in (root / rest[0]).resolve().parents:
+                    log(f"refusing to write outside the worktree: {rest[0]}")
+                    return 2
                 res = para("messages", "--wait", "120", "--json")
                 texts = [m["text"] for m in json.loads(res.stdout).get("messages", [])] if res.returncode == 0 else []
                 with open(root / rest[0], "a") as f:

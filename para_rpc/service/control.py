@@ -12,14 +12,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from typing import TYPE_CHECKING, Any
 
 from para_rpc import agents, runtime
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import AgentRun, Message, QueuedLaunch, Session, Status, now, queue_position, to_builtins
-from para_rpc.params import MessagesParams, OpenParams, RestartParams, SendParams, StopParams
+from para_rpc.model import (
+    AgentRun,
+    Message,
+    QueuedLaunch,
+    Session,
+    Status,
+    now,
+    queue_position,
+    to_builtins,
+)
+from para_rpc.params import (
+    MessagesParams,
+    OpenParams,
+    RestartParams,
+    SendParams,
+    StopParams,
+)
 from para_rpc.service.core import Repo, ServiceCore, log
 
 MESSAGE_MAX = 20_000  # characters of one follow-up
@@ -30,6 +46,19 @@ TALKING = (Status.active, Status.conflicted, Status.integrating)
 
 def _running(run: AgentRun | None) -> bool:
     return run is not None and run.exit_code is None and not run.lost
+
+
+def _ended(run: AgentRun) -> bool:
+    """Whether the run's exit was recorded (its exit file read into it now, when there)."""
+    if run.exit_file and os.path.exists(run.exit_file):
+        try:
+            with open(run.exit_file) as f:
+                ended = json.load(f)
+        except (OSError, ValueError):
+            return False
+        run.exit_code, run.ended_at = ended.get("exit_code"), ended.get("ended_at")
+        return True
+    return False
 
 
 def _follow_up_section(texts: list[str]) -> str:
@@ -46,8 +75,7 @@ class Control(ServiceCore):
         async def _settle_agent(self, repo: Repo, sid: int | None, exit_file: str) -> None: ...
         async def _record_stop(self, repo: Repo, sid: int | None, name: str, exit_file: str, reason: str,
                                result: dict[str, Any]) -> None: ...
-        def _known(self, repo: Repo, s: Session, cwd: str, *, worktree: bool,
-                   ahead: int | None = None) -> dict[str, Any]: ...
+        async def _show(self, repo: Repo, s: Session, cwd: str) -> dict[str, Any]: ...
 
     # ---- the queue -------------------------------------------------------------------------
 
@@ -148,11 +176,16 @@ class Control(ServiceCore):
             if run.mode == "tmux" and run.window:
                 await agents.close_tmux_window(run.window)
             run.stopped_at = now()
+            if not agents.is_runner(run.pid, run.exit_file) and not _ended(run):
+                # Killed before it could record an exit (a runner stopped while starting).
+                run.lost, run.ended_at = True, now()
             repo.store.save(s)
             sid, exit_file = s.id, run.exit_file
         if exit_file:
             await self._record_stop(repo, sid, s.name, exit_file, "stopped by the user (`para stop`)", result)
             await self._check_agents(repo, only=s.name)  # the runner wrote its exit: the slot is free now
+            if run.lost:
+                self.emit(repo, "agent_exited", s.name, exit_code=None, lost=True, status=s.status.value)
         asyncio.get_running_loop().create_task(self._drain_queue(repo))
         return {"session": s.name, "stopped": True, "signals": result["signals"], "pids": result["pids"],
                 "left_running": result["left_running"],
@@ -183,48 +216,57 @@ class Control(ServiceCore):
             await self.stop(StopParams(cwd=p.cwd, env=p.env, session=s.name))
             await self._check_agents(repo, only=s.name)
             s = self._find(repo, s.name, p.cwd)
+            run = s.agent
+            if run is not None and _running(run) and not agents.is_runner(run.pid, run.exit_file) \
+                    and not (run.mode == "editor" and agents.pid_alive(run.pid)):
+                async with repo.session_lock(s.name):  # it ended just now, its exit not read yet
+                    s = self._refind(repo, s, p.cwd)
+                    if s.agent is not None and _running(s.agent) and not _ended(s.agent):
+                        s.agent.lost, s.agent.ended_at = True, now()
+                        repo.store.save(s)
+                await self._check_agents(repo, only=s.name)
+                s = self._find(repo, s.name, p.cwd)
             if s.agent is not None and _running(s.agent):
                 raise ParaError(Code.wrong_state, f"the agent of {s.name} could not be stopped", session=s.name)
         old = s.agent
         if old is not None and old.exit_file and not old.settled:
             await self._settle_agent(repo, s.id, old.exit_file)  # before its run record is replaced
-        prof = agents.profile(old.profile, cfg["agents"]) if old else None
-        assert old is not None and prof is not None
+        if old is None:  # (checked above; a restart of a session that never had an agent)
+            raise ParaError(Code.wrong_state, f"session {s.name} has no agent to restart", session=s.name)
+        prof = agents.profile(old.profile, cfg["agents"])
         resume = bool(prof.resume) and old.mode == "headless"
         argv_t = prof.argv(old.mode, old.skip_permissions, resume=resume)
         agents.require_binary(argv_t, prof.name)
         prompts = os.path.join(repo.root, ".para", "prompts")
         prompt_file = os.path.join(prompts, f"{s.name}.md")
         original = os.path.join(prompts, f"{s.name}.task.md")
-        async with self._queue_lock(repo) if cfg["agent.max_running"] or self._queued(repo) \
-                else contextlib.nullcontext():
-            async with repo.session_lock(s.name):
-                s = self._refind(repo, s, p.cwd)
-                if s.queued is not None or _running(s.agent):
-                    raise ParaError(Code.wrong_state, f"the agent of {s.name} was started meanwhile", session=s.name)
-                unread = [m for m in s.messages if m.read_at is None]
-                texts = [m.text for m in unread] + ([follow] if follow else [])
-                if not os.path.exists(original) and os.path.exists(prompt_file):
-                    os.replace(prompt_file, original)  # the task as dispatched, kept for every restart
-                task = runtime_read(original)
-                if resume:
-                    prompt = (_follow_up_section(texts) if texts else "Continue with the task.\n").lstrip("\n")
-                else:
-                    prompt = task + (_follow_up_section(texts) if texts else "")
-                agents.check_prompt_fits(argv_t, prompt, prof.name)
-                runtime.write_private(prompt_file, prompt)
-                argv = agents.render(argv_t, {"prompt": prompt, "prompt_file": prompt_file,
-                                              "worktree": s.worktree, "session": s.name})
-                at = now()
-                for m in unread:
-                    m.read_at, m.read_by = at, "restart"
-                previous = {"exit_code": old.exit_code, "stopped": old.stopped_at is not None, "lost": old.lost}
-                await self._launch_unlocked(repo, s, prof.name, old.mode, argv, old.skip_permissions, cfg)
+        queue = self._queue_lock(repo) if cfg["agent.max_running"] or self._queued(repo) else contextlib.nullcontext()
+        async with queue, repo.session_lock(s.name):
+            s = self._refind(repo, s, p.cwd)
+            if s.queued is not None or _running(s.agent):
+                raise ParaError(Code.wrong_state, f"the agent of {s.name} was started meanwhile", session=s.name)
+            unread = [m for m in s.messages if m.read_at is None]
+            texts = [m.text for m in unread] + ([follow] if follow else [])
+            if not os.path.exists(original) and os.path.exists(prompt_file):
+                os.replace(prompt_file, original)  # the task as dispatched, kept for every restart
+            task = runtime_read(original)
+            if resume:
+                prompt = (_follow_up_section(texts) if texts else "Continue with the task.\n").lstrip("\n")
+            else:
+                prompt = task + (_follow_up_section(texts) if texts else "")
+            agents.check_prompt_fits(argv_t, prompt, prof.name)
+            runtime.write_private(prompt_file, prompt)
+            argv = agents.render(argv_t, {"prompt": prompt, "prompt_file": prompt_file,
+                                          "worktree": s.worktree, "session": s.name})
+            at = now()
+            for m in unread:
+                m.read_at, m.read_by = at, "restart"
+            previous = {"exit_code": old.exit_code, "stopped": old.stopped_at is not None, "lost": old.lost}
+            await self._launch_unlocked(repo, s, prof.name, old.mode, argv, old.skip_permissions, cfg)
         self.emit(repo, "restarted", s.name, profile=prof.name, resume=resume, follow_up=follow is not None,
                   messages=[m.id for m in unread], queued=s.queued is not None, previous=previous,
                   pid=s.agent.pid if s.agent and s.queued is None else None)
-        result = self._known(repo, s, p.cwd, worktree=True)
-        result.pop("ahead", None)
+        result = await self._show(repo, s, p.cwd)
         result["prompt_file"] = prompt_file
         return result
 

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from para_rpc import PROTOCOL_VERSION, __version__, agents, config, git, trust
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import DomainEvent, Session, SessionInfo, Status, now, queue_position
+from para_rpc.model import (
+    DomainEvent,
+    Session,
+    SessionInfo,
+    Status,
+    now,
+    queue_position,
+)
 from para_rpc.names import validate_branch_name, validate_session_name
 from para_rpc.params import ConfigParams, EventsParams, HelloParams
 from para_rpc.service.ports import Ports
