@@ -265,3 +265,31 @@ def test_open_refuses_a_session_without_a_worktree(api: Api, repo: Path):
     proc = run_para("open", "gone", "--editor", "code", cwd=repo, check=False)
     assert proc.returncode in (3, 4)
     assert git("status", "--porcelain", cwd=repo) == ""
+
+
+# ---- MCP ------------------------------------------------------------------------------------
+
+async def test_mcp_tools_steer_an_agent(api: Api, repo: Path, out: Path):
+    from mcp_util import call, call_error, mcp_client
+    run_para("config", "set", "agent.max_running", "1", cwd=repo)
+    start(repo, "m1", gated(out, "m1"))
+    start(repo, "m2", gated(out, "m2"))
+    async with mcp_client(repo) as c:
+        listed = {s["name"]: s for s in (await call(c, "para_list"))["sessions"]}
+        assert listed["m2"]["queue_position"] == 1
+        sent = await call(c, "para_send", {"session": "m1", "message": "hurry up"})
+        assert sent["delivery"] == "running"
+        assert "invalid_input" in await call_error(c, "para_send", {"session": "m1", "message": "\x1b]0;x"})
+        assert "wrong_state" in await call_error(c, "para_restart", {"session": "m1"})
+        stopped = await call(c, "para_stop", {"session": "m1"})
+        assert stopped["stopped"] is True
+        # the slot m1 held goes to m2
+        api.wait_event("dispatched", "m2", from_queue=True)
+        (out / "m1.gate").touch()
+        restarted = await call(c, "para_restart", {"session": "m1", "follow_up": "then stop"})
+        assert restarted["state"] == "queued" and restarted["queue_position"] == 1, json.dumps(restarted)[-1500:]
+        prompt = Path(restarted["prompt_file"]).read_text()
+        assert "then stop" in prompt and "hurry up" in prompt  # m1 never read it: the restart gives it
+    (out / "m2.gate").touch()
+    api.wait_event("dispatched", "m1", from_queue=True)
+    api.wait_agent("m1")

@@ -443,10 +443,10 @@ class ServiceCore:
             state = "missing"
         elif off_branch:
             state = "off-branch"
+        elif s.status is Status.active and s.queued is not None:
+            state = "queued"  # (over dirty: `dirty` still says so)
         elif s.status is Status.active and dirty:
             state = "dirty"
-        elif s.status is Status.active and s.queued is not None:
-            state = "queued"
         current = cwd is not None and (cwd == path or cwd.startswith(path + os.sep))
         return SessionInfo(
             name=s.name, status=s.status, state=state, branch=s.branch, worktree=s.worktree,

@@ -156,7 +156,7 @@ class Sessions(ServiceCore):
         tip = s.branch if info.branch_exists else (s.archived_branch or s.head_commit)
         if info.worktree_exists:
             result["dirty"] = bool(await git.status(s.worktree))
-            if s.status is Status.active and result["dirty"]:
+            if s.status is Status.active and result["dirty"] and result["state"] != "queued":
                 result["state"] = "dirty"
         if tip and await git.resolve(repo.root, tip):
             result["ahead"] = await git.count(repo.root, f"{s.base_commit}..{tip}")
