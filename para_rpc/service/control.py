@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -46,19 +45,6 @@ TALKING = (Status.active, Status.conflicted, Status.integrating)
 
 def _running(run: AgentRun | None) -> bool:
     return run is not None and run.exit_code is None and not run.lost
-
-
-def _ended(run: AgentRun) -> bool:
-    """Whether the run's exit was recorded (its exit file read into it now, when there)."""
-    if run.exit_file and os.path.exists(run.exit_file):
-        try:
-            with open(run.exit_file) as f:
-                ended = json.load(f)
-        except (OSError, ValueError):
-            return False
-        run.exit_code, run.ended_at = ended.get("exit_code"), ended.get("ended_at")
-        return True
-    return False
 
 
 def _follow_up_section(texts: list[str]) -> str:
@@ -176,21 +162,33 @@ class Control(ServiceCore):
             if run.mode == "tmux" and run.window:
                 await agents.close_tmux_window(run.window)
             run.stopped_at = now()
-            if not agents.is_runner(run.pid, run.exit_file) and not _ended(run):
-                # Killed before it could record an exit (a runner stopped while starting).
-                run.lost, run.ended_at = True, now()
             repo.store.save(s)
             sid, exit_file = s.id, run.exit_file
         if exit_file:
             await self._record_stop(repo, sid, s.name, exit_file, "stopped by the user (`para stop`)", result)
             await self._check_agents(repo, only=s.name)  # the runner wrote its exit: the slot is free now
-            if run.lost:
-                self.emit(repo, "agent_exited", s.name, exit_code=None, lost=True, status=s.status.value)
+            await self._mark_gone(repo, s.name, p.cwd)
         asyncio.get_running_loop().create_task(self._drain_queue(repo))
         return {"session": s.name, "stopped": True, "signals": result["signals"], "pids": result["pids"],
                 "left_running": result["left_running"],
                 "message": f"stopped the agent of {s.name}; the session and its work stay "
                            f"(`para restart {s.name}` relaunches it)"}
+
+    async def _mark_gone(self, repo: Repo, name: str, cwd: str) -> None:
+        """A run whose runner is gone without an exit file (killed while it started, before it
+        could record one) is lost now, not after the poll's grace: its slot is free."""
+        await self._check_agents(repo, only=name)
+        async with repo.session_lock(name):
+            s = repo.store.get(name)
+            run = s.agent if s is not None else None
+            if s is None or run is None or not _running(run) or agents.is_runner(run.pid, run.exit_file) \
+                    or (run.mode == "editor" and agents.pid_alive(run.pid)):
+                return
+            run.lost, run.ended_at = True, now()
+            repo.store.save(s)
+        self.emit(repo, "agent_exited", name, exit_code=None, lost=True, status=s.status.value)
+        await self._advance_plans(repo)
+        await self._check_agents(repo, only=name)  # (its follow-ups: settling)
 
     # ---- restart -----------------------------------------------------------------------------
 
@@ -216,16 +214,8 @@ class Control(ServiceCore):
             await self.stop(StopParams(cwd=p.cwd, env=p.env, session=s.name))
             await self._check_agents(repo, only=s.name)
             s = self._find(repo, s.name, p.cwd)
-            run = s.agent
-            if run is not None and _running(run) and not agents.is_runner(run.pid, run.exit_file) \
-                    and not (run.mode == "editor" and agents.pid_alive(run.pid)):
-                async with repo.session_lock(s.name):  # it ended just now, its exit not read yet
-                    s = self._refind(repo, s, p.cwd)
-                    if s.agent is not None and _running(s.agent) and not _ended(s.agent):
-                        s.agent.lost, s.agent.ended_at = True, now()
-                        repo.store.save(s)
-                await self._check_agents(repo, only=s.name)
-                s = self._find(repo, s.name, p.cwd)
+            await self._mark_gone(repo, s.name, p.cwd)
+            s = self._find(repo, s.name, p.cwd)
             if s.agent is not None and _running(s.agent):
                 raise ParaError(Code.wrong_state, f"the agent of {s.name} could not be stopped", session=s.name)
         old = s.agent
