@@ -543,12 +543,15 @@ def _alive(procs: dict[int, int]) -> dict[int, int]:
 
 
 def _send(pid: int, exit_file: str, procs: dict[int, int], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if is_runner(pid, exit_file) and os.getpgid(pid) == pid:
-            os.killpg(pid, sig)  # the runner's group, members started since included
-    for p in _alive(procs):
+    # SIGCONT after SIGTERM: a process paused by `freeze_run` acts on the SIGTERM only once it runs.
+    sigs = (sig, signal.SIGCONT) if sig == signal.SIGTERM else (sig,)
+    for s in sigs:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(p, sig)
+            if is_runner(pid, exit_file) and os.getpgid(pid) == pid:
+                os.killpg(pid, s)  # the runner's group, members started since included
+        for p in _alive(procs):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, s)
 
 
 async def stop_run(pid: int | None, exit_file: str | None, grace: float, since: float = 0.0) -> dict[str, Any]:
@@ -604,13 +607,10 @@ def freeze_run(pid: int | None, exit_file: str | None, since: float, spare: set[
     return stopped
 
 
-def thaw_run(stopped: dict[int, int], terminate: bool = False) -> None:
-    """SIGCONT what `freeze_run` stopped; with `terminate`, a SIGTERM first, so that each
-    process ends as soon as it runs again instead of writing on."""
+def thaw_run(stopped: dict[int, int]) -> None:
+    """SIGCONT what `freeze_run` stopped."""
     for p in _alive(stopped):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            if terminate:
-                os.kill(p, signal.SIGTERM)
             os.kill(p, signal.SIGCONT)
 
 

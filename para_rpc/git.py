@@ -512,13 +512,17 @@ async def embedded_repos(wt: str | Path, status_lines: list[str] | None = None, 
     the worktree, tracked as a gitlink or not) of worktree `wt`, each with those inside it
     (submodules of submodules, a clone inside a nested repository: their git directories go
     with the worktree too); `status_lines` is its `status()` when the caller has it.
-    Ignored directories are not searched."""
+    Ignored directories are searched too: a clone in `vendor/` or `build/` goes with the
+    worktree just the same, though git's status never shows it."""
     staged = (await run(wt, "ls-files", "--stage", "-z")).out
     candidates = {e.split("\t", 1)[1] for e in staged.split("\0") if e.startswith("160000 ") and "\t" in e}
     if status_lines is None:
         status_lines = await status(wt)
     # With --untracked-files=all, git shows a directory (trailing slash) only for a repository.
     candidates |= {e[3:].rstrip("/") for e in status_lines if e.startswith("?? ") and e.endswith("/")}
+    ignored = (await run(wt, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")).out
+    candidates |= await asyncio.to_thread(_repos_under, wt, [e.rstrip("/") for e in ignored.split("\0")
+                                                             if e.endswith("/")])
     found = sorted(p for p in candidates if os.path.lexists(os.path.join(wt, p, ".git")))
     if not found:
         return []
@@ -528,6 +532,22 @@ async def embedded_repos(wt: str | Path, status_lines: list[str] | None = None, 
                         r"^submodule\..*\.path$", check=False)
         mapped = {item.split("\n", 1)[1] for item in res.out.split("\0") if "\n" in item}
     return [await _embedded(wt, p, p in mapped, depth) for p in found]
+
+
+def _repos_under(wt: str | Path, dirs: list[str]) -> set[str]:
+    """The repositories (a `.git` directory or file) in the directories `dirs` of `wt`, and
+    below them, not looking inside one found. Symlinks are not followed: a linked
+    `node_modules` belongs to the main checkout. Blocking: call it from a worker thread."""
+    found = set()
+    for d in dirs:
+        start = os.path.join(wt, d)
+        if os.path.islink(start):
+            continue
+        for top, subdirs, files in os.walk(start):
+            if ".git" in subdirs or ".git" in files:
+                found.add(os.path.relpath(top, wt))
+                subdirs.clear()
+    return found
 
 
 async def _embedded(wt: str | Path, rel: str, submodule: bool, depth: int = 0) -> Embedded:

@@ -68,7 +68,7 @@ def test_cancel_freezes_a_writing_agent_so_nothing_it_wrote_is_lost(api: Api, re
     mirror = lines((writers / "wr.mirror").read_text())
     lost = sorted(mirror - saved)
     assert not lost, f"{len(lost)} line(s) written during the cancel were lost, first {lost[:5]}"
-    assert any("were paused while the worktree was saved and removed, then stopped" in w and str(writer) in w
+    assert any("were paused while the worktree was saved and removed, and stay paused until the agent is stopped" in w and str(writer) in w
                for w in result["warnings"]), result["warnings"]
 
 

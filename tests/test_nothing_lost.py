@@ -45,6 +45,25 @@ def test_cancel_saves_a_repository_nested_inside_a_nested_repository(sidecar, pa
     assert refs(repo, "refs/para/backup/nn/") == saved["refs"]
 
 
+def test_cancel_saves_a_repository_cloned_into_an_ignored_directory(sidecar, para, para_json, repo):
+    """`vendor/` is ignored and an agent cloned a library there and committed a fix: git's
+    status never shows it, so cancel used to delete it with the worktree, commit and all."""
+    commit_file(repo, ".gitignore", "vendor/\n", "ignore vendor")
+    para("start", "ig")
+    path = wt(repo, "ig")
+    (path / "vendor").mkdir()
+    lib = nested_repo(path / "vendor", "lib")
+    head = commit_file(lib, "fix.txt", "the agent's fix\n", "a commit only this clone has")
+    # A symlinked directory in an ignored place is not followed: it belongs elsewhere.
+    (path / "vendor" / "elsewhere").symlink_to(repo)
+    result = para_json("cancel", "ig")
+    (saved,) = [b for b in result["backups"] if b["what"] == "nested"]
+    assert saved["path"] == "vendor/lib"
+    (kept,) = [r for r in saved["refs"] if r.endswith("/HEAD")]
+    assert rev(repo, kept) == head
+    assert show(repo, f"{kept}:fix.txt") == "the agent's fix\n"
+
+
 @pytest.fixture
 def two_level_submodule(tmp_path: Path, repo: Path) -> None:
     """`sm` is a submodule whose source has a submodule `leaf` of its own."""

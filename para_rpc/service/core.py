@@ -486,9 +486,10 @@ class ServiceCore:
         Yields the frozen pids.
 
         After, if the worktree is still there (the operation was refused), they continue.
-        If it is gone, SIGTERM goes in before SIGCONT: a process frozen between open() and
-        write() would otherwise finish that write into a file the removal already unlinked,
-        and what it wrote would be lost without a trace."""
+        If it is gone, they stay paused until the agent's run is stopped (at once after a
+        cancel, after agent.stop_grace after an integration): a process paused between open()
+        and write() would otherwise finish that write into a file the removal unlinked, and
+        what it wrote would be lost without a trace. (stop_run continues them after SIGTERM.)"""
         run = s.agent
         if run is None or run.settled or not run.pid or not run.exit_file:
             yield []
@@ -500,8 +501,8 @@ class ServiceCore:
         try:
             yield sorted(stopped)
         finally:
-            if stopped:
-                await asyncio.to_thread(agents.thaw_run, stopped, not os.path.isdir(s.worktree))
+            if stopped and os.path.isdir(s.worktree):
+                await asyncio.to_thread(agents.thaw_run, stopped)
 
     async def _worktree_facts(self, repo: Repo, s: Session) -> WorktreeFacts | None:
         """What the session's worktree holds besides its branch; None when it has none.
@@ -651,7 +652,7 @@ class ServiceCore:
             return []
         return [f"the session's agent still ran: its {len(frozen)} process(es) (pid {', '.join(map(str, frozen))}) "
                 "were paused while the worktree was saved and removed, "
-                + ("then resumed" if os.path.isdir(s.worktree) else "then stopped")]
+                + ("then resumed" if os.path.isdir(s.worktree) else "and stay paused until the agent is stopped")]
 
     @staticmethod
     def _backup_warnings(backups: list[dict[str, Any]]) -> list[str]:
