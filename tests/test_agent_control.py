@@ -190,6 +190,9 @@ def test_cancelling_a_queued_session_frees_nothing_it_did_not_take(api: Api, rep
     assert show(repo, "c3")["queue_position"] == 1
     # c1 still holds the only slot: c3 must not start
     assert api.evidence("c1")["agent"]["state"] == "running" and show(repo, "c3")["agent"] is None
+    run_para("recover", "c2", cwd=repo)  # back, but its agent is not started (nor queued) unasked
+    c2 = show(repo, "c2")
+    assert c2["status"] == "active" and c2["queued"] is None and c2["agent"] is None
     r = cli_json(repo, "stop", "c3")  # a queued agent: out of the queue
     assert r["dequeued"] is True and show(repo, "c3")["state"] != "queued"
     (out / "c1.gate").touch()

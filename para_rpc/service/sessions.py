@@ -364,6 +364,7 @@ class Sessions(ServiceCore):
             elif not (s.archived_branch and await git.branch_exists(repo.root, s.archived_branch)):
                 s.archived_branch = d["archive"]  # (an unfinished recover that never renamed keeps its archive)
         s.status, s.op = Status.cancelled, None
+        s.queued = None  # a queued agent goes with it (a recovered session does not start one unasked)
         repo.store.save(s)
         return saved, backups
 
