@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,64 @@ def _profiles(v: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _json_text(v: Any) -> Any:
+    """A list or mapping given as text (an environment variable, `config set`) is JSON."""
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            raise ValueError("expected JSON (a list of strings, never a shell string: para runs "
+                             "argv without a shell)") from None
+    return v
+
+
+def _argv(v: Any) -> list[str]:
+    """A command as argv; empty = none. A shell string is refused, not split: these run
+    without a shell, and guessing how a string splits is how quoting bugs become commands."""
+    v = _json_text(v)
+    if not isinstance(v, list) or not all(isinstance(a, str) and a and "\0" not in a for a in v):
+        raise ValueError("expected a list of non-empty strings (argv, run without a shell)")
+    return list(v)
+
+
+def _repo_relative(v: Any, what: str, globs: bool) -> list[str]:
+    """Paths (or globs) inside the main checkout: never absolute, never through `..`,
+    never into git's own directory; a repository's config must not reach outside it."""
+    v = _json_text(v)
+    if not isinstance(v, list) or not all(isinstance(a, str) for a in v):
+        raise ValueError(f"expected a list of {what}")
+    out = []
+    for item in v:
+        parts = item.replace("\\", "/").split("/")
+        if (not item or "\0" in item or item.startswith(("/", "~")) or ".." in parts
+                or parts[0] in (".git", ".para") or all(x in ("", ".") for x in parts)):
+            raise ValueError(f"{item!r}: expected a path relative to the main checkout, inside it "
+                             "(no leading / or ~, no .., not .git or .para)")
+        if not globs and any(c in item for c in "*?["):
+            raise ValueError(f"{item!r}: a linked path is a plain path, not a glob")
+        out.append(item.strip("/"))
+    return out
+
+
+def _port_range(v: Any) -> str:
+    m = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", v) if isinstance(v, str) else None
+    if m is None or not 1024 <= int(m.group(1)) <= int(m.group(2)) <= 65535:
+        raise ValueError("expected a range FIRST-LAST of ports, 1024 <= FIRST <= LAST <= 65535")
+    return f"{int(m.group(1))}-{int(m.group(2))}"
+
+
+def _env_map(v: Any) -> dict[str, str]:
+    v = _json_text(v)
+    if not isinstance(v, dict):
+        raise ValueError("expected an object of NAME: value strings")
+    for k, val in v.items():
+        if not isinstance(k, str) or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) is None or k.startswith("PARA_"):
+            raise ValueError(f"{k!r}: expected a variable name (letters, digits, _), not one starting with PARA_")
+        if not isinstance(val, str) or "\0" in val:
+            raise ValueError(f"{k}: expected a string value")
+    return dict(v)
+
+
 # key -> (default, converter, description)
 KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
     "base_branch": (None, _opt_branch,
@@ -121,6 +180,19 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
                            "`para clean` removes archived branches older than this (if integrated)"),
     "clean.backup_days": (30, _int_range(0, 3650),
                           "`para clean` removes refs/para/backup/* older than this"),
+    "session.setup": ([], _argv, ("argv run in each new worktree (after session.copy/link, before any agent); "
+                                  "a failure fails start/dispatch (error setup_failed); [] = none")),
+    "session.setup_timeout": (600, _int_range(1, 86400), "seconds session.setup may run"),
+    "session.teardown": ([], _argv, ("argv run in a worktree before para removes it (finish, cancel, integrate); "
+                                     "a failure is reported in warnings, never blocks; [] = none")),
+    "session.teardown_timeout": (60, _int_range(1, 86400), "seconds session.teardown may run"),
+    "session.copy": ([], lambda v: _repo_relative(v, "globs", True),
+                     "globs of files copied from the main checkout into each new worktree (e.g. \".env*\")"),
+    "session.link": ([], lambda v: _repo_relative(v, "paths", False),
+                     "paths symlinked from each new worktree to the main checkout's (e.g. node_modules)"),
+    "session.ports": (0, _int_range(0, 64), "ports reserved per session (PARA_PORT, PARA_PORTS); 0 = none"),
+    "session.port_range": ("20000-29999", _port_range, "where session.ports come from (FIRST-LAST)"),
+    "session.env": ({}, _env_map, "extra environment for setup, teardown and agents ({NAME: value})"),
     "sidecar.idle_timeout": (1800, _int_range(0, 7 * 86400),
                              "seconds without clients or work before the sidecar exits (0 = never)"),
 }
@@ -136,9 +208,14 @@ GATED_KEYS: dict[str, str] = {
     "agents": "agent launcher commands",
     "agent.default": "which agent program `para dispatch` runs when no --agent is given",
     "worktrees_dir": "where session worktrees are checked out: files written outside the repository",
+    "session.setup": "a command run in every new worktree",
+    "session.teardown": "a command run before a worktree is removed",
+    "session.env": "environment variables of setup, teardown and agents (PATH, LD_PRELOAD...)",
+    "session.copy": "files of the main checkout copied into every worktree (where agents read them)",
+    "session.link": "paths of the main checkout every worktree links to (agents write through them)",
 }
 # Of those, the ones whose values are argv (shown as commands; the others as settings).
-COMMAND_KEYS = frozenset({"integrate.check", "agents"})
+COMMAND_KEYS = frozenset({"integrate.check", "agents", "session.setup", "session.teardown"})
 # Every other key, with why its value cannot make para run anything. A new key goes in one of
 # the two (tests/test_trust_boundary.py fails until it does).
 INERT_KEYS: dict[str, str] = {
@@ -157,6 +234,10 @@ INERT_KEYS: dict[str, str] = {
     "clean.archive_days": "a number of days",
     "clean.backup_days": "a number of days",
     "sidecar.idle_timeout": "a number of seconds",
+    "session.setup_timeout": "a number of seconds",
+    "session.teardown_timeout": "a number of seconds",
+    "session.ports": "a number of ports",
+    "session.port_range": "a range of two port numbers",
 }
 
 
@@ -209,7 +290,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and key != "agents":
+        if isinstance(v, Mapping) and key not in ("agents", "session.env"):
             flat.update(_flatten(v, key + "."))
         else:
             flat[key] = v

@@ -139,6 +139,22 @@ async def resolve(cwd: str | Path, rev: str) -> str | None:
     return res.out.strip() if res.rc == 0 else None
 
 
+async def tracked_in(cwd: str | Path, rev: str, paths: list[str]) -> list[str]:
+    """Which of `paths` (files or directories) the tree of `rev` holds anything at."""
+    if not paths:
+        return []
+    res = await run(cwd, "ls-tree", "--name-only", "--end-of-options", rev, "--", *paths)
+    return [line for line in res.out.splitlines() if line]
+
+
+async def indexed(wt: str | Path, paths: list[str]) -> list[str]:
+    """Which files at or under `paths` the index of the worktree at `wt` holds."""
+    if not paths:
+        return []
+    res = await run(wt, "ls-files", "--cached", "-z", "--", *paths, env={"GIT_OPTIONAL_LOCKS": "0"})
+    return [p for p in res.out.split("\0") if p]
+
+
 async def branch_exists(cwd: str | Path, branch: str) -> bool:
     res = await run(cwd, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}", check=False)
     return res.rc == 0

@@ -141,6 +141,7 @@ class Session(msgspec.Struct, kw_only=True):
     outside_changes: list[dict[str, Any]] = msgspec.field(default_factory=list)
     messages: list[Message] = msgspec.field(default_factory=list)
     queued: QueuedLaunch | None = None  # its agent waits for a slot (agent.max_running)
+    ports: list[int] = msgspec.field(default_factory=list)  # session.ports: reserved while the worktree lives
 
 
 def queue_position(sessions: list[Session], s: Session) -> int | None:
@@ -184,6 +185,7 @@ class SessionInfo(msgspec.Struct, kw_only=True):
     queued: QueuedLaunch | None = None   # its agent waits for a slot (agent.max_running)
     queue_position: int | None = None    # 1 = starts at the next free slot
     messages: list[Message] = msgspec.field(default_factory=list)
+    ports: list[int] = msgspec.field(default_factory=list)  # session.ports (PARA_PORT is the first)
 
 
 class PlanTask(msgspec.Struct, kw_only=True):

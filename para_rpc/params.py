@@ -52,6 +52,7 @@ class HelloParams(Base, kw_only=True):
 class StartParams(RepoParams, kw_only=True):
     name: Name | None = None
     base: Name | None = None
+    keep_on_failure: bool = False  # a failed session.setup keeps the session (a warning) instead of rolling back
 
 
 class ListParams(RepoParams, kw_only=True):
@@ -105,6 +106,7 @@ class DispatchParams(RepoParams, kw_only=True):
     skip_permissions: bool = False
     base: Name | None = None
     in_tmux: bool = False
+    keep_on_failure: bool = False  # as for start: a failed session.setup keeps the session
 
 
 class ReportParams(SessionParams, kw_only=True):

@@ -66,6 +66,7 @@ class SessionDetail(Result, kw_only=True):
     outside_changes: list[dict[str, Any]]
     head_branch: str | None
     detached: bool
+    ports: list[int] = []                      # session.ports reserved for it (PARA_PORT is the first)
     commits: list[Commit] | None = None       # show, and right after start
     diffstat: str | None = None
     prompt_file: str | None = None             # dispatch

@@ -1,6 +1,6 @@
 """Mutation check: remove each guarantee para advertises, one at a time, and expect a test to fail.
 
-    .venv/bin/python tools/mutants.py              # every mutant (about 15-25 minutes on 2 CPUs)
+    .venv/bin/python tools/mutants.py              # every mutant (about 20 minutes on 2 busy CPUs)
     .venv/bin/python tools/mutants.py M1 M7b       # only these
     .venv/bin/python tools/mutants.py --list       # what each mutant removes and which tests guard it
     .venv/bin/python tools/mutants.py --serial     # run pytest without -n 2
@@ -65,8 +65,8 @@ MUTANTS = [
            ["tests/test_integrate.py"]),
     Mutant("M3", "`cancel --discard` saves the uncommitted work under a backup ref first",
            [("para_rpc/service/sessions.py",
-             "-discarded\"\n                    await git.update_ref(repo.root, ref, snap)",
-             "-discarded\"\n                    pass")],
+             'ref = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{d[\'stamp\']}-discarded", snap)',
+             'ref = f"refs/para/backup/{s.name}/{d[\'stamp\']}-discarded"')],
            ["test_cancel_discard_keeps_a_backup_ref", "tests/test_crash.py"]),
     Mutant("M4", "`continue` refuses while conflict markers remain",
            [("para_rpc/integrate.py", "    if markers:\n", "    if False:\n")],
@@ -80,7 +80,7 @@ MUTANTS = [
              "        if name is not None:\n            pass\n")],
            ["test_hostile_session_names_are_refused_and_touch_nothing"]),
     Mutant("M6a", "the JSON-RPC socket refuses peers with another uid",
-           [("para_rpc/server/sidecar.py", "if uid is not None and uid != os.getuid():", "if False:")],
+           [("para_rpc/server/sidecar.py", "if creds is not None and creds[1] != os.getuid():", "if False:")],
            ["tests/test_guarantees.py::test_a_peer_with_another_uid_is_disconnected_without_an_answer[json-rpc]"]),
     Mutant("M6b", "the MCP socket refuses peers with another uid",
            [("para_rpc/server/sidecar.py", "lambda w: _peer_uid(w) in (None, os.getuid())", "lambda w: True")],
@@ -95,12 +95,13 @@ MUTANTS = [
              LIFO_LOCK)],
            ["test_queued_integrations_land_in_arrival_order"]),
     Mutant("M8", "the project file overrides the user file",
-           [("para_rpc/config.py", "    for source, path in layers:\n", "    for source, path in reversed(layers):\n")],
+           [("para_rpc/config.py", "    for source, path, within in layers:\n",
+             "    for source, path, within in reversed(layers):\n")],
            ["tests/test_config.py"]),
     Mutant("M9", "integration keeps the session tip under a `-integrated` backup ref",
            [("para_rpc/service/integration.py",
-             'await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)',
-             "pass")],
+             'kept = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)',
+             'kept = f"refs/para/backup/{s.name}/{stamp}-integrated"')],
            ["tests/test_integrate.py"]),
     Mutant("M10", "crash repair brings the target's checkout along when the target had moved",
            [("para_rpc/service/repair.py",
@@ -108,32 +109,37 @@ MUTANTS = [
            ["tests/test_integrate_crash.py"]),
     Mutant("M11", "`abort` saves a conflict resolution in progress (`-aborted` backup)",
            [("para_rpc/service/integration.py",
-             '                    await git.update_ref(repo.root, saved["ref"], snap)\n', "                    pass\n")],
+             ('saved = {"ref": await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-aborted",\n'
+             '                                                         snap), "commit": snap}'),
+             'saved = {"ref": f"refs/para/backup/{s.name}/{_utc_stamp()}-aborted", "commit": snap}')],
            ["tests/test_integrate_conflicts.py"]),
     Mutant("M12", "`finish` keeps the commits it squashes under a `-finish` backup ref",
            [("para_rpc/service/sessions.py",
-             "await git.update_ref(repo.root, f\"refs/para/backup/{s.name}/{d['stamp']}-finish\", head)", "pass")],
+             ("d[\"pre_squash_ref\"] = await git.create_ref(repo.root, f\"refs/para/backup/{s.name}/{d['stamp']}-finish\",\n"
+             "                                                           head)"),
+             "d[\"pre_squash_ref\"] = f\"refs/para/backup/{s.name}/{d['stamp']}-finish\"")],
            ["tests/test_cli_lifecycle.py"]),
     Mutant("M13", "start repair keeps a half-started worktree that already holds work",
-           [("para_rpc/service/repair.py", " or await git.status(s.worktree))", ")")],
+           [("para_rpc/service/repair.py", ' or (not d.get("preparing") and await git.status(s.worktree))', "")],
            ["tests/test_crash.py"]),
     Mutant("M14", "edits made while an integration was in flight are saved (`-leftover` backup)",
-           [("para_rpc/service/integration.py", "                await git.update_ref(repo.root, ref, snap)\n"
-             "                rec[\"leftover\"] = ref", "                rec[\"leftover\"] = ref")],
+           [("para_rpc/service/integration.py",
+             'ref = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-leftover", snap)',
+             'ref = f"refs/para/backup/{s.name}/{stamp}-leftover"')],
            ["test_edits_made_while_the_integration_was_in_flight_are_kept"]),
     Mutant("M15", "edits made during a failed attempt are saved before the branch is restored (`-failed`)",
            [("para_rpc/service/integration.py",
-             'await git.update_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-failed", snap)', "pass")],
+             'await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-failed", snap)', "None")],
            ["test_edits_made_during_a_failed_attempt_are_kept"]),
     Mutant("M16", "`clean` deletes only backups older than clean.backup_days",
-           [("para_rpc/service/sessions.py", "                if ts < backup_cutoff:\n", "                if True:\n")],
+           [("para_rpc/service/sessions.py", "                elif made < backup_cutoff:\n", "                else:\n")],
            ["test_clean_deletes_only_backups_older_than_backup_days"]),
     Mutant("M17", "a checkout that cannot be brought along undoes the target move",
            [("para_rpc/integrate.py",
              'await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")', "pass")],
            ["test_a_checkout_that_cannot_follow_undoes_the_target_move"]),
     Mutant("M18", "para/wait waits for a change instead of answering at once",
-           [("para_rpc/service/dispatching.py", "        while not changed:\n", "        while False:\n")],
+           [("para_rpc/service/dispatching.py", "            if changed or remaining <= 0:\n", "            if True:\n")],
            ["test_para_wait_blocks_until_another_connection_changes_the_session"]),
     Mutant("M19", "crash repair completes an interrupted `recover`",
            [("para_rpc/service/repair.py", "                await self._do_recover(repo, s)\n",
@@ -147,14 +153,67 @@ MUTANTS = [
            [("para_rpc/service/repair.py", "                s.notes.append(note)\n", "                pass\n")],
            ["test_a_repair_that_cannot_succeed_leaves_a_note_and_the_operation_pending"]),
     Mutant("M22", "crash repair aborts a half-made merge/rebase of an interrupted integration",
-           [("para_rpc/service/repair.py", "            await integrate.abort_in(s.worktree, rec[\"pre\"])\n",
-             "            pass\n")],
+           [("para_rpc/service/repair.py", "        await integrate.abort_in(wt, pre)\n", "        pass\n")],
            ["test_an_integration_killed_while_materializing_its_conflict_is_undone"]),
     Mutant("M23", "the demo stops the sidecar it started",
            [("para_rpc/demo.py", '        run(["sidecar", "stop"], show=False)\n', ""),
             ("para_rpc/demo.py",
              '        subprocess.run(para + ["sidecar", "stop"], cwd=repo, env=env, capture_output=True)\n', "")],
            ["test_demo_runs_to_the_end"]),
+    # The trust boundary: commands from the repository's own files run only after `para trust`.
+    Mutant("M24", "commands the project file sets (GATED_KEYS) are withheld until the user approves them",
+           [("para_rpc/trust.py", "        ok = bool(cmds or sets) and approved(common_dir, digest)\n",
+             "        ok = True\n")],
+           ["test_a_project_command_is_refused_until_the_user_approves_it",
+            "test_project_agent_default_and_worktrees_dir_wait_for_approval"]),
+    Mutant("M25", "an agent of a session gets `forbidden` when it approves commands or changes what runs",
+           [("para_rpc/trust.py", "    who = agents.agent_caller(PEER_PID.get())\n", "    who = None\n")],
+           ["test_an_agent_cannot_approve_its_own_commands",
+            "test_an_agent_cannot_approve_or_change_what_runs_whatever_its_environment"]),
+    Mutant("M26", "approving from inside a session's worktree is `forbidden`, whoever asks",
+           [("para_rpc/service/trusting.py", "                    if real == wt or real.startswith(wt + os.sep):\n",
+             "                    if False:\n")],
+           ["test_an_agent_cannot_approve_or_change_what_runs_whatever_its_environment"]),
+    Mutant("M27", "a file para reads from a repository that is a FIFO or device is refused (never read or waited on)",
+           [("para_rpc/runtime.py", "        if kind is not None or not stat.S_ISREG(st.st_mode):\n",
+             "        if False:\n")],
+           ["test_project_config_fifo_device_symlink_out_or_huge_is_a_config_error",
+            "test_task_file_fifo_device_symlink_out_or_huge_is_refused"]),
+    Mutant("M28", "a file para reads from a repository that is a symlink out of it is refused",
+           [("para_rpc/runtime.py", "        if real != root and not real.startswith(root + os.sep):\n",
+             "        if False:\n")],
+           ["test_project_config_fifo_device_symlink_out_or_huge_is_a_config_error",
+            "test_task_file_fifo_device_symlink_out_or_huge_is_refused"]),
+    Mutant("M29", "para never writes a prompt, log or instruction file through a symlink (O_NOFOLLOW)",
+           [("para_rpc/runtime.py", "        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)\n",
+             "        return os.open(path, flags | os.O_CLOEXEC, 0o600)\n")],
+           ["test_dispatch_never_writes_through_a_planted_symlink"]),
+    # Nothing lost.
+    Mutant("M30", "a backup ref is created, never moved: a name already taken gets `-2` (git.create_ref)",
+           [("para_rpc/git.py", '"update-ref", "-m", message, name, new, "", check=False)',
+             '"update-ref", "-m", message, name, new, check=False)')],
+           ["test_a_backup_never_overwrites_an_earlier_backup_of_the_same_name",
+            "test_a_saved_nested_repository_never_overwrites_an_earlier_one"]),
+    Mutant("M31", "the processes of an agent still writing are frozen (SIGSTOP) while its worktree is saved",
+           [("para_rpc/agents.py", "                os.kill(p, signal.SIGSTOP)\n", "")],
+           ["test_cancel_freezes_a_writing_agent_so_nothing_it_wrote_is_lost",
+            "test_an_agent_integrating_itself_gets_its_answer_and_its_writer_loses_nothing"]),
+    Mutant("M32", "a nested repository or submodule holding work is saved under backup refs before its worktree goes",
+           [("para_rpc/service/core.py",
+             ("                refs = await git.save_embedded(s.worktree, e, repo.common_dir, prefix,\n"
+             "                                               f\"para: uncommitted work in {e.path} of session {s.name}\")\n"),
+             "                refs = {}\n")],
+           ["test_cancel_saves_a_nested_repository_and_leaves_it_out_of_the_wip_commit",
+            "test_cancel_saves_a_submodule_commit_and_recover_keeps_it_reachable",
+            "test_cancel_saves_a_repository_nested_inside_a_nested_repository"]),
+    Mutant("M33", "a HEAD off the session branch (detached) is saved under a `-head` backup ref on cancel",
+           [("para_rpc/service/core.py",
+             'ref = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-head", commit)',
+             'ref = f"refs/para/backup/{s.name}/{stamp}-head"')],
+           ["test_cancel_force_saves_a_detached_head_and_says_so", "test_kill_after_cancel_force_saved_the_head"]),
+    Mutant("M34", "a repository cloned into an ignored directory (vendor/, build/) is found and saved too",
+           [("para_rpc/git.py", '            if ".git" in subdirs or ".git" in files:\n', "            if False:\n")],
+           ["test_cancel_saves_a_repository_cloned_into_an_ignored_directory"]),
 ]
 
 
@@ -168,11 +227,11 @@ def locate(selector: str) -> str:
             raise LookupError(f"{selector}: no such file")
         if "::" in selector:
             name = selector.split("::", 1)[1].split("[", 1)[0]
-            if not re.search(rf"^(async )?def {re.escape(name)}\(", path.read_text(), re.M):
+            if not re.search(rf"^(async )?def {re.escape(name)}\(", path.read_text(), re.MULTILINE):
                 raise LookupError(f"{selector}: no such test")
         return selector
     found = [p for p in sorted(TESTS.glob("test_*.py"))
-             if re.search(rf"^(async )?def {re.escape(selector)}\(", p.read_text(), re.M)]
+             if re.search(rf"^(async )?def {re.escape(selector)}\(", p.read_text(), re.MULTILINE)]
     if len(found) != 1:
         raise LookupError(f"test {selector}: found in {len(found)} modules {[p.name for p in found]}")
     return f"{found[0].relative_to(ROOT)}::{selector}"

@@ -31,6 +31,7 @@ mcp_app = typer.Typer(invoke_without_command=True, help="MCP for AI clients: `pa
 app.add_typer(mcp_app, name="mcp")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+KeepOpt = Annotated[bool, typer.Option("--keep-on-failure", help="A failing session.setup keeps the session (a warning) instead of rolling it back.")]
 SessionOpt = Annotated[str | None, typer.Option("--session", "-s", help="Session name (default: the one the current directory is in).")]
 
 
@@ -39,9 +40,11 @@ SessionOpt = Annotated[str | None, typer.Option("--session", "-s", help="Session
 @app.command()
 def start(name: Annotated[str | None, typer.Argument(help="Session name (default: a friendly adjective_noun).")] = None,
           base: Annotated[str | None, typer.Option("--base", "-b", help="Branch to fork from.")] = None,
+          keep: KeepOpt = False,
           as_json: JsonOpt = False) -> None:
     """Create a session: a branch para/NAME and its worktree, forked from the base branch."""
-    _call("para/start", {"name": name, "base": base}, as_json, render.print_started)
+    _call("para/start", {"name": name, "base": base, **({"keep_on_failure": True} if keep else {})},
+          as_json, render.print_started)
 
 
 @app.command("list")
@@ -119,6 +122,7 @@ def dispatch(name: Annotated[str | None, typer.Argument(help="Session name (defa
              mode: Annotated[str | None, typer.Option("--mode", help="editor | tmux | headless (default: config agent.mode).")] = None,
              skip: Annotated[bool, typer.Option("--dangerously-skip-permissions", "-d", help="Let the agent act without asking.")] = False,
              base: Annotated[str | None, typer.Option("--base", "-b", help="Branch to fork from.")] = None,
+             keep: KeepOpt = False,
              as_json: JsonOpt = False) -> None:
     """Start a session and an agent in it, with a task (inline, from a file, or on stdin)."""
     source = _task_source(prompt or [], file or [], as_json)
@@ -126,6 +130,8 @@ def dispatch(name: Annotated[str | None, typer.Argument(help="Session name (defa
         _fail(ParaError(Code.invalid_input, "several tasks get their names from para; drop NAME"), as_json)
     params: dict[str, Any] = {"name": name, "agent": agent, "mode": mode, "skip_permissions": skip, "base": base,
                               "in_tmux": bool(os.environ.get("TMUX")), **source}
+    if keep:
+        params["keep_on_failure"] = True
     _call("para/dispatch", params, as_json, render.print_dispatched)
 
 

@@ -40,6 +40,8 @@ def print_session(r: dict[str, Any], headline: str | None = None) -> None:
     unread = sum(1 for m in r.get("messages") or [] if not m.get("read_at"))
     if unread:
         rows.append(("messages", f"{unread} unread by the agent"))
+    if r.get("ports"):
+        rows.append(("ports", " ".join(str(p) for p in r["ports"])))
     if r.get("ahead") is not None:
         rows.append(("commits", str(r["ahead"])))
     if r.get("diffstat"):
@@ -112,11 +114,13 @@ def print_list(r: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for col in ("", "session", "state", "branch", "age"):
+    ports = any(s.get("ports") for s in sessions)
+    for col in ("", "session", "state", "branch", "age", *(("ports",) if ports else ())):
         table.add_column(col)
     for s in sessions:
         branch = s["branch"] + (f" (HEAD: {s.get('head_branch') or 'detached'})" if s["state"] == "off-branch" else "")
-        table.add_row("*" if s["current"] else "", s["name"], s["state"], branch, age(s["created_at"]))
+        table.add_row("*" if s["current"] else "", s["name"], s["state"], branch, age(s["created_at"]),
+                      *((" ".join(str(p) for p in s.get("ports") or []),) if ports else ()))
     Console().print(table)
     for s in sessions:
         for line in agent_warnings(s):

@@ -10,18 +10,19 @@ run again, so `_repair` simply re-runs (or, for a start, undoes) whatever a
 crashed sidecar left half done.
 
 The operations are grouped by concern, one module each (core, sessions, integration,
-dispatching, control, repair, trusting); `Service` puts them together as the one object transports call.
+dispatching, control, repair, trusting, environment); `Service` puts them together as the one object transports call.
 """
 from para_rpc.service.control import Control
 from para_rpc.service.core import Repo, ServiceCore
 from para_rpc.service.dispatching import Dispatching
+from para_rpc.service.environment import Environment
 from para_rpc.service.integration import Integration
 from para_rpc.service.repair import Repair
 from para_rpc.service.sessions import Sessions
 from para_rpc.service.trusting import Trusting
 
 
-class Service(Sessions, Integration, Control, Dispatching, Repair, Trusting, ServiceCore):
+class Service(Sessions, Integration, Control, Dispatching, Repair, Trusting, Environment, ServiceCore):
     """The single owner of session state: every `para/<verb>` is one of its coroutines."""
 
 

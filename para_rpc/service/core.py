@@ -458,7 +458,8 @@ class ServiceCore:
             report=s.report, plan=s.plan, notes=list(s.notes), head_branch=head_branch,
             detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes),
             queued=s.queued, queue_position=queue_position(repo.store.live(), s) if s.queued else None,
-            messages=list(s.messages))
+            messages=list(s.messages),
+            ports=list(s.ports) if s.status in (Status.active, Status.conflicted, Status.integrating) else [])
 
     @staticmethod
     def _require(s: Session, allowed: Status | tuple[Status, ...], verb: str) -> None:

@@ -148,6 +148,7 @@ class Dispatching(ServiceCore):
                                    skip: bool, cfg: dict[str, Any], reason: str = "dispatch") -> None: ...
         async def _drain_queue(self, repo: Repo) -> None: ...
         async def _take_messages(self, repo: Repo, name: str, by: str) -> list[dict[str, Any]]: ...
+        def session_env(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> dict[str, str]: ...
 
     async def dispatch(self, p: DispatchParams) -> dict[str, Any]:
         if p.tasks:
@@ -176,7 +177,8 @@ class Dispatching(ServiceCore):
             if name is not None and repo.store.get(name) is not None:
                 name = None  # taken: a friendly name instead
         return await self._dispatch_one(repo, cfg, name=name, task=task, source=source, prof=prof, mode=mode,
-                                        skip=p.skip_permissions, base=p.base, cwd=p.cwd, env=p.env)
+                                        skip=p.skip_permissions, base=p.base, cwd=p.cwd, env=p.env,
+                                        keep_on_failure=p.keep_on_failure)
 
     async def _dispatch_batch(self, p: DispatchParams) -> dict[str, Any]:
         """Several independent tasks in one call: each starts (or fails) on its own, in order;
@@ -220,11 +222,12 @@ class Dispatching(ServiceCore):
 
     async def _dispatch_one(self, repo: Repo, cfg: dict[str, Any], *, name: str | None, task: str, source: str,
                             prof: agents.Profile, mode: str, skip: bool, base: str | None, cwd: str,
-                            env: dict[str, str], plan: int | None = None) -> dict[str, Any]:
+                            env: dict[str, str], plan: int | None = None,
+                            keep_on_failure: bool = False) -> dict[str, Any]:
         prompt = agents.compose_prompt(task, cfg["agent.workflow"])
         argv_t = prof.argv(mode, skip)
         agents.check_prompt_fits(argv_t, prompt, prof.name)
-        info = await self.start(StartParams(cwd=cwd, env=env, name=name, base=base))
+        info = await self.start(StartParams(cwd=cwd, env=env, name=name, base=base, keep_on_failure=keep_on_failure))
         s = repo.store.get(info["name"])
         try:
             prompt_file = os.path.join(repo.root, ".para", "prompts", f"{s.name}.md")
@@ -256,6 +259,7 @@ class Dispatching(ServiceCore):
         exit_file = os.path.join(runs, f"{s.name}.{int(time.time() * 1000)}.exit")
         await self._record_outside_state(repo, s, exit_file)
         env = agents.agent_env(s.name, s.worktree, self.socket)
+        env.update(self.session_env(repo, s, cfg))  # PARA_PORT, PARA_REPO, session.env ...
         run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip)
         if mode == "editor":
             answer = await self.ports.run_in_editor(

@@ -21,6 +21,9 @@ class Integration(ServiceCore):
     if TYPE_CHECKING:  # what it calls on the other parts of Service (Sessions, Dispatching)
         async def _show(self, repo: Repo, s: Session, cwd: str) -> dict[str, Any]: ...
         def _agent_session_ended(self, repo: Repo, s: Session, forgotten: bool = False) -> None: ...
+        async def _teardown(self, repo: Repo, s: Session, cfg: dict[str, Any] | None = None) -> list[str]: ...
+        def _teardown_warnings(self, s: Session) -> list[str]: ...
+        async def _refuse_linked(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> None: ...
 
     async def integrate(self, p: IntegrateParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
@@ -35,11 +38,13 @@ class Integration(ServiceCore):
             raise ParaError(Code.not_found, f"target branch {target!r} does not exist", branch=target)
         if p.dry_run:  # the same checks as the real one, so the forecast never promises what it refuses
             self._check_integrable(s)
+            await self._refuse_linked(repo, s, cfg)
             return await self._predict(repo, s, target, strategy, message)
         config.usable(cfg["integrate.check"])  # an unapproved project-file check: refused before anything changes
         async with repo.session_lock(s.name):
             s = self._find(repo, s.name, p.cwd)
             self._check_integrable(s)
+            await self._refuse_linked(repo, s, cfg)
             await self._save_or_refuse(repo, s, "integrate")
             if os.path.isdir(s.worktree) and await git.status(s.worktree):
                 await git.stage_all(s.worktree)
@@ -210,6 +215,7 @@ class Integration(ServiceCore):
                     rec["leftover"] = ref
                     warnings.append(f"changes written in the worktree after the integration started did not land; "
                                     f"they were saved as {ref}")
+                await self._teardown(repo, s, cfg)
                 async with repo.lock:
                     await git.remove_worktree(repo.root, s.worktree)
             else:
@@ -236,7 +242,7 @@ class Integration(ServiceCore):
         self._agent_session_ended(repo, s)
         wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
         result = to_builtins(self._info(repo, s, wts, branches))
-        result["warnings"] = warnings + self._frozen_warnings(frozen, s)
+        result["warnings"] = warnings + self._frozen_warnings(frozen, s) + self._teardown_warnings(s)
         return result
 
     async def continue_(self, p: ContinueParams) -> dict[str, Any]:

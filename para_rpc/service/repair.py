@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from para_rpc import git, integrate
+from para_rpc import git, integrate, workspace
 from para_rpc.errors import ParaError
 from para_rpc.model import Session, Status, journaled
 from para_rpc.service.core import Repo, ServiceCore, WorktreeFacts, _utc_stamp, log
@@ -29,10 +29,15 @@ class Repair(ServiceCore):
         kind = journaled(s).kind
         try:
             if kind == "start":
+                d = journaled(s).data
+                if d.get("setup_pid"):  # killed during session.setup: what is left of it goes too
+                    workspace.stop_leftover(d["setup_pid"], s.worktree)
                 wts = await self._worktree_state(repo)
                 tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
                 wt = wts.get(os.path.realpath(s.worktree))
-                if wt and tip and (tip != s.base_commit or wt.branch != s.branch or await git.status(s.worktree)):
+                # Files in a worktree still being prepared are the setup's, not anyone's work.
+                touched = tip != s.base_commit or (not d.get("preparing") and await git.status(s.worktree))
+                if wt and tip and (touched or wt.branch != s.branch):
                     s.op = None  # someone already works there: keep it
                     repo.store.save(s)
                 else:

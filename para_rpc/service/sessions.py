@@ -59,10 +59,17 @@ class Sessions(ServiceCore):
         async def integrate(self, p: IntegrateParams) -> dict[str, Any]: ...
         def _agent_session_ended(self, repo: Repo, s: Session, forgotten: bool = False) -> None: ...
         async def _repair(self, repo: Repo, s: Session) -> None: ...
+        def _env_config(self, cfg: dict[str, Any]) -> dict[str, Any]: ...
+        def _allocate_ports(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> None: ...
+        async def _prepare(self, repo: Repo, s: Session, cfg: dict[str, Any], env_cfg: dict[str, Any],
+                           keep_on_failure: bool) -> list[str]: ...
+        async def _teardown(self, repo: Repo, s: Session, cfg: dict[str, Any] | None = None) -> list[str]: ...
+        def _teardown_warnings(self, s: Session) -> list[str]: ...
 
     async def start(self, p: StartParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
+        env_cfg = self._env_config(cfg)  # an unapproved project setup/copy/link/env: refused here
         name = validate_session_name(p.name) if p.name is not None else None
         base, base_commit = await self._base(repo, p.base, cfg)
         prefix = cfg["branch_prefix"]
@@ -97,16 +104,29 @@ class Sessions(ServiceCore):
                                 "move it away or run `para clean`", path=path)
             s = Session(name=name, branch=branch, worktree=path, base_branch=base, base_commit=base_commit,
                         op=Op(kind="start"))
+            self._allocate_ports(repo, s, cfg)
             repo.store.save(s)
             try:
                 await git.add_worktree(repo.root, path, branch, new_at=base_commit)
             except BaseException:
                 await self._undo_start(repo, s)
                 raise
+        # The setup may take minutes: outside the repository lock, under the session's (taken
+        # with no await in between, so nothing acts on the session half made).
+        async with repo.session_lock(name):
+            try:
+                warnings = await self._prepare(repo, s, cfg, env_cfg, p.keep_on_failure)
+            except BaseException:
+                async with repo.lock:
+                    await self._undo_start(repo, s)
+                raise
             s.op = None
             repo.store.save(s)
         self.emit(repo, "started", name, branch=branch, worktree=path, base=base)
-        return self._known(repo, s, p.cwd, worktree=True, ahead=0)
+        result = self._known(repo, s, p.cwd, worktree=True, ahead=0)
+        if warnings:
+            result["warnings"] = warnings
+        return result
 
     async def _undo_start(self, repo: Repo, s: Session) -> None:
         """Remove what a failed or interrupted start created; nothing there is anyone's work yet."""
@@ -226,7 +246,7 @@ class Sessions(ServiceCore):
         if backups:
             result["backups"] = backups
         result["warnings"] = ([f"the branch before the squash is kept under {pre_squash}"] if pre_squash else []) \
-            + self._backup_warnings(backups) + self._frozen_warnings(frozen, s) + busy
+            + self._backup_warnings(backups) + self._frozen_warnings(frozen, s) + busy + self._teardown_warnings(s)
         return result
 
     async def _undo_refused_finish(self, repo: Repo, s: Session) -> None:
@@ -271,6 +291,7 @@ class Sessions(ServiceCore):
                                 f"(for example {left[0][3:]!r}); the worktree is kept", session=s.name)
             s.head_commit = await git.out(s.worktree, "rev-parse", "HEAD")
             backups = await self._save_worktree(repo, s, f, d["stamp"])
+            await self._teardown(repo, s)
             async with repo.lock:
                 await git.remove_worktree(repo.root, s.worktree)
             d["removed"] = True
@@ -323,7 +344,8 @@ class Sessions(ServiceCore):
         self._agent_session_ended(repo, s)
         result = self._known(repo, s, p.cwd, worktree=False)
         result["saved"], result["backups"] = saved, backups
-        result["warnings"] = self._backup_warnings(backups) + self._frozen_warnings(frozen, s) + busy
+        result["warnings"] = (self._backup_warnings(backups) + self._frozen_warnings(frozen, s) + busy
+                              + self._teardown_warnings(s))
         if saved and saved.get("branch"):
             result["warnings"].insert(0, f"uncommitted work was committed as {saved['commit'][:10]} on {saved['branch']}")
         elif saved:
@@ -353,6 +375,7 @@ class Sessions(ServiceCore):
                     if await git.has_staged(s.worktree):
                         sha = await git.commit(s.worktree, WIP_MESSAGE, verify=False)
                         saved = {"branch": d["archive"], "commit": sha}
+            await self._teardown(repo, s)
             async with repo.lock:
                 await git.remove_worktree(repo.root, s.worktree)
             d["removed"] = True

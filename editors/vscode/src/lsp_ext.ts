@@ -25,6 +25,7 @@ export interface HelloResult {
 export interface StartParams extends RepoParams {
   name?: string | null;
   base?: string | null;
+  keep_on_failure?: boolean;
 }
 
 /**
@@ -58,6 +59,7 @@ export interface SessionDetail {
   outside_changes: Record<string, unknown>[];
   head_branch: string | null;
   detached: boolean;
+  ports?: number[];
   commits?: Commit[] | null;
   diffstat?: string | null;
   prompt_file?: string | null;
@@ -158,6 +160,7 @@ export interface DispatchParams extends RepoParams {
   skip_permissions?: boolean;
   base?: string | null;
   in_tmux?: boolean;
+  keep_on_failure?: boolean;
 }
 
 /** A plan dispatched: its steps, the first one started. */
@@ -739,5 +742,6 @@ export const ERROR_CODES = {
   check_failed: -32014,
   untrusted: -32015,
   forbidden: -32016,
+  setup_failed: -32017,
 } as const;
 export type ErrorName = keyof typeof ERROR_CODES;

@@ -70,6 +70,7 @@ export function sessionDescription(
   if (s.integration && s.status === "integrating") parts.push(`→ ${s.integration.target}`);
   if (st?.agent) parts.push(`agent ${st.agent.state}`);
   if (st?.ahead) parts.push(`${st.ahead} ahead`);
+  if (s.ports?.length) parts.push(`:${s.ports.join(" :")}`);
   const col = collisions(s.name, c);
   if (col.with.length) parts.push(`collides with ${col.with.join(", ")}`);
   if (col.target.length) parts.push(`conflicts with ${c?.sessions.find((x) => x.session === s.name)?.target}`);
@@ -80,6 +81,7 @@ export function sessionDescription(
 export function sessionTooltip(s: ext.Session, st: ext.SessionStatus | undefined): string {
   const lines = [`${s.name}: ${s.state}`, `branch ${s.branch} (from ${s.base_branch})`];
   if (s.task) lines.push(`task: ${s.task}`);
+  if (s.ports?.length) lines.push(`ports: ${s.ports.join(" ")} (PARA_PORT ${s.ports[0]})`);
   if (st?.agent) {
     const a = st.agent;
     lines.push(`agent: ${a.profile} (${a.mode}) ${a.state}${a.exit_code !== null ? `, exit ${a.exit_code}` : ""}`);

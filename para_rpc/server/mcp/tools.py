@@ -161,6 +161,8 @@ async def para_dispatch(
     mode: Annotated[Literal["auto", "headless", "tmux", "editor"] | None,
                     Field(description="Where the agent runs (default: config agent.mode).")] = None,
     base: Annotated[str | None, Field(description="Branch to fork from (default: the base branch).")] = None,
+    keep_on_failure: Annotated[bool, Field(description="When the configured session.setup fails, keep the "
+                                           "session (reported in warnings) instead of rolling it back.")] = False,
     repo: Repo = None,
 ) -> dict[str, Any]:
     given = [n for n, v in (("task", task), ("file", file), ("files", files), ("tasks", tasks)) if v]
@@ -172,7 +174,7 @@ async def para_dispatch(
     specs = [{"name": t.session, "prompt": t.task, "file": t.file} for t in tasks or []]
     r = await fe.call("para/dispatch", repo, name=session if not tasks else None, prompt=task, file=file,
                       files=files, tasks=specs or None, agent=agent, skip_permissions=skip_permissions,
-                      mode=mode, base=base)
+                      mode=mode, base=base, keep_on_failure=keep_on_failure or None)
     out: dict[str, Any] = {"sessions": [], "plan": None, "failed": [], "next": ""}
     if "failed" in r:  # several tasks
         out["sessions"] = r["sessions"]
@@ -209,9 +211,11 @@ async def para_start(
     fe: "McpFrontend",
     session: Annotated[str | None, Field(description="Session name (default: a friendly adjective_noun).")] = None,
     base: Annotated[str | None, Field(description="Branch to fork from.")] = None,
+    keep_on_failure: Annotated[bool, Field(description="When the configured session.setup fails, keep the "
+                                           "session (reported in warnings) instead of rolling it back.")] = False,
     repo: Repo = None,
 ) -> dict[str, Any]:
-    return await fe.call("para/start", repo, name=session, base=base)
+    return await fe.call("para/start", repo, name=session, base=base, keep_on_failure=keep_on_failure or None)
 
 @tool("para_finish", "Finish a session for review", _ann(destructive=True),
       "Commit everything in the session, squash it onto its fork point (configurable), remove the worktree "

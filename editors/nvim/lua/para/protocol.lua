@@ -96,6 +96,7 @@ M.errors = {
   check_failed = -32014,
   untrusted = -32015,
   forbidden = -32016,
+  setup_failed = -32017,
 }
 
 --- Built-in launcher profiles (`agents` config adds more).
@@ -124,6 +125,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@class para.StartParams : para.RepoParams
 ---@field name string?
 ---@field base string?
+---@field keep_on_failure boolean?
 
 --- One session (start, show, finish, cancel, recover, resume, abort, a single dispatch): its record, the facts read
 --- from git, and what the operation adds.
@@ -154,6 +156,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field outside_changes table<string, any>[]
 ---@field head_branch string?
 ---@field detached boolean
+---@field ports integer[]?
 ---@field commits para.Commit[]?
 ---@field diffstat string?
 ---@field prompt_file string?
@@ -240,6 +243,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field skip_permissions boolean?
 ---@field base string?
 ---@field in_tmux boolean?
+---@field keep_on_failure boolean?
 
 --- A plan dispatched: its steps, the first one started.
 ---@class para.PlanResult

@@ -59,6 +59,22 @@ return {
     end,
   },
   {
+    "render: a PORTS column when sessions have ports",
+    function()
+      local list = {
+        repo = "/r",
+        sessions = {
+          { name = "p", status = "active", state = "active", ports = { 20000, 20001 } },
+          { name = "q", status = "active", state = "active", ports = {} },
+        },
+      }
+      local lines = sessions.render(list, nil, nil)
+      eq("SESSION  STATE   PORTS        AGENT  AHEAD  COLLIDES  REPORT", lines[2], "header")
+      eq("p        active  20000 20001", lines[3], "p")
+      eq("q        active", lines[4], "q")
+    end,
+  },
+  {
     "render: no sessions",
     function()
       local lines, names = sessions.render({ repo = "/r", sessions = {} }, nil, nil)

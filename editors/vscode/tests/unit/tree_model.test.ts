@@ -129,6 +129,15 @@ test("a session item shows state, agent, commits ahead, collisions and the last 
   assert.equal(a.icon, "git-branch");
 });
 
+test("a session's ports (session.ports) show in its description and tooltip", () => {
+  const withPorts = { ...list, sessions: [session("p", "active", { ports: [20000, 20001] })] };
+  const [p] = rootNodes({ list: withPorts, status: null, conflicts: null }, false);
+  assert.equal(p.description, "active · :20000 :20001");
+  assert.match(p.tooltip ?? "", /^ports: 20000 20001 \(PARA_PORT 20000\)$/m);
+  const [a] = rootNodes({ list, status: null, conflicts: null }, false);
+  assert.doesNotMatch(a.tooltip ?? "", /ports/);
+});
+
 test("context values drive the menus: status first, then worktree and agent flags", () => {
   assert.equal(sessionContext(list.sessions[0], status.sessions[0]), "session.active.worktree.agent");
   assert.equal(sessionContext(list.sessions[1], undefined), "session.review");

@@ -95,18 +95,34 @@ function M.render(list, status, forecast)
     by_name[s.name] = s
   end
   local hits = M.collisions(forecast)
+  -- The PORTS column (session.ports) only when some session has ports.
+  local with_ports = false
+  for _, s in ipairs(list.sessions or {}) do
+    with_ports = with_ports or (s.ports ~= nil and #s.ports > 0)
+  end
   local rows = { { "SESSION", "STATE", "AGENT", "AHEAD", "COLLIDES", "REPORT" } }
+  if with_ports then
+    table.insert(rows[1], 3, "PORTS")
+  end
   for _, s in ipairs(list.sessions or {}) do
     local st = by_name[s.name]
     local ahead = st and st.ahead
-    table.insert(rows, {
+    local row = {
       (s.current and "*" or "") .. s.name,
       s.state or s.status,
       agent_cell(st),
       ahead ~= nil and tostring(ahead) or "",
       table.concat(hits[s.name] or {}, ", "),
       short(report_cell(st), 60),
-    })
+    }
+    if with_ports then
+      local ports = {}
+      for _, p in ipairs(s.ports or {}) do
+        table.insert(ports, tostring(p))
+      end
+      table.insert(row, 3, table.concat(ports, " "))
+    end
+    table.insert(rows, row)
   end
   local widths = {}
   for _, row in ipairs(rows) do

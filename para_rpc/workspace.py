@@ -1,0 +1,241 @@
+"""A session worktree's environment, executed: files copied from the main checkout, paths
+linked to it, their lines in git's exclude file, ports probed, the setup/teardown hooks run.
+
+The service decides what (service/environment.py); this module only does it, and never
+through a path a repository could have planted to lead elsewhere: every file it writes is
+checked to stay inside the worktree, and the hook log is opened without following symlinks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import glob
+import os
+import shutil
+import signal
+import socket
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from para_rpc.errors import Code, ParaError
+
+FICLONE = 0x40049409  # linux/fs.h: share the source's blocks (btrfs, xfs): a copy that costs nothing
+PIPE_DRAIN = 1.0  # seconds the output of an exited hook is still read
+EXCLUDE_MARK = "# para session.copy/session.link"
+
+
+def _inside(path: str, root: str) -> bool:
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return real == top or real.startswith(top + os.sep)
+
+
+def _parent_ready(dest: str, worktree: str) -> bool:
+    """Make `dest`'s directory inside the worktree; False when a (committed) symlink on the
+    way would put it elsewhere."""
+    parent = os.path.dirname(dest)
+    if not _inside(parent, worktree) and os.path.lexists(parent):
+        return False
+    os.makedirs(parent, exist_ok=True)
+    return _inside(parent, worktree)
+
+
+def _clone_or_copy(src: str, dest: str) -> None:
+    """Copy one regular file, never through a symlink at `dest`, reflinked where it can be."""
+    sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        mode = stat.S_IMODE(os.fstat(sfd).st_mode)
+        dfd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        try:
+            try:
+                fcntl.ioctl(dfd, FICLONE, sfd)
+            except OSError:
+                with os.fdopen(os.dup(sfd), "rb") as fin, os.fdopen(os.dup(dfd), "wb") as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 20)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
+
+
+def copy_files(main: str, worktree: str, globs: list[str]) -> tuple[list[str], list[str]]:
+    """Copy the regular files of the main checkout matching `globs` into the worktree, where
+    the worktree has nothing at that path yet (a tracked file is never overwritten). Returns
+    the copied paths (relative) and a warning for each match left alone."""
+    copied: list[str] = []
+    warnings: list[str] = []
+    for pattern in globs:
+        for rel in sorted(glob.glob(pattern, root_dir=main, recursive=True, include_hidden=True)):
+            src, dest = os.path.join(main, rel), os.path.join(worktree, rel)
+            if rel in copied or not os.path.isfile(src) or os.path.islink(src):
+                continue  # directories, links and special files: only regular files are copied
+            if not _inside(src, main):
+                warnings.append(f"session.copy: {rel} leads out of {main}; not copied")
+            elif os.path.lexists(dest):
+                continue  # tracked, or already there
+            elif not _parent_ready(dest, worktree):
+                warnings.append(f"session.copy: {rel} would be written outside the worktree; not copied")
+            else:
+                _clone_or_copy(src, dest)
+                copied.append(rel)
+    return copied, warnings
+
+
+def link_paths(main: str, worktree: str, paths: list[str]) -> tuple[list[str], list[str]]:
+    """Symlink each path of the worktree to the main checkout's (which must exist). Returns the
+    linked paths and a warning for each left alone."""
+    linked: list[str] = []
+    warnings: list[str] = []
+    for rel in paths:
+        src, dest = os.path.join(main, rel), os.path.join(worktree, rel)
+        if not os.path.lexists(src):
+            warnings.append(f"session.link: {rel} does not exist in {main}; not linked")
+        elif os.path.lexists(dest):
+            warnings.append(f"session.link: {rel} already exists in the worktree (tracked?); not linked")
+        elif not _parent_ready(dest, worktree):
+            warnings.append(f"session.link: {rel} would be made outside the worktree; not linked")
+        else:
+            os.symlink(src, dest)
+            linked.append(rel)
+    return linked, warnings
+
+
+def _ignore_line(rel: str) -> str:
+    """An exclude pattern matching exactly `rel` from the top of the worktree."""
+    escaped = "".join("\\" + c if c in "\\*?[]!# " else c for c in rel)
+    return "/" + escaped
+
+
+def exclude(exclude_file: str, paths: list[str]) -> None:
+    """Add `paths` to git's exclude file (shared by every worktree: git reads no exclude
+    file of a linked worktree's own), once each, under an flock so concurrent starts keep
+    each other's lines. Never a tracked .gitignore: nothing here is ever committed."""
+    if not paths:
+        return
+    os.makedirs(os.path.dirname(exclude_file), exist_ok=True)
+    with open(exclude_file + ".para-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = Path(exclude_file).read_text() if os.path.exists(exclude_file) else ""
+        have = set(text.splitlines())
+        missing = [line for line in dict.fromkeys(_ignore_line(p) for p in paths) if line not in have]
+        if not missing:
+            return
+        sep = "" if not text or text.endswith("\n") else "\n"
+        mark = "" if EXCLUDE_MARK in have else EXCLUDE_MARK + "\n"
+        tmp = f"{exclude_file}.{os.getpid()}.tmp"
+        Path(tmp).write_text(text + sep + mark + "\n".join(missing) + "\n")
+        os.replace(tmp, exclude_file)
+
+
+def port_free(port: int) -> bool:
+    """Whether nothing listens on (or holds) `port`: bound and released at once, on every
+    address family this machine has."""
+    for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue  # no IPv6 here
+        with sock:
+            if family == socket.AF_INET6:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind((addr, port))
+            except OSError as e:
+                if e.errno == errno.EADDRNOTAVAIL:
+                    continue
+                return False
+    return True
+
+
+def stop_leftover(pgid: int, worktree: str) -> bool:
+    """Kill the process group a crashed sidecar's hook left, if it still is that hook's: some
+    member works in `worktree` (a recycled pgid is someone else's and left alone)."""
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[2]) == pgid and _inside(os.readlink(f"/proc/{pid}/cwd"), worktree):
+                kill_group(pgid)
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
+@dataclass
+class HookRun:
+    exit_code: int | None      # None: it did not finish in time (killed) or could not start
+    timed_out: bool = False
+    error: str | None = None   # why it could not start
+
+
+def open_log(path: str) -> int:
+    """The hook's log, appended to, 0600, never through a symlink a repository planted."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ParaError(Code.invalid_input, f"{path} is a symlink; para does not write through it. "
+                            "Remove it and try again", path=path) from None
+        raise
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def run_hook(argv: list[str], cwd: str, env: dict[str, str], log: str, timeout: float,
+                   on_start: Callable[[int], None] = lambda pid: None,
+                   on_line: Callable[[str], None] = lambda line: None) -> HookRun:
+    """Run `argv` (no shell) in its own process group, its output appended to `log` and
+    handed line by line to `on_line`; past `timeout` seconds the whole group is killed."""
+    fd = open_log(log)
+    try:
+        os.write(fd, f"$ {' '.join(argv)}\n".encode())
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        except OSError as e:
+            msg = f"cannot run {argv[0]!r}: {e.strerror}"
+            os.write(fd, (msg + "\n").encode())
+            return HookRun(None, error=msg)
+        on_start(proc.pid)
+        assert proc.stdout is not None
+
+        async def pump() -> None:
+            assert proc.stdout is not None
+            while line := await proc.stdout.readline():
+                os.write(fd, line)
+                on_line(line.decode(errors="replace").rstrip("\n"))
+
+        reader = asyncio.ensure_future(pump())
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            kill_group(proc.pid)
+            await proc.wait()
+            reader.cancel()
+            os.write(fd, f"para: killed after {timeout:g} seconds\n".encode())
+            return HookRun(None, timed_out=True)
+        # A process the hook left running in the background may hold the pipe open for
+        # good: what it wrote by now is logged, the rest is not waited for.
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(reader, PIPE_DRAIN)
+        os.write(fd, f"para: exit status {proc.returncode}\n".encode())
+        return HookRun(proc.returncode)
+    finally:
+        os.close(fd)

@@ -1,0 +1,360 @@
+"""Session environments (issue 13): `session.setup`/`teardown`, `session.copy`/`link`,
+`session.ports`, `session.env`, through the real CLI and the real sidecar.
+
+Configuration is written to the user file ($PARA_CONFIG, private to each test), which needs no
+approval; the project file's hooks are covered by the trust test at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import (PARA_ARGV, commit_file, git, git_state, pid_alive, rev, run_para, sidecar_pids,
+                      wait_until, worktree_paths)
+from para_rpc.errors import Code
+
+pytestmark = pytest.mark.usefixtures("sidecar")
+
+
+@pytest.fixture(autouse=True)
+def trust_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's own trust file, set before the sidecar starts (it inherits it)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    return tmp_path / "data" / "para" / "trust.json"
+
+PY = sys.executable
+# Writes what a hook sees into a file: its argv[1] (relative paths land in the worktree).
+DUMP = ("import json, os, sys; json.dump({k: v for k, v in os.environ.items() "
+        "if k.startswith('PARA_') or k == 'MY_VAR'} | {'cwd': os.getcwd()}, open(sys.argv[1], 'w'))")
+
+
+def configure(**keys: Any) -> None:
+    """Set `session.*` keys (given as setup=..., port_range=...) in this test's user file."""
+    path = Path(os.environ["PARA_CONFIG"])
+    tree = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else {}
+    tree.setdefault("session", {}).update(keys)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(tree))
+
+
+def call(*args: str, cwd: Path, env: dict[str, str | None] | None = None) -> tuple[int, Any]:
+    proc = run_para(*args, "--json", cwd=cwd, check=False, env=env)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def free_range(n: int) -> tuple[int, int]:
+    """A range of n ports nothing listens on now (the kernel's pick, then its neighbours)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            first = s.getsockname()[1]
+        if first + n > 65535 or first < 1024:
+            continue
+        socks = []
+        try:
+            for p in range(first, first + n):
+                x = socket.socket()
+                socks.append(x)
+                x.bind(("0.0.0.0", p))
+            return first, first + n - 1
+        except OSError:
+            continue
+        finally:
+            for x in socks:
+                x.close()
+    raise AssertionError("no free port range found")
+
+
+def sessions(repo: Path) -> dict[str, dict]:
+    return {s["name"]: s for s in call("list", "--all", cwd=repo)[1]["sessions"]}
+
+
+# ---- setup ---------------------------------------------------------------------------------
+
+def test_setup_runs_in_the_new_worktree_with_the_session_environment(repo: Path, svc: Any):
+    """The setup hook creates a file in the worktree and reads PARA_PORT and the others; its
+    output goes to .para/logs/<name>.setup.log; the ports show in list/show (JSON and human)."""
+    first, last = free_range(4)
+    configure(setup=[PY, "-c", DUMP + "; print('setting up', os.environ['PARA_PORT'])", "seen.json"],
+              ports=2, port_range=f"{first}-{last}", env={"MY_VAR": "hello"})
+    rc, r = call("start", "s1", cwd=repo)
+    assert rc == 0, r
+    wt = Path(r["worktree"])
+    seen = json.loads((wt / "seen.json").read_text())
+    assert r["ports"] == [first, first + 1]
+    assert seen["PARA_PORT"] == str(first) and seen["PARA_PORTS"] == f"{first} {first + 1}"
+    assert seen["PARA_SESSION"] == "s1" and seen["PARA_WORKTREE"] == str(wt)
+    assert seen["PARA_REPO"] == str(repo.resolve()) and seen["PARA_BASE"] == "main"
+    assert seen["MY_VAR"] == "hello" and os.path.realpath(seen["cwd"]) == os.path.realpath(wt)
+    log = repo / ".para" / "logs" / "s1.setup.log"
+    assert f"setting up {first}" in log.read_text()
+    assert oct(log.stat().st_mode & 0o777) == "0o600"
+    assert call("show", "s1", cwd=repo)[1]["ports"] == [first, first + 1]
+    assert sessions(repo)["s1"]["ports"] == [first, first + 1]
+    human = run_para("list", cwd=repo).stdout
+    assert f"{first} {first + 1}" in human
+    assert f"{first} {first + 1}" in run_para("show", "s1", cwd=repo).stdout
+    kinds = [e["kind"] for e in svc("events")["events"] if e["session"] == "s1"]
+    assert kinds.index("setup_started") < kinds.index("setup_output") < kinds.index("setup_finished") \
+        < kinds.index("started")
+
+
+def test_a_failing_setup_rolls_the_start_back_and_keeps_its_log(repo: Path):
+    configure(setup=[PY, "-c", "import sys; open('half.txt', 'w'); print('boom'); sys.exit(3)"])
+    before = git_state(repo)
+    rc, r = call("start", "s1", cwd=repo)
+    assert rc == Code.setup_failed.exit == 15, r
+    err = r["error"]
+    assert err["code"] == "setup_failed" and err["data"]["exit_code"] == 3
+    log = Path(err["data"]["log"])
+    assert log == repo / ".para" / "logs" / "s1.setup.log" and str(log) in err["message"]
+    assert "boom" in log.read_text()
+    assert git_state(repo) == before
+    assert not (repo / ".para" / "worktrees" / "s1").exists()
+    assert sessions(repo) == {}
+    # The same name is free again, and --keep-on-failure keeps the session instead.
+    rc, r = call("start", "s1", "--keep-on-failure", cwd=repo)
+    assert rc == 0, r
+    assert any("session.setup" in w and "exited with status 3" in w for w in r["warnings"]), r
+    assert (Path(r["worktree"]) / "half.txt").exists()
+    assert sessions(repo)["s1"]["status"] == "active" and sessions(repo)["s1"]["pending_op"] is None
+
+
+def test_a_setup_that_times_out_is_killed_and_rolled_back(repo: Path, tmp_path: Path):
+    pidfile = tmp_path / "setup.pid"
+    configure(setup=[PY, "-c", (f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
+                     "time.sleep(600)")], setup_timeout=1)
+    before = git_state(repo)
+    rc, r = call("start", "slow", cwd=repo)
+    assert rc == 15 and r["error"]["data"]["timed_out"] is True, r
+    assert "session.setup_timeout" in r["error"]["message"]
+    assert not pid_alive(int(pidfile.read_text()))
+    assert git_state(repo) == before
+
+
+def test_dispatch_fails_cleanly_on_a_failing_setup_and_the_agent_never_starts(repo: Path, tmp_path: Path):
+    marker = tmp_path / "agent-ran"
+    configure(setup=[PY, "-c", "raise SystemExit(1)"])
+    before = git_state(repo)
+    proc = run_para("dispatch", "d1", "-p", f"```agent\nrun touch {marker}\n```\n", "--agent", "scripted",
+                    "--mode", "headless", "--json", cwd=repo, check=False)
+    assert proc.returncode == 15, proc.stdout
+    assert json.loads(proc.stdout)["error"]["code"] == "setup_failed"
+    assert git_state(repo) == before and not marker.exists() and sessions(repo) == {}
+
+
+# ---- teardown ----------------------------------------------------------------------------
+
+def test_teardown_runs_before_cancel_removes_the_worktree_and_its_failure_does_not_block(repo: Path,
+                                                                                       tmp_path: Path):
+    seen = tmp_path / "teardown.json"
+    configure(teardown=[PY, "-c", DUMP + "; import pathlib; assert pathlib.Path('mine.txt').exists()", str(seen)])
+    wt = Path(call("start", "t1", cwd=repo)[1]["worktree"])
+    (wt / "mine.txt").write_text("work\n")
+    rc, r = call("cancel", "t1", cwd=repo)
+    assert rc == 0, r
+    assert json.loads(seen.read_text())["PARA_SESSION"] == "t1"  # ran in the worktree, while it existed
+    assert not wt.exists() and not any(w for w in r["warnings"] if "teardown" in w)
+    assert git("show", f"{r['archived_branch']}:mine.txt", cwd=repo) == "work"
+
+    configure(teardown=[PY, "-c", "print('cannot stop the db'); raise SystemExit(4)"])
+    wt = Path(call("start", "t2", cwd=repo)[1]["worktree"])
+    (wt / "kept.txt").write_text("kept\n")
+    rc, r = call("cancel", "t2", cwd=repo)
+    assert rc == 0, r
+    assert any("session.teardown" in w and "status 4" in w for w in r["warnings"]), r
+    assert not wt.exists()
+    assert git("show", f"{r['archived_branch']}:kept.txt", cwd=repo) == "kept"
+    assert "cannot stop the db" in (repo / ".para" / "logs" / "t2.teardown.log").read_text()
+
+
+def test_teardown_runs_on_finish_and_integrate(repo: Path, tmp_path: Path):
+    configure(teardown=[PY, "-c", ("import os, pathlib; pathlib.Path(os.environ['OUT'], "
+                                  "os.environ['PARA_SESSION']).write_text('x')")], env={"OUT": str(tmp_path)})
+    for name, verb in (("f1", ["finish", "done", "--session", "f1"]), ("i1", ["integrate", "done", "--session", "i1"])):
+        wt = Path(call("start", name, cwd=repo)[1]["worktree"])
+        (wt / f"{name}.txt").write_text("x\n")
+        rc, r = call(*verb, cwd=repo)
+        assert rc == 0, r
+        assert (tmp_path / name).exists() and not wt.exists()
+
+
+# ---- copy and link ---------------------------------------------------------------------------
+
+def test_copied_env_files_are_in_the_worktree_but_never_in_git_status(repo: Path):
+    (repo / ".env").write_text("SECRET=1\n")
+    (repo / ".env.local").write_text("LOCAL=1\n")
+    (repo / "config").mkdir()
+    (repo / "config" / "app.local.json").write_text("{}\n")
+    configure(copy=[".env*", "config/*.local.*"])
+    rc, r = call("start", "c1", cwd=repo)
+    assert rc == 0, r
+    wt = Path(r["worktree"])
+    assert (wt / ".env").read_text() == "SECRET=1\n" and not (wt / ".env").is_symlink()
+    assert (wt / "config" / "app.local.json").read_text() == "{}\n"
+    assert git("status", "--porcelain", "--untracked-files=all", cwd=wt) == ""
+    (wt / "work.txt").write_text("w\n")
+    rc, r = call("finish", "work", "--session", "c1", cwd=repo)
+    assert rc == 0, r
+    tree = git("ls-tree", "-r", "--name-only", "para/c1", cwd=repo).splitlines()
+    assert "work.txt" in tree and not any(p.startswith((".env", "config/")) for p in tree)
+
+
+def test_a_linked_node_modules_is_never_committed_and_integrate_refuses_a_branch_tracking_it(repo: Path):
+    (repo / "node_modules" / "pkg").mkdir(parents=True)
+    (repo / "node_modules" / "pkg" / "index.js").write_text("x\n")
+    configure(link=["node_modules"])
+    wt = Path(call("start", "l1", cwd=repo)[1]["worktree"])
+    assert (wt / "node_modules").is_symlink()
+    assert os.path.realpath(wt / "node_modules") == str((repo / "node_modules").resolve())
+    assert (wt / "node_modules" / "pkg" / "index.js").read_text() == "x\n"
+    assert git("status", "--porcelain", "--untracked-files=all", cwd=wt) == ""
+    (wt / "app.js").write_text("app\n")
+    git("add", "-A", cwd=wt)
+    git("commit", "-qm", "app", cwd=wt)
+    assert git("ls-tree", "-r", "--name-only", "HEAD", cwd=wt).splitlines().count("node_modules") == 0
+
+    git("add", "-f", "node_modules", cwd=wt)  # an agent forces it in
+    git("commit", "-qm", "vendor", cwd=wt)
+    main_before, branch_before = rev(repo, "main"), rev(repo, "para/l1")
+    rc, r = call("integrate", "--session", "l1", cwd=repo)
+    assert rc == Code.wrong_state.exit, r
+    assert r["error"]["code"] == "wrong_state" and "node_modules" in r["error"]["message"]
+    assert rev(repo, "main") == main_before and rev(repo, "para/l1") == branch_before
+    assert sessions(repo)["l1"]["status"] == "active"
+    # Its dry run says the same, and cancel (which removes the worktree) leaves main's directory be.
+    assert call("integrate", "--session", "l1", "--dry-run", cwd=repo)[0] == Code.wrong_state.exit
+    assert call("cancel", "l1", cwd=repo)[0] == 0
+    assert (repo / "node_modules" / "pkg" / "index.js").read_text() == "x\n"
+
+
+# ---- ports -----------------------------------------------------------------------------------
+
+def test_live_sessions_never_share_a_port_and_ports_come_back(repo: Path, runtime_dir: Path):
+    """Unique among live sessions, persisted (a sidecar killed with SIGKILL does not forget
+    them), released when the session ends; a port something listens on is skipped."""
+    first, last = free_range(4)
+    configure(ports=1, port_range=f"{first}-{last}")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", first + 2))
+    busy.listen()
+    try:
+        got = {n: call("start", n, cwd=repo)[1]["ports"] for n in ("a", "b", "c")}
+        assert got == {"a": [first], "b": [first + 1], "c": [last]}
+        rc, r = call("start", "d", cwd=repo)
+        assert rc == Code.config_error.exit and "session.port_range" in r["error"]["message"], r
+
+        for pid in sidecar_pids(runtime_dir):
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not any(pid_alive(p) for p in sidecar_pids(runtime_dir)), 30, "the sidecar to die")
+        rc, r = call("start", "d", cwd=repo)  # a new sidecar still knows a, b and c hold theirs
+        assert rc == Code.config_error.exit, r
+        assert sessions(repo)["b"]["ports"] == [first + 1]
+
+        assert call("cancel", "b", cwd=repo)[0] == 0
+        assert sessions(repo)["b"]["ports"] == []
+        rc, r = call("start", "d", cwd=repo)
+        assert rc == 0 and r["ports"] == [first + 1], r
+    finally:
+        busy.close()
+
+
+# ---- crash during setup ------------------------------------------------------------------------
+
+def test_a_sidecar_killed_during_setup_is_repaired_at_the_next_start(repo: Path, tmp_path: Path,
+                                                                     runtime_dir: Path):
+    pidfile = tmp_path / "setup.pid"
+    configure(setup=[PY, "-c", (f"import os, time, pathlib; open('partial.txt', 'w'); "
+                     f"pathlib.Path({str(pidfile)!r}).write_text(str(os.getpid())); time.sleep(600)")])
+    before = git_state(repo)
+    proc = subprocess.Popen([*PARA_ARGV, "start", "k1", "--json"], cwd=repo, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(pidfile.exists, 60, "the setup to run")
+        setup_pid = int(pidfile.read_text())
+        for pid in sidecar_pids(runtime_dir):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        assert proc.returncode != 0
+        assert pid_alive(setup_pid)  # orphaned with the sidecar gone, as after a real crash
+        listed = sessions(repo)  # autostarts a sidecar, which repairs the journaled start
+        assert listed == {}
+        wait_until(lambda: not pid_alive(setup_pid), 30, "the repair to stop the setup")
+        assert git_state(repo) == before
+        assert str(repo / ".para" / "worktrees" / "k1") not in worktree_paths(repo)
+        assert not (repo / ".para" / "worktrees" / "k1").exists()
+        assert (repo / ".para" / "logs" / "k1.setup.log").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if pidfile.exists() and pid_alive(int(pidfile.read_text())):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+# ---- hostile configuration -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("key,value", [
+    ("session.setup", "sh -c 'touch /tmp/pwned'"),
+    ("session.teardown", "rm -rf ~"),
+    ("session.copy", '["../outside/.env"]'),
+    ("session.copy", '["/etc/passwd"]'),
+    ("session.copy", '[".git/config"]'),
+    ("session.link", '["node_modules/*"]'),
+    ("session.link", '["~/.ssh"]'),
+    ("session.port_range", "9000-8000"),
+    ("session.port_range", "80-90"),
+    ("session.port_range", "1-2-3"),
+    ("session.ports", "65"),
+    ("session.env", '{"PARA_SOCKET": "/tmp/x"}'),
+    ("session.env", '{"A B": "x"}'),
+])
+def test_hostile_values_are_config_errors_and_change_nothing(repo: Path, key: str, value: str):
+    cfg = Path(os.environ["PARA_CONFIG"])
+    text = cfg.read_text() if cfg.exists() else None
+    rc, r = call("config", "set", key, value, cwd=repo)
+    assert rc == Code.config_error.exit and r["error"]["code"] == "config_error", (key, value, r)
+    assert (cfg.read_text() if cfg.exists() else None) == text
+
+
+def test_a_hostile_value_in_the_file_fails_start_before_anything_is_made(repo: Path):
+    configure(copy=["../../etc/*"])
+    before = git_state(repo)
+    rc, r = call("start", "h1", cwd=repo)
+    assert rc == Code.config_error.exit and "session.copy" in r["error"]["message"], r
+    assert git_state(repo) == before
+
+
+def test_config_show_lists_the_session_keys_with_defaults_and_docs(repo: Path):
+    shown = call("config", "show", cwd=repo)[1]
+    for key, default in (("session.setup", []), ("session.setup_timeout", 600), ("session.teardown", []),
+                         ("session.teardown_timeout", 60), ("session.copy", []), ("session.link", []),
+                         ("session.ports", 0), ("session.port_range", "20000-29999"), ("session.env", {})):
+        assert shown["values"][key] == {"value": default, "source": "default"}, key
+        assert shown["descriptions"][key]
+
+
+# ---- the trust gate ----------------------------------------------------------------------------
+
+def test_an_unapproved_project_setup_does_not_run(repo: Path, tmp_path: Path):
+    marker = tmp_path / "ran"
+    commit_file(repo, ".para/config.json", json.dumps({"session": {
+        "setup": [PY, "-c", f"open({str(marker)!r}, 'w')"], "link": ["node_modules"]}}), "project setup")
+    before = git_state(repo)
+    rc, r = call("start", "p1", cwd=repo)
+    assert rc == Code.untrusted.exit and r["error"]["code"] == "untrusted", r
+    assert "session.setup" in r["error"]["message"]
+    assert not marker.exists() and git_state(repo) == before and sessions(repo) == {}
+    shown = call("trust", cwd=repo)[1]
+    rc, r = call("trust", "--approve", shown["sha256"], cwd=repo)
+    assert rc == 0, r
+    rc, r = call("start", "p1", cwd=repo)
+    assert rc == 0 and marker.exists(), r
