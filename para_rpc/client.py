@@ -104,8 +104,10 @@ class Connection:
 
 
 def hello(conn: Connection) -> dict[str, Any]:
-    result: dict[str, Any] = conn.request("para/hello", {"client": "para-cli", "version": __version__,
-                                       "protocol": PROTOCOL_VERSION})
+    params: dict[str, Any] = {"client": "para-cli", "version": __version__, "protocol": PROTOCOL_VERSION}
+    if os.environ.get("PARA_TOKEN"):  # a session-bound socket: the session's token opens it
+        params["token"] = os.environ["PARA_TOKEN"]
+    result: dict[str, Any] = conn.request("para/hello", params)
     return result
 
 
@@ -153,14 +155,21 @@ def wait_for_exit(timeout: float = 30.0) -> bool:
 
 
 def connect(autostart: bool = True) -> Connection:
-    """A connection to a sidecar of our own version, starting or replacing one as needed."""
+    """A connection to a sidecar of our own version, starting or replacing one as needed.
+    On a session-bound socket (PARA_TOKEN set: a sandboxed agent) neither: a sidecar started
+    from there would be the agent's own, and stopping the user's is not the agent's call."""
+    if os.environ.get("PARA_TOKEN"):
+        autostart = False
     for attempt in range(2):
         try:
             conn = Connection.open()
         except (FileNotFoundError, ConnectionRefusedError):
             if not autostart:
                 raise ParaError(Code.sidecar_unavailable,
-                                f"no sidecar is running on {runtime.socket_path()}") from None
+                                f"no sidecar is running on {runtime.socket_path()}"
+                                + ("; this is your session's socket: para listens there again once its "
+                                   "sidecar runs (the session may also have ended)" if os.environ.get("PARA_TOKEN")
+                                   else "")) from None
             conn = wait_for_sidecar(spawn_sidecar())
         info = hello(conn)
         if info.get("protocol") == PROTOCOL_VERSION and info.get("version") == __version__:

@@ -175,6 +175,12 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
                                                    "SIGTERM and SIGKILL")),
     "agent.max_running": (0, _int_range(0, 1000), ("agents that may run at once in a repository (0 = no cap); "
                                                    "dispatches beyond it are queued and start in order")),
+    "agent.sandbox": ("", _choice("", "bwrap"), ("confine dispatched agents: \"bwrap\" = bubblewrap, the filesystem "
+                                                 "read-only but the worktree, a session-bound socket (see README, "
+                                                 "Sandbox); empty = not confined")),
+    "agent.network": (True, _bool, "a sandboxed agent keeps the network (false = its own empty network namespace)"),
+    "agent.bwrap": ("", str, ("the bwrap binary of the sandbox (empty = the one of `para_rpc[sandbox]`, else bwrap "
+                              "on PATH)")),
     "agents": ({}, _profiles, "custom launcher profiles (see README)"),
     "clean.archive_days": (30, _int_range(0, 3650),
                            "`para clean` removes archived branches older than this (if integrated)"),
@@ -208,6 +214,9 @@ GATED_KEYS: dict[str, str] = {
     "agents": "agent launcher commands",
     "agent.default": "which agent program `para dispatch` runs when no --agent is given",
     "worktrees_dir": "where session worktrees are checked out: files written outside the repository",
+    "agent.sandbox": "whether agents are confined: a project file could turn off the sandbox the user chose",
+    "agent.network": "whether a sandboxed agent has the network: a project file could turn it back on",
+    "agent.bwrap": "the program that confines agents (it runs with the user's rights)",
     "session.setup": "a command run in every new worktree",
     "session.teardown": "a command run before a worktree is removed",
     "session.env": "environment variables of setup, teardown and agents (PATH, LD_PRELOAD...)",

@@ -60,6 +60,7 @@ METHODS: dict[str, Method] = {
     "para/send": Method(P.SendParams, R.SendResult, "send", True),
     "para/messages": Method(P.MessagesParams, R.MessagesResult, "messages", True),
     "para/open": Method(P.OpenParams, R.OpenResult, "open", False),
+    "para/adopt": Method(P.RepoParams, R.AdoptResult, "adopt", True),
 }
 
 # method -> (params struct, Service attribute): the view older code reads.

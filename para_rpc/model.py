@@ -40,6 +40,23 @@ class Op(msgspec.Struct, kw_only=True):
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class Sandbox(msgspec.Struct, kw_only=True):
+    """How an agent is confined (para_rpc/sandbox.py): bubblewrap, and whether it keeps the network."""
+
+    kind: str = "bwrap"
+    network: bool = True
+
+
+class Binding(msgspec.Struct, kw_only=True):
+    """A session-bound channel: the socket an agent's `para` reaches the sidecar on, which
+    serves only that session's methods to a client that says the session's token."""
+
+    socket: str                     # <sidecar socket dir>/bound/<random>/sock
+    root: str                       # the repository's main checkout (every request's cwd)
+    session: str
+    token_sha256: str               # the token itself is only in the agent's environment
+
+
 class AgentRun(msgspec.Struct, kw_only=True):
     """An agent process working in a session."""
 
@@ -58,6 +75,8 @@ class AgentRun(msgspec.Struct, kw_only=True):
     stops: list[dict[str, Any]] = msgspec.field(default_factory=list)  # what para signalled, when, why
     settled: bool = False           # after the exit: leftovers stopped, outside changes compared
     stopped_at: float | None = None  # `para stop`: the user stopped it (the session stays)
+    sandbox: Sandbox | None = None  # confined by bubblewrap (None: runs with all the user's rights)
+    channel: str | None = None      # its session-bound socket (PARA_SOCKET), while the session lives
 
 
 class Message(msgspec.Struct, kw_only=True):
@@ -80,6 +99,7 @@ class QueuedLaunch(msgspec.Struct, kw_only=True):
     skip_permissions: bool = False
     queued_at: float = msgspec.field(default_factory=now)
     reason: str = "dispatch"        # dispatch | restart
+    sandbox: Sandbox | None = None  # the launch is confined like its dispatch asked
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -216,6 +236,7 @@ class Plan(msgspec.Struct, kw_only=True):
     mode: str
     skip_permissions: bool = False
     base: str | None = None
+    sandbox: Sandbox | None = None  # every step's agents are confined like this
     state: str = "running"          # running | done | failed
     current: int = 0                # index into steps
     reason: str | None = None

@@ -47,6 +47,9 @@ class HelloParams(Base, kw_only=True):
     client: Name = "unknown"
     version: Name | None = None
     protocol: int | None = None
+    # On a session-bound socket (an agent's PARA_SOCKET): that session's token (PARA_TOKEN).
+    # Ignored elsewhere.
+    token: Annotated[str, msgspec.Meta(max_length=200)] | None = None
 
 
 class StartParams(RepoParams, kw_only=True):
@@ -106,6 +109,8 @@ class DispatchParams(RepoParams, kw_only=True):
     skip_permissions: bool = False
     base: Name | None = None
     in_tmux: bool = False
+    sandbox: bool | None = None   # confine the agent with bubblewrap (default: config agent.sandbox)
+    network: bool | None = None   # a sandboxed agent keeps the network (default: config agent.network)
     keep_on_failure: bool = False  # as for start: a failed session.setup keeps the session
 
 

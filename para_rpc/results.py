@@ -283,6 +283,29 @@ class CleanResult(Result, kw_only=True):
     kept: list[dict[str, Any]]
 
 
+class AdoptedSession(Result, kw_only=True):
+    session: str
+    status: str                  # para's status: active, review or cancelled
+    para_status: str             # what Para's state file said: Active, Finished or Cancelled
+    branch: str
+    archived_branch: str | None
+    worktree: str | None         # when it is active
+    file: str                    # the Para state file it came from (left in place)
+
+
+class LeftBehind(Result, kw_only=True):
+    file: str
+    session: str
+    why: str
+
+
+class AdoptResult(Result, kw_only=True):
+    state_dir: str
+    adopted: list[AdoptedSession]
+    already: list[str]           # names para already has a session (or history) of: not read again
+    left: list[LeftBehind]
+
+
 class ConfigEntry(Result, kw_only=True):
     value: Any
     source: str

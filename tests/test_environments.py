@@ -358,3 +358,21 @@ def test_an_unapproved_project_setup_does_not_run(repo: Path, tmp_path: Path):
     assert rc == 0, r
     rc, r = call("start", "p1", cwd=repo)
     assert rc == 0 and marker.exists(), r
+
+
+# ---- agents get the session environment -----------------------------------------------------------
+
+def test_a_dispatched_agent_gets_its_port_and_the_session_environment(repo: Path):
+    first, last = free_range(3)
+    configure(ports=1, port_range=f"{first}-{last}", env={"MY_VAR": "for agents"})
+    task = (f"```agent\nrun {PY} -c \"{DUMP}\" agent-env.json\n```\n\n"
+            'When done: para integrate "record the environment"\n')
+    proc = run_para("dispatch", "ag", "-p", task, "--agent", "scripted", "--mode", "headless", "--json", cwd=repo)
+    port = json.loads(proc.stdout)["ports"]
+    assert port == [first]
+    wait_until(lambda: sessions(repo)["ag"]["status"] == "integrated", 90, "the agent to integrate")
+    seen = json.loads(git("show", "main:agent-env.json", cwd=repo))
+    assert seen["PARA_PORT"] == str(first) and seen["PARA_PORTS"] == str(first)
+    assert seen["PARA_SESSION"] == "ag" and seen["PARA_REPO"] == str(repo.resolve()) and seen["PARA_BASE"] == "main"
+    assert seen["MY_VAR"] == "for agents"
+    assert sessions(repo)["ag"]["ports"] == []  # released once it landed

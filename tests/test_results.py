@@ -98,6 +98,15 @@ def lifecycle(call: Recorder, repo: Path, tmp: Path) -> None:
     call("para/recover", session="delta")
     call("para/resume", session="delta")
     call("para/cancel", session="delta", discard=True)
+    # Para's leftovers: one session to adopt, one state file to leave (its branch is gone).
+    git("branch", "para/from-para", cwd=repo)
+    state = repo / ".para" / "state"
+    state.mkdir()
+    for name in ("from-para", "para-gone"):
+        (state / f"{name}.state").write_text(json.dumps(
+            {"name": name, "branch": f"para/{name}", "worktree_path": "/nowhere", "status": "Finished",
+             "created_at": "2025-01-01T00:00:00Z"}))
+    call("para/adopt")
     call("para/clean", dry_run=True)
     call("para/clean")
 

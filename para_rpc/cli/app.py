@@ -122,6 +122,8 @@ def dispatch(name: Annotated[str | None, typer.Argument(help="Session name (defa
              mode: Annotated[str | None, typer.Option("--mode", help="editor | tmux | headless (default: config agent.mode).")] = None,
              skip: Annotated[bool, typer.Option("--dangerously-skip-permissions", "-d", help="Let the agent act without asking.")] = False,
              base: Annotated[str | None, typer.Option("--base", "-b", help="Branch to fork from.")] = None,
+             sandbox: Annotated[bool | None, typer.Option("--sandbox/--no-sandbox", help="Confine the agent with bubblewrap: the filesystem read-only but its worktree, a socket of its session only (default: config agent.sandbox).")] = None,
+             network: Annotated[bool | None, typer.Option("--network/--no-network", help="Whether a sandboxed agent keeps the network (default: config agent.network).")] = None,
              keep: KeepOpt = False,
              as_json: JsonOpt = False) -> None:
     """Start a session and an agent in it, with a task (inline, from a file, or on stdin)."""
@@ -129,7 +131,8 @@ def dispatch(name: Annotated[str | None, typer.Argument(help="Session name (defa
     if "tasks" in source and name is not None:
         _fail(ParaError(Code.invalid_input, "several tasks get their names from para; drop NAME"), as_json)
     params: dict[str, Any] = {"name": name, "agent": agent, "mode": mode, "skip_permissions": skip, "base": base,
-                              "in_tmux": bool(os.environ.get("TMUX")), **source}
+                              "in_tmux": bool(os.environ.get("TMUX")), "sandbox": sandbox, "network": network,
+                              **source}
     if keep:
         params["keep_on_failure"] = True
     _call("para/dispatch", params, as_json, render.print_dispatched)
@@ -345,6 +348,14 @@ def clean(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report w
     _call("para/clean", {"dry_run": dry_run, "force": force}, as_json, render.print_clean)
 
 
+@app.command()
+def adopt(as_json: JsonOpt = False) -> None:
+    """Take over the sessions Para left (.para/state/*.state): each becomes a para session with
+    its worktree, branch or archive. Done by itself on first contact; this runs it again and
+    says what was adopted and what was left, and why. Para's files are left as they are."""
+    _call("para/adopt", {}, as_json, render.print_adopt)
+
+
 # ---- config ------------------------------------------------------------------
 
 ScopeOpt = Annotated[bool, typer.Option("--project", help="The project file (.para/config.json) instead of the user file.")]
@@ -430,6 +441,9 @@ def sidecar_start(as_json: JsonOpt = False) -> None:
     info = _running()
     if info is None:
         try:
+            if os.environ.get("PARA_TOKEN"):
+                raise ParaError(Code.forbidden, "this is a session-bound socket (PARA_TOKEN is set): an agent "
+                                "does not start sidecars; the user's sidecar listens here again when it runs")
             with client.wait_for_sidecar(client.spawn_sidecar()) as conn:
                 info = client.hello(conn)
         except ParaError as e:
@@ -442,7 +456,10 @@ def sidecar_stop(as_json: JsonOpt = False) -> None:
     """Ask the sidecar to finish its work and exit."""
     info = _running()
     if info is not None:
-        client.call("para/shutdown", {}, autostart=False)
+        try:
+            client.call("para/shutdown", {}, autostart=False)
+        except ParaError as e:  # (a session-bound socket refuses it: forbidden)
+            _fail(e, as_json)
         client.wait_for_exit()
     print(json.dumps({"stopped": info is not None}) if as_json else
           ("sidecar stopped" if info else "no sidecar was running"))
@@ -452,7 +469,10 @@ def sidecar_stop(as_json: JsonOpt = False) -> None:
 def sidecar_restart(as_json: JsonOpt = False) -> None:
     """Stop the sidecar (after its work) and start a new one."""
     if _running() is not None:
-        client.call("para/shutdown", {}, autostart=False)
+        try:
+            client.call("para/shutdown", {}, autostart=False)
+        except ParaError as e:
+            _fail(e, as_json)
         client.wait_for_exit()
     sidecar_start(as_json)
 

@@ -158,6 +158,17 @@ def print_clean(r: dict[str, Any]) -> None:
         print(f"kept {k.get('branch') or k.get('ref')}: {k['why_kept']}")
 
 
+def print_adopt(r: dict[str, Any]) -> None:
+    if not (r["adopted"] or r["left"]):
+        print(f"Nothing to adopt: no new Para sessions in {r['state_dir']}."
+              + (f" Already para's: {', '.join(r['already'])}." if r["already"] else ""))
+    for a in r["adopted"]:
+        where = a["worktree"] or a["archived_branch"] or a["branch"]
+        print(f"adopted {a['session']}: {a['status']} (Para: {a['para_status']}), {where}")
+    for x in r["left"]:
+        print(f"left {x['session']} ({x['file']}): {x['why']}")
+
+
 # ---- integration -----------------------------------------------------------------------
 
 def print_integration(r: dict[str, Any]) -> None:

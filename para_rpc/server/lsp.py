@@ -34,6 +34,7 @@ from para_rpc.methods import SERVICE_METHODS
 from para_rpc.model import DomainEvent
 from para_rpc.params import TRANSPORT_METHODS
 from para_rpc.service import Service
+from para_rpc.server.bound import BOUND_NOTIFICATIONS, Gate
 from para_rpc.service.invoke import BadParams, invoke
 
 log = logging.getLogger("para.lsp")
@@ -80,11 +81,12 @@ class ParaProtocol(LanguageServerProtocol):
 
 
 class ParaServer(LanguageServer):
-    def __init__(self, service: Service, hub: "Hub") -> None:
+    def __init__(self, service: Service, hub: "Hub", gate: Gate | None = None) -> None:
         super().__init__("para", __version__, protocol_cls=ParaProtocol,
                          converter_factory=lambda: CONVERTER)
         self.service = service
         self.hub = hub
+        self.gate = gate  # a session-bound connection: every message passes it first
         self.stop_event = threading.Event()
         self.subscribed = False
         self.editor = False
@@ -165,8 +167,8 @@ class Hub:
                     log.info("dropping notification to a closed connection: %s", e)
 
     async def serve(self, service: Service, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter) -> None:
-        ls = ParaServer(service, self)
+                    writer: asyncio.StreamWriter, gate: Gate | None = None) -> None:
+        ls = ParaServer(service, self, gate)
         ls.writer = writer
         ls.protocol.set_writer(writer)
         self.conns.add(ls)
@@ -185,8 +187,11 @@ class _FramingError(Exception):
     """The byte stream is not LSP framing: the connection cannot be resynchronized."""
 
 
-def _send_error(ls: ParaServer, msg_id: Any, code: int, message: str) -> None:
-    body = json.dumps({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}).encode()
+def _send_error(ls: ParaServer, msg_id: Any, code: int, message: str, data: Any = None) -> None:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    body = json.dumps({"jsonrpc": "2.0", "id": msg_id, "error": error}).encode()
     if ls.writer is not None and not ls.writer.is_closing():
         ls.writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
 
@@ -276,6 +281,19 @@ async def _read_messages(ls: ParaServer, reader: asyncio.StreamReader) -> None:
         is_request = "method" in msg and "id" in msg
         if "method" in msg and msg.get("params") == []:
             msg["params"] = None  # positional params with nothing in them: Neovim's empty table
+        if ls.gate is not None and "method" in msg:
+            # A session-bound connection (service/channel.py): the gate admits (and rewrites)
+            # each message before pygls sees it, or it never runs.
+            if not is_request:
+                if msg["method"] not in BOUND_NOTIFICATIONS:
+                    log.info("ignoring %s on a session-bound connection", msg["method"])
+                    continue
+            else:
+                try:
+                    msg["params"] = ls.gate.admit(msg["method"], msg.get("params"))
+                except ParaError as e:
+                    _send_error(ls, msg["id"], e.code.rpc, e.message, {"code": e.code.name, **e.data})
+                    continue
         if is_request and protocol._shutdown and msg["method"] != types.EXIT:
             _send_error(ls, msg["id"], INVALID_REQUEST, "Invalid Request: this connection was shut down "
                                                         "(LSP shutdown); send exit or close it")

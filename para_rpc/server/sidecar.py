@@ -20,10 +20,12 @@ import socket
 import struct
 import sys
 import time
+from pathlib import Path
 
 from para_rpc import __version__, config, runtime, trust
 from para_rpc.errors import ParaError
-from para_rpc.model import DomainEvent
+from para_rpc.model import Binding, DomainEvent
+from para_rpc.server.bound import Gate
 from para_rpc.server.lsp import Hub
 from para_rpc.server.mcp_host import McpHost, parse_http_address
 from para_rpc.service import Service
@@ -79,8 +81,31 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
         if mcp is not None:
             mcp.publish(event)
 
+    channels: dict[str, tuple[asyncio.AbstractServer, int]] = {}
+
+    async def bind_channel(binding: Binding) -> None:
+        """Listen on a session-bound socket: same uid check, every message through its Gate."""
+        async def on_bound(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            creds = peer_creds(writer)
+            if creds is not None and creds[1] != os.getuid():
+                log.warning("refused a bound connection from uid %s", creds[1])
+                writer.close()
+                return
+            trust.PEER_PID.set(creds[0] if creds else None)
+            await hub.serve(service, reader, writer, gate=Gate(binding))
+
+        unbind_channel(binding.socket)
+        channels[binding.socket] = await runtime.bind_private_unix(Path(binding.socket), on_bound)
+
+    def unbind_channel(socket: str) -> None:
+        entry = channels.pop(socket, None)
+        if entry is not None:
+            entry[0].close()
+            runtime.unbind_private_unix(Path(socket), entry[1])
+
     service = Service(Ports(publish=publish, editor_available=hub.editor_available,
-                            run_in_editor=hub.run_in_terminal, notify_editors=hub.notify_editors), socket=str(sock_path))
+                            run_in_editor=hub.run_in_terminal, bind_channel=bind_channel, notify_editors=hub.notify_editors,
+                            unbind_channel=unbind_channel), socket=str(sock_path))
     mcp = McpHost(service, sock_path, lambda w: _peer_uid(w) in (None, os.getuid()))
     stop = asyncio.Event()
     last_activity = time.monotonic()
@@ -111,6 +136,12 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     mcp.preload()
+    try:  # the agents of live sandboxed sessions hold these paths: listen there again
+        restored = await service.restore_channels()
+        if restored:
+            log.info("listening again on %d session-bound socket(s)", restored)
+    except Exception:
+        log.exception("restoring session-bound sockets failed")
     if mcp_http:
         try:
             await mcp.serve_http(mcp_http)
@@ -139,6 +170,8 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
     for ls in list(hub.conns):
         ls.close()
     watcher.cancel()
+    for socket_ in list(channels):  # (their registry stays: the next sidecar binds them again)
+        unbind_channel(socket_)
     runtime.unbind_private_unix(sock_path, sock_ino)
     service.close()
     os.close(lock_fd)

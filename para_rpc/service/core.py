@@ -199,6 +199,7 @@ class ServiceCore:
         async def _advance_plans(self, repo: Repo) -> None: ...
         async def _poll_agents(self, repo: Repo) -> None: ...
         async def _repair(self, repo: Repo, s: Session) -> None: ...
+        async def _adopt_para_on_open(self, repo: Repo) -> None: ...
 
     def __init__(self, ports: Ports | None = None, socket: str = "") -> None:
         self.socket = socket  # given to agents so their `para` reaches this sidecar
@@ -271,6 +272,7 @@ class ServiceCore:
                 if s.op is not None:
                     await self._repair(repo, s)
             await self._remove_scratch(repo)
+            await self._adopt_para_on_open(repo)
         except BaseException:
             self._forget(repo)
             if repo is not None:

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from para_rpc import agents, config, git
+from para_rpc import agents, config, git, sandbox
 from para_rpc import runtime
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import (AgentRun, Plan, PlanStep, PlanTask, Report, Session, Status, now, queue_position,
-                            to_builtins)
+from para_rpc.model import (AgentRun, Plan, PlanStep, PlanTask, Report, Sandbox, Session, Status, now,
+                            queue_position, to_builtins)
 from para_rpc.names import validate_session_name
 from para_rpc.params import (MAX_ITEMS, DiffParams, DispatchParams, RepoParams, ReportParams, StartParams,
                              StatusParams, WaitParams)
@@ -145,9 +145,13 @@ class Dispatching(ServiceCore):
         async def _undo_start(self, repo: Repo, s: Session) -> None: ...
         async def _session_commit(self, s: Session) -> tuple[str | None, bool]: ...
         async def _launch_or_queue(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str],
-                                   skip: bool, cfg: dict[str, Any], reason: str = "dispatch") -> None: ...
+                                   skip: bool, cfg: dict[str, Any], reason: str = "dispatch",
+                                   box: Sandbox | None = None) -> None: ...
         async def _drain_queue(self, repo: Repo) -> None: ...
         async def _take_messages(self, repo: Repo, name: str, by: str) -> list[dict[str, Any]]: ...
+        async def _sandboxed(self, repo: Repo, s: Session, run: AgentRun, box: Sandbox, argv: list[str],
+                             env: dict[str, str], cfg: dict[str, Any]) -> list[str]: ...
+        def _close_channel(self, s: Session) -> None: ...
         def session_env(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> dict[str, str]: ...
 
     async def dispatch(self, p: DispatchParams) -> dict[str, Any]:
@@ -162,8 +166,9 @@ class Dispatching(ServiceCore):
         mode = self._choose_mode(p.mode or cfg["agent.mode"], p.in_tmux)
         argv = prof.argv(mode, p.skip_permissions)
         agents.require_binary(argv, prof.name)
+        box = await self._sandbox_for(p, cfg)
         if p.files or (p.file is not None and os.path.isdir(os.path.join(p.cwd, p.file))):
-            return await self._dispatch_plan(repo, cfg, p, prof, mode)
+            return await self._dispatch_plan(repo, cfg, p, prof, mode, box)
         if p.prompt is not None:
             task, source = p.prompt, "prompt"
             if not task.strip():
@@ -177,8 +182,21 @@ class Dispatching(ServiceCore):
             if name is not None and repo.store.get(name) is not None:
                 name = None  # taken: a friendly name instead
         return await self._dispatch_one(repo, cfg, name=name, task=task, source=source, prof=prof, mode=mode,
-                                        skip=p.skip_permissions, base=p.base, cwd=p.cwd, env=p.env,
+                                        skip=p.skip_permissions, base=p.base, cwd=p.cwd, env=p.env, box=box,
                                         keep_on_failure=p.keep_on_failure)
+
+    @staticmethod
+    async def _sandbox_for(p: DispatchParams, cfg: dict[str, Any]) -> Sandbox | None:
+        """Whether this dispatch confines its agents, checked before anything is created: a
+        sandbox that cannot be made is a config_error, never an agent run without one."""
+        wanted = p.sandbox if p.sandbox is not None else config.usable(cfg["agent.sandbox"]) == "bwrap"
+        if not wanted:
+            if p.network is False:
+                raise ParaError(Code.invalid_input, "--no-network confines a sandboxed agent; add --sandbox "
+                                "(or set agent.sandbox = \"bwrap\")")
+            return None
+        await sandbox.probe(sandbox.find_bwrap(config.usable(cfg["agent.bwrap"])))
+        return Sandbox(network=p.network if p.network is not None else bool(config.usable(cfg["agent.network"])))
 
     async def _dispatch_batch(self, p: DispatchParams) -> dict[str, Any]:
         """Several independent tasks in one call: each starts (or fails) on its own, in order;
@@ -222,7 +240,7 @@ class Dispatching(ServiceCore):
 
     async def _dispatch_one(self, repo: Repo, cfg: dict[str, Any], *, name: str | None, task: str, source: str,
                             prof: agents.Profile, mode: str, skip: bool, base: str | None, cwd: str,
-                            env: dict[str, str], plan: int | None = None,
+                            env: dict[str, str], plan: int | None = None, box: Sandbox | None = None,
                             keep_on_failure: bool = False) -> dict[str, Any]:
         prompt = agents.compose_prompt(task, cfg["agent.workflow"])
         argv_t = prof.argv(mode, skip)
@@ -239,7 +257,7 @@ class Dispatching(ServiceCore):
                                           "worktree": s.worktree, "session": s.name})
             s.task = source if source != "prompt" else prompt.strip().splitlines()[0][:200]
             s.plan = plan
-            await self._launch_or_queue(repo, s, prof.name, mode, argv, skip, cfg)  # (control.py)
+            await self._launch_or_queue(repo, s, prof.name, mode, argv, skip, cfg, box=box)  # (control.py)
         except BaseException:
             async with repo.lock:
                 await self._undo_start(repo, s)
@@ -253,7 +271,7 @@ class Dispatching(ServiceCore):
         return result
 
     async def _launch(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str], skip: bool,
-                      cfg: dict[str, Any]) -> AgentRun:
+                      cfg: dict[str, Any], box: Sandbox | None = None) -> AgentRun:
         runs = os.path.join(repo.root, ".para", "runs")
         os.makedirs(runs, exist_ok=True)
         exit_file = os.path.join(runs, f"{s.name}.{int(time.time() * 1000)}.exit")
@@ -261,6 +279,18 @@ class Dispatching(ServiceCore):
         env = agents.agent_env(s.name, s.worktree, self.socket)
         env.update(self.session_env(repo, s, cfg))  # PARA_PORT, PARA_REPO, session.env ...
         run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip)
+        if box is None:
+            return await self._start_agent(repo, s, run, mode, argv, env, cfg)
+        argv = await self._sandboxed(repo, s, run, box, argv, env, cfg)
+        try:
+            return await self._start_agent(repo, s, run, mode, argv, env, cfg)
+        except BaseException:
+            self._close_channel(msgspec.structs.replace(s, agent=run))
+            raise
+
+    async def _start_agent(self, repo: Repo, s: Session, run: AgentRun, mode: str, argv: list[str],
+                           env: dict[str, str], cfg: dict[str, Any]) -> AgentRun:
+        exit_file = run.exit_file or ""
         if mode == "editor":
             answer = await self.ports.run_in_editor(
                 {"session": s.name, "worktree": s.worktree, "title": f"para: {s.name}",
@@ -346,6 +376,8 @@ class Dispatching(ServiceCore):
         seconds to exit by itself: the agent that ran `para integrate` is waiting for that answer,
         and stopping it first would make it see a failure."""
         run = s.agent
+        if forgotten or s.status in (Status.integrated, Status.cancelled):
+            self._close_channel(s)  # (an agent still at work there finishes its request on it)
         if run is None or run.exit_code is not None or run.lost or not run.pid or not run.exit_file:
             return
         grace = repo.config({})["agent.stop_grace"]
@@ -656,7 +688,7 @@ class Dispatching(ServiceCore):
         return {"plans": [to_builtins(pl) for pl in repo.store.plans()]}
 
     async def _dispatch_plan(self, repo: Repo, cfg: dict[str, Any], p: DispatchParams, prof: agents.Profile,
-                             mode: str) -> dict[str, Any]:
+                             mode: str, box: Sandbox | None = None) -> dict[str, Any]:
         if p.name is not None:
             raise ParaError(Code.invalid_input, "a plan names its sessions after its task files; drop the name")
         if p.files:
@@ -698,7 +730,7 @@ class Dispatching(ServiceCore):
                                              profile={"command": prof.command, "headless": prof.headless,
                                                       "skip_permissions": prof.skip_permissions},
                                              workflow=cfg["agent.workflow"],
-                                             skip_permissions=p.skip_permissions, base=p.base))
+                                             skip_permissions=p.skip_permissions, base=p.base, sandbox=box))
             self.emit(repo, "plan_started", None, plan=plan.id, steps=[[t.name for t in st.tasks] for st in steps])
             try:
                 await self._start_step(repo, plan, p.cwd, p.env)
@@ -725,7 +757,7 @@ class Dispatching(ServiceCore):
             result = await self._dispatch_one(repo, cfg, name=t.name, task=text,
                                               source=t.file, prof=prof, mode=plan.mode,
                                               skip=plan.skip_permissions, base=plan.base, cwd=cwd, env=env,
-                                              plan=plan.id)
+                                              plan=plan.id, box=plan.sandbox)
             t.session_id, t.state = repo.store.get(result["name"]).id, "running"
             repo.store.save_plan(plan)
             started.append(t.name)

@@ -14,11 +14,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from para_rpc.model import DomainEvent
+from para_rpc.errors import Code, ParaError
+from para_rpc.model import Binding, DomainEvent
 
 
 async def _no_editor(request: dict[str, Any], timeout: float) -> dict[str, Any] | None:
     return None
+
+
+async def _no_channels(binding: Binding) -> None:
+    raise ParaError(Code.config_error, "this service has no transport for session-bound sockets, so it "
+                    "cannot run a sandboxed agent")
 
 
 @dataclass
@@ -33,3 +39,7 @@ class Ports:
     # Tell the connected editors something (`open`: open a session's worktree; `stop_terminal`:
     # close the terminal of an agent that was stopped); returns how many editors were told.
     notify_editors: Callable[[str, dict[str, Any]], int] = field(default=lambda kind, payload: 0)
+    # Listen on a session-bound socket (service/channel.py), serving it through the Gate of
+    # that binding; stop listening on one (connections already open may finish).
+    bind_channel: Callable[[Binding], Awaitable[None]] = _no_channels
+    unbind_channel: Callable[[str], None] = field(default=lambda socket: None)

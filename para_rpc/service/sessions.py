@@ -40,6 +40,12 @@ from para_rpc.service.core import (
 _STAMP = re.compile(r"/(\d{8}-\d{6})(?=[-/]|$)")
 
 
+def _para_state_file(repo: Repo, name: str) -> str | None:
+    """Para's state file for session `name`, if Para left one."""
+    path = os.path.join(repo.root, ".para", "state", f"{name}.state")
+    return path if os.path.lexists(path) else None
+
+
 def _made_at(ref: str) -> float | None:
     """When para made an archive or backup ref, from the stamp in its name (the commit's
     own date says when the work was done, not when it was saved); None without one."""
@@ -450,12 +456,8 @@ class Sessions(ServiceCore):
                     raise ParaError(Code.not_found, f"no cancelled session or archived branch named {name!r}",
                                     session=name)
                 archive = found[-1][len("refs/heads/"):]
-                base, base_commit = await self._base(repo, None, cfg)
-                s = Session(name=name, branch=f"{prefix}/{name}", base_branch=base,
-                            worktree=repo.worktree_path(cfg, name),
-                            base_commit=await git.merge_base(repo.root, base_commit, archive) or base_commit,
-                            status=Status.cancelled, archived_branch=archive,
-                            notes=[f"adopted from archived branch {archive}"])
+                s = await self._adopt_archive(repo, name, archive, cfg, f"adopted from archived branch {archive}",
+                                              save=False)
             elif s.status is not Status.cancelled:
                 raise ParaError(Code.wrong_state, f"session {name!r} is {s.status.value}, not cancelled; "
                                 f"`para resume {name}` reopens it", session=name)
@@ -571,6 +573,20 @@ class Sessions(ServiceCore):
         self.emit(repo, "adopted", name, branch=branch, note=note)
         return s
 
+    async def _adopt_archive(self, repo: Repo, name: str, archive: str, cfg: dict[str, Any], note: str,
+                             save: bool = True) -> Session:
+        """A cancelled session for an archived branch para finds without one (archived by Para,
+        or its state was lost); `para recover` brings it back."""
+        base, base_tip = await self._base(repo, None, cfg)
+        s = Session(name=name, branch=f"{cfg['branch_prefix']}/{name}", base_branch=base,
+                    worktree=repo.worktree_path(cfg, name),
+                    base_commit=await git.merge_base(repo.root, base_tip, archive) or base_tip,
+                    status=Status.cancelled, archived_branch=archive, notes=[note])
+        if save:
+            repo.store.save(s)
+            self.emit(repo, "adopted", name, branch=archive, note=note)
+        return s
+
     async def _do_resume(self, repo: Repo, s: Session) -> None:
         async with repo.lock:
             if not await self._has_worktree(repo, s):
@@ -607,6 +623,8 @@ class Sessions(ServiceCore):
                                     "reason": "neither its branch nor its worktree exists"})
             known = {s.branch for s in live} | {s.archived_branch for s in live if s.archived_branch}
             cutoff = time.time() - cfg["clean.archive_days"] * 86400
+            from_para = {x.archived_branch or x.branch: x.extra["para_state"] for x in repo.store.all()
+                         if x.extra.get("para_state")}
             base_tip = await self._base_for_clean(repo, cfg)
             # git refuses to delete a branch checked out anywhere; one checked out in a linked
             # worktree without a session is a session whose state was lost: adopt it.
@@ -623,6 +641,13 @@ class Sessions(ServiceCore):
                     (actions if entry["kind"] == "adopt_session" else kept).append(entry)
                     continue
                 if archived and (_made_at(ref) or ts) > cutoff:
+                    continue
+                para_file = from_para.get(branch) or _para_state_file(repo, branch.rsplit("/", 1)[-1])
+                if para_file:  # Para's, not para's: never deleted
+                    kept.append({"kind": "delete_branch", "branch": branch, "commit": sha,
+                                 "reason": "a branch Para left", "integrated": None,
+                                 "why_kept": f"Para's state file {para_file} names this session; para deletes "
+                                 "only what it made (delete it by hand, `git branch -D`, if it is not needed)"})
                     continue
                 integrated = base_tip is not None and await git.is_integrated(repo.root, sha, base_tip)
                 entry = {"kind": "delete_branch", "branch": branch, "commit": sha,

@@ -10,6 +10,7 @@ export interface HelloParams {
   client?: string;
   version?: string | null;
   protocol?: number | null;
+  token?: string | null;
 }
 
 export interface HelloResult {
@@ -160,6 +161,8 @@ export interface DispatchParams extends RepoParams {
   skip_permissions?: boolean;
   base?: string | null;
   in_tmux?: boolean;
+  sandbox?: boolean | null;
+  network?: boolean | null;
   keep_on_failure?: boolean;
 }
 
@@ -368,6 +371,13 @@ export interface OpenResult {
   argv?: string[] | null;
 }
 
+export interface AdoptResult {
+  state_dir: string;
+  adopted: AdoptedSession[];
+  already: string[];
+  left: LeftBehind[];
+}
+
 export interface SubscribeParams {
   events?: boolean;
   editor?: boolean;
@@ -479,6 +489,8 @@ export interface AgentRun {
   stops: Record<string, unknown>[];
   settled: boolean;
   stopped_at: number | null;
+  sandbox: Sandbox | null;
+  channel: string | null;
 }
 
 /** What the agent last said about itself with `para status`. */
@@ -512,6 +524,7 @@ export interface QueuedLaunch {
   skip_permissions: boolean;
   queued_at: number;
   reason: string;
+  sandbox: Sandbox | null;
 }
 
 /**
@@ -570,6 +583,7 @@ export interface Plan {
   mode: string;
   skip_permissions: boolean;
   base: string | null;
+  sandbox: Sandbox | null;
   state: string;
   current: number;
   reason: string | null;
@@ -618,6 +632,28 @@ export interface ConfigEntry {
   value: unknown;
   source: string;
   approved?: boolean | null;
+}
+
+export interface AdoptedSession {
+  session: string;
+  status: string;
+  para_status: string;
+  branch: string;
+  archived_branch: string | null;
+  worktree: string | null;
+  file: string;
+}
+
+export interface LeftBehind {
+  file: string;
+  session: string;
+  why: string;
+}
+
+/** How an agent is confined (para_rpc/sandbox.py): bubblewrap, and whether it keeps the network. */
+export interface Sandbox {
+  kind: string;
+  network: boolean;
 }
 
 export interface PlanStep {
@@ -690,6 +726,7 @@ export const restart = new RequestType<RestartParams, SessionDetail, void>("para
 export const send = new RequestType<SendParams, SendResult, void>("para/send");
 export const messages = new RequestType<MessagesParams, MessagesResult, void>("para/messages");
 export const open = new RequestType<OpenParams, OpenResult, void>("para/open");
+export const adopt = new RequestType<RepoParams, AdoptResult, void>("para/adopt");
 export const subscribe = new RequestType<SubscribeParams, SubscribeResult, void>("para/subscribe");
 export const unsubscribe = new RequestType<EmptyParams, SubscribeResult, void>("para/unsubscribe");
 export const shutdown = new RequestType<EmptyParams, ShutdownResult, void>("para/shutdown");
@@ -718,6 +755,7 @@ export const MUTATING = [
   "para/restart",
   "para/send",
   "para/messages",
+  "para/adopt",
 ];
 
 /** Built-in launcher profiles (`para/dispatch` `agent`; the `agents` config key adds more). */

@@ -161,6 +161,11 @@ async def para_dispatch(
     mode: Annotated[Literal["auto", "headless", "tmux", "editor"] | None,
                     Field(description="Where the agent runs (default: config agent.mode).")] = None,
     base: Annotated[str | None, Field(description="Branch to fork from (default: the base branch).")] = None,
+    sandbox: Annotated[bool | None, Field(description="Confine the agent with bubblewrap: the filesystem read-only "
+                                          "but its worktree, a socket of its own session only (default: config "
+                                          "agent.sandbox).")] = None,
+    network: Annotated[bool | None, Field(description="Whether a sandboxed agent keeps the network (default: "
+                                          "config agent.network).")] = None,
     keep_on_failure: Annotated[bool, Field(description="When the configured session.setup fails, keep the "
                                            "session (reported in warnings) instead of rolling it back.")] = False,
     repo: Repo = None,
@@ -174,7 +179,8 @@ async def para_dispatch(
     specs = [{"name": t.session, "prompt": t.task, "file": t.file} for t in tasks or []]
     r = await fe.call("para/dispatch", repo, name=session if not tasks else None, prompt=task, file=file,
                       files=files, tasks=specs or None, agent=agent, skip_permissions=skip_permissions,
-                      mode=mode, base=base, keep_on_failure=keep_on_failure or None)
+                      mode=mode, base=base, sandbox=sandbox, network=network,
+                      keep_on_failure=keep_on_failure or None)
     out: dict[str, Any] = {"sessions": [], "plan": None, "failed": [], "next": ""}
     if "failed" in r:  # several tasks
         out["sessions"] = r["sessions"]

@@ -38,6 +38,7 @@ M.methods = {
   send = "para/send",
   messages = "para/messages",
   open = "para/open",
+  adopt = "para/adopt",
   subscribe = "para/subscribe",
   unsubscribe = "para/unsubscribe",
   shutdown = "para/shutdown",
@@ -75,6 +76,7 @@ M.mutating = {
   ["para/restart"] = true,
   ["para/send"] = true,
   ["para/messages"] = true,
+  ["para/adopt"] = true,
 }
 
 --- JSON-RPC error codes of para errors (`error.data.code` carries the name).
@@ -112,6 +114,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field client string?
 ---@field version string?
 ---@field protocol integer?
+---@field token string?
 
 ---@class para.HelloResult
 ---@field name string
@@ -243,6 +246,8 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field skip_permissions boolean?
 ---@field base string?
 ---@field in_tmux boolean?
+---@field sandbox boolean?
+---@field network boolean?
 ---@field keep_on_failure boolean?
 
 --- A plan dispatched: its steps, the first one started.
@@ -415,6 +420,12 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field editors integer?
 ---@field argv string[]?
 
+---@class para.AdoptResult
+---@field state_dir string
+---@field adopted para.AdoptedSession[]
+---@field already string[]
+---@field left para.LeftBehind[]
+
 ---@class para.SubscribeParams
 ---@field events boolean?
 ---@field editor boolean?
@@ -510,6 +521,8 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field stops table<string, any>[]
 ---@field settled boolean
 ---@field stopped_at number?
+---@field sandbox para.Sandbox?
+---@field channel string?
 
 --- What the agent last said about itself with `para status`.
 ---@class para.Report
@@ -539,6 +552,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field skip_permissions boolean
 ---@field queued_at number
 ---@field reason string
+---@field sandbox para.Sandbox?
 
 --- A follow-up for a session's agent (`para send`): read by the running agent through `para messages` / the answer to
 --- its `para status`, else given to it by `para restart`.
@@ -587,6 +601,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field mode string
 ---@field skip_permissions boolean
 ---@field base string?
+---@field sandbox para.Sandbox?
 ---@field state string
 ---@field current integer
 ---@field reason string?
@@ -630,6 +645,25 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field value any
 ---@field source string
 ---@field approved boolean?
+
+---@class para.AdoptedSession
+---@field session string
+---@field status string
+---@field para_status string
+---@field branch string
+---@field archived_branch string?
+---@field worktree string?
+---@field file string
+
+---@class para.LeftBehind
+---@field file string
+---@field session string
+---@field why string
+
+--- How an agent is confined (para_rpc/sandbox.py): bubblewrap, and whether it keeps the network.
+---@class para.Sandbox
+---@field kind string
+---@field network boolean
 
 ---@class para.PlanStep
 ---@field number integer

@@ -160,6 +160,7 @@ test("plans show their steps and tasks", () => {
     workflow: "integrate",
     mode: "headless",
     skip_permissions: false,
+    sandbox: null,
     base: null,
     created_at: 1,
     updated_at: 1,

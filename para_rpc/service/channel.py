@@ -1,0 +1,141 @@
+"""Session-bound channels: the only way a confined agent reaches the sidecar.
+
+The sidecar's own socket serves every method of every session to whoever connects as the
+user. An agent given that socket could dispatch agents, act on other sessions, or
+`para config set integrate.check ...` and have the unconfined sidecar run it. So a sandboxed
+agent gets instead a socket of its own session (`<sidecar socket dir>/bound/<random>/sock`,
+in a 0700 directory, the socket 0600) and a token (32 random bytes, in its environment as
+PARA_TOKEN; only its SHA-256 is stored). What may be asked on it (that session's reads,
+reports, finish/integrate/continue/abort/wait, nothing else, and only after the token) is
+decided in one place, the transport's gate (server/bound.py), before anything runs.
+
+The registry (`<bound>/<random>.json`, next to the directory the agent sees) lets a restarted
+sidecar bind the sockets of live sessions again at the same paths, which the agents hold in
+their environment; a session that ended loses its socket and its registry entry.
+
+This is the general mechanism: an agent on another machine (issue 16) gets the same Gate
+behind a forwarded socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from para_rpc import runtime, sandbox
+from para_rpc.errors import Code, ParaError
+from para_rpc.model import AgentRun, Binding, Sandbox, Session, Status
+from para_rpc.service.core import Repo, ServiceCore, log
+
+
+def _worktree_gitdir(worktree: str) -> str | None:
+    """The private git dir of a linked worktree, read from its `.git` file."""
+    try:
+        text = Path(worktree, ".git").read_text()
+    except OSError:
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    return os.path.join(worktree, text.split("gitdir:", 1)[1].strip())  # (a relative one is from the worktree)
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Channels(ServiceCore):
+    """Opening, closing and restoring the session-bound sockets (the transport listens on
+    them through `Ports.bind_channel`)."""
+
+    def _bound_root(self) -> Path:
+        return Path(self.socket).parent / "bound"
+
+    async def _open_channel(self, repo: Repo, s: Session) -> tuple[str, str]:
+        """A new socket and token for session `s`: (socket path, token)."""
+        root = runtime.ensure_private_dir(self._bound_root())
+        ident = secrets.token_hex(8)
+        directory = runtime.ensure_private_dir(root / ident)
+        token = secrets.token_urlsafe(32)
+        binding = Binding(socket=str(directory / "sock"), root=repo.root, session=s.name,
+                          token_sha256=token_digest(token))
+        runtime.write_private(root / f"{ident}.json", msgspec.json.encode(binding).decode())
+        try:
+            await self.ports.bind_channel(binding)
+        except BaseException:
+            self._remove_channel(binding.socket)
+            raise
+        return binding.socket, token
+
+    async def _sandboxed(self, repo: Repo, s: Session, run: AgentRun, box: Sandbox, argv: list[str],
+                         env: dict[str, str], cfg: dict[str, Any]) -> list[str]:
+        """The agent's argv under bubblewrap, with its session-bound socket in `env` (and on
+        `run`, so the socket goes when the session ends)."""
+        bwrap = sandbox.find_bwrap(cfg["agent.bwrap"])
+        await sandbox.probe(bwrap)
+        gitdir = _worktree_gitdir(s.worktree)
+        if gitdir is None:
+            raise ParaError(Code.internal, f"{s.worktree} has no .git file naming its git directory")
+        writable = sandbox.writable_git_paths(os.path.realpath(gitdir), os.path.realpath(repo.common_dir), s.branch)
+        if s.agent is not None and s.agent.channel:
+            self._close_channel(s)  # a relaunch: a new token, the old one dies with its socket
+        socket, token = await self._open_channel(repo, s)
+        run.sandbox, run.channel = box, socket
+        env.update(PARA_SOCKET=socket, PARA_TOKEN=token)
+        home = os.path.expanduser("~")
+        package = os.path.dirname(os.path.dirname(os.path.abspath(sandbox.__file__)))
+        return sandbox.argv(
+            bwrap, argv, worktree=s.worktree, writable=writable,
+            readable=[repo.root, repo.common_dir, home, sys.prefix, sys.base_prefix, package],
+            hidden=sandbox.hidden_sidecar_files(self.socket), channel_dir=os.path.dirname(socket),
+            bound_root=str(self._bound_root()), network=box.network)
+
+    def _remove_channel(self, socket: str) -> None:
+        directory = Path(socket).parent
+        if directory.parent != self._bound_root():
+            return  # not one of ours: never remove what a record merely names
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(directory.parent / f"{directory.name}.json")
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def _close_channel(self, s: Session) -> None:
+        """The session ended: its socket goes (connections already open finish their request)."""
+        run = s.agent
+        if run is None or not run.channel:
+            return
+        self.ports.unbind_channel(run.channel)
+        self._remove_channel(run.channel)
+        run.channel = None
+
+    async def restore_channels(self) -> int:
+        """At sidecar start: listen again on the bound sockets of live sessions; forget the
+        entries of sessions that ended meanwhile. Returns how many were bound."""
+        root = self._bound_root()
+        if not root.is_dir():
+            return 0
+        bound = 0
+        for entry in sorted(root.glob("*.json")):
+            try:
+                binding = msgspec.json.decode(entry.read_bytes(), type=Binding)
+                repo = await self.repo(binding.root)
+                s = repo.store.get(binding.session)
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError, ParaError) as e:
+                log.warning("bound socket %s not restored: %s", entry, getattr(e, "message", e))
+                continue  # (a repository that is away now may come back: its entry stays)
+            if (s is None or s.status in (Status.integrated, Status.cancelled) or s.agent is None
+                    or s.agent.channel != binding.socket):
+                self._remove_channel(binding.socket)
+                continue
+            try:
+                await self.ports.bind_channel(binding)
+                bound += 1
+            except (OSError, ParaError) as e:
+                log.warning("bound socket %s not restored: %s", binding.socket, getattr(e, "message", e))
+        return bound

