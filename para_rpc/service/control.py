@@ -22,6 +22,7 @@ from para_rpc.model import (
     AgentRun,
     Message,
     QueuedLaunch,
+    Sandbox,
     Session,
     Status,
     now,
