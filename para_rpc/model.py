@@ -263,6 +263,13 @@ def journaled(s: Session) -> Op:
     return s.op
 
 
+def recorded(s: Session) -> dict[str, Any]:
+    """The integration record a step continues: its caller (or the paused integration) wrote it."""
+    if s.integration is None:
+        raise ParaError(Code.internal, f"session {s.name} has no integration record to continue", session=s.name)
+    return s.integration
+
+
 def pending(s: Session) -> Op | None:
     """`s.op` as it is now (a plain read the type checker does not narrow: the steps that
     ran in between may have cleared it)."""

@@ -15,26 +15,36 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, ClassVar
 
 import attrs
 import msgspec
-from cattrs import transform_error
+from cattrs import Converter, transform_error
 from cattrs.errors import BaseValidationError
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams, JsonRpcMethodNotFound, JsonRpcServerError
+from pygls.exceptions import (
+    JsonRpcInvalidParams,
+    JsonRpcMethodNotFound,
+    JsonRpcServerError,
+)
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import (JsonRPCNotification, JsonRPCRequestMessage, JsonRPCResponseMessage,
-                            LanguageServerProtocol, default_converter, lsp_method)
+from pygls.protocol import (
+    JsonRPCNotification,
+    JsonRPCRequestMessage,
+    JsonRPCResponseMessage,
+    LanguageServerProtocol,
+    default_converter,
+    lsp_method,
+)
 
 from para_rpc import __version__
 from para_rpc.errors import ParaError
 from para_rpc.methods import SERVICE_METHODS
 from para_rpc.model import DomainEvent
 from para_rpc.params import TRANSPORT_METHODS
-from para_rpc.service import Service
 from para_rpc.server.bound import BOUND_NOTIFICATIONS, Gate
+from para_rpc.service import Service
 from para_rpc.service.invoke import BadParams, invoke
 
 log = logging.getLogger("para.lsp")
@@ -47,14 +57,14 @@ MAX_HEADER_LINE = 8192
 PARSE_ERROR, INVALID_REQUEST = -32700, -32600
 
 
-def _plain(obj: dict, cls: type) -> Any:
+def _plain(obj: dict[str, Any], cls: type[Any]) -> Any:
     # Only the members the class knows: JSON-RPC extension members are ignored. A
     # missing `params` (allowed by JSON-RPC) is None, which every method reads as {}.
     return cls(**{a.name: obj.get(a.name) for a in attrs.fields(cls)})
 
 
-def _converter():
-    conv = default_converter()
+def _converter() -> Converter:
+    conv: Converter = default_converter()  # type: ignore[no-untyped-call]  # pygls leaves it unannotated
     for cls in (JsonRPCRequestMessage, JsonRPCNotification, JsonRPCResponseMessage):
         conv.register_structure_hook(cls, _plain)
     return conv
@@ -73,15 +83,16 @@ class ParaProtocol(LanguageServerProtocol):
         return result
 
     @lsp_method(types.EXIT)
-    def lsp_exit(self, *args):
+    def lsp_exit(self, *args: Any) -> Generator[Any, Any, None]:
         # The built-in handler calls sys.exit(): in a shared sidecar, `exit`
         # only ends this client's connection.
-        self._server.close()
+        if isinstance(self._server, ParaServer):  # always: ParaServer is the only server made with it
+            self._server.close()
         yield from ()
 
 
 class ParaServer(LanguageServer):
-    def __init__(self, service: Service, hub: "Hub", gate: Gate | None = None) -> None:
+    def __init__(self, service: Service, hub: Hub, gate: Gate | None = None) -> None:
         super().__init__("para", __version__, protocol_cls=ParaProtocol,
                          converter_factory=lambda: CONVERTER)
         self.service = service
@@ -117,8 +128,8 @@ class Hub:
 
     def __init__(self) -> None:
         self.conns: set[ParaServer] = set()
-        self.on_idle_change = lambda: None
-        self.request_stop = lambda: None
+        self.on_idle_change: Callable[[], None] = lambda: None
+        self.request_stop: Callable[[], None] = lambda: None
 
     def editor_available(self) -> bool:
         return any(ls.editor for ls in self.conns)
@@ -129,7 +140,7 @@ class Hub:
             try:
                 answer = await asyncio.wait_for(ls.protocol.send_request_async("para/runInTerminal", params),
                                                 timeout)
-            except Exception as e:  # timeout, closed connection, or an error answer
+            except Exception as e:  # noqa: BLE001 timeout, closed connection, or an error answer
                 log.info("editor did not run the agent: %s", e)
                 continue
             if isinstance(answer, dict):
@@ -137,7 +148,7 @@ class Hub:
         return None
 
     # What the service's `notify_editors` kinds are on this wire.
-    EDITOR_NOTIFICATIONS = {"open": "para/openWorktree", "stop_terminal": "para/stopTerminal"}
+    EDITOR_NOTIFICATIONS: ClassVar[dict[str, str]] = {"open": "para/openWorktree", "stop_terminal": "para/stopTerminal"}
 
     def notify_editors(self, kind: str, payload: dict[str, Any]) -> int:
         """Send a notification to every editor connection (subscribed with editor=true)."""
@@ -147,7 +158,7 @@ class Hub:
                 try:
                     ls.protocol.notify(self.EDITOR_NOTIFICATIONS[kind], payload)
                     told += 1
-                except Exception as e:  # a client that went away must not stop the others
+                except Exception as e:  # noqa: BLE001 a client that went away must not stop the others
                     log.info("dropping an editor notification to a closed connection: %s", e)
         return told
 
@@ -163,7 +174,7 @@ class Hub:
             if ls.subscribed:
                 try:
                     ls.protocol.notify(method, payload)
-                except Exception as e:  # a client that went away must not stop the others
+                except Exception as e:  # noqa: BLE001 a client that went away must not stop the others
                     log.info("dropping notification to a closed connection: %s", e)
 
     async def serve(self, service: Service, reader: asyncio.StreamReader,
@@ -300,17 +311,18 @@ async def _read_messages(ls: ParaServer, reader: asyncio.StreamReader) -> None:
             continue
         try:
             message = protocol.structure_message(msg)
-        except Exception as e:  # the params do not fit the method's LSP type
+        except Exception as e:  # noqa: BLE001 the params do not fit the method's LSP type
             if is_request:
-                why = e.__cause__ or e
-                why = "; ".join(transform_error(why)) if isinstance(why, BaseValidationError) else why
+                cause = e.__cause__ or e
+                why = "; ".join(transform_error(cause)) if isinstance(cause, BaseValidationError) else cause
                 _send_error(ls, msg["id"], JsonRpcInvalidParams.CODE, f"Invalid Params: {msg['method']}: {why}")
             continue
         protocol.handle_message(message)
 
 
 def _rpc_error(e: ParaError) -> JsonRpcServerError:
-    return JsonRpcServerError(e.message, e.code.rpc, {"code": e.code.name, **e.data})
+    # pygls leaves JsonRpcServerError.__init__ unannotated
+    return JsonRpcServerError(e.message, e.code.rpc, {"code": e.code.name, **e.data})  # type: ignore[no-untyped-call]
 
 
 async def call_service(service: Service, method: str, params: Any) -> Any:
@@ -323,14 +335,17 @@ async def call_service(service: Service, method: str, params: Any) -> Any:
         raise _rpc_error(e) from None
 
 
-def _make_handler(method: str):
+Handler = Callable[..., Awaitable[Any]]
+
+
+def _make_handler(method: str) -> Handler:
     async def handler(ls: ParaServer, params: Any = None) -> Any:
         return await call_service(ls.service, method, params)
     handler.__name__ = "handle_" + method.replace("/", "_")
     return handler
 
 
-def _make_command(method: str):
+def _make_command(method: str) -> Handler:
     async def command(ls: ParaServer, *args: Any) -> Any:
         return await call_service(ls.service, method, args[0] if args else {})
     command.__name__ = "command_" + method.replace("/", "_")
@@ -364,9 +379,9 @@ async def _shutdown_sidecar(ls: ParaServer, params: Any = None) -> dict[str, Any
     return {"stopping": True}
 
 
-HANDLERS: dict[str, Any] = {m: _make_handler(m) for m in SERVICE_METHODS}
+HANDLERS: dict[str, Handler] = {m: _make_handler(m) for m in SERVICE_METHODS}
 HANDLERS.update({"para/subscribe": _subscribe, "para/unsubscribe": _unsubscribe,
                  "para/shutdown": _shutdown_sidecar})
 assert set(HANDLERS) == set(SERVICE_METHODS) | set(TRANSPORT_METHODS)
-COMMANDS: dict[str, Any] = {"para." + m.split("/", 1)[1]: _make_command(m)
+COMMANDS: dict[str, Handler] = {"para." + m.split("/", 1)[1]: _make_command(m)
                             for m in SERVICE_METHODS if m != "para/hello"}

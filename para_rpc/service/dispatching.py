@@ -11,28 +11,62 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from para_rpc import agents, config, git, sandbox
-from para_rpc import runtime
+from para_rpc import agents, config, git, runtime, sandbox
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import (AgentRun, Plan, PlanStep, PlanTask, Report, Sandbox, Session, Status, now,
-                            queue_position, to_builtins)
+from para_rpc.model import (
+    AgentRun,
+    Plan,
+    PlanStep,
+    PlanTask,
+    Report,
+    Sandbox,
+    Session,
+    Status,
+    now,
+    queue_position,
+    to_builtins,
+)
 from para_rpc.names import validate_session_name
-from para_rpc.params import (MAX_ITEMS, DiffParams, DispatchParams, RepoParams, ReportParams, StartParams,
-                             StatusParams, WaitParams)
-from para_rpc.service.core import AGENT_POLL_SECONDS, STATUS_CONCURRENCY, Repo, ServiceCore, log
+from para_rpc.params import (
+    MAX_ITEMS,
+    DiffParams,
+    DispatchParams,
+    RepoParams,
+    ReportParams,
+    StartParams,
+    StatusParams,
+    WaitParams,
+)
+from para_rpc.service.core import (
+    AGENT_POLL_SECONDS,
+    STATUS_CONCURRENCY,
+    Repo,
+    ServiceCore,
+    log,
+)
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
     try:
         with open(path) as f:
-            return json.load(f)
+            data = json.load(f)
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
+
+
+def _made(repo: Repo, name: str) -> Session:
+    """The session this call has just started (it cannot be gone: its start held the locks)."""
+    s = repo.store.get(name)
+    if s is None:
+        raise ParaError(Code.internal, f"session {name} vanished right after it was started", session=name)
+    return s
 
 
 def _mtime(path: str | None) -> float:
@@ -59,6 +93,9 @@ def _worktree_gitdir(worktree: str) -> str | None:
 # Event kinds that are an agent's progress chatter: reported, but not a change `wait` ends on.
 QUIET_KINDS = frozenset({"status"})
 OUTSIDE_LIMIT = 200  # entries kept per comparison; the count says when there were more
+# What a place's entry looked like: [status, size, mtime_ns] (a file in a worktree) or
+# ["", size, sha256 / link target] (the git directory); stored as JSON lists.
+Fingerprint = list[Any]
 _STATUS_WORDS = {"??": "untracked", "A": "added", "M": "modified", "D": "deleted", "T": "type changed",
                  "U": "conflicted", "": "changed back"}
 
@@ -67,8 +104,8 @@ def _outside_file(exit_file: str) -> str:
     return exit_file[: -len(".exit")] + ".outside.json" if exit_file.endswith(".exit") else exit_file + ".outside"
 
 
-def _fingerprints(root: str, entries: dict[str, str]) -> dict[str, list]:
-    out = {}
+def _fingerprints(root: str, entries: dict[str, str]) -> dict[str, Fingerprint]:
+    out: dict[str, Fingerprint] = {}
     for path, xy in entries.items():
         try:
             st = os.lstat(os.path.join(root, path))
@@ -78,7 +115,7 @@ def _fingerprints(root: str, entries: dict[str, str]) -> dict[str, list]:
     return out
 
 
-def _git_dir_fingerprints(common_dir: str) -> dict[str, list]:
+def _git_dir_fingerprints(common_dir: str) -> dict[str, Fingerprint]:
     """Files in the shared git directory that make git run code or change how it behaves.
     By content: git rewrites its config file (same content, new mtime) when it deletes a branch."""
     names = ["config"]
@@ -86,7 +123,7 @@ def _git_dir_fingerprints(common_dir: str) -> dict[str, list]:
         names += [f"hooks/{e.name}" for e in os.scandir(os.path.join(common_dir, "hooks"))]
     except OSError:
         pass
-    out = {}
+    out: dict[str, Fingerprint] = {}
     for name in names:
         path = os.path.join(common_dir, name)
         try:
@@ -108,7 +145,7 @@ def _write_private_json(path: str, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _changed(before: dict[str, list], after: dict[str, list]) -> list[tuple[str, str, str]]:
+def _changed(before: dict[str, Fingerprint], after: dict[str, Fingerprint]) -> list[tuple[str, str, str]]:
     """(path, status now, status before) for every entry that appeared, went or changed."""
     out = []
     for path in sorted(set(before) | set(after)):
@@ -246,7 +283,7 @@ class Dispatching(ServiceCore):
         argv_t = prof.argv(mode, skip)
         agents.check_prompt_fits(argv_t, prompt, prof.name)
         info = await self.start(StartParams(cwd=cwd, env=env, name=name, base=base, keep_on_failure=keep_on_failure))
-        s = repo.store.get(info["name"])
+        s = _made(repo, info["name"])
         try:
             prompt_file = os.path.join(repo.root, ".para", "prompts", f"{s.name}.md")
             os.makedirs(os.path.dirname(prompt_file), mode=0o700, exist_ok=True)
@@ -312,7 +349,7 @@ class Dispatching(ServiceCore):
         asyncio.create_task(self._reap(repo, s.name, proc))
         return run
 
-    async def _reap(self, repo: Repo, name: str, proc: asyncio.subprocess.Process) -> None:
+    async def _reap(self, repo: Repo, name: str, proc: agents.Detached) -> None:
         await proc.wait()
         await self._check_agents(repo, only=name)
 
@@ -327,14 +364,14 @@ class Dispatching(ServiceCore):
         First, once per repository opened: plans a crash left stuck."""
         try:
             await self._repair_plans(repo)
-        except Exception:
+        except Exception:  # noqa: BLE001 logged; the poll below must run whatever the repair hit
             log.exception("plan repair failed")
         while True:
             await asyncio.sleep(AGENT_POLL_SECONDS)
             try:
                 await self._check_agents(repo)
                 await self._drain_queue(repo)  # a slot freed (exit, stop, cancel, integrate): start the next
-            except Exception:
+            except Exception:  # noqa: BLE001 logged; one bad poll must not end the polling
                 log.exception("agent poll failed")
 
     async def _check_agents(self, repo: Repo, only: str | None = None) -> None:
@@ -360,10 +397,10 @@ class Dispatching(ServiceCore):
 
     # ---- stopping agents whose session ended, and what they left behind ----------------------
 
-    def _agent_job(self, key: str, coro: Any) -> None:
+    def _agent_job(self, key: str, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` as a background task, once per key in this sidecar's life (the next
         sidecar tries again what this one could not finish)."""
-        jobs: dict[str, asyncio.Task] = self.__dict__.setdefault("_agent_jobs", {})
+        jobs: dict[str, asyncio.Task[None]] = self.__dict__.setdefault("_agent_jobs", {})
         if key in jobs:
             coro.close()
             return
@@ -414,10 +451,10 @@ class Dispatching(ServiceCore):
             grace = repo.config({})["agent.stop_grace"]
             result = await agents.stop_run(run.pid, run.exit_file, grace, since=run.started_at)
             await self._record_stop(repo, sid, name, run.exit_file, reason, result)
-        except Exception:
+        except Exception:  # noqa: BLE001 a background job: logged, the next sidecar tries again
             log.exception("stopping the agent of %s failed", name)
 
-    async def _record_stop(self, repo: Repo, sid: int | None, name: str, exit_file: str, reason: str,
+    async def _record_stop(self, repo: Repo, sid: int | None, name: str, exit_file: str | None, reason: str,
                            result: dict[str, Any]) -> None:
         if not result["pids"]:
             return
@@ -449,7 +486,7 @@ class Dispatching(ServiceCore):
                                     "running", result)
             changes, skipped = await self._compare_outside(repo, s, run)
             async with repo.session_lock(s.name):
-                s = repo.store.by_id(sid)
+                s = repo.store.by_id(sid) if sid is not None else None
                 if s is None or s.agent is None or s.agent.exit_file != exit_file:
                     return
                 s.agent.settled = True
@@ -468,7 +505,7 @@ class Dispatching(ServiceCore):
             if changes:
                 self.emit(repo, "outside_changes", s.name, count=len(changes), changes=changes[:OUTSIDE_LIMIT],
                           not_compared=skipped)
-        except Exception:
+        except Exception:  # noqa: BLE001 a background job: logged, the next sidecar tries again
             log.exception("settling the agent run %s failed", exit_file)
 
     @staticmethod
@@ -487,7 +524,7 @@ class Dispatching(ServiceCore):
                 places[f"session {s.name}"] = s.worktree
         sem = asyncio.Semaphore(STATUS_CONCURRENCY)
 
-        async def one(path: str) -> dict[str, list] | None:
+        async def one(path: str) -> dict[str, Fingerprint] | None:
             if not os.path.isdir(path):
                 return None
             async with sem:
@@ -509,13 +546,15 @@ class Dispatching(ServiceCore):
         try:
             state = await self._outside_state(repo, s)
             await asyncio.to_thread(_write_private_json, _outside_file(exit_file), state)
-        except Exception:  # never a reason not to start the agent; it is only not compared then
+        except Exception:  # noqa: BLE001 never a reason not to start the agent; it is only not compared then
             log.exception("could not record the state outside %s", s.worktree)
 
     async def _compare_outside(self, repo: Repo, s: Session,
                                run: AgentRun) -> tuple[list[dict[str, Any]], dict[str, str]]:
         """What changed outside the agent's worktree since it started. A worktree whose own agent
         ran meanwhile is not compared: its changes are that agent's."""
+        if run.exit_file is None:  # only runs with an exit file are settled
+            return [], {}
         path = _outside_file(run.exit_file)
         try:
             before = await asyncio.to_thread(lambda: json.loads(Path(path).read_text()))
@@ -625,11 +664,13 @@ class Dispatching(ServiceCore):
             validate_session_name(name)
         names = set(p.sessions)
 
-        def snapshot() -> dict[str, tuple | None]:
+        def state(s: Session) -> tuple[str, int | None, bool | None]:
+            return s.status.value, s.agent.exit_code if s.agent else None, s.agent.lost if s.agent else None
+
+        def snapshot() -> dict[str, tuple[str, int | None, bool | None] | None]:
             rows = {s.name: s for s in repo.store.all()}
             watched = p.sessions or [s.name for s in repo.store.live()]
-            return {n: ((rows[n].status.value, rows[n].agent.exit_code if rows[n].agent else None,
-                         rows[n].agent.lost if rows[n].agent else None) if n in rows else None) for n in watched}
+            return {n: (state(rows[n]) if n in rows else None) for n in watched}
 
         def relevant(ev: dict[str, Any]) -> bool:
             return (ev["kind"] not in QUIET_KINDS and ev["session"] is not None
@@ -657,12 +698,12 @@ class Dispatching(ServiceCore):
                 break
             try:
                 await asyncio.wait_for(tick.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         rows = {s.name: s for s in repo.store.all()}
         return {"changed": changed, "timed_out": not changed,
                 "sessions": {n: {"status": rows[n].status.value,
-                                 "agent_exit_code": rows[n].agent.exit_code if rows[n].agent else None,
+                                 "agent_exit_code": state(rows[n])[1],
                                  "integration": rows[n].integration} for n in before if n in rows},
                 "events": events, "last_event": events[-1]["id"] if events else cursor}
 
@@ -758,7 +799,7 @@ class Dispatching(ServiceCore):
                                               source=t.file, prof=prof, mode=plan.mode,
                                               skip=plan.skip_permissions, base=plan.base, cwd=cwd, env=env,
                                               plan=plan.id, box=plan.sandbox)
-            t.session_id, t.state = repo.store.get(result["name"]).id, "running"
+            t.session_id, t.state = _made(repo, result["name"]).id, "running"
             repo.store.save_plan(plan)
             started.append(t.name)
         self.emit(repo, "plan_step", None, plan=plan.id, step=step.number, sessions=started)
@@ -792,7 +833,7 @@ class Dispatching(ServiceCore):
                     try:
                         await self._start_step(repo, plan, repo.root, {})
                         continue
-                    except Exception as e:
+                    except Exception as e:  # noqa: BLE001 whatever stopped it is the plan's failure reason
                         reason = f"could not start {', '.join(t.name for t in missing)} after a crash: " + (
                             e.message if isinstance(e, ParaError) else str(e))
                 plan.state, plan.reason = "failed", reason

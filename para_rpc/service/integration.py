@@ -9,10 +9,30 @@ from typing import TYPE_CHECKING, Any
 
 from para_rpc import config, git, integrate
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import Op, Session, Status, now, to_builtins
+from para_rpc.model import (
+    Op,
+    Session,
+    Status,
+    journaled,
+    now,
+    pending,
+    recorded,
+    to_builtins,
+)
 from para_rpc.names import validate_branch_name
-from para_rpc.params import ConflictsParams, ContinueParams, IntegrateParams, SessionParams
-from para_rpc.service.core import STATUS_CONCURRENCY, Repo, ServiceCore, _check_message, _utc_stamp
+from para_rpc.params import (
+    ConflictsParams,
+    ContinueParams,
+    IntegrateParams,
+    SessionParams,
+)
+from para_rpc.service.core import (
+    STATUS_CONCURRENCY,
+    Repo,
+    ServiceCore,
+    _check_message,
+    _utc_stamp,
+)
 
 
 class Integration(ServiceCore):
@@ -76,7 +96,7 @@ class Integration(ServiceCore):
 
     async def _land(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> dict[str, Any]:
         """Queue on the target, compute the result, gate it, move the target, clean up."""
-        rec = s.integration
+        rec = recorded(s)
         s.status = Status.integrating
         s.op = Op(kind="integrate", data={"target": rec["target"]})
         repo.store.save(s)
@@ -87,7 +107,7 @@ class Integration(ServiceCore):
                 new, old = await self._merge_and_move(repo, s, cfg)
             return await self._after_landing(repo, s, new, old, cfg)
         except Exception as e:
-            if s.status is Status.integrating and not (s.op and s.op.data.get("landed")):
+            if s.status is Status.integrating and not ((op := pending(s)) is not None and op.data.get("landed")):
                 # Failed before the target moved: the session goes back to where it was.
                 s.status = Status(rec.get("resume_status", "active"))
                 s.op, s.integration = None, None
@@ -100,7 +120,7 @@ class Integration(ServiceCore):
             self.busy -= 1
 
     async def _merge_and_move(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> tuple[str, str]:
-        rec = s.integration
+        rec = recorded(s)
         target, strategy = rec["target"], rec["strategy"]
         ref = f"refs/heads/{target}"
         old = await git.resolve(repo.root, ref)
@@ -127,6 +147,8 @@ class Integration(ServiceCore):
             if not cand.clean:  # cannot happen after a completed merge of the target; be loud if it does
                 raise ParaError(Code.internal, f"merge of {target} into {s.branch} did not resolve its conflicts")
         new = cand.commit
+        if new is None:  # a clean candidate of a rebase already replayed is its tip: be loud if not
+            raise ParaError(Code.internal, f"integrating {s.branch} into {target} computed no commit")
         try:
             if new != old and cfg["integrate.check"]:
                 config.usable(cfg["integrate.check"])  # never an unapproved project-file check (trust.py)
@@ -138,7 +160,7 @@ class Integration(ServiceCore):
                     raise ParaError(Code.check_failed, f"the check `{cfg['integrate.check']}` failed "
                                     f"({'timed out' if rc is None else f'exit {rc}'}); {target} did not move",
                                     output=output, exit=rc, session=s.name)
-            s.op.data.update(old=old, new=new)  # journal before the target moves
+            journaled(s).data.update(old=old, new=new)  # journal before the target moves
             repo.store.save(s)
             if new != old:
                 await integrate.advance_target(repo.root, target, old, new, f"para: integrate {s.name}")
@@ -148,7 +170,7 @@ class Integration(ServiceCore):
                 if backup:
                     await git.delete_ref(repo.root, backup)
             raise
-        s.op.data["landed"] = True
+        journaled(s).data["landed"] = True
         return new, old
 
     async def _restore_branch(self, repo: Repo, s: Session, commit: str) -> None:
@@ -159,15 +181,16 @@ class Integration(ServiceCore):
 
     async def _pause(self, repo: Repo, s: Session, kind: str, files: list[str]) -> None:
         hunks = await integrate.worktree_hunks(s.worktree, files)
-        s.integration.update(kind=kind, files=files, hunks=hunks)
+        rec = recorded(s)
+        rec.update(kind=kind, files=files, hunks=hunks)
         s.status, s.op = Status.conflicted, None
         repo.store.save(s)
-        self.emit(repo, "conflicted", s.name, target=s.integration["target"], worktree=s.worktree,
+        self.emit(repo, "conflicted", s.name, target=rec["target"], worktree=s.worktree,
                   files=files, hunks=hunks)
-        raise ParaError(Code.conflict, f"session {s.name!r} conflicts with {s.integration['target']} in "
+        raise ParaError(Code.conflict, f"session {s.name!r} conflicts with {rec['target']} in "
                         f"{len(files)} file(s): {', '.join(files[:10])}. Resolve them in {s.worktree}, then run "
                         f"`para continue` (or `para abort` to go back)", session=s.name, worktree=s.worktree,
-                        files=files, hunks=hunks, target=s.integration["target"])
+                        files=files, hunks=hunks, target=rec["target"])
 
     async def _ensure_worktree(self, repo: Repo, s: Session) -> str:
         async with repo.lock:
@@ -182,7 +205,7 @@ class Integration(ServiceCore):
     async def _after_landing(self, repo: Repo, s: Session, new: str, old: str,
                              cfg: dict[str, Any]) -> dict[str, Any]:
         """The target holds the work: save the branch tip, remove worktree and branch, record history."""
-        rec = s.integration
+        rec = recorded(s)
         stamp = rec.get("stamp") or _utc_stamp()
         # The project file says which commands para runs: a landing that changes it says so.
         config_changed = new != old and await git.path_differs(repo.root, old, new, config.PROJECT_FILE)
@@ -241,7 +264,7 @@ class Integration(ServiceCore):
             self.emit(repo, "config_changed", s.name, target=rec["target"], commit=new, path=config.PROJECT_FILE)
         self._agent_session_ended(repo, s)
         wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
-        result = to_builtins(self._info(repo, s, wts, branches))
+        result: dict[str, Any] = to_builtins(self._info(repo, s, wts, branches))
         result["warnings"] = warnings + self._frozen_warnings(frozen, s) + self._teardown_warnings(s)
         return result
 
@@ -251,7 +274,7 @@ class Integration(ServiceCore):
         config.usable(cfg["integrate.check"])  # an unapproved project-file check: refused before anything changes
         async with self._locked(repo, p.session, p.cwd) as s:
             self._require(s, Status.conflicted, "continue")
-            rec = s.integration
+            rec = recorded(s)
             if not os.path.isdir(s.worktree):
                 raise ParaError(Code.wrong_state, f"the worktree {s.worktree} is gone; `para abort {s.name}`",
                                 session=s.name)
@@ -273,7 +296,7 @@ class Integration(ServiceCore):
         repo = await self.repo(p.cwd)
         async with self._locked(repo, p.session, p.cwd) as s:
             self._require(s, Status.conflicted, "abort")
-            rec = s.integration
+            rec = recorded(s)
             saved = None
             if os.path.isdir(s.worktree):
                 if await git.status(s.worktree):
@@ -305,6 +328,8 @@ class Integration(ServiceCore):
     async def _predict(self, repo: Repo, s: Session, target: str, strategy: str,
                        message: str | None) -> dict[str, Any]:
         old = await git.resolve(repo.root, f"refs/heads/{target}")
+        if old is None:  # checked by the caller; deleted since
+            raise ParaError(Code.not_found, f"target branch {target!r} does not exist", branch=target)
         tip, dirty = await self._session_commit(s)
         if tip is None:
             tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
@@ -350,7 +375,7 @@ class Integration(ServiceCore):
             if t not in tips:
                 tips[t] = await git.resolve(repo.root, f"refs/heads/{t}")
 
-        async def forecast(a: str, b: str) -> tuple[bool, list[str], dict] | None:
+        async def forecast(a: str, b: str) -> tuple[bool, list[str], dict[str, list[list[int]]]] | None:
             """None when the two have no history in common (nothing to forecast; one such pair
             must not hide the forecast of all the others)."""
             async with sem:
@@ -362,15 +387,17 @@ class Integration(ServiceCore):
                     raise
                 return clean, files, (await integrate.tree_hunks(repo.root, tree, files)) if files else {}
 
-        usable = [s for s in sessions if snaps[s.name][0]]
-        vs_target = await asyncio.gather(*(forecast(tips[target or s.base_branch], snaps[s.name][0])
-                                           for s in usable if tips[target or s.base_branch]))
+        commits = {name: commit for name, (commit, _) in snaps.items() if commit}
+        usable = [s for s in sessions if s.name in commits]
+        # (session, its target's tip) for the sessions whose target exists
+        against = [(s, tip) for s in usable if (tip := tips[target or s.base_branch])]
+        vs_target = await asyncio.gather(*(forecast(tip, commits[s.name]) for s, tip in against))
         pairs = [(a, b) for i, a in enumerate(usable) for b in usable[i + 1:]]
-        vs_pairs = await asyncio.gather(*(forecast(snaps[a.name][0], snaps[b.name][0]) for a, b in pairs))
+        vs_pairs = await asyncio.gather(*(forecast(commits[a.name], commits[b.name]) for a, b in pairs))
         report = []
-        for s, fc in zip([s for s in usable if tips[target or s.base_branch]], vs_target):
+        for (s, _), fc in zip(against, vs_target):
             clean, files, hunks = fc or (False, [], {})
-            report.append({"session": s.name, "target": target or s.base_branch, "commit": snaps[s.name][0],
+            report.append({"session": s.name, "target": target or s.base_branch, "commit": commits[s.name],
                            "includes_uncommitted": snaps[s.name][1], "clean": clean, "files": files,
                            "hunks": hunks, "unrelated": fc is None})
         collisions = [{"a": a.name, "b": b.name, "files": fc[1], "hunks": fc[2]}

@@ -75,12 +75,13 @@ class McpFrontend:
             raise ToolError("invalid_input: this connection has no default repository; pass repo=<absolute path>")
         return peer.cwd
 
-    async def call(self, method: str, repo: str | None, **params: Any) -> Any:
+    async def call(self, method: str, repo: str | None, **params: Any) -> dict[str, Any]:
         peer = PEER.get()
         data = {"cwd": self.cwd(repo), "env": dict(peer.env) if peer else {},
                 **{k: v for k, v in params.items() if v is not None}}
         try:
-            return await invoke(self.service, method, data)
+            result: dict[str, Any] = await invoke(self.service, method, data)  # every result is an object
+            return result
         except ParaError as e:
             raise tool_error(e) from None
 

@@ -9,9 +9,9 @@ first argument. The outputSchema of each is the JSON schema of its Structs in re
 import asyncio
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 from mcp.server.mcpserver import Context
@@ -20,6 +20,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from para_rpc import results
+from para_rpc.errors import Code, ParaError
 from para_rpc.model import Plan
 from para_rpc.server.mcp.guide import describe
 
@@ -98,8 +99,12 @@ class ToolSpec:
 TOOLS: list[ToolSpec] = []
 
 
-def tool(name: str, title: str, annotations: ToolAnnotations, description: str, *out: type):
-    def deco(fn):
+ToolFn = TypeVar("ToolFn", bound=Callable[..., Awaitable[dict[str, Any]]])
+
+
+def tool(name: str, title: str, annotations: ToolAnnotations, description: str,
+         *out: type) -> Callable[[ToolFn], ToolFn]:
+    def deco(fn: ToolFn) -> ToolFn:
         TOOLS.append(ToolSpec(fn, name, title, annotations, description, out))
         return fn
     return deco
@@ -119,7 +124,7 @@ def _bound(spec: ToolSpec, fe: "McpFrontend") -> Callable[..., Any]:
         return CallToolResult(content=[TextContent(type="text", text=json_text(r))], structured_content=r)
 
     call.__name__, call.__doc__, call.__module__ = spec.fn.__name__, spec.fn.__doc__, spec.fn.__module__
-    call.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:],  # type: ignore[attr-defined]  (inspect reads __signature__)
+    call.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:],  # type: ignore[attr-defined]  # inspect reads it
                                      return_annotation=CallToolResult)
     call.__annotations__ = {k: v for k, v in spec.fn.__annotations__.items() if k not in ("fe", "return")}
     return call
@@ -130,7 +135,10 @@ def register(fe: "McpFrontend") -> None:
     for spec in TOOLS:
         srv.add_tool(_bound(spec, fe), name=spec.name, title=spec.title, description=spec.description,
                      annotations=spec.annotations, structured_output=False)
-        srv._tool_manager.get_tool(spec.name).fn_metadata.output_schema = output_schema(*spec.out)
+        added = srv._tool_manager.get_tool(spec.name)
+        if added is None:  # the SDK dropped the tool it was just given: no silent schema-less tool
+            raise ParaError(Code.internal, f"MCP tool {spec.name} was not registered")
+        added.fn_metadata.output_schema = output_schema(*spec.out)
 
 
 # ---- the tools -----------------------------------------------------------------------------
