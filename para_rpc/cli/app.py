@@ -460,7 +460,7 @@ def sidecar_stop(as_json: JsonOpt = False) -> None:
             client.call("para/shutdown", {}, autostart=False)
         except ParaError as e:  # (a session-bound socket refuses it: forbidden)
             _fail(e, as_json)
-        client.wait_for_exit()
+        client.wait_for_exit(pid=info.get("pid"))
     print(json.dumps({"stopped": info is not None}) if as_json else
           ("sidecar stopped" if info else "no sidecar was running"))
 
@@ -468,12 +468,13 @@ def sidecar_stop(as_json: JsonOpt = False) -> None:
 @sidecar_app.command("restart")
 def sidecar_restart(as_json: JsonOpt = False) -> None:
     """Stop the sidecar (after its work) and start a new one."""
-    if _running() is not None:
+    info = _running()
+    if info is not None:
         try:
             client.call("para/shutdown", {}, autostart=False)
         except ParaError as e:
             _fail(e, as_json)
-        client.wait_for_exit()
+        client.wait_for_exit(pid=info.get("pid"))
     sidecar_start(as_json)
 
 
