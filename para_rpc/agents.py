@@ -45,9 +45,15 @@ class Profile:
     command: list[str]                      # interactive (tmux, editor terminal)
     headless: list[str] | None = None       # non-interactive; defaults to command
     skip_permissions: list[str] = field(default_factory=list)
+    # A headless relaunch that continues the agent's last conversation (`para restart`):
+    # it gets only the follow-up, on stdin like a headless prompt.
+    resume: list[str] | None = None
 
-    def argv(self, mode: str, skip: bool) -> list[str]:
-        base = list(self.headless if mode == "headless" and self.headless else self.command)
+    def argv(self, mode: str, skip: bool, resume: bool = False) -> list[str]:
+        if resume and self.resume:
+            base = list(self.resume)
+        else:
+            base = list(self.headless if mode == "headless" and self.headless else self.command)
         if skip:
             if not self.skip_permissions:
                 raise ParaError(Code.invalid_input, f"agent profile {self.name!r} has no way to skip permissions; "
@@ -64,7 +70,7 @@ BUILTIN: dict[str, Profile] = {
     # Headless: the prompt arrives on stdin (claude -p, codex exec -, gemini and opencode run
     # read it when it is not a terminal).
     "claude": Profile("claude", ["claude", "--", "{prompt}"], ["claude", "-p"],
-                      ["--dangerously-skip-permissions"]),
+                      ["--dangerously-skip-permissions"], ["claude", "--continue", "-p"]),
     "codex": Profile("codex", ["codex", "--", "{prompt}"], ["codex", "exec", "-"],
                      ["--dangerously-bypass-approvals-and-sandbox"]),
     "gemini": Profile("gemini", ["gemini", "--prompt-interactive={prompt}"], ["gemini"], ["--yolo"]),
@@ -82,7 +88,8 @@ def profile(name: str, custom: Mapping[str, dict[str, Any] | ParaError]) -> Prof
         c = custom[name]
         if isinstance(c, ParaError):  # withheld by the trust gate (trust.settle): never run
             raise c
-        return Profile(name, list(c["command"]), c.get("headless"), list(c.get("skip_permissions", [])))
+        return Profile(name, list(c["command"]), c.get("headless"), list(c.get("skip_permissions", [])),
+                       c.get("resume"))
     if name in BUILTIN:
         return BUILTIN[name]
     raise ParaError(Code.invalid_input, f"unknown agent profile {name!r}; known: "
@@ -151,6 +158,9 @@ def instruction_text(session: str, workflow: str) -> str:
         "",
         '    para status "<what you are doing, a few words>" --tests passed|failed|unknown --todos 3/5',
         '    para status "<what blocks you>" --blocked "<reason>"',
+        "",
+        "The user may send you follow-up instructions while you work: the answer to `para status`",
+        "shows them, and `para messages` lists the ones you have not read (`--wait 60` waits for one).",
         "",
     ]
     if finish:
@@ -295,6 +305,12 @@ async def launch_tmux(argv: list[str], cwd: str, env: dict[str, str], exit_file:
         raise ParaError(Code.internal, f"tmux could not open a window: {err}")
     window_id, _, pid = out.partition(" ")
     return window_id, int(pid) if pid.isdigit() else None
+
+
+async def close_tmux_window(window_id: str) -> None:
+    """Close an agent's tmux window (gone already: nothing to do)."""
+    if shutil.which("tmux") is not None:
+        await _tmux("kill-window", "-t", window_id)
 
 
 async def tmux_window_alive(window_id: str) -> bool:

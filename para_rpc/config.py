@@ -76,11 +76,11 @@ def _profiles(v: Any) -> dict[str, dict[str, Any]]:
     for name, prof in v.items():
         if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"invalid profile name {name!r}")
-        if not isinstance(prof, dict) or set(prof) - {"command", "headless", "skip_permissions"}:
-            raise ValueError(f"profile {name}: expected keys command, headless, skip_permissions")
-        for key in ("command", "headless", "skip_permissions"):
+        if not isinstance(prof, dict) or set(prof) - {"command", "headless", "skip_permissions", "resume"}:
+            raise ValueError(f"profile {name}: expected keys command, headless, skip_permissions, resume")
+        for key in ("command", "headless", "skip_permissions", "resume"):
             argv = prof.get(key, [] if key == "skip_permissions" else None)
-            if argv is None and key == "headless":
+            if argv is None and key in ("headless", "resume"):
                 continue
             if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv) or (
                     key != "skip_permissions" and not argv):
@@ -173,6 +173,8 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
     "agent.stop_grace": (10, _int_range(1, 3600), ("seconds an agent may still run after its session was "
                                                    "integrated or finished before it is stopped, and between "
                                                    "SIGTERM and SIGKILL")),
+    "agent.max_running": (0, _int_range(0, 1000), ("agents that may run at once in a repository (0 = no cap); "
+                                                   "dispatches beyond it are queued and start in order")),
     "agent.sandbox": ("", _choice("", "bwrap"), ("confine dispatched agents: \"bwrap\" = bubblewrap, the filesystem "
                                                  "read-only but the worktree, a session-bound socket (see README, "
                                                  "Sandbox); empty = not confined")),
@@ -237,6 +239,7 @@ INERT_KEYS: dict[str, str] = {
     "agent.stale_after": "a number of seconds",
     "agent.editor_timeout": "a number of seconds",
     "agent.stop_grace": "a number of seconds",
+    "agent.max_running": "a number of agents",
     "clean.archive_days": "a number of days",
     "clean.backup_days": "a number of days",
     "sidecar.idle_timeout": "a number of seconds",

@@ -55,6 +55,11 @@ METHODS: dict[str, Method] = {
     "para/config": Method(P.ConfigParams, (R.ConfigShow, R.ConfigValue, R.ConfigSet, R.ConfigPaths), "config", True),
     "para/events": Method(P.EventsParams, R.EventsResult, "events", False),
     "para/trust": Method(P.TrustParams, R.TrustResult, "trust", True),
+    "para/stop": Method(P.StopParams, R.StopResult, "stop", True),
+    "para/restart": Method(P.RestartParams, R.SessionDetail, "restart", True),
+    "para/send": Method(P.SendParams, R.SendResult, "send", True),
+    "para/messages": Method(P.MessagesParams, R.MessagesResult, "messages", True),
+    "para/open": Method(P.OpenParams, R.OpenResult, "open", False),
     "para/adopt": Method(P.RepoParams, R.AdoptResult, "adopt", True),
 }
 
@@ -72,6 +77,9 @@ TRANSPORT: dict[str, tuple[type[P.Base], type[msgspec.Struct]]] = {
 NOTIFICATIONS: dict[str, type[msgspec.Struct]] = {
     "para/sessionsChanged": R.SessionsChanged,
     "para/event": DomainEvent,
+    # To editors only (connections subscribed with editor=true):
+    "para/openWorktree": R.OpenWorktreeParams,
+    "para/stopTerminal": R.StopTerminalParams,
 }
 SERVER_REQUESTS: dict[str, tuple[type[msgspec.Struct], type[msgspec.Struct]]] = {
     "para/runInTerminal": (R.RunInTerminalParams, R.RunInTerminalResult),

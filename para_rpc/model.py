@@ -74,8 +74,32 @@ class AgentRun(msgspec.Struct, kw_only=True):
     lost: bool = False              # the runner vanished without recording an exit
     stops: list[dict[str, Any]] = msgspec.field(default_factory=list)  # what para signalled, when, why
     settled: bool = False           # after the exit: leftovers stopped, outside changes compared
+    stopped_at: float | None = None  # `para stop`: the user stopped it (the session stays)
     sandbox: Sandbox | None = None  # confined by bubblewrap (None: runs with all the user's rights)
     channel: str | None = None      # its session-bound socket (PARA_SOCKET), while the session lives
+
+
+class Message(msgspec.Struct, kw_only=True):
+    """A follow-up for a session's agent (`para send`): read by the running agent through
+    `para messages` / the answer to its `para status`, else given to it by `para restart`."""
+
+    id: int
+    text: str
+    at: float = msgspec.field(default_factory=now)
+    read_at: float | None = None
+    read_by: str | None = None      # messages | status | restart
+
+
+class QueuedLaunch(msgspec.Struct, kw_only=True):
+    """An agent launch waiting for a slot under `agent.max_running`: what `_launch` gets."""
+
+    profile: str
+    mode: str
+    argv: list[str]
+    skip_permissions: bool = False
+    queued_at: float = msgspec.field(default_factory=now)
+    reason: str = "dispatch"        # dispatch | restart
+    sandbox: Sandbox | None = None  # the launch is confined like its dispatch asked
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -136,7 +160,18 @@ class Session(msgspec.Struct, kw_only=True):
     # Files that changed outside an agent's worktree while it ran (on the agent's session and on
     # the session whose worktree changed): {agent, location, session, path, status, was}.
     outside_changes: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    messages: list[Message] = msgspec.field(default_factory=list)
+    queued: QueuedLaunch | None = None  # its agent waits for a slot (agent.max_running)
     ports: list[int] = msgspec.field(default_factory=list)  # session.ports: reserved while the worktree lives
+
+
+def queue_position(sessions: list[Session], s: Session) -> int | None:
+    """1-based place of `s` among the queued launches of `sessions` (oldest first)."""
+    if s.queued is None:
+        return None
+    ahead = [x for x in sessions if x.queued is not None and x.status is Status.active
+             and (x.queued.queued_at, x.id or 0) < (s.queued.queued_at, s.id or 0)]
+    return len(ahead) + 1
 
 
 class PlanTask(msgspec.Struct, kw_only=True):

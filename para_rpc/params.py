@@ -143,6 +143,28 @@ class CancelParams(SessionParams, kw_only=True):
     force: bool = False  # HEAD off the session branch, or an unfinished operation: save a backup, cancel anyway
 
 
+class StopParams(SessionParams, kw_only=True):
+    pass
+
+
+class RestartParams(SessionParams, kw_only=True):
+    prompt: Text | None = None   # the follow-up, added to the original task (or given to a `resume` profile)
+    stop: bool = False           # stop a still running agent first instead of refusing
+
+
+class SendParams(SessionParams, kw_only=True):
+    message: Text
+
+
+class MessagesParams(SessionParams, kw_only=True):
+    wait: Seconds = 0.0          # block until a message arrives, at most this long (clamped to 3600)
+    all: bool = False            # every message, read or not (marks nothing)
+
+
+class OpenParams(SessionParams, kw_only=True):
+    editor: Literal["code", "cursor", "nvim"] | None = None  # run this one; never ask a connected editor
+
+
 class CleanParams(RepoParams, kw_only=True):
     dry_run: bool = False
     force: bool = False
@@ -185,6 +207,6 @@ TRANSPORT_METHODS: dict[str, type[Base]] = {
     "para/unsubscribe": EmptyParams,
     "para/shutdown": EmptyParams,
 }
-NOTIFICATIONS = ("para/sessionsChanged", "para/event")
+NOTIFICATIONS = ("para/sessionsChanged", "para/event", "para/openWorktree", "para/stopTerminal")
 # Requests the sidecar sends to clients (editors that subscribed with editor=true).
 SERVER_REQUESTS = ("para/runInTerminal",)

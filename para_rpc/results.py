@@ -14,7 +14,15 @@ from typing import Any
 
 import msgspec
 
-from para_rpc.model import AgentRun, IntegrationRecord, Plan, Report, Status
+from para_rpc.model import (
+    AgentRun,
+    IntegrationRecord,
+    Message,
+    Plan,
+    QueuedLaunch,
+    Report,
+    Status,
+)
 
 
 class Result(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -59,6 +67,9 @@ class SessionDetail(Result, kw_only=True):
     head_branch: str | None
     detached: bool
     ports: list[int]                           # session.ports reserved for it (PARA_PORT is the first)
+    queued: QueuedLaunch | None                # its agent waits for a slot (agent.max_running)
+    queue_position: int | None                 # 1 = starts at the next free slot
+    messages: list[Message]                    # follow-ups sent with `para send` (read or not)
     commits: list[Commit] | None = None       # show, and right after start
     diffstat: str | None = None
     prompt_file: str | None = None             # dispatch
@@ -156,6 +167,42 @@ class DispatchBatch(Result, kw_only=True):
 class ReportResult(Result, kw_only=True):
     session: str
     report: Report | None
+    messages: list[Message] | None = None   # follow-ups from `para send` not read before: read now
+
+
+class StopResult(Result, kw_only=True):
+    """`para/stop`: whether an agent was stopped (the session stays), and how."""
+    session: str
+    stopped: bool
+    message: str
+    dequeued: bool = False            # it was waiting for a slot: taken out of the queue
+    signals: list[str] | None = None
+    pids: list[int] | None = None
+    left_running: list[int] | None = None
+
+
+class SendResult(Result, kw_only=True):
+    """`para/send`: the follow-up is stored; how the agent will see it."""
+    session: str
+    id: int
+    delivery: str       # running (the agent reads it) | kept (`para restart` gives it)
+    unread: int
+
+
+class MessagesResult(Result, kw_only=True):
+    """`para/messages`: the follow-ups not read before (now read), or every one with `all`."""
+    session: str
+    messages: list[Message]
+
+
+class OpenResult(Result, kw_only=True):
+    """`para/open`: `editor` when a connected editor was asked to open the worktree, else
+    `argv`: the front end runs that command (a local editor)."""
+    session: str
+    worktree: str
+    via: str                     # editor | argv
+    editors: int = 0             # connected editors asked
+    argv: list[str] | None = None
 
 
 class AgentEvidence(Result, kw_only=True):
@@ -184,6 +231,8 @@ class Evidence(Result, kw_only=True):
     stale: bool
     plan: int | None
     integration: IntegrationRecord | None
+    queue_position: int | None = None   # its agent waits for a slot (agent.max_running)
+    unread_messages: int | None = None  # follow-ups its agent has not read yet
 
 
 class StatusResult(Result, kw_only=True):
@@ -342,6 +391,20 @@ class RunInTerminalParams(Result, kw_only=True):
     title: str
     argv: list[str]
     env: dict[str, str]
+
+
+class OpenWorktreeParams(Result, kw_only=True):
+    """`para/openWorktree` (to editors): open this session's worktree (a folder)."""
+    session: str
+    worktree: str
+    repo: str
+
+
+class StopTerminalParams(Result, kw_only=True):
+    """`para/stopTerminal` (to editors): the agent of `session` was stopped; close the
+    terminal that ran it (`pid`: the process the editor started)."""
+    session: str
+    pid: int | None = None
 
 
 class RunInTerminalResult(Result, kw_only=True):

@@ -12,6 +12,7 @@ What it understands in the task text:
         status <words...>         para status "<words>" (with --todos i/n as it goes)
         sleep <seconds>
         wait-for <path>           wait until a file exists (tests use it to line agents up)
+        wait-message <path>       wait for a follow-up (`para send`) and append its text to a file
         exit <code>               stop right there with that status (a crash)
         run <argv...>             run a command (shlex-split, no shell)
         on-conflict stop          leave a conflict for someone else (exit 7) instead of resolving it
@@ -96,6 +97,15 @@ def main(argv: list[str]) -> int:
                 deadline = time.time() + 120
                 while not Path(rest[0]).exists() and time.time() < deadline:
                     time.sleep(0.05)
+            elif cmd == "wait-message":
+                if root.resolve() not in (root / rest[0]).resolve().parents:
+                    log(f"refusing to write outside the worktree: {rest[0]}")
+                    return 2
+                res = para("messages", "--wait", "120", "--json")
+                texts = [m["text"] for m in json.loads(res.stdout).get("messages", [])] if res.returncode == 0 else []
+                with open(root / rest[0], "a") as f:
+                    f.writelines(t + "\n" for t in texts)
+                log(f"read {len(texts)} message(s)")
             elif cmd == "exit":
                 log(f"exiting with status {rest[0]} as instructed")
                 return int(rest[0])

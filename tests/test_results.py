@@ -113,6 +113,13 @@ def lifecycle(call: Recorder, repo: Path, tmp: Path) -> None:
 
     env = dict(NOOP)
     call("para/dispatch", name="solo", prompt="do one thing", agent="noop", mode="headless", env=env)
+    call("para/send", session="solo", message="and one more")
+    call("para/stop", session="solo")
+    call("para/restart", session="solo", prompt="follow up", stop=True, env=env)
+    call("para/messages", session="solo", all=True)
+    call("para/messages", session="solo")
+    call("para/open", session="solo", editor="code")
+    call("para/open", session="solo")
     tasks = repo / "tasks"
     tasks.mkdir()
     (tasks / "TASK_1_one.md").write_text("step one\n")

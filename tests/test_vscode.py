@@ -92,7 +92,7 @@ def test_static_checks_bundle_and_vsix() -> None:
 def test_unit_tests_of_the_pure_parts() -> None:
     built()
     out = _ok(npm_run("test:unit:run"), "node --test out/tests/unit")
-    _node_tests_passed(out, 17)
+    _node_tests_passed(out, 18)
 
 
 @pytest.mark.timeout(600)
@@ -104,7 +104,7 @@ def test_connection_module_against_a_real_sidecar(tmp_path: Path, runtime_dir: P
     import os
     env = dict(os.environ, PARA_BIN=str(PARA_SCRIPT), PARA_TEST_REPO=str(repo))
     out = _ok(npm_run("test:protocol:run", env=env | {"PATH": npm_env()["PATH"]}), "node --test out/tests/protocol")
-    _node_tests_passed(out, 9)
+    _node_tests_passed(out, 10)
 
 
 # ---- tier 4: the real editor ----------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 from typing import Annotated, Any
 
@@ -238,6 +240,66 @@ def attach(name: Annotated[str | None, typer.Argument(help="Session name.")] = N
         _fail(ParaError(Code.invalid_input, f"not a terminal; the agent is in tmux window {window}"), False)
     verb = "switch-client" if os.environ.get("TMUX") else "attach-session"
     os.execvp("tmux", ["tmux", verb, "-t", window])
+
+
+@app.command()
+def stop(name: Annotated[str | None, typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
+    """Stop the session's agent; the session and its work stay (`para restart` relaunches it)."""
+    _call("para/stop", {"session": name}, as_json, render.print_stopped)
+
+
+@app.command()
+def restart(name: Annotated[str | None, typer.Argument(help="Session name.")] = None,
+            prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="A follow-up, added to the original task.")] = None,
+            stop_: Annotated[bool, typer.Option("--stop", help="Stop the agent first if it still runs (else refused).")] = False,
+            as_json: JsonOpt = False) -> None:
+    """Relaunch the session's agent: same profile and worktree, the original task plus unread messages and -p."""
+    _call("para/restart", {"session": name, "prompt": prompt, "stop": stop_}, as_json, render.print_restarted)
+
+
+@app.command()
+def send(name: Annotated[str, typer.Argument(help="Session name.")],
+         message: Annotated[str, typer.Argument(help="The follow-up for its agent.")],
+         as_json: JsonOpt = False) -> None:
+    """Queue a follow-up for the session's agent (it reads it with `para status`/`para messages`; restart gives it)."""
+    _call("para/send", {"session": name, "message": message}, as_json, render.print_sent)
+
+
+@app.command()
+def messages(name: Annotated[str | None, typer.Argument(help="Session name (default: the one the current directory is in).")] = None,
+             wait_: Annotated[float, typer.Option("--wait", help="Seconds to wait for a message (0-3600).")] = 0.0,
+             all_: Annotated[bool, typer.Option("--all", help="Every message, read or not; marks nothing.")] = False,
+             as_json: JsonOpt = False) -> None:
+    """Agents: the follow-ups the user sent (`para send`) not read yet."""
+    _call("para/messages", {"session": name, "wait": wait_, "all": all_}, as_json, render.print_messages)
+
+
+EDITORS = ("code", "cursor", "nvim")
+
+
+@app.command("open")
+def open_(name: Annotated[str | None, typer.Argument(help="Session name.")] = None,
+          editor: Annotated[str | None, typer.Option("--editor", help="code | cursor | nvim (default: ask a connected editor, else the first installed).")] = None,
+          as_json: JsonOpt = False) -> None:
+    """Open the session's worktree in an editor (a connected VS Code or Neovim is asked first)."""
+    if editor is not None and editor not in EDITORS:
+        _fail(ParaError(Code.invalid_input, f"--editor must be one of {', '.join(EDITORS)}, got {editor!r}"), as_json)
+    r = _call("para/open", {"session": name, "editor": editor}, as_json, None)
+    if r["via"] == "editor":
+        if not as_json:
+            print(f"Asked {r['editors']} connected editor(s) to open {r['worktree']}")
+        return
+    argv = r.get("argv") or [next((e for e in EDITORS if shutil.which(e)), ""), r["worktree"]]
+    binary = shutil.which(argv[0]) if argv[0] else None
+    if binary is None:
+        _fail(ParaError(Code.not_found, f"{argv[0]!r} is not installed (not on PATH)" if argv[0] else
+                        "no editor is connected and none of code, cursor, nvim is on PATH; pass --editor",
+                        session=r["session"]), as_json)
+    if argv[0] == "nvim":  # a terminal editor takes over this terminal
+        os.execv(binary, argv)
+    subprocess.Popen([binary, *argv[1:]], stdin=subprocess.DEVNULL, start_new_session=True)
+    if not as_json:
+        print(f"Opened {r['worktree']} with {argv[0]}")
 
 
 @app.command()

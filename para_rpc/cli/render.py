@@ -35,6 +35,11 @@ def print_session(r: dict[str, Any], headline: str | None = None) -> None:
         rows.append(("HEAD", f"{r.get('head_branch') or 'detached'} in the worktree, not {r['branch']}"))
     if r.get("archived_branch") and not archived:
         rows.append(("archived as", r["archived_branch"]))
+    if r.get("queue_position"):
+        rows.append(("agent", f"queued, position {r['queue_position']} (agent.max_running)"))
+    unread = sum(1 for m in r.get("messages") or [] if not m.get("read_at"))
+    if unread:
+        rows.append(("messages", f"{unread} unread by the agent"))
     if r.get("ports"):
         rows.append(("ports", " ".join(str(p) for p in r["ports"])))
     if r.get("ahead") is not None:
@@ -245,6 +250,32 @@ def print_report(r: dict[str, Any]) -> None:
     tests = f", tests {rep['tests']}" if rep.get("tests") else ""
     blocked = f", BLOCKED: {rep['blocked']}" if rep.get("blocked") else ""
     print(f"Reported for session {r['session']}: {rep.get('task', '')}{tests}{todos}{blocked}")
+    print_messages(r)
+
+
+def print_messages(r: dict[str, Any]) -> None:
+    """Follow-ups for the agent (`para send`), each in full."""
+    for m in r.get("messages") or []:
+        print(f"Message {m['id']} from the user:")
+        for line in m["text"].splitlines() or [""]:
+            print(f"  {line}")
+
+
+def print_stopped(r: dict[str, Any]) -> None:
+    print(r["message"][:1].upper() + r["message"][1:])
+    if r.get("left_running"):
+        print(f"  still running: pids {', '.join(map(str, r['left_running']))}")
+
+
+def print_restarted(r: dict[str, Any]) -> None:
+    queued = f" (queued, position {r['queue_position']})" if r.get("queue_position") else ""
+    print_session(r, f"Restarted the agent of {r['name']}{queued}")
+
+
+def print_sent(r: dict[str, Any]) -> None:
+    how = ("its agent sees it with its next `para status` or `para messages`" if r["delivery"] == "running"
+           else f"no agent runs: `para restart {r['session']}` gives it to the agent")
+    print(f"Message {r['id']} for {r['session']} kept; {how} ({r['unread']} unread)")
 
 
 def status_line(s: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import msgspec
@@ -146,6 +146,21 @@ class Hub:
             if isinstance(answer, dict):
                 return answer
         return None
+
+    # What the service's `notify_editors` kinds are on this wire.
+    EDITOR_NOTIFICATIONS: ClassVar[dict[str, str]] = {"open": "para/openWorktree", "stop_terminal": "para/stopTerminal"}
+
+    def notify_editors(self, kind: str, payload: dict[str, Any]) -> int:
+        """Send a notification to every editor connection (subscribed with editor=true)."""
+        told = 0
+        for ls in list(self.conns):
+            if ls.editor:
+                try:
+                    ls.protocol.notify(self.EDITOR_NOTIFICATIONS[kind], payload)
+                    told += 1
+                except Exception as e:  # noqa: BLE001 a client that went away must not stop the others
+                    log.info("dropping an editor notification to a closed connection: %s", e)
+        return told
 
     def publish(self, event: DomainEvent) -> None:
         """A domain event, as JSON-RPC subscribers see it: `para/event` (the event) and

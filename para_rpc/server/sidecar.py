@@ -104,7 +104,7 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
             runtime.unbind_private_unix(Path(socket), entry[1])
 
     service = Service(Ports(publish=publish, editor_available=hub.editor_available,
-                            run_in_editor=hub.run_in_terminal, bind_channel=bind_channel,
+                            run_in_editor=hub.run_in_terminal, bind_channel=bind_channel, notify_editors=hub.notify_editors,
                             unbind_channel=unbind_channel), socket=str(sock_path))
     mcp = McpHost(service, sock_path, lambda w: _peer_uid(w) in (None, os.getuid()))
     stop = asyncio.Event()

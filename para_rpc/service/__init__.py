@@ -10,11 +10,12 @@ run again, so `_repair` simply re-runs (or, for a start, undoes) whatever a
 crashed sidecar left half done.
 
 The operations are grouped by concern, one module each (core, sessions, integration,
-dispatching, repair, trusting, environment, adopting, channel); `Service` puts them together as
+dispatching, control, repair, trusting, environment, adopting, channel); `Service` puts them together as
 the one object transports call.
 """
 from para_rpc.service.adopting import Adopting
 from para_rpc.service.channel import Channels
+from para_rpc.service.control import Control
 from para_rpc.service.core import Repo, ServiceCore
 from para_rpc.service.dispatching import Dispatching
 from para_rpc.service.environment import Environment
@@ -24,7 +25,7 @@ from para_rpc.service.sessions import Sessions
 from para_rpc.service.trusting import Trusting
 
 
-class Service(Sessions, Integration, Dispatching, Repair, Trusting, Environment, Adopting, Channels,
+class Service(Sessions, Integration, Control, Dispatching, Repair, Trusting, Environment, Adopting, Channels,
               ServiceCore):
     """The single owner of session state: every `para/<verb>` is one of its coroutines."""
 

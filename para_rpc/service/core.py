@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from para_rpc import PROTOCOL_VERSION, __version__, agents, config, git, trust
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import DomainEvent, Session, Status, integration_record, now
+from para_rpc.model import (
+    DomainEvent,
+    Session,
+    Status,
+    integration_record,
+    now,
+    queue_position,
+)
 from para_rpc.names import validate_branch_name, validate_session_name
 from para_rpc.params import ConfigParams, EventsParams, HelloParams
 from para_rpc.results import SessionDetail
@@ -440,6 +447,8 @@ class ServiceCore:
             state = "missing"
         elif off_branch:
             state = "off-branch"
+        elif s.status is Status.active and s.queued is not None:
+            state = "queued"  # (over dirty: `dirty` still says so)
         elif s.status is Status.active and dirty:
             state = "dirty"
         current = cwd is not None and (cwd == path or cwd.startswith(path + os.sep))
@@ -452,6 +461,8 @@ class ServiceCore:
             pending_op=s.op.kind if s.op else None, integration=integration_record(s.integration), agent=s.agent,
             report=s.report, plan=s.plan, notes=list(s.notes), head_branch=head_branch,
             detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes),
+            queued=s.queued, queue_position=queue_position(repo.store.live(), s) if s.queued else None,
+            messages=list(s.messages),
             ports=list(s.ports) if s.status in (Status.active, Status.conflicted, Status.integrating) else [])
 
     @staticmethod

@@ -29,6 +29,7 @@ from para_rpc.model import (
     Session,
     Status,
     now,
+    queue_position,
     to_builtins,
 )
 from para_rpc.names import validate_session_name
@@ -180,6 +181,11 @@ class Dispatching(ServiceCore):
         def _known(self, repo: Repo, s: Session, cwd: str, *, worktree: bool, ahead: int | None = None) -> dict[str, Any]: ...
         async def _undo_start(self, repo: Repo, s: Session) -> None: ...
         async def _session_commit(self, s: Session) -> tuple[str | None, bool]: ...
+        async def _launch_or_queue(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str],
+                                   skip: bool, cfg: dict[str, Any], reason: str = "dispatch",
+                                   box: Sandbox | None = None) -> None: ...
+        async def _drain_queue(self, repo: Repo) -> None: ...
+        async def _take_messages(self, repo: Repo, name: str, by: str) -> list[dict[str, Any]]: ...
         async def _sandboxed(self, repo: Repo, s: Session, run: AgentRun, box: Sandbox, argv: list[str],
                              env: dict[str, str], cfg: dict[str, Any]) -> list[str]: ...
         def _close_channel(self, s: Session) -> None: ...
@@ -288,14 +294,15 @@ class Dispatching(ServiceCore):
                                           "worktree": s.worktree, "session": s.name})
             s.task = source if source != "prompt" else prompt.strip().splitlines()[0][:200]
             s.plan = plan
-            s.agent = await self._launch(repo, s, prof.name, mode, argv, skip, cfg, box)
+            await self._launch_or_queue(repo, s, prof.name, mode, argv, skip, cfg, box=box)  # (control.py)
         except BaseException:
             async with repo.lock:
                 await self._undo_start(repo, s)
             raise
         repo.store.save(s)
-        self.emit(repo, "dispatched", s.name, profile=prof.name, mode=s.agent.mode, pid=s.agent.pid,
-                  task=s.task, plan=plan)
+        if s.agent is not None:
+            self.emit(repo, "dispatched", s.name, profile=prof.name, mode=s.agent.mode, pid=s.agent.pid,
+                      task=s.task, plan=plan)
         result = self._known(repo, s, cwd, worktree=True, ahead=0)
         result["prompt_file"] = prompt_file
         return result
@@ -363,6 +370,7 @@ class Dispatching(ServiceCore):
             await asyncio.sleep(AGENT_POLL_SECONDS)
             try:
                 await self._check_agents(repo)
+                await self._drain_queue(repo)  # a slot freed (exit, stop, cancel, integrate): start the next
             except Exception:  # noqa: BLE001 logged; one bad poll must not end the polling
                 log.exception("agent poll failed")
 
@@ -593,7 +601,11 @@ class Dispatching(ServiceCore):
                           blocked=(p.blocked.strip() or None) if p.blocked is not None else None)
         repo.store.save(s)
         self.emit(repo, "status", s.name, **to_builtins(s.report))
-        return {"session": s.name, "report": to_builtins(s.report)}
+        result: dict[str, Any] = {"session": s.name, "report": to_builtins(s.report)}
+        messages = await self._take_messages(repo, s.name, "status")  # the agent's status channel
+        if messages:
+            result["messages"] = messages
+        return result
 
     async def status(self, p: StatusParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
@@ -613,7 +625,8 @@ class Dispatching(ServiceCore):
         activity = [s.created_at, s.updated_at]
         if run is not None:
             alive = run.exit_code is None and not run.lost and agents.pid_alive(run.pid)
-            state = ("running" if alive else "lost" if run.lost else "exited" if run.exit_code == 0
+            state = ("running" if alive else "stopped" if run.stopped_at else "lost" if run.lost
+                     else "exited" if run.exit_code == 0
                      else "failed" if run.exit_code is not None else "unknown")
             agent = {"profile": run.profile, "mode": run.mode, "pid": run.pid, "state": state,
                      "exit_code": run.exit_code, "started_at": run.started_at, "ended_at": run.ended_at,
@@ -636,7 +649,9 @@ class Dispatching(ServiceCore):
                 "report": to_builtins(s.report) if s.report else None, "agent": agent, "ahead": ahead,
                 "diffstat": diffstat, "last_activity": last,
                 "stale": s.status is Status.active and time.time() - last > cfg["agent.stale_after"],
-                "plan": s.plan, "integration": s.integration}
+                "plan": s.plan, "integration": s.integration,
+                "queue_position": queue_position(repo.store.live(), s) if s.queued else None,
+                "unread_messages": sum(1 for m in s.messages if m.read_at is None)}
 
     async def wait(self, p: WaitParams) -> dict[str, Any]:
         """Block until one of the named sessions (all live ones if none named) changes: its

@@ -36,6 +36,9 @@ class Ports:
     # Ask an editor to run an agent (`{session, worktree, title, argv, env}`) within `timeout`
     # seconds; its answer (`{ok, pid?}`), or None when no editor did.
     run_in_editor: Callable[[dict[str, Any], float], Awaitable[dict[str, Any] | None]] = _no_editor
+    # Tell the connected editors something (`open`: open a session's worktree; `stop_terminal`:
+    # close the terminal of an agent that was stopped); returns how many editors were told.
+    notify_editors: Callable[[str, dict[str, Any]], int] = field(default=lambda kind, payload: 0)
     # Listen on a session-bound socket (service/channel.py), serving it through the Gate of
     # that binding; stop listening on one (connections already open may finish).
     bind_channel: Callable[[Binding], Awaitable[None]] = _no_channels

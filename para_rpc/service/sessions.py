@@ -182,7 +182,7 @@ class Sessions(ServiceCore):
         tip = s.branch if info.branch_exists else (s.archived_branch or s.head_commit)
         if info.worktree_exists:
             result["dirty"] = bool(await git.status(s.worktree))
-            if s.status is Status.active and result["dirty"]:
+            if s.status is Status.active and result["dirty"] and result["state"] != "queued":
                 result["state"] = "dirty"
         if tip and await git.resolve(repo.root, tip):
             result["ahead"] = await git.count(repo.root, f"{s.base_commit}..{tip}")
@@ -393,6 +393,7 @@ class Sessions(ServiceCore):
             elif not (s.archived_branch and await git.branch_exists(repo.root, s.archived_branch)):
                 s.archived_branch = d["archive"]  # (an unfinished recover that never renamed keeps its archive)
         s.status, s.op = Status.cancelled, None
+        s.queued = None  # a queued agent goes with it (a recovered session does not start one unasked)
         repo.store.save(s)
         return saved, backups
 

@@ -93,8 +93,21 @@ export const ACCEPTS: Record<string, string[]> = {
   recover: ["cancelled"],
   resume: ["active", "review", "conflicted"],
   worktree: ["active", "conflicted"],
+  stop: ["active", "conflicted", "integrating"],
+  restart: ["active"],
+  send: ["active", "conflicted", "integrating"],
   any: ["active", "review", "conflicted", "integrating"],
 };
+
+// A follow-up for an agent (para/send, para/restart): what the sidecar accepts, said before sending.
+export function validateFollowUp(text: string): string | null {
+  const t = text.trim();
+  if (!t) return "say what the agent should do";
+  if (t.length > 20000) return "at most 20000 characters";
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u0008\u000b-\u001f\u007f]/.test(t)) return "plain text only (no control characters)";
+  return null;
+}
 
 export function eligible(sessions: ext.Session[], verb: keyof typeof ACCEPTS): ext.Session[] {
   const ok = new Set(ACCEPTS[verb]);

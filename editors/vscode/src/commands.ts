@@ -279,6 +279,61 @@ export function createCommands(ctx: Ctx): Record<string, Cmd> {
       if (open) await vscode.commands.executeCommand("para.openWorktree", s.name);
     }),
 
+    "para.stopAgent": cmd(async (t) => {
+      const s = await pickSession(ctx, "stop", t, "Para: Stop Agent");
+      if (!s) return;
+      const r = await ctx.request(ext.stop, { cwd, session: s.name });
+      ctx.scheduleRefresh(0);
+      void vscode.window.showInformationMessage(`para: ${r.message}`);
+    }),
+
+    "para.restartAgent": cmd(async (t) => {
+      const s = await pickSession(ctx, "restart", t, "Para: Restart Agent");
+      if (!s) return;
+      const followUp = await vscode.window.showInputBox({
+        title: `Para: Restart Agent of ${s.name}`,
+        prompt: "A follow-up added to its task (empty: the task as it was, with unread messages)",
+        validateInput: (v) => (v.trim() ? args.validateFollowUp(v) : null),
+      });
+      if (followUp === undefined) return;
+      const running = ctx.sessionStatus(s.name)?.agent?.state === "running";
+      if (running) {
+        const go = await confirm(
+          `The agent of ${s.name} is still running.`,
+          "Stop it and relaunch it?",
+          "Stop and Restart",
+        );
+        if (!go) return;
+      }
+      const r = await ctx.request(ext.restart, {
+        cwd,
+        session: s.name,
+        prompt: followUp.trim() || null,
+        stop: running,
+      });
+      ctx.scheduleRefresh(0);
+      void vscode.window.setStatusBarMessage(
+        r.queue_position ? `para: ${s.name} queued (position ${r.queue_position})` : `para: restarted ${s.name}`,
+        5000,
+      );
+    }),
+
+    "para.sendMessage": cmd(async (t) => {
+      const s = await pickSession(ctx, "send", t, "Para: Send Message to Agent");
+      if (!s) return;
+      const message = await vscode.window.showInputBox({
+        title: `Para: Message for the agent of ${s.name}`,
+        prompt: "A follow-up; a running agent reads it with its next status report, else Restart gives it",
+        validateInput: (v) => args.validateFollowUp(v),
+      });
+      if (message === undefined) return;
+      const r = await ctx.request(ext.send, { cwd, session: s.name, message: message.trim() });
+      void vscode.window.setStatusBarMessage(
+        r.delivery === "running" ? `para: message ${r.id} for ${s.name}` : `para: message kept until Restart Agent`,
+        5000,
+      );
+    }),
+
     "para.openWorktree": cmd(async (t) => {
       const s = await pickSession(ctx, "worktree", t, "Para: Open Worktree");
       if (!s) return;

@@ -72,6 +72,9 @@ export class ParaConnection {
   readonly onState = new Emitter<State>();
   readonly onSessionsChanged = new Emitter<ext.SessionsChanged>();
   readonly onEvent = new Emitter<ext.ParaEvent>();
+  // To editors only (subscribed with editor: true): `para open` and `para stop`.
+  readonly onOpenWorktree = new Emitter<ext.OpenWorktreeParams>();
+  readonly onStopTerminal = new Emitter<ext.StopTerminalParams>();
   private runHandler: (p: ext.RunInTerminalParams) => Promise<ext.RunInTerminalResult> = () =>
     Promise.resolve({ ok: false });
   private state_: State = { kind: "stopped" };
@@ -213,6 +216,8 @@ export class ParaConnection {
     conn.onRequest(ext.runInTerminal, (p) => this.runHandler(p));
     conn.onNotification(ext.sessionsChanged, (p) => this.onSessionsChanged.fire(p));
     conn.onNotification(ext.event, (p) => this.onEvent.fire(p));
+    conn.onNotification(ext.openWorktree, (p) => this.onOpenWorktree.fire(p));
+    conn.onNotification(ext.stopTerminal, (p) => this.onStopTerminal.fire(p));
     conn.onError(() => undefined); // the exit handler below decides what a broken stream means
     conn.listen();
 

@@ -61,6 +61,10 @@ export class Ctx implements vscode.Disposable {
     this.conn.onState.on((s) => this.stateChanged(s));
     this.conn.onSessionsChanged.on((n) => this.sessionsChanged(n));
     this.conn.onEvent.on((e) => this.event(e));
+    this.conn.onOpenWorktree.on((p) => {
+      void vscode.commands.executeCommand("vscode.openFolder", vscode.Uri.file(p.worktree), { forceNewWindow: true });
+    });
+    this.conn.onStopTerminal.on((p) => this.terminals.stopped(p.session));
     this.push(
       vscode.workspace.registerTextDocumentContentProvider(GIT_SCHEME, {
         provideTextDocumentContent: (uri) => {

@@ -61,6 +61,9 @@ export interface SessionDetail {
   head_branch: string | null;
   detached: boolean;
   ports: number[];
+  queued: QueuedLaunch | null;
+  queue_position: number | null;
+  messages: Message[];
   commits?: Commit[] | null;
   diffstat?: string | null;
   prompt_file?: string | null;
@@ -185,6 +188,7 @@ export interface ReportParams extends SessionParams {
 export interface ReportResult {
   session: string;
   report: Report | null;
+  messages?: Message[] | null;
 }
 
 export interface StatusParams extends SessionParams {
@@ -310,6 +314,63 @@ export interface TrustResult {
   action: string;
 }
 
+export type StopParams = SessionParams;
+
+/** `para/stop`: whether an agent was stopped (the session stays), and how. */
+export interface StopResult {
+  session: string;
+  stopped: boolean;
+  message: string;
+  dequeued?: boolean;
+  signals?: string[] | null;
+  pids?: number[] | null;
+  left_running?: number[] | null;
+}
+
+export interface RestartParams extends SessionParams {
+  prompt?: string | null;
+  stop?: boolean;
+}
+
+export interface SendParams extends SessionParams {
+  message: string;
+}
+
+/** `para/send`: the follow-up is stored; how the agent will see it. */
+export interface SendResult {
+  session: string;
+  id: number;
+  delivery: string;
+  unread: number;
+}
+
+export interface MessagesParams extends SessionParams {
+  wait?: number;
+  all?: boolean;
+}
+
+/** `para/messages`: the follow-ups not read before (now read), or every one with `all`. */
+export interface MessagesResult {
+  session: string;
+  messages: Message[];
+}
+
+export interface OpenParams extends SessionParams {
+  editor?: "code" | "cursor" | "nvim" | null;
+}
+
+/**
+ * `para/open`: `editor` when a connected editor was asked to open the worktree, else `argv`: the front end runs that
+ * command (a local editor).
+ */
+export interface OpenResult {
+  session: string;
+  worktree: string;
+  via: string;
+  editors?: number;
+  argv?: string[] | null;
+}
+
 export interface AdoptResult {
   state_dir: string;
   adopted: AdoptedSession[];
@@ -352,6 +413,22 @@ export interface DomainEvent {
   session: string | null;
   kind: string;
   data: Record<string, unknown>;
+}
+
+/** `para/openWorktree` (to editors): open this session's worktree (a folder). */
+export interface OpenWorktreeParams {
+  session: string;
+  worktree: string;
+  repo: string;
+}
+
+/**
+ * `para/stopTerminal` (to editors): the agent of `session` was stopped; close the terminal that ran it (`pid`: the
+ * process the editor started).
+ */
+export interface StopTerminalParams {
+  session: string;
+  pid?: number | null;
 }
 
 /** `para/runInTerminal`: run `argv` as is (no shell) in `worktree`, with `env` added. */
@@ -412,6 +489,7 @@ export interface AgentRun {
   lost: boolean;
   stops: Record<string, unknown>[];
   settled: boolean;
+  stopped_at: number | null;
   sandbox: Sandbox | null;
   channel: string | null;
 }
@@ -424,6 +502,29 @@ export interface Report {
   todos_total: number | null;
   blocked: string | null;
   updated_at: number;
+}
+
+/** An agent launch waiting for a slot under `agent.max_running`: what `_launch` gets. */
+export interface QueuedLaunch {
+  profile: string;
+  mode: string;
+  argv: string[];
+  skip_permissions: boolean;
+  queued_at: number;
+  reason: string;
+  sandbox: Sandbox | null;
+}
+
+/**
+ * A follow-up for a session's agent (`para send`): read by the running agent through `para messages` / the answer to
+ * its `para status`, else given to it by `para restart`.
+ */
+export interface Message {
+  id: number;
+  text: string;
+  at: number;
+  read_at: number | null;
+  read_by: string | null;
 }
 
 export interface Commit {
@@ -510,6 +611,8 @@ export interface Evidence {
   stale: boolean;
   plan: number | null;
   integration: IntegrationRecord | null;
+  queue_position?: number | null;
+  unread_messages?: number | null;
 }
 
 export interface WaitedSession {
@@ -619,12 +722,19 @@ export const clean = new RequestType<CleanParams, CleanResult, void>("para/clean
 export const config = new RequestType<ConfigParams, ConfigResponse, void>("para/config");
 export const events = new RequestType<EventsParams, EventsResult, void>("para/events");
 export const trust = new RequestType<TrustParams, TrustResult, void>("para/trust");
+export const stop = new RequestType<StopParams, StopResult, void>("para/stop");
+export const restart = new RequestType<RestartParams, SessionDetail, void>("para/restart");
+export const send = new RequestType<SendParams, SendResult, void>("para/send");
+export const messages = new RequestType<MessagesParams, MessagesResult, void>("para/messages");
+export const open = new RequestType<OpenParams, OpenResult, void>("para/open");
 export const adopt = new RequestType<RepoParams, AdoptResult, void>("para/adopt");
 export const subscribe = new RequestType<SubscribeParams, SubscribeResult, void>("para/subscribe");
 export const unsubscribe = new RequestType<EmptyParams, SubscribeResult, void>("para/unsubscribe");
 export const shutdown = new RequestType<EmptyParams, ShutdownResult, void>("para/shutdown");
 export const sessionsChanged = new NotificationType<SessionsChanged>("para/sessionsChanged");
 export const event = new NotificationType<DomainEvent>("para/event");
+export const openWorktree = new NotificationType<OpenWorktreeParams>("para/openWorktree");
+export const stopTerminal = new NotificationType<StopTerminalParams>("para/stopTerminal");
 export const runInTerminal = new RequestType<RunInTerminalParams, RunInTerminalResult, void>("para/runInTerminal");
 
 /** Methods that change state (the sidecar waits for them before it exits). */
@@ -642,6 +752,10 @@ export const MUTATING = [
   "para/clean",
   "para/config",
   "para/trust",
+  "para/stop",
+  "para/restart",
+  "para/send",
+  "para/messages",
   "para/adopt",
 ];
 

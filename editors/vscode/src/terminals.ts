@@ -33,6 +33,15 @@ export class AgentTerminals implements vscode.Disposable {
     return t !== undefined;
   }
 
+  // `para stop`: the agent's processes were signalled; its terminal has nothing left to show.
+  stopped(session: string): void {
+    const t = this.bySession.get(session);
+    if (!t) return;
+    this.bySession.delete(session);
+    t.dispose();
+    this.onChanged.fire();
+  }
+
   async run(p: ext.RunInTerminalParams): Promise<ext.RunInTerminalResult> {
     if (!this.enabled()) return { ok: false };
     if (!Array.isArray(p.argv) || p.argv.length === 0 || !p.argv.every((a) => typeof a === "string")) {

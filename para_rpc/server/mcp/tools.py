@@ -310,6 +310,45 @@ async def para_recover(fe: "McpFrontend", session: SessionReq, repo: Repo = None
 async def para_resume(fe: "McpFrontend", session: SessionReq, repo: Repo = None) -> dict[str, Any]:
     return await fe.call("para/resume", repo, session=session)
 
+# -- steering agents
+
+@tool("para_stop", "Stop a session's agent", _ann(destructive=True, idempotent=True),
+      "Stop the agent working in a session (SIGTERM, then SIGKILL); the session and its work stay, "
+      "para_restart relaunches it. A queued agent (agent.max_running) leaves the queue. Saying nothing "
+      "runs is not an error.", results.StopResult)
+async def para_stop(fe: "McpFrontend", session: SessionReq, repo: Repo = None) -> dict[str, Any]:
+    return await fe.call("para/stop", repo, session=session)
+
+@tool("para_restart", "Relaunch a session's agent", _ann(destructive=False, open_world=True),
+      "Relaunch the agent of a session (same profile, same worktree) with its original task plus the "
+      "unread messages and the follow-up. Refused while the agent runs unless stop is true.",
+      results.SessionDetail)
+async def para_restart(
+    fe: "McpFrontend",
+    session: SessionReq,
+    follow_up: Annotated[str | None, Field(description="What the agent should do now, added to its task.")] = None,
+    stop: Annotated[bool, Field(description="Stop the agent first if it still runs.")] = False,
+    repo: Repo = None,
+) -> dict[str, Any]:
+    return await fe.call("para/restart", repo, session=session, prompt=follow_up, stop=stop)
+
+@tool("para_send", "Send a follow-up to an agent", _ann(destructive=False),
+      "Keep a follow-up message for a session's agent: a running agent reads it with its next status "
+      "report; an agent that has exited gets it when para_restart relaunches it.", results.SendResult)
+async def para_send(
+    fe: "McpFrontend",
+    session: SessionReq,
+    message: Annotated[str, Field(description="The follow-up, plain text (1 to 20000 characters).")],
+    repo: Repo = None,
+) -> dict[str, Any]:
+    return await fe.call("para/send", repo, session=session, message=message)
+
+@tool("para_open", "Open a worktree in the editor", _ann(destructive=False, idempotent=True),
+      "Ask the editors connected to para (VS Code, Neovim) to open a session's worktree. With none "
+      "connected, the answer's via is `argv`: the user can run the editor on `worktree`.", results.OpenResult)
+async def para_open(fe: "McpFrontend", session: SessionReq, repo: Repo = None) -> dict[str, Any]:
+    return await fe.call("para/open", repo, session=session)
+
 # -- observing
 
 @tool("para_status", "Evidence per session", READ, describe(

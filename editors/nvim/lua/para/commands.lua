@@ -19,6 +19,7 @@ local SWITCHES = {
   ["--discard"] = "discard",
   ["--all"] = "all",
   ["--dry-run"] = "dry_run",
+  ["--stop"] = "stop",
 }
 
 ---@class para.Args
@@ -292,6 +293,49 @@ M.subcommands = {
     impl = function(args)
       call("resume", "resume", session_params(args), function(r)
         info("%s is at %s%s", r.name, r.worktree, r.recreated and " (recreated)" or "")
+      end)
+    end,
+    complete = complete_sessions,
+  },
+  stop = {
+    usage = "stop [name]",
+    impl = function(args)
+      call("stop", "stop", session_params(args), function(r)
+        info("%s", r.message)
+      end)
+    end,
+    complete = complete_sessions,
+  },
+  restart = {
+    usage = "restart [name] [--stop] [-- follow-up]",
+    impl = function(args)
+      local p = session_params(args, { prompt = args.rest ~= "" and args.rest or nil, stop = args.opts.stop })
+      call("restart", "restart", p, function(r)
+        if r.queue_position and r.queue_position ~= vim.NIL then
+          info("the agent of %s is queued (position %d)", r.name, r.queue_position)
+        else
+          info("restarted the agent of %s", r.name)
+        end
+      end)
+    end,
+    complete = function(lead, args)
+      if vim.startswith(lead, "-") then
+        return { "--stop", "--" }
+      end
+      return #args.pos == 0 and M.session_names() or {}
+    end,
+  },
+  send = {
+    usage = "send [name] [-- message]",
+    impl = function(args)
+      ask("para message for the agent: ", args.rest, function(message)
+        call("send", "send", session_params(args, { message = message }), function(r)
+          if r.delivery == "running" then
+            info("message %d for %s: its agent reads it with its next status report", r.id, r.session)
+          else
+            info("message %d for %s kept: :Para restart %s gives it to the agent", r.id, r.session, r.session)
+          end
+        end)
       end)
     end,
     complete = complete_sessions,

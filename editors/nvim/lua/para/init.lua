@@ -76,6 +76,11 @@ local handlers = {
       require("para.ui.sessions").changed(params.repo)
     elseif method == P.notifications.event then
       on_event(params)
+    elseif method == P.notifications.open_worktree then -- `para open NAME` from a shell
+      require("para.ui.views").open({ name = params.session, worktree = params.worktree, worktree_exists = true })
+      vim.cmd.edit(vim.fn.fnameescape(params.worktree)) -- the directory: netrw or the user's explorer
+    elseif method == P.notifications.stop_terminal then
+      require("para.ui.terminal").stopped(params.session)
     end
   end,
   server_request = function(method, params)

@@ -33,6 +33,11 @@ M.methods = {
   config = "para/config",
   events = "para/events",
   trust = "para/trust",
+  stop = "para/stop",
+  restart = "para/restart",
+  send = "para/send",
+  messages = "para/messages",
+  open = "para/open",
   adopt = "para/adopt",
   subscribe = "para/subscribe",
   unsubscribe = "para/unsubscribe",
@@ -43,6 +48,8 @@ M.methods = {
 M.notifications = {
   sessions_changed = "para/sessionsChanged",
   event = "para/event",
+  open_worktree = "para/openWorktree",
+  stop_terminal = "para/stopTerminal",
 }
 
 --- Requests, sidecar -> client.
@@ -65,6 +72,10 @@ M.mutating = {
   ["para/clean"] = true,
   ["para/config"] = true,
   ["para/trust"] = true,
+  ["para/stop"] = true,
+  ["para/restart"] = true,
+  ["para/send"] = true,
+  ["para/messages"] = true,
   ["para/adopt"] = true,
 }
 
@@ -149,6 +160,9 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field head_branch string?
 ---@field detached boolean
 ---@field ports integer[]
+---@field queued para.QueuedLaunch?
+---@field queue_position integer?
+---@field messages para.Message[]
 ---@field commits para.Commit[]?
 ---@field diffstat string?
 ---@field prompt_file string?
@@ -255,6 +269,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@class para.ReportResult
 ---@field session string
 ---@field report para.Report?
+---@field messages para.Message[]?
 
 ---@class para.StatusParams : para.SessionParams
 ---@field all boolean?
@@ -358,6 +373,53 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field store string
 ---@field action string
 
+---@class para.StopParams : para.SessionParams
+
+--- `para/stop`: whether an agent was stopped (the session stays), and how.
+---@class para.StopResult
+---@field session string
+---@field stopped boolean
+---@field message string
+---@field dequeued boolean?
+---@field signals string[]?
+---@field pids integer[]?
+---@field left_running integer[]?
+
+---@class para.RestartParams : para.SessionParams
+---@field prompt string?
+---@field stop boolean?
+
+---@class para.SendParams : para.SessionParams
+---@field message string
+
+--- `para/send`: the follow-up is stored; how the agent will see it.
+---@class para.SendResult
+---@field session string
+---@field id integer
+---@field delivery string
+---@field unread integer
+
+---@class para.MessagesParams : para.SessionParams
+---@field wait number?
+---@field all boolean?
+
+--- `para/messages`: the follow-ups not read before (now read), or every one with `all`.
+---@class para.MessagesResult
+---@field session string
+---@field messages para.Message[]
+
+---@class para.OpenParams : para.SessionParams
+---@field editor ("code"|"cursor"|"nvim")?
+
+--- `para/open`: `editor` when a connected editor was asked to open the worktree, else `argv`: the front end runs that
+--- command (a local editor).
+---@class para.OpenResult
+---@field session string
+---@field worktree string
+---@field via string
+---@field editors integer?
+---@field argv string[]?
+
 ---@class para.AdoptResult
 ---@field state_dir string
 ---@field adopted para.AdoptedSession[]
@@ -393,6 +455,18 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field session string?
 ---@field kind string
 ---@field data table<string, any>
+
+--- `para/openWorktree` (to editors): open this session's worktree (a folder).
+---@class para.OpenWorktreeParams
+---@field session string
+---@field worktree string
+---@field repo string
+
+--- `para/stopTerminal` (to editors): the agent of `session` was stopped; close the terminal that ran it (`pid`: the
+--- process the editor started).
+---@class para.StopTerminalParams
+---@field session string
+---@field pid integer?
 
 --- `para/runInTerminal`: run `argv` as is (no shell) in `worktree`, with `env` added.
 ---@class para.RunInTerminalParams
@@ -447,6 +521,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field lost boolean
 ---@field stops table<string, any>[]
 ---@field settled boolean
+---@field stopped_at number?
 ---@field sandbox para.Sandbox?
 ---@field channel string?
 
@@ -458,6 +533,25 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field todos_total integer?
 ---@field blocked string?
 ---@field updated_at number
+
+--- An agent launch waiting for a slot under `agent.max_running`: what `_launch` gets.
+---@class para.QueuedLaunch
+---@field profile string
+---@field mode string
+---@field argv string[]
+---@field skip_permissions boolean
+---@field queued_at number
+---@field reason string
+---@field sandbox para.Sandbox?
+
+--- A follow-up for a session's agent (`para send`): read by the running agent through `para messages` / the answer to
+--- its `para status`, else given to it by `para restart`.
+---@class para.Message
+---@field id integer
+---@field text string
+---@field at number
+---@field read_at number?
+---@field read_by string?
 
 ---@class para.Commit
 ---@field sha string
@@ -533,6 +627,8 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field stale boolean
 ---@field plan integer?
 ---@field integration para.IntegrationRecord?
+---@field queue_position integer?
+---@field unread_messages integer?
 
 ---@class para.WaitedSession
 ---@field status para.Status

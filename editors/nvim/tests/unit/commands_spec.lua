@@ -30,6 +30,12 @@ local PARSE = {
     { sub = "integrate", pos = { "land", "it" }, opts = { strategy = "merge" } },
   },
   { { "start", "-" }, { sub = "start", pos = { "-" }, opts = {} } },
+  {
+    { "restart", "s1", "--stop", "--", "also", "add", "tests" },
+    { sub = "restart", pos = { "s1" }, opts = { stop = true }, rest = "also add tests" },
+  },
+  { { "send", "s1", "--", "use", "tabs" }, { sub = "send", pos = { "s1" }, opts = {}, rest = "use tabs" } },
+  { { "stop" }, { sub = "stop", pos = {}, opts = {} } },
 }
 for _, c in ipairs(PARSE) do
   table.insert(cases, {
@@ -67,6 +73,8 @@ table.insert(cases, {
     eq({}, commands.complete("", "Para start "), "start takes a new name")
     eq({ "--agent" }, commands.complete("--a", "Para dispatch --a"), "dispatch options")
     eq({ "editor" }, commands.complete("e", "Para dispatch --mode e"), "modes")
+    eq({ "recover", "restart", "resume" }, commands.complete("re", "Para re"), "re")
+    eq({ "--stop", "--" }, commands.complete("-", "Para restart s1 -"), "restart options")
   end,
 })
 

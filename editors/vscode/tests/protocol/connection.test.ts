@@ -151,6 +151,21 @@ test("an agent dispatched in editor mode runs through para/runInTerminal and rea
   assert.equal(await git("show", `${show.branch}:hello.txt`), "hello from the agent\n");
 });
 
+test("para open from a shell asks this editor (para/openWorktree); stop and send answer", async () => {
+  const opened: ext.OpenWorktreeParams[] = [];
+  const sub = conn.onOpenWorktree.on((p) => opened.push(p));
+  const started = await conn.request(ext.start, { cwd: REPO, name: "opened" });
+  await para("open", "opened");
+  const got = await next(conn.onOpenWorktree, (p) => p.session === "opened", "openWorktree", opened);
+  sub.dispose();
+  assert.deepEqual(got, { session: "opened", worktree: started.worktree, repo: REPO });
+  const res = await conn.request(ext.send, { cwd: REPO, session: "opened", message: "hello" });
+  assert.deepEqual([res.id, res.delivery], [1, "kept"]);
+  const stopped = await conn.request(ext.stop, { cwd: REPO, session: "opened" });
+  assert.equal(stopped.stopped, false);
+  await conn.request(ext.cancel, { cwd: REPO, session: "opened" });
+});
+
 test("para/sessionsChanged follows every session operation of another client", async () => {
   await para("cancel", "cli-a");
   await next(

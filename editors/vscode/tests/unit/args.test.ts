@@ -6,6 +6,7 @@ import {
   errorActions,
   forecastSummary,
   planDirectories,
+  validateFollowUp,
   validateMessage,
   validateSessionName,
 } from "../../src/args";
@@ -107,5 +108,26 @@ test("commands offer only sessions in a state they accept", () => {
   assert.deepEqual(
     eligible(all, "recover").map((x) => x.name),
     ["x"],
+  );
+});
+
+test("follow-ups for agents: plain text, 1 to 20000 characters; stop/restart/send pick live sessions", () => {
+  assert.equal(validateFollowUp("also update the README"), null);
+  for (const bad of ["", "   ", "\x1b[31mred", "bell\x07", "x".repeat(20001)])
+    assert.notEqual(validateFollowUp(bad), null);
+  assert.equal(validateFollowUp("two\nlines\tand a tab"), null);
+  const s = (name: string, status: string) => ({ name, status }) as unknown as ext.Session;
+  const all = [s("a", "active"), s("r", "review"), s("c", "conflicted"), s("x", "cancelled")];
+  assert.deepEqual(
+    eligible(all, "restart").map((x) => x.name),
+    ["a"],
+  );
+  assert.deepEqual(
+    eligible(all, "stop").map((x) => x.name),
+    ["a", "c"],
+  );
+  assert.deepEqual(
+    eligible(all, "send").map((x) => x.name),
+    ["a", "c"],
   );
 });

@@ -90,6 +90,22 @@ function M.run(p, cfg)
   return { ok = true, pid = vim.fn.jobpid(job) }
 end
 
+--- `para/stopTerminal`: the sidecar stopped the agent of `session` (`para stop`); its
+--- terminal job is ended too (the buffer stays, to read what it printed).
+---@param session string
+function M.stopped(session)
+  local buf = M.buffers[session]
+  if not buf or not vim.api.nvim_buf_is_valid(buf) then
+    return
+  end
+  local job = vim.b[buf].terminal_job_id
+  if job then
+    pcall(vim.fn.jobstop, job)
+  end
+  M.buffers[session] = nil
+  para().notify("the agent of " .. session .. " was stopped")
+end
+
 --- `:Para log`: the agent's output. An editor terminal is shown again; a headless agent's
 --- log is followed in a terminal (`tail -F`); a tmux agent is named.
 ---@param st para.SessionStatus?
