@@ -25,7 +25,6 @@ from pathlib import Path
 from para_rpc.errors import Code, ParaError
 
 FICLONE = 0x40049409  # linux/fs.h: share the source's blocks (btrfs, xfs): a copy that costs nothing
-PIPE_DRAIN = 1.0  # seconds the output of an exited hook is still read
 EXCLUDE_MARK = "# para session.copy/session.link"
 
 
@@ -40,7 +39,10 @@ def _parent_ready(dest: str, worktree: str) -> bool:
     parent = os.path.dirname(dest)
     if not _inside(parent, worktree) and os.path.lexists(parent):
         return False
-    os.makedirs(parent, exist_ok=True)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError:
+        return False  # a file where a directory would go
     return _inside(parent, worktree)
 
 
@@ -71,16 +73,25 @@ def copy_files(main: str, worktree: str, globs: list[str]) -> tuple[list[str], l
     for pattern in globs:
         for rel in sorted(glob.glob(pattern, root_dir=main, recursive=True, include_hidden=True)):
             src, dest = os.path.join(main, rel), os.path.join(worktree, rel)
+            if rel.split(os.sep, 1)[0] in (".git", ".para"):
+                continue  # git's own files, and para's (other sessions' worktrees among them)
             if rel in copied or not os.path.isfile(src) or os.path.islink(src):
                 continue  # directories, links and special files: only regular files are copied
-            if not _inside(src, main):
+            if any(ord(c) < 32 or c == "\x7f" for c in rel):
+                # An exclude line cannot name it, so git would see it and a save would commit it.
+                warnings.append(f"session.copy: {rel!r} has a control character in its name; not copied")
+            elif not _inside(src, main):
                 warnings.append(f"session.copy: {rel} leads out of {main}; not copied")
             elif os.path.lexists(dest):
                 continue  # tracked, or already there
             elif not _parent_ready(dest, worktree):
                 warnings.append(f"session.copy: {rel} would be written outside the worktree; not copied")
             else:
-                _clone_or_copy(src, dest)
+                try:
+                    _clone_or_copy(src, dest)
+                except OSError as e:
+                    warnings.append(f"session.copy: {rel} could not be copied: {e.strerror}")
+                    continue
                 copied.append(rel)
     return copied, warnings
 
@@ -200,42 +211,70 @@ def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
 async def run_hook(argv: list[str], cwd: str, env: dict[str, str], log: str, timeout: float,
                    on_start: Callable[[int], None] = lambda pid: None,
                    on_line: Callable[[str], None] = lambda line: None) -> HookRun:
-    """Run `argv` (no shell) in its own process group, its output appended to `log` and
-    handed line by line to `on_line`; past `timeout` seconds the whole group is killed."""
+    """Run `argv` (no shell) in its own process group, its output going straight into `log`
+    (handed line by line to `on_line` as it arrives); past `timeout` seconds the whole group
+    is killed. No pipe: a server the hook leaves running in the background keeps writing to
+    the log, and neither it nor an endless line without a newline can keep this waiting."""
     fd = open_log(log)
     try:
         os.write(fd, f"$ {' '.join(argv)}\n".encode())
+        offset = os.lseek(fd, 0, os.SEEK_END)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=fd, stderr=fd,
+                start_new_session=True)
         except OSError as e:
             msg = f"cannot run {argv[0]!r}: {e.strerror}"
             os.write(fd, (msg + "\n").encode())
             return HookRun(None, error=msg)
         on_start(proc.pid)
-        assert proc.stdout is not None
-
-        async def pump() -> None:
-            assert proc.stdout is not None
-            while line := await proc.stdout.readline():
-                os.write(fd, line)
-                on_line(line.decode(errors="replace").rstrip("\n"))
-
-        reader = asyncio.ensure_future(pump())
+        lines = _LogLines(log, offset, on_line)
+        follower = asyncio.ensure_future(lines.follow())
         try:
             await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
             kill_group(proc.pid)
             await proc.wait()
-            reader.cancel()
             os.write(fd, f"para: killed after {timeout:g} seconds\n".encode())
             return HookRun(None, timed_out=True)
-        # A process the hook left running in the background may hold the pipe open for
-        # good: what it wrote by now is logged, the rest is not waited for.
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(reader, PIPE_DRAIN)
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            lines.read()  # what came after the last look
         os.write(fd, f"para: exit status {proc.returncode}\n".encode())
         return HookRun(proc.returncode)
     finally:
         os.close(fd)
+
+
+class _LogLines:
+    """Lines appended to a hook's log since `offset`, handed to `on_line` (a `\\r` ends a line
+    too: progress bars; a line is cut at LINE_MAX bytes)."""
+
+    LINE_MAX = 4096
+
+    def __init__(self, path: str, offset: int, on_line: Callable[[str], None]) -> None:
+        self.path, self.offset, self.on_line, self.partial = path, offset, on_line, b""
+
+    async def follow(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            self.read()
+
+    def read(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(1 << 20)
+        except OSError:
+            return
+        self.offset += len(data)
+        data = self.partial + data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *done, self.partial = data.split(b"\n")
+        if len(self.partial) > self.LINE_MAX:
+            done.append(self.partial)
+            self.partial = b""
+        for line in done:
+            if line:
+                self.on_line(line[:self.LINE_MAX].decode(errors="replace"))

@@ -376,6 +376,22 @@ def test_repository_wide_commands(world: World, argv: tuple[str, ...], says: str
         assert f"serving {world.repo}" in res.stdout
 
 
+@pytest.mark.parametrize("argv,says", [
+    (("conflicts",), "No conflicts among 0 session(s)."),
+    (("status", "show"), "No sessions."),
+    (("list",), "No sessions. Start one with `para start`."),
+    (("trust",), "/.para/config.json does not exist."),
+    (("trust", "--revoke"), "Nothing to revoke: no approval is recorded for "),
+    (("adopt",), "Nothing to adopt: no new Para sessions in "),
+], ids=["conflicts", "status", "list", "trust", "trust-revoke", "adopt"])
+def test_a_repository_without_sessions_says_so(world: World, tmp_path: Path, argv: tuple[str, ...], says: str) -> None:
+    """The empty states people meet first: a sentence, exit 0, never a blank screen."""
+    fresh = make_repo(tmp_path / "fresh")
+    res = run_para(*argv, cwd=fresh, env=world.env)
+    assert res.returncode == 0 and res.stderr == "", res
+    assert says in res.stdout, res.stdout
+
+
 def test_tour_runs_start_to_end_on_a_private_sidecar_and_leaves_nothing_running(world: World, tmp_path: Path) -> None:
     """`para tour` walks the session commands in a throwaway repository with its own sidecar.
     It must not pick up the caller's PARA_SOCKET (it would stop the caller's sidecar) and must

@@ -141,6 +141,33 @@ def test_a_setup_that_times_out_is_killed_and_rolled_back(repo: Path, tmp_path: 
     assert git_state(repo) == before
 
 
+def test_a_setup_that_leaves_a_server_running_and_prints_endless_progress_succeeds(repo: Path, svc: Any,
+                                                                                   tmp_path: Path):
+    """Found by our red team: a setup starting a dev server in the background (which keeps the
+    output open) was taken for a timeout and rolled back, and a progress bar (`\\r`, no newline,
+    over 64 KiB) either crashed the start with a traceback or hung it for good. Output now goes
+    straight into the log; the start waits for the hook's exit, not for its output to end."""
+    pidfile = tmp_path / "server.pid"
+    script = ("import os, subprocess, sys\n"
+              "for i in range(30000): sys.stdout.write(f'progress {i}\\r')\n"
+              "sys.stdout.write('x' * 100000 + '\\n'); sys.stdout.flush()\n"
+              f"p = subprocess.Popen(['sleep', '300'])\nopen({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+              "print('server started')\n")
+    configure(setup=[PY, "-c", script], setup_timeout=60)
+    rc, r = call("start", "srv", cwd=repo)
+    assert rc == 0, r
+    server = int(pidfile.read_text())
+    try:
+        assert pid_alive(server)  # the setup's server lives on
+        log = (repo / ".para" / "logs" / "srv.setup.log").read_text()
+        assert "server started" in log and "para: exit status 0" in log
+        events = svc("events", limit=1000)["events"]
+        lines = [e["data"]["line"] for e in events if e["kind"] == "setup_output"]
+        assert lines[:2] == ["progress 0", "progress 1"] and len(lines) == 200  # (the log has them all)
+    finally:
+        os.kill(server, signal.SIGKILL)
+
+
 def test_dispatch_fails_cleanly_on_a_failing_setup_and_the_agent_never_starts(repo: Path, tmp_path: Path):
     marker = tmp_path / "agent-ran"
     configure(setup=[PY, "-c", "raise SystemExit(1)"])
@@ -209,6 +236,29 @@ def test_copied_env_files_are_in_the_worktree_but_never_in_git_status(repo: Path
     assert "work.txt" in tree and not any(p.startswith((".env", "config/")) for p in tree)
 
 
+def test_copy_globs_skip_git_para_and_names_git_cannot_exclude(repo: Path):
+    """Found by our red team: `**/.env` copied other sessions' files out of .para/worktrees
+    into every new session, `**` crashed the start on .git, and a copied file whose name held
+    a newline could not be excluded, so cancel committed it."""
+    (repo / ".env").write_text("SECRET=1\n")
+    (repo / "cfg.local\n*").write_text("odd\n")
+    configure(copy=["**/.env", "*.local*"])
+    rc, r = call("start", "g1", cwd=repo)
+    assert rc == 0, r
+    (Path(r["worktree"]) / "sub").mkdir()
+    (Path(r["worktree"]) / "sub" / ".env").write_text("g1's own\n")
+    rc, r = call("start", "g2", cwd=repo)
+    assert rc == 0, r
+    wt = Path(r["worktree"])
+    assert (wt / ".env").read_text() == "SECRET=1\n" and not (wt / ".para").exists()
+    assert not (wt / "cfg.local\n*").exists()
+    assert any("control character" in w for w in r.get("warnings") or []), r
+    configure(copy=["**"])
+    rc, r = call("start", "g3", cwd=repo)
+    assert rc == 0, r
+    assert git("status", "--porcelain", cwd=Path(r["worktree"])) == ""
+
+
 def test_a_linked_node_modules_is_never_committed_and_integrate_refuses_a_branch_tracking_it(repo: Path):
     (repo / "node_modules" / "pkg").mkdir(parents=True)
     (repo / "node_modules" / "pkg" / "index.js").write_text("x\n")
@@ -266,6 +316,26 @@ def test_live_sessions_never_share_a_port_and_ports_come_back(repo: Path, runtim
         assert rc == 0 and r["ports"] == [first + 1], r
     finally:
         busy.close()
+
+
+def test_recover_and_resume_give_the_worktree_ports_again(repo: Path):
+    """Found by our red team: a session recovered after a cancel, or resumed after a finish,
+    got its worktree back without ports (PARA_PORT empty for its agent)."""
+    first, last = free_range(3)
+    configure(ports=1, port_range=f"{first}-{last}")
+    for n in ("a", "b"):
+        assert call("start", n, cwd=repo)[0] == 0
+    (repo / ".para" / "worktrees" / "a" / "a.txt").write_text("a\n")
+    assert call("finish", "a work", "--session", "a", cwd=repo)[0] == 0
+    assert call("cancel", "b", cwd=repo)[0] == 0
+    assert call("start", "c", cwd=repo)[1]["ports"] == [first]
+    rc, r = call("resume", "a", cwd=repo)
+    assert rc == 0 and r["ports"] == [first + 1], r
+    rc, r = call("recover", "b", cwd=repo)
+    assert rc == 0 and r["ports"] == [last], r
+    rc, r = call("cancel", "c", cwd=repo)
+    rc, r = call("start", "d", cwd=repo)
+    assert r["ports"] == [first], r
 
 
 # ---- crash during setup ------------------------------------------------------------------------

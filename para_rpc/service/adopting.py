@@ -99,6 +99,13 @@ class Adopting(ServiceCore):
         owner = next((x.name for x in repo.store.live() if st.branch in (x.branch, x.archived_branch)), None)
         if owner is not None:
             raise ParaError(Code.already_exists, f"its branch {st.branch} belongs to para's session {owner!r}")
+        wts = await self._worktree_state(repo)
+        base = (await self._base(repo, None, cfg))[0]
+        main_branch = next((w.branch for w in wts.values() if w.path == repo.root), None)
+        if st.branch in (base, main_branch):
+            # A session is never the main checkout or the branch work lands on: cancelling
+            # it would commit the user's uncommitted work there.
+            raise ParaError(Code.wrong_state, f"its branch {st.branch} is the base branch or the main checkout's")
         if st.status == "Cancelled":
             prefix = st.branch[:-len(st.name)].rstrip("/")
             archives = sorted(r[len("refs/heads/"):] for r in heads
@@ -111,9 +118,8 @@ class Adopting(ServiceCore):
             tip = heads.get(f"refs/heads/{st.branch}", (None, 0))[0]
             if tip is None:
                 raise ParaError(Code.not_found, f"its branch {st.branch} no longer exists")
-            wts = await self._worktree_state(repo)
             wt = wts.get(os.path.realpath(st.worktree_path))
-            if wt is None or wt.prunable or wt.branch != st.branch:
+            if wt is None or wt.prunable or wt.branch != st.branch or wt.path == repo.root:
                 wt = next((w for w in wts.values() if w.branch == st.branch and not w.prunable
                            and w.path != repo.root), None)
             s = await self._adopt(repo, st.name, st.branch, tip, wt.path if wt else None, cfg, note)

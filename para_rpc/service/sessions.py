@@ -479,6 +479,8 @@ class Sessions(ServiceCore):
             if os.path.lexists(path):
                 raise ParaError(Code.already_exists, f"path {path} already exists; move it away first", path=path)
             s.branch, s.worktree = branch, path
+            async with repo.lock:
+                self._allocate_ports(repo, s, cfg)  # a worktree again: its ports again (cancel released them)
             s.op = Op(kind="recover")
             repo.store.save(s)
             await self._do_recover(repo, s)
@@ -541,6 +543,9 @@ class Sessions(ServiceCore):
                 if os.path.lexists(s.worktree):
                     raise ParaError(Code.already_exists, f"{s.worktree} exists but is not a worktree of "
                                     "this repository; move it away first", path=s.worktree)
+                if not s.ports:
+                    async with repo.lock:
+                        self._allocate_ports(repo, s, repo.config(p.env))
                 s.op = Op(kind="resume")
                 repo.store.save(s)
                 await self._do_resume(repo, s)
