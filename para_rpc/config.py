@@ -119,13 +119,15 @@ def _repo_relative(v: Any, what: str, globs: bool) -> list[str]:
     out = []
     for item in v:
         parts = item.replace("\\", "/").split("/")
-        if (not item or "\0" in item or item.startswith(("/", "~")) or ".." in parts
-                or parts[0] in (".git", ".para") or all(x in ("", ".") for x in parts)):
+        if (not item or any(ord(c) < 32 or c == "\x7f" for c in item) or item.startswith(("/", "~"))
+                or ".." in parts or any(x in (".git", ".para") for x in parts)
+                or all(x in ("", ".") for x in parts)):
             raise ValueError(f"{item!r}: expected a path relative to the main checkout, inside it "
-                             "(no leading / or ~, no .., not .git or .para)")
+                             "(no leading / or ~, no .., no .git or .para, no control characters)")
         if not globs and any(c in item for c in "*?["):
             raise ValueError(f"{item!r}: a linked path is a plain path, not a glob")
-        out.append(item.strip("/"))
+        # One spelling per path ("./deps/" is "deps"): excludes and the integrate guard match it.
+        out.append("/".join(x for x in parts if x not in ("", ".")))
     return out
 
 

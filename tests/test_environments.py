@@ -338,6 +338,30 @@ def test_recover_and_resume_give_the_worktree_ports_again(repo: Path):
     assert r["ports"] == [first], r
 
 
+def test_two_repositories_of_one_sidecar_never_share_a_port(repo: Path, tmp_path: Path):
+    """Found by our red team: ports were unique per repository, so two projects' dev servers
+    were handed the same port."""
+    from conftest import make_repo
+    first, last = free_range(3)
+    configure(ports=1, port_range=f"{first}-{last}")
+    other = make_repo(tmp_path / "other")
+    assert call("start", "x", cwd=repo)[1]["ports"] == [first]
+    assert call("start", "y", cwd=other)[1]["ports"] == [first + 1]
+
+
+@pytest.mark.parametrize("spelled", ["./deps", "deps/", "./deps/"])
+def test_a_linked_path_however_spelled_is_excluded_and_guarded(repo: Path, spelled: str):
+    """Found by our red team: `./deps` was linked but its exclude line did not match, so the
+    symlink showed in `git status` and integrate's guard (comparing "./deps" with "deps")
+    let it land."""
+    (repo / "deps").mkdir()
+    (repo / "deps" / "lib.js").write_text("x\n")
+    configure(link=[spelled])
+    rc, r = call("start", "l1", cwd=repo)
+    assert rc == 0, r
+    assert git("status", "--porcelain", "--untracked-files=all", cwd=Path(r["worktree"])) == ""
+
+
 # ---- crash during setup ------------------------------------------------------------------------
 
 def test_a_sidecar_killed_during_setup_is_repaired_at_the_next_start(repo: Path, tmp_path: Path,
@@ -380,6 +404,9 @@ def test_a_sidecar_killed_during_setup_is_repaired_at_the_next_start(repo: Path,
     ("session.copy", '[".git/config"]'),
     ("session.link", '["node_modules/*"]'),
     ("session.link", '["~/.ssh"]'),
+    ("session.link", '["a/.git/x"]'),      # (.git or .para anywhere in the path, and control
+    ("session.link", '["x/.para/y"]'),     # characters: found by our red team)
+    ("session.copy", '["a\\nb"]'),
     ("session.port_range", "9000-8000"),
     ("session.port_range", "80-90"),
     ("session.port_range", "1-2-3"),

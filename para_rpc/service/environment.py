@@ -11,6 +11,7 @@ running and undoes the start (repair.py), so there is never a half-created sessi
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 from typing import Any
@@ -68,7 +69,10 @@ class Environment(ServiceCore):
         n = cfg["session.ports"]
         if n == 0:
             return
-        taken = {p for x in repo.store.live() if x.status in PORT_HOLDERS and x.id != s.id for p in x.ports}
+        # Every repository this sidecar serves (one per user): two projects' dev servers clash
+        # on a port just the same. (No await from here on: no other start can interleave.)
+        taken = {p for r in self.repos.values() for x in r.store.live()
+                 if x.status in PORT_HOLDERS and not (r is repo and x.id == s.id) for p in x.ports}
         got: list[int] = []
         for port in _port_range(cfg):
             if port not in taken and workspace.port_free(port):
@@ -89,8 +93,9 @@ class Environment(ServiceCore):
         if op is not None:
             op.data["preparing"] = True
             repo.store.save(s)
-        copied, w1 = workspace.copy_files(repo.root, s.worktree, env_cfg["session.copy"])
-        linked, w2 = workspace.link_paths(repo.root, s.worktree, env_cfg["session.link"])
+        # Off the event loop: a big file or a big tree to glob must not stall every client.
+        copied, w1 = await asyncio.to_thread(workspace.copy_files, repo.root, s.worktree, env_cfg["session.copy"])
+        linked, w2 = await asyncio.to_thread(workspace.link_paths, repo.root, s.worktree, env_cfg["session.link"])
         warnings = w1 + w2
         if copied or linked:
             workspace.exclude(await git.git_path(s.worktree, "info/exclude"), copied + linked)
