@@ -110,14 +110,17 @@ def test_adopt_reports_what_it_left_and_why(sidecar, para, para_json, para_repo,
     # The main checkout and the base branch are never a session (cancel would commit the user's
     # uncommitted work on main): found by our red team.
     para_state(para_repo, "main", "Active", branch="main", worktree_path=str(para_repo))
+    git("branch", "develop", cwd=para_repo)
+    para_state(para_repo, "dev", "Finished", branch="develop")  # cancel would rename develop away
     secret = tmp_path / "secret"
     secret.write_text(json.dumps({"name": "link", "branch": "para/live", "worktree_path": "/", "status": "Active"}))
     (state / "link.state").symlink_to(secret)
     os.mkfifo(state / "fifo.state")
     result = para_json("adopt")
     why = {x["session"]: x["why"] for x in result["left"]}
-    assert set(why) == {"junk", "nobranch", "renamed", "hostile", "odd", "link", "fifo", "main"}, why
-    assert "is the base branch or the main checkout's" in why["main"]
+    assert set(why) == {"junk", "nobranch", "renamed", "hostile", "odd", "link", "fifo", "main", "dev"}, why
+    assert "is not para/main, the session branch para would use" in why["main"]
+    assert "is not para/dev" in why["dev"]
     assert "no longer exists" in why["nobranch"] and "file name" in why["renamed"]
     assert "Paused" in why["odd"] and "not a Para state file" in why["junk"]
     assert {s["name"] for s in para_json("list")["sessions"]} == {"live", "done"}

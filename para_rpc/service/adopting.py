@@ -99,6 +99,11 @@ class Adopting(ServiceCore):
         owner = next((x.name for x in repo.store.live() if st.branch in (x.branch, x.archived_branch)), None)
         if owner is not None:
             raise ParaError(Code.already_exists, f"its branch {st.branch} belongs to para's session {owner!r}")
+        if st.branch != f"{cfg['branch_prefix']}/{st.name}":
+            # Only a branch para itself would use for that name: a state file naming `main` or
+            # `develop` would otherwise have cancel rename it away.
+            raise ParaError(Code.invalid_input, f"its branch {st.branch} is not {cfg['branch_prefix']}/{st.name}, "
+                            "the session branch para would use (branch_prefix)")
         wts = await self._worktree_state(repo)
         base = (await self._base(repo, None, cfg))[0]
         main_branch = next((w.branch for w in wts.values() if w.path == repo.root), None)
@@ -107,7 +112,7 @@ class Adopting(ServiceCore):
             # it would commit the user's uncommitted work there.
             raise ParaError(Code.wrong_state, f"its branch {st.branch} is the base branch or the main checkout's")
         if st.status == "Cancelled":
-            prefix = st.branch[:-len(st.name)].rstrip("/")
+            prefix = cfg["branch_prefix"]
             archives = sorted(r[len("refs/heads/"):] for r in heads
                               if r.startswith(f"refs/heads/{prefix}/archived/") and r.endswith("/" + st.name))
             if not archives:
@@ -146,8 +151,6 @@ def _read_state(path: str, within: str) -> ParaState:
         raise ParaError(Code.invalid_input, f"names session {st.name!r}, not the one its file name says")
     if st.status not in ("Active", "Finished", "Cancelled"):
         raise ParaError(Code.invalid_input, f"unknown Para status {st.status!r}")
-    if not st.branch.endswith("/" + st.name) and st.status == "Cancelled":
-        raise ParaError(Code.invalid_input, f"branch {st.branch!r} does not end with the session's name")
     return st
 
 
