@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -64,6 +64,63 @@ def _clone_or_copy(src: str, dest: str) -> None:
         os.close(sfd)
 
 
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """`pattern` as a regular expression over paths relative to the top: `*`, `?` and `[...]`
+    within one component, a `**` component for any number of directories."""
+    out = ""
+    parts = pattern.strip("/").split("/")
+    for i, part in enumerate(parts):
+        if part == "**":
+            out += "(?:[^/]+/)*" if i < len(parts) - 1 else ".*"
+            continue
+        j = 0
+        while j < len(part):
+            c = part[j]
+            end = part.find("]", j + 2) if c == "[" else -1
+            if c == "*":
+                out += "[^/]*"
+            elif c == "?":
+                out += "[^/]"
+            elif end != -1:
+                body = part[j + 1:end]
+                out += "[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]"
+                j = end
+            else:
+                out += re.escape(c)
+            j += 1
+        if i < len(parts) - 1:
+            out += "/"
+    return re.compile(out + r"\Z", re.DOTALL)
+
+
+def _matches(main: str, pattern: str) -> list[str]:
+    """The paths under `main` matching `pattern`, sorted, never following a symlink (two links
+    to `.` made glob's `**` walk forever) and never inside .git or .para."""
+    parts = pattern.strip("/").split("/")
+    fixed = []
+    for part in parts[:-1]:
+        if any(c in part for c in "*?["):
+            break
+        fixed.append(part)
+    deep = "**" in parts
+    depth = len(parts) - len(fixed)
+    regex = _glob_regex(pattern)
+    start = os.path.join(main, *fixed)
+    found = []
+    for top, dirs, files in os.walk(start):  # (os.walk follows no symlink by default)
+        rel_top = os.path.relpath(top, main)
+        level = 0 if rel_top == "." else rel_top.count(os.sep) + 1
+        if rel_top == ".":
+            dirs[:] = [d for d in dirs if d not in (".git", ".para")]
+        if not deep and level - len(fixed) >= depth - 1:
+            dirs[:] = []
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
+            rel = name if rel_top == "." else os.path.join(rel_top, name)
+            if regex.match(rel):
+                found.append(rel)
+    return sorted(found)
+
+
 def copy_files(main: str, worktree: str, globs: list[str]) -> tuple[list[str], list[str]]:
     """Copy the regular files of the main checkout matching `globs` into the worktree, where
     the worktree has nothing at that path yet (a tracked file is never overwritten). Returns
@@ -71,7 +128,7 @@ def copy_files(main: str, worktree: str, globs: list[str]) -> tuple[list[str], l
     copied: list[str] = []
     warnings: list[str] = []
     for pattern in globs:
-        for rel in sorted(glob.glob(pattern, root_dir=main, recursive=True, include_hidden=True)):
+        for rel in _matches(main, pattern):
             src, dest = os.path.join(main, rel), os.path.join(worktree, rel)
             if rel.split(os.sep, 1)[0] in (".git", ".para"):
                 continue  # git's own files, and para's (other sessions' worktrees among them)

@@ -238,10 +238,13 @@ def test_copied_env_files_are_in_the_worktree_but_never_in_git_status(repo: Path
 
 def test_copy_globs_skip_git_para_and_names_git_cannot_exclude(repo: Path):
     """Found by our red team: `**/.env` copied other sessions' files out of .para/worktrees
-    into every new session, `**` crashed the start on .git, and a copied file whose name held
-    a newline could not be excluded, so cancel committed it."""
+    into every new session and walked symlinked directories for ever, `**` crashed the start
+    on .git, and a copied file whose name held a newline could not be excluded, so cancel
+    committed it."""
     (repo / ".env").write_text("SECRET=1\n")
     (repo / "cfg.local\n*").write_text("odd\n")
+    for link in ("a", "b"):  # two links to `.`: glob's `**` followed them for ever (whole sidecar hung)
+        (repo / link).symlink_to(".")
     configure(copy=["**/.env", "*.local*"])
     rc, r = call("start", "g1", cwd=repo)
     assert rc == 0, r

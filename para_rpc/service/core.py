@@ -490,7 +490,7 @@ class ServiceCore:
         save and the removal; the caller of the operation and its ancestors are spared.
         Yields the frozen pids.
 
-        After, if the worktree is still there (the operation was refused), they continue.
+        After, if the operation failed or the worktree is still there, they continue.
         If it is gone, they stay paused until the agent's run is stopped (at once after a
         cancel, after agent.stop_grace after an integration): a process paused between open()
         and write() would otherwise finish that write into a file the removal unlinked, and
@@ -505,9 +505,13 @@ class ServiceCore:
             log.info("%s: froze %d agent process(es) while its worktree is saved", s.name, len(stopped))
         try:
             yield sorted(stopped)
-        finally:
-            if stopped and os.path.isdir(s.worktree):
+        except BaseException:
+            # The operation failed: no stop follows, so they must run again, whatever it removed.
+            if stopped:
                 await asyncio.to_thread(agents.thaw_run, stopped)
+            raise
+        if stopped and os.path.isdir(s.worktree):
+            await asyncio.to_thread(agents.thaw_run, stopped)
 
     async def _worktree_facts(self, repo: Repo, s: Session) -> WorktreeFacts | None:
         """What the session's worktree holds besides its branch; None when it has none.
