@@ -126,13 +126,14 @@ def copy_files(main: str, worktree: str, globs: list[str]) -> tuple[list[str], l
     the worktree has nothing at that path yet (a tracked file is never overwritten). Returns
     the copied paths (relative) and a warning for each match left alone."""
     copied: list[str] = []
+    seen: set[str] = set()  # (a set: a glob may match tens of thousands of files)
     warnings: list[str] = []
     for pattern in globs:
         for rel in _matches(main, pattern):
             src, dest = os.path.join(main, rel), os.path.join(worktree, rel)
             if rel.split(os.sep, 1)[0] in (".git", ".para"):
                 continue  # git's own files, and para's (other sessions' worktrees among them)
-            if rel in copied or not os.path.isfile(src) or os.path.islink(src):
+            if rel in seen or not os.path.isfile(src) or os.path.islink(src):
                 continue  # directories, links and special files: only regular files are copied
             if any(ord(c) < 32 or c == "\x7f" for c in rel):
                 # An exclude line cannot name it, so git would see it and a save would commit it.
@@ -150,6 +151,7 @@ def copy_files(main: str, worktree: str, globs: list[str]) -> tuple[list[str], l
                     warnings.append(f"session.copy: {rel} could not be copied: {e.strerror}")
                     continue
                 copied.append(rel)
+                seen.add(rel)
     return copied, warnings
 
 
