@@ -211,6 +211,8 @@ class ServiceCore:
         self.ports = ports or Ports()
         self.started_at = now()
         self.busy = 0  # operations in flight (the sidecar waits for them before exiting)
+        # session name -> warnings of the teardown an operation ran, until its result takes them
+        self._pending_teardown: dict[str, list[str]] = {}
 
     async def repo(self, cwd: object) -> Repo:
         if not isinstance(cwd, str) or not cwd or not os.path.isabs(cwd):

@@ -163,14 +163,12 @@ class Environment(ServiceCore):
         for w in warnings:
             log.warning("%s: %s", s.name, w)
         s.ports = []
-        pending: dict[str, list[str]] = self.__dict__.setdefault("_pending_teardown", {})
-        pending.setdefault(s.name, []).extend(warnings)
+        self._pending_teardown.setdefault(s.name, []).extend(warnings)
         return warnings
 
     def _teardown_warnings(self, s: Session) -> list[str]:
         """The warnings of the teardown an operation ran (for its result), once."""
-        pending: dict[str, list[str]] = self.__dict__.setdefault("_pending_teardown", {})
-        return pending.pop(s.name, [])
+        return self._pending_teardown.pop(s.name, [])
 
     async def _refuse_linked(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> None:
         """A session whose branch (or index: integrate commits it) tracks a `session.link` path
