@@ -287,7 +287,7 @@ async def run_hook(argv: list[str], cwd: str, env: dict[str, str], log: str, tim
             os.write(fd, (msg + "\n").encode())
             return HookRun(None, error=msg)
         on_start(proc.pid)
-        lines = _LogLines(log, offset, on_line)
+        lines = _LogLines(log, offset, on_line, fd)
         follower = asyncio.ensure_future(lines.follow())
         try:
             await asyncio.wait_for(proc.wait(), timeout)
@@ -307,25 +307,45 @@ async def run_hook(argv: list[str], cwd: str, env: dict[str, str], log: str, tim
         os.close(fd)
 
 
+LOG_MAX = 10 << 20  # bytes of one hook run's output kept in its log (documented in the README)
+
+
 class _LogLines:
     """Lines appended to a hook's log since `offset`, handed to `on_line` (a `\\r` ends a line
-    too: progress bars; a line is cut at LINE_MAX bytes)."""
+    too: progress bars; a line is cut at LINE_MAX bytes). Past LOG_MAX bytes of this run the
+    log is cut back to LOG_MAX plus a marker line at every look: 200 MB of output must not
+    fill the disk or keep the sidecar decoding it."""
 
     LINE_MAX = 4096
 
-    def __init__(self, path: str, offset: int, on_line: Callable[[str], None]) -> None:
+    def __init__(self, path: str, offset: int, on_line: Callable[[str], None], fd: int) -> None:
         self.path, self.offset, self.on_line, self.partial = path, offset, on_line, b""
+        self.fd, self.limit, self.capped, self.end = fd, offset + LOG_MAX, False, 0
 
     async def follow(self) -> None:
         while True:
             await asyncio.sleep(0.1)
             self.read()
 
+    def _cap(self) -> None:
+        with contextlib.suppress(OSError):
+            size = os.fstat(self.fd).st_size
+            if not self.capped and size > self.limit:
+                os.ftruncate(self.fd, self.limit)
+                mark = f"\npara: output past {LOG_MAX >> 20} MiB cut here; the rest of this run is not kept\n".encode()
+                os.write(self.fd, mark)  # (O_APPEND: at the new end)
+                self.capped, self.end = True, self.limit + len(mark)
+            elif self.capped and size > self.end:
+                os.ftruncate(self.fd, self.end)
+
     def read(self) -> None:
+        self._cap()
+        if self.offset >= self.limit:
+            return  # past the cap: nothing more is kept, so nothing more is sent
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
-                data = f.read(1 << 20)
+                data = f.read(min(1 << 20, self.limit - self.offset))
         except OSError:
             return
         self.offset += len(data)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import sys
 from typing import Any
 
 from para_rpc import agents, config, git, workspace
@@ -32,6 +33,14 @@ def setup_log(repo: Repo, name: str) -> str:
 
 def teardown_log(repo: Repo, name: str) -> str:
     return os.path.join(repo.root, ".para", "logs", f"{name}.teardown.log")
+
+
+def fresh_log(path: str) -> str:
+    """`path` emptied for a new hook run, the previous run's log kept as `<path>.1` (a start
+    of a name used before must not show, or grow on, the old session's output)."""
+    if os.path.lexists(path):
+        os.replace(path, path + ".1")
+    return path
 
 
 def _port_range(cfg: dict[str, Any]) -> range:
@@ -58,9 +67,21 @@ class Environment(ServiceCore):
                 "PARA_PORTS": " ".join(str(p) for p in s.ports)}
 
     def _hook_env(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> dict[str, str]:
+        """The whole environment of a hook or an agent: the sidecar's, then the session's
+        (`session.env`, PARA_*), then para's bindir first on PATH again: a `session.env` PATH
+        replaces the inherited one, but agents and hooks are told to run `para`."""
         env = agents.agent_env(s.name, s.worktree, self.socket)
-        env.update(self.session_env(repo, s, cfg))
+        own = self.session_env(repo, s, cfg)
+        env.update(own)
+        if "PATH" in own:
+            env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + own["PATH"]
         return env
+
+    def _own_env(self, repo: Repo, s: Session, cfg: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+        """What of `env` para sets for the session (PARA_*, PATH, `session.env`): all a tmux
+        window or an editor terminal, which start from their own environment, must be given."""
+        keys = set(self.session_env(repo, s, cfg)) | {"PATH"}
+        return {k: v for k, v in env.items() if k in keys or k.startswith("PARA_")}
 
     def _allocate_ports(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> None:
         """`session.ports` ports for `s`: the lowest of the range that no session holding a
@@ -68,6 +89,7 @@ class Environment(ServiceCore):
         listens on now. The caller holds the repository lock (no two starts pick one port)."""
         n = cfg["session.ports"]
         if n == 0:
+            s.ports = []
             return
         # Every repository this sidecar serves (one per user): two projects' dev servers clash
         # on a port just the same. (No await from here on: no other start can interleave.)
@@ -102,7 +124,7 @@ class Environment(ServiceCore):
         argv = env_cfg["session.setup"]
         if not argv:
             return warnings
-        path = setup_log(repo, s.name)
+        path = fresh_log(setup_log(repo, s.name))
         sent = 0
 
         def started(pid: int) -> None:
@@ -123,10 +145,13 @@ class Environment(ServiceCore):
             op.data.pop("setup_pid", None)
         ok = run.exit_code == 0
         self.emit(repo, "setup_finished", s.name, ok=ok, exit_code=run.exit_code, timed_out=run.timed_out, log=path)
-        if ok:
+        broke = await self._setup_broke(repo, s) if ok else None
+        if ok and broke is None:
             return warnings
-        why = (f"timed out after {cfg['session.setup_timeout']} seconds (session.setup_timeout)" if run.timed_out
-               else run.error or f"exited with status {run.exit_code}")
+        why = broke or (f"timed out after {cfg['session.setup_timeout']} seconds (session.setup_timeout)"
+                        if run.timed_out else run.error or f"exited with status {run.exit_code}")
+        if broke is not None and not os.path.isdir(s.worktree):
+            keep_on_failure = False  # nothing left to keep
         if keep_on_failure:
             kept = (f"session.setup ({shlex.join(argv)}) {why}; the session was kept (--keep-on-failure); "
                     f"its output is in {path}")
@@ -135,6 +160,19 @@ class Environment(ServiceCore):
                         f"the session {s.name!r} was rolled back (worktree and branch removed). Its output is "
                         f"in {path}; `--keep-on-failure` keeps the session to look into it",
                         session=s.name, log=path, exit_code=run.exit_code, timed_out=run.timed_out)
+
+    async def _setup_broke(self, repo: Repo, s: Session) -> str | None:
+        """What a setup that exited 0 did to the session itself, or None: an agent started in a
+        missing worktree, or on another branch, would work where no finish looks."""
+        if not os.path.isdir(s.worktree):
+            return f"exited with status 0 but removed the worktree {s.worktree}"
+        wt = (await self._worktree_state(repo)).get(os.path.realpath(s.worktree))
+        if wt is None or wt.prunable:
+            return f"exited with status 0 but the worktree {s.worktree} is no longer registered with git"
+        if wt.branch != s.branch:
+            where = f"branch {wt.branch}" if wt.branch else f"a detached HEAD at {(wt.head or '')[:10]}"
+            return f"exited with status 0 but moved HEAD off the session branch {s.branch} (to {where})"
+        return None
 
     async def _teardown(self, repo: Repo, s: Session, cfg: dict[str, Any] | None = None) -> list[str]:
         """Run `session.teardown` in the worktree about to be removed and release the session's
@@ -150,6 +188,7 @@ class Environment(ServiceCore):
         if argv and os.path.isdir(s.worktree) and cfg is not None:
             path = teardown_log(repo, s.name)
             try:
+                fresh_log(path)
                 run = await workspace.run_hook(argv, s.worktree, self._hook_env(repo, s, cfg), path,
                                                cfg["session.teardown_timeout"])
             except (OSError, ParaError) as e:

@@ -258,6 +258,7 @@ class Integration(ServiceCore):
         rec.pop("files", None), rec.pop("hunks", None), rec.pop("kind", None)
         s.head_commit = tip
         s.status, s.op = Status.integrated, None
+        s.ports = []  # also when the worktree was gone before the integration (no teardown ran)
         repo.store.save(s)
         self.emit(repo, "integrated", s.name, target=rec["target"], commit=new, strategy=rec["strategy"])
         if config_changed:

@@ -138,7 +138,7 @@ class Sessions(ServiceCore):
     async def _undo_start(self, repo: Repo, s: Session) -> None:
         """Remove what a failed or interrupted start created; nothing there is anyone's work yet."""
         wts = await self._worktree_state(repo)
-        if os.path.realpath(s.worktree) in wts:
+        if os.path.realpath(s.worktree) in wts and os.path.isdir(s.worktree):  # (a setup may have removed it)
             await git.remove_worktree(repo.root, s.worktree)
         if os.path.isdir(s.worktree):
             shutil.rmtree(s.worktree)
@@ -309,6 +309,7 @@ class Sessions(ServiceCore):
                     await git.rename_branch(repo.root, s.branch, d["branch"])
             s.branch = d["branch"]
         s.status, s.op = Status.review, None
+        s.ports = []  # no worktree, no ports: also when it was gone before the finish (F19)
         repo.store.save(s)
         return backups, d.get("pre_squash_ref")
 
@@ -393,6 +394,7 @@ class Sessions(ServiceCore):
             elif not (s.archived_branch and await git.branch_exists(repo.root, s.archived_branch)):
                 s.archived_branch = d["archive"]  # (an unfinished recover that never renamed keeps its archive)
         s.status, s.op = Status.cancelled, None
+        s.ports = []  # released also when the worktree was gone before the cancel (no teardown ran)
         s.queued = None  # a queued agent goes with it (a recovered session does not start one unasked)
         repo.store.save(s)
         return saved, backups
@@ -543,9 +545,8 @@ class Sessions(ServiceCore):
                 if os.path.lexists(s.worktree):
                     raise ParaError(Code.already_exists, f"{s.worktree} exists but is not a worktree of "
                                     "this repository; move it away first", path=s.worktree)
-                if not s.ports:
-                    async with repo.lock:
-                        self._allocate_ports(repo, s, repo.config(p.env))
+                async with repo.lock:  # afresh: ports it still listed may be another session's now
+                    self._allocate_ports(repo, s, repo.config(p.env))
                 s.op = Op(kind="resume")
                 repo.store.save(s)
                 await self._do_resume(repo, s)

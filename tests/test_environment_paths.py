@@ -1,0 +1,130 @@
+"""Session environments on every path (issue 13, red team F4/F10/F15/F17/F19/F20/F23): ports
+released by every ending and never shared, setups that break the session, capped and fresh
+hook logs, `para` kept on PATH, through the real CLI and the real sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import git, worktree_paths
+from para_rpc.errors import Code
+from para_rpc.workspace import LOG_MAX
+from test_environments import PY, call, configure, free_range, sessions, trust_store  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("sidecar")
+
+
+# ---- F19: ports --------------------------------------------------------------------------------
+
+def test_a_cancel_of_a_session_whose_worktree_is_gone_releases_its_ports(repo: Path):
+    """The red team's F19 sequence: a's worktree deleted by hand, `para cancel a` kept a's port
+    in its record, c was then given the same port, and `para recover a` revived it: two live
+    sessions on one port."""
+    first, last = free_range(3)
+    configure(ports=1, port_range=f"{first}-{last}")
+    assert call("start", "a", cwd=repo)[1]["ports"] == [first]
+    assert call("start", "b", cwd=repo)[1]["ports"] == [first + 1]
+    shutil.rmtree(repo / ".para" / "worktrees" / "a")
+    rc, r = call("cancel", "a", cwd=repo)
+    assert rc == 0, r
+    rc, r = call("start", "c", cwd=repo)
+    assert rc == 0 and r["ports"] == [first], r
+    rc, r = call("recover", "a", cwd=repo)
+    assert rc == 0, r
+    live = {n: s["ports"] for n, s in sessions(repo).items() if s["status"] == "active"}
+    assert live == {"a": [last], "b": [first + 1], "c": [first]}, live
+    # With every port of the range held, a recover is refused and changes nothing.
+    assert call("cancel", "a", cwd=repo)[0] == 0
+    assert call("start", "d", cwd=repo)[1]["ports"] == [last]
+    rc, r = call("recover", "a", cwd=repo)
+    assert rc == Code.config_error.exit and "session.port_range" in r["error"]["message"], r
+    assert sessions(repo)["a"]["status"] == "cancelled"
+
+
+def stored_ports(repo: Path, name: str) -> list[list[int]]:
+    """The ports of every record of `name` as the store holds them (what a recover would see)."""
+    with sqlite3.connect(f"file:{repo / '.para' / 'para.db'}?mode=ro", uri=True) as db:
+        return [json.loads(doc).get("ports", []) for (doc,) in db.execute("SELECT doc FROM sessions WHERE name = ?",
+                                                                            (name,))]
+
+
+def test_an_integration_of_a_session_whose_worktree_is_gone_releases_its_ports(repo: Path):
+    first, last = free_range(2)
+    configure(ports=1, port_range=f"{first}-{last}")
+    wt = Path(call("start", "i", cwd=repo)[1]["worktree"])
+    (wt / "i.txt").write_text("i\n")
+    git("add", "i.txt", cwd=wt)
+    git("commit", "-qm", "i", cwd=wt)
+    shutil.rmtree(wt)
+    rc, r = call("integrate", "--session", "i", cwd=repo)
+    assert rc == 0, r
+    assert stored_ports(repo, "i") == [[]]
+    assert call("start", "x", cwd=repo)[1]["ports"] == [first]
+
+
+# ---- F10: a setup that breaks the session ----------------------------------------------------------
+
+@pytest.mark.parametrize("what,script,said", [
+    ("moves HEAD", "import subprocess; subprocess.run(['git', 'checkout', '-q', '-b', 'other'], check=True)",
+     "moved HEAD off the session branch para/s1 (to branch other)"),
+    ("detaches HEAD", "import subprocess; subprocess.run(['git', 'checkout', '-q', '--detach'], check=True)",
+     "moved HEAD off the session branch para/s1 (to a detached HEAD"),
+    ("removes the worktree", "import os, shutil; shutil.rmtree(os.environ['PARA_WORKTREE'])",
+     "removed the worktree"),
+])
+def test_a_setup_that_breaks_the_session_fails_the_start(repo: Path, what: str, script: str, said: str):
+    configure(setup=[PY, "-c", script])
+    rc, r = call("start", "s1", cwd=repo)
+    assert rc == Code.setup_failed.exit, (what, r)
+    assert r["error"]["code"] == "setup_failed" and said in r["error"]["message"], r
+    assert "rolled back" in r["error"]["message"]
+    assert sessions(repo) == {}
+    assert "para/s1" not in git("branch", "--list", "para/s1", cwd=repo)
+    assert not (repo / ".para" / "worktrees" / "s1").exists()
+    assert str(repo / ".para" / "worktrees" / "s1") not in worktree_paths(repo)
+    configure(setup=[])
+    rc, r = call("start", "s1", cwd=repo)  # the name is free again
+    assert rc == 0, r
+
+
+# ---- F17: the hook log -----------------------------------------------------------------------------
+
+def test_the_setup_log_is_capped_and_a_new_start_of_the_name_starts_a_fresh_one(repo: Path):
+    """Found by our red team: 200 MB of setup output made a 200 MB log (appended to across
+    starts of the same name) and kept the sidecar busy for 40 s."""
+    size = LOG_MAX * 3
+    configure(setup=[PY, "-c", ("import sys; out = sys.stdout.buffer; chunk = b'para-output-line ' * 4095 + b'\\n'\n"
+                                f"for _ in range({size} // len(chunk)): out.write(chunk)\n"
+                                "out.flush(); print('LAST LINE OF THE FIRST RUN'); sys.exit(2)")])
+    rc, r = call("start", "big", cwd=repo)
+    assert rc == Code.setup_failed.exit, r
+    log = repo / ".para" / "logs" / "big.setup.log"
+    text = log.read_bytes()
+    assert len(text) <= LOG_MAX + 4096, len(text)
+    assert b"cut here" in text and b"para: exit status 2" in text
+    assert text.count(b"LAST LINE OF THE FIRST RUN") == 1  # (in the "$ argv" line only)
+    configure(setup=[PY, "-c", "print('second run')"])
+    rc, r = call("start", "big", cwd=repo)
+    assert rc == 0, r
+    second = log.read_text()
+    assert "second run" in second and "para-output-line" not in second
+    assert (repo / ".para" / "logs" / "big.setup.log.1").read_bytes() == text
+
+
+# ---- F20: para stays on PATH ------------------------------------------------------------------------
+
+def test_session_env_path_does_not_take_para_off_path(repo: Path):
+    configure(env={"PATH": "/usr/bin:/bin"},
+              setup=["sh", "-c", 'command -v para > where.txt || echo NO-PARA > where.txt; echo "$PATH" >> where.txt'])
+    rc, r = call("start", "p1", cwd=repo)
+    assert rc == 0, r
+    where, path = (Path(r["worktree"]) / "where.txt").read_text().splitlines()
+    assert where != "NO-PARA" and os.path.basename(where) == "para", where
+    assert path.endswith(os.pathsep + "/usr/bin:/bin") and path.split(os.pathsep)[0] == os.path.dirname(where)
