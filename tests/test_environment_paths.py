@@ -23,6 +23,13 @@ pytestmark = pytest.mark.usefixtures("sidecar")
 
 # ---- F19: ports --------------------------------------------------------------------------------
 
+def stored_ports(repo: Path, name: str) -> list[list[int]]:
+    """The ports of every record of `name` as the store holds them (what a recover would see)."""
+    with sqlite3.connect(f"file:{repo / '.para' / 'para.db'}?mode=ro", uri=True) as db:
+        return [json.loads(doc).get("ports", []) for (doc,) in db.execute("SELECT doc FROM sessions WHERE name = ?",
+                                                                            (name,))]
+
+
 def test_a_cancel_of_a_session_whose_worktree_is_gone_releases_its_ports(repo: Path):
     """The red team's F19 sequence: a's worktree deleted by hand, `para cancel a` kept a's port
     in its record, c was then given the same port, and `para recover a` revived it: two live
@@ -34,6 +41,7 @@ def test_a_cancel_of_a_session_whose_worktree_is_gone_releases_its_ports(repo: P
     shutil.rmtree(repo / ".para" / "worktrees" / "a")
     rc, r = call("cancel", "a", cwd=repo)
     assert rc == 0, r
+    assert stored_ports(repo, "a") == [[]]  # released in the record too, not only hidden
     rc, r = call("start", "c", cwd=repo)
     assert rc == 0 and r["ports"] == [first], r
     rc, r = call("recover", "a", cwd=repo)
@@ -46,13 +54,6 @@ def test_a_cancel_of_a_session_whose_worktree_is_gone_releases_its_ports(repo: P
     rc, r = call("recover", "a", cwd=repo)
     assert rc == Code.config_error.exit and "session.port_range" in r["error"]["message"], r
     assert sessions(repo)["a"]["status"] == "cancelled"
-
-
-def stored_ports(repo: Path, name: str) -> list[list[int]]:
-    """The ports of every record of `name` as the store holds them (what a recover would see)."""
-    with sqlite3.connect(f"file:{repo / '.para' / 'para.db'}?mode=ro", uri=True) as db:
-        return [json.loads(doc).get("ports", []) for (doc,) in db.execute("SELECT doc FROM sessions WHERE name = ?",
-                                                                            (name,))]
 
 
 def test_an_integration_of_a_session_whose_worktree_is_gone_releases_its_ports(repo: Path):
