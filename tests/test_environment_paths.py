@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git, worktree_paths
+from conftest import git, run_para, worktree_paths
 from para_rpc.errors import Code
 from para_rpc.workspace import LOG_MAX
 from test_environments import PY, call, configure, free_range, sessions, trust_store  # noqa: F401
@@ -129,3 +129,88 @@ def test_session_env_path_does_not_take_para_off_path(repo: Path):
     where, path = (Path(r["worktree"]) / "where.txt").read_text().splitlines()
     assert where != "NO-PARA" and os.path.basename(where) == "para", where
     assert path.endswith(os.pathsep + "/usr/bin:/bin") and path.split(os.pathsep)[0] == os.path.dirname(where)
+
+
+# ---- F4: resume and recover prepare the worktree they recreate --------------------------------------
+
+# The setup records each run outside the worktree (a file in it would be committed by finish).
+SETUP_MARK = ("import os; open(os.environ['OUT'], 'a').write(' '.join(os.environ[k] for k in "
+              "('PARA_SESSION', 'PARA_PORT', 'MY_VAR')) + '\\n')")
+
+
+def _prepared(wt: Path, repo: Path, runs: Path, port: int) -> None:
+    assert (wt / ".env").read_text() == "SECRET=1\n" and not (wt / ".env").is_symlink()
+    assert (wt / "node_modules").is_symlink()
+    assert os.path.realpath(wt / "node_modules") == str((repo / "node_modules").resolve())
+    assert runs.read_text().splitlines()[-1] == f"a {port} mine"
+    assert git("status", "--porcelain", "--untracked-files=all", cwd=wt) == ""
+
+
+@pytest.mark.parametrize("end,reopen", [("finish", "resume"), ("cancel", "recover")])
+def test_resume_and_recover_prepare_the_worktree_like_start(repo: Path, tmp_path: Path, end: str, reopen: str):
+    """Found by our red team (F4 addendum): a worktree recreated by resume or recover had no
+    copied .env, no linked node_modules, no setup run and no ports."""
+    (repo / ".env").write_text("SECRET=1\n")
+    (repo / "node_modules").mkdir()
+    first, last = free_range(2)
+    runs = tmp_path / "setup-runs.txt"
+    configure(copy=[".env"], link=["node_modules"], setup=[PY, "-c", SETUP_MARK], env={"MY_VAR": "mine", "OUT": str(runs)},
+              ports=1, port_range=f"{first}-{last}")
+    rc, r = call("start", "a", cwd=repo)
+    assert rc == 0, r
+    wt = Path(r["worktree"])
+    _prepared(wt, repo, runs, first)
+    (wt / "work.txt").write_text("w\n")
+    rc, r = call(*(["finish", "work", "--session", "a"] if end == "finish" else ["cancel", "a"]), cwd=repo)
+    assert rc == 0 and not wt.exists(), r
+    assert call("start", "b", cwd=repo)[1]["ports"] == [first]  # a's port is b's now
+    rc, r = call(reopen, "a", cwd=repo)
+    assert rc == 0, r
+    assert r["ports"] == [last], r
+    _prepared(Path(r["worktree"]), repo, runs, last)
+
+
+def test_a_failing_setup_rolls_a_resume_back_and_keep_on_failure_keeps_it(repo: Path):
+    assert call("start", "a", cwd=repo)[0] == 0
+    wt = repo / ".para" / "worktrees" / "a"
+    (wt / "work.txt").write_text("w\n")
+    assert call("finish", "work", "--session", "a", cwd=repo)[0] == 0
+    tip = git("rev-parse", "para/a", cwd=repo)
+    configure(setup=[PY, "-c", "open('half.txt', 'w'); print('resume setup broke'); raise SystemExit(5)"])
+    rc, r = call("resume", "a", cwd=repo)
+    assert rc == Code.setup_failed.exit and r["error"]["code"] == "setup_failed", r
+    assert "review as before" in r["error"]["message"]
+    assert "resume setup broke" in (repo / ".para" / "logs" / "a.setup.log").read_text()
+    s = sessions(repo)["a"]
+    assert s["status"] == "review" and s["pending_op"] is None, s
+    assert not wt.exists() and str(wt) not in worktree_paths(repo)
+    assert git("rev-parse", "para/a", cwd=repo) == tip
+    # What the setup left in the worktree was saved, not just deleted.
+    saved = git("for-each-ref", "--format=%(refname)", "refs/para/backup/a/", cwd=repo).splitlines()
+    assert any(ref.endswith("-setup-failed") for ref in saved), saved
+    rc, r = call("resume", "a", "--keep-on-failure", cwd=repo)
+    assert rc == 0 and any("exited with status 5" in w for w in r["warnings"]), r
+    assert (wt / "half.txt").exists() and sessions(repo)["a"]["status"] == "active"
+    human = run_para("resume", "a", cwd=repo)
+    assert human.stdout.strip() == str(wt)
+
+
+def test_a_failing_setup_rolls_a_recover_back_to_cancelled(repo: Path):
+    assert call("start", "c", cwd=repo)[0] == 0
+    (repo / ".para" / "worktrees" / "c" / "work.txt").write_text("w\n")
+    rc, r = call("cancel", "c", cwd=repo)
+    assert rc == 0, r
+    archive = r["archived_branch"]
+    tip = git("rev-parse", archive, cwd=repo)
+    configure(setup=[PY, "-c", "raise SystemExit(6)"])
+    rc, r = call("recover", "c", cwd=repo)
+    assert rc == Code.setup_failed.exit and f"archived again as {archive}" in r["error"]["message"], r
+    s = sessions(repo)["c"]
+    assert s["status"] == "cancelled" and s["pending_op"] is None and s["archived_branch"] == archive, s
+    assert git("rev-parse", archive, cwd=repo) == tip
+    assert git("branch", "--list", "para/c", cwd=repo) == ""
+    assert not (repo / ".para" / "worktrees" / "c").exists()
+    configure(setup=[])
+    rc, r = call("recover", "c", cwd=repo)
+    assert rc == 0 and r["status"] == "active", r
+    assert (Path(r["worktree"]) / "work.txt").read_text() == "w\n"

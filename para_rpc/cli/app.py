@@ -329,15 +329,20 @@ def cancel(name: Annotated[str | None, typer.Argument(help="Session name.")] = N
 
 
 @app.command()
-def recover(name: Annotated[str | None, typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
-    """Bring a cancelled session back to para/NAME at its standard worktree path."""
-    _call("para/recover", {"session": name}, as_json, render.print_recovered)
+def recover(name: Annotated[str | None, typer.Argument(help="Session name.")] = None, keep: KeepOpt = False,
+            as_json: JsonOpt = False) -> None:
+    """Bring a cancelled session back to para/NAME at its standard worktree path (prepared as at start)."""
+    _call("para/recover", {"session": name, **({"keep_on_failure": True} if keep else {})}, as_json,
+          render.print_recovered)
 
 
 @app.command()
-def resume(name: Annotated[str | None, typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
-    """Make sure the session's worktree exists (recreating it from the branch) and print its path."""
-    _call("para/resume", {"session": name}, as_json, render.print_resumed)
+def resume(name: Annotated[str | None, typer.Argument(help="Session name.")] = None, keep: KeepOpt = False,
+           as_json: JsonOpt = False) -> None:
+    """Make sure the session's worktree exists (recreating it from the branch, prepared as at start) and print
+    its path."""
+    _call("para/resume", {"session": name, **({"keep_on_failure": True} if keep else {})}, as_json,
+          render.print_resumed)
 
 
 @app.command()

@@ -19,8 +19,8 @@ from typing import Any
 
 from para_rpc import agents, config, git, workspace
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import Session, Status
-from para_rpc.service.core import Repo, ServiceCore, log
+from para_rpc.model import Op, Session, Status
+from para_rpc.service.core import Repo, ServiceCore, _utc_stamp, log
 
 # Statuses in which a session keeps its worktree, and so its ports.
 PORT_HOLDERS = (Status.active, Status.conflicted, Status.integrating)
@@ -107,7 +107,7 @@ class Environment(ServiceCore):
                         "widen the range or end sessions", port_range=cfg["session.port_range"])
 
     async def _prepare(self, repo: Repo, s: Session, cfg: dict[str, Any], env_cfg: dict[str, Any],
-                       keep_on_failure: bool) -> list[str]:
+                       keep_on_failure: bool, undone: str = "worktree and branch removed") -> list[str]:
         """Copy, link, exclude, then run the setup in the new worktree (journaled as the
         start's `preparing` phase). Returns warnings; a failed setup raises `setup_failed`
         unless `keep_on_failure`, then it is a warning and the session stays."""
@@ -157,9 +157,49 @@ class Environment(ServiceCore):
                     f"its output is in {path}")
             return [*warnings, kept]
         raise ParaError(Code.setup_failed, f"session.setup ({shlex.join(argv)}) {why} in {s.worktree}; "
-                        f"the session {s.name!r} was rolled back (worktree and branch removed). Its output is "
+                        f"the session {s.name!r} was rolled back ({undone}). Its output is "
                         f"in {path}; `--keep-on-failure` keeps the session to look into it",
                         session=s.name, log=path, exit_code=run.exit_code, timed_out=run.timed_out)
+
+    async def _prepare_reopened(self, repo: Repo, s: Session, cfg: dict[str, Any], env_cfg: dict[str, Any],
+                                keep_on_failure: bool, kind: str, before: Status, ports: list[int],
+                                archive: str | None) -> list[str]:
+        """resume/recover gave `s` its worktree again: it gets what a start gives one (copies,
+        links, excludes, ports, the setup), journaled like a start's preparing phase. A failed
+        setup puts the session back as it was (`before`, its `ports`, the branch archived again
+        as `archive` for a recover), the worktree removed again after anything in it was saved
+        under a backup ref, unless `keep_on_failure`."""
+        s.op = Op(kind=kind)
+        repo.store.save(s)
+        undone = (f"the worktree removed again, the branch archived again as {archive}, the session cancelled"
+                  if archive else f"the worktree removed again, the session {before.value} as before")
+        try:
+            warnings = await self._prepare(repo, s, cfg, env_cfg, keep_on_failure, undone)
+        except BaseException:
+            await self._undo_reopen(repo, s, before, ports, archive)
+            raise
+        s.op = None
+        repo.store.save(s)
+        return warnings
+
+    async def _undo_reopen(self, repo: Repo, s: Session, before: Status, ports: list[int],
+                           archive: str | None) -> None:
+        wt = (await self._worktree_state(repo)).get(os.path.realpath(s.worktree))
+        if wt is not None and not wt.prunable and os.path.isdir(s.worktree) and await git.status(s.worktree):
+            # Only the setup wrote there yet, but nothing a worktree holds goes unsaved.
+            snap = await git.snapshot(s.worktree, f"para: the worktree of {s.name} as a failed session.setup left it")
+            ref = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-setup-failed", snap)
+            s.notes.append(f"what the failed session.setup left in the worktree was saved under {ref}")
+        async with repo.lock:
+            if wt is not None and os.path.isdir(s.worktree):
+                await git.remove_worktree(repo.root, s.worktree)
+            await git.prune_worktrees(repo.root)
+            if (archive and await git.branch_exists(repo.root, s.branch)
+                    and not await git.branch_exists(repo.root, archive)):
+                await git.rename_branch(repo.root, s.branch, archive)
+                s.archived_branch = archive
+        s.status, s.ports, s.op = before, ports, None
+        repo.store.save(s)
 
     async def _setup_broke(self, repo: Repo, s: Session) -> str | None:
         """What a setup that exited 0 did to the session itself, or None: an agent started in a

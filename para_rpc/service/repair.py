@@ -28,10 +28,10 @@ class Repair(ServiceCore):
         """Finish or undo the operation a crashed sidecar left in `s.op`."""
         kind = journaled(s).kind
         try:
+            if journaled(s).data.get("setup_pid"):  # killed during session.setup (start, resume, recover)
+                workspace.stop_leftover(journaled(s).data["setup_pid"], s.worktree)
             if kind == "start":
                 d = journaled(s).data
-                if d.get("setup_pid"):  # killed during session.setup: what is left of it goes too
-                    workspace.stop_leftover(d["setup_pid"], s.worktree)
                 wts = await self._worktree_state(repo)
                 tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
                 wt = wts.get(os.path.realpath(s.worktree))

@@ -24,6 +24,7 @@ from para_rpc.params import (
     FinishParams,
     IntegrateParams,
     ListParams,
+    ReopenParams,
     SessionParams,
     StartParams,
 )
@@ -69,9 +70,12 @@ class Sessions(ServiceCore):
         def _env_config(self, cfg: dict[str, Any]) -> dict[str, Any]: ...
         def _allocate_ports(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> None: ...
         async def _prepare(self, repo: Repo, s: Session, cfg: dict[str, Any], env_cfg: dict[str, Any],
-                           keep_on_failure: bool) -> list[str]: ...
+                           keep_on_failure: bool, undone: str = ...) -> list[str]: ...
         async def _teardown(self, repo: Repo, s: Session, cfg: dict[str, Any] | None = None) -> list[str]: ...
         def _teardown_warnings(self, s: Session) -> list[str]: ...
+        async def _prepare_reopened(self, repo: Repo, s: Session, cfg: dict[str, Any], env_cfg: dict[str, Any],
+                                    keep_on_failure: bool, kind: str, before: Status, ports: list[int],
+                                    archive: str | None) -> list[str]: ...
 
     async def start(self, p: StartParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
@@ -431,9 +435,10 @@ class Sessions(ServiceCore):
         repo.store.save(s)
         return s
 
-    async def recover(self, p: SessionParams) -> dict[str, Any]:
+    async def recover(self, p: ReopenParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
+        env_cfg = self._env_config(cfg)  # an unapproved project setup/copy/link/env: refused here
         prefix = cfg["branch_prefix"]
         async with repo.lock:
             archives = await git.refs(repo.root, f"refs/heads/{prefix}/archived/")
@@ -480,15 +485,25 @@ class Sessions(ServiceCore):
             path = repo.worktree_path(cfg, name)
             if os.path.lexists(path):
                 raise ParaError(Code.already_exists, f"path {path} already exists; move it away first", path=path)
+            before = (s.branch, s.worktree, s.archived_branch)
             s.branch, s.worktree = branch, path
             async with repo.lock:
                 self._allocate_ports(repo, s, cfg)  # a worktree again: its ports again (cancel released them)
             s.op = Op(kind="recover")
             repo.store.save(s)
             await self._do_recover(repo, s)
+            try:
+                prepared = await self._prepare_reopened(repo, s, cfg, env_cfg, p.keep_on_failure, "recover",
+                                                        Status.cancelled, [], before[2])
+            except BaseException:
+                if s.status is Status.cancelled:  # rolled back: the record as it was
+                    s.branch, s.worktree = before[0], before[1]
+                    repo.store.save(s)
+                raise
         self.emit(repo, "recovered", name, branch=s.branch, worktree=s.worktree)
         result = await self._show(repo, s, p.cwd)
-        result["backup_refs"], result["warnings"] = await self._session_backups(repo, s)
+        result["backup_refs"], warnings = await self._session_backups(repo, s)
+        result["warnings"] = prepared + warnings
         return result
 
     async def _session_backups(self, repo: Repo, s: Session) -> tuple[list[dict[str, Any]], list[str]]:
@@ -529,10 +544,12 @@ class Sessions(ServiceCore):
         s.archived_branch, s.status, s.op = None, Status.active, None
         repo.store.save(s)
 
-    async def resume(self, p: SessionParams) -> dict[str, Any]:
+    async def resume(self, p: ReopenParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
+        cfg = repo.config(p.env)
         if p.session is not None and repo.store.get(validate_session_name(p.session)) is None:
-            await self._adopt_branch(repo, p.session, repo.config(p.env))
+            await self._adopt_branch(repo, p.session, cfg)
+        warnings: list[str] = []
         async with self._locked(repo, p.session, p.cwd) as s:
             if s.status is Status.cancelled:
                 raise ParaError(Code.wrong_state, f"session {s.name!r} is cancelled; `para recover {s.name}` "
@@ -545,16 +562,22 @@ class Sessions(ServiceCore):
                 if os.path.lexists(s.worktree):
                     raise ParaError(Code.already_exists, f"{s.worktree} exists but is not a worktree of "
                                     "this repository; move it away first", path=s.worktree)
+                env_cfg = self._env_config(cfg)  # an unapproved project setup/copy/link/env: refused here
+                before, ports = s.status, list(s.ports)
                 async with repo.lock:  # afresh: ports it still listed may be another session's now
-                    self._allocate_ports(repo, s, repo.config(p.env))
+                    self._allocate_ports(repo, s, cfg)
                 s.op = Op(kind="resume")
                 repo.store.save(s)
                 await self._do_resume(repo, s)
+                warnings = await self._prepare_reopened(repo, s, cfg, env_cfg, p.keep_on_failure, "resume",
+                                                        before, ports, None)
                 recreated = True
         if recreated:
             self.emit(repo, "resumed", s.name, worktree=s.worktree)
         result = await self._show(repo, s, p.cwd)
         result["recreated"] = recreated
+        if warnings:
+            result["warnings"] = warnings
         return result
 
     async def _adopt_branch(self, repo: Repo, name: str, cfg: dict[str, Any]) -> None:

@@ -73,6 +73,8 @@ class TaskSpec(BaseModel):
 Repo = Annotated[str | None, Field(description="Path of the git repository (or one of its worktrees). "
                                    "Default: the directory the MCP client was started in.")]
 SessionReq = Annotated[str, Field(description="Session name (see para_list).")]
+KeepOnFailure = Annotated[bool, Field(description="When the configured session.setup fails on the recreated "
+                                      "worktree, keep it (reported in warnings) instead of rolling back.")]
 SessionOpt = Annotated[str | None, Field(description="Session name (default: the session whose worktree is the "
                                          "client's directory).")]
 
@@ -301,14 +303,16 @@ async def para_cancel(
 
 @tool("para_recover", "Recover a cancelled session", _ann(destructive=False),
       "Bring a cancelled session back: its archived branch becomes para/<name> again with a fresh worktree.", results.SessionDetail)
-async def para_recover(fe: "McpFrontend", session: SessionReq, repo: Repo = None) -> dict[str, Any]:
-    return await fe.call("para/recover", repo, session=session)
+async def para_recover(fe: "McpFrontend", session: SessionReq, keep_on_failure: KeepOnFailure = False,
+                       repo: Repo = None) -> dict[str, Any]:
+    return await fe.call("para/recover", repo, session=session, keep_on_failure=keep_on_failure or None)
 
 @tool("para_resume", "Resume a session", _ann(destructive=False, idempotent=True),
       "Make sure the session's worktree exists (recreating it from the branch if it was deleted) and "
       "return its path.", results.SessionDetail)
-async def para_resume(fe: "McpFrontend", session: SessionReq, repo: Repo = None) -> dict[str, Any]:
-    return await fe.call("para/resume", repo, session=session)
+async def para_resume(fe: "McpFrontend", session: SessionReq, keep_on_failure: KeepOnFailure = False,
+                      repo: Repo = None) -> dict[str, Any]:
+    return await fe.call("para/resume", repo, session=session, keep_on_failure=keep_on_failure or None)
 
 # -- steering agents
 
