@@ -214,3 +214,23 @@ def test_a_failing_setup_rolls_a_recover_back_to_cancelled(repo: Path):
     rc, r = call("recover", "c", cwd=repo)
     assert rc == 0 and r["status"] == "active", r
     assert (Path(r["worktree"]) / "work.txt").read_text() == "w\n"
+
+
+def test_an_adopted_para_session_with_a_worktree_gets_ports_and_one_given_a_worktree_is_prepared(
+        repo: Path, tmp_path: Path):
+    """F4: sessions taken over from Para's state files had no ports; one in review that
+    `para resume` gives a worktree is prepared like any other."""
+    from test_para_adoption import para_state
+    first, last = free_range(2)
+    runs = tmp_path / "setup-runs.txt"
+    configure(ports=1, port_range=f"{first}-{last}", setup=[PY, "-c", SETUP_MARK], env={"MY_VAR": "m", "OUT": str(runs)})
+    git("worktree", "add", "-q", "-b", "para/live", str(repo / ".para" / "worktrees" / "live"), cwd=repo)
+    git("branch", "para/a", cwd=repo)
+    para_state(repo, "live", "Active")
+    para_state(repo, "a", "Finished")
+    listed = sessions(repo)
+    assert listed["live"]["status"] == "active" and listed["live"]["ports"] == [first], listed["live"]
+    assert listed["a"]["status"] == "review"
+    rc, r = call("resume", "a", cwd=repo)
+    assert rc == 0 and r["ports"] == [last], r
+    assert runs.read_text().splitlines() == [f"a {last} m"]

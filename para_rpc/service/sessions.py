@@ -598,6 +598,11 @@ class Sessions(ServiceCore):
         s = Session(name=name, branch=branch, worktree=worktree or repo.worktree_path(cfg, name), base_branch=base,
                     base_commit=await git.merge_base(repo.root, base_tip, tip) or base_tip,
                     status=Status.active if worktree else Status.review, head_commit=tip, notes=[note])
+        if worktree:  # a worktree already: its ports, as every session with one holds (no await: no race)
+            try:
+                self._allocate_ports(repo, s, cfg)
+            except ParaError as e:
+                s.notes.append(f"no ports: {e.message}")
         repo.store.save(s)
         self.emit(repo, "adopted", name, branch=branch, note=note)
         return s
