@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,35 @@ def test_an_adopted_para_session_with_a_worktree_gets_ports_and_one_given_a_work
     rc, r = call("resume", "a", cwd=repo)
     assert rc == 0 and r["ports"] == [last], r
     assert runs.read_text().splitlines() == [f"a {last} m"]
+
+
+# ---- F23: the teardown can talk to the agent's servers ---------------------------------------------
+
+SERVER_UP = ("import os, socket, sys, time\n"
+             "for _ in range(600):\n"
+             "    try: socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1).close(); sys.exit(0)\n"
+             "    except OSError: time.sleep(0.1)\n"
+             "sys.exit(1)")
+
+
+@pytest.mark.parametrize("verb", ["cancel", "finish", "integrate"])
+def test_the_teardown_reaches_the_server_the_agent_started(repo: Path, verb: str):
+    """Found by our red team (F23): the teardown ran while the agent's processes were frozen,
+    so a dev server the agent started could not answer it (nor be stopped cleanly) until
+    teardown_timeout. They run again while the teardown runs."""
+    first, last = free_range(1)
+    teardown = [PY, "-c", ("import os, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:%s/' "
+                           "% os.environ['PARA_PORT'], timeout=20); print('server answered', r.status)")]
+    configure(ports=1, port_range=f"{first}-{last}", teardown=teardown, teardown_timeout=60)
+    server = {"srv": {"command": ["sh", "-c", f"echo x > agent.txt; {PY} -m http.server --bind 127.0.0.1 "
+                                  "$PARA_PORT & sleep 600"]}}
+    proc = run_para("dispatch", "s", "-p", "serve", "--agent", "srv", "--mode", "headless", "--json", cwd=repo,
+                    env={"PARA_AGENTS": json.dumps(server)})
+    assert json.loads(proc.stdout)["ports"] == [first]
+    assert subprocess.run([PY, "-c", SERVER_UP, str(first)], timeout=120).returncode == 0
+    args = {"cancel": ["cancel", "s"], "finish": ["finish", "work", "--session", "s"],
+            "integrate": ["integrate", "work", "--session", "s"]}[verb]
+    rc, r = call(*args, cwd=repo)
+    assert rc == 0, r
+    assert not [w for w in r["warnings"] if "teardown" in w], r["warnings"]
+    assert "server answered 200" in (repo / ".para" / "logs" / "s.teardown.log").read_text()

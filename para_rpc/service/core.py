@@ -213,6 +213,8 @@ class ServiceCore:
         self.busy = 0  # operations in flight (the sidecar waits for them before exiting)
         # session name -> warnings of the teardown an operation ran, until its result takes them
         self._pending_teardown: dict[str, list[str]] = {}
+        # session name -> (pid -> start time of the agent processes `_agent_frozen` holds, pids spared)
+        self._frozen_now: dict[str, tuple[dict[int, int], set[int]]] = {}
 
     async def repo(self, cwd: object) -> Repo:
         if not isinstance(cwd, str) or not cwd or not os.path.isabs(cwd):
@@ -505,6 +507,7 @@ class ServiceCore:
         stopped = await asyncio.to_thread(agents.freeze_run, run.pid, run.exit_file, run.started_at, spare)
         if stopped:
             log.info("%s: froze %d agent process(es) while its worktree is saved", s.name, len(stopped))
+        self._frozen_now[s.name] = (stopped, spare)  # session.teardown thaws them while it runs
         try:
             yield sorted(stopped)
         except BaseException:
@@ -512,6 +515,8 @@ class ServiceCore:
             if stopped:
                 await asyncio.to_thread(agents.thaw_run, stopped)
             raise
+        finally:
+            self._frozen_now.pop(s.name, None)
         if stopped and os.path.isdir(s.worktree):
             await asyncio.to_thread(agents.thaw_run, stopped)
 

@@ -12,9 +12,11 @@ running and undoes the start (repair.py), so there is never a half-created sessi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 from para_rpc import agents, config, git, workspace
@@ -215,8 +217,8 @@ class Environment(ServiceCore):
         return None
 
     async def _teardown(self, repo: Repo, s: Session, cfg: dict[str, Any] | None = None) -> list[str]:
-        """Run `session.teardown` in the worktree about to be removed and release the session's
-        ports. Never raises: what went wrong is returned as warnings (and logged), since a
+        """Run `session.teardown` in the worktree about to be removed (the session's ports are
+        released where its status changes, also when it had no worktree left). Never raises: what went wrong is returned as warnings (and logged), since a
         teardown must not keep anyone's work from being saved or a worktree from going."""
         warnings: list[str] = []
         try:
@@ -229,8 +231,9 @@ class Environment(ServiceCore):
             path = teardown_log(repo, s.name)
             try:
                 fresh_log(path)
-                run = await workspace.run_hook(argv, s.worktree, self._hook_env(repo, s, cfg), path,
-                                               cfg["session.teardown_timeout"])
+                async with self._thawed(s):
+                    run = await workspace.run_hook(argv, s.worktree, self._hook_env(repo, s, cfg), path,
+                                                   cfg["session.teardown_timeout"])
             except (OSError, ParaError) as e:
                 run = workspace.HookRun(None, error=str(e))
             if run.exit_code != 0:
@@ -241,9 +244,27 @@ class Environment(ServiceCore):
             self.emit(repo, "teardown_finished", s.name, ok=run.exit_code == 0, exit_code=run.exit_code, log=path)
         for w in warnings:
             log.warning("%s: %s", s.name, w)
-        s.ports = []
         self._pending_teardown.setdefault(s.name, []).extend(warnings)
         return warnings
+
+    @contextlib.asynccontextmanager
+    async def _thawed(self, s: Session) -> AsyncIterator[None]:
+        """The agent processes `_agent_frozen` holds run again while the teardown runs (it is
+        there to talk to and stop the servers the agent started: frozen, they would not answer
+        until teardown_timeout), then are frozen again, with whatever they started meanwhile.
+        The callers run the teardown before they save the worktree, so nothing written
+        meanwhile is lost."""
+        held = self._frozen_now.get(s.name)
+        run = s.agent
+        if held is None or not held[0] or run is None or not run.pid or not run.exit_file:
+            yield
+            return
+        stopped, spare = held
+        await asyncio.to_thread(agents.thaw_run, stopped)
+        try:
+            yield
+        finally:
+            stopped.update(await asyncio.to_thread(agents.freeze_run, run.pid, run.exit_file, run.started_at, spare))
 
     def _teardown_warnings(self, s: Session) -> list[str]:
         """The warnings of the teardown an operation ran (for its result), once."""

@@ -218,6 +218,11 @@ class Integration(ServiceCore):
         async with self._agent_frozen(s) as frozen:
             try:
                 f = await self._worktree_facts(repo, s)
+                if f is not None:
+                    # Before the save: the teardown runs with the agent thawed (to stop its
+                    # servers), and what they write meanwhile is saved with the rest.
+                    await self._teardown(repo, s, cfg)
+                    f = await self._worktree_facts(repo, s)
             except ParaError as e:  # the work has landed: a directory git does not know is left alone
                 f = None
                 s.notes.append(f"worktree left in place: {e.message}")
@@ -238,7 +243,6 @@ class Integration(ServiceCore):
                     rec["leftover"] = ref
                     warnings.append(f"changes written in the worktree after the integration started did not land; "
                                     f"they were saved as {ref}")
-                await self._teardown(repo, s, cfg)
                 async with repo.lock:
                     await git.remove_worktree(repo.root, s.worktree)
             else:

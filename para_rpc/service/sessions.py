@@ -281,6 +281,15 @@ class Sessions(ServiceCore):
             problem = self._head_problem(s, f)
             if problem:  # HEAD moved away since finish began (or before its repair)
                 raise ParaError(Code.wrong_state, f"cannot finish {s.name!r}: {problem}", session=s.name)
+            # Before the commit: the teardown runs with the agent thawed (to stop its servers), and
+            # what they write meanwhile is committed with the rest.
+            await self._teardown(repo, s)
+            f = await self._worktree_facts(repo, s)
+            problem = self._head_problem(s, f) if f is not None else None
+            if problem:
+                raise ParaError(Code.wrong_state, f"cannot finish {s.name!r}: session.teardown left {problem}",
+                                session=s.name)
+        if f is not None:
             nested = f.nested()
             await git.stage_all(s.worktree, exclude=nested)
             if await git.has_staged(s.worktree):
@@ -301,7 +310,6 @@ class Sessions(ServiceCore):
                                 f"(for example {left[0][3:]!r}); the worktree is kept", session=s.name)
             s.head_commit = await git.out(s.worktree, "rev-parse", "HEAD")
             backups = await self._save_worktree(repo, s, f, d["stamp"])
-            await self._teardown(repo, s)
             async with repo.lock:
                 await git.remove_worktree(repo.root, s.worktree)
             d["removed"] = True
@@ -372,6 +380,11 @@ class Sessions(ServiceCore):
         d = journaled(s).data
         saved, backups = None, []
         if f is not None:
+            # Before the save: the teardown runs with the agent thawed (to stop its servers), and
+            # what they write meanwhile is saved with the rest.
+            await self._teardown(repo, s)
+            f = await self._worktree_facts(repo, s)
+        if f is not None:
             backups = await self._save_worktree(repo, s, f, d["stamp"])
             nested = f.nested()
             # With HEAD off the session branch, _save_worktree kept HEAD and the uncommitted work.
@@ -386,7 +399,6 @@ class Sessions(ServiceCore):
                     if await git.has_staged(s.worktree):
                         sha = await git.commit(s.worktree, WIP_MESSAGE, verify=False)
                         saved = {"branch": d["archive"], "commit": sha}
-            await self._teardown(repo, s)
             async with repo.lock:
                 await git.remove_worktree(repo.root, s.worktree)
             d["removed"] = True
