@@ -267,3 +267,53 @@ def test_the_teardown_reaches_the_server_the_agent_started(repo: Path, verb: str
     assert rc == 0, r
     assert not [w for w in r["warnings"] if "teardown" in w], r["warnings"]
     assert "server answered 200" in (repo / ".para" / "logs" / "s.teardown.log").read_text()
+
+
+# ---- F15: exclude lines are per session ------------------------------------------------------------
+
+def test_exclude_lines_live_as_long_as_a_session_needs_them_and_files_hidden_by_them_are_saved(repo: Path):
+    """Found by our red team (F15): the exclude file is shared by the main checkout and every
+    worktree, and para's lines stayed for good, so a later session's own file at such a path
+    was neither committed nor saved when its worktree went."""
+    exclude = repo / ".git" / "info" / "exclude"
+    (repo / "a.local").write_text("main's\n")
+
+    def main_sees_it() -> bool:
+        return "?? a.local" in git("status", "--porcelain", cwd=repo).splitlines()
+
+    assert main_sees_it()
+    configure(copy=["*.local"])
+    assert call("start", "s1", cwd=repo)[0] == 0
+    assert "/a.local" in exclude.read_text().splitlines() and not main_sees_it()
+    configure(copy=[])
+    wt = Path(call("start", "s2", cwd=repo)[1]["worktree"])
+    (wt / "a.local").write_text("agent work\n")
+    (wt / "b.txt").write_text("b\n")
+    rc, r = call("finish", "work", "--session", "s2", cwd=repo)
+    assert rc == 0, r
+    tree = git("ls-tree", "-r", "--name-only", "para/s2", cwd=repo).splitlines()
+    assert "b.txt" in tree and "a.local" not in tree  # (ignored: the exclude line is shared)
+    said = [w for w in r["warnings"] if "a.local" in w]
+    assert said and "saved under refs/para/backup/s2/" in said[0], r["warnings"]
+    ref = said[0].rsplit("saved under ", 1)[1]
+    assert git("show", f"{ref}:a.local", cwd=repo) == "agent work"
+    # s1's own copy is its own: no warning when it ends, and then the line goes.
+    rc, r = call("cancel", "s1", cwd=repo)
+    assert rc == 0 and not [w for w in r["warnings"] if "a.local" in w], r
+    assert "/a.local" not in exclude.read_text().splitlines() and main_sees_it()
+
+    # Two sessions needing one line: it stays until the last one ends.
+    configure(copy=["*.local"])
+    assert call("start", "s3", cwd=repo)[0] == 0
+    assert call("start", "s4", cwd=repo)[0] == 0
+    assert exclude.read_text().splitlines().count("/a.local") == 1
+    assert call("cancel", "s3", cwd=repo)[0] == 0
+    assert "/a.local" in exclude.read_text().splitlines() and not main_sees_it()
+    assert call("cancel", "s4", cwd=repo)[0] == 0
+    assert "/a.local" not in exclude.read_text().splitlines()
+
+    # A line the user had before is theirs: never removed.
+    exclude.write_text(exclude.read_text() + "/a.local\n")
+    assert call("start", "s5", cwd=repo)[0] == 0
+    assert call("cancel", "s5", cwd=repo)[0] == 0
+    assert "/a.local" in exclude.read_text().splitlines()

@@ -122,7 +122,12 @@ class Environment(ServiceCore):
         linked, w2 = await asyncio.to_thread(workspace.link_paths, repo.root, s.worktree, env_cfg["session.link"])
         warnings = w1 + w2
         if copied or linked:
-            workspace.exclude(await git.git_path(s.worktree, "info/exclude"), copied + linked)
+            workspace.exclude(await git.git_path(s.worktree, "info/exclude"), copied + linked, str(s.id))
+        # What is the session's own at its excluded paths (a finish warns about anything else there).
+        own = s.extra.setdefault("environment", {})
+        for key, got in (("copied", copied), ("linked", linked)):
+            own[key] = sorted(set(own.get(key, [])) | set(got))
+        repo.store.save(s)
         argv = env_cfg["session.setup"]
         if not argv:
             return warnings
@@ -242,10 +247,52 @@ class Environment(ServiceCore):
                 warnings.append(f"session.teardown ({shlex.join(argv)}) {why}; the worktree was removed "
                                 f"anyway; its output is in {path}")
             self.emit(repo, "teardown_finished", s.name, ok=run.exit_code == 0, exit_code=run.exit_code, log=path)
+        if os.path.isdir(s.worktree):
+            try:
+                warnings += await self._save_excluded(repo, s)
+            except (OSError, ParaError) as e:
+                warnings.append(f"files at the paths para excludes (session.copy/session.link) could not be "
+                                f"checked or saved: {e}")
         for w in warnings:
             log.warning("%s: %s", s.name, w)
         self._pending_teardown.setdefault(s.name, []).extend(warnings)
         return warnings
+
+    def _exclude_file(self, repo: Repo) -> str:
+        return os.path.join(repo.common_dir, "info", "exclude")
+
+    async def _save_excluded(self, repo: Repo, s: Session) -> list[str]:
+        """Before the worktree goes: files at paths para's exclude lines hide (they are shared
+        by every worktree) that are not this session's own copies or links, written by its
+        agent or by hand, would be neither committed nor saved. Saved under a backup ref,
+        with a warning."""
+        paths = workspace.excluded_by_para(self._exclude_file(repo))
+        own = s.extra.get("environment") or {}
+        stray = await asyncio.to_thread(workspace.not_own, repo.root, s.worktree, paths,
+                                        own.get("copied", []), own.get("linked", []))
+        if stray:
+            tracked = set(await git.indexed(s.worktree, stray))
+            stray = [p for p in stray if p not in tracked]  # (a tracked file is committed as usual)
+        if not stray:
+            return []
+        commit = await git.snapshot_paths(s.worktree, stray, f"para: files of {s.name} at paths para excludes")
+        ref = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-excluded", commit)
+        shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+        one = len(stray) == 1
+        return [(f"{shown} in the worktree {'is' if one else 'are'} at a path para excludes from git "
+                 f"(session.copy/session.link of some session) but not a copy or link para made for this session, "
+                 f"so no commit holds {'it' if one else 'them'}: saved under {ref}")]
+
+    def _release(self, repo: Repo, s: Session) -> None:
+        """A session that no longer has a worktree: its ports go, and so do the exclude lines
+        no session with a worktree needs any more. (Called where its status changes, also
+        when its worktree was gone before, so nothing depends on a teardown having run.)"""
+        s.ports = []
+        live = {str(x.id) for x in repo.store.live() if x.status in PORT_HOLDERS and x.id != s.id}
+        try:
+            workspace.unexclude(self._exclude_file(repo), live)
+        except OSError as e:
+            log.warning("%s: exclude lines not cleaned up: %s", s.name, e)
 
     @contextlib.asynccontextmanager
     async def _thawed(self, s: Session) -> AsyncIterator[None]:

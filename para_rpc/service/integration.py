@@ -43,6 +43,7 @@ class Integration(ServiceCore):
         def _agent_session_ended(self, repo: Repo, s: Session, forgotten: bool = False) -> None: ...
         async def _teardown(self, repo: Repo, s: Session, cfg: dict[str, Any] | None = None) -> list[str]: ...
         def _teardown_warnings(self, s: Session) -> list[str]: ...
+        def _release(self, repo: Repo, s: Session) -> None: ...
         async def _refuse_linked(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> None: ...
 
     async def integrate(self, p: IntegrateParams) -> dict[str, Any]:
@@ -262,7 +263,7 @@ class Integration(ServiceCore):
         rec.pop("files", None), rec.pop("hunks", None), rec.pop("kind", None)
         s.head_commit = tip
         s.status, s.op = Status.integrated, None
-        s.ports = []  # also when the worktree was gone before the integration (no teardown ran)
+        self._release(repo, s)  # ports and exclude lines: also when the worktree was gone before
         repo.store.save(s)
         self.emit(repo, "integrated", s.name, target=rec["target"], commit=new, strategy=rec["strategy"])
         if config_changed:

@@ -73,6 +73,7 @@ class Sessions(ServiceCore):
                            keep_on_failure: bool, undone: str = ...) -> list[str]: ...
         async def _teardown(self, repo: Repo, s: Session, cfg: dict[str, Any] | None = None) -> list[str]: ...
         def _teardown_warnings(self, s: Session) -> list[str]: ...
+        def _release(self, repo: Repo, s: Session) -> None: ...
         async def _prepare_reopened(self, repo: Repo, s: Session, cfg: dict[str, Any], env_cfg: dict[str, Any],
                                     keep_on_failure: bool, kind: str, before: Status, ports: list[int],
                                     archive: str | None) -> list[str]: ...
@@ -321,7 +322,7 @@ class Sessions(ServiceCore):
                     await git.rename_branch(repo.root, s.branch, d["branch"])
             s.branch = d["branch"]
         s.status, s.op = Status.review, None
-        s.ports = []  # no worktree, no ports: also when it was gone before the finish (F19)
+        self._release(repo, s)  # ports and exclude lines: also when the worktree was gone before
         repo.store.save(s)
         return backups, d.get("pre_squash_ref")
 
@@ -410,7 +411,7 @@ class Sessions(ServiceCore):
             elif not (s.archived_branch and await git.branch_exists(repo.root, s.archived_branch)):
                 s.archived_branch = d["archive"]  # (an unfinished recover that never renamed keeps its archive)
         s.status, s.op = Status.cancelled, None
-        s.ports = []  # released also when the worktree was gone before the cancel (no teardown ran)
+        self._release(repo, s)  # ports and exclude lines: also when the worktree was gone before
         s.queued = None  # a queued agent goes with it (a recovered session does not start one unasked)
         repo.store.save(s)
         return saved, backups
