@@ -317,3 +317,45 @@ def test_exclude_lines_live_as_long_as_a_session_needs_them_and_files_hidden_by_
     assert call("start", "s5", cwd=repo)[0] == 0
     assert call("cancel", "s5", cwd=repo)[0] == 0
     assert "/a.local" in exclude.read_text().splitlines()
+
+
+# ---- item 9: the setup's output reaches the client as progress --------------------------------------
+
+SETUP_SAYS = "import sys\nfor i in range(3): print(f'installing dependency {i}', flush=True)\nprint('x' * 10, file=sys.stderr)"
+
+
+def test_the_cli_shows_the_setup_output_as_it_runs(repo: Path):
+    configure(setup=[PY, "-c", SETUP_SAYS])
+    proc = run_para("start", "h1", cwd=repo)
+    shown = [line for line in proc.stderr.splitlines() if line.startswith("  | ")]
+    assert "  | installing dependency 0" in shown and "  | installing dependency 2" in shown, proc.stderr
+    assert shown[0].startswith("  | session.setup of h1: ") and shown[-1].startswith("  | session.setup of h1: done")
+    assert "Started session h1" in proc.stdout
+    # --json output stays one JSON document, with nothing on stderr from the setup.
+    proc = run_para("start", "h2", "--json", cwd=repo)
+    assert json.loads(proc.stdout)["name"] == "h2" and "installing" not in proc.stderr
+
+
+async def test_mcp_start_and_dispatch_send_the_setup_output_as_progress(repo: Path):
+    from mcp_util import call as mcp_call
+    from mcp_util import mcp_client
+    configure(setup=[PY, "-c", SETUP_SAYS + "\nfor i in range(500): print('line', i)"])
+    for tool, args in (("para_start", {"session": "m1"}),
+                       ("para_dispatch", {"session": "m2", "task": "nothing to do", "agent": "scripted",
+                                          "mode": "headless"})):
+        progress: list[tuple[float, float | None, str | None]] = []
+
+        async def on_progress(p: float, total: float | None, message: str | None) -> None:
+            progress.append((p, total, message))
+
+        async with mcp_client(repo) as c:
+            r = await mcp_call(c, tool, args, progress_callback=on_progress)
+        assert r, tool
+        messages = [m for _, _, m in progress]
+        name = args["session"]
+        assert messages[0].startswith(f"session.setup of {name}: "), messages[:3]
+        assert messages[1:4] == [f"installing dependency {i}" for i in range(3)], messages[:5]
+        assert messages[-1].startswith(f"session.setup of {name}: done")
+        assert any(m.startswith("(more output in ") for m in messages)
+        assert len(messages) <= 200 + 3, len(messages)  # bounded: the log has the rest
+        assert [p for p, _, _ in progress] == sorted(p for p, _, _ in progress)

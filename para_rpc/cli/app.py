@@ -44,7 +44,7 @@ def start(name: Annotated[str | None, typer.Argument(help="Session name (default
           as_json: JsonOpt = False) -> None:
     """Create a session: a branch para/NAME and its worktree, forked from the base branch."""
     _call("para/start", {"name": name, "base": base, **({"keep_on_failure": True} if keep else {})},
-          as_json, render.print_started)
+          as_json, render.print_started, progress=True)
 
 
 @app.command("list")
@@ -135,7 +135,7 @@ def dispatch(name: Annotated[str | None, typer.Argument(help="Session name (defa
                               **source}
     if keep:
         params["keep_on_failure"] = True
-    _call("para/dispatch", params, as_json, render.print_dispatched)
+    _call("para/dispatch", params, as_json, render.print_dispatched, progress=True)
 
 
 def _task_source(prompts: list[str], files: list[str], as_json: bool) -> dict[str, Any]:
@@ -333,7 +333,7 @@ def recover(name: Annotated[str | None, typer.Argument(help="Session name.")] = 
             as_json: JsonOpt = False) -> None:
     """Bring a cancelled session back to para/NAME at its standard worktree path (prepared as at start)."""
     _call("para/recover", {"session": name, **({"keep_on_failure": True} if keep else {})}, as_json,
-          render.print_recovered)
+          render.print_recovered, progress=True)
 
 
 @app.command()
@@ -342,7 +342,7 @@ def resume(name: Annotated[str | None, typer.Argument(help="Session name.")] = N
     """Make sure the session's worktree exists (recreating it from the branch, prepared as at start) and print
     its path."""
     _call("para/resume", {"session": name, **({"keep_on_failure": True} if keep else {})}, as_json,
-          render.print_resumed)
+          render.print_resumed, progress=True)
 
 
 @app.command()

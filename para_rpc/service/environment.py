@@ -23,6 +23,7 @@ from para_rpc import agents, config, git, workspace
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import Op, Session, Status
 from para_rpc.service.core import Repo, ServiceCore, _utc_stamp, log
+from para_rpc.service.ports import PROGRESS
 
 # Statuses in which a session keeps its worktree, and so its ports.
 PORT_HOLDERS = (Status.active, Status.conflicted, Status.integrating)
@@ -139,18 +140,28 @@ class Environment(ServiceCore):
                 op.data["setup_pid"] = pid  # a crash repair stops what is left of it
                 repo.store.save(s)
 
+        progress = PROGRESS.get()
+
         def line(text: str) -> None:
             nonlocal sent
             sent += 1
             if sent <= PROGRESS_LINES:
                 self.emit(repo, "setup_output", s.name, line=text)
+                if progress is not None:
+                    progress(text)
+            elif sent == PROGRESS_LINES + 1 and progress is not None:
+                progress(f"(more output in {path})")
 
         self.emit(repo, "setup_started", s.name, argv=argv, log=path)
+        if progress is not None:
+            progress(f"session.setup of {s.name}: {shlex.join(argv)}")
         run = await workspace.run_hook(argv, s.worktree, self._hook_env(repo, s, cfg), path,
                                        cfg["session.setup_timeout"], started, line)
         if op is not None:
             op.data.pop("setup_pid", None)
         ok = run.exit_code == 0
+        if progress is not None:
+            progress(f"session.setup of {s.name}: " + ("done" if ok else "failed") + f" (log: {path})")
         self.emit(repo, "setup_finished", s.name, ok=ok, exit_code=run.exit_code, timed_out=run.timed_out, log=path)
         broke = await self._setup_broke(repo, s) if ok else None
         if ok and broke is None:
