@@ -238,6 +238,12 @@ class ServiceCore:
         # `git status` answers by worktree, valid while nothing they depend on changed (_dirty)
         self.watcher = watch.Watcher()
         self._dirty_cache: dict[str, tuple[object, bool]] = {}
+        # Conflict forecasts: pure functions of commit ids, kept; a dirty worktree's snapshot
+        # commit, kept while its `_dirty_cache` key holds (service/integration.py `conflicts`).
+        self._snapshots: dict[str, tuple[object, str]] = {}
+        self._forecasts: dict[tuple[str, str], tuple[bool, list[str], dict[str, list[list[int]]]] | None] = {}
+        self._bases: dict[tuple[str, ...], str] = {}
+        self._changed_paths: dict[tuple[str, str], frozenset[str]] = {}
 
     async def repo(self, cwd: object) -> Repo:
         if not isinstance(cwd, str) or not cwd or not os.path.isabs(cwd):
