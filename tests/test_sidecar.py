@@ -94,7 +94,7 @@ def test_sigterm_exits_cleanly_and_removes_the_socket(sidecar):
 
 
 def test_para_shutdown_request_stops_the_sidecar(sidecar, rpc):
-    assert rpc.request("para/shutdown", {}) == {"stopping": True}
+    assert rpc.request("para/shutdown", {}) == {"stopping": True, "setups_stopped": []}
     assert sidecar.proc.wait(timeout=30) == 0
     assert not sidecar.socket.exists()
 
