@@ -319,12 +319,14 @@ def test_a_hook_may_not_start_sessions_or_cancel_its_own(repo: Path, tmp_path: P
     script = (f"{para} start nested > {seen}.start 2>&1; echo $? >> {seen}; "
               f"{para} dispatch -p x --agent noop --mode headless > {seen}.dispatch 2>&1; echo $? >> {seen}; "
               f"{para} cancel \"$PARA_SESSION\" > {seen}.cancel 2>&1; echo $? >> {seen}; "
+              f"{para} finish done > {seen}.finish 2>&1; echo $? >> {seen}; "
               f"{para} list --json > {seen}.list; echo $? >> {seen}")
     configure(session={"setup": ["sh", "-c", script], "setup_timeout": 60})
     run_para("start", "outer", cwd=repo, env={"PARA_AGENTS": json.dumps({"noop": {"command": ["true"]}})})
     codes = [int(x) for x in seen.read_text().split()]
     forbidden = Code.forbidden.exit
-    assert codes == [forbidden, forbidden, forbidden, 0], (codes, Path(f"{seen}.start").read_text())
+    assert codes == [forbidden, forbidden, forbidden, forbidden, 0], (codes, Path(f"{seen}.start").read_text())
     assert "a hook may not start sessions" in Path(f"{seen}.start").read_text()
     assert "may not cancel its own session" in Path(f"{seen}.cancel").read_text()
+    assert "may not finish its own session" in Path(f"{seen}.finish").read_text()  # (named by its cwd)
     assert set(listed(repo)) == {"outer"}

@@ -476,10 +476,12 @@ def sidecar_restart(as_json: JsonOpt = False) -> None:
     info = _running()
     if info is not None:
         try:
-            client.call("para/shutdown", {}, autostart=False)
+            setups = client.call("para/shutdown", {}, autostart=False).get("setups_stopped") or []
         except ParaError as e:
             _fail(e, as_json)
         client.wait_for_exit(pid=info.get("pid"))
+        for x in [] if as_json else setups:
+            print(f"stopped session.setup of {x['session']} (pid {x['pid']}) in {x['repo']}: its start was rolled back")
     sidecar_start(as_json)
 
 

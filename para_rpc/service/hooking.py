@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from para_rpc import agents, git, runtime, trust, workspace
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import Session, Status, to_builtins
+from para_rpc.model import AgentRun, Session, Status, to_builtins
 from para_rpc.service.core import Repo, ServiceCore, _utc_stamp, log
 
 # The methods (Service attributes) a hook may not call: start/dispatch recurse without end
@@ -46,6 +47,11 @@ class RunningHook:
 
 class Hooks(ServiceCore):
     """Hooks in flight, frozen agents, known repositories."""
+
+    if TYPE_CHECKING:  # what it calls on the other parts of Service (Dispatching)
+        def _agent_job(self, key: str, coro: Coroutine[Any, Any, None]) -> None: ...
+        async def _stop_agent(self, repo: Repo, sid: int | None, name: str, run: AgentRun, delay: float,
+                              reason: str) -> None: ...
 
     # ---- hooks in flight ------------------------------------------------------------------
 
@@ -139,7 +145,12 @@ class Hooks(ServiceCore):
             raise ParaError(Code.forbidden, f"this request comes from the {what}: a hook may not {attr} sessions "
                             "(each new session would run the hook again, without end); start them from your shell",
                             caller=what)
-        target = getattr(p, "session", None) or self.session_name_at(getattr(p, "cwd", "") or "")
+        target = getattr(p, "session", None)
+        if target is None:  # named by its cwd: the hook's own worktree, where it runs
+            own = hook.repo.store.get(hook.session)
+            cwd = os.path.realpath(getattr(p, "cwd", "") or "/")
+            top = os.path.realpath(own.worktree) if own is not None else None
+            target = hook.session if top and (cwd == top or cwd.startswith(top + os.sep)) else None
         if target == hook.session:
             raise ParaError(Code.forbidden, f"this request comes from the {what}: a hook may not {attr} its own "
                             f"session (the {hook.kind} runs inside that session's operation, which would wait for "
@@ -159,11 +170,13 @@ class Hooks(ServiceCore):
             return
         repo.store.save(s)
 
-    async def _release_frozen(self, repo: Repo) -> list[str]:
+    async def _release_frozen(self, repo: Repo, final: bool = False) -> list[str]:
         """Frozen agent processes no operation of this sidecar will release (a crashed or
         stopping sidecar's): they continue when the session's worktree is still there (or
-        an operation on it is left unfinished), else they get SIGTERM (then SIGCONT, so they
-        act on it), as the agent of an ended session would have. Returns what was done."""
+        an operation on it is left unfinished); else the session ended and its agent is
+        stopped now, as the agent of an ended session is (SIGTERM, then SIGCONT so they act
+        on it): by the usual stop job when the sidecar goes on (`final` false: recorded, with
+        its event), directly when it is exiting. Returns what was done."""
         done = []
         for s in repo.store.all():
             frozen = s.extra.get("frozen")
@@ -174,8 +187,14 @@ class Hooks(ServiceCore):
                 self._journal_frozen(repo, s, {})
                 continue
             keep = s.op is not None or os.path.isdir(s.worktree)
+            run = s.agent
             if keep:
                 await asyncio.to_thread(agents.thaw_run, pids)
+            elif (not final and run is not None and run.exit_code is None and not run.lost and run.pid
+                  and run.exit_file):
+                # (registered before the poller's follow-up, which would wait out agent.stop_grace)
+                self._agent_job(f"stop:{run.exit_file}", self._stop_agent(repo, s.id, s.name, run, 0.0,
+                                                                          f"its session was {s.status.value}"))
             else:
                 await asyncio.to_thread(agents.end_frozen, pids)
             verb = "continued" if keep else "stopped"
@@ -189,7 +208,7 @@ class Hooks(ServiceCore):
         done = []
         for repo in list(self.repos.values()):
             with contextlib.suppress(Exception):
-                done += await self._release_frozen(repo)
+                done += await self._release_frozen(repo, final=True)
         return done
 
     # ---- the rollback of a start that does not complete -------------------------------------
