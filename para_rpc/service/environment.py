@@ -17,7 +17,7 @@ import os
 import shlex
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from para_rpc import agents, config, git, workspace
 from para_rpc.errors import Code, ParaError
@@ -53,6 +53,10 @@ def _port_range(cfg: dict[str, Any]) -> range:
 
 class Environment(ServiceCore):
     """Setup, teardown, copied and linked files, ports."""
+
+    if TYPE_CHECKING:  # what it calls on the other parts of Service (Hooks)
+        def _hook_started(self, repo: Repo, s: Session, kind: str, pid: int) -> None: ...
+        def _hook_ended(self, s: Session, kind: str, pid: int | None) -> str | None: ...
 
     def _env_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
         """The environment keys a start uses, the trust gate's refusal raised before anything
@@ -135,10 +139,11 @@ class Environment(ServiceCore):
         path = fresh_log(setup_log(repo, s.name))
         sent = 0
 
+        pids: list[int] = []
+
         def started(pid: int) -> None:
-            if op is not None:
-                op.data["setup_pid"] = pid  # a crash repair stops what is left of it
-                repo.store.save(s)
+            pids.append(pid)
+            self._hook_started(repo, s, "setup", pid)  # journaled: a crash repair stops what is left of it
 
         progress = PROGRESS.get()
 
@@ -155,17 +160,23 @@ class Environment(ServiceCore):
         self.emit(repo, "setup_started", s.name, argv=argv, log=path)
         if progress is not None:
             progress(f"session.setup of {s.name}: {shlex.join(argv)}")
-        run = await workspace.run_hook(argv, s.worktree, self._hook_env(repo, s, cfg), path,
-                                       cfg["session.setup_timeout"], started, line)
-        if op is not None:
-            op.data.pop("setup_pid", None)
-        ok = run.exit_code == 0
+        try:
+            run = await workspace.run_hook(argv, s.worktree, self._hook_env(repo, s, cfg), path,
+                                           cfg["session.setup_timeout"], started, line)
+        finally:
+            stopped = self._hook_ended(s, "setup", pids[0] if pids else None)
+        ok = run.exit_code == 0 and stopped is None
         if progress is not None:
             progress(f"session.setup of {s.name}: " + ("done" if ok else "failed") + f" (log: {path})")
         self.emit(repo, "setup_finished", s.name, ok=ok, exit_code=run.exit_code, timed_out=run.timed_out, log=path)
         broke = await self._setup_broke(repo, s) if ok else None
         if ok and broke is None:
             return warnings
+        if stopped is not None:  # (--keep-on-failure or not: no one is left to want the session)
+            raise ParaError(Code.setup_failed, f"session.setup ({shlex.join(argv)}) was stopped (pid {pids[0]}): "
+                            f"{stopped}; the session {s.name!r} was rolled back ({undone}). "
+                            f"Its output is in {path}", session=s.name, log=path, exit_code=run.exit_code,
+                            timed_out=False, stopped=stopped, pid=pids[0])
         why = broke or (f"timed out after {cfg['session.setup_timeout']} seconds (session.setup_timeout)"
                         if run.timed_out else run.error or f"exited with status {run.exit_code}")
         if broke is not None and not os.path.isdir(s.worktree):
@@ -243,15 +254,28 @@ class Environment(ServiceCore):
         except ParaError as e:
             argv = []
             warnings.append(f"session.teardown was not run: {e.message}")
-        if argv and os.path.isdir(s.worktree) and cfg is not None:
+        d = s.op.data if s.op is not None else {}
+        if argv and os.path.isdir(s.worktree) and cfg is not None and not d.get("teardown_done"):
             path = teardown_log(repo, s.name)
+            pids: list[int] = []
+
+            def started(pid: int) -> None:
+                pids.append(pid)
+                self._hook_started(repo, s, "teardown", pid)  # journaled: see repair.py
+
             try:
                 fresh_log(path)
-                async with self._thawed(s):
+                async with self._thawed(repo, s):
                     run = await workspace.run_hook(argv, s.worktree, self._hook_env(repo, s, cfg), path,
-                                                   cfg["session.teardown_timeout"])
+                                                   cfg["session.teardown_timeout"], started)
             except (OSError, ParaError) as e:
                 run = workspace.HookRun(None, error=str(e))
+            finally:
+                self._hook_ended(s, "teardown", pids[0] if pids else None)
+            if s.op is not None:
+                # Done once: a repair of this operation does not run it again.
+                s.op.data["teardown_done"] = True
+                repo.store.save(s)
             if run.exit_code != 0:
                 why = (f"timed out after {cfg['session.teardown_timeout']} seconds" if run.timed_out
                        else run.error or f"exited with status {run.exit_code}")
@@ -306,7 +330,7 @@ class Environment(ServiceCore):
             log.warning("%s: exclude lines not cleaned up: %s", s.name, e)
 
     @contextlib.asynccontextmanager
-    async def _thawed(self, s: Session) -> AsyncIterator[None]:
+    async def _thawed(self, repo: Repo, s: Session) -> AsyncIterator[None]:
         """The agent processes `_agent_frozen` holds run again while the teardown runs (it is
         there to talk to and stop the servers the agent started: frozen, they would not answer
         until teardown_timeout), then are frozen again, with whatever they started meanwhile.
@@ -323,6 +347,7 @@ class Environment(ServiceCore):
             yield
         finally:
             stopped.update(await asyncio.to_thread(agents.freeze_run, run.pid, run.exit_file, run.started_at, spare))
+            self._journal_frozen(repo, s, stopped)
 
     def _teardown_warnings(self, s: Session) -> list[str]:
         """The warnings of the teardown an operation ran (for its result), once."""
