@@ -328,3 +328,36 @@ async def test_guide_maps_team_preferences_and_ships_the_example_task(sidecar, r
                                             "task": "```file:r.txt\nr\n```\n"})
         assert "para finish" in Path(r["sessions"][0]["prompt_file"]).read_text()
         await wait_for_states(c, {"review-me": "review"})
+
+
+# ---- the documented tools are the served tools ------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _block(path: Path) -> str:
+    text = path.read_text()
+    return text.split("<!-- mcp tools -->\n", 1)[1].split("<!-- end of mcp tools -->", 1)[0]
+
+
+async def test_readme_and_protocol_list_exactly_the_served_tools(sidecar, repo):
+    from para_rpc.server.mcp.tools import TOOLS
+    async with mcp_client(repo) as c:
+        served = {t.name: t for t in (await c.list_tools()).tools}
+    assert [t.name for t in TOOLS] == list(served)
+    # README: one line per tool, generated from the table (regenerate it from this if it changes)
+    readme = "".join(f"- `{t.name}`" + (f" ({', '.join(t.arguments()[:-1])})" if t.arguments()[:-1] else "")
+                     + f": {t.title.lower()}\n" for t in TOOLS)
+    assert _block(ROOT / "README.md") == readme
+    # protocol.md: the table's tools, arguments and hints
+    rows = [[cell.strip() for cell in r.strip("|").split("|")]
+            for r in _block(ROOT / "docs" / "protocol.md").splitlines()[2:]]
+    assert [r[0].strip("`") for r in rows] == list(served)
+    for row in rows:
+        t = served[row[0].strip("`")]
+        args = [a.strip("` ") for a in row[1].split(",") if a.strip()]
+        assert args == [a for a in t.input_schema["properties"] if a != "repo"], t.name
+        hints = row[3]
+        assert ("read-only" in hints) == bool(t.annotations.read_only_hint), t.name
+        assert ("destructive" in hints) == bool(t.annotations.destructive_hint), t.name
+        assert ("open world" in hints) == bool(t.annotations.open_world_hint), t.name
