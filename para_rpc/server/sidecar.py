@@ -190,6 +190,8 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
     deadline = time.monotonic() + 60
     while service.busy and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+    for _ in range(20):  # (let the answers of what just finished reach their clients first)
+        await asyncio.sleep(0)
     reopening.cancel()
     released = await service.release_all_frozen()  # no agent stays paused behind this sidecar
     if released:
