@@ -22,8 +22,6 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
-from para_rpc.server.mcp.guide import EXAMPLE_TASK, GUIDE
-
 from conftest import git, shutdown_sidecar, start_sidecar, wait_until
 from mcp_util import bridge_params, call, mcp_client, task_file, wait_for_states
 
@@ -308,6 +306,7 @@ async def test_plans_as_a_tool_and_a_resource(sidecar, repo):
 # ---- the guide: the team's workflow and one complete task file -------------------------------
 
 async def test_guide_maps_team_preferences_and_ships_the_example_task(sidecar, repo):
+    from para_rpc.server.mcp.guide import EXAMPLE_TASK, GUIDE
     assert EXAMPLE_TASK == (TASKS / "TASK_1_greeting.md").read_text()
     async with mcp_client(repo) as c:
         guide = (await c.read_resource("para://guide")).contents[0].text
