@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from para_rpc.watch import MAX_DIRS, Watcher
 
 from conftest import git, run_para, shutdown_sidecar, start_sidecar
