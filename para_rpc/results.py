@@ -373,8 +373,16 @@ class SubscribeResult(Result, kw_only=True):
     editor: bool | None = None   # (para/unsubscribe answers `subscribed: false` alone)
 
 
+class StoppedSetup(Result, kw_only=True):
+    """A `session.setup` a stopping sidecar stopped: its start was rolled back."""
+    session: str
+    pid: int
+    repo: str
+
+
 class ShutdownResult(Result, kw_only=True):
     stopping: bool
+    setups_stopped: list[StoppedSetup] = []
 
 
 class SessionsChanged(Result, kw_only=True):

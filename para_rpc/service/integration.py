@@ -215,7 +215,7 @@ class Integration(ServiceCore):
             kept = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
             warnings.append(f"the session branch's tip {tip[:10]} is kept under {kept} "
                             f"for clean.backup_days ({cfg['clean.backup_days']})")
-        async with self._agent_frozen(s) as frozen:
+        async with self._agent_frozen(repo, s) as frozen:
             try:
                 f = await self._worktree_facts(repo, s)
             except ParaError as e:  # the work has landed: a directory git does not know is left alone

@@ -393,6 +393,7 @@ export type EmptyParams = Record<string, never>;
 
 export interface ShutdownResult {
   stopping: boolean;
+  setups_stopped?: StoppedSetup[];
 }
 
 /** `para/sessionsChanged`: something about these sessions changed; refresh. */
@@ -649,6 +650,13 @@ export interface LeftBehind {
   file: string;
   session: string;
   why: string;
+}
+
+/** A `session.setup` a stopping sidecar stopped: its start was rolled back. */
+export interface StoppedSetup {
+  session: string;
+  pid: number;
+  repo: string;
 }
 
 /** How an agent is confined (para_rpc/sandbox.py): bubblewrap, and whether it keeps the network. */
