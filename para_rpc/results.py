@@ -309,7 +309,11 @@ class AdoptResult(Result, kw_only=True):
 class ConfigEntry(Result, kw_only=True):
     value: Any
     source: str
-    approved: bool | None = None
+    # a value set by the project file that decides what para runs (config.GATED_KEYS): whether the
+    # user approved the file's content (`para trust`), and that content's SHA-256
+    trusted: bool | None = None
+    sha256: str | None = None
+    refused: dict[str, str] | None = None   # `agents`: the project's profiles withheld, with why
 
 
 class ConfigShow(Result, kw_only=True):

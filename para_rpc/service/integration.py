@@ -283,8 +283,13 @@ class Integration(ServiceCore):
                 stopped = []
             else:
                 sides = [side for side in (":2", ":3", rec.get("pre"), rec.get("old")) if side]
-                stopped = await integrate.continue_in(s.worktree, rec["kind"], rec["files"],
-                                                      rec.get("hunks") or {}, sides, force=p.force)
+                try:
+                    stopped = await integrate.continue_in(s.worktree, rec["kind"], rec["files"],
+                                                          rec.get("hunks") or {}, sides, force=p.force)
+                except ParaError as e:  # the refusal names where to resolve, for every front end's hint
+                    e.data.setdefault("session", s.name)
+                    e.data.setdefault("worktree", s.worktree)
+                    raise
             if stopped:
                 s.status = Status.integrating  # _pause expects to move from an in-flight state
                 await self._pause(repo, s, rec["kind"], stopped)

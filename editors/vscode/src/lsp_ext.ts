@@ -633,7 +633,9 @@ export interface EventRecord {
 export interface ConfigEntry {
   value: unknown;
   source: string;
-  approved?: boolean | null;
+  trusted?: boolean | null;
+  sha256?: string | null;
+  refused?: Record<string, string> | null;
 }
 
 export interface AdoptedSession {

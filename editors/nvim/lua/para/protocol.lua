@@ -646,7 +646,9 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@class para.ConfigEntry
 ---@field value any
 ---@field source string
----@field approved boolean?
+---@field trusted boolean?
+---@field sha256 string?
+---@field refused table<string, string>?
 
 ---@class para.AdoptedSession
 ---@field session string
