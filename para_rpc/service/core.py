@@ -252,6 +252,8 @@ class ServiceCore:
         # Conflict forecasts: pure functions of commit ids, kept; a dirty worktree's snapshot
         # commit, kept while its `_dirty_cache` key holds (service/integration.py `conflicts`).
         self._snapshots: dict[str, tuple[object, str]] = {}
+        # `git worktree list` and the branches by repository, for `list` (_listed_refs)
+        self._listed: dict[str, tuple[object, dict[str, git.Worktree], dict[str, tuple[str, int]]]] = {}
         self._forecasts: dict[tuple[str, str], tuple[bool, list[str], dict[str, list[list[int]]]] | None] = {}
         self._bases: dict[tuple[str, ...], str] = {}
         self._changed_paths: dict[tuple[str, str], frozenset[str]] = {}
@@ -477,6 +479,27 @@ class ServiceCore:
         """Registered worktrees by resolved path: look a session's up with `os.path.realpath`
         (its stored path may go through a symlink, such as a symlinked .para/worktrees)."""
         return {w.path: w for w in await git.worktrees(repo.root)}
+
+    async def _listed_refs(self, repo: Repo) -> tuple[dict[str, git.Worktree], dict[str, tuple[str, int]]]:
+        """The worktrees and branches, as `list` shows them: kept while nothing moved under the
+        common directory's `refs/` and `worktrees/` (branches, each worktree's HEAD, gitdir and
+        lock), nor its packed-refs or HEAD (watch.py). Never for a decision: operations read git."""
+        refs, wts_dir = os.path.join(repo.common_dir, "refs"), os.path.join(repo.common_dir, "worktrees")
+        if self.watcher.available and not (self.watcher.watching(refs) and self.watcher.watching(wts_dir)):
+            await asyncio.to_thread(self._watch_all_of, [(refs, (repo.common_dir,)), (wts_dir, ())])
+        a, b = self.watcher.token(refs), self.watcher.token(wts_dir)
+        key = None if a is None or b is None else (a, b)
+        hit = self._listed.get(repo.common_dir)
+        if key is not None and hit is not None and hit[0] == key:
+            return hit[1], hit[2]
+        wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
+        if key is not None:
+            self._listed[repo.common_dir] = (key, wts, branches)
+        return wts, branches
+
+    def _watch_all_of(self, roots: list[tuple[str, tuple[str, ...]]]) -> None:
+        for root, extra in roots:
+            self.watcher.watch(root, extra)
 
     async def _has_worktree(self, repo: Repo, s: Session) -> bool:
         """Whether the session's worktree really exists (registered, not prunable, on disk)."""

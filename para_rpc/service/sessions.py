@@ -169,7 +169,7 @@ class Sessions(ServiceCore):
         repo = await self.repo(p.cwd)
         sessions = repo.store.all() if p.all else [
             s for s in repo.store.live() if s.status is not Status.cancelled]
-        wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
+        wts, branches = await self._listed_refs(repo)
         await self._adopt_out_of_band(repo, sessions, wts, branches)
         active = [(s.worktree, wt) for s in sessions
                   if s.status is Status.active and (wt := wts.get(os.path.realpath(s.worktree))) is not None]
