@@ -176,6 +176,18 @@ async def refs(cwd: str | Path, *patterns: str) -> dict[str, tuple[str, int]]:
     return result
 
 
+async def ref_in_the_way(cwd: str | Path, ref: str) -> str | None:
+    """An existing ref that keeps `ref` from being created: git stores refs as paths, so
+    refs/heads/a blocks refs/heads/a/b and refs/heads/a/b blocks refs/heads/a."""
+    parts = ref.split("/")
+    if len(parts) < 3:
+        return None
+    for other in await refs(cwd, "/".join(parts[:3])):
+        if ref.startswith(other + "/") or other.startswith(ref + "/"):
+            return other
+    return None
+
+
 async def create_branch(cwd: str | Path, branch: str, commit: str) -> None:
     await run(cwd, "branch", "--no-track", "--end-of-options", branch, commit)
 

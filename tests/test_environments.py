@@ -215,6 +215,21 @@ def test_teardown_runs_on_finish_and_integrate(repo: Path, tmp_path: Path):
         assert (tmp_path / name).exists() and not wt.exists()
 
 
+def test_the_teardown_a_request_names_is_the_one_that_runs(repo: Path, tmp_path: Path):
+    """A configuration given with the request (`PARA_SESSION_TEARDOWN` in the CLI's
+    environment, as `config show` lists it) decides the teardown of that cancel and finish,
+    like every other key (red team RA5)."""
+    argv = json.dumps([PY, "-c", ("import os, pathlib; pathlib.Path(os.environ['OUT'], "
+                                  "os.environ['PARA_SESSION']).write_text('x')")])
+    for name, verb in (("e1", ["cancel", "e1"]), ("e2", ["finish", "done", "--session", "e2"])):
+        wt = Path(call("start", name, cwd=repo)[1]["worktree"])
+        (wt / f"{name}.txt").write_text("work\n")
+        rc, r = call(*verb, cwd=repo, env={"PARA_SESSION_TEARDOWN": argv,
+                                           "PARA_SESSION_ENV": json.dumps({"OUT": str(tmp_path)})})
+        assert rc == 0, r
+        assert (tmp_path / name).exists(), f"{verb[0]} did not run the teardown its request named"
+
+
 # ---- copy and link ---------------------------------------------------------------------------
 
 def test_copied_env_files_are_in_the_worktree_but_never_in_git_status(repo: Path):

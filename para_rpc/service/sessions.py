@@ -259,7 +259,7 @@ class Sessions(ServiceCore):
                 repo.store.save(s)
                 self.busy += 1
                 try:
-                    backups, pre_squash = await self._do_finish(repo, s)
+                    backups, pre_squash = await self._do_finish(repo, s, cfg)
                 except ParaError:
                     await self._undo_refused_finish(repo, s)
                     raise
@@ -286,9 +286,11 @@ class Sessions(ServiceCore):
         s.op = None
         repo.store.save(s)
 
-    async def _do_finish(self, repo: Repo, s: Session) -> tuple[list[dict[str, Any]], str | None]:
+    async def _do_finish(self, repo: Repo, s: Session, cfg: dict[str, Any] | None = None
+                         ) -> tuple[list[dict[str, Any]], str | None]:
         """Commit (and squash) the work, save what the worktree holds besides, remove it.
-        Returns the backups `_save_worktree` made and the ref keeping the pre-squash tip."""
+        Returns the backups `_save_worktree` made and the ref keeping the pre-squash tip.
+        `cfg`: the request's configuration (the teardown it names); a repair has none."""
         d = journaled(s).data
         backups: list[dict[str, Any]] = []
         f = await self._worktree_facts(repo, s)
@@ -298,7 +300,7 @@ class Sessions(ServiceCore):
                 raise ParaError(Code.wrong_state, f"cannot finish {s.name!r}: {problem}", session=s.name)
             # Before the commit: the teardown runs with the agent thawed (to stop its servers), and
             # what they write meanwhile is committed with the rest.
-            await self._teardown(repo, s)
+            await self._teardown(repo, s, cfg)
             f = await self._worktree_facts(repo, s)
             problem = self._head_problem(s, f) if f is not None else None
             if problem:
@@ -366,11 +368,19 @@ class Sessions(ServiceCore):
                 while await git.branch_exists(repo.root, archive):
                     archive = f"{cfg['branch_prefix']}/archived/{stamp}-{n}/{s.name}"
                     n += 1
+                # Checked before anything is removed: a rename that fails after the worktree
+                # went would leave the cancel half done.
+                blocker = await git.ref_in_the_way(repo.root, f"refs/heads/{archive}")
+                if blocker is not None:
+                    raise ParaError(Code.wrong_state, f"cannot cancel {s.name!r}: the ref {blocker} is in the way of "
+                                    f"its archive branch {archive} (git cannot hold both); rename or delete it "
+                                    f"(`git update-ref -d {blocker}` after making sure nothing needs it), then cancel "
+                                    "again", session=s.name, ref=blocker)
                 s.op = Op(kind="cancel", data={"archive": archive, "discard": p.discard, "stamp": stamp})
                 repo.store.save(s)
                 self.busy += 1
                 try:
-                    saved, backups = await self._do_cancel(repo, s, f)
+                    saved, backups = await self._do_cancel(repo, s, f, cfg)
                 except ParaError:
                     op = pending(s)  # read again: the cancel may have cleared it
                     if op is not None and not op.data.get("removed"):
@@ -392,7 +402,7 @@ class Sessions(ServiceCore):
                                          f"kept under {saved['ref']}")
         return result
 
-    async def _do_cancel(self, repo: Repo, s: Session, f: WorktreeFacts | None
+    async def _do_cancel(self, repo: Repo, s: Session, f: WorktreeFacts | None, cfg: dict[str, Any] | None = None
                          ) -> tuple[dict[str, str] | None, list[dict[str, Any]]]:
         """Save the work, archive the branch, remove the worktree (`f`: its facts, None when
         it has none). Returns what was saved where: the work-in-progress commit or discard
@@ -402,7 +412,7 @@ class Sessions(ServiceCore):
         if f is not None:
             # Before the save: the teardown runs with the agent thawed (to stop its servers), and
             # what they write meanwhile is saved with the rest.
-            await self._teardown(repo, s)
+            await self._teardown(repo, s, cfg)
             f = await self._worktree_facts(repo, s)
         if f is not None:
             backups = await self._save_worktree(repo, s, f, d["stamp"])
