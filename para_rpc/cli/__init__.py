@@ -48,7 +48,9 @@ def _fail(e: ParaError, as_json: bool) -> NoReturn:
 
 
 def _call(method: str, params: dict[str, Any], as_json: bool,
-          render: Callable[[Any], None] | None = None) -> Any:
+          render: Callable[[Any], None] | None = None, json_view: Callable[[Any], Any] | None = None) -> Any:
+    """Send one request and print its result: JSON (`json_view` of it when given, e.g. names
+    only for `list --quiet`) with `as_json`, else `render`'s summary."""
     params = {"cwd": _cwd(), "env": client.forwarded_env(), **params}
     try:
         result = client.call(method, params)
@@ -58,7 +60,7 @@ def _call(method: str, params: dict[str, Any], as_json: bool,
         _fail(ParaError(Code.sidecar_unavailable, f"cannot talk to the sidecar: {e}"), as_json)
     try:
         if as_json:
-            print(json.dumps(result, indent=2))
+            print(json.dumps(json_view(result) if json_view else result, indent=2))
         elif render is not None:
             render(result)
             # What para saved, or left, on the way: said after the summary, in every command.

@@ -49,9 +49,16 @@ def start(name: Annotated[str | None, typer.Argument(help="Session name (default
 
 @app.command("list")
 def list_(all_: Annotated[bool, typer.Option("--all", "-a", help="Include cancelled and integrated sessions.")] = False,
+          archived: Annotated[bool, typer.Option("--archived", help="The same as --all: archived (cancelled) and integrated sessions too.")] = False,
+          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Names only, one a line (with --json: an array of names).")] = False,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Each session with its worktree, base, agent, ports and last event.")] = False,
           as_json: JsonOpt = False) -> None:
     """List sessions with their state; * marks the one the current directory is in."""
-    _call("para/list", {"all": all_}, as_json, render.print_list)
+    if quiet and verbose:
+        _fail(ParaError(Code.invalid_input, "give --quiet or --verbose, not both"), as_json)
+    _call("para/list", {"all": all_ or archived, "verbose": verbose}, as_json,
+          render.print_names if quiet else render.print_list_verbose if verbose else render.print_list,
+          render.list_names if quiet else None)
 
 
 app.command("ls", hidden=True)(list_)

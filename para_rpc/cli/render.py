@@ -127,6 +127,58 @@ def print_list(r: dict[str, Any]) -> None:
             print(f"! {s['name']}: {line}")
 
 
+def list_names(r: dict[str, Any]) -> list[str]:
+    """`para list --quiet --json`: the names alone, as a JSON array."""
+    return [s["name"] for s in r["sessions"]]
+
+
+def print_names(r: dict[str, Any]) -> None:
+    """`para list --quiet`: one name a line, nothing else (for scripts: an empty list prints nothing)."""
+    for name in list_names(r):
+        print(name)
+
+
+def agent_line(agent: dict[str, Any] | None) -> str:
+    if not agent:
+        return "-"
+    where = f"log {agent['log']}" if agent.get("log") else f"tmux {agent['window']}" if agent.get("window") \
+        else agent.get("mode") or ""
+    if agent.get("exit_code") is not None:
+        state = f"exited {agent['exit_code']}"
+    elif agent.get("stopped_at"):
+        state = "stopped"
+    elif agent.get("lost"):
+        state = "lost"
+    else:
+        state = f"pid {agent.get('pid')}"
+    return f"{agent.get('profile')} ({agent.get('mode')}), {state}" + (f", {where}" if where != agent.get("mode") else "")
+
+
+def print_list_verbose(r: dict[str, Any]) -> None:
+    """`para list --verbose`: every session as a block: ports, agent, base, worktree, last event."""
+    sessions = r["sessions"]
+    if not sessions:
+        print("No sessions. Start one with `para start`.")
+        return
+    for i, s in enumerate(sessions):
+        if i:
+            print()
+        print(f"{'*' if s['current'] else ' '} {s['name']}  {s['state']}  {s['branch']}  ({age(s['created_at'])} old)")
+        ev = s.get("last_event")
+        rows = [("worktree", s["worktree"] if s.get("worktree_exists") else f"{s['worktree']} (absent)"),
+                ("base", f"{s['base_branch']} @ {s['base_commit'][:10]}"),
+                ("agent", agent_line(s.get("agent"))),
+                ("ports", " ".join(str(p) for p in s.get("ports") or []) or "-"),
+                ("last event", f"{ev['kind']} {age(ev['ts'])} ago (#{ev['id']})" if ev else "-")]
+        if s.get("archived_branch"):
+            rows.insert(1, ("archived as", s["archived_branch"]))
+        for k, v in rows:
+            print(f"    {k:<11} {v}")
+    for s in sessions:
+        for line in agent_warnings(s):
+            print(f"! {s['name']}: {line}")
+
+
 def agent_warnings(s: dict[str, Any]) -> list[str]:
     """What `list` flags under its table: files changed outside an agent's worktree, agent
     processes that could not be stopped."""
