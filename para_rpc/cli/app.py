@@ -188,29 +188,51 @@ def status(words: Annotated[list[str] | None, typer.Argument(help='"<what you ar
                           "blocked": blocked}, as_json, render.print_report)
 
 
-def _agent_of(name: str | None) -> tuple[str, dict[str, Any]]:
+def _agent_of(name: str | None, as_json: bool = False) -> tuple[str, dict[str, Any]]:
     """The session (named, else the one the current directory is in) and its agent run;
     `not_found` when the session never had an agent (`para start`, not `para dispatch`)."""
-    r = _call("para/status", {"session": name}, False)
+    r = _call("para/status", {"session": name}, False) if not as_json else _quiet_call("para/status", {"session": name})
     if name is None and len(r["sessions"]) != 1:
-        _fail(ParaError(Code.invalid_input, f"{_cwd()} is not inside a session worktree; name the session"), False)
+        _fail(ParaError(Code.invalid_input, f"{_cwd()} is not inside a session worktree; name the session"), as_json)
     s = r["sessions"][0]
     if not s.get("agent"):
         _fail(ParaError(Code.not_found, f"session {s['name']} has no agent: it was started with `para start`, "
-                        "not `para dispatch`", session=s["name"]), False)
+                        "not `para dispatch`", session=s["name"]), as_json)
     return s["name"], s["agent"]
+
+
+def _quiet_call(method: str, params: dict[str, Any]) -> Any:
+    """A request whose result is not printed; its error is, as JSON."""
+    try:
+        return client.call(method, {"cwd": _cwd(), "env": client.forwarded_env(), **params})
+    except ParaError as e:
+        _fail(e, True)
+    except OSError as e:
+        _fail(ParaError(Code.sidecar_unavailable, f"cannot talk to the sidecar: {e}"), True)
 
 
 @app.command()
 def logs(name: Annotated[str | None, typer.Argument(help="Session name.")] = None,
-         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the log grows.")] = False) -> None:
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the log grows.")] = False,
+         as_json: Annotated[bool, typer.Option("--json", help="Print {session, log, text} once (not with --follow).")] = False) -> None:
     """Print a headless agent's output."""
-    s, agent = _agent_of(name)
+    if follow and as_json:
+        _fail(ParaError(Code.invalid_input, "--follow streams the log as it grows; --json prints it once: "
+                        "give one of them"), True)
+    s, agent = _agent_of(name, as_json)
     path = agent.get("log")
     if not path:
         where = f"tmux window {agent['window']} (`para attach {s}`)" if agent.get("window") \
             else "your editor's terminal, not a log file"
-        _fail(ParaError(Code.not_found, f"the agent of session {s} writes to {where}", session=s), False)
+        _fail(ParaError(Code.not_found, f"the agent of session {s} writes to {where}", session=s), as_json)
+    if as_json:
+        try:
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            _fail(ParaError(Code.not_found, f"no log yet at {path}", session=s), True)
+        print(json.dumps({"session": s, "log": path, "text": text}, indent=2))
+        return
     _copy_log(path, follow)
 
 
@@ -311,11 +333,19 @@ def open_(name: Annotated[str | None, typer.Argument(help="Session name.")] = No
 
 @app.command()
 def monitor(once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
-            until_idle: Annotated[bool, typer.Option("--until-done", help="Exit when no agent runs and no plan is running.")] = False) -> None:
-    """A live table of all sessions, refreshed by the sidecar's notifications."""
+            until_idle: Annotated[bool, typer.Option("--until-done", help="Exit when no agent runs and no plan is running.")] = False,
+            as_json: Annotated[bool, typer.Option("--json", help="With --once or --until-done: print the last frame's "
+                                                  "{repo, sessions, plans, conflicts} as JSON.")] = False) -> None:
+    """A full-screen view of every session, pushed by the sidecar's events, with keys to act on
+    them (needs para_rpc[tui]); --once, --until-done or a stdout that is not a terminal print a
+    plain table instead."""
     from para_rpc import monitor as monitor_mod
 
-    raise SystemExit(monitor_mod.run(_cwd(), client.forwarded_env(), once=once, until_done=until_idle))
+    if as_json and not (once or until_idle):
+        _fail(ParaError(Code.invalid_input, "--json needs --once or --until-done (the live view is for a terminal)"),
+              True)
+    raise SystemExit(monitor_mod.run(_cwd(), client.forwarded_env(), once=once, until_done=until_idle,
+                                     as_json=as_json))
 
 
 @app.command()
@@ -385,6 +415,13 @@ def config_set(key: str, value: str, project: ScopeOpt = False, as_json: JsonOpt
     """Set a key in the user file (or the project file with --project)."""
     _call("para/config", {"action": "set", "key": key, "value": value, "scope": "project" if project else "user"},
           as_json, render.print_config_set)
+
+
+@config_app.command("reset")
+def config_reset(key: str, project: ScopeOpt = False, as_json: JsonOpt = False) -> None:
+    """Remove a key from the user file (or the project file with --project): the next layer's value applies."""
+    _call("para/config", {"action": "reset", "key": key, "scope": "project" if project else "user"},
+          as_json, render.print_config_reset)
 
 
 @config_app.command("path")
@@ -559,8 +596,8 @@ def tour() -> None:
 
 
 @app.command()
-def version() -> None:
-    """Print the version."""
-    from para_rpc import __version__
+def version(as_json: JsonOpt = False) -> None:
+    """Print the version (with --json also the protocol version)."""
+    from para_rpc import PROTOCOL_VERSION, __version__
 
-    print(__version__)
+    print(json.dumps({"version": __version__, "protocol": PROTOCOL_VERSION}, indent=2) if as_json else __version__)

@@ -366,6 +366,15 @@ def print_config_set(r: dict[str, Any]) -> None:
     print(f"{r['key']} = {json.dumps(r['value'])} in {r['path']}")
 
 
+def print_config_reset(r: dict[str, Any]) -> None:
+    where = r["source"] if r["source"] == "default" else r["source"].split(":", 1)[0] + " file" \
+        if ":" in r["source"] and not r["source"].startswith("env:") else r["source"]
+    if r["removed"]:
+        print(f"Removed {r['key']} from {r['path']}; now {json.dumps(r['value'])} ({where})")
+    else:
+        print(f"{r['key']} was not set in {r['path']}; nothing changed (it is {json.dumps(r['value'])}, {where})")
+
+
 def print_config_paths(r: dict[str, Any]) -> None:
     for k, v in r["paths"].items():
         print(f"{k}: {v}")
