@@ -20,7 +20,9 @@ from para_rpc import client, runtime
 from para_rpc.cli import _call, _cwd, _fail, render
 from para_rpc.errors import Code, ParaError
 
-app = typer.Typer(no_args_is_help=True, add_completion=True, rich_markup_mode=None,
+# Completion is `para completion SHELL` (complete.py: session names, branches, profiles, task
+# files, served without typer), not typer's own --install-completion.
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   help="Run many AI coding agents in parallel git worktrees, coordinated by one sidecar.")
 sidecar_app = typer.Typer(no_args_is_help=True, help="Manage the sidecar process.")
 config_app = typer.Typer(no_args_is_help=True, help="Show and change configuration.")
@@ -445,6 +447,81 @@ def config_edit(project: ScopeOpt = False) -> None:
     raise SystemExit(subprocess.call([*editor, path]))
 
 
+# Agent CLIs `config init` looks for, in order of preference: built-in profiles, and the
+# profile it proposes for those that have none.
+AGENT_CLIS = ("claude", "codex", "gemini", "aider", "opencode", "cursor-agent")
+EXTRA_PROFILES: dict[str, dict[str, list[str]]] = {
+    "cursor-agent": {"command": ["cursor-agent", "{prompt}"], "headless": ["cursor-agent", "-p", "{prompt}"],
+                     "skip_permissions": ["--force"]},
+}
+
+
+def init_proposal(agent: str | None = None) -> dict[str, Any]:
+    """What `config init` found on PATH and the keys it would set (`agent` picks the default)."""
+    agents = [a for a in AGENT_CLIS if shutil.which(a)]
+    editors = [e for e in EDITORS if shutil.which(e)]
+    chosen = agent if agent is not None else (agents[0] if agents else None)
+    values: dict[str, Any] = {}
+    if chosen is not None:
+        values["agent.default"] = chosen
+        if chosen in EXTRA_PROFILES:
+            values["agents"] = {chosen: EXTRA_PROFILES[chosen]}
+    return {"agents": agents, "editors": editors, "values": values}
+
+
+def _ask(question: str) -> str:
+    """A question on stderr (stdout keeps only the result, JSON with --json); the answer, stripped."""
+    print(question, end="", file=sys.stderr, flush=True)
+    try:
+        return input().strip()
+    except EOFError:
+        return ""
+
+
+@config_app.command("init")
+def config_init(yes: Annotated[bool, typer.Option("--yes", help="Write without asking (the first agent found is the default).")] = False,
+                print_only: Annotated[bool, typer.Option("--print", help="Only print what would be written.")] = False,
+                as_json: JsonOpt = False) -> None:
+    """Find the agent CLIs and editors on PATH, pick the default agent, show the keys and write
+    them to the user file after you said yes. Never asks when stdin is not a terminal."""
+    interactive = not (yes or print_only) and sys.stdin.isatty()
+    if not (yes or print_only or interactive):
+        _fail(ParaError(Code.invalid_input, "config init asks questions and stdin is not a terminal: nothing was "
+                        "written; `para config init --print` shows what it would write, `para config init --yes` "
+                        "writes it"), as_json)
+    user = (_quiet_call if as_json else lambda m, p: _call(m, p, False))("para/config", {"action": "path"})["paths"]["user"]
+    proposal = init_proposal()
+    if interactive:
+        print("Agent CLIs on PATH: " + (", ".join(proposal["agents"]) or "none")
+              + "\nEditors on PATH:    " + (", ".join(proposal["editors"]) or "none")
+              + " (`para open` uses the first; a connected VS Code or Neovim is asked first)", file=sys.stderr)
+        if proposal["agents"]:
+            first = proposal["agents"][0]
+            answer = _ask(f"Default agent for `para dispatch` [{first}] ({', '.join(proposal['agents'])}): ")
+            while answer and answer not in proposal["agents"]:
+                answer = _ask(f"one of {', '.join(proposal['agents'])} (Enter: {first}): ")
+            proposal = init_proposal(answer or first)
+    written = False
+    if proposal["values"] and not print_only:
+        if interactive:
+            print(f"\nThese keys go into {user} (the rest of the file is kept):\n"
+                  + json.dumps(render.config_tree(proposal["values"]), indent=2), file=sys.stderr)
+            written = _ask("Write them? [y/N] ").lower() in ("y", "yes")
+        else:
+            written = True
+        for key, value in proposal["values"].items() if written else ():
+            params = {"action": "set", "key": key, "value": json.dumps(value), "scope": "user"}
+            if as_json:
+                _quiet_call("para/config", params)
+            else:
+                _call("para/config", params, False)
+    if as_json:
+        print(json.dumps({"path": user, "detected": {"agents": proposal["agents"], "editors": proposal["editors"]},
+                          "values": proposal["values"], "written": written}, indent=2))
+    else:
+        render.print_config_init(user, proposal, written, print_only, interactive)
+
+
 # ---- trust ---------------------------------------------------------------------
 
 @app.command("trust")
@@ -593,6 +670,23 @@ def tour() -> None:
     from para_rpc import tour as tour_mod
 
     raise SystemExit(tour_mod.main())
+
+
+@app.command()
+def completion(shell: Annotated[str, typer.Argument(help="bash | zsh | fish")]) -> None:
+    """Print the shell completion script (session names, branches, agent profiles, task files):
+    eval "$(para completion bash)" in ~/.bashrc, likewise zsh; fish: save it under completions/."""
+    from para_rpc.cli import complete
+
+    print(complete.script(shell), end="")
+
+
+@app.command("__complete", hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def complete_(ctx: typer.Context) -> None:
+    """What the completion scripts call (served by the fast path; here only with PARA_NO_FAST)."""
+    from para_rpc.cli import complete
+
+    raise SystemExit(complete.main(ctx.args))
 
 
 @app.command()

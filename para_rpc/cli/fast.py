@@ -98,6 +98,10 @@ def plan(args: list[str]) -> Plan | None:
 def serve(args: list[str]) -> None:
     """Serve `args` without typer when they are one of the commands above (and exit);
     return when typer must serve them."""
+    if args[:1] == ["__complete"]:  # a shell's Tab: never typer (complete.py)
+        from para_rpc.cli import complete
+
+        raise SystemExit(complete.main(args[1:]))
     if args in (["mcp"], ["lsp"]):
         from para_rpc import bridge
 

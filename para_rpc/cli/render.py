@@ -375,6 +375,38 @@ def print_config_reset(r: dict[str, Any]) -> None:
         print(f"{r['key']} was not set in {r['path']}; nothing changed (it is {json.dumps(r['value'])}, {where})")
 
 
+def config_tree(values: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys as the nested object the config file holds."""
+    tree: dict[str, Any] = {}
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def print_config_init(path: str, proposal: dict[str, Any], written: bool, print_only: bool,
+                      asked: bool) -> None:
+    """`para config init`'s outcome (what it found, unless the questions showed it already)."""
+    values = proposal["values"]
+    if not asked:
+        print("Agent CLIs on PATH: " + (", ".join(proposal["agents"]) or "none"))
+        print("Editors on PATH:    " + (", ".join(proposal["editors"]) or "none"))
+    if not values:
+        print("No agent CLI (claude, codex, gemini, aider, opencode, cursor-agent) is on PATH: nothing to write. "
+              "Install one, or add a profile with `para config set agents ...`.")
+        return
+    if print_only:
+        print(f"Would write to {path} (the rest of the file is kept):")
+        print(json.dumps(config_tree(values), indent=2))
+    elif written:
+        print(f"Wrote {', '.join(values)} to {path}")
+    else:
+        print(f"Nothing written to {path}")
+
+
 def print_config_paths(r: dict[str, Any]) -> None:
     for k, v in r["paths"].items():
         print(f"{k}: {v}")
