@@ -315,10 +315,11 @@ def open_(name: Annotated[str | None, typer.Argument(help="Session name.")] = No
     """Open the session's worktree in an editor (a connected VS Code or Neovim is asked first)."""
     if editor is not None and editor not in EDITORS:
         _fail(ParaError(Code.invalid_input, f"--editor must be one of {', '.join(EDITORS)}, got {editor!r}"), as_json)
-    r = _call("para/open", {"session": name, "editor": editor}, as_json, None)
+    # With --json the result is printed once the editor started: one document, the result or the error.
+    r = _quiet_call("para/open", {"session": name, "editor": editor}) if as_json else \
+        _call("para/open", {"session": name, "editor": editor}, False, None)
     if r["via"] == "editor":
-        if not as_json:
-            print(f"Asked {r['editors']} connected editor(s) to open {r['worktree']}")
+        print(json.dumps(r, indent=2) if as_json else f"Asked {r['editors']} connected editor(s) to open {r['worktree']}")
         return
     argv = r.get("argv") or [next((e for e in EDITORS if shutil.which(e)), ""), r["worktree"]]
     binary = shutil.which(argv[0]) if argv[0] else None
@@ -327,10 +328,11 @@ def open_(name: Annotated[str | None, typer.Argument(help="Session name.")] = No
                         "no editor is connected and none of code, cursor, nvim is on PATH; pass --editor",
                         session=r["session"]), as_json)
     if argv[0] == "nvim":  # a terminal editor takes over this terminal
+        if as_json:
+            print(json.dumps({**r, "argv": argv}, indent=2), flush=True)
         os.execv(binary, argv)
     subprocess.Popen([binary, *argv[1:]], stdin=subprocess.DEVNULL, start_new_session=True)
-    if not as_json:
-        print(f"Opened {r['worktree']} with {argv[0]}")
+    print(json.dumps({**r, "argv": argv}, indent=2) if as_json else f"Opened {r['worktree']} with {argv[0]}")
 
 
 @app.command()

@@ -199,7 +199,8 @@ def branches(cwd: str) -> list[str]:
                              capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
         return []
-    return out.stdout.split() if out.returncode == 0 else []
+    # (archives, <prefix>/archived/..., are history: no base to fork from)
+    return [b for b in out.stdout.split() if "/archived/" not in b] if out.returncode == 0 else []
 
 
 def profiles(cwd: str) -> list[str]:
