@@ -106,6 +106,7 @@ class MonitorApp(App[int]):
         self._wanted = threading.Event()
         self._leaving = threading.Event()
         self.events: client.Connection | None = None
+        self._later: threading.Timer | None = None
 
     # ---- layout and data ---------------------------------------------------------------
 
@@ -124,6 +125,8 @@ class MonitorApp(App[int]):
 
     def on_unmount(self) -> None:
         self._leaving.set()
+        if self._later is not None:
+            self._later.cancel()
         self._wanted.set()
         if self.events is not None:
             try:
@@ -165,9 +168,15 @@ class MonitorApp(App[int]):
                 with client.connect() as conn:
                     status = conn.request("para/status", self._params(all=True))
                     listed = conn.request("para/list", self._params())
-                    if time.monotonic() - self.forecast_at > monitor.CONFLICT_REFRESH:
+                    wait = monitor.CONFLICT_REFRESH - (time.monotonic() - self.forecast_at)
+                    if wait <= 0:
                         self.forecast = conn.request("para/conflicts", self._params())
                         self.forecast_at = time.monotonic()
+                    elif self._later is None or not self._later.is_alive():
+                        # The forecast this event may change is due later: one more frame then.
+                        self._later = threading.Timer(wait, self._wanted.set)
+                        self._later.daemon = True
+                        self._later.start()
             except (ParaError, OSError) as e:
                 self.call_from_thread(self.say, f"para: {getattr(e, 'message', e)}")
                 continue

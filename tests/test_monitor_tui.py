@@ -76,7 +76,8 @@ async def test_pushed_view_integrates_and_asks_before_cancelling(sidecar: Any, r
         wt = repo / ".para" / "worktrees" / "alpha"
         await asyncio.to_thread(commit_file, wt, "alpha.txt", "alpha\n", "alpha's work")
         await pilot.press("d")
-        pager = await until(pilot, lambda: isinstance(app.screen, Pager) and app.screen, "the diff")
+        pager = await until(pilot, lambda: isinstance(app.screen, Pager) and app.screen.query("#pager-text")
+                            and app.screen, "the diff")
         assert "alpha.txt" in str(pager.query_one("#pager-text", Static).content)
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, Pager), "the diff to close")
@@ -223,3 +224,21 @@ async def test_q_quits(sidecar: Any, repo: Path, key: str) -> None:
         await until(pilot, lambda: app.loads >= 1, "the first frame")
         await pilot.press(key)
         await until(pilot, lambda: not app.is_running, "the app to exit")
+
+
+async def test_collisions_show_once_an_event_says_something_changed(sidecar: Any, repo: Path) -> None:
+    """Work committed in a worktree is no event: the forecast is read again on the next one (a
+    progress report here), and a forecast due later than that is still read (no key press)."""
+    app = MonitorApp(str(repo), {})
+    async with app.run_test(size=(220, 40)) as pilot:
+        await until(pilot, lambda: app.loads >= 1, "the first frame")
+        for name in ("left", "right"):
+            await para_async(repo, "start", name)
+            wt = repo / ".para" / "worktrees" / name
+            await asyncio.to_thread(commit_file, wt, "README.md", f"# {name} was here\n", f"{name} edits")
+        await until(pilot, lambda: app.session_names() == ["left", "right"], "both sessions")
+        table = app.query_one("#sessions", DataTable)
+        await para_async(repo, "status", "editing the readme", "-s", "left")
+        await until(pilot, lambda: str(table.get_row("left")[-1]) == "right"
+                    and str(table.get_row("right")[-1]) == "left", "the collision to show")
+        await until(pilot, lambda: str(table.get_row("left")[4]).startswith("editing the readme"), "the report")
