@@ -243,6 +243,14 @@ async def merge_base(cwd: str | Path, a: str, b: str) -> str | None:
     return res.out.strip() if res.rc == 0 else None
 
 
+async def merge_base_all(cwd: str | Path, commits: Sequence[str]) -> str | None:
+    """A common ancestor of all `commits` (None when some share no history)."""
+    if len(commits) == 1:
+        return commits[0]
+    res = await run(cwd, "merge-base", "--octopus", *commits, check=False)
+    return res.out.split()[0] if res.rc == 0 and res.out.strip() else None
+
+
 async def count(cwd: str | Path, rng: str) -> int:
     return int(await out(cwd, "rev-list", "--count", rng))
 

@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a module or p
     ("transports", {"server"}),
     ("service", {"service"}),
     ("engines", {"integrate", "agents", "trust", "sandbox"}),
-    ("execution", {"git", "store", "workspace"}),
+    ("execution", {"git", "store", "workspace", "watch"}),
     ("vocabulary", {"model", "params", "results", "methods", "errors", "names", "config", "runtime", "__init__"}),
 ]
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS) for name in names}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from para_rpc import PROTOCOL_VERSION, __version__, agents, config, git, trust
+from para_rpc import PROTOCOL_VERSION, __version__, agents, config, git, trust, watch
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import (
     DomainEvent,
@@ -69,6 +69,28 @@ def _ensure_excluded(common_dir: str) -> None:
         tmp = path.with_name(f".exclude.{os.getpid()}.tmp")
         tmp.write_text(text + sep + "# para_rpc\n" + "\n".join(missing) + "\n")
         os.replace(tmp, path)
+
+
+def _stat_key(paths: list[str]) -> tuple[tuple[int, int, int, int] | None, ...]:
+    """What a file's content may have changed from: inode (git replaces files by renaming
+    a new one over them), size, and modification and change times."""
+    out: list[tuple[int, int, int, int] | None] = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
+
+
+def _user_git_files() -> list[str]:
+    """The user's git configuration and global excludes (their default places; a moved
+    core.excludesFile is not followed, it is rarely edited while sessions run)."""
+    home = os.path.expanduser("~")
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    return [os.path.join(home, ".gitconfig"), os.path.join(xdg, "git", "config"), os.path.join(xdg, "git", "ignore")]
 
 
 def _identity(path: str) -> tuple[int, int]:
@@ -213,6 +235,15 @@ class ServiceCore:
         self.busy = 0  # operations in flight (the sidecar waits for them before exiting)
         # session name -> warnings of the teardown an operation ran, until its result takes them
         self._pending_teardown: dict[str, list[str]] = {}
+        # `git status` answers by worktree, valid while nothing they depend on changed (_dirty)
+        self.watcher = watch.Watcher()
+        self._dirty_cache: dict[str, tuple[object, bool]] = {}
+        # Conflict forecasts: pure functions of commit ids, kept; a dirty worktree's snapshot
+        # commit, kept while its `_dirty_cache` key holds (service/integration.py `conflicts`).
+        self._snapshots: dict[str, tuple[object, str]] = {}
+        self._forecasts: dict[tuple[str, str], tuple[bool, list[str], dict[str, list[list[int]]]] | None] = {}
+        self._bases: dict[tuple[str, ...], str] = {}
+        self._changed_paths: dict[tuple[str, str], frozenset[str]] = {}
 
     async def repo(self, cwd: object) -> Repo:
         if not isinstance(cwd, str) or not cwd or not os.path.isabs(cwd):
@@ -697,17 +728,44 @@ class ServiceCore:
                             f"commit (or make it a submodule with `git submodule add URL {links[0]}`), then "
                             "integrate again", session=s.name, paths=links)
 
-    async def _dirty(self, worktrees: list[str]) -> dict[str, bool]:
+    async def _dirty(self, repo: Repo, worktrees: list[tuple[str, git.Worktree]]) -> dict[str, bool]:
+        """Whether each worktree has uncommitted changes, by its session's path. Git is asked
+        only where something may have changed since it last answered: the worktree's files and
+        index (watched, watch.py), its HEAD (from `git worktree list`), and what decides what
+        is ignored or how files compare (the repository's and the user's config and excludes).
+        Where nothing can be watched, git is asked every time."""
+        shared = _stat_key([os.path.join(repo.common_dir, "info", "exclude"), os.path.join(repo.common_dir, "config"),
+                            *_user_git_files()])
         sem = asyncio.Semaphore(STATUS_CONCURRENCY)
+        new = [wt.path for _, wt in worktrees if not self.watcher.watching(wt.path)]
+        if new and self.watcher.available:
+            await asyncio.to_thread(self._watch_all, new)
 
-        async def one(path: str) -> bool:
+        async def one(path: str, wt: git.Worktree) -> bool:
+            token = self.watcher.token(wt.path)
+            gitdir = watch.gitdir_of(wt.path) if token is not None else None
+            key = None if token is None else (token, wt.head, wt.branch, shared,
+                                              _stat_key([os.path.join(gitdir, "index")] if gitdir else []))
+            hit = self._dirty_cache.get(wt.path)
+            if key is not None and hit is not None and hit[0] == key:
+                return hit[1]
             async with sem:
                 try:
-                    return bool(await git.status(path))
+                    dirty = bool(await git.status(path))
                 except ParaError:
                     return False
-        flags = await asyncio.gather(*(one(p) for p in worktrees))
-        return dict(zip(worktrees, flags))
+            if key is not None:
+                self._dirty_cache[wt.path] = (key, dirty)
+            return dirty
+        flags = await asyncio.gather(*(one(path, wt) for path, wt in worktrees))
+        if len(self._dirty_cache) > 10_000:  # (ended sessions' answers: start over now and then)
+            self._dirty_cache.clear()
+        return {path: flag for (path, _), flag in zip(worktrees, flags)}
+
+    def _watch_all(self, paths: list[str]) -> None:
+        for path in paths:
+            gitdir = watch.gitdir_of(path)
+            self.watcher.watch(path, (gitdir,) if gitdir else ())
 
     async def hello(self, p: HelloParams) -> dict[str, Any]:
         return {"name": "para", "version": __version__, "protocol": PROTOCOL_VERSION, "pid": os.getpid(),

@@ -355,18 +355,41 @@ class Integration(ServiceCore):
 
     async def conflicts(self, p: ConflictsParams) -> dict[str, Any]:
         """Which active sessions will collide with each other or with their target,
-        uncommitted work included, before anyone integrates."""
+        uncommitted work included, before anyone integrates.
+
+        Linear in the number of sessions where they touch different files: each session's
+        changed paths are computed once (since a common ancestor of them all) and only pairs
+        whose paths meet are merged; every answer is kept by commit ids, and a clean
+        worktree's commit or a dirty one's snapshot by what could change it (`_dirty`), so
+        asking again with nothing changed costs almost no git."""
         repo = await self.repo(p.cwd)
         target = validate_branch_name(p.target, "target branch") if p.target is not None else None
         if target is not None and await git.resolve(repo.root, f"refs/heads/{target}") is None:
             raise ParaError(Code.not_found, f"target branch {target!r} does not exist", branch=target)
         sessions = [s for s in repo.store.live() if s.status in (Status.active, Status.review, Status.conflicted)]
         sem = asyncio.Semaphore(STATUS_CONCURRENCY)
+        wts = await self._worktree_state(repo)
+        present = {s.name: (s.worktree, wt) for s in sessions
+                   if (wt := wts.get(os.path.realpath(s.worktree))) is not None and not wt.prunable
+                   and wt.head and os.path.isdir(s.worktree)}
+        dirty = await self._dirty(repo, list(present.values()))
 
         async def snap(s: Session) -> tuple[str | None, bool]:
+            if s.name not in present:
+                commit, is_dirty = await self._session_commit(s)
+                return commit or await git.resolve(repo.root, f"refs/heads/{s.branch}"), is_dirty
+            path, wt = present[s.name]
+            if not dirty.get(path):
+                return wt.head, False
+            known = self._dirty_cache.get(wt.path)
+            kept = self._snapshots.get(wt.path)
+            if known is not None and kept is not None and kept[0] == known[0]:
+                return kept[1], True
             async with sem:
-                commit, dirty = await self._session_commit(s)
-                return commit or await git.resolve(repo.root, f"refs/heads/{s.branch}"), dirty
+                commit, is_dirty = await self._session_commit(s)
+            if known is not None and commit and is_dirty:
+                self._snapshots[wt.path] = (known[0], commit)
+            return commit or await git.resolve(repo.root, f"refs/heads/{s.branch}"), is_dirty
 
         snaps = dict(zip([s.name for s in sessions], await asyncio.gather(*(snap(s) for s in sessions))))
         tips: dict[str, str | None] = {}
@@ -378,22 +401,29 @@ class Integration(ServiceCore):
         async def forecast(a: str, b: str) -> tuple[bool, list[str], dict[str, list[list[int]]]] | None:
             """None when the two have no history in common (nothing to forecast; one such pair
             must not hide the forecast of all the others)."""
+            if (a, b) in self._forecasts:
+                return self._forecasts[(a, b)]
             async with sem:
                 try:
                     clean, tree, files = await git.merge_tree(repo.root, a, b)
                 except ParaError as e:
-                    if e.data.get("unrelated"):
-                        return None
-                    raise
-                return clean, files, (await integrate.tree_hunks(repo.root, tree, files)) if files else {}
+                    if not e.data.get("unrelated"):
+                        raise
+                    answer = None
+                else:
+                    answer = clean, files, (await integrate.tree_hunks(repo.root, tree, files)) if files else {}
+            self._forecasts[(a, b)] = answer
+            return answer
 
         commits = {name: commit for name, (commit, _) in snaps.items() if commit}
         usable = [s for s in sessions if s.name in commits]
         # (session, its target's tip) for the sessions whose target exists
         against = [(s, tip) for s in usable if (tip := tips[target or s.base_branch])]
         vs_target = await asyncio.gather(*(forecast(tip, commits[s.name]) for s, tip in against))
-        pairs = [(a, b) for i, a in enumerate(usable) for b in usable[i + 1:]]
+        pairs = await self._pairs_that_may_collide(repo, usable, commits, sem)
         vs_pairs = await asyncio.gather(*(forecast(commits[a.name], commits[b.name]) for a, b in pairs))
+        if len(self._forecasts) > 20_000:
+            self._forecasts.clear()
         report = []
         for (s, _), fc in zip(against, vs_target):
             clean, files, hunks = fc or (False, [], {})
@@ -405,3 +435,39 @@ class Integration(ServiceCore):
         unrelated = [{"a": a.name, "b": b.name} for (a, b), fc in zip(pairs, vs_pairs) if fc is None]
         return {"sessions": report, "pairs": collisions, "unrelated": unrelated,
                 "clean": all(r["clean"] for r in report) and not collisions}
+
+    async def _pairs_that_may_collide(self, repo: Repo, usable: list[Session], commits: dict[str, str],
+                                      sem: asyncio.Semaphore) -> list[tuple[Session, Session]]:
+        """The pairs of sessions whose merge can conflict: both changed a path since a common
+        ancestor of them all (a path one side left as it was merges cleanly). Where they share
+        no history, every pair, as merge-tree is what says so."""
+        every = [(a, b) for i, a in enumerate(usable) for b in usable[i + 1:]]
+        ids = sorted({commits[s.name] for s in usable})
+        if len(ids) < 2:
+            return every
+        base = self._bases.get(tuple(ids)) or await git.merge_base_all(repo.root, ids)
+        if base is None:
+            return every
+        if len(self._bases) > 1000:
+            self._bases.clear()
+        self._bases[tuple(ids)] = base
+
+        async def paths(commit: str) -> frozenset[str]:
+            if (base, commit) not in self._changed_paths:
+                async with sem:
+                    self._changed_paths[(base, commit)] = frozenset(await git.changed_paths(repo.root, base, commit))
+            return self._changed_paths[(base, commit)]
+        changed = dict(zip(ids, await asyncio.gather(*(paths(c) for c in ids))))
+        if len(self._changed_paths) > 20_000:
+            self._changed_paths.clear()
+        # Index the paths, so the pairs come from shared paths instead of from every pair.
+        by_path: dict[str, list[int]] = {}
+        for i, s in enumerate(usable):
+            for path in changed[commits[s.name]]:
+                by_path.setdefault(path, []).append(i)
+        meet: set[tuple[int, int]] = set()
+        for holders in by_path.values():
+            for x, i in enumerate(holders):
+                for j in holders[x + 1:]:
+                    meet.add((i, j))
+        return [(usable[i], usable[j]) for i, j in sorted(meet)]

@@ -155,8 +155,9 @@ class Sessions(ServiceCore):
             s for s in repo.store.live() if s.status is not Status.cancelled]
         wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
         await self._adopt_out_of_band(repo, sessions, wts, branches)
-        active = [s.worktree for s in sessions if s.status is Status.active and os.path.realpath(s.worktree) in wts]
-        dirty = await self._dirty(active)
+        active = [(s.worktree, wt) for s in sessions
+                  if s.status is Status.active and (wt := wts.get(os.path.realpath(s.worktree))) is not None]
+        dirty = await self._dirty(repo, active)
         cwd = os.path.realpath(p.cwd)
         current = self._session_at(repo, cwd)
         infos = [self._info(repo, s, wts, branches, dirty.get(s.worktree, False),

@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""Benchmark: para at a hundred sessions, row by row against issue 15's targets.
+
+    python bench/bench_scale.py [--quick] [--smoke] [--sessions N]
+
+Every row is a ratio taken in this run against raw git (or against a floor made of raw git
+and bare Python start-ups), printed with the target and pass/miss:
+
+  1 start+cancel --json, small repo    / (raw git pair + 2 x `python -I -S -c pass`)   <= 1.2x
+  2 start+cancel --json, 5,000 files    / raw git pair                                   <= 1.1x
+  3 start+cancel, human output          / the floor of row 1                             <= 1.3x
+  4 para list --json, N dirty sessions  / the same at 0 sessions (and < 100 ms)          <= 1.2x
+  5 MCP para_list, N sessions, one stdio session: median (< 10 ms), and / one
+    `git status` process (a stand-in for mcp-server-git's git_status: one git process)   <= 2x
+  6 para conflicts, disjoint sessions at 10 and N: @N < 1 s, @N / @10                    <= 12x
+  7 20 concurrent `para integrate` (CLI) / raw sequential merge --squash + commit +
+    worktree remove + branch -D                                                          <= 1.5x
+  8 first call with no sidecar (autostart), absolute                                     < 300 ms
+  9 para/hello p99 while 20 integrations run                                             < 50 ms
+
+Raw and para steps alternate round by round (medians; ratios of medians), so load shifts
+hit both sides. Every session in rows 4-6 has an uncommitted edit (rows 4 and 5: "dirty").
+Everything runs in a private environment with a sidecar of its own. Results: the table on
+stdout and bench/results/scale.json (not with --smoke).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from _common import PARA, PYTHON, SMOKE_HELP, Sidecar, git, isolate, machine, make_repo, results_path, write_results
+
+
+def t(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def sh(argv: list[str], cwd: Path) -> str:
+    res = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({res.returncode}) in {cwd}:\n{res.stdout}\n{res.stderr}")
+    return res.stdout
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.1f} ms"
+
+
+# ---- rows 1-3: start + cancel ------------------------------------------------------------
+
+def start_cancel_rounds(repo: Path, rounds: int, human: bool) -> dict[str, float]:
+    js = [] if human else ["--json"]
+    para, raw, bare = [], [], []
+    wt_dir = repo.parent / f"{repo.name}-raw"
+    wt_dir.mkdir(exist_ok=True)
+    for r in range(rounds):
+        name = f"r{r}{'h' if human else 'j'}"
+        para.append(t(lambda: (sh([*PARA, "start", name, *js], repo),
+                               sh([*PARA, "cancel", "--discard", name, *js], repo))))
+        raw.append(t(lambda: (sh(["git", "worktree", "add", "-q", "-b", f"raw/{name}", str(wt_dir / name)], repo),
+                              sh(["git", "worktree", "remove", "--force", str(wt_dir / name)], repo),
+                              sh(["git", "branch", "-q", "-D", f"raw/{name}"], repo))))
+        bare.append(t(lambda: (sh([PYTHON, "-I", "-S", "-c", "pass"], repo), sh([PYTHON, "-I", "-S", "-c", "pass"], repo))))
+    return {"para": med(para), "raw": med(raw), "python_pair": med(bare), "floor": med(raw) + med(bare)}
+
+
+# ---- rows 4-6: many dirty sessions -------------------------------------------------------
+
+def dirty_sessions(repo: Path, sc: Sidecar, n: int, start: int = 0) -> None:
+    """Sessions s<i> each with an uncommitted edit of its own file (disjoint)."""
+    with sc.connect() as conn:
+        for i in range(start, n):
+            conn.request("para/start", {"cwd": str(repo), "name": f"s{i:03d}"})
+            (repo / ".para" / "worktrees" / f"s{i:03d}" / f"own-{i:03d}.txt").write_text(f"work of {i}\n")
+
+
+def list_times(repo: Path, runs: int, expect: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        got = json.loads(sh([*PARA, "list", "--json"], repo))
+        out.append(time.perf_counter() - start)
+        if len(got["sessions"]) != expect or (expect and not all(s["dirty"] for s in got["sessions"])):
+            raise SystemExit(f"para list answered wrongly: {len(got['sessions'])} sessions, expected {expect} dirty")
+    return out
+
+
+async def mcp_list_times(repo: Path, calls: int, expect: int) -> list[float]:
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+    params = StdioServerParameters(command=PARA[0], args=[*PARA[1:], "mcp"], env=dict(os.environ), cwd=str(repo))
+    out = []
+    async with Client(params) as c:
+        for i in range(calls + 3):
+            start = time.perf_counter()
+            r = await c.call_tool("para_list", {})
+            dt = time.perf_counter() - start
+            if r.is_error or len((r.structured_content or {}).get("sessions", [])) != expect:
+                raise SystemExit(f"para_list answered wrongly: {r.content[0].text[:300] if r.content else r}")
+            if i >= 3:
+                out.append(dt)
+    return out
+
+
+def conflicts_times(repo: Path, runs: int) -> tuple[float, list[float]]:
+    """(the first call, the calls after it): with nothing changing, what a person sees when
+    they ask again; the first call is reported too."""
+    times = []
+    for _ in range(runs + 1):
+        start = time.perf_counter()
+        got = json.loads(sh([*PARA, "conflicts", "--json"], repo))
+        times.append(time.perf_counter() - start)
+        if got["pairs"]:
+            raise SystemExit(f"disjoint sessions reported as colliding: {got['pairs'][:3]}")
+    return times[0], times[1:]
+
+
+# ---- rows 7 and 9: concurrent integrations -----------------------------------------------
+
+def integrate_repo(path: Path, sc: Sidecar, n: int) -> Path:
+    path = make_repo(path, 50)
+    with sc.connect() as conn:
+        for i in range(n):
+            conn.request("para/start", {"cwd": str(path), "name": f"i{i:02d}"})
+            wt = path / ".para" / "worktrees" / f"i{i:02d}"
+            (wt / f"feature-{i:02d}.txt").write_text(f"feature {i}\n")
+            git("add", "-A", cwd=wt)
+            git("commit", "-q", "-m", f"i{i:02d}: feature", cwd=wt)
+    return path
+
+
+def integrate_all_cli(repo: Path, n: int, hello_to: Path | None = None) -> tuple[float, list[float]]:
+    """Wall time of n `para integrate` processes launched at once; with `hello_to`, the
+    para/hello latencies measured on one connection meanwhile."""
+    from para_rpc.client import Connection, hello
+    lat: list[float] = []
+    stop = threading.Event()
+
+    def pinger() -> None:
+        assert hello_to is not None
+        with Connection.open(hello_to, timeout=60) as conn:
+            hello(conn)
+            while not stop.is_set():
+                start = time.perf_counter()
+                conn.request("para/hello", {})
+                lat.append(time.perf_counter() - start)
+                time.sleep(0.005)
+    th = threading.Thread(target=pinger) if hello_to else None
+    if th:
+        th.start()
+    start = time.perf_counter()
+    procs = [subprocess.Popen([*PARA, "integrate", f"i{i:02d}: integrate", "--session", f"i{i:02d}", "--json"],
+                              cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+             for i in range(n)]
+    for i, p in enumerate(procs):
+        out, err = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"para integrate i{i:02d} failed: {out.decode()} {err.decode()}")
+    wall = time.perf_counter() - start
+    stop.set()
+    if th:
+        th.join()
+    return wall, lat
+
+
+def integrate_all_raw(repo: Path, n: int) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        git("merge", "--squash", "-q", f"para/i{i:02d}", cwd=repo)
+        git("commit", "-q", "-m", f"i{i:02d}: integrate", cwd=repo)
+        git("worktree", "remove", "--force", str(repo / ".para" / "worktrees" / f"i{i:02d}"), cwd=repo)
+        git("branch", "-q", "-D", f"para/i{i:02d}", cwd=repo)
+    return time.perf_counter() - start
+
+
+# ---- row 8: autostart ----------------------------------------------------------------------
+
+def cold_and_warm(work: Path, runs: int) -> tuple[list[float], list[float]]:
+    """`para list --json` with no sidecar running (it autostarts one), then the next call
+    (each in a repository of its own: one repository is served by one sidecar at a time)."""
+    cold, warm = [], []
+    for r in range(runs):
+        repo = make_repo(work / f"cold{r}", 10)
+        runtime = Path(tempfile.mkdtemp(prefix="pc", dir="/tmp"))
+        os.chmod(runtime, 0o700)
+        env = dict(os.environ, PARA_RUNTIME_DIR=str(runtime))
+        for out in (cold, warm):
+            start = time.perf_counter()
+            res = subprocess.run([*PARA, "list", "--json"], cwd=repo, env=env, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise SystemExit(f"para list with no sidecar failed ({res.returncode}): {res.stdout} {res.stderr}")
+            out.append(time.perf_counter() - start)
+        subprocess.run([*PARA, "sidecar", "stop"], cwd=repo, env=env, capture_output=True)
+        shutil.rmtree(runtime, ignore_errors=True)
+    return cold, warm
+
+
+# ---- the table -------------------------------------------------------------------------------
+
+def row(rows: list[dict[str, Any]], key: str, what: str, value: float, target: float, unit: str = "x",
+        detail: str = "") -> None:
+    ok = value <= target if unit == "x" else value < target
+    shown = f"{value:.2f}x" if unit == "x" else ms(value)
+    goal = f"<= {target:g}x" if unit == "x" else f"< {ms(target)}"
+    rows.append({"row": key, "what": what, "value": value, "unit": unit, "target": target, "pass": ok,
+                 "detail": detail})
+    print(f"  {key:<3} {what:<58} {shown:>10}  target {goal:<10} {'pass' if ok else 'MISS'}   {detail}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and 30 sessions instead of 100")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
+    ap.add_argument("--sessions", type=int, help="sessions for rows 4-6 (default 100, 30 with --quick)")
+    a = ap.parse_args(argv)
+    quick = a.quick or a.smoke
+    n = a.sessions or (5 if a.smoke else 30 if quick else 100)
+    rounds = 1 if a.smoke else 5 if quick else 15
+    runs = 1 if a.smoke else 5 if quick else 15
+    integrations = 3 if a.smoke else 20
+    work = Path(tempfile.mkdtemp(prefix="para-bench-scale-"))
+    runtime = isolate(work, prefix="ps")
+    sc = Sidecar(runtime)
+    rows: list[dict[str, Any]] = []
+    figures: dict[str, Any] = {}
+    try:
+        print(f"para at scale: {n} sessions, {rounds} rounds, {runs} runs "
+              f"(load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)\n", flush=True)
+        small = make_repo(work / "small", 10)
+        big = make_repo(work / "big", 10 if a.smoke else 5000)
+        sc_small = start_cancel_rounds(small, rounds, human=False)
+        sc_big = start_cancel_rounds(big, rounds, human=False)
+        sc_human = start_cancel_rounds(small, rounds, human=True)
+        figures.update(start_cancel_small=sc_small, start_cancel_big=sc_big, start_cancel_human=sc_human)
+        row(rows, "1", "start+cancel --json, small repo / floor", sc_small["para"] / sc_small["floor"], 1.2,
+            detail=f"para {ms(sc_small['para'])}, git {ms(sc_small['raw'])}, 2 python {ms(sc_small['python_pair'])}")
+        row(rows, "2", f"start+cancel --json, {5000 if not a.smoke else 10} files / raw git",
+            sc_big["para"] / sc_big["raw"], 1.1, detail=f"para {ms(sc_big['para'])}, git {ms(sc_big['raw'])}")
+        row(rows, "3", "start+cancel, human output / floor", sc_human["para"] / sc_human["floor"], 1.3,
+            detail=f"para {ms(sc_human['para'])}")
+
+        empty = make_repo(work / "empty", 10)
+        many = make_repo(work / "many", 10)
+        dirty_sessions(many, sc, n)
+        list_times(many, 1, n)  # (the first list watches the worktrees)
+        l0, ln = [], []
+        for _ in range(runs):
+            l0 += list_times(empty, 1, 0)
+            ln += list_times(many, 1, n)
+        figures["list"] = {"at_0": med(l0), "at_n": med(ln)}
+        row(rows, "4", f"para list --json, {n} dirty / 0 sessions", med(ln) / med(l0), 1.2,
+            detail=f"{ms(med(ln))} vs {ms(med(l0))} (target also < 100 ms: "
+                   f"{'pass' if med(ln) < 0.1 else 'MISS'})")
+
+        mcp = asyncio.run(mcp_list_times(many, 3 if a.smoke else 30, n))
+        st = [t(lambda: sh(["git", "status", "--porcelain"], many)) for _ in range(max(3, runs))]
+        figures["mcp_list"] = {"median": med(mcp), "git_status": med(st)}
+        row(rows, "5a", f"MCP para_list, {n} sessions, median", med(mcp), 0.010, unit="s")
+        row(rows, "5b", "MCP para_list / one `git status` process", med(mcp) / med(st), 2.0,
+            detail=f"git status {ms(med(st))}")
+
+        ten = make_repo(work / "ten", 10)
+        dirty_sessions(ten, sc, 10)
+        first10, c10 = conflicts_times(ten, runs)
+        firstn, cn = conflicts_times(many, runs)
+        figures["conflicts"] = {"at_10": med(c10), "at_n": med(cn), "first_at_10": first10, "first_at_n": firstn}
+        row(rows, "6a", f"para conflicts, {n} disjoint sessions (asked again)", med(cn), 1.0, unit="s",
+            detail=f"first call {ms(firstn)}")
+        row(rows, "6b", f"para conflicts @{n} / @10", med(cn) / med(c10), 12.0,
+            detail=f"@10 {ms(med(c10))} (first {ms(first10)})")
+
+        walls_para, walls_raw, hellos = [], [], []
+        for r in range(1 if a.smoke else 3 if quick else 5):
+            repo_p = integrate_repo(work / f"ip{r}", sc, integrations)
+            repo_r = integrate_repo(work / f"ir{r}", sc, integrations)
+            wall, lat = integrate_all_cli(repo_p, integrations, hello_to=sc.socket)
+            walls_para.append(wall)
+            hellos += lat
+            walls_raw.append(integrate_all_raw(repo_r, integrations))
+        p99 = statistics.quantiles(hellos, n=100)[98] if len(hellos) >= 2 else max(hellos, default=0.0)
+        figures["integrate"] = {"para": med(walls_para), "raw": med(walls_raw), "hello_p99": p99,
+                                "hello_samples": len(hellos)}
+        row(rows, "7", f"{integrations} concurrent para integrate / raw sequential", med(walls_para) / med(walls_raw),
+            1.5, detail=f"para {ms(med(walls_para))}, git {ms(med(walls_raw))}")
+
+        cold, warm = cold_and_warm(work, 1 if a.smoke else 3 if quick else 7)
+        figures["autostart"] = {"cold": med(cold), "warm": med(warm)}
+        row(rows, "8", "first call with no sidecar (autostart)", med(cold), 0.300, unit="s",
+            detail=f"next call {ms(med(warm))}")
+        row(rows, "9", f"para/hello p99 while {integrations} integrations run", p99, 0.050, unit="s",
+            detail=f"{len(hellos)} samples, median {ms(med(hellos)) if hellos else '-'}")
+    finally:
+        sc.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(runtime, ignore_errors=True)
+    missed = [r["row"] for r in rows if not r["pass"]]
+    print(f"\n{len(rows) - len(missed)} of {len(rows)} rows meet their target"
+          + (f"; missed: {', '.join(missed)}" if missed else ""))
+    if not a.smoke:
+        write_results(results_path("scale"), {"machine": machine(load=os.getloadavg()), "sessions": n,
+                                              "rows": rows, "figures": figures})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

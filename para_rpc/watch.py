@@ -1,0 +1,235 @@
+"""Change tracking for worktrees, so a question git already answered is not asked again.
+
+`list` at a hundred sessions used to run one `git status` per session on every call. A
+`Watcher` keeps inotify watches on each worktree's directories (and on its private git
+directory, where the index and HEAD live) and counts events per worktree: a cached answer
+stays valid while that count and the git facts it was computed from are unchanged. Any
+event at all (a file edited, created, moved, deleted, its mode changed; the index or HEAD
+rewritten; a queue overflow) invalidates, so the cache can be stale only for as long as the
+kernel takes to queue an event.
+
+Where inotify is missing (not Linux, no watches left) or a worktree has more directories
+than a watch budget allows, `token()` answers None and callers ask git every time: slower,
+never wrong. Linux inotify through ctypes keeps this free of dependencies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import struct
+import threading
+
+IN_MODIFY = 0x2
+IN_ATTRIB = 0x4
+IN_CLOSE_WRITE = 0x8
+IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_DELETE_SELF = 0x400
+IN_MOVE_SELF = 0x800
+IN_Q_OVERFLOW = 0x4000
+IN_IGNORED = 0x8000
+IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
+IN_EXCL_UNLINK = 0x04000000
+IN_ISDIR = 0x40000000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = 0o2000000
+
+MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+        | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
+
+# Directories watched per worktree at most: a worktree with a vendored tree bigger than this
+# is answered by git every time rather than spending the user's watch budget on it.
+MAX_DIRS = 4000
+
+
+class _Root:
+    __slots__ = ("epoch", "gen", "ok", "wds")
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch  # a new watch of the same path never repeats an old token
+        self.gen = 0
+        self.wds: set[int] = set()
+        self.ok = True
+
+
+class Watcher:
+    """Event counts per watched worktree. Thread-safe: watches may be added from a worker
+    thread (walking a big tree must not block the event loop) while the loop reads tokens."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._roots: dict[str, _Root] = {}
+        self._owner: dict[int, str] = {}  # watch descriptor -> root it belongs to
+        self._paths: dict[int, str] = {}  # watch descriptor -> the directory it watches
+        self._epochs = 0
+        self._fd = -1
+        self._libc: ctypes.CDLL | None = None
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+            fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        except (OSError, AttributeError):
+            return
+        if fd >= 0:
+            self._fd, self._libc = fd, libc
+
+    @property
+    def available(self) -> bool:
+        return self._fd >= 0
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+            self._fd = -1
+            self._roots.clear()
+            self._owner.clear()
+            self._paths.clear()
+
+    def watching(self, root: str) -> bool:
+        """Whether `root` was given to `watch` (successfully or not) and is still tracked."""
+        return root in self._roots  # (one dict lookup: atomic, no lock needed)
+
+    def watch(self, root: str, extra: tuple[str, ...] = ()) -> bool:
+        """Start counting events under `root` (every directory but `.git`, symlinks not
+        followed) and in the `extra` directories (not recursively). False when that is not
+        possible; the root then stays unwatched for good (asked of git every time)."""
+        with self._lock:
+            known = self._roots.get(root)
+            if known is not None:
+                return known.ok
+            self._epochs += 1
+            r = self._roots[root] = _Root(self._epochs)
+            if self._fd < 0:
+                r.ok = False
+                return False
+            ok = all(self._add(r, root, d) for d in extra) and self._add_tree(r, root, root)
+            if not ok:
+                self._drop(r)
+            return ok
+
+    def token(self, root: str) -> tuple[int, int] | None:
+        """Which watch of `root` and how many events it has seen, or None when `root` is not
+        watched. Take it before asking git; the answer stays valid while the token does."""
+        # Never wait for a walk in progress (a worker thread holds the lock): the event loop
+        # calls this, and git can answer meanwhile.
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            self._drain()
+            r = self._roots.get(root)
+            return (r.epoch, r.gen) if r is not None and r.ok else None
+        finally:
+            self._lock.release()
+
+    def retain(self, roots: set[str]) -> None:
+        """Forget every root not in `roots` (sessions that ended)."""
+        with self._lock:
+            for root in [x for x in self._roots if x not in roots]:
+                self._drop(self._roots.pop(root))
+
+    # -- internals (called with the lock held)
+
+    def _add(self, r: _Root, root: str, path: str) -> bool:
+        assert self._libc is not None
+        wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), MASK)
+        if wd < 0:
+            # A directory that went away meanwhile is fine (its parent saw the deletion);
+            # anything else (no watches left, no permission) means we cannot see changes.
+            return ctypes.get_errno() in (errno.ENOENT, errno.ENOTDIR)
+        r.wds.add(wd)
+        self._owner[wd] = root
+        self._paths[wd] = path
+        return True
+
+    def _add_tree(self, r: _Root, root: str, top: str) -> bool:
+        # Watch before listing: a directory created after its parent's watch shows up as an
+        # event (and is watched then); one created before is in the listing.
+        stack = [top]
+        while stack:
+            d = stack.pop()
+            if not self._add(r, root, d):
+                return False
+            if len(r.wds) > MAX_DIRS:
+                return False
+            try:
+                with os.scandir(d) as it:
+                    for e in it:
+                        if e.name != ".git" and e.is_dir(follow_symlinks=False):
+                            stack.append(e.path)
+            except OSError:
+                continue
+        return True
+
+    def _drop(self, r: _Root) -> None:
+        r.ok = False
+        for wd in r.wds:
+            self._owner.pop(wd, None)
+            self._paths.pop(wd, None)
+            if self._libc is not None and self._fd >= 0:
+                self._libc.inotify_rm_watch(self._fd, wd)
+        r.wds.clear()
+
+    def _drain(self) -> None:
+        if self._fd < 0:
+            return
+        while True:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            pos = 0
+            while pos + _EVENT.size <= len(data):
+                wd, mask, _cookie, length = _EVENT.unpack_from(data, pos)
+                name = data[pos + _EVENT.size:pos + _EVENT.size + length].rstrip(b"\0")
+                pos += _EVENT.size + length
+                if mask & IN_Q_OVERFLOW:
+                    for r in self._roots.values():
+                        r.gen += 1
+                    continue
+                root = self._owner.get(wd)
+                if root is None:
+                    continue
+                r = self._roots[root]
+                r.gen += 1
+                if self._paths.get(wd) == root and mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
+                    # The worktree itself went (removed, moved): a later worktree at this path
+                    # is a new root, walked afresh.
+                    self._drop(r)
+                    del self._roots[root]
+                elif mask & IN_IGNORED:
+                    r.wds.discard(wd)
+                    self._owner.pop(wd, None)
+                    self._paths.pop(wd, None)
+                elif mask & IN_MOVE_SELF or (mask & IN_ISDIR and mask & IN_MOVED_FROM):
+                    # A directory moved: the paths recorded under it are stale, so new
+                    # directories below it could no longer be found. Start over: the root is
+                    # forgotten (answered by git) until the next `watch` walks it again.
+                    self._drop(r)
+                    del self._roots[root]
+                elif mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO) and r.ok and name != b".git":
+                    parent = self._paths.get(wd)
+                    if parent is not None and not self._add_tree(r, root, os.path.join(parent, os.fsdecode(name))):
+                        self._drop(r)
+
+
+def gitdir_of(worktree: str) -> str | None:
+    """A linked worktree's private git directory (where its index and HEAD live), from the
+    `gitdir:` line of its `.git` file; None for anything else."""
+    try:
+        with open(os.path.join(worktree, ".git"), encoding="utf-8", errors="replace") as f:
+            line = f.readline(4096).strip()
+    except OSError:
+        return None
+    if not line.startswith("gitdir: "):
+        return None
+    path = line[len("gitdir: "):]
+    return os.path.normpath(path if os.path.isabs(path) else os.path.join(worktree, path))

@@ -1,0 +1,263 @@
+"""`list` answers from what it already knows, and is never wrong about it.
+
+The sidecar remembers each worktree's `git status` answer and asks git again only when
+something it depends on may have changed (para_rpc/watch.py: inotify on the worktree's files
+and its private git directory; the worktree's HEAD; the repository's and user's config and
+excludes). These tests change a session's worktree behind para's back in every way we know
+and check the very next `para list` against git itself; and count git processes to show that
+a list with nothing changed asks git nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from para_rpc.watch import MAX_DIRS, Watcher
+
+from conftest import git, run_para, shutdown_sidecar, start_sidecar
+
+
+def truth(wt: Path) -> bool:
+    """What git itself says: any change, untracked files included. (Without optional locks:
+    a status that refreshed the index would itself tell the sidecar that something changed.)"""
+    return bool(git("status", "--porcelain", "--untracked-files=all", cwd=wt, env={"GIT_OPTIONAL_LOCKS": "0"}).strip())
+
+
+def listed(repo: Path) -> dict[str, bool]:
+    out = json.loads(run_para("list", "--json", cwd=repo).stdout)
+    return {s["name"]: s["dirty"] for s in out["sessions"]}
+
+
+def _edit(wt: Path, repo: Path) -> None:
+    (wt / "README.md").write_text("edited by hand\n")
+
+
+def _revert(wt: Path, repo: Path) -> None:
+    git("checkout", "--", "README.md", cwd=wt)
+
+
+def _new_file_in_new_dirs(wt: Path, repo: Path) -> None:
+    (wt / "deep" / "er").mkdir(parents=True)
+    (wt / "deep" / "er" / "new.txt").write_text("new\n")
+
+
+def _remove_untracked(wt: Path, repo: Path) -> None:
+    shutil.rmtree(wt / "deep")
+
+
+def _commit_outside_para(wt: Path, repo: Path) -> None:
+    git("add", "-A", cwd=wt)
+    git("commit", "-q", "-m", "by hand", cwd=wt)
+
+
+def _stage_only(wt: Path, repo: Path) -> None:
+    (wt / "staged.txt").write_text("s\n")
+    git("add", "staged.txt", cwd=wt)
+
+
+def _move_branch_outside_para(wt: Path, repo: Path) -> None:
+    # The session branch moved from the main checkout: the worktree's HEAD is that branch,
+    # so its files now differ from HEAD although not one of them changed.
+    git("update-ref", "refs/heads/para/s", "main~1", cwd=repo)
+
+
+def _exclude_untracked(wt: Path, repo: Path) -> None:
+    with open(repo / ".git" / "info" / "exclude", "a") as f:
+        f.write("/loose.txt\n")
+
+
+def _loose_file(wt: Path, repo: Path) -> None:
+    (wt / "loose.txt").write_text("l\n")
+
+
+def _rename_dir_then_write_below(wt: Path, repo: Path) -> None:
+    (wt / "d1" / "d2").mkdir(parents=True)
+    (wt / "d1" / "d2" / "keep.txt").write_text("k\n")
+    git("add", "-A", cwd=wt)
+    git("commit", "-q", "-m", "dirs", cwd=wt)
+
+
+def _write_in_renamed_dir(wt: Path, repo: Path) -> None:
+    os.rename(wt / "d1", wt / "moved")
+    git("add", "-A", cwd=wt)
+    git("commit", "-q", "-m", "moved", cwd=wt)
+
+
+def _new_subdir_in_renamed_dir(wt: Path, repo: Path) -> None:
+    (wt / "moved" / "d2" / "d3").mkdir()
+    (wt / "moved" / "d2" / "d3" / "x.txt").write_text("x\n")
+
+
+def _assume_unchanged(wt: Path, repo: Path) -> None:
+    # Only the index changes (not one file): status goes clean.
+    git("update-index", "--assume-unchanged", "README.md", cwd=wt)
+
+
+def _chmod(wt: Path, repo: Path) -> None:
+    p = wt / "README.md"
+    p.chmod(p.stat().st_mode | stat.S_IXUSR)
+
+
+Step = Callable[[Path, Path], None]
+# Each case: steps applied one after another, a `para list` checked against git after each.
+CASES: dict[str, list[Step]] = {
+    "edit, then revert": [_edit, _revert],
+    "new file in new directories, then removed": [_new_file_in_new_dirs, _remove_untracked],
+    "commit made in the worktree outside para": [_edit, _commit_outside_para],
+    "only staged": [_stage_only],
+    "branch moved outside para": [_move_branch_outside_para],
+    "untracked file, then excluded in info/exclude": [_loose_file, _exclude_untracked],
+    "directory renamed, then a new directory written below it": [
+        _rename_dir_then_write_below, _write_in_renamed_dir, _new_subdir_in_renamed_dir],
+    "executable bit set": [_chmod],
+    "only the index changed": [_edit, _assume_unchanged],
+}
+
+
+@pytest.mark.parametrize("steps", CASES.values(), ids=list(CASES))
+def test_the_next_list_sees_every_change_made_behind_paras_back(
+        sidecar: Any, repo: Path, steps: list[Step]) -> None:
+    run_para("start", "s", cwd=repo)
+    wt = repo / ".para" / "worktrees" / "s"
+    assert listed(repo) == {"s": False}
+    assert listed(repo) == {"s": False}  # (answered from memory now)
+    for step in steps:
+        step(wt, repo)
+        assert listed(repo) == {"s": truth(wt)}, f"after {step.__name__}"
+        assert listed(repo) == {"s": truth(wt)}, f"after {step.__name__}, asked again"
+
+
+def test_a_list_with_nothing_changed_asks_git_nothing_about_worktrees(
+        runtime_dir: Path, repo: Path, tmp_path: Path) -> None:
+    """The point of the cache: 5 dirty sessions, listed twice, one `git status` each, once;
+    then a hand edit in one worktree costs exactly one more."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    calls = tmp_path / "git-calls"
+    real = shutil.which("git")
+    assert real
+    wrapper = bindir / "git"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=env)
+    try:
+        for i in range(5):
+            run_para("start", f"s{i}", cwd=repo)
+            (repo / ".para" / "worktrees" / f"s{i}" / "work.txt").write_text(f"{i}\n")
+
+        def statuses() -> int:
+            return sum(1 for line in calls.read_text().splitlines() if " status " in f" {line} ")
+        assert set(listed(repo).values()) == {True}
+        before = statuses()
+        assert set(listed(repo).values()) == {True}
+        assert set(listed(repo).values()) == {True}
+        assert statuses() == before, "a list with nothing changed ran git status"
+        git("checkout", "--", ".", cwd=repo / ".para" / "worktrees" / "s3")  # (tracked files only)
+        (repo / ".para" / "worktrees" / "s3" / "work.txt").unlink()
+        assert listed(repo) == {"s0": True, "s1": True, "s2": True, "s3": False, "s4": True}
+        assert statuses() == before + 1
+    finally:
+        shutdown_sidecar(sc)
+
+
+def test_a_session_resumed_at_the_same_path_is_not_answered_from_the_old_worktree(
+        sidecar: Any, repo: Path) -> None:
+    run_para("start", "s", cwd=repo)
+    wt = repo / ".para" / "worktrees" / "s"
+    (wt / "work.txt").write_text("w\n")
+    assert listed(repo) == {"s": True}
+    run_para("finish", "done", "-s", "s", cwd=repo)
+    run_para("resume", "s", cwd=repo)
+    assert listed(repo) == {"s": truth(wt)} == {"s": False}
+    (wt / "again.txt").write_text("a\n")
+    assert listed(repo) == {"s": True}
+
+
+# ---- the watcher itself ------------------------------------------------------------
+
+def test_every_kind_of_change_moves_the_token(tmp_path: Path) -> None:
+    w = Watcher()
+    assert w.available
+    root = tmp_path / "wt"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "f").write_text("x")
+    assert w.watch(str(root))
+    changes: list[Callable[[], object]] = [
+        lambda: (root / "a" / "b" / "f").write_text("y"),
+        lambda: (root / "a" / "b" / "f").chmod(0o600),
+        lambda: (root / "a" / "new").mkdir(),
+        lambda: (root / "a" / "new" / "g").write_text("in a directory made after the watch"),
+        lambda: (root / "a" / "b" / "f").rename(root / "a" / "f2"),
+        lambda: (root / "a" / "f2").unlink(),
+    ]
+    for change in changes:
+        before = w.token(str(root))
+        assert before is not None
+        change()
+        assert w.token(str(root)) != before
+    before = w.token(str(root))
+    assert w.token(str(root)) == before  # (and nothing changed: the same token)
+
+
+def test_a_renamed_directory_is_walked_again_and_a_removed_root_forgotten(tmp_path: Path) -> None:
+    w = Watcher()
+    root = tmp_path / "wt"
+    (root / "a").mkdir(parents=True)
+    assert w.watch(str(root))
+    (root / "a").rename(root / "b")
+    assert w.token(str(root)) is None and not w.watching(str(root))  # (git answers meanwhile)
+    assert w.watch(str(root))
+    first = w.token(str(root))
+    (root / "b" / "c").mkdir()
+    (root / "b" / "c" / "f").write_text("under the new name")
+    assert w.token(str(root)) != first
+    shutil.rmtree(root)
+    assert w.token(str(root)) is None and not w.watching(str(root))
+    root.mkdir()
+    assert w.watch(str(root))
+    assert w.token(str(root)) != first  # a new watch never repeats an old token
+
+
+def test_a_tree_over_the_watch_budget_is_left_to_git(tmp_path: Path) -> None:
+    root = tmp_path / "big"
+    for i in range(MAX_DIRS + 1):
+        (root / f"d{i}").mkdir(parents=True)
+    w = Watcher()
+    assert not w.watch(str(root))
+    assert w.token(str(root)) is None
+    (root / "d0" / "f").write_text("x")
+    assert w.token(str(root)) is None
+
+
+def test_git_itself_still_answers_where_inotify_is_missing(
+        runtime_dir: Path, repo: Path, tmp_path: Path) -> None:
+    """No watches left for the user (fs.inotify.max_user_instances exhausted is the same):
+    every list asks git, and is right."""
+    # A sidecar whose inotify_init1 fails (invalid flags: EINVAL), set up by a
+    # sitecustomize before the service makes its watcher.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import para_rpc.watch as w\nw.IN_CLOEXEC = -1\n")
+    env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=env)
+    try:
+        run_para("start", "s", cwd=repo)
+        wt = repo / ".para" / "worktrees" / "s"
+        assert listed(repo) == {"s": False}
+        (wt / "x.txt").write_text("x\n")
+        assert listed(repo) == {"s": True}
+        (wt / "x.txt").unlink()
+        assert listed(repo) == {"s": False}
+    finally:
+        shutdown_sidecar(sc)
+    log = sc.log_path.read_text()
+    assert "Traceback" not in log
