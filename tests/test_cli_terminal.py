@@ -31,6 +31,7 @@ import click
 import pytest
 import typer.main
 
+from para_rpc import agents
 from para_rpc.cli import complete
 from para_rpc.cli.app import app
 
@@ -286,6 +287,7 @@ def test_completion_tables_match_the_typer_declarations() -> None:
             declared = {"--idle-timeout", "--stderr", "--log-level"}
         assert set(complete.OPTIONS.get(name, ["missing"])) == declared, name
     assert set(complete.OPTIONS) == {n for n, c in cmds.items() if not c.hidden}
+    assert set(complete.BUILTIN_PROFILES) == set(agents.BUILTIN)
     for group, subs in complete.GROUPS.items():
         assert set(subs) == set(cmds[group].commands), group  # type: ignore[attr-defined]
 

@@ -77,6 +77,8 @@ CHOICES: dict[str, list[str]] = {
 TAKES_VALUE = {"--base", "-b", "--target", "--session", "-s", "--branch", "--strategy", "--prompt", "-p",
                "--file", "--agent", "--mode", "--after", "--timeout", "-t", "--tests", "--todos", "--blocked",
                "--wait", "--editor", "--approve", "--idle-timeout", "--log-level"}
+# agents.BUILTIN's names (the CLI does not import the engines; a test keeps the two equal)
+BUILTIN_PROFILES = ("claude", "codex", "gemini", "aider", "opencode", "scripted")
 SOCKET_TIMEOUT = 2.0   # a sidecar that does not answer within this gets no more of the shell's time
 
 SCRIPTS = {
@@ -206,9 +208,9 @@ def branches(cwd: str) -> list[str]:
 def profiles(cwd: str) -> list[str]:
     """Built-in launcher profiles, and those of the config files (read from a running sidecar,
     which knows the project file; the user file alone otherwise)."""
-    from para_rpc import agents, config
+    from para_rpc import config
 
-    names = set(agents.BUILTIN)
+    names = set(BUILTIN_PROFILES)
     try:
         with client.Connection.open(timeout=SOCKET_TIMEOUT) as conn:
             client.hello(conn)
