@@ -614,6 +614,20 @@ def thaw_run(stopped: dict[int, int]) -> None:
             os.kill(p, signal.SIGCONT)
 
 
+def still_running(procs: dict[int, int]) -> dict[int, int]:
+    """The processes of `procs` ({pid: start time}) still running."""
+    return _alive(procs)
+
+
+def end_frozen(stopped: dict[int, int]) -> None:
+    """SIGTERM, then SIGCONT so they act on it, what `freeze_run` stopped and is still alive:
+    the end of an agent whose session ended while no sidecar was there to stop it."""
+    for sig in (signal.SIGTERM, signal.SIGCONT):
+        for p in _alive(stopped):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, sig)
+
+
 def cwd_holders(path: str, exclude: set[int]) -> dict[int, str]:
     """{pid: command name} of the processes (not in `exclude`) whose current directory is
     `path` or below it: a shell or an editor still in a worktree about to be removed.

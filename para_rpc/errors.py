@@ -31,7 +31,8 @@ class Code(enum.Enum):
     check_failed = (-32014, 12, "the configured integration check failed; the target did not move")
     untrusted = (-32015, 13, "commands from the repository's .para/config.json are not approved (`para trust`)")
     forbidden = (-32016, 14, ("an agent of a session asked for what only the user may do (approve commands, change "
-                              "them), or a session-bound socket was asked for more than its session"))
+                              "them), a session-bound socket was asked for more than its session, or a setup or "
+                              "teardown hook asked to start sessions or to end its own"))
     setup_failed = (-32017, 15, "the `session.setup` command failed or timed out; the session was rolled back (see its log)")
 
     @property

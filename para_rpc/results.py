@@ -310,7 +310,11 @@ class AdoptResult(Result, kw_only=True):
 class ConfigEntry(Result, kw_only=True):
     value: Any
     source: str
-    approved: bool | None = None
+    # a value set by the project file that decides what para runs (config.GATED_KEYS): whether the
+    # user approved the file's content (`para trust`), and that content's SHA-256
+    trusted: bool | None = None
+    sha256: str | None = None
+    refused: dict[str, str] | None = None   # `agents`: the project's profiles withheld, with why
 
 
 class ConfigShow(Result, kw_only=True):
@@ -383,8 +387,16 @@ class SubscribeResult(Result, kw_only=True):
     editor: bool | None = None   # (para/unsubscribe answers `subscribed: false` alone)
 
 
+class StoppedSetup(Result, kw_only=True):
+    """A `session.setup` a stopping sidecar stopped: its start was rolled back."""
+    session: str
+    pid: int
+    repo: str
+
+
 class ShutdownResult(Result, kw_only=True):
     stopping: bool
+    setups_stopped: list[StoppedSetup] = []
 
 
 class SessionsChanged(Result, kw_only=True):

@@ -8,6 +8,7 @@ else `/tmp/para-<uid>`. The lock and log files sit next to the socket.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import sys
@@ -50,6 +51,44 @@ def lock_path() -> Path:
 
 def log_path() -> Path:
     return socket_path().with_name(socket_path().name + ".log")
+
+
+KNOWN_REPOS_MAX = 64
+
+
+def known_repos_path(sock: str | os.PathLike[str]) -> Path:
+    """The repositories a sidecar served, next to its socket: the next sidecar on that socket
+    reopens them at its start to repair what a crash or a stop left there."""
+    return Path(f"{os.fspath(sock)}.repos")
+
+
+def known_repos(sock: str | os.PathLike[str]) -> list[str]:
+    try:
+        data = json.loads(known_repos_path(sock).read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in data if isinstance(r, str) and os.path.isabs(r)] if isinstance(data, list) else []
+
+
+def _write_known(sock: str | os.PathLike[str], roots: list[str]) -> None:
+    # (only the sidecar holding the socket's lock writes it: no lock of its own)
+    path = known_repos_path(sock)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    write_private(tmp, json.dumps(roots[-KNOWN_REPOS_MAX:]))
+    os.replace(tmp, path)
+
+
+def remember_repo(sock: str | os.PathLike[str], root: str) -> None:
+    """Add `root` to the sidecar's known repositories (the most recent last, at most 64)."""
+    roots = known_repos(sock)
+    if roots and roots[-1] == root:
+        return
+    _write_known(sock, [r for r in roots if r != root] + [root])
+
+
+def forget_repos(sock: str | os.PathLike[str], gone: list[str]) -> None:
+    roots = known_repos(sock)
+    _write_known(sock, [r for r in roots if r not in gone])
 
 
 def _setting() -> str:

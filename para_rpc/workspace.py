@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,23 +223,77 @@ def port_free(port: int) -> bool:
     return True
 
 
-def stop_leftover(pgid: int, worktree: str) -> bool:
-    """Kill the process group a crashed sidecar's hook left, if it still is that hook's: some
-    member works in `worktree` (a recycled pgid is someone else's and left alone)."""
+def proc_start(pid: int, live: bool = False) -> int | None:
+    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22): with
+    the pid, what names one process for good (a pid is recycled, a pid and its start are not).
+    With `live`, None for a zombie (it has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return None if live and fields[0] == b"Z" else int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _group_members(pgid: int) -> list[int]:
+    found: list[int] = []
     try:
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
     except OSError:
-        return False
+        return found
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
-            if int(fields[2]) == pgid and _inside(os.readlink(f"/proc/{pid}/cwd"), worktree):
-                kill_group(pgid)
-                return True
+            if int(fields[2]) == pgid and fields[0] != b"Z":
+                found.append(pid)
         except (OSError, ValueError, IndexError):
             continue
-    return False
+    return found
+
+
+def lineage(pid: int) -> set[int]:
+    """`pid`, its ancestors, and the process groups and sessions of each: the ids a process
+    that some hook started (even one that left the hook's group with setsid) is found under."""
+    found: set[int] = set()
+    seen: set[int] = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            ppid, pgid, sid = int(fields[1]), int(fields[2]), int(fields[3])
+        except (OSError, ValueError, IndexError):
+            break
+        found |= {pid, pgid, sid}
+        pid = ppid
+    return found
+
+
+def hook_group_alive(pgid: int, start: int | None) -> bool:
+    """Whether the process group of a hook that started as (`pgid`, `start`) still has members.
+    Its leader alive with another start time is a recycled pid: not the hook's. With the leader
+    gone, the group can still only be the hook's: Linux hands out no pid that is in use as a
+    process group id, so no new group can take that id while one member of the old lives."""
+    leader = proc_start(pgid)
+    if leader is not None and start is not None and leader != start:
+        return False
+    return bool(_group_members(pgid))
+
+
+def stop_leftover(pgid: int, start: int | None) -> bool:
+    """Kill the process group a hook (or a crashed sidecar's hook) left running, if it still is
+    that hook's (`hook_group_alive`): wherever its members went, a `cd /` included. Returns
+    whether there was one to kill. Without a journaled start time (a journal older than it)
+    a leader alive under that pid is taken as the hook. Blocking: call it from a worker thread."""
+    if not hook_group_alive(pgid, start):
+        return False
+    kill_group(pgid)
+    # Gone before anything runs again (a teardown redone by the repair must not overlap it).
+    deadline = time.monotonic() + 10
+    while _group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return True
 
 
 @dataclass
@@ -291,6 +346,9 @@ async def run_hook(argv: list[str], cwd: str, env: dict[str, str], log: str, tim
         follower = asyncio.ensure_future(lines.follow())
         try:
             await asyncio.wait_for(proc.wait(), timeout)
+        except asyncio.CancelledError:
+            kill_group(proc.pid)  # the operation that ran it is gone: nothing it started stays
+            raise
         except TimeoutError:
             kill_group(proc.pid)
             await proc.wait()

@@ -16,7 +16,8 @@ from conftest import PARA_ARGV, commit_file
 
 TOOLS = {"para_dispatch", "para_integrate", "para_list", "para_start", "para_finish", "para_cancel",
          "para_recover", "para_resume", "para_status", "para_continue", "para_abort", "para_conflicts",
-         "para_diff", "para_config_show", "para_wait", "para_stop", "para_restart", "para_send", "para_open"}
+         "para_diff", "para_config_show", "para_wait", "para_stop", "para_restart", "para_send", "para_open",
+         "para_config_set", "para_clean", "para_plans"}
 
 
 def bridge_params(cwd: str | Path, env: dict[str, str] | None = None) -> StdioServerParameters:

@@ -386,7 +386,13 @@ def test_a_sidecar_killed_during_setup_is_repaired_at_the_next_start(repo: Path,
         listed = sessions(repo)  # autostarts a sidecar, which repairs the journaled start
         assert listed == {}
         wait_until(lambda: not pid_alive(setup_pid), 30, "the repair to stop the setup")
-        assert git_state(repo) == before
+        # What the worktree held (here the setup's file) is kept, not deleted: nothing else changed.
+        after = git_state(repo)
+        saved = [line for line in after["refs"].splitlines() if line.startswith("refs/para/backup/k1/")]
+        assert len(saved) == 1 and saved[0].split()[0].endswith("-start"), after["refs"]
+        assert "partial.txt" in git("show", "--name-only", "--format=", saved[0].split()[1], cwd=repo)
+        assert {**after, "refs": "\n".join(x for x in after["refs"].splitlines() if x not in saved)} == before
+        assert saved[0].split()[0] in (repo / ".para" / "logs" / "k1.setup.log").read_text()
         assert str(repo / ".para" / "worktrees" / "k1") not in worktree_paths(repo)
         assert not (repo / ".para" / "worktrees" / "k1").exists()
         assert (repo / ".para" / "logs" / "k1.setup.log").exists()

@@ -39,9 +39,10 @@ async def test_tools_have_schemas_annotations_and_descriptions(sidecar, repo):
         a = t.annotations
         assert a is not None and a.read_only_hint is not None and a.destructive_hint is not None \
             and a.idempotent_hint is not None, name
-    for ro in ("para_list", "para_status", "para_wait", "para_conflicts", "para_diff", "para_config_show"):
+    for ro in ("para_list", "para_status", "para_wait", "para_conflicts", "para_diff", "para_config_show",
+               "para_plans"):
         assert tools[ro].annotations.read_only_hint is True, ro
-    for d in ("para_cancel", "para_integrate", "para_continue", "para_abort", "para_finish"):
+    for d in ("para_cancel", "para_integrate", "para_continue", "para_abort", "para_finish", "para_clean"):
         assert tools[d].annotations.destructive_hint is True and tools[d].annotations.read_only_hint is False, d
     assert tools["para_dispatch"].annotations.destructive_hint is False
     props = tools["para_dispatch"].input_schema["properties"]
@@ -223,7 +224,7 @@ async def test_conflict_from_para_integrate_names_files_and_next_step(sidecar, r
         assert forecast["clean"] is False and forecast["pairs"][0]["files"] == ["same.txt"]
         await call(c, "para_integrate", {"session": "one", "message": "One"})
         err = await call_error(c, "para_integrate", {"session": "two", "message": "Two"})
-        assert err.splitlines()[0].startswith("Error executing tool para_integrate: conflict:")
+        assert err.splitlines()[0].startswith("conflict:")
         assert "same.txt" in err and "para_continue(session='two')" in err and "agent" in err
         data = json.loads(err.splitlines()[-1])
         assert data["files"] == ["same.txt"] and data["session"] == "two" and data["target"] == "main"

@@ -207,7 +207,7 @@ def test_para_shutdown_from_the_editor_stops_the_sidecar_and_ends_para_lsp_with_
     its going away is no failure."""
     ed = editors(repo)
     hello(ed)
-    assert ed.request("para/shutdown", {}) == {"stopping": True}
+    assert ed.request("para/shutdown", {}) == {"stopping": True, "setups_stopped": []}
     assert ed.next_message() is None
     assert ed.exit_status() == (0, "")
     assert sidecar.proc.wait(timeout=TIMEOUT) == 0 and sidecar_pids(runtime_dir) == []

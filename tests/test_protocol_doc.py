@@ -147,6 +147,6 @@ def test_every_documented_method_is_answered_and_others_are_method_not_found(sid
     if "para/shutdown" in documented:
         with sidecar.connect() as conn:
             msg = raw(conn, "para/shutdown", {}, 1)
-            assert msg.get("result") == {"stopping": True}, msg
+            assert msg.get("result") == {"stopping": True, "setups_stopped": []}, msg
         sidecar.proc.wait(timeout=30)
         assert sidecar.proc.returncode == 0

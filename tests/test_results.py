@@ -180,7 +180,7 @@ MCP_TOOL_METHOD = {"para_list": "para/list", "para_start": "para/start", "para_f
                    "para_integrate": "para/integrate", "para_continue": "para/continue", "para_abort": "para/abort",
                    "para_cancel": "para/cancel", "para_recover": "para/recover", "para_resume": "para/resume",
                    "para_status": "para/status", "para_wait": "para/wait", "para_conflicts": "para/conflicts",
-                   "para_diff": "para/diff"}
+                   "para_diff": "para/diff", "para_clean": "para/clean", "para_plans": "para/plans"}
 
 
 @pytest.mark.anyio
@@ -196,6 +196,7 @@ async def test_mcp_output_schemas_are_the_declared_structs(sidecar: Sidecar, tmp
     for tool, method in MCP_TOOL_METHOD.items():
         assert tools[tool].output_schema == output_schema(*methods.METHODS[method].result_types()), tool
     assert tools["para_config_show"].output_schema == output_schema(results.ConfigShow)
+    assert tools["para_config_set"].output_schema == output_schema(results.ConfigSet)
     assert tools["para_dispatch"].output_schema == output_schema(McpDispatchOut)
     assert tools["para_list"].output_schema["additionalProperties"] is False
 

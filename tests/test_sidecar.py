@@ -94,7 +94,7 @@ def test_sigterm_exits_cleanly_and_removes_the_socket(sidecar):
 
 
 def test_para_shutdown_request_stops_the_sidecar(sidecar, rpc):
-    assert rpc.request("para/shutdown", {}) == {"stopping": True}
+    assert rpc.request("para/shutdown", {}) == {"stopping": True, "setups_stopped": []}
     assert sidecar.proc.wait(timeout=30) == 0
     assert not sidecar.socket.exists()
 
@@ -171,7 +171,7 @@ def test_sidecar_subcommands_start_status_stop_restart(runtime_dir, para, para_j
     assert not pid_alive(pid)
     assert sidecar_pids(runtime_dir) == [restarted["pid"]]
 
-    assert para_json("sidecar", "stop") == {"stopped": True}
+    assert para_json("sidecar", "stop") == {"stopped": True, "setups_stopped": []}
     wait_until(lambda: not pid_alive(restarted["pid"]), what="the sidecar to exit")
     assert not (runtime_dir / "sidecar.sock").exists()
     assert para("sidecar", "status", check=False).returncode == 9

@@ -610,6 +610,6 @@ async def test_mcp_reports_untrusted_with_the_hint_and_offers_no_way_to_approve(
         assert landed["integration"]["config_changed"] is True and "para trust" in landed["note"]
         start_with_commit(api, "next", "next.txt")
         text = await call_error(c, "para_integrate", {"session": "next"})
-    assert text.splitlines()[0].startswith("Error executing tool para_integrate: untrusted: ")
+    assert text.splitlines()[0].startswith("untrusted: ")
     assert "What to do:" in text and "para trust" in text and "ask them" in text
     assert not marker.exists()

@@ -578,14 +578,19 @@ def sidecar_start(as_json: JsonOpt = False) -> None:
 def sidecar_stop(as_json: JsonOpt = False) -> None:
     """Ask the sidecar to finish its work and exit."""
     info = _running()
+    setups: list[dict[str, Any]] = []
     if info is not None:
         try:
-            client.call("para/shutdown", {}, autostart=False)
+            setups = client.call("para/shutdown", {}, autostart=False).get("setups_stopped") or []
         except ParaError as e:  # (a session-bound socket refuses it: forbidden)
             _fail(e, as_json)
         client.wait_for_exit(pid=info.get("pid"))
-    print(json.dumps({"stopped": info is not None}) if as_json else
-          ("sidecar stopped" if info else "no sidecar was running"))
+    if as_json:
+        print(json.dumps({"stopped": info is not None, "setups_stopped": setups}))
+        return
+    for x in setups:
+        print(f"stopped session.setup of {x['session']} (pid {x['pid']}) in {x['repo']}: its start was rolled back")
+    print("sidecar stopped" if info else "no sidecar was running")
 
 
 @sidecar_app.command("restart")
@@ -594,10 +599,12 @@ def sidecar_restart(as_json: JsonOpt = False) -> None:
     info = _running()
     if info is not None:
         try:
-            client.call("para/shutdown", {}, autostart=False)
+            setups = client.call("para/shutdown", {}, autostart=False).get("setups_stopped") or []
         except ParaError as e:
             _fail(e, as_json)
         client.wait_for_exit(pid=info.get("pid"))
+        for x in [] if as_json else setups:
+            print(f"stopped session.setup of {x['session']} (pid {x['pid']}) in {x['repo']}: its start was rolled back")
     sidecar_start(as_json)
 
 

@@ -88,6 +88,10 @@ def print_finished(r: dict[str, Any]) -> None:
 
 
 def print_cancelled(r: dict[str, Any]) -> None:
+    if not r.get("archived_branch") and r.get("pending_op") is None and not r.get("branch_exists"):
+        # a start stopped in its setup: rolled back, nothing to recover
+        print(f"Cancelled session {r['name']} while it was starting: nothing is left of it")
+        return
     print_session(r, f"Cancelled session {r['name']}; `para recover {r['name']}` brings it back")
 
 

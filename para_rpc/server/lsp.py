@@ -129,7 +129,7 @@ class Hub:
     def __init__(self) -> None:
         self.conns: set[ParaServer] = set()
         self.on_idle_change: Callable[[], None] = lambda: None
-        self.request_stop: Callable[[], None] = lambda: None
+        self.request_stop: Callable[[], list[dict[str, Any]]] = list
 
     def editor_available(self) -> bool:
         return any(ls.editor for ls in self.conns)
@@ -375,8 +375,7 @@ async def _unsubscribe(ls: ParaServer, params: Any = None) -> dict[str, Any]:
 
 async def _shutdown_sidecar(ls: ParaServer, params: Any = None) -> dict[str, Any]:
     _transport_params("para/shutdown", params)
-    asyncio.get_running_loop().call_soon(ls.hub.request_stop)
-    return {"stopping": True}
+    return {"stopping": True, "setups_stopped": ls.hub.request_stop()}
 
 
 HANDLERS: dict[str, Handler] = {m: _make_handler(m) for m in SERVICE_METHODS}

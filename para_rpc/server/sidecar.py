@@ -21,6 +21,7 @@ import struct
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from para_rpc import __version__, config, runtime, trust
 from para_rpc.errors import ParaError
@@ -29,6 +30,7 @@ from para_rpc.server.bound import Gate
 from para_rpc.server.lsp import Hub
 from para_rpc.server.mcp_host import McpHost, parse_http_address
 from para_rpc.service import Service
+from para_rpc.service.invoke import CLIENT_GONE
 from para_rpc.service.ports import Ports
 
 log = logging.getLogger("para.sidecar")
@@ -92,7 +94,12 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
                 writer.close()
                 return
             trust.PEER_PID.set(creds[0] if creds else None)
-            await hub.serve(service, reader, writer, gate=Gate(binding))
+            gone = asyncio.Event()
+            CLIENT_GONE.set(gone)
+            try:
+                await hub.serve(service, reader, writer, gate=Gate(binding))
+            finally:
+                gone.set()
 
         unbind_channel(binding.socket)
         channels[binding.socket] = await runtime.bind_private_unix(Path(binding.socket), on_bound)
@@ -116,7 +123,15 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
 
     hub.on_idle_change = touch
     mcp.on_idle_change = touch
-    hub.request_stop = stop.set
+
+    def request_stop() -> list[dict[str, Any]]:
+        """`para/shutdown`: the setups in flight are stopped at once (their starts roll back), so
+        the sidecar exits promptly instead of waiting for them; they are named in the answer."""
+        stopped = service.stop_setups("the sidecar is stopping (`para sidecar stop`)")
+        asyncio.get_running_loop().call_soon(stop.set)  # (after this answer is on its way)
+        return stopped
+
+    hub.request_stop = request_stop
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         creds = peer_creds(writer)
@@ -127,7 +142,12 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
         # Every request of this connection runs in this task's context: the service can tell
         # an agent of a session from the user (trust.forbid_agent).
         trust.PEER_PID.set(creds[0] if creds else None)
-        await hub.serve(service, reader, writer)
+        gone = asyncio.Event()  # (a start whose client went away stops its setup: service/invoke.py)
+        CLIENT_GONE.set(gone)
+        try:
+            await hub.serve(service, reader, writer)
+        finally:
+            gone.set()
 
     await mcp.listen()  # before the JSON-RPC socket: whoever reaches us finds MCP too
     server, sock_ino = await runtime.bind_private_unix(sock_path, on_connect)  # (we hold the lock)
@@ -149,6 +169,9 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
             log.error("MCP over HTTP not started: %s", getattr(e, "message", e))
     log.info("para sidecar %s (pid %d) serving %s, idle timeout %ss",
              __version__, os.getpid(), sock_path, idle_timeout or "off")
+    # What the previous sidecar left in the repositories it served (a crash, a stop): repaired
+    # now, not when someone next runs para there (a frozen agent would wait that long).
+    reopening = asyncio.create_task(service.reopen_known())
 
     async def idle_watch() -> None:
         while not stop.is_set():
@@ -163,9 +186,16 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
     await stop.wait()
     log.info("stopping")
     server.close()
+    service.stop_setups("the sidecar is stopping")  # (SIGTERM: the same as para/shutdown)
     deadline = time.monotonic() + 60
     while service.busy and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+    for _ in range(20):  # (let the answers of what just finished reach their clients first)
+        await asyncio.sleep(0)
+    reopening.cancel()
+    released = await service.release_all_frozen()  # no agent stays paused behind this sidecar
+    if released:
+        log.info("paused agent processes released: %s", "; ".join(released))
     await mcp.close()
     for ls in list(hub.conns):
         ls.close()

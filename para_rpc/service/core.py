@@ -36,6 +36,9 @@ from para_rpc.results import SessionDetail
 from para_rpc.service.ports import Ports
 from para_rpc.store import Store
 
+if TYPE_CHECKING:
+    from para_rpc.service.hooking import RunningHook
+
 log = logging.getLogger("para.service")
 
 EXCLUDE_LINES = ("/.para/*", "!/.para/config.json", "/.para-agent.md")
@@ -180,6 +183,7 @@ class Repo:
     target_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     plan_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tick: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) on every event
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once its crash repairs are done
     poller: asyncio.Task[None] | None = None
 
     @property
@@ -218,7 +222,11 @@ class Repo:
 class ServiceCore:
     """State and helpers every operation uses."""
 
-    if TYPE_CHECKING:  # what it calls on the other parts of Service (Dispatching, Repair)
+    if TYPE_CHECKING:  # what it calls on the other parts of Service (Dispatching, Repair, Hooks)
+        async def _release_frozen(self, repo: Repo, final: bool = False) -> list[str]: ...
+        def _remember_repo(self, repo: Repo) -> None: ...
+        @staticmethod
+        def _journal_frozen(repo: Repo, s: Session, stopped: dict[int, int]) -> None: ...
         async def _advance_plans(self, repo: Repo) -> None: ...
         async def _poll_agents(self, repo: Repo) -> None: ...
         async def _repair(self, repo: Repo, s: Session) -> None: ...
@@ -235,6 +243,7 @@ class ServiceCore:
         self.busy = 0  # operations in flight (the sidecar waits for them before exiting)
         # session name -> warnings of the teardown an operation ran, until its result takes them
         self._pending_teardown: dict[str, list[str]] = {}
+        self.hooks: dict[int, RunningHook] = {}  # setup/teardown hooks in flight, by pid (hooking.py)
         # `git status` answers by worktree, valid while nothing they depend on changed (_dirty)
         self.watcher = watch.Watcher()
         self._dirty_cache: dict[str, tuple[object, bool]] = {}
@@ -270,6 +279,12 @@ class ServiceCore:
             if repo is None:
                 async with self._opening.setdefault(ident, asyncio.Lock()):
                     repo = self._by_identity.get(ident) or await self._open(where)
+        if not repo.ready.is_set():
+            # Being opened by another request (or by the start's reopening of known repositories):
+            # nothing acts on it before what a crash left there is repaired.
+            await repo.ready.wait()
+            if repo.root not in (r.root for r in self.repos.values()):
+                return await self.repo(cwd)  # its opening failed: try again, and say why
         return repo
 
     async def _open(self, where: git.Where) -> Repo:
@@ -305,15 +320,19 @@ class ServiceCore:
             for s in repo.store.live():
                 if s.op is not None:
                     await self._repair(repo, s)
+            await self._release_frozen(repo)  # (after the repairs: they redo removals with it paused)
             await self._remove_scratch(repo)
             await self._adopt_para_on_open(repo)
         except BaseException:
             self._forget(repo)
             if repo is not None:
                 repo.store.close()
+                repo.ready.set()
             os.close(fd)
             raise
+        repo.ready.set()
         repo.poller = asyncio.create_task(self._poll_agents(repo))
+        self._remember_repo(repo)
         return repo
 
     def session_name_at(self, cwd: str) -> str | None:
@@ -517,7 +536,7 @@ class ServiceCore:
     # ---- the one guard before a session's worktree is committed or removed ----------------
 
     @contextlib.asynccontextmanager
-    async def _agent_frozen(self, s: Session) -> AsyncIterator[list[int]]:
+    async def _agent_frozen(self, repo: Repo, s: Session) -> AsyncIterator[list[int]]:
         """While a session's worktree is saved and removed, its agent (if one still runs, or
         left processes behind) is frozen with SIGSTOP, so nothing it writes falls between the
         save and the removal; the caller of the operation and its ancestors are spared.
@@ -536,15 +555,20 @@ class ServiceCore:
         stopped = await asyncio.to_thread(agents.freeze_run, run.pid, run.exit_file, run.started_at, spare)
         if stopped:
             log.info("%s: froze %d agent process(es) while its worktree is saved", s.name, len(stopped))
+            # Journaled: a sidecar that dies or stops before they run again or are stopped
+            # leaves them to the next one (hooking.py), not paused for good.
+            self._journal_frozen(repo, s, stopped)
         try:
             yield sorted(stopped)
         except BaseException:
             # The operation failed: no stop follows, so they must run again, whatever it removed.
             if stopped:
                 await asyncio.to_thread(agents.thaw_run, stopped)
+                self._journal_frozen(repo, s, {})
             raise
         if stopped and os.path.isdir(s.worktree):
             await asyncio.to_thread(agents.thaw_run, stopped)
+            self._journal_frozen(repo, s, {})
 
     async def _worktree_facts(self, repo: Repo, s: Session) -> WorktreeFacts | None:
         """What the session's worktree holds besides its branch; None when it has none.

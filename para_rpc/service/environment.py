@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from para_rpc import agents, config, git, workspace
 from para_rpc.errors import Code, ParaError
@@ -41,6 +41,10 @@ def _port_range(cfg: dict[str, Any]) -> range:
 
 class Environment(ServiceCore):
     """Setup, teardown, copied and linked files, ports."""
+
+    if TYPE_CHECKING:  # what it calls on the other parts of Service (Hooks)
+        def _hook_started(self, repo: Repo, s: Session, kind: str, pid: int) -> None: ...
+        def _hook_ended(self, s: Session, kind: str, pid: int | None) -> str | None: ...
 
     def _env_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
         """The environment keys a start uses, the trust gate's refusal raised before anything
@@ -105,10 +109,11 @@ class Environment(ServiceCore):
         path = setup_log(repo, s.name)
         sent = 0
 
+        pids: list[int] = []
+
         def started(pid: int) -> None:
-            if op is not None:
-                op.data["setup_pid"] = pid  # a crash repair stops what is left of it
-                repo.store.save(s)
+            pids.append(pid)
+            self._hook_started(repo, s, "setup", pid)  # journaled: a crash repair stops what is left of it
 
         def line(text: str) -> None:
             nonlocal sent
@@ -117,14 +122,20 @@ class Environment(ServiceCore):
                 self.emit(repo, "setup_output", s.name, line=text)
 
         self.emit(repo, "setup_started", s.name, argv=argv, log=path)
-        run = await workspace.run_hook(argv, s.worktree, self._hook_env(repo, s, cfg), path,
-                                       cfg["session.setup_timeout"], started, line)
-        if op is not None:
-            op.data.pop("setup_pid", None)
-        ok = run.exit_code == 0
+        try:
+            run = await workspace.run_hook(argv, s.worktree, self._hook_env(repo, s, cfg), path,
+                                           cfg["session.setup_timeout"], started, line)
+        finally:
+            stopped = self._hook_ended(s, "setup", pids[0] if pids else None)
+        ok = run.exit_code == 0 and stopped is None
         self.emit(repo, "setup_finished", s.name, ok=ok, exit_code=run.exit_code, timed_out=run.timed_out, log=path)
         if ok:
             return warnings
+        if stopped is not None:  # (--keep-on-failure or not: no one is left to want the session)
+            raise ParaError(Code.setup_failed, f"session.setup ({shlex.join(argv)}) was stopped (pid {pids[0]}): "
+                            f"{stopped}; the session {s.name!r} was rolled back (worktree and branch removed). "
+                            f"Its output is in {path}", session=s.name, log=path, exit_code=run.exit_code,
+                            timed_out=False, stopped=stopped, pid=pids[0])
         why = (f"timed out after {cfg['session.setup_timeout']} seconds (session.setup_timeout)" if run.timed_out
                else run.error or f"exited with status {run.exit_code}")
         if keep_on_failure:
@@ -147,13 +158,26 @@ class Environment(ServiceCore):
         except ParaError as e:
             argv = []
             warnings.append(f"session.teardown was not run: {e.message}")
-        if argv and os.path.isdir(s.worktree) and cfg is not None:
+        d = s.op.data if s.op is not None else {}
+        if argv and os.path.isdir(s.worktree) and cfg is not None and not d.get("teardown_done"):
             path = teardown_log(repo, s.name)
+            pids: list[int] = []
+
+            def started(pid: int) -> None:
+                pids.append(pid)
+                self._hook_started(repo, s, "teardown", pid)  # journaled: see repair.py
+
             try:
                 run = await workspace.run_hook(argv, s.worktree, self._hook_env(repo, s, cfg), path,
-                                               cfg["session.teardown_timeout"])
+                                               cfg["session.teardown_timeout"], started)
             except (OSError, ParaError) as e:
                 run = workspace.HookRun(None, error=str(e))
+            finally:
+                self._hook_ended(s, "teardown", pids[0] if pids else None)
+            if s.op is not None:
+                # Done once: a repair of this operation does not run it again.
+                s.op.data["teardown_done"] = True
+                repo.store.save(s)
             if run.exit_code != 0:
                 why = (f"timed out after {cfg['session.teardown_timeout']} seconds" if run.timed_out
                        else run.error or f"exited with status {run.exit_code}")

@@ -215,7 +215,7 @@ class Integration(ServiceCore):
             kept = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
             warnings.append(f"the session branch's tip {tip[:10]} is kept under {kept} "
                             f"for clean.backup_days ({cfg['clean.backup_days']})")
-        async with self._agent_frozen(s) as frozen:
+        async with self._agent_frozen(repo, s) as frozen:
             try:
                 f = await self._worktree_facts(repo, s)
             except ParaError as e:  # the work has landed: a directory git does not know is left alone
@@ -283,8 +283,13 @@ class Integration(ServiceCore):
                 stopped = []
             else:
                 sides = [side for side in (":2", ":3", rec.get("pre"), rec.get("old")) if side]
-                stopped = await integrate.continue_in(s.worktree, rec["kind"], rec["files"],
-                                                      rec.get("hunks") or {}, sides, force=p.force)
+                try:
+                    stopped = await integrate.continue_in(s.worktree, rec["kind"], rec["files"],
+                                                          rec.get("hunks") or {}, sides, force=p.force)
+                except ParaError as e:  # the refusal names where to resolve, for every front end's hint
+                    e.data.setdefault("session", s.name)
+                    e.data.setdefault("worktree", s.worktree)
+                    raise
             if stopped:
                 s.status = Status.integrating  # _pause expects to move from an in-flight state
                 await self._pause(repo, s, rec["kind"], stopped)

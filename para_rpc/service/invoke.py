@@ -12,6 +12,7 @@ its traceback in the log. Transports keep only the mapping of `ParaError` to the
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from typing import Any
 
@@ -21,6 +22,12 @@ from para_rpc.errors import Code, ParaError
 from para_rpc.methods import METHODS
 
 log = logging.getLogger("para.service")
+
+# Set (by the transport) when the connection a request came on closes: a start whose client
+# went away (Ctrl-C of `para start`) stops its setup and rolls back, rather than going on alone.
+CLIENT_GONE: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("para_client_gone",
+                                                                                   default=None)
+ABANDONABLE = ("start", "dispatch")
 
 
 class BadParams(ParaError):
@@ -45,6 +52,8 @@ async def invoke(service: Any, method: str, params: Any) -> Any:
     p = convert(method, params)
     m = METHODS[method]
     fn = getattr(service, m.attr)
+    if m.mutates:
+        service.refuse_hook_caller(m.attr, p)  # a setup/teardown calling back into para (hooking.py)
 
     async def run() -> Any:
         if m.mutates:
@@ -58,7 +67,15 @@ async def invoke(service: Any, method: str, params: Any) -> Any:
 
     try:
         # Only a mutation is shielded: a read (a long `wait`) ends with the client that asked.
-        return await (asyncio.shield(run()) if m.mutates else run())
+        if not m.mutates:
+            return await run()
+        inner = asyncio.ensure_future(run())
+        gone = CLIENT_GONE.get() if m.attr in ABANDONABLE else None
+        if gone is not None:
+            watch = asyncio.ensure_future(gone.wait())
+            inner.add_done_callback(lambda _: watch.cancel())
+            watch.add_done_callback(lambda w: None if w.cancelled() else service.abandoned(inner))
+        return await asyncio.shield(inner)
     except ParaError as e:
         if hasattr(p, "session") and "session" not in e.data:
             # An error about one session names it, also when the client gave only its cwd.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -20,18 +21,26 @@ class Repair(ServiceCore):
         async def _do_finish(self, repo: Repo, s: Session) -> tuple[list[dict[str, Any]], str | None]: ...
         async def _do_recover(self, repo: Repo, s: Session) -> None: ...
         async def _do_resume(self, repo: Repo, s: Session) -> None: ...
-        async def _undo_start(self, repo: Repo, s: Session) -> None: ...
+        async def _undo_start(self, repo: Repo, s: Session, keep: bool = True) -> str | None: ...
         async def _after_landing(self, repo: Repo, s: Session, new: str, old: str,
                                  cfg: dict[str, Any]) -> dict[str, Any]: ...
 
     async def _repair(self, repo: Repo, s: Session) -> None:
         """Finish or undo the operation a crashed sidecar left in `s.op`."""
         kind = journaled(s).kind
+        backup = None
         try:
+            d = journaled(s).data
+            for hook in ("setup", "teardown"):
+                # Killed during a hook: its group (by pgid and start time, wherever its members
+                # went) is stopped before anything is redone, so no hook runs twice at once.
+                if d.get(f"{hook}_pid"):
+                    if await asyncio.to_thread(workspace.stop_leftover, d[f"{hook}_pid"], d.get(f"{hook}_start")):
+                        log.warning("%s: stopped the session.%s (pid %d) a crashed sidecar left running",
+                                    s.name, hook, d[f"{hook}_pid"])
+                    d.pop(f"{hook}_pid", None)
+                    d.pop(f"{hook}_start", None)
             if kind == "start":
-                d = journaled(s).data
-                if d.get("setup_pid"):  # killed during session.setup: what is left of it goes too
-                    workspace.stop_leftover(d["setup_pid"], s.worktree)
                 wts = await self._worktree_state(repo)
                 tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
                 wt = wts.get(os.path.realpath(s.worktree))
@@ -41,7 +50,10 @@ class Repair(ServiceCore):
                     s.op = None  # someone already works there: keep it
                     repo.store.save(s)
                 else:
-                    await self._undo_start(repo, s)
+                    backup = await self._undo_start(repo, s)
+                    if backup:
+                        self._note_in_setup_log(repo, s, f"para: the start of {s.name} was undone after a sidecar "
+                                                f"crash; what its worktree held is saved under {backup}")
             elif kind == "finish":
                 await self._do_finish(repo, s)
             elif kind == "cancel":
@@ -55,13 +67,26 @@ class Repair(ServiceCore):
             else:
                 log.warning("unknown pending op %s on %s", kind, s.name)
                 return
-            self.emit(repo, "repaired", s.name, op=kind)
+            self.emit(repo, "repaired", s.name, op=kind, **({"backup": backup} if backup else {}))
         except ParaError as e:
             note = f"could not repair interrupted {kind}: {e.message}"
             log.warning("%s: %s", s.name, note)
             if note not in s.notes:
                 s.notes.append(note)
                 repo.store.save(s)
+
+    @staticmethod
+    def _note_in_setup_log(repo: Repo, s: Session, line: str) -> None:
+        """Where the user looks after a start that did not complete (errors name this log)."""
+        path = os.path.join(repo.root, ".para", "logs", f"{s.name}.setup.log")
+        try:
+            fd = workspace.open_log(path)
+        except (OSError, ParaError):
+            return
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
 
     async def _repair_integration(self, repo: Repo, s: Session) -> None:
         """The target is at the old or the new commit (it moves by compare-and-swap):

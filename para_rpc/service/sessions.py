@@ -74,6 +74,10 @@ class Sessions(ServiceCore):
                            keep_on_failure: bool) -> list[str]: ...
         async def _teardown(self, repo: Repo, s: Session, cfg: dict[str, Any] | None = None) -> list[str]: ...
         def _teardown_warnings(self, s: Session) -> list[str]: ...
+        async def _save_before_undo(self, repo: Repo, s: Session) -> str | None: ...
+        async def _stop_preparing(self, repo: Repo, name: str | None, cwd: str
+                                  ) -> tuple[Session, int, str] | None: ...
+        async def _start_stopped(self, repo: Repo, s: Session, pid: int, since: str, cwd: str) -> dict[str, Any]: ...
 
     async def start(self, p: StartParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
@@ -125,9 +129,13 @@ class Sessions(ServiceCore):
         async with repo.session_lock(name):
             try:
                 warnings = await self._prepare(repo, s, cfg, env_cfg, p.keep_on_failure)
-            except BaseException:
+            except BaseException as e:
+                own = isinstance(e, ParaError) and e.code is Code.setup_failed and "stopped" not in e.data
                 async with repo.lock:
-                    await self._undo_start(repo, s)
+                    backup = await self._undo_start(repo, s, keep=not own)
+                if backup and isinstance(e, ParaError):
+                    e.message += f"; what the worktree held was saved under {backup}"
+                    e.data["backup"] = backup
                 raise
             s.op = None
             repo.store.save(s)
@@ -137,8 +145,12 @@ class Sessions(ServiceCore):
             result["warnings"] = warnings
         return result
 
-    async def _undo_start(self, repo: Repo, s: Session) -> None:
-        """Remove what a failed or interrupted start created; nothing there is anyone's work yet."""
+    async def _undo_start(self, repo: Repo, s: Session, keep: bool = True) -> str | None:
+        """Remove what a failed or interrupted start created, after keeping what its worktree
+        holds (someone may have edited there while the setup ran), unless `keep` is false (a
+        setup that failed by itself: what it made is its own, and its log says why). Returns
+        that backup ref."""
+        backup = await self._save_before_undo(repo, s) if keep else None
         wts = await self._worktree_state(repo)
         if os.path.realpath(s.worktree) in wts:
             await git.remove_worktree(repo.root, s.worktree)
@@ -148,6 +160,7 @@ class Sessions(ServiceCore):
         if await git.resolve(repo.root, f"refs/heads/{s.branch}") == s.base_commit:
             await git.delete_branch(repo.root, s.branch)
         repo.store.delete(s)
+        return backup
 
     async def list_sessions(self, p: ListParams) -> ListResult:
         repo = await self.repo(p.cwd)
@@ -230,7 +243,7 @@ class Sessions(ServiceCore):
         new_branch = validate_branch_name(p.branch) if p.branch is not None else None
         async with self._locked(repo, p.session, p.cwd) as s:
             self._require(s, Status.active, "finish")
-            async with self._agent_frozen(s) as frozen:
+            async with self._agent_frozen(repo, s) as frozen:
                 f = await self._save_or_refuse(repo, s, "finish")
                 busy = await self._busy_warnings(s) if f is not None else []
                 if f is None:
@@ -323,6 +336,11 @@ class Sessions(ServiceCore):
     async def cancel(self, p: CancelParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
+        # A start still running its setup holds the session lock for as long as the setup runs
+        # (up to session.setup_timeout): the setup is stopped, the start rolls back.
+        preparing = await self._stop_preparing(repo, p.session, p.cwd)
+        if preparing is not None and repo.store.get(preparing[0].name) is None:
+            return await self._start_stopped(repo, *preparing, p.cwd)
         if p.session is not None and repo.store.get(validate_session_name(p.session)) is None:
             last = next((x for x in reversed(repo.store.all()) if x.name == p.session), None)
             if last is not None:  # an integration that ran just before this cancel (issue 9.13)
@@ -331,7 +349,7 @@ class Sessions(ServiceCore):
             if s.op is not None and p.force:
                 s = await self._force_clear(repo, s)
             self._require(s, (Status.active, Status.review, Status.conflicted), "cancel")
-            async with self._agent_frozen(s) as frozen:
+            async with self._agent_frozen(repo, s) as frozen:
                 # A paused rebase detaches HEAD by design: saved, not refused.
                 f = await self._save_or_refuse(repo, s, "cancel", force=p.force or s.status is Status.conflicted)
                 busy = await self._busy_warnings(s) if f is not None else []

@@ -404,6 +404,7 @@ export type EmptyParams = Record<string, never>;
 
 export interface ShutdownResult {
   stopping: boolean;
+  setups_stopped?: StoppedSetup[];
 }
 
 /** `para/sessionsChanged`: something about these sessions changed; refresh. */
@@ -643,7 +644,9 @@ export interface WaitedSession {
 export interface ConfigEntry {
   value: unknown;
   source: string;
-  approved?: boolean | null;
+  trusted?: boolean | null;
+  sha256?: string | null;
+  refused?: Record<string, string> | null;
 }
 
 export interface AdoptedSession {
@@ -660,6 +663,13 @@ export interface LeftBehind {
   file: string;
   session: string;
   why: string;
+}
+
+/** A `session.setup` a stopping sidecar stopped: its start was rolled back. */
+export interface StoppedSetup {
+  session: string;
+  pid: number;
+  repo: string;
 }
 
 /** How an agent is confined (para_rpc/sandbox.py): bubblewrap, and whether it keeps the network. */

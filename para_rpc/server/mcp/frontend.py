@@ -1,29 +1,40 @@
 """The MCP frontend of one sidecar: its `MCPServer`, the calls into the service, events
-turned into resource updates, and serving one connection."""
+turned into resource updates (both `subscriptions/listen` streams, 2026-07-28, and
+`resources/subscribe`, every handshake-era version), and serving one connection."""
 
 import asyncio
 import json
 import logging
 import os
+import weakref
 from typing import Any
 
+from mcp.server.connection import Connection
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.stdio import stdio_server
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    INVALID_PARAMS,
+    EmptyResult,
+    SubscribeRequestParams,
+    UnsubscribeRequestParams,
+)
 
 from para_rpc import __version__
-from para_rpc.errors import ParaError
+from para_rpc.errors import Code, ParaError
 from para_rpc.model import DomainEvent
+from para_rpc.names import validate_session_name
 from para_rpc.server.mcp import resources, tools
 from para_rpc.server.mcp.guide import GUIDE
-from para_rpc.server.mcp.hints import tool_error
 from para_rpc.server.mcp.http import BearerGate
 from para_rpc.server.mcp.streams import PEER, Lines, Out, Peer
 from para_rpc.service import Service
 from para_rpc.service.invoke import invoke
 
 log = logging.getLogger("para.mcp")
+SEND_TIMEOUT = 10.0
 
 
 class McpFrontend:
@@ -36,15 +47,22 @@ class McpFrontend:
             "para", version=__version__, title="para",
             description="Parallel AI agents in git worktrees, coordinated by one sidecar.",
             instructions=GUIDE, subscriptions=self.bus)
-        self._init_options = self.server._lowlevel_server.create_initialization_options()
+        # resources/subscribe per connection (handshake-era clients): which URIs each wants pushed
+        self.subscribed: weakref.WeakKeyDictionary[Connection, set[str]] = weakref.WeakKeyDictionary()
+        low = self.server._lowlevel_server
+        low.add_request_handler("resources/subscribe", SubscribeRequestParams, self._subscribe)
+        low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, self._unsubscribe)
         tools.register(self)
         resources.register(self)
+        # after the handlers: the capabilities (resources.subscribe) are derived from them
+        self._init_options = low.create_initialization_options()
 
     # -- events from the Service (called on the loop by Service.emit, through its publish port)
 
     def publish(self, event: DomainEvent) -> None:
-        """A domain event, as MCP clients see it: resource updates of the sessions it touches."""
-        uris = ["para://sessions"] + ([f"para://session/{event.session}"] if event.session else [])
+        """A domain event, as MCP clients see it: resource updates of the sessions it touches
+        (and of the plans, whose tasks follow their sessions)."""
+        uris = ["para://sessions", "para://plans"] + ([f"para://session/{event.session}"] if event.session else [])
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -57,6 +75,34 @@ class McpFrontend:
                 await self.bus.publish(ResourceUpdated(uri=uri))
             except Exception:  # a listener that went away must not break the emitter
                 log.exception("resource update for %s failed", uri)
+            for conn, uris_wanted in list(self.subscribed.items()):
+                if uri in uris_wanted:
+                    try:  # a client that stopped reading holds up only this update, for a while
+                        await asyncio.wait_for(conn.send_resource_updated(uri), SEND_TIMEOUT)
+                    except Exception:
+                        log.warning("resource update for %s to a subscriber failed", uri, exc_info=True)
+
+    # -- resources/subscribe (2024-11-05 .. 2025-11-25; 2026-07-28 uses subscriptions/listen)
+
+    @staticmethod
+    def _connection(ctx: ServerRequestContext[Any, Any]) -> Connection:
+        # The SDK's per-request session proxies one Connection; updates outlive the request,
+        # so they go to the connection (its standalone channel), held weakly.
+        conn: Connection = ctx.session._connection
+        return conn
+
+    async def _subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        uri = str(params.uri)
+        if not _subscribable(uri):
+            raise MCPError(code=INVALID_PARAMS, message=f"{uri!r} cannot be subscribed; these can: para://sessions, "
+                           "para://plans, para://session/<name>", data={"uri": uri})
+        self.subscribed.setdefault(self._connection(ctx), set()).add(uri)
+        return EmptyResult()
+
+    async def _unsubscribe(self, ctx: ServerRequestContext[Any, Any],
+                           params: UnsubscribeRequestParams) -> EmptyResult:
+        self.subscribed.get(self._connection(ctx), set()).discard(str(params.uri))
+        return EmptyResult()
 
     # -- calling the service
 
@@ -64,26 +110,25 @@ class McpFrontend:
         peer = PEER.get()
         if repo is not None:
             if not isinstance(repo, str) or not repo or "\0" in repo:
-                raise ToolError("invalid_input: repo must be a path")
+                raise ParaError(Code.invalid_input, "repo must be a path")
             path = os.path.expanduser(repo)
             if not os.path.isabs(path):
                 if peer is None or not peer.cwd:
-                    raise ToolError("invalid_input: repo must be an absolute path on this connection")
+                    raise ParaError(Code.invalid_input, "repo must be an absolute path on this connection")
                 path = os.path.join(peer.cwd, path)
             return os.path.normpath(path)
         if peer is None or not peer.cwd:
-            raise ToolError("invalid_input: this connection has no default repository; pass repo=<absolute path>")
+            raise ParaError(Code.invalid_input, "this connection has no default repository; pass repo=<absolute path>")
         return peer.cwd
 
     async def call(self, method: str, repo: str | None, **params: Any) -> dict[str, Any]:
+        """One service method; a failure is the ParaError itself (the tool layer turns it into
+        the error result, the resource layer into a resource error)."""
         peer = PEER.get()
         data = {"cwd": self.cwd(repo), "env": dict(peer.env) if peer else {},
                 **{k: v for k, v in params.items() if v is not None}}
-        try:
-            result: dict[str, Any] = await invoke(self.service, method, data)  # every result is an object
-            return result
-        except ParaError as e:
-            raise tool_error(e) from None
+        result: dict[str, Any] = await invoke(self.service, method, data)  # every result is an object
+        return result
 
     # -- serving a connection
 
@@ -119,3 +164,15 @@ class McpFrontend:
 
     def http_app(self, token: str, host: str) -> Any:
         return BearerGate(self.server.streamable_http_app(host=host), token)
+
+
+def _subscribable(uri: str) -> bool:
+    if uri in ("para://sessions", "para://plans"):
+        return True
+    if not uri.startswith("para://session/"):
+        return False
+    try:
+        validate_session_name(uri[len("para://session/"):])
+    except ParaError:
+        return False
+    return True

@@ -1,9 +1,10 @@
-"""Errors as an agent reads them: `<code>: <message>`, what to do next, and the data."""
+"""Errors as an agent reads them: `<code>: <message>`, what to do next, and the data; the same
+as structured content `{code, name, message, data}` for clients that read fields, not text."""
 
 import json
 from typing import Any
 
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent
 
 from para_rpc.errors import Code, ParaError
 
@@ -34,18 +35,48 @@ def _compact(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def tool_error(e: ParaError) -> ToolError:
-    """A ParaError as the text an agent reads: `<code>: <message>`, what to do, the data."""
-    text = f"{e.code.name}: {e.message}"
+def _hint(e: ParaError) -> str | None:
+    """What to do next, with the real names of this error filled in."""
+    d = e.data
     if e.code is Code.conflict:
-        name, wt = e.data.get("session", "<session>"), e.data.get("worktree", "its worktree")
-        text += (f"\nWhat to do: the agent of session {name!r} normally resolves the conflicts in its worktree "
-                 f"({wt}) and runs `para continue` itself. If no agent is working there, edit the files "
-                 f"listed above in that worktree (remove the conflict markers, keep what both sides need), "
-                 f"then call para_continue(session={name!r}); para_abort(session={name!r}) gives the "
-                 "integration up. The target branch has not moved.")
-    elif e.code in _HINTS:
-        text += "\nWhat to do: " + _HINTS[e.code]
+        name = d.get("session")
+        wt = d.get("worktree") or "its worktree"
+        who = f"session {name!r}" if name else "the session"
+        cont = f"para_continue(session={name!r})" if name else "para_continue with that session's name"
+        abort = f"para_abort(session={name!r})" if name else "para_abort"
+        if "target" not in d:  # para_continue refused: the resolution is not complete yet
+            return (f"the conflicts of {who} are not resolved yet. Its agent normally finishes that in its worktree "
+                    f"({wt}) and runs `para continue` itself; if no agent is working there, edit or stage the "
+                    f"paths listed above in that worktree, then call {cont} again ({abort} gives the "
+                    "integration up). The target branch has not moved.")
+        return (f"the agent of {who} normally resolves the conflicts in its worktree ({wt}) and runs "
+                f"`para continue` itself. If no agent is working there, edit the files listed above in that "
+                f"worktree (remove the conflict markers, keep what both sides need), then call {cont}; {abort} "
+                "gives the integration up. The target branch has not moved.")
+    if e.code is Code.not_found and d.get("binary"):
+        prof = d.get("profile")
+        return (f"the agent program {d['binary']!r}" + (f" of profile {prof!r}" if prof else "")
+                + " is not installed here (not on PATH). Install it, or pick another profile: pass agent=<profile> "
+                "to para_dispatch (`--agent` on the CLI), or make one the default with "
+                "para_config_set(key=\"agent.default\", value=\"<profile>\"); the profiles are listed by "
+                "para_config_show (key `agents`) and `para config get agents`.")
+    return _HINTS.get(e.code)
+
+
+def error_text(e: ParaError) -> str:
+    """`<code>: <message>`, what to do, and the data as JSON (the text an agent reads)."""
+    text = f"{e.code.name}: {e.message}"
+    hint = _hint(e)
+    if hint:
+        text += "\nWhat to do: " + hint
     if e.data:
         text += "\n" + json.dumps(_compact(e.data), default=str)
-    return ToolError(text)
+    return text
+
+
+def error_result(e: ParaError) -> CallToolResult:
+    """A ParaError as a tool result: `isError`, the text above, and the same as fields."""
+    structured = {"code": e.code.rpc, "name": e.code.name, "message": e.message,
+                  "data": json.loads(json.dumps(_compact(e.data), default=str))}
+    return CallToolResult(content=[TextContent(type="text", text=error_text(e))], structured_content=structured,
+                          is_error=True)

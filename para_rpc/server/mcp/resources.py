@@ -1,16 +1,14 @@
-"""The MCP resources (sessions, one session, config, the guide) and the `orchestrate` prompt."""
+"""The MCP resources (sessions, one session, plans, config, the guide) and the `orchestrate` prompt."""
 
 import json
 from typing import TYPE_CHECKING, Annotated, Any
 
-from mcp.server.mcpserver.exceptions import (
-    ResourceError,
-    ResourceNotFoundError,
-    ToolError,
-)
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from pydantic import Field
 
-from para_rpc.server.mcp.guide import GUIDE
+from para_rpc.errors import Code, ParaError
+from para_rpc.server.mcp.guide import GUIDE, PROMPT_STEPS
+from para_rpc.server.mcp.hints import error_text
 
 if TYPE_CHECKING:
     from para_rpc.server.mcp.frontend import McpFrontend
@@ -44,6 +42,12 @@ def register(fe: "McpFrontend") -> None:
         return _json({**show, "agent": ev.get("agent"), "report": ev.get("report"), "stale": ev.get("stale"),
                       "last_activity": ev.get("last_activity"), "conflicts": conflicts})
 
+    @srv.resource("para://plans", name="plans", title="Plans", mime_type="application/json",
+                  description="The plans of the client's repository (task files dispatched as steps): each step's "
+                              "tasks with their session and state, and the plan's own state (para_plans).")
+    async def plans_resource() -> str:
+        return _json(await _resource_call(fe, "para/plans"))
+
     @srv.resource("para://config", name="config", title="Configuration", mime_type="application/json",
                   description="Effective configuration with the source of every value.")
     async def config_resource() -> str:
@@ -60,18 +64,7 @@ def register(fe: "McpFrontend") -> None:
                 description="Break a goal into numbered task files in tasks/, dispatch them as a plan, follow "
                             "the sessions until everything has landed.")
     def orchestrate(goal: Annotated[str, Field(description="What should be built or changed.")]) -> str:
-        return (f"Goal: {goal}\n\n"
-                "Orchestrate this goal with para's tools, following the guide below.\n"
-                "1. Read the code enough to know its areas. Plan the steps: foundations first, then the parts "
-                "that can run in parallel, each owning its own files.\n"
-                "2. Write one file per task as tasks/TASK_<n>_<slug>.md (same n = parallel). Each states what "
-                "to achieve, the files it owns, how to verify it, and ends with "
-                "`When done: para integrate \"<summary>\"`.\n"
-                "3. Show the plan to the user, then call para_dispatch(file=\"tasks\").\n"
-                "4. Follow with para_wait (pass last_event back as after_event) and para_status; read "
-                "para://session/<name> when a session conflicts or its agent stops, and help it (resolve in its "
-                "worktree, then para_continue).\n"
-                "5. When everything has integrated, summarize what landed.\n\n" + GUIDE)
+        return f"Goal: {goal}\n\n" + PROMPT_STEPS + "\n\n" + GUIDE
 
 
 def _json(obj: Any) -> str:
@@ -81,8 +74,7 @@ def _json(obj: Any) -> str:
 async def _resource_call(fe: "McpFrontend", method: str, **params: Any) -> Any:
     try:
         return await fe.call(method, None, **params)
-    except ToolError as e:
-        text = str(e)
-        if text.startswith("not_found:"):
-            raise ResourceNotFoundError(text) from None
-        raise ResourceError(text) from None
+    except ParaError as e:
+        if e.code is Code.not_found:
+            raise ResourceNotFoundError(error_text(e)) from None
+        raise ResourceError(error_text(e)) from None

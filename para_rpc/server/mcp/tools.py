@@ -1,9 +1,12 @@
 """The MCP tools, declared at module level: each is one call of its service method.
 
 `@tool(...)` adds a function to `TOOLS` (name, title, hints, description, the result
-Structs); `register(fe)` adds them all to a frontend's server, the frontend bound as the
-first argument. The outputSchema of each is the JSON schema of its Structs in results.py
-(plus the shapes only MCP has, below); the result goes out as the service built it.
+Structs, Para's names for its arguments); `register(fe)` adds them all to a frontend's
+server, the frontend bound as the first argument. The outputSchema of each is the JSON
+schema of its Structs in results.py (plus the shapes only MCP has, below); the result goes
+out as the service built it. Every call passes `arguments` first: Para's names become ours,
+an unknown name is refused (the SDK would drop it silently), and every failure, ours or the
+SDK's argument validation, leaves as one error result with `{code, name, message, data}`.
 """
 
 import asyncio
@@ -14,15 +17,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import (
+    CallToolRequestParams,
+    CallToolResult,
+    TextContent,
+    ToolAnnotations,
+)
 from pydantic import BaseModel, ConfigDict, Field
 
-from para_rpc import results
+from para_rpc import config, results
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import Plan
 from para_rpc.server.mcp.guide import describe
+from para_rpc.server.mcp.hints import error_result
 
 if TYPE_CHECKING:
     from para_rpc.server.mcp.frontend import McpFrontend
@@ -94,20 +103,64 @@ class ToolSpec:
     annotations: ToolAnnotations
     description: str
     out: tuple[type, ...]
+    aliases: dict[str, str]     # Para's argument name -> ours
+
+    def arguments(self) -> list[str]:
+        """The argument names of the input schema, in signature order."""
+        return [n for n, p in inspect.signature(self.fn).parameters.items()
+                if n != "fe" and p.annotation is not Context and n != "ctx"]
+
+    def full_description(self) -> str:
+        if not self.aliases:
+            return self.description
+        names = ", ".join(f"{a} (= {c})" for a, c in self.aliases.items())
+        return f"{self.description}\n\nPara's argument names are accepted too: {names}."
 
 
 TOOLS: list[ToolSpec] = []
+# Para's names of session arguments (its MCP server's session_name); the others per tool below.
+SESSION_ALIASES = {"session_name": "session"}
+# Para's names that mean nothing here, with what to use instead (said when refusing them).
+NOT_HERE = {"dangerously_skip_permissions": "only para_dispatch starts an agent; pass skip_permissions=true there",
+            "integrate": "call para_integrate to land the work",
+            "verbose": "para_list always returns every field", "quiet": "para_list always returns every field",
+            "archived": "pass all=true for the history"}
 
 
 ToolFn = TypeVar("ToolFn", bound=Callable[..., Awaitable[dict[str, Any]]])
 
 
 def tool(name: str, title: str, annotations: ToolAnnotations, description: str,
-         *out: type) -> Callable[[ToolFn], ToolFn]:
+         *out: type, aliases: dict[str, str] | None = None) -> Callable[[ToolFn], ToolFn]:
     def deco(fn: ToolFn) -> ToolFn:
-        TOOLS.append(ToolSpec(fn, name, title, annotations, description, out))
+        takes = inspect.signature(fn).parameters
+        names = {**(SESSION_ALIASES if "session" in takes else {}), **(aliases or {})}
+        TOOLS.append(ToolSpec(fn, name, title, annotations, description, out, names))
         return fn
     return deco
+
+
+def normalize(spec: ToolSpec, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments under our names: Para's names renamed, an unknown name refused
+    with the accepted ones, a name given twice (ours and Para's, different values) refused."""
+    accepted = spec.arguments()
+    unknown = [k for k in arguments if k not in accepted and k not in spec.aliases]
+    if unknown:
+        why = "; ".join(f"{k}: {NOT_HERE[k]}" for k in unknown if k in NOT_HERE)
+        raise ParaError(Code.invalid_input, f"{spec.name} does not take {', '.join(map(repr, unknown))}"
+                        + (f" ({why})" if why else "") + f". It takes: {', '.join(accepted)}"
+                        + (f"; Para's names: {', '.join(f'{a} (= {c})' for a, c in spec.aliases.items())}"
+                           if spec.aliases else ""),
+                        unknown=unknown, accepted=accepted, aliases=spec.aliases)
+    out = {k: v for k, v in arguments.items() if k not in spec.aliases}
+    for alias, ours in spec.aliases.items():
+        if alias not in arguments:
+            continue
+        if ours in arguments and arguments[ours] != arguments[alias]:
+            raise ParaError(Code.invalid_input, f"{spec.name} got both {ours}={arguments[ours]!r} and Para's name "
+                            f"for it, {alias}={arguments[alias]!r}; give one", argument=ours, alias=alias)
+        out[ours] = arguments[alias]
+    return out
 
 
 def json_text(obj: Any) -> str:
@@ -120,7 +173,10 @@ def _bound(spec: ToolSpec, fe: "McpFrontend") -> Callable[..., Any]:
     sig = inspect.signature(spec.fn)
 
     async def call(*args: Any, **kwargs: Any) -> CallToolResult:
-        r = await spec.fn(fe, *args, **kwargs)
+        try:
+            r = await spec.fn(fe, *args, **kwargs)
+        except ParaError as e:
+            return error_result(e)
         return CallToolResult(content=[TextContent(type="text", text=json_text(r))], structured_content=r)
 
     call.__name__, call.__doc__, call.__module__ = spec.fn.__name__, spec.fn.__doc__, spec.fn.__module__
@@ -133,12 +189,40 @@ def _bound(spec: ToolSpec, fe: "McpFrontend") -> Callable[..., Any]:
 def register(fe: "McpFrontend") -> None:
     srv = fe.server
     for spec in TOOLS:
-        srv.add_tool(_bound(spec, fe), name=spec.name, title=spec.title, description=spec.description,
+        srv.add_tool(_bound(spec, fe), name=spec.name, title=spec.title, description=spec.full_description(),
                      annotations=spec.annotations, structured_output=False)
         added = srv._tool_manager.get_tool(spec.name)
         if added is None:  # the SDK dropped the tool it was just given: no silent schema-less tool
             raise ParaError(Code.internal, f"MCP tool {spec.name} was not registered")
         added.fn_metadata.output_schema = output_schema(*spec.out)
+    low = srv._lowlevel_server
+    entry = low.get_request_handler("tools/call")
+    if entry is None:
+        raise ParaError(Code.internal, "the MCP SDK serves no tools/call")
+    sdk_call = entry.handler
+    by_name = {spec.name: spec for spec in TOOLS}
+
+    async def call_tool(ctx: ServerRequestContext[Any, Any], params: CallToolRequestParams) -> Any:
+        spec = by_name.get(params.name)
+        if spec is None:
+            return error_result(ParaError(Code.invalid_input, f"there is no tool {params.name!r}; the tools are "
+                                          + ", ".join(by_name), tool=params.name))
+        try:
+            args = normalize(spec, dict(params.arguments or {}))
+        except ParaError as e:
+            return error_result(e)
+        result = await sdk_call(ctx, params.model_copy(update={"arguments": args}))
+        if isinstance(result, CallToolResult) and result.is_error and result.structured_content is None:
+            # the SDK's own failure: the arguments did not fit the input schema (or a bug)
+            text = "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+            text = text.removeprefix(f"Error executing tool {spec.name}").removeprefix(": ")
+            if "validation error" in text:
+                return error_result(ParaError(Code.invalid_input, text, accepted=spec.arguments()))
+            return error_result(ParaError(Code.internal, f"{spec.name} failed unexpectedly: {text or 'no detail'}; "
+                                          "see the sidecar log"))
+        return result
+
+    low.add_request_handler("tools/call", CallToolRequestParams, call_tool)
 
 
 # ---- the tools -----------------------------------------------------------------------------
@@ -148,7 +232,9 @@ def register(fe: "McpFrontend") -> None:
     "exactly one of: task (inline text), file (a task file, or a directory of TASK_<n>_<slug>.md files "
     "run as a plan), files (task files run as a plan), tasks (several independent tasks at once). "
     "The result lists the sessions started and, for a plan, its steps.",
-    "split", "tasks", "dispatch", "follow", "conflicts"), McpDispatchOut)
+    "split", "tasks", "preferences", "dispatch", "follow", "conflicts"), McpDispatchOut,
+    aliases={"session_name": "session", "task_description": "task",
+             "dangerously_skip_permissions": "skip_permissions"})
 async def para_dispatch(
     fe: "McpFrontend",
     session: Annotated[str | None, Field(description="Session name for a single task (default: from the task "
@@ -165,7 +251,9 @@ async def para_dispatch(
     agent: Annotated[str | None, Field(description="Launcher profile: claude, codex, gemini, aider, opencode, "
                                        "scripted, or a configured one (default: config agent.default).")] = None,
     skip_permissions: Annotated[bool, Field(description="Let the agent act without asking for permission "
-                                            "(its profile's flag, e.g. --dangerously-skip-permissions).")] = False,
+                                            "(its profile's flag, e.g. --dangerously-skip-permissions). Only when "
+                                            "the project's instructions (CLAUDE.md, AGENTS.md) or the user allow "
+                                            "it.")] = False,
     mode: Annotated[Literal["auto", "headless", "tmux", "editor"] | None,
                     Field(description="Where the agent runs (default: config agent.mode).")] = None,
     base: Annotated[str | None, Field(description="Branch to fork from (default: the base branch).")] = None,
@@ -180,10 +268,10 @@ async def para_dispatch(
 ) -> dict[str, Any]:
     given = [n for n, v in (("task", task), ("file", file), ("files", files), ("tasks", tasks)) if v]
     if len(given) != 1:
-        raise ToolError("invalid_input: give exactly one of task, file, files or tasks"
+        raise ParaError(Code.invalid_input, "give exactly one of task, file, files or tasks"
                         + (f" (got {', '.join(given)})" if given else ""))
     if files and session is not None:
-        raise ToolError("invalid_input: a plan names its sessions after its task files; drop session")
+        raise ParaError(Code.invalid_input, "a plan names its sessions after its task files; drop session")
     specs = [{"name": t.session, "prompt": t.task, "file": t.file} for t in tasks or []]
     r = await fe.call("para/dispatch", repo, name=session if not tasks else None, prompt=task, file=file,
                       files=files, tasks=specs or None, agent=agent, skip_permissions=skip_permissions,
@@ -233,7 +321,8 @@ async def para_start(
 
 @tool("para_finish", "Finish a session for review", _ann(destructive=True),
       "Commit everything in the session, squash it onto its fork point (configurable), remove the worktree "
-      "and keep the branch for review. Nothing lands on the base branch; para_integrate does that.", results.SessionDetail)
+      "and keep the branch for review. Nothing lands on the base branch; para_integrate does that.", results.SessionDetail,
+      aliases={"session_name": "session", "commit_message": "message"})
 async def para_finish(
     fe: "McpFrontend",
     message: Annotated[str, Field(description="Commit message.")],
@@ -407,6 +496,55 @@ async def para_diff(
 async def para_config_show(fe: "McpFrontend", repo: Repo = None) -> dict[str, Any]:
     return await fe.call("para/config", repo, action="show")
 
+
+@tool("para_config_set", "Change a configuration value", _ann(destructive=False, idempotent=True),
+      "Set one configuration key (para_config_show lists them with what each means) in the user file "
+      "(scope=\"user\", the default: every repository of this user) or the repository's .para/config.json "
+      "(scope=\"project\"). Keys that make para run something or choose what runs (agents, agent.default, "
+      "integrate.check, session.setup, ...; para_config_show marks them) are the user's decision: they can only "
+      "be set in the project file, where they take effect once the user approved the file with `para trust`. "
+      "E.g. key=\"agent.workflow\", value=\"finish\", scope=\"project\" makes agents keep their branch for "
+      "review instead of landing it.", results.ConfigSet)
+async def para_config_set(
+    fe: "McpFrontend",
+    key: Annotated[str, Field(description="The key, e.g. agent.workflow, integrate.strategy, agent.max_running.")],
+    value: Annotated[str, Field(description="The value as text; JSON for numbers, booleans, lists and objects "
+                                "(\"3\", \"true\", \"[\\\"make\\\", \\\"test\\\"]\").")],
+    scope: Annotated[Literal["user", "project"], Field(description="user: the user's own file; project: "
+                                                       ".para/config.json of the repository.")] = "user",
+    repo: Repo = None,
+) -> dict[str, Any]:
+    if scope == "user" and key in config.GATED_KEYS:
+        # The user file is trusted as the user's own word; written by an AI client it would make
+        # para run what nobody approved. In the project file the trust gate still applies.
+        raise ParaError(Code.forbidden, f"{key} decides what para runs ({config.GATED_KEYS[key]}); an MCP client "
+                        "may set it only in the project file (scope=\"project\"), where it takes effect once the "
+                        "user approved the file with `para trust`, or the user sets it with "
+                        f"`para config set {key} VALUE`", key=key, scope=scope)
+    return await fe.call("para/config", repo, action="set", key=key, value=value, scope=scope)
+
+@tool("para_clean", "Clean up leftovers", _ann(destructive=True), describe(
+    "Find what para left behind and no longer needs: worktree records whose directory is gone, sessions "
+    "with neither branch nor worktree, para branches no session owns (deleted only once their commits are "
+    "in the base branch, unless force), archives and backup refs past their age (clean.archive_days, "
+    "clean.backup_days), worktrees whose session state was lost (adopted again). A dry run by default: the "
+    "result lists the actions and what is kept and why; confirm=true carries the actions out. Show the user "
+    "the dry run before confirming. Branches Para left are never deleted."), results.CleanResult)
+async def para_clean(
+    fe: "McpFrontend",
+    confirm: Annotated[bool, Field(description="Carry the actions out (default: only list them).")] = False,
+    force: Annotated[bool, Field(description="Also delete para branches holding commits not in the base branch "
+                                 "(a backup ref keeps each for clean.backup_days).")] = False,
+    repo: Repo = None,
+) -> dict[str, Any]:
+    return await fe.call("para/clean", repo, dry_run=not confirm, force=force)
+
+@tool("para_plans", "Show the plans", READ, describe(
+    "The plans of the repository (a directory or list of TASK_<n>_<slug>.md files dispatched together): each "
+    "step's tasks with their session and state, and the plan's state (running, done, failed). The resource "
+    "para://plans is the same, with update notifications.", "follow"), results.PlansResult)
+async def para_plans(fe: "McpFrontend", repo: Repo = None) -> dict[str, Any]:
+    return await fe.call("para/plans", repo)
 
 async def _wait(fe: "McpFrontend", ctx: Context, sessions: list[str], timeout: float, after_event: int | None,
                 repo: str | None) -> dict[str, Any]:

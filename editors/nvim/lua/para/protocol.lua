@@ -449,6 +449,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 
 ---@class para.ShutdownResult
 ---@field stopping boolean
+---@field setups_stopped para.StoppedSetup[]?
 
 --- `para/sessionsChanged`: something about these sessions changed; refresh.
 ---@class para.SessionsChanged
@@ -655,7 +656,9 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@class para.ConfigEntry
 ---@field value any
 ---@field source string
----@field approved boolean?
+---@field trusted boolean?
+---@field sha256 string?
+---@field refused table<string, string>?
 
 ---@class para.AdoptedSession
 ---@field session string
@@ -670,6 +673,12 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field file string
 ---@field session string
 ---@field why string
+
+--- A `session.setup` a stopping sidecar stopped: its start was rolled back.
+---@class para.StoppedSetup
+---@field session string
+---@field pid integer
+---@field repo string
 
 --- How an agent is confined (para_rpc/sandbox.py): bubblewrap, and whether it keeps the network.
 ---@class para.Sandbox
