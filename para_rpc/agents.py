@@ -284,13 +284,15 @@ async def _tmux(*args: str, env: dict[str, str] | None = None) -> tuple[int, str
 
 
 async def launch_tmux(argv: list[str], cwd: str, env: dict[str, str], exit_file: str,
-                      window: str) -> tuple[str, int | None]:
+                      window: str, keep: set[str] | frozenset[str] = frozenset()) -> tuple[str, int | None]:
     """Open a window named after the session in the `para` tmux session;
-    returns (window id, pid of the process in it)."""
+    returns (window id, pid of the process in it). A window starts from the tmux server's
+    environment: PARA_*, PATH, GIT_* and the names in `keep` (`session.env`) are set in it."""
     if shutil.which("tmux") is None:
         raise ParaError(Code.not_found, "tmux is not installed; use --mode headless")
     full = runner_argv(exit_file, argv)
-    env_args = [a for k, v in env.items() if k.startswith(("PARA_", "PATH", "GIT_")) for a in ("-e", f"{k}={v}")]
+    env_args = [a for k, v in env.items() if k in keep or k.startswith(("PARA_", "PATH", "GIT_"))
+                for a in ("-e", f"{k}={v}")]
     new_window = ("new-window", "-d", "-t", f"={TMUX_SESSION}:", "-n", window, "-c", cwd,
                   "-P", "-F", "#{window_id} #{pane_pid}", *env_args, "--", *full)
     rc, _, _ = await _tmux("has-session", "-t", f"={TMUX_SESSION}")

@@ -14,7 +14,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Self
 
 from para_rpc import PROTOCOL_VERSION, __version__, runtime
@@ -77,8 +77,10 @@ class Connection:
             raise ParaError(Code.sidecar_unavailable, "the sidecar closed the connection")
         self.buf += chunk
 
-    def request(self, method: str, params: Any = None) -> Any:
-        """Send one request and wait for its response (notifications are queued)."""
+    def request(self, method: str, params: Any = None,
+                on_progress: Callable[[dict[str, Any]], None] | None = None) -> Any:
+        """Send one request and wait for its response (notifications are queued; `$/progress`
+        ones go to `on_progress` when given)."""
         msg_id = next(self.ids)
         self.send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
         while True:
@@ -88,6 +90,9 @@ class Connection:
                     raise ParaError.from_rpc(msg["error"])
                 return msg.get("result")
             if "method" in msg and "id" not in msg:
+                if on_progress is not None and msg["method"] == "$/progress" and isinstance(msg.get("params"), dict):
+                    on_progress(msg["params"])
+                    continue
                 self.pending_notifications.append(msg)
 
     def notify(self, method: str, params: Any = None) -> None:
@@ -203,9 +208,10 @@ def connect(autostart: bool = True) -> Connection:
     raise AssertionError("unreachable")
 
 
-def call(method: str, params: Any = None, autostart: bool = True) -> Any:
+def call(method: str, params: Any = None, autostart: bool = True,
+         on_progress: Callable[[dict[str, Any]], None] | None = None) -> Any:
     with connect(autostart) as conn:
-        return conn.request(method, params)
+        return conn.request(method, params, on_progress)
 
 
 def forwarded_env() -> dict[str, str]:

@@ -334,6 +334,23 @@ async def snapshot(wt: str | Path, message: str = "para snapshot", exclude: Sequ
     return res.out.strip()
 
 
+async def snapshot_paths(wt: str | Path, paths: Sequence[str], message: str) -> str:
+    """A commit of HEAD plus the files at `paths` as they are now, ignored ones included
+    (`add --force`), made with a private index like `snapshot`."""
+    head = await resolve(wt, "HEAD")
+    with tempfile.TemporaryDirectory(prefix="para-snap-") as tmp:
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index"), "GIT_LITERAL_PATHSPECS": "1"}
+        if head:
+            await run(wt, "read-tree", head, env=env)
+        await run(wt, "add", "--force", "--", *paths, env=env)
+        tree = (await run(wt, "write-tree", env=env)).out.strip()
+    parents = ["-p", head] if head else []
+    res = await run(wt, "commit-tree", tree, *parents, check=False, stdin=message.encode())
+    if res.rc != 0:
+        res = await run(wt, *_FALLBACK_IDENTITY, "commit-tree", tree, *parents, stdin=message.encode())
+    return res.out.strip()
+
+
 async def config_bool(cwd: str | Path, key: str) -> bool:
     res = await run(cwd, "config", "--type=bool", "--get", key, check=False)
     return res.rc == 0 and res.out.strip() == "true"

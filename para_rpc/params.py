@@ -68,6 +68,11 @@ class SessionParams(RepoParams, kw_only=True):
     session: Name | None = None
 
 
+class ReopenParams(SessionParams, kw_only=True):
+    """`para/resume` and `para/recover`: a worktree they recreate is prepared as at start."""
+    keep_on_failure: bool = False  # a failed session.setup keeps the worktree instead of rolling back
+
+
 class FinishParams(SessionParams, kw_only=True):
     message: Text
     branch: Name | None = None

@@ -104,6 +104,8 @@ class Watcher:
             known = self._roots.get(root)
             if known is not None:
                 return known.ok
+            if not os.path.isdir(root):
+                return False  # (not recorded: asked again once it exists)
             self._epochs += 1
             r = self._roots[root] = _Root(self._epochs)
             if self._fd < 0:

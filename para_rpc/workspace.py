@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import filecmp
+import json
 import os
 import re
 import shutil
@@ -19,7 +21,7 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,25 +183,103 @@ def _ignore_line(rel: str) -> str:
     return "/" + escaped
 
 
-def exclude(exclude_file: str, paths: list[str]) -> None:
-    """Add `paths` to git's exclude file (shared by every worktree: git reads no exclude
-    file of a linked worktree's own), once each, under an flock so concurrent starts keep
-    each other's lines. Never a tracked .gitignore: nothing here is ever committed."""
-    if not paths:
-        return
+def _owners_file(exclude_file: str) -> str:
+    return exclude_file + ".para.json"
+
+
+def _read_owners(exclude_file: str) -> dict[str, list[str]]:
+    """{path: [owners]} of the lines para added to the exclude file (a line that was there
+    before para wanted it is the user's, never in here, never removed)."""
+    try:
+        data = json.loads(Path(_owners_file(exclude_file)).read_text())
+    except (OSError, ValueError):
+        return {}
+    paths = data.get("paths") if isinstance(data, dict) else None
+    return {k: [str(o) for o in v] for k, v in paths.items() if isinstance(v, list)} if isinstance(paths, dict) else {}
+
+
+def _write(path: str, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    Path(tmp).write_text(text)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _exclude_lock(exclude_file: str) -> Iterator[None]:
     os.makedirs(os.path.dirname(exclude_file), exist_ok=True)
     with open(exclude_file + ".para-lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def exclude(exclude_file: str, paths: list[str], owner: str) -> None:
+    """Add `paths` to git's exclude file (shared by every worktree: git reads no exclude
+    file of a linked worktree's own), once each, under an flock so concurrent starts keep
+    each other's lines, and record `owner` (a session) as needing each line para added.
+    Never a tracked .gitignore: nothing here is ever committed."""
+    if not paths:
+        return
+    with _exclude_lock(exclude_file):
         text = Path(exclude_file).read_text() if os.path.exists(exclude_file) else ""
         have = set(text.splitlines())
-        missing = [line for line in dict.fromkeys(_ignore_line(p) for p in paths) if line not in have]
+        owners = _read_owners(exclude_file)
+        missing: dict[str, str] = {}
+        for p in paths:
+            line = _ignore_line(p)
+            if line not in have:
+                missing.setdefault(line, p)
+            if (line not in have or p in owners) and owner not in owners.setdefault(p, []):
+                owners[p].append(owner)  # (a line the user had before is theirs: no owner, never removed)
+        _write(_owners_file(exclude_file), json.dumps({"paths": owners}))
         if not missing:
             return
         sep = "" if not text or text.endswith("\n") else "\n"
         mark = "" if EXCLUDE_MARK in have else EXCLUDE_MARK + "\n"
-        tmp = f"{exclude_file}.{os.getpid()}.tmp"
-        Path(tmp).write_text(text + sep + mark + "\n".join(missing) + "\n")
-        os.replace(tmp, exclude_file)
+        _write(exclude_file, text + sep + mark + "\n".join(missing) + "\n")
+
+
+def unexclude(exclude_file: str, live: set[str]) -> list[str]:
+    """Forget every owner not in `live` (sessions that still have a worktree) and remove the
+    lines para added that no owner needs any more: an excluded path would otherwise hide a
+    later session's new file at it from every save. Returns the paths no longer excluded."""
+    if not os.path.exists(_owners_file(exclude_file)):
+        return []
+    with _exclude_lock(exclude_file):
+        owners = _read_owners(exclude_file)
+        gone = [p for p, who in owners.items() if not set(who) & live]
+        kept = {p: [o for o in who if o in live] for p, who in owners.items() if p not in gone}
+        if gone and os.path.exists(exclude_file):
+            drop = {_ignore_line(p) for p in gone}
+            text = Path(exclude_file).read_text()
+            lines = [line for line in text.splitlines() if line not in drop]
+            if lines == [EXCLUDE_MARK]:
+                lines = []
+            _write(exclude_file, "".join(line + "\n" for line in lines))
+        _write(_owners_file(exclude_file), json.dumps({"paths": kept}))
+        return gone
+
+
+def excluded_by_para(exclude_file: str) -> list[str]:
+    """The paths para's lines in the exclude file hide now."""
+    return sorted(_read_owners(exclude_file))
+
+
+def not_own(main: str, worktree: str, paths: list[str], copied: list[str], linked: list[str]) -> list[str]:
+    """Which of `paths` (excluded by para) exist in the worktree as something other than
+    this session's own copy (same content as the main checkout's file) or link (to the main
+    checkout's path): files an agent wrote there, which no save would see."""
+    found = []
+    for rel in paths:
+        p, src = os.path.join(worktree, rel), os.path.join(main, rel)
+        if not os.path.lexists(p) or not _inside(os.path.dirname(p), worktree):
+            continue
+        if rel in linked and os.path.islink(p) and os.readlink(p) == src:
+            continue
+        if (rel in copied and os.path.isfile(p) and not os.path.islink(p) and os.path.isfile(src)
+                and filecmp.cmp(p, src, shallow=False)):
+            continue
+        found.append(rel)
+    return found
 
 
 def port_free(port: int) -> bool:
@@ -342,7 +422,7 @@ async def run_hook(argv: list[str], cwd: str, env: dict[str, str], log: str, tim
             os.write(fd, (msg + "\n").encode())
             return HookRun(None, error=msg)
         on_start(proc.pid)
-        lines = _LogLines(log, offset, on_line)
+        lines = _LogLines(log, offset, on_line, fd)
         follower = asyncio.ensure_future(lines.follow())
         try:
             await asyncio.wait_for(proc.wait(), timeout)
@@ -365,25 +445,45 @@ async def run_hook(argv: list[str], cwd: str, env: dict[str, str], log: str, tim
         os.close(fd)
 
 
+LOG_MAX = 10 << 20  # bytes of one hook run's output kept in its log (documented in the README)
+
+
 class _LogLines:
     """Lines appended to a hook's log since `offset`, handed to `on_line` (a `\\r` ends a line
-    too: progress bars; a line is cut at LINE_MAX bytes)."""
+    too: progress bars; a line is cut at LINE_MAX bytes). Past LOG_MAX bytes of this run the
+    log is cut back to LOG_MAX plus a marker line at every look: 200 MB of output must not
+    fill the disk or keep the sidecar decoding it."""
 
     LINE_MAX = 4096
 
-    def __init__(self, path: str, offset: int, on_line: Callable[[str], None]) -> None:
+    def __init__(self, path: str, offset: int, on_line: Callable[[str], None], fd: int) -> None:
         self.path, self.offset, self.on_line, self.partial = path, offset, on_line, b""
+        self.fd, self.limit, self.capped, self.end = fd, offset + LOG_MAX, False, 0
 
     async def follow(self) -> None:
         while True:
             await asyncio.sleep(0.1)
             self.read()
 
+    def _cap(self) -> None:
+        with contextlib.suppress(OSError):
+            size = os.fstat(self.fd).st_size
+            if not self.capped and size > self.limit:
+                os.ftruncate(self.fd, self.limit)
+                mark = f"\npara: output past {LOG_MAX >> 20} MiB cut here; the rest of this run is not kept\n".encode()
+                os.write(self.fd, mark)  # (O_APPEND: at the new end)
+                self.capped, self.end = True, self.limit + len(mark)
+            elif self.capped and size > self.end:
+                os.ftruncate(self.fd, self.end)
+
     def read(self) -> None:
+        self._cap()
+        if self.offset >= self.limit:
+            return  # past the cap: nothing more is kept, so nothing more is sent
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
-                data = f.read(1 << 20)
+                data = f.read(min(1 << 20, self.limit - self.offset))
         except OSError:
             return
         self.offset += len(data)

@@ -117,3 +117,41 @@ def test_a_launch_that_fails_after_the_session_was_created_leaves_nothing_behind
         assert not (out / "ran").exists()
     finally:
         shutdown_sidecar(sc, wait=False)
+
+
+def _session_env_config(tmp_path: Path) -> None:
+    """`session.env` and a port in this test's user file (read by the sidecar at each request)."""
+    cfg = Path(os.environ["PARA_CONFIG"])
+    cfg.write_text(json.dumps({"session": {"env": {"MY_VAR": "from session.env", "PATH": "/usr/bin:/bin"},
+                                           "ports": 1, "port_range": "29700-29799"}}))
+
+
+def test_session_env_reaches_an_agent_in_a_window_of_a_running_tmux_server(api, repo, out, tmp_path):
+    """A tmux window starts from the tmux server's environment, not the sidecar's: with a
+    server already running (started without them), session.env and PARA_PORT must be set in
+    the window itself, and `para` must stay first on PATH."""
+    tmux("new-session", "-d", "-s", "before-para", check=True)
+    _session_env_config(tmp_path)
+    prof = step_profile(f"env:{out}/env.json")
+    r, _ = dispatch(repo, "te", "-p", "show me the environment", "--agent", "w", "--mode", "tmux",
+                    profiles={"w": prof})
+    seen = json.loads(wait_file(out / "env.json").read_text())["env"]
+    assert seen.get("MY_VAR") == "from session.env", sorted(seen)
+    assert seen["PARA_PORT"] == str(r["ports"][0]) and seen["PARA_SESSION"] == "te"
+    assert seen["PATH"].endswith(":/usr/bin:/bin") and os.path.exists(seen["PATH"].split(":")[0] + "/para")
+    assert api.wait_agent("te")["agent"]["exit_code"] == 0
+
+
+def test_session_env_reaches_an_agent_in_an_editor_terminal(api, repo, out, editor, tmp_path):
+    """The editor runs the agent with the env of para/runInTerminal: session.env must be in it."""
+    ed = editor("run")
+    _session_env_config(tmp_path)
+    prof = step_profile(f"env:{out}/env.json")
+    r, _ = dispatch(repo, "ee", "-p", "show me the environment", "--agent", "w", "--mode", "editor",
+                    profiles={"w": prof}, env={"PARA_AGENT_EDITOR_TIMEOUT": "120"})
+    seen = json.loads(wait_file(out / "env.json").read_text())["env"]
+    payload = ed.requests[0]["env"]
+    for env in (payload, seen):
+        assert env.get("MY_VAR") == "from session.env" and env["PARA_PORT"] == str(r["ports"][0])
+        assert env["PATH"].endswith(":/usr/bin:/bin") and os.path.exists(env["PATH"].split(":")[0] + "/para")
+    assert api.wait_agent("ee")["agent"]["exit_code"] == 0

@@ -158,10 +158,12 @@ def test_a_sidecar_killed_during_a_teardown_is_repaired_by_the_next_sidecar_at_o
         wait_until(lambda: runs.exists() and runs.read_text().strip(), 60, "the teardown to run")
         first = int(runs.read_text().split()[0])
         leftovers.append(first)
-        assert all(state(p) == "T" for p in pids)  # frozen while the worktree is saved and removed
+        # Running while the teardown runs (F23: it may need to talk to the agent's servers);
+        # frozen for the save and removal only after it.
+        assert all(state(p) not in ("T", None) for p in pids)
         kill_sidecars(runtime_dir)
         cancel.wait(60)
-        assert pid_alive(first) and all(state(p) == "T" for p in pids)  # as a crash leaves them
+        assert pid_alive(first)
         run_para("sidecar", "start", cwd=tmp_path)  # not in the repository
         wait_until(lambda: len(runs.read_text().split()) == 4, 60, "the repair to run the teardown again")
         assert runs.read_text().split()[3] == "0", "the teardown ran again while the first still ran"

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from para_rpc.watch import MAX_DIRS, Watcher
 
 from conftest import git, run_para, shutdown_sidecar, start_sidecar
@@ -135,7 +134,7 @@ def test_the_next_list_sees_every_change_made_behind_paras_back(
         assert listed(repo) == {"s": truth(wt)}, f"after {step.__name__}, asked again"
 
 
-def test_a_list_with_nothing_changed_asks_git_nothing_about_worktrees(
+def test_a_list_with_nothing_changed_asks_git_nothing(
         runtime_dir: Path, repo: Path, tmp_path: Path) -> None:
     """The point of the cache: 5 dirty sessions, listed twice, one `git status` each, once;
     then a hand edit in one worktree costs exactly one more."""
@@ -157,10 +156,11 @@ def test_a_list_with_nothing_changed_asks_git_nothing_about_worktrees(
         def statuses() -> int:
             return sum(1 for line in calls.read_text().splitlines() if " status " in f" {line} ")
         assert set(listed(repo).values()) == {True}
-        before = statuses()
+        before, spawned = statuses(), len(calls.read_text().splitlines())
         assert set(listed(repo).values()) == {True}
         assert set(listed(repo).values()) == {True}
         assert statuses() == before, "a list with nothing changed ran git status"
+        assert calls.read_text().splitlines()[spawned:] == [], "a list with nothing changed ran git"
         git("checkout", "--", ".", cwd=repo / ".para" / "worktrees" / "s3")  # (tracked files only)
         (repo / ".para" / "worktrees" / "s3" / "work.txt").unlink()
         assert listed(repo) == {"s0": True, "s1": True, "s2": True, "s3": False, "s4": True}
@@ -261,3 +261,50 @@ def test_git_itself_still_answers_where_inotify_is_missing(
         shutdown_sidecar(sc)
     log = sc.log_path.read_text()
     assert "Traceback" not in log
+
+
+# ---- the worktrees and branches `list` shows ------------------------------------------
+
+def facts(repo: Path) -> dict[str, Any]:
+    s = json.loads(run_para("list", "--json", cwd=repo).stdout)["sessions"][0]
+    return {k: s[k] for k in ("state", "head", "head_branch", "detached", "branch_exists", "worktree_exists")}
+
+
+def git_facts(repo: Path, wt: Path, was: dict[str, Any]) -> dict[str, Any]:
+    """The same facts from git itself (state only where git alone decides it)."""
+    tip = git("rev-parse", "-q", "--verify", "refs/heads/para/s", cwd=repo, check=False) or None
+    on = git("symbolic-ref", "-q", "--short", "HEAD", cwd=wt, check=False) or None if wt.is_dir() else None
+    return {"state": was["state"], "head": tip or was["head"], "head_branch": on, "detached": on is None,
+            "branch_exists": tip is not None, "worktree_exists": wt.is_dir()}
+
+
+REF_STEPS: dict[str, list[tuple[Callable[[Path, Path], object], str]]] = {
+    # step, then the state `list` must show
+    "HEAD detached in the worktree, then back": [
+        (lambda wt, repo: git("checkout", "-q", "--detach", cwd=wt), "off-branch"),
+        (lambda wt, repo: git("checkout", "-q", "para/s", cwd=wt), "active")],
+    "branch moved, refs packed, moved again": [
+        (lambda wt, repo: git("commit", "-q", "--allow-empty", "-m", "one", cwd=wt), "active"),
+        (lambda wt, repo: git("pack-refs", "--all", cwd=repo), "active"),
+        (lambda wt, repo: git("commit", "-q", "--allow-empty", "-m", "two", cwd=wt), "active")],
+    "branch deleted behind para's back": [
+        (lambda wt, repo: git("update-ref", "-d", "refs/heads/para/s", cwd=repo), "missing")],
+    "worktree directory removed by hand": [
+        (lambda wt, repo: shutil.rmtree(wt), "missing")],
+}
+
+
+@pytest.mark.parametrize("steps", REF_STEPS.values(), ids=list(REF_STEPS))
+def test_the_next_list_sees_branches_and_worktrees_moved_behind_paras_back(
+        sidecar: Any, repo: Path, steps: list[tuple[Callable[[Path, Path], object], str]]) -> None:
+    run_para("start", "s", cwd=repo)
+    wt = repo / ".para" / "worktrees" / "s"
+    facts(repo)
+    facts(repo)  # (answered from memory now)
+    for step, state in steps:
+        step(wt, repo)
+        got = facts(repo)
+        want = git_facts(repo, wt, got)
+        if not want["worktree_exists"]:
+            want.update(head_branch=got["head_branch"], detached=got["detached"])  # (no worktree: moot)
+        assert (got["state"], got) == (state, want)

@@ -47,13 +47,26 @@ def _fail(e: ParaError, as_json: bool) -> NoReturn:
     raise SystemExit(e.code.exit)
 
 
+def _show_progress(p: dict[str, Any]) -> None:
+    value = p.get("value")
+    if isinstance(value, dict) and isinstance(value.get("message"), str):
+        print(f"  | {value['message']}", file=sys.stderr, flush=True)
+
+
 def _call(method: str, params: dict[str, Any], as_json: bool,
-          render: Callable[[Any], None] | None = None, json_view: Callable[[Any], Any] | None = None) -> Any:
+          render: Callable[[Any], None] | None = None, json_view: Callable[[Any], Any] | None = None,
+          progress: bool = False) -> Any:
     """Send one request and print its result: JSON (`json_view` of it when given, e.g. names
-    only for `list --quiet`) with `as_json`, else `render`'s summary."""
+    only for `list --quiet`) with `as_json`, else `render`'s summary. `progress`: in human mode,
+    what the sidecar reports while it works (the output of session.setup) is shown on stderr
+    as it comes."""
     params = {"cwd": _cwd(), "env": client.forwarded_env(), **params}
+    on_progress = None
+    if progress and not as_json:
+        params["workDoneToken"] = "para-cli"
+        on_progress = _show_progress
     try:
-        result = client.call(method, params)
+        result = client.call(method, params, on_progress=on_progress)
     except ParaError as e:
         _fail(e, as_json)
     except OSError as e:

@@ -46,7 +46,7 @@ def start(name: Annotated[str | None, typer.Argument(help="Session name (default
           as_json: JsonOpt = False) -> None:
     """Create a session: a branch para/NAME and its worktree, forked from the base branch."""
     _call("para/start", {"name": name, "base": base, **({"keep_on_failure": True} if keep else {})},
-          as_json, render.print_started)
+          as_json, render.print_started, progress=True)
 
 
 @app.command("list")
@@ -144,7 +144,7 @@ def dispatch(name: Annotated[str | None, typer.Argument(help="Session name (defa
                               **source}
     if keep:
         params["keep_on_failure"] = True
-    _call("para/dispatch", params, as_json, render.print_dispatched)
+    _call("para/dispatch", params, as_json, render.print_dispatched, progress=True)
 
 
 def _task_source(prompts: list[str], files: list[str], as_json: bool) -> dict[str, Any]:
@@ -370,15 +370,20 @@ def cancel(name: Annotated[str | None, typer.Argument(help="Session name.")] = N
 
 
 @app.command()
-def recover(name: Annotated[str | None, typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
-    """Bring a cancelled session back to para/NAME at its standard worktree path."""
-    _call("para/recover", {"session": name}, as_json, render.print_recovered)
+def recover(name: Annotated[str | None, typer.Argument(help="Session name.")] = None, keep: KeepOpt = False,
+            as_json: JsonOpt = False) -> None:
+    """Bring a cancelled session back to para/NAME at its standard worktree path (prepared as at start)."""
+    _call("para/recover", {"session": name, **({"keep_on_failure": True} if keep else {})}, as_json,
+          render.print_recovered, progress=True)
 
 
 @app.command()
-def resume(name: Annotated[str | None, typer.Argument(help="Session name.")] = None, as_json: JsonOpt = False) -> None:
-    """Make sure the session's worktree exists (recreating it from the branch) and print its path."""
-    _call("para/resume", {"session": name}, as_json, render.print_resumed)
+def resume(name: Annotated[str | None, typer.Argument(help="Session name.")] = None, keep: KeepOpt = False,
+           as_json: JsonOpt = False) -> None:
+    """Make sure the session's worktree exists (recreating it from the branch, prepared as at start) and print
+    its path."""
+    _call("para/resume", {"session": name, **({"keep_on_failure": True} if keep else {})}, as_json,
+          render.print_resumed, progress=True)
 
 
 @app.command()

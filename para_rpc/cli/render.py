@@ -102,6 +102,8 @@ def print_recovered(r: dict[str, Any]) -> None:
 def print_resumed(r: dict[str, Any]) -> None:
     # The path alone on stdout, so `cd "$(para resume NAME)"` works.
     print(f"session {r['name']}{': worktree recreated' if r['recreated'] else ''}", file=sys.stderr)
+    for w in r.get("warnings") or []:
+        print(f"warning: {w}", file=sys.stderr)
     print(r["worktree"])
 
 

@@ -46,6 +46,7 @@ from para_rpc.params import TRANSPORT_METHODS
 from para_rpc.server.bound import BOUND_NOTIFICATIONS, Gate
 from para_rpc.service import Service
 from para_rpc.service.invoke import BadParams, invoke
+from para_rpc.service.ports import PROGRESS
 
 log = logging.getLogger("para.lsp")
 
@@ -340,7 +341,24 @@ Handler = Callable[..., Awaitable[Any]]
 
 def _make_handler(method: str) -> Handler:
     async def handler(ls: ParaServer, params: Any = None) -> Any:
-        return await call_service(ls.service, method, params)
+        # LSP's work-done progress: a request carrying `workDoneToken` gets what the service
+        # reports meanwhile (the output of session.setup) as `$/progress` notifications.
+        token = params.pop("workDoneToken", None) if isinstance(params, dict) else None
+        if not isinstance(token, (str, int)) or isinstance(token, bool):
+            return await call_service(ls.service, method, params)
+
+        def report(text: str) -> None:
+            try:
+                ls.protocol.notify(types.PROGRESS, types.ProgressParams(
+                    token=token, value=types.WorkDoneProgressReport(message=text)))
+            except Exception as e:  # noqa: BLE001 a client that went away still gets its request served
+                log.info("dropping a progress notification: %s", e)
+
+        ctx = PROGRESS.set(report)
+        try:
+            return await call_service(ls.service, method, params)
+        finally:
+            PROGRESS.reset(ctx)
     handler.__name__ = "handle_" + method.replace("/", "_")
     return handler
 

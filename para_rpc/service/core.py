@@ -243,6 +243,8 @@ class ServiceCore:
         self.busy = 0  # operations in flight (the sidecar waits for them before exiting)
         # session name -> warnings of the teardown an operation ran, until its result takes them
         self._pending_teardown: dict[str, list[str]] = {}
+        # session name -> (pid -> start time of the agent processes `_agent_frozen` holds, pids spared)
+        self._frozen_now: dict[str, tuple[dict[int, int], set[int]]] = {}
         self.hooks: dict[int, RunningHook] = {}  # setup/teardown hooks in flight, by pid (hooking.py)
         # `git status` answers by worktree, valid while nothing they depend on changed (_dirty)
         self.watcher = watch.Watcher()
@@ -250,6 +252,8 @@ class ServiceCore:
         # Conflict forecasts: pure functions of commit ids, kept; a dirty worktree's snapshot
         # commit, kept while its `_dirty_cache` key holds (service/integration.py `conflicts`).
         self._snapshots: dict[str, tuple[object, str]] = {}
+        # `git worktree list` and the branches by repository, for `list` (_listed_refs)
+        self._listed: dict[str, tuple[object, dict[str, git.Worktree], dict[str, tuple[str, int]]]] = {}
         self._forecasts: dict[tuple[str, str], tuple[bool, list[str], dict[str, list[list[int]]]] | None] = {}
         self._bases: dict[tuple[str, ...], str] = {}
         self._changed_paths: dict[tuple[str, str], frozenset[str]] = {}
@@ -476,6 +480,27 @@ class ServiceCore:
         (its stored path may go through a symlink, such as a symlinked .para/worktrees)."""
         return {w.path: w for w in await git.worktrees(repo.root)}
 
+    async def _listed_refs(self, repo: Repo) -> tuple[dict[str, git.Worktree], dict[str, tuple[str, int]]]:
+        """The worktrees and branches, as `list` shows them: kept while nothing moved under the
+        common directory's `refs/` and `worktrees/` (branches, each worktree's HEAD, gitdir and
+        lock), nor its packed-refs or HEAD (watch.py). Never for a decision: operations read git."""
+        refs, wts_dir = os.path.join(repo.common_dir, "refs"), os.path.join(repo.common_dir, "worktrees")
+        if self.watcher.available and not (self.watcher.watching(refs) and self.watcher.watching(wts_dir)):
+            await asyncio.to_thread(self._watch_all_of, [(refs, (repo.common_dir,)), (wts_dir, ())])
+        a, b = self.watcher.token(refs), self.watcher.token(wts_dir)
+        key = None if a is None or b is None else (a, b)
+        hit = self._listed.get(repo.common_dir)
+        if key is not None and hit is not None and hit[0] == key:
+            return hit[1], hit[2]
+        wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
+        if key is not None:
+            self._listed[repo.common_dir] = (key, wts, branches)
+        return wts, branches
+
+    def _watch_all_of(self, roots: list[tuple[str, tuple[str, ...]]]) -> None:
+        for root, extra in roots:
+            self.watcher.watch(root, extra)
+
     async def _has_worktree(self, repo: Repo, s: Session) -> bool:
         """Whether the session's worktree really exists (registered, not prunable, on disk)."""
         wt = (await self._worktree_state(repo)).get(os.path.realpath(s.worktree))
@@ -558,6 +583,7 @@ class ServiceCore:
             # Journaled: a sidecar that dies or stops before they run again or are stopped
             # leaves them to the next one (hooking.py), not paused for good.
             self._journal_frozen(repo, s, stopped)
+        self._frozen_now[s.name] = (stopped, spare)  # session.teardown thaws them while it runs
         try:
             yield sorted(stopped)
         except BaseException:
@@ -566,6 +592,8 @@ class ServiceCore:
                 await asyncio.to_thread(agents.thaw_run, stopped)
                 self._journal_frozen(repo, s, {})
             raise
+        finally:
+            self._frozen_now.pop(s.name, None)
         if stopped and os.path.isdir(s.worktree):
             await asyncio.to_thread(agents.thaw_run, stopped)
             self._journal_frozen(repo, s, {})

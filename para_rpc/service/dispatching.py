@@ -189,7 +189,8 @@ class Dispatching(ServiceCore):
         async def _sandboxed(self, repo: Repo, s: Session, run: AgentRun, box: Sandbox, argv: list[str],
                              env: dict[str, str], cfg: dict[str, Any]) -> list[str]: ...
         def _close_channel(self, s: Session) -> None: ...
-        def session_env(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> dict[str, str]: ...
+        def _hook_env(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> dict[str, str]: ...
+        def _own_env(self, repo: Repo, s: Session, cfg: dict[str, Any], env: dict[str, str]) -> dict[str, str]: ...
 
     async def dispatch(self, p: DispatchParams) -> dict[str, Any]:
         if p.tasks:
@@ -313,8 +314,7 @@ class Dispatching(ServiceCore):
         os.makedirs(runs, exist_ok=True)
         exit_file = os.path.join(runs, f"{s.name}.{int(time.time() * 1000)}.exit")
         await self._record_outside_state(repo, s, exit_file)
-        env = agents.agent_env(s.name, s.worktree, self.socket)
-        env.update(self.session_env(repo, s, cfg))  # PARA_PORT, PARA_REPO, session.env ...
+        env = self._hook_env(repo, s, cfg)  # PARA_PORT, PARA_REPO, session.env ..., para on PATH
         run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip)
         if box is None:
             return await self._start_agent(repo, s, run, mode, argv, env, cfg)
@@ -331,8 +331,8 @@ class Dispatching(ServiceCore):
         if mode == "editor":
             answer = await self.ports.run_in_editor(
                 {"session": s.name, "worktree": s.worktree, "title": f"para: {s.name}",
-                 "argv": agents.runner_argv(exit_file, argv), "env": {k: env[k] for k in env if k.startswith("PARA_")}
-                 | {"PATH": env["PATH"]}}, cfg["agent.editor_timeout"])
+                 "argv": agents.runner_argv(exit_file, argv), "env": self._own_env(repo, s, cfg, env)},
+                cfg["agent.editor_timeout"])
             if answer and answer.get("ok"):
                 run.pid = answer.get("pid")
                 return run
@@ -340,7 +340,8 @@ class Dispatching(ServiceCore):
             run.mode = mode
             s.notes.append(f"no editor answered; the agent runs in {mode} mode")
         if mode == "tmux":
-            run.window, run.pid = await agents.launch_tmux(argv, s.worktree, env, exit_file, s.name)
+            run.window, run.pid = await agents.launch_tmux(argv, s.worktree, env, exit_file, s.name,
+                                                           keep=set(self._own_env(repo, s, cfg, env)))
             return run
         run.log = os.path.join(repo.root, ".para", "logs", f"{s.name}.log")
         proc = await agents.launch_headless(argv, s.worktree, env, run.log, exit_file,

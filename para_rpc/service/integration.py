@@ -43,6 +43,7 @@ class Integration(ServiceCore):
         def _agent_session_ended(self, repo: Repo, s: Session, forgotten: bool = False) -> None: ...
         async def _teardown(self, repo: Repo, s: Session, cfg: dict[str, Any] | None = None) -> list[str]: ...
         def _teardown_warnings(self, s: Session) -> list[str]: ...
+        def _release(self, repo: Repo, s: Session) -> None: ...
         async def _refuse_linked(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> None: ...
 
     async def integrate(self, p: IntegrateParams) -> dict[str, Any]:
@@ -218,6 +219,11 @@ class Integration(ServiceCore):
         async with self._agent_frozen(repo, s) as frozen:
             try:
                 f = await self._worktree_facts(repo, s)
+                if f is not None:
+                    # Before the save: the teardown runs with the agent thawed (to stop its
+                    # servers), and what they write meanwhile is saved with the rest.
+                    await self._teardown(repo, s, cfg)
+                    f = await self._worktree_facts(repo, s)
             except ParaError as e:  # the work has landed: a directory git does not know is left alone
                 f = None
                 s.notes.append(f"worktree left in place: {e.message}")
@@ -238,7 +244,6 @@ class Integration(ServiceCore):
                     rec["leftover"] = ref
                     warnings.append(f"changes written in the worktree after the integration started did not land; "
                                     f"they were saved as {ref}")
-                await self._teardown(repo, s, cfg)
                 async with repo.lock:
                     await git.remove_worktree(repo.root, s.worktree)
             else:
@@ -258,6 +263,7 @@ class Integration(ServiceCore):
         rec.pop("files", None), rec.pop("hunks", None), rec.pop("kind", None)
         s.head_commit = tip
         s.status, s.op = Status.integrated, None
+        self._release(repo, s)  # ports and exclude lines: also when the worktree was gone before
         repo.store.save(s)
         self.emit(repo, "integrated", s.name, target=rec["target"], commit=new, strategy=rec["strategy"])
         if config_changed:

@@ -10,6 +10,7 @@ nowhere and there is no editor).
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,3 +44,10 @@ class Ports:
     # that binding; stop listening on one (connections already open may finish).
     bind_channel: Callable[[Binding], Awaitable[None]] = _no_channels
     unbind_channel: Callable[[str], None] = field(default=lambda socket: None)
+
+
+# Where the caller of the request being served wants progress lines (MCP progress
+# notifications, JSON-RPC `$/progress`): set by a transport around one call, read by the
+# service for what that call waits on (the output of `session.setup`). None: nobody asked.
+PROGRESS: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar("para_progress",
+                                                                                      default=None)

@@ -26,6 +26,7 @@ from para_rpc.params import (
     FinishParams,
     IntegrateParams,
     ListParams,
+    ReopenParams,
     SessionParams,
     StartParams,
 )
@@ -71,9 +72,13 @@ class Sessions(ServiceCore):
         def _env_config(self, cfg: dict[str, Any]) -> dict[str, Any]: ...
         def _allocate_ports(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> None: ...
         async def _prepare(self, repo: Repo, s: Session, cfg: dict[str, Any], env_cfg: dict[str, Any],
-                           keep_on_failure: bool) -> list[str]: ...
+                           keep_on_failure: bool, undone: str = ...) -> list[str]: ...
         async def _teardown(self, repo: Repo, s: Session, cfg: dict[str, Any] | None = None) -> list[str]: ...
         def _teardown_warnings(self, s: Session) -> list[str]: ...
+        def _release(self, repo: Repo, s: Session) -> None: ...
+        async def _prepare_reopened(self, repo: Repo, s: Session, cfg: dict[str, Any], env_cfg: dict[str, Any],
+                                    keep_on_failure: bool, kind: str, before: Status, ports: list[int],
+                                    archive: str | None) -> list[str]: ...
         async def _save_before_undo(self, repo: Repo, s: Session) -> str | None: ...
         async def _stop_preparing(self, repo: Repo, name: str | None, cwd: str
                                   ) -> tuple[Session, int, str] | None: ...
@@ -152,7 +157,7 @@ class Sessions(ServiceCore):
         that backup ref."""
         backup = await self._save_before_undo(repo, s) if keep else None
         wts = await self._worktree_state(repo)
-        if os.path.realpath(s.worktree) in wts:
+        if os.path.realpath(s.worktree) in wts and os.path.isdir(s.worktree):  # (a setup may have removed it)
             await git.remove_worktree(repo.root, s.worktree)
         if os.path.isdir(s.worktree):
             shutil.rmtree(s.worktree)
@@ -166,7 +171,7 @@ class Sessions(ServiceCore):
         repo = await self.repo(p.cwd)
         sessions = repo.store.all() if p.all else [
             s for s in repo.store.live() if s.status is not Status.cancelled]
-        wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
+        wts, branches = await self._listed_refs(repo)
         await self._adopt_out_of_band(repo, sessions, wts, branches)
         active = [(s.worktree, wt) for s in sessions
                   if s.status is Status.active and (wt := wts.get(os.path.realpath(s.worktree))) is not None]
@@ -298,6 +303,15 @@ class Sessions(ServiceCore):
             problem = self._head_problem(s, f)
             if problem:  # HEAD moved away since finish began (or before its repair)
                 raise ParaError(Code.wrong_state, f"cannot finish {s.name!r}: {problem}", session=s.name)
+            # Before the commit: the teardown runs with the agent thawed (to stop its servers), and
+            # what they write meanwhile is committed with the rest.
+            await self._teardown(repo, s)
+            f = await self._worktree_facts(repo, s)
+            problem = self._head_problem(s, f) if f is not None else None
+            if problem:
+                raise ParaError(Code.wrong_state, f"cannot finish {s.name!r}: session.teardown left {problem}",
+                                session=s.name)
+        if f is not None:
             nested = f.nested()
             await git.stage_all(s.worktree, exclude=nested)
             if await git.has_staged(s.worktree):
@@ -318,7 +332,6 @@ class Sessions(ServiceCore):
                                 f"(for example {left[0][3:]!r}); the worktree is kept", session=s.name)
             s.head_commit = await git.out(s.worktree, "rev-parse", "HEAD")
             backups = await self._save_worktree(repo, s, f, d["stamp"])
-            await self._teardown(repo, s)
             async with repo.lock:
                 await git.remove_worktree(repo.root, s.worktree)
             d["removed"] = True
@@ -330,6 +343,7 @@ class Sessions(ServiceCore):
                     await git.rename_branch(repo.root, s.branch, d["branch"])
             s.branch = d["branch"]
         s.status, s.op = Status.review, None
+        self._release(repo, s)  # ports and exclude lines: also when the worktree was gone before
         repo.store.save(s)
         return backups, d.get("pre_squash_ref")
 
@@ -393,6 +407,11 @@ class Sessions(ServiceCore):
         d = journaled(s).data
         saved, backups = None, []
         if f is not None:
+            # Before the save: the teardown runs with the agent thawed (to stop its servers), and
+            # what they write meanwhile is saved with the rest.
+            await self._teardown(repo, s)
+            f = await self._worktree_facts(repo, s)
+        if f is not None:
             backups = await self._save_worktree(repo, s, f, d["stamp"])
             nested = f.nested()
             # With HEAD off the session branch, _save_worktree kept HEAD and the uncommitted work.
@@ -407,7 +426,6 @@ class Sessions(ServiceCore):
                     if await git.has_staged(s.worktree):
                         sha = await git.commit(s.worktree, WIP_MESSAGE, verify=False)
                         saved = {"branch": d["archive"], "commit": sha}
-            await self._teardown(repo, s)
             async with repo.lock:
                 await git.remove_worktree(repo.root, s.worktree)
             d["removed"] = True
@@ -419,6 +437,7 @@ class Sessions(ServiceCore):
             elif not (s.archived_branch and await git.branch_exists(repo.root, s.archived_branch)):
                 s.archived_branch = d["archive"]  # (an unfinished recover that never renamed keeps its archive)
         s.status, s.op = Status.cancelled, None
+        self._release(repo, s)  # ports and exclude lines: also when the worktree was gone before
         s.queued = None  # a queued agent goes with it (a recovered session does not start one unasked)
         repo.store.save(s)
         return saved, backups
@@ -455,9 +474,10 @@ class Sessions(ServiceCore):
         repo.store.save(s)
         return s
 
-    async def recover(self, p: SessionParams) -> dict[str, Any]:
+    async def recover(self, p: ReopenParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
+        env_cfg = self._env_config(cfg)  # an unapproved project setup/copy/link/env: refused here
         prefix = cfg["branch_prefix"]
         async with repo.lock:
             archives = await git.refs(repo.root, f"refs/heads/{prefix}/archived/")
@@ -504,15 +524,25 @@ class Sessions(ServiceCore):
             path = repo.worktree_path(cfg, name)
             if os.path.lexists(path):
                 raise ParaError(Code.already_exists, f"path {path} already exists; move it away first", path=path)
+            before = (s.branch, s.worktree, s.archived_branch)
             s.branch, s.worktree = branch, path
             async with repo.lock:
                 self._allocate_ports(repo, s, cfg)  # a worktree again: its ports again (cancel released them)
             s.op = Op(kind="recover")
             repo.store.save(s)
             await self._do_recover(repo, s)
+            try:
+                prepared = await self._prepare_reopened(repo, s, cfg, env_cfg, p.keep_on_failure, "recover",
+                                                        Status.cancelled, [], before[2])
+            except BaseException:
+                if s.status is Status.cancelled:  # rolled back: the record as it was
+                    s.branch, s.worktree = before[0], before[1]
+                    repo.store.save(s)
+                raise
         self.emit(repo, "recovered", name, branch=s.branch, worktree=s.worktree)
         result = await self._show(repo, s, p.cwd)
-        result["backup_refs"], result["warnings"] = await self._session_backups(repo, s)
+        result["backup_refs"], warnings = await self._session_backups(repo, s)
+        result["warnings"] = prepared + warnings
         return result
 
     async def _session_backups(self, repo: Repo, s: Session) -> tuple[list[dict[str, Any]], list[str]]:
@@ -553,10 +583,12 @@ class Sessions(ServiceCore):
         s.archived_branch, s.status, s.op = None, Status.active, None
         repo.store.save(s)
 
-    async def resume(self, p: SessionParams) -> dict[str, Any]:
+    async def resume(self, p: ReopenParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
+        cfg = repo.config(p.env)
         if p.session is not None and repo.store.get(validate_session_name(p.session)) is None:
-            await self._adopt_branch(repo, p.session, repo.config(p.env))
+            await self._adopt_branch(repo, p.session, cfg)
+        warnings: list[str] = []
         async with self._locked(repo, p.session, p.cwd) as s:
             if s.status is Status.cancelled:
                 raise ParaError(Code.wrong_state, f"session {s.name!r} is cancelled; `para recover {s.name}` "
@@ -569,17 +601,22 @@ class Sessions(ServiceCore):
                 if os.path.lexists(s.worktree):
                     raise ParaError(Code.already_exists, f"{s.worktree} exists but is not a worktree of "
                                     "this repository; move it away first", path=s.worktree)
-                if not s.ports:
-                    async with repo.lock:
-                        self._allocate_ports(repo, s, repo.config(p.env))
+                env_cfg = self._env_config(cfg)  # an unapproved project setup/copy/link/env: refused here
+                before, ports = s.status, list(s.ports)
+                async with repo.lock:  # afresh: ports it still listed may be another session's now
+                    self._allocate_ports(repo, s, cfg)
                 s.op = Op(kind="resume")
                 repo.store.save(s)
                 await self._do_resume(repo, s)
+                warnings = await self._prepare_reopened(repo, s, cfg, env_cfg, p.keep_on_failure, "resume",
+                                                        before, ports, None)
                 recreated = True
         if recreated:
             self.emit(repo, "resumed", s.name, worktree=s.worktree)
         result = await self._show(repo, s, p.cwd)
         result["recreated"] = recreated
+        if warnings:
+            result["warnings"] = warnings
         return result
 
     async def _adopt_branch(self, repo: Repo, name: str, cfg: dict[str, Any]) -> None:
@@ -600,6 +637,11 @@ class Sessions(ServiceCore):
         s = Session(name=name, branch=branch, worktree=worktree or repo.worktree_path(cfg, name), base_branch=base,
                     base_commit=await git.merge_base(repo.root, base_tip, tip) or base_tip,
                     status=Status.active if worktree else Status.review, head_commit=tip, notes=[note])
+        if worktree:  # a worktree already: its ports, as every session with one holds (no await: no race)
+            try:
+                self._allocate_ports(repo, s, cfg)
+            except ParaError as e:
+                s.notes.append(f"no ports: {e.message}")
         repo.store.save(s)
         self.emit(repo, "adopted", name, branch=branch, note=note)
         return s

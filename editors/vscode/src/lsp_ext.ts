@@ -241,6 +241,11 @@ export interface PlansResult {
   plans: Plan[];
 }
 
+/** `para/resume` and `para/recover`: a worktree they recreate is prepared as at start. */
+export interface ReopenParams extends SessionParams {
+  keep_on_failure?: boolean;
+}
+
 export interface CleanParams extends RepoParams {
   dry_run?: boolean;
   force?: boolean;
@@ -737,8 +742,8 @@ export const status = new RequestType<StatusParams, StatusResult, void>("para/st
 export const wait = new RequestType<WaitParams, WaitResult, void>("para/wait");
 export const diff = new RequestType<DiffParams, DiffResult, void>("para/diff");
 export const plans = new RequestType<RepoParams, PlansResult, void>("para/plans");
-export const recover = new RequestType<SessionParams, SessionDetail, void>("para/recover");
-export const resume = new RequestType<SessionParams, SessionDetail, void>("para/resume");
+export const recover = new RequestType<ReopenParams, SessionDetail, void>("para/recover");
+export const resume = new RequestType<ReopenParams, SessionDetail, void>("para/resume");
 export const clean = new RequestType<CleanParams, CleanResult, void>("para/clean");
 export const config = new RequestType<ConfigParams, ConfigResponse, void>("para/config");
 export const events = new RequestType<EventsParams, EventsResult, void>("para/events");

@@ -32,6 +32,7 @@ from para_rpc.errors import Code, ParaError
 from para_rpc.model import Plan
 from para_rpc.server.mcp.guide import describe
 from para_rpc.server.mcp.hints import error_result
+from para_rpc.service.ports import PROGRESS
 
 if TYPE_CHECKING:
     from para_rpc.server.mcp.frontend import McpFrontend
@@ -82,6 +83,8 @@ class TaskSpec(BaseModel):
 Repo = Annotated[str | None, Field(description="Path of the git repository (or one of its worktrees). "
                                    "Default: the directory the MCP client was started in.")]
 SessionReq = Annotated[str, Field(description="Session name (see para_list).")]
+KeepOnFailure = Annotated[bool, Field(description="When the configured session.setup fails on the recreated "
+                                      "worktree, keep it (reported in warnings) instead of rolling back.")]
 SessionOpt = Annotated[str | None, Field(description="Session name (default: the session whose worktree is the "
                                          "client's directory).")]
 
@@ -237,6 +240,7 @@ def register(fe: "McpFrontend") -> None:
              "dangerously_skip_permissions": "skip_permissions"})
 async def para_dispatch(
     fe: "McpFrontend",
+    ctx: Context,
     session: Annotated[str | None, Field(description="Session name for a single task (default: from the task "
                                          "file name, else a friendly adjective_noun).")] = None,
     task: Annotated[str | None, Field(description="The task, inline. Say what to achieve and which files it "
@@ -273,10 +277,10 @@ async def para_dispatch(
     if files and session is not None:
         raise ParaError(Code.invalid_input, "a plan names its sessions after its task files; drop session")
     specs = [{"name": t.session, "prompt": t.task, "file": t.file} for t in tasks or []]
-    r = await fe.call("para/dispatch", repo, name=session if not tasks else None, prompt=task, file=file,
-                      files=files, tasks=specs or None, agent=agent, skip_permissions=skip_permissions,
-                      mode=mode, base=base, sandbox=sandbox, network=network,
-                      keep_on_failure=keep_on_failure or None)
+    r = await _with_progress(ctx, fe.call(
+        "para/dispatch", repo, name=session if not tasks else None, prompt=task, file=file, files=files,
+        tasks=specs or None, agent=agent, skip_permissions=skip_permissions, mode=mode, base=base, sandbox=sandbox,
+        network=network, keep_on_failure=keep_on_failure or None))
     out: dict[str, Any] = {"sessions": [], "plan": None, "failed": [], "next": ""}
     if "failed" in r:  # several tasks
         out["sessions"] = r["sessions"]
@@ -311,13 +315,15 @@ async def para_list(
       "para_dispatch.", results.SessionDetail)
 async def para_start(
     fe: "McpFrontend",
+    ctx: Context,
     session: Annotated[str | None, Field(description="Session name (default: a friendly adjective_noun).")] = None,
     base: Annotated[str | None, Field(description="Branch to fork from.")] = None,
     keep_on_failure: Annotated[bool, Field(description="When the configured session.setup fails, keep the "
                                            "session (reported in warnings) instead of rolling it back.")] = False,
     repo: Repo = None,
 ) -> dict[str, Any]:
-    return await fe.call("para/start", repo, name=session, base=base, keep_on_failure=keep_on_failure or None)
+    return await _with_progress(ctx, fe.call("para/start", repo, name=session, base=base,
+                                             keep_on_failure=keep_on_failure or None))
 
 @tool("para_finish", "Finish a session for review", _ann(destructive=True),
       "Commit everything in the session, squash it onto its fork point (configurable), remove the worktree "
@@ -390,14 +396,16 @@ async def para_cancel(
 
 @tool("para_recover", "Recover a cancelled session", _ann(destructive=False),
       "Bring a cancelled session back: its archived branch becomes para/<name> again with a fresh worktree.", results.SessionDetail)
-async def para_recover(fe: "McpFrontend", session: SessionReq, repo: Repo = None) -> dict[str, Any]:
-    return await fe.call("para/recover", repo, session=session)
+async def para_recover(fe: "McpFrontend", session: SessionReq, keep_on_failure: KeepOnFailure = False,
+                       repo: Repo = None) -> dict[str, Any]:
+    return await fe.call("para/recover", repo, session=session, keep_on_failure=keep_on_failure or None)
 
 @tool("para_resume", "Resume a session", _ann(destructive=False, idempotent=True),
       "Make sure the session's worktree exists (recreating it from the branch if it was deleted) and "
       "return its path.", results.SessionDetail)
-async def para_resume(fe: "McpFrontend", session: SessionReq, repo: Repo = None) -> dict[str, Any]:
-    return await fe.call("para/resume", repo, session=session)
+async def para_resume(fe: "McpFrontend", session: SessionReq, keep_on_failure: KeepOnFailure = False,
+                      repo: Repo = None) -> dict[str, Any]:
+    return await fe.call("para/resume", repo, session=session, keep_on_failure=keep_on_failure or None)
 
 # -- steering agents
 
@@ -496,6 +504,30 @@ async def para_diff(
 async def para_config_show(fe: "McpFrontend", repo: Repo = None) -> dict[str, Any]:
     return await fe.call("para/config", repo, action="show")
 
+
+async def _with_progress(ctx: Context, call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """Await `call` (a start or dispatch), sending what the service reports meanwhile (the
+    output of session.setup, bounded by the service) as MCP progress notifications, in order,
+    all of them before the result."""
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def send() -> None:
+        n = 0
+        while (text := await lines.get()) is not None:
+            n += 1
+            try:
+                await ctx.report_progress(n, None, text)
+            except Exception:  # noqa: BLE001 a client that went away still gets its call served
+                return
+
+    sender = asyncio.ensure_future(send())
+    token = PROGRESS.set(lines.put_nowait)
+    try:
+        return await call
+    finally:
+        PROGRESS.reset(token)
+        lines.put_nowait(None)
+        await sender
 
 @tool("para_config_set", "Change a configuration value", _ann(destructive=False, idempotent=True),
       "Set one configuration key (para_config_show lists them with what each means) in the user file "

@@ -313,6 +313,10 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@class para.PlansResult
 ---@field plans para.Plan[]
 
+--- `para/resume` and `para/recover`: a worktree they recreate is prepared as at start.
+---@class para.ReopenParams : para.SessionParams
+---@field keep_on_failure boolean?
+
 ---@class para.CleanParams : para.RepoParams
 ---@field dry_run boolean?
 ---@field force boolean?
