@@ -76,6 +76,13 @@ SCRIPT: list[tuple[list[str], Callable[[Path], None] | None]] = [
     (["list", "-v"], None),
     (["list", "--all", "--verbose"], None),
     (["ls", "--verbose", "--archived", "--json"], None),
+    (["start", "epsilon"], None),                                           # human output
+    (["start", "epsilon"], None),                                           # already exists
+    (["show", "epsilon"], work("epsilon", {"e.txt": "e\n"}, "epsilon works")),
+    (["cancel", "epsilon"], work("epsilon", {"draft.txt": "unsaved\n"})),
+    (["show", "epsilon"], None),                                            # cancelled, archived
+    (["show", "nope"], None),
+    (["cancel", "nope", "--discard"], None),
 ]
 
 
@@ -116,6 +123,7 @@ def test_fast_path_and_typer_print_the_same(worlds: dict[str, Path]) -> None:
     for repo in worlds.values():
         sessions = json.loads(run_para("list", "--all", "--json", cwd=repo).stdout)["sessions"]
         assert {s["name"]: s["status"] for s in sessions} == \
-            {"alpha": "integrated", "beta": "integrated", "gamma": "cancelled", "delta": "cancelled"}
+            {"alpha": "integrated", "beta": "integrated", "gamma": "cancelled", "delta": "cancelled",
+             "epsilon": "cancelled"}
         assert git("show", "main:README.md", cwd=repo) == "# alpha and beta were here"
     assert rev(worlds["fast"], "main") == rev(worlds["typer"], "main")

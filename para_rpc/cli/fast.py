@@ -32,15 +32,19 @@ _LIST_FLAGS = {"--all": ("all", False), "-a": ("all", False), "--archived": ("al
 _FAST: dict[str, tuple[str, str | None, dict[str, tuple[str, bool]], Renderer | None]] = {
     "list": ("para/list", None, _LIST_FLAGS, None),
     "ls": ("para/list", None, _LIST_FLAGS, None),
-    "start": ("para/start", "name", {"--base": ("base", True), "-b": ("base", True)}, None),
-    "show": ("para/show", "session", {}, None),
-    "cancel": ("para/cancel", "session", {"--discard": ("discard", False), "--force": ("force", False)}, None),
+    "start": ("para/start", "name", {"--base": ("base", True), "-b": ("base", True)}, render.print_started),
+    "show": ("para/show", "session", {}, render.print_shown),
+    "cancel": ("para/cancel", "session", {"--discard": ("discard", False), "--force": ("force", False)},
+               render.print_cancelled),
     "integrate": ("para/integrate", "message", {**_SESSION_FLAG, "--strategy": ("strategy", True),
                                                 "--target": ("target", True)}, render.print_integration),
     "continue": ("para/continue", "session", {"--force": ("force", False)}, render.print_integration),
     "status": ("para/report", "task", {**_SESSION_FLAG, "--tests": ("tests", True), "--todos": ("todos", True),
                                        "--blocked": ("blocked", True)}, render.print_report),
 }
+
+
+_PROGRESS = {"para/start"}  # methods whose human output shows the sidecar's progress meanwhile
 
 
 class Plan(NamedTuple):
@@ -108,5 +112,6 @@ def serve(args: list[str]) -> None:
         raise SystemExit(bridge.main() if args == ["mcp"] else bridge.lsp_main())
     p = plan(args)
     if p is not None:
-        _call(p.method, p.params, p.as_json, p.render, p.json_view)
+        # (what a setup prints while `start` waits is shown as it comes, as typer's start does)
+        _call(p.method, p.params, p.as_json, p.render, p.json_view, progress=p.method in _PROGRESS)
         raise SystemExit(0)
