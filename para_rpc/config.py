@@ -186,8 +186,10 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
     "agents": ({}, _profiles, "custom launcher profiles (see README)"),
     "clean.archive_days": (30, _int_range(0, 3650),
                            "`para clean` removes archived branches older than this (if integrated)"),
-    "clean.backup_days": (30, _int_range(0, 3650),
-                          "`para clean` removes refs/para/backup/* older than this"),
+    # At least a day: a backup `clean --force` just made (of a branch it deleted) must never
+    # go in the next `clean` (red team RB1).
+    "clean.backup_days": (30, _int_range(1, 3650),
+                          "`para clean` removes refs/para/backup/* older than this (at least 1)"),
     "session.setup": ([], _argv, ("argv run in each new worktree (after session.copy/link, before any agent); "
                                   "a failure fails start/dispatch (error setup_failed); [] = none")),
     "session.setup_timeout": (600, _int_range(1, 86400), "seconds session.setup may run"),

@@ -36,7 +36,10 @@ _FALLBACK_IDENTITY = ("-c", "user.name=para", "-c", "user.email=para@localhost")
 # patches, and names are never octal-quoted (`-z` output is never quoted anyway).
 BASE_ARGS = ("-c", "color.ui=never", "-c", "color.diff=never", "-c", "color.status=never",
              "-c", "log.showSignature=false", "-c", "log.decorate=false", "-c", "diff.noprefix=false",
-             "-c", "diff.mnemonicPrefix=false", "-c", "core.quotePath=false")
+             "-c", "diff.mnemonicPrefix=false", "-c", "core.quotePath=false",
+             # A command named by the config git finds through a worktree's `.git` (which its
+             # agent can rewrite) must not run from para's reads (red team RA1).
+             "-c", "core.fsmonitor=false")
 
 
 # Files para writes into a worktree for the agent. info/exclude hides them, but a
@@ -391,6 +394,13 @@ async def changed_paths(cwd: str | Path, a: str, b: str) -> set[str]:
     """Paths that differ between two commits or trees."""
     text = (await run(cwd, "diff", "--name-only", "--no-renames", "-z", a, b)).out
     return {p for p in text.split("\0") if p}
+
+
+async def changed_path_kinds(cwd: str | Path, a: str, b: str) -> dict[str, str]:
+    """{path: A, D, M or T} for every path that differs between two commits (no renames: a
+    rename is its old path deleted and its new one added)."""
+    fields = (await run(cwd, "diff-tree", "-r", "-z", "--name-status", "--no-renames", a, b)).out.split("\0")
+    return {path: kind[:1] for kind, path in zip(fields[::2], fields[1::2]) if path}
 
 
 async def path_differs(cwd: str | Path, a: str, b: str, path: str) -> bool:

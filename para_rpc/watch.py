@@ -194,8 +194,11 @@ class Watcher:
                 name = data[pos + _EVENT.size:pos + _EVENT.size + length].rstrip(b"\0")
                 pos += _EVENT.size + length
                 if mask & IN_Q_OVERFLOW:
+                    # Events were lost, among them perhaps a directory's creation (it would never
+                    # be watched): forget every root, so each is walked again when next asked.
                     for r in self._roots.values():
-                        r.gen += 1
+                        self._drop(r)
+                    self._roots.clear()
                     continue
                 root = self._owner.get(wd)
                 if root is None:

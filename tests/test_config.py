@@ -128,6 +128,15 @@ def test_squash_setting_and_flags_decide_how_finish_commits(para, para_json, rep
 
 # ---- writing -----------------------------------------------------------------------------
 
+def test_backups_are_kept_at_least_a_day(para, para_json, repo, user_file):
+    """`clean.backup_days = 0` would let the next `clean` delete the backup the previous
+    `clean --force` just made of a branch it deleted (red team RB1): refused, nothing written."""
+    r = para("config", "set", "clean.backup_days", "0", "--json", check=False)
+    assert r.returncode != 0 and "clean.backup_days" in r.stdout, r.stdout
+    assert not user_file.exists() or "backup_days" not in user_file.read_text()
+    assert para_json("config", "set", "clean.backup_days", "1")["value"] == 1
+
+
 def test_config_set_writes_the_user_file(para, para_json, repo, user_file):
     out = para("config", "set", "finish.squash", "false").stdout
     assert str(user_file) in out

@@ -136,3 +136,51 @@ def test_disjoint_sessions_are_never_merged_pairwise(runtime_dir: Path, repo: Pa
         assert merges() - before == first, "asked again with nothing changed, it merged again"
     finally:
         shutdown_sidecar(sc)
+
+
+def test_a_worktree_grown_past_the_watch_budget_is_forecast_from_its_files(sidecar: Any, repo: Path) -> None:
+    """A worktree that outgrows the watch budget (a big ignored node_modules) is asked of git
+    every time from then on, and nothing remembered from before is used again (red team RB3)."""
+    from para_rpc.watch import MAX_DIRS
+    names = ["a", "b"]
+    for n in names:
+        run_para("start", n, cwd=repo)
+        (wt(repo, n) / "README.md").write_text(f"{n}'s readme\n")
+    assert reported_pairs(repo) == {frozenset("ab")} == raw_pairs(repo, names)
+    with open(repo / ".git" / "info" / "exclude", "a") as f:
+        f.write("/node_modules/\n")
+    for i in range(MAX_DIRS + 10):
+        (wt(repo, "a") / "node_modules" / f"p{i}").mkdir(parents=True)
+    assert reported_pairs(repo) == {frozenset("ab")} == raw_pairs(repo, names)
+    (wt(repo, "a") / "README.md").write_text("b's readme\n")  # the same edit as b: no conflict, still dirty
+    assert reported_pairs(repo) == set() == raw_pairs(repo, names)
+
+
+def test_file_directory_and_directory_rename_conflicts_are_forecast(sidecar: Any, repo: Path) -> None:
+    """Conflicts between sessions that never touch one same path (red team RB4): a file where
+    the other makes a directory, and a directory one side renamed while the other adds to it."""
+    (repo / "d").mkdir()
+    commit_file(repo, "d/x.txt", "x\n", "d/x.txt")
+    names = ["file", "dir", "mover", "adder"]
+    for n in names:
+        run_para("start", n, cwd=repo)
+    commit_file(wt(repo, "file"), "f", "a file named f\n", "adds the file f")
+    (wt(repo, "dir") / "f").mkdir()
+    commit_file(wt(repo, "dir"), "f/inside.txt", "under a directory named f\n", "adds f/inside.txt")
+    git("mv", "d", "e", cwd=wt(repo, "mover"))
+    git("commit", "-q", "-m", "renames d to e", cwd=wt(repo, "mover"))
+    (wt(repo, "adder") / "d" / "new.txt").write_text("added to d\n")  # (uncommitted)
+    assert reported_pairs(repo) == raw_pairs(repo, names) == {frozenset(("file", "dir")),
+                                                              frozenset(("mover", "adder"))}
+
+
+def test_a_merge_attribute_added_later_changes_the_forecast(sidecar: Any, repo: Path) -> None:
+    """Kept forecasts hold only while the merge settings do: `merge=union` in info/attributes
+    makes the collision merge cleanly, as raw git says (red team RB8)."""
+    names = ["a", "b"]
+    for n in names:
+        run_para("start", n, cwd=repo)
+        commit_file(wt(repo, n), "notes.txt", f"{n}'s line\n", f"{n} adds notes")
+    assert reported_pairs(repo) == {frozenset("ab")} == raw_pairs(repo, names)
+    (repo / ".git" / "info" / "attributes").write_text("notes.txt merge=union\n")
+    assert reported_pairs(repo) == set() == raw_pairs(repo, names)

@@ -561,3 +561,26 @@ def test_dispatch_never_writes_through_a_planted_symlink(repo: Path, tmp_path: P
     err = json.loads(proc.stdout)["error"]
     assert proc.returncode == 2 and err["code"] == "invalid_input" and "symlink" in err["message"], err
     assert git_state(repo)["refs"] == before and not (repo / ".para" / "worktrees" / "fix").exists()
+
+
+def test_an_fsmonitor_planted_through_a_worktrees_git_file_never_runs(sidecar, repo, tmp_path):
+    """An agent can point its worktree's `.git` at a git directory of its own whose config
+    names a `core.fsmonitor` command: para's own reads (`list`, `conflicts`) never run it
+    (red team RA1)."""
+    run_para("start", "fm", cwd=repo)
+    wt = repo / ".para" / "worktrees" / "fm"
+    real = Path(git("rev-parse", "--absolute-git-dir", cwd=wt))
+    common = Path(git("rev-parse", "--path-format=absolute", "--git-common-dir", cwd=wt))
+    fake, ran = tmp_path / "fake", tmp_path / "fsmonitor-ran"
+    (fake / "objects" / "info").mkdir(parents=True)
+    (fake / "refs" / "heads" / "para").mkdir(parents=True)
+    (fake / "objects" / "info" / "alternates").write_text(f"{common / 'objects'}\n")
+    (fake / "refs" / "heads" / "para" / "fm").write_text(git("rev-parse", "HEAD", cwd=wt) + "\n")
+    (fake / "HEAD").write_text("ref: refs/heads/para/fm\n")
+    (fake / "index").write_bytes((real / "index").read_bytes())
+    (fake / "config").write_text(f'[core]\n\trepositoryformatversion = 0\n\tfsmonitor = "touch {ran}; echo"\n')
+    (wt / ".git").write_text(f"gitdir: {fake}\n")
+    (wt / "edit.txt").write_text("x\n")
+    run_para("list", "--json", cwd=repo)
+    run_para("conflicts", "--json", cwd=repo, check=False)
+    assert not ran.exists(), "para's git ran the fsmonitor command the worktree's .git pointed at"

@@ -308,3 +308,24 @@ def test_the_next_list_sees_branches_and_worktrees_moved_behind_paras_back(
         if not want["worktree_exists"]:
             want.update(head_branch=got["head_branch"], detached=got["detached"])  # (no worktree: moot)
         assert (got["state"], got) == (state, want)
+
+
+def test_after_lost_events_every_root_is_walked_again(tmp_path: Path) -> None:
+    """More events than the kernel queues (an `npm install` between two lists): the directory
+    created meanwhile may be unknown, so every root is forgotten and walked afresh when next
+    asked, and a change inside that directory is seen (red team RB2)."""
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    w = Watcher()
+    root, other = tmp_path / "wt", tmp_path / "other"
+    (root / "d").mkdir(parents=True)
+    other.mkdir()
+    assert w.watch(str(root)) and w.watch(str(other))
+    for i in range(limit // 2 + 10):  # (a create and a delete each: over the limit)
+        (root / "d" / f"f{i}").touch()
+        (root / "d" / f"f{i}").unlink()
+    (root / "d" / "newdir").mkdir()
+    assert w.token(str(root)) is None and w.token(str(other)) is None  # forgotten, both
+    assert w.watch(str(root))
+    before = w.token(str(root))
+    (root / "d" / "newdir" / "tracked").write_text("edited after the overflow\n")
+    assert w.token(str(root)) != before

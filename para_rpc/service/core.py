@@ -254,9 +254,9 @@ class ServiceCore:
         self._snapshots: dict[str, tuple[object, str]] = {}
         # `git worktree list` and the branches by repository, for `list` (_listed_refs)
         self._listed: dict[str, tuple[object, dict[str, git.Worktree], dict[str, tuple[str, int]]]] = {}
-        self._forecasts: dict[tuple[str, str], tuple[bool, list[str], dict[str, list[list[int]]]] | None] = {}
+        self._forecasts: dict[tuple[object, str, str], tuple[bool, list[str], dict[str, list[list[int]]]] | None] = {}
         self._bases: dict[tuple[str, ...], str] = {}
-        self._changed_paths: dict[tuple[str, str], frozenset[str]] = {}
+        self._changed_paths: dict[tuple[str, str], dict[str, str]] = {}
 
     async def repo(self, cwd: object) -> Repo:
         if not isinstance(cwd, str) or not cwd or not os.path.isabs(cwd):
@@ -798,6 +798,9 @@ class ServiceCore:
             gitdir = watch.gitdir_of(wt.path) if token is not None else None
             key = None if token is None else (token, wt.head, wt.branch, shared,
                                               _stat_key([os.path.join(gitdir, "index")] if gitdir else []))
+            if key is None:  # (not watched, or no longer: nothing kept may be trusted again)
+                self._dirty_cache.pop(wt.path, None)
+                self._snapshots.pop(wt.path, None)
             hit = self._dirty_cache.get(wt.path)
             if key is not None and hit is not None and hit[0] == key:
                 return hit[1]
@@ -813,6 +816,12 @@ class ServiceCore:
         if len(self._dirty_cache) > 10_000:  # (ended sessions' answers: start over now and then)
             self._dirty_cache.clear()
         return {path: flag for (path, _), flag in zip(worktrees, flags)}
+
+    def _merge_settings(self, repo: Repo) -> object:
+        """What a merge of two given commits depends on besides them: the repository's and the
+        user's config (merge drivers, conflict style) and info/attributes."""
+        return _stat_key([os.path.join(repo.common_dir, "config"), os.path.join(repo.common_dir, "info", "attributes"),
+                          *_user_git_files()])
 
     def _watch_all(self, paths: list[str]) -> None:
         for path in paths:

@@ -403,6 +403,7 @@ class Integration(ServiceCore):
             return commit or await git.resolve(repo.root, f"refs/heads/{s.branch}"), is_dirty
 
         snaps = dict(zip([s.name for s in sessions], await asyncio.gather(*(snap(s) for s in sessions))))
+        settings = self._merge_settings(repo)  # (kept forecasts hold only while these are unchanged)
         tips: dict[str, str | None] = {}
         for s in sessions:
             t = target or s.base_branch
@@ -412,8 +413,8 @@ class Integration(ServiceCore):
         async def forecast(a: str, b: str) -> tuple[bool, list[str], dict[str, list[list[int]]]] | None:
             """None when the two have no history in common (nothing to forecast; one such pair
             must not hide the forecast of all the others)."""
-            if (a, b) in self._forecasts:
-                return self._forecasts[(a, b)]
+            if (settings, a, b) in self._forecasts:
+                return self._forecasts[(settings, a, b)]
             async with sem:
                 try:
                     clean, tree, files = await git.merge_tree(repo.root, a, b)
@@ -423,7 +424,7 @@ class Integration(ServiceCore):
                     answer = None
                 else:
                     answer = clean, files, (await integrate.tree_hunks(repo.root, tree, files)) if files else {}
-            self._forecasts[(a, b)] = answer
+            self._forecasts[(settings, a, b)] = answer
             return answer
 
         commits = {name: commit for name, (commit, _) in snaps.items() if commit}
@@ -449,9 +450,11 @@ class Integration(ServiceCore):
 
     async def _pairs_that_may_collide(self, repo: Repo, usable: list[Session], commits: dict[str, str],
                                       sem: asyncio.Semaphore) -> list[tuple[Session, Session]]:
-        """The pairs of sessions whose merge can conflict: both changed a path since a common
-        ancestor of them all (a path one side left as it was merges cleanly). Where they share
-        no history, every pair, as merge-tree is what says so."""
+        """The pairs of sessions whose merge can conflict, from what each changed since a
+        common ancestor of them all: both changed one path; one changed a path the other has
+        as a directory (file/directory); one deleted in a directory the other added to (a
+        directory renamed on one side). A path one side left as it was merges cleanly. Where
+        they share no history, every pair, as merge-tree is what says so."""
         every = [(a, b) for i, a in enumerate(usable) for b in usable[i + 1:]]
         ids = sorted({commits[s.name] for s in usable})
         if len(ids) < 2:
@@ -463,22 +466,39 @@ class Integration(ServiceCore):
             self._bases.clear()
         self._bases[tuple(ids)] = base
 
-        async def paths(commit: str) -> frozenset[str]:
+        async def paths(commit: str) -> dict[str, str]:
             if (base, commit) not in self._changed_paths:
                 async with sem:
-                    self._changed_paths[(base, commit)] = frozenset(await git.changed_paths(repo.root, base, commit))
+                    self._changed_paths[(base, commit)] = await git.changed_path_kinds(repo.root, base, commit)
             return self._changed_paths[(base, commit)]
         changed = dict(zip(ids, await asyncio.gather(*(paths(c) for c in ids))))
         if len(self._changed_paths) > 20_000:
             self._changed_paths.clear()
-        # Index the paths, so the pairs come from shared paths instead of from every pair.
-        by_path: dict[str, list[int]] = {}
+        # Index what each changed, so the pairs come from shared keys instead of from every pair.
+        index: dict[tuple[str, str], list[int]] = {}  # (kind of key, key) -> sessions
         for i, s in enumerate(usable):
-            for path in changed[commits[s.name]]:
-                by_path.setdefault(path, []).append(i)
+            keys: set[tuple[str, str]] = set()
+            for path, kind in changed[commits[s.name]].items():
+                keys.add(("path", path))
+                parent = os.path.dirname(path)
+                if kind in "AD":
+                    keys.add(("added in" if kind == "A" else "deleted in", parent))
+                while parent:
+                    keys.add(("dir", parent))
+                    parent = os.path.dirname(parent)
+            for k in keys:
+                index.setdefault(k, []).append(i)
         meet: set[tuple[int, int]] = set()
-        for holders in by_path.values():
-            for x, i in enumerate(holders):
-                for j in holders[x + 1:]:
-                    meet.add((i, j))
+
+        def pair(xs: list[int], ys: list[int]) -> None:
+            for i in xs:
+                for j in ys:
+                    if i != j:
+                        meet.add((min(i, j), max(i, j)))
+        for (what, name), holders in index.items():
+            if what == "path":
+                pair(holders, holders)
+                pair(holders, index.get(("dir", name), []))
+            elif what == "deleted in":
+                pair(holders, index.get(("added in", name), []))
         return [(usable[i], usable[j]) for i, j in sorted(meet)]
