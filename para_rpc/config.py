@@ -370,6 +370,37 @@ def values(main_root: str | Path | None, env: Mapping[str, str] | None = None) -
     return {k: v["value"] for k, v in effective(main_root, env).items()}
 
 
+def remove_key(path: Path, key: str, within: str | Path | None = None) -> bool:
+    """Remove one key from a config file, atomically (parents it leaves empty go too);
+    False when the file did not set it (then nothing is written)."""
+    check_key(key)
+    data = read_regular(path, what="config file", code=Code.config_error, limit=MAX_BYTES, within=within)
+    try:
+        tree = json.loads(data.decode("utf-8")) if data and data.strip() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ParaError(Code.config_error, f"{path} is not valid JSON: {e}") from None
+    if not isinstance(tree, dict):
+        raise ParaError(Code.config_error, f"{path} must hold a JSON object")
+    *parents, leaf = key.split(".")
+    chain = [tree]
+    for p in parents:
+        node = chain[-1].get(p)
+        if not isinstance(node, dict):
+            return False
+        chain.append(node)
+    if leaf not in chain[-1]:
+        return False
+    del chain[-1][leaf]
+    for parent, name in zip(reversed(chain[:-1]), reversed(parents)):
+        if parent[name]:
+            break
+        del parent[name]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(tree, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return True
+
+
 def write_key(path: Path, key: str, value: Any, within: str | Path | None = None) -> Any:
     """Set one key in a config file (created if missing), atomically; returns the stored value.
     (`within`: a project file's repository, as for read_layer.)"""

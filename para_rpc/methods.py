@@ -52,7 +52,7 @@ METHODS: dict[str, Method] = {
     "para/recover": Method(P.ReopenParams, R.SessionDetail, "recover", True),
     "para/resume": Method(P.ReopenParams, R.SessionDetail, "resume", True),
     "para/clean": Method(P.CleanParams, R.CleanResult, "clean", True),
-    "para/config": Method(P.ConfigParams, (R.ConfigShow, R.ConfigValue, R.ConfigSet, R.ConfigPaths), "config", True),
+    "para/config": Method(P.ConfigParams, (R.ConfigShow, R.ConfigValue, R.ConfigSet, R.ConfigReset, R.ConfigPaths), "config", True),
     "para/events": Method(P.EventsParams, R.EventsResult, "events", False),
     "para/trust": Method(P.TrustParams, R.TrustResult, "trust", True),
     "para/stop": Method(P.StopParams, R.StopResult, "stop", True),

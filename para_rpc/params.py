@@ -60,6 +60,7 @@ class StartParams(RepoParams, kw_only=True):
 
 class ListParams(RepoParams, kw_only=True):
     all: bool = False
+    verbose: bool = False   # each session also carries its newest event (`last_event`)
 
 
 class SessionParams(RepoParams, kw_only=True):
@@ -178,7 +179,7 @@ class CleanParams(RepoParams, kw_only=True):
 class ConfigParams(Base, kw_only=True):
     cwd: PathStr | None = None
     env: Env = {}
-    action: Literal["show", "get", "set", "path"] = "show"
+    action: Literal["show", "get", "set", "reset", "path"] = "show"
     key: Name | None = None
     value: Text | None = None
     scope: Literal["user", "project"] = "user"

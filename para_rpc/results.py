@@ -80,6 +80,7 @@ class SessionDetail(Result, kw_only=True):
     # cancel, finish, integrate, continue, abort, recover: what para saved or left, in words
     warnings: list[str] | None = None
     backup_refs: list[BackupRef] | None = None   # recover: every backup kept for this name, newest first
+    last_event: Event | None = None              # list with verbose: the session's newest event
 
 
 class BackupRef(Result, kw_only=True):
@@ -332,6 +333,15 @@ class ConfigSet(Result, kw_only=True):
     value: Any
     scope: str
     path: str
+
+
+class ConfigReset(Result, kw_only=True):
+    key: str
+    removed: bool    # false: the file did not set it (nothing was written)
+    scope: str
+    path: str
+    value: Any       # the effective value now, and where it comes from
+    source: str
 
 
 class ConfigPaths(Result, kw_only=True):

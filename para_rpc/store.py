@@ -208,6 +208,15 @@ class Store:
     def last_event_id(self) -> int:
         return int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
 
+    def last_events(self, sessions: list[str]) -> dict[str, dict[str, Any]]:
+        """The newest event of each named session (`para list --verbose`)."""
+        if not sessions:
+            return {}
+        q = (f"SELECT id, ts, session, kind, data FROM events WHERE id IN (SELECT MAX(id) FROM events "
+             f"WHERE session IN ({','.join('?' * len(sessions))}) GROUP BY session)")
+        return {s: {"id": i, "ts": ts, "session": s, "kind": k, "data": json.loads(d)}
+                for i, ts, s, k, d in self.db.execute(q, sessions)}
+
     def events(self, after: int = 0, limit: int = 200) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT id, ts, session, kind, data FROM events WHERE id > ? "
                                "ORDER BY id LIMIT ?", (after, limit))

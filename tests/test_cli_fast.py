@@ -43,6 +43,9 @@ def work(name: str, files: dict[str, str], message: str | None = None) -> Callab
 # fast path serves, and every `_FAST` command must appear.
 SCRIPT: list[tuple[list[str], Callable[[Path], None] | None]] = [
     (["list", "--json"], None),
+    (["list", "-q"], None),                                                 # empty: prints nothing
+    (["list", "--quiet", "--json"], None),
+    (["list", "--verbose"], None),
     (["ls", "-a", "--json"], None),
     (["start", "alpha", "--json"], None),
     (["start", "beta", "-b", "main", "--json"], None),
@@ -67,6 +70,12 @@ SCRIPT: list[tuple[list[str], Callable[[Path], None] | None]] = [
     (["cancel", "nope", "--json"], None),
     (["continue", "nope", "--force"], None),
     (["ls", "--json"], None),
+    (["list", "-q"], None),
+    (["ls", "--archived", "--quiet"], None),
+    (["list", "--archived", "-q", "--json"], None),
+    (["list", "-v"], None),
+    (["list", "--all", "--verbose"], None),
+    (["ls", "--verbose", "--archived", "--json"], None),
 ]
 
 
@@ -77,11 +86,12 @@ def test_the_script_covers_every_fast_command_and_only_fast_lines():
 
 _EPOCH = re.compile(r"\b1[6-9]\d{8}(\.\d+)?\b")
 _STAMP = re.compile(r"\b\d{8}-\d{6}\b")
+_AGE = re.compile(r"\b\d+[smhd] (old|ago)\b")
 
 
 def normalized(text: str, repo: Path) -> str:
     """What may differ between the two worlds: their paths, and the clock."""
-    return _STAMP.sub("<stamp>", _EPOCH.sub("<time>", text.replace(str(repo), "<repo>")))
+    return _AGE.sub(r"<age> \1", _STAMP.sub("<stamp>", _EPOCH.sub("<time>", text.replace(str(repo), "<repo>"))))
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from conftest import PARA_ARGV, PYTHON, Sidecar, cli_env, pid_alive, run_para, s
 PACKAGE = Path(para_rpc.__file__).parent
 LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a module or package of para_rpc
     ("tools", {"gen"}),
-    ("front ends", {"cli", "monitor", "bridge", "mcp_init", "tour", "demo", "__main__"}),
+    ("front ends", {"cli", "monitor", "tui", "bridge", "mcp_init", "tour", "demo", "__main__"}),
     ("agent side", {"agent_runner", "scripted_agent"}),
     ("client", {"client"}),
     ("transports", {"server"}),

@@ -427,6 +427,7 @@ run("approve, environment scrubbed", scrubbed + [para, "trust", "--approve", sha
 run("approve, from a shell", ["sh", "-c", 'exec "$0" trust --approve "$1" --json', para, sha])
 run("user config: a profile", [para, "config", "set", "agents", json.dumps({"x": {"command": ["sh"]}}), "--json"])
 run("project config: a check", [para, "config", "set", "--project", "integrate.check", "touch /tmp/x", "--json"])
+run("user config: drop the check", [para, "config", "reset", "integrate.check", "--json"])
 run("skip the user's check", [para, "integrate", "sneaky", "--json"], cwd=os.getcwd(), PARA_INTEGRATE_CHECK="")
 run("its own profile", [para, "dispatch", "spawn", "-p", "x", "--agent", "x", "--mode", "headless", "--json"],
     PARA_AGENTS=json.dumps({"x": {"command": ["sh", "-c", "touch /tmp/x"]}}))
@@ -439,7 +440,7 @@ os.replace(out + ".tmp", out)
 
 
 FORBIDDEN = ("approve", "approve, environment scrubbed", "approve, from a shell", "user config: a profile",
-             "project config: a check", "skip the user's check", "its own profile")
+             "project config: a check", "user config: drop the check", "skip the user's check", "its own profile")
 
 
 @pytest.mark.usefixtures("sidecar")

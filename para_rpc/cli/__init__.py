@@ -54,9 +54,12 @@ def _show_progress(p: dict[str, Any]) -> None:
 
 
 def _call(method: str, params: dict[str, Any], as_json: bool,
-          render: Callable[[Any], None] | None = None, progress: bool = False) -> Any:
-    """`progress`: in human mode, what the sidecar reports while it works (the output of
-    session.setup) is shown on stderr as it comes."""
+          render: Callable[[Any], None] | None = None, json_view: Callable[[Any], Any] | None = None,
+          progress: bool = False) -> Any:
+    """Send one request and print its result: JSON (`json_view` of it when given, e.g. names
+    only for `list --quiet`) with `as_json`, else `render`'s summary. `progress`: in human mode,
+    what the sidecar reports while it works (the output of session.setup) is shown on stderr
+    as it comes."""
     params = {"cwd": _cwd(), "env": client.forwarded_env(), **params}
     on_progress = None
     if progress and not as_json:
@@ -70,7 +73,7 @@ def _call(method: str, params: dict[str, Any], as_json: bool,
         _fail(ParaError(Code.sidecar_unavailable, f"cannot talk to the sidecar: {e}"), as_json)
     try:
         if as_json:
-            print(json.dumps(result, indent=2))
+            print(json.dumps(json_view(result) if json_view else result, indent=2))
         elif render is not None:
             render(result)
             # What para saved, or left, on the way: said after the summary, in every command.

@@ -20,7 +20,9 @@ from para_rpc import client, runtime
 from para_rpc.cli import _call, _cwd, _fail, render
 from para_rpc.errors import Code, ParaError
 
-app = typer.Typer(no_args_is_help=True, add_completion=True, rich_markup_mode=None,
+# Completion is `para completion SHELL` (complete.py: session names, branches, profiles, task
+# files, served without typer), not typer's own --install-completion.
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   help="Run many AI coding agents in parallel git worktrees, coordinated by one sidecar.")
 sidecar_app = typer.Typer(no_args_is_help=True, help="Manage the sidecar process.")
 config_app = typer.Typer(no_args_is_help=True, help="Show and change configuration.")
@@ -49,9 +51,16 @@ def start(name: Annotated[str | None, typer.Argument(help="Session name (default
 
 @app.command("list")
 def list_(all_: Annotated[bool, typer.Option("--all", "-a", help="Include cancelled and integrated sessions.")] = False,
+          archived: Annotated[bool, typer.Option("--archived", help="The same as --all: archived (cancelled) and integrated sessions too.")] = False,
+          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Names only, one a line (with --json: an array of names).")] = False,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Each session with its worktree, base, agent, ports and last event.")] = False,
           as_json: JsonOpt = False) -> None:
     """List sessions with their state; * marks the one the current directory is in."""
-    _call("para/list", {"all": all_}, as_json, render.print_list)
+    if quiet and verbose:
+        _fail(ParaError(Code.invalid_input, "give --quiet or --verbose, not both"), as_json)
+    _call("para/list", {"all": all_ or archived, "verbose": verbose}, as_json,
+          render.print_names if quiet else render.print_list_verbose if verbose else render.print_list,
+          render.list_names if quiet else None)
 
 
 app.command("ls", hidden=True)(list_)
@@ -181,29 +190,51 @@ def status(words: Annotated[list[str] | None, typer.Argument(help='"<what you ar
                           "blocked": blocked}, as_json, render.print_report)
 
 
-def _agent_of(name: str | None) -> tuple[str, dict[str, Any]]:
+def _agent_of(name: str | None, as_json: bool = False) -> tuple[str, dict[str, Any]]:
     """The session (named, else the one the current directory is in) and its agent run;
     `not_found` when the session never had an agent (`para start`, not `para dispatch`)."""
-    r = _call("para/status", {"session": name}, False)
+    r = _call("para/status", {"session": name}, False) if not as_json else _quiet_call("para/status", {"session": name})
     if name is None and len(r["sessions"]) != 1:
-        _fail(ParaError(Code.invalid_input, f"{_cwd()} is not inside a session worktree; name the session"), False)
+        _fail(ParaError(Code.invalid_input, f"{_cwd()} is not inside a session worktree; name the session"), as_json)
     s = r["sessions"][0]
     if not s.get("agent"):
         _fail(ParaError(Code.not_found, f"session {s['name']} has no agent: it was started with `para start`, "
-                        "not `para dispatch`", session=s["name"]), False)
+                        "not `para dispatch`", session=s["name"]), as_json)
     return s["name"], s["agent"]
+
+
+def _quiet_call(method: str, params: dict[str, Any]) -> Any:
+    """A request whose result is not printed; its error is, as JSON."""
+    try:
+        return client.call(method, {"cwd": _cwd(), "env": client.forwarded_env(), **params})
+    except ParaError as e:
+        _fail(e, True)
+    except OSError as e:
+        _fail(ParaError(Code.sidecar_unavailable, f"cannot talk to the sidecar: {e}"), True)
 
 
 @app.command()
 def logs(name: Annotated[str | None, typer.Argument(help="Session name.")] = None,
-         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the log grows.")] = False) -> None:
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the log grows.")] = False,
+         as_json: Annotated[bool, typer.Option("--json", help="Print {session, log, text} once (not with --follow).")] = False) -> None:
     """Print a headless agent's output."""
-    s, agent = _agent_of(name)
+    if follow and as_json:
+        _fail(ParaError(Code.invalid_input, "--follow streams the log as it grows; --json prints it once: "
+                        "give one of them"), True)
+    s, agent = _agent_of(name, as_json)
     path = agent.get("log")
     if not path:
         where = f"tmux window {agent['window']} (`para attach {s}`)" if agent.get("window") \
             else "your editor's terminal, not a log file"
-        _fail(ParaError(Code.not_found, f"the agent of session {s} writes to {where}", session=s), False)
+        _fail(ParaError(Code.not_found, f"the agent of session {s} writes to {where}", session=s), as_json)
+    if as_json:
+        try:
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            _fail(ParaError(Code.not_found, f"no log yet at {path}", session=s), True)
+        print(json.dumps({"session": s, "log": path, "text": text}, indent=2))
+        return
     _copy_log(path, follow)
 
 
@@ -284,10 +315,11 @@ def open_(name: Annotated[str | None, typer.Argument(help="Session name.")] = No
     """Open the session's worktree in an editor (a connected VS Code or Neovim is asked first)."""
     if editor is not None and editor not in EDITORS:
         _fail(ParaError(Code.invalid_input, f"--editor must be one of {', '.join(EDITORS)}, got {editor!r}"), as_json)
-    r = _call("para/open", {"session": name, "editor": editor}, as_json, None)
+    # With --json the result is printed once the editor started: one document, the result or the error.
+    r = _quiet_call("para/open", {"session": name, "editor": editor}) if as_json else \
+        _call("para/open", {"session": name, "editor": editor}, False, None)
     if r["via"] == "editor":
-        if not as_json:
-            print(f"Asked {r['editors']} connected editor(s) to open {r['worktree']}")
+        print(json.dumps(r, indent=2) if as_json else f"Asked {r['editors']} connected editor(s) to open {r['worktree']}")
         return
     argv = r.get("argv") or [next((e for e in EDITORS if shutil.which(e)), ""), r["worktree"]]
     binary = shutil.which(argv[0]) if argv[0] else None
@@ -296,19 +328,28 @@ def open_(name: Annotated[str | None, typer.Argument(help="Session name.")] = No
                         "no editor is connected and none of code, cursor, nvim is on PATH; pass --editor",
                         session=r["session"]), as_json)
     if argv[0] == "nvim":  # a terminal editor takes over this terminal
+        if as_json:
+            print(json.dumps({**r, "argv": argv}, indent=2), flush=True)
         os.execv(binary, argv)
     subprocess.Popen([binary, *argv[1:]], stdin=subprocess.DEVNULL, start_new_session=True)
-    if not as_json:
-        print(f"Opened {r['worktree']} with {argv[0]}")
+    print(json.dumps({**r, "argv": argv}, indent=2) if as_json else f"Opened {r['worktree']} with {argv[0]}")
 
 
 @app.command()
 def monitor(once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
-            until_idle: Annotated[bool, typer.Option("--until-done", help="Exit when no agent runs and no plan is running.")] = False) -> None:
-    """A live table of all sessions, refreshed by the sidecar's notifications."""
+            until_idle: Annotated[bool, typer.Option("--until-done", help="Exit when no agent runs and no plan is running.")] = False,
+            as_json: Annotated[bool, typer.Option("--json", help="With --once or --until-done: print the last frame's "
+                                                  "{repo, sessions, plans, conflicts} as JSON.")] = False) -> None:
+    """A full-screen view of every session, pushed by the sidecar's events, with keys to act on
+    them (needs para_rpc[tui]); --once, --until-done or a stdout that is not a terminal print a
+    plain table instead."""
     from para_rpc import monitor as monitor_mod
 
-    raise SystemExit(monitor_mod.run(_cwd(), client.forwarded_env(), once=once, until_done=until_idle))
+    if as_json and not (once or until_idle):
+        _fail(ParaError(Code.invalid_input, "--json needs --once or --until-done (the live view is for a terminal)"),
+              True)
+    raise SystemExit(monitor_mod.run(_cwd(), client.forwarded_env(), once=once, until_done=until_idle,
+                                     as_json=as_json))
 
 
 @app.command()
@@ -385,6 +426,13 @@ def config_set(key: str, value: str, project: ScopeOpt = False, as_json: JsonOpt
           as_json, render.print_config_set)
 
 
+@config_app.command("reset")
+def config_reset(key: str, project: ScopeOpt = False, as_json: JsonOpt = False) -> None:
+    """Remove a key from the user file (or the project file with --project): the next layer's value applies."""
+    _call("para/config", {"action": "reset", "key": key, "scope": "project" if project else "user"},
+          as_json, render.print_config_reset)
+
+
 @config_app.command("path")
 def config_path(as_json: JsonOpt = False) -> None:
     """Print the config file paths."""
@@ -404,6 +452,81 @@ def config_edit(project: ScopeOpt = False) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     editor = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
     raise SystemExit(subprocess.call([*editor, path]))
+
+
+# Agent CLIs `config init` looks for, in order of preference: built-in profiles, and the
+# profile it proposes for those that have none.
+AGENT_CLIS = ("claude", "codex", "gemini", "aider", "opencode", "cursor-agent")
+EXTRA_PROFILES: dict[str, dict[str, list[str]]] = {
+    "cursor-agent": {"command": ["cursor-agent", "{prompt}"], "headless": ["cursor-agent", "-p", "{prompt}"],
+                     "skip_permissions": ["--force"]},
+}
+
+
+def init_proposal(agent: str | None = None) -> dict[str, Any]:
+    """What `config init` found on PATH and the keys it would set (`agent` picks the default)."""
+    agents = [a for a in AGENT_CLIS if shutil.which(a)]
+    editors = [e for e in EDITORS if shutil.which(e)]
+    chosen = agent if agent is not None else (agents[0] if agents else None)
+    values: dict[str, Any] = {}
+    if chosen is not None:
+        values["agent.default"] = chosen
+        if chosen in EXTRA_PROFILES:
+            values["agents"] = {chosen: EXTRA_PROFILES[chosen]}
+    return {"agents": agents, "editors": editors, "values": values}
+
+
+def _ask(question: str) -> str:
+    """A question on stderr (stdout keeps only the result, JSON with --json); the answer, stripped."""
+    print(question, end="", file=sys.stderr, flush=True)
+    try:
+        return input().strip()
+    except EOFError:
+        return ""
+
+
+@config_app.command("init")
+def config_init(yes: Annotated[bool, typer.Option("--yes", help="Write without asking (the first agent found is the default).")] = False,
+                print_only: Annotated[bool, typer.Option("--print", help="Only print what would be written.")] = False,
+                as_json: JsonOpt = False) -> None:
+    """Find the agent CLIs and editors on PATH, pick the default agent, show the keys and write
+    them to the user file after you said yes. Never asks when stdin is not a terminal."""
+    interactive = not (yes or print_only) and sys.stdin.isatty()
+    if not (yes or print_only or interactive):
+        _fail(ParaError(Code.invalid_input, "config init asks questions and stdin is not a terminal: nothing was "
+                        "written; `para config init --print` shows what it would write, `para config init --yes` "
+                        "writes it"), as_json)
+    user = (_quiet_call if as_json else lambda m, p: _call(m, p, False))("para/config", {"action": "path"})["paths"]["user"]
+    proposal = init_proposal()
+    if interactive:
+        print("Agent CLIs on PATH: " + (", ".join(proposal["agents"]) or "none")
+              + "\nEditors on PATH:    " + (", ".join(proposal["editors"]) or "none")
+              + " (`para open` uses the first; a connected VS Code or Neovim is asked first)", file=sys.stderr)
+        if proposal["agents"]:
+            first = proposal["agents"][0]
+            answer = _ask(f"Default agent for `para dispatch` [{first}] ({', '.join(proposal['agents'])}): ")
+            while answer and answer not in proposal["agents"]:
+                answer = _ask(f"one of {', '.join(proposal['agents'])} (Enter: {first}): ")
+            proposal = init_proposal(answer or first)
+    written = False
+    if proposal["values"] and not print_only:
+        if interactive:
+            print(f"\nThese keys go into {user} (the rest of the file is kept):\n"
+                  + json.dumps(render.config_tree(proposal["values"]), indent=2), file=sys.stderr)
+            written = _ask("Write them? [y/N] ").lower() in ("y", "yes")
+        else:
+            written = True
+        for key, value in proposal["values"].items() if written else ():
+            params = {"action": "set", "key": key, "value": json.dumps(value), "scope": "user"}
+            if as_json:
+                _quiet_call("para/config", params)
+            else:
+                _call("para/config", params, False)
+    if as_json:
+        print(json.dumps({"path": user, "detected": {"agents": proposal["agents"], "editors": proposal["editors"]},
+                          "values": proposal["values"], "written": written}, indent=2))
+    else:
+        render.print_config_init(user, proposal, written, print_only, interactive)
 
 
 # ---- trust ---------------------------------------------------------------------
@@ -564,8 +687,25 @@ def tour() -> None:
 
 
 @app.command()
-def version() -> None:
-    """Print the version."""
-    from para_rpc import __version__
+def completion(shell: Annotated[str, typer.Argument(help="bash | zsh | fish")]) -> None:
+    """Print the shell completion script (session names, branches, agent profiles, task files):
+    eval "$(para completion bash)" in ~/.bashrc, likewise zsh; fish: save it under completions/."""
+    from para_rpc.cli import complete
 
-    print(__version__)
+    print(complete.script(shell), end="")
+
+
+@app.command("__complete", hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def complete_(ctx: typer.Context) -> None:
+    """What the completion scripts call (served by the fast path; here only with PARA_NO_FAST)."""
+    from para_rpc.cli import complete
+
+    raise SystemExit(complete.main(ctx.args))
+
+
+@app.command()
+def version(as_json: JsonOpt = False) -> None:
+    """Print the version (with --json also the protocol version)."""
+    from para_rpc import PROTOCOL_VERSION, __version__
+
+    print(json.dumps({"version": __version__, "protocol": PROTOCOL_VERSION}, indent=2) if as_json else __version__)

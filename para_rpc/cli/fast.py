@@ -25,9 +25,13 @@ Renderer = Callable[[Any], None]
 # command -> (method, param of the one positional argument or None,
 #             {flag: (param, takes a value)}, renderer of the human output or None)
 _SESSION_FLAG = {"--session": ("session", True), "-s": ("session", True)}
+# `--quiet` changes only the printing: `_`-params are the CLI's, never sent.
+_LIST_FLAGS = {"--all": ("all", False), "-a": ("all", False), "--archived": ("all", False),
+               "--verbose": ("verbose", False), "-v": ("verbose", False),
+               "--quiet": ("_quiet", False), "-q": ("_quiet", False)}
 _FAST: dict[str, tuple[str, str | None, dict[str, tuple[str, bool]], Renderer | None]] = {
-    "list": ("para/list", None, {"--all": ("all", False), "-a": ("all", False)}, None),
-    "ls": ("para/list", None, {"--all": ("all", False), "-a": ("all", False)}, None),
+    "list": ("para/list", None, _LIST_FLAGS, None),
+    "ls": ("para/list", None, _LIST_FLAGS, None),
     "start": ("para/start", "name", {"--base": ("base", True), "-b": ("base", True)}, None),
     "show": ("para/show", "session", {}, None),
     "cancel": ("para/cancel", "session", {"--discard": ("discard", False), "--force": ("force", False)}, None),
@@ -45,6 +49,7 @@ class Plan(NamedTuple):
     params: dict[str, Any]
     as_json: bool
     render: Renderer | None
+    json_view: Callable[[Any], Any] | None = None
 
 
 def plan(args: list[str]) -> Plan | None:
@@ -53,8 +58,6 @@ def plan(args: list[str]) -> Plan | None:
         return None
     method, positional, flags, renderer = _FAST[args[0]]
     as_json = "--json" in args[1:]
-    if renderer is None and not as_json:
-        return None
     params: dict[str, Any] = {positional: None} if positional else {}
     params.update({param: None if takes_value else False for param, takes_value in flags.values()})
     seen: set[str] = set()
@@ -80,17 +83,30 @@ def plan(args: list[str]) -> Plan | None:
             params[positional] = a
     if args[0] == "status" and params["task"] in (None, "show"):
         return None  # `para status show ...` reads; typer serves it
-    return Plan(method, params, as_json, renderer)
+    json_view = None
+    if method == "para/list":
+        quiet = params.pop("_quiet")
+        if quiet and params["verbose"]:
+            return None  # typer says why not
+        renderer = render.print_names if quiet else render.print_list_verbose if params["verbose"] else None
+        json_view = render.list_names if quiet else None
+    if renderer is None and not as_json:
+        return None  # the rich table: typer serves it
+    return Plan(method, params, as_json, renderer, json_view)
 
 
 def serve(args: list[str]) -> None:
     """Serve `args` without typer when they are one of the commands above (and exit);
     return when typer must serve them."""
+    if args[:1] == ["__complete"]:  # a shell's Tab: never typer (complete.py)
+        from para_rpc.cli import complete
+
+        raise SystemExit(complete.main(args[1:]))
     if args in (["mcp"], ["lsp"]):
         from para_rpc import bridge
 
         raise SystemExit(bridge.main() if args == ["mcp"] else bridge.lsp_main())
     p = plan(args)
     if p is not None:
-        _call(p.method, p.params, p.as_json, p.render)
+        _call(p.method, p.params, p.as_json, p.render, p.json_view)
         raise SystemExit(0)

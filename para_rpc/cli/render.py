@@ -133,6 +133,58 @@ def print_list(r: dict[str, Any]) -> None:
             print(f"! {s['name']}: {line}")
 
 
+def list_names(r: dict[str, Any]) -> list[str]:
+    """`para list --quiet --json`: the names alone, as a JSON array."""
+    return [s["name"] for s in r["sessions"]]
+
+
+def print_names(r: dict[str, Any]) -> None:
+    """`para list --quiet`: one name a line, nothing else (for scripts: an empty list prints nothing)."""
+    for name in list_names(r):
+        print(name)
+
+
+def agent_line(agent: dict[str, Any] | None) -> str:
+    if not agent:
+        return "-"
+    where = f"log {agent['log']}" if agent.get("log") else f"tmux {agent['window']}" if agent.get("window") \
+        else agent.get("mode") or ""
+    if agent.get("exit_code") is not None:
+        state = f"exited {agent['exit_code']}"
+    elif agent.get("stopped_at"):
+        state = "stopped"
+    elif agent.get("lost"):
+        state = "lost"
+    else:
+        state = f"pid {agent.get('pid')}"
+    return f"{agent.get('profile')} ({agent.get('mode')}), {state}" + (f", {where}" if where != agent.get("mode") else "")
+
+
+def print_list_verbose(r: dict[str, Any]) -> None:
+    """`para list --verbose`: every session as a block: ports, agent, base, worktree, last event."""
+    sessions = r["sessions"]
+    if not sessions:
+        print("No sessions. Start one with `para start`.")
+        return
+    for i, s in enumerate(sessions):
+        if i:
+            print()
+        print(f"{'*' if s['current'] else ' '} {s['name']}  {s['state']}  {s['branch']}  ({age(s['created_at'])} old)")
+        ev = s.get("last_event")
+        rows = [("worktree", s["worktree"] if s.get("worktree_exists") else f"{s['worktree']} (absent)"),
+                ("base", f"{s['base_branch']} @ {s['base_commit'][:10]}"),
+                ("agent", agent_line(s.get("agent"))),
+                ("ports", " ".join(str(p) for p in s.get("ports") or []) or "-"),
+                ("last event", f"{ev['kind']} {age(ev['ts'])} ago (#{ev['id']})" if ev else "-")]
+        if s.get("archived_branch"):
+            rows.insert(1, ("archived as", s["archived_branch"]))
+        for k, v in rows:
+            print(f"    {k:<11} {v}")
+    for s in sessions:
+        for line in agent_warnings(s):
+            print(f"! {s['name']}: {line}")
+
+
 def agent_warnings(s: dict[str, Any]) -> list[str]:
     """What `list` flags under its table: files changed outside an agent's worktree, agent
     processes that could not be stopped."""
@@ -318,6 +370,47 @@ def print_config_value(r: dict[str, Any]) -> None:
 
 def print_config_set(r: dict[str, Any]) -> None:
     print(f"{r['key']} = {json.dumps(r['value'])} in {r['path']}")
+
+
+def print_config_reset(r: dict[str, Any]) -> None:
+    where = r["source"] if r["source"] == "default" else r["source"].split(":", 1)[0] + " file" \
+        if ":" in r["source"] and not r["source"].startswith("env:") else r["source"]
+    if r["removed"]:
+        print(f"Removed {r['key']} from {r['path']}; now {json.dumps(r['value'])} ({where})")
+    else:
+        print(f"{r['key']} was not set in {r['path']}; nothing changed (it is {json.dumps(r['value'])}, {where})")
+
+
+def config_tree(values: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys as the nested object the config file holds."""
+    tree: dict[str, Any] = {}
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def print_config_init(path: str, proposal: dict[str, Any], written: bool, print_only: bool,
+                      asked: bool) -> None:
+    """`para config init`'s outcome (what it found, unless the questions showed it already)."""
+    values = proposal["values"]
+    if not asked:
+        print("Agent CLIs on PATH: " + (", ".join(proposal["agents"]) or "none"))
+        print("Editors on PATH:    " + (", ".join(proposal["editors"]) or "none"))
+    if not values:
+        print("No agent CLI (claude, codex, gemini, aider, opencode, cursor-agent) is on PATH: nothing to write. "
+              "Install one, or add a profile with `para config set agents ...`.")
+        return
+    if print_only:
+        print(f"Would write to {path} (the rest of the file is kept):")
+        print(json.dumps(config_tree(values), indent=2))
+    elif written:
+        print(f"Wrote {', '.join(values)} to {path}")
+    else:
+        print(f"Nothing written to {path}")
 
 
 def print_config_paths(r: dict[str, Any]) -> None:

@@ -847,6 +847,17 @@ class ServiceCore:
                 trust.forbid_agent(f"changing {p.key} (it decides what para runs)")
             stored = config.write_key(Path(paths[p.scope]), p.key, p.value, root if p.scope == "project" else None)
             return {"key": p.key, "value": stored, "scope": p.scope, "path": paths[p.scope]}
+        if p.action == "reset":
+            if p.key is None:
+                raise ParaError(Code.invalid_input, "config reset needs a key")
+            if p.scope not in paths:
+                raise ParaError(Code.invalid_input, "project config needs a repository (cwd)")
+            if config.check_key(p.key) in config.GATED_KEYS:
+                trust.forbid_agent(f"changing {p.key} (it decides what para runs)")
+            removed = config.remove_key(Path(paths[p.scope]), p.key, root if p.scope == "project" else None)
+            now_ = config.effective(root, p.env)[p.key]
+            return {"key": p.key, "removed": removed, "scope": p.scope, "path": paths[p.scope],
+                    "value": now_["value"], "source": now_["source"]}
         eff = config.effective(root, p.env)
         if common_dir:
             trust.annotate(common_dir, eff)  # project-file commands: approved or not

@@ -14,6 +14,8 @@ import shutil
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from para_rpc import git
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import Op, Session, Status, journaled, pending, to_builtins
@@ -28,7 +30,7 @@ from para_rpc.params import (
     SessionParams,
     StartParams,
 )
-from para_rpc.results import ListResult
+from para_rpc.results import Event, ListResult
 from para_rpc.service.core import (
     WIP_MESSAGE,
     Repo,
@@ -178,6 +180,11 @@ class Sessions(ServiceCore):
         current = self._session_at(repo, cwd)
         infos = [self._info(repo, s, wts, branches, dirty.get(s.worktree, False),
                             cwd if current is not None and current.id == s.id else None) for s in sessions]
+        if p.verbose:
+            last = repo.store.last_events([s.name for s in sessions])
+            for info in infos:
+                ev = last.get(info.name)
+                info.last_event = msgspec.convert(ev, Event) if ev else None
         return ListResult(repo=repo.root, current=current.name if current else None, sessions=infos)
 
     async def _adopt_out_of_band(self, repo: Repo, sessions: list[Session],

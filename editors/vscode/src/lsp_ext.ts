@@ -73,10 +73,12 @@ export interface SessionDetail {
   backups?: Record<string, unknown>[] | null;
   warnings?: string[] | null;
   backup_refs?: BackupRef[] | null;
+  last_event?: EventRecord | null;
 }
 
 export interface ListParams extends RepoParams {
   all?: boolean;
+  verbose?: boolean;
 }
 
 export interface ListResult {
@@ -258,7 +260,7 @@ export interface CleanResult {
 export interface ConfigParams {
   cwd?: string | null;
   env?: Record<string, string>;
-  action?: "get" | "path" | "set" | "show";
+  action?: "get" | "path" | "reset" | "set" | "show";
   key?: string | null;
   value?: string | null;
   scope?: "project" | "user";
@@ -280,6 +282,15 @@ export interface ConfigSet {
   value: unknown;
   scope: string;
   path: string;
+}
+
+export interface ConfigReset {
+  key: string;
+  removed: boolean;
+  scope: string;
+  path: string;
+  value: unknown;
+  source: string;
 }
 
 export interface ConfigPaths {
@@ -546,6 +557,14 @@ export interface BackupRef {
   made_at: number | null;
 }
 
+export interface EventRecord {
+  id: number;
+  ts: number;
+  session: string | null;
+  kind: string;
+  data: Record<string, unknown>;
+}
+
 export interface ConflictForecast {
   session: string;
   target: string;
@@ -627,14 +646,6 @@ export interface WaitedSession {
   integration: IntegrationRecord | null;
 }
 
-export interface EventRecord {
-  id: number;
-  ts: number;
-  session: string | null;
-  kind: string;
-  data: Record<string, unknown>;
-}
-
 export interface ConfigEntry {
   value: unknown;
   source: string;
@@ -702,7 +713,7 @@ export type IntegrateResponse = IntegrateResult | IntegrateDryRun;
 
 export type DispatchResponse = SessionDetail | PlanResult | DispatchBatch;
 
-export type ConfigResponse = ConfigShow | ConfigValue | ConfigSet | ConfigPaths;
+export type ConfigResponse = ConfigShow | ConfigValue | ConfigSet | ConfigReset | ConfigPaths;
 
 // The names the extension knew these by before they were generated.
 export type Common = RepoParams;

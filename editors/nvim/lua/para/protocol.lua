@@ -172,9 +172,11 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field backups table<string, any>[]?
 ---@field warnings string[]?
 ---@field backup_refs para.BackupRef[]?
+---@field last_event para.EventRecord?
 
 ---@class para.ListParams : para.RepoParams
 ---@field all boolean?
+---@field verbose boolean?
 
 ---@class para.ListResult
 ---@field repo string
@@ -327,7 +329,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@class para.ConfigParams
 ---@field cwd string?
 ---@field env table<string, string>?
----@field action ("get"|"path"|"set"|"show")?
+---@field action ("get"|"path"|"reset"|"set"|"show")?
 ---@field key string?
 ---@field value string?
 ---@field scope ("project"|"user")?
@@ -346,6 +348,14 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field value any
 ---@field scope string
 ---@field path string
+
+---@class para.ConfigReset
+---@field key string
+---@field removed boolean
+---@field scope string
+---@field path string
+---@field value any
+---@field source string
 
 ---@class para.ConfigPaths
 ---@field paths table<string, string>
@@ -569,6 +579,13 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field commit string
 ---@field made_at number?
 
+---@class para.EventRecord
+---@field id integer
+---@field ts number
+---@field session string?
+---@field kind string
+---@field data table<string, any>
+
 ---@class para.ConflictForecast
 ---@field session string
 ---@field target string
@@ -640,13 +657,6 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field agent_exit_code integer?
 ---@field integration para.IntegrationRecord?
 
----@class para.EventRecord
----@field id integer
----@field ts number
----@field session string?
----@field kind string
----@field data table<string, any>
-
 ---@class para.ConfigEntry
 ---@field value any
 ---@field source string
@@ -706,7 +716,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 
 ---@alias para.DispatchResponse para.SessionDetail|para.PlanResult|para.DispatchBatch
 
----@alias para.ConfigResponse para.ConfigShow|para.ConfigValue|para.ConfigSet|para.ConfigPaths
+---@alias para.ConfigResponse para.ConfigShow|para.ConfigValue|para.ConfigSet|para.ConfigReset|para.ConfigPaths
 
 -- The names the plugin knew these by before they were generated.
 ---@alias para.Session para.SessionDetail
