@@ -272,12 +272,15 @@ async def count(cwd: str | Path, rng: str) -> int:
 
 # ---- worktrees -----------------------------------------------------------
 
-async def add_worktree(root: str | Path, path: str, branch: str, new_at: str | None = None) -> None:
-    """Check `branch` out at `path`; with `new_at`, create the branch there first."""
+async def add_worktree(root: str | Path, path: str, branch: str, new_at: str | None = None) -> str:
+    """Check `branch` out at `path`; with `new_at`, create the branch there first. Returns the
+    worktree's private git dir (`<common>/worktrees/<id>`), read now, before any agent could
+    rewrite the worktree's `.git` file."""
     if new_at is not None:
         await run(root, "worktree", "add", "--quiet", "-b", branch, path, new_at)
     else:
         await run(root, "worktree", "add", "--quiet", path, branch)
+    return os.path.realpath(await out(path, "rev-parse", "--absolute-git-dir"))
 
 
 async def remove_worktree(root: str | Path, path: str) -> None:

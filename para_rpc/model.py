@@ -163,6 +163,9 @@ class Session(msgspec.Struct, kw_only=True):
     messages: list[Message] = msgspec.field(default_factory=list)
     queued: QueuedLaunch | None = None  # its agent waits for a slot (agent.max_running)
     ports: list[int] = msgspec.field(default_factory=list)  # session.ports: reserved while the worktree lives
+    # The worktree's private git dir as git made it (`<common>/worktrees/<id>`): what a sandbox
+    # may write, never read back from the worktree's `.git` file, which its agent controls.
+    git_dir: str | None = None
 
 
 def queue_position(sessions: list[Session], s: Session) -> int | None:

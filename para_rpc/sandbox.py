@@ -3,9 +3,12 @@
 A sandboxed agent sees the whole filesystem read-only, except what it must write to do its
 job: its worktree, the git metadata a commit in that worktree writes (the worktree's own
 `.git/worktrees/<id>` directory, the shared object store, and the directory of the session
-branches with its reflogs), and a private `/tmp`. The sidecar's own sockets are covered, and so
-are the other sessions' bound sockets: the agent reaches para only through its own
-session-bound socket (service/channel.py). With the network off it gets its own network
+branches with its reflogs), and a private `/tmp`. The sidecar's whole runtime directory (its
+sockets, lock, log, the other sessions' bound sockets) is covered by an empty tmpfs and only
+this session's channel directory is brought back: the agent reaches para only through its own
+session-bound socket (service/channel.py). Covering files one by one (a /dev/null bind over
+each) would not hold: a restarted sidecar unlinks and recreates its socket, and unlinking a
+mount point detaches that mount in every namespace, so the new socket would show through. With the network off it gets its own network
 namespace (`--unshare-net`: only a loopback of its own; abstract unix sockets are per
 namespace too).
 
@@ -23,7 +26,6 @@ import importlib
 import os
 import shutil
 import sys
-from pathlib import Path
 
 from para_rpc.errors import Code, ParaError
 
@@ -101,21 +103,18 @@ def writable_git_paths(worktree_gitdir: str, common_dir: str, branch: str) -> li
 
 
 def argv(bwrap: str, agent_argv: list[str], *, worktree: str, writable: list[str], readable: list[str],
-         hidden: list[str], channel_dir: str, bound_root: str, network: bool) -> list[str]:
+         runtime_dir: str, channel_dir: str, network: bool) -> list[str]:
     """The whole command line: bwrap, its mounts, then the agent's own argv.
 
     Order matters (a later mount covers an earlier one): the host read-only, a private /tmp
     (which would hide anything under /tmp: `readable` paths there come back read-only), the
-    sidecar's sockets covered, every bound socket covered and then only this session's brought
+    sidecar's runtime directory covered and then only this session's channel directory brought
     back, and last what the agent may write."""
     out = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     for path in dict.fromkeys(readable):
         if _under(path, "/tmp") and os.path.exists(path):
             out += ["--ro-bind", path, path]
-    for path in hidden:
-        if os.path.lexists(path) and not os.path.isdir(path):
-            out += ["--ro-bind", "/dev/null", path]
-    out += ["--tmpfs", bound_root, "--bind", channel_dir, channel_dir]
+    out += ["--tmpfs", runtime_dir, "--bind", channel_dir, channel_dir]
     for path in dict.fromkeys([*writable, worktree]):
         out += ["--bind", path, path]
     if not network:
@@ -123,10 +122,3 @@ def argv(bwrap: str, agent_argv: list[str], *, worktree: str, writable: list[str
     out += ["--die-with-parent", "--setenv", "TMPDIR", "/tmp", "--chdir", worktree, "--", *agent_argv]
     return out
 
-
-def hidden_sidecar_files(socket: str) -> list[str]:
-    """The sidecar's own files next to its socket that an agent must not reach: the socket
-    itself (it serves every method of every session), its MCP socket and MCP-over-HTTP token,
-    its lock and log."""
-    sock = Path(socket)
-    return [str(sock.with_name(sock.name + suffix)) for suffix in ("", ".mcp", ".mcp-token", ".lock", ".log")]

@@ -15,18 +15,32 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import sqlite3
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from agents_util import Api, agent_env, agent_scripts, api  # noqa: F401  (fixtures)
-from conftest import full_state, git, rev, run_para, shutdown_sidecar, start_sidecar, wait_until
 from para_rpc.client import Connection
 from para_rpc.errors import Code, ParaError
+
+from agents_util import Api, agent_env, agent_scripts, api  # noqa: F401  (fixtures)
+from conftest import (
+    PROCESSES,
+    full_state,
+    git,
+    rev,
+    run_para,
+    shutdown_sidecar,
+    sidecar_pids,
+    start_sidecar,
+    stop_pid,
+    wait_until,
+)
 
 AGENT = str(Path(__file__).resolve().parent / "agents" / "sandbox_agent.py")
 
@@ -290,3 +304,141 @@ def test_no_network_without_sandbox_is_refused(repo: Path, sidecar: Any) -> None
                    check=False)
     assert out.returncode == Code.invalid_input.exit
     assert full_state(repo) == before
+
+
+# ---- the red team's escapes (issue 13, notes/redteam-ra.md) ---------------------------------
+
+def test_a_restarted_sidecar_stays_hidden_from_the_sandbox(repo: Path, listener: int,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """RA2: the runtime dir outside /tmp (like the default $XDG_RUNTIME_DIR/para, which the
+    private /tmp does not cover). A sidecar restart unlinks and recreates its socket; the agent,
+    probing after it, must still not reach it, and its own bound socket must still work."""
+    rt = Path(tempfile.mkdtemp(prefix="psx", dir="/var/tmp"))
+    os.chmod(rt, 0o700)
+    PROCESSES.dirs.append(rt)
+    monkeypatch.setenv("PARA_RUNTIME_DIR", str(rt))
+    first = start_sidecar(rt, "--idle-timeout", "0")
+    again = None
+    try:
+        marker = repo / ".para" / "go-hidden"
+        detail = json.loads(run_para("dispatch", "hidden", "-p", "wait", "--agent", "boxed", "--mode", "headless",
+                                     "--sandbox", "--json", cwd=repo,
+                                     env=profile(repo, rt / "sidecar.sock", listener, "--wait", str(marker),
+                                                 "--no-finish")).stdout)
+        shutdown_sidecar(first)
+        again = start_sidecar(rt, "--idle-timeout", "0")
+        wait_until(lambda: Path(detail["agent"]["channel"]).exists(), 30, "the bound socket to come back")
+        marker.write_text("go")
+        got = probes(repo, "hidden")
+        assert got["sidecar_socket"] != "ok", got
+        assert got["para_status"] == "ok", got
+    finally:
+        for sc in (first, again):
+            if sc is not None:
+                shutdown_sidecar(sc)
+        for pid in sidecar_pids(rt):
+            stop_pid(pid)
+        shutil.rmtree(rt, ignore_errors=True)
+
+
+def test_an_agent_that_rewrites_its_git_file_is_not_relaunched(repo: Path, sidecar: Any, tmp_path: Path) -> None:
+    """RA0: the agent names another directory (standing for $HOME) in its worktree's `.git`;
+    the next launch must not bind that directory writable: `para restart` refuses before
+    starting anything, and says so."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    script = (f"echo pwned >> {victim}/bashrc; "
+              f"if [ -e evil ]; then printf 'gitdir: {victim}\\n' > .git; fi; exec sleep 600")
+    env = {"PARA_AGENTS": json.dumps({"hostile": {"command": ["sh", "-c", script]}})}
+    detail = json.loads(run_para("dispatch", "rs1", "-p", "x", "--agent", "hostile", "--mode", "headless",
+                                 "--sandbox", "--json", cwd=repo, env=env).stdout)
+    worktree = Path(detail["worktree"])
+    # An agent that left `.git` alone is restarted sandboxed as before.
+    again = json.loads(run_para("restart", "--stop", "rs1", "--json", cwd=repo, env=env).stdout)
+    assert again["agent"]["pid"] != detail["agent"]["pid"] and again["agent"]["sandbox"]["kind"] == "bwrap"
+    (worktree / "evil").write_text("")
+    run_para("restart", "--stop", "rs1", cwd=repo, env=env)
+    wait_until(lambda: str(victim) in (worktree / ".git").read_text(), 30, "the agent to rewrite .git")
+    out = run_para("restart", "--stop", "rs1", "--json", cwd=repo, env=env, check=False)
+    assert out.returncode == Code.wrong_state.exit, out.stdout + out.stderr
+    assert "no longer names the git directory" in json.loads(out.stdout)["error"]["message"]
+    assert not (victim / "bashrc").exists()
+    shown = json.loads(run_para("show", "rs1", "--json", cwd=repo, check=False).stdout)
+    assert shown.get("agent", {}).get("state") != "running", shown
+
+
+def test_the_agent_reads_its_messages_on_its_bound_socket(api: Api, repo: Path, sidecar: Any,
+                                                          listener: int) -> None:
+    """RA11: `.para-agent.md` tells the agent to run `para messages`: it works on its socket,
+    for its own session only."""
+    run_para("start", "bystander", cwd=repo)
+    run_para("send", "bystander", "not yours", cwd=repo)
+    env = _fresh(api, repo, sidecar, listener, "jailed")
+    run_para("send", "jailed", "second thoughts", cwd=repo)
+    out = run_para("messages", "bystander", "--json", cwd="/", env=env)
+    texts = [m["text"] for m in json.loads(out.stdout)["messages"]]
+    assert texts == ["second thoughts"], out.stdout
+
+
+def test_a_flood_on_the_bound_socket_is_capped_and_logged_once(api: Api, repo: Path, sidecar: Any, listener: int,
+                                                               runtime_dir: Path) -> None:
+    """RA9: an agent opening connection after connection on its bound socket gets 16; the
+    rest are closed at once (one log line, not one per attempt), and the sidecar still serves."""
+    env = _fresh(api, repo, sidecar, listener, "flood")
+    held = [_bound(env) for _ in range(16)]
+    try:
+        for _ in range(40):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(20)
+                s.connect(env["PARA_SOCKET"])
+                try:  # closed by the sidecar, nothing served (a reset when it closed with our bytes unread)
+                    s.sendall(b'Content-Length: 2\r\n\r\n{}')
+                    assert s.recv(100) == b""
+                except (ConnectionResetError, BrokenPipeError):
+                    pass
+        assert held[0].request("para/show", {})["name"] == "flood"
+        assert Connection.open(sidecar.socket).request("para/hello", {}) is not None
+        log_text = (runtime_dir / "sidecar.sock.log").read_text()
+        assert log_text.count("connections on its bound socket") == 1, log_text[-2000:]
+        held.pop().close()
+        # A slot freed: the agent connects again.
+        wait_until(lambda: _serves(env), 30, "a connection to be served again")
+    finally:
+        for conn in held:
+            conn.close()
+
+
+def _serves(env: dict[str, str]) -> bool:
+    try:
+        with _bound(env) as conn:
+            return bool(conn.request("para/show", {})["name"] == "flood")
+    except (OSError, ParaError, EOFError):
+        return False
+
+
+def test_a_session_recorded_before_its_git_dir_was_kept_is_still_checked(repo: Path, sidecar: Any,
+                                                                         runtime_dir: Path) -> None:
+    """RA0 for sessions made by an older para (no `git_dir` in their record): the git dir is
+    found among `<common>/worktrees/*` by the worktree it serves, never taken from `.git`."""
+    env = {"PARA_AGENTS": json.dumps({"idle": {"command": ["sh", "-c", "exec sleep 600"]}})}
+    detail = json.loads(run_para("dispatch", "old", "-p", "x", "--agent", "idle", "--mode", "headless",
+                                 "--sandbox", "--json", cwd=repo, env=env).stdout)
+    worktree = Path(detail["worktree"])
+    shutdown_sidecar(sidecar)
+    with sqlite3.connect(repo / ".para" / "para.db") as db:
+        made = db.execute("SELECT json_extract(doc, '$.git_dir') FROM sessions WHERE name = 'old'").fetchone()[0]
+        assert made and Path(made).parent.name == "worktrees", made
+        db.execute("UPDATE sessions SET doc = json_remove(doc, '$.git_dir') WHERE name = 'old'")
+        assert db.execute("SELECT json_extract(doc, '$.git_dir') FROM sessions WHERE name = 'old'").fetchone() == (None,)
+    again = start_sidecar(runtime_dir, "--idle-timeout", "0")
+    try:
+        restarted = json.loads(run_para("restart", "--stop", "old", "--json", cwd=repo, env=env).stdout)
+        assert restarted["agent"]["sandbox"]["kind"] == "bwrap"
+        elsewhere = worktree.parent / "elsewhere"
+        elsewhere.mkdir()
+        (worktree / ".git").write_text(f"gitdir: {elsewhere}\n")
+        out = run_para("restart", "--stop", "old", "--json", cwd=repo, env=env, check=False)
+        assert out.returncode == Code.wrong_state.exit, out.stdout + out.stderr
+        assert not list(elsewhere.iterdir())
+    finally:
+        shutdown_sidecar(again)

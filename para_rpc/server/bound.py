@@ -33,6 +33,7 @@ BOUND_METHODS: dict[str, dict[str, Any]] = {
     "para/continue": {},
     "para/abort": {},
     "para/wait": {},                      # its `sessions` become the bound one
+    "para/messages": {},                  # (.para-agent.md tells the agent to read them so)
 }
 # Notifications a client may send on a bound connection (anything else is dropped).
 BOUND_NOTIFICATIONS = frozenset({"exit", "$/cancelRequest"})

@@ -35,6 +35,7 @@ from para_rpc.service.ports import Ports
 
 log = logging.getLogger("para.sidecar")
 EXIT_ALREADY_RUNNING = 3
+BOUND_CONNECTIONS_MAX = 16  # open connections per session-bound socket (see bind_channel)
 
 
 def peer_creds(writer: asyncio.StreamWriter) -> tuple[int, int] | None:
@@ -87,7 +88,27 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
 
     async def bind_channel(binding: Binding) -> None:
         """Listen on a session-bound socket: same uid check, every message through its Gate."""
+        live, warned = 0, False
+
         async def on_bound(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal live, warned
+            if live >= BOUND_CONNECTIONS_MAX:
+                # One agent needs one to three connections; a flood would take the sidecar's
+                # file descriptors from every client. Logged once: a log line per refused
+                # attempt would fill the disk instead.
+                if not warned:
+                    warned = True
+                    log.warning("session %s: more than %d connections on its bound socket; further ones "
+                                "are closed at once (logged once)", binding.session, BOUND_CONNECTIONS_MAX)
+                writer.close()
+                return
+            live += 1
+            try:
+                await serve_bound(reader, writer)
+            finally:
+                live -= 1
+
+        async def serve_bound(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             creds = peer_creds(writer)
             if creds is not None and creds[1] != os.getuid():
                 log.warning("refused a bound connection from uid %s", creds[1])

@@ -36,15 +36,28 @@ from para_rpc.model import AgentRun, Binding, Sandbox, Session, Status
 from para_rpc.service.core import Repo, ServiceCore, log
 
 
-def _worktree_gitdir(worktree: str) -> str | None:
-    """The private git dir of a linked worktree, read from its `.git` file."""
+def _points_at(worktree: str, git_dir: str) -> bool:
+    """Whether the worktree's `.git` file still names `git_dir` (a relative one is from the worktree)."""
     try:
         text = Path(worktree, ".git").read_text()
     except OSError:
-        return None
+        return False
     if not text.startswith("gitdir:"):
-        return None
-    return os.path.join(worktree, text.split("gitdir:", 1)[1].strip())  # (a relative one is from the worktree)
+        return False
+    named = os.path.join(worktree, text.split("gitdir:", 1)[1].strip())
+    return os.path.realpath(named) == git_dir
+
+
+def _created_git_dir(common_dir: str, worktree: str) -> str | None:
+    """For a session recorded before para kept its git dir: the one entry of
+    `<common>/worktrees/` whose `gitdir` file names this worktree (more than one: none)."""
+    found = []
+    target = os.path.realpath(os.path.join(worktree, ".git"))
+    for entry in Path(common_dir, "worktrees").glob("*/gitdir"):
+        with contextlib.suppress(OSError):
+            if os.path.realpath(entry.read_text().strip()) == target:
+                found.append(str(entry.parent))
+    return found[0] if len(found) == 1 else None
 
 
 def token_digest(token: str) -> str:
@@ -80,10 +93,8 @@ class Channels(ServiceCore):
         `run`, so the socket goes when the session ends)."""
         bwrap = sandbox.find_bwrap(cfg["agent.bwrap"])
         await sandbox.probe(bwrap)
-        gitdir = _worktree_gitdir(s.worktree)
-        if gitdir is None:
-            raise ParaError(Code.internal, f"{s.worktree} has no .git file naming its git directory")
-        writable = sandbox.writable_git_paths(os.path.realpath(gitdir), os.path.realpath(repo.common_dir), s.branch)
+        common = os.path.realpath(repo.common_dir)
+        writable = sandbox.writable_git_paths(self._checked_git_dir(repo, s), common, s.branch)
         if s.agent is not None and s.agent.channel:
             self._close_channel(s)  # a relaunch: a new token, the old one dies with its socket
         socket, token = await self._open_channel(repo, s)
@@ -94,8 +105,30 @@ class Channels(ServiceCore):
         return sandbox.argv(
             bwrap, argv, worktree=s.worktree, writable=writable,
             readable=[repo.root, repo.common_dir, home, sys.prefix, sys.base_prefix, package],
-            hidden=sandbox.hidden_sidecar_files(self.socket), channel_dir=os.path.dirname(socket),
-            bound_root=str(self._bound_root()), network=box.network)
+            runtime_dir=os.path.dirname(self.socket), channel_dir=os.path.dirname(socket), network=box.network)
+
+    def _checked_git_dir(self, repo: Repo, s: Session) -> str:
+        """The git dir a sandbox of `s` may write: the one git made with the worktree (never
+        the one the worktree's `.git` file names now: the agent can rewrite that file to name
+        any directory, e.g. the user's home), directly under the common dir's `worktrees/`,
+        and still the one the worktree uses. Anything else refuses the launch before anything
+        starts."""
+        common = os.path.realpath(repo.common_dir)
+        if s.git_dir is None:
+            s.git_dir = _created_git_dir(common, s.worktree)
+            if s.git_dir is not None:
+                repo.store.save(s)
+        git_dir = s.git_dir
+        if git_dir is None or os.path.dirname(git_dir) != os.path.join(common, "worktrees"):
+            raise ParaError(Code.wrong_state, f"cannot tell which git directory para made for {s.worktree}; the "
+                            "agent was not started sandboxed. Recreate the session's worktree (`para cancel` "
+                            "keeps its branch) before launching it again", session=s.name)
+        if not _points_at(s.worktree, git_dir):
+            raise ParaError(Code.wrong_state, f"{s.worktree}/.git no longer names the git directory para made "
+                            f"for it ({git_dir}): something in the worktree rewrote it, so its agent was not "
+                            "started. Restore it with `git worktree repair` from the main checkout after "
+                            "checking what changed", session=s.name, git_dir=git_dir)
+        return git_dir
 
     def _remove_channel(self, socket: str) -> None:
         directory = Path(socket).parent

@@ -63,6 +63,9 @@ class Control(ServiceCore):
         async def _record_stop(self, repo: Repo, sid: int | None, name: str, exit_file: str | None, reason: str,
                                result: dict[str, Any]) -> None: ...
         async def _show(self, repo: Repo, s: Session, cwd: str) -> dict[str, Any]: ...
+        def _checked_git_dir(self, repo: Repo, s: Session) -> str: ...
+        def _known(self, repo: Repo, s: Session, cwd: str, *, worktree: bool,
+                   ahead: int | None = None) -> dict[str, Any]: ...
 
     # ---- the queue -------------------------------------------------------------------------
 
@@ -209,6 +212,8 @@ class Control(ServiceCore):
         if s.agent is None:
             raise ParaError(Code.wrong_state, f"session {s.name} has no agent to restart (it was started with "
                             "`para start`); use `para dispatch` for a new session", session=s.name)
+        if s.agent.sandbox is not None:
+            self._checked_git_dir(repo, s)  # refused before anything is stopped or started
         if _running(s.agent):
             if not p.stop:
                 raise ParaError(Code.wrong_state, f"the agent of {s.name} is still running; `para stop {s.name}` "
@@ -237,6 +242,8 @@ class Control(ServiceCore):
             s = self._refind(repo, s, p.cwd)
             if s.queued is not None or _running(s.agent):
                 raise ParaError(Code.wrong_state, f"the agent of {s.name} was started meanwhile", session=s.name)
+            if old.sandbox is not None:
+                self._checked_git_dir(repo, s)  # again now that it is stopped: a check after launching is too late
             unread = [m for m in s.messages if m.read_at is None]
             texts = [m.text for m in unread] + ([follow] if follow else [])
             if not os.path.exists(original) and os.path.exists(prompt_file):
@@ -258,7 +265,13 @@ class Control(ServiceCore):
         self.emit(repo, "restarted", s.name, profile=prof.name, resume=resume, follow_up=follow is not None,
                   messages=[m.id for m in unread], queued=s.queued is not None, previous=previous,
                   pid=s.agent.pid if s.agent and s.queued is None else None)
-        result = await self._show(repo, s, p.cwd)
+        try:
+            result = await self._show(repo, s, p.cwd)
+        except ParaError as e:
+            # The agent runs now (its worktree may already be changed under the show): reporting
+            # a failure would tell the user the restart did not happen.
+            log.warning("restarted %s but could not show it: %s", s.name, e.message)
+            result = self._known(repo, s, p.cwd, worktree=True)
         result["prompt_file"] = prompt_file
         return result
 

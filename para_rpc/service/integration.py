@@ -200,7 +200,7 @@ class Integration(ServiceCore):
                     raise ParaError(Code.already_exists, f"{s.worktree} exists but is not this session's "
                                     "worktree; move it away first", path=s.worktree)
                 await git.prune_worktrees(repo.root)
-                await git.add_worktree(repo.root, s.worktree, s.branch)
+                s.git_dir = await git.add_worktree(repo.root, s.worktree, s.branch)
         return s.worktree
 
     async def _after_landing(self, repo: Repo, s: Session, new: str, old: str,

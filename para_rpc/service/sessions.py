@@ -125,7 +125,7 @@ class Sessions(ServiceCore):
             self._allocate_ports(repo, s, cfg)
             repo.store.save(s)
             try:
-                await git.add_worktree(repo.root, path, branch, new_at=base_commit)
+                s.git_dir = await git.add_worktree(repo.root, path, branch, new_at=base_commit)
             except BaseException:
                 await self._undo_start(repo, s)
                 raise
@@ -589,7 +589,7 @@ class Sessions(ServiceCore):
                 await git.rename_branch(repo.root, s.archived_branch, s.branch)
             if not await self._has_worktree(repo, s):
                 await git.prune_worktrees(repo.root)
-                await git.add_worktree(repo.root, s.worktree, s.branch)
+                s.git_dir = await git.add_worktree(repo.root, s.worktree, s.branch)
         s.archived_branch, s.status, s.op = None, Status.active, None
         repo.store.save(s)
 
@@ -674,7 +674,7 @@ class Sessions(ServiceCore):
         async with repo.lock:
             if not await self._has_worktree(repo, s):
                 await git.prune_worktrees(repo.root)
-                await git.add_worktree(repo.root, s.worktree, s.branch)
+                s.git_dir = await git.add_worktree(repo.root, s.worktree, s.branch)
         if s.status is Status.review:
             s.status = Status.active
         s.op = None
