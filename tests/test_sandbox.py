@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from para_rpc.client import Connection
+from para_rpc.errors import Code, ParaError
 
 from agents_util import Api, agent_env, agent_scripts, api  # noqa: F401  (fixtures)
 from conftest import (
@@ -38,8 +41,6 @@ from conftest import (
     stop_pid,
     wait_until,
 )
-from para_rpc.client import Connection
-from para_rpc.errors import Code, ParaError
 
 AGENT = str(Path(__file__).resolve().parent / "agents" / "sandbox_agent.py")
 
@@ -413,3 +414,31 @@ def _serves(env: dict[str, str]) -> bool:
             return bool(conn.request("para/show", {})["name"] == "flood")
     except (OSError, ParaError, EOFError):
         return False
+
+
+def test_a_session_recorded_before_its_git_dir_was_kept_is_still_checked(repo: Path, sidecar: Any,
+                                                                         runtime_dir: Path) -> None:
+    """RA0 for sessions made by an older para (no `git_dir` in their record): the git dir is
+    found among `<common>/worktrees/*` by the worktree it serves, never taken from `.git`."""
+    env = {"PARA_AGENTS": json.dumps({"idle": {"command": ["sh", "-c", "exec sleep 600"]}})}
+    detail = json.loads(run_para("dispatch", "old", "-p", "x", "--agent", "idle", "--mode", "headless",
+                                 "--sandbox", "--json", cwd=repo, env=env).stdout)
+    worktree = Path(detail["worktree"])
+    shutdown_sidecar(sidecar)
+    with sqlite3.connect(repo / ".para" / "para.db") as db:
+        made = db.execute("SELECT json_extract(doc, '$.git_dir') FROM sessions WHERE name = 'old'").fetchone()[0]
+        assert made and Path(made).parent.name == "worktrees", made
+        db.execute("UPDATE sessions SET doc = json_remove(doc, '$.git_dir') WHERE name = 'old'")
+        assert db.execute("SELECT json_extract(doc, '$.git_dir') FROM sessions WHERE name = 'old'").fetchone() == (None,)
+    again = start_sidecar(runtime_dir, "--idle-timeout", "0")
+    try:
+        restarted = json.loads(run_para("restart", "--stop", "old", "--json", cwd=repo, env=env).stdout)
+        assert restarted["agent"]["sandbox"]["kind"] == "bwrap"
+        elsewhere = worktree.parent / "elsewhere"
+        elsewhere.mkdir()
+        (worktree / ".git").write_text(f"gitdir: {elsewhere}\n")
+        out = run_para("restart", "--stop", "old", "--json", cwd=repo, env=env, check=False)
+        assert out.returncode == Code.wrong_state.exit, out.stdout + out.stderr
+        assert not list(elsewhere.iterdir())
+    finally:
+        shutdown_sidecar(again)
