@@ -245,3 +245,19 @@ def test_a_broken_config_file_is_named_and_nothing_is_created(para, repo, user_f
     assert git("branch", "--list", "para/*", cwd=repo) == ""
     assert not (repo / ".para" / "worktrees" / "x").exists()
     assert path.read_text() == content
+
+
+async def test_a_value_nested_too_deep_over_mcp_is_config_error_and_changes_nothing(sidecar, repo, user_file):
+    """RB11 over MCP: para_config_set was an internal -32000 with a RecursionError traceback logged."""
+    from mcp_util import mcp_client
+
+    write_json(user_file, {"clean": {"archive_days": 3}})
+    before = user_file.read_bytes()
+    async with mcp_client(repo) as c:
+        r = await c.call_tool("para_config_set", {"key": "agent.max_running", "value": "[" * 3000 + "]" * 3000})
+    text = "\n".join(x.text for x in r.content if hasattr(x, "text"))
+    assert r.is_error and r.structured_content is not None, text
+    assert r.structured_content["name"] == "config_error" and "nested too deeply" in text, text
+    assert user_file.read_bytes() == before
+    log = sidecar.log_path.read_text()
+    assert "RecursionError" not in log and "Traceback" not in log
