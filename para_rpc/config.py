@@ -66,10 +66,19 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return conv
 
 
+def loads(text: str) -> Any:
+    """json.loads where a value nested deeper than Python's recursion limit is a ValueError
+    like any other bad JSON, not an internal RecursionError (RB11: `config set` of 3000 `[`)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def _profiles(v: Any) -> dict[str, dict[str, Any]]:
     """Custom launcher profiles: {name: {command: [...], headless: [...], skip_permissions: [...]}}."""
     if isinstance(v, str):  # from the environment (PARA_AGENTS) or `config set`
-        v = json.loads(v)
+        v = loads(v)
     if not isinstance(v, dict):
         raise ValueError("expected an object of profiles")
     out = {}
@@ -94,8 +103,8 @@ def _json_text(v: Any) -> Any:
     """A list or mapping given as text (an environment variable, `config set`) is JSON."""
     if isinstance(v, str):
         try:
-            return json.loads(v)
-        except json.JSONDecodeError:
+            return loads(v)
+        except ValueError:
             raise ValueError("expected JSON (a list of strings, never a shell string: para runs "
                              "argv without a shell)") from None
     return v
@@ -326,8 +335,8 @@ def read_layer(path: Path, within: str | Path | None = None) -> tuple[dict[str, 
     except UnicodeDecodeError:
         raise ParaError(Code.config_error, f"{path} is not UTF-8 text") from None
     try:
-        tree = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as e:
+        tree = loads(raw) if raw.strip() else {}
+    except ValueError as e:
         raise ParaError(Code.config_error, f"{path} is not valid JSON: {e}") from None
     if not isinstance(tree, dict):
         raise ParaError(Code.config_error, f"{path} must hold a JSON object")
@@ -396,8 +405,8 @@ def remove_key(path: Path, key: str, within: str | Path | None = None) -> bool:
     check_key(key)
     data = read_regular(path, what="config file", code=Code.config_error, limit=MAX_BYTES, within=within)
     try:
-        tree = json.loads(data.decode("utf-8")) if data and data.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        tree = loads(data.decode("utf-8")) if data and data.strip() else {}
+    except ValueError as e:  # bad JSON, bad UTF-8, too deep
         raise ParaError(Code.config_error, f"{path} is not valid JSON: {e}") from None
     if not isinstance(tree, dict):
         raise ParaError(Code.config_error, f"{path} must hold a JSON object")
@@ -427,14 +436,16 @@ def write_key(path: Path, key: str, value: Any, within: str | Path | None = None
     check_key(key)
     if isinstance(value, str):
         try:
-            value = json.loads(value)  # "true", "30", "null" arrive as text from the CLI
+            value = loads(value)  # "true", "30", "null" arrive as text from the CLI
         except json.JSONDecodeError:
-            pass
+            pass  # plain text: a string value
+        except ValueError as e:
+            raise ParaError(Code.config_error, f"value: {key}: {e}") from None
     stored = convert(key, value, "value")
     data = read_regular(path, what="config file", code=Code.config_error, limit=MAX_BYTES, within=within)
     try:
-        tree = json.loads(data.decode("utf-8")) if data and data.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        tree = loads(data.decode("utf-8")) if data and data.strip() else {}
+    except ValueError as e:  # bad JSON, bad UTF-8, too deep
         raise ParaError(Code.config_error, f"{path} is not valid JSON: {e}") from None
     node = tree
     *parents, leaf = key.split(".")

@@ -182,10 +182,14 @@ INVALID_VALUES = [
     ("base_branch", "a..b"),
     ("branch_prefix", "two words"),
     ("branch_prefix", ""),
+    # RB11: nested past Python's recursion limit was an internal RecursionError with a traceback
+    ("agent.max_running", "[" * 3000 + "]" * 3000),
+    ("integrate.check", "[" * 3000 + "]" * 3000),
+    ("branch_prefix", "[" * 3000 + "]" * 3000),
 ]
 
 
-@pytest.mark.parametrize("key, value", INVALID_VALUES, ids=[f"{k}={v}" for k, v in INVALID_VALUES])
+@pytest.mark.parametrize("key, value", INVALID_VALUES, ids=[f"{k}={v[:20]}" for k, v in INVALID_VALUES])
 def test_config_set_refuses_invalid_values_with_exit_6_and_changes_nothing(para, repo, user_file,
                                                                          project_file, key, value):
     write_json(user_file, {"clean": {"archive_days": 3}})
@@ -193,6 +197,7 @@ def test_config_set_refuses_invalid_values_with_exit_6_and_changes_nothing(para,
     proc = para("config", "set", "--", key, value, check=False)
     assert proc.returncode == Code.config_error.exit == 6, proc.stderr
     assert proc.stderr.startswith("para: ") and key in proc.stderr
+    assert "Traceback" not in proc.stderr and "RecursionError" not in proc.stderr
     assert user_file.read_bytes() == before
     proc = para("config", "set", "--project", "--", key, value, check=False)
     assert proc.returncode == 6
@@ -226,7 +231,8 @@ def test_an_invalid_environment_value_stops_commands_with_exit_6(para, repo, env
     ("[1, 2]", "must hold a JSON object"),
     ('{"no": {"such": 1}}', "unknown key 'no.such'"),
     ('{"finish": {"squash": "perhaps"}}', "finish.squash"),
-], ids=["syntax", "not-an-object", "unknown-key", "bad-value"])
+    ('{"integrate": {"check": ' + "[" * 3000 + "]" * 3000 + "}}", "nested too deeply"),
+], ids=["syntax", "not-an-object", "unknown-key", "bad-value", "too-deep"])
 @pytest.mark.parametrize("layer", ["user", "project"])
 def test_a_broken_config_file_is_named_and_nothing_is_created(para, repo, user_file, project_file, layer,
                                                              content, needle):
