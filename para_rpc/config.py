@@ -340,11 +340,31 @@ def read_layer(path: Path, within: str | Path | None = None) -> tuple[dict[str, 
         raise ParaError(Code.config_error, f"{path} is not valid JSON: {e}") from None
     if not isinstance(tree, dict):
         raise ParaError(Code.config_error, f"{path} must hold a JSON object")
-    flat = _flatten(tree)
+    flat = from_para(_flatten(tree))
     for key in flat:
         if key not in KEYS:
             raise ParaError(Code.config_error, f"{path}: unknown key {key!r}")
     return {k: convert(k, v, str(path)) for k, v in flat.items()}, hashlib.sha256(data).hexdigest()
+
+
+# Para (the tool para replaces) keeps its settings in the same files: ~/.config/para/config.json
+# and .para/config.json. Its keys are read where para has the same setting and otherwise left
+# alone (never an error, never removed: Para may still be in use next to para).
+_PARA_SAME = {"git.branch_prefix": "branch_prefix", "git.default_integration_strategy": "integrate.strategy",
+              "session.auto_cleanup_days": "clean.archive_days", "directories.subtrees_dir": "worktrees_dir"}
+_PARA_ONLY = ("ide.", "directories.", "git.", "docker.", "session.default_name_format",
+              "session.preserve_on_finish", "sandbox", "setup_script")
+
+
+def from_para(flat: dict[str, Any]) -> dict[str, Any]:
+    """`flat` with Para's keys read as para's (where para has the setting) or dropped."""
+    out = {k: v for k, v in flat.items() if not (k in _PARA_SAME or k.startswith(_PARA_ONLY) and k not in KEYS)}
+    for theirs, ours in _PARA_SAME.items():
+        value = flat.get(theirs)
+        if value is None or ours in flat:  # (para's own key wins; Para's null means "off")
+            continue
+        out[ours] = value.lower() if isinstance(value, str) and ours == "integrate.strategy" else value
+    return out
 
 
 def effective(main_root: str | Path | None, env: Mapping[str, str] | None = None,
