@@ -66,10 +66,19 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return conv
 
 
+def loads(text: str) -> Any:
+    """json.loads where a value nested deeper than Python's recursion limit is a ValueError
+    like any other bad JSON, not an internal RecursionError (RB11: `config set` of 3000 `[`)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def _profiles(v: Any) -> dict[str, dict[str, Any]]:
     """Custom launcher profiles: {name: {command: [...], headless: [...], skip_permissions: [...]}}."""
     if isinstance(v, str):  # from the environment (PARA_AGENTS) or `config set`
-        v = json.loads(v)
+        v = loads(v)
     if not isinstance(v, dict):
         raise ValueError("expected an object of profiles")
     out = {}
@@ -94,8 +103,8 @@ def _json_text(v: Any) -> Any:
     """A list or mapping given as text (an environment variable, `config set`) is JSON."""
     if isinstance(v, str):
         try:
-            return json.loads(v)
-        except json.JSONDecodeError:
+            return loads(v)
+        except ValueError:
             raise ValueError("expected JSON (a list of strings, never a shell string: para runs "
                              "argv without a shell)") from None
     return v
@@ -328,16 +337,36 @@ def read_layer(path: Path, within: str | Path | None = None) -> tuple[dict[str, 
     except UnicodeDecodeError:
         raise ParaError(Code.config_error, f"{path} is not UTF-8 text") from None
     try:
-        tree = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as e:
+        tree = loads(raw) if raw.strip() else {}
+    except ValueError as e:
         raise ParaError(Code.config_error, f"{path} is not valid JSON: {e}") from None
     if not isinstance(tree, dict):
         raise ParaError(Code.config_error, f"{path} must hold a JSON object")
-    flat = _flatten(tree)
+    flat = from_para(_flatten(tree))
     for key in flat:
         if key not in KEYS:
             raise ParaError(Code.config_error, f"{path}: unknown key {key!r}")
     return {k: convert(k, v, str(path)) for k, v in flat.items()}, hashlib.sha256(data).hexdigest()
+
+
+# Para (the tool para replaces) keeps its settings in the same files: ~/.config/para/config.json
+# and .para/config.json. Its keys are read where para has the same setting and otherwise left
+# alone (never an error, never removed: Para may still be in use next to para).
+_PARA_SAME = {"git.branch_prefix": "branch_prefix", "git.default_integration_strategy": "integrate.strategy",
+              "session.auto_cleanup_days": "clean.archive_days", "directories.subtrees_dir": "worktrees_dir"}
+_PARA_ONLY = ("ide.", "directories.", "git.", "docker.", "session.default_name_format",
+              "session.preserve_on_finish", "sandbox", "setup_script")
+
+
+def from_para(flat: dict[str, Any]) -> dict[str, Any]:
+    """`flat` with Para's keys read as para's (where para has the setting) or dropped."""
+    out = {k: v for k, v in flat.items() if not (k in _PARA_SAME or k.startswith(_PARA_ONLY) and k not in KEYS)}
+    for theirs, ours in _PARA_SAME.items():
+        value = flat.get(theirs)
+        if value is None or ours in flat:  # (para's own key wins; Para's null means "off")
+            continue
+        out[ours] = value.lower() if isinstance(value, str) and ours == "integrate.strategy" else value
+    return out
 
 
 def effective(main_root: str | Path | None, env: Mapping[str, str] | None = None,
@@ -378,8 +407,8 @@ def remove_key(path: Path, key: str, within: str | Path | None = None) -> bool:
     check_key(key)
     data = read_regular(path, what="config file", code=Code.config_error, limit=MAX_BYTES, within=within)
     try:
-        tree = json.loads(data.decode("utf-8")) if data and data.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        tree = loads(data.decode("utf-8")) if data and data.strip() else {}
+    except ValueError as e:  # bad JSON, bad UTF-8, too deep
         raise ParaError(Code.config_error, f"{path} is not valid JSON: {e}") from None
     if not isinstance(tree, dict):
         raise ParaError(Code.config_error, f"{path} must hold a JSON object")
@@ -409,14 +438,16 @@ def write_key(path: Path, key: str, value: Any, within: str | Path | None = None
     check_key(key)
     if isinstance(value, str):
         try:
-            value = json.loads(value)  # "true", "30", "null" arrive as text from the CLI
+            value = loads(value)  # "true", "30", "null" arrive as text from the CLI
         except json.JSONDecodeError:
-            pass
+            pass  # plain text: a string value
+        except ValueError as e:
+            raise ParaError(Code.config_error, f"value: {key}: {e}") from None
     stored = convert(key, value, "value")
     data = read_regular(path, what="config file", code=Code.config_error, limit=MAX_BYTES, within=within)
     try:
-        tree = json.loads(data.decode("utf-8")) if data and data.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        tree = loads(data.decode("utf-8")) if data and data.strip() else {}
+    except ValueError as e:  # bad JSON, bad UTF-8, too deep
         raise ParaError(Code.config_error, f"{path} is not valid JSON: {e}") from None
     node = tree
     *parents, leaf = key.split(".")

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from para_rpc import client
+from para_rpc.cli.render import safe
 from para_rpc.errors import Code, ParaError
 
 if TYPE_CHECKING:
@@ -53,8 +54,9 @@ def row(s: dict[str, Any], hits: dict[str, list[str]]) -> tuple[str, ...]:
     agent_state = f"{agent.get('state')}" + (f" ({agent['exit_code']})" if agent.get("exit_code") else "") \
         if agent else ""
     changes = (s.get("diffstat") or "").replace(" changed", "").replace("insertions", "ins").replace("deletions", "del")
-    return (s["name"], state, agent_state, task[:60], rep.get("tests", ""), todos, changes,
-            _age(s.get("last_activity")), ", ".join(hits.get(s["name"], [])))
+    cells = (s["name"], state, agent_state, task[:60], rep.get("tests", ""), todos, changes,
+             _age(s.get("last_activity")), ", ".join(hits.get(s["name"], [])))
+    return tuple(safe(c) for c in cells)  # agents write task, blocked, tests: never terminal codes
 
 
 def plan_line(plan: dict[str, Any]) -> str:
@@ -65,16 +67,17 @@ def plan_line(plan: dict[str, Any]) -> str:
 
 def table(status: dict[str, Any], forecast: dict[str, Any] | None) -> Table:
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(title=f"para · {status['repo']}", title_justify="left", expand=False)
     for col in ("session", "status", "agent", "task", "tests", "todos", "changes", "active", "collides with"):
         t.add_column(col, overflow="fold")
     hits = collisions(forecast)
     for s in status["sessions"]:
-        t.add_row(*row(s, hits))
+        t.add_row(*(Text(c) for c in row(s, hits)))  # Text: agent text is never Rich markup
     plans = [plan_line(p) for p in status.get("plans", [])]
     if plans:
-        t.caption = "\n".join(plans)
+        t.caption = Text("\n".join(map(safe, plans)))
     elif not status["sessions"]:
         t.caption = "No sessions. Start one with `para start` or `para dispatch`."
     return t

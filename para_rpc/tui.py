@@ -25,6 +25,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from para_rpc import client, monitor
+from para_rpc.cli.render import safe
 from para_rpc.errors import ParaError
 
 COLUMNS = ("session", "state", "agent", "ports", "task", "tests", "todos", "changes", "active", "collides with")
@@ -46,7 +47,8 @@ class Confirm(ModalScreen[bool]):
         self.question = question
 
     def compose(self) -> ComposeResult:
-        yield Static(f"{self.question}\n\n[b]y[/b] yes   [b]n[/b] no", id="question")
+        yield Static(Text(safe(self.question) + "\n\n") + Text.from_markup("[b]y[/b] yes   [b]n[/b] no"),
+                     id="question")
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
@@ -68,7 +70,8 @@ class Pager(ModalScreen[None]):
         with Vertical():
             yield Static(Text(self.title_text, style="bold"), id="pager-title")
             with VerticalScroll():
-                yield Static(Text(self.text), id="pager-text")
+                # a log or diff is what an agent wrote: its lines, but no terminal codes
+                yield Static(Text("\n".join(map(safe, self.text.split("\n")))), id="pager-text")
 
     def action_close(self) -> None:
         self.dismiss(None)
@@ -194,17 +197,19 @@ class MonitorApp(App[int]):
             row = monitor.row(s, hits)
             ports = " ".join(str(p) for p in (self.listed.get(s["name"]) or {}).get("ports") or [])
             state = (self.listed.get(s["name"]) or {}).get("state") or row[1]
-            table.add_row(row[0], state, row[2], ports, *row[3:], key=s["name"])
+            # Text: an agent's `[/]` or `[link=...]` is shown as typed, not parsed as Rich markup
+            table.add_row(*(Text(c) for c in (row[0], safe(state), row[2], ports, *row[3:])), key=s["name"])
         names = [s["name"] for s in status["sessions"]]
         if keep in names:
             table.move_cursor(row=names.index(keep))
         plans = [monitor.plan_line(p) for p in status.get("plans", [])]
         empty = "No sessions. Start one with `para start` or `para dispatch`." if not names else ""
-        self.query_one("#plans", Static).update("\n".join(plans) or empty)
+        self.query_one("#plans", Static).update(Text("\n".join(map(safe, plans)) or empty))
         self.loads += 1
 
     def say(self, text: str) -> None:
-        self.query_one("#message", Static).update(text)
+        # errors and results quote agent-written text: no markup, no control characters
+        self.query_one("#message", Static).update(Text("\n".join(map(safe, text.split("\n")))))
 
     def selected(self) -> str | None:
         table = self.query_one("#sessions", DataTable)

@@ -191,10 +191,14 @@ INVALID_VALUES = [
     ("base_branch", "a..b"),
     ("branch_prefix", "two words"),
     ("branch_prefix", ""),
+    # RB11: nested past Python's recursion limit was an internal RecursionError with a traceback
+    ("agent.max_running", "[" * 3000 + "]" * 3000),
+    ("integrate.check", "[" * 3000 + "]" * 3000),
+    ("branch_prefix", "[" * 3000 + "]" * 3000),
 ]
 
 
-@pytest.mark.parametrize("key, value", INVALID_VALUES, ids=[f"{k}={v}" for k, v in INVALID_VALUES])
+@pytest.mark.parametrize("key, value", INVALID_VALUES, ids=[f"{k}={v[:20]}" for k, v in INVALID_VALUES])
 def test_config_set_refuses_invalid_values_with_exit_6_and_changes_nothing(para, repo, user_file,
                                                                          project_file, key, value):
     write_json(user_file, {"clean": {"archive_days": 3}})
@@ -202,6 +206,7 @@ def test_config_set_refuses_invalid_values_with_exit_6_and_changes_nothing(para,
     proc = para("config", "set", "--", key, value, check=False)
     assert proc.returncode == Code.config_error.exit == 6, proc.stderr
     assert proc.stderr.startswith("para: ") and key in proc.stderr
+    assert "Traceback" not in proc.stderr and "RecursionError" not in proc.stderr
     assert user_file.read_bytes() == before
     proc = para("config", "set", "--project", "--", key, value, check=False)
     assert proc.returncode == 6
@@ -235,7 +240,8 @@ def test_an_invalid_environment_value_stops_commands_with_exit_6(para, repo, env
     ("[1, 2]", "must hold a JSON object"),
     ('{"no": {"such": 1}}', "unknown key 'no.such'"),
     ('{"finish": {"squash": "perhaps"}}', "finish.squash"),
-], ids=["syntax", "not-an-object", "unknown-key", "bad-value"])
+    ('{"integrate": {"check": ' + "[" * 3000 + "]" * 3000 + "}}", "nested too deeply"),
+], ids=["syntax", "not-an-object", "unknown-key", "bad-value", "too-deep"])
 @pytest.mark.parametrize("layer", ["user", "project"])
 def test_a_broken_config_file_is_named_and_nothing_is_created(para, repo, user_file, project_file, layer,
                                                              content, needle):
@@ -248,3 +254,19 @@ def test_a_broken_config_file_is_named_and_nothing_is_created(para, repo, user_f
     assert git("branch", "--list", "para/*", cwd=repo) == ""
     assert not (repo / ".para" / "worktrees" / "x").exists()
     assert path.read_text() == content
+
+
+async def test_a_value_nested_too_deep_over_mcp_is_config_error_and_changes_nothing(sidecar, repo, user_file):
+    """RB11 over MCP: para_config_set was an internal -32000 with a RecursionError traceback logged."""
+    from mcp_util import mcp_client
+
+    write_json(user_file, {"clean": {"archive_days": 3}})
+    before = user_file.read_bytes()
+    async with mcp_client(repo) as c:
+        r = await c.call_tool("para_config_set", {"key": "agent.max_running", "value": "[" * 3000 + "]" * 3000})
+    text = "\n".join(x.text for x in r.content if hasattr(x, "text"))
+    assert r.is_error and r.structured_content is not None, text
+    assert r.structured_content["name"] == "config_error" and "nested too deeply" in text, text
+    assert user_file.read_bytes() == before
+    log = sidecar.log_path.read_text()
+    assert "RecursionError" not in log and "Traceback" not in log

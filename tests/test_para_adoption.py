@@ -126,3 +126,33 @@ def test_adopt_reports_what_it_left_and_why(sidecar, para, para_json, para_repo,
     assert {s["name"] for s in para_json("list")["sessions"]} == {"live", "done"}
     human = para("adopt").stdout
     assert f"left nobranch ({state / 'nobranch.state'}): its branch para/nobranch no longer exists" in human
+
+
+PARA_USER_CONFIG = {  # what Para writes to ~/.config/para/config.json, the file para reads too
+    "ide": {"name": "cursor", "command": "cursor", "user_data_dir": None,
+            "wrapper": {"enabled": False, "name": "", "command": ""}},
+    "directories": {"subtrees_dir": ".para/worktrees", "state_dir": ".para/state"},
+    "git": {"branch_prefix": "para", "auto_stage": True, "auto_commit": True,
+            "default_integration_strategy": "Merge"},
+    "session": {"default_name_format": "%Y%m%d-%H%M%S", "preserve_on_finish": False, "auto_cleanup_days": 12},
+}
+
+
+def test_paras_own_config_files_are_read_not_refused(sidecar, para, para_json, repo):
+    """Para keeps its settings where para keeps its own (~/.config/para/config.json,
+    .para/config.json): a Para user's files work as they are. The settings para shares are
+    taken over, Para's others left alone, and nothing is rewritten."""
+    user = Path(os.environ["PARA_CONFIG"])
+    user.parent.mkdir(parents=True, exist_ok=True)
+    user.write_text(json.dumps(PARA_USER_CONFIG))
+    project = repo / ".para" / "config.json"
+    project.parent.mkdir(parents=True, exist_ok=True)
+    project.write_text(json.dumps({"sandbox": {"enabled": True}, "ide": {"preferred": "code"}}))
+    before = (user.read_text(), project.read_text())
+    para("start", "s1")
+    assert para_json("config", "get", "integrate.strategy")["value"] == "merge"
+    assert para_json("config", "get", "clean.archive_days")["value"] == 12
+    assert para_json("config", "get", "branch_prefix")["value"] == "para"
+    para("config", "set", "finish.squash", "false")  # para's own key, written next to Para's
+    assert json.loads(user.read_text())["ide"] == PARA_USER_CONFIG["ide"]
+    assert (user.read_text() != before[0]) and project.read_text() == before[1]

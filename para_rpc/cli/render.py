@@ -10,10 +10,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 import time
-from typing import Any
+from typing import IO, Any
+
+# C0 controls but tab, DEL and C1: what a terminal acts on (CSI, OSC 52 clipboard, title, \r).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def safe(text: object) -> str:
+    """Text that did not come from para itself (an agent's status, commit subjects, notes,
+    messages, paths), made harmless for a terminal: each control character but tab is shown
+    as a visible escape (`\\x1b`, `\\n`) instead of being acted on or breaking the line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1] if m.group() in "\n\r" else f"\\x{ord(m.group()):02x}",
+                        str(text))
+
+
+def emit(*values: object, file: IO[str] | None = None) -> None:
+    """print() for the human renderers: the lines para composes keep their line breaks, and
+    no control character within a line reaches the terminal, whatever field it came from."""
+    print(*("\n".join(safe(line) for line in str(v).split("\n")) for v in values), file=file)
 
 
 def age(ts: float) -> str:
@@ -26,7 +44,7 @@ def age(ts: float) -> str:
 
 def print_session(r: dict[str, Any], headline: str | None = None) -> None:
     if headline:
-        print(headline)
+        emit(headline)
     # A cancelled session's branch is its archive (its old name no longer exists).
     archived = r.get("status") == "cancelled" and r.get("archived_branch")
     rows = [("state", r["state"]), ("branch", r["archived_branch"] if archived else r["branch"]), ("worktree", r["worktree"] if r.get("worktree_exists") else f"{r['worktree']} (absent)"),
@@ -57,9 +75,9 @@ def print_session(r: dict[str, Any], headline: str | None = None) -> None:
     for note in r.get("notes", []):
         rows.append(("note", note))
     for k, v in rows:
-        print(f"  {k:<12} {v}")
+        emit(f"  {k:<12} {safe(v)}")
     for c in r.get("commits", [])[:10]:
-        print(f"    {c['sha'][:10]} {c['subject']}")
+        emit(f"    {c['sha'][:10]} {safe(c['subject'])}")
 
 
 def backup_row(b: dict[str, Any]) -> tuple[str, str]:
@@ -90,7 +108,7 @@ def print_finished(r: dict[str, Any]) -> None:
 def print_cancelled(r: dict[str, Any]) -> None:
     if not r.get("archived_branch") and r.get("pending_op") is None and not r.get("branch_exists"):
         # a start stopped in its setup: rolled back, nothing to recover
-        print(f"Cancelled session {r['name']} while it was starting: nothing is left of it")
+        emit(f"Cancelled session {r['name']} while it was starting: nothing is left of it")
         return
     print_session(r, f"Cancelled session {r['name']}; `para recover {r['name']}` brings it back")
 
@@ -101,10 +119,10 @@ def print_recovered(r: dict[str, Any]) -> None:
 
 def print_resumed(r: dict[str, Any]) -> None:
     # The path alone on stdout, so `cd "$(para resume NAME)"` works.
-    print(f"session {r['name']}{': worktree recreated' if r['recreated'] else ''}", file=sys.stderr)
+    emit(f"session {r['name']}{': worktree recreated' if r['recreated'] else ''}", file=sys.stderr)
     for w in r.get("warnings") or []:
-        print(f"warning: {w}", file=sys.stderr)
-    print(r["worktree"])
+        emit(f"warning: {w}", file=sys.stderr)
+    emit(r["worktree"])
 
 
 def print_aborted(r: dict[str, Any]) -> None:
@@ -114,10 +132,11 @@ def print_aborted(r: dict[str, Any]) -> None:
 def print_list(r: dict[str, Any]) -> None:
     sessions = r["sessions"]
     if not sessions:
-        print("No sessions. Start one with `para start`.")
+        emit("No sessions. Start one with `para start`.")
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, pad_edge=False)
     ports = any(s.get("ports") for s in sessions)
@@ -125,12 +144,13 @@ def print_list(r: dict[str, Any]) -> None:
         table.add_column(col)
     for s in sessions:
         branch = s["branch"] + (f" (HEAD: {s.get('head_branch') or 'detached'})" if s["state"] == "off-branch" else "")
-        table.add_row("*" if s["current"] else "", s["name"], s["state"], branch, age(s["created_at"]),
-                      *((" ".join(str(p) for p in s.get("ports") or []),) if ports else ()))
+        cells = ("*" if s["current"] else "", s["name"], s["state"], branch, age(s["created_at"]),
+                 *((" ".join(str(p) for p in s.get("ports") or []),) if ports else ()))
+        table.add_row(*(Text(safe(c)) for c in cells))  # Text: a `[` in a branch name is not markup
     Console().print(table)
     for s in sessions:
         for line in agent_warnings(s):
-            print(f"! {s['name']}: {line}")
+            emit(f"! {s['name']}: {safe(line)}")
 
 
 def list_names(r: dict[str, Any]) -> list[str]:
@@ -141,7 +161,7 @@ def list_names(r: dict[str, Any]) -> list[str]:
 def print_names(r: dict[str, Any]) -> None:
     """`para list --quiet`: one name a line, nothing else (for scripts: an empty list prints nothing)."""
     for name in list_names(r):
-        print(name)
+        emit(name)
 
 
 def agent_line(agent: dict[str, Any] | None) -> str:
@@ -164,12 +184,12 @@ def print_list_verbose(r: dict[str, Any]) -> None:
     """`para list --verbose`: every session as a block: ports, agent, base, worktree, last event."""
     sessions = r["sessions"]
     if not sessions:
-        print("No sessions. Start one with `para start`.")
+        emit("No sessions. Start one with `para start`.")
         return
     for i, s in enumerate(sessions):
         if i:
-            print()
-        print(f"{'*' if s['current'] else ' '} {s['name']}  {s['state']}  {s['branch']}  ({age(s['created_at'])} old)")
+            emit()
+        emit(safe(f"{'*' if s['current'] else ' '} {s['name']}  {s['state']}  {s['branch']}  ({age(s['created_at'])} old)"))
         ev = s.get("last_event")
         rows = [("worktree", s["worktree"] if s.get("worktree_exists") else f"{s['worktree']} (absent)"),
                 ("base", f"{s['base_branch']} @ {s['base_commit'][:10]}"),
@@ -179,10 +199,10 @@ def print_list_verbose(r: dict[str, Any]) -> None:
         if s.get("archived_branch"):
             rows.insert(1, ("archived as", s["archived_branch"]))
         for k, v in rows:
-            print(f"    {k:<11} {v}")
+            emit(f"    {k:<11} {safe(v)}")
     for s in sessions:
         for line in agent_warnings(s):
-            print(f"! {s['name']}: {line}")
+            emit(f"! {s['name']}: {safe(line)}")
 
 
 def agent_warnings(s: dict[str, Any]) -> list[str]:
@@ -208,23 +228,23 @@ def agent_warnings(s: dict[str, Any]) -> list[str]:
 def print_clean(r: dict[str, Any]) -> None:
     verb = "would" if r["dry_run"] else "did"
     if not r["actions"]:
-        print("Nothing to clean.")
+        emit("Nothing to clean.")
     for a in r["actions"]:
         target = a.get("branch") or a.get("session") or a.get("ref") or ", ".join(a.get("paths", []))
-        print(f"{verb} {a['kind'].replace('_', ' ')}: {target} ({a['reason']})")
+        emit(f"{verb} {a['kind'].replace('_', ' ')}: {target} ({a['reason']})")
     for k in r["kept"]:
-        print(f"kept {k.get('branch') or k.get('ref')}: {k['why_kept']}")
+        emit(f"kept {k.get('branch') or k.get('ref')}: {k['why_kept']}")
 
 
 def print_adopt(r: dict[str, Any]) -> None:
     if not (r["adopted"] or r["left"]):
-        print(f"Nothing to adopt: no new Para sessions in {r['state_dir']}."
-              + (f" Already para's: {', '.join(r['already'])}." if r["already"] else ""))
+        emit(f"Nothing to adopt: no new Para sessions in {r['state_dir']}."
+             + (f" Already para's: {', '.join(r['already'])}." if r["already"] else ""))
     for a in r["adopted"]:
         where = a["worktree"] or a["archived_branch"] or a["branch"]
-        print(f"adopted {a['session']}: {a['status']} (Para: {a['para_status']}), {where}")
+        emit(f"adopted {a['session']}: {a['status']} (Para: {a['para_status']}), {where}")
     for x in r["left"]:
-        print(f"left {x['session']} ({x['file']}): {x['why']}")
+        emit(f"left {x['session']} ({x['file']}): {x['why']}")
 
 
 # ---- integration -----------------------------------------------------------------------
@@ -233,45 +253,45 @@ def print_integration(r: dict[str, Any]) -> None:
     rec = r.get("integration") or {}
     if r.get("status") == "integrated":
         what = "already contained in" if rec.get("noop") else "landed on"
-        print(f"Integrated session {r['name']}: {what} {rec.get('target')} at {str(rec.get('commit'))[:10]} "
-              f"({rec.get('strategy')})")
+        emit(f"Integrated session {r['name']}: {what} {rec.get('target')} at {str(rec.get('commit'))[:10]} "
+             f"({rec.get('strategy')})")
         if rec.get("leftover"):
-            print(f"  changes made after integration started were saved to {rec['leftover']}")
+            emit(f"  changes made after integration started were saved to {rec['leftover']}")
         if rec.get("config_changed"):
-            print(f"  this changed .para/config.json on {rec.get('target')}: commands in it run only once you "
-                  "approve them (`para trust`, then `para trust --approve <sha256>`)")
+            emit(f"  this changed .para/config.json on {rec.get('target')}: commands in it run only once you "
+                 "approve them (`para trust`, then `para trust --approve <sha256>`)")
         for b in rec.get("backups") or []:
-            print("  {:<12} {}".format(*backup_row(b)))
+            emit("  {:<12} {}".format(*backup_row(b)))
     else:
         print_session(r, f"Session {r['name']}")
 
 
 def print_prediction(r: dict[str, Any]) -> None:
     if r.get("error"):
-        print(f"would fail: {r['error']}")
+        emit(f"would fail: {r['error']}")
     elif r["clean"]:
-        print(f"{r['session']} would integrate cleanly into {r['target']} ({r['strategy']}, "
-              f"{len(r['commits'])} commit(s){', uncommitted work included' if r['includes_uncommitted'] else ''})")
+        emit(f"{r['session']} would integrate cleanly into {r['target']} ({r['strategy']}, "
+             f"{len(r['commits'])} commit(s){', uncommitted work included' if r['includes_uncommitted'] else ''})")
         if r.get("diffstat"):
-            print(r["diffstat"])
+            emit(r["diffstat"])
     else:
-        print(f"{r['session']} would conflict with {r['target']} in:")
+        emit(f"{r['session']} would conflict with {r['target']} in:")
         for f in r["conflicts"]:
-            print(f"  {f} lines {', '.join(f'{a}-{b}' for a, b in r['hunks'].get(f, []))}")
+            emit(f"  {safe(f)} lines {', '.join(f'{a}-{b}' for a, b in r['hunks'].get(f, []))}")
 
 
 def print_conflicts(r: dict[str, Any]) -> None:
     if r["clean"]:
         names = ", ".join(s["session"] for s in r["sessions"])
-        print(f"No conflicts among {len(r['sessions'])} session(s)" + (f": {names}." if names else "."))
+        emit(f"No conflicts among {len(r['sessions'])} session(s)" + (f": {names}." if names else "."))
     for s in r["sessions"]:
         if not s["clean"]:
-            print(f"{s['session']} x {s['target']}: "
-                  + ("unrelated histories: it cannot land there" if s.get("unrelated") else ", ".join(s["files"])))
+            emit(f"{s['session']} x {s['target']}: "
+                 + ("unrelated histories: it cannot land there" if s.get("unrelated") else ", ".join(map(safe, s["files"]))))
     for pair in r["pairs"]:
-        print(f"{pair['a']} x {pair['b']}: {', '.join(pair['files'])}")
+        emit(f"{pair['a']} x {pair['b']}: {', '.join(map(safe, pair['files']))}")
     for pair in r.get("unrelated", []):
-        print(f"{pair['a']} x {pair['b']}: unrelated histories (not compared)")
+        emit(f"{pair['a']} x {pair['b']}: unrelated histories (not compared)")
 
 
 # ---- agents ----------------------------------------------------------------------------
@@ -281,25 +301,25 @@ def print_dispatched(r: dict[str, Any]) -> None:
         for s in r["sessions"]:
             print_session(s, f"Dispatched session {s['name']}")
         for f in r["failed"]:
-            print(f"Not dispatched: {f['task']}: {f['error']} ({f['code']})")
+            emit(safe(f"Not dispatched: {f['task']}: {f['error']} ({f['code']})"))
     elif "name" not in r:
         plan = r["plan"]
-        print(f"Plan {plan['id']}: {len(plan['steps'])} step(s)")
+        emit(f"Plan {plan['id']}: {len(plan['steps'])} step(s)")
         for st in plan["steps"]:
-            print(f"  step {st['number']}: " + ", ".join(t["name"] for t in st["tasks"]))
-        print("Later steps start when every earlier task is integrated; watch with `para monitor`.")
+            emit(f"  step {st['number']}: " + ", ".join(t["name"] for t in st["tasks"]))
+        emit("Later steps start when every earlier task is integrated; watch with `para monitor`.")
     else:
         print_session(r, f"Dispatched session {r['name']}")
 
 
 def print_wait(r: dict[str, Any]) -> None:
     if r["timed_out"]:
-        print("No change before the timeout.")
+        emit("No change before the timeout.")
     for name in r["changed"]:
         s = r["sessions"].get(name)
         agent = f", agent exited {s['agent_exit_code']}" if s and s["agent_exit_code"] is not None else ""
-        print(f"{name}: {s['status'] if s else 'gone'}{agent}")
-    print(f"last event: {r['last_event']} (`para wait --after {r['last_event']}` continues from here)")
+        emit(f"{name}: {s['status'] if s else 'gone'}{agent}")
+    emit(f"last event: {r['last_event']} (`para wait --after {r['last_event']}` continues from here)")
 
 
 def print_report(r: dict[str, Any]) -> None:
@@ -307,22 +327,22 @@ def print_report(r: dict[str, Any]) -> None:
     todos = f", todos {rep['todos_done']}/{rep['todos_total']}" if rep.get("todos_total") else ""
     tests = f", tests {rep['tests']}" if rep.get("tests") else ""
     blocked = f", BLOCKED: {rep['blocked']}" if rep.get("blocked") else ""
-    print(f"Reported for session {r['session']}: {rep.get('task', '')}{tests}{todos}{blocked}")
+    emit(safe(f"Reported for session {r['session']}: {rep.get('task', '')}{tests}{todos}{blocked}"))
     print_messages(r)
 
 
 def print_messages(r: dict[str, Any]) -> None:
     """Follow-ups for the agent (`para send`), each in full."""
     for m in r.get("messages") or []:
-        print(f"Message {m['id']} from the user:")
+        emit(f"Message {m['id']} from the user:")
         for line in m["text"].splitlines() or [""]:
-            print(f"  {line}")
+            emit(f"  {line}")
 
 
 def print_stopped(r: dict[str, Any]) -> None:
-    print(r["message"][:1].upper() + r["message"][1:])
+    emit(r["message"][:1].upper() + r["message"][1:])
     if r.get("left_running"):
-        print(f"  still running: pids {', '.join(map(str, r['left_running']))}")
+        emit(f"  still running: pids {', '.join(map(str, r['left_running']))}")
 
 
 def print_restarted(r: dict[str, Any]) -> None:
@@ -333,7 +353,7 @@ def print_restarted(r: dict[str, Any]) -> None:
 def print_sent(r: dict[str, Any]) -> None:
     how = ("its agent sees it with its next `para status` or `para messages`" if r["delivery"] == "running"
            else f"no agent runs: `para restart {r['session']}` gives it to the agent")
-    print(f"Message {r['id']} for {r['session']} kept; {how} ({r['unread']} unread)")
+    emit(f"Message {r['id']} for {r['session']} kept; {how} ({r['unread']} unread)")
 
 
 def status_line(s: dict[str, Any]) -> str:
@@ -345,14 +365,14 @@ def status_line(s: dict[str, Any]) -> str:
     if rep.get("blocked"):
         parts.append(f"BLOCKED: {rep['blocked']}")
     parts.append(rep.get("task") or s.get("task") or "")
-    return " ".join(parts)
+    return safe(" ".join(parts))
 
 
 def print_status(r: dict[str, Any]) -> None:
     for s in r["sessions"]:
-        print(status_line(s))
+        emit(status_line(s))
     if not r["sessions"]:
-        print("No sessions.")
+        emit("No sessions.")
 
 
 # ---- config and trust -------------------------------------------------------------------
@@ -361,24 +381,24 @@ def print_config(r: dict[str, Any]) -> None:
     for k, v in r["values"].items():
         mark = {True: " (approved)", False: " (NOT APPROVED: `para trust`)"}.get(v.get("trusted"), "")
         mark += "".join(f" (agents.{n} refused: {why})" for n, why in v.get("refused", {}).items())
-        print(f"{k:<22} {json.dumps(v['value']):<12} {v['source']}{mark}")
+        emit(f"{k:<22} {json.dumps(v['value']):<12} {v['source']}{mark}")
 
 
 def print_config_value(r: dict[str, Any]) -> None:
-    print(json.dumps(r["value"]))
+    emit(json.dumps(r["value"]))
 
 
 def print_config_set(r: dict[str, Any]) -> None:
-    print(f"{r['key']} = {json.dumps(r['value'])} in {r['path']}")
+    emit(f"{r['key']} = {json.dumps(r['value'])} in {r['path']}")
 
 
 def print_config_reset(r: dict[str, Any]) -> None:
     where = r["source"] if r["source"] == "default" else r["source"].split(":", 1)[0] + " file" \
         if ":" in r["source"] and not r["source"].startswith("env:") else r["source"]
     if r["removed"]:
-        print(f"Removed {r['key']} from {r['path']}; now {json.dumps(r['value'])} ({where})")
+        emit(f"Removed {r['key']} from {r['path']}; now {json.dumps(r['value'])} ({where})")
     else:
-        print(f"{r['key']} was not set in {r['path']}; nothing changed (it is {json.dumps(r['value'])}, {where})")
+        emit(f"{r['key']} was not set in {r['path']}; nothing changed (it is {json.dumps(r['value'])}, {where})")
 
 
 def config_tree(values: dict[str, Any]) -> dict[str, Any]:
@@ -398,24 +418,24 @@ def print_config_init(path: str, proposal: dict[str, Any], written: bool, print_
     """`para config init`'s outcome (what it found, unless the questions showed it already)."""
     values = proposal["values"]
     if not asked:
-        print("Agent CLIs on PATH: " + (", ".join(proposal["agents"]) or "none"))
-        print("Editors on PATH:    " + (", ".join(proposal["editors"]) or "none"))
+        emit("Agent CLIs on PATH: " + (", ".join(proposal["agents"]) or "none"))
+        emit("Editors on PATH:    " + (", ".join(proposal["editors"]) or "none"))
     if not values:
-        print("No agent CLI (claude, codex, gemini, aider, opencode, cursor-agent) is on PATH: nothing to write. "
-              "Install one, or add a profile with `para config set agents ...`.")
+        emit("No agent CLI (claude, codex, gemini, aider, opencode, cursor-agent) is on PATH: nothing to write. "
+             "Install one, or add a profile with `para config set agents ...`.")
         return
     if print_only:
-        print(f"Would write to {path} (the rest of the file is kept):")
-        print(json.dumps(config_tree(values), indent=2))
+        emit(f"Would write to {path} (the rest of the file is kept):")
+        emit(json.dumps(config_tree(values), indent=2))
     elif written:
-        print(f"Wrote {', '.join(values)} to {path}")
+        emit(f"Wrote {', '.join(values)} to {path}")
     else:
-        print(f"Nothing written to {path}")
+        emit(f"Nothing written to {path}")
 
 
 def print_config_paths(r: dict[str, Any]) -> None:
     for k, v in r["paths"].items():
-        print(f"{k}: {v}")
+        emit(f"{k}: {v}")
 
 
 def print_trust(r: dict[str, Any]) -> None:
@@ -423,51 +443,51 @@ def print_trust(r: dict[str, Any]) -> None:
     settings = r.get("settings") or []
     gated = bool(r["commands"] or settings)
     if action == "nothing_to_approve":
-        print(f"Nothing to approve: {file} " + ("defines no commands." if r["exists"] else "does not exist."))
+        emit(f"Nothing to approve: {file} " + ("defines no commands." if r["exists"] else "does not exist."))
     elif action == "nothing_to_revoke":
-        print(f"Nothing to revoke: no approval is recorded for {repo}.")
+        emit(f"Nothing to revoke: no approval is recorded for {repo}.")
     elif action == "revoked":
-        print(f"Revoked the approval of the commands of {file}; they do not run until approved again.")
+        emit(f"Revoked the approval of the commands of {file}; they do not run until approved again.")
     elif action == "approved":
-        print(f"Approved the commands of {file} for {repo}:")
+        emit(f"Approved the commands of {file} for {repo}:")
     elif r["approved"]:
-        print(f"Approved: the commands of {file}:")
+        emit(f"Approved: the commands of {file}:")
     elif gated:
-        print(f"Not approved: the commands of {file} do not run until you approve them (in {repo}):")
+        emit(f"Not approved: the commands of {file} do not run until you approve them (in {repo}):")
     else:
-        print(f"{file} " + ("defines no commands." if r["exists"] else "does not exist."))
+        emit(f"{file} " + ("defines no commands." if r["exists"] else "does not exist."))
     for c in r["commands"]:
-        print(f"  {c['key']:<28} {shlex.join(c['argv'])}")
+        emit(f"  {c['key']:<28} {shlex.join(c['argv'])}")
     for s in settings:
-        print(f"  {s['key']:<28} = {json.dumps(s['value'])}  ({s['why']})")
+        emit(f"  {s['key']:<28} = {json.dumps(s['value'])}  ({s['why']})")
     for c in r["refused"]:
-        print(f"  {c['key']:<28} refused: {c['reason']}; rename it")
+        emit(f"  {c['key']:<28} refused: {c['reason']}; rename it")
     if r["approved"]:
-        print(f"Recorded as sha256 {r['sha256']} in {r['store']}; a change to the file needs approval "
-              "again, `para trust --revoke` withdraws it.")
+        emit(f"Recorded as sha256 {r['sha256']} in {r['store']}; a change to the file needs approval "
+             "again, `para trust --revoke` withdraws it.")
     elif gated:
         if r["approval"]:
-            print(f"(An earlier content, sha256 {str(r['approval'].get('sha256'))[:16]}…, was approved; "
-                  "the file changed since.)")
-        print(f"This content has sha256 {r['sha256']}. If you read all of the above and want it to run as you, "
-              f"approve exactly this content with:\n  para trust --approve {r['sha256']}")
+            emit(f"(An earlier content, sha256 {str(r['approval'].get('sha256'))[:16]}…, was approved; "
+                 "the file changed since.)")
+        emit(f"This content has sha256 {r['sha256']}. If you read all of the above and want it to run as you, "
+             f"approve exactly this content with:\n  para trust --approve {r['sha256']}")
 
 
 # ---- sidecar and MCP setup ------------------------------------------------------------------
 
 def print_sidecar_status(info: dict[str, Any] | None, socket: str) -> None:
     if info:
-        print(f"sidecar {info['version']} running, pid {info['pid']}, socket {socket}")
+        emit(f"sidecar {info['version']} running, pid {info['pid']}, socket {socket}")
         for r in info["repos"]:
-            print(f"  serving {r}")
+            emit(f"  serving {r}")
     else:
-        print(f"no sidecar running on {socket}")
+        emit(f"no sidecar running on {socket}")
 
 
 def print_mcp_init(results: list[dict[str, Any]]) -> None:
     for r in results:
-        print(f"{r['path']}: para server {r['action']} ({r['entry']['command']} {' '.join(r['entry']['args'])})")
+        emit(f"{r['path']}: para server {r['action']} ({r['entry']['command']} {' '.join(r['entry']['args'])})")
         if r["tracked"]:
-            print("  note: this file is tracked by git; it now holds this machine's path of para")
+            emit("  note: this file is tracked by git; it now holds this machine's path of para")
         elif r["excluded"]:
-            print("  kept out of commits through .git/info/exclude")
+            emit("  kept out of commits through .git/info/exclude")

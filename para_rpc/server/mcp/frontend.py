@@ -75,12 +75,22 @@ class McpFrontend:
                 await self.bus.publish(ResourceUpdated(uri=uri))
             except Exception:  # a listener that went away must not break the emitter
                 log.exception("resource update for %s failed", uri)
-            for conn, uris_wanted in list(self.subscribed.items()):
-                if uri in uris_wanted:
-                    try:  # a client that stopped reading holds up only this update, for a while
-                        await asyncio.wait_for(conn.send_resource_updated(uri), SEND_TIMEOUT)
-                    except Exception:
-                        log.warning("resource update for %s to a subscriber failed", uri, exc_info=True)
+        # Every subscriber at once: one that stopped reading must not hold up the others.
+        await asyncio.gather(*(self._send_updates(conn, [u for u in uris if u in wanted])
+                               for conn, wanted in list(self.subscribed.items()) if wanted & set(uris)))
+
+    async def _send_updates(self, conn: Connection, uris: list[str]) -> None:
+        for uri in uris:
+            try:
+                await asyncio.wait_for(conn.send_resource_updated(uri), SEND_TIMEOUT)
+            except TimeoutError:
+                # It stopped reading: it loses its subscriptions (it may subscribe again) rather
+                # than cost every later event another wait.
+                self.subscribed.pop(conn, None)
+                log.warning("dropped the subscriptions of an MCP client that stopped reading (%s)", uri)
+                return
+            except Exception:
+                log.warning("resource update for %s to a subscriber failed", uri, exc_info=True)
 
     # -- resources/subscribe (2024-11-05 .. 2025-11-25; 2026-07-28 uses subscriptions/listen)
 
