@@ -152,12 +152,16 @@ def crash_all_at(hook, sidecar: Sidecar, repo: Path, *para_args: str) -> None:
         wait_until(lambda: hook.marker.exists() or cli.poll() is not None, what=f"the {hook.path.name} hook")
         assert hook.marker.exists(), f"`para {' '.join(para_args)}` ended before the hook: {cli.communicate()}"
         doomed = descendants(sidecar.pid)
-        os.kill(sidecar.pid, signal.SIGKILL)
-        for pid in doomed:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        # Frozen first, all of them, then killed: killed one by one, a hook that died before
+        # its git let that git run on past the crash point (seen under load).
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in doomed:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            if sig == signal.SIGSTOP:
+                os.kill(sidecar.pid, signal.SIGKILL)
         sidecar.proc.wait(timeout=30)
         wait_until(lambda: not any(pid_alive(p) for p in doomed), what="git to die with the sidecar")
         hook.path.unlink()

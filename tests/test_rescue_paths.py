@@ -262,9 +262,11 @@ def test_clean_deletes_only_backups_older_than_backup_days(api: Api) -> None:
     assert rev(repo, "refs/para/backup/by-hand") == new_sha
     assert [e["data"] for e in events(api, seen, "cleaned")] == [{"actions": len(done["actions"])}]
 
-    # With clean.backup_days = 0 every dated backup is expired.
-    cli_json("clean", cwd=repo, env={"PARA_CLEAN_BACKUP_DAYS": "0"})
-    assert backups(repo, "new") == {} and backups(repo, "old") == {}
+    # clean.backup_days is at least 1: a backup made today never goes in the next clean, not
+    # even when asked (red team RB1: a config change then two cleans deleted unmerged work).
+    cli_json("clean", cwd=repo, env={"PARA_CLEAN_BACKUP_DAYS": "0"}, expect=6)
+    cli_json("clean", cwd=repo, env={"PARA_CLEAN_BACKUP_DAYS": "1"})
+    assert backups(repo, "old") == {old_ref: old_sha} and backups(repo, "new") == {new_ref: new_sha}
     assert rev(repo, "refs/para/backup/by-hand") == new_sha
     assert_checkout_clean_at(repo, "main")
 
