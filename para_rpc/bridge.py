@@ -54,6 +54,22 @@ def connect() -> socket.socket:
     return sock
 
 
+_STDOUT = threading.Lock()  # (MCP: the stdin thread's parse errors go between whole lines)
+
+
+def _parse_error(line: bytes) -> bytes | None:
+    """The JSON-RPC answer to an MCP line that is not JSON, else None. The MCP SDK drops such
+    a line without a word, and a client waiting for its answer would wait forever."""
+    if not line.strip():
+        return None
+    try:
+        json.loads(line)
+        return None
+    except (ValueError, RecursionError) as e:
+        return json.dumps({"jsonrpc": "2.0", "id": None, "error": {
+            "code": -32700, "message": f"Parse error: the line is not JSON ({type(e).__name__})"}}).encode() + b"\n"
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -168,6 +184,7 @@ def _error_frame(msg_id: Any, message: str) -> bytes:
 
 def _stdin_to_socket(sock: socket.socket, state: dict[str, bool], inflight: InFlight | None) -> None:
     framer = Framer() if inflight is not None else None
+    lines = b""  # MCP: the start of a line not complete yet
     try:
         while True:
             data = os.read(0, CHUNK)
@@ -175,9 +192,23 @@ def _stdin_to_socket(sock: socket.socket, state: dict[str, bool], inflight: InFl
                 state["stdin_closed"] = True
                 if framer is not None:
                     sock.sendall(framer.rest())
+                elif lines:
+                    sock.sendall(lines)
                 break
             if framer is None or inflight is None:
-                sock.sendall(data)
+                lines += data
+                cut = lines.rfind(b"\n") + 1
+                whole, lines = lines[:cut], lines[cut:]
+                good = []
+                for line in whole.splitlines(keepends=True):
+                    answer = _parse_error(line)
+                    if answer is None:
+                        good.append(line)
+                    else:
+                        with _STDOUT:
+                            _write_all(1, answer)
+                if good:
+                    sock.sendall(b"".join(good))
                 continue
             frames = framer.feed(data)
             for frame, body_at in frames:
@@ -202,12 +233,18 @@ def pump(sock: socket.socket, name: str = "para mcp", inflight: InFlight | None 
     framer = Framer() if inflight is not None else None
     threading.Thread(target=_stdin_to_socket, args=(sock, state, inflight), daemon=True).start()
     failure = None
+    partial = b""  # MCP: written up to the last whole line
     try:
         data = pending
         while True:
             if data:
                 if framer is None or inflight is None:
-                    _write_all(1, data)
+                    partial += data
+                    cut = partial.rfind(b"\n") + 1
+                    if cut:
+                        with _STDOUT:
+                            _write_all(1, partial[:cut])
+                        partial = partial[cut:]
                 else:
                     frames = framer.feed(data)
                     for frame, body_at in frames:
@@ -217,6 +254,8 @@ def pump(sock: socket.socket, name: str = "para mcp", inflight: InFlight | None 
             data = sock.recv(CHUNK)
             if not data:
                 break
+        if partial:
+            _write_all(1, partial)
     except BrokenPipeError:
         return 0  # the client went away
     except KeyboardInterrupt:
