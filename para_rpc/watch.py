@@ -130,12 +130,6 @@ class Watcher:
         finally:
             self._lock.release()
 
-    def retain(self, roots: set[str]) -> None:
-        """Forget every root not in `roots` (sessions that ended)."""
-        with self._lock:
-            for root in [x for x in self._roots if x not in roots]:
-                self._drop(self._roots.pop(root))
-
     # -- internals (called with the lock held)
 
     def _add(self, r: _Root, root: str, path: str) -> bool:

@@ -88,6 +88,13 @@ def _stat_key(paths: list[str]) -> tuple[tuple[int, int, int, int] | None, ...]:
     return tuple(out)
 
 
+def _repo_files_key(repo: Repo, also: str) -> tuple[tuple[int, int, int, int] | None, ...]:
+    """`_stat_key` of the configuration a git answer depends on: the repository's config, the
+    user's git files and `also` (a path under the common directory)."""
+    return _stat_key([os.path.join(repo.common_dir, "config"), os.path.join(repo.common_dir, also),
+                      *_user_git_files()])
+
+
 def _user_git_files() -> list[str]:
     """The user's git configuration and global excludes (their default places; a moved
     core.excludesFile is not followed, it is rarely edited while sessions run)."""
@@ -786,8 +793,7 @@ class ServiceCore:
         index (watched, watch.py), its HEAD (from `git worktree list`), and what decides what
         is ignored or how files compare (the repository's and the user's config and excludes).
         Where nothing can be watched, git is asked every time."""
-        shared = _stat_key([os.path.join(repo.common_dir, "info", "exclude"), os.path.join(repo.common_dir, "config"),
-                            *_user_git_files()])
+        shared = _repo_files_key(repo, "info/exclude")
         sem = asyncio.Semaphore(STATUS_CONCURRENCY)
         new = [wt.path for _, wt in worktrees if not self.watcher.watching(wt.path)]
         if new and self.watcher.available:
@@ -820,8 +826,7 @@ class ServiceCore:
     def _merge_settings(self, repo: Repo) -> object:
         """What a merge of two given commits depends on besides them: the repository's and the
         user's config (merge drivers, conflict style) and info/attributes."""
-        return _stat_key([os.path.join(repo.common_dir, "config"), os.path.join(repo.common_dir, "info", "attributes"),
-                          *_user_git_files()])
+        return _repo_files_key(repo, "info/attributes")
 
     def _watch_all(self, paths: list[str]) -> None:
         for path in paths:
