@@ -20,15 +20,26 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agents_util import Api, agent_env, agent_scripts, api  # noqa: F401  (fixtures)
 from agents_crash_util import crash_during
-from conftest import commit_file, git, rev, run_para, start_sidecar, shutdown_sidecar, wait_until
+from agents_util import Api, agent_env, agent_scripts, api  # noqa: F401  (fixtures)
+from conftest import (
+    commit_file,
+    git,
+    rev,
+    run_para,
+    shutdown_sidecar,
+    start_sidecar,
+    stop_pid,
+    wait_until,
+)
 from test_crash import ZERO, ref_update
 
 
@@ -156,13 +167,15 @@ def test_a_rewritten_git_file_never_runs_the_agents_config(api: Api, repo: Path,
     shown = json.loads(run_para("show", "box1", "--json", cwd=repo).stdout)
     assert any("no longer names the git directory" in n for n in shown["notes"]), shown["notes"]
     assert shown["dirty"] is True
-    assert "wip.txt" in json.dumps(api.call("para/diff", session="box1"))
-    api.call("para/status", session="box1")
-    run_para("list", cwd=worktree)  # from inside the worktree too
-    run_para("conflicts", cwd=repo, check=False)
-    out = run_para("cancel", "box1", "--json", cwd=repo)
+    try:  # (a diff snapshots the worktree with `git add`: the clean filter's chance)
+        api.call("para/status", session="box1")
+        assert "wip.txt" in json.dumps(api.call("para/diff", session="box1"))
+        run_para("list", cwd=worktree)  # from inside the worktree too
+        run_para("conflicts", cwd=repo, check=False)
+        out = run_para("cancel", "box1", "--json", cwd=repo)
+    finally:
+        assert _markers(tmp_path) == [], _markers(tmp_path)
     archived = json.loads(out.stdout)["archived_branch"]
-    assert _markers(tmp_path) == [], _markers(tmp_path)
     # The work went to the real branch (archived), not into the fake repository.
     assert git("show", f"{archived}:wip.txt", cwd=repo) == "work in progress"
     assert git("show", f"{archived}:.gitattributes", cwd=repo) == "* filter=evil"
@@ -310,6 +323,37 @@ def test_a_crash_while_a_sandboxed_session_ends_is_repaired(repo: Path, runtime_
         _no_session_objects(repo)
         archived = git("for-each-ref", "--format=%(refname:short)", "refs/heads/para/archived/", cwd=repo)
         assert git("show", f"{archived.splitlines()[0]}:kept.txt", cwd=repo) == "kept"
+        _fsck_clean(repo)
+    finally:
+        shutdown_sidecar(again)
+
+
+def test_an_ended_sessions_objects_left_by_a_crash_are_moved_in_at_the_next_start(
+        repo: Path, runtime_dir: Path, agent_env: Path) -> None:
+    """What a kill -9 after a session ended and before its object directory was closed leaves
+    (the record says cancelled; the directory and its alternate line are still there, the
+    branch's commits only in it): the next start moves the objects into the common store
+    before it drops the line and the directory, so the branch stays readable."""
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0")
+    try:
+        _dispatch(repo, "late", _profile(COMMIT_AND_WAIT))
+        _wait_log(repo, "late", "COMMIT ok")
+        pid = json.loads(run_para("show", "late", "--json", cwd=repo).stdout)["agent"]["pid"]
+        os.kill(sc.pid, signal.SIGKILL)
+        sc.proc.wait(timeout=30)
+        stop_pid(pid)
+    finally:
+        shutdown_sidecar(sc, wait=False)
+    tip = rev(repo, "para/late")
+    assert tip and not (repo / ".git" / "objects" / tip[:2] / tip[2:]).exists()
+    with sqlite3.connect(repo / ".para" / "para.db") as db:
+        db.execute("UPDATE sessions SET status = 'cancelled', doc = json_set(doc, '$.status', 'cancelled') "
+                   "WHERE name = 'late'")
+    again = start_sidecar(runtime_dir, "--idle-timeout", "0")
+    try:
+        run_para("list", cwd=repo)
+        _no_session_objects(repo)
+        assert git("show", f"{tip}:kept.txt", cwd=repo) == "kept"
         _fsck_clean(repo)
     finally:
         shutdown_sidecar(again)
