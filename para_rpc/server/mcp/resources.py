@@ -49,7 +49,7 @@ def register(fe: "McpFrontend") -> None:
     async def config(repo: str | None = None) -> str:
         return _json(await _resource_call(fe, "para/config", repo, action="show"))
 
-    described = [
+    described: list[tuple[str, str, Callable[..., Awaitable[str]], str]] = [
         ("sessions", "Sessions", sessions, "The live sessions of the client's repository with their state (para_list)."),
         ("session/{name}", "One session", session, ("One session: state, branch, worktree, commits and diffstat, "
          "what its agent reported and whether it still runs, and the conflicts it is paused on.")),
