@@ -793,7 +793,7 @@ def commit_log(path: str, rev_range: str, limit: int = 20) -> list[dict[str, Any
 # ---- per-session object stores (sandboxed agents) ---------------------------------
 # A sandboxed agent must not be able to delete the repository's history, so the common
 # object store is read-only in its sandbox and the objects its git writes go to a directory
-# of the session's own (GIT_OBJECT_DIRECTORY, the common store as its alternate). While the
+# of the session's own (mounted in the common store's place, see sandbox.argv). While the
 # session lives, that directory is listed in the common store's `objects/info/alternates`, so
 # every git para runs sees the session's commits. Its objects are copied into the common
 # store (through index-pack, which checks every object it is given) before anything outside
@@ -836,10 +836,14 @@ def _write_alternates(common_dir: str, lines: list[str]) -> None:
 
 
 def open_object_dir(common_dir: str, name: str) -> str:
-    """The session's object directory, made and listed as an alternate of the common store."""
+    """The session's object directory, made and listed as an alternate of the common store.
+    In the sandbox it is mounted as the common store, and the common store read-only at its
+    `shared/`, which its own alternates name (relative: here, `shared/` is an empty directory)."""
     objects = session_object_dir(common_dir, name)
-    for sub in ("pack", "info"):
+    for sub in ("pack", "info", "shared"):
         os.makedirs(os.path.join(objects, sub), exist_ok=True)
+    with open(os.path.join(objects, "info", "alternates"), "w") as f:
+        f.write("shared\n")
     lines = _alternates(common_dir)
     if objects not in lines:
         _write_alternates(common_dir, [*lines, objects])

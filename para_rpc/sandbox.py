@@ -85,17 +85,15 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def writable_git_paths(worktree_gitdir: str, common_dir: str, branch: str, objects: str) -> list[str]:
-    """What a commit in the worktree writes: its own git dir (index, HEAD, ORIG_HEAD, its
-    reflog), the session's own object directory (`objects`: the agent's git writes there,
-    GIT_OBJECT_DIRECTORY, while the common store, which holds every branch's history, stays
-    read-only), and the directory of the branch's ref and its reflog. Git creates
-    `<ref>.lock` next to the ref, so the directory must be writable: the other branches in
-    it (the other sessions' `para/*`) are writable too, while the target branches (`main`),
-    tags, the config and hooks are not. The directories are created now, because inside the
-    sandbox git could not create them."""
+def writable_git_paths(worktree_gitdir: str, common_dir: str, branch: str) -> list[str]:
+    """What a commit in the worktree writes besides objects (see `argv`'s `objects`): its own
+    git dir (index, HEAD, ORIG_HEAD, its reflog) and the directory of the branch's ref and its
+    reflog. Git creates `<ref>.lock` next to the ref, so the directory must be writable: the
+    other branches in it (the other sessions' `para/*`) are writable too, while the target
+    branches (`main`), tags, the config and hooks are not. The directories are created now,
+    because inside the sandbox git could not create them."""
     ref_dir = os.path.dirname(branch)  # "para" for para/<name>
-    paths = [worktree_gitdir, objects]
+    paths = [worktree_gitdir]
     for top in ("refs/heads", "logs/refs/heads"):
         d = os.path.join(common_dir, top, ref_dir) if ref_dir else None
         if d is None:
@@ -122,7 +120,8 @@ def pinned_git_files(worktree_gitdir: str) -> list[str]:
 
 
 def argv(bwrap: str, agent_argv: list[str], *, worktree: str, writable: list[str], readable: list[str],
-         runtime_dir: str, channel_dir: str, network: bool, pinned: Sequence[str] = ()) -> list[str]:
+         runtime_dir: str, channel_dir: str, network: bool, pinned: Sequence[str] = (),
+         objects: tuple[str, str] | None = None) -> list[str]:
     """The whole command line: bwrap, its mounts, then the agent's own argv.
 
     Order matters (a later mount covers an earlier one): the host read-only, a private /tmp
@@ -138,6 +137,15 @@ def argv(bwrap: str, agent_argv: list[str], *, worktree: str, writable: list[str
         out += ["--bind", path, path]
     for path in pinned:  # read-only again inside a writable directory (after it)
         out += ["--ro-bind", path, path]
+    if objects is not None:
+        # The session's object directory stands in the common store's place, and the common
+        # store (every branch's history) is mounted read-only at its `shared/`, which the
+        # directory's own alternates name (git.open_object_dir). Git in the sandbox, an agent's
+        # clone or nested repository included, runs as usual, with no environment to honour
+        # or lose. (bwrap takes each source from the host's tree, not from the mounts made.)
+        session_objects, common_objects = objects
+        out += ["--bind", session_objects, common_objects,
+                "--ro-bind", common_objects, os.path.join(common_objects, "shared")]
     if not network:
         out.append("--unshare-net")
     out += ["--die-with-parent", "--setenv", "TMPDIR", "/tmp", "--chdir", worktree, "--", *agent_argv]

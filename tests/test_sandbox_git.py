@@ -112,7 +112,6 @@ echo '* filter=evil' > .gitattributes
 head=$(git rev-parse HEAD)
 env -u GIT_OBJECT_DIRECTORY -u GIT_ALTERNATE_OBJECT_DIRECTORIES git init -q --bare .fake
 echo "$common/objects" > .fake/objects/info/alternates
-echo "$GIT_OBJECT_DIRECTORY" >> .fake/objects/info/alternates
 git --git-dir=.fake update-ref refs/heads/evil "$head"
 git --git-dir=.fake symbolic-ref HEAD refs/heads/evil
 mkdir -p .fake/hooks-evil
@@ -234,19 +233,26 @@ def test_para_git_ignores_a_planted_commondir(api: Api, repo: Path, sidecar: Any
 
 # ---- RA3 -------------------------------------------------------------------------
 
-# In the sandbox: try to delete the common store's packs and a loose object, then commit,
-# gc, rebase and integrate. $1: common dir, $2: a loose object's path (relative to objects/).
+# In the sandbox: try to delete the common store's packs and a loose object, wherever the
+# store shows (its own path, and `shared/` under it, where the sandbox mounts it read-only),
+# and to empty its alternates; then commit, gc, rebase, clone and integrate.
+# $1: common dir; the rest: files of the store, relative to objects/.
 NUKE = r"""
-common=$1; loose=$2
-for p in "$common"/objects/pack/*; do
-  if rm -f "$p" 2>/dev/null && [ ! -e "$p" ]; then echo "DELETED $p"; fi
+common=$1; shift
+for f in "$@" info/alternates; do
+  for p in "$common/objects/$f" "$common/objects/shared/$f"; do
+    [ "$p" = "$common/objects/info/alternates" ] && continue  # (its own directory's: its to break)
+    [ -e "$p" ] || continue
+    if (rm -f "$p") 2>/dev/null && [ ! -e "$p" ]; then echo "DELETED $p"; fi
+    if [ -e "$p" ] && (echo > "$p") 2>/dev/null; then echo "WROTE $p"; fi
+  done
 done
-if rm -f "$common/objects/$loose" 2>/dev/null && [ ! -e "$common/objects/$loose" ]; then echo "DELETED loose"; fi
-if (echo > "$common/objects/info/alternates") 2>/dev/null; then echo "WROTE alternates"; fi
 echo one > one.txt && git add one.txt && git commit -q -m one && echo "COMMIT ok"
 echo two > two.txt && git add two.txt && git commit -q -m two && echo "COMMIT2 ok"
 git gc --quiet 2>&1 && echo "GC ok" || echo "GC failed"
 git rebase -q --exec true HEAD~2 && echo "REBASE ok"
+git clone -q "$common/.." /tmp/clone && git -C /tmp/clone log --oneline -1 && echo "CLONE ok"
+git init -q nested && git -C nested commit -q --allow-empty -m n && echo "NESTED ok" && rm -rf nested
 git log --format=%s -3
 para integrate --json >/dev/null && echo "INTEGRATE ok"
 echo "NUKE done"
@@ -265,11 +271,15 @@ def test_a_sandboxed_agent_cannot_delete_history_and_its_commits_land(api: Api, 
     for n in range(3):
         commit_file(repo, f"f{n}.txt", str(n), f"main {n}")
     loose = _common_with_loose(repo)
+    objects = repo / ".git" / "objects"
+    store = [loose] + [str(p.relative_to(objects)) for p in (objects / "pack").iterdir()]
     log_before = git("log", "--format=%H", "main", cwd=repo)
-    _dispatch(repo, "nuke", _profile(NUKE, str(repo / ".git"), loose))
+    _dispatch(repo, "nuke", _profile(NUKE, str(repo / ".git"), *store))
     log = _wait_log(repo, "nuke", "NUKE done")
     assert "DELETED" not in log and "WROTE" not in log, log
+    assert all((objects / f).exists() for f in store)
     assert "COMMIT ok" in log and "COMMIT2 ok" in log and "REBASE ok" in log, log
+    assert "CLONE ok" in log and "NESTED ok" in log, log
     assert "INTEGRATE ok" in log, log
     api.wait_event("integrated", "nuke", timeout=90)
     assert git("log", "--format=%H", "main", cwd=repo).endswith(log_before)

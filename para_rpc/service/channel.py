@@ -85,8 +85,7 @@ class Channels(ServiceCore):
         git_dir = self._checked_git_dir(repo, s)
         # Its git writes objects into a directory of its own; the common store stays read-only.
         objects = git.open_object_dir(common, s.name)
-        writable = sandbox.writable_git_paths(git_dir, common, s.branch, objects)
-        env.update(GIT_OBJECT_DIRECTORY=objects, GIT_ALTERNATE_OBJECT_DIRECTORIES=os.path.join(common, "objects"))
+        writable = sandbox.writable_git_paths(git_dir, common, s.branch)
         if s.agent is not None and s.agent.channel:
             self._close_channel(s)  # a relaunch: a new token, the old one dies with its socket
         socket, token = await self._open_channel(repo, s)
@@ -96,6 +95,7 @@ class Channels(ServiceCore):
         package = os.path.dirname(os.path.dirname(os.path.abspath(sandbox.__file__)))
         return sandbox.argv(
             bwrap, argv, worktree=s.worktree, writable=writable, pinned=sandbox.pinned_git_files(git_dir),
+            objects=(objects, os.path.join(common, "objects")),
             readable=[repo.root, repo.common_dir, home, sys.prefix, sys.base_prefix, package],
             runtime_dir=os.path.dirname(self.socket), channel_dir=os.path.dirname(socket), network=box.network)
 
