@@ -497,3 +497,15 @@ def test_a_dispatched_agent_gets_its_port_and_the_session_environment(repo: Path
     assert seen["PARA_SESSION"] == "ag" and seen["PARA_REPO"] == str(repo.resolve()) and seen["PARA_BASE"] == "main"
     assert seen["MY_VAR"] == "for agents"
     assert sessions(repo)["ag"]["ports"] == []  # released once it landed
+
+
+def test_what_the_teardown_writes_in_the_worktree_is_saved_by_cancel(repo: Path):
+    """The teardown runs before the save (with the agent thawed): a file it writes in the
+    worktree is committed with the rest of the work on the archive branch (the worktree's
+    state is read again after it; without a teardown, once)."""
+    configure(teardown=[PY, "-c", "import pathlib; pathlib.Path('late.txt').write_text('from the teardown\\n')"])
+    wt = Path(call("start", "t3", cwd=repo)[1]["worktree"])  # (clean until the teardown writes)
+    rc, r = call("cancel", "t3", cwd=repo)
+    assert rc == 0, r
+    assert not wt.exists()
+    assert git("show", f"{r['archived_branch']}:late.txt", cwd=repo) == "from the teardown"

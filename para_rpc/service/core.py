@@ -479,11 +479,12 @@ class ServiceCore:
             candidates = [cfg["base_branch"]]
         else:
             candidates = []
-            origin = await git.symbolic_ref(repo.root, "refs/remotes/origin/HEAD")
+            origin, default, current = await asyncio.gather(  # (three reads: at once)
+                git.symbolic_ref(repo.root, "refs/remotes/origin/HEAD"),
+                git.config_value(repo.root, "init.defaultBranch"), git.symbolic_ref(repo.root, "HEAD"))
             if origin and "/" in origin:
                 candidates.append(origin.split("/", 1)[1])
-            trunks = [b for b in (await git.config_value(repo.root, "init.defaultBranch"), "main", "master") if b]
-            current = await git.symbolic_ref(repo.root, "HEAD")
+            trunks = [b for b in (default, "main", "master") if b]
             candidates += ([current] if current in trunks else []) + trunks + ([current] if current else [])
         for b in candidates:
             sha = await git.resolve(repo.root, f"refs/heads/{b}")
