@@ -33,10 +33,10 @@ def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path
     try:
         run_para("list", "--json", cwd=repo)  # (the repository is opened: not part of either count)
 
-        def ran(*argv: str) -> list[str]:
+        def ran(*argv: str, name: str = "w") -> list[str]:
             calls.write_text("")
             proc = run_para(*argv, "--json", cwd=repo)
-            assert json.loads(proc.stdout)["name"] == "w"
+            assert json.loads(proc.stdout)["name"] == name, proc.stdout
             return [_subcommand(line) for line in calls.read_text().splitlines()]
 
         started = ran("start", "w")
@@ -49,5 +49,15 @@ def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path
         # after a teardown that did not run; the archive name and the refs in its way are one listing.
         assert [c for c, n in Counter(cancelled).items() if n > 1] == [], cancelled
         assert not [c for c in cancelled if c.startswith("show-ref")], cancelled
+
+        run_para("start", "i", cwd=repo)
+        (repo / ".para" / "worktrees" / "i" / "work.txt").write_text("work\n")
+        integrated = ran("integrate", "done", "--session", "i", name="i")
+        assert [c for c in integrated if c.startswith("update-ref -m para: integrate i refs/heads/main")], integrated
+        # The worktree's state is read before the work is committed and again before the worktree
+        # goes (not a third time after a teardown that did not run); the fork point once.
+        counts = Counter(integrated)
+        assert counts["ls-files --stage -z"] == 2 and counts["status --porcelain=v1 -z --untracked-files=all"] <= 3
+        assert [c for c, n in counts.items() if c.startswith("merge-base ") and n > 1] == [], integrated
     finally:
         shutdown_sidecar(sc)
