@@ -104,8 +104,10 @@ class Channels(ServiceCore):
         package = os.path.dirname(os.path.dirname(os.path.abspath(sandbox.__file__)))
         return sandbox.argv(
             bwrap, argv, worktree=s.worktree, writable=writable,
-            readable=[repo.root, repo.common_dir, home, sys.prefix, sys.base_prefix, package],
-            runtime_dir=os.path.dirname(self.socket), channel_dir=os.path.dirname(socket), network=box.network)
+            readable=[repo.root, repo.common_dir, home, sys.prefix, sys.base_prefix,
+                      os.path.dirname(os.path.realpath(sys.executable)), package],
+            runtime_dir=os.path.dirname(self.socket), channel_dir=os.path.dirname(socket), network=box.network,
+            env=env)
 
     def _checked_git_dir(self, repo: Repo, s: Session) -> str:
         """The git dir a sandbox of `s` may write: the one git made with the worktree (never
