@@ -556,13 +556,66 @@ def _send(pid: int, exit_file: str, procs: dict[int, int], sig: signal.Signals) 
                 os.kill(p, s)
 
 
-async def stop_run(pid: int | None, exit_file: str | None, grace: float, since: float = 0.0) -> dict[str, Any]:
-    """SIGTERM every process of an agent run, SIGKILL what is left after `grace` seconds.
+def worktree_processes(worktree: str, exit_file: str, since: float) -> dict[int, int]:
+    """{pid: start time} of the processes an agent run left in its worktree without its mark:
+    current directory (or root) in `worktree`, started after the run began (`since`, epoch
+    seconds), no controlling terminal, not carrying another run's mark, not under a shared
+    daemon (tmux, screen), never the sidecar. A daemon that scrubbed its environment
+    (`env -i setsid ...`, red team RA4) is one; the user's shell or editor in the worktree is
+    not: started before the run, or holding a terminal. Blocking: call it from a worker thread."""
+    if not since:
+        return {}  # who started after the run cannot be told: nothing is taken for the agent's
+    top = os.path.realpath(worktree)
+    try:  # (/proc/uptime has hundredths where btime has whole seconds: a shell opened just before counts as before)
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return {}
+    first_tick = (uptime - (time.time() - since) - 0.1) * os.sysconf("SC_CLK_TCK")
+    table = _processes()
+    found = {}
+    for p in table.values():
+        if p.start < first_tick or p.pid == os.getpid():
+            continue
+        places = []
+        for link in ("cwd", "root"):
+            with contextlib.suppress(OSError):
+                places.append(os.readlink(f"/proc/{p.pid}/{link}").removesuffix(" (deleted)"))
+        if not any(_under(place, top) for place in places) or _tty(p.pid):
+            continue
+        mark = _run_env(p.pid)
+        if (mark is not None and mark != exit_file) or _under_shared(p.pid, table):
+            continue
+        if "para_rpc.server.sidecar" not in _cmdline(p.pid):
+            found[p.pid] = p.start
+    return found
+
+
+def _tty(pid: int) -> int:
+    """The controlling terminal of `pid` (0: none)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[4])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+async def stop_run(pid: int | None, exit_file: str | None, grace: float, since: float = 0.0,
+                   worktree: str | None = None) -> dict[str, Any]:
+    """SIGTERM every process of an agent run, SIGKILL what is left after `grace` seconds;
+    with `worktree`, also what it left running there (`worktree_processes`).
     Returns what was signalled: {pgid, group, pids, signals, left_running}."""
     result: dict[str, Any] = {"pgid": pid, "group": False, "pids": [], "signals": [], "left_running": []}
     if not pid or not exit_file:
         return result
     leader, procs = await asyncio.to_thread(run_processes, pid, exit_file, since)
+    if worktree:
+        left_behind = await asyncio.to_thread(worktree_processes, worktree, exit_file, since)
+        procs = {**left_behind, **procs}
     if not procs:
         return result
     result.update(group=leader, pids=sorted(procs))

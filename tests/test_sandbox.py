@@ -501,3 +501,20 @@ def test_the_hosts_unix_sockets_are_out_of_reach(api: Api, repo: Path, sidecar: 
     assert got["para_status"] == "ok" and got["write_worktree"] == "ok", got
     api.wait_event("integrated", "sockets", timeout=90)
     assert git("show", "main:made-in-sandbox.txt", cwd=repo) == "the agent was here"
+
+
+def test_stop_ends_a_sandboxed_agents_detached_daemon(api: Api, repo: Path, sidecar: Any) -> None:
+    """RA4 in the sandbox: the agent's own pid namespace ends with it, so a daemon that left its
+    process group and scrubbed its environment (and ignores SIGTERM) ends at `para stop` too."""
+    from test_agents_stop import DETACHING, gone, sleepers
+    tag = f"778.{os.getpid()}"
+    env = {"PARA_AGENTS": json.dumps({"detach": {"command": [sys.executable, DETACHING, tag]}})}
+    run_para("dispatch", "fkbox", "-p", "x", "--agent", "detach", "--mode", "headless", "--sandbox", cwd=repo,
+             env=env)
+    try:
+        daemon = wait_until(lambda: sleepers(tag), 60, "the sandboxed agent's daemon")
+        run_para("stop", "fkbox", cwd=repo)
+        gone(*daemon)
+    finally:
+        for pid in sleepers(tag):
+            os.kill(pid, 9)
