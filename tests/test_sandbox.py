@@ -30,6 +30,7 @@ from para_rpc.errors import Code, ParaError
 
 from agents_util import Api, agent_env, agent_scripts, api  # noqa: F401  (fixtures)
 from conftest import (
+    make_repo,
     PROCESSES,
     full_state,
     git,
@@ -518,3 +519,26 @@ def test_stop_ends_a_sandboxed_agents_detached_daemon(api: Api, repo: Path, side
     finally:
         for pid in sleepers(tag):
             os.kill(pid, 9)
+
+
+def test_the_bound_socket_tells_nothing_of_other_sessions_or_repositories(api: Api, repo: Path, sidecar: Any,
+                                                                           listener: int, tmp_path: Path) -> None:
+    """RA10: on the bound socket `para/hello` names only its repository, and `para/wait` returns
+    only its session's events (another session's `dispatched` carries its task text)."""
+    other = make_repo(tmp_path / "other")
+    run_para("list", cwd=other)
+    secret = "the bystander's secret task"
+    run_para("dispatch", "bystander", "-p", secret, "--agent", "scripted", "--mode", "headless", cwd=repo)
+    env = _fresh(api, repo, sidecar, listener, "jailed")
+    with Connection.open(sidecar.socket) as full:  # the sidecar's own socket tells it all (the test means something)
+        assert str(other) in full.request("para/hello", {})["repos"]
+        everything = full.request("para/wait", {"cwd": str(repo), "after_event": 0, "timeout": 0})["events"]
+        assert any(e["session"] == "bystander" for e in everything)
+    with _bound(env, token=None) as conn:
+        hello = conn.request("para/hello", {"client": "test", "token": env["PARA_TOKEN"]})
+        assert hello["repos"] == [str(repo)], hello
+        waited = conn.request("para/wait", {"after_event": 0, "timeout": 0, "sessions": ["bystander"]})
+        assert waited["events"] and {e["session"] for e in waited["events"]} == {"jailed"}, waited
+        assert secret not in json.dumps(waited)
+    out = run_para("wait", "bystander", "--after", "0", "--json", "--timeout", "0", cwd="/", env=env)
+    assert "jailed" in out.stdout and secret not in out.stdout and "bystander" not in out.stdout, out.stdout

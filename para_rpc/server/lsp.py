@@ -344,23 +344,29 @@ def _make_handler(method: str) -> Handler:
         # LSP's work-done progress: a request carrying `workDoneToken` gets what the service
         # reports meanwhile (the output of session.setup) as `$/progress` notifications.
         token = params.pop("workDoneToken", None) if isinstance(params, dict) else None
-        if not isinstance(token, (str, int)) or isinstance(token, bool):
-            return await call_service(ls.service, method, params)
-
-        def report(text: str) -> None:
-            try:
-                ls.protocol.notify(types.PROGRESS, types.ProgressParams(
-                    token=token, value=types.WorkDoneProgressReport(message=text)))
-            except Exception as e:  # noqa: BLE001 a client that went away still gets its request served
-                log.info("dropping a progress notification: %s", e)
-
-        ctx = PROGRESS.set(report)
-        try:
-            return await call_service(ls.service, method, params)
-        finally:
-            PROGRESS.reset(ctx)
+        if ls.gate is not None:  # a session-bound connection: its answers are about its session only
+            return ls.gate.answer(method, await _with_progress(ls, method, params, token))
+        return await _with_progress(ls, method, params, token)
     handler.__name__ = "handle_" + method.replace("/", "_")
     return handler
+
+
+async def _with_progress(ls: ParaServer, method: str, params: Any, token: Any) -> Any:
+    if not isinstance(token, (str, int)) or isinstance(token, bool):
+        return await call_service(ls.service, method, params)
+
+    def report(text: str) -> None:
+        try:
+            ls.protocol.notify(types.PROGRESS, types.ProgressParams(
+                token=token, value=types.WorkDoneProgressReport(message=text)))
+        except Exception as e:  # noqa: BLE001 a client that went away still gets its request served
+            log.info("dropping a progress notification: %s", e)
+
+    ctx = PROGRESS.set(report)
+    try:
+        return await call_service(ls.service, method, params)
+    finally:
+        PROGRESS.reset(ctx)
 
 
 def _make_command(method: str) -> Handler:
