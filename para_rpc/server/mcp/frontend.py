@@ -170,8 +170,8 @@ class McpFrontend:
         gone = asyncio.Event()
         gone_token = CLIENT_GONE.set(gone)
         try:
-            # Lines and Out are the part of anyio's AsyncFile that stdio_server uses (readline, write, flush)
             lines = Lines(reader, pushback, on_end=gone.set)
+            # Lines and Out are the part of anyio's AsyncFile that stdio_server uses (readline, write, flush)
             async with stdio_server(stdin=lines, stdout=Out(writer)) as (rs, ws):  # type: ignore[arg-type]
                 await self.server._lowlevel_server.run(rs, ws, self._init_options)
         finally:
