@@ -556,13 +556,18 @@ def _send(pid: int, exit_file: str, procs: dict[int, int], sig: signal.Signals) 
                 os.kill(p, s)
 
 
-def worktree_processes(worktree: str, exit_file: str, since: float) -> dict[int, int]:
-    """{pid: start time} of the processes an agent run left in its worktree without its mark:
-    current directory (or root) in `worktree`, started after the run began (`since`, epoch
-    seconds), no controlling terminal, not carrying another run's mark, not under a shared
-    daemon (tmux, screen), never the sidecar. A daemon that scrubbed its environment
-    (`env -i setsid ...`, red team RA4) is one; the user's shell or editor in the worktree is
-    not: started before the run, or holding a terminal. Blocking: call it from a worker thread."""
+def worktree_processes(worktree: str, exit_file: str, since: float, run: dict[int, int]) -> dict[int, int]:
+    """{pid: start time} of the processes an agent run left in its worktree without its mark
+    (a daemon that scrubbed its environment: `env -i setsid ...`, red team RA4). Each one:
+    - has its current directory (or root) in `worktree`, started after the run began (`since`,
+      epoch seconds), has no controlling terminal, carries no other run's mark, is not under a
+      shared daemon (tmux, screen), is not the sidecar;
+    - and descends from the run: going up its parents, it meets one of `run` (the run's known
+      processes), or only processes of the same kind (started after the run, in the worktree)
+      up to an orphans' reaper (pid 1, `systemd --user`): a daemon is orphaned on purpose.
+    The user's shell or editor there is none of that: started before the run, or holding a
+    terminal, or a child of something the user started (a terminal, an editor, a shell).
+    Blocking: call it from a worker thread."""
     if not since:
         return {}  # who started after the run cannot be told: nothing is taken for the agent's
     top = os.path.realpath(worktree)
@@ -573,18 +578,35 @@ def worktree_processes(worktree: str, exit_file: str, since: float) -> dict[int,
         return {}
     first_tick = (uptime - (time.time() - since) - 0.1) * os.sysconf("SC_CLK_TCK")
     table = _processes()
-    found = {}
-    for p in table.values():
-        if p.start < first_tick or p.pid == os.getpid():
-            continue
-        places = []
+
+    def inside(pid: int) -> bool:
         for link in ("cwd", "root"):
             with contextlib.suppress(OSError):
-                places.append(os.readlink(f"/proc/{p.pid}/{link}").removesuffix(" (deleted)"))
-        if not any(_under(place, top) for place in places) or _tty(p.pid):
+                if _under(os.readlink(f"/proc/{pid}/{link}").removesuffix(" (deleted)"), top):
+                    return True
+        return False
+
+    def descends(p: Proc) -> bool:
+        seen = {p.pid}
+        while True:
+            if p.ppid in run:
+                return True
+            parent = table.get(p.ppid)
+            if parent is None or parent.pid in seen:
+                return p.ppid == 1
+            if parent.start < first_tick:
+                return parent.pid == 1 or _comm(parent.pid) == "systemd"
+            if not inside(parent.pid):
+                return False
+            seen.add(parent.pid)
+            p = parent
+
+    found = {}
+    for p in table.values():
+        if p.start < first_tick or p.pid == os.getpid() or p.pid in run or not inside(p.pid) or _tty(p.pid):
             continue
         mark = _run_env(p.pid)
-        if (mark is not None and mark != exit_file) or _under_shared(p.pid, table):
+        if (mark is not None and mark != exit_file) or _under_shared(p.pid, table) or not descends(p):
             continue
         if "para_rpc.server.sidecar" not in _cmdline(p.pid):
             found[p.pid] = p.start
@@ -614,7 +636,7 @@ async def stop_run(pid: int | None, exit_file: str | None, grace: float, since: 
         return result
     leader, procs = await asyncio.to_thread(run_processes, pid, exit_file, since)
     if worktree:
-        left_behind = await asyncio.to_thread(worktree_processes, worktree, exit_file, since)
+        left_behind = await asyncio.to_thread(worktree_processes, worktree, exit_file, since, procs)
         procs = {**left_behind, **procs}
     if not procs:
         return result

@@ -247,8 +247,9 @@ def uptime_ticks() -> float:
 
 def test_stop_ends_a_daemon_that_scrubbed_its_environment_but_never_the_users_shell(api, repo, out, tmp_path):
     """An `env -i setsid` daemon ignoring SIGTERM, left in the worktree by the agent, is stopped
-    with it; a process of the user in the same worktree, started before that run (and looking
-    just like the daemon: no terminal, no environment, its own session), is not."""
+    with it; processes of the user in the same worktree (looking just like the daemon: no
+    terminal, no environment, a session of their own), started before that run or while it
+    runs, are not."""
     tag = f"777.{os.getpid()}"
     gate = tmp_path / "gate"
     env = {"PARA_AGENTS": json.dumps({"detach": {"command": [sys.executable, DETACHING, tag, str(gate)]}})}
@@ -263,14 +264,19 @@ def test_stop_ends_a_daemon_that_scrubbed_its_environment_but_never_the_users_sh
         gate.write_text("")
         run_para("restart", "fk", cwd=repo, env=env)
         daemon = wait_until(lambda: sleepers(tag), 30, "the agent's daemon")
+        # One the user starts there while the agent runs (a command run by an editor): not the agent's.
+        late = subprocess.Popen(["sleep", "602"], cwd=detail["worktree"], env={"PATH": os.environ["PATH"]},
+                                start_new_session=True, stdin=subprocess.DEVNULL)
         run_para("stop", "fk", cwd=repo)
         gone(*daemon)
         assert users.poll() is None, "para stop killed the user's own process in the worktree"
-        # `para cancel` after it: the user's process still runs (cancel names it, as before).
+        assert late.poll() is None, "para stop killed a process the user started in the worktree"
+        # `para cancel` after it: the user's processes still run (cancel names them, as before).
         run_para("cancel", "fk", cwd=repo)
-        assert users.poll() is None
+        assert users.poll() is None and late.poll() is None
     finally:
-        users.kill()
-        users.wait()
+        for proc in (users, *([late] if "late" in locals() else [])):
+            proc.kill()
+            proc.wait()
         for pid in sleepers(tag):
             os.kill(pid, signal.SIGKILL)
