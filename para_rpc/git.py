@@ -13,7 +13,7 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,10 +182,20 @@ async def refs(cwd: str | Path, *patterns: str) -> dict[str, tuple[str, int]]:
 async def ref_in_the_way(cwd: str | Path, ref: str) -> str | None:
     """An existing ref that keeps `ref` from being created: git stores refs as paths, so
     refs/heads/a blocks refs/heads/a/b and refs/heads/a/b blocks refs/heads/a."""
+    family = ref_family(ref)
+    return blocking_ref(ref, await refs(cwd, family)) if family else None
+
+
+def ref_family(ref: str) -> str | None:
+    """The refs to list (a for-each-ref pattern) to tell whether `ref` exists or what keeps it
+    from being created (`blocking_ref`); None for a ref outside any such family."""
     parts = ref.split("/")
-    if len(parts) < 3:
-        return None
-    for other in await refs(cwd, "/".join(parts[:3])):
+    return "/".join(parts[:3]) if len(parts) >= 3 else None
+
+
+def blocking_ref(ref: str, family: Iterable[str]) -> str | None:
+    """The ref of `family` (listed by `ref_family(ref)`) that keeps `ref` from being created."""
+    for other in family:
         if ref.startswith(other + "/") or other.startswith(ref + "/"):
             return other
     return None

@@ -298,3 +298,17 @@ def test_unknown_method_is_method_not_found(sidecar, rpc):
     reply = raw_request(rpc, "para/nope", {})
     assert reply["error"]["code"] == -32601
     assert hello(rpc)["pid"] == sidecar.pid
+
+
+def test_a_request_the_client_cancels_is_answered_as_cancelled(sidecar, rpc, para_json, repo):
+    """LSP's `$/cancelRequest` for a read in flight (a `para/wait` that would wait ten minutes):
+    it ends at once with -32800, and the connection serves on."""
+    para_json("start", "waited")
+    rpc.send({"jsonrpc": "2.0", "id": 77, "method": "para/wait",
+              "params": {"cwd": str(repo), "sessions": ["waited"], "timeout": 600}})
+    rpc.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 77}})
+    reply = rpc.read()
+    while reply.get("id") != 77:
+        reply = rpc.read()
+    assert reply["error"]["code"] == -32800, reply
+    assert hello(rpc)["pid"] == sidecar.pid

@@ -1,7 +1,7 @@
 """The gate of a session-bound connection (see service/channel.py for the sockets themselves).
 
 A sandboxed agent's `para` reaches the sidecar on a socket of its own session. Every message
-on such a connection passes `Gate.admit` first, in the message loop of server/lsp.py, before
+on such a connection passes `Gate.admit` first, in the message loop of server/rpc.py, before
 pygls or the service see it: this is the one place that decides what a confined agent may do.
 
 - nothing but `para/hello` carrying the session's token (compared in constant time) until one did;

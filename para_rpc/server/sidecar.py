@@ -27,8 +27,8 @@ from para_rpc import __version__, config, runtime, trust
 from para_rpc.errors import ParaError
 from para_rpc.model import Binding, DomainEvent
 from para_rpc.server.bound import Gate
-from para_rpc.server.lsp import Hub
-from para_rpc.server.mcp_host import McpHost, parse_http_address
+from para_rpc.server.mcp_host import PRELOAD_AFTER, McpHost, parse_http_address
+from para_rpc.server.rpc import Hub, preload_lsp
 from para_rpc.service import Service
 from para_rpc.service.invoke import CLIENT_GONE
 from para_rpc.service.ports import Ports
@@ -177,6 +177,7 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     mcp.preload()
+    lsp_preload = loop.call_later(PRELOAD_AFTER, preload_lsp)  # (an editor's `initialize` then waits for none)
     try:  # the agents of live sandboxed sessions hold these paths: listen there again
         restored = await service.restore_channels()
         if restored:
@@ -217,6 +218,7 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
     released = await service.release_all_frozen()  # no agent stays paused behind this sidecar
     if released:
         log.info("paused agent processes released: %s", "; ".join(released))
+    lsp_preload.cancel()
     await mcp.close()
     for ls in list(hub.conns):
         ls.close()

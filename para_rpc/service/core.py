@@ -505,11 +505,12 @@ class ServiceCore:
             candidates = [cfg["base_branch"]]
         else:
             candidates = []
-            origin = await git.symbolic_ref(repo.root, "refs/remotes/origin/HEAD")
+            origin, default, current = await asyncio.gather(  # (three reads: at once)
+                git.symbolic_ref(repo.root, "refs/remotes/origin/HEAD"),
+                git.config_value(repo.root, "init.defaultBranch"), git.symbolic_ref(repo.root, "HEAD"))
             if origin and "/" in origin:
                 candidates.append(origin.split("/", 1)[1])
-            trunks = [b for b in (await git.config_value(repo.root, "init.defaultBranch"), "main", "master") if b]
-            current = await git.symbolic_ref(repo.root, "HEAD")
+            trunks = [b for b in (default, "main", "master") if b]
             candidates += ([current] if current in trunks else []) + trunks + ([current] if current else [])
         for b in candidates:
             sha = await git.resolve(repo.root, f"refs/heads/{b}")
@@ -819,9 +820,10 @@ class ServiceCore:
                                 else "it had no commits and no files"))
         return lines
 
-    async def _refuse_bare_gitlinks(self, repo: Repo, s: Session, target: str, tip: str) -> None:
+    async def _refuse_bare_gitlinks(self, repo: Repo, s: Session, target: str, tip: str) -> str | None:
         """A repository committed inside the session without a .gitmodules entry would land on
-        `target` as an empty gitlink no clone can fill: refused, naming the path and the fix."""
+        `target` as an empty gitlink no clone can fill: refused, naming the path and the fix.
+        Returns the fork point of `tip` and `target` it looked from (None: no common history)."""
         fork = await git.merge_base(repo.root, f"refs/heads/{target}", tip)
         links = await git.unmapped_gitlinks(repo.root, fork, tip) if fork else []
         if links:
@@ -832,6 +834,7 @@ class ServiceCore:
                             f"would land as an empty directory; in {where} run `git rm --cached -- {links[0]}` and "
                             f"commit (or make it a submodule with `git submodule add URL {links[0]}`), then "
                             "integrate again", session=s.name, paths=links)
+        return fork
 
     async def _dirty(self, repo: Repo, worktrees: list[tuple[str, git.Worktree]]) -> dict[str, bool]:
         """Whether each worktree has uncommitted changes, by its session's path. Git is asked
