@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
 import socket
 import subprocess
 import time
@@ -116,11 +117,25 @@ def hello(conn: Connection) -> dict[str, Any]:
     return result
 
 
+# The read end of each spawned sidecar's readiness pipe, by pid (see wait_for_sidecar).
+_READY: dict[int, int] = {}
+
+
 def spawn_sidecar() -> subprocess.Popen[bytes]:
     runtime.ensure_private_dir(runtime.socket_path().parent)
-    return subprocess.Popen(runtime.python("-m", "para_rpc.server.sidecar"),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen(runtime.python("-m", "para_rpc.server.sidecar"),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                                pass_fds=(w,), env={**os.environ, runtime.READY_FD_ENV: str(w)})
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    _READY[proc.pid] = r
+    return proc
 
 
 def _log_tail(lines: int = 5) -> str:
@@ -132,6 +147,14 @@ def _log_tail(lines: int = 5) -> str:
 
 def wait_for_sidecar(proc: subprocess.Popen[bytes] | None, timeout: float = START_TIMEOUT) -> Connection:
     deadline = time.monotonic() + timeout
+    ready = _READY.pop(proc.pid, None) if proc is not None else None
+    if ready is not None:
+        # The sidecar writes to its pipe once it listens (or closes it by exiting: another one
+        # won the lock, or it failed): waited for, not polled, so the first call starts sooner.
+        try:
+            select.select([ready], [], [], timeout)
+        finally:
+            os.close(ready)
     while True:
         try:
             return Connection.open()

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
@@ -67,7 +68,29 @@ def acquire_lock() -> int | None:
     return fd
 
 
-async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
+def _take_ready_fd() -> int | None:
+    """The pipe the CLI that started us waits on (client.spawn_sidecar), out of the environment
+    so that nothing we start inherits the variable; None unless it names a pipe."""
+    value = os.environ.pop(runtime.READY_FD_ENV, None)
+    try:
+        fd = int(value) if value is not None else None
+        return fd if fd is not None and stat.S_ISFIFO(os.fstat(fd).st_mode) else None
+    except (ValueError, OSError):
+        return None
+
+
+def _tell_ready(fd: int | None) -> None:
+    if fd is None:
+        return
+    try:
+        os.write(fd, b"1")
+    except OSError:  # the CLI that waited went away: nothing to tell
+        pass
+    finally:
+        os.close(fd)
+
+
+async def serve(idle_timeout: float, mcp_http: str | None = None, ready_fd: int | None = None) -> int:
     sock_path = runtime.socket_path()
     runtime.ensure_private_dir(sock_path.parent)
     lock_fd = acquire_lock()
@@ -172,6 +195,7 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
 
     await mcp.listen()  # before the JSON-RPC socket: whoever reaches us finds MCP too
     server, sock_ino = await runtime.bind_private_unix(sock_path, on_connect)  # (we hold the lock)
+    _tell_ready(ready_fd)
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -267,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also serve MCP over streamable HTTP on this loopback address, with a bearer token "
                          "in <socket>.mcp-token (env PARA_MCP_HTTP; off by default)")
     args = ap.parse_args(argv)
+    ready_fd = _take_ready_fd()
     if args.mcp_http:
         try:
             parse_http_address(args.mcp_http)
@@ -286,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pygls").setLevel(logging.CRITICAL)  # it logs expected errors with tracebacks
     idle = args.idle_timeout if args.idle_timeout is not None else _idle_default()
     _use_pidfd_child_watcher()
-    return asyncio.run(serve(idle, args.mcp_http))
+    return asyncio.run(serve(idle, args.mcp_http, ready_fd))
 
 
 if __name__ == "__main__":
