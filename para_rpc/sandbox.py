@@ -181,6 +181,7 @@ def _cover_sockets(sockets: list[str], mounted: list[str], writable: list[str], 
         else:
             out += ["--tmpfs", directory]
             covered.append(directory)
+    return out
 
 
 def pinned_git_files(worktree_gitdir: str) -> list[str]:
