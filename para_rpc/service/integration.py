@@ -165,6 +165,7 @@ class Integration(ServiceCore):
             journaled(s).data.update(old=old, new=new)  # journal before the target moves
             repo.store.save(s)
             if new != old:
+                await self._absorb_objects(repo, s)  # out of the sandboxed agent's reach first
                 await integrate.advance_target(repo.root, target, old, new, f"para: integrate {s.name}")
         except ParaError:
             if rewrite:  # the target did not move: the session goes back to how this attempt found it
@@ -270,6 +271,7 @@ class Integration(ServiceCore):
         s.status, s.op = Status.integrated, None
         self._release(repo, s)  # ports and exclude lines: also when the worktree was gone before
         repo.store.save(s)
+        await self._sweep_object_dirs(repo)  # (its sandbox's objects into the common store)
         self.emit(repo, "integrated", s.name, target=rec["target"], commit=new, strategy=rec["strategy"])
         if config_changed:
             self.emit(repo, "config_changed", s.name, target=rec["target"], commit=new, path=config.PROJECT_FILE)

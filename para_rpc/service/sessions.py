@@ -459,6 +459,7 @@ class Sessions(ServiceCore):
         self._release(repo, s)  # ports and exclude lines: also when the worktree was gone before
         s.queued = None  # a queued agent goes with it (a recovered session does not start one unasked)
         repo.store.save(s)
+        await self._sweep_object_dirs(repo)  # (its sandbox's objects into the common store)
         return saved, backups
 
     async def _force_clear(self, repo: Repo, s: Session) -> Session:
