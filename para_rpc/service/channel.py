@@ -96,8 +96,10 @@ class Channels(ServiceCore):
         return sandbox.argv(
             bwrap, argv, worktree=s.worktree, writable=writable, pinned=sandbox.pinned_git_files(git_dir),
             objects=(objects, os.path.join(common, "objects")),
-            readable=[repo.root, repo.common_dir, home, sys.prefix, sys.base_prefix, package],
-            runtime_dir=os.path.dirname(self.socket), channel_dir=os.path.dirname(socket), network=box.network)
+            readable=[repo.root, repo.common_dir, home, sys.prefix, sys.base_prefix,
+                      os.path.dirname(os.path.realpath(sys.executable)), package],
+            runtime_dir=os.path.dirname(self.socket), channel_dir=os.path.dirname(socket), network=box.network,
+            env=env)
 
     def _checked_git_dir(self, repo: Repo, s: Session) -> str:
         """The git dir a sandbox of `s` may write: the one git made with the worktree (never

@@ -161,7 +161,8 @@ class Control(ServiceCore):
                         "message": f"the agent of {s.name} is not running (it {ended}); nothing to stop"}
             if run.mode == "editor":
                 self.ports.notify_editors("stop_terminal", {"session": s.name, "pid": run.pid})
-            result = await agents.stop_run(run.pid, run.exit_file, cfg["agent.stop_grace"], since=run.started_at)
+            result = await agents.stop_run(run.pid, run.exit_file, cfg["agent.stop_grace"], since=run.started_at,
+                                           worktree=s.worktree)
             if run.mode == "tmux" and run.window:
                 await agents.close_tmux_window(run.window)
             run.stopped_at = now()
