@@ -883,7 +883,15 @@ def open_object_dir(common_dir: str, name: str) -> str:
 
 
 def _object_names(objects: str) -> list[str]:
-    """The ids of the loose objects of an object directory (its packs are listed by show-index)."""
+    """The ids of the loose objects of an object directory (its packs are listed by show-index).
+    Anything there that is not a regular file (a FIFO would block git reading it) is removed
+    first: it cannot be an object. Blocking: call it from a worker thread."""
+    for d in [os.path.join(objects, "pack"), *(os.path.join(objects, n) for n in os.listdir(objects) if len(n) == 2)]:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(d):
+                if entry.is_symlink() or not (entry.is_file() or entry.is_dir()):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
     names = []
     for sub in os.listdir(objects):
         if len(sub) == 2 and all(c in "0123456789abcdef" for c in sub) and os.path.isdir(os.path.join(objects, sub)):
@@ -898,7 +906,7 @@ async def absorb_objects(common_dir: str, objects: str) -> int:
     if not os.path.isdir(objects):
         return 0
     names = set(await asyncio.to_thread(_object_names, objects))
-    for idx in Path(objects, "pack").glob("*.idx"):
+    for idx in [p for p in Path(objects, "pack").glob("*.idx") if p.is_file()]:
         res = await run(common_dir, "show-index", stdin=await asyncio.to_thread(idx.read_bytes), check=False)
         names |= {line.split()[1] for line in res.out.splitlines() if len(line.split()) >= 2}
     if not names:

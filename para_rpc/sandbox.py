@@ -269,8 +269,12 @@ def argv(bwrap: str, agent_argv: list[str], *, worktree: str, writable: list[str
         # clone or nested repository included, runs as usual, with no environment to honour
         # or lose. (bwrap takes each source from the host's tree, not from the mounts made.)
         session_objects, common_objects = objects
+        # Its `info/` (its alternates, which every git para runs in the repository reads
+        # through the common store's) is read-only too: a FIFO or another path planted there
+        # would hang or redirect them all.
         out += ["--bind", session_objects, common_objects,
-                "--ro-bind", common_objects, os.path.join(common_objects, "shared")]
+                "--ro-bind", common_objects, os.path.join(common_objects, "shared"),
+                "--ro-bind", os.path.join(session_objects, "info"), os.path.join(common_objects, "info")]
         binds.append(common_objects)
     out += _cover_sockets(host_sockets() if sockets is None else sockets, [*mounted, *binds], binds, hidden)
     if not network:

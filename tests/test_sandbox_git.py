@@ -239,18 +239,20 @@ def test_para_git_ignores_a_planted_commondir(api: Api, repo: Path, sidecar: Any
 
 # In the sandbox: try to delete the common store's packs and a loose object, wherever the
 # store shows (its own path, and `shared/` under it, where the sandbox mounts it read-only),
-# and to empty its alternates; then commit, gc, rebase, clone and integrate.
+# and to empty its alternates and its own object directory's (which every git para runs reads
+# through the store's: a FIFO there would hang them all); then commit, gc, rebase, clone and integrate.
 # $1: common dir; the rest: files of the store, relative to objects/.
 NUKE = r"""
 common=$1; shift
 for f in "$@" info/alternates; do
   for p in "$common/objects/$f" "$common/objects/shared/$f"; do
-    [ "$p" = "$common/objects/info/alternates" ] && continue  # (its own directory's: its to break)
     [ -e "$p" ] || continue
     if (rm -f "$p") 2>/dev/null && [ ! -e "$p" ]; then echo "DELETED $p"; fi
     if [ -e "$p" ] && (echo > "$p") 2>/dev/null; then echo "WROTE $p"; fi
   done
 done
+if (rm -f "$common/objects/info/alternates" && mkfifo "$common/objects/info/alternates") 2>/dev/null; then
+  echo "WROTE own alternates"; fi
 echo one > one.txt && git add one.txt && git commit -q -m one && echo "COMMIT ok"
 echo two > two.txt && git add two.txt && git commit -q -m two && echo "COMMIT2 ok"
 git gc --quiet 2>&1 && echo "GC ok" || echo "GC failed"
@@ -371,3 +373,48 @@ def test_an_ended_sessions_objects_left_by_a_crash_are_moved_in_at_the_next_star
         _fsck_clean(repo)
     finally:
         shutdown_sidecar(again)
+
+
+# In the sandbox: point the worktree's HEAD at the target branch and leave work uncommitted.
+HEAD_TO_MAIN = r"""
+gd=$(git rev-parse --absolute-git-dir)
+echo "planted" > planted.txt
+printf 'ref: refs/heads/main\n' > "$gd/HEAD" && echo "HEAD moved"
+exec sleep 600
+"""
+
+
+def test_a_head_pointed_at_main_never_makes_para_commit_on_main(api: Api, repo: Path, sidecar: Any) -> None:
+    """The worktree's HEAD is in its writable git dir: an agent that points it at `main`
+    must not get para's own saves (cancel's, integrate's) committed onto `main`."""
+    before = rev(repo, "main")
+    _dispatch(repo, "headed", _profile(HEAD_TO_MAIN))
+    _wait_log(repo, "headed", "HEAD moved")
+    run_para("list", cwd=repo)
+    run_para("integrate", "--session", "headed", cwd=repo, check=False)
+    assert rev(repo, "main") == before
+    run_para("cancel", "headed", cwd=repo, check=False)
+    run_para("cancel", "headed", "--force", cwd=repo, check=False)
+    assert rev(repo, "main") == before
+    _fsck_clean(repo)
+
+
+# In the sandbox: commit, then leave FIFOs where git would read pack indexes and a loose object.
+FIFOS = r"""
+echo kept > kept.txt && git add kept.txt && git commit -q -m "kept by the agent"
+o=$(git rev-parse --git-common-dir)/objects
+mkfifo "$o/pack/pack-0000000000000000000000000000000000000000.idx" && mkdir -p "$o/00" \
+  && mkfifo "$o/00/00000000000000000000000000000000000000" && echo "FIFOS made"
+exec sleep 600
+"""
+
+
+def test_fifos_in_the_session_objects_do_not_hang_the_end_of_the_session(api: Api, repo: Path,
+                                                                         sidecar: Any) -> None:
+    """Moving the session's objects in never opens what is not a regular file there."""
+    _dispatch(repo, "fifo", _profile(FIFOS))
+    _wait_log(repo, "fifo", "FIFOS made")
+    archived = json.loads(run_para("cancel", "fifo", "--json", cwd=repo).stdout)["archived_branch"]
+    _no_session_objects(repo)
+    assert git("show", f"{archived}:kept.txt", cwd=repo) == "kept"
+    _fsck_clean(repo)
