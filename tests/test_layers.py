@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a module or p
     ("client", {"client"}),
     ("transports", {"server"}),
     ("service", {"service"}),
-    ("engines", {"integrate", "agents", "trust", "sandbox"}),
+    ("engines", {"integrate", "agents", "trust", "sandbox", "executors"}),
     ("execution", {"git", "store", "workspace", "watch"}),
     ("vocabulary", {"model", "params", "results", "methods", "errors", "names", "config", "runtime", "__init__"}),
 ]

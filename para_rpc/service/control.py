@@ -16,7 +16,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from para_rpc import agents, runtime
+from para_rpc import agents, executors, runtime
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import (
     AgentRun,
@@ -163,7 +163,7 @@ class Control(ServiceCore):
                         "message": f"the agent of {s.name} is not running (it {ended}); nothing to stop"}
             if run.mode == "editor":
                 self.ports.notify_editors("stop_terminal", {"session": s.name, "pid": run.pid})
-            result = await agents.stop_run(run.pid, run.exit_file, cfg["agent.stop_grace"], since=run.started_at)
+            result = await executors.get(run.executor).stop(run, cfg["agent.stop_grace"])
             if run.mode == "tmux" and run.window:
                 await agents.close_tmux_window(run.window)
             run.stopped_at = now()
