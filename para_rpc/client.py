@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Self
 
 from para_rpc import PROTOCOL_VERSION, __version__, runtime
@@ -116,11 +117,25 @@ def hello(conn: Connection) -> dict[str, Any]:
     return result
 
 
-def spawn_sidecar() -> subprocess.Popen[bytes]:
-    runtime.ensure_private_dir(runtime.socket_path().parent)
+def spawn_sidecar(socket: str | None = None) -> subprocess.Popen[bytes]:
+    """Start the sidecar serving `socket` (default: ours, runtime.socket_path())."""
+    path = Path(socket) if socket else runtime.socket_path()
+    runtime.ensure_private_dir(path.parent)
     return subprocess.Popen(runtime.python("-m", "para_rpc.server.sidecar"),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                            env=_sidecar_env(str(path)) if socket else None)
+
+
+# What an agent's environment says about its own session and run: never the sidecar's (its
+# later agents and hooks would inherit it; a process marked as the run's is stopped with it).
+_AGENT_ONLY = ("PARA_TOKEN", "PARA_SESSION", "PARA_WORKTREE", "PARA_AGENT_RUN", "PARA_SIDECAR_SOCKET")
+
+
+def _sidecar_env(socket: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _AGENT_ONLY}
+    env["PARA_SOCKET"] = socket
+    return env
 
 
 def _log_tail(lines: int = 5) -> str:
@@ -178,21 +193,29 @@ def _running_pid(pid: int) -> bool:
 
 def connect(autostart: bool = True) -> Connection:
     """A connection to a sidecar of our own version, starting or replacing one as needed.
-    On a session-bound socket (PARA_TOKEN set: a sandboxed agent) neither: a sidecar started
-    from there would be the agent's own, and stopping the user's is not the agent's call."""
+    On a session-bound socket (PARA_TOKEN set: an agent) never a replacement (stopping the
+    user's sidecar is not the agent's call), and a start only for an unsandboxed agent, which
+    is told the sidecar's own socket for that (PARA_SIDECAR_SOCKET): the sidecar it starts
+    listens on the agent's bound socket again. A sandboxed agent's would be its own."""
+    bound_start = None
     if os.environ.get("PARA_TOKEN"):
+        bound_start = os.environ.get("PARA_SIDECAR_SOCKET") if autostart else None
         autostart = False
     for attempt in range(2):
         try:
             conn = Connection.open()
         except (FileNotFoundError, ConnectionRefusedError):
-            if not autostart:
+            if bound_start:  # (it restores the bound sockets of live sessions before it serves)
+                conn = wait_for_sidecar(spawn_sidecar(bound_start))
+                bound_start = None
+            elif not autostart:
                 raise ParaError(Code.sidecar_unavailable,
                                 f"no sidecar is running on {runtime.socket_path()}"
                                 + ("; this is your session's socket: para listens there again once its "
                                    "sidecar runs (the session may also have ended)" if os.environ.get("PARA_TOKEN")
                                    else "")) from None
-            conn = wait_for_sidecar(spawn_sidecar())
+            else:
+                conn = wait_for_sidecar(spawn_sidecar())
         info = hello(conn)
         if info.get("protocol") == PROTOCOL_VERSION and info.get("version") == __version__:
             return conn

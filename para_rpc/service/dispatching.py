@@ -312,6 +312,9 @@ class Dispatching(ServiceCore):
         # the sidecar's own socket would let it act on any session or change the config.
         if box is None:
             await self._bind_agent(repo, s, run, env)
+            # Only to start the sidecar again after a crash (client.connect); it runs as the
+            # user anyway. A sandboxed agent cannot see this socket and is not told it.
+            env["PARA_SIDECAR_SOCKET"] = self.socket
         else:
             argv = await self._sandboxed(repo, s, run, box, argv, env, cfg)
         try:
