@@ -162,6 +162,31 @@ def wait_for_sidecar(proc: subprocess.Popen[bytes] | None, timeout: float = STAR
         time.sleep(0.02)
 
 
+def _wait_bound(proc: subprocess.Popen[bytes], sidecar_socket: str) -> Connection:
+    """After starting the sidecar for an agent: its bound socket, once it listens there again.
+    The one started finding another sidecar running that does not listen there means the
+    session has ended: said at once, not after the start timeout."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            return Connection.open()
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass
+        if proc.poll() is not None and time.monotonic() < deadline:
+            try:
+                Connection.open(sidecar_socket).close()
+            except OSError:
+                pass
+            else:
+                deadline = time.monotonic()  # the sidecar runs; one more look at the bound socket
+                continue
+        if time.monotonic() > deadline:
+            raise ParaError(Code.sidecar_unavailable, f"the sidecar does not listen on {runtime.socket_path()}, "
+                            "this session's socket: the session has ended (or its sidecar could not start: "
+                            f"see {runtime.log_path()})")
+        time.sleep(0.02)
+
+
 def wait_for_exit(timeout: float = 30.0, pid: int | None = None) -> bool:
     """Wait until no sidecar accepts connections (after a stop request) and, given its `pid`,
     until that process has exited: it closes its socket first, then finishes its work, and
@@ -206,7 +231,7 @@ def connect(autostart: bool = True) -> Connection:
             conn = Connection.open()
         except (FileNotFoundError, ConnectionRefusedError):
             if bound_start:  # (it restores the bound sockets of live sessions before it serves)
-                conn = wait_for_sidecar(spawn_sidecar(bound_start))
+                conn = _wait_bound(spawn_sidecar(bound_start), bound_start)
                 bound_start = None
             elif not autostart:
                 raise ParaError(Code.sidecar_unavailable,
