@@ -509,6 +509,7 @@ export interface AgentRun {
   stopped_at: number | null;
   sandbox: Sandbox | null;
   channel: string | null;
+  executor: string;
 }
 
 /** What the agent last said about itself with `para status`. */

@@ -539,6 +539,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field stopped_at number?
 ---@field sandbox para.Sandbox?
 ---@field channel string?
+---@field executor string
 
 --- What the agent last said about itself with `para status`.
 ---@class para.Report
