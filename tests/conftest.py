@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -46,6 +48,43 @@ CLI_TIMEOUT = 60          # a CLI call that takes longer than this is hung, not 
 EXIT_CODES = {c.exit for c in Code}
 IDENTITY = {"GIT_AUTHOR_NAME": "Para Test", "GIT_AUTHOR_EMAIL": "test@para.invalid",
             "GIT_COMMITTER_NAME": "Para Test", "GIT_COMMITTER_EMAIL": "test@para.invalid"}
+
+
+# ---- a terminal ---------------------------------------------------------------
+
+def in_terminal(argv: list[str], cwd: Path, env: dict[str, str], answers: list[tuple[str, str]] = [],
+                timeout: float = 60.0) -> tuple[int, str]:
+    """Run `argv` on a pty; answer each prompt (a text to wait for, what to type); return the
+    exit status and all it wrote."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    out = ""
+    answered = 0   # what was read before the last answer: a prompt is looked for after it
+    pending = list(answers)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk.decode(errors="replace")
+                while pending and pending[0][0] in out[answered:]:
+                    os.write(leader, pending.pop(0)[1].encode())
+                    answered = len(out)
+            elif proc.poll() is not None:
+                break
+        return proc.wait(timeout=30), out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(leader)
 
 
 # ---- polling -----------------------------------------------------------------

@@ -187,7 +187,8 @@ def test_status_reports_are_validated_and_shown_with_evidence(api, repo, out, pa
         assert words in human
 
     refused = [(["x", "--todos", "4/3"], "DONE <= TOTAL"), (["x", "--todos", "three"], "--todos"),
-               (["x", "--tests", "maybe"], "tests"), (["   "], "1 to 500"), (["y" * 501], "1 to 500")]
+               (["x", "--tests", "maybe"], "tests"), (["   "], "is empty"), (["y" * 501], "at most 500"),
+               (["ok\x1b]0;pwned\x07"], "control characters"), (["x", "--blocked", "a\rb"], "control characters")]
     for args, words in refused:
         res = para("status", *args, "--json", cwd=path, check=False)
         assert res.returncode == 2, (args, res.stdout, res.stderr)

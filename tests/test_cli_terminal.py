@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
-import select
 import shlex
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +33,7 @@ from para_rpc.cli import complete
 from para_rpc.cli.app import app
 
 from agents_util import Api
-from conftest import PARA_ARGV, cli_env, commit_file, run_para, sidecar_pids
+from conftest import PARA_ARGV, cli_env, commit_file, in_terminal, run_para, sidecar_pids
 from test_layers import HEAVY, loaded_packages
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -354,41 +351,6 @@ def test_config_init_without_a_terminal_prints_or_refuses(sidecar: Any, repo: Pa
 
     nothing = run_para("config", "init", "--print", cwd=repo, env={"PATH": fake_path(tmp_path)}).stdout
     assert "Agent CLIs on PATH: none" in nothing and "nothing to write" in nothing
-
-
-def in_terminal(argv: list[str], cwd: Path, env: dict[str, str], answers: list[tuple[str, str]],
-                timeout: float = 60.0) -> tuple[int, str]:
-    """Run `argv` on a pty; answer each prompt (a text to wait for, what to type); return the
-    exit status and all it wrote."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=follower, stdout=follower, stderr=follower)
-    os.close(follower)
-    out = ""
-    answered = 0   # what was read before the last answer: a prompt is looked for after it
-    pending = list(answers)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(leader, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                out += chunk.decode(errors="replace")
-                while pending and pending[0][0] in out[answered:]:
-                    os.write(leader, pending.pop(0)[1].encode())
-                    answered = len(out)
-            elif proc.poll() is not None:
-                break
-        return proc.wait(timeout=30), out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(leader)
 
 
 def test_config_init_in_a_terminal_asks_then_writes(sidecar: Any, repo: Path, tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -175,24 +177,32 @@ async def _until(seen: list[str], uri: str) -> list[str]:
     return list(seen)
 
 
-async def _subscriptions_work(s: ClientSession, seen: list[str], trigger: Any, tag: str, read: bool = True) -> None:
-    await s.subscribe_resource("para://sessions")
-    await s.subscribe_resource(f"para://session/{tag}")
-    await s.subscribe_resource("para://plans")
+async def _subscriptions_work(s: ClientSession, seen: list[str], trigger: Any, tag: str, repo: str = "") -> None:
+    """Subscribe, see updates, unsubscribe, read: with `repo`, through the `?repo=` URIs (as a
+    connection without a default repository must), spelled another way each time."""
+    q = (lambda how: f"?repo={how(repo)}") if repo else (lambda how: "")
+    sessions, plans = "para://sessions" + q(urllib.parse.quote), "para://plans" + q(str)
+    one = f"para://session/{tag}" + q(lambda p: urllib.parse.quote(p, safe=""))
+    for uri in (sessions, one, plans):
+        await s.subscribe_resource(uri)
     await trigger("para_start", {"session": tag})
-    got = await _until(seen, f"para://session/{tag}")
-    assert "para://sessions" in got and "para://plans" in got
-    await s.unsubscribe_resource("para://sessions")
-    await s.unsubscribe_resource("para://plans")
+    got = await _until(seen, one)
+    assert sessions in got and plans in got
+    await s.unsubscribe_resource(sessions)
+    await s.unsubscribe_resource(plans)
     seen.clear()
     await trigger("para_cancel", {"session": tag})
     # the updates of one event go out in order: sessions and plans first, had they been wanted
-    assert await _until(seen, f"para://session/{tag}") == [f"para://session/{tag}"]
+    assert await _until(seen, one) == [one]
     with pytest.raises(MCPError):  # not a para resource
         await s.subscribe_resource("file:///etc/passwd")
-    if read:  # the resource the update names is readable at this version too (HTTP: no default repository)
-        r = await s.read_resource(f"para://session/{tag}")
-        assert json.loads(r.contents[0].text)["status"] == "cancelled"
+    with pytest.raises(MCPError):  # a repository must be an absolute path
+        await s.subscribe_resource("para://sessions?repo=relative/dir")
+    # the resource the update names is readable at this version too
+    r = await s.read_resource(one)
+    assert json.loads(r.contents[0].text)["status"] == "cancelled"
+    listed = json.loads((await s.read_resource(sessions)).contents[0].text)
+    assert listed["repo"] == (os.path.realpath(repo) if repo else listed["repo"])
 
 
 @pytest.mark.parametrize("version", HANDSHAKE_PROTOCOL_VERSIONS)
@@ -237,7 +247,7 @@ async def test_resource_subscriptions_over_http_at_each_handshake_version(runtim
                 async def trigger(tool: str, args: dict[str, Any]) -> None:
                     r = await s.call_tool(tool, {**args, "repo": str(repo)})
                     assert not r.is_error, r.content
-                await _subscriptions_work(s, seen, trigger, tag, read=False)
+                await _subscriptions_work(s, seen, trigger, tag, repo=str(repo))
     finally:
         shutdown_sidecar(sc)
 

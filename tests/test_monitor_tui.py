@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import pty
-import select
 import subprocess
 import sys
 import time
@@ -30,7 +27,7 @@ from textual.widgets import DataTable, Static
 
 from para_rpc.tui import Confirm, MonitorApp, Pager
 
-from conftest import PARA_ARGV, cli_env, commit_file, git, rev, run_para
+from conftest import PARA_ARGV, cli_env, commit_file, git, in_terminal, rev, run_para
 
 
 async def until(pilot: Pilot[Any], predicate: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
@@ -167,41 +164,13 @@ def test_a_pipe_gets_the_plain_table_never_the_tui(sidecar: Any, repo: Path) -> 
         proc.wait(timeout=30)
 
 
-def _in_a_terminal(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 60.0) -> tuple[int, str]:
-    """Run `argv` with stdin/stdout/stderr on a pty; its exit status and everything it wrote."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=follower, stdout=follower, stderr=follower)
-    os.close(follower)
-    out = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.5)
-            if ready:
-                try:
-                    chunk = os.read(leader, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            elif proc.poll() is not None:
-                break
-        return proc.wait(timeout=30), out.decode(errors="replace")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(leader)
-
-
 def test_without_textual_a_terminal_is_told_how_to_install_it(sidecar: Any, repo: Path, tmp_path: Path) -> None:
     hide = tmp_path / "no-textual"
     (hide / "textual").mkdir(parents=True)
     (hide / "textual" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'textual'\", "
                                                   "name='textual')\n")
     env = cli_env({"PYTHONPATH": str(hide)})
-    code, out = _in_a_terminal([*PARA_ARGV, "monitor"], repo, env)
+    code, out = in_terminal([*PARA_ARGV, "monitor"], repo, env)
     assert code == 3, out
     assert "pip install 'para_rpc[tui]'" in out and "Traceback" not in out
     # the plain modes do not need it

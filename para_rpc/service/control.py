@@ -36,11 +36,9 @@ from para_rpc.params import (
     SendParams,
     StopParams,
 )
-from para_rpc.service.core import Repo, ServiceCore, log
+from para_rpc.service.core import Repo, ServiceCore, check_text, log
 
 MESSAGE_MAX = 20_000  # characters of one follow-up
-# Control characters other than newline and tab would reach the agent's terminal as such.
-_CONTROL = {chr(c) for c in range(32) if chr(c) not in "\n\t"} | {"\x7f"}
 TALKING = (Status.active, Status.conflicted, Status.integrating)
 
 
@@ -202,7 +200,7 @@ class Control(ServiceCore):
         cfg = repo.config(p.env)
         follow = None
         if p.prompt is not None:
-            follow = _check_text(p.prompt, "the follow-up")
+            follow = check_text(p.prompt, "the follow-up", MESSAGE_MAX)
         s = self._find(repo, p.session, p.cwd)
         self._require(s, Status.active, "restart")
         if s.queued is not None:
@@ -293,7 +291,7 @@ class Control(ServiceCore):
 
     async def send(self, p: SendParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
-        text = _check_text(p.message, "the message")
+        text = check_text(p.message, "the message", MESSAGE_MAX)
         async with self._locked(repo, p.session, p.cwd) as s:
             if s.status not in TALKING:
                 raise ParaError(Code.wrong_state, f"session {s.name!r} is {s.status.value}; messages are for "
@@ -356,19 +354,6 @@ class Control(ServiceCore):
         # The front end runs it, in the user's terminal and with the user's PATH (nvim needs the
         # terminal; the sidecar has none). Without --editor it picks the first one installed.
         return {**base, "via": "argv", "argv": [p.editor, s.worktree] if p.editor else None}
-
-
-def _check_text(text: str, what: str) -> str:
-    text = text.strip()
-    if not text:
-        raise ParaError(Code.invalid_input, f"{what} is empty")
-    if len(text) > MESSAGE_MAX:
-        raise ParaError(Code.invalid_input, f"{what} is {len(text)} characters; at most {MESSAGE_MAX}")
-    bad = sorted({f"U+{ord(c):04X}" for c in text if c in _CONTROL})
-    if bad:
-        raise ParaError(Code.invalid_input, f"{what} contains control characters ({', '.join(bad[:5])}); "
-                        "send plain text")
-    return text
 
 
 def _plain(m: Message) -> dict[str, Any]:

@@ -60,6 +60,26 @@ def _check_message(message: str) -> str:
     return message
 
 
+# Control characters other than newline and tab would reach terminals (the agent's, `para list`'s,
+# the editors') as such: refused in every free text para keeps and shows.
+_CONTROL = {chr(c) for c in range(32) if chr(c) not in "\n\t"} | {"\x7f"}
+
+
+def check_text(text: str, what: str, limit: int) -> str:
+    """Free text a person or agent sends (follow-ups, status reports): stripped, 1..limit
+    characters, no control characters."""
+    text = text.strip()
+    if not text:
+        raise ParaError(Code.invalid_input, f"{what} is empty")
+    if len(text) > limit:
+        raise ParaError(Code.invalid_input, f"{what} is {len(text)} characters; at most {limit}")
+    bad = sorted({f"U+{ord(c):04X}" for c in text if c in _CONTROL})
+    if bad:
+        raise ParaError(Code.invalid_input, f"{what} contains control characters ({', '.join(bad[:5])}); "
+                        "send plain text")
+    return text
+
+
 def _ensure_excluded(common_dir: str) -> None:
     """Keep para's files out of every worktree's `git status` via info/exclude
     (shared by all worktrees), never by editing a tracked .gitignore."""

@@ -48,8 +48,11 @@ from para_rpc.service.core import (
     STATUS_CONCURRENCY,
     Repo,
     ServiceCore,
+    check_text,
     log,
 )
+
+STATUS_MAX = 500  # characters of a status report's text or blocked reason: one line in `list`
 
 
 def _made(repo: Repo, name: str) -> Session:
@@ -562,9 +565,8 @@ class Dispatching(ServiceCore):
     async def report(self, p: ReportParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
         s = self._find(repo, p.session, p.cwd)
-        task = p.task.strip()
-        if not task or len(task) > 500 or "\0" in task:
-            raise ParaError(Code.invalid_input, "the status text must be 1 to 500 characters")
+        task = check_text(p.task, "the status text", STATUS_MAX)
+        blocked = check_text(p.blocked, "the blocked reason", STATUS_MAX) if p.blocked and p.blocked.strip() else None
         done = total = None
         if p.todos is not None:
             m = re.fullmatch(r"\s*(\d{1,6})\s*/\s*(\d{1,6})\s*", p.todos)
@@ -579,7 +581,7 @@ class Dispatching(ServiceCore):
         s.report = Report(task=task, tests=p.tests or (prev.tests if prev else "unknown"),
                           todos_done=done if done is not None else (prev.todos_done if prev else None),
                           todos_total=total if total is not None else (prev.todos_total if prev else None),
-                          blocked=(p.blocked.strip() or None) if p.blocked is not None else None)
+                          blocked=blocked)
         repo.store.save(s)
         self.emit(repo, "status", s.name, **to_builtins(s.report))
         result: dict[str, Any] = {"session": s.name, "report": to_builtins(s.report)}

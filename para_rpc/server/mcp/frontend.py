@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import urllib.parse
 import weakref
 from typing import Any
 
@@ -47,8 +48,9 @@ class McpFrontend:
             "para", version=__version__, title="para",
             description="Parallel AI agents in git worktrees, coordinated by one sidecar.",
             instructions=GUIDE, subscriptions=self.bus)
-        # resources/subscribe per connection (handshake-era clients): which URIs each wants pushed
-        self.subscribed: weakref.WeakKeyDictionary[Connection, set[str]] = weakref.WeakKeyDictionary()
+        # resources/subscribe per connection (handshake-era clients): which URIs each wants pushed,
+        # as the client spelled them -> as updates are published (`subscription_key`)
+        self.subscribed: weakref.WeakKeyDictionary[Connection, dict[str, str]] = weakref.WeakKeyDictionary()
         low = self.server._lowlevel_server
         low.add_request_handler("resources/subscribe", SubscribeRequestParams, self._subscribe)
         low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, self._unsubscribe)
@@ -62,7 +64,8 @@ class McpFrontend:
     def publish(self, event: DomainEvent) -> None:
         """A domain event, as MCP clients see it: resource updates of the sessions it touches
         (and of the plans, whose tasks follow their sessions)."""
-        uris = ["para://sessions", "para://plans"] + ([f"para://session/{event.session}"] if event.session else [])
+        plain = ["para://sessions", "para://plans"] + ([f"para://session/{event.session}"] if event.session else [])
+        uris = plain + [in_repo(u, event.repo) for u in plain]
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -76,8 +79,11 @@ class McpFrontend:
             except Exception:  # a listener that went away must not break the emitter
                 log.exception("resource update for %s failed", uri)
         # Every subscriber at once: one that stopped reading must not hold up the others.
-        await asyncio.gather(*(self._send_updates(conn, [u for u in uris if u in wanted])
-                               for conn, wanted in list(self.subscribed.items()) if wanted & set(uris)))
+        # Each subscriber hears of the URIs it subscribed, spelled as it spelled them, in the
+        # order above (a session's own update last).
+        await asyncio.gather(*(self._send_updates(conn, [given for key in uris for given, k in wanted.items() if k == key])
+                               for conn, wanted in list(self.subscribed.items())
+                               if not set(wanted.values()).isdisjoint(uris)))
 
     async def _send_updates(self, conn: Connection, uris: list[str]) -> None:
         for uri in uris:
@@ -103,15 +109,17 @@ class McpFrontend:
 
     async def _subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
         uri = str(params.uri)
-        if not _subscribable(uri):
+        key = subscription_key(uri)
+        if key is None:
             raise MCPError(code=INVALID_PARAMS, message=f"{uri!r} cannot be subscribed; these can: para://sessions, "
-                           "para://plans, para://session/<name>", data={"uri": uri})
-        self.subscribed.setdefault(self._connection(ctx), set()).add(uri)
+                           "para://plans, para://session/<name>, each optionally with ?repo=<absolute path>",
+                           data={"uri": uri})
+        self.subscribed.setdefault(self._connection(ctx), {})[uri] = key
         return EmptyResult()
 
     async def _unsubscribe(self, ctx: ServerRequestContext[Any, Any],
                            params: UnsubscribeRequestParams) -> EmptyResult:
-        self.subscribed.get(self._connection(ctx), set()).discard(str(params.uri))
+        self.subscribed.get(self._connection(ctx), {}).pop(str(params.uri), None)
         return EmptyResult()
 
     # -- calling the service
@@ -176,13 +184,25 @@ class McpFrontend:
         return BearerGate(self.server.streamable_http_app(host=host), token)
 
 
-def _subscribable(uri: str) -> bool:
-    if uri in ("para://sessions", "para://plans"):
-        return True
-    if not uri.startswith("para://session/"):
-        return False
-    try:
-        validate_session_name(uri[len("para://session/"):])
-    except ParaError:
-        return False
-    return True
+def in_repo(uri: str, repo: str) -> str:
+    """`uri` of one repository, as the `?repo=` resource templates name it."""
+    return f"{uri}?repo={urllib.parse.quote(repo, safe='/')}"
+
+
+def subscription_key(uri: str) -> str | None:
+    """The URI as updates are published for it, or None when it cannot be subscribed: a
+    repository named by `?repo=` is compared by its real path, however the client encoded it."""
+    base, _, query = uri.partition("?")
+    if base not in ("para://sessions", "para://plans"):
+        if not base.startswith("para://session/"):
+            return None
+        try:
+            validate_session_name(base[len("para://session/"):])
+        except ParaError:
+            return None
+    if not query:
+        return base
+    repo = urllib.parse.parse_qs(query).get("repo")
+    if not repo or len(repo) != 1 or not os.path.isabs(repo[0]) or "\0" in repo[0]:
+        return None
+    return in_repo(base, os.path.realpath(repo[0]))
