@@ -367,7 +367,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and key not in ("agents", "session.env"):
+        if isinstance(v, Mapping) and key not in ("agents", "session.env", "executors"):
             flat.update(_flatten(v, key + "."))
         else:
             flat[key] = v
