@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
 import socket
 import subprocess
 import time
@@ -117,14 +118,29 @@ def hello(conn: Connection) -> dict[str, Any]:
     return result
 
 
+# The read end of each spawned sidecar's readiness pipe, by pid (see wait_for_sidecar).
+_READY: dict[int, int] = {}
+
+
 def spawn_sidecar(socket: str | None = None) -> subprocess.Popen[bytes]:
     """Start the sidecar serving `socket` (default: ours, runtime.socket_path())."""
     path = Path(socket) if socket else runtime.socket_path()
     runtime.ensure_private_dir(path.parent)
-    return subprocess.Popen(runtime.python("-m", "para_rpc.server.sidecar"),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
-                            env=_sidecar_env(str(path)) if socket else None)
+    r, w = os.pipe()
+    env = _sidecar_env(str(path)) if socket else dict(os.environ)
+    env[runtime.READY_FD_ENV] = str(w)
+    try:
+        proc = subprocess.Popen(runtime.python("-m", "para_rpc.server.sidecar"),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                                pass_fds=(w,), env=env)
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    _READY[proc.pid] = r
+    return proc
 
 
 # What an agent's environment says about its own session and run: never the sidecar's (its
@@ -147,6 +163,14 @@ def _log_tail(lines: int = 5) -> str:
 
 def wait_for_sidecar(proc: subprocess.Popen[bytes] | None, timeout: float = START_TIMEOUT) -> Connection:
     deadline = time.monotonic() + timeout
+    ready = _READY.pop(proc.pid, None) if proc is not None else None
+    if ready is not None:
+        # The sidecar writes to its pipe once it listens (or closes it by exiting: another one
+        # won the lock, or it failed): waited for, not polled, so the first call starts sooner.
+        try:
+            select.select([ready], [], [], timeout)
+        finally:
+            os.close(ready)
     while True:
         try:
             return Connection.open()
@@ -167,6 +191,12 @@ def _wait_bound(proc: subprocess.Popen[bytes], sidecar_socket: str) -> Connectio
     The one started finding another sidecar running that does not listen there means the
     session has ended: said at once, not after the start timeout."""
     deadline = time.monotonic() + START_TIMEOUT
+    ready = _READY.pop(proc.pid, None)
+    if ready is not None:  # (written once it listens, closed by its exit: see wait_for_sidecar)
+        try:
+            select.select([ready], [], [], START_TIMEOUT)
+        finally:
+            os.close(ready)
     while True:
         try:
             return Connection.open()

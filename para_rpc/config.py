@@ -16,7 +16,6 @@ something: from the project file they are used only once the user approved that 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -401,6 +400,8 @@ def read_layer(path: Path, within: str | Path | None = None) -> tuple[dict[str, 
     for key in flat:
         if key not in KEYS:
             raise ParaError(Code.config_error, f"{path}: unknown key {key!r}")
+    import hashlib  # (not on the CLI's start-up path: config.py is imported by every para process)
+
     return {k: convert(k, v, str(path)) for k, v in flat.items()}, hashlib.sha256(data).hexdigest()
 
 

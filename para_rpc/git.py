@@ -10,15 +10,19 @@ GitPython is used only for short object reads in a worker thread (`commit_log`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from para_rpc.errors import Code, ParaError
+
+log = logging.getLogger("para.git")
 
 _DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX",
          "GIT_OBJECT_DIRECTORY", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES",
@@ -41,6 +45,93 @@ BASE_ARGS = ("-c", "color.ui=never", "-c", "color.diff=never", "-c", "color.stat
              # agent can rewrite) must not run from para's reads (red team RA1).
              "-c", "core.fsmonitor=false")
 
+# Session worktrees whose git dirs para made: {resolved worktree: (git dir, common dir)}. Git
+# run in one of them is told both (GIT_DIR, GIT_COMMON_DIR, GIT_WORK_TREE) instead of
+# discovering them through the worktree's `.git` file and the git dir's `commondir`, which a
+# sandboxed agent can write: a fake git dir there, with a `core.fsmonitor`, filter, hook or
+# `diff.external` in its config, would otherwise run commands as the user (red team RA1).
+# Only the worktree's top is pinned: a repository nested inside it is its own.
+_PINNED: dict[str, tuple[str, str]] = {}
+
+
+def pin(worktree: str, git_dir: str, common_dir: str) -> None:
+    _PINNED[os.path.realpath(worktree)] = (os.path.realpath(git_dir), os.path.realpath(common_dir))
+
+
+def unpin(worktree: str) -> None:
+    _PINNED.pop(os.path.realpath(worktree), None)
+
+
+def pinned(worktree: str | Path) -> tuple[str, str] | None:
+    """(git dir, common dir) para uses for the worktree at `worktree`, if it made one there."""
+    return _PINNED.get(os.path.realpath(worktree)) if _PINNED else None
+
+
+def _restore_links(worktree: str, git_dir: str, common_dir: str) -> None:
+    """Git's ref store takes the common dir from the git dir's `commondir` file even when
+    GIT_COMMON_DIR is set (git 2.39: files-backend reads it without the environment), and
+    `git worktree` finds the worktree through `gitdir`: both are restored to what git wrote
+    when they name anything else. (They are read-only in a sandbox; this is for everything
+    else that could have written them.)"""
+    for name, want, text in (("commondir", common_dir, "../..\n"),
+                             ("gitdir", os.path.join(worktree, ".git"), f"{os.path.join(worktree, '.git')}\n")):
+        path = os.path.join(git_dir, name)
+        try:
+            with open(path) as f:
+                named = f.read().strip()
+        except FileNotFoundError:
+            named = ""
+        except (OSError, UnicodeDecodeError):
+            named = "?"
+        if named and os.path.realpath(os.path.join(git_dir, named)) == os.path.realpath(want):
+            continue
+        log.warning("%s named %r, not %s: restored", path, named[:200], want)
+        try:
+            with open(path, "w") as f:  # (in place: a read-only bind of it in a sandbox shows the new text)
+                f.write(text)
+        except OSError as e:
+            raise ParaError(Code.git_failed, f"{path} names {named[:200]!r} instead of {want}, and para "
+                            f"cannot restore it: {e.strerror}", path=path) from None
+
+
+def _env(cwd: str | Path, env: dict[str, str] | None) -> dict[str, str]:
+    found = pinned(cwd)
+    if found is None:
+        return BASE_ENV if env is None else {**BASE_ENV, **env}
+    if os.path.isdir(found[0]):
+        _restore_links(os.path.realpath(cwd), *found)
+    pin_env = {"GIT_DIR": found[0], "GIT_COMMON_DIR": found[1], "GIT_WORK_TREE": os.path.realpath(cwd)}
+    return {**BASE_ENV, **pin_env, **(env or {})}
+
+
+def names_git_dir(worktree: str, git_dir: str) -> bool:
+    """Whether the worktree's `.git` file still names `git_dir` (a relative one is from the worktree)."""
+    try:
+        text = Path(worktree, ".git").read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not text.startswith("gitdir:"):
+        return False
+    named = os.path.join(worktree, text.split("gitdir:", 1)[1].strip())
+    return os.path.realpath(named) == os.path.realpath(git_dir)
+
+
+def relink(worktree: str, git_dir: str) -> bool:
+    """Make the worktree's `.git` name `git_dir` again (something in the worktree replaced it),
+    so git's own worktree commands (remove, prune) recognise the worktree. Returns whether
+    it had to. A directory standing there is moved aside, not deleted: it is only renamed
+    into the worktree's own name space, and goes with the worktree."""
+    if names_git_dir(worktree, git_dir):
+        return False
+    dot_git = os.path.join(worktree, ".git")
+    if os.path.isdir(dot_git) and not os.path.islink(dot_git):
+        os.replace(dot_git, tempfile.mkdtemp(prefix=".git-replaced-", dir=worktree) + "/git")
+    elif os.path.lexists(dot_git):
+        os.unlink(dot_git)
+    with open(dot_git, "w") as f:
+        f.write(f"gitdir: {git_dir}\n")
+    return True
+
 
 # Files para writes into a worktree for the agent. info/exclude hides them, but a
 # repository's own .gitignore can re-include them (`!*.md`), so they are also
@@ -58,7 +149,7 @@ class Result:
 async def run(cwd: str | Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
               stdin: bytes | None = None) -> Result:
     """Run `git <args>` in `cwd`. With check, a non-zero exit raises git_failed."""
-    full_env = BASE_ENV if env is None else {**BASE_ENV, **env}
+    full_env = _env(cwd, env)
     try:
         proc = await asyncio.create_subprocess_exec(
             "git", *BASE_ARGS, *args, cwd=str(cwd), env=full_env,
@@ -182,10 +273,20 @@ async def refs(cwd: str | Path, *patterns: str) -> dict[str, tuple[str, int]]:
 async def ref_in_the_way(cwd: str | Path, ref: str) -> str | None:
     """An existing ref that keeps `ref` from being created: git stores refs as paths, so
     refs/heads/a blocks refs/heads/a/b and refs/heads/a/b blocks refs/heads/a."""
+    family = ref_family(ref)
+    return blocking_ref(ref, await refs(cwd, family)) if family else None
+
+
+def ref_family(ref: str) -> str | None:
+    """The refs to list (a for-each-ref pattern) to tell whether `ref` exists or what keeps it
+    from being created (`blocking_ref`); None for a ref outside any such family."""
     parts = ref.split("/")
-    if len(parts) < 3:
-        return None
-    for other in await refs(cwd, "/".join(parts[:3])):
+    return "/".join(parts[:3]) if len(parts) >= 3 else None
+
+
+def blocking_ref(ref: str, family: Iterable[str]) -> str | None:
+    """The ref of `family` (listed by `ref_family(ref)`) that keeps `ref` from being created."""
+    for other in family:
         if ref.startswith(other + "/") or other.startswith(ref + "/"):
             return other
     return None
@@ -276,15 +377,24 @@ async def add_worktree(root: str | Path, path: str, branch: str, new_at: str | N
     """Check `branch` out at `path`; with `new_at`, create the branch there first. Returns the
     worktree's private git dir (`<common>/worktrees/<id>`), read now, before any agent could
     rewrite the worktree's `.git` file."""
+    unpin(path)  # (a worktree that was at this path before)
     if new_at is not None:
         await run(root, "worktree", "add", "--quiet", "-b", branch, path, new_at)
     else:
         await run(root, "worktree", "add", "--quiet", path, branch)
-    return os.path.realpath(await out(path, "rev-parse", "--absolute-git-dir"))
+    git_dir, common = (await out(path, "rev-parse", "--path-format=absolute", "--git-dir",
+                                 "--git-common-dir")).splitlines()[:2]
+    git_dir = os.path.realpath(git_dir)
+    pin(path, git_dir, common)
+    return git_dir
 
 
 async def remove_worktree(root: str | Path, path: str) -> None:
+    found = pinned(path)
+    if found is not None and os.path.isdir(found[0]) and os.path.isdir(path):
+        relink(path, found[0])  # else git refuses: the worktree's `.git` "does not point back"
     await run(root, "worktree", "remove", "--force", path)
+    unpin(path)
 
 
 async def prune_worktrees(root: str | Path) -> None:
@@ -318,6 +428,8 @@ async def has_staged(wt: str | Path) -> bool:
 
 async def commit(wt: str | Path, message: str, *, verify: bool = True) -> str:
     """Commit the index with `message` (via stdin, any content); returns the new HEAD."""
+    # (The hooks that run are the repository's own, from its common dir: in a session
+    # worktree git is never told another git dir, see `pin`.)
     args = ["commit", "--quiet", "--file=-"] + ([] if verify else ["--no-verify"])
     res = await run(wt, *args, check=False, stdin=message.encode())
     if res.rc != 0 and ("tell me who you are" in res.err or "empty ident" in res.err):
@@ -489,7 +601,7 @@ async def in_progress(wt: str | Path) -> str | None:
 
 async def show_blob(cwd: str | Path, spec: str) -> bytes:
     proc = await asyncio.create_subprocess_exec("git", *BASE_ARGS, "cat-file", "blob", spec, cwd=str(cwd),
-                                                env=BASE_ENV, stdin=asyncio.subprocess.DEVNULL,
+                                                env=_env(cwd, None), stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     data, _ = await proc.communicate()
     return data if proc.returncode == 0 else b""
@@ -686,3 +798,132 @@ def commit_log(path: str, rev_range: str, limit: int = 20) -> list[dict[str, Any
     with gitpython.Repo(path) as repo:
         return [{"sha": c.hexsha, "subject": c.summary, "author": c.author.name,
                  "time": c.committed_date} for c in repo.iter_commits(rev_range, max_count=limit)]
+
+
+# ---- per-session object stores (sandboxed agents) ---------------------------------
+# A sandboxed agent must not be able to delete the repository's history, so the common
+# object store is read-only in its sandbox and the objects its git writes go to a directory
+# of the session's own (mounted in the common store's place, see sandbox.argv). While the
+# session lives, that directory is listed in the common store's `objects/info/alternates`, so
+# every git para runs sees the session's commits. Its objects are copied into the common
+# store (through index-pack, which checks every object it is given) before anything outside
+# the session (an integration's target) points at them, and again when the session has
+# ended, before its line goes and then the directory: a crash between two of these steps
+# leaves a directory that `sweep_object_dirs` finishes at the next start.
+
+SESSION_OBJECTS = "para-objects"  # <common>/para-objects/<session name>
+
+
+def session_object_dir(common_dir: str, name: str) -> str:
+    return os.path.join(common_dir, SESSION_OBJECTS, name)
+
+
+def _alternates_file(common_dir: str) -> str:
+    return os.path.join(common_dir, "objects", "info", "alternates")
+
+
+def _alternates(common_dir: str) -> list[str]:
+    try:
+        with open(_alternates_file(common_dir)) as f:
+            return [line.rstrip("\n") for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def _write_alternates(common_dir: str, lines: list[str]) -> None:
+    path = _alternates_file(common_dir)
+    if not lines:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.para-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write("".join(f"{line}\n" for line in lines))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def open_object_dir(common_dir: str, name: str) -> str:
+    """The session's object directory, made and listed as an alternate of the common store.
+    In the sandbox it is mounted as the common store, and the common store read-only at its
+    `shared/`, which its own alternates name (relative: here, `shared/` is an empty directory)."""
+    objects = session_object_dir(common_dir, name)
+    for sub in ("pack", "info", "shared"):
+        os.makedirs(os.path.join(objects, sub), exist_ok=True)
+    with open(os.path.join(objects, "info", "alternates"), "w") as f:
+        f.write("shared\n")
+    lines = _alternates(common_dir)
+    if objects not in lines:
+        _write_alternates(common_dir, [*lines, objects])
+    return objects
+
+
+def _object_names(objects: str) -> list[str]:
+    """The ids of the loose objects of an object directory (its packs are listed by show-index)."""
+    names = []
+    for sub in os.listdir(objects):
+        if len(sub) == 2 and all(c in "0123456789abcdef" for c in sub) and os.path.isdir(os.path.join(objects, sub)):
+            names += [sub + n for n in os.listdir(os.path.join(objects, sub))
+                      if len(n) in (38, 62) and all(c in "0123456789abcdef" for c in n)]
+    return names
+
+
+async def absorb_objects(common_dir: str, objects: str) -> int:
+    """Copy every object of the directory `objects` into the common store (those it has
+    already included: a copy is harmless). Returns how many were given."""
+    if not os.path.isdir(objects):
+        return 0
+    names = set(await asyncio.to_thread(_object_names, objects))
+    for idx in Path(objects, "pack").glob("*.idx"):
+        res = await run(common_dir, "show-index", stdin=await asyncio.to_thread(idx.read_bytes), check=False)
+        names |= {line.split()[1] for line in res.out.splitlines() if len(line.split()) >= 2}
+    if not names:
+        return 0
+    env = {**BASE_ENV, "GIT_DIR": common_dir, "GIT_OBJECT_DIRECTORY": objects,
+           "GIT_ALTERNATE_OBJECT_DIRECTORIES": os.path.join(common_dir, "objects")}
+    with tempfile.TemporaryFile() as pack:
+        proc = await asyncio.create_subprocess_exec(
+            "git", *BASE_ARGS, "pack-objects", "--stdout", "--quiet", cwd=common_dir, env=env,
+            stdin=asyncio.subprocess.PIPE, stdout=pack, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate("".join(f"{n}\n" for n in sorted(names)).encode())
+        if proc.returncode != 0:
+            raise ParaError(Code.git_failed, f"git pack-objects failed on {objects}: {err.decode(errors='replace')}",
+                            objects=objects)
+        pack.seek(0)
+        # index-pack recomputes every object's id from its content: nothing reaches the
+        # common store under a name that is not its own.
+        proc = await asyncio.create_subprocess_exec(
+            "git", *BASE_ARGS, "index-pack", "--stdin", cwd=common_dir, env={**BASE_ENV, "GIT_DIR": common_dir},
+            stdin=pack, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise ParaError(Code.git_failed, f"git index-pack failed for {objects}: {err.decode(errors='replace')}",
+                            objects=objects)
+    return len(names)
+
+
+async def close_object_dir(common_dir: str, objects: str, unused: Callable[[], bool] = lambda: True) -> bool:
+    """The session has ended: its objects into the common store, then its alternate line
+    out, then the directory (in that order: each step is safe to repeat after a crash).
+    `unused` is asked again once the objects are in: a session of the same name that
+    started meanwhile keeps the directory. Returns whether it went."""
+    await absorb_objects(common_dir, objects)
+    if not unused():
+        return False
+    lines = _alternates(common_dir)
+    if objects in lines:
+        _write_alternates(common_dir, [line for line in lines if line != objects])
+    if os.path.isdir(objects):  # (renamed first: a session starting now makes a fresh one)
+        trash = tempfile.mkdtemp(prefix=".gone-", dir=os.path.dirname(objects))
+        os.replace(objects, os.path.join(trash, "objects"))
+        await asyncio.to_thread(shutil.rmtree, trash, True)
+    return True
+
+
+def object_dirs(common_dir: str) -> set[str]:
+    """Every session object directory there is, or that the alternates still name."""
+    root = os.path.join(common_dir, SESSION_OBJECTS)
+    found = {os.path.join(root, n) for n in os.listdir(root)} if os.path.isdir(root) else set()
+    return found | {line for line in _alternates(common_dir) if os.path.dirname(line) == root}

@@ -8,11 +8,14 @@ refused before any git process or file is touched).
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from para_rpc.errors import Code, ParaError
+
+if TYPE_CHECKING:
+    import random
 
 MAX_SESSION_NAME = 64
 # Names whose branch `<prefix>/<name>` would collide with para's own namespaces:
@@ -99,6 +102,8 @@ NOUNS = (
 
 def friendly_name(is_taken: Callable[[str], bool], rng: random.Random | None = None) -> str:
     """Draw an `adjective_noun` name for which `is_taken` is false."""
+    import random  # (only the sidecar draws names: not on the CLI's start-up path)
+
     rng = rng or random.SystemRandom()
     for _ in range(200):
         name = f"{rng.choice(ADJECTIVES)}_{rng.choice(NOUNS)}"

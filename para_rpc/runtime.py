@@ -17,6 +17,9 @@ from typing import Any
 
 from para_rpc.errors import Code, ParaError
 
+# The write end of the pipe a CLI that starts a sidecar waits on until it listens.
+READY_FD_ENV = "PARA_READY_FD"
+
 
 def python(*args: str) -> list[str]:
     """The argv of a Python process para starts (the sidecar, agent runners, the scripted

@@ -26,6 +26,7 @@ import importlib
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 
 from para_rpc.errors import Code, ParaError
 
@@ -85,14 +86,14 @@ def _under(path: str, root: str) -> bool:
 
 
 def writable_git_paths(worktree_gitdir: str, common_dir: str, branch: str) -> list[str]:
-    """What a commit in the worktree writes: its own git dir (index, HEAD, ORIG_HEAD, its
-    reflog), the object store, and the directory of the branch's ref and its reflog. Git
-    creates `<ref>.lock` next to the ref, so the directory must be writable: the other
-    branches in it (the other sessions' `para/*`) are writable too, while the target branches
-    (`main`), tags, the config and hooks are not. The directories are created now, because
-    inside the sandbox git could not create them."""
+    """What a commit in the worktree writes besides objects (see `argv`'s `objects`): its own
+    git dir (index, HEAD, ORIG_HEAD, its reflog) and the directory of the branch's ref and its
+    reflog. Git creates `<ref>.lock` next to the ref, so the directory must be writable: the
+    other branches in it (the other sessions' `para/*`) are writable too, while the target
+    branches (`main`), tags, the config and hooks are not. The directories are created now,
+    because inside the sandbox git could not create them."""
     ref_dir = os.path.dirname(branch)  # "para" for para/<name>
-    paths = [worktree_gitdir, os.path.join(common_dir, "objects")]
+    paths = [worktree_gitdir]
     for top in ("refs/heads", "logs/refs/heads"):
         d = os.path.join(common_dir, top, ref_dir) if ref_dir else None
         if d is None:
@@ -102,14 +103,31 @@ def writable_git_paths(worktree_gitdir: str, common_dir: str, branch: str) -> li
     return paths
 
 
+def pinned_git_files(worktree_gitdir: str) -> list[str]:
+    """Files of the worktree's (writable) git dir that name other places or hold config,
+    mounted read-only over it: `commondir` and `gitdir` (what git and `git worktree` take for
+    the common dir and the worktree), and `config.worktree` (read as config when the
+    repository has extensions.worktreeConfig). It is made empty when missing, since bwrap
+    can only cover a file that exists: the agent then cannot set per-worktree config (a
+    sparse checkout's settings included), which is the price of not letting it plant any.
+    Para's own git does not read the first two anyway (git.pin)."""
+    config_worktree = os.path.join(worktree_gitdir, "config.worktree")
+    if not os.path.lexists(config_worktree):
+        with open(config_worktree, "a"):
+            pass
+    return [p for p in (os.path.join(worktree_gitdir, n) for n in ("commondir", "gitdir", "config.worktree"))
+            if os.path.isfile(p) and not os.path.islink(p)]
+
+
 def argv(bwrap: str, agent_argv: list[str], *, worktree: str, writable: list[str], readable: list[str],
-         runtime_dir: str, channel_dir: str, network: bool) -> list[str]:
+         runtime_dir: str, channel_dir: str, network: bool, pinned: Sequence[str] = (),
+         objects: tuple[str, str] | None = None) -> list[str]:
     """The whole command line: bwrap, its mounts, then the agent's own argv.
 
     Order matters (a later mount covers an earlier one): the host read-only, a private /tmp
     (which would hide anything under /tmp: `readable` paths there come back read-only), the
     sidecar's runtime directory covered and then only this session's channel directory brought
-    back, and last what the agent may write."""
+    back, then what the agent may write, and last the files inside that which it may not."""
     out = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     for path in dict.fromkeys(readable):
         if _under(path, "/tmp") and os.path.exists(path):
@@ -117,6 +135,17 @@ def argv(bwrap: str, agent_argv: list[str], *, worktree: str, writable: list[str
     out += ["--tmpfs", runtime_dir, "--bind", channel_dir, channel_dir]
     for path in dict.fromkeys([*writable, worktree]):
         out += ["--bind", path, path]
+    for path in pinned:  # read-only again inside a writable directory (after it)
+        out += ["--ro-bind", path, path]
+    if objects is not None:
+        # The session's object directory stands in the common store's place, and the common
+        # store (every branch's history) is mounted read-only at its `shared/`, which the
+        # directory's own alternates name (git.open_object_dir). Git in the sandbox, an agent's
+        # clone or nested repository included, runs as usual, with no environment to honour
+        # or lose. (bwrap takes each source from the host's tree, not from the mounts made.)
+        session_objects, common_objects = objects
+        out += ["--bind", session_objects, common_objects,
+                "--ro-bind", common_objects, os.path.join(common_objects, "shared")]
     if not network:
         out.append("--unshare-net")
     out += ["--die-with-parent", "--setenv", "TMPDIR", "/tmp", "--chdir", worktree, "--", *agent_argv]

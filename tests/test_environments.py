@@ -497,3 +497,28 @@ def test_a_dispatched_agent_gets_its_port_and_the_session_environment(repo: Path
     assert seen["PARA_SESSION"] == "ag" and seen["PARA_REPO"] == str(repo.resolve()) and seen["PARA_BASE"] == "main"
     assert seen["MY_VAR"] == "for agents"
     assert sessions(repo)["ag"]["ports"] == []  # released once it landed
+
+
+def test_what_the_teardown_writes_in_the_worktree_is_saved_by_cancel(repo: Path):
+    """The teardown runs before the save (with the agent thawed): a file it writes in the
+    worktree is committed with the rest of the work on the archive branch (the worktree's
+    state is read again after it; without a teardown, once)."""
+    configure(teardown=[PY, "-c", "import pathlib; pathlib.Path('late.txt').write_text('from the teardown\\n')"])
+    wt = Path(call("start", "t3", cwd=repo)[1]["worktree"])  # (clean until the teardown writes)
+    rc, r = call("cancel", "t3", cwd=repo)
+    assert rc == 0, r
+    assert not wt.exists()
+    assert git("show", f"{r['archived_branch']}:late.txt", cwd=repo) == "from the teardown"
+
+
+def test_what_the_teardown_writes_after_an_integration_is_saved_as_leftover(repo: Path):
+    """The integration landed; the teardown then writes in the (clean) worktree before it goes:
+    that file is kept under a `-leftover` backup ref, with a warning, not deleted with it."""
+    configure(teardown=[PY, "-c", "import pathlib; pathlib.Path('late.txt').write_text('from the teardown\\n')"])
+    wt = Path(call("start", "i3", cwd=repo)[1]["worktree"])
+    (wt / "work.txt").write_text("work\n")
+    rc, r = call("integrate", "done", "--session", "i3", cwd=repo)
+    assert rc == 0, r
+    assert not wt.exists() and git("show", "main:work.txt", cwd=repo) == "work"
+    ref = next(w for w in r["warnings"] if "-leftover" in w).split("saved as ")[1].rstrip(".")
+    assert git("show", f"{ref}:late.txt", cwd=repo) == "from the teardown"

@@ -19,14 +19,24 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
-
 import para_rpc
+import pytest
 from para_rpc import methods, params
 from para_rpc.client import Connection
 from para_rpc.errors import Code
 
-from conftest import PARA_ARGV, PYTHON, Sidecar, cli_env, pid_alive, run_para, sidecar_pids, wait_until
+from conftest import (
+    PARA_ARGV,
+    PYTHON,
+    Sidecar,
+    cli_env,
+    pid_alive,
+    run_para,
+    shutdown_sidecar,
+    sidecar_pids,
+    start_sidecar,
+    wait_until,
+)
 
 PACKAGE = Path(para_rpc.__file__).parent
 LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a module or package of para_rpc
@@ -152,6 +162,36 @@ def test_para_no_fast_hands_everything_to_typer(sidecar: Sidecar, repo: Path):
                           env=cli_env({"PYTHONPROFILEIMPORTTIME": "1", "PARA_NO_FAST": "1"}))
     assert proc.returncode == 0 and json.loads(proc.stdout)["sessions"] == []
     assert "typer" in loaded_packages(proc.stderr.decode())
+
+
+def test_a_sidecar_serving_only_the_cli_loads_no_pygls_lsprotocol_or_mcp(repo: Path, runtime_dir: Path):
+    """The sidecar answers `para/...` itself: the CLI's first call (an autostart) never waits
+    for pygls and lsprotocol (a quarter of a second). They load when a client speaks LSP (and
+    MCP when an MCP client comes), off the event loop. (Its imports are traced on its stderr,
+    with its log: what a preload started after its delay loaded does not count.)"""
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", "--stderr", env=cli_env({"PYTHONPROFILEIMPORTTIME": "1"}))
+    try:
+        assert run_para("start", "a", "--json", cwd=repo).returncode == 0
+        assert [s["name"] for s in json.loads(run_para("list", "--json", cwd=repo).stdout)["sessions"]] == ["a"]
+        run_para("cancel", "--discard", "a", "--json", cwd=repo)
+        with sc.connect() as conn:
+            conn.request("para/subscribe", {"events": True})
+            assert conn.request("para/hello", {})["pid"] == sc.pid
+
+        def served() -> str:
+            return sc.stderr_path.read_text().split(" loading the ", 1)[0]
+        loaded = loaded_packages(served())
+        assert {"para_rpc", "msgspec", "asyncio"} <= loaded  # (the trace is there: the check can see)
+        assert sorted(loaded & set(HEAVY)) == []
+        assert "para_rpc.server.lsp" not in served()
+
+        with sc.connect() as conn:  # an editor: LSP initialize loads pygls, then para/... as before
+            init = conn.request("initialize", {"processId": None, "rootUri": None, "capabilities": {}})
+            assert init["serverInfo"]["name"] == "para" and "textDocumentSync" not in init["capabilities"]
+            assert conn.request("para/list", {"cwd": str(repo)})["sessions"] == []
+        assert {"pygls", "lsprotocol"} <= loaded_packages(sc.stderr_path.read_text())
+    finally:
+        shutdown_sidecar(sc)
 
 
 IMPORT_ALL = """

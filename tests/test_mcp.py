@@ -315,3 +315,13 @@ async def test_para_mcp_starts_the_sidecar_when_none_runs(runtime_dir, repo):
         assert (await call(c, "para_list"))["sessions"] == []
     assert (runtime_dir / "sidecar.sock").exists()
     wait_until(lambda: mcp_socket_path(runtime_dir / "sidecar.sock").exists(), what="the MCP socket")
+
+
+def test_a_tools_text_is_the_json_dumps_of_its_result():
+    """The text copy of a result (built with msgspec for speed) reads as `json.dumps(indent=2)`
+    wrote it: same layout, non-ASCII and control characters escaped the same way."""
+    from para_rpc.server.mcp.tools import json_text
+    session = {"name": "s1", "state": "dirty", "created_at": 1796325326.683, "ahead": 3, "agent": None,
+               "ports": [], "extra": {}, "notes": ["naïve ☃ 😀 \u202e \x1b[31m \x00 \"q\" \\ /"], "dirty": True}
+    for obj in ({"repo": "/r", "current": None, "sessions": [session] * 3}, {}, [], {"a": [[], {}]}):
+        assert json_text(obj) == json.dumps(obj, indent=2, default=str)

@@ -11,10 +11,12 @@ import os
 import signal
 import stat
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from para_rpc import PROTOCOL_VERSION, __version__
+from para_rpc import PROTOCOL_VERSION, __version__, client
 from para_rpc.client import Connection
 from para_rpc.errors import Code, ParaError
 from para_rpc.server.sidecar import EXIT_ALREADY_RUNNING
@@ -136,6 +138,28 @@ def test_the_cli_autostarts_a_sidecar_when_none_runs(runtime_dir, para, para_jso
     # The next call reuses it.
     para("list")
     assert sidecar_pids(runtime_dir) == [pid]
+
+
+def test_an_autostarted_sidecar_says_when_it_listens_and_passes_on_no_pipe(runtime_dir, para_json, repo, tmp_path):
+    """The CLI that starts a sidecar waits on a pipe, not a polling loop: the sidecar writes to
+    it once its socket listens (a connection then succeeds at once), and what it starts (here a
+    session's setup) inherits neither the pipe's variable nor its descriptor."""
+    proc = client.spawn_sidecar()
+    ready = client._READY.pop(proc.pid)
+    try:
+        assert os.read(ready, 1) == b"1"  # (blocks until the sidecar says so)
+    finally:
+        os.close(ready)
+    with Connection.open(runtime_dir / "sidecar.sock", timeout=10) as conn:  # no retry needed
+        assert conn.request("para/hello", {})["pid"] == proc.pid
+    seen = tmp_path / "setup-saw.json"
+    Path(os.environ["PARA_CONFIG"]).write_text(json.dumps({"session": {"setup": [
+        sys.executable, "-c", "import json, os, sys; json.dump({'env': sorted(os.environ), 'fds': os.listdir("
+        "'/proc/self/fd')}, open(sys.argv[1], 'w'))", str(seen)]}}))
+    para_json("start", "ready")
+    saw = json.loads(seen.read_text())
+    assert "PARA_READY_FD" not in saw["env"] and "PARA_SESSION" in saw["env"]
+    assert sorted(saw["fds"], key=int)[:3] == ["0", "1", "2"] and len(saw["fds"]) <= 4, saw["fds"]
 
 
 def test_five_clis_autostarting_at_once_share_one_sidecar(runtime_dir, repo):
@@ -297,4 +321,18 @@ def test_expected_errors_are_not_logged_as_errors(sidecar, rpc, para, repo):
 def test_unknown_method_is_method_not_found(sidecar, rpc):
     reply = raw_request(rpc, "para/nope", {})
     assert reply["error"]["code"] == -32601
+    assert hello(rpc)["pid"] == sidecar.pid
+
+
+def test_a_request_the_client_cancels_is_answered_as_cancelled(sidecar, rpc, para_json, repo):
+    """LSP's `$/cancelRequest` for a read in flight (a `para/wait` that would wait ten minutes):
+    it ends at once with -32800, and the connection serves on."""
+    para_json("start", "waited")
+    rpc.send({"jsonrpc": "2.0", "id": 77, "method": "para/wait",
+              "params": {"cwd": str(repo), "sessions": ["waited"], "timeout": 600}})
+    rpc.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 77}})
+    reply = rpc.read()
+    while reply.get("id") != 77:
+        reply = rpc.read()
+    assert reply["error"]["code"] == -32800, reply
     assert hello(rpc)["pid"] == sidecar.pid

@@ -279,3 +279,21 @@ def test_cancel_prints_the_archived_branch_not_the_old_one(para, repo):
     rows = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in out.splitlines()[1:] if line.strip()}
     assert rows["branch"] == archive
     assert "para/gone" not in out.replace(archive, "")
+
+
+def test_an_archive_name_taken_this_second_gets_the_next_suffix(para_json, repo):
+    """Two cancels of one name within a second, or an archive branch made by hand: the cancel
+    archives under `<stamp>-2` (then -3 ...), leaving the existing archive as it was."""
+    import time as _time
+    para_json("start", "twice")
+    (wt(repo, "twice") / "work.txt").write_text("work\n")
+    now = _time.time()
+    taken = {_time.strftime("%Y%m%d-%H%M%S", _time.gmtime(now + d)) for d in range(-1, 30)}
+    for stamp in taken:  # (whichever second the cancel reads, its first choice is taken)
+        git("branch", f"para/archived/{stamp}/twice", "main", cwd=repo)
+    before = rev(repo, "main")
+    archived = para_json("cancel", "twice")["archived_branch"]
+    stamp = archived.split("/")[2]
+    assert stamp.endswith("-2") and stamp[:-2] in taken, archived
+    assert show(repo, archived + ":work.txt") == "work\n"
+    assert all(rev(repo, f"para/archived/{s}/twice") == before for s in taken)

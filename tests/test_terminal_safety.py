@@ -1,10 +1,11 @@
 """Agent-written text never drives the user's terminal (red team rb: RB5, RB6).
 
 What each test guards:
-- an agent's status, blocked text and commit subjects with terminal codes (CSI, OSC
-  title and OSC 52 clipboard, a bare \\r, a forged line) reach `para status show`, `para show`,
-  `para list --verbose`, `para messages`, `para monitor --once` only as visible escapes, one line
-  each; `--json` keeps the exact text;
+- an agent's status and blocked text with terminal codes (CSI, OSC title, a bare \\r, a forged
+  line) are refused when reported (`invalid_input`, nothing stored); commit subjects, which git
+  keeps as written, reach `para show` only as visible escapes, one line each, and `para status
+  show`, `para list --verbose`, `para messages`, `para monitor --once` print nothing raw;
+  `--json` keeps the exact text;
 - Rich markup in agent text (`[/]`, `[link=...]`) neither crashes `para monitor` (Textual) nor
   becomes a link or a style: it is shown as typed.
 """
@@ -26,7 +27,7 @@ from test_monitor_tui import until
 STATUS = "pwn\x1b]0;TITLE\x07\x1b[2J\x1b[31mRED\r\nfake line"
 BLOCKED = "b\x1b[5mX\x9b2J"
 SUBJECT = "fix\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2K\rclean subject"
-BLOCKED_MARKUP = "oops [/] [link=file:///etc/passwd]click[/link] \x1b[31m"
+BLOCKED_MARKUP = "oops [/] [link=file:///etc/passwd]click[/link] [red]"
 MESSAGE = "a follow-up [bold]"  # `para send` refuses control characters itself
 
 
@@ -40,15 +41,19 @@ def test_agent_text_reaches_the_terminal_only_as_visible_escapes(sidecar: Any, r
     run_para("start", "s1", cwd=repo)
     wt = repo / ".para" / "worktrees" / "s1"
     commit_file(wt, "a.txt", "a\n", SUBJECT)
-    run_para("status", STATUS, "--blocked", BLOCKED, cwd=wt)
+    for args in ([STATUS], ["working", "--blocked", BLOCKED]):
+        refused = run_para("status", *args, cwd=wt, check=False)
+        assert refused.returncode == 2 and "control characters" in refused.stderr, refused
+        assert_harmless(refused.stderr, "the refusal")
+    run_para("status", "working [bold]", "--blocked", "needs [link=x]a key", cwd=wt)
     run_para("send", "s1", MESSAGE, cwd=repo)
 
     for argv, cwd, shows in [
-        (("status", "show"), repo, ["pwn\\x1b]0;TITLE\\x07", "RED\\r\\nfake line", "b\\x1b[5mX\\x9b2J"]),
+        (("status", "show"), repo, ["working [bold]", "needs [link=x]a key"]),
         (("show", "s1"), repo, ["fix\\x1b]52;c;cm0gLXJmIH4=\\x07\\x1b[2K\\rclean subject"]),
         (("list", "--verbose"), repo, ["s1"]),
         (("messages",), wt, [MESSAGE]),
-        (("monitor", "--once"), repo, ["b\\x1b[5mX"]),
+        (("monitor", "--once"), repo, ["needs [link=x]a key"]),
     ]:
         out = run_para(*argv, cwd=cwd, env={"COLUMNS": "300"}).stdout
         assert_harmless(out, f"para {' '.join(argv)}")
@@ -58,7 +63,7 @@ def test_agent_text_reaches_the_terminal_only_as_visible_escapes(sidecar: Any, r
     # JSON stays exact: scripts get the agent's bytes as they were written.
     shown = json.loads(run_para("status", "show", "--json", cwd=repo).stdout)
     rep = shown["sessions"][0]["report"]
-    assert (rep["task"], rep["blocked"]) == (STATUS, BLOCKED)
+    assert (rep["task"], rep["blocked"]) == ("working [bold]", "needs [link=x]a key")
     subjects = [c["subject"] for c in json.loads(run_para("show", "s1", "--json", cwd=repo).stdout)["commits"]]
     assert SUBJECT in subjects
 
@@ -66,7 +71,7 @@ def test_agent_text_reaches_the_terminal_only_as_visible_escapes(sidecar: Any, r
 def test_rich_markup_from_an_agent_neither_crashes_the_monitor_nor_links(sidecar: Any, repo: Path) -> None:
     run_para("start", "s1", cwd=repo)
     wt = repo / ".para" / "worktrees" / "s1"
-    run_para("status", "oops [/] [bold", "--blocked", BLOCKED_MARKUP, cwd=wt)
+    run_para("status", "oops [/] [bold", "--blocked", BLOCKED_MARKUP, cwd=wt)  # (markup, no control codes)
 
     async def view() -> list[Any]:
         app = MonitorApp(str(repo), {})
@@ -79,7 +84,7 @@ def test_rich_markup_from_an_agent_neither_crashes_the_monitor_nor_links(sidecar
 
     cells = asyncio.run(view())
     task = next(c for c in cells if "BLOCKED" in str(c))
-    assert str(task).startswith("BLOCKED: oops [/] [link=file:///etc/passwd]click[/link] \\x1b[3"), task
+    assert str(task).startswith("BLOCKED: oops [/] [link=file:///etc/passwd]click[/link] [red"), task
     assert not getattr(task, "spans", []) and "link" not in str(getattr(task, "style", "")), task
 
     out = run_para("monitor", "--once", cwd=repo, env={"COLUMNS": "300"}).stdout

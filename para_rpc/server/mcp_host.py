@@ -87,6 +87,7 @@ class McpHost:
         """Build the MCP server in a worker thread after `delay` seconds (if no client asked first)."""
         def go() -> None:
             if self._loading is None:
+                log.info("loading the MCP server ahead of its first client")
                 self._loading = asyncio.ensure_future(self._build())
                 self._loading.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._preload_timer = asyncio.get_running_loop().call_later(delay, go)

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
@@ -27,8 +28,8 @@ from para_rpc import __version__, config, runtime, trust
 from para_rpc.errors import ParaError
 from para_rpc.model import Binding, DomainEvent
 from para_rpc.server.bound import Gate
-from para_rpc.server.lsp import Hub
-from para_rpc.server.mcp_host import McpHost, parse_http_address
+from para_rpc.server.mcp_host import PRELOAD_AFTER, McpHost, parse_http_address
+from para_rpc.server.rpc import Hub, preload_lsp
 from para_rpc.service import Service
 from para_rpc.service.invoke import CLIENT_GONE
 from para_rpc.service.ports import Ports
@@ -67,7 +68,29 @@ def acquire_lock() -> int | None:
     return fd
 
 
-async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
+def _take_ready_fd() -> int | None:
+    """The pipe the CLI that started us waits on (client.spawn_sidecar), out of the environment
+    so that nothing we start inherits the variable; None unless it names a pipe."""
+    value = os.environ.pop(runtime.READY_FD_ENV, None)
+    try:
+        fd = int(value) if value is not None else None
+        return fd if fd is not None and stat.S_ISFIFO(os.fstat(fd).st_mode) else None
+    except (ValueError, OSError):
+        return None
+
+
+def _tell_ready(fd: int | None) -> None:
+    if fd is None:
+        return
+    try:
+        os.write(fd, b"1")
+    except OSError:  # the CLI that waited went away: nothing to tell
+        pass
+    finally:
+        os.close(fd)
+
+
+async def serve(idle_timeout: float, mcp_http: str | None = None, ready_fd: int | None = None) -> int:
     sock_path = runtime.socket_path()
     runtime.ensure_private_dir(sock_path.parent)
     lock_fd = acquire_lock()
@@ -172,11 +195,13 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
 
     await mcp.listen()  # before the JSON-RPC socket: whoever reaches us finds MCP too
     server, sock_ino = await runtime.bind_private_unix(sock_path, on_connect)  # (we hold the lock)
+    _tell_ready(ready_fd)
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     mcp.preload()
+    lsp_preload = loop.call_later(PRELOAD_AFTER, preload_lsp)  # (an editor's `initialize` then waits for none)
     try:  # the agents of live sandboxed sessions hold these paths: listen there again
         restored = await service.restore_channels()
         if restored:
@@ -217,6 +242,7 @@ async def serve(idle_timeout: float, mcp_http: str | None = None) -> int:
     released = await service.release_all_frozen()  # no agent stays paused behind this sidecar
     if released:
         log.info("paused agent processes released: %s", "; ".join(released))
+    lsp_preload.cancel()
     await mcp.close()
     for ls in list(hub.conns):
         ls.close()
@@ -265,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also serve MCP over streamable HTTP on this loopback address, with a bearer token "
                          "in <socket>.mcp-token (env PARA_MCP_HTTP; off by default)")
     args = ap.parse_args(argv)
+    ready_fd = _take_ready_fd()
     if args.mcp_http:
         try:
             parse_http_address(args.mcp_http)
@@ -284,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pygls").setLevel(logging.CRITICAL)  # it logs expected errors with tracebacks
     idle = args.idle_timeout if args.idle_timeout is not None else _idle_default()
     _use_pidfd_child_watcher()
-    return asyncio.run(serve(idle, args.mcp_http))
+    return asyncio.run(serve(idle, args.mcp_http, ready_fd))
 
 
 if __name__ == "__main__":

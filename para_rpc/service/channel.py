@@ -31,22 +31,10 @@ from typing import Any
 
 import msgspec
 
-from para_rpc import executors, runtime, sandbox
+from para_rpc import executors, git, runtime, sandbox
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import AgentRun, Binding, Sandbox, Session, Status
 from para_rpc.service.core import Repo, ServiceCore, log
-
-
-def _points_at(worktree: str, git_dir: str) -> bool:
-    """Whether the worktree's `.git` file still names `git_dir` (a relative one is from the worktree)."""
-    try:
-        text = Path(worktree, ".git").read_text()
-    except OSError:
-        return False
-    if not text.startswith("gitdir:"):
-        return False
-    named = os.path.join(worktree, text.split("gitdir:", 1)[1].strip())
-    return os.path.realpath(named) == git_dir
 
 
 def _created_git_dir(common_dir: str, worktree: str) -> str | None:
@@ -95,14 +83,18 @@ class Channels(ServiceCore):
         bwrap = sandbox.find_bwrap(cfg["agent.bwrap"])
         await sandbox.probe(bwrap)
         common = os.path.realpath(repo.common_dir)
-        writable = sandbox.writable_git_paths(self._checked_git_dir(repo, s), common, s.branch)
+        git_dir = self._checked_git_dir(repo, s)
+        # Its git writes objects into a directory of its own; the common store stays read-only.
+        objects = git.open_object_dir(common, s.name)
+        writable = sandbox.writable_git_paths(git_dir, common, s.branch)
         await self._bind_agent(repo, s, run, env)
         run.sandbox = box
         socket = run.channel or ""
         home = os.path.expanduser("~")
         package = os.path.dirname(os.path.dirname(os.path.abspath(sandbox.__file__)))
         return sandbox.argv(
-            bwrap, argv, worktree=s.worktree, writable=writable,
+            bwrap, argv, worktree=s.worktree, writable=writable, pinned=sandbox.pinned_git_files(git_dir),
+            objects=(objects, os.path.join(common, "objects")),
             readable=[repo.root, repo.common_dir, home, sys.prefix, sys.base_prefix, package],
             runtime_dir=os.path.dirname(self.socket), channel_dir=os.path.dirname(socket), network=box.network)
 
@@ -131,13 +123,14 @@ class Channels(ServiceCore):
         if s.git_dir is None:
             s.git_dir = _created_git_dir(common, s.worktree)
             if s.git_dir is not None:
+                git.pin(s.worktree, s.git_dir, common)
                 repo.store.save(s)
         git_dir = s.git_dir
         if git_dir is None or os.path.dirname(git_dir) != os.path.join(common, "worktrees"):
             raise ParaError(Code.wrong_state, f"cannot tell which git directory para made for {s.worktree}; the "
                             "agent was not started sandboxed. Recreate the session's worktree (`para cancel` "
                             "keeps its branch) before launching it again", session=s.name)
-        if not _points_at(s.worktree, git_dir):
+        if not git.names_git_dir(s.worktree, git_dir):
             raise ParaError(Code.wrong_state, f"{s.worktree}/.git no longer names the git directory para made "
                             f"for it ({git_dir}): something in the worktree rewrote it, so its agent was not "
                             "started. Restore it with `git worktree repair` from the main checkout after "

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -197,6 +198,10 @@ class WorktreeFacts:
         return [e.path for e in self.embedded if not e.submodule]
 
 
+def _unused(objects: str, live: Callable[[], set[str]]) -> bool:
+    return objects not in live()
+
+
 @dataclass
 class Repo:
     """One repository the sidecar serves."""
@@ -349,9 +354,13 @@ class ServiceCore:
             self.repos[where.common_dir] = repo
             self._by_identity[_identity(where.common_dir)] = repo
             for s in repo.store.live():
+                if s.git_dir and os.path.isdir(s.git_dir):
+                    git.pin(s.worktree, s.git_dir, where.common_dir)  # (before anything runs git there)
+            for s in repo.store.live():
                 if s.op is not None:
                     await self._repair(repo, s)
             await self._release_frozen(repo)  # (after the repairs: they redo removals with it paused)
+            await self._sweep_object_dirs(repo)  # (after the repairs: they end sessions)
             await self._remove_scratch(repo)
             await self._adopt_para_on_open(repo)
         except BaseException:
@@ -479,11 +488,12 @@ class ServiceCore:
             candidates = [cfg["base_branch"]]
         else:
             candidates = []
-            origin = await git.symbolic_ref(repo.root, "refs/remotes/origin/HEAD")
+            origin, default, current = await asyncio.gather(  # (three reads: at once)
+                git.symbolic_ref(repo.root, "refs/remotes/origin/HEAD"),
+                git.config_value(repo.root, "init.defaultBranch"), git.symbolic_ref(repo.root, "HEAD"))
             if origin and "/" in origin:
                 candidates.append(origin.split("/", 1)[1])
-            trunks = [b for b in (await git.config_value(repo.root, "init.defaultBranch"), "main", "master") if b]
-            current = await git.symbolic_ref(repo.root, "HEAD")
+            trunks = [b for b in (default, "main", "master") if b]
             candidates += ([current] if current in trunks else []) + trunks + ([current] if current else [])
         for b in candidates:
             sha = await git.resolve(repo.root, f"refs/heads/{b}")
@@ -563,11 +573,40 @@ class ServiceCore:
             branch_exists=branch_ref is not None, head=branch_ref[0] if branch_ref else s.head_commit, ahead=None,
             task=s.task, archived_branch=s.archived_branch,
             pending_op=s.op.kind if s.op else None, integration=integration_record(s.integration), agent=s.agent,
-            report=s.report, plan=s.plan, notes=list(s.notes), head_branch=head_branch,
+            report=s.report, plan=s.plan, notes=list(s.notes) + self._link_note(s, wt_exists), head_branch=head_branch,
             detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes),
             queued=s.queued, queue_position=queue_position(repo.store.live(), s) if s.queued else None,
             messages=list(s.messages),
             ports=list(s.ports) if s.status in (Status.active, Status.conflicted, Status.integrating) else [])
+
+    async def _sweep_object_dirs(self, repo: Repo) -> None:
+        """The object directories of sandboxed sessions that have ended (or whose end a crash
+        interrupted): their objects go into the common store, then their alternate line,
+        then the directory (git.close_object_dir). A failure keeps all three: nothing lost."""
+        def live() -> set[str]:  # (a cancelled session keeps its name, not its worktree or agent)
+            return {git.session_object_dir(repo.common_dir, s.name) for s in repo.store.live()
+                    if s.status is not Status.cancelled}
+        for objects in sorted(git.object_dirs(repo.common_dir) - live()):
+            try:
+                await git.close_object_dir(repo.common_dir, objects, functools.partial(_unused, objects, live))
+            except (ParaError, OSError) as e:
+                log.warning("session objects %s kept: %s", objects, getattr(e, "message", e))
+
+    async def _absorb_objects(self, repo: Repo, s: Session) -> None:
+        """Before a ref outside the session names its commits (an integration's target):
+        the objects its sandboxed agent wrote go into the common store, out of its reach."""
+        objects = git.session_object_dir(repo.common_dir, s.name)
+        if os.path.isdir(objects):
+            await git.absorb_objects(repo.common_dir, objects)
+
+    @staticmethod
+    def _link_note(s: Session, wt_exists: bool) -> list[str]:
+        """Said while the worktree's `.git` names another git dir than the one para made (its
+        agent rewrote it): para's git ignores it, the user should know."""
+        if not (wt_exists and s.git_dir) or git.names_git_dir(s.worktree, s.git_dir):
+            return []
+        return [(f"{s.worktree}/.git no longer names the git directory para made for it ({s.git_dir}); "
+                 "para's own git keeps using that one, and cancel or integrate restores the file")]
 
     @staticmethod
     def _require(s: Session, allowed: Status | tuple[Status, ...], verb: str) -> None:
@@ -793,9 +832,10 @@ class ServiceCore:
                                 else "it had no commits and no files"))
         return lines
 
-    async def _refuse_bare_gitlinks(self, repo: Repo, s: Session, target: str, tip: str) -> None:
+    async def _refuse_bare_gitlinks(self, repo: Repo, s: Session, target: str, tip: str) -> str | None:
         """A repository committed inside the session without a .gitmodules entry would land on
-        `target` as an empty gitlink no clone can fill: refused, naming the path and the fix."""
+        `target` as an empty gitlink no clone can fill: refused, naming the path and the fix.
+        Returns the fork point of `tip` and `target` it looked from (None: no common history)."""
         fork = await git.merge_base(repo.root, f"refs/heads/{target}", tip)
         links = await git.unmapped_gitlinks(repo.root, fork, tip) if fork else []
         if links:
@@ -806,6 +846,7 @@ class ServiceCore:
                             f"would land as an empty directory; in {where} run `git rm --cached -- {links[0]}` and "
                             f"commit (or make it a submodule with `git submodule add URL {links[0]}`), then "
                             "integrate again", session=s.name, paths=links)
+        return fork
 
     async def _dirty(self, repo: Repo, worktrees: list[tuple[str, git.Worktree]]) -> dict[str, bool]:
         """Whether each worktree has uncommitted changes, by its session's path. Git is asked

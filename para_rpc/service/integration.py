@@ -74,9 +74,9 @@ class Integration(ServiceCore):
             pre = await git.resolve(repo.root, f"refs/heads/{s.branch}")
             if pre is None:
                 raise ParaError(Code.not_found, f"branch {s.branch!r} of session {s.name!r} is gone", session=s.name)
-            await self._refuse_bare_gitlinks(repo, s, target, pre)
+            fork = await self._refuse_bare_gitlinks(repo, s, target, pre)
             if message is None:
-                message = await self._default_message(repo, s, target, pre, strategy)
+                message = await self._default_message(repo, s, target, pre, strategy, fork)
             s.integration = {"target": target, "strategy": strategy, "message": message, "pre": pre,
                              "resume_status": s.status.value, "stamp": _utc_stamp()}
             return await self._land(repo, s, cfg)
@@ -88,10 +88,11 @@ class Integration(ServiceCore):
                             session=s.name, files=(s.integration or {}).get("files", []))
         self._require(s, (Status.active, Status.review), "integrate")
 
-    async def _default_message(self, repo: Repo, s: Session, target: str, tip: str, strategy: str) -> str:
+    async def _default_message(self, repo: Repo, s: Session, target: str, tip: str, strategy: str,
+                               fork: str | None) -> str:
+        """(`fork`: the merge base of `tip` and `target`, which the caller has already read.)"""
         if strategy == "merge":
             return f"Merge session {s.name} into {target}"
-        fork = await git.merge_base(repo.root, f"refs/heads/{target}", tip)
         subjects = (await git.out(repo.root, "log", "--format=%s", f"{fork}..{tip}")).splitlines() if fork else []
         return subjects[0] if len(subjects) == 1 else f"Integrate session {s.name}"
 
@@ -164,6 +165,7 @@ class Integration(ServiceCore):
             journaled(s).data.update(old=old, new=new)  # journal before the target moves
             repo.store.save(s)
             if new != old:
+                await self._absorb_objects(repo, s)  # out of the sandboxed agent's reach first
                 await integrate.advance_target(repo.root, target, old, new, f"para: integrate {s.name}")
         except ParaError:
             if rewrite:  # the target did not move: the session goes back to how this attempt found it
@@ -221,9 +223,12 @@ class Integration(ServiceCore):
                 f = await self._worktree_facts(repo, s)
                 if f is not None:
                     # Before the save: the teardown runs with the agent thawed (to stop its
-                    # servers), and what they write meanwhile is saved with the rest.
+                    # servers), and what they write meanwhile is saved with the rest: the facts
+                    # are read again then (with no teardown run, the agent stayed frozen).
+                    ran_before = s.op is not None and s.op.data.get("teardown_done")
                     await self._teardown(repo, s, cfg)
-                    f = await self._worktree_facts(repo, s)
+                    if s.op is None or (s.op.data.get("teardown_done") and not ran_before):
+                        f = await self._worktree_facts(repo, s)
             except ParaError as e:  # the work has landed: a directory git does not know is left alone
                 f = None
                 s.notes.append(f"worktree left in place: {e.message}")
@@ -249,10 +254,11 @@ class Integration(ServiceCore):
             else:
                 async with repo.lock:  # a worktree deleted by hand still holds its branch until pruned
                     await git.prune_worktrees(repo.root)
+        listed: list[git.Worktree] | None = None
         if tip and not cfg["integrate.keep_branch"]:
             async with repo.lock:
-                holder = next((w.path for w in await git.worktrees(repo.root)
-                               if w.branch == s.branch and not w.prunable), None)
+                listed = await git.worktrees(repo.root)
+                holder = next((w.path for w in listed if w.branch == s.branch and not w.prunable), None)
                 if holder is None:
                     await git.delete_branch(repo.root, s.branch)
                 else:
@@ -265,11 +271,14 @@ class Integration(ServiceCore):
         s.status, s.op = Status.integrated, None
         self._release(repo, s)  # ports and exclude lines: also when the worktree was gone before
         repo.store.save(s)
+        await self._sweep_object_dirs(repo)  # (its sandbox's objects into the common store)
         self.emit(repo, "integrated", s.name, target=rec["target"], commit=new, strategy=rec["strategy"])
         if config_changed:
             self.emit(repo, "config_changed", s.name, target=rec["target"], commit=new, path=config.PROJECT_FILE)
         self._agent_session_ended(repo, s)
-        wts, branches = await asyncio.gather(self._worktree_state(repo), git.refs(repo.root, "refs/heads/"))
+        # (Deleting the branch moved no worktree: the listing above still holds for the answer.)
+        wts, branches = await asyncio.gather(
+            self._worktree_state(repo) if listed is None else _by_path(listed), git.refs(repo.root, "refs/heads/"))
         result: dict[str, Any] = to_builtins(self._info(repo, s, wts, branches))
         result["warnings"] = warnings + self._frozen_warnings(frozen, s) + self._teardown_warnings(s)
         return result
@@ -502,3 +511,8 @@ class Integration(ServiceCore):
             elif what == "deleted in":
                 pair(holders, index.get(("added in", name), []))
         return [(usable[i], usable[j]) for i, j in sorted(meet)]
+
+
+async def _by_path(listed: list[git.Worktree]) -> dict[str, git.Worktree]:
+    """A `git worktree list` already read, as `_worktree_state` gives it."""
+    return {w.path: w for w in listed}

@@ -371,13 +371,17 @@ class Sessions(ServiceCore):
                 busy = await self._busy_warnings(s) if f is not None else []
                 stamp = _utc_stamp()
                 archive = f"{cfg['branch_prefix']}/archived/{stamp}/{s.name}"
+                # One listing answers both: which archive names are taken, and whether a ref is
+                # in the way of the one chosen (all under refs/heads/<first part of the prefix>).
+                family = git.ref_family(f"refs/heads/{archive}")
+                near = await git.refs(repo.root, family) if family else {}
                 n = 2
-                while await git.branch_exists(repo.root, archive):
+                while f"refs/heads/{archive}" in near:
                     archive = f"{cfg['branch_prefix']}/archived/{stamp}-{n}/{s.name}"
                     n += 1
                 # Checked before anything is removed: a rename that fails after the worktree
                 # went would leave the cancel half done.
-                blocker = await git.ref_in_the_way(repo.root, f"refs/heads/{archive}")
+                blocker = git.blocking_ref(f"refs/heads/{archive}", near)
                 if blocker is not None:
                     raise ParaError(Code.wrong_state, f"cannot cancel {s.name!r}: the ref {blocker} is in the way of "
                                     f"its archive branch {archive} (git cannot hold both); rename or delete it "
@@ -418,9 +422,13 @@ class Sessions(ServiceCore):
         saved, backups = None, []
         if f is not None:
             # Before the save: the teardown runs with the agent thawed (to stop its servers), and
-            # what they write meanwhile is saved with the rest.
+            # what they write meanwhile is saved with the rest: the facts are read again then.
+            # With no teardown run the agent stayed frozen since `f` was read (four git
+            # processes saved on every cancel).
+            ran_before = d.get("teardown_done")
             await self._teardown(repo, s, cfg)
-            f = await self._worktree_facts(repo, s)
+            if d.get("teardown_done") and not ran_before:
+                f = await self._worktree_facts(repo, s)
         if f is not None:
             backups = await self._save_worktree(repo, s, f, d["stamp"])
             nested = f.nested()
@@ -440,8 +448,9 @@ class Sessions(ServiceCore):
                 await git.remove_worktree(repo.root, s.worktree)
             d["removed"] = True
         async with repo.lock:
-            if await git.branch_exists(repo.root, s.branch):
-                s.head_commit = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+            tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")  # (a branch at a non-commit: None)
+            if tip is not None or await git.branch_exists(repo.root, s.branch):
+                s.head_commit = tip
                 await git.rename_branch(repo.root, s.branch, d["archive"])
                 s.archived_branch = d["archive"]
             elif not (s.archived_branch and await git.branch_exists(repo.root, s.archived_branch)):
@@ -450,6 +459,7 @@ class Sessions(ServiceCore):
         self._release(repo, s)  # ports and exclude lines: also when the worktree was gone before
         s.queued = None  # a queued agent goes with it (a recovered session does not start one unasked)
         repo.store.save(s)
+        await self._sweep_object_dirs(repo)  # (its sandbox's objects into the common store)
         return saved, backups
 
     async def _force_clear(self, repo: Repo, s: Session) -> Session:

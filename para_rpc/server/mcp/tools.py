@@ -11,7 +11,7 @@ SDK's argument validation, leaves as one error result with `{code, name, message
 
 import asyncio
 import inspect
-import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
@@ -166,8 +166,23 @@ def normalize(spec: ToolSpec, arguments: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    if c < 0x10000:
+        return f"\\u{c:04x}"
+    c -= 0x10000  # (as a UTF-16 surrogate pair, like json.dumps)
+    return f"\\u{0xd800 | (c >> 10):04x}\\u{0xdc00 | (c & 0x3ff):04x}"
+
+
 def json_text(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)
+    """The result as indented JSON text, what `json.dumps(obj, indent=2, default=str)` gives
+    (non-ASCII escaped; only a float's exponent is spelled shorter: 1e-7, not 1e-07). msgspec:
+    json's indenting encoder is pure Python, 5 ms for a list of 100 sessions; this is 0.1 ms."""
+    text = msgspec.json.format(msgspec.json.encode(obj, enc_hook=str), indent=2).decode()
+    return text if text.isascii() else _NON_ASCII.sub(_escape, text)
 
 
 def _bound(spec: ToolSpec, fe: "McpFrontend") -> Callable[..., Any]:

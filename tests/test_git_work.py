@@ -1,0 +1,63 @@
+"""The git processes one operation runs (issue 15): none repeats work another one of the same
+operation already did. Counted with a `git` wrapper first on the sidecar's PATH."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from conftest import run_para, shutdown_sidecar, start_sidecar
+
+
+def _subcommand(line: str) -> str:
+    """A call without the `-c` options para puts before every subcommand (git.py)."""
+    words = line.split()
+    while words and words[0] == "-c":
+        words = words[2:]
+    return " ".join(words)
+
+
+def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path, tmp_path: Path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    calls = tmp_path / "git-calls"
+    real = shutil.which("git")
+    assert real
+    (bindir / "git").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\nexec {real} "$@"\n')
+    (bindir / "git").chmod(0o755)
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0",
+                       env=dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}"))
+    try:
+        run_para("list", "--json", cwd=repo)  # (the repository is opened: not part of either count)
+
+        def ran(*argv: str, name: str = "w") -> list[str]:
+            calls.write_text("")
+            proc = run_para(*argv, "--json", cwd=repo)
+            assert json.loads(proc.stdout)["name"] == name, proc.stdout
+            return [_subcommand(line) for line in calls.read_text().splitlines()]
+
+        started = ran("start", "w")
+        assert [c for c in started if c.startswith("worktree add")], started
+        assert [c for c, n in Counter(started).items() if n > 1] == [], started
+        (repo / ".para" / "worktrees" / "w" / "work.txt").write_text("work\n")
+        cancelled = ran("cancel", "w")
+        assert [c for c in cancelled if c.startswith("worktree remove")], cancelled
+        # The worktree's state (status, index, nested repositories) is read once, not again
+        # after a teardown that did not run; the archive name and the refs in its way are one listing.
+        assert [c for c, n in Counter(cancelled).items() if n > 1] == [], cancelled
+        assert not [c for c in cancelled if c.startswith("show-ref")], cancelled
+
+        run_para("start", "i", cwd=repo)
+        (repo / ".para" / "worktrees" / "i" / "work.txt").write_text("work\n")
+        integrated = ran("integrate", "done", "--session", "i", name="i")
+        assert [c for c in integrated if c.startswith("update-ref -m para: integrate i refs/heads/main")], integrated
+        # The worktree's state is read before the work is committed and again before the worktree
+        # goes (not a third time after a teardown that did not run); the fork point once.
+        counts = Counter(integrated)
+        assert counts["ls-files --stage -z"] == 2 and counts["status --porcelain=v1 -z --untracked-files=all"] <= 3
+        assert [c for c, n in counts.items() if c.startswith("merge-base ") and n > 1] == [], integrated
+    finally:
+        shutdown_sidecar(sc)
