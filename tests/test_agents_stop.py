@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -214,3 +215,68 @@ def test_an_agent_whose_session_was_cancelled_by_a_crashed_sidecar_is_stopped_by
     assert pid_alive(runner) and pid_alive(daemon)  # nobody stopped it before the work was saved
     run_para("list", "--all", "--json", cwd=repo)  # a new sidecar repairs the cancel
     assert_stopped_after_saving(api, repo, "cr", runner, daemon, group=True, saved_by="repaired")
+
+
+# ---- a daemon that hid its mark (red team RA4) ----------------------------------------------------
+
+DETACHING = str(Path(__file__).resolve().parent / "agents" / "detaching_agent.py")
+
+
+def sleepers(tag: str) -> list[int]:
+    """The host's processes running `sleep TAG`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if entry.isdigit() and argv[:2] == [b"sleep", tag.encode()] or argv[1:2] == [tag.encode()] and \
+                argv[0].endswith(b"/sleep"):
+            if pid_alive(int(entry)):
+                found.append(int(entry))
+    return found
+
+
+def started_ticks(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+
+
+def uptime_ticks() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0]) * os.sysconf("SC_CLK_TCK")
+
+
+def test_stop_ends_a_daemon_that_scrubbed_its_environment_but_never_the_users_shell(api, repo, out, tmp_path):
+    """An `env -i setsid` daemon ignoring SIGTERM, left in the worktree by the agent, is stopped
+    with it; processes of the user in the same worktree (looking just like the daemon: no
+    terminal, no environment, a session of their own), started before that run or while it
+    runs, are not."""
+    tag = f"777.{os.getpid()}"
+    gate = tmp_path / "gate"
+    env = {"PARA_AGENTS": json.dumps({"detach": {"command": [sys.executable, DETACHING, tag, str(gate)]}})}
+    detail = json.loads(run_para("dispatch", "fk", "-p", "x", "--agent", "detach", "--mode", "headless", "--json",
+                                 cwd=repo, env=env).stdout)
+    run_para("stop", "fk", cwd=repo)
+    users = subprocess.Popen(["sleep", "601"], cwd=detail["worktree"], env={"PATH": os.environ["PATH"]},
+                             start_new_session=True, stdin=subprocess.DEVNULL)
+    try:
+        # (what "before" means: a tick count the kernel has passed, not a guess at how long a restart takes)
+        wait_until(lambda: uptime_ticks() > started_ticks(users.pid) + 50, 30, "the user's process to be older")
+        gate.write_text("")
+        run_para("restart", "fk", cwd=repo, env=env)
+        daemon = wait_until(lambda: sleepers(tag), 30, "the agent's daemon")
+        # One the user starts there while the agent runs (a command run by an editor): not the agent's.
+        late = subprocess.Popen(["sleep", "602"], cwd=detail["worktree"], env={"PATH": os.environ["PATH"]},
+                                start_new_session=True, stdin=subprocess.DEVNULL)
+        run_para("stop", "fk", cwd=repo)
+        gone(*daemon)
+        assert users.poll() is None, "para stop killed the user's own process in the worktree"
+        assert late.poll() is None, "para stop killed a process the user started in the worktree"
+        # `para cancel` after it: the user's processes still run (cancel names them, as before).
+        run_para("cancel", "fk", cwd=repo)
+        assert users.poll() is None and late.poll() is None
+    finally:
+        for proc in (users, *([late] if "late" in locals() else [])):
+            proc.kill()
+            proc.wait()
+        for pid in sleepers(tag):
+            os.kill(pid, signal.SIGKILL)

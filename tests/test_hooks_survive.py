@@ -333,3 +333,63 @@ def test_a_hook_may_not_start_sessions_or_cancel_its_own(repo: Path, tmp_path: P
     assert "may not cancel its own session" in Path(f"{seen}.cancel").read_text()
     assert "may not finish its own session" in Path(f"{seen}.finish").read_text()  # (named by its cwd)
     assert set(listed(repo)) == {"outer"}
+
+
+def _mcp_start(repo: Path, name: str) -> subprocess.Popen[str]:
+    """`para mcp` as an MCP client runs it, asked (raw lines) to para_start `name`."""
+    proc = subprocess.Popen([*PARA_ARGV, "mcp"], cwd=repo, env=cli_env(), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None
+    for msg in ({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                 "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                            "clientInfo": {"name": "test", "version": "1"}}},
+                {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                 "params": {"name": "para_start", "arguments": {"session": name}}}):
+        proc.stdin.write(json.dumps(msg) + "\n")
+    proc.stdin.flush()
+    return proc
+
+
+def test_a_start_whose_mcp_client_goes_away_stops_its_setup(repo: Path, tmp_path: Path,
+                                                            leftovers: list[int]) -> None:
+    """As on a JSON-RPC connection: the MCP client (here the `para mcp` it ran) is gone while
+    para_start runs its setup: the setup is stopped and the start rolls back."""
+    pidfile = tmp_path / "setup.pid"
+    configure(session={"setup": ["sh", "-c", f"echo $$ > {pidfile}; exec sleep 1000"], "setup_timeout": 600})
+    client = _mcp_start(repo, "mcpgone")
+    try:
+        setup = pid_in(pidfile)
+        leftovers.append(setup)
+        client.kill()
+        client.wait(60)
+        wait_until(lambda: not pid_alive(setup), 60, "the abandoned start's setup to be stopped")
+        wait_until(lambda: listed(repo) == {}, 60, "the abandoned start to roll back")
+        assert not (repo / ".para" / "worktrees" / "mcpgone").exists()
+    finally:
+        if client.poll() is None:
+            client.kill()
+
+
+def test_an_mcp_client_that_closed_its_input_is_told_and_its_start_rolls_back(repo: Path, tmp_path: Path,
+                                                                              leftovers: list[int]) -> None:
+    """A client that ends its input (a pipe) while para_start runs its setup is answered
+    "Connection closed" by the SDK: a start going on alone would be one it was told had failed,
+    so it stops and rolls back, like a JSON-RPC client's."""
+    pidfile = tmp_path / "setup.pid"
+    configure(session={"setup": ["sh", "-c", f"echo $$ > {pidfile}; exec sleep 1000"], "setup_timeout": 600})
+    client = _mcp_start(repo, "piped")
+    try:
+        setup = pid_in(pidfile)
+        leftovers.append(setup)
+        assert client.stdin is not None
+        client.stdin.close()
+        client.stdin = None  # (closed: communicate must not flush it)
+        out, err = client.communicate(timeout=120)
+        answers = {m.get("id"): m for m in map(json.loads, out.splitlines())}
+        assert "error" in answers[2] or answers[2]["result"].get("isError"), (answers, err)
+        wait_until(lambda: not pid_alive(setup), 60, "the abandoned start's setup to be stopped")
+        wait_until(lambda: listed(repo) == {}, 60, "the abandoned start to roll back")
+    finally:
+        if client.poll() is None:
+            client.kill()

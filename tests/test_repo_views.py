@@ -77,3 +77,23 @@ def test_a_symlinked_path_is_the_same_repository_too(sidecar, para_json, repo, t
     para_json("start", "v4")
     assert [s["name"] for s in para_json("list", cwd=link)["sessions"]] == ["v4"]
     assert para_json("show", cwd=link / ".para" / "worktrees" / "v4")["name"] == "v4"
+
+
+def test_a_repository_deleted_and_made_again_at_its_path_starts_empty(repo: Path, sidecar: object) -> None:
+    """RA6: the sidecar kept the old repository's sessions in memory, so a brand-new repository
+    at the same path answered "session 'fz' already exists (cancelled)"."""
+    import json
+    import shutil
+
+    from conftest import make_repo, run_para
+    run_para("start", "fz", cwd=repo)
+    run_para("cancel", "fz", "--discard", cwd=repo)
+    run_para("start", "alive", cwd=repo)
+    shutil.rmtree(repo)
+    again = make_repo(repo)
+    run_para("start", "fz", cwd=again)
+    listed = json.loads(run_para("list", "--all", "--json", cwd=again).stdout)
+    assert [s["name"] for s in listed["sessions"]] == ["fz"], listed
+    # Its .para/ alone removed: the same.
+    shutil.rmtree(again / ".para")
+    assert json.loads(run_para("list", "--all", "--json", cwd=again).stdout)["sessions"] == []

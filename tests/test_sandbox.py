@@ -30,6 +30,7 @@ from para_rpc.errors import Code, ParaError
 
 from agents_util import Api, agent_env, agent_scripts, api  # noqa: F401  (fixtures)
 from conftest import (
+    make_repo,
     PROCESSES,
     full_state,
     git,
@@ -442,3 +443,102 @@ def test_a_session_recorded_before_its_git_dir_was_kept_is_still_checked(repo: P
         assert not list(elsewhere.iterdir())
     finally:
         shutdown_sidecar(again)
+
+
+@pytest.fixture
+def host_sockets(repo: Path) -> Iterator[dict[str, Path]]:
+    """Unix sockets host services listen on, where a desktop has them: in a directory outside
+    /tmp and outside every path the sandbox needs (stands for /run/user/<uid>/bus,
+    /var/run/docker.sock), in a directory of a path the sandbox shows read-only (stands for
+    ~/.gnupg/S.gpg-agent), and right in such a path (the main checkout's top: a dev server's)."""
+    outside = Path(tempfile.mkdtemp(prefix="s13run", dir="/var/tmp"))
+    PROCESSES.dirs.append(outside)
+    (repo / "gnupg").mkdir()
+    with (repo / ".git" / "info" / "exclude").open("a") as f:
+        f.write("gnupg/\nS.dev\n")
+    paths = {"bus": outside / "bus", "gpg": repo / "gnupg" / "S.gpg-agent", "dev": repo / "S.dev"}
+    servers = []
+    for path in paths.values():
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(path))
+        s.listen(8)
+        with socket.socket(socket.AF_UNIX) as c:  # the host reaches it (the probes mean something)
+            c.connect(str(path))
+            s.accept()[0].close()
+        s.setblocking(False)
+        servers.append(s)
+    try:
+        yield paths
+        for s in servers:  # nothing from the sandbox ever connected
+            with pytest.raises(BlockingIOError):
+                s.accept()
+    finally:
+        for s in servers:
+            s.close()
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+def test_the_hosts_unix_sockets_are_out_of_reach(api: Api, repo: Path, sidecar: Any, listener: int,
+                                                 host_sockets: dict[str, Path]) -> None:
+    """RA12: `connect()` needs no write access, so a read-only view of the host reached every
+    listening socket outside /tmp (D-Bus: `systemd-run --user` runs anything unconfined;
+    docker.sock; the user's ssh/gpg agents). Each must be refused, even with the network on;
+    the variables naming them are gone; the agent sees only its own processes; and it still
+    runs python, git and `para`, commits and integrates."""
+    extra = [a for p in host_sockets.values() for a in ("--unix", str(p))]
+    extra += ["--env", "SSH_AUTH_SOCK", "--env", "DBUS_SESSION_BUS_ADDRESS", "--env", "KEPT"]
+    env = profile(repo, sidecar.socket, listener, *extra)
+    env["PARA_SESSION_ENV"] = json.dumps({"SSH_AUTH_SOCK": str(host_sockets["gpg"]), "KEPT": "yes",
+                                          "DBUS_SESSION_BUS_ADDRESS": f"unix:path={host_sockets['bus']}"})
+    run_para("dispatch", "sockets", "-p", "probe", "--agent", "boxed", "--mode", "headless", "--sandbox",
+             cwd=repo, env=env)
+    got = probes(repo, "sockets")
+    for path in host_sockets.values():
+        assert got[f"unix:{path}"] != "ok", got
+    assert got["env:SSH_AUTH_SOCK"] == got["env:DBUS_SESSION_BUS_ADDRESS"] == "<unset>", got
+    assert got["env:KEPT"] == "yes", got
+    assert len(json.loads(got["pids_seen"])) < 20, got  # its own pid namespace, not the host's
+    assert got["tcp_localhost"] == "ok", got  # the network is on: only the sockets are hidden
+    assert got["para_status"] == "ok" and got["write_worktree"] == "ok", got
+    api.wait_event("integrated", "sockets", timeout=90)
+    assert git("show", "main:made-in-sandbox.txt", cwd=repo) == "the agent was here"
+
+
+def test_stop_ends_a_sandboxed_agents_detached_daemon(api: Api, repo: Path, sidecar: Any) -> None:
+    """RA4 in the sandbox: the agent's own pid namespace ends with it, so a daemon that left its
+    process group and scrubbed its environment (and ignores SIGTERM) ends at `para stop` too."""
+    from test_agents_stop import DETACHING, gone, sleepers
+    tag = f"778.{os.getpid()}"
+    env = {"PARA_AGENTS": json.dumps({"detach": {"command": [sys.executable, DETACHING, tag]}})}
+    run_para("dispatch", "fkbox", "-p", "x", "--agent", "detach", "--mode", "headless", "--sandbox", cwd=repo,
+             env=env)
+    try:
+        daemon = wait_until(lambda: sleepers(tag), 60, "the sandboxed agent's daemon")
+        run_para("stop", "fkbox", cwd=repo)
+        gone(*daemon)
+    finally:
+        for pid in sleepers(tag):
+            os.kill(pid, 9)
+
+
+def test_the_bound_socket_tells_nothing_of_other_sessions_or_repositories(api: Api, repo: Path, sidecar: Any,
+                                                                           listener: int, tmp_path: Path) -> None:
+    """RA10: on the bound socket `para/hello` names only its repository, and `para/wait` returns
+    only its session's events (another session's `dispatched` carries its task text)."""
+    other = make_repo(tmp_path / "other")
+    run_para("list", cwd=other)
+    secret = "the bystander's secret task"
+    run_para("dispatch", "bystander", "-p", secret, "--agent", "scripted", "--mode", "headless", cwd=repo)
+    env = _fresh(api, repo, sidecar, listener, "jailed")
+    with Connection.open(sidecar.socket) as full:  # the sidecar's own socket tells it all (the test means something)
+        assert str(other) in full.request("para/hello", {})["repos"]
+        everything = full.request("para/wait", {"cwd": str(repo), "after_event": 0, "timeout": 0})["events"]
+        assert any(e["session"] == "bystander" for e in everything)
+    with _bound(env, token=None) as conn:
+        hello = conn.request("para/hello", {"client": "test", "token": env["PARA_TOKEN"]})
+        assert hello["repos"] == [str(repo)], hello
+        waited = conn.request("para/wait", {"after_event": 0, "timeout": 0, "sessions": ["bystander"]})
+        assert waited["events"] and {e["session"] for e in waited["events"]} == {"jailed"}, waited
+        assert secret not in json.dumps(waited)
+    out = run_para("wait", "bystander", "--after", "0", "--json", "--timeout", "0", cwd="/", env=env)
+    assert "jailed" in out.stdout and secret not in out.stdout and "bystander" not in out.stdout, out.stdout

@@ -108,6 +108,7 @@ FAKE_GIT = r"""
 set -u
 common=$1; m=$2
 echo "work in progress" > wip.txt
+mkdir sub && echo "below" > sub/below.txt
 echo '* filter=evil' > .gitattributes
 head=$(git rev-parse HEAD)
 env -u GIT_OBJECT_DIRECTORY -u GIT_ALTERNATE_OBJECT_DIRECTORIES git init -q --bare .fake
@@ -169,7 +170,10 @@ def test_a_rewritten_git_file_never_runs_the_agents_config(api: Api, repo: Path,
     try:  # (a diff snapshots the worktree with `git add`: the clean filter's chance)
         api.call("para/status", session="box1")
         assert "wip.txt" in json.dumps(api.call("para/diff", session="box1"))
-        run_para("list", cwd=worktree)  # from inside the worktree too
+        run_para("list", cwd=worktree)  # from inside the worktree too, and from below its top
+        run_para("status", cwd=worktree / "sub")
+        below = json.loads(run_para("list", "--json", cwd=worktree / "sub").stdout)
+        assert below["repo"] == str(repo), below  # never the fake git dir as a repository of its own
         run_para("conflicts", cwd=repo, check=False)
         out = run_para("cancel", "box1", "--json", cwd=repo)
     finally:

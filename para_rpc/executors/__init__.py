@@ -81,8 +81,9 @@ class Executor(Protocol):
 
     async def logs(self, run: AgentRun, offset: int, limit: int = 1 << 20) -> bytes: ...
 
-    async def stop(self, run: AgentRun, grace: float) -> dict[str, Any]:
-        """TERM the run's processes, KILL after `grace`: {"signals", "pids", "left_running"}."""
+    async def stop(self, run: AgentRun, grace: float, worktree: str | None = None) -> dict[str, Any]:
+        """TERM the run's processes (and strays working in its `worktree`), KILL after `grace`:
+        {"signals", "pids", "left_running"}."""
         ...
 
     async def release(self, run: AgentRun) -> None:

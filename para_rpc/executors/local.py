@@ -91,8 +91,8 @@ class Local:
     async def logs(self, run: AgentRun, offset: int, limit: int = 1 << 20) -> bytes:
         return await asyncio.to_thread(_read_from, run.log, offset, limit) if run.log else b""
 
-    async def stop(self, run: AgentRun, grace: float) -> dict[str, Any]:
-        return await agents.stop_run(run.pid, run.exit_file, grace, since=run.started_at)
+    async def stop(self, run: AgentRun, grace: float, worktree: str | None = None) -> dict[str, Any]:
+        return await agents.stop_run(run.pid, run.exit_file, grace, since=run.started_at, worktree=worktree)
 
     async def release(self, run: AgentRun) -> None:
         return None  # the worktree is the session's (removed by its end), not the executor's

@@ -1,7 +1,7 @@
 """The gate of a session-bound connection (see service/channel.py for the sockets themselves).
 
 A sandboxed agent's `para` reaches the sidecar on a socket of its own session. Every message
-on such a connection passes `Gate.admit` first, in the message loop of server/lsp.py, before
+on such a connection passes `Gate.admit` first, in the message loop of server/rpc.py, before
 pygls or the service see it: this is the one place that decides what a confined agent may do.
 
 - nothing but `para/hello` carrying the session's token (compared in constant time) until one did;
@@ -9,7 +9,10 @@ pygls or the service see it: this is the one place that decides what a confined 
   repository's main checkout, `env` overrides dropped, and the params that could name something
   else (`target`, `branch`, `all`, `sessions`) pinned;
 - everything else (dispatch, other sessions, config, clean, trust, shutdown, subscribe, LSP
-  requests, editor commands) is refused with `forbidden` and never runs.
+  requests, editor commands) is refused with `forbidden` and never runs;
+- and what it answers tells nothing of the rest (`Gate.answer`, red team RA10): `para/hello`
+  names only the bound repository, `para/wait` returns only the bound session's events (the
+  others' carry their worktrees and task texts).
 """
 
 from __future__ import annotations
@@ -52,6 +55,17 @@ class Gate:
                          f"{self.binding.session!r}: it serves only that session's "
                          f"{', '.join(m.split('/', 1)[1] for m in BOUND_METHODS)})",
                          session=self.binding.session)
+
+    def answer(self, method: str, result: Any) -> Any:
+        """The result of an admitted request as the bound connection gets it."""
+        if not isinstance(result, dict):
+            return result
+        if method == "para/hello":
+            return {**result, "repos": [self.binding.root]}
+        if method == "para/wait":
+            return {**result, "events": [e for e in result.get("events", [])
+                                         if isinstance(e, dict) and e.get("session") == self.binding.session]}
+        return result
 
     def admit(self, method: str, params: Any) -> Any:
         if method == "para/hello":

@@ -400,25 +400,31 @@ Handler = Callable[[Conn, Any], Awaitable[Any]]
 
 def _make_handler(method: str) -> Handler:
     async def handler(conn: Conn, params: Any = None) -> Any:
-        # LSP's work-done progress: a request carrying `workDoneToken` gets what the service
-        # reports meanwhile (the output of session.setup) as `$/progress` notifications.
-        token = params.pop("workDoneToken", None) if isinstance(params, dict) else None
-        if not isinstance(token, (str, int)) or isinstance(token, bool):
-            return await call_service(conn.service, method, params)
-
-        def report(text: str) -> None:
-            try:
-                conn.notify("$/progress", {"token": token, "value": {"kind": "report", "message": text}})
-            except Exception as e:  # noqa: BLE001 a client that went away still gets its request served
-                log.info("dropping a progress notification: %s", e)
-
-        ctx = PROGRESS.set(report)
-        try:
-            return await call_service(conn.service, method, params)
-        finally:
-            PROGRESS.reset(ctx)
+        result = await _with_progress(conn, method, params)
+        # A session-bound connection: its answers are about its session only.
+        return conn.gate.answer(method, result) if conn.gate is not None else result
     handler.__name__ = "handle_" + method.replace("/", "_")
     return handler
+
+
+async def _with_progress(conn: Conn, method: str, params: Any) -> Any:
+    # LSP's work-done progress: a request carrying `workDoneToken` gets what the service
+    # reports meanwhile (the output of session.setup) as `$/progress` notifications.
+    token = params.pop("workDoneToken", None) if isinstance(params, dict) else None
+    if not isinstance(token, (str, int)) or isinstance(token, bool):
+        return await call_service(conn.service, method, params)
+
+    def report(text: str) -> None:
+        try:
+            conn.notify("$/progress", {"token": token, "value": {"kind": "report", "message": text}})
+        except Exception as e:  # noqa: BLE001 a client that went away still gets its request served
+            log.info("dropping a progress notification: %s", e)
+
+    ctx = PROGRESS.set(report)
+    try:
+        return await call_service(conn.service, method, params)
+    finally:
+        PROGRESS.reset(ctx)
 
 
 def _transport_params(method: str, params: Any) -> Any:

@@ -95,8 +95,10 @@ class Channels(ServiceCore):
         return sandbox.argv(
             bwrap, argv, worktree=s.worktree, writable=writable, pinned=sandbox.pinned_git_files(git_dir),
             objects=(objects, os.path.join(common, "objects")),
-            readable=[repo.root, repo.common_dir, home, sys.prefix, sys.base_prefix, package],
-            runtime_dir=os.path.dirname(self.socket), channel_dir=os.path.dirname(socket), network=box.network)
+            readable=[repo.root, repo.common_dir, home, sys.prefix, sys.base_prefix,
+                      os.path.dirname(os.path.realpath(sys.executable)), package],
+            runtime_dir=os.path.dirname(self.socket), channel_dir=os.path.dirname(socket), network=box.network,
+            env=env)
 
     async def _bind_agent(self, repo: Repo, s: Session, run: AgentRun, env: dict[str, str]) -> None:
         """A new bound socket and token for the run about to start, in `env` (PARA_SOCKET as

@@ -172,7 +172,7 @@ class Control(ServiceCore):
                         "message": f"the agent of {s.name} is not running (it {ended}); nothing to stop"}
             if run.mode == "editor":
                 self.ports.notify_editors("stop_terminal", {"session": s.name, "pid": run.pid})
-            result = await executors.get(run.executor).stop(run, cfg["agent.stop_grace"])
+            result = await executors.get(run.executor).stop(run, cfg["agent.stop_grace"], worktree=s.worktree)
             if run.mode == "tmux" and run.window:
                 await agents.close_tmux_window(run.window)
             run.stopped_at = now()

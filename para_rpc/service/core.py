@@ -130,6 +130,16 @@ def _identity(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def _holds(repo: Repo) -> bool:
+    """Whether the lock file this sidecar holds for `repo` is still the one at its path: a
+    repository deleted and made again, or its `.para/` removed, has another one or none."""
+    try:
+        held, there = os.fstat(repo.lock_fd), os.stat(repo.lock_path)
+    except OSError:
+        return False
+    return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+
+
 def _same_file(a: str | Path, b: str | Path) -> bool:
     try:
         return _identity(str(a)) == _identity(str(b))
@@ -307,6 +317,9 @@ class ServiceCore:
         if where.toplevel is None:
             raise ParaError(Code.not_a_repository, f"{cwd} is inside a .git directory, not a working tree")
         repo = self.repos.get(where.common_dir)
+        if repo is not None and repo.ready.is_set() and not _holds(repo):
+            self._drop_stale(repo)
+            repo = None
         if repo is None:
             # Another view of a repository already open (a bind mount: another path, the
             # same directory) is the same repository, not a second one to lock.
@@ -381,6 +394,19 @@ class ServiceCore:
         repo = self.repos.get(where.common_dir) if where is not None else None
         s = self._session_at(repo, cwd) if repo is not None else None
         return s.name if s is not None else None
+
+    def _drop_stale(self, repo: Repo) -> None:
+        """`repo` was deleted (or its `.para/`) and perhaps made again at the same path (red
+        team RA6): what is in memory describes a repository that is gone. Its store and lock
+        are let go; the next request opens what is there now."""
+        log.warning("%s is no longer the repository this sidecar opened (its .para/sidecar.lock was "
+                    "removed or replaced): forgetting its sessions in memory and opening it again", repo.root)
+        if repo.poller:
+            repo.poller.cancel()
+        self._forget(repo)
+        repo.store.close()
+        with contextlib.suppress(OSError):
+            os.close(repo.lock_fd)
 
     def _forget(self, repo: Repo | None) -> None:
         for path in [k for k, r in self.repos.items() if r is repo]:

@@ -405,7 +405,8 @@ class Dispatching(ServiceCore):
         later = s.status in (Status.integrated, Status.review) and not forgotten
         reason = "its session was forgotten by clean" if forgotten else f"its session was {s.status.value}"
         self._agent_job(f"stop:{run.exit_file}",
-                        self._stop_agent(repo, s.id, s.name, run, grace if later else 0.0, reason))
+                        self._stop_agent(repo, s.id, s.name, run, grace if later else 0.0, reason,
+                                         worktree=s.worktree))
 
     def _follow_up_agents(self, repo: Repo) -> None:
         """From the agent poll (no git, no waiting): settle agents that ended, and stop the
@@ -422,10 +423,11 @@ class Dispatching(ServiceCore):
                 grace = repo.config({})["agent.stop_grace"] if grace is None else grace
                 delay = 0.0 if s.status is Status.cancelled else max(0.0, s.updated_at + grace - time.time())
                 self._agent_job(f"stop:{run.exit_file}",
-                                self._stop_agent(repo, s.id, s.name, run, delay, f"its session was {s.status.value}"))
+                                self._stop_agent(repo, s.id, s.name, run, delay, f"its session was {s.status.value}",
+                                                 worktree=s.worktree))
 
     async def _stop_agent(self, repo: Repo, sid: int | None, name: str, run: AgentRun, delay: float,
-                          reason: str) -> None:
+                          reason: str, worktree: str | None = None) -> None:
         try:
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline and agents.is_runner(run.pid, run.exit_file):
@@ -433,7 +435,7 @@ class Dispatching(ServiceCore):
             if not agents.is_runner(run.pid, run.exit_file):
                 return  # it ended by itself: settling after its exit stops what it left behind
             grace = repo.config({})["agent.stop_grace"]
-            result = await executors.get(run.executor).stop(run, grace)
+            result = await executors.get(run.executor).stop(run, grace, worktree=worktree)
             await self._record_stop(repo, sid, name, run.exit_file, reason, result)
         except Exception:  # noqa: BLE001 a background job: logged, the next sidecar tries again
             log.exception("stopping the agent of %s failed", name)
@@ -465,7 +467,7 @@ class Dispatching(ServiceCore):
                 return
             run = s.agent
             grace = repo.config({})["agent.stop_grace"]
-            result = await executors.get(run.executor).stop(run, grace)
+            result = await executors.get(run.executor).stop(run, grace, worktree=s.worktree)
             await self._record_stop(repo, sid, s.name, exit_file, "the agent exited; these are processes it left "
                                     "running", result)
             changes, skipped = await self._compare_outside(repo, s, run)

@@ -51,7 +51,7 @@ class Hooks(ServiceCore):
     if TYPE_CHECKING:  # what it calls on the other parts of Service (Dispatching)
         def _agent_job(self, key: str, coro: Coroutine[Any, Any, None]) -> None: ...
         async def _stop_agent(self, repo: Repo, sid: int | None, name: str, run: AgentRun, delay: float,
-                              reason: str) -> None: ...
+                              reason: str, worktree: str | None = None) -> None: ...
 
     # ---- hooks in flight ------------------------------------------------------------------
 
@@ -194,7 +194,8 @@ class Hooks(ServiceCore):
                   and run.exit_file):
                 # (registered before the poller's follow-up, which would wait out agent.stop_grace)
                 self._agent_job(f"stop:{run.exit_file}", self._stop_agent(repo, s.id, s.name, run, 0.0,
-                                                                          f"its session was {s.status.value}"))
+                                                                          f"its session was {s.status.value}",
+                                                                          worktree=s.worktree))
             else:
                 await asyncio.to_thread(agents.end_frozen, pids)
             verb = "continued" if keep else "stopped"

@@ -9,6 +9,8 @@ over its session-bound socket). With --wait FILE it first waits for FILE to exis
     --root DIR       the main checkout (writing there must fail)
     --sidecar SOCK   the sidecar's own socket (connecting must fail)
     --port N         a TCP port listening on the host's 127.0.0.1 (with the network off: must fail)
+    --unix PATH      a unix socket a host service listens on (repeatable): probe `unix:PATH`
+    --env NAME       report the variable NAME as the agent sees it (repeatable): probe `env:NAME`
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def main() -> int:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--wait")
     ap.add_argument("--no-finish", action="store_true")
+    ap.add_argument("--unix", action="append", default=[])
+    ap.add_argument("--env", action="append", default=[])
     args = ap.parse_args()
     if args.wait:
         deadline = time.monotonic() + 120
@@ -84,7 +88,12 @@ def main() -> int:
         "tcp_localhost": attempt(lambda: connect_tcp(args.port)),
         "para_status": attempt(lambda: run(*para(), "status", "probing the sandbox")),
         "para_socket": os.environ.get("PARA_SOCKET", ""),
+        "pids_seen": str(sorted(int(p) for p in os.listdir("/proc") if p.isdigit())),
     }
+    for path in args.unix:
+        probes[f"unix:{path}"] = attempt(lambda path=path: connect_unix(path))
+    for name in args.env:
+        probes[f"env:{name}"] = os.environ.get(name, "<unset>")
     print("SANDBOX-PROBES " + json.dumps(probes), flush=True)
     if args.no_finish:
         return 0

@@ -32,7 +32,7 @@ from para_rpc.server.mcp.guide import GUIDE
 from para_rpc.server.mcp.http import BearerGate
 from para_rpc.server.mcp.streams import PEER, Lines, Out, Peer
 from para_rpc.service import Service
-from para_rpc.service.invoke import invoke
+from para_rpc.service.invoke import CLIENT_GONE, invoke
 
 log = logging.getLogger("para.mcp")
 SEND_TIMEOUT = 10.0
@@ -171,11 +171,20 @@ class McpFrontend:
         else:
             pushback = first  # a client speaking MCP directly, without the bridge's preamble
         token = PEER.set(peer)
+        # A start whose client is gone stops its setup and rolls back, as on a JSON-RPC
+        # connection (service/invoke.py; the tool calls run in this context). Gone is the end
+        # of its input: the SDK then answers what is in flight "Connection closed", so a start
+        # going on would be one its client was told had failed.
+        gone = asyncio.Event()
+        gone_token = CLIENT_GONE.set(gone)
         try:
+            lines = Lines(reader, pushback, on_end=gone.set)
             # Lines and Out are the part of anyio's AsyncFile that stdio_server uses (readline, write, flush)
-            async with stdio_server(stdin=Lines(reader, pushback), stdout=Out(writer)) as (rs, ws):  # type: ignore[arg-type]
+            async with stdio_server(stdin=lines, stdout=Out(writer)) as (rs, ws):  # type: ignore[arg-type]
                 await self.server._lowlevel_server.run(rs, ws, self._init_options)
         finally:
+            gone.set()
+            CLIENT_GONE.reset(gone_token)
             PEER.reset(token)
 
     # -- streamable HTTP (optional, loopback, bearer token)

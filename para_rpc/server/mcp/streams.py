@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger("para.mcp")
@@ -26,8 +27,9 @@ PEER: contextvars.ContextVar[Peer | None] = contextvars.ContextVar("para_mcp_pee
 class Lines:
     """The MCP byte stream from the socket as an async iterator of text lines."""
 
-    def __init__(self, reader: asyncio.StreamReader, pushback: bytes | None) -> None:
-        self.reader, self.pushback = reader, pushback
+    def __init__(self, reader: asyncio.StreamReader, pushback: bytes | None,
+                 on_end: Callable[[], None] = lambda: None) -> None:
+        self.reader, self.pushback, self.on_end = reader, pushback, on_end
 
     def __aiter__(self) -> "Lines":
         return self
@@ -40,8 +42,10 @@ class Lines:
                 line = await self.reader.readline()
             except (ValueError, asyncio.LimitOverrunError, ConnectionError):
                 log.warning("dropping an MCP connection: message over %d bytes or connection error", MAX_LINE)
+                self.on_end()
                 raise StopAsyncIteration from None
         if not line:
+            self.on_end()
             raise StopAsyncIteration
         return line.decode("utf-8", errors="replace")
 
