@@ -25,7 +25,7 @@ from para_rpc.service.ports import Ports
 NOOP = {"PARA_AGENTS": json.dumps({"noop": {"command": ["true"]}})}
 
 
-async def test_events_and_editor_requests_go_through_the_ports(repo: Path) -> None:
+async def test_events_and_editor_requests_go_through_the_ports(repo: Path, tmp_path: Path) -> None:
     published: list[DomainEvent] = []
     asked: list[tuple[dict[str, Any], float]] = []
 
@@ -39,7 +39,7 @@ async def test_events_and_editor_requests_go_through_the_ports(repo: Path) -> No
         bound.append(binding.session)
 
     service = Service(Ports(publish=published.append, editor_available=lambda: True, run_in_editor=run_in_editor,
-                            bind_channel=bind_channel))
+                            bind_channel=bind_channel), socket=str(tmp_path / "run" / "sidecar.sock"))
     try:
         started = await invoke(service, "para/start", {"cwd": str(repo), "name": "p1"})
         assert [(e.kind, e.session, e.repo) for e in published] == [("started", "p1", str(repo))]
@@ -51,6 +51,7 @@ async def test_events_and_editor_requests_go_through_the_ports(repo: Path) -> No
         assert len(asked) == 1 and asked[0][0]["session"] == "p2" and asked[0][0]["worktree"] == out["worktree"]
         assert out["agent"]["mode"] == "editor" and "true" in asked[0][0]["argv"]
         assert bound == ["p2"] and asked[0][0]["env"]["PARA_TOKEN"]
+        assert asked[0][0]["env"]["PARA_SOCKET"].startswith(str(tmp_path / "run" / "bound"))
         assert started["name"] == "p1"
     finally:
         service.close()
