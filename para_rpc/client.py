@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Self
 
 from para_rpc import PROTOCOL_VERSION, __version__, runtime
@@ -121,14 +122,18 @@ def hello(conn: Connection) -> dict[str, Any]:
 _READY: dict[int, int] = {}
 
 
-def spawn_sidecar() -> subprocess.Popen[bytes]:
-    runtime.ensure_private_dir(runtime.socket_path().parent)
+def spawn_sidecar(socket: str | None = None) -> subprocess.Popen[bytes]:
+    """Start the sidecar serving `socket` (default: ours, runtime.socket_path())."""
+    path = Path(socket) if socket else runtime.socket_path()
+    runtime.ensure_private_dir(path.parent)
     r, w = os.pipe()
+    env = _sidecar_env(str(path)) if socket else dict(os.environ)
+    env[runtime.READY_FD_ENV] = str(w)
     try:
         proc = subprocess.Popen(runtime.python("-m", "para_rpc.server.sidecar"),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
-                                pass_fds=(w,), env={**os.environ, runtime.READY_FD_ENV: str(w)})
+                                pass_fds=(w,), env=env)
     except BaseException:
         os.close(r)
         raise
@@ -136,6 +141,17 @@ def spawn_sidecar() -> subprocess.Popen[bytes]:
         os.close(w)
     _READY[proc.pid] = r
     return proc
+
+
+# What an agent's environment says about its own session and run: never the sidecar's (its
+# later agents and hooks would inherit it; a process marked as the run's is stopped with it).
+_AGENT_ONLY = ("PARA_TOKEN", "PARA_SESSION", "PARA_WORKTREE", "PARA_AGENT_RUN", "PARA_SIDECAR_SOCKET")
+
+
+def _sidecar_env(socket: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _AGENT_ONLY}
+    env["PARA_SOCKET"] = socket
+    return env
 
 
 def _log_tail(lines: int = 5) -> str:
@@ -170,6 +186,37 @@ def wait_for_sidecar(proc: subprocess.Popen[bytes] | None, timeout: float = STAR
         time.sleep(0.02)
 
 
+def _wait_bound(proc: subprocess.Popen[bytes], sidecar_socket: str) -> Connection:
+    """After starting the sidecar for an agent: its bound socket, once it listens there again.
+    The one started finding another sidecar running that does not listen there means the
+    session has ended: said at once, not after the start timeout."""
+    deadline = time.monotonic() + START_TIMEOUT
+    ready = _READY.pop(proc.pid, None)
+    if ready is not None:  # (written once it listens, closed by its exit: see wait_for_sidecar)
+        try:
+            select.select([ready], [], [], START_TIMEOUT)
+        finally:
+            os.close(ready)
+    while True:
+        try:
+            return Connection.open()
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass
+        if proc.poll() is not None and time.monotonic() < deadline:
+            try:
+                Connection.open(sidecar_socket).close()
+            except OSError:
+                pass
+            else:
+                deadline = time.monotonic()  # the sidecar runs; one more look at the bound socket
+                continue
+        if time.monotonic() > deadline:
+            raise ParaError(Code.sidecar_unavailable, f"the sidecar does not listen on {runtime.socket_path()}, "
+                            "this session's socket: the session has ended (or its sidecar could not start: "
+                            f"see {runtime.log_path()})")
+        time.sleep(0.02)
+
+
 def wait_for_exit(timeout: float = 30.0, pid: int | None = None) -> bool:
     """Wait until no sidecar accepts connections (after a stop request) and, given its `pid`,
     until that process has exited: it closes its socket first, then finishes its work, and
@@ -201,21 +248,29 @@ def _running_pid(pid: int) -> bool:
 
 def connect(autostart: bool = True) -> Connection:
     """A connection to a sidecar of our own version, starting or replacing one as needed.
-    On a session-bound socket (PARA_TOKEN set: a sandboxed agent) neither: a sidecar started
-    from there would be the agent's own, and stopping the user's is not the agent's call."""
+    On a session-bound socket (PARA_TOKEN set: an agent) never a replacement (stopping the
+    user's sidecar is not the agent's call), and a start only for an unsandboxed agent, which
+    is told the sidecar's own socket for that (PARA_SIDECAR_SOCKET): the sidecar it starts
+    listens on the agent's bound socket again. A sandboxed agent's would be its own."""
+    bound_start = None
     if os.environ.get("PARA_TOKEN"):
+        bound_start = os.environ.get("PARA_SIDECAR_SOCKET") if autostart else None
         autostart = False
     for attempt in range(2):
         try:
             conn = Connection.open()
         except (FileNotFoundError, ConnectionRefusedError):
-            if not autostart:
+            if bound_start:  # (it restores the bound sockets of live sessions before it serves)
+                conn = _wait_bound(spawn_sidecar(bound_start), bound_start)
+                bound_start = None
+            elif not autostart:
                 raise ParaError(Code.sidecar_unavailable,
                                 f"no sidecar is running on {runtime.socket_path()}"
                                 + ("; this is your session's socket: para listens there again once its "
                                    "sidecar runs (the session may also have ended)" if os.environ.get("PARA_TOKEN")
                                    else "")) from None
-            conn = wait_for_sidecar(spawn_sidecar())
+            else:
+                conn = wait_for_sidecar(spawn_sidecar())
         info = hello(conn)
         if info.get("protocol") == PROTOCOL_VERSION and info.get("version") == __version__:
             return conn

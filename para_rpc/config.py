@@ -158,6 +158,58 @@ def _env_map(v: Any) -> dict[str, str]:
     return dict(v)
 
 
+_EXECUTOR_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
+_EXECUTOR_FIELDS = {"kind", "host", "port", "user", "identity_file", "known_hosts", "root", "python",
+                    "env_passthrough", "max_running"}
+
+
+def _executors(v: Any) -> dict[str, dict[str, Any]]:
+    """{NAME: {"kind": "ssh", "host", "port", "user", "identity_file", "known_hosts", "root",
+    "python", "env_passthrough", "max_running"}}: each entry checked whole, defaults filled in."""
+    v = _json_text(v)
+    if not isinstance(v, dict):
+        raise ValueError("expected an object of NAME: executor")
+    out: dict[str, dict[str, Any]] = {}
+    for name, e in v.items():
+        if not isinstance(name, str) or not _EXECUTOR_NAME.fullmatch(name) or name == "local":
+            raise ValueError(f"{name!r}: an executor name is 1-32 of a-z 0-9 _ - (and not `local`)")
+        if not isinstance(e, dict):
+            raise ValueError(f"{name}: expected an object")
+        unknown = sorted(set(e) - _EXECUTOR_FIELDS)
+        if unknown:
+            raise ValueError(f"{name}: unknown field(s) {', '.join(unknown)}")
+        if e.get("kind") != "ssh":
+            raise ValueError(f"{name}: kind must be \"ssh\"")
+        host = e.get("host")
+        if not isinstance(host, str) or not _HOST.fullmatch(host) or host.startswith("-"):
+            raise ValueError(f"{name}: host must be a host name or address")
+        port = e.get("port", 22)
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise ValueError(f"{name}: port must be 1-65535")
+        strings = {}
+        for key, default in (("user", ""), ("identity_file", ""), ("known_hosts", ""),
+                             ("root", ".cache/para"), ("python", "python3")):
+            val = e.get(key, default)
+            if not isinstance(val, str) or "\0" in val or "\n" in val:
+                raise ValueError(f"{name}: {key} must be a string")
+            strings[key] = val
+        if not strings["known_hosts"]:
+            # Strict host keys: no trust on first use, so the file that holds the host's key is named.
+            raise ValueError(f"{name}: known_hosts is required (a file with the host's key: "
+                             f"ssh-keyscan -p {port} {host} >> FILE, after checking the fingerprint)")
+        passthrough = e.get("env_passthrough", [])
+        if not isinstance(passthrough, list) or not all(
+                isinstance(x, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", x) for x in passthrough):
+            raise ValueError(f"{name}: env_passthrough must be a list of variable names")
+        cap = e.get("max_running", 0)
+        if not isinstance(cap, int) or isinstance(cap, bool) or not 0 <= cap <= 1000:
+            raise ValueError(f"{name}: max_running must be 0-1000")
+        out[name] = {"kind": "ssh", "host": host, "port": port, **strings, "env_passthrough": passthrough,
+                     "max_running": cap}
+    return out
+
+
 # key -> (default, converter, description)
 KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
     "base_branch": (None, _opt_branch,
@@ -192,6 +244,8 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
     "agent.bwrap": ("", str, ("the bwrap binary of the sandbox (empty = the one of `para_rpc[sandbox]`, else bwrap "
                               "on PATH)")),
     "agents": ({}, _profiles, "custom launcher profiles (see README)"),
+    "executors": ({}, _executors, ("machines agents can run on, by name ({NAME: {\"kind\": \"ssh\", \"host\", "
+                                   "\"known_hosts\", ...}}; see README, Executors)")),
     "clean.archive_days": (30, _int_range(0, 3650),
                            "`para clean` removes archived branches older than this (if integrated)"),
     # At least a day: a backup `clean --force` just made (of a branch it deleted) must never
@@ -234,6 +288,7 @@ GATED_KEYS: dict[str, str] = {
     "session.env": "environment variables of setup, teardown and agents (PATH, LD_PRELOAD...)",
     "session.copy": "files of the main checkout copied into every worktree (where agents read them)",
     "session.link": "paths of the main checkout every worktree links to (agents write through them)",
+    "executors": "hosts agents run on, with your SSH keys: what runs there is yours to choose",
 }
 # Of those, the ones whose values are argv (shown as commands; the others as settings).
 COMMAND_KEYS = frozenset({"integrate.check", "agents", "session.setup", "session.teardown"})
@@ -311,7 +366,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and key not in ("agents", "session.env"):
+        if isinstance(v, Mapping) and key not in ("agents", "session.env", "executors"):
             flat.update(_flatten(v, key + "."))
         else:
             flat[key] = v

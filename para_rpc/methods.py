@@ -49,6 +49,7 @@ METHODS: dict[str, Method] = {
     "para/wait": Method(P.WaitParams, R.WaitResult, "wait", False),
     "para/diff": Method(P.DiffParams, R.DiffResult, "diff", False),
     "para/plans": Method(P.RepoParams, R.PlansResult, "plans", False),
+    "para/executors": Method(P.ExecutorsParams, R.ExecutorsResult, "list_executors", False),
     "para/recover": Method(P.ReopenParams, R.SessionDetail, "recover", True),
     "para/resume": Method(P.ReopenParams, R.SessionDetail, "resume", True),
     "para/clean": Method(P.CleanParams, R.CleanResult, "clean", True),

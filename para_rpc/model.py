@@ -77,6 +77,7 @@ class AgentRun(msgspec.Struct, kw_only=True):
     stopped_at: float | None = None  # `para stop`: the user stopped it (the session stays)
     sandbox: Sandbox | None = None  # confined by bubblewrap (None: runs with all the user's rights)
     channel: str | None = None      # its session-bound socket (PARA_SOCKET), while the session lives
+    executor: str = "local"         # where it runs (para_rpc/executors); runs recorded before: local
 
 
 class Message(msgspec.Struct, kw_only=True):

@@ -120,6 +120,10 @@ class DispatchParams(RepoParams, kw_only=True):
     keep_on_failure: bool = False  # as for start: a failed session.setup keeps the session
 
 
+class ExecutorsParams(RepoParams, kw_only=True):
+    check: Name | None = None    # connect to this executor and check its host (git, python, para's version)
+
+
 class ReportParams(SessionParams, kw_only=True):
     task: Text
     tests: Literal["passed", "failed", "unknown"] | None = None

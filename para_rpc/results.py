@@ -433,3 +433,29 @@ class RunInTerminalResult(Result, kw_only=True):
     """An editor's answer: `ok` with the pid of the process it started, or not `ok`."""
     ok: bool
     pid: int | None = None
+
+
+class ExecutorInfo(Result, kw_only=True):
+    """One place agents can run: `local`, or an entry of config `executors`."""
+    name: str
+    kind: str                      # local | ssh
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    root: str | None = None        # where the host keeps para's repository caches and worktrees
+    env_passthrough: list[str] = []
+    max_running: int = 0
+
+
+class WorkerCheck(Result, kw_only=True):
+    """What `check` found on the host: the versions there (para's is this sidecar's)."""
+    name: str
+    para: str
+    protocol: int
+    python: str | None = None
+    git: str | None = None
+
+
+class ExecutorsResult(Result, kw_only=True):
+    executors: list[ExecutorInfo]
+    checked: WorkerCheck | None = None

@@ -281,6 +281,11 @@ def argv(bwrap: str, agent_argv: list[str], *, worktree: str, writable: list[str
         out.append("--unshare-net")
     for name in HIDDEN_ENV:
         out += ["--unsetenv", name]
+    if os.geteuid() == 0:
+        # bwrap run by root makes no user namespace and keeps every capability: the agent could
+        # remount what is read-only and unmount what covers (containers and CI run as root).
+        # (A non-root bwrap keeps none; a setuid one would refuse the option.)
+        out += ["--cap-drop", "ALL"]
     out += ["--unshare-pid", "--die-with-parent", "--setenv", "TMPDIR", "/tmp", "--chdir", worktree, "--",
             *agent_argv]
     return out

@@ -65,7 +65,10 @@ def test_headless_dispatch_runs_the_agent_in_its_worktree_and_its_work_lands(api
     seen = json.loads((out / "env.json").read_text())
     assert seen["cwd"] == str(path)
     assert seen["env"]["PARA_SESSION"] == "hello" and seen["env"]["PARA_WORKTREE"] == str(path)
-    assert seen["env"]["PARA_SOCKET"] == str(runtime_dir / "sidecar.sock")
+    # Not the sidecar's own socket: its session's bound one (issue 16), opened by its token.
+    bound = Path(seen["env"]["PARA_SOCKET"])
+    assert bound.parent.parent == runtime_dir / "bound" and bound.name == "sock"
+    assert len(seen["env"]["PARA_TOKEN"]) >= 32
     assert seen["argv"][1:] == [a.replace("{session}", "hello").replace("{worktree}", str(path))
                                 for a in prof["command"][1:]]
     # Its output went to the headless log.

@@ -159,6 +159,8 @@ JSON_RUNS: list[tuple[str, list[str], bool]] = [
     ("config path", [], True),
     ("config init", ["--print"], True),
     ("mcp init", ["--print"], True),
+    ("executor list", [], True),
+    ("executor check", ["local"], True),
     ("sidecar status", [], True),
     ("sidecar restart", [], True),
     ("sidecar stop", [], True),

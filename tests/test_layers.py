@@ -42,11 +42,11 @@ PACKAGE = Path(para_rpc.__file__).parent
 LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a module or package of para_rpc
     ("tools", {"gen"}),
     ("front ends", {"cli", "monitor", "tui", "bridge", "mcp_init", "tour", "demo", "__main__"}),
-    ("agent side", {"agent_runner", "scripted_agent"}),
+    ("agent side", {"agent_runner", "scripted_agent", "worker"}),
     ("client", {"client"}),
     ("transports", {"server"}),
     ("service", {"service"}),
-    ("engines", {"integrate", "agents", "trust", "sandbox"}),
+    ("engines", {"integrate", "agents", "trust", "sandbox", "executors"}),
     ("execution", {"git", "store", "workspace", "watch"}),
     ("vocabulary", {"model", "params", "results", "methods", "errors", "names", "config", "runtime", "__init__"}),
 ]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from conftest import Sidecar, raw_request
-from para_rpc.model import DomainEvent
+from para_rpc.model import Binding, DomainEvent
 from para_rpc.service import Service
 from para_rpc.service.invoke import invoke
 from para_rpc.service.ports import Ports
@@ -25,7 +25,7 @@ from para_rpc.service.ports import Ports
 NOOP = {"PARA_AGENTS": json.dumps({"noop": {"command": ["true"]}})}
 
 
-async def test_events_and_editor_requests_go_through_the_ports(repo: Path) -> None:
+async def test_events_and_editor_requests_go_through_the_ports(repo: Path, tmp_path: Path) -> None:
     published: list[DomainEvent] = []
     asked: list[tuple[dict[str, Any], float]] = []
 
@@ -33,7 +33,13 @@ async def test_events_and_editor_requests_go_through_the_ports(repo: Path) -> No
         asked.append((request, timeout))
         return {"ok": True, "pid": None}  # an editor's terminal runs it
 
-    service = Service(Ports(publish=published.append, editor_available=lambda: True, run_in_editor=run_in_editor))
+    bound: list[str] = []
+
+    async def bind_channel(binding: Binding) -> None:  # every agent gets its session-bound socket
+        bound.append(binding.session)
+
+    service = Service(Ports(publish=published.append, editor_available=lambda: True, run_in_editor=run_in_editor,
+                            bind_channel=bind_channel), socket=str(tmp_path / "run" / "sidecar.sock"))
     try:
         started = await invoke(service, "para/start", {"cwd": str(repo), "name": "p1"})
         assert [(e.kind, e.session, e.repo) for e in published] == [("started", "p1", str(repo))]
@@ -44,6 +50,8 @@ async def test_events_and_editor_requests_go_through_the_ports(repo: Path) -> No
                                                        "mode": "auto", "env": NOOP})
         assert len(asked) == 1 and asked[0][0]["session"] == "p2" and asked[0][0]["worktree"] == out["worktree"]
         assert out["agent"]["mode"] == "editor" and "true" in asked[0][0]["argv"]
+        assert bound == ["p2"] and asked[0][0]["env"]["PARA_TOKEN"]
+        assert asked[0][0]["env"]["PARA_SOCKET"].startswith(str(tmp_path / "run" / "bound"))
         assert started["name"] == "p1"
     finally:
         service.close()

@@ -126,6 +126,8 @@ def lifecycle(call: Recorder, repo: Path, tmp: Path) -> None:
     (tasks / "TASK_2_two.md").write_text("step two\n")
     call("para/dispatch", file="tasks", agent="noop", mode="headless", env=env)
     call("para/plans")
+    call("para/executors")
+    call("para/executors", check="local")
     call("para/dispatch", agent="noop", mode="headless", env=env,
          tasks=[{"name": "many-a", "prompt": "first"}, {"prompt": ""}, {"name": "many-b", "prompt": "second"}])
     call("para/events", after=0, limit=1000)

@@ -101,6 +101,8 @@ def test_sandboxed_agent_is_confined_and_still_integrates(api: Api, repo: Path, 
     assert got["write_worktree"] == "ok"
     assert "Read-only file system" in got["write_main_checkout"], got
     assert "Read-only file system" in got["write_home"], got
+    assert int(got["capabilities"], 16) == 0, got  # (para may run as root: no capability is kept)
+    assert got["remount_home_rw"] != "ok" and "Read-only file system" in got["write_home_after_remount"], got
     assert got["write_tmp"] == "ok"  # a private /tmp ...
     assert not Path("/tmp/sandbox-agent-boxed.txt").exists()  # ... that is not the host's
     assert "exited" in got["move_main_branch"] and "exited" in got["git_config"], got

@@ -428,19 +428,23 @@ run("approve, from a shell", ["sh", "-c", 'exec "$0" trust --approve "$1" --json
 run("user config: a profile", [para, "config", "set", "agents", json.dumps({"x": {"command": ["sh"]}}), "--json"])
 run("project config: a check", [para, "config", "set", "--project", "integrate.check", "touch /tmp/x", "--json"])
 run("user config: drop the check", [para, "config", "reset", "integrate.check", "--json"])
-run("skip the user's check", [para, "integrate", "sneaky", "--json"], cwd=os.getcwd(), PARA_INTEGRATE_CHECK="")
 run("its own profile", [para, "dispatch", "spawn", "-p", "x", "--agent", "x", "--mode", "headless", "--json"],
     PARA_AGENTS=json.dumps({"x": {"command": ["sh", "-c", "touch /tmp/x"]}}))
 run("an inert key", [para, "config", "set", "agent.stale_after", "700", "--json"])
 run("look", [para, "trust", "--json"])
+# last: had it landed, its session (and its bound socket) would have ended
+run("skip the user's check", [para, "integrate", "sneaky", "--json"], cwd=os.getcwd(), PARA_INTEGRATE_CHECK="")
 with open(out + ".tmp", "w") as f:
     json.dump(results, f)
 os.replace(out + ".tmp", out)
 """
 
 
+# Since issue 16 the agent's `para` reaches the sidecar only on its session's bound socket,
+# which also refuses looking at trust and inert settings; a scrubbed environment reaches the
+# sidecar's own socket and is refused there by who calls.
 FORBIDDEN = ("approve", "approve, environment scrubbed", "approve, from a shell", "user config: a profile",
-             "project config: a check", "user config: drop the check", "skip the user's check", "its own profile")
+             "project config: a check", "user config: drop the check", "its own profile", "an inert key", "look")
 
 
 @pytest.mark.usefixtures("sidecar")
@@ -454,7 +458,8 @@ def test_an_agent_cannot_approve_or_change_what_runs_whatever_its_environment(re
     and inert settings stay allowed; the user, with the same digest, approves."""
     check_marker = tmp_path / "user-check-ran"
     user_cfg = Path(os.environ["PARA_CONFIG"])
-    user_cfg.write_text(json.dumps({"integrate": {"check": f"touch {check_marker}"}}))
+    user_check = f"sh -c 'touch {check_marker}; exit 1'"  # runs, and refuses: the session stays
+    user_cfg.write_text(json.dumps({"integrate": {"check": user_check}}))
     project = {"agents": {"helper": {"command": ["sh", "-c", "touch /tmp/pwned"]}}}
     commit_file(repo, ".para/config.json", json.dumps(project), "project config")
     sha = trust_json(repo)[1]["sha256"]
@@ -472,13 +477,14 @@ def test_an_agent_cannot_approve_or_change_what_runs_whatever_its_environment(re
         assert rc == Code.forbidden.exit == 14, (name, rc, stdout, stderr)
         err = json.loads(stdout)["error"]
         assert err["code"] == "forbidden" and "session 'att'" in err["message"], (name, err)
-    assert got["an inert key"][0] == 0 and got["look"][0] == 0, got
-    trust_file = Path(json.loads(got["look"][1])["store"])
-    assert not trust_file.exists()
-    assert json.loads(user_cfg.read_text()) == {"integrate": {"check": f"touch {check_marker}"},
-                                                "agent": {"stale_after": 700}}
+    # Its own integrate is allowed, but the bound socket drops its environment overrides:
+    # the user's check ran (PARA_INTEGRATE_CHECK='' did not skip it) and kept main where it was.
+    rc, stdout, stderr = got["skip the user's check"]
+    assert rc == Code.check_failed.exit, (rc, stdout, stderr)
+    assert check_marker.exists() and rev(repo, "main") == main_before
+    assert json.loads(user_cfg.read_text()) == {"integrate": {"check": user_check}}
     assert json.loads((repo / ".para" / "config.json").read_text()) == project
-    assert rev(repo, "main") == main_before and not check_marker.exists()
+    assert not Path(trust_json(repo)[1]["store"]).exists()
     assert "spawn" not in Api(sidecar.socket, repo).sessions()
 
     wt = Path(r["worktree"])  # the user, but from inside the session's worktree: refused too
@@ -520,12 +526,14 @@ def test_cancelling_an_agent_spares_the_tmux_server_it_started_and_the_users_win
     wait_file(out / "ready")
     daemon = int((out / "daemon.pid").read_text())
     server = int(tmux_cmd("display-message", "-p", "-t", "=dev", "#{pid}").stdout.strip())
-    # The user's own window in that server (their shell would run `para` there).
+    # The user's own window in that server (their shell would run `para` there). A window of a
+    # server the agent started inherits the agent's PARA_SOCKET/PARA_TOKEN (its bound socket,
+    # which serves only that session): the user's `para` uses the sidecar's own socket.
     commit_file(repo, ".para/config.json", json.dumps({"integrate": {"check": "true"}}), "project config")
     sha = trust_json(repo)[1]["sha256"]
     # The shell creates the redirect's file before `para` writes to it: rename makes it whole.
     mine = tmux_cmd("new-session", "-d", "-s", "mine", "-c", str(repo), "-P", "-F", "#{pane_pid}",
-                    f"sleep 600 & env -u PARA_SESSION -u PARA_WORKTREE {Path(PYTHON).with_name('para')} trust "
+                    f"sleep 600 & env -u PARA_SESSION -u PARA_WORKTREE -u PARA_SOCKET -u PARA_TOKEN {Path(PYTHON).with_name('para')} trust "
                     f"--approve {sha} --json > {out}/approve.part; mv {out}/approve.part {out}/approve.json; wait")
     user_pane = int(mine.stdout.strip())
 

@@ -28,6 +28,8 @@ sidecar_app = typer.Typer(no_args_is_help=True, help="Manage the sidecar process
 config_app = typer.Typer(no_args_is_help=True, help="Show and change configuration.")
 app.add_typer(sidecar_app, name="sidecar")
 app.add_typer(config_app, name="config")
+executor_app = typer.Typer(no_args_is_help=True, help="The machines agents can run on (config `executors`).")
+app.add_typer(executor_app, name="executor")
 mcp_app = typer.Typer(invoke_without_command=True, help="MCP for AI clients: `para mcp` serves it on stdin/stdout "
                       "(through the sidecar); `para mcp init` registers it in a client's project config.")
 app.add_typer(mcp_app, name="mcp")
@@ -405,6 +407,18 @@ def adopt(as_json: JsonOpt = False) -> None:
 # ---- config ------------------------------------------------------------------
 
 ScopeOpt = Annotated[bool, typer.Option("--project", help="The project file (.para/config.json) instead of the user file.")]
+
+
+@executor_app.command("list")
+def executor_list(as_json: JsonOpt = False) -> None:
+    """`local` and every configured executor."""
+    _call("para/executors", {}, as_json, render.print_executors)
+
+
+@executor_app.command("check")
+def executor_check(name: Annotated[str, typer.Argument(help="Executor name.")], as_json: JsonOpt = False) -> None:
+    """Connect to an executor's host and check git, python and para's version there."""
+    _call("para/executors", {"check": name}, as_json, render.print_executors)
 
 
 @config_app.command("show")

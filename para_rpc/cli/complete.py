@@ -53,7 +53,8 @@ OPTIONS: dict[str, list[str]] = {
     "tour": [],
     "version": [],
     "completion": [],
-    "config": [], "sidecar": [], "mcp": [],
+    "config": [], "sidecar": [], "mcp": [], "executor": [],
+    "executor list": [], "executor check": [],
     "config show": [], "config get": [], "config set": ["--project"], "config reset": ["--project"],
     "config path": [], "config edit": ["--project"], "config init": ["--yes", "--print"],
     "sidecar start": [], "sidecar stop": [], "sidecar restart": [], "sidecar status": [],
@@ -64,7 +65,8 @@ OPTIONS: dict[str, list[str]] = {
 NO_JSON = {"attach", "demo", "tour", "lsp", "completion", "config edit", "sidecar run", "mcp"}
 GROUPS = {"config": ["show", "get", "set", "reset", "path", "edit", "init"],
           "sidecar": ["start", "stop", "status", "restart", "run"],
-          "mcp": ["init"]}
+          "mcp": ["init"],
+          "executor": ["list", "check"]}
 COMMANDS = sorted(c for c in OPTIONS if " " not in c) + ["ls"]
 # Commands whose positionals are session names (wait: several; send: the first only).
 SESSION_ARGS = {"show", "continue", "abort", "logs", "attach", "stop", "restart", "send", "messages", "open",

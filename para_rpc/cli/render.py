@@ -433,6 +433,21 @@ def print_config_init(path: str, proposal: dict[str, Any], written: bool, print_
         emit(f"Nothing written to {path}")
 
 
+def print_executors(r: dict[str, Any]) -> None:
+    checked = r.get("checked")
+    if checked:
+        emit(f"{checked['name']}: ok (para {checked['para']}, protocol {checked['protocol']}, "
+             f"python {checked.get('python')}, {checked.get('git')})")
+        return
+    for e in r["executors"]:
+        if e["kind"] == "local":
+            emit("local  (this machine)")
+            continue
+        user = f"{e['user']}@" if e.get("user") else ""
+        emit(f"{e['name']}  {e['kind']} {user}{e['host']}:{e['port']}  root {e['root']}"
+             + (f"  max_running {e['max_running']}" if e.get("max_running") else ""))
+
+
 def print_config_paths(r: dict[str, Any]) -> None:
     for k, v in r["paths"].items():
         emit(f"{k}: {v}")

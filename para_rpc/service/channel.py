@@ -1,8 +1,9 @@
-"""Session-bound channels: the only way a confined agent reaches the sidecar.
+"""Session-bound channels: the only way an agent (sandboxed or not, on any executor) reaches
+the sidecar.
 
 The sidecar's own socket serves every method of every session to whoever connects as the
 user. An agent given that socket could dispatch agents, act on other sessions, or
-`para config set integrate.check ...` and have the unconfined sidecar run it. So a sandboxed
+`para config set integrate.check ...` and have the unconfined sidecar run it. So every
 agent gets instead a socket of its own session (`<sidecar socket dir>/bound/<random>/sock`,
 in a 0700 directory, the socket 0600) and a token (32 random bytes, in its environment as
 PARA_TOKEN; only its SHA-256 is stored). What may be asked on it (that session's reads,
@@ -13,8 +14,8 @@ The registry (`<bound>/<random>.json`, next to the directory the agent sees) let
 sidecar bind the sockets of live sessions again at the same paths, which the agents hold in
 their environment; a session that ended loses its socket and its registry entry.
 
-This is the general mechanism: an agent on another machine (issue 16) gets the same Gate
-behind a forwarded socket.
+The executor makes that socket reachable where the agent runs (`Executor.bind`: the same
+path locally; on another machine a forwarded one), so every executor shares this Gate.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from para_rpc import git, runtime, sandbox
+from para_rpc import executors, git, runtime, sandbox
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import AgentRun, Binding, Sandbox, Session, Status
 from para_rpc.service.core import Repo, ServiceCore, log
@@ -86,11 +87,9 @@ class Channels(ServiceCore):
         # Its git writes objects into a directory of its own; the common store stays read-only.
         objects = git.open_object_dir(common, s.name)
         writable = sandbox.writable_git_paths(git_dir, common, s.branch)
-        if s.agent is not None and s.agent.channel:
-            self._close_channel(s)  # a relaunch: a new token, the old one dies with its socket
-        socket, token = await self._open_channel(repo, s)
-        run.sandbox, run.channel = box, socket
-        env.update(PARA_SOCKET=socket, PARA_TOKEN=token)
+        await self._bind_agent(repo, s, run, env)
+        run.sandbox = box
+        socket = run.channel or ""
         home = os.path.expanduser("~")
         package = os.path.dirname(os.path.dirname(os.path.abspath(sandbox.__file__)))
         return sandbox.argv(
@@ -100,6 +99,21 @@ class Channels(ServiceCore):
                       os.path.dirname(os.path.realpath(sys.executable)), package],
             runtime_dir=os.path.dirname(self.socket), channel_dir=os.path.dirname(socket), network=box.network,
             env=env)
+
+    async def _bind_agent(self, repo: Repo, s: Session, run: AgentRun, env: dict[str, str]) -> None:
+        """A new bound socket and token for the run about to start, in `env` (PARA_SOCKET as
+        the agent's executor makes it reachable, PARA_TOKEN) and on `run` (so the socket goes
+        when the session ends)."""
+        if s.agent is not None and s.agent.channel:
+            self._close_channel(s)  # a relaunch: a new token, the old one dies with its socket
+        socket, token = await self._open_channel(repo, s)
+        run.channel = socket
+        try:
+            path = await executors.get(run.executor).bind(run, socket)
+        except BaseException:
+            self._close_channel(msgspec.structs.replace(s, agent=run))
+            raise
+        env.update(PARA_SOCKET=path, PARA_TOKEN=token)
 
     def _checked_git_dir(self, repo: Repo, s: Session) -> str:
         """The git dir a sandbox of `s` may write: the one git made with the worktree (never

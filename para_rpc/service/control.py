@@ -13,11 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import platform
 import time
 from typing import TYPE_CHECKING, Any
 
-from para_rpc import agents, runtime
+from para_rpc import (
+    PROTOCOL_VERSION,
+    __version__,
+    agents,
+    config,
+    executors,
+    git,
+    runtime,
+)
 from para_rpc.errors import Code, ParaError
+from para_rpc.executors import ssh
 from para_rpc.model import (
     AgentRun,
     Message,
@@ -30,6 +40,7 @@ from para_rpc.model import (
     to_builtins,
 )
 from para_rpc.params import (
+    ExecutorsParams,
     MessagesParams,
     OpenParams,
     RestartParams,
@@ -161,8 +172,7 @@ class Control(ServiceCore):
                         "message": f"the agent of {s.name} is not running (it {ended}); nothing to stop"}
             if run.mode == "editor":
                 self.ports.notify_editors("stop_terminal", {"session": s.name, "pid": run.pid})
-            result = await agents.stop_run(run.pid, run.exit_file, cfg["agent.stop_grace"], since=run.started_at,
-                                           worktree=s.worktree)
+            result = await executors.get(run.executor).stop(run, cfg["agent.stop_grace"], worktree=s.worktree)
             if run.mode == "tmux" and run.window:
                 await agents.close_tmux_window(run.window)
             run.stopped_at = now()
@@ -287,6 +297,31 @@ class Control(ServiceCore):
             return
         s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box), None
         repo.store.save(s)
+
+    # ---- executors ---------------------------------------------------------------------------
+
+    async def list_executors(self, p: ExecutorsParams) -> dict[str, Any]:
+        """`local` and the configured `executors`; with `check`, one of them connected to and its
+        host's git, python and para checked (a failure is the error, nothing runs there)."""
+        repo = await self.repo(p.cwd)
+        cfg = repo.config(p.env)
+        table = config.usable(cfg["executors"])  # (project-file executors wait for `para trust`)
+        found: list[dict[str, Any]] = [{"name": "local", "kind": "local"}]
+        for name, e in sorted(table.items()):
+            found.append({"name": name, "kind": e["kind"], "host": e["host"], "port": e["port"],
+                          "user": e["user"] or None, "root": e["root"], "env_passthrough": e["env_passthrough"],
+                          "max_running": e["max_running"]})
+        result: dict[str, Any] = {"executors": found}
+        if p.check is not None:
+            if p.check == "local":
+                result["checked"] = {"name": "local", "para": __version__, "protocol": PROTOCOL_VERSION,
+                                     "python": platform.python_version(), "git": await git.out(repo.root, "--version")}
+            elif p.check not in table:
+                raise ParaError(Code.not_found, f"no executor named {p.check!r} (configured: "
+                                f"{', '.join(['local', *sorted(table)])})", executor=p.check)
+            else:
+                result["checked"] = {"name": p.check, **await ssh.check(p.check, table[p.check])}
+        return result
 
     # ---- follow-up messages ------------------------------------------------------------------
 

@@ -11,13 +11,13 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from para_rpc import agents, config, git, runtime, sandbox
+from para_rpc import agents, config, executors, git, runtime, sandbox
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import (
     AgentRun,
@@ -53,15 +53,6 @@ from para_rpc.service.core import (
 )
 
 STATUS_MAX = 500  # characters of a status report's text or blocked reason: one line in `list`
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _made(repo: Repo, name: str) -> Session:
@@ -192,6 +183,7 @@ class Dispatching(ServiceCore):
         async def _sandboxed(self, repo: Repo, s: Session, run: AgentRun, box: Sandbox, argv: list[str],
                              env: dict[str, str], cfg: dict[str, Any]) -> list[str]: ...
         def _close_channel(self, s: Session) -> None: ...
+        async def _bind_agent(self, repo: Repo, s: Session, run: AgentRun, env: dict[str, str]) -> None: ...
         def _hook_env(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> dict[str, str]: ...
         def _own_env(self, repo: Repo, s: Session, cfg: dict[str, Any], env: dict[str, str]) -> dict[str, str]: ...
 
@@ -319,42 +311,37 @@ class Dispatching(ServiceCore):
         await self._record_outside_state(repo, s, exit_file)
         env = self._hook_env(repo, s, cfg)  # PARA_PORT, PARA_REPO, session.env ..., para on PATH
         run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip)
+        # Sandboxed or not, the agent reaches the sidecar only on its session's bound socket:
+        # the sidecar's own socket would let it act on any session or change the config.
         if box is None:
-            return await self._start_agent(repo, s, run, mode, argv, env, cfg)
-        argv = await self._sandboxed(repo, s, run, box, argv, env, cfg)
+            await self._bind_agent(repo, s, run, env)
+            # Only to start the sidecar again after a crash (client.connect); it runs as the
+            # user anyway. A sandboxed agent cannot see this socket and is not told it.
+            env["PARA_SIDECAR_SOCKET"] = self.socket
+        else:
+            argv = await self._sandboxed(repo, s, run, box, argv, env, cfg)
         try:
-            return await self._start_agent(repo, s, run, mode, argv, env, cfg)
+            return await self._start_agent(repo, s, run, argv, env, cfg)
         except BaseException:
             self._close_channel(msgspec.structs.replace(s, agent=run))
             raise
 
-    async def _start_agent(self, repo: Repo, s: Session, run: AgentRun, mode: str, argv: list[str],
+    async def _start_agent(self, repo: Repo, s: Session, run: AgentRun, argv: list[str],
                            env: dict[str, str], cfg: dict[str, Any]) -> AgentRun:
-        exit_file = run.exit_file or ""
-        if mode == "editor":
-            answer = await self.ports.run_in_editor(
-                {"session": s.name, "worktree": s.worktree, "title": f"para: {s.name}",
-                 "argv": agents.runner_argv(exit_file, argv), "env": self._own_env(repo, s, cfg, env)},
-                cfg["agent.editor_timeout"])
-            if answer and answer.get("ok"):
-                run.pid = answer.get("pid")
-                return run
-            mode = "tmux" if shutil.which("tmux") else "headless"
-            run.mode = mode
-            s.notes.append(f"no editor answered; the agent runs in {mode} mode")
-        if mode == "tmux":
-            run.window, run.pid = await agents.launch_tmux(argv, s.worktree, env, exit_file, s.name,
-                                                           keep=set(self._own_env(repo, s, cfg, env)))
-            return run
-        run.log = os.path.join(repo.root, ".para", "logs", f"{s.name}.log")
-        proc = await agents.launch_headless(argv, s.worktree, env, run.log, exit_file,
-                                            os.path.join(repo.root, ".para", "prompts", f"{s.name}.md"))
-        run.pid = proc.pid
-        asyncio.create_task(self._reap(repo, s.name, proc))
-        return run
+        spec = executors.LaunchSpec(
+            session=s.name, worktree=s.worktree, argv=argv, env=env, keep=sorted(self._own_env(repo, s, cfg, env)),
+            log=os.path.join(repo.root, ".para", "logs", f"{s.name}.log"),
+            prompt_file=os.path.join(repo.root, ".para", "prompts", f"{s.name}.md"),
+            editor_timeout=cfg["agent.editor_timeout"])
+        started = await executors.get(run.executor).start(run, spec, self.ports.run_in_editor)
+        if started.note:
+            s.notes.append(started.note)
+        if started.wait is not None:
+            asyncio.create_task(self._reap(repo, s.name, started.wait))
+        return started.run
 
-    async def _reap(self, repo: Repo, name: str, proc: agents.Detached) -> None:
-        await proc.wait()
+    async def _reap(self, repo: Repo, name: str, wait: Callable[[], Awaitable[int]]) -> None:
+        await wait()
         await self._check_agents(repo, only=name)
 
     def agents_running(self) -> bool:
@@ -383,17 +370,10 @@ class Dispatching(ServiceCore):
             run = s.agent
             if run is None or run.exit_code is not None or run.lost or (only and s.name != only):
                 continue
-            ended = _read_json(run.exit_file) if run.exit_file else None
-            if ended is not None:
-                run.exit_code, run.ended_at = ended.get("exit_code"), ended.get("ended_at")
-            elif run.pid and not agents.pid_alive(run.pid) and time.time() - run.started_at > 2:
-                ended = _read_json(run.exit_file) if run.exit_file else None  # written just now?
-                if ended is not None:
-                    run.exit_code, run.ended_at = ended.get("exit_code"), ended.get("ended_at")
-                else:
-                    run.lost, run.ended_at = True, now()
-            else:
+            state = executors.get(run.executor).poll(run)
+            if state.state == "alive":
                 continue
+            run.exit_code, run.ended_at, run.lost = state.exit_code, state.ended_at, state.state == "lost"
             repo.store.save(s)
             self.emit(repo, "agent_exited", s.name, exit_code=run.exit_code, lost=run.lost, status=s.status.value)
             await self._advance_plans(repo)
@@ -455,7 +435,7 @@ class Dispatching(ServiceCore):
             if not agents.is_runner(run.pid, run.exit_file):
                 return  # it ended by itself: settling after its exit stops what it left behind
             grace = repo.config({})["agent.stop_grace"]
-            result = await agents.stop_run(run.pid, run.exit_file, grace, since=run.started_at, worktree=worktree)
+            result = await executors.get(run.executor).stop(run, grace, worktree=worktree)
             await self._record_stop(repo, sid, name, run.exit_file, reason, result)
         except Exception:  # noqa: BLE001 a background job: logged, the next sidecar tries again
             log.exception("stopping the agent of %s failed", name)
@@ -487,7 +467,7 @@ class Dispatching(ServiceCore):
                 return
             run = s.agent
             grace = repo.config({})["agent.stop_grace"]
-            result = await agents.stop_run(run.pid, exit_file, grace, since=run.started_at, worktree=s.worktree)
+            result = await executors.get(run.executor).stop(run, grace, worktree=s.worktree)
             await self._record_stop(repo, sid, s.name, exit_file, "the agent exited; these are processes it left "
                                     "running", result)
             changes, skipped = await self._compare_outside(repo, s, run)

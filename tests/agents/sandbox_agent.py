@@ -89,6 +89,12 @@ def main() -> int:
         "para_status": attempt(lambda: run(*para(), "status", "probing the sandbox")),
         "para_socket": os.environ.get("PARA_SOCKET", ""),
         "pids_seen": str(sorted(int(p) for p in os.listdir("/proc") if p.isdigit())),
+        # Capabilities would undo every mount (remount read-write, unmount what covers): none
+        # even when para runs as root, as in containers and CI.
+        "capabilities": next((line.split()[1] for line in open("/proc/self/status")
+                              if line.startswith("CapEff:")), "?"),
+        "remount_home_rw": attempt(lambda: run("mount", "-o", "remount,bind,rw", os.path.expanduser("~"))),
+        "write_home_after_remount": attempt(lambda: write(os.path.join(os.path.expanduser("~"), "escaped.txt"))),
     }
     for path in args.unix:
         probes[f"unix:{path}"] = attempt(lambda path=path: connect_unix(path))

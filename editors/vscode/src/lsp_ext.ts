@@ -241,6 +241,15 @@ export interface PlansResult {
   plans: Plan[];
 }
 
+export interface ExecutorsParams extends RepoParams {
+  check?: string | null;
+}
+
+export interface ExecutorsResult {
+  executors: ExecutorInfo[];
+  checked?: WorkerCheck | null;
+}
+
 /** `para/resume` and `para/recover`: a worktree they recreate is prepared as at start. */
 export interface ReopenParams extends SessionParams {
   keep_on_failure?: boolean;
@@ -509,6 +518,7 @@ export interface AgentRun {
   stopped_at: number | null;
   sandbox: Sandbox | null;
   channel: string | null;
+  executor: string;
 }
 
 /** What the agent last said about itself with `para status`. */
@@ -646,6 +656,27 @@ export interface WaitedSession {
   integration: IntegrationRecord | null;
 }
 
+/** One place agents can run: `local`, or an entry of config `executors`. */
+export interface ExecutorInfo {
+  name: string;
+  kind: string;
+  host?: string | null;
+  port?: number | null;
+  user?: string | null;
+  root?: string | null;
+  env_passthrough?: string[];
+  max_running?: number;
+}
+
+/** What `check` found on the host: the versions there (para's is this sidecar's). */
+export interface WorkerCheck {
+  name: string;
+  para: string;
+  protocol: number;
+  python?: string | null;
+  git?: string | null;
+}
+
 export interface ConfigEntry {
   value: unknown;
   source: string;
@@ -742,6 +773,7 @@ export const status = new RequestType<StatusParams, StatusResult, void>("para/st
 export const wait = new RequestType<WaitParams, WaitResult, void>("para/wait");
 export const diff = new RequestType<DiffParams, DiffResult, void>("para/diff");
 export const plans = new RequestType<RepoParams, PlansResult, void>("para/plans");
+export const executors = new RequestType<ExecutorsParams, ExecutorsResult, void>("para/executors");
 export const recover = new RequestType<ReopenParams, SessionDetail, void>("para/recover");
 export const resume = new RequestType<ReopenParams, SessionDetail, void>("para/resume");
 export const clean = new RequestType<CleanParams, CleanResult, void>("para/clean");

@@ -27,6 +27,7 @@ M.methods = {
   wait = "para/wait",
   diff = "para/diff",
   plans = "para/plans",
+  executors = "para/executors",
   recover = "para/recover",
   resume = "para/resume",
   clean = "para/clean",
@@ -313,6 +314,13 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@class para.PlansResult
 ---@field plans para.Plan[]
 
+---@class para.ExecutorsParams : para.RepoParams
+---@field check string?
+
+---@class para.ExecutorsResult
+---@field executors para.ExecutorInfo[]
+---@field checked para.WorkerCheck?
+
 --- `para/resume` and `para/recover`: a worktree they recreate is prepared as at start.
 ---@class para.ReopenParams : para.SessionParams
 ---@field keep_on_failure boolean?
@@ -539,6 +547,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field stopped_at number?
 ---@field sandbox para.Sandbox?
 ---@field channel string?
+---@field executor string
 
 --- What the agent last said about itself with `para status`.
 ---@class para.Report
@@ -656,6 +665,25 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field status para.Status
 ---@field agent_exit_code integer?
 ---@field integration para.IntegrationRecord?
+
+--- One place agents can run: `local`, or an entry of config `executors`.
+---@class para.ExecutorInfo
+---@field name string
+---@field kind string
+---@field host string?
+---@field port integer?
+---@field user string?
+---@field root string?
+---@field env_passthrough string[]?
+---@field max_running integer?
+
+--- What `check` found on the host: the versions there (para's is this sidecar's).
+---@class para.WorkerCheck
+---@field name string
+---@field para string
+---@field protocol integer
+---@field python string?
+---@field git string?
 
 ---@class para.ConfigEntry
 ---@field value any
