@@ -116,14 +116,21 @@ def _pinned_around(cwd: str | Path) -> tuple[str, str, str] | None:
 
 
 def _env(cwd: str | Path, env: dict[str, str] | None) -> dict[str, str]:
+    """The environment of a git para runs in `cwd`."""
     found = _pinned_around(cwd)
     if found is None:
-        return BASE_ENV if env is None else {**BASE_ENV, **env}
-    worktree, git_dir, common = found
-    if os.path.isdir(git_dir):
-        _restore_links(worktree, git_dir, common)
-    pin_env = {"GIT_DIR": git_dir, "GIT_COMMON_DIR": common, "GIT_WORK_TREE": worktree}
-    return {**BASE_ENV, **pin_env, **(env or {})}
+        full = BASE_ENV if env is None else {**BASE_ENV, **env}
+        common = _common_around(cwd)
+    else:
+        worktree, git_dir, common = found
+        if os.path.isdir(git_dir):
+            _restore_links(worktree, git_dir, common)
+        pin_env = {"GIT_DIR": git_dir, "GIT_COMMON_DIR": common, "GIT_WORK_TREE": worktree}
+        full = {**BASE_ENV, **pin_env, **(env or {})}
+    if common is None or (env is not None and "GIT_ALTERNATE_OBJECT_DIRECTORIES" in env):
+        return full
+    dirs = _session_dirs(common)
+    return {**full, **session_objects_env(dirs)} if dirs else full
 
 
 def names_git_dir(worktree: str, git_dir: str) -> bool:
@@ -818,6 +825,7 @@ def commit_log(path: str, rev_range: str, limit: int = 20) -> list[dict[str, Any
     import git as gitpython  # GitPython, imported lazily: only the sidecar needs it
 
     with gitpython.Repo(path) as repo:
+        repo.git.update_environment(**_env(path, None))  # (the objects of sandboxed sessions too)
         return [{"sha": c.hexsha, "subject": c.summary, "author": c.author.name,
                  "time": c.committed_date} for c in repo.iter_commits(rev_range, max_count=limit)]
 
@@ -825,15 +833,67 @@ def commit_log(path: str, rev_range: str, limit: int = 20) -> list[dict[str, Any
 # ---- per-session object stores (sandboxed agents) ---------------------------------
 # A sandboxed agent must not be able to delete the repository's history, so the common
 # object store is read-only in its sandbox and the objects its git writes go to a directory
-# of the session's own (mounted in the common store's place, see sandbox.argv). While the
-# session lives, that directory is listed in the common store's `objects/info/alternates`, so
-# every git para runs sees the session's commits. Its objects are copied into the common
-# store (through index-pack, which checks every object it is given) before anything outside
-# the session (an integration's target) points at them, and again when the session has
-# ended, before its line goes and then the directory: a crash between two of these steps
-# leaves a directory that `sweep_object_dirs` finishes at the next start.
+# of the session's own (mounted in the common store's place, see sandbox.argv). The common
+# store never names that directory in its `objects/info/alternates`: a user's own git would
+# then take objects from it (a `git commit` finds the blob there and does not write it, `git
+# gc` drops its copy) that the agent can delete, and read a commit-graph the agent forged
+# (red team rt13 O1, G1). Para's own git sees the live session directories through the
+# environment instead (`_env`), with nothing but their objects trusted (UNTRUSTED_STORE_ARGS).
+# Their objects are copied into the common store (through index-pack, which checks every
+# object it is given) before anything outside the session (an integration's target) points at
+# them (`absorb_reachable`: every object the new target needs, so a missing one fails it),
+# and again when the session has ended, before the directory goes: a crash between two of
+# these steps leaves a directory that `sweep_object_dirs` finishes at the next start.
 
 SESSION_OBJECTS = "para-objects"  # <common>/para-objects/<session name>
+
+# A session directory is the agent's to write: only its objects are read from it, never a
+# commit-graph, multi-pack-index or bitmap that would make git answer from data the agent
+# chose. (Given as environment, so GitPython's git gets it too.)
+UNTRUSTED_STORE_CONFIG = (("core.commitGraph", "false"), ("core.multiPackIndex", "false"),
+                          ("pack.useBitmaps", "false"))
+
+
+def session_objects_env(dirs: Sequence[str]) -> dict[str, str]:
+    """What makes git read the objects of the session directories `dirs` (and nothing else of theirs)."""
+    env = {"GIT_ALTERNATE_OBJECT_DIRECTORIES": os.pathsep.join(dirs),
+           "GIT_CONFIG_COUNT": str(len(UNTRUSTED_STORE_CONFIG))}
+    for i, (key, value) in enumerate(UNTRUSTED_STORE_CONFIG):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+    return env
+
+# Common dirs that have (or had, in this process) session object directories.
+_COMMONS: set[str] = set()
+
+
+def _session_dirs(common_dir: str) -> list[str]:
+    root = os.path.join(common_dir, SESSION_OBJECTS)
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    return [os.path.join(root, n) for n in names if not n.startswith(".") and os.path.isdir(os.path.join(root, n))]
+
+
+def _common_around(cwd: str | Path) -> str | None:
+    """The common dir with session object directories that `cwd` is in (its main checkout or the
+    common dir itself), if any. Only a repository para opened an object directory in counts."""
+    if not _COMMONS:
+        return None
+    path = os.path.realpath(cwd)
+    while True:
+        if path in _COMMONS:
+            return path
+        dot_git = os.path.join(path, ".git")
+        if os.path.isdir(dot_git):
+            found = os.path.realpath(dot_git)
+            return found if found in _COMMONS else None
+        if os.path.lexists(dot_git):
+            return None  # another worktree: not one para made (those are pinned)
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
 
 
 def session_object_dir(common_dir: str, name: str) -> str:
@@ -858,27 +918,60 @@ def _write_alternates(common_dir: str, lines: list[str]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.para-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write("".join(f"{line}\n" for line in lines))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_new(path, "".join(f"{line}\n" for line in lines))
+
+
+def write_new(path: str, text: str) -> None:
+    """Write `path` as a new file renamed into place: never through a symlink (or a FIFO) that
+    something else put there, and never into a directory reached through one."""
+    parent = os.path.dirname(path)
+    real = os.path.realpath(parent)
+    if real != os.path.abspath(parent):
+        raise ParaError(Code.git_failed, f"{parent} is (or is under) a symbolic link: para does not write "
+                        f"{os.path.basename(path)} there", path=path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.para-", dir=parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _own_dir(path: str) -> None:
+    """`path` a real directory: made if missing, anything else standing there (a symlink, a
+    file) moved out of the way first."""
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+        os.unlink(path)
+    os.makedirs(path, exist_ok=True)
+
+
+def _forget_session_alternates(common_dir: str) -> None:
+    """Lines an older para wrote for session directories go from the common store's alternates."""
+    root = os.path.join(common_dir, SESSION_OBJECTS)
+    lines = _alternates(common_dir)
+    kept = [line for line in lines if os.path.dirname(line) != root]
+    if kept != lines:
+        _write_alternates(common_dir, kept)
 
 
 def open_object_dir(common_dir: str, name: str) -> str:
-    """The session's object directory, made and listed as an alternate of the common store.
-    In the sandbox it is mounted as the common store, and the common store read-only at its
-    `shared/`, which its own alternates name (relative: here, `shared/` is an empty directory)."""
+    """The session's object directory, made. In the sandbox it is mounted as the common store,
+    and the common store read-only at its `shared/`, which its own alternates name (relative:
+    here, `shared/` is an empty directory). The agent wrote the directory: nothing para writes
+    there follows a link it left (red team rt13 A1)."""
     objects = session_object_dir(common_dir, name)
+    _own_dir(os.path.join(common_dir, SESSION_OBJECTS))
+    _own_dir(objects)
     for sub in ("pack", "info", "shared"):
-        os.makedirs(os.path.join(objects, sub), exist_ok=True)
-    with open(os.path.join(objects, "info", "alternates"), "w") as f:
-        f.write("shared\n")
-    lines = _alternates(common_dir)
-    if objects not in lines:
-        _write_alternates(common_dir, [*lines, objects])
+        _own_dir(os.path.join(objects, sub))
+    write_new(os.path.join(objects, "info", "alternates"), "shared\n")
+    _COMMONS.add(os.path.realpath(common_dir))
+    _forget_session_alternates(common_dir)
     return objects
 
 
@@ -911,27 +1004,41 @@ async def absorb_objects(common_dir: str, objects: str) -> int:
         names |= {line.split()[1] for line in res.out.splitlines() if len(line.split()) >= 2}
     if not names:
         return 0
-    env = {**BASE_ENV, "GIT_DIR": common_dir, "GIT_OBJECT_DIRECTORY": objects,
-           "GIT_ALTERNATE_OBJECT_DIRECTORIES": os.path.join(common_dir, "objects")}
+    env = {**BASE_ENV, **session_objects_env([os.path.join(common_dir, "objects")]), "GIT_DIR": common_dir,
+           "GIT_OBJECT_DIRECTORY": objects}
+    await _pack_into(common_dir, env, [], "".join(f"{n}\n" for n in sorted(names)), objects)
+    return len(names)
+
+
+async def absorb_reachable(common_dir: str, tip: str, known: Sequence[str]) -> None:
+    """Copy every object `tip` needs that `known` (commits whose objects the common store has)
+    do not into the common store, reading them from wherever para's git sees them (the live
+    session directories): before a ref outside a session names `tip`. An object missing
+    anywhere fails it, and the ref is not moved."""
+    env = {**_env(common_dir, None), "GIT_DIR": common_dir}
+    await _pack_into(common_dir, env, ["--revs"], "".join(f"{r}\n" for r in [tip, "--not", *known]), tip)
+
+
+async def _pack_into(common_dir: str, env: dict[str, str], how: list[str], stdin: str, what: str) -> None:
+    """`git pack-objects` run with `env` (which says where it reads) into index-pack in the
+    common store, which recomputes every object's id from its content: nothing reaches the
+    common store under a name that is not its own, and no file of the agent's is copied."""
     with tempfile.TemporaryFile() as pack:
         proc = await asyncio.create_subprocess_exec(
-            "git", *BASE_ARGS, "pack-objects", "--stdout", "--quiet", cwd=common_dir, env=env,
+            "git", *BASE_ARGS, "pack-objects", *how, "--stdout", "--quiet", cwd=common_dir, env=env,
             stdin=asyncio.subprocess.PIPE, stdout=pack, stderr=asyncio.subprocess.PIPE)
-        _, err = await proc.communicate("".join(f"{n}\n" for n in sorted(names)).encode())
+        _, err = await proc.communicate(stdin.encode())
         if proc.returncode != 0:
-            raise ParaError(Code.git_failed, f"git pack-objects failed on {objects}: {err.decode(errors='replace')}",
-                            objects=objects)
+            raise ParaError(Code.git_failed, f"git pack-objects failed on {what}: {err.decode(errors='replace')}",
+                            objects=what)
         pack.seek(0)
-        # index-pack recomputes every object's id from its content: nothing reaches the
-        # common store under a name that is not its own.
         proc = await asyncio.create_subprocess_exec(
             "git", *BASE_ARGS, "index-pack", "--stdin", cwd=common_dir, env={**BASE_ENV, "GIT_DIR": common_dir},
             stdin=pack, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         _, err = await proc.communicate()
         if proc.returncode != 0:
-            raise ParaError(Code.git_failed, f"git index-pack failed for {objects}: {err.decode(errors='replace')}",
-                            objects=objects)
-    return len(names)
+            raise ParaError(Code.git_failed, f"git index-pack failed for {what}: {err.decode(errors='replace')}",
+                            objects=what)
 
 
 async def close_object_dir(common_dir: str, objects: str, unused: Callable[[], bool] = lambda: True) -> bool:
@@ -945,7 +1052,7 @@ async def close_object_dir(common_dir: str, objects: str, unused: Callable[[], b
     lines = _alternates(common_dir)
     if objects in lines:
         _write_alternates(common_dir, [line for line in lines if line != objects])
-    if os.path.isdir(objects):  # (renamed first: a session starting now makes a fresh one)
+    if os.path.isdir(objects) and not os.path.islink(objects):  # (renamed first: a session starting now makes a fresh one)
         trash = tempfile.mkdtemp(prefix=".gone-", dir=os.path.dirname(objects))
         os.replace(objects, os.path.join(trash, "objects"))
         await asyncio.to_thread(shutil.rmtree, trash, True)
@@ -955,5 +1062,7 @@ async def close_object_dir(common_dir: str, objects: str, unused: Callable[[], b
 def object_dirs(common_dir: str) -> set[str]:
     """Every session object directory there is, or that the alternates still name."""
     root = os.path.join(common_dir, SESSION_OBJECTS)
+    if os.path.isdir(root):
+        _COMMONS.add(os.path.realpath(common_dir))
     found = {os.path.join(root, n) for n in os.listdir(root)} if os.path.isdir(root) else set()
     return found | {line for line in _alternates(common_dir) if os.path.dirname(line) == root}

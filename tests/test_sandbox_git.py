@@ -307,8 +307,8 @@ def test_a_cancelled_sandboxed_sessions_commits_survive_its_object_dir(api: Api,
     _wait_log(repo, "keep", "COMMIT ok")
     objects = repo / ".git" / "para-objects" / "keep"
     assert list(objects.glob("??/*")), "the agent's objects went to its own directory"
-    lines = (repo / ".git" / "objects" / "info" / "alternates").read_text().splitlines()
-    assert lines == [str(objects)], lines
+    alternates = repo / ".git" / "objects" / "info" / "alternates"
+    assert not alternates.exists() or "para-objects" not in alternates.read_text()  # (para's git alone sees it)
     tip = rev(repo, "para/keep")
     assert tip and not (repo / ".git" / "objects" / tip[:2] / tip[2:]).exists()
     archived = json.loads(run_para("cancel", "keep", "--json", cwd=repo).stdout)["archived_branch"]
@@ -332,7 +332,6 @@ def test_a_crash_while_a_sandboxed_session_ends_is_repaired(repo: Path, runtime_
     finally:
         shutdown_sidecar(sc, wait=False)
     assert (repo / ".git" / "para-objects" / "crashy").is_dir()
-    assert "para-objects/crashy" in (repo / ".git" / "objects" / "info" / "alternates").read_text()
     again = start_sidecar(runtime_dir, "--idle-timeout", "0")
     try:
         run_para("list", cwd=repo)

@@ -166,6 +166,7 @@ class Integration(ServiceCore):
             repo.store.save(s)
             if new != old:
                 await self._absorb_objects(repo, s)  # out of the sandboxed agent's reach first
+                await git.absorb_reachable(repo.common_dir, new, [old])  # all of them, or it fails here
                 await integrate.advance_target(repo.root, target, old, new, f"para: integrate {s.name}")
         except ParaError:
             if rewrite:  # the target did not move: the session goes back to how this attempt found it

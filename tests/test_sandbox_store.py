@@ -1,0 +1,134 @@
+"""What a sandboxed agent can do through its session object directory to the repository's own
+history and to para's git, through the real CLI, sidecar and bubblewrap (red team rt13 O1, G1, A1).
+
+O1: the common store listed the session directory as an alternate, so the user's own `git
+commit` in the main checkout found objects there (planted by the agent) and did not write them,
+and `git gc` dropped the common store's copies: once the agent deleted them, `main` was broken.
+G1: a commit-graph in that directory rewrote `main`'s history for `git log`. Now only para's own
+git sees the directory (through its environment, its objects and nothing else of it), and an
+integration copies every object its target needs into the common store, verified.
+A1: para rewrote the directory's `info/alternates` through whatever stood there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from agents_util import Api, agent_env, agent_scripts, api  # noqa: F401  (fixtures)
+from conftest import commit_file, git, rev, run_para
+from test_sandbox_git import _dispatch, _fsck_clean, _profile, _wait_log, _bwrap_installed  # noqa: F401
+
+# In the sandbox: put main's whole history into a pack of the session's own directory and the
+# empty blob loose there, then delete them once the host has committed and collected garbage.
+PLANT_THEN_DELETE = r"""
+obj=$(git rev-parse --git-path objects)
+git rev-list --objects --all | git pack-objects -q "$obj/pack/pack" >/dev/null
+printf '' | git hash-object -w --stdin >/dev/null
+echo "PLANTED"
+while [ ! -e GO ]; do sleep 0.1; done
+rm -f "$obj"/pack/pack-* "$obj"/e6/* "$obj"/??/* 2>/dev/null
+echo "DELETED"
+exec sleep 600
+"""
+
+
+def test_objects_the_agent_planted_and_deleted_never_break_main(api: Api, repo: Path, sidecar: Any) -> None:
+    s = _dispatch(repo, "o1", _profile(PLANT_THEN_DELETE))
+    _wait_log(repo, "o1", "PLANTED")
+    commit_file(repo, "__init__.py", "", "an empty file on main")  # the empty blob the agent holds
+    git("gc", "-q", cwd=repo)
+    Path(s["worktree"], "GO").touch()
+    _wait_log(repo, "o1", "DELETED")
+    assert len(git("log", "--format=%H", "main", cwd=repo).splitlines()) == 3
+    assert git("show", "main:__init__.py", cwd=repo) == ""
+    _fsck_clean(repo)
+    alternates = repo / ".git" / "objects" / "info" / "alternates"
+    assert "para-objects" not in (alternates.read_text() if alternates.exists() else "")
+    run_para("list", cwd=repo)
+    run_para("cancel", "o1", "--force", cwd=repo)
+    _fsck_clean(repo)
+
+
+# In the sandbox: commit, then wait (the test forges a commit-graph into the directory).
+COMMIT_AND_WAIT = r"""
+echo kept > kept.txt && git add kept.txt && git commit -q -m "kept by the agent" && echo "COMMIT ok"
+exec sleep 600
+"""
+
+
+def _forged_graph(commit: str, tree: str) -> bytes:
+    """A commit-graph that says `commit` has no parents and the tree `tree` (forge.py, rt13)."""
+    oid = bytes.fromhex(commit)
+    fan = b"".join(struct.pack(">I", 1 if i >= oid[0] else 0) for i in range(256))
+    when = 1796300000
+    cdat = (bytes.fromhex(tree) + struct.pack(">II", 0x70000000, 0x70000000)
+            + struct.pack(">II", (1 << 2) | (when >> 32), when & 0xffffffff))
+    chunks = [(0x4f494446, fan), (0x4f49444c, oid), (0x43444154, cdat)]
+    head = b"CGPH" + bytes([1, 1, len(chunks), 0])
+    off = len(head) + 12 * (len(chunks) + 1)
+    table = b""
+    for cid, data in chunks:
+        table += struct.pack(">IQ", cid, off)
+        off += len(data)
+    table += struct.pack(">IQ", 0, off)
+    body = head + table + b"".join(d for _, d in chunks)
+    return body + hashlib.sha1(body).digest()
+
+
+def test_a_commit_graph_in_the_session_objects_changes_no_history(api: Api, repo: Path, sidecar: Any) -> None:
+    """(Its `info/` is read-only in the sandbox; the graph stands for anything else that lies
+    there: neither the user's git nor para's may believe it.)"""
+    _dispatch(repo, "g1", _profile(COMMIT_AND_WAIT))
+    _wait_log(repo, "g1", "COMMIT ok")
+    objects = repo / ".git" / "para-objects" / "g1"
+    main = rev(repo, "main")
+    before = git("log", "--format=%H %T", "main", cwd=repo)
+    scratch = repo.parent / "scratch"
+    git("init", "-q", str(scratch), cwd=repo.parent)
+    (scratch / "PWNED.txt").write_text("main's history was replaced\n")
+    git("add", "PWNED.txt", cwd=scratch)
+    tree = git("write-tree", cwd=scratch)
+    for sha in (tree, git("rev-parse", ":PWNED.txt", cwd=scratch)):
+        (objects / sha[:2]).mkdir(exist_ok=True)
+        shutil.copy(scratch / ".git" / "objects" / sha[:2] / sha[2:], objects / sha[:2] / sha[2:])
+    (objects / "info" / "commit-graph").write_bytes(_forged_graph(main, tree))
+    assert git("log", "--format=%H %T", "main", cwd=repo) == before
+    assert git("status", "--porcelain", cwd=repo) == ""
+    shown = json.loads(run_para("show", "g1", "--json", cwd=repo).stdout)
+    assert [c["subject"] for c in shown["commits"]] == ["kept by the agent"], shown["commits"]
+    commit_file(repo, "other.txt", "other\n", "main moves on")
+    res = run_para("integrate", "--session", "g1", "--json", cwd=repo)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert git("show", "main:kept.txt", cwd=repo) == "kept"
+    assert git("show", "main:other.txt", cwd=repo) == "other"
+    _fsck_clean(repo)
+
+
+# In the sandbox: wait; the test leaves a symlink where para writes the directory's alternates.
+WAIT = r"""
+echo "STARTED"
+exec sleep 600
+"""
+
+
+def test_a_symlinked_alternates_file_never_makes_para_write_through_it(api: Api, repo: Path, sidecar: Any,
+                                                                      tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    _dispatch(repo, "a1", _profile(WAIT))
+    _wait_log(repo, "a1", "STARTED")
+    info = repo / ".git" / "para-objects" / "a1" / "info"
+    (info / "alternates").unlink()
+    (info / "alternates").symlink_to(victim)
+    run_para("restart", "--stop", "a1", cwd=repo, env=_profile(WAIT))
+    assert victim.read_text() == "precious\n"
+    assert not (info / "alternates").is_symlink() and (info / "alternates").read_text() == "shared\n"
+    run_para("cancel", "a1", "--force", cwd=repo)
+    _fsck_clean(repo)
