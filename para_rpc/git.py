@@ -289,11 +289,23 @@ async def symbolic_ref(cwd: str | Path, ref: str) -> str | None:
 
 
 async def refs(cwd: str | Path, *patterns: str) -> dict[str, tuple[str, int]]:
-    """{refname: (sha, committer unix time)} for refs matching the patterns."""
-    text = await out(cwd, "for-each-ref", "--format=%(refname)%00%(objectname)%00%(committerdate:unix)",
-                     *patterns)
+    """{refname: (sha, committer unix time)} for refs matching the patterns. A ref naming an
+    object that is not there (a sandboxed agent can write one under refs/heads/para/) is left
+    out and logged: it must not make every listing of the repository fail (red team rt13 B1)."""
+    fmt = "--format=%(refname)%00%(objectname)%00%(committerdate:unix)"
+    res = await run(cwd, "for-each-ref", fmt, *patterns, check=False)
+    if res.rc != 0:
+        names = await out(cwd, "for-each-ref", "--format=%(refname)%00%(objectname)", *patterns)
+        listed = [line.split("\0") for line in names.splitlines() if "\0" in line]
+        check = await run(cwd, "cat-file", "--batch-check=%(objectname)", check=False,
+                          stdin="".join(f"{sha}\n" for _, sha in listed).encode())
+        missing = {line.split()[0] for line in check.out.splitlines() if line.endswith(" missing")}
+        skipped = [name for name, sha in listed if sha in missing]
+        log.warning("refs naming missing objects left out: %s", ", ".join(skipped)[:2000])
+        kept = [name for name, sha in listed if sha not in missing]
+        res = await run(cwd, "for-each-ref", fmt, *kept) if kept else Result(0, "", "")
     result = {}
-    for line in text.splitlines():
+    for line in res.out.strip().splitlines():
         name, sha, ts = line.split("\0")
         result[name] = (sha, int(ts or 0))
     return result

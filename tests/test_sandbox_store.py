@@ -132,3 +132,24 @@ def test_a_symlinked_alternates_file_never_makes_para_write_through_it(api: Api,
     assert not (info / "alternates").is_symlink() and (info / "alternates").read_text() == "shared\n"
     run_para("cancel", "a1", "--force", cwd=repo)
     _fsck_clean(repo)
+
+
+# In the sandbox: a session branch naming an object that does not exist, and a symbolic one.
+BAD_REF = r"""
+common=$(git rev-parse --git-common-dir)
+echo 1234567890123456789012345678901234567890 > "$common/refs/heads/para/zzz"
+echo "ref: refs/heads/para/zzz2" > "$common/refs/heads/para/zzz2"
+echo "WRITTEN"
+exec sleep 600
+"""
+
+
+def test_a_ref_to_a_missing_object_breaks_no_other_session(api: Api, repo: Path, sidecar: Any) -> None:
+    run_para("start", "other", cwd=repo)
+    _dispatch(repo, "b1", _profile(BAD_REF))
+    _wait_log(repo, "b1", "WRITTEN")
+    listed = json.loads(run_para("list", "--json", cwd=repo).stdout)
+    assert {s["name"] for s in listed["sessions"]} >= {"other", "b1"}, listed
+    assert json.loads(run_para("show", "other", "--json", cwd=repo).stdout)["name"] == "other"
+    run_para("cancel", "other", cwd=repo)
+    run_para("cancel", "b1", "--force", cwd=repo)
