@@ -12,18 +12,22 @@ A1: para rewrote the directory's `info/alternates` through whatever stood there.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import shutil
 import struct
-import hashlib
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from agents_util import Api, agent_env, agent_scripts, api  # noqa: F401  (fixtures)
 from conftest import commit_file, git, rev, run_para
-from test_sandbox_git import _dispatch, _fsck_clean, _profile, _wait_log, _bwrap_installed  # noqa: F401
+from test_sandbox_git import (  # noqa: F401
+    _bwrap_installed,
+    _dispatch,
+    _fsck_clean,
+    _profile,
+    _wait_log,
+)
 
 # In the sandbox: put main's whole history into a pack of the session's own directory and the
 # empty blob loose there, then delete them once the host has committed and collected garbage.
