@@ -121,16 +121,40 @@ def _env(cwd: str | Path, env: dict[str, str] | None) -> dict[str, str]:
     if found is None:
         full = BASE_ENV if env is None else {**BASE_ENV, **env}
         common = _common_around(cwd)
+        if common is not None:
+            _unlink_reflogs(os.path.join(common, "logs", "refs", "heads", "para"))
     else:
         worktree, git_dir, common = found
         if os.path.isdir(git_dir):
             _restore_links(worktree, git_dir, common)
+            _unlink_reflogs(os.path.join(git_dir, "logs"))
+        _unlink_reflogs(os.path.join(common, "logs", "refs", "heads", "para"))
         pin_env = {"GIT_DIR": git_dir, "GIT_COMMON_DIR": common, "GIT_WORK_TREE": worktree}
         full = {**BASE_ENV, **pin_env, **(env or {})}
     if common is None or (env is not None and "GIT_ALTERNATE_OBJECT_DIRECTORIES" in env):
         return full
     dirs = _session_dirs(common)
     return {**full, **session_objects_env(dirs)} if dirs else full
+
+
+def _unlink_reflogs(top: str) -> None:
+    """Reflogs a sandboxed agent can write (its worktree's, its branch's: `refs/heads/para/`'s)
+    that are symbolic links, or not files at all, go before para's git appends to them: git
+    would write its line into whatever file a link names, or refuse ("reflog is a symlink")
+    and keep the session from ever ending (red team rt13 L1). The file a link named is left
+    as it was; git starts the reflog anew."""
+    try:
+        walk = list(os.walk(top))
+    except OSError:
+        return
+    for d, dirs, files in walk:
+        for name in [*files, *dirs]:
+            path = os.path.join(d, name)
+            with contextlib.suppress(OSError):
+                if os.path.islink(path) or not (os.path.isfile(path) or os.path.isdir(path)):
+                    target = os.readlink(path) if os.path.islink(path) else "not a file"
+                    os.unlink(path)
+                    log.warning("reflog %s (%s) removed before para's git wrote to it", path, target[:200])
 
 
 def names_git_dir(worktree: str, git_dir: str) -> bool:

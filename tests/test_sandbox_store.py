@@ -157,3 +157,29 @@ def test_a_ref_to_a_missing_object_breaks_no_other_session(api: Api, repo: Path,
     assert json.loads(run_para("show", "other", "--json", cwd=repo).stdout)["name"] == "other"
     run_para("cancel", "other", cwd=repo)
     run_para("cancel", "b1", "--force", cwd=repo)
+
+
+# In the sandbox: commit, then make the branch's and the worktree's reflogs links to host files
+# ($1, $2: paths on the host, out of the sandbox's sight).
+REFLOG_LINKS = r"""
+common=$(git rev-parse --git-common-dir); gd=$(git rev-parse --git-dir)
+echo work > w.txt && git add w.txt && git commit -qm "agent work"
+rm -f "$common/logs/refs/heads/para/$PARA_SESSION" && ln -s "$1" "$common/logs/refs/heads/para/$PARA_SESSION"
+rm -f "$gd/logs/HEAD" && ln -s "$2" "$gd/logs/HEAD"
+echo dirty >> w.txt
+echo "LINKED"
+exec sleep 600
+"""
+
+
+def test_reflogs_linked_to_host_files_are_not_written_through(api: Api, repo: Path, sidecar: Any,
+                                                             tmp_path: Path) -> None:
+    victims = [tmp_path / "victim-reflog", tmp_path / "victim-headlog"]
+    for v in victims:
+        v.write_text("original\n")
+    _dispatch(repo, "l1", _profile(REFLOG_LINKS, *map(str, victims)))
+    _wait_log(repo, "l1", "LINKED")
+    archived = json.loads(run_para("cancel", "l1", "--json", cwd=repo).stdout)["archived_branch"]
+    assert [v.read_text() for v in victims] == ["original\n"] * 2
+    assert git("show", f"{archived}:w.txt", cwd=repo) == "work\ndirty"
+    _fsck_clean(repo)
