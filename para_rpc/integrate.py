@@ -21,6 +21,7 @@ import shlex
 import stat
 import uuid
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from para_rpc import git
@@ -174,8 +175,42 @@ async def rebase_onto(wt: str, old: str) -> list[str]:
     return unmerged
 
 
+def _read_regular_file(path: str) -> str:
+    """The text of `path` if it is a regular file (a FIFO would block, a link leads elsewhere)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return f.read(1 << 22).decode("utf-8", "replace")
+
+
+async def check_rebase_todo(wt: str, picks: Collection[str]) -> None:
+    """What is left of a rebase para started is its picks of the session's commits (`picks`),
+    nothing else: the todo list is in the worktree's git dir, which a sandboxed agent writes, and
+    an `exec` line planted there would run in the sidecar, as the user (red team rt13 R1)."""
+    path = await git.git_path(wt, "rebase-merge/git-rebase-todo")
+    try:
+        text = await asyncio.to_thread(_read_regular_file, path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ParaError(Code.wrong_state, f"cannot read the rebase's todo list: {e}; `para abort` goes back",
+                        path=path) from None
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#") or words[0] in ("noop",):
+            continue
+        sha = words[1] if len(words) > 1 else ""
+        ok = (words[0] in ("pick", "p", "drop", "d") and len(sha) >= 7
+              and all(c in "0123456789abcdef" for c in sha) and any(c.startswith(sha) for c in picks))
+        if not ok:
+            raise ParaError(Code.wrong_state, f"the rebase's todo list ({path}) holds {line[:200]!r}, which para "
+                            "did not write (only picks of the session's own commits): nothing was run. "
+                            "`para abort` goes back to before the integration", path=path, line=line[:200])
+
+
 async def continue_in(wt: str, kind: str, files: list[str], hunks: dict[str, list[list[int]]],
-                      sides: list[str], force: bool = False) -> list[str]:
+                      sides: list[str], force: bool = False, picks: Collection[str] = ()) -> list[str]:
     """Complete a stopped merge or rebase once the conflicts are resolved.
     Returns the paths of a new conflict (a rebase may stop again), else [].
 
@@ -184,7 +219,8 @@ async def continue_in(wt: str, kind: str, files: list[str], hunks: dict[str, lis
     (binary, modify/delete, rename, file/directory, submodule: nothing to edit away) must
     have been staged by someone (`git add`/`git rm`), as `git commit` requires. `force`
     stages everything as it is instead. The merge commit runs the repository's commit
-    hooks, as `git commit` would."""
+    hooks, as `git commit` would. A rebase continues only while its todo list picks `picks`
+    (the session's commits) and nothing else (`check_rebase_todo`)."""
     if not force:
         markers = await remaining_markers(wt, files, sides)
         if markers:
@@ -215,6 +251,7 @@ async def continue_in(wt: str, kind: str, files: list[str], hunks: dict[str, lis
         return []
     step = "--continue"
     while True:
+        await check_rebase_todo(wt, picks)
         res = await git.run(wt, "rebase", step, check=False)
         if res.rc == 0:
             return []

@@ -183,3 +183,37 @@ def test_reflogs_linked_to_host_files_are_not_written_through(api: Api, repo: Pa
     assert [v.read_text() for v in victims] == ["original\n"] * 2
     assert git("show", f"{archived}:w.txt", cwd=repo) == "work\ndirty"
     _fsck_clean(repo)
+
+
+# In the sandbox: a rebase integration stops on a conflict; the agent resolves it, plants an
+# `exec` line in the todo list (in its writable git dir) and asks para to continue. $1: a host path.
+REBASE_EXEC = r"""
+echo "agent side" > f1 && git commit -qam "agent edits f1"
+echo "second" > g && git add g && git commit -qm "agent adds g"
+echo "COMMITTED"
+while [ ! -e GO ]; do sleep 0.1; done
+para integrate --strategy rebase; echo "integrate rc=$?"
+todo=$(git rev-parse --git-path rebase-merge)/git-rebase-todo
+echo resolved > f1 && git add f1
+{ echo "exec touch $1"; cat "$todo"; } > "$todo.new" && cat "$todo.new" > "$todo"
+para continue; echo "continue rc=$?"
+exec sleep 600
+"""
+
+
+def test_a_command_planted_in_a_rebase_todo_never_runs(api: Api, repo: Path, sidecar: Any, tmp_path: Path) -> None:
+    commit_file(repo, "f1", "base\n", "f1")
+    marker = tmp_path / "PWNED-rebase-exec"
+    s = _dispatch(repo, "r1", _profile(REBASE_EXEC, str(marker)))
+    _wait_log(repo, "r1", "COMMITTED")
+    main = commit_file(repo, "f1", "main side\n", "main edits f1")
+    Path(s["worktree"], "GO").touch()
+    log = _wait_log(repo, "r1", "continue rc=")
+    assert "integrate rc=" in log and "continue rc=0" not in log, log
+    assert "did not write" in log, log
+    assert not marker.exists()
+    assert rev(repo, "main") == main
+    run_para("abort", "r1", cwd=repo)
+    run_para("cancel", "r1", "--force", cwd=repo)
+    assert not marker.exists()
+    _fsck_clean(repo)

@@ -299,9 +299,12 @@ class Integration(ServiceCore):
                 stopped = []
             else:
                 sides = [side for side in (":2", ":3", rec.get("pre"), rec.get("old")) if side]
+                picks: list[str] = []
+                if rec["kind"] == "rebase" and rec.get("pre") and rec.get("old"):
+                    picks = (await git.out(repo.root, "rev-list", f"{rec['old']}..{rec['pre']}")).split()
                 try:
                     stopped = await integrate.continue_in(s.worktree, rec["kind"], rec["files"],
-                                                          rec.get("hunks") or {}, sides, force=p.force)
+                                                          rec.get("hunks") or {}, sides, force=p.force, picks=picks)
                 except ParaError as e:  # the refusal names where to resolve, for every front end's hint
                     e.data.setdefault("session", s.name)
                     e.data.setdefault("worktree", s.worktree)
