@@ -217,3 +217,23 @@ def test_a_command_planted_in_a_rebase_todo_never_runs(api: Api, repo: Path, sid
     run_para("cancel", "r1", "--force", cwd=repo)
     assert not marker.exists()
     _fsck_clean(repo)
+
+
+# In the sandbox: a branch named where every archive branch goes under.
+ARCHIVE_BLOCKER = r"""
+git update-ref refs/heads/para/archived HEAD && echo "BLOCKED"
+exec sleep 600
+"""
+
+
+def test_a_ref_in_the_way_of_archives_does_not_block_cancels(api: Api, repo: Path, sidecar: Any) -> None:
+    run_para("start", "other", cwd=repo)
+    commit_file(repo / ".para" / "worktrees" / "other", "o.txt", "o\n", "other's work")
+    _dispatch(repo, "ra8", _profile(ARCHIVE_BLOCKER))
+    _wait_log(repo, "ra8", "BLOCKED")
+    for name in ("ra8", "other"):
+        out = json.loads(run_para("cancel", name, "--json", cwd=repo).stdout)
+        assert out["archived_branch"].startswith("para/archived-"), out
+        assert any("in the way" in n for n in out["notes"]), out
+    assert git("show", f"{out['archived_branch']}:o.txt", cwd=repo) == "o"
+    _fsck_clean(repo)

@@ -375,18 +375,27 @@ class Sessions(ServiceCore):
                 # in the way of the one chosen (all under refs/heads/<first part of the prefix>).
                 family = git.ref_family(f"refs/heads/{archive}")
                 near = await git.refs(repo.root, family) if family else {}
-                n = 2
-                while f"refs/heads/{archive}" in near:
-                    archive = f"{cfg['branch_prefix']}/archived/{stamp}-{n}/{s.name}"
-                    n += 1
+                # Taken: the next number. In the way (a ref named `<prefix>/archived` itself, which
+                # a sandboxed agent can write under refs/heads/para/): another name, said in a
+                # note, rather than a cancel refused until someone deletes that ref (rt13 RA8).
+                names = [f"{cfg['branch_prefix']}/archived/{stamp}{'' if n == 1 else f'-{n}'}/{s.name}"
+                         for n in range(1, 100)]
+                names += [f"{cfg['branch_prefix']}/archived-{stamp}{'' if n == 1 else f'-{n}'}/{s.name}"
+                          for n in range(1, 100)]
+                free = [a for a in names if f"refs/heads/{a}" not in near
+                        and git.blocking_ref(f"refs/heads/{a}", near) is None]
                 # Checked before anything is removed: a rename that fails after the worktree
                 # went would leave the cancel half done.
-                blocker = git.blocking_ref(f"refs/heads/{archive}", near)
-                if blocker is not None:
+                if not free:
+                    blocker = git.blocking_ref(f"refs/heads/{archive}", near) or f"refs/heads/{archive}"
                     raise ParaError(Code.wrong_state, f"cannot cancel {s.name!r}: the ref {blocker} is in the way of "
                                     f"its archive branch {archive} (git cannot hold both); rename or delete it "
                                     f"(`git update-ref -d {blocker}` after making sure nothing needs it), then cancel "
                                     "again", session=s.name, ref=blocker)
+                if not free[0].startswith(f"{cfg['branch_prefix']}/archived/"):
+                    blocker = git.blocking_ref(f"refs/heads/{archive}", near)
+                    s.notes.append(f"archived as {free[0]}: the ref {blocker} is in the way of {archive}")
+                archive = free[0]
                 s.op = Op(kind="cancel", data={"archive": archive, "discard": p.discard, "stamp": stamp})
                 repo.store.save(s)
                 self.busy += 1
