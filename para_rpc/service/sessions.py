@@ -393,8 +393,8 @@ class Sessions(ServiceCore):
                                     f"(`git update-ref -d {blocker}` after making sure nothing needs it), then cancel "
                                     "again", session=s.name, ref=blocker)
                 if not free[0].startswith(f"{cfg['branch_prefix']}/archived/"):
-                    blocker = git.blocking_ref(f"refs/heads/{archive}", near)
-                    s.notes.append(f"archived as {free[0]}: the ref {blocker} is in the way of {archive}")
+                    in_way = git.blocking_ref(f"refs/heads/{archive}", near)
+                    s.notes.append(f"archived as {free[0]}: the ref {in_way} is in the way of {archive}")
                 archive = free[0]
                 s.op = Op(kind="cancel", data={"archive": archive, "discard": p.discard, "stamp": stamp})
                 repo.store.save(s)
