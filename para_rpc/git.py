@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -115,9 +116,88 @@ def _pinned_around(cwd: str | Path) -> tuple[str, str, str] | None:
         path = parent
 
 
+def _nested_around(cwd: str | Path) -> str | None:
+    """The top of the repository nested in a pinned worktree that `cwd` is in, if any."""
+    if not _PINNED:
+        return None
+    path = os.path.realpath(cwd)
+    nested = None
+    while True:
+        if path in _PINNED:
+            return nested
+        if nested is None and os.path.lexists(os.path.join(path, ".git")):
+            nested = path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
+# A repository nested in a session worktree was made by its agent, config and all: para's git
+# there reads its objects, refs, HEAD and index but none of its configuration (a clean filter,
+# a hook, `url.*.insteadOf`, `core.sshCommand` would run as the user at cancel: red team rt13
+# N1). It runs with the nested git dir as GIT_DIR and, as GIT_COMMON_DIR, a directory of para's
+# whose config is para's own and whose objects and refs are links to the nested repository's.
+_SHADOWS: dict[str, str] = {}
+
+
+def _read_small(path: str) -> str:
+    """A small regular file's text, never blocking on a FIFO nor following a link."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return f.read(1 << 16).decode("utf-8", "replace")
+
+
+def _nested_git_dirs(top: str) -> tuple[str, str]:
+    """(git dir, common dir) of the repository at `top`, read without git."""
+    dot_git = os.path.join(top, ".git")
+    git_dir = dot_git
+    if not os.path.isdir(dot_git):
+        text = _read_small(dot_git).strip()
+        if not text.startswith("gitdir:"):
+            raise OSError(f"{dot_git} names no git directory")
+        git_dir = os.path.join(top, text[len("gitdir:"):].strip())
+    common = git_dir
+    if os.path.lexists(os.path.join(git_dir, "commondir")):
+        common = os.path.join(git_dir, _read_small(os.path.join(git_dir, "commondir")).strip())
+    git_dir, common = os.path.realpath(git_dir), os.path.realpath(common)
+    if not os.path.isfile(os.path.join(git_dir, "HEAD")) or not os.path.isdir(os.path.join(common, "objects")):
+        raise OSError(f"{git_dir} is not a git directory")
+    return git_dir, common
+
+
+def _nested_env(top: str) -> dict[str, str]:
+    try:
+        git_dir, common = _nested_git_dirs(top)
+        fmt = "sha1"
+        for line in _read_small(os.path.join(common, "config")).splitlines():
+            key, _, value = line.strip().partition("=")
+            if key.strip().lower() == "objectformat" and value.strip().lower() == "sha256":
+                fmt = "sha256"
+    except OSError as e:
+        raise ParaError(Code.git_failed, f"{top} has a .git that para cannot read as a repository: {e}",
+                        path=top) from None
+    shadow = _SHADOWS.get(common)
+    if shadow is None or not os.path.isdir(shadow):
+        shadow = _SHADOWS[common] = tempfile.mkdtemp(prefix="para-nested-")
+        os.mkdir(os.path.join(shadow, "info"))
+        for name in ("objects", "refs", "packed-refs"):
+            os.symlink(os.path.join(common, name), os.path.join(shadow, name))
+    # Submodules of the nested repository would be run in with their own configs: not looked into.
+    write_new(os.path.join(shadow, "config"),
+              f"[core]\n\trepositoryformatversion = 1\n\tbare = false\n[extensions]\n\tobjectformat = {fmt}\n"
+              "[diff]\n\tignoreSubmodules = all\n[submodule]\n\trecurse = false\n")
+    return {"GIT_DIR": git_dir, "GIT_COMMON_DIR": shadow, "GIT_WORK_TREE": top}
+
+
 def _env(cwd: str | Path, env: dict[str, str] | None) -> dict[str, str]:
     """The environment of a git para runs in `cwd`."""
     found = _pinned_around(cwd)
+    nested = _nested_around(cwd) if found is None else None
+    if nested is not None:
+        return {**BASE_ENV, **_nested_env(nested), **(env or {})}
     if found is None:
         full = BASE_ENV if env is None else {**BASE_ENV, **env}
         common = _common_around(cwd)
@@ -803,12 +883,23 @@ async def _embedded(wt: str | Path, rel: str, submodule: bool, depth: int = 0) -
     own = {name: sha for name, (sha, _) in (await refs(path, "refs/heads/", "refs/stash")).items()}
     revs = ([head] if head else []) + sorted(set(own.values()))
     unpushed = int(await out(path, "rev-list", "--count", *revs, "--not", "--remotes")) if revs else 0
-    remote = (await run(path, "config", "--get", "remote.origin.url", check=False)).out.strip() or None
+    remote = await nested_config_value(path, "remote.origin.url")
     lines = await status(path)
     inner = await embedded_repos(path, lines, depth + 1) if depth < EMBED_DEPTH else []
     nested = {e.path for e in inner if not e.submodule}  # saved on their own, not as its dirt
     dirty = [e for e in lines if e[3:].rstrip("/") not in nested]
     return Embedded(rel, submodule, head, own, unpushed, dirty, remote, inner)
+
+
+async def nested_config_value(top: str, key: str) -> str | None:
+    """A value of the own configuration of the repository at `top` (which para's git there
+    does not read: `_nested_env`), read as data."""
+    try:
+        config_file = os.path.join(_nested_git_dirs(top)[1], "config")
+    except OSError:
+        return None
+    res = await run("/", "config", "--file", config_file, "--get", key, check=False)
+    return res.out.strip() or None
 
 
 async def save_embedded(wt: str | Path, e: Embedded, into: str, prefix: str, message: str) -> dict[str, str]:

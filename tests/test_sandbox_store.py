@@ -237,3 +237,35 @@ def test_a_ref_in_the_way_of_archives_does_not_block_cancels(api: Api, repo: Pat
         assert any("in the way" in n for n in out["notes"]), out
     assert git("show", f"{out['archived_branch']}:o.txt", cwd=repo) == "o"
     _fsck_clean(repo)
+
+
+# In the sandbox: a nested repository whose own config has a clean filter (and a hook path),
+# left with changes, so that saving it at cancel would run git there. $1: a host path.
+NESTED_FILTER = r"""
+mkdir -p nest && cd nest && git init -q && git config user.email a@b && git config user.name a
+echo hello > a.txt && git add a.txt && git commit -qm one
+echo '* filter=x' > .gitattributes
+git config filter.x.clean "sh -c 'touch $1-\$\$; cat'"
+git config filter.x.smudge cat
+git config core.hooksPath /nonexistent
+echo changed >> a.txt
+echo untracked > b.txt
+cd .. && echo "NESTED"
+exec sleep 600
+"""
+
+
+def test_a_nested_repos_own_config_never_runs_when_para_saves_it(api: Api, repo: Path, sidecar: Any,
+                                                                 tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED-nested-filter"
+    _dispatch(repo, "n1", _profile(NESTED_FILTER, str(marker)))
+    _wait_log(repo, "n1", "NESTED")
+    run_para("list", cwd=repo)
+    run_para("show", "n1", cwd=repo)
+    out = json.loads(run_para("cancel", "n1", "--json", cwd=repo).stdout)
+    assert not list(tmp_path.glob("PWNED-nested-filter*")), list(tmp_path.glob("PWNED*"))
+    nested = next(b for b in out["backups"] if b["path"] == "nest")
+    wip = next(ref for ref in nested["refs"] if ref.endswith("/wip"))
+    assert git("show", f"{wip}:a.txt", cwd=repo) == "hello\nchanged"
+    assert git("show", f"{wip}:b.txt", cwd=repo) == "untracked"
+    _fsck_clean(repo)
