@@ -101,19 +101,22 @@ def test_a_cancel_refused_by_a_protected_branch_hook_is_not_stuck(para, para_jso
     assert show(repo, para_json("cancel", "pb")["archived_branch"] + ":work.txt") == "work\n"
 
 
-def test_a_ref_in_the_way_of_the_archive_refuses_cancel_before_anything_goes(para, para_json, repo):
+def test_a_ref_in_the_way_of_the_archive_makes_cancel_archive_under_another_name(para, para_json, repo):
     """refs are paths: a branch `para/archived` (anyone, or an agent, can make one) keeps every
-    `para/archived/<stamp>/<name>` from existing. Cancel says so before removing the worktree,
-    instead of failing half done (red team RA8); once the ref is gone it cancels."""
+    `para/archived/<stamp>/<name>` from existing. Cancel archives under `para/archived-<stamp>/`
+    and says so in a note, instead of failing half done (red team RA8) or refusing every cancel
+    until someone deletes the ref (rt13 RA8)."""
     para("start", "rb")
     (wt(repo, "rb") / "work.txt").write_text("work\n")
     git("branch", "para/archived", "main", cwd=repo)
-    assert_error(para("cancel", "rb", check=False), Code.wrong_state, "refs/heads/para/archived")
-    no_pending(repo, "rb")
-    assert (wt(repo, "rb") / "work.txt").read_text() == "work\n"
-    git("branch", "-D", "para/archived", cwd=repo)
-    archived = para_json("cancel", "rb")["archived_branch"]
+    out = para_json("cancel", "rb")
+    archived = out["archived_branch"]
+    assert archived.startswith("para/archived-"), out
+    assert any("refs/heads/para/archived is in the way" in n for n in out["notes"]), out
+    no_pending(repo, "rb", "cancelled")
     assert show(repo, archived + ":work.txt") == "work\n"
+    recovered = para_json("recover", "rb")
+    assert (wt(repo, "rb") / "work.txt").read_text() == "work\n", recovered
 
 
 def test_cancel_in_a_sparse_checkout_never_sticks(para, repo):

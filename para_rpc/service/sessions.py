@@ -509,7 +509,7 @@ class Sessions(ServiceCore):
         env_cfg = self._env_config(cfg)  # an unapproved project setup/copy/link/env: refused here
         prefix = cfg["branch_prefix"]
         async with repo.lock:
-            archives = await git.refs(repo.root, f"refs/heads/{prefix}/archived/")
+            archives = await git.refs(repo.root, f"refs/heads/{prefix}/archived/", f"refs/heads/{prefix}/archived-*/*")
         if p.session is None:
             cancelled = [s for s in repo.store.live() if s.status is Status.cancelled]
             if not cancelled:
