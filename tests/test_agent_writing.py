@@ -92,14 +92,15 @@ def test_an_agent_integrating_itself_gets_its_answer_and_its_writer_loses_nothin
 
 def test_a_cancel_that_fails_after_the_worktree_went_lets_the_agent_run_again(api: Api, repo: Path,
                                                                              writers: Path) -> None:
-    """Found by our red team: a branch named `para/archived` makes the archive rename fail after
+    """Found by our red team: a branch named `para/archived` made the archive rename fail after
     the worktree was removed; the agent's processes stayed SIGSTOPped for good (no stop follows
-    a failed operation). Now they are continued."""
+    a failed operation). Now they are continued. (A `para/archived` branch no longer fails a
+    cancel, rt13 RA8: a worktree whose HEAD names `main` refuses it, while frozen.)"""
     dispatch(repo, "wf", "-p", writer_task(writers, "wf", finish=False), "--agent", "scripted",
              "--mode", "headless")
     writer = int(wait_file(writers / "wf.pid").read_text().strip())
     wait_until(lambda: len(lines((writers / "wf.mirror").read_text())) >= 200, what="the writer to run")
-    git("branch", "para/archived", cwd=repo)
+    git("symbolic-ref", "HEAD", "refs/heads/main", cwd=repo / ".para" / "worktrees" / "wf")
     proc = run_para("cancel", "wf", "--json", cwd=repo, check=False)
     assert proc.returncode != 0, proc.stdout
     state = Path(f"/proc/{writer}/stat").read_text().rsplit(")", 1)[1].split()[0]
