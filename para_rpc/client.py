@@ -161,16 +161,21 @@ def _log_tail(lines: int = 5) -> str:
         return ""
 
 
-def wait_for_sidecar(proc: subprocess.Popen[bytes] | None, timeout: float = START_TIMEOUT) -> Connection:
-    deadline = time.monotonic() + timeout
-    ready = _READY.pop(proc.pid, None) if proc is not None else None
+def _await_ready(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """The sidecar writes to its readiness pipe once it listens (or closes it by exiting: another
+    one won the lock, or it failed): waited for, not polled, so the first call starts sooner."""
+    ready = _READY.pop(proc.pid, None)
     if ready is not None:
-        # The sidecar writes to its pipe once it listens (or closes it by exiting: another one
-        # won the lock, or it failed): waited for, not polled, so the first call starts sooner.
         try:
             select.select([ready], [], [], timeout)
         finally:
             os.close(ready)
+
+
+def wait_for_sidecar(proc: subprocess.Popen[bytes] | None, timeout: float = START_TIMEOUT) -> Connection:
+    deadline = time.monotonic() + timeout
+    if proc is not None:
+        _await_ready(proc, timeout)
     while True:
         try:
             return Connection.open()
@@ -191,12 +196,7 @@ def _wait_bound(proc: subprocess.Popen[bytes], sidecar_socket: str) -> Connectio
     The one started finding another sidecar running that does not listen there means the
     session has ended: said at once, not after the start timeout."""
     deadline = time.monotonic() + START_TIMEOUT
-    ready = _READY.pop(proc.pid, None)
-    if ready is not None:  # (written once it listens, closed by its exit: see wait_for_sidecar)
-        try:
-            select.select([ready], [], [], START_TIMEOUT)
-        finally:
-            os.close(ready)
+    _await_ready(proc, START_TIMEOUT)
     while True:
         try:
             return Connection.open()

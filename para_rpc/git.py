@@ -141,13 +141,14 @@ def _nested_around(cwd: str | Path) -> str | None:
 _SHADOWS: dict[str, str] = {}
 
 
-def _read_small(path: str) -> str:
-    """A small regular file's text, never blocking on a FIFO nor following a link."""
+def read_regular(path: str, limit: int = 1 << 16) -> str:
+    """A regular file's text (its first `limit` bytes), never blocking on a FIFO nor following
+    a link: for files an agent can write."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path} is not a regular file")
-        return f.read(1 << 16).decode("utf-8", "replace")
+        return f.read(limit).decode("utf-8", "replace")
 
 
 def _nested_git_dirs(top: str) -> tuple[str, str]:
@@ -155,13 +156,13 @@ def _nested_git_dirs(top: str) -> tuple[str, str]:
     dot_git = os.path.join(top, ".git")
     git_dir = dot_git
     if not os.path.isdir(dot_git):
-        text = _read_small(dot_git).strip()
+        text = read_regular(dot_git).strip()
         if not text.startswith("gitdir:"):
             raise OSError(f"{dot_git} names no git directory")
         git_dir = os.path.join(top, text[len("gitdir:"):].strip())
     common = git_dir
     if os.path.lexists(os.path.join(git_dir, "commondir")):
-        common = os.path.join(git_dir, _read_small(os.path.join(git_dir, "commondir")).strip())
+        common = os.path.join(git_dir, read_regular(os.path.join(git_dir, "commondir")).strip())
     git_dir, common = os.path.realpath(git_dir), os.path.realpath(common)
     if not os.path.isfile(os.path.join(git_dir, "HEAD")) or not os.path.isdir(os.path.join(common, "objects")):
         raise OSError(f"{git_dir} is not a git directory")
@@ -172,7 +173,7 @@ def _nested_env(top: str) -> dict[str, str]:
     try:
         git_dir, common = _nested_git_dirs(top)
         fmt = "sha1"
-        for line in _read_small(os.path.join(common, "config")).splitlines():
+        for line in read_regular(os.path.join(common, "config")).splitlines():
             key, _, value = line.strip().partition("=")
             if key.strip().lower() == "objectformat" and value.strip().lower() == "sha256":
                 fmt = "sha256"

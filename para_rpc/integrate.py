@@ -175,22 +175,13 @@ async def rebase_onto(wt: str, old: str) -> list[str]:
     return unmerged
 
 
-def _read_regular_file(path: str) -> str:
-    """The text of `path` if it is a regular file (a FIFO would block, a link leads elsewhere)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file")
-        return f.read(1 << 22).decode("utf-8", "replace")
-
-
 async def check_rebase_todo(wt: str, picks: Collection[str]) -> None:
     """What is left of a rebase para started is its picks of the session's commits (`picks`),
     nothing else: the todo list is in the worktree's git dir, which a sandboxed agent writes, and
     an `exec` line planted there would run in the sidecar, as the user (red team rt13 R1)."""
     path = await git.git_path(wt, "rebase-merge/git-rebase-todo")
     try:
-        text = await asyncio.to_thread(_read_regular_file, path)
+        text = await asyncio.to_thread(git.read_regular, path, 1 << 22)
     except FileNotFoundError:
         return
     except OSError as e:
