@@ -87,6 +87,21 @@ def in_terminal(argv: list[str], cwd: Path, env: dict[str, str], answers: list[t
         os.close(leader)
 
 
+# ---- counting git processes ----------------------------------------------------
+
+def counting_git(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An environment whose `git` is the real one behind a wrapper that appends each call's
+    arguments to a file (one line per git process): for tests of how much git work para does."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    calls = tmp_path / "git-calls"
+    real = shutil.which("git")
+    assert real
+    (bindir / "git").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\nexec {real} "$@"\n')
+    (bindir / "git").chmod(0o755)
+    return dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}"), calls
+
+
 # ---- polling -----------------------------------------------------------------
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition",

@@ -9,13 +9,12 @@ included, whatever changed behind para's back since the last call.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import commit_file, git, run_para, shutdown_sidecar, start_sidecar
+from conftest import commit_file, counting_git, git, run_para, shutdown_sidecar, start_sidecar
 
 
 def forecast(repo: Path) -> dict[str, Any]:
@@ -108,15 +107,8 @@ def test_changes_behind_paras_back_change_the_next_forecast(sidecar: Any, repo: 
 def test_disjoint_sessions_are_never_merged_pairwise(runtime_dir: Path, repo: Path, tmp_path: Path) -> None:
     """The linear cost: sessions touching different files cost one forecast each against
     their target, no pairwise merge; asked again with nothing changed, no merge at all."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    calls = tmp_path / "git-calls"
-    real = shutil.which("git")
-    assert real
-    (bindir / "git").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\nexec {real} "$@"\n')
-    (bindir / "git").chmod(0o755)
-    sc = start_sidecar(runtime_dir, "--idle-timeout", "0",
-                       env=dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}"))
+    env, calls = counting_git(tmp_path)
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=env)
     try:
         n = 8
         for i in range(n):

@@ -4,12 +4,10 @@ operation already did. Counted with a `git` wrapper first on the sidecar's PATH.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections import Counter
 from pathlib import Path
 
-from conftest import run_para, shutdown_sidecar, start_sidecar
+from conftest import counting_git, run_para, shutdown_sidecar, start_sidecar
 
 
 def _subcommand(line: str) -> str:
@@ -21,15 +19,8 @@ def _subcommand(line: str) -> str:
 
 
 def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path, tmp_path: Path):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    calls = tmp_path / "git-calls"
-    real = shutil.which("git")
-    assert real
-    (bindir / "git").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\nexec {real} "$@"\n')
-    (bindir / "git").chmod(0o755)
-    sc = start_sidecar(runtime_dir, "--idle-timeout", "0",
-                       env=dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}"))
+    env, calls = counting_git(tmp_path)
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=env)
     try:
         run_para("list", "--json", cwd=repo)  # (the repository is opened: not part of either count)
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from para_rpc.watch import MAX_DIRS, Watcher
 
-from conftest import git, run_para, shutdown_sidecar, start_sidecar
+from conftest import counting_git, git, run_para, shutdown_sidecar, start_sidecar
 
 
 def truth(wt: Path) -> bool:
@@ -138,15 +138,7 @@ def test_a_list_with_nothing_changed_asks_git_nothing(
         runtime_dir: Path, repo: Path, tmp_path: Path) -> None:
     """The point of the cache: 5 dirty sessions, listed twice, one `git status` each, once;
     then a hand edit in one worktree costs exactly one more."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    calls = tmp_path / "git-calls"
-    real = shutil.which("git")
-    assert real
-    wrapper = bindir / "git"
-    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\nexec {real} "$@"\n')
-    wrapper.chmod(0o755)
-    env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    env, calls = counting_git(tmp_path)
     sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=env)
     try:
         for i in range(5):
