@@ -367,6 +367,26 @@ async def resolve(cwd: str | Path, rev: str) -> str | None:
     return res.out.strip() if res.rc == 0 else None
 
 
+async def commits_of(cwd: str | Path, refs: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """{ref: (commit, its tree)} for those of `refs` (full names) that name a commit: one git
+    process for all of them (an operation reads its target and session branch together).
+    A ref that is missing, or names no commit, is left out."""
+    res = await run(cwd, "for-each-ref", "--format=%(refname)%00%(objectname)%00%(tree)", *refs, check=False)
+    if res.rc != 0:  # (a ref naming a missing object fails the listing: read them one by one)
+        found = {}
+        for ref in refs:
+            sha = await resolve(cwd, ref)
+            if sha is not None:
+                found[ref] = (sha, await tree_of(cwd, sha))
+        return found
+    wanted, result = set(refs), {}
+    for line in res.out.splitlines():
+        name, sha, tree = line.split("\0")
+        if name in wanted and tree:  # (for-each-ref also lists refs below a name: exact names only)
+            result[name] = (sha, tree)
+    return result
+
+
 async def tracked_in(cwd: str | Path, rev: str, paths: list[str]) -> list[str]:
     """Which of `paths` (files or directories) the tree of `rev` holds anything at."""
     if not paths:
@@ -637,11 +657,17 @@ async def config_value(cwd: str | Path, key: str) -> str | None:
     return (res.out.strip() or None) if res.rc == 0 else None
 
 
+async def signs_commits(cwd: str | Path) -> bool:
+    """Whether the repository asks for signed commits (`commit.gpgSign`), which `git commit`
+    honours and `git commit-tree` does not: para asks, then passes `-S` (commit_tree)."""
+    return await config_bool(cwd, "commit.gpgSign")
+
+
 async def commit_tree(cwd: str | Path, tree: str, parents: list[str], message: str, sign: bool = False) -> str:
-    """A commit of `tree`. With `sign`, it is signed when the repository says so
-    (`commit.gpgSign`; `-S` follows `user.signingKey` and `gpg.format`), as `git commit` would."""
+    """A commit of `tree`, signed with `sign` (`-S` follows `user.signingKey` and `gpg.format`):
+    pass `signs_commits()` to sign as `git commit` would."""
     args = ["commit-tree", tree]
-    if sign and await config_bool(cwd, "commit.gpgSign"):
+    if sign:
         args.append("-S")
     for parent in parents:
         args += ["-p", parent]
@@ -734,10 +760,14 @@ async def git_path(wt: str | Path, name: str) -> str:
     return await out(wt, "rev-parse", "--path-format=absolute", "--git-path", name)
 
 
-async def in_progress(wt: str | Path) -> str | None:
-    """'merge' or 'rebase' when one is stopped in this worktree, else None (one git process)."""
-    merge_head, *rebase_dirs = (await out(wt, "rev-parse", "--path-format=absolute", "--git-path", "MERGE_HEAD",
-                                          "--git-path", "rebase-merge", "--git-path", "rebase-apply")).splitlines()
+async def in_progress(wt: str | Path, git_dir: str | None = None) -> str | None:
+    """'merge' or 'rebase' when one is stopped in this worktree, else None (one git process;
+    none when the caller knows the worktree's git dir: the main worktree's is the common dir)."""
+    if git_dir is not None:
+        merge_head, *rebase_dirs = (os.path.join(git_dir, n) for n in ("MERGE_HEAD", "rebase-merge", "rebase-apply"))
+    else:
+        merge_head, *rebase_dirs = (await out(wt, "rev-parse", "--path-format=absolute", "--git-path", "MERGE_HEAD",
+                                              "--git-path", "rebase-merge", "--git-path", "rebase-apply")).splitlines()
     if os.path.exists(merge_head):
         return "merge"
     if any(os.path.isdir(d) for d in rebase_dirs):
@@ -937,7 +967,21 @@ async def unmapped_gitlinks(cwd: str | Path, old: str, new: str) -> list[str]:
     """Gitlinks that commit `new` adds or moves relative to `old` and that have no entry in
     `new`'s .gitmodules: what `git add` of a nested repository records. They land as an
     empty directory that no clone can fill."""
-    items = (await run(cwd, "diff-tree", "-r", "-z", "--no-renames", old, new)).out.split("\0")
+    return await _unmapped(cwd, (await run(cwd, "diff-tree", "-r", "-z", "--no-renames", old, new)).out, new)
+
+
+async def unmapped_gitlinks_since_fork(cwd: str | Path, target: str, new: str) -> list[str] | None:
+    """`unmapped_gitlinks` from the merge base of `target` and `new` to `new`, in one git
+    process where there is one merge base; None when they share no history."""
+    res = await run(cwd, "diff-tree", "-r", "-z", "--no-renames", "--merge-base", target, new, check=False)
+    if res.rc == 0:
+        return await _unmapped(cwd, res.out, new)
+    fork = await merge_base(cwd, target, new)  # (none, or several: git picks one, as before)
+    return None if fork is None else await unmapped_gitlinks(cwd, fork, new)
+
+
+async def _unmapped(cwd: str | Path, diff_tree: str, new: str) -> list[str]:
+    items = diff_tree.split("\0")
     links = [items[i + 1] for i in range(len(items) - 1)
              if items[i].startswith(":") and items[i].split(" ")[1:2] == ["160000"]]
     if not links:
@@ -1144,6 +1188,10 @@ async def absorb_reachable(common_dir: str, tip: str, known: Sequence[str]) -> N
     session directories): before a ref outside a session names `tip`. An object missing
     anywhere fails it, and the ref is not moved."""
     env = {**_env(common_dir, None), "GIT_DIR": common_dir}
+    if "GIT_ALTERNATE_OBJECT_DIRECTORIES" not in env:
+        # No live session directory: para's git sees the common store alone, where everything
+        # `tip` needs already is (git wrote it there): nothing to copy, no pack to add.
+        return
     await _pack_into(common_dir, env, ["--revs"], "".join(f"{r}\n" for r in [tip, "--not", *known]), tip)
 
 

@@ -129,18 +129,23 @@ async def remaining_markers(wt: str, paths: list[str], sides: list[str]) -> list
     return found
 
 
-async def candidate(root: str, strategy: str, old: str, tip: str, message: str, sign: bool = False) -> Candidate:
+async def candidate(root: str, strategy: str, old: str, tip: str, message: str, sign: bool = False,
+                    old_tree: str | None = None) -> Candidate:
     """The commit `target` (at `old`) would move to, computed without any checkout.
-    For rebase this is a forecast only (a rebase replays commit by commit). With `sign`,
-    a new commit is signed when the repository's `commit.gpgSign` asks for it."""
-    if await git.is_ancestor(root, tip, old):
-        return Candidate(True, old, await git.tree_of(root, old))  # nothing new
+    For rebase this is a forecast only (a rebase replays commit by commit). With `sign`, a new
+    commit is signed (`git.signs_commits`). `old_tree`, the tree of `old` when the caller has
+    it, saves asking git whether `tip` is already in `old` when the merge says it cannot be."""
+    if (old_tree is None or strategy in ("ff", "rebase")) and await git.is_ancestor(root, tip, old):
+        return Candidate(True, old, old_tree or await git.tree_of(root, old))  # nothing new
     if strategy in ("ff", "rebase") and await git.is_ancestor(root, old, tip):
         return Candidate(True, tip, await git.tree_of(root, tip))
     if strategy == "ff":
         raise ParaError(Code.wrong_state, "the target has moved since the session forked, so it cannot be "
                         "fast-forwarded; use --strategy squash, merge or rebase")
     clean, tree, files = await git.merge_tree(root, old, tip)
+    # (With `tip` in `old`, the merge is `old`'s tree: a merge with another tree has something new.)
+    if clean and tree == old_tree and await git.is_ancestor(root, tip, old):
+        return Candidate(True, old, old_tree)  # nothing new
     if not clean:
         return Candidate(False, tree=tree, conflicts=files, hunks=await tree_hunks(root, tree, files))
     if strategy == "rebase":
@@ -269,17 +274,27 @@ async def holder_of(root: str, branch: str) -> git.Worktree | None:
     return None
 
 
-async def check_target_checkout(root: str, branch: str, old: str, new: str) -> git.Worktree | None:
+async def check_target_checkout(root: str, branch: str, old: str, new: str,
+                                listed: list[git.Worktree] | None = None,
+                                common_dir: str | None = None) -> git.Worktree | None:
     """Refuse (changing nothing) when the worktree that has `branch` checked out holds
-    uncommitted changes to files this integration changes."""
-    w = await holder_of(root, branch)
+    uncommitted changes to files this integration changes. (`listed`: `git.worktrees(root)`
+    read by the caller while it held the target's queue; `common_dir`: the repository's, which
+    is the main worktree's git dir.)"""
+    if listed is None:
+        w = await holder_of(root, branch)
+    else:
+        w = next((w for w in listed if w.branch == branch and not w.prunable), None)
     if w is None:
         return None
-    busy = await git.in_progress(w.path)
+    main = common_dir is not None and w.path == os.path.realpath(root)
+    busy = await git.in_progress(w.path, common_dir if main else None)
     if busy:
         raise ParaError(Code.dirty, f"{w.path} has {branch} checked out with a {busy} in progress; "
                         "finish or abort it first", worktree=w.path)
-    overlap = sorted(await git.dirty_paths(w.path) & await git.changed_paths(root, old, new))
+    dirty = await git.dirty_paths(w.path)
+    # (A clean checkout has nothing in the way: what the integration changes is not asked.)
+    overlap = sorted(dirty & await git.changed_paths(root, old, new)) if dirty else []
     links = await git.changed_gitlinks(root, old, new) if overlap else {}
     if links:
         # read-tree moves a submodule's pointer in the index, never the submodule's own
@@ -294,9 +309,11 @@ async def check_target_checkout(root: str, branch: str, old: str, new: str) -> g
     return w
 
 
-async def advance_target(root: str, branch: str, old: str, new: str, message: str) -> None:
-    """Move `branch` from `old` to `new` (compare-and-swap) and bring a checkout of it along."""
-    holder = await check_target_checkout(root, branch, old, new)
+async def advance_target(root: str, branch: str, old: str, new: str, message: str,
+                         listed: list[git.Worktree] | None = None, common_dir: str | None = None) -> None:
+    """Move `branch` from `old` to `new` (compare-and-swap) and bring a checkout of it along
+    (`listed`, `common_dir`: as for check_target_checkout)."""
+    holder = await check_target_checkout(root, branch, old, new, listed, common_dir)
     try:
         await git.update_ref(root, f"refs/heads/{branch}", new, old, message)
     except ParaError as e:

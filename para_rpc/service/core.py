@@ -858,12 +858,11 @@ class ServiceCore:
                                 else "it had no commits and no files"))
         return lines
 
-    async def _refuse_bare_gitlinks(self, repo: Repo, s: Session, target: str, tip: str) -> str | None:
+    async def _refuse_bare_gitlinks(self, repo: Repo, s: Session, target: str, tip: str) -> bool:
         """A repository committed inside the session without a .gitmodules entry would land on
         `target` as an empty gitlink no clone can fill: refused, naming the path and the fix.
-        Returns the fork point of `tip` and `target` it looked from (None: no common history)."""
-        fork = await git.merge_base(repo.root, f"refs/heads/{target}", tip)
-        links = await git.unmapped_gitlinks(repo.root, fork, tip) if fork else []
+        Returns whether `tip` and `target` share history (it looks from their fork point)."""
+        links = await git.unmapped_gitlinks_since_fork(repo.root, f"refs/heads/{target}", tip)
         if links:
             where = s.worktree if os.path.isdir(s.worktree) else f"the worktree (`para resume {s.name}`)"
             shown = ", ".join(links[:5]) + (f" and {len(links) - 5} more" if len(links) > 5 else "")
@@ -872,7 +871,7 @@ class ServiceCore:
                             f"would land as an empty directory; in {where} run `git rm --cached -- {links[0]}` and "
                             f"commit (or make it a submodule with `git submodule add URL {links[0]}`), then "
                             "integrate again", session=s.name, paths=links)
-        return fork
+        return links is not None
 
     async def _dirty(self, repo: Repo, worktrees: list[tuple[str, git.Worktree]]) -> dict[str, bool]:
         """Whether each worktree has uncommitted changes, by its session's path. Git is asked

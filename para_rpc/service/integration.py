@@ -66,20 +66,23 @@ class Integration(ServiceCore):
             s = self._find(repo, s.name, p.cwd)
             self._check_integrable(s)
             await self._refuse_linked(repo, s, cfg)
-            await self._save_or_refuse(repo, s, "integrate")
-            if os.path.isdir(s.worktree) and await git.status(s.worktree):
+            f = await self._save_or_refuse(repo, s, "integrate")
+            # The work in progress is committed first. (What is written after this status was
+            # read does not land: `_after_landing` saves it under `<stamp>-leftover`.)
+            if f is not None and f.status:
                 await git.stage_all(s.worktree)
                 if await git.has_staged(s.worktree):
                     await git.commit(s.worktree, message or f"{s.name}: work in progress")
-            pre = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+            pre, sign = await asyncio.gather(git.resolve(repo.root, f"refs/heads/{s.branch}"),
+                                             git.signs_commits(repo.root))
             if pre is None:
                 raise ParaError(Code.not_found, f"branch {s.branch!r} of session {s.name!r} is gone", session=s.name)
-            fork = await self._refuse_bare_gitlinks(repo, s, target, pre)
+            related = await self._refuse_bare_gitlinks(repo, s, target, pre)
             if message is None:
-                message = await self._default_message(repo, s, target, pre, strategy, fork)
+                message = await self._default_message(repo, s, target, pre, strategy, related)
             s.integration = {"target": target, "strategy": strategy, "message": message, "pre": pre,
                              "resume_status": s.status.value, "stamp": _utc_stamp()}
-            return await self._land(repo, s, cfg)
+            return await self._land(repo, s, cfg, sign)
 
     def _check_integrable(self, s: Session) -> None:
         if s.status is Status.conflicted:
@@ -89,14 +92,15 @@ class Integration(ServiceCore):
         self._require(s, (Status.active, Status.review), "integrate")
 
     async def _default_message(self, repo: Repo, s: Session, target: str, tip: str, strategy: str,
-                               fork: str | None) -> str:
-        """(`fork`: the merge base of `tip` and `target`, which the caller has already read.)"""
+                               related: bool) -> str:
+        """(`related`: whether `tip` and `target` share history, which the caller has already read.)"""
         if strategy == "merge":
             return f"Merge session {s.name} into {target}"
-        subjects = (await git.out(repo.root, "log", "--format=%s", f"{fork}..{tip}")).splitlines() if fork else []
+        subjects = (await git.out(repo.root, "log", "--format=%s", f"refs/heads/{target}..{tip}")).splitlines() \
+            if related else []
         return subjects[0] if len(subjects) == 1 else f"Integrate session {s.name}"
 
-    async def _land(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> dict[str, Any]:
+    async def _land(self, repo: Repo, s: Session, cfg: dict[str, Any], sign: bool | None = None) -> dict[str, Any]:
         """Queue on the target, compute the result, gate it, move the target, clean up."""
         rec = recorded(s)
         s.status = Status.integrating
@@ -105,8 +109,10 @@ class Integration(ServiceCore):
         self.emit(repo, "queued", s.name, target=rec["target"])
         self.busy += 1
         try:
+            if sign is None:  # (a `continue`: the integration's first half did not ask)
+                sign = await git.signs_commits(repo.root)
             async with repo.target_lock(rec["target"]):
-                new, old = await self._merge_and_move(repo, s, cfg)
+                new, old = await self._merge_and_move(repo, s, cfg, sign)
             return await self._after_landing(repo, s, new, old, cfg)
         except Exception as e:
             if s.status is Status.integrating and not ((op := pending(s)) is not None and op.data.get("landed")):
@@ -121,16 +127,21 @@ class Integration(ServiceCore):
         finally:
             self.busy -= 1
 
-    async def _merge_and_move(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> tuple[str, str]:
+    async def _merge_and_move(self, repo: Repo, s: Session, cfg: dict[str, Any], sign: bool) -> tuple[str, str]:
+        """What runs while the integration holds its target's queue: the fewer git processes
+        here, the sooner the next integration of that target starts. The target, the session
+        branch (one listing) and the worktrees (for the checkout of the target) are read at once."""
         rec = recorded(s)
         target, strategy = rec["target"], rec["strategy"]
         ref = f"refs/heads/{target}"
-        old = await git.resolve(repo.root, ref)
-        tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
-        if old is None or tip is None:
-            raise ParaError(Code.not_found, f"branch {target if old is None else s.branch!r} disappeared")
+        heads, wts = await asyncio.gather(git.commits_of(repo.root, [ref, f"refs/heads/{s.branch}"]),
+                                          git.worktrees(repo.root))
+        listed: list[git.Worktree] | None = wts
+        if ref not in heads or f"refs/heads/{s.branch}" not in heads:
+            raise ParaError(Code.not_found, f"branch {target if ref not in heads else s.branch!r} disappeared")
+        (old, old_tree), (tip, _) = heads[ref], heads[f"refs/heads/{s.branch}"]
         rec["old"] = old
-        cand = await integrate.candidate(repo.root, strategy, old, tip, rec["message"], sign=True)
+        cand = await integrate.candidate(repo.root, strategy, old, tip, rec["message"], sign=sign, old_tree=old_tree)
         # A rebase, or a conflict, needs the session's own worktree; that rewrites its branch.
         rewrite = not cand.clean or (strategy == "rebase" and cand.commit is None)
         backup = None
@@ -145,7 +156,8 @@ class Integration(ServiceCore):
             if stopped:
                 await self._pause(repo, s, kind, stopped)
             cand = await integrate.candidate(repo.root, strategy, old, await git.out(wt, "rev-parse", "HEAD"),
-                                             rec["message"], sign=True)
+                                             rec["message"], sign=sign, old_tree=old_tree)
+            listed = None  # (the worktrees were listed before this one changed: read again)
             if not cand.clean:  # cannot happen after a completed merge of the target; be loud if it does
                 raise ParaError(Code.internal, f"merge of {target} into {s.branch} did not resolve its conflicts")
         new = cand.commit
@@ -158,6 +170,7 @@ class Integration(ServiceCore):
                     repo.root, os.path.join(repo.root, ".para", "scratch"), new, cfg["integrate.check"],
                     cfg["integrate.check_timeout"])
                 rec["check"] = {"ok": ok, "exit": rc, "output": output}
+                listed = None  # (a check can take minutes: the worktrees are read again after it)
                 if not ok:
                     raise ParaError(Code.check_failed, f"the check `{cfg['integrate.check']}` failed "
                                     f"({'timed out' if rc is None else f'exit {rc}'}); {target} did not move",
@@ -167,7 +180,8 @@ class Integration(ServiceCore):
             if new != old:
                 await self._absorb_objects(repo, s)  # out of the sandboxed agent's reach first
                 await git.absorb_reachable(repo.common_dir, new, [old])  # all of them, or it fails here
-                await integrate.advance_target(repo.root, target, old, new, f"para: integrate {s.name}")
+                await integrate.advance_target(repo.root, target, old, new, f"para: integrate {s.name}",
+                                               listed, repo.common_dir)
         except ParaError:
             if rewrite:  # the target did not move: the session goes back to how this attempt found it
                 await self._restore_branch(repo, s, tip)
@@ -212,13 +226,15 @@ class Integration(ServiceCore):
         rec = recorded(s)
         stamp = rec.get("stamp") or _utc_stamp()
         # The project file says which commands para runs: a landing that changes it says so.
-        config_changed = new != old and await git.path_differs(repo.root, old, new, config.PROJECT_FILE)
-        tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+        config_changed, tip = await asyncio.gather(
+            git.path_differs(repo.root, old, new, config.PROJECT_FILE) if new != old else _false(),
+            git.resolve(repo.root, f"refs/heads/{s.branch}"))
         warnings: list[str] = []
         if tip:
             kept = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
             warnings.append(f"the session branch's tip {tip[:10]} is kept under {kept} "
                             f"for clean.backup_days ({cfg['clean.backup_days']})")
+        removed = False
         async with self._agent_frozen(repo, s) as frozen:
             try:
                 f = await self._worktree_facts(repo, s)
@@ -252,19 +268,32 @@ class Integration(ServiceCore):
                                     f"they were saved as {ref}")
                 async with repo.lock:
                     await git.remove_worktree(repo.root, s.worktree)
+                removed = True
             else:
                 async with repo.lock:  # a worktree deleted by hand still holds its branch until pruned
                     await git.prune_worktrees(repo.root)
         listed: list[git.Worktree] | None = None
+        deleted = False
         if tip and not cfg["integrate.keep_branch"]:
             async with repo.lock:
-                listed = await git.worktrees(repo.root)
-                holder = next((w.path for w in listed if w.branch == s.branch and not w.prunable), None)
-                if holder is None:
-                    await git.delete_branch(repo.root, s.branch)
+                if removed:
+                    # Its worktree, which had it checked out, is gone: any other worktree with the
+                    # branch checked out was made since, by hand, and git refuses to delete it then.
+                    try:
+                        await git.delete_branch(repo.root, s.branch)
+                        deleted = True
+                    except ParaError as e:
+                        s.notes.append(f"branch {s.branch} kept: {e.data.get('stderr') or e.message}")
+                        warnings.append(s.notes[-1])
                 else:
-                    s.notes.append(f"branch {s.branch} kept: it is checked out in {holder}")
-                    warnings.append(s.notes[-1])
+                    listed = await git.worktrees(repo.root)
+                    holder = next((w.path for w in listed if w.branch == s.branch and not w.prunable), None)
+                    if holder is None:
+                        await git.delete_branch(repo.root, s.branch)
+                        deleted = True
+                    else:
+                        s.notes.append(f"branch {s.branch} kept: it is checked out in {holder}")
+                        warnings.append(s.notes[-1])
         rec.update(commit=new, old=old, landed_at=now(), noop=new == old)
         rec["config_changed"] = config_changed
         rec.pop("files", None), rec.pop("hunks", None), rec.pop("kind", None)
@@ -277,9 +306,12 @@ class Integration(ServiceCore):
         if config_changed:
             self.emit(repo, "config_changed", s.name, target=rec["target"], commit=new, path=config.PROJECT_FILE)
         self._agent_session_ended(repo, s)
-        # (Deleting the branch moved no worktree: the listing above still holds for the answer.)
-        wts, branches = await asyncio.gather(
-            self._worktree_state(repo) if listed is None else _by_path(listed), git.refs(repo.root, "refs/heads/"))
+        if removed and deleted:  # (what the answer shows of them: no worktree, no branch)
+            wts: dict[str, git.Worktree] = {}
+            branches: dict[str, tuple[str, int]] = {}
+        else:  # (deleting the branch moved no worktree: the listing above still holds for the answer)
+            wts, branches = await asyncio.gather(
+                self._worktree_state(repo) if listed is None else _by_path(listed), git.refs(repo.root, "refs/heads/"))
         result: dict[str, Any] = to_builtins(self._info(repo, s, wts, branches))
         result["warnings"] = warnings + self._frozen_warnings(frozen, s) + self._teardown_warnings(s)
         return result
@@ -515,6 +547,10 @@ class Integration(ServiceCore):
             elif what == "deleted in":
                 pair(holders, index.get(("added in", name), []))
         return [(usable[i], usable[j]) for i, j in sorted(meet)]
+
+
+async def _false() -> bool:
+    return False
 
 
 async def _by_path(listed: list[git.Worktree]) -> dict[str, git.Worktree]:
