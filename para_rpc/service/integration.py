@@ -69,12 +69,14 @@ class Integration(ServiceCore):
             f = await self._save_or_refuse(repo, s, "integrate")
             # The work in progress is committed first. (What is written after this status was
             # read does not land: `_after_landing` saves it under `<stamp>-leftover`.)
+            committed = None  # (HEAD, which is on the session branch: `_save_or_refuse`)
             if f is not None and f.status:
                 await git.stage_all(s.worktree)
                 if await git.has_staged(s.worktree):
-                    await git.commit(s.worktree, message or f"{s.name}: work in progress")
-            pre, sign = await asyncio.gather(git.resolve(repo.root, f"refs/heads/{s.branch}"),
-                                             git.signs_commits(repo.root))
+                    committed = await git.commit(s.worktree, message or f"{s.name}: work in progress")
+            pre, sign = await asyncio.gather(
+                _given(committed) if committed else git.resolve(repo.root, f"refs/heads/{s.branch}"),
+                git.signs_commits(repo.root))
             if pre is None:
                 raise ParaError(Code.not_found, f"branch {s.branch!r} of session {s.name!r} is gone", session=s.name)
             related = await self._refuse_bare_gitlinks(repo, s, target, pre)
@@ -551,6 +553,10 @@ class Integration(ServiceCore):
 
 async def _false() -> bool:
     return False
+
+
+async def _given(value: str) -> str | None:
+    return value
 
 
 async def _by_path(listed: list[git.Worktree]) -> dict[str, git.Worktree]:
