@@ -161,7 +161,7 @@ def _env_map(v: Any) -> dict[str, str]:
 _EXECUTOR_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
 _EXECUTOR_FIELDS = {"kind", "host", "port", "user", "identity_file", "known_hosts", "root", "python",
-                    "env_passthrough", "max_running"}
+                    "env_passthrough", "max_running", "harvest_interval"}
 
 
 def _executor_name(v: Any) -> str:
@@ -211,8 +211,11 @@ def _executors(v: Any) -> dict[str, dict[str, Any]]:
         cap = e.get("max_running", 0)
         if not isinstance(cap, int) or isinstance(cap, bool) or not 0 <= cap <= 1000:
             raise ValueError(f"{name}: max_running must be 0-1000")
+        every = e.get("harvest_interval", 30)
+        if not isinstance(every, int) or isinstance(every, bool) or not 1 <= every <= 86400:
+            raise ValueError(f"{name}: harvest_interval must be 1-86400 (seconds)")
         out[name] = {"kind": "ssh", "host": host, "port": port, **strings, "env_passthrough": passthrough,
-                     "max_running": cap}
+                     "max_running": cap, "harvest_interval": every}
     return out
 
 

@@ -78,6 +78,11 @@ class AgentRun(msgspec.Struct, kw_only=True):
     sandbox: Sandbox | None = None  # confined by bubblewrap (None: runs with all the user's rights)
     channel: str | None = None      # its session-bound socket (PARA_SOCKET), while the session lives
     executor: str = "local"         # where it runs (para_rpc/executors); runs recorded before: local
+    # On another machine: where (host, the worker's repo id, worktree, socket...), as its executor
+    # recorded it, and the last time its commits were brought home (harvest).
+    placement: dict[str, Any] = msgspec.field(default_factory=dict)
+    harvested_commit: str | None = None
+    harvested_at: float | None = None
 
 
 class Message(msgspec.Struct, kw_only=True):

@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from para_rpc import executors, git, runtime, sandbox
+from para_rpc import git, runtime, sandbox
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import AgentRun, Binding, Sandbox, Session, Status
 from para_rpc.service.core import Repo, ServiceCore, log
@@ -109,7 +109,7 @@ class Channels(ServiceCore):
         socket, token = await self._open_channel(repo, s)
         run.channel = socket
         try:
-            path = await executors.get(run.executor).bind(run, socket)
+            path = await self._executor(repo, run.executor).bind(run, socket)
         except BaseException:
             self._close_channel(msgspec.structs.replace(s, agent=run))
             raise

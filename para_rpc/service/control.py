@@ -22,7 +22,6 @@ from para_rpc import (
     __version__,
     agents,
     config,
-    executors,
     git,
     runtime,
 )
@@ -48,6 +47,7 @@ from para_rpc.params import (
     StopParams,
 )
 from para_rpc.service.core import Repo, ServiceCore, check_text, log
+from para_rpc.service.remote import remote
 
 MESSAGE_MAX = 20_000  # characters of one follow-up
 TALKING = (Status.active, Status.conflicted, Status.integrating)
@@ -68,6 +68,8 @@ class Control(ServiceCore):
         async def _launch(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str], skip: bool,
                           cfg: dict[str, Any], box: Sandbox | None = None, executor: str = "local") -> AgentRun: ...
         async def _check_agents(self, repo: Repo, only: str | None = None) -> None: ...
+        @staticmethod
+        def _where_paths(s: Session, prompt_file: str, executor: str) -> dict[str, str]: ...
         async def _settle_agent(self, repo: Repo, sid: int | None, exit_file: str) -> None: ...
         async def _record_stop(self, repo: Repo, sid: int | None, name: str, exit_file: str | None, reason: str,
                                result: dict[str, Any]) -> None: ...
@@ -165,15 +167,17 @@ class Control(ServiceCore):
             if run is None:
                 return {"session": s.name, "stopped": False,
                         "message": f"session {s.name} has no agent (it was started with `para start`)"}
-            if not _running(run) or not (agents.is_runner(run.pid, run.exit_file) or
-                                         (run.mode == "editor" and agents.pid_alive(run.pid))):
+            on_host = remote(run) and _running(run) and (await self._executor(repo, run.executor).poll(run)).state \
+                == "alive"
+            if not on_host and (not _running(run) or not (agents.is_runner(run.pid, run.exit_file) or
+                                                          (run.mode == "editor" and agents.pid_alive(run.pid)))):
                 ended = ("was stopped" if run.stopped_at else "vanished" if run.lost
                          else f"exited with status {run.exit_code}" if run.exit_code is not None else "has ended")
                 return {"session": s.name, "stopped": False,
                         "message": f"the agent of {s.name} is not running (it {ended}); nothing to stop"}
             if run.mode == "editor":
                 self.ports.notify_editors("stop_terminal", {"session": s.name, "pid": run.pid})
-            result = await executors.get(run.executor).stop(run, cfg["agent.stop_grace"], worktree=s.worktree)
+            result = await self._executor(repo, run.executor).stop(run, cfg["agent.stop_grace"], worktree=s.worktree)
             if run.mode == "tmux" and run.window:
                 await agents.close_tmux_window(run.window)
             run.stopped_at = now()
@@ -197,8 +201,8 @@ class Control(ServiceCore):
             s = repo.store.get(name)
             run = s.agent if s is not None else None
             if s is None or run is None or not _running(run) or agents.is_runner(run.pid, run.exit_file) \
-                    or (run.mode == "editor" and agents.pid_alive(run.pid)):
-                return
+                    or (run.mode == "editor" and agents.pid_alive(run.pid)) or remote(run):
+                return  # (a remote run's end is its host's to say: the poll asks it)
             run.lost, run.ended_at = True, now()
             repo.store.save(s)
         self.emit(repo, "agent_exited", name, exit_code=None, lost=True, status=s.status.value)
@@ -265,8 +269,8 @@ class Control(ServiceCore):
                 prompt = task + (_follow_up_section(texts) if texts else "")
             agents.check_prompt_fits(argv_t, prompt, prof.name)
             runtime.write_private(prompt_file, prompt)
-            argv = agents.render(argv_t, {"prompt": prompt, "prompt_file": prompt_file,
-                                          "worktree": s.worktree, "session": s.name})
+            argv = agents.render(argv_t, {"prompt": prompt, "session": s.name,
+                                          **self._where_paths(s, prompt_file, old.executor)})
             at = now()
             for m in unread:
                 m.read_at, m.read_by = at, "restart"

@@ -47,10 +47,10 @@ from para_rpc.service.core import (
     AGENT_POLL_SECONDS,
     STATUS_CONCURRENCY,
     Repo,
-    ServiceCore,
     check_text,
     log,
 )
+from para_rpc.service.remote import Remote, remote
 
 STATUS_MAX = 500  # characters of a status report's text or blocked reason: one line in `list`
 
@@ -167,7 +167,7 @@ def _summary(changes: list[dict[str, Any]], limit: int = 10) -> str:
     return text + (f"; and {len(changes) - limit} more" if len(changes) > limit else "")
 
 
-class Dispatching(ServiceCore):
+class Dispatching(Remote):
     """Agent operations."""
 
     if TYPE_CHECKING:  # what it calls on the other parts of Service (Sessions, Integration)
@@ -308,8 +308,8 @@ class Dispatching(ServiceCore):
             runtime.write_private(prompt_file, prompt)
             runtime.write_private(os.path.join(s.worktree, agents.INSTRUCTION_FILE),
                                   agents.instruction_text(s.name, cfg["agent.workflow"]))
-            argv = agents.render(argv_t, {"prompt": prompt, "prompt_file": prompt_file,
-                                          "worktree": s.worktree, "session": s.name})
+            argv = agents.render(argv_t, {"prompt": prompt, "session": s.name,
+                                          **self._where_paths(s, prompt_file, executor)})
             s.task = source if source != "prompt" else prompt.strip().splitlines()[0][:200]
             s.plan = plan
             await self._launch_or_queue(repo, s, prof.name, mode, argv, skip, cfg, box=box,
@@ -326,6 +326,14 @@ class Dispatching(ServiceCore):
         result["prompt_file"] = prompt_file
         return result
 
+    @staticmethod
+    def _where_paths(s: Session, prompt_file: str, executor: str) -> dict[str, str]:
+        """The values of {worktree} and {prompt_file}: this machine's paths, or placeholders
+        an executor on another host fills with its own (it knows them once it prepared)."""
+        if executor == "local":
+            return {"worktree": s.worktree, "prompt_file": prompt_file}
+        return {"worktree": executors.REMOTE_WORKTREE, "prompt_file": executors.REMOTE_PROMPT_FILE}
+
     async def _launch(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str], skip: bool,
                       cfg: dict[str, Any], box: Sandbox | None = None, executor: str = "local") -> AgentRun:
         runs = os.path.join(repo.root, ".para", "runs")
@@ -335,13 +343,18 @@ class Dispatching(ServiceCore):
         env = self._hook_env(repo, s, cfg)  # PARA_PORT, PARA_REPO, session.env ..., para on PATH
         run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip,
                        executor=executor)
+        if executor != "local":
+            # On another host: its worktree made there first (the socket is forwarded to a path in it).
+            spec = self._spec(repo, s, argv, env, cfg)
+            run.placement = await self._executor(repo, executor).prepare(spec)
         # Sandboxed or not, the agent reaches the sidecar only on its session's bound socket:
         # the sidecar's own socket would let it act on any session or change the config.
         if box is None:
             await self._bind_agent(repo, s, run, env)
             # Only to start the sidecar again after a crash (client.connect); it runs as the
             # user anyway. A sandboxed agent cannot see this socket and is not told it.
-            env["PARA_SIDECAR_SOCKET"] = self.socket
+            if executor == "local":
+                env["PARA_SIDECAR_SOCKET"] = self.socket
         else:
             argv = await self._sandboxed(repo, s, run, box, argv, env, cfg)
         try:
@@ -350,14 +363,21 @@ class Dispatching(ServiceCore):
             self._close_channel(msgspec.structs.replace(s, agent=run))
             raise
 
-    async def _start_agent(self, repo: Repo, s: Session, run: AgentRun, argv: list[str],
-                           env: dict[str, str], cfg: dict[str, Any]) -> AgentRun:
-        spec = executors.LaunchSpec(
+    def _spec(self, repo: Repo, s: Session, argv: list[str], env: dict[str, str],
+              cfg: dict[str, Any]) -> executors.LaunchSpec:
+        # Not yet the instruction file for an agent on another host: the worker would commit it
+        # with the agent's work (it is kept out of commits only here, by git.stage_all).
+        files: dict[str, str] = {}
+        return executors.LaunchSpec(
             session=s.name, worktree=s.worktree, argv=argv, env=env, keep=sorted(self._own_env(repo, s, cfg, env)),
             log=os.path.join(repo.root, ".para", "logs", f"{s.name}.log"),
             prompt_file=os.path.join(repo.root, ".para", "prompts", f"{s.name}.md"),
-            editor_timeout=cfg["agent.editor_timeout"])
-        started = await executors.get(run.executor).start(run, spec, self.ports.run_in_editor)
+            editor_timeout=cfg["agent.editor_timeout"], repo_root=repo.root, branch=s.branch, files=files)
+
+    async def _start_agent(self, repo: Repo, s: Session, run: AgentRun, argv: list[str],
+                           env: dict[str, str], cfg: dict[str, Any]) -> AgentRun:
+        spec = self._spec(repo, s, argv, env, cfg)
+        started = await self._executor(repo, run.executor).start(run, spec, self.ports.run_in_editor)
         if started.note:
             s.notes.append(started.note)
         if started.wait is not None:
@@ -394,7 +414,13 @@ class Dispatching(ServiceCore):
             run = s.agent
             if run is None or run.exit_code is not None or run.lost or (only and s.name != only):
                 continue
-            state = executors.get(run.executor).poll(run)
+            if remote(run):
+                polled = await self._remote_poll(repo, s)  # (harvests when it ended)
+                if polled is None or polled.state == "alive":
+                    continue
+                state = polled
+            else:
+                state = await self._executor(repo, run.executor).poll(run)
             if state.state == "alive":
                 continue
             run.exit_code, run.ended_at, run.lost = state.exit_code, state.ended_at, state.state == "lost"
@@ -423,6 +449,12 @@ class Dispatching(ServiceCore):
         run = s.agent
         if forgotten or s.status in (Status.integrated, Status.cancelled):
             self._close_channel(s)  # (an agent still at work there finishes its request on it)
+        if remote(run) and s.status in (Status.integrated, Status.cancelled, Status.review):
+            assert run is not None
+            later = s.status is not Status.cancelled and not forgotten
+            self._agent_job(f"release:{run.exit_file}", self._end_placement(
+                repo, s.name, run, repo.config({})["agent.stop_grace"] if later else 0.0))
+            return
         if run is None or run.exit_code is not None or run.lost or not run.pid or not run.exit_file:
             return
         grace = repo.config({})["agent.stop_grace"]
@@ -453,13 +485,15 @@ class Dispatching(ServiceCore):
     async def _stop_agent(self, repo: Repo, sid: int | None, name: str, run: AgentRun, delay: float,
                           reason: str, worktree: str | None = None) -> None:
         try:
+            if remote(run):
+                return  # (its placement's end stops it on its host: _end_placement)
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline and agents.is_runner(run.pid, run.exit_file):
                 await asyncio.sleep(0.1)
             if not agents.is_runner(run.pid, run.exit_file):
                 return  # it ended by itself: settling after its exit stops what it left behind
             grace = repo.config({})["agent.stop_grace"]
-            result = await executors.get(run.executor).stop(run, grace, worktree=worktree)
+            result = await self._executor(repo, run.executor).stop(run, grace, worktree=worktree)
             await self._record_stop(repo, sid, name, run.exit_file, reason, result)
         except Exception:  # noqa: BLE001 a background job: logged, the next sidecar tries again
             log.exception("stopping the agent of %s failed", name)
@@ -491,10 +525,10 @@ class Dispatching(ServiceCore):
                 return
             run = s.agent
             grace = repo.config({})["agent.stop_grace"]
-            result = await executors.get(run.executor).stop(run, grace, worktree=s.worktree)
+            result = await self._executor(repo, run.executor).stop(run, grace, worktree=s.worktree)
             await self._record_stop(repo, sid, s.name, exit_file, "the agent exited; these are processes it left "
                                     "running", result)
-            changes, skipped = await self._compare_outside(repo, s, run)
+            changes, skipped = await self._compare_outside(repo, s, run) if not remote(run) else ([], {})
             async with repo.session_lock(s.name):
                 s = repo.store.by_id(sid) if sid is not None else None
                 if s is None or s.agent is None or s.agent.exit_file != exit_file:
@@ -610,6 +644,8 @@ class Dispatching(ServiceCore):
                           blocked=blocked)
         repo.store.save(s)
         self.emit(repo, "status", s.name, **to_builtins(s.report))
+        if remote(s.agent):
+            self._harvest_soon(repo, s.name)  # (its status says it did something: bring it home)
         result: dict[str, Any] = {"session": s.name, "report": to_builtins(s.report)}
         messages = await self._take_messages(repo, s.name, "status")  # the agent's status channel
         if messages:
@@ -633,13 +669,14 @@ class Dispatching(ServiceCore):
         agent = None
         activity = [s.created_at, s.updated_at]
         if run is not None:
-            alive = run.exit_code is None and not run.lost and agents.pid_alive(run.pid)
+            alive = run.exit_code is None and not run.lost and (remote(run) or agents.pid_alive(run.pid))
             state = ("running" if alive else "stopped" if run.stopped_at else "lost" if run.lost
                      else "exited" if run.exit_code == 0
                      else "failed" if run.exit_code is not None else "unknown")
             agent = {"profile": run.profile, "mode": run.mode, "pid": run.pid, "state": state,
                      "exit_code": run.exit_code, "started_at": run.started_at, "ended_at": run.ended_at,
-                     "log": run.log, "window": run.window, "stops": run.stops}
+                     "log": run.log, "window": run.window, "stops": run.stops, "executor": run.executor,
+                     "harvested_commit": run.harvested_commit, "harvested_at": run.harvested_at}
             activity += [run.started_at, run.ended_at or 0, _mtime(run.log)]
         if s.report:
             activity.append(s.report.updated_at)

@@ -520,6 +520,9 @@ export interface AgentRun {
   sandbox: Sandbox | null;
   channel: string | null;
   executor: string;
+  placement: Record<string, unknown>;
+  harvested_commit: string | null;
+  harvested_at: number | null;
 }
 
 /** What the agent last said about itself with `para status`. */
@@ -733,6 +736,9 @@ export interface AgentEvidence {
   log: string | null;
   window: string | null;
   stops: Record<string, unknown>[];
+  executor?: string;
+  harvested_commit?: string | null;
+  harvested_at?: number | null;
 }
 
 export interface PlanTask {

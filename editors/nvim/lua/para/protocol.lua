@@ -549,6 +549,9 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field sandbox para.Sandbox?
 ---@field channel string?
 ---@field executor string
+---@field placement table<string, any>
+---@field harvested_commit string?
+---@field harvested_at number?
 
 --- What the agent last said about itself with `para status`.
 ---@class para.Report
@@ -735,6 +738,9 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field log string?
 ---@field window string?
 ---@field stops table<string, any>[]
+---@field executor string?
+---@field harvested_commit string?
+---@field harvested_at number?
 
 ---@class para.PlanTask
 ---@field file string
