@@ -287,3 +287,28 @@ def test_harvest_brings_commits_and_uncommitted_work_home_and_never_rewinds(api,
     assert rev(repo, "para/h2") == mine
     assert rev(repo, "refs/para/remote/h2") == git("rev-parse", "HEAD", cwd=remote_wt)
     run_para("cancel", "h2", "--json", cwd=repo, check=False)
+
+
+def test_a_sidecar_killed_mid_run_is_repaired_by_the_next(api, repo: Path, out: Path, ssh_host: SshHost,
+                                                          sidecar, runtime_dir: Path) -> None:
+    """T7: kill -9 of the sidecar while a remote agent works: the agent keeps running on its
+    host; the next sidecar dials the host again, serves the agent's socket there again (its
+    next `para status` arrives) and records its exit."""
+    configure(executors={"h1": ssh_host.entry()})
+    prof = step_profile(f"touch:{out}/ready", f"wait:{out}/go", "status:after the restart", "exit:3")
+    dispatch(repo, "k9", "-p", "outlive the sidecar", "--agent", "w", "--executor", "h1", profiles={"w": prof})
+    wait_file(out / "ready", timeout=60)
+    sidecar.proc.kill()
+    sidecar.proc.wait(timeout=15)
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0")
+    try:
+        # (in the background of its start: the agent's `para` fails until then, saying so)
+        wait_until(lambda: "k9: its socket is served on executor h1 again" in sc.log_tail(200), 60,
+                   "the new sidecar to serve the agent's socket on its host")
+        (out / "go").touch()
+        status = api.wait_event("status", "k9", timeout=60)
+        assert status["data"]["task"] == "after the restart"
+        assert api.wait_agent("k9", timeout=60)["agent"]["exit_code"] == 3
+        assert api.wait_event("agent_exited", "k9")["data"]["exit_code"] == 3
+    finally:
+        shutdown_sidecar(sc)

@@ -268,7 +268,14 @@ class Ssh:
         import asyncssh
 
         try:
-            self._listeners[remote] = await conn.forward_remote_path(remote, socket)
+            try:
+                self._listeners[remote] = await conn.forward_remote_path(remote, socket)
+            except asyncssh.ChannelListenError:
+                # A socket file left by a connection that died (a sidecar killed, a network cut):
+                # sshd does not replace it. It is ours, in our 0700 directory under root.
+                async with conn.start_sftp_client() as sftp:
+                    await sftp.remove(remote)
+                self._listeners[remote] = await conn.forward_remote_path(remote, socket)
         except (OSError, asyncssh.Error) as e:
             raise ParaError(Code.config_error, f"{self.where()}: cannot serve the session's socket {remote} "
                             f"there: {e}", executor=self.name) from None

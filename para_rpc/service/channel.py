@@ -20,6 +20,7 @@ path locally; on another machine a forwarded one), so every executor shares this
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -180,4 +181,19 @@ class Channels(ServiceCore):
                 bound += 1
             except (OSError, ParaError) as e:
                 log.warning("bound socket %s not restored: %s", binding.socket, getattr(e, "message", e))
+                continue
+            if s.agent.executor != "local" and s.agent.placement:
+                # Its host's forwarding died with the last sidecar's connection: dialled again
+                # in the background (a host that is away must not hold up this start).
+                asyncio.get_running_loop().create_task(self._rebind_remote(repo, s.name, binding.socket))
         return bound
+
+    async def _rebind_remote(self, repo: Repo, name: str, socket: str) -> None:
+        try:
+            s = repo.store.get(name)
+            if s is None or s.agent is None or s.agent.channel != socket:
+                return
+            await self._executor(repo, s.agent.executor).bind(s.agent, socket)
+            log.info("%s: its socket is served on executor %s again", name, s.agent.executor)
+        except Exception:  # noqa: BLE001 logged; the agent's `para` fails until a later start re-binds
+            log.exception("re-binding the socket of %s on its host failed", name)
