@@ -410,12 +410,20 @@ class Dispatching(Remote):
                 log.exception("agent poll failed")
 
     async def _check_agents(self, repo: Repo, only: str | None = None) -> None:
-        for s in repo.store.all():  # integrated sessions too: their agent exits after landing
+        sessions = [s for s in repo.store.all()  # integrated sessions too: their agent exits after landing
+                    if s.agent is not None and s.agent.exit_code is None and not s.agent.lost
+                    and not (only and s.name != only)]
+        # Agents on other hosts are asked all at once (each poll is an exec there, harvests too).
+        on_hosts = {s.name: self._remote_poll(repo, s) for s in sessions if remote(s.agent)}
+        answers = dict(zip(on_hosts, await asyncio.gather(*on_hosts.values(), return_exceptions=True), strict=True))
+        for s in sessions:
             run = s.agent
-            if run is None or run.exit_code is not None or run.lost or (only and s.name != only):
-                continue
+            assert run is not None
             if remote(run):
-                polled = await self._remote_poll(repo, s)  # (harvests when it ended)
+                polled = answers[s.name]  # (it harvested when it ended)
+                if isinstance(polled, BaseException):
+                    log.warning("the agent of %s could not be polled: %s", s.name, getattr(polled, "message", polled))
+                    continue
                 if polled is None or polled.state == "alive":
                     continue
                 state = polled
