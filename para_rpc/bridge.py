@@ -295,6 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     if sys.stdin.isatty():
         print("para mcp: speaks MCP on stdin/stdout for AI clients; configure one with `para mcp init`",
               file=sys.stderr)
+    if os.environ.get("PARA_TOKEN"):
+        # An agent's para reaches only its session-bound socket, whose gate serves the session's
+        # own CLI verbs: MCP's tools (dispatch, cancel, every session) are the orchestrator's.
+        print("para mcp: not served to an agent of a session (PARA_TOKEN is set): its para reaches only "
+              "its session's bound socket; use `para status`, `para integrate` and the other session "
+              "commands of the CLI", file=sys.stderr)
+        return Code.forbidden.exit
     try:
         sock = connect()
         sock.sendall(preamble(cwd))

@@ -123,6 +123,23 @@ class TmuxNvim:
         self._tmux("send-keys", "-t", "0", *keys)
 
     def close(self) -> None:
+        # Neovim and its `para lsp` must be gone before the test's sidecar is: a bridge that
+        # outlives it would start a new sidecar (as it should after a crash) and leak it.
+        from conftest import pid_alive, wait_until
+        pids = [int(p) for p in self._tmux("list-panes", "-a", "-F", "#{pane_pid}").split()]
+        family = [q for p in pids for q in _descendants(p)] + pids
         subprocess.run([self.tmux, "-S", str(self.sock), "kill-server"], capture_output=True,
                        stdin=subprocess.DEVNULL, timeout=30)
+        wait_until(lambda: not any(pid_alive(p) for p in family), what="Neovim and its children to exit")
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return found
+    for c in map(int, children):
+        found += [c, *_descendants(c)]
+    return found

@@ -17,6 +17,7 @@ import pytest
 from conftest import commit_file, run_para
 from para_rpc import PROTOCOL_VERSION, __version__
 from para_rpc.errors import Code
+from netns_util import NetnsHost, netns_host  # noqa: F401  (fixture)
 from ssh_util import SshHost, keygen, ssh_host  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("sidecar")
@@ -123,3 +124,17 @@ def test_executors_from_a_project_file_wait_for_trust(repo: Path, ssh_host: SshH
     rc, out = para_json(repo, "executor", "check", "h1")
     assert rc == Code.untrusted.exit and "executors" in out["error"]["message"], out
     assert accepted(ssh_host) == before
+
+
+def test_a_host_in_another_network_is_checked_and_a_partition_is_said(repo: Path, netns_host: NetnsHost) -> None:
+    """The second host of the worker-loss tests: its own address in a network namespace; cut
+    off, a check fails as config_error naming it, and works again once the network is back."""
+    configure(far=netns_host.entry())
+    rc, checked = para_json(repo, "executor", "check", "far")
+    assert rc == 0 and checked["checked"]["para"] == __version__, checked
+    netns_host.partition()
+    rc, out = para_json(repo, "executor", "check", "far")
+    assert rc == Code.config_error.exit and netns_host.host in out["error"]["message"], out
+    netns_host.heal()
+    rc, checked = para_json(repo, "executor", "check", "far")
+    assert rc == 0, checked

@@ -59,6 +59,17 @@ def test_para_mcp_reports_an_unreachable_sidecar(tmp_path, repo):
     assert proc.returncode == 9 and err.startswith("para mcp: ") and "Traceback" not in err, err
 
 
+def test_para_mcp_in_an_agent_says_it_is_not_served_there(sidecar, repo):
+    """An agent's environment (its bound socket and token): a clear refusal, and no sidecar is
+    started or reached for it."""
+    proc = subprocess.run([*PARA_ARGV, "mcp"], cwd=repo, input=b"", capture_output=True, timeout=60,
+                          env=cli_env({"PARA_TOKEN": "t" * 43, "PARA_SESSION": "s1",
+                                       "PARA_SOCKET": str(repo / "no-such.sock")}))
+    err = proc.stderr.decode()
+    assert proc.returncode == 14 and "not served to an agent" in err and "Traceback" not in err, err
+    assert proc.stdout == b""
+
+
 # ---- para mcp init -----------------------------------------------------------------------
 
 def _init(repo: Path, *args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -196,6 +196,8 @@ REFUSED: list[tuple[str, dict[str, Any]]] = [
     ("para/conflicts", {}),
     ("para/plans", {}),
     ("para/shutdown", {}),
+    ("para/integrate", {"message": "elsewhere", "target": "bystander-branch"}),  # (said, not ignored)
+    ("para/finish", {"message": "renamed", "branch": "main"}),
     ("para/subscribe", {"events": True}),
     ("initialize", {"capabilities": {}}),
     ("workspace/executeCommand", {"command": "para.cancel", "arguments": [{"session": "bystander"}]}),

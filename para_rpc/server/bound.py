@@ -6,8 +6,8 @@ pygls or the service see it: this is the one place that decides what a confined 
 
 - nothing but `para/hello` carrying the session's token (compared in constant time) until one did;
 - then only `BOUND_METHODS`, each about the bound session: `session` forced to it, `cwd` to the
-  repository's main checkout, `env` overrides dropped, and the params that could name something
-  else (`target`, `branch`, `all`, `sessions`) pinned;
+  repository's main checkout, `env` overrides dropped, `all`/`sessions` pinned to the session,
+  and a `target` or `branch` of the agent's own refused (its work lands where it was sent);
 - everything else (dispatch, other sessions, config, clean, trust, shutdown, subscribe, LSP
   requests, editor commands) is refused with `forbidden` and never runs;
 - and what it answers tells nothing of the rest (`Gate.answer`, red team RA10): `para/hello`
@@ -81,6 +81,10 @@ class Gate:
         if forced is None:
             raise self._refuse(f"{method} is not allowed here")
         out = dict(params) if isinstance(params, dict) else {}
+        for key in ("target", "branch"):  # an explicit ask is refused, not silently ignored
+            if key in forced and out.get(key) is not None:
+                raise self._refuse(f"{method.split('/', 1)[1]} with a {key} of its own ({out[key]!r}): "
+                                   "an agent's work goes where its session was started for")
         out.update(forced)
         out["cwd"] = self.binding.root
         out["env"] = {}
