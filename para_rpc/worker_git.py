@@ -3,7 +3,8 @@
 Stdlib only, like the worker. Every git runs from an argv list with hooks and fsmonitor off and
 without the caller's GIT_* environment, so neither a repository's files nor what an agent put in
 the cache's configuration makes the worker run a command it did not choose. Optional locks are
-off too: `git status` must never rewrite the agent's index behind its back.
+off too: no read of a worktree may refresh the agent's index behind its back (the checkpoint
+works on a private copy of it for the same reason).
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ def set_refs(cache: Path, wanted: dict[str, str]) -> None:
     missing = sorted(set(wanted.values()) - set(existing(cache, sorted(set(wanted.values())))))
     if missing:
         raise ParaError(Code.not_found, f"the cache has no commit {missing[0]}: send it in the bundle")
+    out = text(["worktree", "list", "--porcelain"], git_dir=cache)
+    busy = sorted(set(wanted) & {line[len("branch "):] for line in out.splitlines() if line.startswith("branch ")})
+    if busy:  # moving it would change the files under a working agent
+        raise ParaError(Code.wrong_state, f"{busy[0]} is checked out in a session's worktree on this worker; "
+                        "it moves only by that session's own work")
     if wanted:
         git(["update-ref", "--stdin"], git_dir=cache,
             data="".join(f"update {r} {s}\n" for r, s in wanted.items()).encode())

@@ -13,6 +13,7 @@ agent and is idempotent; bad input changes nothing and gets a clear error, never
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -142,6 +143,49 @@ def test_prepare_makes_the_worktree_at_the_commit_and_is_idempotent(root: Path, 
     assert Path(again["worktree"]) == wt and (wt / "agent-work.txt").read_text() == "mine\n"
     assert len(os.fsencode(again["socket"])) <= 100 and Path(again["socket"]).parent.is_dir()
     assert (Path(again["run_dir"]).stat().st_mode & 0o777) == 0o700
+    # the branch under the agent never moves by a receive
+    before = state(root)
+    call({"op": "receive", **base(root), "refs": {f"refs/heads/{BRANCH}": rev(src, "main~1")}}, code="wrong_state")
+    assert state(root) == before and git("rev-parse", "HEAD", cwd=wt) == rev(src, "main")
+
+
+def test_an_agent_that_cannot_start_exits_127_with_the_reason_in_its_log(root: Path, src: Path) -> None:
+    prepared(root, src)
+    call({"op": "start", **sess(root), "argv": ["/nonexistent/agent", "x"], "env": {"PATH": "/usr/bin:/bin"}})
+    assert wait_until(lambda: (p := poll(root))["state"] == "exited" and p)["exit_code"] == 127
+    assert b"cannot start /nonexistent/agent" in call({"op": "logs", **sess(root), "offset": 0})[1]
+
+
+def test_a_change_to_the_cache_waits_for_its_lock(root: Path, src: Path) -> None:
+    receive(root, src)
+    tip = rev(src, "main")
+    with open(root / "repos/demo.git/para-worker.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.Popen([PYTHON, "-m", "para_rpc.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert proc.stdin and proc.stdout
+        proc.stdin.write(line({"op": "receive", **base(root), "refs": {"refs/heads/copy": tip}}))
+        proc.stdin.close()
+        with pytest.raises(subprocess.TimeoutExpired):  # (a loaded machine can only make this pass)
+            proc.wait(timeout=1.0)
+        assert "refs/heads/copy" not in call({"op": "refs", **base(root)})[0]["refs"]
+    assert proc.wait(timeout=120) == 0 and json.loads(proc.stdout.read())["refs"]["refs/heads/copy"] == tip
+
+
+def test_concurrent_prepares_of_one_cache_all_succeed(root: Path, src: Path) -> None:
+    receive(root, src)
+    names = [f"c{i}" for i in range(6)]
+    procs = [subprocess.Popen([PYTHON, "-m", "para_rpc.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+             for _ in names]
+    for name, proc in zip(names, procs, strict=True):
+        assert proc.stdin
+        proc.stdin.write(line({"op": "prepare", **base(root), "session": name, "branch": f"para/{name}",
+                               "commit": rev(src, "main")}))
+        proc.stdin.close()
+    answers = [json.loads(proc.stdout.read()) for proc in procs if proc.stdout]
+    assert [proc.wait(timeout=120) for proc in procs] == [0] * len(names)
+    assert all("error" not in a for a in answers), answers
+    listed = git("--git-dir", str(root / "repos/demo.git"), "worktree", "list", "--porcelain", cwd=root)
+    assert all(f"branch refs/heads/para/{name}" in listed for name in names)
 
 
 # ---- start, poll, secrets --------------------------------------------------------------------
@@ -393,8 +437,9 @@ def test_commit_only_when_dirty(root: Path, src: Path) -> None:
     (wt / "work.txt").write_text("w\n")
     hooks = wt / ".git-hooks"
     hooks.mkdir()
-    (hooks / "pre-commit").write_text("#!/bin/sh\ntouch hook-ran\nexit 1\n")
-    (hooks / "pre-commit").chmod(0o755)
+    for hook in ("pre-commit", "post-commit"):  # (--no-verify skips only the first)
+        (hooks / hook).write_text("#!/bin/sh\ntouch hook-ran\nexit 1\n")
+        (hooks / hook).chmod(0o755)
     git("config", "core.hooksPath", str(hooks), cwd=wt)
     answer, _ = call({"op": "commit", **sess(root), "message": "agent's work; $(touch x)"})
     assert answer["committed"] is True and answer["head"] != tip
@@ -408,9 +453,11 @@ def test_merge_of_the_target_into_the_worktree(root: Path, src: Path, target_tex
     wt = prepared(root, src)
     tip = str(rev(src, "main"))
     commit_file(wt, "README.md", "agent line\n", "agent")
+    (wt / ".gitignore").write_text("*.log\nbuild/\nmine/\n")  # uncommitted, untouched by the target: kept, no conflict
     target = commit_file(src, "README.md" if target_text else "other.txt", target_text or "o\n", "target")
     answer, _ = call({"op": "merge", **sess(root), "target": target}, bundle(src, "main", f"^{tip}"))
     assert answer["conflicted"] == conflicted
+    assert (wt / ".gitignore").read_text().endswith("mine/\n")
     if conflicted:
         assert "<<<<<<<" in (wt / "README.md").read_text()
         assert git("diff", "--name-only", "--diff-filter=U", cwd=wt) == "README.md"
@@ -437,34 +484,33 @@ def line(request: dict[str, Any]) -> bytes:
     return json.dumps(request).encode() + b"\n"
 
 
-BAD: list[tuple[str, Any, str]] = [  # (case, request or raw bytes, code)
-    ("not JSON", b"{op: check\n", "invalid_input"),
-    ("not an object", b"[1, 2]\n", "invalid_input"),
-    ("unknown op", {"op": "rm -rf"}, "invalid_input"),
-    ("repo with ..", {"op": "refs", "repo": "a..b"}, "invalid_input"),
-    ("repo with /", {"op": "refs", "repo": "a/b"}, "invalid_input"),
-    ("session with ..", {"op": "poll", "session": "../s1"}, "invalid_input"),
-    ("session with /", {"op": "release", "session": "a/b", "branch": BRANCH}, "invalid_input"),
-    ("relative root", {"op": "refs", "root": "relative/root"}, "invalid_input"),
-    ("file escaping", {"op": "prepare", "files": {"../escape.txt": "x"}}, "invalid_input"),
-    ("absolute file", {"op": "prepare", "files": {"/tmp/abs.txt": "x"}}, "invalid_input"),
-    ("file under .git", {"op": "prepare", "files": {".git/config": "x"}}, "invalid_input"),
-    ("file through ..", {"op": "prepare", "files": {"a/../../x": "x"}}, "invalid_input"),
-    ("file through a symlink", {"op": "prepare", "files": {"link/x.txt": "x"}}, "invalid_input"),
-    ("short payload", {"op": "receive", "refs": {}, "payload": 1000}, "invalid_input"),
-    ("not a bundle", {"op": "receive", "refs": {}, "payload": 10}, "invalid_input"),
-    ("short merge payload", {"op": "merge", "target": "1" * 40, "payload": 1000}, "invalid_input"),
-    ("bad env", {"op": "start", "argv": ["true"], "env": {"A=B": "x"}}, "invalid_input"),
-    ("argv not a list", {"op": "start", "argv": "rm -rf ~", "env": {}}, "invalid_input"),
-    ("negative offset", {"op": "logs", "offset": -1}, "invalid_input"),
-    ("bad have", {"op": "snapshot", "branch": BRANCH, "have": ["HEAD"]}, "invalid_input"),
-    ("no such session", {"op": "snapshot", "session": "other", "branch": BRANCH}, "not_found"),
-]
+BAD: list[tuple[str, Any, str, str]] = [  # (case, request or raw bytes, code, what the error says)
+    ("not JSON", b"{op: check\n", "invalid_input", "not JSON"),
+    ("not an object", b"[1, 2]\n", "invalid_input", "JSON object"),
+    ("unknown op", {"op": "rm -rf"}, "invalid_input", "unknown op"),
+    ("repo with ..", {"op": "refs", "repo": "a..b"}, "invalid_input", "repo id"),
+    ("repo with /", {"op": "refs", "repo": "a/b"}, "invalid_input", "repo id"),
+    ("session with ..", {"op": "poll", "session": "../s1"}, "invalid_input", "session name"),
+    ("session with /", {"op": "release", "session": "a/b", "branch": BRANCH}, "invalid_input", "session name"),
+    ("relative root", {"op": "refs", "root": "relative/root"}, "invalid_input", "absolute"),
+    ("file escaping", {"op": "prepare", "files": {"../escape.txt": "x"}}, "invalid_input", "inside the worktree"),
+    ("absolute file", {"op": "prepare", "files": {"/tmp/abs.txt": "x"}}, "invalid_input", "inside the worktree"),
+    ("file under .git", {"op": "prepare", "files": {".git/config": "x"}}, "invalid_input", "inside the worktree"),
+    ("file through ..", {"op": "prepare", "files": {"a/../../x": "x"}}, "invalid_input", "inside the worktree"),
+    ("file through a symlink", {"op": "prepare", "files": {"link/x.txt": "x"}}, "invalid_input", "through a symlink"),
+    ("short payload", {"op": "receive", "refs": {}, "payload": 1000}, "invalid_input", "the request said 1000"),
+    ("not a bundle", {"op": "receive", "refs": {}, "payload": 10}, "invalid_input", "not a bundle"),
+    ("short merge payload", {"op": "merge", "target": "1" * 40, "payload": 1000}, "invalid_input", "the request said 1000"),
+    ("bad env", {"op": "start", "argv": ["true"], "env": {"A=B": "x"}}, "invalid_input", "'env'"),
+    ("argv not a list", {"op": "start", "argv": "rm -rf ~", "env": {}}, "invalid_input", "'argv'"),
+    ("negative offset", {"op": "logs", "offset": -1}, "invalid_input", "negative"),
+    ("bad have", {"op": "snapshot", "branch": BRANCH, "have": ["HEAD"]}, "invalid_input", "full commit id"),
+    ("no such session", {"op": "snapshot", "session": "other", "branch": BRANCH}, "not_found", "no worktree"),]
 
 
-@pytest.mark.parametrize(("case", "request_", "code"), BAD, ids=[c for c, _, _ in BAD])
+@pytest.mark.parametrize(("case", "request_", "code", "says"), BAD, ids=[c for c, _, _, _ in BAD])
 def test_bad_input_changes_nothing(root: Path, src: Path, tmp_path: Path, case: str, request_: Any,
-                                   code: str) -> None:
+                                   code: str, says: str) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(outside, src / "link")
@@ -478,7 +524,8 @@ def test_bad_input_changes_nothing(root: Path, src: Path, tmp_path: Path, case: 
         full = {**sess(root), "branch": "para/new", "commit": rev(src, "main"), **request_}
         full["session"] = request_.get("session", "new" if request_["op"] == "prepare" else SESSION)
         raw = line(full) + b"x" * 10  # a payload shorter than said where one is said
-    call(raw=raw, code=code)
+    answer, _ = call(raw=raw, code=code)
+    assert says in answer["error"], answer
     assert state(root) == before
     assert list(outside.iterdir()) == []
 
