@@ -52,6 +52,7 @@ from para_rpc.names import validate_branch_name, validate_session_name
 MAX_LINE = 64 << 20          # the request line (prompt and files travel in it)
 MAX_SOCKET_PATH = 100        # sun_path holds 108 bytes; keep a margin
 LOG_LIMIT = 1 << 20
+LOG_CAP = 16 << 20           # however much is asked for, one answer holds at most this
 _REPO_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -185,42 +186,54 @@ def op_refs(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
     return {"refs": worker_git.refs(place.cache) if place.cache.is_dir() else {}}, None
 
 
+def _into(cache: Path, bundle: Path, wanted: dict[str, str]) -> None:
+    if bundle.stat().st_size:
+        worker_git.unbundle(cache, bundle)
+    worker_git.set_refs(cache, wanted)
+
+
+def _first_receive(place: Place, bundle: Path, wanted: dict[str, str]) -> None:
+    """Build the cache beside its place and rename it in when complete: a bad bundle or a
+    missing commit leaves no half-made cache behind."""
+    new = Path(tempfile.mkdtemp(prefix=f".{place.repo}.new-", dir=place.cache.parent))
+    try:
+        worker_git.init_cache(new)
+        _into(new, bundle, wanted)
+        os.rename(new, place.cache)
+    except OSError:
+        if not place.cache.is_dir():
+            raise
+        shutil.rmtree(new)  # another receive made the cache meanwhile: add to that one
+        with _locked(place.cache):
+            _into(place.cache, bundle, wanted)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+
+
 def op_receive(req: dict[str, Any], stdin: IO[bytes]) -> Reply:
     place = _place(req, session=False)
     wanted = _field(req, "refs", dict)
     wanted = {_refname(r): _sha(s, f"the commit of {r}") for r, s in wanted.items()}
-    if place.cache.is_dir():
-        with _locked(place.cache):
-            bundle = _read_payload(req, stdin, place.cache)
-            try:
-                if bundle.stat().st_size:
-                    worker_git.unbundle(place.cache, bundle)
-                worker_git.set_refs(place.cache, wanted)
-            finally:
-                bundle.unlink(missing_ok=True)
-            return {"refs": worker_git.refs(place.cache)}, None
-    # A first receive builds the cache beside its place and renames it in when complete: a bad
-    # bundle or a missing commit leaves no half-made cache behind.
-    with tempfile.TemporaryDirectory(prefix="para-worker-") as tmp:
-        bundle = _read_payload(req, stdin, Path(tmp))
-        new = Path(tempfile.mkdtemp(prefix=f".{place.repo}.new-", dir=_mkdir(place.cache.parent)))
+    repos = place.cache.parent
+    made = [p for p in (repos, *repos.parents) if not p.exists()]
+    try:
+        _mkdir(repos)
+        # read before taking the lock: a slow upload holds up no other session
+        bundle = _read_payload(req, stdin, place.cache if place.cache.is_dir() else repos)
         try:
-            worker_git.init_cache(new)
-            if bundle.stat().st_size:
-                worker_git.unbundle(new, bundle)
-            worker_git.set_refs(new, wanted)
-            os.rename(new, place.cache)
-        except OSError:
-            if not place.cache.is_dir():
-                raise
-            shutil.rmtree(new)  # another receive made the cache meanwhile: add to that one
-            with _locked(place.cache):
-                if bundle.stat().st_size:
-                    worker_git.unbundle(place.cache, bundle)
-                worker_git.set_refs(place.cache, wanted)
-        except BaseException:
-            shutil.rmtree(new, ignore_errors=True)
-            raise
+            if bundle.parent == place.cache:
+                with _locked(place.cache):
+                    _into(place.cache, bundle, wanted)
+            else:
+                _first_receive(place, bundle, wanted)
+        finally:
+            bundle.unlink(missing_ok=True)
+    except BaseException:
+        for p in made:  # (child first) bad input leaves no directory behind either
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
     return {"refs": worker_git.refs(place.cache)}, None
 
 
@@ -239,10 +252,16 @@ def _write_files(wt: Path, files: dict[Path, str]) -> None:
     would lead outside the worktree, so it is refused, as is a symlink as the file itself."""
     top = wt.resolve()
     for path, body in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _bad(f"cannot make the directory of {path.relative_to(wt)} in the worktree: {e.strerror}") from None
         if not path.parent.resolve().is_relative_to(top):
             raise _bad(f"file path {path.relative_to(wt)} leads outside the worktree through a symlink")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        except OSError as e:  # a directory there, or a symlink as the file itself
+            raise _bad(f"cannot write {path.relative_to(wt)} in the worktree: {e.strerror}") from None
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(body)
 
@@ -364,7 +383,7 @@ def op_logs(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
         with open(place.run / "agent.log", "rb") as f:
             size = os.fstat(f.fileno()).st_size
             f.seek(offset)
-            data = f.read(min(limit, max(size - offset, 0)))
+            data = f.read(min(limit, LOG_CAP, max(size - offset, 0)))
     except FileNotFoundError:
         size, data = 0, b""
     return {"size": size, "payload": len(data)}, data
@@ -420,15 +439,17 @@ def op_merge(req: dict[str, Any], stdin: IO[bytes]) -> Reply:
     target = _field(req, "target", str)
     if not _SHA_RE.fullmatch(target):
         _refname(target)
-    with _locked(place.cache):
-        wt = _worktree(place)
-        bundle = _read_payload(req, stdin, place.cache)
-        try:
+    if not place.cache.is_dir():
+        raise ParaError(Code.not_found, f"the worker has no cache for this repository ({place.cache})")
+    bundle = _read_payload(req, stdin, place.cache)  # before the lock, like receive
+    try:
+        with _locked(place.cache):
+            wt = _worktree(place)
             if bundle.stat().st_size:
                 worker_git.unbundle(place.cache, bundle)
-        finally:
-            bundle.unlink(missing_ok=True)
-        return worker_git.merge(place.cache, wt, place.session, target), None
+            return worker_git.merge(place.cache, wt, place.session, target), None
+    finally:
+        bundle.unlink(missing_ok=True)
 
 
 def op_release(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:

@@ -498,6 +498,7 @@ BAD: list[tuple[str, Any, str, str]] = [  # (case, request or raw bytes, code, w
     ("file under .git", {"op": "prepare", "files": {".git/config": "x"}}, "invalid_input", "inside the worktree"),
     ("file through ..", {"op": "prepare", "files": {"a/../../x": "x"}}, "invalid_input", "inside the worktree"),
     ("file through a symlink", {"op": "prepare", "files": {"link/x.txt": "x"}}, "invalid_input", "through a symlink"),
+    ("file over a directory", {"op": "prepare", "files": {"link/": "x", "sub/": "y"}}, "invalid_input", "cannot"),
     ("short payload", {"op": "receive", "refs": {}, "payload": 1000}, "invalid_input", "the request said 1000"),
     ("not a bundle", {"op": "receive", "refs": {}, "payload": 10}, "invalid_input", "not a bundle"),
     ("short merge payload", {"op": "merge", "target": "1" * 40, "payload": 1000}, "invalid_input", "the request said 1000"),
@@ -528,6 +529,17 @@ def test_bad_input_changes_nothing(root: Path, src: Path, tmp_path: Path, case: 
     assert says in answer["error"], answer
     assert state(root) == before
     assert list(outside.iterdir()) == []
+
+
+def test_a_bad_first_receive_leaves_no_root_behind(tmp_path: Path, src: Path) -> None:
+    fresh = Path(tempfile.mkdtemp(prefix="pw-", dir="/tmp")) / "new-root"
+    try:
+        for payload, says in ((b"x" * 10, "ended after 10 bytes"), (b"not a bundle", "not a bundle")):
+            answer, _ = call(raw=line({"op": "receive", **base(fresh), "refs": {}, "payload": 1000 if says.startswith(
+                "ended") else len(payload)}) + payload, code="invalid_input")
+            assert says in answer["error"] and not fresh.exists()
+    finally:
+        shutil.rmtree(fresh.parent)
 
 
 def test_a_root_that_makes_the_socket_path_too_long_is_refused(tmp_path: Path, src: Path) -> None:
