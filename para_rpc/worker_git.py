@@ -162,9 +162,14 @@ def snapshot(cache: Path, wt: Path, run_dir: Path, session: str, branch: str,
     head_ref, cp_ref = f"refs/para/head/{session}", f"refs/para/checkpoint/{session}"
     checkpoint = None
     if dirty:
-        checkpoint = text(["commit-tree", tree, "-p", head, "-m", f"para checkpoint {session}"],
-                          cwd=wt, env=PARA_IDENTITY)
-        git(["update-ref", cp_ref, checkpoint], git_dir=cache)
+        # the same work again keeps its checkpoint: an unchanged dirty worktree brings nothing new
+        last = git(["log", "-1", "--format=%H %T %P", cp_ref, "--"], git_dir=cache, check=False).stdout.decode().split()
+        if last[1:] == [tree, head]:
+            checkpoint = last[0]
+        else:
+            checkpoint = text(["commit-tree", tree, "-p", head, "-m", f"para checkpoint {session}"],
+                              cwd=wt, env=PARA_IDENTITY)
+            git(["update-ref", cp_ref, checkpoint], git_dir=cache)
     else:
         git(["update-ref", "-d", cp_ref], git_dir=cache)
     git(["update-ref", head_ref, head], git_dir=cache)

@@ -409,6 +409,11 @@ def test_snapshot_checkpoints_dirty_work_without_touching_the_agents_index(root:
     assert show == {"README.md": "changed, unstaged", "staged.txt": "staged, then changed again",
                     "untracked dir/new ✓.txt": "untracked"}
     assert git("ls-tree", "--name-only", cp, "noise.log", cwd=src) == ""
+    # the same dirty work again: the same checkpoint, nothing new for a sidecar that has it
+    again, data = snapshot(root, [tip, answer["checkpoint"]])
+    assert again["checkpoint"] == answer["checkpoint"] and data == b""
+    (wt / "README.md").write_text("changed again\n")
+    assert snapshot(root, [tip, answer["checkpoint"]])[0]["checkpoint"] != answer["checkpoint"]
     # clean again: the checkpoint ref goes
     git("reset", "-q", "--hard", cwd=wt)
     git("clean", "-qfd", cwd=wt)
