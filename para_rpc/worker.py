@@ -41,9 +41,8 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from para_rpc import PROTOCOL_VERSION, __version__, worker_git, worker_proc
 from para_rpc.errors import Code, ParaError
@@ -85,8 +84,7 @@ def _refname(value: object) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class Place:
+class Place(NamedTuple):  # (not a dataclass: `dataclasses` pulls in `inspect`, a slower start on every call)
     root: Path
     repo: str
     session: str
