@@ -284,16 +284,27 @@ def op_prepare(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
             raise ParaError(Code.wrong_state, f"the worktree {place.wt} is on branch {on}, not {branch}")
         try:
             _write_files(place.wt, files)
+            _mkdir(place.run)
+            own = sorted({*_own(place), *(str(p.relative_to(place.wt)) for p in files)})
+            (place.run / "own-files.json").write_text(json.dumps(own))
         except BaseException:
             if made:  # bad input changes nothing: the worktree (and a branch made for it) go again
                 worker_git.remove_worktree(place.cache, place.wt)
                 if new_branch:
                     worker_git.git(["branch", "-q", "-D", branch], git_dir=place.cache)
             raise
-        _mkdir(place.run)
         _mkdir(place.socket.parent)
     return {"worktree": str(place.wt), "run_dir": str(place.run), "prompt_file": str(place.run / "prompt"),
-            "socket": str(place.socket)}, None
+            "socket": str(place.socket), "home": os.path.expanduser("~")}, None
+
+
+def _own(place: Place) -> list[str]:
+    """The files prepare wrote into the worktree: para's, not the agent's work."""
+    try:
+        got = json.loads((place.run / "own-files.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [f for f in got if isinstance(f, str)] if isinstance(got, list) else []
 
 
 def _runner(place: Place) -> tuple[int | None, int | None]:
@@ -404,7 +415,8 @@ def op_snapshot(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
     with _locked(place.cache):
         if worker_git.worktree_branch(place.cache, place.wt) is None:
             raise ParaError(Code.not_found, f"session {place.session} has no worktree on this worker")
-        answer, args = worker_git.snapshot(place.cache, place.wt, _mkdir(place.run), place.session, branch, have)
+        answer, args = worker_git.snapshot(place.cache, place.wt, _mkdir(place.run), place.session, branch, have,
+                                           _own(place))
         if not args:
             return {**answer, "payload": 0}, None
         fd, name = tempfile.mkstemp(prefix="snapshot-", suffix=".bundle", dir=place.cache)
@@ -429,7 +441,7 @@ def op_commit(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
     if not message.strip() or "\0" in message:
         raise _bad("'message' is empty or holds a NUL")
     with _locked(place.cache):
-        return worker_git.commit(_worktree(place), message), None
+        return worker_git.commit(_worktree(place), message, _own(place)), None
 
 
 def op_merge(req: dict[str, Any], stdin: IO[bytes]) -> Reply:

@@ -132,7 +132,15 @@ def _identity(wt: Path) -> dict[str, str]:
     return {} if got.returncode == 0 and got.stdout.strip() else PARA_IDENTITY
 
 
-def _tree_of_worktree(wt: Path, index: Path) -> str:
+def stage_all(wt: Path, own: list[str], env: dict[str, str] | None = None) -> None:
+    """Stage everything but ignored files and the files para wrote (`own`: they are para's, like
+    git.OWN_FILES locally, and never part of the agent's commits or checkpoints)."""
+    git(["add", "-A"], cwd=wt, env=env)
+    if own:
+        git(["reset", "-q", "--", *own], cwd=wt, env=env, check=False)
+
+
+def _tree_of_worktree(wt: Path, index: Path, own: list[str]) -> str:
     """The tree of everything in `wt` (tracked and untracked, not ignored), built in the private
     `index` from a copy of the agent's: only changed files are hashed again, theirs is untouched."""
     agent_index = Path(text(["rev-parse", "--git-path", "index"], cwd=wt))
@@ -142,12 +150,12 @@ def _tree_of_worktree(wt: Path, index: Path) -> str:
         shutil.copyfile(agent_index, index)
     except FileNotFoundError:
         git(["read-tree", "HEAD"], cwd=wt, env=env)
-    git(["add", "-A"], cwd=wt, env=env)
+    stage_all(wt, own, env)
     return text(["write-tree"], cwd=wt, env=env)
 
 
 def snapshot(cache: Path, wt: Path, run_dir: Path, session: str, branch: str,
-             have: list[str]) -> tuple[dict[str, object], list[str]]:
+             have: list[str], own: list[str]) -> tuple[dict[str, object], list[str]]:
     """Record HEAD and a checkpoint of uncommitted work as refs in the cache. Returns the answer
     and the bundle arguments (refs minus the commits the other side has), [] when nothing is new."""
     head = text(["rev-parse", "--verify", "HEAD^{commit}"], cwd=wt)
@@ -155,7 +163,7 @@ def snapshot(cache: Path, wt: Path, run_dir: Path, session: str, branch: str,
     tip = tip_out.stdout.decode().strip() if tip_out.returncode == 0 else None
     index = run_dir / "checkpoint.index"
     try:
-        tree = _tree_of_worktree(wt, index)
+        tree = _tree_of_worktree(wt, index, own)
     finally:
         index.unlink(missing_ok=True)
     dirty = tree != text(["rev-parse", "HEAD^{tree}"], cwd=wt)
@@ -184,8 +192,8 @@ def create_bundle(cache: Path, dest: Path, args: list[str]) -> None:
     git(["bundle", "create", "-q", str(dest), *args], git_dir=cache)
 
 
-def commit(wt: Path, message: str) -> dict[str, object]:
-    git(["add", "-A"], cwd=wt)
+def commit(wt: Path, message: str, own: list[str]) -> dict[str, object]:
+    stage_all(wt, own)
     staged = git(["diff", "--cached", "--quiet"], cwd=wt, check=False).returncode != 0
     if staged:
         git(["commit", "-q", "--no-verify", "-m", message], cwd=wt, env=_identity(wt))

@@ -141,6 +141,7 @@ def test_prepare_makes_the_worktree_at_the_commit_and_is_idempotent(root: Path, 
     (wt / "agent-work.txt").write_text("mine\n")
     again, _ = call({"op": "prepare", **sess(root), "branch": BRANCH, "commit": rev(src, "main"), "files": {}})
     assert Path(again["worktree"]) == wt and (wt / "agent-work.txt").read_text() == "mine\n"
+    assert again["home"] == os.path.expanduser("~")
     assert len(os.fsencode(again["socket"])) <= 100 and Path(again["socket"]).parent.is_dir()
     assert (Path(again["run_dir"]).stat().st_mode & 0o777) == 0o700
     # the branch under the agent never moves by a receive
@@ -384,7 +385,7 @@ def test_snapshot_of_a_clean_worktree_and_nothing_new(root: Path, src: Path) -> 
 
 
 def test_snapshot_checkpoints_dirty_work_without_touching_the_agents_index(root: Path, src: Path) -> None:
-    wt = prepared(root, src)
+    wt = prepared(root, src, {".para-agent.md": "para's\n"})
     tip = rev(src, "main")
     (wt / "README.md").write_text("changed, unstaged\n")
     (wt / "staged.txt").write_text("staged\n")
@@ -408,7 +409,7 @@ def test_snapshot_checkpoints_dirty_work_without_touching_the_agents_index(root:
     show = {p: git("show", f"{cp}:{p}", cwd=src) for p in ("README.md", "staged.txt", "untracked dir/new ✓.txt")}
     assert show == {"README.md": "changed, unstaged", "staged.txt": "staged, then changed again",
                     "untracked dir/new ✓.txt": "untracked"}
-    assert git("ls-tree", "--name-only", cp, "noise.log", cwd=src) == ""
+    assert git("ls-tree", "--name-only", cp, "noise.log", ".para-agent.md", cwd=src) == ""
     # the same dirty work again: the same checkpoint, nothing new for a sidecar that has it
     again, data = snapshot(root, [tip, answer["checkpoint"]])
     assert again["checkpoint"] == answer["checkpoint"] and data == b""
@@ -436,11 +437,11 @@ def test_snapshot_of_a_detached_head_brings_both(root: Path, src: Path) -> None:
 # ---- commit, merge, release ------------------------------------------------------------------
 
 def test_commit_only_when_dirty(root: Path, src: Path) -> None:
-    wt = prepared(root, src)
+    wt = prepared(root, src, {".para-agent.md": "para's, never committed\n"})
     tip = rev(src, "main")
     assert call({"op": "commit", **sess(root), "message": "nothing"})[0] == {"head": tip, "committed": False}
     (wt / "work.txt").write_text("w\n")
-    hooks = wt / ".git-hooks"
+    hooks = root / "hooks"  # (what an agent could configure in the shared cache config)
     hooks.mkdir()
     for hook in ("pre-commit", "post-commit"):  # (--no-verify skips only the first)
         (hooks / hook).write_text("#!/bin/sh\ntouch hook-ran\nexit 1\n")
@@ -449,7 +450,8 @@ def test_commit_only_when_dirty(root: Path, src: Path) -> None:
     answer, _ = call({"op": "commit", **sess(root), "message": "agent's work; $(touch x)"})
     assert answer["committed"] is True and answer["head"] != tip
     assert git("log", "-1", "--format=%s", cwd=wt) == "agent's work; $(touch x)"
-    assert git("status", "--porcelain", cwd=wt) == "" and not (wt / "hook-ran").exists()
+    assert git("status", "--porcelain", cwd=wt) == "?? .para-agent.md" and not (wt / "hook-ran").exists()
+    assert git("show", "--name-only", "--format=", "HEAD", cwd=wt) == "work.txt"
 
 
 @pytest.mark.parametrize(("target_text", "conflicted"), [("target line\n", ["README.md"]), (None, [])])
