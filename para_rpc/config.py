@@ -164,6 +164,12 @@ _EXECUTOR_FIELDS = {"kind", "host", "port", "user", "identity_file", "known_host
                     "env_passthrough", "max_running"}
 
 
+def _executor_name(v: Any) -> str:
+    if not isinstance(v, str) or not _EXECUTOR_NAME.fullmatch(v):
+        raise ValueError("expected `local` or an executor name (1-32 of a-z 0-9 _ -)")
+    return v
+
+
 def _executors(v: Any) -> dict[str, dict[str, Any]]:
     """{NAME: {"kind": "ssh", "host", "port", "user", "identity_file", "known_hosts", "root",
     "python", "env_passthrough", "max_running"}}: each entry checked whole, defaults filled in."""
@@ -244,6 +250,8 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
     "agent.bwrap": ("", str, ("the bwrap binary of the sandbox (empty = the one of `para_rpc[sandbox]`, else bwrap "
                               "on PATH)")),
     "agents": ({}, _profiles, "custom launcher profiles (see README)"),
+    "agent.executor": ("local", _executor_name, ("where `para dispatch` runs agents without --executor: `local` or the "
+                                                "name of one of `executors`")),
     "executors": ({}, _executors, ("machines agents can run on, by name ({NAME: {\"kind\": \"ssh\", \"host\", "
                                    "\"known_hosts\", ...}}; see README, Executors)")),
     "clean.archive_days": (30, _int_range(0, 3650),
@@ -289,6 +297,7 @@ GATED_KEYS: dict[str, str] = {
     "session.copy": "files of the main checkout copied into every worktree (where agents read them)",
     "session.link": "paths of the main checkout every worktree links to (agents write through them)",
     "executors": "hosts agents run on, with your SSH keys: what runs there is yours to choose",
+    "agent.executor": "which host dispatched agents run on (your code goes there)",
 }
 # Of those, the ones whose values are argv (shown as commands; the others as settings).
 COMMAND_KEYS = frozenset({"integrate.check", "agents", "session.setup", "session.teardown"})

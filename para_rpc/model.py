@@ -101,6 +101,7 @@ class QueuedLaunch(msgspec.Struct, kw_only=True):
     queued_at: float = msgspec.field(default_factory=now)
     reason: str = "dispatch"        # dispatch | restart
     sandbox: Sandbox | None = None  # the launch is confined like its dispatch asked
+    executor: str = "local"         # where it will run
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -207,6 +208,7 @@ class Plan(msgspec.Struct, kw_only=True):
     skip_permissions: bool = False
     base: str | None = None
     sandbox: Sandbox | None = None  # every step's agents are confined like this
+    executor: str = "local"         # and run there
     state: str = "running"          # running | done | failed
     current: int = 0                # index into steps
     reason: str | None = None

@@ -8,9 +8,7 @@ without it fails the tests that use it with the reason)."""
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -19,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+import sshd
 from conftest import wait_until
-from ssh_util import SSHD, SshHost, _install, keygen
+from sshd import SshHost
 
 
 @dataclass
@@ -33,7 +32,7 @@ class NetnsHost(SshHost):
 
     def heal(self) -> None:
         _ip("link", "set", self.link, "up")
-        wait_until(lambda: _accepts(self.host, self.port), 30, "the host to be reachable again")
+        wait_until(lambda: sshd.accepts(self.host, self.port), 30, "the host to be reachable again")
 
 
 def _ip(*args: str) -> None:
@@ -42,25 +41,15 @@ def _ip(*args: str) -> None:
         pytest.fail(f"ip {' '.join(args)}: {done.stderr.strip()}", pytrace=False)
 
 
-def _accepts(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1) as s:
-            return s.recv(4).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def netns_host() -> Iterator[NetnsHost]:
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.fail("the network-namespace host needs root and iproute2 (`ip`)", pytrace=False)
-    _install()
     n = os.getpid() % 250 + 1  # one subnet per pytest worker process (10.231.<n>.0/30)
     ns, link, peer = f"para-t{os.getpid()}", f"pth{os.getpid()}"[:15], f"ptn{os.getpid()}"[:15]
     near, far = f"10.231.{n}.1", f"10.231.{n}.2"
     subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)  # (a crashed run's)
     d = Path(tempfile.mkdtemp(prefix="para-nsd-"))
-    os.chmod(d, 0o700)
     proc: subprocess.Popen[bytes] | None = None
     try:
         _ip("netns", "add", ns)
@@ -71,38 +60,14 @@ def netns_host() -> Iterator[NetnsHost]:
         _ip("-n", ns, "addr", "add", f"{far}/30", "dev", peer)
         _ip("-n", ns, "link", "set", peer, "up")
         _ip("-n", ns, "link", "set", "lo", "up")
-        host_key = keygen(d / "host_ed25519")
-        key = keygen(d / "client_ed25519")
-        (d / "authorized_keys").write_text((d / "client_ed25519.pub").read_text())
-        log = d / "sshd.log"
-        config = d / "sshd_config"
-        config.write_text("\n".join([
-            "Port 22", f"ListenAddress {far}", f"HostKey {host_key}", f"PidFile {d / 'sshd.pid'}",
-            f"AuthorizedKeysFile {d / 'authorized_keys'}", "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "PermitRootLogin prohibit-password",
-            "UsePAM no", "StrictModes no", "AllowAgentForwarding no", "AllowStreamLocalForwarding yes",
-            "X11Forwarding no", "PrintMotd no", "LogLevel VERBOSE", "MaxSessions 10", ""]))
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, SSHD, "-D", "-f", str(config), "-E", str(log)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
-        wait_until(lambda: _accepts(far, 22) or proc.poll() is not None, 30, "sshd in the namespace to listen")
-        if proc.poll() is not None:
-            pytest.fail(f"sshd in {ns} did not start: {proc.stderr.read().decode() if proc.stderr else ''}"
-                        f"{log.read_text() if log.exists() else ''}", pytrace=False)
-        pub = (d / "host_ed25519.pub").read_text().split()
-        known = d / "known_hosts"
-        known.write_text(f"{far} {pub[0]} {pub[1]}\n")
-        yield NetnsHost(host=far, port=22, user=pwd.getpwuid(os.getuid()).pw_name, key=key, known_hosts=known,
-                        host_key=host_key, log=log, dir=d, netns=ns, link=link)
+        try:
+            host, proc = sshd.start(d, far, 22, netns=ns)
+        except sshd.SshdError as e:
+            pytest.fail(f"in network namespace {ns}: {e}", pytrace=False)
+        yield NetnsHost(**vars(host), netns=ns, link=link)
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            sshd.stop(proc)
         # (deleting the namespace deletes the veth pair with it)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)

@@ -66,7 +66,7 @@ class Control(ServiceCore):
 
     if TYPE_CHECKING:  # what it calls on the other parts of Service (Dispatching, Sessions)
         async def _launch(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str], skip: bool,
-                          cfg: dict[str, Any], box: Sandbox | None = None) -> AgentRun: ...
+                          cfg: dict[str, Any], box: Sandbox | None = None, executor: str = "local") -> AgentRun: ...
         async def _check_agents(self, repo: Repo, only: str | None = None) -> None: ...
         async def _settle_agent(self, repo: Repo, sid: int | None, exit_file: str) -> None: ...
         async def _record_stop(self, repo: Repo, sid: int | None, name: str, exit_file: str | None, reason: str,
@@ -94,23 +94,24 @@ class Control(ServiceCore):
         return sorted(waiting, key=lambda s: queue_position(live, s) or 0)
 
     async def _launch_or_queue(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str], skip: bool,
-                               cfg: dict[str, Any], reason: str = "dispatch", box: Sandbox | None = None) -> None:
+                               cfg: dict[str, Any], reason: str = "dispatch", box: Sandbox | None = None,
+                               executor: str = "local") -> None:
         """Launch the agent now (sets `s.agent`), or queue it (sets `s.queued`) when
         `agent.max_running` agents run already or others wait before it. Saves `s`."""
         cap = cfg["agent.max_running"]
         if not cap and not self._queued(repo):
-            s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box), None
+            s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box, executor), None
             repo.store.save(s)
             return
         async with self._queue_lock(repo):
             if (cap and self._running_count(repo) >= cap) or any(q.id != s.id for q in self._queued(repo)):
                 s.queued = QueuedLaunch(profile=profile, mode=mode, argv=argv, skip_permissions=skip, reason=reason,
-                                        sandbox=box)
+                                        sandbox=box, executor=executor)
                 repo.store.save(s)
                 self.emit(repo, "agent_queued", s.name, position=queue_position(repo.store.live(), s), reason=reason,
                           max_running=cap)
                 return
-            s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box), None
+            s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box, executor), None
             repo.store.save(s)
 
     async def _drain_queue(self, repo: Repo) -> None:
@@ -134,7 +135,7 @@ class Control(ServiceCore):
                     launch = s.queued
                     try:
                         s.agent = await self._launch(repo, s, launch.profile, launch.mode, launch.argv,
-                                                     launch.skip_permissions, cfg, launch.sandbox)
+                                                     launch.skip_permissions, cfg, launch.sandbox, launch.executor)
                     except ParaError as e:
                         s.queued = None
                         s.notes.append(f"its queued agent could not start: {e.message}")
@@ -270,7 +271,8 @@ class Control(ServiceCore):
             for m in unread:
                 m.read_at, m.read_by = at, "restart"
             previous = {"exit_code": old.exit_code, "stopped": old.stopped_at is not None, "lost": old.lost}
-            await self._launch_unlocked(repo, s, prof.name, old.mode, argv, old.skip_permissions, cfg, old.sandbox)
+            await self._launch_unlocked(repo, s, prof.name, old.mode, argv, old.skip_permissions, cfg, old.sandbox,
+                                        old.executor)
         self.emit(repo, "restarted", s.name, profile=prof.name, resume=resume, follow_up=follow is not None,
                   messages=[m.id for m in unread], queued=s.queued is not None, previous=previous,
                   pid=s.agent.pid if s.agent and s.queued is None else None)
@@ -285,17 +287,17 @@ class Control(ServiceCore):
         return result
 
     async def _launch_unlocked(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str], skip: bool,
-                               cfg: dict[str, Any], box: Sandbox | None = None) -> None:
+                               cfg: dict[str, Any], box: Sandbox | None = None, executor: str = "local") -> None:
         """`_launch_or_queue` for a caller that holds the queue lock already (restart)."""
         cap = cfg["agent.max_running"]
         if (cap and self._running_count(repo) >= cap) or any(q.id != s.id for q in self._queued(repo)):
             s.queued = QueuedLaunch(profile=profile, mode=mode, argv=argv, skip_permissions=skip, reason="restart",
-                                    sandbox=box)
+                                    sandbox=box, executor=executor)
             repo.store.save(s)
             self.emit(repo, "agent_queued", s.name, position=queue_position(repo.store.live(), s), reason="restart",
                       max_running=cap)
             return
-        s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box), None
+        s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box, executor), None
         repo.store.save(s)
 
     # ---- executors ---------------------------------------------------------------------------

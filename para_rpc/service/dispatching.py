@@ -177,7 +177,7 @@ class Dispatching(ServiceCore):
         async def _session_commit(self, s: Session) -> tuple[str | None, bool]: ...
         async def _launch_or_queue(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str],
                                    skip: bool, cfg: dict[str, Any], reason: str = "dispatch",
-                                   box: Sandbox | None = None) -> None: ...
+                                   box: Sandbox | None = None, executor: str = "local") -> None: ...
         async def _drain_queue(self, repo: Repo) -> None: ...
         async def _take_messages(self, repo: Repo, name: str, by: str) -> list[dict[str, Any]]: ...
         async def _sandboxed(self, repo: Repo, s: Session, run: AgentRun, box: Sandbox, argv: list[str],
@@ -196,12 +196,18 @@ class Dispatching(ServiceCore):
         if len(given) != 1:
             raise ParaError(Code.invalid_input, "give exactly one of: a prompt, a task file, or a list of task files")
         prof = agents.profile(p.agent or config.usable(cfg["agent.default"]), cfg["agents"])
-        mode = self._choose_mode(p.mode or cfg["agent.mode"], p.in_tmux)
+        executor = self._executor_for(p, cfg)
+        mode = "headless" if executor != "local" else self._choose_mode(p.mode or cfg["agent.mode"], p.in_tmux)
         argv = prof.argv(mode, p.skip_permissions)
-        agents.require_binary(argv, prof.name)
+        if executor == "local":
+            agents.require_binary(argv, prof.name)  # (a remote agent's program is on its host)
         box = await self._sandbox_for(p, cfg)
+        if box is not None and executor != "local":
+            raise ParaError(Code.invalid_input, f"the sandbox confines agents on this machine; executor {executor} "
+                            "runs it on another host: drop --sandbox (or set agent.sandbox = \"\")",
+                            executor=executor)
         if p.files or (p.file is not None and os.path.isdir(os.path.join(p.cwd, p.file))):
-            return await self._dispatch_plan(repo, cfg, p, prof, mode, box)
+            return await self._dispatch_plan(repo, cfg, p, prof, mode, box, executor)
         if p.prompt is not None:
             task, source = p.prompt, "prompt"
             if not task.strip():
@@ -216,7 +222,23 @@ class Dispatching(ServiceCore):
                 name = None  # taken: a friendly name instead
         return await self._dispatch_one(repo, cfg, name=name, task=task, source=source, prof=prof, mode=mode,
                                         skip=p.skip_permissions, base=p.base, cwd=p.cwd, env=p.env, box=box,
-                                        keep_on_failure=p.keep_on_failure)
+                                        keep_on_failure=p.keep_on_failure, executor=executor)
+
+    @staticmethod
+    def _executor_for(p: DispatchParams, cfg: dict[str, Any]) -> str:
+        """Where this dispatch runs its agents, checked before anything is created: `local`,
+        or an executor of config `executors` (from a project file only once it is trusted)."""
+        name = p.executor or config.usable(cfg["agent.executor"])
+        if name == "local":
+            return name
+        table = config.usable(cfg["executors"])
+        if name not in table:
+            raise ParaError(Code.not_found, f"no executor named {name!r} (configured: "
+                            f"{', '.join(['local', *sorted(table)])}; see `para executor list`)", executor=name)
+        if p.mode not in (None, "auto", "headless"):
+            raise ParaError(Code.invalid_input, f"an agent on executor {name} runs headless (its output in `para "
+                            f"logs`); --mode {p.mode} is for agents on this machine", executor=name)
+        return name
 
     @staticmethod
     async def _sandbox_for(p: DispatchParams, cfg: dict[str, Any]) -> Sandbox | None:
@@ -274,7 +296,7 @@ class Dispatching(ServiceCore):
     async def _dispatch_one(self, repo: Repo, cfg: dict[str, Any], *, name: str | None, task: str, source: str,
                             prof: agents.Profile, mode: str, skip: bool, base: str | None, cwd: str,
                             env: dict[str, str], plan: int | None = None, box: Sandbox | None = None,
-                            keep_on_failure: bool = False) -> dict[str, Any]:
+                            keep_on_failure: bool = False, executor: str = "local") -> dict[str, Any]:
         prompt = agents.compose_prompt(task, cfg["agent.workflow"])
         argv_t = prof.argv(mode, skip)
         agents.check_prompt_fits(argv_t, prompt, prof.name)
@@ -290,7 +312,8 @@ class Dispatching(ServiceCore):
                                           "worktree": s.worktree, "session": s.name})
             s.task = source if source != "prompt" else prompt.strip().splitlines()[0][:200]
             s.plan = plan
-            await self._launch_or_queue(repo, s, prof.name, mode, argv, skip, cfg, box=box)  # (control.py)
+            await self._launch_or_queue(repo, s, prof.name, mode, argv, skip, cfg, box=box,
+                                        executor=executor)  # (control.py)
         except BaseException:
             async with repo.lock:
                 await self._undo_start(repo, s)
@@ -304,13 +327,14 @@ class Dispatching(ServiceCore):
         return result
 
     async def _launch(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str], skip: bool,
-                      cfg: dict[str, Any], box: Sandbox | None = None) -> AgentRun:
+                      cfg: dict[str, Any], box: Sandbox | None = None, executor: str = "local") -> AgentRun:
         runs = os.path.join(repo.root, ".para", "runs")
         os.makedirs(runs, exist_ok=True)
         exit_file = os.path.join(runs, f"{s.name}.{int(time.time() * 1000)}.exit")
         await self._record_outside_state(repo, s, exit_file)
         env = self._hook_env(repo, s, cfg)  # PARA_PORT, PARA_REPO, session.env ..., para on PATH
-        run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip)
+        run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip,
+                       executor=executor)
         # Sandboxed or not, the agent reaches the sidecar only on its session's bound socket:
         # the sidecar's own socket would let it act on any session or change the config.
         if box is None:
@@ -714,7 +738,7 @@ class Dispatching(ServiceCore):
         return {"plans": [to_builtins(pl) for pl in repo.store.plans()]}
 
     async def _dispatch_plan(self, repo: Repo, cfg: dict[str, Any], p: DispatchParams, prof: agents.Profile,
-                             mode: str, box: Sandbox | None = None) -> dict[str, Any]:
+                             mode: str, box: Sandbox | None = None, executor: str = "local") -> dict[str, Any]:
         if p.name is not None:
             raise ParaError(Code.invalid_input, "a plan names its sessions after its task files; drop the name")
         if p.files:
@@ -756,7 +780,8 @@ class Dispatching(ServiceCore):
                                              profile={"command": prof.command, "headless": prof.headless,
                                                       "skip_permissions": prof.skip_permissions},
                                              workflow=cfg["agent.workflow"],
-                                             skip_permissions=p.skip_permissions, base=p.base, sandbox=box))
+                                             skip_permissions=p.skip_permissions, base=p.base, sandbox=box,
+                                             executor=executor))
             self.emit(repo, "plan_started", None, plan=plan.id, steps=[[t.name for t in st.tasks] for st in steps])
             try:
                 await self._start_step(repo, plan, p.cwd, p.env)
@@ -783,7 +808,7 @@ class Dispatching(ServiceCore):
             result = await self._dispatch_one(repo, cfg, name=t.name, task=text,
                                               source=t.file, prof=prof, mode=plan.mode,
                                               skip=plan.skip_permissions, base=plan.base, cwd=cwd, env=env,
-                                              plan=plan.id, box=plan.sandbox)
+                                              plan=plan.id, box=plan.sandbox, executor=plan.executor)
             t.session_id, t.state = _made(repo, result["name"]).id, "running"
             repo.store.save_plan(plan)
             started.append(t.name)

@@ -166,6 +166,7 @@ export interface DispatchParams extends RepoParams {
   sandbox?: boolean | null;
   network?: boolean | null;
   keep_on_failure?: boolean;
+  executor?: string | null;
 }
 
 /** A plan dispatched: its steps, the first one started. */
@@ -540,6 +541,7 @@ export interface QueuedLaunch {
   queued_at: number;
   reason: string;
   sandbox: Sandbox | null;
+  executor: string;
 }
 
 /**
@@ -620,6 +622,7 @@ export interface Plan {
   skip_permissions: boolean;
   base: string | null;
   sandbox: Sandbox | null;
+  executor: string;
   state: string;
   current: number;
   reason: string | null;

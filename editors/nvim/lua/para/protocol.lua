@@ -252,6 +252,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field sandbox boolean?
 ---@field network boolean?
 ---@field keep_on_failure boolean?
+---@field executor string?
 
 --- A plan dispatched: its steps, the first one started.
 ---@class para.PlanResult
@@ -567,6 +568,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field queued_at number
 ---@field reason string
 ---@field sandbox para.Sandbox?
+---@field executor string
 
 --- A follow-up for a session's agent (`para send`): read by the running agent through `para messages` / the answer to
 --- its `para status`, else given to it by `para restart`.
@@ -634,6 +636,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field skip_permissions boolean
 ---@field base string?
 ---@field sandbox para.Sandbox?
+---@field executor string
 ---@field state string
 ---@field current integer
 ---@field reason string?
