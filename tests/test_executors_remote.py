@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,8 @@ def test_remote_dispatch_lands_on_local_main_through_the_queue(api, repo: Path, 
     assert remote_wt != local_wt and remote_wt.is_relative_to(ssh_host.dir / "worker" / "wt"), seen["cwd"]
     assert seen["env"]["PARA_WORKTREE"] == str(remote_wt) and seen["env"]["PARA_SESSION"] == "hello"
     assert Path(seen["env"]["PARA_SOCKET"]).is_relative_to(ssh_host.dir / "worker" / "sock")
+    assert seen["env"]["HOME"] == pwd.getpwuid(os.getuid()).pw_dir  # (the host login's, as its worker says)
+    assert "para status" in seen["instruction_file"]  # (para's instructions, there too; never committed)
     status = api.wait_event("status", "hello")
     assert status["data"]["task"] == "writing hello"
     assert git("show", "main:hello.txt", cwd=repo) == "hello"

@@ -5,6 +5,7 @@ and evidence, waiting for changes, diffs, and plans of numbered task files
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -365,9 +366,9 @@ class Dispatching(Remote):
 
     def _spec(self, repo: Repo, s: Session, argv: list[str], env: dict[str, str],
               cfg: dict[str, Any]) -> executors.LaunchSpec:
-        # Not yet the instruction file for an agent on another host: the worker would commit it
-        # with the agent's work (it is kept out of commits only here, by git.stage_all).
-        files: dict[str, str] = {}
+        files = {}  # (for an agent on another host: written there, kept out of its commits by the worker)
+        with contextlib.suppress(OSError):
+            files[agents.INSTRUCTION_FILE] = git.read_regular(os.path.join(s.worktree, agents.INSTRUCTION_FILE))
         return executors.LaunchSpec(
             session=s.name, worktree=s.worktree, argv=argv, env=env, keep=sorted(self._own_env(repo, s, cfg, env)),
             log=os.path.join(repo.root, ".para", "logs", f"{s.name}.log"),
