@@ -66,9 +66,9 @@ class Integration(Remote):
             s = self._find(repo, s.name, p.cwd)
             self._check_integrable(s)
             await self._refuse_linked(repo, s, cfg)
-            if remote(s.agent):  # its work is on its host: committed there, brought home
+            if s.agent is not None and remote(s.agent):  # its work is on its host: committed there, brought home
                 if strategy == "rebase":
-                    raise ParaError(Code.invalid_input, f"session {s.name} runs on executor {s.agent.executor}: "  # type: ignore[union-attr]
+                    raise ParaError(Code.invalid_input, f"session {s.name} runs on executor {s.agent.executor}: "
                                     "the rebase strategy rewrites its branch, which its agent holds there; "
                                     "integrate with --strategy squash or merge", session=s.name)
                 await self._remote_commit_and_harvest(repo, s, message or f"{s.name}: work in progress")
