@@ -172,6 +172,23 @@ def test_a_change_to_the_cache_waits_for_its_lock(root: Path, src: Path) -> None
     assert proc.wait(timeout=120) == 0 and json.loads(proc.stdout.read())["refs"]["refs/heads/copy"] == tip
 
 
+def test_a_session_op_waits_for_its_session_only(root: Path, src: Path) -> None:
+    prepared(root, src)
+    call({"op": "prepare", **base(root), "session": "other", "branch": "para/other", "commit": rev(src, "main")})
+    with open(root / "run/demo" / SESSION / "lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.Popen([PYTHON, "-m", "para_rpc.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert proc.stdin and proc.stdout
+        proc.stdin.write(line({"op": "snapshot", **sess(root), "branch": BRANCH, "have": []}))
+        proc.stdin.close()
+        # another session of the same cache is not held up (this call would hang otherwise)
+        call({"op": "snapshot", **base(root), "session": "other", "branch": "para/other", "have": []})
+        with pytest.raises(subprocess.TimeoutExpired):  # (a loaded machine can only make this pass)
+            proc.wait(timeout=1.0)
+    assert proc.wait(timeout=120) == 0 and json.loads(proc.stdout.readline())["head"] == rev(src, "main")
+    proc.stdout.close()
+
+
 def test_concurrent_prepares_of_one_cache_all_succeed(root: Path, src: Path) -> None:
     receive(root, src)
     names = [f"c{i}" for i in range(6)]
@@ -513,7 +530,8 @@ BAD: list[tuple[str, Any, str, str]] = [  # (case, request or raw bytes, code, w
     ("argv not a list", {"op": "start", "argv": "rm -rf ~", "env": {}}, "invalid_input", "'argv'"),
     ("negative offset", {"op": "logs", "offset": -1}, "invalid_input", "negative"),
     ("bad have", {"op": "snapshot", "branch": BRANCH, "have": ["HEAD"]}, "invalid_input", "full commit id"),
-    ("no such session", {"op": "snapshot", "session": "other", "branch": BRANCH}, "not_found", "no worktree"),]
+    ("no such session", {"op": "snapshot", "session": "other", "branch": BRANCH}, "not_found", "not prepared"),
+]
 
 
 @pytest.mark.parametrize(("case", "request_", "code", "says"), BAD, ids=[c for c, _, _, _ in BAD])
