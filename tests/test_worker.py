@@ -567,6 +567,17 @@ def test_a_bad_first_receive_leaves_no_root_behind(tmp_path: Path, src: Path) ->
         shutil.rmtree(fresh.parent)
 
 
+def test_a_root_under_home(root: Path, src: Path) -> None:
+    """The executor's `root` may start with `~`: the worker's own home, wherever that is."""
+    tip = str(rev(src, "main"))
+    out = subprocess.run([PYTHON, "-m", "para_rpc.worker"], capture_output=True, timeout=120,
+                         env={**os.environ, "HOME": str(root)},
+                         input=line({"op": "receive", "root": "~/para", "repo": "demo", "refs": {"refs/heads/main": tip},
+                                     "payload": len(data := bundle(src, "main"))}) + data)
+    assert json.loads(out.stdout) == {"refs": {"refs/heads/main": tip}}
+    assert (root / "para/repos/demo.git").is_dir() and (root / "para").stat().st_mode & 0o777 == 0o700
+
+
 def test_a_root_that_makes_the_socket_path_too_long_is_refused(tmp_path: Path, src: Path) -> None:
     long_root = Path("/tmp") / ("r" * 80)
     answer, _ = call({"op": "prepare", "root": str(long_root), "repo": "demo", "session": SESSION,
