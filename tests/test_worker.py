@@ -492,6 +492,8 @@ def test_merge_of_the_target_into_the_worktree(root: Path, src: Path, target_tex
 
 def test_release_is_idempotent(root: Path, src: Path) -> None:
     wt = prepared(root, src)
+    call({"op": "receive", **base(root), "refs": {f"refs/para/base/{SESSION}": rev(src, "main")}})
+    (wt / "dirty.txt").write_text("d\n")
     snapshot(root, [])
     cache = root / "repos/demo.git"
     for _ in range(2):
