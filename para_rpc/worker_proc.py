@@ -43,6 +43,19 @@ def alive(pid: int, start: int | None) -> bool:
     return now is not None and (start is None or now == start)
 
 
+def is_runner(pid: int, start: int | None, exit_file: str) -> bool:
+    """`pid` is alive and is the agent_runner of this run. runner.pid sits where the agent can
+    write, so a pid there is no proof: one naming the user's shell must not get its group killed."""
+    if not alive(pid, start):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return argv[1:5] == [b"-m", b"para_rpc.agent_runner", b"--exit-file", os.fsencode(exit_file)]
+
+
 def _run_env(pid: int) -> bytes | None:
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
@@ -55,7 +68,7 @@ def _run_env(pid: int) -> bytes | None:
 
 def run_processes(runner: int | None, runner_start: int | None, exit_file: str) -> set[int]:
     """The live processes of the run (never this worker itself)."""
-    leads = runner is not None and alive(runner, runner_start)
+    leads = runner is not None and is_runner(runner, runner_start, exit_file)
     mine, found = os.getpid(), set()
     want = os.fsencode(exit_file)
     for name in os.listdir("/proc"):

@@ -39,9 +39,13 @@ def exit_record(place: Place) -> dict[str, Any] | None:
     return got if isinstance(got, dict) else None
 
 
-def is_running(place: Place) -> bool:
+def _runner_alive(place: Place) -> bool:
     pid, start = runner_of(place)
-    return pid is not None and exit_record(place) is None and worker_proc.alive(pid, start)
+    return pid is not None and worker_proc.is_runner(pid, start, str(place.run / "exit.json"))
+
+
+def is_running(place: Place) -> bool:
+    return exit_record(place) is None and _runner_alive(place)
 
 
 def op_start(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
@@ -84,16 +88,16 @@ def op_start(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
 
 def op_poll(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
     place = locate(req)
-    pid, start = runner_of(place)
+    pid, _ = runner_of(place)
     answer: dict[str, Any] = {"state": "none", "pid": pid, "exit_code": None, "ended_at": None}
     if pid is None:
         return answer, None
     # the exit file is read again after the pid is found gone: the runner writes it, then exits
-    done = exit_record(place) or (None if worker_proc.alive(pid, start) else exit_record(place))
+    done = exit_record(place) or (None if _runner_alive(place) else exit_record(place))
     if done is not None:
         answer.update(state="exited", exit_code=done.get("exit_code"), ended_at=done.get("ended_at"))
     else:
-        answer["state"] = "alive" if worker_proc.alive(pid, start) else "lost"
+        answer["state"] = "alive" if _runner_alive(place) else "lost"
     return answer, None
 
 

@@ -359,6 +359,22 @@ def test_stop_leaves_no_process_of_the_run(root: Path, src: Path, tmp_path: Path
         bystander.wait()
 
 
+def test_a_forged_runner_pid_names_no_group_to_stop(root: Path, src: Path) -> None:
+    """runner.pid is in a directory the agent can write: a pid there that is not this run's
+    runner (here a stand-in for the user's shell, leading its own group) is never signalled."""
+    prepared(root, src)
+    shell = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        (root / "run/demo" / SESSION / "runner.pid").write_text(json.dumps({"pid": shell.pid, "start": None}))
+        assert poll(root)["state"] == "lost"
+        stopped, _ = call({"op": "stop", **sess(root), "grace": 0.5})
+        assert shell.pid not in stopped["pids"] and shell.poll() is None
+        call({"op": "release", **sess(root), "branch": BRANCH})   # not "still running" either
+    finally:
+        shell.kill()
+        shell.wait()
+
+
 def test_logs_by_offset(root: Path, src: Path, tmp_path: Path) -> None:
     prepared(root, src)
     assert call({"op": "logs", **sess(root), "offset": 0}) == ({"size": 0, "payload": 0}, b"")
