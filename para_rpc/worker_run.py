@@ -7,6 +7,7 @@ file, which wins over anything else poll sees. A runner gone without one is `los
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -122,6 +123,9 @@ def op_stop(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
     grace = req.get("grace", 10.0)
     if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace <= 3600:
         raise bad("'grace' must be between 0 and 3600 seconds")
-    pid, start = runner_of(place)
-    pids, left = worker_proc.stop(pid, start, str(place.run / "exit.json"), float(grace))
+    # under the session's lock: a snapshot's git working in the worktree is not taken for the agent's
+    with session_locked(place) if place.run.is_dir() else contextlib.nullcontext():
+        pid, start = runner_of(place)
+        pids, left = worker_proc.stop(pid, start, str(place.run / "exit.json"), float(grace),
+                                      os.path.realpath(place.wt))
     return {"pids": pids, "left_running": left}, None

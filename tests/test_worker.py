@@ -295,7 +295,7 @@ def test_a_runner_killed_without_an_exit_file_is_lost(root: Path, src: Path, tmp
 # ---- stop ----------------------------------------------------------------------------------
 
 ESCAPER = textwrap.dedent("""
-    import json, os, signal, sys, time
+    import json, os, signal, subprocess, sys, time
     pids = {}
     if (child := os.fork()) == 0:          # a child in a session of its own
         os.setsid()
@@ -313,6 +313,9 @@ ESCAPER = textwrap.dedent("""
         os._exit(0)
     os.close(w)
     pids["daemon"] = int(os.read(r, 20))
+    env = {k: v for k, v in os.environ.items() if k != "PARA_AGENT_RUN"}
+    pids["no_env"] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"], env=env,
+                                      start_new_session=True).pid   # (its cwd: the worktree)
     pids["agent"] = os.getpid()
     with open(sys.argv[1] + ".tmp", "w") as f:
         json.dump(pids, f)
@@ -339,6 +342,8 @@ def test_stop_leaves_no_process_of_the_run(root: Path, src: Path, tmp_path: Path
     prepared(root, src)
     (tmp_path / "escaper.py").write_text(ESCAPER)
     bystander = subprocess.Popen(["sleep", "300"], env={**os.environ, "PARA_AGENT_RUN": "/elsewhere/exit.json"})
+    # the user's shell on the worker, in the worktree since before the run: not the agent's
+    shell = subprocess.Popen(["sleep", "300"], cwd=root / "wt/demo" / SESSION, start_new_session=True)
     try:
         started, _ = call({"op": "start", **sess(root), "argv": [PYTHON, str(tmp_path / "escaper.py"),
                                                                   str(tmp_path / "pids.json")],
@@ -352,11 +357,13 @@ def test_stop_leaves_no_process_of_the_run(root: Path, src: Path, tmp_path: Path
         assert not any(pid_alive(p) for p in [started["pid"], *pids.values()])
         assert run_processes(started["exit_file"]) == []
         assert bystander.poll() is None and bystander.pid not in stopped["pids"]
+        assert shell.poll() is None and shell.pid not in stopped["pids"]
         assert wait_until(lambda: (p := poll(root))["state"] in ("exited", "lost") and p)
         call({"op": "release", **sess(root), "branch": BRANCH})
     finally:
-        bystander.kill()
-        bystander.wait()
+        for p in (bystander, shell):
+            p.kill()
+            p.wait()
 
 
 def test_a_forged_runner_pid_names_no_group_to_stop(root: Path, src: Path) -> None:
