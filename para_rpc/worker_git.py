@@ -219,5 +219,6 @@ def merge(cache: Path, wt: Path, session: str, target: str) -> dict[str, object]
 def release(cache: Path, wt: Path, session: str, branch: str) -> None:
     remove_worktree(cache, wt)
     git(["branch", "-q", "-D", branch], git_dir=cache, check=False)  # (already gone is fine)
-    for ref in (f"refs/para/{kind}/{session}" for kind in ("checkpoint", "head", "target")):
+    # (base: where the sidecar's receive put the session's start)
+    for ref in (f"refs/para/{kind}/{session}" for kind in ("checkpoint", "head", "target", "base")):
         git(["update-ref", "-d", ref], git_dir=cache, check=False)

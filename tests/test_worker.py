@@ -172,6 +172,23 @@ def test_a_change_to_the_cache_waits_for_its_lock(root: Path, src: Path) -> None
     assert proc.wait(timeout=120) == 0 and json.loads(proc.stdout.read())["refs"]["refs/heads/copy"] == tip
 
 
+def test_a_session_op_waits_for_its_session_only(root: Path, src: Path) -> None:
+    prepared(root, src)
+    call({"op": "prepare", **base(root), "session": "other", "branch": "para/other", "commit": rev(src, "main")})
+    with open(root / "run/demo" / SESSION / "lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.Popen([PYTHON, "-m", "para_rpc.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert proc.stdin and proc.stdout
+        proc.stdin.write(line({"op": "snapshot", **sess(root), "branch": BRANCH, "have": []}))
+        proc.stdin.close()
+        # another session of the same cache is not held up (this call would hang otherwise)
+        call({"op": "snapshot", **base(root), "session": "other", "branch": "para/other", "have": []})
+        with pytest.raises(subprocess.TimeoutExpired):  # (a loaded machine can only make this pass)
+            proc.wait(timeout=1.0)
+    assert proc.wait(timeout=120) == 0 and json.loads(proc.stdout.readline())["head"] == rev(src, "main")
+    proc.stdout.close()
+
+
 def test_concurrent_prepares_of_one_cache_all_succeed(root: Path, src: Path) -> None:
     receive(root, src)
     names = [f"c{i}" for i in range(6)]
@@ -278,7 +295,7 @@ def test_a_runner_killed_without_an_exit_file_is_lost(root: Path, src: Path, tmp
 # ---- stop ----------------------------------------------------------------------------------
 
 ESCAPER = textwrap.dedent("""
-    import json, os, signal, sys, time
+    import json, os, signal, subprocess, sys, time
     pids = {}
     if (child := os.fork()) == 0:          # a child in a session of its own
         os.setsid()
@@ -296,6 +313,9 @@ ESCAPER = textwrap.dedent("""
         os._exit(0)
     os.close(w)
     pids["daemon"] = int(os.read(r, 20))
+    env = {k: v for k, v in os.environ.items() if k != "PARA_AGENT_RUN"}
+    pids["no_env"] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"], env=env,
+                                      start_new_session=True).pid   # (its cwd: the worktree)
     pids["agent"] = os.getpid()
     with open(sys.argv[1] + ".tmp", "w") as f:
         json.dump(pids, f)
@@ -322,6 +342,8 @@ def test_stop_leaves_no_process_of_the_run(root: Path, src: Path, tmp_path: Path
     prepared(root, src)
     (tmp_path / "escaper.py").write_text(ESCAPER)
     bystander = subprocess.Popen(["sleep", "300"], env={**os.environ, "PARA_AGENT_RUN": "/elsewhere/exit.json"})
+    # the user's shell on the worker, in the worktree since before the run: not the agent's
+    shell = subprocess.Popen(["sleep", "300"], cwd=root / "wt/demo" / SESSION, start_new_session=True)
     try:
         started, _ = call({"op": "start", **sess(root), "argv": [PYTHON, str(tmp_path / "escaper.py"),
                                                                   str(tmp_path / "pids.json")],
@@ -335,11 +357,29 @@ def test_stop_leaves_no_process_of_the_run(root: Path, src: Path, tmp_path: Path
         assert not any(pid_alive(p) for p in [started["pid"], *pids.values()])
         assert run_processes(started["exit_file"]) == []
         assert bystander.poll() is None and bystander.pid not in stopped["pids"]
+        assert shell.poll() is None and shell.pid not in stopped["pids"]
         assert wait_until(lambda: (p := poll(root))["state"] in ("exited", "lost") and p)
         call({"op": "release", **sess(root), "branch": BRANCH})
     finally:
-        bystander.kill()
-        bystander.wait()
+        for p in (bystander, shell):
+            p.kill()
+            p.wait()
+
+
+def test_a_forged_runner_pid_names_no_group_to_stop(root: Path, src: Path) -> None:
+    """runner.pid is in a directory the agent can write: a pid there that is not this run's
+    runner (here a stand-in for the user's shell, leading its own group) is never signalled."""
+    prepared(root, src)
+    shell = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        (root / "run/demo" / SESSION / "runner.pid").write_text(json.dumps({"pid": shell.pid, "start": None}))
+        assert poll(root)["state"] == "lost"
+        stopped, _ = call({"op": "stop", **sess(root), "grace": 0.5})
+        assert shell.pid not in stopped["pids"] and shell.poll() is None
+        call({"op": "release", **sess(root), "branch": BRANCH})   # not "still running" either
+    finally:
+        shell.kill()
+        shell.wait()
 
 
 def test_logs_by_offset(root: Path, src: Path, tmp_path: Path) -> None:
@@ -475,6 +515,8 @@ def test_merge_of_the_target_into_the_worktree(root: Path, src: Path, target_tex
 
 def test_release_is_idempotent(root: Path, src: Path) -> None:
     wt = prepared(root, src)
+    call({"op": "receive", **base(root), "refs": {f"refs/para/base/{SESSION}": rev(src, "main")}})
+    (wt / "dirty.txt").write_text("d\n")
     snapshot(root, [])
     cache = root / "repos/demo.git"
     for _ in range(2):
@@ -513,7 +555,8 @@ BAD: list[tuple[str, Any, str, str]] = [  # (case, request or raw bytes, code, w
     ("argv not a list", {"op": "start", "argv": "rm -rf ~", "env": {}}, "invalid_input", "'argv'"),
     ("negative offset", {"op": "logs", "offset": -1}, "invalid_input", "negative"),
     ("bad have", {"op": "snapshot", "branch": BRANCH, "have": ["HEAD"]}, "invalid_input", "full commit id"),
-    ("no such session", {"op": "snapshot", "session": "other", "branch": BRANCH}, "not_found", "no worktree"),]
+    ("no such session", {"op": "snapshot", "session": "other", "branch": BRANCH}, "not_found", "not prepared"),
+]
 
 
 @pytest.mark.parametrize(("case", "request_", "code", "says"), BAD, ids=[c for c, _, _, _ in BAD])
@@ -547,6 +590,17 @@ def test_a_bad_first_receive_leaves_no_root_behind(tmp_path: Path, src: Path) ->
             assert says in answer["error"] and not fresh.exists()
     finally:
         shutil.rmtree(fresh.parent)
+
+
+def test_a_root_under_home(root: Path, src: Path) -> None:
+    """The executor's `root` may start with `~`: the worker's own home, wherever that is."""
+    tip = str(rev(src, "main"))
+    out = subprocess.run([PYTHON, "-m", "para_rpc.worker"], capture_output=True, timeout=120,
+                         env={**os.environ, "HOME": str(root)},
+                         input=line({"op": "receive", "root": "~/para", "repo": "demo", "refs": {"refs/heads/main": tip},
+                                     "payload": len(data := bundle(src, "main"))}) + data)
+    assert json.loads(out.stdout) == {"refs": {"refs/heads/main": tip}}
+    assert (root / "para/repos/demo.git").is_dir() and (root / "para").stat().st_mode & 0o777 == 0o700
 
 
 def test_a_root_that_makes_the_socket_path_too_long_is_refused(tmp_path: Path, src: Path) -> None:
