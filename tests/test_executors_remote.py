@@ -315,3 +315,18 @@ def test_a_sidecar_killed_mid_run_is_repaired_by_the_next(api, repo: Path, out: 
         assert api.wait_event("agent_exited", "k9")["data"]["exit_code"] == 3
     finally:
         shutdown_sidecar(sc)
+
+
+def test_the_rebase_strategy_is_refused_for_a_remote_session_and_nothing_changes(
+        api, repo: Path, out: Path, ssh_host: SshHost) -> None:
+    """A rebase rewrites the session's branch, which its agent holds on the host: refused
+    before anything moves (here or there), with the strategies that work."""
+    configure(executors={"h1": ssh_host.entry(env_passthrough=list(IDENTITY))})
+    prof = step_profile("write:a.txt=one\n", "commit:first", f"touch:{out}/ready", f"wait:{out}/never")
+    dispatch(repo, "rb", "-p", "work", "--agent", "w", "--executor", "h1", profiles={"w": prof})
+    wait_file(out / "ready", timeout=60)
+    main = rev(repo, "main")
+    rc, out_ = para_json(repo, "integrate", "--session", "rb", "--strategy", "rebase")
+    assert rc == Code.invalid_input.exit and "squash or merge" in out_["error"]["message"], out_
+    assert rev(repo, "main") == main and api.call("para/show", session="rb")["status"] == "active"
+    run_para("cancel", "rb", "--json", cwd=repo, check=False)
