@@ -161,7 +161,13 @@ def _env_map(v: Any) -> dict[str, str]:
 _EXECUTOR_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
 _EXECUTOR_FIELDS = {"kind", "host", "port", "user", "identity_file", "known_hosts", "root", "python",
-                    "env_passthrough", "max_running"}
+                    "env_passthrough", "max_running", "harvest_interval"}
+
+
+def _executor_name(v: Any) -> str:
+    if not isinstance(v, str) or not _EXECUTOR_NAME.fullmatch(v):
+        raise ValueError("expected `local` or an executor name (1-32 of a-z 0-9 _ -)")
+    return v
 
 
 def _executors(v: Any) -> dict[str, dict[str, Any]]:
@@ -205,8 +211,11 @@ def _executors(v: Any) -> dict[str, dict[str, Any]]:
         cap = e.get("max_running", 0)
         if not isinstance(cap, int) or isinstance(cap, bool) or not 0 <= cap <= 1000:
             raise ValueError(f"{name}: max_running must be 0-1000")
+        every = e.get("harvest_interval", 30)
+        if not isinstance(every, int) or isinstance(every, bool) or not 1 <= every <= 86400:
+            raise ValueError(f"{name}: harvest_interval must be 1-86400 (seconds)")
         out[name] = {"kind": "ssh", "host": host, "port": port, **strings, "env_passthrough": passthrough,
-                     "max_running": cap}
+                     "max_running": cap, "harvest_interval": every}
     return out
 
 
@@ -244,6 +253,8 @@ KEYS: dict[str, tuple[Any, Callable[[Any], Any], str]] = {
     "agent.bwrap": ("", str, ("the bwrap binary of the sandbox (empty = the one of `para_rpc[sandbox]`, else bwrap "
                               "on PATH)")),
     "agents": ({}, _profiles, "custom launcher profiles (see README)"),
+    "agent.executor": ("local", _executor_name, ("where `para dispatch` runs agents without --executor: `local` or the "
+                                                "name of one of `executors`")),
     "executors": ({}, _executors, ("machines agents can run on, by name ({NAME: {\"kind\": \"ssh\", \"host\", "
                                    "\"known_hosts\", ...}}; see README, Executors)")),
     "clean.archive_days": (30, _int_range(0, 3650),
@@ -289,6 +300,7 @@ GATED_KEYS: dict[str, str] = {
     "session.copy": "files of the main checkout copied into every worktree (where agents read them)",
     "session.link": "paths of the main checkout every worktree links to (agents write through them)",
     "executors": "hosts agents run on, with your SSH keys: what runs there is yours to choose",
+    "agent.executor": "which host dispatched agents run on (your code goes there)",
 }
 # Of those, the ones whose values are argv (shown as commands; the others as settings).
 COMMAND_KEYS = frozenset({"integrate.check", "agents", "session.setup", "session.teardown"})

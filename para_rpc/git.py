@@ -516,6 +516,38 @@ async def delete_ref(cwd: str | Path, ref: str) -> None:
     await run(cwd, "update-ref", "-d", ref)
 
 
+async def has_commit(cwd: str | Path, sha: str) -> bool:
+    return (await run(cwd, "cat-file", "-e", f"{sha}^{{commit}}", check=False)).rc == 0
+
+
+async def bundle(cwd: str | Path, ref: str, exclude: Sequence[str] = ()) -> bytes:
+    """A bundle of `ref` without what the `exclude` commits reach (the other side has them):
+    its bytes, empty when there is nothing to send."""
+    fd, path = tempfile.mkstemp(prefix="para-bundle-")  # (0600)
+    os.close(fd)
+    try:
+        res = await run(cwd, "bundle", "create", "-q", path, ref, *(f"^{sha}" for sha in exclude), check=False)
+        if res.rc != 0:
+            if "empty bundle" in res.err:
+                return b""
+            raise ParaError(Code.git_failed, f"git bundle failed: {res.err.strip()}", stderr=res.err.strip())
+        return await asyncio.to_thread(Path(path).read_bytes)
+    finally:
+        os.unlink(path)
+
+
+async def unbundle(cwd: str | Path, data: bytes) -> None:
+    """The objects of a bundle (from a worker) into this repository, verified first; no ref moves."""
+    fd, path = tempfile.mkstemp(prefix="para-bundle-")  # (0600)
+    try:
+        os.close(fd)
+        await asyncio.to_thread(Path(path).write_bytes, data)
+        await run(cwd, "bundle", "verify", "-q", path)
+        await run(cwd, "bundle", "unbundle", path)
+    finally:
+        os.unlink(path)
+
+
 async def is_ancestor(cwd: str | Path, a: str, b: str) -> bool:
     return (await run(cwd, "merge-base", "--is-ancestor", a, b, check=False)).rc == 0
 

@@ -78,6 +78,11 @@ class AgentRun(msgspec.Struct, kw_only=True):
     sandbox: Sandbox | None = None  # confined by bubblewrap (None: runs with all the user's rights)
     channel: str | None = None      # its session-bound socket (PARA_SOCKET), while the session lives
     executor: str = "local"         # where it runs (para_rpc/executors); runs recorded before: local
+    # On another machine: where (host, the worker's repo id, worktree, socket...), as its executor
+    # recorded it, and the last time its commits were brought home (harvest).
+    placement: dict[str, Any] = msgspec.field(default_factory=dict)
+    harvested_commit: str | None = None
+    harvested_at: float | None = None
 
 
 class Message(msgspec.Struct, kw_only=True):
@@ -101,6 +106,7 @@ class QueuedLaunch(msgspec.Struct, kw_only=True):
     queued_at: float = msgspec.field(default_factory=now)
     reason: str = "dispatch"        # dispatch | restart
     sandbox: Sandbox | None = None  # the launch is confined like its dispatch asked
+    executor: str = "local"         # where it will run
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -207,6 +213,7 @@ class Plan(msgspec.Struct, kw_only=True):
     skip_permissions: bool = False
     base: str | None = None
     sandbox: Sandbox | None = None  # every step's agents are confined like this
+    executor: str = "local"         # and run there
     state: str = "running"          # running | done | failed
     current: int = 0                # index into steps
     reason: str | None = None

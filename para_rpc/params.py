@@ -118,6 +118,7 @@ class DispatchParams(RepoParams, kw_only=True):
     sandbox: bool | None = None   # confine the agent with bubblewrap (default: config agent.sandbox)
     network: bool | None = None   # a sandboxed agent keeps the network (default: config agent.network)
     keep_on_failure: bool = False  # as for start: a failed session.setup keeps the session
+    executor: Name | None = None  # where the agent runs: `local` or a configured executor (default: agent.executor)
 
 
 class ExecutorsParams(RepoParams, kw_only=True):

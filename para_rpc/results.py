@@ -217,6 +217,9 @@ class AgentEvidence(Result, kw_only=True):
     log: str | None
     window: str | None
     stops: list[dict[str, Any]]
+    executor: str = "local"              # where it runs (an SSH executor's name: on that host)
+    harvested_commit: str | None = None  # on another host: the branch tip last brought home
+    harvested_at: float | None = None    # and when
 
 
 class Evidence(Result, kw_only=True):

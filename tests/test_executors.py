@@ -139,9 +139,9 @@ def test_the_local_executor_reads_logs_by_offset_and_polls_the_exit_file(tmp_pat
     assert ex is local.LOCAL
     assert asyncio.run(ex.logs(run, 4, 3)) == b"456"
     assert asyncio.run(ex.logs(run, 100)) == b""
-    assert ex.poll(run).state == "alive"
+    assert asyncio.run(ex.poll(run)).state == "alive"
     exit_file.write_text(json.dumps({"exit_code": 3, "ended_at": 5.0}))
-    assert ex.poll(run) == executors.RunState(state="exited", exit_code=3, ended_at=5.0)
+    assert asyncio.run(ex.poll(run)) == executors.RunState(state="exited", exit_code=3, ended_at=5.0)
     with pytest.raises(ParaError) as err:
         executors.get("nowhere")
     assert err.value.code is Code.config_error

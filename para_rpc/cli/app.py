@@ -135,6 +135,7 @@ def dispatch(name: Annotated[str | None, typer.Argument(help="Session name (defa
              base: Annotated[str | None, typer.Option("--base", "-b", help="Branch to fork from.")] = None,
              sandbox: Annotated[bool | None, typer.Option("--sandbox/--no-sandbox", help="Confine the agent with bubblewrap: the filesystem read-only but its worktree, a socket of its session only (default: config agent.sandbox).")] = None,
              network: Annotated[bool | None, typer.Option("--network/--no-network", help="Whether a sandboxed agent keeps the network (default: config agent.network).")] = None,
+             executor: Annotated[str | None, typer.Option("--executor", "-e", help="Where the agent runs: local or a configured executor (`para executor list`; default: config agent.executor).")] = None,
              keep: KeepOpt = False,
              as_json: JsonOpt = False) -> None:
     """Start a session and an agent in it, with a task (inline, from a file, or on stdin)."""
@@ -146,6 +147,8 @@ def dispatch(name: Annotated[str | None, typer.Argument(help="Session name (defa
                               **source}
     if keep:
         params["keep_on_failure"] = True
+    if executor is not None:
+        params["executor"] = executor
     _call("para/dispatch", params, as_json, render.print_dispatched, progress=True)
 
 

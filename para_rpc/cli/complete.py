@@ -31,7 +31,8 @@ OPTIONS: dict[str, list[str]] = {
     "abort": [],
     "conflicts": ["--target"],
     "dispatch": ["--prompt", "-p", "--file", "-f", "--agent", "--mode", "--dangerously-skip-permissions", "-d",
-                 "--base", "-b", "--sandbox", "--no-sandbox", "--network", "--no-network", "--keep-on-failure"],
+                 "--base", "-b", "--sandbox", "--no-sandbox", "--network", "--no-network", "--keep-on-failure",
+                 "--executor", "-e"],
     "wait": ["--after", "--timeout", "-t"],
     "status": ["--tests", "--todos", "--blocked", "--session", "-s"],
     "logs": ["--follow", "-f"],
@@ -78,7 +79,7 @@ CHOICES: dict[str, list[str]] = {
 }
 TAKES_VALUE = {"--base", "-b", "--target", "--session", "-s", "--branch", "--strategy", "--prompt", "-p",
                "--file", "--agent", "--mode", "--after", "--timeout", "-t", "--tests", "--todos", "--blocked",
-               "--wait", "--editor", "--approve", "--idle-timeout", "--log-level"}
+               "--wait", "--editor", "--approve", "--idle-timeout", "--log-level", "--executor", "-e"}
 # agents.BUILTIN's names (the CLI does not import the engines; a test keeps the two equal)
 BUILTIN_PROFILES = ("claude", "codex", "gemini", "aider", "opencode", "scripted")
 SOCKET_TIMEOUT = 2.0   # a sidecar that does not answer within this gets no more of the shell's time

@@ -144,7 +144,9 @@ def print_list(r: dict[str, Any]) -> None:
         table.add_column(col)
     for s in sessions:
         branch = s["branch"] + (f" (HEAD: {s.get('head_branch') or 'detached'})" if s["state"] == "off-branch" else "")
-        cells = ("*" if s["current"] else "", s["name"], s["state"], branch, age(s["created_at"]),
+        agent = s.get("agent") or {}
+        state = s["state"] + (f" ({remote_where(agent)})" if agent.get("executor", "local") != "local" else "")
+        cells = ("*" if s["current"] else "", s["name"], state, branch, age(s["created_at"]),
                  *((" ".join(str(p) for p in s.get("ports") or []),) if ports else ()))
         table.add_row(*(Text(safe(c)) for c in cells))  # Text: a `[` in a branch name is not markup
     Console().print(table)
@@ -164,6 +166,12 @@ def print_names(r: dict[str, Any]) -> None:
         emit(name)
 
 
+def remote_where(agent: dict[str, Any]) -> str:
+    """Where an agent on another host runs and when its work was last brought home."""
+    at = agent.get("harvested_at")
+    return f"on {agent.get('executor')}, " + (f"harvested {age(at)} ago" if at else "not harvested yet")
+
+
 def agent_line(agent: dict[str, Any] | None) -> str:
     if not agent:
         return "-"
@@ -177,6 +185,8 @@ def agent_line(agent: dict[str, Any] | None) -> str:
         state = "lost"
     else:
         state = f"pid {agent.get('pid')}"
+    if agent.get("executor", "local") != "local":
+        state += f", {remote_where(agent)}"
     return f"{agent.get('profile')} ({agent.get('mode')}), {state}" + (f", {where}" if where != agent.get("mode") else "")
 
 
@@ -362,6 +372,8 @@ def status_line(s: dict[str, Any]) -> str:
     todos = f"{rep['todos_done']}/{rep['todos_total']}" if rep.get("todos_total") else "-"
     parts = [f"{s['name']:<18}", f"{s['status']:<11}", f"agent {agent.get('state', '-'):<8}",
              f"tests {rep.get('tests', '-'):<8}", f"todos {todos:<6}"]
+    if agent.get("executor", "local") != "local":
+        parts.insert(3, f"[{remote_where(agent)}]")
     if rep.get("blocked"):
         parts.append(f"BLOCKED: {rep['blocked']}")
     parts.append(rep.get("task") or s.get("task") or "")

@@ -35,6 +35,16 @@ class LaunchSpec(msgspec.Struct, kw_only=True):
     log: str                        # where a headless agent's output goes
     prompt_file: str                # a headless agent's stdin
     editor_timeout: float = 10.0
+    # For an executor on another machine, which has no copy of the repository:
+    repo_root: str = ""             # the local main checkout (where code comes from and commits go)
+    branch: str = ""                # the session's branch, whose tip the worktree starts at
+    files: dict[str, str] = msgspec.field(default_factory=dict)  # written into its worktree (relative paths)
+
+
+# Placeholders an executor on another machine renders with its own paths: argv elements cannot
+# hold NUL (neither can a prompt given as an argument), so these never come from a task.
+REMOTE_WORKTREE = "\0worktree\0"
+REMOTE_PROMPT_FILE = "\0prompt_file\0"
 
 
 class RunState(msgspec.Struct, kw_only=True, frozen=True):
@@ -73,7 +83,7 @@ class Executor(Protocol):
         """Make the local bound socket reachable where the agent runs; the path it uses."""
         ...
 
-    def poll(self, run: AgentRun) -> RunState: ...
+    async def poll(self, run: AgentRun) -> RunState: ...
 
     async def harvest(self, run: AgentRun) -> str | None:
         """Bring the session's commits home; the branch tip harvested (None: nothing to do)."""
@@ -95,13 +105,22 @@ class Executor(Protocol):
         ...
 
 
-def known() -> list[str]:
-    return ["local"]
+def known(table: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    return ["local", *sorted(table or {})]
 
 
-def get(name: str) -> Executor:
+def get(name: str, table: dict[str, dict[str, Any]] | None = None) -> Executor:
+    """The executor called `name`: `local`, or one of config `executors` (`table`, as the
+    service read it). One object per configured entry, kept while its entry is unchanged,
+    so its connection is reused by every session placed there."""
     from para_rpc.executors import local  # (one module per executor, loaded when used)
 
     if name == "local":
         return local.LOCAL
-    raise ParaError(Code.config_error, f"no executor named {name!r} (known: {', '.join(known())})", executor=name)
+    entry = (table or {}).get(name)
+    if entry is None:
+        raise ParaError(Code.config_error, f"no executor named {name!r} (known: {', '.join(known(table))})",
+                        executor=name)
+    from para_rpc.executors import ssh
+
+    return ssh.executor(name, entry)

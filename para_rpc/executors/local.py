@@ -77,7 +77,7 @@ class Local:
     async def bind(self, run: AgentRun, socket: str) -> str:
         return socket  # same machine: the agent connects to the bound socket itself
 
-    def poll(self, run: AgentRun) -> RunState:
+    async def poll(self, run: AgentRun) -> RunState:
         ended = _ended(run)
         if ended is not None:
             return ended
@@ -100,7 +100,7 @@ class Local:
     async def reconcile(self, runs: list[AgentRun]) -> list[AgentRun]:
         # Nothing to reconnect: runners outlive the sidecar and their exit files are read by
         # `poll`; the bound sockets are listened on again by the service (restore_channels).
-        return [r for r in runs if self.poll(r).state == "alive"]
+        return [r for r in runs if (await self.poll(r)).state == "alive"]
 
 
 LOCAL = Local()

@@ -7,13 +7,29 @@ asyncssh comes with `para_rpc[ssh]` and is imported only when an SSH executor is
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import logging
 import os
+import re
 import shlex
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
-from para_rpc import PROTOCOL_VERSION, __version__
+from para_rpc import PROTOCOL_VERSION, __version__, git
 from para_rpc.errors import Code, ParaError
+from para_rpc.executors import (
+    REMOTE_PROMPT_FILE,
+    REMOTE_WORKTREE,
+    EditorLauncher,
+    LaunchSpec,
+    RunState,
+    Started,
+)
+from para_rpc.model import AgentRun
 
 CONNECT_TIMEOUT = 20.0
 CALL_TIMEOUT = 120.0
@@ -36,6 +52,7 @@ async def connect(name: str, entry: dict[str, Any]) -> Any:
     except ImportError:
         raise ParaError(Code.config_error, f"{_where(name, entry)} needs asyncssh: "
                         "pip install 'para_rpc[ssh]'", executor=name) from None
+    asyncssh.set_log_level(logging.WARNING)  # (its INFO is a line per channel: the sidecar log's, not ours)
     known = os.path.expanduser(entry["known_hosts"])
     if not os.path.isfile(known):
         raise ParaError(Code.config_error, f"{_where(name, entry)}: its known_hosts file {known} does not exist "
@@ -98,3 +115,255 @@ async def check(name: str, entry: dict[str, Any]) -> dict[str, Any]:
     if not got.get("git"):
         raise ParaError(Code.config_error, f"{_where(name, entry)} has no git on PATH", executor=name)
     return {k: got.get(k) for k in ("para", "protocol", "python", "git")}
+
+
+# ---- the executor --------------------------------------------------------------------------
+
+# Exec channels open at once on one connection: OpenSSH refuses sessions beyond MaxSessions
+# (10 by default), and the forwarded sockets of the agents need none.
+MAX_CHANNELS = 8
+_REPO_ID = re.compile(r"[^a-z0-9._-]+")
+
+
+def repo_id(root: str) -> str:
+    """The worker's name for a local repository: readable, and unique per repository path."""
+    top = os.path.basename(os.path.realpath(root)) or "repo"
+    slug = _REPO_ID.sub("-", top.lower()).strip("-.")[:40] or "repo"
+    digest = hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[:12]
+    return f"{slug}-{digest}"
+
+
+class Ssh:
+    """Agents on an SSH host. One connection per executor, dialled on first use and reused by
+    every session placed there; the worker does the work on the host (worker.py), one short
+    exec per request."""
+
+    def __init__(self, name: str, entry: dict[str, Any]) -> None:
+        self.name = name
+        self.entry = entry
+        self._conn: Any = None
+        self._dialing = asyncio.Lock()
+        self._channels = asyncio.Semaphore(MAX_CHANNELS)
+        self._listeners: dict[str, Any] = {}   # remote socket path -> its forwarding
+
+    def where(self) -> str:
+        return _where(self.name, self.entry)
+
+    async def connection(self) -> Any:
+        async with self._dialing:
+            if self._conn is None or self._conn.is_closed():
+                self._listeners.clear()  # (they died with the connection)
+                self._conn = await connect(self.name, self.entry)
+            return self._conn
+
+    async def request(self, op: str, payload: bytes = b"", **fields: Any) -> tuple[dict[str, Any], bytes]:
+        """One worker request: (its answer, the bytes that followed it). A worker error is a
+        ParaError with the worker's code; a host that cannot be reached, config_error."""
+        import asyncssh
+
+        conn = await self.connection()
+        head = json.dumps({"op": op, **fields, **({"payload": len(payload)} if payload else {})}).encode()
+        try:
+            async with self._channels:
+                proc = await conn.create_process(worker_command(self.entry), encoding=None)
+                try:
+                    proc.stdin.write(head + b"\n" + payload)
+                    proc.stdin.write_eof()
+                    out, err = await asyncio.wait_for(asyncio.gather(proc.stdout.read(), proc.stderr.read()),
+                                                      CALL_TIMEOUT)
+                    await proc.wait()
+                finally:
+                    proc.close()
+        except (OSError, asyncssh.Error, TimeoutError) as e:
+            raise ParaError(Code.config_error, f"{self.where()}: the worker did not answer {op}: {e}",
+                            executor=self.name) from None
+        line, _, rest = bytes(out).partition(b"\n")
+        try:
+            answer = json.loads(line) if line.strip() else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            why = bytes(err).decode("utf-8", "replace").strip()[-500:] or "no answer"
+            raise ParaError(Code.config_error, f"{self.where()}: `{worker_command(self.entry)}` failed on {op} "
+                            f"(exit {proc.exit_status}): {why}. The host needs python3 >= 3.11 with para "
+                            "installed (the same version) and git", executor=self.name)
+        if "error" in answer:
+            code = Code.__members__.get(str(answer.get("code")), Code.config_error)
+            raise ParaError(code, f"{self.where()}: {answer['error']}", executor=self.name, op=op)
+        size = answer.get("payload") or 0
+        if not isinstance(size, int) or len(rest) < size:
+            raise ParaError(Code.config_error, f"{self.where()}: the worker's answer to {op} was cut short "
+                            f"({len(rest)} of {size} bytes)", executor=self.name)
+        return answer, rest[:size]
+
+    def _session(self, run: AgentRun) -> dict[str, Any]:
+        p = run.placement
+        return {"root": self.entry["root"], "repo": p["repo"], "session": p["session"]}
+
+    # -- placing an agent
+
+    async def prepare(self, spec: LaunchSpec) -> dict[str, Any]:
+        """Code in (the branch's objects the worker's cache lacks, as a bundle), then the
+        session's worktree there at the branch's tip."""
+        rid = repo_id(spec.repo_root)
+        root = self.entry["root"]
+        tip = await git.out(spec.repo_root, "rev-parse", "--verify", f"refs/heads/{spec.branch}^{{commit}}")
+        known, _ = await self.request("refs", root=root, repo=rid)
+        have = [sha for sha in set(dict(known.get("refs") or {}).values())
+                if isinstance(sha, str) and await git.has_commit(spec.repo_root, sha)]
+        bundle = b""
+        if tip not in have:
+            bundle = await git.bundle(spec.repo_root, f"refs/heads/{spec.branch}", exclude=have)
+        await self.request("receive", bundle, root=root, repo=rid, refs={f"refs/para/base/{spec.session}": tip})
+        got, _ = await self.request("prepare", root=root, repo=rid, session=spec.session, branch=spec.branch,
+                                    commit=tip, files=spec.files)
+        return {"host": self.entry["host"], "repo": rid, "session": spec.session, "branch": spec.branch,
+                "local": spec.repo_root, "base": tip, "worktree": got["worktree"], "run_dir": got.get("run_dir"),
+                "prompt_file": got["prompt_file"], "socket": got["socket"], "home": got.get("home")}
+
+    def _env(self, run: AgentRun, spec: LaunchSpec) -> dict[str, str]:
+        """The agent's whole environment on the host: para's variables, PATH with the worker's
+        python first, HOME, and of the sidecar's own environment only the names the user
+        allowed (`env_passthrough`): nothing else of this machine travels."""
+        p = run.placement
+        python = self.entry["python"]
+        path = "/usr/local/bin:/usr/bin:/bin"
+        if os.path.isabs(python):
+            path = os.path.dirname(python) + ":" + path
+        env = {"PARA_SESSION": spec.session, "PARA_WORKTREE": p["worktree"], "PARA_SOCKET": p["socket"],
+               "PARA_TOKEN": spec.env.get("PARA_TOKEN", ""), "PATH": path}
+        home = p.get("home") or _home_of(p["worktree"], self.entry["root"], spec.session, p["repo"])
+        if home:
+            env["HOME"] = home
+        for name in self.entry["env_passthrough"]:
+            if name in os.environ:
+                env[name] = os.environ[name]
+        return env
+
+    def _argv(self, run: AgentRun, argv: list[str]) -> list[str]:
+        p = run.placement
+        out = [a.replace(REMOTE_WORKTREE, p["worktree"]).replace(REMOTE_PROMPT_FILE, p["prompt_file"])
+               for a in argv]
+        if out and out[0] == sys.executable:
+            out[0] = self.entry["python"]  # (the scripted profile: the host's python, with para)
+        return out
+
+    async def start(self, run: AgentRun, spec: LaunchSpec, editor: EditorLauncher | None) -> Started:
+        prompt = await asyncio.to_thread(Path(spec.prompt_file).read_text, encoding="utf-8")
+        got, _ = await self.request("start", **self._session(run), argv=self._argv(run, spec.argv),
+                                    env=self._env(run, spec), prompt=prompt)
+        run.pid = got.get("pid")
+        run.log = spec.log  # the host's log, mirrored here by each harvest (`para logs` reads it)
+        run.placement = {**run.placement, "log": got.get("log"), "exit_file": got.get("exit_file")}
+        return Started(run=run)
+
+    async def bind(self, run: AgentRun, socket: str) -> str:
+        """The agent's `para` reaches the local bound socket through a unix socket on the host,
+        forwarded over this executor's connection (the host never dials back)."""
+        remote = run.placement["socket"]
+        old = self._listeners.pop(remote, None)
+        if old is not None:
+            old.close()
+        conn = await self.connection()
+        import asyncssh
+
+        try:
+            try:
+                self._listeners[remote] = await conn.forward_remote_path(remote, socket)
+            except asyncssh.ChannelListenError:
+                # A socket file left by a connection that died (a sidecar killed, a network cut):
+                # sshd does not replace it. It is ours, in our 0700 directory under root.
+                async with conn.start_sftp_client() as sftp:
+                    await sftp.remove(remote)
+                self._listeners[remote] = await conn.forward_remote_path(remote, socket)
+        except (OSError, asyncssh.Error) as e:
+            raise ParaError(Code.config_error, f"{self.where()}: cannot serve the session's socket {remote} "
+                            f"there: {e}", executor=self.name) from None
+        return str(remote)
+
+    def unbind(self, run: AgentRun) -> None:
+        listener = self._listeners.pop(run.placement.get("socket", ""), None)
+        if listener is not None:
+            listener.close()
+
+    async def poll(self, run: AgentRun) -> RunState:
+        try:
+            got, _ = await self.request("poll", **self._session(run))
+        except ParaError:
+            return RunState(state="alive")  # unreachable is not ended (worker loss: a later step)
+        state = got.get("state")
+        if state == "exited":
+            return RunState(state="exited", exit_code=got.get("exit_code"), ended_at=got.get("ended_at"))
+        if state in ("lost", "none"):
+            return RunState(state="lost", ended_at=got.get("ended_at") or time.time())
+        return RunState(state="alive")
+
+    async def harvest(self, run: AgentRun) -> str | None:
+        """Bring the session's commits and uncommitted work home: the worker's snapshot as a
+        bundle of what this repository lacks, into refs/para/remote/<name> and
+        refs/para/checkpoint/<name>. Moving the session's branch is the caller's (CAS)."""
+        p = run.placement
+        have = [sha for sha in (run.harvested_commit, p.get("base")) if sha]
+        got, bundle = await self.request("snapshot", **self._session(run), branch=p["branch"], have=have)
+        if bundle:
+            await git.unbundle(p["local"], bundle)
+        name = p["session"]
+        tip, checkpoint = got.get("branch_tip"), got.get("checkpoint")
+        if tip:
+            await git.update_ref(p["local"], f"refs/para/remote/{name}", tip, message="para harvest")
+        if checkpoint:
+            await git.update_ref(p["local"], f"refs/para/checkpoint/{name}", checkpoint, message="para harvest")
+        else:
+            await git.run(p["local"], "update-ref", "-d", f"refs/para/checkpoint/{name}", check=False)
+        run.placement = {**p, "head": got.get("head"), "checkpoint": checkpoint}
+        return str(tip) if tip else None
+
+    async def logs(self, run: AgentRun, offset: int, limit: int = 1 << 20) -> bytes:
+        _, data = await self.request("logs", **self._session(run), offset=offset, limit=limit)
+        return data
+
+    async def stop(self, run: AgentRun, grace: float, worktree: str | None = None) -> dict[str, Any]:
+        got, _ = await self.request("stop", **self._session(run), grace=grace)
+        return {"pgid": run.pid, "group": True, "pids": list(got.get("pids") or []), "signals": ["TERM"],
+                "left_running": list(got.get("left_running") or []), "host": self.entry["host"]}
+
+    async def commit(self, run: AgentRun, message: str) -> dict[str, Any]:
+        got, _ = await self.request("commit", **self._session(run), message=message)
+        return got
+
+    async def merge(self, run: AgentRun, target: str, bundle: bytes) -> dict[str, Any]:
+        got, _ = await self.request("merge", bundle, **self._session(run), target=target)
+        return got
+
+    async def release(self, run: AgentRun) -> None:
+        self.unbind(run)
+        if run.placement:
+            await self.request("release", **self._session(run), branch=run.placement["branch"])
+
+    async def reconcile(self, runs: list[AgentRun]) -> list[AgentRun]:
+        alive = []
+        for run in runs:
+            if (await self.poll(run)).state == "alive":
+                alive.append(run)
+        return alive
+
+
+def _home_of(worktree: str, root: str, session: str, rid: str) -> str | None:
+    """HOME on the host, from the worktree's absolute path when root is relative to it."""
+    if os.path.isabs(root):
+        return None
+    rel = root.removeprefix("~/")
+    tail = "/" + "/".join(x for x in (rel.strip("/"), "wt", rid, session) if x)
+    return worktree[: -len(tail)] if worktree.endswith(tail) and len(worktree) > len(tail) else None
+
+
+_EXECUTORS: dict[str, Ssh] = {}
+
+
+def executor(name: str, entry: dict[str, Any]) -> Ssh:
+    """The one Ssh object of an entry (a changed entry gets a new one; the old connection
+    closes when its last user is done with it)."""
+    ex = _EXECUTORS.get(name)
+    if ex is None or ex.entry != entry:
+        ex = _EXECUTORS[name] = Ssh(name, entry)
+    return ex

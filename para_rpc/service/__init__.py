@@ -10,7 +10,7 @@ run again, so `_repair` simply re-runs (or, for a start, undoes) whatever a
 crashed sidecar left half done.
 
 The operations are grouped by concern, one module each (core, sessions, integration,
-dispatching, control, repair, trusting, environment, adopting, channel, hooking); `Service` puts them together as
+dispatching, control, repair, trusting, environment, adopting, channel, hooking, remote); `Service` puts them together as
 the one object transports call.
 """
 from para_rpc.service.adopting import Adopting
@@ -21,13 +21,14 @@ from para_rpc.service.dispatching import Dispatching
 from para_rpc.service.environment import Environment
 from para_rpc.service.hooking import Hooks
 from para_rpc.service.integration import Integration
+from para_rpc.service.remote import Remote
 from para_rpc.service.repair import Repair
 from para_rpc.service.sessions import Sessions
 from para_rpc.service.trusting import Trusting
 
 
 class Service(Sessions, Integration, Control, Dispatching, Repair, Trusting, Environment, Adopting, Channels,
-              Hooks, ServiceCore):
+              Hooks, Remote, ServiceCore):
     """The single owner of session state: every `para/<verb>` is one of its coroutines."""
 
 

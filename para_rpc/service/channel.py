@@ -20,6 +20,7 @@ path locally; on another machine a forwarded one), so every executor shares this
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -31,7 +32,7 @@ from typing import Any
 
 import msgspec
 
-from para_rpc import executors, git, runtime, sandbox
+from para_rpc import git, runtime, sandbox
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import AgentRun, Binding, Sandbox, Session, Status
 from para_rpc.service.core import Repo, ServiceCore, log
@@ -109,7 +110,7 @@ class Channels(ServiceCore):
         socket, token = await self._open_channel(repo, s)
         run.channel = socket
         try:
-            path = await executors.get(run.executor).bind(run, socket)
+            path = await self._executor(repo, run.executor).bind(run, socket)
         except BaseException:
             self._close_channel(msgspec.structs.replace(s, agent=run))
             raise
@@ -180,4 +181,19 @@ class Channels(ServiceCore):
                 bound += 1
             except (OSError, ParaError) as e:
                 log.warning("bound socket %s not restored: %s", binding.socket, getattr(e, "message", e))
+                continue
+            if s.agent.executor != "local" and s.agent.placement:
+                # Its host's forwarding died with the last sidecar's connection: dialled again
+                # in the background (a host that is away must not hold up this start).
+                asyncio.get_running_loop().create_task(self._rebind_remote(repo, s.name, binding.socket))
         return bound
+
+    async def _rebind_remote(self, repo: Repo, name: str, socket: str) -> None:
+        try:
+            s = repo.store.get(name)
+            if s is None or s.agent is None or s.agent.channel != socket:
+                return
+            await self._executor(repo, s.agent.executor).bind(s.agent, socket)
+            log.info("%s: its socket is served on executor %s again", name, s.agent.executor)
+        except Exception:  # noqa: BLE001 logged; the agent's `para` fails until a later start re-binds
+            log.exception("re-binding the socket of %s on its host failed", name)

@@ -22,7 +22,6 @@ from para_rpc import (
     __version__,
     agents,
     config,
-    executors,
     git,
     runtime,
 )
@@ -48,6 +47,7 @@ from para_rpc.params import (
     StopParams,
 )
 from para_rpc.service.core import Repo, ServiceCore, check_text, log
+from para_rpc.service.remote import remote
 
 MESSAGE_MAX = 20_000  # characters of one follow-up
 TALKING = (Status.active, Status.conflicted, Status.integrating)
@@ -66,8 +66,10 @@ class Control(ServiceCore):
 
     if TYPE_CHECKING:  # what it calls on the other parts of Service (Dispatching, Sessions)
         async def _launch(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str], skip: bool,
-                          cfg: dict[str, Any], box: Sandbox | None = None) -> AgentRun: ...
+                          cfg: dict[str, Any], box: Sandbox | None = None, executor: str = "local") -> AgentRun: ...
         async def _check_agents(self, repo: Repo, only: str | None = None) -> None: ...
+        @staticmethod
+        def _where_paths(s: Session, prompt_file: str, executor: str) -> dict[str, str]: ...
         async def _settle_agent(self, repo: Repo, sid: int | None, exit_file: str) -> None: ...
         async def _record_stop(self, repo: Repo, sid: int | None, name: str, exit_file: str | None, reason: str,
                                result: dict[str, Any]) -> None: ...
@@ -94,23 +96,24 @@ class Control(ServiceCore):
         return sorted(waiting, key=lambda s: queue_position(live, s) or 0)
 
     async def _launch_or_queue(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str], skip: bool,
-                               cfg: dict[str, Any], reason: str = "dispatch", box: Sandbox | None = None) -> None:
+                               cfg: dict[str, Any], reason: str = "dispatch", box: Sandbox | None = None,
+                               executor: str = "local") -> None:
         """Launch the agent now (sets `s.agent`), or queue it (sets `s.queued`) when
         `agent.max_running` agents run already or others wait before it. Saves `s`."""
         cap = cfg["agent.max_running"]
         if not cap and not self._queued(repo):
-            s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box), None
+            s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box, executor), None
             repo.store.save(s)
             return
         async with self._queue_lock(repo):
             if (cap and self._running_count(repo) >= cap) or any(q.id != s.id for q in self._queued(repo)):
                 s.queued = QueuedLaunch(profile=profile, mode=mode, argv=argv, skip_permissions=skip, reason=reason,
-                                        sandbox=box)
+                                        sandbox=box, executor=executor)
                 repo.store.save(s)
                 self.emit(repo, "agent_queued", s.name, position=queue_position(repo.store.live(), s), reason=reason,
                           max_running=cap)
                 return
-            s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box), None
+            s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box, executor), None
             repo.store.save(s)
 
     async def _drain_queue(self, repo: Repo) -> None:
@@ -134,7 +137,7 @@ class Control(ServiceCore):
                     launch = s.queued
                     try:
                         s.agent = await self._launch(repo, s, launch.profile, launch.mode, launch.argv,
-                                                     launch.skip_permissions, cfg, launch.sandbox)
+                                                     launch.skip_permissions, cfg, launch.sandbox, launch.executor)
                     except ParaError as e:
                         s.queued = None
                         s.notes.append(f"its queued agent could not start: {e.message}")
@@ -164,15 +167,17 @@ class Control(ServiceCore):
             if run is None:
                 return {"session": s.name, "stopped": False,
                         "message": f"session {s.name} has no agent (it was started with `para start`)"}
-            if not _running(run) or not (agents.is_runner(run.pid, run.exit_file) or
-                                         (run.mode == "editor" and agents.pid_alive(run.pid))):
+            on_host = remote(run) and _running(run) and (await self._executor(repo, run.executor).poll(run)).state \
+                == "alive"
+            if not on_host and (not _running(run) or not (agents.is_runner(run.pid, run.exit_file) or
+                                                          (run.mode == "editor" and agents.pid_alive(run.pid)))):
                 ended = ("was stopped" if run.stopped_at else "vanished" if run.lost
                          else f"exited with status {run.exit_code}" if run.exit_code is not None else "has ended")
                 return {"session": s.name, "stopped": False,
                         "message": f"the agent of {s.name} is not running (it {ended}); nothing to stop"}
             if run.mode == "editor":
                 self.ports.notify_editors("stop_terminal", {"session": s.name, "pid": run.pid})
-            result = await executors.get(run.executor).stop(run, cfg["agent.stop_grace"], worktree=s.worktree)
+            result = await self._executor(repo, run.executor).stop(run, cfg["agent.stop_grace"], worktree=s.worktree)
             if run.mode == "tmux" and run.window:
                 await agents.close_tmux_window(run.window)
             run.stopped_at = now()
@@ -196,8 +201,8 @@ class Control(ServiceCore):
             s = repo.store.get(name)
             run = s.agent if s is not None else None
             if s is None or run is None or not _running(run) or agents.is_runner(run.pid, run.exit_file) \
-                    or (run.mode == "editor" and agents.pid_alive(run.pid)):
-                return
+                    or (run.mode == "editor" and agents.pid_alive(run.pid)) or remote(run):
+                return  # (a remote run's end is its host's to say: the poll asks it)
             run.lost, run.ended_at = True, now()
             repo.store.save(s)
         self.emit(repo, "agent_exited", name, exit_code=None, lost=True, status=s.status.value)
@@ -264,13 +269,14 @@ class Control(ServiceCore):
                 prompt = task + (_follow_up_section(texts) if texts else "")
             agents.check_prompt_fits(argv_t, prompt, prof.name)
             runtime.write_private(prompt_file, prompt)
-            argv = agents.render(argv_t, {"prompt": prompt, "prompt_file": prompt_file,
-                                          "worktree": s.worktree, "session": s.name})
+            argv = agents.render(argv_t, {"prompt": prompt, "session": s.name,
+                                          **self._where_paths(s, prompt_file, old.executor)})
             at = now()
             for m in unread:
                 m.read_at, m.read_by = at, "restart"
             previous = {"exit_code": old.exit_code, "stopped": old.stopped_at is not None, "lost": old.lost}
-            await self._launch_unlocked(repo, s, prof.name, old.mode, argv, old.skip_permissions, cfg, old.sandbox)
+            await self._launch_unlocked(repo, s, prof.name, old.mode, argv, old.skip_permissions, cfg, old.sandbox,
+                                        old.executor)
         self.emit(repo, "restarted", s.name, profile=prof.name, resume=resume, follow_up=follow is not None,
                   messages=[m.id for m in unread], queued=s.queued is not None, previous=previous,
                   pid=s.agent.pid if s.agent and s.queued is None else None)
@@ -285,17 +291,17 @@ class Control(ServiceCore):
         return result
 
     async def _launch_unlocked(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str], skip: bool,
-                               cfg: dict[str, Any], box: Sandbox | None = None) -> None:
+                               cfg: dict[str, Any], box: Sandbox | None = None, executor: str = "local") -> None:
         """`_launch_or_queue` for a caller that holds the queue lock already (restart)."""
         cap = cfg["agent.max_running"]
         if (cap and self._running_count(repo) >= cap) or any(q.id != s.id for q in self._queued(repo)):
             s.queued = QueuedLaunch(profile=profile, mode=mode, argv=argv, skip_permissions=skip, reason="restart",
-                                    sandbox=box)
+                                    sandbox=box, executor=executor)
             repo.store.save(s)
             self.emit(repo, "agent_queued", s.name, position=queue_position(repo.store.live(), s), reason="restart",
                       max_running=cap)
             return
-        s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box), None
+        s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box, executor), None
         repo.store.save(s)
 
     # ---- executors ---------------------------------------------------------------------------

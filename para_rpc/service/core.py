@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from para_rpc import PROTOCOL_VERSION, __version__, agents, config, git, trust, watch
+from para_rpc import (
+    PROTOCOL_VERSION,
+    __version__,
+    agents,
+    config,
+    executors,
+    git,
+    trust,
+    watch,
+)
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import (
     DomainEvent,
@@ -435,6 +444,17 @@ class ServiceCore:
         self.repos.clear()
         self._by_identity.clear()
 
+    def _executor(self, repo: Repo, name: str) -> executors.Executor:
+        """The executor `name` as this repository's configuration defines it now."""
+        if name == "local":
+            return executors.get("local")
+        try:
+            table = config.usable(repo.config({})["executors"])
+        except ParaError as e:
+            log.warning("executors of %s unusable: %s", repo.root, e.message)
+            table = {}
+        return executors.get(name, table)
+
     def emit(self, repo: Repo, kind: str, session: str | None, **data: Any) -> None:
         event = DomainEvent(repo=repo.root, **repo.store.append_event(kind, session, data))
         repo.tick.set()
@@ -665,8 +685,8 @@ class ServiceCore:
         and write() would otherwise finish that write into a file the removal unlinked, and
         what it wrote would be lost without a trace. (stop_run continues them after SIGTERM.)"""
         run = s.agent
-        if run is None or run.settled or not run.pid or not run.exit_file:
-            yield []
+        if run is None or run.settled or not run.pid or not run.exit_file or run.executor != "local":
+            yield []  # (an agent on another host is stopped there, before its work is harvested)
             return
         spare = agents.ancestors(trust.PEER_PID.get()) | {os.getpid()}
         stopped = await asyncio.to_thread(agents.freeze_run, run.pid, run.exit_file, run.started_at, spare)
@@ -823,7 +843,7 @@ class ServiceCore:
         worktree, which is about to be removed: they are left in a deleted directory."""
         exclude = {os.getpid()}
         run = s.agent
-        if run is not None and run.pid and run.exit_file:
+        if run is not None and run.pid and run.exit_file and run.executor == "local":
             exclude |= set((await asyncio.to_thread(agents.run_processes, run.pid, run.exit_file,
                                                     run.started_at))[1])
         exclude |= agents.ancestors(trust.PEER_PID.get())

@@ -5,6 +5,7 @@ and evidence, waiting for changes, diffs, and plans of numbered task files
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -47,10 +48,10 @@ from para_rpc.service.core import (
     AGENT_POLL_SECONDS,
     STATUS_CONCURRENCY,
     Repo,
-    ServiceCore,
     check_text,
     log,
 )
+from para_rpc.service.remote import Remote, remote
 
 STATUS_MAX = 500  # characters of a status report's text or blocked reason: one line in `list`
 
@@ -167,7 +168,7 @@ def _summary(changes: list[dict[str, Any]], limit: int = 10) -> str:
     return text + (f"; and {len(changes) - limit} more" if len(changes) > limit else "")
 
 
-class Dispatching(ServiceCore):
+class Dispatching(Remote):
     """Agent operations."""
 
     if TYPE_CHECKING:  # what it calls on the other parts of Service (Sessions, Integration)
@@ -177,7 +178,7 @@ class Dispatching(ServiceCore):
         async def _session_commit(self, s: Session) -> tuple[str | None, bool]: ...
         async def _launch_or_queue(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str],
                                    skip: bool, cfg: dict[str, Any], reason: str = "dispatch",
-                                   box: Sandbox | None = None) -> None: ...
+                                   box: Sandbox | None = None, executor: str = "local") -> None: ...
         async def _drain_queue(self, repo: Repo) -> None: ...
         async def _take_messages(self, repo: Repo, name: str, by: str) -> list[dict[str, Any]]: ...
         async def _sandboxed(self, repo: Repo, s: Session, run: AgentRun, box: Sandbox, argv: list[str],
@@ -196,12 +197,18 @@ class Dispatching(ServiceCore):
         if len(given) != 1:
             raise ParaError(Code.invalid_input, "give exactly one of: a prompt, a task file, or a list of task files")
         prof = agents.profile(p.agent or config.usable(cfg["agent.default"]), cfg["agents"])
-        mode = self._choose_mode(p.mode or cfg["agent.mode"], p.in_tmux)
+        executor = self._executor_for(p, cfg)
+        mode = "headless" if executor != "local" else self._choose_mode(p.mode or cfg["agent.mode"], p.in_tmux)
         argv = prof.argv(mode, p.skip_permissions)
-        agents.require_binary(argv, prof.name)
+        if executor == "local":
+            agents.require_binary(argv, prof.name)  # (a remote agent's program is on its host)
         box = await self._sandbox_for(p, cfg)
+        if box is not None and executor != "local":
+            raise ParaError(Code.invalid_input, f"the sandbox confines agents on this machine; executor {executor} "
+                            "runs it on another host: drop --sandbox (or set agent.sandbox = \"\")",
+                            executor=executor)
         if p.files or (p.file is not None and os.path.isdir(os.path.join(p.cwd, p.file))):
-            return await self._dispatch_plan(repo, cfg, p, prof, mode, box)
+            return await self._dispatch_plan(repo, cfg, p, prof, mode, box, executor)
         if p.prompt is not None:
             task, source = p.prompt, "prompt"
             if not task.strip():
@@ -216,7 +223,23 @@ class Dispatching(ServiceCore):
                 name = None  # taken: a friendly name instead
         return await self._dispatch_one(repo, cfg, name=name, task=task, source=source, prof=prof, mode=mode,
                                         skip=p.skip_permissions, base=p.base, cwd=p.cwd, env=p.env, box=box,
-                                        keep_on_failure=p.keep_on_failure)
+                                        keep_on_failure=p.keep_on_failure, executor=executor)
+
+    @staticmethod
+    def _executor_for(p: DispatchParams, cfg: dict[str, Any]) -> str:
+        """Where this dispatch runs its agents, checked before anything is created: `local`,
+        or an executor of config `executors` (from a project file only once it is trusted)."""
+        name = p.executor or config.usable(cfg["agent.executor"])
+        if name == "local":
+            return name
+        table = config.usable(cfg["executors"])
+        if name not in table:
+            raise ParaError(Code.not_found, f"no executor named {name!r} (configured: "
+                            f"{', '.join(['local', *sorted(table)])}; see `para executor list`)", executor=name)
+        if p.mode not in (None, "auto", "headless"):
+            raise ParaError(Code.invalid_input, f"an agent on executor {name} runs headless (its output in `para "
+                            f"logs`); --mode {p.mode} is for agents on this machine", executor=name)
+        return name
 
     @staticmethod
     async def _sandbox_for(p: DispatchParams, cfg: dict[str, Any]) -> Sandbox | None:
@@ -274,7 +297,7 @@ class Dispatching(ServiceCore):
     async def _dispatch_one(self, repo: Repo, cfg: dict[str, Any], *, name: str | None, task: str, source: str,
                             prof: agents.Profile, mode: str, skip: bool, base: str | None, cwd: str,
                             env: dict[str, str], plan: int | None = None, box: Sandbox | None = None,
-                            keep_on_failure: bool = False) -> dict[str, Any]:
+                            keep_on_failure: bool = False, executor: str = "local") -> dict[str, Any]:
         prompt = agents.compose_prompt(task, cfg["agent.workflow"])
         argv_t = prof.argv(mode, skip)
         agents.check_prompt_fits(argv_t, prompt, prof.name)
@@ -286,11 +309,12 @@ class Dispatching(ServiceCore):
             runtime.write_private(prompt_file, prompt)
             runtime.write_private(os.path.join(s.worktree, agents.INSTRUCTION_FILE),
                                   agents.instruction_text(s.name, cfg["agent.workflow"]))
-            argv = agents.render(argv_t, {"prompt": prompt, "prompt_file": prompt_file,
-                                          "worktree": s.worktree, "session": s.name})
+            argv = agents.render(argv_t, {"prompt": prompt, "session": s.name,
+                                          **self._where_paths(s, prompt_file, executor)})
             s.task = source if source != "prompt" else prompt.strip().splitlines()[0][:200]
             s.plan = plan
-            await self._launch_or_queue(repo, s, prof.name, mode, argv, skip, cfg, box=box)  # (control.py)
+            await self._launch_or_queue(repo, s, prof.name, mode, argv, skip, cfg, box=box,
+                                        executor=executor)  # (control.py)
         except BaseException:
             async with repo.lock:
                 await self._undo_start(repo, s)
@@ -303,21 +327,35 @@ class Dispatching(ServiceCore):
         result["prompt_file"] = prompt_file
         return result
 
+    @staticmethod
+    def _where_paths(s: Session, prompt_file: str, executor: str) -> dict[str, str]:
+        """The values of {worktree} and {prompt_file}: this machine's paths, or placeholders
+        an executor on another host fills with its own (it knows them once it prepared)."""
+        if executor == "local":
+            return {"worktree": s.worktree, "prompt_file": prompt_file}
+        return {"worktree": executors.REMOTE_WORKTREE, "prompt_file": executors.REMOTE_PROMPT_FILE}
+
     async def _launch(self, repo: Repo, s: Session, profile: str, mode: str, argv: list[str], skip: bool,
-                      cfg: dict[str, Any], box: Sandbox | None = None) -> AgentRun:
+                      cfg: dict[str, Any], box: Sandbox | None = None, executor: str = "local") -> AgentRun:
         runs = os.path.join(repo.root, ".para", "runs")
         os.makedirs(runs, exist_ok=True)
         exit_file = os.path.join(runs, f"{s.name}.{int(time.time() * 1000)}.exit")
         await self._record_outside_state(repo, s, exit_file)
         env = self._hook_env(repo, s, cfg)  # PARA_PORT, PARA_REPO, session.env ..., para on PATH
-        run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip)
+        run = AgentRun(profile=profile, mode=mode, argv=argv, exit_file=exit_file, skip_permissions=skip,
+                       executor=executor)
+        if executor != "local":
+            # On another host: its worktree made there first (the socket is forwarded to a path in it).
+            spec = self._spec(repo, s, argv, env, cfg)
+            run.placement = await self._executor(repo, executor).prepare(spec)
         # Sandboxed or not, the agent reaches the sidecar only on its session's bound socket:
         # the sidecar's own socket would let it act on any session or change the config.
         if box is None:
             await self._bind_agent(repo, s, run, env)
             # Only to start the sidecar again after a crash (client.connect); it runs as the
             # user anyway. A sandboxed agent cannot see this socket and is not told it.
-            env["PARA_SIDECAR_SOCKET"] = self.socket
+            if executor == "local":
+                env["PARA_SIDECAR_SOCKET"] = self.socket
         else:
             argv = await self._sandboxed(repo, s, run, box, argv, env, cfg)
         try:
@@ -326,14 +364,21 @@ class Dispatching(ServiceCore):
             self._close_channel(msgspec.structs.replace(s, agent=run))
             raise
 
-    async def _start_agent(self, repo: Repo, s: Session, run: AgentRun, argv: list[str],
-                           env: dict[str, str], cfg: dict[str, Any]) -> AgentRun:
-        spec = executors.LaunchSpec(
+    def _spec(self, repo: Repo, s: Session, argv: list[str], env: dict[str, str],
+              cfg: dict[str, Any]) -> executors.LaunchSpec:
+        files = {}  # (for an agent on another host: written there, kept out of its commits by the worker)
+        with contextlib.suppress(OSError):
+            files[agents.INSTRUCTION_FILE] = git.read_regular(os.path.join(s.worktree, agents.INSTRUCTION_FILE))
+        return executors.LaunchSpec(
             session=s.name, worktree=s.worktree, argv=argv, env=env, keep=sorted(self._own_env(repo, s, cfg, env)),
             log=os.path.join(repo.root, ".para", "logs", f"{s.name}.log"),
             prompt_file=os.path.join(repo.root, ".para", "prompts", f"{s.name}.md"),
-            editor_timeout=cfg["agent.editor_timeout"])
-        started = await executors.get(run.executor).start(run, spec, self.ports.run_in_editor)
+            editor_timeout=cfg["agent.editor_timeout"], repo_root=repo.root, branch=s.branch, files=files)
+
+    async def _start_agent(self, repo: Repo, s: Session, run: AgentRun, argv: list[str],
+                           env: dict[str, str], cfg: dict[str, Any]) -> AgentRun:
+        spec = self._spec(repo, s, argv, env, cfg)
+        started = await self._executor(repo, run.executor).start(run, spec, self.ports.run_in_editor)
         if started.note:
             s.notes.append(started.note)
         if started.wait is not None:
@@ -366,11 +411,25 @@ class Dispatching(ServiceCore):
                 log.exception("agent poll failed")
 
     async def _check_agents(self, repo: Repo, only: str | None = None) -> None:
-        for s in repo.store.all():  # integrated sessions too: their agent exits after landing
+        sessions = [s for s in repo.store.all()  # integrated sessions too: their agent exits after landing
+                    if s.agent is not None and s.agent.exit_code is None and not s.agent.lost
+                    and not (only and s.name != only)]
+        # Agents on other hosts are asked all at once (each poll is an exec there, harvests too).
+        on_hosts = {s.name: self._remote_poll(repo, s) for s in sessions if remote(s.agent)}
+        answers = dict(zip(on_hosts, await asyncio.gather(*on_hosts.values(), return_exceptions=True), strict=True))
+        for s in sessions:
             run = s.agent
-            if run is None or run.exit_code is not None or run.lost or (only and s.name != only):
-                continue
-            state = executors.get(run.executor).poll(run)
+            assert run is not None
+            if remote(run):
+                polled = answers[s.name]  # (it harvested when it ended)
+                if isinstance(polled, BaseException):
+                    log.warning("the agent of %s could not be polled: %s", s.name, getattr(polled, "message", polled))
+                    continue
+                if polled is None or polled.state == "alive":
+                    continue
+                state = polled
+            else:
+                state = await self._executor(repo, run.executor).poll(run)
             if state.state == "alive":
                 continue
             run.exit_code, run.ended_at, run.lost = state.exit_code, state.ended_at, state.state == "lost"
@@ -399,6 +458,12 @@ class Dispatching(ServiceCore):
         run = s.agent
         if forgotten or s.status in (Status.integrated, Status.cancelled):
             self._close_channel(s)  # (an agent still at work there finishes its request on it)
+        if remote(run) and s.status in (Status.integrated, Status.cancelled, Status.review):
+            assert run is not None
+            later = s.status is not Status.cancelled and not forgotten
+            self._agent_job(f"release:{run.exit_file}", self._end_placement(
+                repo, s.name, run, repo.config({})["agent.stop_grace"] if later else 0.0))
+            return
         if run is None or run.exit_code is not None or run.lost or not run.pid or not run.exit_file:
             return
         grace = repo.config({})["agent.stop_grace"]
@@ -429,13 +494,15 @@ class Dispatching(ServiceCore):
     async def _stop_agent(self, repo: Repo, sid: int | None, name: str, run: AgentRun, delay: float,
                           reason: str, worktree: str | None = None) -> None:
         try:
+            if remote(run):
+                return  # (its placement's end stops it on its host: _end_placement)
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline and agents.is_runner(run.pid, run.exit_file):
                 await asyncio.sleep(0.1)
             if not agents.is_runner(run.pid, run.exit_file):
                 return  # it ended by itself: settling after its exit stops what it left behind
             grace = repo.config({})["agent.stop_grace"]
-            result = await executors.get(run.executor).stop(run, grace, worktree=worktree)
+            result = await self._executor(repo, run.executor).stop(run, grace, worktree=worktree)
             await self._record_stop(repo, sid, name, run.exit_file, reason, result)
         except Exception:  # noqa: BLE001 a background job: logged, the next sidecar tries again
             log.exception("stopping the agent of %s failed", name)
@@ -467,10 +534,10 @@ class Dispatching(ServiceCore):
                 return
             run = s.agent
             grace = repo.config({})["agent.stop_grace"]
-            result = await executors.get(run.executor).stop(run, grace, worktree=s.worktree)
+            result = await self._executor(repo, run.executor).stop(run, grace, worktree=s.worktree)
             await self._record_stop(repo, sid, s.name, exit_file, "the agent exited; these are processes it left "
                                     "running", result)
-            changes, skipped = await self._compare_outside(repo, s, run)
+            changes, skipped = await self._compare_outside(repo, s, run) if not remote(run) else ([], {})
             async with repo.session_lock(s.name):
                 s = repo.store.by_id(sid) if sid is not None else None
                 if s is None or s.agent is None or s.agent.exit_file != exit_file:
@@ -586,6 +653,8 @@ class Dispatching(ServiceCore):
                           blocked=blocked)
         repo.store.save(s)
         self.emit(repo, "status", s.name, **to_builtins(s.report))
+        if remote(s.agent):
+            self._harvest_soon(repo, s.name)  # (its status says it did something: bring it home)
         result: dict[str, Any] = {"session": s.name, "report": to_builtins(s.report)}
         messages = await self._take_messages(repo, s.name, "status")  # the agent's status channel
         if messages:
@@ -609,13 +678,14 @@ class Dispatching(ServiceCore):
         agent = None
         activity = [s.created_at, s.updated_at]
         if run is not None:
-            alive = run.exit_code is None and not run.lost and agents.pid_alive(run.pid)
+            alive = run.exit_code is None and not run.lost and (remote(run) or agents.pid_alive(run.pid))
             state = ("running" if alive else "stopped" if run.stopped_at else "lost" if run.lost
                      else "exited" if run.exit_code == 0
                      else "failed" if run.exit_code is not None else "unknown")
             agent = {"profile": run.profile, "mode": run.mode, "pid": run.pid, "state": state,
                      "exit_code": run.exit_code, "started_at": run.started_at, "ended_at": run.ended_at,
-                     "log": run.log, "window": run.window, "stops": run.stops}
+                     "log": run.log, "window": run.window, "stops": run.stops, "executor": run.executor,
+                     "harvested_commit": run.harvested_commit, "harvested_at": run.harvested_at}
             activity += [run.started_at, run.ended_at or 0, _mtime(run.log)]
         if s.report:
             activity.append(s.report.updated_at)
@@ -714,7 +784,7 @@ class Dispatching(ServiceCore):
         return {"plans": [to_builtins(pl) for pl in repo.store.plans()]}
 
     async def _dispatch_plan(self, repo: Repo, cfg: dict[str, Any], p: DispatchParams, prof: agents.Profile,
-                             mode: str, box: Sandbox | None = None) -> dict[str, Any]:
+                             mode: str, box: Sandbox | None = None, executor: str = "local") -> dict[str, Any]:
         if p.name is not None:
             raise ParaError(Code.invalid_input, "a plan names its sessions after its task files; drop the name")
         if p.files:
@@ -756,7 +826,8 @@ class Dispatching(ServiceCore):
                                              profile={"command": prof.command, "headless": prof.headless,
                                                       "skip_permissions": prof.skip_permissions},
                                              workflow=cfg["agent.workflow"],
-                                             skip_permissions=p.skip_permissions, base=p.base, sandbox=box))
+                                             skip_permissions=p.skip_permissions, base=p.base, sandbox=box,
+                                             executor=executor))
             self.emit(repo, "plan_started", None, plan=plan.id, steps=[[t.name for t in st.tasks] for st in steps])
             try:
                 await self._start_step(repo, plan, p.cwd, p.env)
@@ -783,7 +854,7 @@ class Dispatching(ServiceCore):
             result = await self._dispatch_one(repo, cfg, name=t.name, task=text,
                                               source=t.file, prof=prof, mode=plan.mode,
                                               skip=plan.skip_permissions, base=plan.base, cwd=cwd, env=env,
-                                              plan=plan.id, box=plan.sandbox)
+                                              plan=plan.id, box=plan.sandbox, executor=plan.executor)
             t.session_id, t.state = _made(repo, result["name"]).id, "running"
             repo.store.save_plan(plan)
             started.append(t.name)

@@ -29,13 +29,13 @@ from para_rpc.params import (
 from para_rpc.service.core import (
     STATUS_CONCURRENCY,
     Repo,
-    ServiceCore,
     _check_message,
     _utc_stamp,
 )
+from para_rpc.service.remote import Remote, remote
 
 
-class Integration(ServiceCore):
+class Integration(Remote):
     """Integration operations."""
 
     if TYPE_CHECKING:  # what it calls on the other parts of Service (Sessions, Dispatching)
@@ -66,6 +66,12 @@ class Integration(ServiceCore):
             s = self._find(repo, s.name, p.cwd)
             self._check_integrable(s)
             await self._refuse_linked(repo, s, cfg)
+            if s.agent is not None and remote(s.agent):  # its work is on its host: committed there, brought home
+                if strategy == "rebase":
+                    raise ParaError(Code.invalid_input, f"session {s.name} runs on executor {s.agent.executor}: "
+                                    "the rebase strategy rewrites its branch, which its agent holds there; "
+                                    "integrate with --strategy squash or merge", session=s.name)
+                await self._remote_commit_and_harvest(repo, s, message or f"{s.name}: work in progress")
             f = await self._save_or_refuse(repo, s, "integrate")
             # The work in progress is committed first. (What is written after this status was
             # read does not land: `_after_landing` saves it under `<stamp>-leftover`.)
@@ -147,7 +153,19 @@ class Integration(ServiceCore):
         # A rebase, or a conflict, needs the session's own worktree; that rewrites its branch.
         rewrite = not cand.clean or (strategy == "rebase" and cand.commit is None)
         backup = None
-        if rewrite:
+        if rewrite and remote(s.agent):
+            # Its conflicts go where its agent is: the target merged in its worktree on the host.
+            stopped = await self._remote_merge(repo, s, target, old)
+            if stopped:
+                await self._pause(repo, s, "merge", stopped)
+            tip = await git.resolve(repo.root, f"refs/heads/{s.branch}") or tip
+            cand = await integrate.candidate(repo.root, strategy, old, tip, rec["message"], sign=sign, old_tree=old_tree)
+            listed = None  # (the merge on its host took a while: the worktrees are read again)
+            if not cand.clean:
+                raise ParaError(Code.internal, f"merge of {target} into {s.branch} on its host did not resolve "
+                                "its conflicts")
+            rewrite = False
+        elif rewrite:
             wt = await self._ensure_worktree(repo, s)
             if strategy == "rebase":
                 backup = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{rec['stamp']}-rebase", tip)
@@ -207,8 +225,12 @@ class Integration(ServiceCore):
         repo.store.save(s)
         self.emit(repo, "conflicted", s.name, target=rec["target"], worktree=s.worktree,
                   files=files, hunks=hunks)
+        where = s.worktree
+        if remote(s.agent):
+            assert s.agent is not None
+            where = f"{s.agent.placement.get('worktree')} on executor {s.agent.executor} (where its agent is)"
         raise ParaError(Code.conflict, f"session {s.name!r} conflicts with {rec['target']} in "
-                        f"{len(files)} file(s): {', '.join(files[:10])}. Resolve them in {s.worktree}, then run "
+                        f"{len(files)} file(s): {', '.join(files[:10])}. Resolve them in {where}, then run "
                         f"`para continue` (or `para abort` to go back)", session=s.name, worktree=s.worktree,
                         files=files, hunks=hunks, target=rec["target"])
 
@@ -325,6 +347,11 @@ class Integration(ServiceCore):
         async with self._locked(repo, p.session, p.cwd) as s:
             self._require(s, Status.conflicted, "continue")
             rec = recorded(s)
+            if remote(s.agent):  # resolved on its host: committed there, brought home, landed
+                await self._remote_continue(repo, s, rec, p.force)
+                self.emit(repo, "continued", s.name, target=rec["target"])
+                rec["resume_status"] = Status.active.value
+                return await self._land(repo, s, cfg)
             if not os.path.isdir(s.worktree):
                 raise ParaError(Code.wrong_state, f"the worktree {s.worktree} is gone; `para abort {s.name}`",
                                 session=s.name)

@@ -34,11 +34,11 @@ from para_rpc.results import Event, ListResult
 from para_rpc.service.core import (
     WIP_MESSAGE,
     Repo,
-    ServiceCore,
     WorktreeFacts,
     _check_message,
     _utc_stamp,
 )
+from para_rpc.service.remote import Remote, remote
 
 # `<UTC stamp>` as `_utc_stamp` writes it into archive and backup ref names.
 _STAMP = re.compile(r"/(\d{8}-\d{6})(?=[-/]|$)")
@@ -62,7 +62,7 @@ def _made_at(ref: str) -> float | None:
         return None
 
 
-class Sessions(ServiceCore):
+class Sessions(Remote):
     """The session lifecycle operations."""
 
     if TYPE_CHECKING:  # what it calls on the other parts of Service (Integration, Dispatching, Repair)
@@ -248,6 +248,8 @@ class Sessions(ServiceCore):
         new_branch = validate_branch_name(p.branch) if p.branch is not None else None
         async with self._locked(repo, p.session, p.cwd) as s:
             self._require(s, Status.active, "finish")
+            if remote(s.agent):  # its work is on its host: committed there, brought home
+                await self._remote_commit_and_harvest(repo, s, message)
             async with self._agent_frozen(repo, s) as frozen:
                 f = await self._save_or_refuse(repo, s, "finish")
                 busy = await self._busy_warnings(s) if f is not None else []
@@ -365,6 +367,8 @@ class Sessions(ServiceCore):
             if s.op is not None and p.force:
                 s = await self._force_clear(repo, s)
             self._require(s, (Status.active, Status.review, Status.conflicted), "cancel")
+            if remote(s.agent):  # stopped on its host first, then everything it did brought home
+                await self._remote_stop_and_harvest(repo, s, "cancel")
             async with self._agent_frozen(repo, s) as frozen:
                 # A paused rebase detaches HEAD by design: saved, not refused.
                 f = await self._save_or_refuse(repo, s, "cancel", force=p.force or s.status is Status.conflicted)

@@ -166,6 +166,7 @@ export interface DispatchParams extends RepoParams {
   sandbox?: boolean | null;
   network?: boolean | null;
   keep_on_failure?: boolean;
+  executor?: string | null;
 }
 
 /** A plan dispatched: its steps, the first one started. */
@@ -519,6 +520,9 @@ export interface AgentRun {
   sandbox: Sandbox | null;
   channel: string | null;
   executor: string;
+  placement: Record<string, unknown>;
+  harvested_commit: string | null;
+  harvested_at: number | null;
 }
 
 /** What the agent last said about itself with `para status`. */
@@ -540,6 +544,7 @@ export interface QueuedLaunch {
   queued_at: number;
   reason: string;
   sandbox: Sandbox | null;
+  executor: string;
 }
 
 /**
@@ -620,6 +625,7 @@ export interface Plan {
   skip_permissions: boolean;
   base: string | null;
   sandbox: Sandbox | null;
+  executor: string;
   state: string;
   current: number;
   reason: string | null;
@@ -730,6 +736,9 @@ export interface AgentEvidence {
   log: string | null;
   window: string | null;
   stops: Record<string, unknown>[];
+  executor?: string;
+  harvested_commit?: string | null;
+  harvested_at?: number | null;
 }
 
 export interface PlanTask {

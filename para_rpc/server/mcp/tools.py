@@ -283,6 +283,8 @@ async def para_dispatch(
                                           "config agent.network).")] = None,
     keep_on_failure: Annotated[bool, Field(description="When the configured session.setup fails, keep the "
                                            "session (reported in warnings) instead of rolling it back.")] = False,
+    executor: Annotated[str | None, Field(description="Where the agent runs: local or a configured executor, e.g. "
+                                          "an SSH host (default: config agent.executor).")] = None,
     repo: Repo = None,
 ) -> dict[str, Any]:
     given = [n for n, v in (("task", task), ("file", file), ("files", files), ("tasks", tasks)) if v]
@@ -295,7 +297,7 @@ async def para_dispatch(
     r = await _with_progress(ctx, fe.call(
         "para/dispatch", repo, name=session if not tasks else None, prompt=task, file=file, files=files,
         tasks=specs or None, agent=agent, skip_permissions=skip_permissions, mode=mode, base=base, sandbox=sandbox,
-        network=network, keep_on_failure=keep_on_failure or None))
+        network=network, keep_on_failure=keep_on_failure or None, executor=executor))
     out: dict[str, Any] = {"sessions": [], "plan": None, "failed": [], "next": ""}
     if "failed" in r:  # several tasks
         out["sessions"] = r["sessions"]

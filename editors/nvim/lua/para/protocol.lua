@@ -252,6 +252,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field sandbox boolean?
 ---@field network boolean?
 ---@field keep_on_failure boolean?
+---@field executor string?
 
 --- A plan dispatched: its steps, the first one started.
 ---@class para.PlanResult
@@ -548,6 +549,9 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field sandbox para.Sandbox?
 ---@field channel string?
 ---@field executor string
+---@field placement table<string, any>
+---@field harvested_commit string?
+---@field harvested_at number?
 
 --- What the agent last said about itself with `para status`.
 ---@class para.Report
@@ -567,6 +571,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field queued_at number
 ---@field reason string
 ---@field sandbox para.Sandbox?
+---@field executor string
 
 --- A follow-up for a session's agent (`para send`): read by the running agent through `para messages` / the answer to
 --- its `para status`, else given to it by `para restart`.
@@ -634,6 +639,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field skip_permissions boolean
 ---@field base string?
 ---@field sandbox para.Sandbox?
+---@field executor string
 ---@field state string
 ---@field current integer
 ---@field reason string?
@@ -732,6 +738,9 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field log string?
 ---@field window string?
 ---@field stops table<string, any>[]
+---@field executor string?
+---@field harvested_commit string?
+---@field harvested_at number?
 
 ---@class para.PlanTask
 ---@field file string

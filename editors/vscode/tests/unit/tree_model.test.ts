@@ -165,6 +165,7 @@ test("plans show their steps and tasks", () => {
     mode: "headless",
     skip_permissions: false,
     sandbox: null,
+    executor: "local",
     base: null,
     created_at: 1,
     updated_at: 1,
