@@ -134,6 +134,31 @@ def test_the_next_list_sees_every_change_made_behind_paras_back(
         assert listed(repo) == {"s": truth(wt)}, f"after {step.__name__}, asked again"
 
 
+def test_a_worktree_where_git_status_fails_is_never_listed_clean(sidecar: Any, repo: Path) -> None:
+    """Unknown is not clean: a clean answer kept from before, then an index git cannot read
+    (a `git status` that fails), shows the session dirty with git's reason in its notes, until
+    git answers again."""
+    run_para("start", "s", cwd=repo)
+    wt = repo / ".para" / "worktrees" / "s"
+    assert listed(repo) == {"s": False}
+    index = Path(git("rev-parse", "--path-format=absolute", "--git-path", "index", cwd=wt))
+    good = index.read_bytes()
+    index.write_bytes(b"not an index")
+    assert git_fails("status", "--porcelain", cwd=wt)
+    out = json.loads(run_para("list", "--json", cwd=repo).stdout)
+    (s,) = out["sessions"]
+    assert s["dirty"] is True and s["state"] == "dirty", s
+    assert any("`git status` fails" in n for n in s["notes"]), s["notes"]
+    index.write_bytes(good)
+    out = json.loads(run_para("list", "--json", cwd=repo).stdout)
+    assert out["sessions"][0]["dirty"] is False and not any("git status" in n for n in out["sessions"][0]["notes"])
+
+
+def git_fails(*args: str, cwd: Path) -> bool:
+    import subprocess
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True).returncode != 0
+
+
 def test_a_list_with_nothing_changed_asks_git_nothing(
         runtime_dir: Path, repo: Path, tmp_path: Path) -> None:
     """The point of the cache: 5 dirty sessions, listed twice, one `git status` each, once;

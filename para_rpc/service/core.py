@@ -300,6 +300,9 @@ class ServiceCore:
         # `git status` answers by worktree, valid while nothing they depend on changed (_dirty)
         self.watcher = watch.Watcher()
         self._dirty_cache: dict[str, tuple[object, bool]] = {}
+        # Worktrees whose last `git status` failed (by resolved path): git's reason, said in the
+        # session's notes while it lasts (such a worktree counts as dirty, never as clean).
+        self._status_failed: dict[str, str] = {}
         # Conflict forecasts: pure functions of commit ids, kept; a dirty worktree's snapshot
         # commit, kept while its `_dirty_cache` key holds (service/integration.py `conflicts`).
         self._snapshots: dict[str, tuple[object, str]] = {}
@@ -619,7 +622,8 @@ class ServiceCore:
             branch_exists=branch_ref is not None, head=branch_ref[0] if branch_ref else s.head_commit, ahead=None,
             task=s.task, archived_branch=s.archived_branch,
             pending_op=s.op.kind if s.op else None, integration=integration_record(s.integration), agent=s.agent,
-            report=s.report, plan=s.plan, notes=list(s.notes) + self._link_note(s, wt_exists), head_branch=head_branch,
+            report=s.report, plan=s.plan, notes=list(s.notes) + self._link_note(s, wt_exists) + self._status_note(path),
+            head_branch=head_branch,
             detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes),
             queued=s.queued, queue_position=queue_position(repo.store.live(), s) if s.queued else None,
             messages=list(s.messages),
@@ -644,6 +648,11 @@ class ServiceCore:
         objects = git.session_object_dir(repo.common_dir, s.name)
         if os.path.isdir(objects):
             await git.absorb_objects(repo.common_dir, objects)
+
+    def _status_note(self, path: str) -> list[str]:
+        failed = self._status_failed.get(path)
+        return [f"`git status` fails in {path} ({failed[:300]}): shown as dirty, as what it holds is unknown"] \
+            if failed else []
 
     @staticmethod
     def _link_note(s: Session, wt_exists: bool) -> list[str]:
@@ -919,8 +928,13 @@ class ServiceCore:
             async with sem:
                 try:
                     dirty = bool(await git.status(path))
-                except ParaError:
-                    return False
+                except ParaError as e:
+                    # Unknown is not clean: work may be there that git cannot show now (a corrupt
+                    # index, a broken .git). Not kept: asked again next time.
+                    self._status_failed[wt.path] = e.data.get("stderr") or e.message
+                    log.warning("git status failed in %s: %s", path, self._status_failed[wt.path])
+                    return True
+            self._status_failed.pop(wt.path, None)
             if key is not None:
                 self._dirty_cache[wt.path] = (key, dirty)
             return dirty
