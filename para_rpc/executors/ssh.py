@@ -149,6 +149,10 @@ class Ssh:
     def where(self) -> str:
         return _where(self.name, self.entry)
 
+    def host(self) -> str:
+        """Where its agents run, for the placement and stop records."""
+        return str(self.entry["host"])
+
     async def connection(self) -> Any:
         async with self._dialing:
             if self._conn is None or self._conn.is_closed():
@@ -159,33 +163,17 @@ class Ssh:
     async def request(self, op: str, payload: bytes = b"", **fields: Any) -> tuple[dict[str, Any], bytes]:
         """One worker request: (its answer, the bytes that followed it). A worker error is a
         ParaError with the worker's code; a host that cannot be reached, config_error."""
-        import asyncssh
-
-        conn = await self.connection()
         head = json.dumps({"op": op, **fields, **({"payload": len(payload)} if payload else {})}).encode()
-        try:
-            async with self._channels:
-                proc = await conn.create_process(worker_command(self.entry), encoding=None)
-                try:
-                    proc.stdin.write(head + b"\n" + payload)
-                    proc.stdin.write_eof()
-                    out, err = await asyncio.wait_for(asyncio.gather(proc.stdout.read(), proc.stderr.read()),
-                                                      CALL_TIMEOUT)
-                    await proc.wait()
-                finally:
-                    proc.close()
-        except (OSError, asyncssh.Error, TimeoutError) as e:
-            raise ParaError(Code.config_error, f"{self.where()}: the worker did not answer {op}: {e}",
-                            executor=self.name) from None
-        line, _, rest = bytes(out).partition(b"\n")
+        out, err, status = await self._exec(op, head + b"\n" + payload)
+        line, _, rest = out.partition(b"\n")
         try:
             answer = json.loads(line) if line.strip() else None
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
-            why = bytes(err).decode("utf-8", "replace").strip()[-500:] or "no answer"
+            why = err.decode("utf-8", "replace").strip()[-500:] or "no answer"
             raise ParaError(Code.config_error, f"{self.where()}: `{worker_command(self.entry)}` failed on {op} "
-                            f"(exit {proc.exit_status}): {why}. The host needs python3 >= 3.11 with para "
+                            f"(exit {status}): {why}. The host needs python3 >= 3.11 with para "
                             "installed (the same version) and git", executor=self.name)
         if "error" in answer:
             code = Code.__members__.get(str(answer.get("code")), Code.config_error)
@@ -195,6 +183,29 @@ class Ssh:
             raise ParaError(Code.config_error, f"{self.where()}: the worker's answer to {op} was cut short "
                             f"({len(rest)} of {size} bytes)", executor=self.name)
         return answer, rest[:size]
+
+    async def _exec(self, op: str, data: bytes) -> tuple[bytes, bytes, int | None]:
+        """The transport: the worker command run once with `data` on its stdin; (stdout,
+        stderr, exit status). Another executor carrying the same requests overrides this
+        (k8s.py: the pod's exec stream)."""
+        import asyncssh
+
+        conn = await self.connection()
+        try:
+            async with self._channels:
+                proc = await conn.create_process(worker_command(self.entry), encoding=None)
+                try:
+                    proc.stdin.write(data)
+                    proc.stdin.write_eof()
+                    out, err = await asyncio.wait_for(asyncio.gather(proc.stdout.read(), proc.stderr.read()),
+                                                      CALL_TIMEOUT)
+                    await proc.wait()
+                finally:
+                    proc.close()
+        except (OSError, asyncssh.Error, TimeoutError) as e:
+            raise ParaError(Code.config_error, f"{self.where()}: the worker did not answer {op}: {e}",
+                            executor=self.name) from None
+        return bytes(out), bytes(err), proc.exit_status
 
     def _session(self, run: AgentRun) -> dict[str, Any]:
         p = run.placement
@@ -217,7 +228,7 @@ class Ssh:
         await self.request("receive", bundle, root=root, repo=rid, refs={f"refs/para/base/{spec.session}": tip})
         got, _ = await self.request("prepare", root=root, repo=rid, session=spec.session, branch=spec.branch,
                                     commit=tip, files=spec.files)
-        return {"host": self.entry["host"], "repo": rid, "session": spec.session, "branch": spec.branch,
+        return {"host": self.host(), "repo": rid, "session": spec.session, "branch": spec.branch,
                 "local": spec.repo_root, "base": tip, "worktree": got["worktree"], "run_dir": got.get("run_dir"),
                 "prompt_file": got["prompt_file"], "socket": got["socket"], "home": got.get("home")}
 
@@ -325,7 +336,7 @@ class Ssh:
     async def stop(self, run: AgentRun, grace: float, worktree: str | None = None) -> dict[str, Any]:
         got, _ = await self.request("stop", **self._session(run), grace=grace)
         return {"pgid": run.pid, "group": True, "pids": list(got.get("pids") or []), "signals": ["TERM"],
-                "left_running": list(got.get("left_running") or []), "host": self.entry["host"]}
+                "left_running": list(got.get("left_running") or []), "host": self.host()}
 
     async def commit(self, run: AgentRun, message: str) -> dict[str, Any]:
         got, _ = await self.request("commit", **self._session(run), message=message)
