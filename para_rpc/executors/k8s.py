@@ -418,8 +418,6 @@ class K8s(Ssh):
 
     @staticmethod
     async def _join(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rest: bytes, socket: str) -> None:
-        from para_rpc.worker_hold import splice
-
         try:
             local = await asyncio.open_unix_connection(socket)
         except OSError:
@@ -427,7 +425,8 @@ class K8s(Ssh):
             return
         if rest:
             local[1].write(rest)
-        await splice((reader, writer), local)
+        await _splice((reader, writer), local)
+
 
     # -- following it
 
@@ -590,3 +589,27 @@ def executor(name: str, entry: dict[str, Any]) -> K8s:
     if ex is None or ex.entry != entry:
         ex = _EXECUTORS[name] = K8s(name, entry)
     return ex
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(1 << 16):
+            writer.write(chunk)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            if writer.can_write_eof():
+                writer.write_eof()
+
+
+async def _splice(a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                  b: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+    """Both ways until both sides are done (worker_hold's, on this side: the agent side's
+    modules are not imported here)."""
+    try:
+        await asyncio.gather(_copy(a[0], b[1]), _copy(b[0], a[1]))
+    finally:
+        for w in (a[1], b[1]):
+            w.close()
