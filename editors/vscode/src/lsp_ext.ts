@@ -739,6 +739,7 @@ export interface AgentEvidence {
   executor?: string;
   harvested_commit?: string | null;
   harvested_at?: number | null;
+  host?: string | null;
 }
 
 export interface PlanTask {
