@@ -56,6 +56,8 @@ class Cluster(kmock.KubernetesEmulator):
             if request.action == enums.action.CREATE and isinstance(request.data, dict):
                 meta = request.data.setdefault("metadata", {})
                 meta.setdefault("uid", str(uuid.uuid4()))
+                if res.plural.endswith("accessreviews"):  # (answered, never stored: kmock keys what it stores by name)
+                    meta.setdefault("name", meta["uid"])
                 meta.setdefault("creationTimestamp", datetime.datetime.now(datetime.UTC).isoformat())
         return await super()._handle(request)
 

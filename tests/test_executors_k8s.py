@@ -329,3 +329,20 @@ async def test_real_cluster(tmp_path: Path) -> None:
         assert tip and git(repo, "log", "-1", "--format=%s", tip) == "agent commit"
     finally:
         await ex.release(run)
+
+
+async def test_check_reaches_the_api_and_names_a_missing_permission(kube: Kube) -> None:
+    got = await kube.executor().check()
+    assert got["git"] == "Kubernetes v1.31.0-kmock"
+    kube.cluster.forbidden = {("list", "jobs")}
+    with pytest.raises(ParaError) as e:
+        await kube.executor().check()
+    assert e.value.code is Code.config_error and "`list` on `batch/jobs`" in e.value.message
+    # The account may list Jobs but RBAC denies it Secrets: said before anything is created.
+    kube.cluster.forbidden = set()
+    kube.cluster["post /apis/authorization.k8s.io/v1/selfsubjectaccessreviews"] << (
+        lambda req: {"status": {"allowed": req.data["spec"]["resourceAttributes"]["resource"] != "secrets"}})
+    with pytest.raises(ParaError) as e:
+        await kube.executor().check()
+    assert "may not create secrets, delete secrets in namespace agents" in e.value.message, e.value.message
+    assert not kube.requests("POST", "/jobs")

@@ -549,9 +549,12 @@ class K8s(Ssh):
             try:
                 async with api.call_api("POST", version="authorization.k8s.io/v1",
                                         url="selfsubjectaccessreviews", json=review) as response:
-                    allowed = bool((response.json().get("status") or {}).get("allowed"))
+                    answer = response.json().get("status")
             except Exception:  # noqa: BLE001 no review API (an old or minimal server): the list above is the check
                 break
+            if not isinstance(answer, dict) or "allowed" not in answer:
+                break  # (a server that stored the review instead of answering it: no RBAC to ask)
+            allowed = bool(answer["allowed"])
             if not allowed:
                 missing.append(f"{verb} {group + '/' if group else ''}{resource}")
         if missing:
