@@ -222,7 +222,7 @@ export function agentNode(
 ): TreeNode | null {
   const a = st?.agent;
   // on another host: where, and the age of the work brought home (its log is the harvested copy)
-  const where = isRemote(a) ? ` ${runsOn(a)}` : "";
+  const where = isRemote(a) ? ` on ${a.executor}${a.host ? ` (${a.host})` : ""}` : "";
   const tooltip = isRemote(a) ? `${runsOn(a)}, ${harvest(a, now)}` : undefined;
   if (hasTerminal) {
     return {

@@ -240,7 +240,7 @@ test("an agent on another host: where it runs and its last harvest, in the item,
   const never = on({ executor: "h1", host: "build1.lan", harvested_at: null, harvested_commit: null });
   assert.equal(item(never).description, "active · agent running · @h1 (never harvested) · 2 ahead · “editing a.txt”");
   assert.match(item(never).tooltip ?? "", /^runs on h1 \(build1\.lan\), never harvested$/m);
-  assert.equal(agentNode("a", never.sessions[0], false, now)?.description, "scripted running runs on h1 (build1.lan)");
+  assert.equal(agentNode("a", never.sessions[0], false, now)?.description, "scripted running on h1 (build1.lan)");
   // harvested 75 s ago: the age and the tip brought home
   const sha = "3f2a9c1d0e".padEnd(40, "7");
   const got = on({ executor: "h1", host: "build1.lan", harvested_at: now - 75, harvested_commit: sha });
