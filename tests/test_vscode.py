@@ -16,6 +16,7 @@ so that pytest-xdist runs them side by side:
 from __future__ import annotations
 
 import json
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -26,6 +27,9 @@ from agents_util import step_profile
 from conftest import IDENTITY, PARA_SCRIPT, commit_file, make_repo
 from ssh_util import SshHost, ssh_host  # noqa: F401  (fixture)
 from vscode_util import EXT_DIR, _checkout_key, built, locked, npm_deps, npm_env, npm_run
+
+# Read when the module is collected: the session fixture then drops every PARA_* variable.
+UPDATE_SCREENSHOTS = os.environ.get("PARA_UPDATE_SCREENSHOTS") == "1"
 
 ISSUE_COMMANDS = ["para.start", "para.dispatch", "para.integrate", "para.continue", "para.abort", "para.finish",
                   "para.cancel", "para.recover", "para.resume", "para.openWorktree", "para.openTerminal",
@@ -202,7 +206,7 @@ def test_end_to_end_in_code_server(tmp_path: Path, runtime_dir: Path, ssh_host: 
     for s in steps:
         if s["step"].startswith("measure") or s["step"] in ("workbench visible", "done"):
             print("vscode e2e:", json.dumps(s))
-    if os.environ.get("PARA_UPDATE_SCREENSHOTS") == "1":
+    if UPDATE_SCREENSHOTS:
         for png in shots.glob("*.png"):
             shutil.copy(png, EXT_DIR / "media" / png.name)
     assert res.returncode == 0 and steps and steps[-1]["step"] == "done", (
