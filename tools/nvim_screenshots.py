@@ -68,6 +68,7 @@ def main() -> None:
                          "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.invalid",
                          "GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.invalid",
                          "GIT_CONFIG_GLOBAL": os.devnull, "HOME": str(tmp)})
+    (tmp / "sshd").mkdir()
     host, sshd_proc = sshd.start(tmp / "sshd")
     identity = ["GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"]
     (tmp / "config.json").write_text(json.dumps(
