@@ -51,7 +51,7 @@ from _common import (ROOT, SMOKE_HELP, Sidecar, byte_compile_para, git, isolate,
                      results_path, write_results)
 
 sys.path.insert(0, str(ROOT / "tests"))
-import sshd  # noqa: E402  (tests/sshd.py: no pytest in it)
+import sshd  # (tests/sshd.py: no pytest in it)
 
 RESULTS = results_path("remote")
 AGENTS = 20
@@ -118,11 +118,17 @@ def last_event(conn: Any, repo: Path) -> int:
     return max((e["id"] for e in all_events(conn, repo)), default=0)
 
 
-def wait_for(what: str, check, timeout: float) -> None:
+def wait_for(what: str, check, timeout: float, conn: Any = None, repo: Path | None = None) -> None:
+    """Until check(); on timeout, exit saying what the sessions that were not done hold."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
+            stuck = ""
+            if conn is not None:
+                rows = conn.request("para/list", {"cwd": str(repo), "all": True})["sessions"]
+                stuck = "; ".join(f"{s['name']} {s['status']}: {' '.join(s.get('notes') or [])[:300]}"
+                                  for s in rows if s["status"] != "integrated")
+            raise SystemExit(f"timed out waiting for {what}" + (f" ({stuck})" if stuck else ""))
         time.sleep(0.1)
 
 
@@ -149,7 +155,7 @@ def one_run(work: Path, template: Path, sc: Sidecar, executor: str, tag: str, ho
         t1 = time.perf_counter()
         go.touch()
         wait_for(f"{AGENTS} integrations ({executor})",
-                 lambda: len(events(conn, repo, "integrated")) >= AGENTS, LAND_TIMEOUT)
+                 lambda: len(events(conn, repo, "integrated")) >= AGENTS, LAND_TIMEOUT, conn, repo)
         landed = time.perf_counter() - t1
         cpu3 = proc_cpu(sc.pid)
         accepted = logins(host) - accepted0
@@ -167,8 +173,8 @@ def one_run(work: Path, template: Path, sc: Sidecar, executor: str, tag: str, ho
 def phase_land(work: Path, template: Path, sc: Sidecar, host: sshd.SshHost) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {"local": [], "h1": []}
     for r in range(REPEATS):
-        for executor in runs:  # interleaved, so drift affects both alike
-            runs[executor].append(one_run(work, template, sc, executor, f"{executor}-{r}", host))
+        for executor, done in runs.items():  # interleaved, so drift affects both alike
+            done.append(one_run(work, template, sc, executor, f"{executor}-{r}", host))
     med = {ex: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for ex, rs in runs.items()}
     loc, ssh = med["local"], med["h1"]
     return {"runs": runs, "median": med,
