@@ -18,7 +18,8 @@ Ops (the contract is docs/architecture.md "Executors"):
 - refs {root, repo} -> {refs}; receive {root, repo, refs, payload} -> {refs}
 - prepare {root, repo, session, branch, commit, files} -> {worktree, run_dir, prompt_file,
   socket, home}; the files are para's: never part of a commit or checkpoint
-- start {.., argv, env, prompt} -> {pid, log, exit_file, started_at}
+- start {.., argv, env, prompt, inherit} -> {pid, log, exit_file, started_at} (inherit: names taken
+  from the worker's own environment, a pod's Secret)
 - poll -> {state: alive|exited|lost|none, pid, exit_code, ended_at}
 - logs {.., offset, limit} -> {size, payload}; stop {.., grace} -> {pids, left_running}
 - snapshot {.., branch, have} -> {head, branch_tip, checkpoint, dirty, payload}

@@ -440,8 +440,11 @@ class Dispatching(Remote):
                 continue
             s, run = now_, now_.agent
             run.exit_code, run.ended_at, run.lost = state.exit_code, state.ended_at, state.state == "lost"
+            if state.reason:  # (what the executor knows of a loss: a pod's eviction message)
+                s.notes.append(f"its agent was lost: {state.reason}")
             repo.store.save(s)
-            self.emit(repo, "agent_exited", s.name, exit_code=run.exit_code, lost=run.lost, status=s.status.value)
+            self.emit(repo, "agent_exited", s.name, exit_code=run.exit_code, lost=run.lost, status=s.status.value,
+                      **({"reason": state.reason} if state.reason else {}))
             await self._advance_plans(repo)
         self._follow_up_agents(repo)
 
