@@ -432,6 +432,13 @@ class Dispatching(Remote):
                 state = await self._executor(repo, run.executor).poll(run)
             if state.state == "alive":
                 continue
+            # Recorded on the session as it is now (no await from reading it to saving it): the
+            # copy read before the polls may be older than an integrate or cancel that ended it.
+            now_ = repo.store.by_id(s.id) if s.id is not None else None
+            if now_ is None or now_.agent is None or now_.agent.exit_file != run.exit_file \
+                    or now_.agent.exit_code is not None or now_.agent.lost:
+                continue
+            s, run = now_, now_.agent
             run.exit_code, run.ended_at, run.lost = state.exit_code, state.ended_at, state.state == "lost"
             if state.reason:  # (what the executor knows of a loss: a pod's eviction message)
                 s.notes.append(f"its agent was lost: {state.reason}")

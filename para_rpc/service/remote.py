@@ -26,7 +26,7 @@ from typing import Any
 
 from para_rpc import config, executors, git
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import AgentRun, Session, now
+from para_rpc.model import AgentRun, Session, Status, now
 from para_rpc.service.core import Repo, ServiceCore, log
 
 HARVEST_INTERVAL = 30.0
@@ -155,10 +155,22 @@ class Remote(ServiceCore):
             if time.time() - (run.harvested_at or run.started_at) > self._harvest_interval(repo, run):
                 self._harvest_soon(repo, s.name)
             return state
-        try:
-            await self._harvest_run(repo, s)
-        except ParaError as e:
-            s.notes.append(f"its work could not be harvested when its agent ended: {e.message}")
+        # `s` was read before the poll: an integrate or cancel may have ended the session since.
+        # The harvest works on the session as it is now, under its lock; while an operation holds
+        # that, this exit is looked at on the next poll (the operation harvests for itself).
+        lock = repo.session_lock(s.name)
+        if lock.locked():
+            return None
+        async with lock:
+            now_ = repo.store.by_id(s.id) if s.id is not None else None
+            if now_ is None or now_.agent is None or now_.agent.exit_file != run.exit_file:
+                return state
+            if now_.status in (Status.active, Status.conflicted):  # (an ended session's work was taken)
+                try:
+                    await self._harvest_run(repo, now_)
+                except ParaError as e:
+                    now_.notes.append(f"its work could not be harvested when its agent ended: {e.message}")
+                    repo.store.save(now_)
         return state
 
     async def _remote_commit_and_harvest(self, repo: Repo, s: Session, message: str) -> None:
