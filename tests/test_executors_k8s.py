@@ -30,7 +30,7 @@ from para_rpc.executors.k8s import K8s, sidecar_id
 from para_rpc.model import AgentRun
 
 from conftest import make_repo
-from kube_util import Cluster, Kubelet, LocalPodChannel, kubeconfig
+from kube_util import Cluster, Front, Kubelet, LocalPodChannel, kubeconfig
 
 NS = "agents"
 
@@ -291,6 +291,49 @@ async def test_a_restarted_sidecar_finds_its_jobs_by_their_labels(kube: Kube, tm
     state = await later.poll(recorded)
     assert state.state == "lost" and state.reason and "Job was deleted" in state.reason
     await later.release(recorded)
+
+
+async def test_the_real_data_plane_over_the_api_servers_websockets(kube: Kube, tmp_path: Path) -> None:
+    """KubeChannel itself (no double): exec over v5.channel.k8s.io with stdin and the exit
+    status from the Status on channel 3, and the bound channel over port-forward websockets,
+    here through an API server front that serves both from the fake kubelet's pods."""
+    front = Front(str(kube.cluster.url), LocalPodChannel(kube.kubelet))
+    url = await front.start()
+    try:
+        entry = kube.entry(kubeconfig=str(kubeconfig(tmp_path / "front.kubeconfig", url, NS)))
+        ex = K8s("kube", entry)  # (its own KubeChannel)
+        repo = make_repo(tmp_path / "repo")
+        spec = spec_for(repo, "s7", agent_argv("quick"), tmp_path)
+        run = run_of(await ex.prepare(spec))  # refs, receive (a bundle on stdin), prepare: all over exec
+        out, err, rc = await ex.channel.exec(run.placement["pod"], ["python3", "-c", "import sys; sys.exit(3)"], b"", 30)
+        assert rc == 3, err
+        bound = tempfile.mktemp(prefix="pk-bound-", dir="/tmp")
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"echo " + await reader.readline())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_unix_server(answer, path=bound)
+        try:
+            await ex.bind(run, bound)
+            client = ("import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                      "s.sendall(b'over the forward\\n'); print(s.makefile('rb').readline().decode(), end='')")
+            out, err, rc = await ex.channel.exec(run.placement["pod"], ["python3", "-c", client, run.placement["socket"]],
+                                                 b"", 30)
+            assert (rc, out) == (0, b"echo over the forward\n"), err
+        finally:
+            ex.unbind(run)
+            server.close()
+            os.unlink(bound)
+        await ex.start(run, spec, None)
+        await wait_for(lambda: _state(ex, run, "exited"))
+        tip = await ex.harvest(run)
+        assert tip and git(repo, "log", "-1", "--format=%s", tip) == "agent commit"
+        await ex.release(run)
+        assert kube.objects("jobs") == {}
+    finally:
+        await front.stop()
 
 
 def test_config_validates_k8s_executors() -> None:
