@@ -48,6 +48,7 @@ log = logging.getLogger("para.k8s")
 
 SPARES = 2            # connections kept open to the pod's hold process for the agent's next `para` calls
 POD_POLL = 1.0        # seconds between looks at a pod that is starting
+LOST_SETTLE = 2.0     # seconds a run found lost waits for its pod's status to say why
 LOST_PHASES = ("Failed", "Unknown")
 _LABEL_VALUE = re.compile(r"[^a-z0-9.-]+")
 # The pod a worker request goes to, for the requests that name no session (prepare's refs and
@@ -428,11 +429,10 @@ class K8s(Ssh):
     def _env(self, run: AgentRun, spec: LaunchSpec) -> dict[str, str]:
         """Para's variables only: the passthrough values are in the pod's environment already
         (its Secret) and are inherited by name (start), never sent."""
-        env = super()._env(run, spec)
+        env = super()._env(run, spec)  # (PATH: the configured python's directory first, as over SSH)
         for name in self.entry["env_passthrough"]:
             env.pop(name, None)
-        env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
-        env["HOME"] = self.entry["root"]
+        env["HOME"] = self.entry["root"]  # (the pod's writable volume: the image's HOME may not be)
         return env
 
     async def start(self, run: AgentRun, spec: LaunchSpec, editor: EditorLauncher | None) -> Started:
@@ -541,7 +541,18 @@ class K8s(Ssh):
             if run.placement.get("pod"):
                 await self.channel.forget(run.placement["pod"])
             return gone
-        return await super().poll(run)
+        said = await super().poll(run)
+        if said.state == "lost":
+            # The runner gone without an exit record: a pod being evicted or killed looks like
+            # this for a moment before the kubelet says so; its reason is worth the wait.
+            await asyncio.sleep(LOST_SETTLE)
+            with contextlib.suppress(ParaError):
+                gone = await self._pod_state(run)
+                if gone is not None:
+                    return gone
+            return RunState(state="lost", ended_at=said.ended_at,
+                            reason=f"its runner in pod {run.placement.get('pod')} ended without an exit record")
+        return said
 
     async def harvest(self, run: AgentRun) -> str | None:
         self._remember(run)
