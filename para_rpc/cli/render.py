@@ -169,7 +169,8 @@ def print_names(r: dict[str, Any]) -> None:
 def remote_where(agent: dict[str, Any]) -> str:
     """Where an agent on another host runs and when its work was last brought home."""
     at = agent.get("harvested_at")
-    return f"on {agent.get('executor')}, " + (f"harvested {age(at)} ago" if at else "not harvested yet")
+    lost = "lost " if agent.get("lost") or agent.get("state") == "lost" else ""  # (its host stopped answering)
+    return f"{lost}on {agent.get('executor')}, " + (f"harvested {age(at)} ago" if at else "not harvested yet")
 
 
 def agent_line(agent: dict[str, Any] | None) -> str:

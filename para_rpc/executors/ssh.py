@@ -38,6 +38,7 @@ CALL_TIMEOUT = 120.0
 KEEPALIVE_INTERVAL = 10.0
 KEEPALIVE_COUNT = 3
 POLL_TIMEOUT = 10.0   # a poll (and its dial) at most; a run counts as lost only after `lost_after`
+POLL_TIMEOUT_MIN = 5.0  # a busy host (or this busy machine) may take seconds: slow is not unreachable
 LOST_AFTER = 60       # the entry's default (config.py)
 
 
@@ -199,7 +200,7 @@ class Ssh:
         if timeout is None:
             return await self._request(op, payload, CONNECT_TIMEOUT, CALL_TIMEOUT, **fields)
         try:
-            return await asyncio.wait_for(self._request(op, payload, timeout, timeout, **fields), timeout)
+            return await asyncio.wait_for(self._request(op, payload, timeout, CALL_TIMEOUT, **fields), timeout)
         except TimeoutError:
             raise ParaError(Code.config_error, f"{self.where()}: no answer to {op} within {timeout:g} s",
                             executor=self.name, unreachable=True) from None
@@ -216,8 +217,10 @@ class Ssh:
                 try:
                     proc.stdin.write(head + b"\n" + payload)
                     proc.stdin.write_eof()
-                    out, err = await asyncio.wait_for(asyncio.gather(proc.stdout.read(), proc.stderr.read()),
-                                                      call)
+                    reading = asyncio.gather(proc.stdout.read(), proc.stderr.read())
+                    # (cut short by a timeout, it ends with the cancellation: seen here, not logged as lost)
+                    reading.add_done_callback(lambda f: f.cancelled() or f.exception())
+                    out, err = await asyncio.wait_for(reading, call)
                     await proc.wait()
                 finally:
                     proc.close()
@@ -333,11 +336,11 @@ class Ssh:
 
     async def poll(self, run: AgentRun) -> RunState:
         """The run's state on its host. A host that does not answer (within POLL_TIMEOUT, or
-        a third of `lost_after` when that is shorter) is not an ended run: `alive` with the
+        a third of `lost_after` when that is shorter, but at least POLL_TIMEOUT_MIN) is not an ended run: `alive` with the
         reason in `unreachable`; the service decides when that has lasted long enough."""
         try:
             got, _ = await self.request("poll", **self._session(run),
-                                        timeout=max(1.0, min(POLL_TIMEOUT, self.lost_after() / 3)))
+                                        timeout=max(POLL_TIMEOUT_MIN, min(POLL_TIMEOUT, self.lost_after() / 3)))
         except ParaError as e:
             return RunState(state="alive", unreachable=e.message)
         state = got.get("state")
