@@ -587,12 +587,32 @@ async def add_worktree(root: str | Path, path: str, branch: str, new_at: str | N
     return git_dir
 
 
-async def remove_worktree(root: str | Path, path: str) -> None:
+async def remove_worktree(root: str | Path, path: str) -> str | None:
+    """`git worktree remove --force`; what it could not delete of the worktree's git dir once
+    git no longer knows the worktree (a note, or None)."""
     found = pinned(path)
     if found is not None and os.path.isdir(found[0]) and os.path.isdir(path):
         relink(path, found[0])  # else git refuses: the worktree's `.git` "does not point back"
-    await run(root, "worktree", "remove", "--force", path)
+    res = await run(root, "worktree", "remove", "--force", path, check=False)
+    if res.rc != 0 and not os.path.lexists(path):
+        # git deletes the working tree, then its git dir; a git process reading the worktree at
+        # that moment can leave a file in the git dir ("Directory not empty", seen with 20
+        # integrations at once). The worktree is gone all the same: prune takes the git dir.
+        for delay in (0.05, 0.2, 0.5):
+            await asyncio.sleep(delay)
+            await run(root, "worktree", "prune", check=False)
+            if os.path.realpath(path) not in {os.path.realpath(w.path) for w in await worktrees(root)}:
+                res = Result(0, "", "")
+                break
+    left = ""
+    if found is not None and os.path.isdir(found[0]):
+        left = f"{found[0]} still holds {', '.join(sorted(os.listdir(found[0]))[:8]) or 'nothing'}"
+    if res.rc != 0:
+        raise ParaError(Code.git_failed, f"git worktree failed: {res.err.strip() or res.out.strip()}"
+                        + (f" ({left})" if left else ""),
+                        argv=["git", "worktree", "remove", "--force", path], stderr=res.err.strip())
     unpin(path)
+    return f"git no longer uses the worktree's git dir, but {left}: delete it by hand" if left else None
 
 
 async def prune_worktrees(root: str | Path) -> None:

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from para_rpc import client
+from para_rpc import client, display
 from para_rpc.cli.render import safe
 from para_rpc.errors import Code, ParaError
 
@@ -53,6 +53,8 @@ def row(s: dict[str, Any], hits: dict[str, list[str]]) -> tuple[str, ...]:
     state = s["status"] + (" (stale)" if s.get("stale") else "")
     agent_state = f"{agent.get('state')}" + (f" ({agent['exit_code']})" if agent.get("exit_code") else "") \
         if agent else ""
+    if display.remote(agent):  # on another host: which, and how old the work brought home is
+        agent_state += f" {display.list_mark(agent)}"
     changes = (s.get("diffstat") or "").replace(" changed", "").replace("insertions", "ins").replace("deletions", "del")
     cells = (s["name"], state, agent_state, task[:60], rep.get("tests", ""), todos, changes,
              _age(s.get("last_activity")), ", ".join(hits.get(s["name"], [])))
@@ -173,6 +175,7 @@ def _error(e: ParaError, as_json: bool) -> None:
 
 
 def _signature(status: dict[str, Any], forecast: dict[str, Any] | None) -> str:
-    return repr([(s["name"], s["status"], (s.get("agent") or {}).get("state"), (s.get("report") or {}).get("task"))
+    return repr([(s["name"], s["status"], (s.get("agent") or {}).get("state"), (s.get("report") or {}).get("task"),
+                  (s.get("agent") or {}).get("harvested_commit"))
                  for s in status["sessions"]] + [p["current"] for p in status.get("plans", [])]
                 + sorted((k, tuple(v)) for k, v in collisions(forecast).items()))

@@ -220,6 +220,7 @@ class AgentEvidence(Result, kw_only=True):
     executor: str = "local"              # where it runs (an SSH executor's name: on that host)
     harvested_commit: str | None = None  # on another host: the branch tip last brought home
     harvested_at: float | None = None    # and when
+    host: str | None = None              # on another host: which one (the executor's `host`), for display
 
 
 class Evidence(Result, kw_only=True):

@@ -63,10 +63,14 @@ def resolve_keep_both(path: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
         print("usage: python -m para_rpc.scripted_agent PROMPT_FILE", file=sys.stderr)
         return 2
-    text = Path(argv[0]).read_text()
+    try:
+        text = Path(argv[0]).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"scripted agent: cannot read the task file {argv[0]}: {e}", file=sys.stderr)
+        return 2
     root = Path.cwd()
     blocks = list(_BLOCK.finditer(text))
     total = max(1, len(blocks))

@@ -144,7 +144,7 @@ def test_a_partitioned_host_loses_nothing_and_the_session_resumes_on_another_hos
     # Human output says so.
     assert "lost" in run_para("status", "show", "t3", cwd=repo).stdout
     listed = run_para("list", cwd=repo).stdout
-    assert "lost" in listed and "on far" in listed, listed
+    assert "@far (lost, harvest" in listed, listed
     # On the other host: a worktree made anew there, with the dirty file back as uncommitted.
     rc, resumed = para_json(repo, "resume", "t3", "--executor", "near", env=agents_env(w=finish_profile(out, "h2")))
     assert rc == 0, resumed

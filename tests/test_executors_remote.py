@@ -277,9 +277,9 @@ def test_harvest_brings_commits_and_uncommitted_work_home_and_never_rewinds(api,
     assert (local_wt / "a.txt").read_text() == "one\n" and (local_wt / "d.txt").read_text() == "wip\n"
     assert git("status", "--porcelain", cwd=local_wt) == "?? d.txt"
     human = run_para("status", "show", "h2", cwd=repo).stdout
-    assert "on h1, harvested" in human, human
+    assert "runs on h1 (127.0.0.1), last harvest" in human, human
     listed = run_para("list", cwd=repo).stdout
-    assert "on h1, harvested" in listed, listed
+    assert "@h1 (harvest" in listed, listed
     # The local branch moved elsewhere (not behind the host's tip): never rewound.
     tree = git("rev-parse", "main^{tree}", cwd=repo)
     mine = git("commit-tree", tree, "-p", rev(repo, "main"), "-m", "made here", cwd=repo)

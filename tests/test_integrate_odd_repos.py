@@ -351,3 +351,50 @@ def test_the_base_branch_is_the_trunk_the_user_works_on(case: str, sidecar, tmp_
         assert (repo / "s1.txt").read_text() == "s1\n" and porcelain(repo) == []
         for b in extra:
             assert "s1.txt" not in landed_tree(repo, b)
+
+
+# ---- a worktree git cannot fully remove, after the work has landed --------------------------
+
+@pytest.mark.parametrize("pinned, says, branch_kept", [
+    # A file git cannot delete in the worktree's git dir (what a git process reading the worktree
+    # meanwhile leaves, only for good): git has dropped the worktree by then; what is left is said.
+    ("pinned", "git no longer uses the worktree's git dir", False),
+    # Its `gitdir` file itself: git still lists the worktree, so its branch cannot be deleted.
+    ("gitdir", "worktree not fully removed", True),
+])
+def test_a_worktree_git_cannot_fully_remove_still_ends_the_integration(api: Api, pinned: str, says: str,
+                                                                       branch_kept: bool) -> None:
+    """Seen with 20 agents integrating at once (bench_remote): `git worktree remove` deleted
+    the working tree, then failed on its git dir ("Directory not empty"), and the session
+    stayed `integrating` although its commit was on main, its agent told the integrate
+    failed. Here a file nobody can delete (immutable) in the git dir makes the failure last:
+    the work lands, the session is integrated, the answer and its notes say what was left,
+    and a branch that cannot go is kept with its commit."""
+    wt = Path(api.call("para/start", name="stuck")["worktree"])
+    write(wt, {"stuck.txt": "landed\n"})
+    commit_all(wt, "stuck work")
+    tip = rev(api.repo, "para/stuck")
+    pin = Path(git("rev-parse", "--absolute-git-dir", cwd=wt)) / pinned
+    pin.touch()
+    chattr = subprocess.run(["chattr", "+i", str(pin)], capture_output=True, text=True)
+    assert chattr.returncode == 0, f"this test needs chattr on an ext4-like /tmp: {chattr.stderr}"
+    try:
+        res = cli_json("integrate", "Land stuck", "--session", "stuck", cwd=api.repo)
+    finally:
+        subprocess.run(["chattr", "-i", str(pin)], check=True)
+    assert git("show", "main:stuck.txt", cwd=api.repo) == "landed"
+    assert git("log", "-1", "--format=%s", "main", cwd=api.repo) == "Land stuck"
+    show = api.call("para/show", session="stuck")
+    assert show["status"] == "integrated", show
+    said = [w for w in res["warnings"] if says in w]
+    assert said and str(pin.parent) in said[0], res["warnings"]
+    assert said[0] in show["notes"], show["notes"]
+    assert not wt.exists()  # (git took the working tree in both cases)
+    assert (rev(api.repo, "para/stuck") == tip) if branch_kept else \
+        git("branch", "--list", "para/stuck", cwd=api.repo) == ""
+    # The next integration is not held up by what was left.
+    w2 = Path(api.call("para/start", name="after")["worktree"])
+    write(w2, {"after.txt": "x\n"})
+    commit_all(w2, "after")
+    cli_json("integrate", "Land after", "--session", "after", cwd=api.repo)
+    assert git("show", "main:after.txt", cwd=api.repo) == "x"

@@ -48,7 +48,8 @@ LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a module or p
     ("service", {"service"}),
     ("engines", {"integrate", "agents", "trust", "sandbox", "executors"}),
     ("execution", {"git", "store", "workspace", "watch"}),
-    ("vocabulary", {"model", "params", "results", "methods", "errors", "names", "config", "runtime", "__init__"}),
+    ("vocabulary", {"model", "params", "results", "methods", "errors", "names", "config", "runtime", "display",
+                    "__init__"}),
 ]
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS) for name in names}
 LAYER = {name: layer for layer, names in LAYERS for name in names}

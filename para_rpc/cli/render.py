@@ -13,8 +13,9 @@ import os
 import re
 import shlex
 import sys
-import time
 from typing import IO, Any
+
+from para_rpc.display import age, list_mark, remote, remote_where
 
 # C0 controls but tab, DEL and C1: what a terminal acts on (CSI, OSC 52 clipboard, title, \r).
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
@@ -34,14 +35,6 @@ def emit(*values: object, file: IO[str] | None = None) -> None:
     print(*("\n".join(safe(line) for line in str(v).split("\n")) for v in values), file=file)
 
 
-def age(ts: float) -> str:
-    d = max(0, int(time.time() - ts))
-    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
-        if d >= n:
-            return f"{d // n}{unit}"
-    return f"{d}s"
-
-
 def print_session(r: dict[str, Any], headline: str | None = None) -> None:
     if headline:
         emit(headline)
@@ -55,6 +48,8 @@ def print_session(r: dict[str, Any], headline: str | None = None) -> None:
         rows.append(("archived as", r["archived_branch"]))
     if r.get("queue_position"):
         rows.append(("agent", f"queued, position {r['queue_position']} (agent.max_running)"))
+    if remote(r.get("agent")):
+        rows.append(("agent", remote_where(r["agent"])))
     unread = sum(1 for m in r.get("messages") or [] if not m.get("read_at"))
     if unread:
         rows.append(("messages", f"{unread} unread by the agent"))
@@ -145,7 +140,7 @@ def print_list(r: dict[str, Any]) -> None:
     for s in sessions:
         branch = s["branch"] + (f" (HEAD: {s.get('head_branch') or 'detached'})" if s["state"] == "off-branch" else "")
         agent = s.get("agent") or {}
-        state = s["state"] + (f" ({remote_where(agent)})" if agent.get("executor", "local") != "local" else "")
+        state = s["state"] + (f" {list_mark(agent)}" if remote(agent) else "")
         cells = ("*" if s["current"] else "", s["name"], state, branch, age(s["created_at"]),
                  *((" ".join(str(p) for p in s.get("ports") or []),) if ports else ()))
         table.add_row(*(Text(safe(c)) for c in cells))  # Text: a `[` in a branch name is not markup
@@ -166,13 +161,6 @@ def print_names(r: dict[str, Any]) -> None:
         emit(name)
 
 
-def remote_where(agent: dict[str, Any]) -> str:
-    """Where an agent on another host runs and when its work was last brought home."""
-    at = agent.get("harvested_at")
-    lost = "lost " if agent.get("lost") or agent.get("state") == "lost" else ""  # (its host stopped answering)
-    return f"{lost}on {agent.get('executor')}, " + (f"harvested {age(at)} ago" if at else "not harvested yet")
-
-
 def agent_line(agent: dict[str, Any] | None) -> str:
     if not agent:
         return "-"
@@ -186,7 +174,7 @@ def agent_line(agent: dict[str, Any] | None) -> str:
         state = "lost"
     else:
         state = f"pid {agent.get('pid')}"
-    if agent.get("executor", "local") != "local":
+    if remote(agent):
         state += f", {remote_where(agent)}"
     return f"{agent.get('profile')} ({agent.get('mode')}), {state}" + (f", {where}" if where != agent.get("mode") else "")
 
@@ -373,7 +361,7 @@ def status_line(s: dict[str, Any]) -> str:
     todos = f"{rep['todos_done']}/{rep['todos_total']}" if rep.get("todos_total") else "-"
     parts = [f"{s['name']:<18}", f"{s['status']:<11}", f"agent {agent.get('state', '-'):<8}",
              f"tests {rep.get('tests', '-'):<8}", f"todos {todos:<6}"]
-    if agent.get("executor", "local") != "local":
+    if remote(agent):
         parts.insert(3, f"[{remote_where(agent)}]")
     if rep.get("blocked"):
         parts.append(f"BLOCKED: {rep['blocked']}")

@@ -161,6 +161,10 @@ class Ssh:
     def lost_after(self) -> float:
         return float(self.entry.get("lost_after") or LOST_AFTER)
 
+    def host(self) -> str:
+        """Where its agents run, for the placement and stop records."""
+        return str(self.entry["host"])
+
     async def connection(self, timeout: float = CONNECT_TIMEOUT) -> Any:
         async with self._dialing:
             if self._conn is None or self._conn.is_closed():
@@ -197,45 +201,24 @@ class Ssh:
         """One worker request: (its answer, the bytes that followed it). A worker error is a
         ParaError with the worker's code; a host that cannot be reached, config_error with
         `unreachable` in its data. `timeout` bounds the whole request, its dial included."""
-        if timeout is None:
-            return await self._request(op, payload, CONNECT_TIMEOUT, CALL_TIMEOUT, **fields)
-        try:
-            return await asyncio.wait_for(self._request(op, payload, timeout, CALL_TIMEOUT, **fields), timeout)
-        except TimeoutError:
-            raise ParaError(Code.config_error, f"{self.where()}: no answer to {op} within {timeout:g} s",
-                            executor=self.name, unreachable=True) from None
-
-    async def _request(self, op: str, payload: bytes, dial: float, call: float,
-                       **fields: Any) -> tuple[dict[str, Any], bytes]:
-        import asyncssh
-
-        conn = await self.connection(dial)
         head = json.dumps({"op": op, **fields, **({"payload": len(payload)} if payload else {})}).encode()
-        try:
-            async with self._channels:
-                proc = await conn.create_process(worker_command(self.entry), encoding=None)
-                try:
-                    proc.stdin.write(head + b"\n" + payload)
-                    proc.stdin.write_eof()
-                    reading = asyncio.gather(proc.stdout.read(), proc.stderr.read())
-                    # (cut short by a timeout, it ends with the cancellation: seen here, not logged as lost)
-                    reading.add_done_callback(lambda f: f.cancelled() or f.exception())
-                    out, err = await asyncio.wait_for(reading, call)
-                    await proc.wait()
-                finally:
-                    proc.close()
-        except (OSError, asyncssh.Error, TimeoutError) as e:
-            raise ParaError(Code.config_error, f"{self.where()}: the worker did not answer {op}: "
-                            f"{str(e) or type(e).__name__}", executor=self.name, unreachable=True) from None
-        line, _, rest = bytes(out).partition(b"\n")
+        if timeout is None:
+            out, err, status = await self._exec(op, head + b"\n" + payload)
+        else:
+            try:
+                out, err, status = await asyncio.wait_for(self._exec(op, head + b"\n" + payload), timeout)
+            except TimeoutError:
+                raise ParaError(Code.config_error, f"{self.where()}: no answer to {op} within {timeout:g} s",
+                                executor=self.name, unreachable=True) from None
+        line, _, rest = out.partition(b"\n")
         try:
             answer = json.loads(line) if line.strip() else None
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
-            why = bytes(err).decode("utf-8", "replace").strip()[-500:] or "no answer"
+            why = err.decode("utf-8", "replace").strip()[-500:] or "no answer"
             raise ParaError(Code.config_error, f"{self.where()}: `{worker_command(self.entry)}` failed on {op} "
-                            f"(exit {proc.exit_status}): {why}. The host needs python3 >= 3.11 with para "
+                            f"(exit {status}): {why}. The host needs python3 >= 3.11 with para "
                             "installed (the same version) and git", executor=self.name)
         if "error" in answer:
             code = Code.__members__.get(str(answer.get("code")), Code.config_error)
@@ -245,6 +228,31 @@ class Ssh:
             raise ParaError(Code.config_error, f"{self.where()}: the worker's answer to {op} was cut short "
                             f"({len(rest)} of {size} bytes)", executor=self.name)
         return answer, rest[:size]
+
+    async def _exec(self, op: str, data: bytes) -> tuple[bytes, bytes, int | None]:
+        """The transport: the worker command run once with `data` on its stdin; (stdout,
+        stderr, exit status). Another executor carrying the same requests overrides this
+        (k8s.py: the pod's exec stream)."""
+        import asyncssh
+
+        conn = await self.connection()
+        try:
+            async with self._channels:
+                proc = await conn.create_process(worker_command(self.entry), encoding=None)
+                try:
+                    proc.stdin.write(data)
+                    proc.stdin.write_eof()
+                    reading = asyncio.gather(proc.stdout.read(), proc.stderr.read())
+                    # (cut short by a timeout, it ends with the cancellation: seen here, not logged as lost)
+                    reading.add_done_callback(lambda f: f.cancelled() or f.exception())
+                    out, err = await asyncio.wait_for(reading, CALL_TIMEOUT)
+                    await proc.wait()
+                finally:
+                    proc.close()
+        except (OSError, asyncssh.Error, TimeoutError) as e:
+            raise ParaError(Code.config_error, f"{self.where()}: the worker did not answer {op}: "
+                            f"{str(e) or type(e).__name__}", executor=self.name, unreachable=True) from None
+        return bytes(out), bytes(err), proc.exit_status
 
     def _session(self, run: AgentRun) -> dict[str, Any]:
         p = run.placement
@@ -274,7 +282,7 @@ class Ssh:
         restore: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
         got, _ = await self.request("prepare", root=root, repo=rid, session=spec.session, branch=spec.branch,
                                     commit=tip, files=spec.files, **restore)
-        return {"host": self.entry["host"], "repo": rid, "session": spec.session, "branch": spec.branch,
+        return {"host": self.host(), "repo": rid, "session": spec.session, "branch": spec.branch,
                 "local": spec.repo_root, "base": tip, "worktree": got["worktree"], "run_dir": got.get("run_dir"),
                 "prompt_file": got["prompt_file"], "socket": got["socket"], "home": got.get("home"),
                 **({"restored": checkpoint} if got.get("restored") else {})}
@@ -377,7 +385,7 @@ class Ssh:
     async def stop(self, run: AgentRun, grace: float, worktree: str | None = None) -> dict[str, Any]:
         got, _ = await self.request("stop", **self._session(run), grace=grace)
         return {"pgid": run.pid, "group": True, "pids": list(got.get("pids") or []), "signals": ["TERM"],
-                "left_running": list(got.get("left_running") or []), "host": self.entry["host"]}
+                "left_running": list(got.get("left_running") or []), "host": self.host()}
 
     async def commit(self, run: AgentRun, message: str) -> dict[str, Any]:
         got, _ = await self.request("commit", **self._session(run), message=message)

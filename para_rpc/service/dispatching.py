@@ -692,7 +692,8 @@ class Dispatching(Remote):
             agent = {"profile": run.profile, "mode": run.mode, "pid": run.pid, "state": state,
                      "exit_code": run.exit_code, "started_at": run.started_at, "ended_at": run.ended_at,
                      "log": run.log, "window": run.window, "stops": run.stops, "executor": run.executor,
-                     "harvested_commit": run.harvested_commit, "harvested_at": run.harvested_at}
+                     "harvested_commit": run.harvested_commit, "harvested_at": run.harvested_at,
+                     **({"host": run.placement["host"]} if run.placement.get("host") else {})}
             activity += [run.started_at, run.ended_at or 0, _mtime(run.log)]
         if s.report:
             activity.append(s.report.updated_at)

@@ -290,9 +290,16 @@ class Integration(Remote):
                     rec["leftover"] = ref
                     warnings.append(f"changes written in the worktree after the integration started did not land; "
                                     f"they were saved as {ref}")
-                async with repo.lock:
-                    await git.remove_worktree(repo.root, s.worktree)
-                removed = True
+                try:
+                    async with repo.lock:
+                        left = await git.remove_worktree(repo.root, s.worktree)
+                    removed = True
+                    if left:
+                        s.notes.append(left)
+                        warnings.append(left)
+                except ParaError as e:  # the work has landed: what is left is said, not a failed integrate
+                    s.notes.append(f"worktree not fully removed: {e.message}")
+                    warnings.append(s.notes[-1])
             else:
                 async with repo.lock:  # a worktree deleted by hand still holds its branch until pruned
                     await git.prune_worktrees(repo.root)
@@ -313,8 +320,12 @@ class Integration(Remote):
                     listed = await git.worktrees(repo.root)
                     holder = next((w.path for w in listed if w.branch == s.branch and not w.prunable), None)
                     if holder is None:
-                        await git.delete_branch(repo.root, s.branch)
-                        deleted = True
+                        try:
+                            await git.delete_branch(repo.root, s.branch)
+                            deleted = True
+                        except ParaError as e:
+                            s.notes.append(f"branch {s.branch} kept: {e.data.get('stderr') or e.message}")
+                            warnings.append(s.notes[-1])
                     else:
                         s.notes.append(f"branch {s.branch} kept: it is checked out in {holder}")
                         warnings.append(s.notes[-1])

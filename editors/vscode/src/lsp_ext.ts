@@ -747,6 +747,7 @@ export interface AgentEvidence {
   executor?: string;
   harvested_commit?: string | null;
   harvested_at?: number | null;
+  host?: string | null;
 }
 
 export interface PlanTask {

@@ -22,12 +22,13 @@ from mcp.server.mcpserver import Context
 from mcp.types import (
     CallToolRequestParams,
     CallToolResult,
+    ContentBlock,
     TextContent,
     ToolAnnotations,
 )
 from pydantic import BaseModel, ConfigDict, Field
 
-from para_rpc import config, results
+from para_rpc import config, display, results
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import Plan
 from para_rpc.server.mcp.guide import describe
@@ -185,6 +186,19 @@ def json_text(obj: Any) -> str:
     return text if text.isascii() else _NON_ASCII.sub(_escape, text)
 
 
+# The tools whose sessions carry agents: their text says in words where each agent on another
+# host runs and how old the work brought home is (the JSON has only the executor's name and an
+# epoch `harvested_at`, which a model reading the text cannot age). Local agents add nothing.
+WHERE_TOOLS = {"para_list", "para_status"}
+
+
+def where_text(r: dict[str, Any]) -> str | None:
+    """`Agents on other hosts:` and a line per such session (display.remote_where), else None."""
+    lines = [f"  {s['name']}: " + ("lost, " if s["agent"].get("lost") or s["agent"].get("state") == "lost" else "")
+             + display.remote_where(s["agent"]) for s in r.get("sessions") or [] if display.remote(s.get("agent"))]
+    return "Agents on other hosts:\n" + "\n".join(lines) if lines else None
+
+
 def _bound(spec: ToolSpec, fe: "McpFrontend") -> Callable[..., Any]:
     """`spec.fn` with the frontend bound, as the SDK sees a tool: the signature without `fe`
     (the arguments' input schema comes from it), the result as structured content."""
@@ -195,7 +209,10 @@ def _bound(spec: ToolSpec, fe: "McpFrontend") -> Callable[..., Any]:
             r = await spec.fn(fe, *args, **kwargs)
         except ParaError as e:
             return error_result(e)
-        return CallToolResult(content=[TextContent(type="text", text=json_text(r))], structured_content=r)
+        content: list[ContentBlock] = [TextContent(type="text", text=json_text(r))]
+        if spec.name in WHERE_TOOLS and (where := where_text(r)):
+            content.append(TextContent(type="text", text=where))
+        return CallToolResult(content=content, structured_content=r)
 
     call.__name__, call.__doc__, call.__module__ = spec.fn.__name__, spec.fn.__doc__, spec.fn.__module__
     call.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:],  # type: ignore[attr-defined]  # inspect reads it

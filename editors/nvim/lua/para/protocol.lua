@@ -746,6 +746,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field executor string?
 ---@field harvested_commit string?
 ---@field harvested_at number?
+---@field host string?
 
 ---@class para.PlanTask
 ---@field file string
