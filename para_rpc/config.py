@@ -162,6 +162,12 @@ _EXECUTOR_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
 _EXECUTOR_FIELDS = {"kind", "host", "port", "user", "identity_file", "known_hosts", "root", "python",
                     "env_passthrough", "max_running", "harvest_interval", "lost_after"}
+_K8S_FIELDS = {"kind", "namespace", "image", "context", "kubeconfig", "resources", "deadline", "ttl", "root",
+               "python", "port", "start_timeout", "env_passthrough", "max_running", "harvest_interval"}
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}")
+_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?([eE][0-9]+|[mkMGTPE]|[KMGTPE]i)?")
+_RESOURCE_NAME = re.compile(r"[a-z0-9]([a-z0-9./-]{0,61}[a-z0-9])?")
 
 
 def _executor_name(v: Any) -> str:
@@ -182,11 +188,14 @@ def _executors(v: Any) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{name!r}: an executor name is 1-32 of a-z 0-9 _ - (and not `local`)")
         if not isinstance(e, dict):
             raise ValueError(f"{name}: expected an object")
+        if e.get("kind") == "k8s":
+            out[name] = _k8s_executor(name, e)
+            continue
         unknown = sorted(set(e) - _EXECUTOR_FIELDS)
         if unknown:
             raise ValueError(f"{name}: unknown field(s) {', '.join(unknown)}")
         if e.get("kind") != "ssh":
-            raise ValueError(f"{name}: kind must be \"ssh\"")
+            raise ValueError(f"{name}: kind must be \"ssh\" or \"k8s\"")
         host = e.get("host")
         if not isinstance(host, str) or not _HOST.fullmatch(host) or host.startswith("-"):
             raise ValueError(f"{name}: host must be a host name or address")
@@ -222,6 +231,67 @@ def _executors(v: Any) -> dict[str, dict[str, Any]]:
         out[name] = {"kind": "ssh", "host": host, "port": port, **strings, "env_passthrough": passthrough,
                      "max_running": cap, "harvest_interval": every, "lost_after": lost_after}
     return out
+
+
+def _int_field(name: str, e: dict[str, Any], key: str, default: int, low: int, high: int, unit: str = "") -> int:
+    val = e.get(key, default)
+    if not isinstance(val, int) or isinstance(val, bool) or not low <= val <= high:
+        raise ValueError(f"{name}: {key} must be {low}-{high}{unit}")
+    return val
+
+
+def _resources(name: str, v: Any) -> dict[str, dict[str, str]]:
+    """A container's {"requests": {...}, "limits": {...}} of Kubernetes quantities."""
+    if not isinstance(v, dict) or set(v) - {"requests", "limits"}:
+        raise ValueError(f"{name}: resources must be an object with \"requests\" and/or \"limits\"")
+    out: dict[str, dict[str, str]] = {}
+    for part, table in v.items():
+        if not isinstance(table, dict) or not all(
+                isinstance(k, str) and _RESOURCE_NAME.fullmatch(k) and isinstance(q, str) and _QUANTITY.fullmatch(q)
+                for k, q in table.items()):
+            raise ValueError(f"{name}: resources.{part} must map resource names to quantities "
+                             "(e.g. {\"cpu\": \"2\", \"memory\": \"4Gi\"})")
+        out[part] = dict(table)
+    return out
+
+
+def _k8s_executor(name: str, e: dict[str, Any]) -> dict[str, Any]:
+    """{"kind": "k8s", "namespace", "image", "context", "kubeconfig", "resources", "deadline",
+    "ttl", "root", "python", "port", "start_timeout", "env_passthrough", "max_running",
+    "harvest_interval"}: one Job per session in `namespace`, from `image` (executors/k8s.py)."""
+    unknown = sorted(set(e) - _K8S_FIELDS)
+    if unknown:
+        raise ValueError(f"{name}: unknown field(s) {', '.join(unknown)} (a k8s executor has "
+                         f"{', '.join(sorted(_K8S_FIELDS))})")
+    namespace = e.get("namespace", "default")
+    if not isinstance(namespace, str) or not _DNS_LABEL.fullmatch(namespace):
+        raise ValueError(f"{name}: namespace must be a Kubernetes namespace name (a DNS label)")
+    image = e.get("image")
+    if not isinstance(image, str) or not _IMAGE.fullmatch(image):
+        raise ValueError(f"{name}: image is required: the container image with python3 >= 3.11, git and this "
+                         "para installed (see README, Executors)")
+    strings = {}
+    for key, default in (("context", ""), ("kubeconfig", ""), ("root", "/para"), ("python", "python3")):
+        val = e.get(key, default)
+        if not isinstance(val, str) or "\0" in val or "\n" in val:
+            raise ValueError(f"{name}: {key} must be a string")
+        strings[key] = val
+    if not os.path.isabs(strings["root"]):
+        raise ValueError(f"{name}: root must be an absolute path in the pod (default /para)")
+    passthrough = e.get("env_passthrough", [])
+    if not isinstance(passthrough, list) or not all(
+            isinstance(x, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", x) and not x.startswith("PARA_")
+            for x in passthrough):
+        raise ValueError(f"{name}: env_passthrough must be a list of variable names (not PARA_*)")
+    return {"kind": "k8s", "namespace": namespace, "image": image, **strings,
+            "resources": _resources(name, e.get("resources", {})),
+            "deadline": _int_field(name, e, "deadline", 86400, 60, 30 * 86400, " (seconds)"),
+            "ttl": _int_field(name, e, "ttl", 600, 0, 7 * 86400, " (seconds)"),
+            "port": _int_field(name, e, "port", 7787, 1, 65535),
+            "start_timeout": _int_field(name, e, "start_timeout", 300, 5, 3600, " (seconds)"),
+            "env_passthrough": passthrough,
+            "max_running": _int_field(name, e, "max_running", 0, 0, 1000),
+            "harvest_interval": _int_field(name, e, "harvest_interval", 30, 1, 86400, " (seconds)")}
 
 
 # key -> (default, converter, description)

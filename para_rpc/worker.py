@@ -19,7 +19,8 @@ Ops (the contract is docs/architecture.md "Executors"):
 - prepare {root, repo, session, branch, commit, files, checkpoint?} -> {worktree, run_dir,
   prompt_file, socket, home, restored}; the files are para's: never part of a commit or
   checkpoint; a checkpoint (made on `commit`) comes back as uncommitted changes in a new worktree
-- start {.., argv, env, prompt} -> {pid, log, exit_file, started_at}
+- start {.., argv, env, prompt, inherit} -> {pid, log, exit_file, started_at} (inherit: names taken
+  from the worker's own environment, a pod's Secret)
 - poll -> {state: alive|exited|lost|none, pid, exit_code, ended_at}
 - logs {.., offset, limit} -> {size, payload}; stop {.., grace} -> {pids, left_running}
 - snapshot {.., branch, have} -> {head, branch_tip, checkpoint, dirty, payload}

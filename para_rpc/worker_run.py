@@ -59,6 +59,12 @@ def op_start(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
                for k, v in env.items()):
         raise bad("'env' must map names (no '=' or NUL) to strings without NUL")
     prompt = field(req, "prompt", str, "")
+    # Names whose values come from this worker's own environment, not the request: a pod's
+    # secrets arrive in its container's environment (executors/k8s.py), never in a request.
+    inherit = field(req, "inherit", list, [])
+    if not all(isinstance(k, str) and k and "=" not in k and "\0" not in k for k in inherit):
+        raise bad("'inherit' must be a list of variable names")
+    env = {**{k: os.environ[k] for k in inherit if k in os.environ}, **env}
     with session_locked(place):
         if not place.wt.is_dir() or not place.run.is_dir():
             raise ParaError(Code.not_found, f"session {place.session} is not prepared on this worker")

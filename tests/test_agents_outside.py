@@ -121,3 +121,22 @@ def test_an_agent_that_stays_in_its_worktree_is_not_blamed_for_another_agents_wo
     assert settled(api, "busy")["outside_changes"] == []
     assert not [e for e in api.events() if e["kind"] == "outside_changes"]
     assert "!" not in para("list").stdout
+
+
+def test_agents_integrating_at_once_are_not_blamed_for_each_others_landings(api, repo, out, para):
+    """Seen with 20 agents (bench_remote): each integration moves main, then the main
+    checkout's files, and lands another session (which leaves the live list). An agent whose
+    run was compared at that moment was blamed for a "deleted" file in the main checkout, or
+    for the landed session's files. Twelve agents land at once here: nobody is blamed."""
+    n = 12
+    for i in range(n):
+        text = (f"Note {i}.\n\n```file:notes/n{i:02d}.txt\nnote {i}\n```\n\n```agent\nwait-for {out}/go\n```\n\n"
+                f'When done: para integrate "note {i}"\n')
+        dispatch(repo, f"c{i:02d}", "-p", text, "--agent", "scripted", "--mode", "headless")
+    (out / "go").touch()
+    wait_until(lambda: sum(e["kind"] == "integrated" for e in api.events()) >= n, 120, "every integration")
+    for i in range(n):
+        s = settled(api, f"c{i:02d}")
+        assert s["outside_changes"] == [] and not any("outside" in x for x in s["notes"]), s
+    assert not [e for e in api.events() if e["kind"] == "outside_changes"]
+    assert len(git("ls-tree", "--name-only", "main", "notes/", cwd=repo).split()) == n

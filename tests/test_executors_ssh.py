@@ -108,7 +108,7 @@ def test_unknown_and_invalid_executors_are_clear_errors(repo: Path, ssh_host: Ss
     configure(h1=ssh_host.entry())
     rc, out = para_json(repo, "executor", "check", "nope")
     assert rc == Code.not_found.exit and "local, h1" in out["error"]["message"], out
-    for bad, why in (({"kind": "k8s", "host": "x", "known_hosts": "/k"}, "kind"),
+    for bad, why in (({"kind": "nomad", "host": "x", "known_hosts": "/k"}, "kind"),
                      ({"kind": "ssh", "host": "-oProxyCommand=sh", "known_hosts": "/k"}, "host"),
                      ({"kind": "ssh", "host": "x"}, "known_hosts"),
                      ({"kind": "ssh", "host": "x", "known_hosts": "/k", "env_passthrough": ["A B"]}, "env_passthrough")):

@@ -42,7 +42,8 @@ PACKAGE = Path(para_rpc.__file__).parent
 LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a module or package of para_rpc
     ("tools", {"gen"}),
     ("front ends", {"cli", "monitor", "tui", "bridge", "mcp_init", "tour", "demo", "__main__"}),
-    ("agent side", {"agent_runner", "scripted_agent", "worker", "worker_git", "worker_place", "worker_proc", "worker_run"}),
+    ("agent side", {"agent_runner", "scripted_agent", "worker", "worker_git", "worker_place", "worker_proc", "worker_run",
+                    "worker_hold"}),
     ("client", {"client"}),
     ("transports", {"server"}),
     ("service", {"service"}),

@@ -1,7 +1,7 @@
 """Executors: where an agent runs. The service decides *that* an agent runs and for which
 session; an executor places it (issue 16). `local` (this machine: headless, tmux, or an
-editor terminal) is the only one today; an SSH host or a Kubernetes Job is another module
-with the same functions.
+editor terminal), an SSH host (ssh.py) or a Kubernetes Job (k8s.py, the same worker requests
+over the pod's exec stream): one module each, with the same functions.
 
 Every executor runs the agent under the detached runner (agent_runner: exit file, so a
 restarted sidecar learns how it ended) and gives it the session-bound channel, never the
@@ -59,6 +59,7 @@ class RunState(msgspec.Struct, kw_only=True, frozen=True):
     exit_code: int | None = None
     ended_at: float | None = None
     unreachable: str | None = None
+    reason: str | None = None       # `lost`: what the executor knows of why (a pod's eviction message)
 
 
 class Started(msgspec.Struct, kw_only=True):
@@ -126,6 +127,10 @@ def get(name: str, table: dict[str, dict[str, Any]] | None = None) -> Executor:
     if entry is None:
         raise ParaError(Code.config_error, f"no executor named {name!r} (known: {', '.join(known(table))})",
                         executor=name)
+    if entry.get("kind") == "k8s":
+        from para_rpc.executors import k8s
+
+        return k8s.executor(name, entry)
     from para_rpc.executors import ssh
 
     return ssh.executor(name, entry)

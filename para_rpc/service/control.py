@@ -27,7 +27,7 @@ from para_rpc import (
     runtime,
 )
 from para_rpc.errors import Code, ParaError
-from para_rpc.executors import ssh
+from para_rpc.executors import k8s, ssh
 from para_rpc.model import (
     AgentRun,
     Message,
@@ -338,8 +338,10 @@ class Control(ServiceCore):
         table = config.usable(cfg["executors"])  # (project-file executors wait for `para trust`)
         found: list[dict[str, Any]] = [{"name": "local", "kind": "local"}]
         for name, e in sorted(table.items()):
-            found.append({"name": name, "kind": e["kind"], "host": e["host"], "port": e["port"],
-                          "user": e["user"] or None, "root": e["root"], "env_passthrough": e["env_passthrough"],
+            # (a k8s entry's "host" is its context and namespace; it has no user)
+            host = e["host"] if e["kind"] == "ssh" else f"{e['context'] or 'current context'}/{e['namespace']}"
+            found.append({"name": name, "kind": e["kind"], "host": host, "port": e["port"],
+                          "user": e.get("user") or None, "root": e["root"], "env_passthrough": e["env_passthrough"],
                           "max_running": e["max_running"]})
         result: dict[str, Any] = {"executors": found}
         if p.check is not None:
@@ -350,7 +352,10 @@ class Control(ServiceCore):
                 raise ParaError(Code.not_found, f"no executor named {p.check!r} (configured: "
                                 f"{', '.join(['local', *sorted(table)])})", executor=p.check)
             else:
-                result["checked"] = {"name": p.check, **await ssh.check(p.check, table[p.check])}
+                entry = table[p.check]
+                got = await (k8s.executor(p.check, entry).check() if entry["kind"] == "k8s"
+                             else ssh.check(p.check, entry))
+                result["checked"] = {"name": p.check, **got}
         return result
 
     # ---- follow-up messages ------------------------------------------------------------------

@@ -437,8 +437,11 @@ class Dispatching(Remote):
             if state.state == "alive":
                 continue
             run.exit_code, run.ended_at, run.lost = state.exit_code, state.ended_at, state.state == "lost"
+            if state.reason:  # (what the executor knows of a loss: a pod's eviction message)
+                s.notes.append(f"its agent was lost: {state.reason}")
             repo.store.save(s)
-            self.emit(repo, "agent_exited", s.name, exit_code=run.exit_code, lost=run.lost, status=s.status.value)
+            self.emit(repo, "agent_exited", s.name, exit_code=run.exit_code, lost=run.lost, status=s.status.value,
+                      **({"reason": state.reason} if state.reason else {}))
             await self._advance_plans(repo)
         self._follow_up_agents(repo)
 
@@ -594,7 +597,15 @@ class Dispatching(Remote):
                     return None
             return await asyncio.to_thread(_fingerprints, path, entries)
 
-        found = await asyncio.gather(*(one(p) for p in places.values()))
+        async def main_checkout() -> dict[str, Fingerprint] | None:
+            # An integration into the checkout's branch moves the branch, then the checkout's files:
+            # read between the two, the checkout looks as if someone deleted what landed. The
+            # target's lock keeps the reading out of that moment.
+            branch = await git.symbolic_ref(repo.root, "HEAD")
+            async with repo.target_lock(branch) if branch else contextlib.nullcontext():
+                return await one(repo.root)
+
+        found = await asyncio.gather(*(main_checkout() if p == repo.root else one(p) for p in places.values()))
         state = {key: {"path": path, "files": files}
                  for (key, path), files in zip(places.items(), found) if files is not None}
         state["git directory"] = {"path": repo.common_dir,
@@ -623,7 +634,9 @@ class Dispatching(Remote):
         after = await self._outside_state(repo, s)
         start, end = run.started_at, run.ended_at or time.time()
         busy = {}
-        for o in repo.store.live():
+        # Every session, not only the live ones: one that ended since `after` was read (integrated
+        # meanwhile) was changed by its own agent all the same.
+        for o in repo.store.all():
             r = o.agent
             if o.id != s.id and r is not None and r.started_at < end and (r.ended_at or time.time()) > start:
                 busy[f"session {o.name}"] = "its own agent ran meanwhile"

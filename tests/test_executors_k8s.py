@@ -1,0 +1,348 @@
+"""The k8s executor's contract (issue 16 point 4) against an in-memory Kubernetes API (kmock)
+with a fake kubelet that runs each Job's container as a real process here (tests/kube_util.py):
+the Job and Secret it creates, a 403 as config_error naming what is missing, a code bundle in
+and commits home through the pod's exec stream, the agent's `para` reaching the sidecar's bound
+socket through the pod, an evicted pod as `lost` with its reason and the harvested commits kept,
+cancel as a foreground delete with the Secret gone, and a restarted sidecar finding its Jobs by
+their labels. The real data plane (kr8s' exec and port-forward) runs only against a real
+cluster: PARA_K8S_E2E=1 with a kubeconfig (test_real_cluster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import kmock
+import pytest
+from para_rpc import config
+from para_rpc.errors import Code, ParaError
+from para_rpc.executors import LaunchSpec
+from para_rpc.executors.k8s import K8s, sidecar_id
+from para_rpc.model import AgentRun
+
+from conftest import make_repo
+from kube_util import Cluster, Kubelet, LocalPodChannel, kubeconfig
+
+NS = "agents"
+
+
+class Kube:
+    def __init__(self, cluster: Cluster, kubelet: Kubelet, cfg: Path, root: str) -> None:
+        self.cluster, self.kubelet, self.cfg, self.root = cluster, kubelet, cfg, root
+
+    def entry(self, **over: Any) -> dict[str, Any]:
+        return config._k8s_executor("kube", {"kind": "k8s", "namespace": NS, "image": "example.org/para:1",
+                                             "kubeconfig": str(self.cfg), "root": self.root,
+                                             "python": "python3", "start_timeout": 20, **over})
+
+    def executor(self, **over: Any) -> K8s:
+        return K8s("kube", self.entry(**over), channel=LocalPodChannel(self.kubelet))
+
+    def objects(self, plural: str) -> dict[str, dict[str, Any]]:
+        return {name: json.loads(json.dumps(obj.raw)) for (res, ns, name), obj in self.cluster.objects.items()
+                if res.plural == plural and ns == NS and not obj.deleted}
+
+    def requests(self, method: str, path_part: str) -> list[Any]:
+        return [r for r in self.cluster if str(r.method).endswith(method) and path_part in str(r.url)]
+
+
+@pytest.fixture
+async def kube(tmp_path: Path) -> AsyncIterator[Kube]:
+    cluster = Cluster()
+    cluster.forbidden = set()
+    root = tempfile.mkdtemp(prefix="pk-")  # (short: the session socket's path must fit sun_path)
+    async with cluster, kmock.Server(cluster):
+        cluster["get /version/"] << {"major": "1", "minor": "31", "gitVersion": "v1.31.0-kmock"}
+        for served in ("v1/pods", "v1/secrets", "batch/v1/jobs"):
+            cluster.resources[served] = {"namespaced": True}
+        kubelet = Kubelet(str(cluster.url), NS, tmp_path / "pods")
+        kubelet.start()
+        try:
+            yield Kube(cluster, kubelet, kubeconfig(tmp_path / "kubeconfig", str(cluster.url), NS), root)
+        finally:
+            await kubelet.stop()
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def spec_for(repo: Path, session: str, argv: list[str], tmp: Path, token: str = "tok-123") -> LaunchSpec:
+    git(repo, "branch", "-f", f"para/{session}", "main")
+    prompt = tmp / f"{session}.prompt"
+    prompt.write_text("do the task\n")
+    return LaunchSpec(session=session, worktree=str(tmp / "local-wt"), argv=argv,
+                      env={"PARA_TOKEN": token, "HOME": "/nowhere"}, log=str(tmp / f"{session}.log"),
+                      prompt_file=str(prompt), repo_root=str(repo), branch=f"para/{session}")
+
+
+# The agent: commits one file, leaves one dirty file, says what it sees of its environment, then
+# waits to be stopped (or exits at once with `quick`).
+AGENT = r"""
+import json, os, subprocess, sys, time
+open("work.txt", "w").write("agent work\n")
+subprocess.run(["git", "add", "work.txt"], check=True)
+subprocess.run(["git", "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "agent commit"], check=True)
+open("dirty.txt", "w").write("not committed\n")
+json.dump({k: os.environ.get(k) for k in ("API_KEY", "PARA_TOKEN", "PARA_SOCKET", "PARA_SESSION")},
+          open(os.path.join(os.environ["HOME"], "seen.json"), "w"))
+if sys.argv[1:] != ["quick"]:
+    time.sleep(600)
+"""
+
+
+def agent_argv(*extra: str) -> list[str]:
+    return [sys.executable, "-c", AGENT, *extra]
+
+
+def run_of(placement: dict[str, Any]) -> AgentRun:
+    return AgentRun(profile="test", mode="headless", argv=[], exit_file="x", executor="kube", placement=placement)
+
+
+async def wait_for(what: Any, timeout: float = 20.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await what()
+        if got:
+            return got
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.2)
+
+
+async def test_the_job_the_secret_and_a_run_through_the_pods_exec_stream(kube: Kube, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEY", "s3cret-value")
+    repo = make_repo(tmp_path / "repo")
+    ex = kube.executor(env_passthrough=["API_KEY"], resources={"limits": {"cpu": "2", "memory": "4Gi"}},
+                       deadline=7200, ttl=300)
+    spec = spec_for(repo, "s1", agent_argv("quick"), tmp_path)
+    placement = await ex.prepare(spec)
+
+    jobs = kube.objects("jobs")
+    assert list(jobs) == [placement["job"]]
+    job = jobs[placement["job"]]
+    tags = {"para/sidecar": sidecar_id(), "para/repo": placement["repo"], "para/session": "s1"}
+    assert tags.items() <= job["metadata"]["labels"].items()
+    js = job["spec"]
+    assert (js["backoffLimit"], js["activeDeadlineSeconds"], js["ttlSecondsAfterFinished"]) == (0, 7200, 300)
+    pod_spec = js["template"]["spec"]
+    assert pod_spec["automountServiceAccountToken"] is False and pod_spec["restartPolicy"] == "Never"
+    assert tags.items() <= js["template"]["metadata"]["labels"].items()
+    (c,) = pod_spec["containers"]
+    assert c["command"] == ["python3", "-m", "para_rpc.worker_hold"]  # argv arrays, no shell
+    assert c["args"] == ["--root", kube.root, "--repo", placement["repo"], "--session", "s1", "--port", "7787"]
+    assert c["resources"] == {"limits": {"cpu": "2", "memory": "4Gi"}}
+    assert c["envFrom"] == [{"secretRef": {"name": placement["secret"]}}]
+    assert "env" not in c and "s3cret-value" not in json.dumps(job)  # the secret is in the Secret only
+    secret = kube.objects("secrets")[placement["secret"]]
+    (owner,) = secret["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("Job", placement["job"], job["metadata"]["uid"])
+    assert set(secret["data"]) == {"API_KEY"}
+
+    run = run_of(placement)
+    await ex.start(run, spec, None)
+    await wait_for(lambda: _state(ex, run, "exited"))
+    tip = await ex.harvest(run)
+    assert tip and git(repo, "log", "-1", "--format=%s", tip) == "agent commit"
+    assert git(repo, "rev-parse", "refs/para/remote/s1") == tip
+    assert "dirty.txt" in git(repo, "ls-tree", "--name-only", "refs/para/checkpoint/s1")
+    seen = json.loads((Path(kube.root) / "seen.json").read_text())  # (HOME is the root in the pod)
+    # The passthrough value reached the agent from the pod's Secret, not from the request:
+    assert seen["API_KEY"] == "s3cret-value" and seen["PARA_TOKEN"] == "tok-123"
+    execs = ex.channel.execs  # type: ignore[attr-defined]
+    assert all(argv == ["python3", "-m", "para_rpc.worker"] for _, argv, _ in execs)  # one constant command
+    assert not any(b"s3cret-value" in stdin for _, _, stdin in execs)
+    await ex.release(run)
+
+
+async def _state(ex: K8s, run: AgentRun, want: str) -> bool:
+    return (await ex.poll(run)).state == want
+
+
+async def test_the_agents_para_reaches_the_bound_socket_through_the_pod(kube: Kube, tmp_path: Path) -> None:
+    """The pod cannot dial this machine: the hold process's unix socket in the pod is carried
+    over connections the sidecar opened, to the session's bound socket here."""
+    repo = make_repo(tmp_path / "repo")
+    ex = kube.executor()
+    placement = await ex.prepare(spec_for(repo, "s2", agent_argv(), tmp_path))
+    run = run_of(placement)
+    bound = tempfile.mktemp(prefix="pk-bound-", dir="/tmp")
+    heard: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        heard.append(line)
+        writer.write(b"echo " + line)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(answer, path=bound)
+    try:
+        assert await ex.bind(run, bound) == placement["socket"]
+        client = ("import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                  "s.sendall(b'hello from the pod\\n'); print(s.makefile('rb').readline().decode(), end='')")
+        for _ in range(3):  # (more calls than spares: each is replaced)
+            out, err, rc = await ex.channel.exec(placement["pod"], ["python3", "-c", client, placement["socket"]],
+                                                 b"", 30)
+            assert (rc, out) == (0, b"echo hello from the pod\n"), err
+        assert heard == [b"hello from the pod\n"] * 3
+    finally:
+        ex.unbind(run)
+        server.close()
+        os.unlink(bound)
+    await ex.release(run)
+
+
+async def test_a_403_is_config_error_naming_the_verb_and_nothing_is_left(kube: Kube, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    kube.cluster.forbidden = {("create", "jobs")}
+    ex = kube.executor()
+    with pytest.raises(ParaError) as e:
+        await ex.prepare(spec_for(repo, "s3", agent_argv(), tmp_path))
+    assert e.value.code is Code.config_error
+    assert "refused to create jobs" in e.value.message and "`create` on `batch/jobs`" in e.value.message
+    assert not kube.requests("POST", "/secrets") and not kube.kubelet.pods
+    # Refused the Secret instead: the Job made just before is deleted again.
+    kube.cluster.forbidden = {("create", "secrets")}
+    with pytest.raises(ParaError) as e:
+        await ex.prepare(spec_for(repo, "s3", agent_argv(), tmp_path))
+    assert e.value.code is Code.config_error and "create secrets" in e.value.message
+    assert kube.objects("jobs") == {} and kube.requests("DELETE", "/jobs/")
+
+
+async def test_an_evicted_pod_is_lost_with_its_reason_and_harvested_commits_stay(kube: Kube, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    ex = kube.executor()
+    spec = spec_for(repo, "s4", agent_argv(), tmp_path)
+    run = run_of(await ex.prepare(spec))
+    await ex.start(run, spec, None)
+    wt = Path(run.placement["worktree"])
+    await wait_for(lambda: _has_commit(wt))
+    tip = await ex.harvest(run)
+    assert tip and git(repo, "log", "-1", "--format=%s", tip) == "agent commit"
+    await kube.kubelet.evict(run.placement["job"])
+    state = await ex.poll(run)
+    assert state.state == "lost", state
+    assert state.reason and "Evicted" in state.reason and "low on resource: memory" in state.reason
+    assert not wt.exists()  # the pod's disk is gone with it...
+    assert git(repo, "rev-parse", "refs/para/remote/s4") == tip  # ...what was harvested is here
+    with pytest.raises(ParaError):
+        await ex.harvest(run)
+    await ex.release(run)
+
+
+async def _has_commit(wt: Path) -> bool:
+    proc = await asyncio.create_subprocess_exec("git", "log", "-1", "--format=%s", cwd=wt,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await proc.communicate()
+    return out.strip() == b"agent commit"
+
+
+async def test_cancel_stops_harvests_then_deletes_the_job_in_the_foreground(kube: Kube, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    ex = kube.executor()
+    spec = spec_for(repo, "s5", agent_argv(), tmp_path)
+    run = run_of(await ex.prepare(spec))
+    await ex.start(run, spec, None)
+    await wait_for(lambda: _has_commit(Path(run.placement["worktree"])))
+    stopped = await ex.stop(run, 0.0)
+    assert stopped["pids"] and not stopped["left_running"]
+    assert await ex.harvest(run)
+    job, secret, pod = run.placement["job"], run.placement["secret"], run.placement["pod"]
+    proc = kube.kubelet.pod(pod).proc
+    await ex.release(run)
+    (delete,) = kube.requests("DELETE", f"/jobs/{job}")
+    assert delete.data["propagationPolicy"] == "Foreground"
+    assert secret not in kube.objects("secrets") and job not in kube.objects("jobs")
+    assert proc is not None
+    await asyncio.wait_for(proc.wait(), 10)  # its pod went with it
+    await wait_for(lambda: _no_pod(kube, pod))
+
+
+async def _no_pod(kube: Kube, pod: str) -> bool:
+    return pod not in kube.objects("pods")
+
+
+async def test_a_restarted_sidecar_finds_its_jobs_by_their_labels(kube: Kube, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    first = kube.executor()
+    spec = spec_for(repo, "s6", agent_argv(), tmp_path)
+    run = run_of(await first.prepare(spec))
+    await first.start(run, spec, None)
+    recorded = run_of(dict(run.placement))  # what the store kept
+    later = kube.executor()  # a new sidecar: nothing in memory
+    assert [r.placement["job"] for r in await later.reconcile([recorded])] == [run.placement["job"]]
+    assert [j["metadata"]["name"] for j in await later.jobs()] == [run.placement["job"]]
+    # The Job deleted behind its back: no longer alive, and poll says why.
+    await later.api.call("DELETE", "jobs", run.placement["job"])
+    await wait_for(lambda: _no_pod(kube, run.placement["pod"]))
+    assert await later.reconcile([recorded]) == []
+    state = await later.poll(recorded)
+    assert state.state == "lost" and state.reason and "Job was deleted" in state.reason
+    await later.release(recorded)
+
+
+def test_config_validates_k8s_executors() -> None:
+    ok = config._executors({"kube": {"kind": "k8s", "image": "reg/para:1"}})["kube"]
+    assert (ok["namespace"], ok["root"], ok["deadline"], ok["port"]) == ("default", "/para", 86400, 7787)
+    for bad, why in (({"kind": "k8s"}, "image is required"),
+                     ({"kind": "k8s", "image": "i", "host": "x"}, "unknown field(s) host"),
+                     ({"kind": "k8s", "image": "i", "namespace": "Bad_NS"}, "namespace"),
+                     ({"kind": "k8s", "image": "i", "resources": {"limits": {"cpu": "two"}}}, "resources.limits"),
+                     ({"kind": "k8s", "image": "i", "root": "para"}, "absolute"),
+                     ({"kind": "k8s", "image": "i", "env_passthrough": ["PARA_TOKEN"]}, "env_passthrough"),
+                     ({"kind": "k8s", "image": "i; rm -rf /"}, "image")):
+        with pytest.raises(ValueError, match=why.replace("(", r"\(").replace(")", r"\)")):
+            config._executors({"kube": bad})
+
+
+@pytest.mark.skipif(os.environ.get("PARA_K8S_E2E") != "1",
+                    reason="opt-in: set PARA_K8S_E2E=1 and KUBECONFIG (and PARA_K8S_IMAGE, an image with this para, "
+                           "python3 and git) to run against a real cluster; no cluster can run on the CI machines")
+async def test_real_cluster(tmp_path: Path) -> None:
+    """The real data plane: kr8s' exec (v5.channel.k8s.io) and port-forward, on the user's cluster."""
+    image = os.environ.get("PARA_K8S_IMAGE")
+    if not image or not os.environ.get("KUBECONFIG"):
+        pytest.fail("PARA_K8S_E2E=1 needs KUBECONFIG and PARA_K8S_IMAGE", pytrace=False)
+    entry = config._k8s_executor("real", {"kind": "k8s", "image": image, "kubeconfig": os.environ["KUBECONFIG"],
+                                          "namespace": os.environ.get("PARA_K8S_NAMESPACE", "default")})
+    ex = K8s("real", entry)
+    assert (await ex.check())["para"]
+    repo = make_repo(tmp_path / "repo")
+    spec = spec_for(repo, "e2e", ["python3", "-c", AGENT, "quick"], tmp_path)
+    run = run_of(await ex.prepare(spec))
+    try:
+        await ex.start(run, spec, None)
+        await wait_for(lambda: _state(ex, run, "exited"), 120)
+        tip = await ex.harvest(run)
+        assert tip and git(repo, "log", "-1", "--format=%s", tip) == "agent commit"
+    finally:
+        await ex.release(run)
+
+
+async def test_check_reaches_the_api_and_names_a_missing_permission(kube: Kube) -> None:
+    got = await kube.executor().check()
+    assert got["git"] == "Kubernetes v1.31.0-kmock"
+    kube.cluster.forbidden = {("list", "jobs")}
+    with pytest.raises(ParaError) as e:
+        await kube.executor().check()
+    assert e.value.code is Code.config_error and "`list` on `batch/jobs`" in e.value.message
+    # The account may list Jobs but RBAC denies it Secrets: said before anything is created.
+    kube.cluster.forbidden = set()
+    kube.cluster["post /apis/authorization.k8s.io/v1/selfsubjectaccessreviews"] << (
+        lambda req: {"status": {"allowed": req.data["spec"]["resourceAttributes"]["resource"] != "secrets"}})
+    with pytest.raises(ParaError) as e:
+        await kube.executor().check()
+    assert "may not create secrets, delete secrets in namespace agents" in e.value.message, e.value.message
+    assert not kube.requests("POST", "/jobs")
