@@ -432,6 +432,13 @@ class Dispatching(Remote):
                 if polled is None or polled.state == "alive":
                     continue
                 state = polled
+                # Read again: an operation (an integrate that paused on conflicts) may have saved
+                # the session during the poll's exec on the host; this copy would undo it.
+                fresh = repo.store.by_id(s.id) if s.id is not None else None
+                if fresh is None or fresh.agent is None or fresh.agent.exit_file != run.exit_file \
+                        or fresh.agent.exit_code is not None or fresh.agent.lost:
+                    continue
+                s, run = fresh, fresh.agent
             else:
                 state = await self._executor(repo, run.executor).poll(run)
             if state.state == "alive":

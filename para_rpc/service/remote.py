@@ -194,10 +194,19 @@ class Remote(ServiceCore):
             if time.time() - (run.harvested_at or run.started_at) > self._harvest_interval(repo, run):
                 self._harvest_soon(repo, s.name)
             return state
-        try:
-            await self._harvest_run(repo, s)
-        except ParaError as e:
-            s.notes.append(f"its work could not be harvested when its agent ended: {e.message}")
+        lock = repo.session_lock(s.name)
+        if lock.locked():  # an operation is at work (it harvests itself); this one after it
+            self._harvest_soon(repo, s.name)
+            return state
+        async with lock:  # (free: taken at once) on the session as saved now, not as the poll read it
+            fresh = repo.store.by_id(s.id) if s.id is not None else None
+            if fresh is None or fresh.agent is None or fresh.agent.exit_file != run.exit_file:
+                return state
+            try:
+                await self._harvest_run(repo, fresh)
+            except ParaError as e:
+                fresh.notes.append(f"its work could not be harvested when its agent ended: {e.message}")
+                repo.store.save(fresh)
         return state
 
     async def _unreachable(self, repo: Repo, s: Session, why: str) -> executors.RunState:
@@ -222,15 +231,15 @@ class Remote(ServiceCore):
         held = f"its branch {s.branch} at {(tip or '')[:10]}" + (
             f" and its uncommitted work as of then in {backup} (also in its local worktree)" if backup else
             " (it had no uncommitted work then)")
-        message = (f"the agent of {s.name} on executor {run.executor} is lost: its host has not answered for "
-                   f"{int(time.time() - first)} s ({why}). Changes after {_when(run.harvested_at)} on "
-                   f"{run.executor} may be missing; the session holds everything harvested until then: {held}. "
-                   f"`para resume {s.name} --executor NAME` continues from there")
-        s.notes.append(message)
-        self.emit(repo, "agent_lost", s.name, executor=run.executor, message=message, reason=why,
-                  harvested_commit=tip, harvested_at=run.harvested_at, backup=backup,
+        reason = (f"its host (executor {run.executor}) has not answered for {int(time.time() - first)} s ({why}). "
+                  f"Changes after {_when(run.harvested_at)} on {run.executor} may be missing; the session holds "
+                  f"everything harvested until then: {held}. `para resume {s.name} --executor NAME` continues "
+                  "from there")
+        self.emit(repo, "agent_lost", s.name, executor=run.executor, message=f"the agent of {s.name} is lost: {reason}",
+                  reason=why, harvested_commit=tip, harvested_at=run.harvested_at, backup=backup,
                   worktree=run.placement.get("worktree"))
-        return executors.RunState(state="lost", ended_at=time.time())
+        # (the agent poll records it, with `reason` as the session's note)
+        return executors.RunState(state="lost", ended_at=time.time(), reason=reason)
 
     @staticmethod
     async def _local_checkpoint(repo: Repo, s: Session) -> str:
