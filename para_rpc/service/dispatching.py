@@ -432,17 +432,17 @@ class Dispatching(Remote):
                 if polled is None or polled.state == "alive":
                     continue
                 state = polled
-                # Read again: an operation (an integrate that paused on conflicts) may have saved
-                # the session during the poll's exec on the host; this copy would undo it.
-                fresh = repo.store.by_id(s.id) if s.id is not None else None
-                if fresh is None or fresh.agent is None or fresh.agent.exit_file != run.exit_file \
-                        or fresh.agent.exit_code is not None or fresh.agent.lost:
-                    continue
-                s, run = fresh, fresh.agent
             else:
                 state = await self._executor(repo, run.executor).poll(run)
             if state.state == "alive":
                 continue
+            # Recorded on the session as it is now (no await from reading it to saving it): the
+            # copy read before the polls may be older than an integrate or cancel that ended it.
+            now_ = repo.store.by_id(s.id) if s.id is not None else None
+            if now_ is None or now_.agent is None or now_.agent.exit_file != run.exit_file \
+                    or now_.agent.exit_code is not None or now_.agent.lost:
+                continue
+            s, run = now_, now_.agent
             run.exit_code, run.ended_at, run.lost = state.exit_code, state.ended_at, state.state == "lost"
             if state.reason:  # (what the executor knows of a loss: a pod's eviction message)
                 s.notes.append(f"its agent was lost: {state.reason}")

@@ -38,7 +38,7 @@ from typing import Any
 
 from para_rpc import config, executors, git
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import AgentRun, Session, now
+from para_rpc.model import AgentRun, Session, Status, now
 from para_rpc.service.core import Repo, ServiceCore, _utc_stamp, log
 
 HARVEST_INTERVAL = 30.0
@@ -194,19 +194,22 @@ class Remote(ServiceCore):
             if time.time() - (run.harvested_at or run.started_at) > self._harvest_interval(repo, run):
                 self._harvest_soon(repo, s.name)
             return state
+        # `s` was read before the poll: an integrate or cancel may have ended the session since.
+        # The harvest works on the session as it is now, under its lock; while an operation holds
+        # that, this exit is looked at on the next poll (the operation harvests for itself).
         lock = repo.session_lock(s.name)
-        if lock.locked():  # an operation is at work (it harvests itself); this one after it
-            self._harvest_soon(repo, s.name)
-            return state
-        async with lock:  # (free: taken at once) on the session as saved now, not as the poll read it
-            fresh = repo.store.by_id(s.id) if s.id is not None else None
-            if fresh is None or fresh.agent is None or fresh.agent.exit_file != run.exit_file:
+        if lock.locked():
+            return None
+        async with lock:
+            now_ = repo.store.by_id(s.id) if s.id is not None else None
+            if now_ is None or now_.agent is None or now_.agent.exit_file != run.exit_file:
                 return state
-            try:
-                await self._harvest_run(repo, fresh)
-            except ParaError as e:
-                fresh.notes.append(f"its work could not be harvested when its agent ended: {e.message}")
-                repo.store.save(fresh)
+            if now_.status in (Status.active, Status.conflicted):  # (an ended session's work was taken)
+                try:
+                    await self._harvest_run(repo, now_)
+                except ParaError as e:
+                    now_.notes.append(f"its work could not be harvested when its agent ended: {e.message}")
+                    repo.store.save(now_)
         return state
 
     async def _unreachable(self, repo: Repo, s: Session, why: str) -> executors.RunState:
