@@ -10,12 +10,15 @@ GitPython is used only for short object reads in a worker thread (`commit_log`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,14 +100,16 @@ def _restore_links(worktree: str, git_dir: str, common_dir: str) -> None:
                             f"cannot restore it: {e.strerror}", path=path) from None
 
 
-def _pinned_around(cwd: str | Path) -> tuple[str, str, str] | None:
-    """(worktree, git dir, common dir) of the pinned worktree `cwd` is in, if any."""
-    if not _PINNED:
+def _pinned_around(cwd: str | Path, pins: dict[str, tuple[str, str]] | None = None) -> tuple[str, str, str] | None:
+    """(worktree, git dir, common dir) of the pinned worktree `cwd` is in, if any
+    (`pins`: `_PINNED` as it was when the git run was asked for)."""
+    pins = _PINNED if pins is None else pins
+    if not pins:
         return None
     path = os.path.realpath(cwd)
     below: list[str] = []
     while True:
-        found = _PINNED.get(path)
+        found = pins.get(path)
         if found is not None:
             if any(os.path.lexists(os.path.join(d, ".git")) for d in below):
                 return None  # a repository nested in the worktree
@@ -116,14 +121,15 @@ def _pinned_around(cwd: str | Path) -> tuple[str, str, str] | None:
         path = parent
 
 
-def _nested_around(cwd: str | Path) -> str | None:
+def _nested_around(cwd: str | Path, pins: dict[str, tuple[str, str]] | None = None) -> str | None:
     """The top of the repository nested in a pinned worktree that `cwd` is in, if any."""
-    if not _PINNED:
+    pins = _PINNED if pins is None else pins
+    if not pins:
         return None
     path = os.path.realpath(cwd)
     nested = None
     while True:
-        if path in _PINNED:
+        if path in pins:
             return nested
         if nested is None and os.path.lexists(os.path.join(path, ".git")):
             nested = path
@@ -139,6 +145,7 @@ def _nested_around(cwd: str | Path) -> str | None:
 # N1). It runs with the nested git dir as GIT_DIR and, as GIT_COMMON_DIR, a directory of para's
 # whose config is para's own and whose objects and refs are links to the nested repository's.
 _SHADOWS: dict[str, str] = {}
+_SHADOWS_LOCK = threading.Lock()
 
 
 def read_regular(path: str, limit: int = 1 << 16) -> str:
@@ -180,12 +187,13 @@ def _nested_env(top: str) -> dict[str, str]:
     except OSError as e:
         raise ParaError(Code.git_failed, f"{top} has a .git that para cannot read as a repository: {e}",
                         path=top) from None
-    shadow = _SHADOWS.get(common)
-    if shadow is None or not os.path.isdir(shadow):
-        shadow = _SHADOWS[common] = tempfile.mkdtemp(prefix="para-nested-")
-        os.mkdir(os.path.join(shadow, "info"))
-        for name in ("objects", "refs", "packed-refs"):
-            os.symlink(os.path.join(common, name), os.path.join(shadow, name))
+    with _SHADOWS_LOCK:  # (git runs are prepared in several threads: `_spawn`)
+        shadow = _SHADOWS.get(common)
+        if shadow is None or not os.path.isdir(shadow):
+            shadow = _SHADOWS[common] = tempfile.mkdtemp(prefix="para-nested-")
+            os.mkdir(os.path.join(shadow, "info"))
+            for name in ("objects", "refs", "packed-refs"):
+                os.symlink(os.path.join(common, name), os.path.join(shadow, name))
     # Submodules of the nested repository would be run in with their own configs: not looked into.
     write_new(os.path.join(shadow, "config"),
               f"[core]\n\trepositoryformatversion = 1\n\tbare = false\n[extensions]\n\tobjectformat = {fmt}\n"
@@ -193,15 +201,19 @@ def _nested_env(top: str) -> dict[str, str]:
     return {"GIT_DIR": git_dir, "GIT_COMMON_DIR": shadow, "GIT_WORK_TREE": top}
 
 
-def _env(cwd: str | Path, env: dict[str, str] | None) -> dict[str, str]:
-    """The environment of a git para runs in `cwd`."""
-    found = _pinned_around(cwd)
-    nested = _nested_around(cwd) if found is None else None
+def _env(cwd: str | Path, env: dict[str, str] | None,
+         known: tuple[dict[str, tuple[str, str]], frozenset[str]] | None = None) -> dict[str, str]:
+    """The environment of a git para runs in `cwd`. `known`: the pinned worktrees and the
+    common dirs with session objects as they were when the run was asked for (`run` makes
+    this in another thread: what changes meanwhile must not change which git dir it uses)."""
+    pins, commons = known if known is not None else (None, None)
+    found = _pinned_around(cwd, pins)
+    nested = _nested_around(cwd, pins) if found is None else None
     if nested is not None:
         return {**BASE_ENV, **_nested_env(nested), **(env or {})}
     if found is None:
         full = BASE_ENV if env is None else {**BASE_ENV, **env}
-        common = _common_around(cwd)
+        common = _common_around(cwd, commons)
         if common is not None:
             _unlink_reflogs(os.path.join(common, "logs", "refs", "heads", "para"))
     else:
@@ -280,23 +292,40 @@ class Result:
     err: str
 
 
+# Git processes are started (and waited for) by these threads, not by the event loop: starting
+# a process blocks its caller until the child has exec'd (vfork), which on a loaded machine took
+# ~5 ms per git process, and with twenty integrations at once that was most of the loop's time
+# (every other request, and the integration holding its target's queue, waited behind it).
+# The threads hold no lock while the child starts. Bounded, generously: the callers bound how
+# many git processes run at once (STATUS_CONCURRENCY), and git never waits for the network
+# here (para never fetches), so a thread is never held for long.
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="para-git")
+
+
+def _spawn(argv: list[str], cwd: str, env: dict[str, str] | None, stdin: bytes | None,
+           known: tuple[dict[str, tuple[str, str]], frozenset[str]]) -> tuple[int, bytes, bytes]:
+    """(In a `_SPAWNER` thread.) The environment is made here too: it walks reflogs and
+    resolves paths (`_env`), file system work the event loop need not wait for."""
+    with subprocess.Popen(argv, cwd=cwd, env=_env(cwd, env, known), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        out, err = proc.communicate(stdin)
+    return proc.returncode, out, err
+
+
 async def run(cwd: str | Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
               stdin: bytes | None = None) -> Result:
-    """Run `git <args>` in `cwd`. With check, a non-zero exit raises git_failed."""
-    full_env = _env(cwd, env)
+    """Run `git <args>` in `cwd`. With check, a non-zero exit raises git_failed.
+    (A caller cancelled meanwhile leaves the git process to finish: git's own steps are atomic.)"""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            "git", *BASE_ARGS, *args, cwd=str(cwd), env=full_env,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        rc, out, err = await asyncio.get_running_loop().run_in_executor(
+            _SPAWNER, _spawn, ["git", *BASE_ARGS, *args], str(cwd), env, stdin, (dict(_PINNED), frozenset(_COMMONS)))
     except FileNotFoundError:
         if not Path(cwd).is_dir():
             raise ParaError(Code.not_found, f"directory does not exist: {cwd}") from None
         raise ParaError(Code.git_failed, "git is not installed or not on PATH") from None
     except NotADirectoryError:
         raise ParaError(Code.not_found, f"not a directory: {cwd}") from None
-    out, err = await proc.communicate(stdin)
-    res = Result(proc.returncode or 0, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+    res = Result(rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
     if check and res.rc != 0:
         raise ParaError(Code.git_failed, f"git {args[0]} failed: {res.err.strip() or res.out.strip()}",
                         argv=["git", *args], stderr=res.err.strip())
@@ -1099,19 +1128,20 @@ def _session_dirs(common_dir: str) -> list[str]:
     return [os.path.join(root, n) for n in names if not n.startswith(".") and os.path.isdir(os.path.join(root, n))]
 
 
-def _common_around(cwd: str | Path) -> str | None:
+def _common_around(cwd: str | Path, commons: set[str] | frozenset[str] | None = None) -> str | None:
     """The common dir with session object directories that `cwd` is in (its main checkout or the
     common dir itself), if any. Only a repository para opened an object directory in counts."""
-    if not _COMMONS:
+    commons = _COMMONS if commons is None else commons
+    if not commons:
         return None
     path = os.path.realpath(cwd)
     while True:
-        if path in _COMMONS:
+        if path in commons:
             return path
         dot_git = os.path.join(path, ".git")
         if os.path.isdir(dot_git):
             found = os.path.realpath(dot_git)
-            return found if found in _COMMONS else None
+            return found if found in commons else None
         if os.path.lexists(dot_git):
             return None  # another worktree: not one para made (those are pinned)
         parent = os.path.dirname(path)

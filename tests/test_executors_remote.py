@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import time
 from pathlib import Path
 
 import pytest
@@ -330,3 +331,30 @@ def test_the_rebase_strategy_is_refused_for_a_remote_session_and_nothing_changes
     assert rc == Code.invalid_input.exit and "squash or merge" in out_["error"]["message"], out_
     assert rev(repo, "main") == main and api.call("para/show", session="rb")["status"] == "active"
     run_para("cancel", "rb", "--json", cwd=repo, check=False)
+
+
+def test_remote_agents_integrating_at_once_all_stay_integrated(api, repo: Path, out: Path,
+                                                                 ssh_host: SshHost) -> None:
+    """Seen with 20 agents on one host (bench_remote): the agent poll read the sessions, asked
+    the host (seconds, with 20 runs), then harvested and saved the copies it had read, which
+    put sessions integrated meanwhile back to `active` (and their deleted branches back).
+    Six agents land at once here: every session stays integrated, every branch goes."""
+    configure(executors={"h1": ssh_host.entry(env_passthrough=list(IDENTITY))})
+    n = 6
+    for i in range(n):
+        prof = step_profile(f"write:r{i}.txt=remote {i}\n", f"touch:{out}/ready{i}", f"wait:{out}/go",
+                            f"integrate:Remote {i}")
+        dispatch(repo, f"r{i}", "-p", f"write r{i}", "--agent", "w", "--executor", "h1", profiles={"w": prof})
+    for i in range(n):
+        wait_file(out / f"ready{i}", timeout=90)
+    (out / "go").touch()
+    wait_until(lambda: sum(e["kind"] == "integrated" for e in api.events()) >= n, 120, "every integration")
+    # The agents exit after their integrate answered: their exits are polled (and would be saved) after.
+    for i in range(n):
+        api.wait_agent(f"r{i}", timeout=60)
+    time.sleep(3)  # (one more poll of the host: REMOTE_POLL_SECONDS)
+    listed = {s["name"]: s["status"] for s in api.call("para/list", all=True)["sessions"]}
+    assert listed == {f"r{i}": "integrated" for i in range(n)}, listed
+    assert git("branch", "--list", "para/*", cwd=repo) == ""
+    landed = set(git("ls-tree", "--name-only", "main", cwd=repo).split())
+    assert {f"r{i}.txt" for i in range(n)} <= landed, landed

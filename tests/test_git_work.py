@@ -63,3 +63,31 @@ def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path
         assert len(integrated) <= 27, integrated
     finally:
         shutdown_sidecar(sc)
+
+
+def test_git_processes_start_off_the_event_loop(repo: Path, monkeypatch):
+    """Starting a process blocks its caller until the child has exec'd (~5 ms per git process on
+    a loaded machine): git.run starts git from its own threads, so the sidecar's event loop (and
+    every request it serves meanwhile) never waits for that. The real git runs; only who started
+    it is noted."""
+    import asyncio
+    import subprocess
+    import threading
+
+    from para_rpc import git
+
+    starters: list[threading.Thread] = []
+    real = subprocess.Popen
+
+    class Noting(real):  # type: ignore[misc,valid-type]
+        def __init__(self, *args, **kwargs):
+            starters.append(threading.current_thread())
+            super().__init__(*args, **kwargs)
+    monkeypatch.setattr(subprocess, "Popen", Noting)
+
+    async def main() -> tuple[threading.Thread, list[str]]:
+        heads = await asyncio.gather(*(git.out(repo, "rev-parse", "HEAD") for _ in range(4)))
+        return threading.current_thread(), heads
+    loop_thread, heads = asyncio.run(main())
+    assert len(set(heads)) == 1 and len(heads[0]) == 40, heads
+    assert len(starters) == 4 and loop_thread not in starters, starters

@@ -7,13 +7,16 @@ What each test guards:
 - `i` integrates the selected session, `d` shows its diff;
 - cancel asks first: `n` leaves the session exactly as it was, `y` cancels it;
 - `--once` prints the plain table (empty and populated) and `--json` the frame as JSON;
-- a non-terminal stdout never gets the TUI; without Textual a terminal gets how to install it.
+- a non-terminal stdout never gets the TUI; without Textual a terminal gets how to install it;
+- an agent on another host (the real sshd): its cell says `@h1` and the age of its last harvest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -27,7 +30,9 @@ from textual.widgets import DataTable, Static
 
 from para_rpc.tui import Confirm, MonitorApp, Pager
 
-from conftest import PARA_ARGV, cli_env, commit_file, git, in_terminal, rev, run_para
+from agents_util import agents_env, step_profile
+from conftest import IDENTITY, PARA_ARGV, cli_env, commit_file, git, in_terminal, rev, run_para
+from ssh_util import SshHost, ssh_host  # noqa: F401  (fixture)
 
 
 async def until(pilot: Pilot[Any], predicate: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
@@ -51,9 +56,10 @@ def text_of(app: MonitorApp, selector: str) -> str:
     return str(app.query_one(selector, Static).content)
 
 
-async def para_async(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+async def para_async(repo: Path, *args: str, env: dict[str, str | None] | None = None
+                     ) -> subprocess.CompletedProcess[str]:
     # In a thread: the app (same event loop) keeps running while the CLI waits for the sidecar.
-    return await asyncio.to_thread(run_para, *args, cwd=repo)
+    return await asyncio.to_thread(run_para, *args, cwd=repo, env=env)
 
 
 async def test_pushed_view_integrates_and_asks_before_cancelling(sidecar: Any, repo: Path) -> None:
@@ -124,6 +130,38 @@ async def test_keys_on_an_empty_view_and_refused_actions_say_why(sidecar: Any, r
         assert "wrong_state" in text_of(app, "#message") or "nothing_to_do" in text_of(app, "#message")
         await pilot.press("l")  # `para start`: no agent, no log
         await until(pilot, lambda: "no log file" in text_of(app, "#message"), "the log's absence, said")
+
+
+async def test_an_agent_on_another_host_shows_where_and_its_harvest_age(sidecar: Any, repo: Path, tmp_path: Path,
+                                                                        ssh_host: SshHost) -> None:
+    """The agent column of an agent on the real sshd (executor h1, its sweep an hour): `@h1
+    (never harvested)` until its status report harvests its commit, then `@h1 (harvest <age>
+    ago)`, pushed without a key press; a local agent's cell is its state alone."""
+    Path(os.environ["PARA_CONFIG"]).write_text(json.dumps(
+        {"executors": {"h1": ssh_host.entry(env_passthrough=list(IDENTITY), harvest_interval=3600)}}))
+    gate = tmp_path / "remote-gate"
+    far = step_profile(f"wait:{gate}", "write:far.txt=far\n", "commit:far", "status:far along",
+                       f"wait:{tmp_path}/never")
+    await para_async(repo, "dispatch", "here", "-p", "stay", "--agent", "w", env=agents_env(w=step_profile(
+        f"wait:{tmp_path}/never")))
+    await para_async(repo, "dispatch", "far", "-p", "work there", "--agent", "w", "--executor", "h1",
+                     env=agents_env(w=far))
+    app = MonitorApp(str(repo), {})
+    try:
+        async with app.run_test(size=(220, 40)) as pilot:
+            table = app.query_one("#sessions", DataTable)
+
+            def agent_cell(name: str) -> str:
+                return str(table.get_row(name)[2]) if name in app.session_names() else ""
+            await until(pilot, lambda: agent_cell("far") == "running @h1 (never harvested)", "far, never harvested")
+            assert agent_cell("here") == "running"
+            gate.touch()
+            await until(pilot, lambda: re.fullmatch(r"running @h1 \(harvest \d+s ago\)", agent_cell("far")),
+                        "far's harvest, pushed")
+            assert agent_cell("here") == "running"
+    finally:
+        for name in ("here", "far"):
+            await asyncio.to_thread(run_para, "cancel", name, "--json", cwd=repo, check=False)
 
 
 # ---- plain modes, through the CLI ------------------------------------------------------------

@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
-from conftest import PARA_SCRIPT, Sidecar, git, run_para, sidecar_pids, wait_until
+from agents_util import agents_env, step_profile
+from conftest import IDENTITY, PARA_SCRIPT, Sidecar, git, run_para, sidecar_pids, wait_until
 from nvim_util import CACHE_ROOT, TmuxNvim, nvim_env, run_lua
+from ssh_util import SshHost, ssh_host  # noqa: F401  (fixture)
 
 PLUGIN = Path(__file__).resolve().parent.parent / "editors" / "nvim"
 STYLUA_VERSION = "2.5.2"
@@ -142,6 +144,7 @@ def test_commands_buffer_health_and_help(sidecar: Sidecar, repo: Path, tmp_path:
     health = seen["health"]
     assert "para" in health and "OK" in health and "ERROR" not in health, health
     assert f"sidecar 0.1.0 (pid {sidecar.pid})" in health and "protocol 1 matches" in health, health
+    assert "executors: local only" in health, health
     assert seen["helptags_err"] == ""
     assert set(seen["help"].values()) == {"para.txt"}, seen["help"]
 
@@ -256,3 +259,39 @@ def test_the_workflow_from_neovim(sidecar: Sidecar, repo: Path, tmp_path: Path) 
     for change in ("started:wf-agent", "dispatched:wf-agent", "cancelled:wf-b", "integrated:wf-a",
                    "finished:wf-fin"):
         assert change in seen["changes"], seen["changes"]
+
+
+def test_an_agent_on_another_host_in_the_sessions_buffer_show_and_health(sidecar: Sidecar, repo: Path,
+                                                                        tmp_path: Path, ssh_host: SshHost) -> None:
+    """A scripted agent on the real sshd (executor h1, its sweep an hour so only its own report
+    harvests) next to a local one: the sessions buffer marks it `@h1 (never harvested)`, then
+    `@h1 (harvest <age> ago)`; `:Para show` says `runs on h1 (127.0.0.1), ...` with the tip
+    brought home; the local agent's line and detail say nothing of executors; `:checkhealth
+    para` lists h1 and that its check passed."""
+    Path(os.environ["PARA_CONFIG"]).write_text(json.dumps(
+        {"executors": {"h1": ssh_host.entry(env_passthrough=list(IDENTITY), harvest_interval=3600)}}))
+    gate = tmp_path / "remote-gate"
+    far = step_profile(f"wait:{gate}", "write:far.txt=far\n", "commit:far", "status:far along",
+                       f"wait:{tmp_path}/never")
+    here = step_profile(f"wait:{tmp_path}/never")
+    run_para("dispatch", "here", "-p", "stay", "--agent", "w", env=agents_env(w=here), cwd=repo)
+    run_para("dispatch", "far", "-p", "work there", "--agent", "w", "--executor", "h1", env=agents_env(w=far), cwd=repo)
+    try:
+        seen = run_script("remote", repo, tmp_path, env={"REMOTE_GATE": str(gate)})
+    finally:
+        for name in ("here", "far"):
+            run_para("cancel", name, "--json", cwd=repo, check=False)
+    assert re.match(r"^far +active +running/headless @h1 \(never harvested\) ", seen["never"]["far"]), seen["never"]
+    assert re.match(r"^here +active +running/headless +0", seen["never"]["here"]), seen["never"]
+    assert "agent     runs on h1 (127.0.0.1), never harvested" in seen["show_never"]["far"], seen["show_never"]
+    assert not [line for line in seen["show_never"]["here"] if re.search("@|runs on|harvest", line)], seen["show_never"]
+    assert re.match(r"^far +active +running/headless @h1 \(harvest \d+s ago\) +1 ", seen["harvested"]["far"]), seen
+    assert "@" not in seen["harvested"]["here"] and "harvest" not in seen["harvested"]["here"], seen["harvested"]
+    shown = "\n".join(seen["show_harvested"])
+    assert re.search(r"^agent     runs on h1 \(127\.0\.0\.1\), last harvest \d+s ago \([0-9a-f]{10}\)$", shown, re.M), shown
+    sha = re.search(r"last harvest \d+s ago \(([0-9a-f]{10})\)", shown).group(1)
+    assert re.search(rf"^  {sha} far$", shown, re.M), shown  # the harvested tip is the agent's commit
+    health = seen["health"]
+    assert re.search(r"executor h1 \(ssh \S*127\.0\.0\.1:\d+\): check passed \(para 0\.1\.0, protocol 1, python ",
+                     health), health
+    assert "ERROR" not in health, health

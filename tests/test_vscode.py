@@ -16,14 +16,20 @@ so that pytest-xdist runs them side by side:
 from __future__ import annotations
 
 import json
+import os
 import re
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from conftest import PARA_SCRIPT, commit_file, make_repo
+from agents_util import step_profile
+from conftest import IDENTITY, PARA_SCRIPT, commit_file, make_repo
+from ssh_util import SshHost, ssh_host  # noqa: F401  (fixture)
 from vscode_util import EXT_DIR, _checkout_key, built, locked, npm_deps, npm_env, npm_run
+
+# Read when the module is collected: the session fixture then drops every PARA_* variable.
+UPDATE_SCREENSHOTS = os.environ.get("PARA_UPDATE_SCREENSHOTS") == "1"
 
 ISSUE_COMMANDS = ["para.start", "para.dispatch", "para.integrate", "para.continue", "para.abort", "para.finish",
                   "para.cancel", "para.recover", "para.resume", "para.openWorktree", "para.openTerminal",
@@ -110,12 +116,14 @@ def test_connection_module_against_a_real_sidecar(tmp_path: Path, runtime_dir: P
 # ---- tier 4: the real editor ----------------------------------------------------------------
 
 @pytest.mark.timeout(2400)  # a cold install (apt, Node 24, code-server's native builds) takes minutes
-def test_end_to_end_in_code_server(tmp_path: Path, runtime_dir: Path) -> None:
+def test_end_to_end_in_code_server(tmp_path: Path, runtime_dir: Path, ssh_host: SshHost) -> None:
     """From the real UI of code-server 4.139.1 with the built .vsix installed: the Para view
     and its welcome, "Para: Start Session" from the palette, `para start` from a shell showing
     up by itself, a scripted agent dispatched into a VS Code terminal reaching review,
     integrating it (preview, confirm, message) until it leaves the tree and its file is on
-    main, and a conflict whose notification's "Abort" restores the session. A screenshot per
+    main, a conflict whose notification's "Abort" restores the session, and an agent on another
+    host (the real sshd of tests/ssh_util.py) whose item says `@h1 (never harvested)`, then its
+    harvest's age, with `runs on h1 (127.0.0.1), last harvest ...` in its tooltip. A screenshot per
     step under the test's output (PARA_UPDATE_SCREENSHOTS=1 also copies them into
     editors/vscode/media/ for the README); activation time and the CLI-to-tree delay are
     printed, never asserted."""
@@ -139,6 +147,13 @@ def test_end_to_end_in_code_server(tmp_path: Path, runtime_dir: Path) -> None:
 
     repo = make_repo(tmp_path / "repo")
     gate = tmp_path / "agent-gate"
+    # the agent on the host commits and reports (its first harvest) only once the driver saw it
+    # never harvested; the sweep is an hour, so nothing else harvests it meanwhile
+    Path(os.environ["PARA_CONFIG"]).write_text(json.dumps(
+        {"executors": {"h1": ssh_host.entry(env_passthrough=list(IDENTITY), harvest_interval=3600)}}))
+    remote_gate = tmp_path / "remote-gate"
+    remote_agent = step_profile(f"wait:{remote_gate}", "write:far.txt=far\n", "commit:far", "status:far along",
+                                f"wait:{tmp_path}/never")
     # the agent reports and then waits for the driver (which screenshots its terminal meanwhile)
     gated = HELLO_TASK.replace("When done:", f"```agent\nstatus saying hello\nwait-for {gate}\n```\n\nWhen done:")
     commit_file(repo, "tasks/TASK_1_hello.md", gated, "a task for the agent")
@@ -174,7 +189,8 @@ def test_end_to_end_in_code_server(tmp_path: Path, runtime_dir: Path) -> None:
                 assert time.monotonic() < deadline, "code-server did not answer /healthz within 120 s"
                 time.sleep(0.2)
         drive_env = dict(env, CS_URL=f"http://127.0.0.1:{port}", PARA_TEST_REPO=str(repo), PARA_BIN=str(PARA_SCRIPT),
-                         SHOTS_DIR=str(shots), AGENT_GATE=str(gate), HOME=npm_env()["HOME"])
+                         SHOTS_DIR=str(shots), AGENT_GATE=str(gate), HOME=npm_env()["HOME"],
+                         REMOTE_EXECUTOR="h1", REMOTE_GATE=str(remote_gate), REMOTE_AGENTS=json.dumps({"w": remote_agent}))
         res = subprocess.run(["node", str(EXT_DIR / "out" / "tests" / "e2e" / "drive.js")], env=drive_env,
                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900)
     finally:
@@ -190,7 +206,7 @@ def test_end_to_end_in_code_server(tmp_path: Path, runtime_dir: Path) -> None:
     for s in steps:
         if s["step"].startswith("measure") or s["step"] in ("workbench visible", "done"):
             print("vscode e2e:", json.dumps(s))
-    if os.environ.get("PARA_UPDATE_SCREENSHOTS") == "1":
+    if UPDATE_SCREENSHOTS:
         for png in shots.glob("*.png"):
             shutil.copy(png, EXT_DIR / "media" / png.name)
     assert res.returncode == 0 and steps and steps[-1]["step"] == "done", (
@@ -199,4 +215,4 @@ def test_end_to_end_in_code_server(tmp_path: Path, runtime_dir: Path) -> None:
     names = sorted(p.name for p in shots.glob("*.png"))
     assert [n.split("-", 2)[2] for n in names] == [
         "welcome.png", "start-from-palette.png", "cli-start.png", "agent-terminal.png", "agent-review.png", "diff.png",
-        "integrate-preview.png", "integrated.png", "conflict.png", "aborted.png"], names
+        "integrate-preview.png", "integrated.png", "conflict.png", "aborted.png", "remote-agent.png"], names

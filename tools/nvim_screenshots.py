@@ -4,12 +4,15 @@
 
 In a throwaway repository with its own sidecar, it sets up sessions (one with an agent the
 plugin runs in a Neovim terminal, a collision, a conflict), runs real Neovim 0.11.4 with the
-plugin in tmux, and saves what tmux shows (`capture-pane -e`) as SVG through rich. Needs tmux.
+plugin in tmux, and saves what tmux shows (`capture-pane -e`) as SVG through rich. Needs tmux,
+and OpenSSH's sshd (tests/sshd.py starts one on loopback as the "host" `build1` of an agent
+that runs elsewhere: its line shows `@build1` and its last harvest, checkhealth its check).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +26,7 @@ from rich.text import Text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+import sshd  # noqa: E402
 from nvim_util import TmuxNvim, nvim_env  # noqa: E402
 
 PLUGIN = ROOT / "editors" / "nvim"
@@ -64,6 +68,12 @@ def main() -> None:
                          "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.invalid",
                          "GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.invalid",
                          "GIT_CONFIG_GLOBAL": os.devnull, "HOME": str(tmp)})
+    (tmp / "sshd").mkdir()
+    host, sshd_proc = sshd.start(tmp / "sshd")
+    identity = ["GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"]
+    (tmp / "config.json").write_text(json.dumps(
+        {"executors": {"build1": host.entry(env_passthrough=identity, harvest_interval=3600)}}))
+    env["PARA_CONFIG"] = str(tmp / "config.json")
     repo = tmp / "shop"
     repo.mkdir()
     run("git", "init", "-q", "-b", "main", cwd=repo, env=env)
@@ -101,6 +111,11 @@ def main() -> None:
                 'When done: para integrate "changelog"\n')
         run(PARA, "dispatch", "changelog", "--agent", "scripted", "--mode", "editor", "-p", task, cwd=repo, env=env)
         wait_for(ui, "checking links")
+        remote = ("Document the API.\n```agent\nstatus documenting the endpoints\nsleep 120\n```\n"
+                  "```file:API.md\n# API\n```\n")
+        run(PARA, "dispatch", "api-docs", "--agent", "scripted", "--executor", "build1", "-p", remote,
+            cwd=repo, env=env)
+        wait_for(ui, "@build1 (harvest")
         wait_for(ui, "cart-tax (1)")
         save(ui, out, "sessions", ":Para list")
 
@@ -121,11 +136,14 @@ def main() -> None:
 
         ui.keys(":checkhealth para", "Enter")
         wait_for(ui, "protocol 1 matches")
+        wait_for(ui, "check passed")
         save(ui, out, "checkhealth", ":checkhealth para")
     finally:
         if ui is not None:
             ui.close()
+        subprocess.run([PARA, "cancel", "api-docs"], cwd=repo, env=env, capture_output=True, timeout=60)
         subprocess.run([PARA, "sidecar", "stop"], cwd=repo, env=env, capture_output=True, timeout=60)
+        sshd.stop(sshd_proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

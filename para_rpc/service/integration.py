@@ -80,8 +80,10 @@ class Integration(Remote):
                 await git.stage_all(s.worktree)
                 if await git.has_staged(s.worktree):
                     committed = await git.commit(s.worktree, message or f"{s.name}: work in progress")
+            # HEAD is on the session branch (`_save_or_refuse`): the worktree listing just read gave its tip.
+            known = committed or (f.head if f is not None and f.branch == s.branch else None)
             pre, sign = await asyncio.gather(
-                _given(committed) if committed else git.resolve(repo.root, f"refs/heads/{s.branch}"),
+                _given(known) if known else git.resolve(repo.root, f"refs/heads/{s.branch}"),
                 git.signs_commits(repo.root))
             if pre is None:
                 raise ParaError(Code.not_found, f"branch {s.branch!r} of session {s.name!r} is gone", session=s.name)

@@ -61,14 +61,48 @@ export function collisions(name: string, c: ext.ConflictsResult | null): { targe
   return { target: mine && !mine.clean ? mine.files : [], with: [...new Set(others)].sort() };
 }
 
+// How long ago `ts` (seconds since the epoch) was, as para's CLI says it: 12s, 4m, 2h, 3d.
+export function ago(ts: number, now: number = Date.now() / 1000): string {
+  const d = Math.max(0, Math.floor(now - ts));
+  for (const [unit, n] of [
+    ["d", 86400],
+    ["h", 3600],
+    ["m", 60],
+  ] as const) {
+    if (d >= n) return `${Math.floor(d / n)}${unit}`;
+  }
+  return `${d}s`;
+}
+
+// An agent placed on another machine by an executor (issue 16); a local one shows nothing extra.
+export function isRemote(a: ext.AgentEvidence | null | undefined): a is ext.AgentEvidence {
+  return !!a && (a.executor ?? "local") !== "local";
+}
+
+// "runs on h1 (build1.lan)" ("ran on" once it ended), the same words as `para status`.
+export function runsOn(a: ext.AgentEvidence): string {
+  return `${a.state === "running" ? "runs" : "ran"} on ${a.executor}${a.host ? ` (${a.host})` : ""}`;
+}
+
+// "last harvest 12s ago (3f2a9c1d0e)", or "never harvested": its work exists on the host only.
+export function harvest(a: ext.AgentEvidence, now?: number): string {
+  if (!a.harvested_at) return "never harvested";
+  return `last harvest ${ago(a.harvested_at, now)} ago${a.harvested_commit ? ` (${a.harvested_commit.slice(0, 10)})` : ""}`;
+}
+
 export function sessionDescription(
   s: ext.Session,
   st: ext.SessionStatus | undefined,
   c: ext.ConflictsResult | null,
+  now?: number,
 ): string {
   const parts: string[] = [s.state];
   if (s.integration && s.status === "integrating") parts.push(`→ ${s.integration.target}`);
   if (st?.agent) parts.push(`agent ${st.agent.state}`);
+  if (isRemote(st?.agent)) {
+    const a = st.agent;
+    parts.push(`@${a.executor} (${a.harvested_at ? `harvest ${ago(a.harvested_at, now)} ago` : "never harvested"})`);
+  }
   if (st?.ahead) parts.push(`${st.ahead} ahead`);
   if (s.ports?.length) parts.push(`:${s.ports.join(" :")}`);
   const col = collisions(s.name, c);
@@ -78,13 +112,14 @@ export function sessionDescription(
   return parts.join(" · ");
 }
 
-export function sessionTooltip(s: ext.Session, st: ext.SessionStatus | undefined): string {
+export function sessionTooltip(s: ext.Session, st: ext.SessionStatus | undefined, now?: number): string {
   const lines = [`${s.name}: ${s.state}`, `branch ${s.branch} (from ${s.base_branch})`];
   if (s.task) lines.push(`task: ${s.task}`);
   if (s.ports?.length) lines.push(`ports: ${s.ports.join(" ")} (PARA_PORT ${s.ports[0]})`);
   if (st?.agent) {
     const a = st.agent;
     lines.push(`agent: ${a.profile} (${a.mode}) ${a.state}${a.exit_code !== null ? `, exit ${a.exit_code}` : ""}`);
+    if (isRemote(a)) lines.push(`${runsOn(a)}, ${harvest(a, now)}`);
   }
   const r = st?.report;
   if (r) {
@@ -105,7 +140,7 @@ export function sessionContext(s: ext.Session, st: ext.SessionStatus | undefined
   return flags.join(".");
 }
 
-export function sessionNodes(snap: Snapshot, showHistory: boolean): TreeNode[] {
+export function sessionNodes(snap: Snapshot, showHistory: boolean, now?: number): TreeNode[] {
   const sessions = snap.list?.sessions ?? [];
   const byName = new Map((snap.status?.sessions ?? []).map((s) => [s.name, s]));
   return sessions
@@ -116,8 +151,8 @@ export function sessionNodes(snap: Snapshot, showHistory: boolean): TreeNode[] {
         id: `session:${s.name}`,
         kind: "session" as const,
         label: s.name,
-        description: sessionDescription(s, st, snap.conflicts),
-        tooltip: sessionTooltip(s, st),
+        description: sessionDescription(s, st, snap.conflicts, now),
+        tooltip: sessionTooltip(s, st, now),
         icon: stateIcon(s.state),
         contextValue: sessionContext(s, st),
         collapsible: "collapsed" as const,
@@ -158,8 +193,8 @@ export function planNodes(snap: Snapshot): TreeNode[] {
   }));
 }
 
-export function rootNodes(snap: Snapshot, showHistory: boolean): TreeNode[] {
-  return [...planNodes(snap), ...sessionNodes(snap, showHistory)];
+export function rootNodes(snap: Snapshot, showHistory: boolean, now?: number): TreeNode[] {
+  return [...planNodes(snap), ...sessionNodes(snap, showHistory, now)];
 }
 
 export function fileNodes(session: string, files: ChangedFile[]): TreeNode[] {
@@ -179,14 +214,23 @@ export function fileNodes(session: string, files: ChangedFile[]): TreeNode[] {
 }
 
 // The agent child of a session: its VS Code terminal while one runs here, else its log file.
-export function agentNode(session: string, st: ext.SessionStatus | undefined, hasTerminal: boolean): TreeNode | null {
+export function agentNode(
+  session: string,
+  st: ext.SessionStatus | undefined,
+  hasTerminal: boolean,
+  now?: number,
+): TreeNode | null {
   const a = st?.agent;
+  // on another host: where, and the age of the work brought home (its log is the harvested copy)
+  const where = isRemote(a) ? ` on ${a.executor}${a.host ? ` (${a.host})` : ""}` : "";
+  const tooltip = isRemote(a) ? `${runsOn(a)}, ${harvest(a, now)}` : undefined;
   if (hasTerminal) {
     return {
       id: `agent:${session}`,
       kind: "agent",
       label: "agent terminal",
-      description: a ? `${a.profile} ${a.state}` : undefined,
+      description: a ? `${a.profile} ${a.state}${where}` : undefined,
+      tooltip,
       icon: "terminal",
       contextValue: "agent.terminal",
       collapsible: "none",
@@ -198,7 +242,8 @@ export function agentNode(session: string, st: ext.SessionStatus | undefined, ha
       id: `agent:${session}`,
       kind: "agent",
       label: "agent log",
-      description: `${a.profile} ${a.state}`,
+      description: `${a.profile} ${a.state}${where}`,
+      tooltip,
       icon: "output",
       contextValue: "agent.log",
       collapsible: "none",
@@ -211,7 +256,8 @@ export function agentNode(session: string, st: ext.SessionStatus | undefined, ha
       id: `agent:${session}`,
       kind: "agent",
       label: `agent (${a.mode})`,
-      description: `${a.profile} ${a.state}`,
+      description: `${a.profile} ${a.state}${where}`,
+      tooltip,
       icon: "hubot",
       contextValue: "agent.other",
       collapsible: "none",

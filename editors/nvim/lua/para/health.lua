@@ -50,6 +50,8 @@ function M.check()
     h.info("not connected yet (nothing connects before the first :Para command)")
   end
 
+  M.check_executors(h, path)
+
   if cfg.agent_terminals then
     h.ok("agents dispatched in editor mode run in Neovim terminals (" .. cfg.terminal .. ")")
   end
@@ -57,6 +59,55 @@ function M.check()
     h.ok("tmux is available (mode tmux, :Para log names the window)")
   else
     h.info("tmux is not installed: agents run in Neovim terminals or headless")
+  end
+end
+
+--- The machines agents can run on (config `executors`, as the sidecar reads it for the current
+--- directory's repository) and, for each that is not this machine, whether `para executor
+--- check` passes: it connects to the host and compares git, python and para's version there.
+---@param h table vim.health
+---@param path string the `para` executable
+function M.check_executors(h, path)
+  local cwd = vim.fn.getcwd()
+  local res = vim.system({ path, "executor", "list", "--json" }, { text = true, cwd = cwd }):wait(30000)
+  local ok, listed = pcall(vim.json.decode, res.stdout or "", { luanil = { object = true, array = true } })
+  if not ok or type(listed) ~= "table" or type(listed.executors) ~= "table" then
+    local why = ok and type(listed) == "table" and listed.error and listed.error.message
+      or vim.trim((res.stderr or "") .. (res.stdout or ""))
+    h.info("executors: `para executor list` answered no list here (" .. why .. ")")
+    return
+  end
+  local others = vim.tbl_filter(function(e)
+    return e.kind ~= "local"
+  end, listed.executors)
+  if #others == 0 then
+    h.ok("executors: local only (agents run on this machine; config `executors` adds SSH hosts)")
+    return
+  end
+  for _, e in ipairs(others) do
+    local where = string.format("%s (%s %s%s:%s)", e.name, e.kind, e.user and (e.user .. "@") or "", e.host, e.port)
+    local chk = vim.system({ path, "executor", "check", e.name, "--json" }, { text = true, cwd = cwd }):wait(60000)
+    local cok, got = pcall(vim.json.decode, chk.stdout or "", { luanil = { object = true, array = true } })
+    local checked = cok and type(got) == "table" and got.checked
+    if chk.code == 0 and checked then
+      h.ok(
+        string.format(
+          "executor %s: check passed (para %s, protocol %s, python %s, %s)",
+          where,
+          checked.para,
+          tostring(checked.protocol),
+          tostring(checked.python),
+          tostring(checked.git)
+        )
+      )
+    else
+      local why = cok and type(got) == "table" and got.error and got.error.message
+        or vim.trim((chk.stderr or "") .. (chk.stdout or ""))
+      h.error(
+        string.format("executor %s: `para executor check %s` failed: %s", where, e.name, why),
+        { "para executor check " .. e.name .. " says what is missing on the host (README, Executors)" }
+      )
+    end
   end
 end
 

@@ -92,7 +92,7 @@ vim.v.errmsg = ""
 vim.cmd("helptags " .. vim.fn.fnameescape(doc))
 H.out("helptags_err", vim.v.errmsg)
 local tags = {}
-for _, tag in ipairs({ "para", ":Para", "para-setup", "para-events", "para-health", "para-api" }) do
+for _, tag in ipairs({ "para", ":Para", "para-setup", "para-events", "para-health", "para-api", "para-executors" }) do
   vim.cmd("help " .. tag)
   tags[tag] = vim.fs.basename(vim.api.nvim_buf_get_name(0))
   vim.cmd("helpclose")

@@ -75,6 +75,55 @@ return {
     end,
   },
   {
+    "render and detail: an agent on another host says where and how old its last harvest is",
+    function()
+      local now = 10000
+      local list = {
+        repo = "/r",
+        sessions = {
+          { name = "far", status = "active", state = "active" },
+          { name = "gone", status = "active", state = "active" },
+          { name = "near", status = "active", state = "active" },
+        },
+      }
+      local sha = "3f2a9c1d0e" .. string.rep("7", 30)
+      local status = {
+        sessions = {
+          { name = "far", agent = { state = "running", mode = "headless", executor = "h1", host = "b1.lan" } },
+          {
+            name = "gone",
+            agent = {
+              state = "lost",
+              mode = "headless",
+              executor = "h1",
+              host = "b1.lan",
+              harvested_at = now - 125,
+              harvested_commit = sha,
+            },
+          },
+          { name = "near", agent = { state = "running", mode = "headless", executor = "local" } },
+        },
+      }
+      local lines = sessions.render(list, status, nil, now)
+      eq("far      active  running/headless @h1 (never harvested)", lines[3], "never harvested")
+      eq("gone     active  lost/headless @h1 (harvest 2m ago)", lines[4], "lost")
+      eq("near     active  running/headless", lines[5], "local: nothing extra")
+      local run = { executor = "h1", placement = { host = "b1.lan" }, harvested_at = now - 7, harvested_commit = sha }
+      local d =
+        { name = "far", state = "active", branch = "para/far", base_branch = "main", worktree = "/w", agent = run }
+      eq("agent     runs on h1 (b1.lan), last harvest 7s ago (3f2a9c1d0e)", sessions.detail_lines(d, now)[5], "show")
+      run.lost = true
+      eq("agent     ran on h1 (b1.lan), last harvest 7s ago (3f2a9c1d0e)", sessions.detail_lines(d, now)[5], "lost")
+      d.agent = { executor = "local", pid = 5 }
+      eq(4, #sessions.detail_lines(d, now), "a local agent adds no line")
+      eq(
+        { "3s", "2h", "3d" },
+        { sessions.ago(now - 3, now), sessions.ago(now - 7200, now), sessions.ago(now - 259200, now) },
+        "ages"
+      )
+    end,
+  },
+  {
     "render: no sessions",
     function()
       local lines, names = sessions.render({ repo = "/r", sessions = {} }, nil, nil)

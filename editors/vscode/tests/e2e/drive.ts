@@ -13,6 +13,11 @@ const PARA = env("PARA_BIN");
 const SHOTS = env("SHOTS_DIR");
 const TRACE = env("PARA_VSCODE_TRACE");
 const GATE = env("AGENT_GATE"); // the scripted agent waits for this file (its task says so)
+// an agent on another host (a real sshd the test started): the executor's name, the profiles
+// (PARA_AGENTS) of its scripted agent, and the file that lets it go on to commit and report
+const REMOTE_EXECUTOR = env("REMOTE_EXECUTOR");
+const REMOTE_AGENTS = env("REMOTE_AGENTS");
+const REMOTE_GATE = env("REMOTE_GATE");
 const STEP_MS = 60_000; // a UI step that takes longer than this is not going to happen
 
 function env(name: string): string {
@@ -27,6 +32,10 @@ function say(what: string, data: Record<string, unknown> = {}): void {
 
 function para(...args: string[]): string {
   return execFileSync(PARA, args, { cwd: REPO, encoding: "utf8" });
+}
+
+function paraWith(extra: Record<string, string>, ...args: string[]): string {
+  return execFileSync(PARA, args, { cwd: REPO, encoding: "utf8", env: { ...process.env, ...extra } });
 }
 
 function git(...args: string[]): string {
@@ -260,6 +269,39 @@ async function main(): Promise<void> {
       throw new Error(`after Abort: ${JSON.stringify(after)} (expected active at ${pre})`);
     say("aborted", { head: after.head });
     await screenshot(page, "aborted");
+
+    // 7. an agent on another host: its item says where (@h1) and how old the work brought home
+    // is; before its first harvest, "never harvested"; its agent child, the host
+    paraWith(
+      { PARA_AGENTS: REMOTE_AGENTS },
+      "dispatch",
+      "far",
+      "-p",
+      "work on the host",
+      "--agent",
+      "w",
+      "--executor",
+      REMOTE_EXECUTOR,
+    );
+    const far = () => page.locator(`#workbench\\.parts\\.sidebar .monaco-list-row[aria-label^="far "]`);
+    await far()
+      .filter({ hasText: `@${REMOTE_EXECUTOR} (never harvested)` })
+      .waitFor({ timeout: STEP_MS });
+    say("remote never harvested");
+    fs.writeFileSync(REMOTE_GATE, "go\n");
+    await far()
+      .filter({ hasText: new RegExp(`@${REMOTE_EXECUTOR} \\(harvest \\d+[smhd] ago\\)`) })
+      .waitFor({ timeout: STEP_MS });
+    // expanded: its agent child says on which host (the tooltip says the same with the harvest)
+    await far().locator(".monaco-tl-twistie").click();
+    const child = page.locator("#workbench\\.parts\\.sidebar .monaco-list-row", {
+      hasText: `w running on ${REMOTE_EXECUTOR} (127.0.0.1)`,
+    });
+    await child.waitFor({ timeout: STEP_MS });
+    const agentText = await child.innerText();
+    say("remote harvested", { agent: agentText });
+    await screenshot(page, "remote-agent");
+    para("cancel", "far");
     say("done", { ms: Date.now() - started });
   } catch (e) {
     await screenshot(page, "failure").catch(() => undefined);

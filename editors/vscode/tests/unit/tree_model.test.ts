@@ -3,6 +3,7 @@ import { test } from "node:test";
 import type * as ext from "../../src/lsp_ext";
 import {
   agentNode,
+  ago,
   collisions,
   fileNodes,
   mergeChanged,
@@ -225,4 +226,39 @@ test("the agent child is its terminal when one runs here, else its log", () => {
     ["agent log", "/l"],
   );
   assert.equal(agentNode("a", undefined, false), null);
+});
+
+test("an agent on another host: where it runs and its last harvest, in the item, tooltip and agent child", () => {
+  const now = 10_000;
+  const a0 = status.sessions[0].agent!;
+  const on = (agent: Partial<ext.AgentEvidence>): ext.StatusResult => ({
+    ...status,
+    sessions: [{ ...status.sessions[0], agent: { ...a0, mode: "headless", log: "/l", ...agent } }],
+  });
+  const item = (st: ext.StatusResult) => rootNodes({ list, status: st, conflicts: null }, false, now)[0];
+  // never harvested: its work exists on the host only
+  const never = on({ executor: "h1", host: "build1.lan", harvested_at: null, harvested_commit: null });
+  assert.equal(item(never).description, "active · agent running · @h1 (never harvested) · 2 ahead · “editing a.txt”");
+  assert.match(item(never).tooltip ?? "", /^runs on h1 \(build1\.lan\), never harvested$/m);
+  assert.equal(agentNode("a", never.sessions[0], false, now)?.description, "scripted running on h1 (build1.lan)");
+  // harvested 75 s ago: the age and the tip brought home
+  const sha = "3f2a9c1d0e".padEnd(40, "7");
+  const got = on({ executor: "h1", host: "build1.lan", harvested_at: now - 75, harvested_commit: sha });
+  assert.match(item(got).description ?? "", / · @h1 \(harvest 1m ago\) · /);
+  assert.match(item(got).tooltip ?? "", /^runs on h1 \(build1\.lan\), last harvest 1m ago \(3f2a9c1d0e\)$/m);
+  assert.equal(
+    agentNode("a", got.sessions[0], false, now)?.tooltip,
+    "runs on h1 (build1.lan), last harvest 1m ago (3f2a9c1d0e)",
+  );
+  // lost: it ran there; what was harvested is what is kept
+  const lost = on({ executor: "h1", host: "build1.lan", state: "lost", harvested_at: now - 5, harvested_commit: sha });
+  assert.match(item(lost).description ?? "", /agent lost · @h1 \(harvest 5s ago\)/);
+  assert.match(item(lost).tooltip ?? "", /^ran on h1 \(build1\.lan\), last harvest 5s ago \(3f2a9c1d0e\)$/m);
+  // local (and a result from before executors, without the field): nothing extra anywhere
+  for (const local of [on({ executor: "local" }), on({})]) {
+    const n = item(local);
+    assert.doesNotMatch(`${n.description}\n${n.tooltip}`, /@|runs on|ran on|harvest/);
+    assert.equal(agentNode("a", local.sessions[0], false, now)?.tooltip, undefined);
+  }
+  assert.deepEqual([ago(now - 3, now), ago(now - 7200, now), ago(now - 3 * 86400, now)], ["3s", "2h", "3d"]);
 });

@@ -51,17 +51,78 @@ function M.collisions(forecast)
   return out
 end
 
---- The agent column: state and mode, or "" without an agent.
----@param st para.SessionStatus?
+-- a JSON null (vim.NIL from the wire) as nil
+local function val(x)
+  if x == vim.NIL then
+    return nil
+  end
+  return x
+end
+
+--- How long ago `ts` (seconds since the epoch) was, as the CLI says it: 12s, 4m, 2h, 3d.
+---@param ts number
+---@param now number? (default: os.time())
 ---@return string
-local function agent_cell(st)
-  local a = st and st.agent
+function M.ago(ts, now)
+  local d = math.max(0, math.floor((now or os.time()) - ts))
+  for _, u in ipairs({ { "d", 86400 }, { "h", 3600 }, { "m", 60 } }) do
+    if d >= u[2] then
+      return math.floor(d / u[2]) .. u[1]
+    end
+  end
+  return d .. "s"
+end
+
+--- An agent placed on another machine by an executor (issue 16); a local one shows nothing extra.
+---@param a table? an AgentEvidence (para/status) or AgentRun (para/show)
+---@return boolean
+function M.remote(a)
+  a = val(a)
+  return a ~= nil and (val(a.executor) or "local") ~= "local"
+end
+
+--- "runs on h1 (build1.lan)", "ran on" once it ended: the words of `para status`.
+---@param a table
+---@return string
+function M.runs_on(a)
+  local state = val(a.state)
+  local ended = (state ~= nil and state ~= "running")
+    or val(a.exit_code) ~= nil
+    or val(a.lost) == true
+    or val(a.stopped_at) ~= nil
+  local host = val(a.host) or (type(val(a.placement)) == "table" and val(a.placement.host)) or nil
+  return (ended and "ran" or "runs") .. " on " .. tostring(a.executor) .. (host and (" (" .. host .. ")") or "")
+end
+
+--- "last harvest 12s ago (3f2a9c1d0e)", or "never harvested" (its work is on the host only).
+---@param a table
+---@param now number?
+---@return string
+function M.harvest(a, now)
+  local at, sha = val(a.harvested_at), val(a.harvested_commit)
+  if not at then
+    return "never harvested"
+  end
+  return "last harvest " .. M.ago(at, now) .. " ago" .. (sha and (" (" .. sha:sub(1, 10) .. ")") or "")
+end
+
+--- The agent column: state and mode, or "" without an agent; an agent on another host adds
+--- `@h1` and the age of its last harvest (or `never harvested`).
+---@param st para.SessionStatus?
+---@param now number?
+---@return string
+local function agent_cell(st, now)
+  local a = st and val(st.agent)
   if not a then
     return ""
   end
   local s = a.state .. "/" .. a.mode
-  if a.state ~= "running" and a.exit_code ~= nil then
+  if a.state ~= "running" and val(a.exit_code) ~= nil then
     s = s .. " " .. tostring(a.exit_code)
+  end
+  if M.remote(a) then
+    local at = val(a.harvested_at)
+    s = s .. " @" .. a.executor .. " (" .. (at and ("harvest " .. M.ago(at, now) .. " ago") or "never harvested") .. ")"
   end
   return s
 end
@@ -88,8 +149,9 @@ end
 ---@param list table a `para/list` answer
 ---@param status table? a `para/status` answer (`all = true`)
 ---@param forecast table? a `para/conflicts` answer
+---@param now number? the time the ages are counted from (default: os.time())
 ---@return string[] lines, table<integer, string> names (line number -> session)
-function M.render(list, status, forecast)
+function M.render(list, status, forecast, now)
   local by_name = {}
   for _, s in ipairs(status and status.sessions or {}) do
     by_name[s.name] = s
@@ -110,7 +172,7 @@ function M.render(list, status, forecast)
     local row = {
       (s.current and "*" or "") .. s.name,
       s.state or s.status,
-      agent_cell(st),
+      agent_cell(st, now),
       ahead ~= nil and tostring(ahead) or "",
       table.concat(hits[s.name] or {}, ", "),
       short(report_cell(st), 60),
@@ -380,24 +442,36 @@ function M.open(cwd)
   return buf
 end
 
---- `:Para show`: a session in a scratch split.
+--- The lines of `:Para show` for a SessionDetail.
 ---@param d table a SessionDetail
-function M.show_detail(d)
+---@param now number?
+---@return string[]
+function M.detail_lines(d, now)
   local lines = {
     "session   " .. d.name .. "  (" .. (d.state or d.status) .. ")",
     "branch    " .. tostring(d.branch) .. " from " .. tostring(d.base_branch),
     "worktree  " .. tostring(d.worktree) .. (d.worktree_exists and "" or " (gone)"),
     "ahead     " .. tostring(d.ahead or "?") .. "  " .. (d.diffstat or ""),
   }
-  if d.task then
+  if val(d.task) then
     table.insert(lines, "task      " .. d.task)
   end
-  for _, c in ipairs(d.commits or {}) do
+  if M.remote(d.agent) then
+    table.insert(lines, "agent     " .. M.runs_on(d.agent) .. ", " .. M.harvest(d.agent, now))
+  end
+  for _, c in ipairs(val(d.commits) or {}) do
     table.insert(lines, "  " .. c.sha:sub(1, 10) .. " " .. c.subject)
   end
-  for _, n in ipairs(d.notes or {}) do
+  for _, n in ipairs(val(d.notes) or {}) do
     table.insert(lines, "note: " .. n)
   end
+  return lines
+end
+
+--- `:Para show`: a session in a scratch split.
+---@param d table a SessionDetail
+function M.show_detail(d)
+  local lines = M.detail_lines(d)
   local buf = vim.api.nvim_create_buf(false, true)
   vim.api.nvim_buf_set_lines(buf, 0, -1, false, lines)
   vim.bo[buf].modifiable = false
