@@ -161,7 +161,7 @@ def _env_map(v: Any) -> dict[str, str]:
 _EXECUTOR_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
 _EXECUTOR_FIELDS = {"kind", "host", "port", "user", "identity_file", "known_hosts", "root", "python",
-                    "env_passthrough", "max_running", "harvest_interval"}
+                    "env_passthrough", "max_running", "harvest_interval", "lost_after"}
 _K8S_FIELDS = {"kind", "namespace", "image", "context", "kubeconfig", "resources", "deadline", "ttl", "root",
                "python", "port", "start_timeout", "env_passthrough", "max_running", "harvest_interval"}
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -223,8 +223,13 @@ def _executors(v: Any) -> dict[str, dict[str, Any]]:
         every = e.get("harvest_interval", 30)
         if not isinstance(every, int) or isinstance(every, bool) or not 1 <= every <= 86400:
             raise ValueError(f"{name}: harvest_interval must be 1-86400 (seconds)")
+        # How long its host may stay unreachable before an agent there counts as lost (its
+        # session keeps everything harvested; `para resume --executor` continues elsewhere).
+        lost_after = e.get("lost_after", 60)
+        if not isinstance(lost_after, int) or isinstance(lost_after, bool) or not 1 <= lost_after <= 86400:
+            raise ValueError(f"{name}: lost_after must be 1-86400 (seconds)")
         out[name] = {"kind": "ssh", "host": host, "port": port, **strings, "env_passthrough": passthrough,
-                     "max_running": cap, "harvest_interval": every}
+                     "max_running": cap, "harvest_interval": every, "lost_after": lost_after}
     return out
 
 

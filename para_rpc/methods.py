@@ -51,7 +51,7 @@ METHODS: dict[str, Method] = {
     "para/plans": Method(P.RepoParams, R.PlansResult, "plans", False),
     "para/executors": Method(P.ExecutorsParams, R.ExecutorsResult, "list_executors", False),
     "para/recover": Method(P.ReopenParams, R.SessionDetail, "recover", True),
-    "para/resume": Method(P.ReopenParams, R.SessionDetail, "resume", True),
+    "para/resume": Method(P.ResumeParams, R.SessionDetail, "resume", True),
     "para/clean": Method(P.CleanParams, R.CleanResult, "clean", True),
     "para/config": Method(P.ConfigParams, (R.ConfigShow, R.ConfigValue, R.ConfigSet, R.ConfigReset, R.ConfigPaths), "config", True),
     "para/events": Method(P.EventsParams, R.EventsResult, "events", False),

@@ -73,6 +73,12 @@ class ReopenParams(SessionParams, kw_only=True):
     keep_on_failure: bool = False  # a failed session.setup keeps the worktree instead of rolling back
 
 
+class ResumeParams(ReopenParams, kw_only=True):
+    """`para/resume`; with `executor`, the session's agent (not running: lost with its host,
+    exited or stopped) is relaunched there, from the branch and its uncommitted work."""
+    executor: Name | None = None  # `local` or a configured executor
+
+
 class FinishParams(SessionParams, kw_only=True):
     message: Text
     branch: Name | None = None

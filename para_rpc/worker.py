@@ -16,8 +16,9 @@ prompt, runner.pid, own-files.json, lock), `sock/<h>.sock` the session's socket,
 Ops (the contract is docs/architecture.md "Executors"):
 - check -> {para, protocol, python, git}
 - refs {root, repo} -> {refs}; receive {root, repo, refs, payload} -> {refs}
-- prepare {root, repo, session, branch, commit, files} -> {worktree, run_dir, prompt_file,
-  socket, home}; the files are para's: never part of a commit or checkpoint
+- prepare {root, repo, session, branch, commit, files, checkpoint?} -> {worktree, run_dir,
+  prompt_file, socket, home, restored}; the files are para's: never part of a commit or
+  checkpoint; a checkpoint (made on `commit`) comes back as uncommitted changes in a new worktree
 - start {.., argv, env, prompt, inherit} -> {pid, log, exit_file, started_at} (inherit: names taken
   from the worker's own environment, a pod's Secret)
 - poll -> {state: alive|exited|lost|none, pid, exit_code, ended_at}
@@ -180,6 +181,8 @@ def op_prepare(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
     place = locate(req)
     branch = validate_branch_name(field(req, "branch", str))
     commit = check_sha(req.get("commit"), "'commit'")
+    checkpoint = req.get("checkpoint")  # (a resumed session's uncommitted work, put back)
+    checkpoint = check_sha(checkpoint, "'checkpoint'") if checkpoint is not None else None
     raw = field(req, "files", dict, {})
     files = {_relpath(rel, place.wt): body for rel, body in raw.items()}
     if not all(isinstance(b, str) for b in files.values()):
@@ -195,6 +198,8 @@ def op_prepare(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
         elif on and on != branch:
             raise ParaError(Code.wrong_state, f"the worktree {place.wt} is on branch {on}, not {branch}")
         try:
+            if made and checkpoint:  # (a worktree kept from before holds its own work already)
+                worker_git.restore(place.cache, place.wt, checkpoint, commit)
             _write_files(place.wt, files)
             mkdir(place.run)
             own = sorted({*own_files(place), *(str(p.relative_to(place.wt)) for p in files)})
@@ -207,7 +212,7 @@ def op_prepare(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
             raise
         mkdir(place.socket.parent)
     return {"worktree": str(place.wt), "run_dir": str(place.run), "prompt_file": str(place.run / "prompt"),
-            "socket": str(place.socket), "home": os.path.expanduser("~")}, None
+            "socket": str(place.socket), "home": os.path.expanduser("~"), "restored": bool(made and checkpoint)}, None
 
 
 def op_snapshot(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:

@@ -118,6 +118,18 @@ def add_worktree(cache: Path, wt: Path, branch: str, commit: str) -> bool:
                     f"not {commit}: release the session there first")
 
 
+def restore(cache: Path, wt: Path, checkpoint: str, commit: str) -> None:
+    """The uncommitted work a checkpoint holds, back as uncommitted changes in the new worktree
+    `wt` at `commit` (the checkpoint's parent): files from the checkpoint, index at `commit`."""
+    if not existing(cache, [checkpoint]):
+        raise ParaError(Code.not_found, f"the cache has no checkpoint {checkpoint}: receive it first")
+    parent = git(["rev-parse", "--verify", "-q", f"{checkpoint}^1"], git_dir=cache, check=False)
+    if parent.stdout.decode().strip() != commit:
+        raise ParaError(Code.invalid_input, f"checkpoint {checkpoint} was not made on {commit}")
+    git(["read-tree", "-u", "--reset", checkpoint], cwd=wt)
+    git(["read-tree", "--reset", commit], cwd=wt)
+
+
 def remove_worktree(cache: Path, wt: Path) -> None:
     if worktree_branch(cache, wt) is not None:
         git(["worktree", "remove", "--force", "--force", str(wt)], git_dir=cache, check=False)
@@ -220,5 +232,5 @@ def release(cache: Path, wt: Path, session: str, branch: str) -> None:
     remove_worktree(cache, wt)
     git(["branch", "-q", "-D", branch], git_dir=cache, check=False)  # (already gone is fine)
     # (base: where the sidecar's receive put the session's start)
-    for ref in (f"refs/para/{kind}/{session}" for kind in ("checkpoint", "head", "target", "base")):
+    for ref in (f"refs/para/{kind}/{session}" for kind in ("checkpoint", "head", "target", "base", "restore")):
         git(["update-ref", "-d", ref], git_dir=cache, check=False)

@@ -384,10 +384,12 @@ def recover(name: Annotated[str | None, typer.Argument(help="Session name.")] = 
 
 @app.command()
 def resume(name: Annotated[str | None, typer.Argument(help="Session name.")] = None, keep: KeepOpt = False,
+           executor: Annotated[str | None, typer.Option("--executor", "-e", help="Relaunch the session's agent there (local or a configured executor), from its branch and last checkpoint: after its host was lost, or it exited or was stopped.")] = None,
            as_json: JsonOpt = False) -> None:
     """Make sure the session's worktree exists (recreating it from the branch, prepared as at start) and print
-    its path."""
-    _call("para/resume", {"session": name, **({"keep_on_failure": True} if keep else {})}, as_json,
+    its path; with --executor, relaunch its agent there."""
+    _call("para/resume", {"session": name, **({"keep_on_failure": True} if keep else {}),
+                          **({"executor": executor} if executor is not None else {})}, as_json,
           render.print_resumed, progress=True)
 
 

@@ -39,6 +39,9 @@ class LaunchSpec(msgspec.Struct, kw_only=True):
     repo_root: str = ""             # the local main checkout (where code comes from and commits go)
     branch: str = ""                # the session's branch, whose tip the worktree starts at
     files: dict[str, str] = msgspec.field(default_factory=dict)  # written into its worktree (relative paths)
+    # A resumed session's last checkpoint (a local ref; its commit's parent is the branch tip):
+    # its uncommitted work, put back as uncommitted changes in a worktree made anew.
+    checkpoint: str = ""
 
 
 # Placeholders an executor on another machine renders with its own paths: argv elements cannot
@@ -49,11 +52,13 @@ REMOTE_PROMPT_FILE = "\0prompt_file\0"
 
 class RunState(msgspec.Struct, kw_only=True, frozen=True):
     """What `poll` found: `alive`, `exited` (with its code and end time) or `lost` (the
-    runner is gone without saying how it ended)."""
+    runner is gone without saying how it ended). `unreachable` (with `alive`): its host did not
+    answer, why; the service counts a run lost only once that lasted the executor's grace."""
 
     state: Literal["alive", "exited", "lost"]
     exit_code: int | None = None
     ended_at: float | None = None
+    unreachable: str | None = None
     reason: str | None = None       # `lost`: what the executor knows of why (a pod's eviction message)
 
 

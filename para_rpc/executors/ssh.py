@@ -33,6 +33,13 @@ from para_rpc.model import AgentRun
 
 CONNECT_TIMEOUT = 20.0
 CALL_TIMEOUT = 120.0
+# A partition does not reset a connection: it hangs. Keepalives end a dead one (after about
+# interval x count seconds), and every request has a bound, so nothing waits on it for ever.
+KEEPALIVE_INTERVAL = 10.0
+KEEPALIVE_COUNT = 3
+POLL_TIMEOUT = 10.0   # a poll (and its dial) at most; a run counts as lost only after `lost_after`
+POLL_TIMEOUT_MIN = 5.0  # a busy host (or this busy machine) may take seconds: slow is not unreachable
+LOST_AFTER = 60       # the entry's default (config.py)
 
 
 def worker_command(entry: dict[str, Any]) -> str:
@@ -46,7 +53,7 @@ def _where(name: str, entry: dict[str, Any]) -> str:
     return f"executor {name} ({user}{entry['host']}:{entry['port']})"
 
 
-async def connect(name: str, entry: dict[str, Any]) -> Any:
+async def connect(name: str, entry: dict[str, Any], timeout: float = CONNECT_TIMEOUT) -> Any:
     try:
         import asyncssh
     except ImportError:
@@ -58,7 +65,8 @@ async def connect(name: str, entry: dict[str, Any]) -> Any:
         raise ParaError(Code.config_error, f"{_where(name, entry)}: its known_hosts file {known} does not exist "
                         "(para never trusts a host key on first use)", executor=name)
     options: dict[str, Any] = {"port": entry["port"], "known_hosts": known, "agent_forwarding": False,
-                               "connect_timeout": CONNECT_TIMEOUT, "config": []}
+                               "connect_timeout": timeout, "keepalive_interval": KEEPALIVE_INTERVAL,
+                               "keepalive_count_max": KEEPALIVE_COUNT, "config": []}
     if entry["user"]:
         options["username"] = entry["user"]
     if entry["identity_file"]:
@@ -73,8 +81,8 @@ async def connect(name: str, entry: dict[str, Any]) -> Any:
         raise ParaError(Code.config_error, f"{_where(name, entry)} refused the login: {e.reason}",
                         executor=name) from None
     except (OSError, asyncssh.Error, TimeoutError) as e:
-        raise ParaError(Code.config_error, f"cannot connect to {_where(name, entry)}: {e}",
-                        executor=name) from None
+        raise ParaError(Code.config_error, f"cannot connect to {_where(name, entry)}: {str(e) or type(e).__name__}",
+                        executor=name, unreachable=True) from None
 
 
 async def call(conn: Any, name: str, entry: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
@@ -145,26 +153,63 @@ class Ssh:
         self._dialing = asyncio.Lock()
         self._channels = asyncio.Semaphore(MAX_CHANNELS)
         self._listeners: dict[str, Any] = {}   # remote socket path -> its forwarding
+        self._binds: dict[str, str] = {}       # remote socket path -> the local bound socket it serves
 
     def where(self) -> str:
         return _where(self.name, self.entry)
+
+    def lost_after(self) -> float:
+        return float(self.entry.get("lost_after") or LOST_AFTER)
 
     def host(self) -> str:
         """Where its agents run, for the placement and stop records."""
         return str(self.entry["host"])
 
-    async def connection(self) -> Any:
+    async def connection(self, timeout: float = CONNECT_TIMEOUT) -> Any:
         async with self._dialing:
             if self._conn is None or self._conn.is_closed():
                 self._listeners.clear()  # (they died with the connection)
-                self._conn = await connect(self.name, self.entry)
+                conn = await connect(self.name, self.entry, timeout)
+                self._conn = conn
+                # A host that answers again after a cut (keepalives ended the old connection):
+                # its agents' sockets are served again, so their `para` works as before.
+                for remote, socket in list(self._binds.items()):
+                    try:
+                        await self._forward(conn, remote, socket)
+                    except ParaError as e:
+                        logging.getLogger("para_rpc").warning("%s", e.message)
             return self._conn
 
-    async def request(self, op: str, payload: bytes = b"", **fields: Any) -> tuple[dict[str, Any], bytes]:
+    async def _forward(self, conn: Any, remote: str, socket: str) -> None:
+        import asyncssh
+
+        try:
+            try:
+                self._listeners[remote] = await conn.forward_remote_path(remote, socket)
+            except asyncssh.ChannelListenError:
+                # A socket file left by a connection that died (a sidecar killed, a network cut):
+                # sshd does not replace it. It is ours, in our 0700 directory under root.
+                async with conn.start_sftp_client() as sftp:
+                    await sftp.remove(remote)
+                self._listeners[remote] = await conn.forward_remote_path(remote, socket)
+        except (OSError, asyncssh.Error) as e:
+            raise ParaError(Code.config_error, f"{self.where()}: cannot serve the session's socket {remote} "
+                            f"there: {e}", executor=self.name) from None
+
+    async def request(self, op: str, payload: bytes = b"", *, timeout: float | None = None,
+                      **fields: Any) -> tuple[dict[str, Any], bytes]:
         """One worker request: (its answer, the bytes that followed it). A worker error is a
-        ParaError with the worker's code; a host that cannot be reached, config_error."""
+        ParaError with the worker's code; a host that cannot be reached, config_error with
+        `unreachable` in its data. `timeout` bounds the whole request, its dial included."""
         head = json.dumps({"op": op, **fields, **({"payload": len(payload)} if payload else {})}).encode()
-        out, err, status = await self._exec(op, head + b"\n" + payload)
+        if timeout is None:
+            out, err, status = await self._exec(op, head + b"\n" + payload)
+        else:
+            try:
+                out, err, status = await asyncio.wait_for(self._exec(op, head + b"\n" + payload), timeout)
+            except TimeoutError:
+                raise ParaError(Code.config_error, f"{self.where()}: no answer to {op} within {timeout:g} s",
+                                executor=self.name, unreachable=True) from None
         line, _, rest = out.partition(b"\n")
         try:
             answer = json.loads(line) if line.strip() else None
@@ -197,14 +242,16 @@ class Ssh:
                 try:
                     proc.stdin.write(data)
                     proc.stdin.write_eof()
-                    out, err = await asyncio.wait_for(asyncio.gather(proc.stdout.read(), proc.stderr.read()),
-                                                      CALL_TIMEOUT)
+                    reading = asyncio.gather(proc.stdout.read(), proc.stderr.read())
+                    # (cut short by a timeout, it ends with the cancellation: seen here, not logged as lost)
+                    reading.add_done_callback(lambda f: f.cancelled() or f.exception())
+                    out, err = await asyncio.wait_for(reading, CALL_TIMEOUT)
                     await proc.wait()
                 finally:
                     proc.close()
         except (OSError, asyncssh.Error, TimeoutError) as e:
-            raise ParaError(Code.config_error, f"{self.where()}: the worker did not answer {op}: {e}",
-                            executor=self.name) from None
+            raise ParaError(Code.config_error, f"{self.where()}: the worker did not answer {op}: "
+                            f"{str(e) or type(e).__name__}", executor=self.name, unreachable=True) from None
         return bytes(out), bytes(err), proc.exit_status
 
     def _session(self, run: AgentRun) -> dict[str, Any]:
@@ -225,12 +272,20 @@ class Ssh:
         bundle = b""
         if tip not in have:
             bundle = await git.bundle(spec.repo_root, f"refs/heads/{spec.branch}", exclude=have)
+        checkpoint = await git.resolve(spec.repo_root, spec.checkpoint) if spec.checkpoint else None
         await self.request("receive", bundle, root=root, repo=rid, refs={f"refs/para/base/{spec.session}": tip})
+        if checkpoint:
+            # (the checkpoint's own objects, on top of the tip the first bundle sent)
+            extra = await git.bundle(spec.repo_root, spec.checkpoint, exclude=[*have, tip])
+            await self.request("receive", extra, root=root, repo=rid,
+                               refs={f"refs/para/restore/{spec.session}": checkpoint})
+        restore: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
         got, _ = await self.request("prepare", root=root, repo=rid, session=spec.session, branch=spec.branch,
-                                    commit=tip, files=spec.files)
+                                    commit=tip, files=spec.files, **restore)
         return {"host": self.host(), "repo": rid, "session": spec.session, "branch": spec.branch,
                 "local": spec.repo_root, "base": tip, "worktree": got["worktree"], "run_dir": got.get("run_dir"),
-                "prompt_file": got["prompt_file"], "socket": got["socket"], "home": got.get("home")}
+                "prompt_file": got["prompt_file"], "socket": got["socket"], "home": got.get("home"),
+                **({"restored": checkpoint} if got.get("restored") else {})}
 
     def _env(self, run: AgentRun, spec: LaunchSpec) -> dict[str, str]:
         """The agent's whole environment on the host: para's variables, PATH with the worker's
@@ -275,33 +330,27 @@ class Ssh:
         old = self._listeners.pop(remote, None)
         if old is not None:
             old.close()
+        self._binds[remote] = socket  # (served again on every new connection)
         conn = await self.connection()
-        import asyncssh
-
-        try:
-            try:
-                self._listeners[remote] = await conn.forward_remote_path(remote, socket)
-            except asyncssh.ChannelListenError:
-                # A socket file left by a connection that died (a sidecar killed, a network cut):
-                # sshd does not replace it. It is ours, in our 0700 directory under root.
-                async with conn.start_sftp_client() as sftp:
-                    await sftp.remove(remote)
-                self._listeners[remote] = await conn.forward_remote_path(remote, socket)
-        except (OSError, asyncssh.Error) as e:
-            raise ParaError(Code.config_error, f"{self.where()}: cannot serve the session's socket {remote} "
-                            f"there: {e}", executor=self.name) from None
+        if remote not in self._listeners:  # (a new connection forwarded it already)
+            await self._forward(conn, remote, socket)
         return str(remote)
 
     def unbind(self, run: AgentRun) -> None:
+        self._binds.pop(run.placement.get("socket", ""), None)
         listener = self._listeners.pop(run.placement.get("socket", ""), None)
         if listener is not None:
             listener.close()
 
     async def poll(self, run: AgentRun) -> RunState:
+        """The run's state on its host. A host that does not answer (within POLL_TIMEOUT, or
+        a third of `lost_after` when that is shorter, but at least POLL_TIMEOUT_MIN) is not an ended run: `alive` with the
+        reason in `unreachable`; the service decides when that has lasted long enough."""
         try:
-            got, _ = await self.request("poll", **self._session(run))
-        except ParaError:
-            return RunState(state="alive")  # unreachable is not ended (worker loss: a later step)
+            got, _ = await self.request("poll", **self._session(run),
+                                        timeout=max(POLL_TIMEOUT_MIN, min(POLL_TIMEOUT, self.lost_after() / 3)))
+        except ParaError as e:
+            return RunState(state="alive", unreachable=e.message)
         state = got.get("state")
         if state == "exited":
             return RunState(state="exited", exit_code=got.get("exit_code"), ended_at=got.get("ended_at"))

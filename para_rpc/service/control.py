@@ -1,7 +1,8 @@
 """Agent control: stop, restart, follow-up messages, opening a worktree, and the run queue.
 
-`agent.max_running` caps the agents that run at once in a repository. A launch beyond it is
-kept on the session (`Session.queued`, persisted with it, so a sidecar restart keeps the queue)
+`agent.max_running` caps the agents that run at once in a repository, and an executor's own
+`max_running` the agents running on it (in every repository this sidecar serves: a host's
+capacity is the host's). A launch beyond either is kept on the session (`Session.queued`, persisted with it, so a sidecar restart keeps the queue)
 and started, oldest first, when the agent poll finds a free slot (an agent exited, was stopped,
 or its session was cancelled or integrated). Counting and launching happen under one lock per
 repository, so two dispatches can never both take the last slot. Lock order: the queue lock,
@@ -89,6 +90,17 @@ class Control(ServiceCore):
         # every status: an integrated session's agent may still be on its way out
         return sum(1 for s in repo.store.all() if _running(s.agent))
 
+    def _executor_full(self, repo: Repo, executor: str, cfg: dict[str, Any]) -> int:
+        """The executor's `max_running` when that many agents run on it already, else 0."""
+        if executor == "local":
+            return 0
+        cap = int((config.usable(cfg["executors"]).get(executor) or {}).get("max_running") or 0)
+        if not cap:
+            return 0
+        running = sum(1 for r in self.repos.values() for s in r.store.all()
+                      if _running(s.agent) and s.agent is not None and s.agent.executor == executor)
+        return cap if running >= cap else 0
+
     @staticmethod
     def _queued(repo: Repo) -> list[Session]:
         live = repo.store.live()
@@ -101,17 +113,19 @@ class Control(ServiceCore):
         """Launch the agent now (sets `s.agent`), or queue it (sets `s.queued`) when
         `agent.max_running` agents run already or others wait before it. Saves `s`."""
         cap = cfg["agent.max_running"]
-        if not cap and not self._queued(repo):
+        limited = executor != "local" and (config.usable(cfg["executors"]).get(executor) or {}).get("max_running")
+        if not cap and not limited and not self._queued(repo):
             s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box, executor), None
             repo.store.save(s)
             return
         async with self._queue_lock(repo):
-            if (cap and self._running_count(repo) >= cap) or any(q.id != s.id for q in self._queued(repo)):
+            full = self._executor_full(repo, executor, cfg)
+            if (cap and self._running_count(repo) >= cap) or full or any(q.id != s.id for q in self._queued(repo)):
                 s.queued = QueuedLaunch(profile=profile, mode=mode, argv=argv, skip_permissions=skip, reason=reason,
                                         sandbox=box, executor=executor)
                 repo.store.save(s)
                 self.emit(repo, "agent_queued", s.name, position=queue_position(repo.store.live(), s), reason=reason,
-                          max_running=cap)
+                          max_running=cap, **({"executor": executor, "executor_max_running": full} if full else {}))
                 return
             s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box, executor), None
             repo.store.save(s)
@@ -130,6 +144,8 @@ class Control(ServiceCore):
             for q in self._queued(repo):
                 if cap and self._running_count(repo) >= cap:
                     return
+                if q.queued is not None and self._executor_full(repo, q.queued.executor, cfg):
+                    continue  # (its host is full; a launch elsewhere behind it may start)
                 async with repo.session_lock(q.name):
                     s = repo.store.get(q.name)
                     if s is None or s.id != q.id or s.queued is None or s.status is not Status.active:
@@ -211,7 +227,10 @@ class Control(ServiceCore):
 
     # ---- restart -----------------------------------------------------------------------------
 
-    async def restart(self, p: RestartParams) -> dict[str, Any]:
+    async def restart(self, p: RestartParams, executor: str | None = None) -> dict[str, Any]:
+        """Relaunch the session's agent; on `executor` (checked by the caller: `para resume
+        --executor`) instead of where it ran, then with the whole task (its conversation, if
+        its profile resumes one, stayed where it ran)."""
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
         follow = None
@@ -245,13 +264,17 @@ class Control(ServiceCore):
         if old is None:  # (checked above; a restart of a session that never had an agent)
             raise ParaError(Code.wrong_state, f"session {s.name} has no agent to restart", session=s.name)
         prof = agents.profile(old.profile, cfg["agents"])
-        resume = bool(prof.resume) and old.mode == "headless"
-        argv_t = prof.argv(old.mode, old.skip_permissions, resume=resume)
-        agents.require_binary(argv_t, prof.name)
+        where = executor or old.executor
+        mode = old.mode if where == "local" else "headless"  # (on another host: headless only)
+        resume = bool(prof.resume) and mode == "headless" and where == old.executor
+        argv_t = prof.argv(mode, old.skip_permissions, resume=resume)
+        if where == "local":
+            agents.require_binary(argv_t, prof.name)  # (a remote agent's program is on its host)
         prompts = os.path.join(repo.root, ".para", "prompts")
         prompt_file = os.path.join(prompts, f"{s.name}.md")
         original = os.path.join(prompts, f"{s.name}.task.md")
-        queue = self._queue_lock(repo) if cfg["agent.max_running"] or self._queued(repo) else contextlib.nullcontext()
+        queue = self._queue_lock(repo) if cfg["agent.max_running"] or self._queued(repo) or \
+            where != "local" else contextlib.nullcontext()
         async with queue, repo.session_lock(s.name):
             s = self._refind(repo, s, p.cwd)
             if s.queued is not None or _running(s.agent):
@@ -270,13 +293,13 @@ class Control(ServiceCore):
             agents.check_prompt_fits(argv_t, prompt, prof.name)
             runtime.write_private(prompt_file, prompt)
             argv = agents.render(argv_t, {"prompt": prompt, "session": s.name,
-                                          **self._where_paths(s, prompt_file, old.executor)})
+                                          **self._where_paths(s, prompt_file, where)})
             at = now()
             for m in unread:
                 m.read_at, m.read_by = at, "restart"
             previous = {"exit_code": old.exit_code, "stopped": old.stopped_at is not None, "lost": old.lost}
-            await self._launch_unlocked(repo, s, prof.name, old.mode, argv, old.skip_permissions, cfg, old.sandbox,
-                                        old.executor)
+            await self._launch_unlocked(repo, s, prof.name, mode, argv, old.skip_permissions, cfg, old.sandbox,
+                                        where)
         self.emit(repo, "restarted", s.name, profile=prof.name, resume=resume, follow_up=follow is not None,
                   messages=[m.id for m in unread], queued=s.queued is not None, previous=previous,
                   pid=s.agent.pid if s.agent and s.queued is None else None)
@@ -294,12 +317,13 @@ class Control(ServiceCore):
                                cfg: dict[str, Any], box: Sandbox | None = None, executor: str = "local") -> None:
         """`_launch_or_queue` for a caller that holds the queue lock already (restart)."""
         cap = cfg["agent.max_running"]
-        if (cap and self._running_count(repo) >= cap) or any(q.id != s.id for q in self._queued(repo)):
+        full = self._executor_full(repo, executor, cfg)
+        if (cap and self._running_count(repo) >= cap) or full or any(q.id != s.id for q in self._queued(repo)):
             s.queued = QueuedLaunch(profile=profile, mode=mode, argv=argv, skip_permissions=skip, reason="restart",
                                     sandbox=box, executor=executor)
             repo.store.save(s)
             self.emit(repo, "agent_queued", s.name, position=queue_position(repo.store.live(), s), reason="restart",
-                      max_running=cap)
+                      max_running=cap, **({"executor": executor, "executor_max_running": full} if full else {}))
             return
         s.agent, s.queued = await self._launch(repo, s, profile, mode, argv, skip, cfg, box, executor), None
         repo.store.save(s)

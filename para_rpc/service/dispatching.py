@@ -347,6 +347,10 @@ class Dispatching(Remote):
         if executor != "local":
             # On another host: its worktree made there first (the socket is forwarded to a path in it).
             spec = self._spec(repo, s, argv, env, cfg)
+            if s.agent is not None and (s.agent.lost or s.agent.executor != executor):
+                # Resumed from a lost host or from elsewhere: the uncommitted work the local
+                # worktree holds (a lost run's last checkpoint, mirrored) goes along.
+                spec.checkpoint = await self._local_checkpoint(repo, s)
             run.placement = await self._executor(repo, executor).prepare(spec)
         # Sandboxed or not, the agent reaches the sidecar only on its session's bound socket:
         # the sidecar's own socket would let it act on any session or change the config.
@@ -544,10 +548,13 @@ class Dispatching(Remote):
                 return
             run = s.agent
             grace = repo.config({})["agent.stop_grace"]
-            result = await self._executor(repo, run.executor).stop(run, grace, worktree=s.worktree)
-            await self._record_stop(repo, sid, s.name, exit_file, "the agent exited; these are processes it left "
-                                    "running", result)
-            changes, skipped = await self._compare_outside(repo, s, run) if not remote(run) else ([], {})
+            # (a run lost with its host: nothing there can be asked, nothing here was its to change)
+            away = run.executor != "local" and run.lost
+            if not away:
+                result = await self._executor(repo, run.executor).stop(run, grace, worktree=s.worktree)
+                await self._record_stop(repo, sid, s.name, exit_file, "the agent exited; these are processes it "
+                                        "left running", result)
+            changes, skipped = await self._compare_outside(repo, s, run) if not remote(run) and not away else ([], {})
             async with repo.session_lock(s.name):
                 s = repo.store.by_id(sid) if sid is not None else None
                 if s is None or s.agent is None or s.agent.exit_file != exit_file:

@@ -13,7 +13,19 @@ uncommitted work shows as uncommitted here too. Edits made in it by hand are ove
 the next harvest: the agent's copy on the host is the one that counts.
 
 Harvests happen on every status report of the agent, when it exits, before integrate, finish
-and cancel, and on a slow sweep (`harvest_interval` of the executor, default 30 s).
+and cancel, and on a slow sweep (`harvest_interval` of the executor, default 30 s). Every new
+checkpoint is also kept as `refs/para/backup/<name>/<stamp>-checkpoint` (the last
+CHECKPOINTS_KEPT of them): the harvest replaces `refs/para/checkpoint/<name>`, the backup
+outlives a loss, a resume and a cancel.
+
+Worker loss: a host that does not answer the poll is not an ended run. Only after the
+executor's `lost_after` seconds of failures in a row is the run `lost`: its session stays
+active with everything harvested (its branch, its worktree mirroring the last checkpoint, the
+backup ref), an `agent_lost` event and a note say what may be missing (the changes after the
+last harvest), and `para resume NAME --executor OTHER` continues from there. A host that
+answers within the grace changes nothing. A lost run is no longer remote (`remote()`): its
+session's work is all here, so finish, integrate and cancel use the local worktree and never
+wait for the host.
 """
 
 from __future__ import annotations
@@ -27,14 +39,21 @@ from typing import Any
 from para_rpc import config, executors, git
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import AgentRun, Session, Status, now
-from para_rpc.service.core import Repo, ServiceCore, log
+from para_rpc.service.core import Repo, ServiceCore, _utc_stamp, log
 
 HARVEST_INTERVAL = 30.0
 REMOTE_POLL_SECONDS = 2.0  # a poll of a remote run is an exec on its host: not every agent tick
+CHECKPOINTS_KEPT = 5       # checkpoint backups per session (`para clean` ages out the rest too)
 
 
 def remote(run: AgentRun | None) -> bool:
-    return run is not None and run.executor != "local" and bool(run.placement)
+    """Whether the run's work lives on another host that this sidecar follows (a lost run's
+    does not: everything it left is here)."""
+    return run is not None and run.executor != "local" and bool(run.placement) and not run.lost
+
+
+def _when(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at)) if at else "its start (nothing was harvested)"
 
 
 def _append(path: str, data: bytes) -> None:
@@ -80,12 +99,27 @@ class Remote(ServiceCore):
                         self.emit(repo, "harvest_diverged", s.name, local=old, remote=tip)
             elif tip and checkpoint != before:
                 await self._mirror(s, run, old, before, tip, checkpoint)
+            if checkpoint and checkpoint != before:
+                await self._keep_checkpoint(repo, s.name, checkpoint, run)
             await self._pull_log(repo, run)
             run.harvested_commit, run.harvested_at = tip or run.harvested_commit, now()
             s.head_commit = await git.resolve(repo.root, ref) or s.head_commit
             repo.store.save(s)
             self.emit(repo, "harvested", s.name, commit=tip, checkpoint=checkpoint, executor=run.executor)
             return tip
+
+    @staticmethod
+    async def _keep_checkpoint(repo: Repo, name: str, checkpoint: str, run: AgentRun) -> None:
+        """A new checkpoint kept under refs/para/backup/<name>/ (the last few): the one the
+        harvest holds is replaced by the next, and a lost host sends none again."""
+        ref = await git.create_ref(repo.root, f"refs/para/backup/{name}/{_utc_stamp()}-checkpoint", checkpoint,
+                                   message="para: checkpoint of the agent's uncommitted work")
+        run.placement = {**run.placement, "backup": ref}
+        found = await git.refs(repo.root, f"refs/para/backup/{name}/")
+        kept = sorted(r for r in found if "-checkpoint" in r.rsplit("/", 1)[-1])  # (names start with the stamp)
+        for old in kept[:-CHECKPOINTS_KEPT]:
+            if old != ref:
+                await git.run(repo.root, "update-ref", "-d", old, found[old][0], check=False)
 
     @staticmethod
     async def _mirror(s: Session, run: AgentRun, old_tip: str | None, old_checkpoint: str | None, tip: str,
@@ -151,6 +185,11 @@ class Remote(ServiceCore):
             return None
         polled[key] = time.monotonic()
         state = await self._executor(repo, run.executor).poll(run)
+        if state.unreachable:
+            return await self._unreachable(repo, s, state.unreachable)
+        first = self.__dict__.get("_unreachable_since", {}).pop(key, None)
+        if first is not None:
+            self.emit(repo, "agent_reachable", s.name, executor=run.executor, after=round(time.time() - first, 3))
         if state.state == "alive":
             if time.time() - (run.harvested_at or run.started_at) > self._harvest_interval(repo, run):
                 self._harvest_soon(repo, s.name)
@@ -172,6 +211,54 @@ class Remote(ServiceCore):
                     now_.notes.append(f"its work could not be harvested when its agent ended: {e.message}")
                     repo.store.save(now_)
         return state
+
+    async def _unreachable(self, repo: Repo, s: Session, why: str) -> executors.RunState:
+        """A poll its host did not answer: still `alive` within the executor's `lost_after`
+        (counted from the first failure in a row this sidecar saw), then `lost`, with an
+        event and a note naming what the session holds and what may be missing."""
+        run = s.agent
+        assert run is not None
+        since: dict[str, float] = self.__dict__.setdefault("_unreachable_since", {})
+        key = run.exit_file or s.name
+        ex = self._executor(repo, run.executor)
+        grace = float(getattr(ex, "lost_after", lambda: 60.0)())
+        if key not in since:
+            since[key] = time.time()
+            self.emit(repo, "agent_unreachable", s.name, executor=run.executor, reason=why, lost_after=grace)
+        first = since[key]
+        if time.time() - first < grace:
+            return executors.RunState(state="alive", unreachable=why)
+        since.pop(key, None)
+        tip = run.harvested_commit or await git.resolve(repo.root, f"refs/heads/{s.branch}")
+        backup = run.placement.get("backup") if run.placement.get("checkpoint") else None
+        held = f"its branch {s.branch} at {(tip or '')[:10]}" + (
+            f" and its uncommitted work as of then in {backup} (also in its local worktree)" if backup else
+            " (it had no uncommitted work then)")
+        reason = (f"its host (executor {run.executor}) has not answered for {int(time.time() - first)} s ({why}). "
+                  f"Changes after {_when(run.harvested_at)} on {run.executor} may be missing; the session holds "
+                  f"everything harvested until then: {held}. `para resume {s.name} --executor NAME` continues "
+                  "from there")
+        self.emit(repo, "agent_lost", s.name, executor=run.executor, message=f"the agent of {s.name} is lost: {reason}",
+                  reason=why, harvested_commit=tip, harvested_at=run.harvested_at, backup=backup,
+                  worktree=run.placement.get("worktree"))
+        # (the agent poll records it, with `reason` as the session's note)
+        return executors.RunState(state="lost", ended_at=time.time(), reason=reason)
+
+    @staticmethod
+    async def _local_checkpoint(repo: Repo, s: Session) -> str:
+        """The local worktree's uncommitted work as a commit on its branch's tip, kept under
+        refs/para/backup/<name>/<stamp>-resume, for a worktree made anew on a host; "" when
+        there is none (or the worktree is not on the tip, so it could not be put back there)."""
+        if not os.path.isdir(s.worktree):
+            return ""
+        tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+        if tip is None or await git.resolve(s.worktree, "HEAD") != tip:
+            return ""
+        snap = await git.snapshot(s.worktree, f"para: uncommitted work of {s.name}, taken to its new host")
+        if await git.tree_of(repo.root, snap) == await git.tree_of(repo.root, tip):
+            return ""
+        return await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{_utc_stamp()}-resume", snap,
+                                    message="para: uncommitted work taken to another host")
 
     async def _remote_commit_and_harvest(self, repo: Repo, s: Session, message: str) -> None:
         """Before integrate/finish: the host's uncommitted work committed there, then brought home."""

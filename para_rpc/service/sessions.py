@@ -16,9 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from para_rpc import git
+from para_rpc import config, git
 from para_rpc.errors import Code, ParaError
-from para_rpc.model import Op, Session, Status, journaled, pending, to_builtins
+from para_rpc.model import (
+    AgentRun,
+    Op,
+    Session,
+    Status,
+    journaled,
+    pending,
+    to_builtins,
+)
 from para_rpc.names import friendly_name, validate_branch_name, validate_session_name
 from para_rpc.params import (
     CancelParams,
@@ -27,6 +35,8 @@ from para_rpc.params import (
     IntegrateParams,
     ListParams,
     ReopenParams,
+    RestartParams,
+    ResumeParams,
     SessionParams,
     StartParams,
 )
@@ -37,6 +47,7 @@ from para_rpc.service.core import (
     WorktreeFacts,
     _check_message,
     _utc_stamp,
+    log,
 )
 from para_rpc.service.remote import Remote, remote
 
@@ -83,6 +94,7 @@ class Sessions(Remote):
         async def _stop_preparing(self, repo: Repo, name: str | None, cwd: str
                                   ) -> tuple[Session, int, str] | None: ...
         async def _start_stopped(self, repo: Repo, s: Session, pid: int, since: str, cwd: str) -> dict[str, Any]: ...
+        async def restart(self, p: RestartParams, executor: str | None = None) -> dict[str, Any]: ...
 
     async def start(self, p: StartParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)
@@ -616,7 +628,9 @@ class Sessions(Remote):
         s.archived_branch, s.status, s.op = None, Status.active, None
         repo.store.save(s)
 
-    async def resume(self, p: ReopenParams) -> dict[str, Any]:
+    async def resume(self, p: ResumeParams) -> dict[str, Any]:
+        if p.executor is not None:
+            return await self._resume_on(p, p.executor)
         repo = await self.repo(p.cwd)
         cfg = repo.config(p.env)
         if p.session is not None and repo.store.get(validate_session_name(p.session)) is None:
@@ -651,6 +665,61 @@ class Sessions(Remote):
         if warnings:
             result["warnings"] = warnings
         return result
+
+    async def _resume_on(self, p: ResumeParams, executor: str) -> dict[str, Any]:
+        """`para resume NAME --executor X`: the session's agent, which is not running (lost with
+        its host, exited, stopped), relaunched on X from what the session holds here: its
+        branch (every harvested commit) and its local worktree (a remote run's last checkpoint,
+        mirrored), whose uncommitted work a new worktree on a host gets as uncommitted changes.
+        Everything is checked before anything changes."""
+        repo = await self.repo(p.cwd)
+        cfg = repo.config(p.env)
+        table = config.usable(cfg["executors"])
+        if executor != "local" and executor not in table:
+            raise ParaError(Code.not_found, f"no executor named {executor!r} (configured: "
+                            f"{', '.join(['local', *sorted(table)])}; see `para executor list`)", executor=executor)
+        s = self._find(repo, p.session, p.cwd)
+        if s.status is not Status.active:
+            raise ParaError(Code.wrong_state, f"session {s.name!r} is {s.status.value}; only an active session's "
+                            "agent is resumed" + (f" (`para recover {s.name}` first)" if s.status is Status.cancelled
+                                                  else ""), session=s.name, status=s.status.value)
+        run = s.agent
+        if s.queued is not None:
+            raise ParaError(Code.wrong_state, f"the agent of {s.name} waits for a slot already; it starts when one "
+                            "frees", session=s.name)
+        if run is None:
+            raise ParaError(Code.wrong_state, f"session {s.name} has no agent to resume (it was started with "
+                            "`para start`); use `para dispatch` for a new session", session=s.name)
+        if run.exit_code is None and not run.lost:
+            on = f" on executor {run.executor}" if run.executor != "local" else ""
+            raise ParaError(Code.wrong_state, f"the agent of {s.name} is still running{on}: `para stop {s.name}` "
+                            "first" + (" (an agent whose host does not answer counts as lost after its executor's "
+                                       "lost_after seconds)" if on else ""), session=s.name, executor=run.executor)
+        if run.sandbox is not None and executor != "local":
+            raise ParaError(Code.invalid_input, f"the agent of {s.name} ran in the sandbox, which confines agents on "
+                            f"this machine; resume it with --executor local", session=s.name, executor=executor)
+        if not os.path.isdir(s.worktree):  # (the local worktree is what is resumed from)
+            await self.resume(ResumeParams(cwd=p.cwd, env=p.env, session=s.name, keep_on_failure=p.keep_on_failure))
+        if run.executor != "local" and run.placement:
+            await self._quiet_old_placement(repo, s.name, run)
+        result = await self.restart(RestartParams(cwd=p.cwd, env=p.env, session=s.name), executor=executor)
+        s = self._find(repo, s.name, p.cwd)
+        self.emit(repo, "resumed", s.name, worktree=s.worktree, executor=executor, previous_executor=run.executor,
+                  lost=run.lost, queued=s.queued is not None)
+        result["recreated"] = False
+        return result
+
+    async def _quiet_old_placement(self, repo: Repo, name: str, run: AgentRun) -> None:
+        """Before a resume: the old run's host, if it answers again, has its agent stopped
+        there (a host back from a partition still runs it, working where no harvest looks).
+        Its worktree there stays (it may hold work never harvested); the session's end releases
+        it on that executor, when it is the session's executor again."""
+        ex = self._executor(repo, run.executor)
+        try:
+            await asyncio.wait_for(ex.stop(run, 0.0), 15.0)
+        except (ParaError, TimeoutError) as e:
+            log.info("the old agent of %s on executor %s not stopped: %s", name, run.executor,
+                     getattr(e, "message", "no answer"))
 
     async def _adopt_branch(self, repo: Repo, name: str, cfg: dict[str, Any]) -> None:
         """Take a `<prefix>/<name>` branch that no session owns (left by Para, or by a lost

@@ -256,6 +256,14 @@ export interface ReopenParams extends SessionParams {
   keep_on_failure?: boolean;
 }
 
+/**
+ * `para/resume`; with `executor`, the session's agent (not running: lost with its host, exited or stopped) is
+ * relaunched there, from the branch and its uncommitted work.
+ */
+export interface ResumeParams extends ReopenParams {
+  executor?: string | null;
+}
+
 export interface CleanParams extends RepoParams {
   dry_run?: boolean;
   force?: boolean;
@@ -785,7 +793,7 @@ export const diff = new RequestType<DiffParams, DiffResult, void>("para/diff");
 export const plans = new RequestType<RepoParams, PlansResult, void>("para/plans");
 export const executors = new RequestType<ExecutorsParams, ExecutorsResult, void>("para/executors");
 export const recover = new RequestType<ReopenParams, SessionDetail, void>("para/recover");
-export const resume = new RequestType<ReopenParams, SessionDetail, void>("para/resume");
+export const resume = new RequestType<ResumeParams, SessionDetail, void>("para/resume");
 export const clean = new RequestType<CleanParams, CleanResult, void>("para/clean");
 export const config = new RequestType<ConfigParams, ConfigResponse, void>("para/config");
 export const events = new RequestType<EventsParams, EventsResult, void>("para/events");

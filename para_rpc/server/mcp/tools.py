@@ -436,10 +436,14 @@ async def para_recover(fe: "McpFrontend", session: SessionReq, keep_on_failure: 
 
 @tool("para_resume", "Resume a session", _ann(destructive=False, idempotent=True),
       "Make sure the session's worktree exists (recreating it from the branch if it was deleted) and "
-      "return its path.", results.SessionDetail)
+      "return its path. With executor: relaunch the session's agent there (after its host was lost, or "
+      "it exited or was stopped) from its branch and last checkpoint of uncommitted work.", results.SessionDetail)
 async def para_resume(fe: "McpFrontend", session: SessionReq, keep_on_failure: KeepOnFailure = False,
+                      executor: Annotated[str | None, Field(description="Relaunch the agent here: local or a "
+                                                            "configured executor (e.g. another SSH host).")] = None,
                       repo: Repo = None) -> dict[str, Any]:
-    return await fe.call("para/resume", repo, session=session, keep_on_failure=keep_on_failure or None)
+    return await fe.call("para/resume", repo, session=session, keep_on_failure=keep_on_failure or None,
+                         executor=executor)
 
 # -- steering agents
 

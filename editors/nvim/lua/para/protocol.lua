@@ -326,6 +326,11 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@class para.ReopenParams : para.SessionParams
 ---@field keep_on_failure boolean?
 
+--- `para/resume`; with `executor`, the session's agent (not running: lost with its host, exited or stopped) is
+--- relaunched there, from the branch and its uncommitted work.
+---@class para.ResumeParams : para.ReopenParams
+---@field executor string?
+
 ---@class para.CleanParams : para.RepoParams
 ---@field dry_run boolean?
 ---@field force boolean?
