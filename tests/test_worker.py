@@ -530,7 +530,7 @@ def test_commit_only_when_dirty(root: Path, src: Path) -> None:
     answer, _ = call({"op": "commit", **sess(root), "message": "agent's work; $(touch x)"})
     assert answer["committed"] is True and answer["head"] != tip
     assert git("log", "-1", "--format=%s", cwd=wt) == "agent's work; $(touch x)"
-    assert git("status", "--porcelain", cwd=wt) == "?? .para-agent.md" and not (wt / "hook-ran").exists()
+    assert git("status", "--porcelain", cwd=wt) == "" and not (wt / "hook-ran").exists()  # (para's file: ignored)
     assert git("show", "--name-only", "--format=", "HEAD", cwd=wt) == "work.txt"
 
 
