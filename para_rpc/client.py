@@ -13,14 +13,17 @@ import json
 import os
 import select
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Self
 
 from para_rpc import PROTOCOL_VERSION, __version__, runtime
 from para_rpc.errors import Code, ParaError
+
+TYPE_CHECKING = False  # (typing is not imported at run time: every `para` command starts sooner)
+if TYPE_CHECKING:
+    import subprocess
+    from typing import Any, Self
 
 START_TIMEOUT = float(os.environ.get("PARA_START_TIMEOUT", "30"))
 
@@ -124,6 +127,8 @@ _READY: dict[int, int] = {}
 
 def spawn_sidecar(socket: str | None = None) -> subprocess.Popen[bytes]:
     """Start the sidecar serving `socket` (default: ours, runtime.socket_path())."""
+    import subprocess  # (only here: most `para` processes find a sidecar running)
+
     path = Path(socket) if socket else runtime.socket_path()
     runtime.ensure_private_dir(path.parent)
     r, w = os.pipe()
@@ -292,8 +297,20 @@ def call(method: str, params: Any = None, autostart: bool = True,
         return conn.request(method, params, on_progress)
 
 
+# PARA_* variables that are not configuration (where para runs, an agent's own session): with
+# no other PARA_* variable set, there is nothing to forward, and the configuration module (its
+# validators and their imports) is not loaded into the `para` process at all.
+# (tests/test_cli_fast.py: none of them is a configuration key's variable.)
+NOT_CONFIG_ENV = frozenset({"PARA_RUNTIME_DIR", "PARA_CONFIG", "PARA_SOCKET", "PARA_TOKEN", "PARA_SESSION",
+                            "PARA_WORKTREE", "PARA_AGENT_RUN", "PARA_SIDECAR_SOCKET", "PARA_START_TIMEOUT",
+                            "PARA_NO_FAST", "PARA_READY_FD", "PARA_REPO", "PARA_PORT", "PARA_PORTS", "PARA_BASE",
+                            "PARA_LOG_LEVEL", "PARA_MCP_HTTP"})
+
+
 def forwarded_env() -> dict[str, str]:
     """The caller's PARA_* configuration overrides, sent with each request."""
+    if not any(k.startswith("PARA_") and k not in NOT_CONFIG_ENV for k in os.environ):
+        return {}
     from para_rpc.config import ENV_NAMES
 
     return {k: v for k, v in os.environ.items() if k in ENV_NAMES}

@@ -9,7 +9,10 @@ function takes an agent as a result carries it: `SessionDetail.agent` (an AgentR
 from __future__ import annotations
 
 import time
-from typing import Any
+
+TYPE_CHECKING = False  # (typing is not imported at run time: every `para` command starts sooner)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def age(ts: float) -> str:

@@ -9,7 +9,10 @@ of the public contract (docs/protocol.md); never renumber one.
 from __future__ import annotations
 
 import enum
-from typing import Any
+
+TYPE_CHECKING = False  # (typing is not imported at run time: every `para` command starts sooner)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Code(enum.Enum):

@@ -609,9 +609,12 @@ async def add_worktree(root: str | Path, path: str, branch: str, new_at: str | N
         await run(root, "worktree", "add", "--quiet", "-b", branch, path, new_at)
     else:
         await run(root, "worktree", "add", "--quiet", path, branch)
-    git_dir, common = (await out(path, "rev-parse", "--path-format=absolute", "--git-dir",
-                                 "--git-common-dir")).splitlines()[:2]
-    git_dir = os.path.realpath(git_dir)
+    try:  # (what git itself reads to find them: the `.git` file it just wrote and `commondir`)
+        git_dir, common = _nested_git_dirs(path)
+    except OSError:
+        git_dir, common = (await out(path, "rev-parse", "--path-format=absolute", "--git-dir",
+                                     "--git-common-dir")).splitlines()[:2]
+        git_dir = os.path.realpath(git_dir)
     pin(path, git_dir, common)
     return git_dir
 

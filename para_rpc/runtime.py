@@ -13,9 +13,12 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import Any
 
 from para_rpc.errors import Code, ParaError
+
+TYPE_CHECKING = False  # (typing is not imported at run time: every `para` command starts sooner)
+if TYPE_CHECKING:
+    from typing import Any
 
 # The write end of the pipe a CLI that starts a sidecar waits on until it listens.
 READY_FD_ENV = "PARA_READY_FD"

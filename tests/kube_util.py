@@ -242,3 +242,180 @@ class LocalPodChannel:
 
     async def forget(self, pod: str) -> None:
         return None
+
+
+# ---- the data plane over the API server's websockets, for the real KubeChannel ----------------
+
+EXEC_V5 = "v5.channel.k8s.io"
+
+
+class Front:
+    """An API server's front door: `pods/<pod>/exec` and `pods/<pod>/portforward` websockets
+    (the v5 exec channels, the port-forward channels with their port-number preamble) served
+    from the kubelet's local pods, everything else passed to kmock. The sidecar's real
+    KubeChannel speaks to this exactly as to a cluster."""
+
+    def __init__(self, upstream: str, channel: LocalPodChannel) -> None:
+        self.upstream, self.channel = upstream.rstrip("/"), channel
+        self.url = ""
+        self._runner: Any = None
+        self._http: Any = None
+
+    async def start(self) -> str:
+        import aiohttp
+        from aiohttp import web
+
+        self._http = aiohttp.ClientSession()
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        await self._http.close()
+        await self._runner.cleanup()
+
+    async def handle(self, request: Any) -> Any:
+        import re
+
+        from aiohttp import web
+
+        m = re.fullmatch(r"/api/v1/namespaces/[^/]+/pods/([^/]+)/(exec|portforward)", request.path)
+        if m and request.headers.get("Upgrade", "").lower() == "websocket":
+            return await (self.exec if m[2] == "exec" else self.forward)(request, m[1])
+        body = await request.read()
+        async with self._http.request(request.method, self.upstream + request.path_qs, data=body or None,
+                                      headers={"Content-Type": request.headers.get("Content-Type",
+                                                                                   "application/json")}) as r:
+            return web.Response(status=r.status, body=await r.read(), content_type="application/json")
+
+    async def exec(self, request: Any, pod: str) -> Any:
+        from aiohttp import WSMsgType, web
+
+        ws = web.WebSocketResponse(protocols=(EXEC_V5,))
+        await ws.prepare(request)
+        argv = request.query.getall("command")
+        stdin = bytearray()
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY or msg.data[:1] == b"\xff":
+                break
+            if msg.data[:1] == b"\x00":
+                stdin += msg.data[1:]
+        try:
+            out, err, rc = await self.channel.exec(pod, argv, bytes(stdin), 120)
+        except Exception as e:  # noqa: BLE001 (what the API server says when the container is gone)
+            await ws.send_bytes(b"\x03" + json.dumps({"status": "Failure", "message": str(e)}).encode())
+            await ws.close()
+            return ws
+        for channel, data in ((1, out), (2, err)):
+            for at in range(0, len(data), 1 << 16):
+                await ws.send_bytes(bytes([channel]) + data[at:at + (1 << 16)])
+        status = {"metadata": {}, "status": "Success"} if rc == 0 else {
+            "metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+            "message": f"command terminated with non-zero exit code: exit status {rc}",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(rc)}]}}
+        await ws.send_bytes(b"\x03" + json.dumps(status).encode())
+        await ws.close()
+        return ws
+
+    async def forward(self, request: Any, pod: str) -> Any:
+        from aiohttp import WSMsgType, web
+
+        port = int(request.query["ports"])
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        preamble = port.to_bytes(2, "little")
+        await ws.send_bytes(b"\x00" + preamble)
+        await ws.send_bytes(b"\x01" + preamble)
+        try:
+            reader, writer = await self.channel.connect(pod, port)
+        except Exception as e:  # noqa: BLE001 (the error channel, as the API server does)
+            await ws.send_bytes(b"\x01" + str(e).encode())
+            await ws.close()
+            return ws
+
+        async def up() -> None:
+            async for msg in ws:
+                if msg.type != WSMsgType.BINARY:
+                    break
+                if msg.data[:1] == b"\x00":
+                    writer.write(msg.data[1:])
+                    await writer.drain()
+            writer.close()
+
+        async def down() -> None:
+            while chunk := await reader.read(1 << 16):
+                await ws.send_bytes(b"\x00" + chunk)
+            await ws.close()
+
+        await asyncio.gather(up(), down(), return_exceptions=True)
+        return ws
+
+
+class KubeThread:
+    """The whole fake cluster (kmock, the kubelet, the front door) on an event loop of its own,
+    for tests whose sidecar is another process: `url` and `kubeconfig` are what it is given."""
+
+    def __init__(self, workdir: Path, namespace: str) -> None:
+        import threading
+
+        self.workdir, self.ns = workdir, namespace
+        self.ready = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as e:  # noqa: BLE001 (said by start())
+            self.error = e
+            self.ready.set()
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.cluster = Cluster()
+        self.cluster.forbidden = set()
+        async with self.cluster, kmock.Server(self.cluster):
+            self.cluster["get /version/"] << {"major": "1", "minor": "31", "gitVersion": "v1.31.0-kmock"}
+            for served in ("v1/pods", "v1/secrets", "batch/v1/jobs"):
+                self.cluster.resources[served] = {"namespaced": True}
+            self.kubelet = Kubelet(str(self.cluster.url), self.ns, self.workdir / "pods")
+            self.kubelet.start()
+            self.front = Front(str(self.cluster.url), LocalPodChannel(self.kubelet))
+            url = await self.front.start()
+            self.kubeconfig = kubeconfig(self.workdir / "kubeconfig", url, self.ns)
+            self.ready.set()
+            try:
+                await self._stop.wait()
+            finally:
+                await self.front.stop()
+                await self.kubelet.stop()
+
+    def start(self) -> KubeThread:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.thread.start()
+        self.ready.wait(30)
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def run(self, coro: Any, timeout: float = 30) -> Any:
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def objects(self, plural: str) -> dict[str, dict[str, Any]]:
+        async def read() -> dict[str, dict[str, Any]]:
+            return {name: json.loads(json.dumps(obj.raw)) for (res, ns, name), obj in self.cluster.objects.items()
+                    if res.plural == plural and ns == self.ns and not obj.deleted}
+        return self.run(read())
+
+    def stop(self) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(30)

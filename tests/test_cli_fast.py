@@ -127,3 +127,22 @@ def test_fast_path_and_typer_print_the_same(worlds: dict[str, Path]) -> None:
              "epsilon": "cancelled"}
         assert git("show", "main:README.md", cwd=repo) == "# alpha and beta were here"
     assert rev(worlds["fast"], "main") == rev(worlds["typer"], "main")
+
+
+def test_configuration_is_forwarded_and_loaded_only_when_set(sidecar, repo: Path):
+    """A `para` process loads the configuration module only when a configuration variable is set
+    (it forwards those with each request); the PARA_* variables that are not configuration never
+    make it load, and none of them is a configuration key's variable."""
+    from para_rpc import client, config
+
+    assert client.NOT_CONFIG_ENV.isdisjoint(config.ENV_NAMES)
+    plain = run_para("list", "--json", cwd=repo, env={"PYTHONPROFILEIMPORTTIME": "1", "PARA_NO_FAST": None})
+    loaded = {line.rsplit("|", 1)[1].strip() for line in plain.stderr.splitlines() if line.startswith("import time:")}
+    assert "para_rpc.cli.fast" in loaded and "para_rpc.config" not in loaded, sorted(loaded)
+    # Nor typing, nor subprocess (wanted only to start a sidecar): milliseconds in every command.
+    assert not loaded & {"typing", "subprocess"}, sorted(loaded)
+    # A configuration variable still reaches the sidecar (a base branch that does not exist is refused).
+    told = run_para("start", "x", "--json", cwd=repo, check=False,
+                    env={"PYTHONPROFILEIMPORTTIME": "1", "PARA_BASE_BRANCH": "no-such-branch"})
+    assert told.returncode != 0 and "no-such-branch" in told.stdout, told.stdout
+    assert "para_rpc.config" in told.stderr

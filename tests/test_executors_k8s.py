@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ from para_rpc.executors import LaunchSpec
 from para_rpc.executors.k8s import K8s, sidecar_id
 from para_rpc.model import AgentRun
 
-from conftest import make_repo
-from kube_util import Cluster, Kubelet, LocalPodChannel, kubeconfig
+from agents_util import agent_env, agent_scripts, api, dispatch, out, step_profile, wait_file  # noqa: F401
+from conftest import IDENTITY, make_repo, rev, run_para, wait_until
+from kube_util import Cluster, Front, Kubelet, KubeThread, LocalPodChannel, kubeconfig
 
 NS = "agents"
 
@@ -293,6 +294,49 @@ async def test_a_restarted_sidecar_finds_its_jobs_by_their_labels(kube: Kube, tm
     await later.release(recorded)
 
 
+async def test_the_real_data_plane_over_the_api_servers_websockets(kube: Kube, tmp_path: Path) -> None:
+    """KubeChannel itself (no double): exec over v5.channel.k8s.io with stdin and the exit
+    status from the Status on channel 3, and the bound channel over port-forward websockets,
+    here through an API server front that serves both from the fake kubelet's pods."""
+    front = Front(str(kube.cluster.url), LocalPodChannel(kube.kubelet))
+    url = await front.start()
+    try:
+        entry = kube.entry(kubeconfig=str(kubeconfig(tmp_path / "front.kubeconfig", url, NS)))
+        ex = K8s("kube", entry)  # (its own KubeChannel)
+        repo = make_repo(tmp_path / "repo")
+        spec = spec_for(repo, "s7", agent_argv("quick"), tmp_path)
+        run = run_of(await ex.prepare(spec))  # refs, receive (a bundle on stdin), prepare: all over exec
+        out, err, rc = await ex.channel.exec(run.placement["pod"], ["python3", "-c", "import sys; sys.exit(3)"], b"", 30)
+        assert rc == 3, err
+        bound = tempfile.mktemp(prefix="pk-bound-", dir="/tmp")
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"echo " + await reader.readline())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_unix_server(answer, path=bound)
+        try:
+            await ex.bind(run, bound)
+            client = ("import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                      "s.sendall(b'over the forward\\n'); print(s.makefile('rb').readline().decode(), end='')")
+            out, err, rc = await ex.channel.exec(run.placement["pod"], ["python3", "-c", client, run.placement["socket"]],
+                                                 b"", 30)
+            assert (rc, out) == (0, b"echo over the forward\n"), err
+        finally:
+            ex.unbind(run)
+            server.close()
+            os.unlink(bound)
+        await ex.start(run, spec, None)
+        await wait_for(lambda: _state(ex, run, "exited"))
+        tip = await ex.harvest(run)
+        assert tip and git(repo, "log", "-1", "--format=%s", tip) == "agent commit"
+        await ex.release(run)
+        assert kube.objects("jobs") == {}
+    finally:
+        await front.stop()
+
+
 def test_config_validates_k8s_executors() -> None:
     ok = config._executors({"kube": {"kind": "k8s", "image": "reg/para:1"}})["kube"]
     assert (ok["namespace"], ok["root"], ok["deadline"], ok["port"]) == ("default", "/para", 86400, 7787)
@@ -346,3 +390,106 @@ async def test_check_reaches_the_api_and_names_a_missing_permission(kube: Kube) 
         await kube.executor().check()
     assert "may not create secrets, delete secrets in namespace agents" in e.value.message, e.value.message
     assert not kube.requests("POST", "/jobs")
+
+
+# ---- through the real CLI and sidecar (another process: the cluster runs on a thread) --------
+
+@pytest.fixture
+def kube_thread(tmp_path: Path) -> Iterator[KubeThread]:
+    kt = KubeThread(tmp_path / "kube", NS).start()
+    root = tempfile.mkdtemp(prefix="pk-")
+    kt.root = root  # type: ignore[attr-defined]
+    try:
+        yield kt
+    finally:
+        kt.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def configure_kube(kt: KubeThread, **over: Any) -> None:
+    entry = {"kind": "k8s", "namespace": NS, "image": "example.org/para:1", "kubeconfig": str(kt.kubeconfig),
+             "root": kt.root, "python": sys.executable, "start_timeout": 30,  # type: ignore[attr-defined]
+             "env_passthrough": list(IDENTITY), **over}
+    Path(os.environ["PARA_CONFIG"]).write_text(json.dumps({"executors": {"kube": entry}}))
+
+
+def job_of(kt: KubeThread, session: str) -> dict[str, Any]:
+    (job,) = [j for j in kt.objects("jobs").values() if j["metadata"]["labels"]["para/session"] == session]
+    return job
+
+
+@pytest.mark.usefixtures("sidecar")
+def test_dispatch_to_a_job_lands_on_local_main_through_the_queue(api: Any, repo: Path, out: Path,
+                                                                 kube_thread: KubeThread) -> None:
+    """The sidecar (another process, with the real KubeChannel) creates the Job, the agent runs
+    in the pod's worktree, its `para status` and `para integrate` come out through the
+    port-forward, its commit lands on local main through the queue; then the Job and its
+    Secret are deleted."""
+    kt = kube_thread
+    configure_kube(kt)
+    prof = step_profile(f"env:{out}/env.json", "status:writing hello", "write:hello.txt=hello\n",
+                        "integrate:Add hello")
+    base = rev(repo, "main")
+    r, _ = dispatch(repo, "hello", "-p", "Add a hello file", "--agent", "w", "--executor", "kube",
+                    profiles={"w": prof})
+    assert r["name"] == "hello" and r["status"] == "active"
+    api.wait_event("integrated", "hello", timeout=90)
+    seen = json.loads((out / "env.json").read_text())
+    root = Path(kt.root)  # type: ignore[attr-defined]
+    assert Path(seen["cwd"]).is_relative_to(root / "wt") and seen["env"]["PARA_SESSION"] == "hello"
+    assert Path(seen["env"]["PARA_SOCKET"]).is_relative_to(root / "sock")
+    assert api.wait_event("status", "hello")["data"]["task"] == "writing hello"
+    assert git(repo, "show", "main:hello.txt") == "hello"
+    assert git(repo, "log", "-1", "--format=%s", "main") == "Add hello"
+    assert git(repo, "rev-parse", "main~1") == base
+    assert api.call("para/show", session="hello")["agent"]["executor"] == "kube"
+    wait_until(lambda: not kt.objects("jobs") and not kt.objects("secrets"), 60, "the Job and Secret to go")
+
+
+@pytest.mark.usefixtures("sidecar")
+def test_an_evicted_pod_makes_the_run_lost_with_the_reason_and_keeps_its_commits(
+        api: Any, repo: Path, out: Path, kube_thread: KubeThread) -> None:
+    kt = kube_thread
+    configure_kube(kt)
+    prof = step_profile("write:a.txt=one\n", "commit:first", "status:committed", f"touch:{out}/ready",
+                        f"wait:{out}/never")
+    dispatch(repo, "evicted", "-p", "work then hang", "--agent", "w", "--executor", "kube", profiles={"w": prof})
+    wait_file(out / "ready", timeout=60)
+    harvested = api.wait_event("harvested", "evicted", timeout=60)
+    wait_until(lambda: git(repo, "log", "-1", "--format=%s", "para/evicted") == "first", 60,
+               "the commit to be harvested", interval=0.2)
+    assert harvested
+    job = job_of(kt, "evicted")["metadata"]["name"]
+    kt.run(kt.kubelet.evict(job))
+    ev = api.wait_event("agent_exited", "evicted", timeout=60)
+    assert ev["data"]["lost"] is True and "Evicted" in ev["data"]["reason"], ev
+    assert "low on resource: memory" in ev["data"]["reason"]
+    assert git(repo, "show", "para/evicted:a.txt") == "one"  # the harvested commit stays
+    show = api.call("para/show", session="evicted")
+    assert show["status"] == "active" and any("Evicted" in n for n in show["notes"]), show["notes"]
+
+
+@pytest.mark.usefixtures("sidecar")
+def test_cancel_deletes_the_job_in_the_foreground_and_its_secret(
+        api: Any, repo: Path, out: Path, kube_thread: KubeThread) -> None:
+    kt = kube_thread
+    configure_kube(kt)
+    prof = step_profile("write:a.txt=one\n", "commit:first", "write:dirty.txt=wip\n", f"touch:{out}/ready",
+                        f"wait:{out}/never")
+    dispatch(repo, "gone", "-p", "work then hang", "--agent", "w", "--executor", "kube", profiles={"w": prof})
+    wait_file(out / "ready", timeout=60)
+    job = job_of(kt, "gone")["metadata"]["name"]
+    secret = f"{job}-env"
+    assert secret in kt.objects("secrets")
+    r = json.loads(run_para("cancel", "gone", "--json", cwd=repo).stdout)
+    archive = r["archived_branch"]
+    assert git(repo, "log", "-1", "--format=%s", f"{archive}~1") == "first"  # stopped, harvested, archived
+    assert git(repo, "show", f"{archive}:dirty.txt") == "wip"
+    wait_until(lambda: job not in kt.objects("jobs") and secret not in kt.objects("secrets"), 60,
+               "the Job and its Secret to go")
+    deletes = kt.run(_requests(kt, "DELETE", f"/jobs/{job}"))
+    assert deletes and all(d["propagationPolicy"] == "Foreground" for d in deletes), deletes
+
+
+async def _requests(kt: KubeThread, method: str, part: str) -> list[Any]:
+    return [r.data for r in kt.cluster if str(r.method).endswith(method) and part in str(r.url)]

@@ -7,7 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from conftest import counting_git, run_para, shutdown_sidecar, start_sidecar
+from conftest import counting_git, git, run_para, shutdown_sidecar, start_sidecar
 
 
 def _subcommand(line: str) -> str:
@@ -33,6 +33,9 @@ def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path
         started = ran("start", "w")
         assert [c for c in started if c.startswith("worktree add")], started
         assert [c for c, n in Counter(started).items() if n > 1] == [], started
+        # The new worktree's git dirs are read from the files git just wrote, not by a git process.
+        assert not [c for c in started if c.startswith("rev-parse --path-format")], started
+        assert len(started) <= 6, started
         (repo / ".para" / "worktrees" / "w" / "work.txt").write_text("work\n")
         cancelled = ran("cancel", "w")
         assert [c for c in cancelled if c.startswith("worktree remove")], cancelled
@@ -61,6 +64,17 @@ def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path
         # the answer needs no listing of what was just removed.
         assert len([c for c in integrated if c.startswith("rev-parse")]) == 3, integrated
         assert len(integrated) <= 27, integrated
+
+        # Work its agent committed: its tip is what the worktree listing showed (no rev-parse of
+        # the session branch before the queue).
+        run_para("start", "c", cwd=repo)
+        wt = repo / ".para" / "worktrees" / "c"
+        (wt / "done.txt").write_text("done\n")
+        git("add", "done.txt", cwd=wt)
+        git("commit", "-q", "-m", "c: done", cwd=wt)
+        committed = ran("integrate", "done", "--session", "c", name="c")
+        assert committed.count("rev-parse --verify --quiet --end-of-options refs/heads/para/c^{commit}") == 1, committed
+        assert len(committed) <= 23, committed
     finally:
         shutdown_sidecar(sc)
 

@@ -23,10 +23,13 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
 
 from para_rpc import client
 from para_rpc.errors import Code, ParaError
+
+TYPE_CHECKING = False  # (typing is not imported at run time: every `para` command starts sooner)
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 
 def _cwd() -> str:

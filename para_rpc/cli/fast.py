@@ -16,11 +16,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
 
 from para_rpc.cli import _call, render
 
-Renderer = Callable[[Any], None]
+TYPE_CHECKING = False  # (typing is not imported at run time: every `para` command starts sooner)
+if TYPE_CHECKING:
+    from typing import Any
+
+    Renderer = Callable[[Any], None]
 
 # command -> (method, param of the one positional argument or None,
 #             {flag: (param, takes a value)}, renderer of the human output or None)
@@ -47,13 +50,15 @@ _FAST: dict[str, tuple[str, str | None, dict[str, tuple[str, bool]], Renderer | 
 _PROGRESS = {"para/start"}  # methods whose human output shows the sidecar's progress meanwhile
 
 
-class Plan(NamedTuple):
-    """The request a `_FAST` command line makes, and how its answer is printed."""
-    method: str
-    params: dict[str, Any]
-    as_json: bool
-    render: Renderer | None
-    json_view: Callable[[Any], Any] | None = None
+class Plan:
+    """The request a `_FAST` command line makes, and how its answer is printed. (A plain class:
+    typing.NamedTuple would import typing into every `para` process.)"""
+    __slots__ = ("as_json", "json_view", "method", "params", "render")
+
+    def __init__(self, method: str, params: dict[str, Any], as_json: bool, render: Renderer | None,
+                 json_view: Callable[[Any], Any] | None = None) -> None:
+        self.method, self.params, self.as_json, self.render, self.json_view = (
+            method, params, as_json, render, json_view)
 
 
 def plan(args: list[str]) -> Plan | None:

@@ -13,9 +13,12 @@ import os
 import re
 import shlex
 import sys
-from typing import IO, Any
 
 from para_rpc.display import age, list_mark, remote, remote_where
+
+TYPE_CHECKING = False  # (typing is not imported at run time: every `para` command starts sooner)
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 # C0 controls but tab, DEL and C1: what a terminal acts on (CSI, OSC 52 clipboard, title, \r).
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")

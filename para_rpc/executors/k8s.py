@@ -31,7 +31,7 @@ import base64
 import contextlib
 import contextvars
 import hashlib
-import io
+import json
 import logging
 import os
 import re
@@ -48,6 +48,7 @@ log = logging.getLogger("para.k8s")
 
 SPARES = 2            # connections kept open to the pod's hold process for the agent's next `para` calls
 POD_POLL = 1.0        # seconds between looks at a pod that is starting
+LOST_SETTLE = 2.0     # seconds a run found lost waits for its pod's status to say why
 LOST_PHASES = ("Failed", "Unknown")
 _LABEL_VALUE = re.compile(r"[^a-z0-9.-]+")
 # The pod a worker request goes to, for the requests that name no session (prepare's refs and
@@ -214,36 +215,116 @@ class Api:
 
 
 class KubeChannel:
-    """The real data plane: kr8s' exec and port-forward through the API server."""
+    """The real data plane, over the API server's websockets (kr8s opens them with the
+    kubeconfig's credentials). Both protocols are spoken here: kr8s 0.20's exec offers only
+    v4.channel.k8s.io yet refuses stdin without v5 (its own test of it is an xfail), and its
+    port-forward serves a TCP port on this machine that any local user could connect to,
+    which would hand them the agent's calls (and its token): a socketpair has no address."""
 
     def __init__(self, api: Api) -> None:
         self.api = api
-        self._forwards: dict[tuple[str, int], tuple[Any, int]] = {}
-        self._lock = asyncio.Lock()
+        self._tasks: dict[str, set[asyncio.Task[None]]] = {}
 
-    async def _pod(self, pod: str) -> Any:
-        from kr8s.asyncio.objects import Pod
-
-        return await Pod.get(pod, namespace=self.api.entry["namespace"], api=await self.api.client())
+    async def _ws(self, pod: str, sub: str, params: dict[str, Any], protocols: tuple[str, ...] = ()) -> Any:
+        api = await self.api.client()
+        extra = {"subprotocols": list(protocols)} if protocols else {}
+        return api.open_websocket(version="v1", url=f"pods/{pod}/{sub}", namespace=self.api.entry["namespace"],
+                                  params=params, **extra)
 
     async def exec(self, pod: str, argv: list[str], stdin: bytes, timeout: float) -> tuple[bytes, bytes, int | None]:
-        p = await self._pod(pod)
-        done = await p.exec(argv, stdin=io.BytesIO(stdin), check=False, timeout=int(timeout))
-        return bytes(done.stdout), bytes(done.stderr), done.returncode
+        out, err = bytearray(), bytearray()
+        params = {"command": argv, "container": "worker", "stdin": "true", "stdout": "true", "stderr": "true"}
+        async with await self._ws(pod, "exec", params, (EXEC_V5,)) as ws:
+            if ws.subprotocol != EXEC_V5:
+                raise ParaError(Code.config_error, f"{self.api.where}: the API server's exec does not speak {EXEC_V5} "
+                                f"(it chose {ws.subprotocol!r}), which carries stdin: Kubernetes >= 1.30 is needed",
+                                executor=self.api.name)
+            for at in range(0, len(stdin), WS_CHUNK):
+                await ws.send_bytes(b"\x00" + stdin[at:at + WS_CHUNK])
+            await ws.send_bytes(b"\xff\x00")  # (v5: stdin closed)
+            while True:
+                message = await ws.receive_bytes(timeout=timeout)
+                channel, data = message[0], message[1:]
+                if channel == 1:
+                    out += data
+                elif channel == 2:
+                    err += data
+                elif channel == 3:
+                    return bytes(out), bytes(err), _exit_status(data, err)
 
     async def connect(self, pod: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        async with self._lock:
-            kept = self._forwards.get((pod, port))
-            if kept is None:
-                forward = (await self._pod(pod)).portforward(port, local_port="auto")
-                kept = self._forwards[(pod, port)] = (forward, await forward.start())
-        return await asyncio.open_connection("127.0.0.1", kept[1])
+        """A connection to the pod's `port` as a stream pair: one end of a socketpair, the
+        other copied to and from a port-forward websocket."""
+        mine, theirs = socketlib.socketpair()
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.get_running_loop().create_task(self._forward(pod, port, theirs, ready))
+        self._tasks.setdefault(pod, set()).add(task)
+        task.add_done_callback(self._tasks[pod].discard)
+        try:
+            await ready
+        except BaseException:
+            mine.close()
+            raise
+        return await asyncio.open_connection(sock=mine)
+
+    async def _forward(self, pod: str, port: int, sock: socketlib.socket, ready: asyncio.Future[None]) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=sock)
+            async with await self._ws(pod, "portforward", {"ports": str(port)}) as ws:
+                ready.set_result(None)
+                seen: set[int] = set()
+
+                async def down() -> None:  # pod -> here; each channel's first frame is its port number
+                    while True:
+                        message = await ws.receive_bytes()
+                        channel, data = message[0], message[1:]
+                        if channel not in seen:
+                            seen.add(channel)
+                        elif channel == 0:
+                            writer.write(data)
+                            await writer.drain()
+                        elif data:
+                            raise ConnectionError(data.decode("utf-8", "replace"))
+
+                async def up() -> None:
+                    while chunk := await reader.read(WS_CHUNK):
+                        await ws.send_bytes(b"\x00" + chunk)
+
+                tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
+                try:
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for t in tasks:
+                        t.cancel()
+                    writer.close()
+        except Exception as e:  # noqa: BLE001 the forward failed or ended: the caller sees its connection close
+            if not ready.done():
+                ready.set_exception(ConnectionError(f"port-forward to {pod}:{port}: {type(e).__name__}: {e}"))
+            sock.close()
 
     async def forget(self, pod: str) -> None:
-        for key in [k for k in self._forwards if k[0] == pod]:
-            forward, _ = self._forwards.pop(key)
-            with contextlib.suppress(Exception):
-                await forward.stop()
+        for task in self._tasks.pop(pod, set()):
+            task.cancel()
+
+
+EXEC_V5 = "v5.channel.k8s.io"
+WS_CHUNK = 1 << 20
+
+
+def _exit_status(status: bytes, err: bytearray) -> int | None:
+    """Channel 3's Status: Success is 0; a failure names the exit code in details.causes."""
+    try:
+        got = json.loads(status)
+    except ValueError:
+        got = {}
+    if got.get("status") == "Success":
+        return 0
+    for cause in (got.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            with contextlib.suppress(TypeError, ValueError):
+                return int(cause.get("message"))
+    err += f"\n{got.get('message') or status.decode('utf-8', 'replace')}".encode()
+    return None
 
 
 # ---- the executor --------------------------------------------------------------------------
@@ -348,11 +429,10 @@ class K8s(Ssh):
     def _env(self, run: AgentRun, spec: LaunchSpec) -> dict[str, str]:
         """Para's variables only: the passthrough values are in the pod's environment already
         (its Secret) and are inherited by name (start), never sent."""
-        env = super()._env(run, spec)
+        env = super()._env(run, spec)  # (PATH: the configured python's directory first, as over SSH)
         for name in self.entry["env_passthrough"]:
             env.pop(name, None)
-        env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
-        env["HOME"] = self.entry["root"]
+        env["HOME"] = self.entry["root"]  # (the pod's writable volume: the image's HOME may not be)
         return env
 
     async def start(self, run: AgentRun, spec: LaunchSpec, editor: EditorLauncher | None) -> Started:
@@ -461,7 +541,18 @@ class K8s(Ssh):
             if run.placement.get("pod"):
                 await self.channel.forget(run.placement["pod"])
             return gone
-        return await super().poll(run)
+        said = await super().poll(run)
+        if said.state == "lost":
+            # The runner gone without an exit record: a pod being evicted or killed looks like
+            # this for a moment before the kubelet says so; its reason is worth the wait.
+            await asyncio.sleep(LOST_SETTLE)
+            with contextlib.suppress(ParaError):
+                gone = await self._pod_state(run)
+                if gone is not None:
+                    return gone
+            return RunState(state="lost", ended_at=said.ended_at,
+                            reason=f"its runner in pod {run.placement.get('pod')} ended without an exit record")
+        return said
 
     async def harvest(self, run: AgentRun) -> str | None:
         self._remember(run)
