@@ -292,6 +292,31 @@ def test_a_runner_killed_without_an_exit_file_is_lost(root: Path, src: Path, tmp
     assert poll(root)["state"] == "lost"
 
 
+def test_poll_many_answers_each_session_in_one_process(root: Path, src: Path, tmp_path: Path) -> None:
+    """The sidecar polls every run on a host with one request per round: each entry gets what
+    `poll` would say of it, in order, and an entry that cannot be answered gets its own error."""
+    prepared(root, src)
+    started = start_agent(root, tmp_path, {"PATH": os.environ["PATH"]})
+    base = sess(root)
+    entries = [{"repo": base["repo"], "session": SESSION}, {"repo": base["repo"], "session": "never-prepared"},
+               {"repo": base["repo"], "session": "../escape"}, "not an object"]
+    got, _ = call({"op": "poll_many", "root": base["root"], "sessions": entries})
+    states = got["states"]
+    assert len(states) == 4
+    assert states[0]["state"] == "alive" and states[0]["pid"] == started["pid"]
+    assert states[0] == poll(root) | {"pid": started["pid"]}
+    assert states[1]["state"] == "none"
+    assert states[2]["code"] == "invalid_input" and "session name" in states[2]["error"]
+    assert states[3]["code"] == "invalid_input" and "object" in states[3]["error"]
+    let_end(tmp_path)
+    wait_until(lambda: call({"op": "poll_many", "root": base["root"], "sessions": entries[:1]})[0]["states"][0]
+               ["state"] == "exited", what="exited in poll_many")
+    # A request for more sessions than one answer may hold is refused whole.
+    too_many = [{"repo": base["repo"], "session": SESSION}] * 1001
+    answer, _ = call({"op": "poll_many", "root": base["root"], "sessions": too_many}, code="invalid_input")
+    assert "at most 1000" in answer["error"]
+
+
 # ---- stop ----------------------------------------------------------------------------------
 
 ESCAPER = textwrap.dedent("""
