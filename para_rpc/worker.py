@@ -71,6 +71,7 @@ from para_rpc.worker_run import (
     is_running,
     op_logs,
     op_poll,
+    op_poll_many,
     op_start,
     op_stop,
     runner_of,
@@ -204,6 +205,7 @@ def op_prepare(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
             mkdir(place.run)
             own = sorted({*own_files(place), *(str(p.relative_to(place.wt)) for p in files)})
             (place.run / "own-files.json").write_text(json.dumps(own))
+            worker_git.exclude(place.cache, own)
         except BaseException:
             if made:  # bad input changes nothing: the worktree (and a branch made for it) go again
                 worker_git.remove_worktree(place.cache, place.wt)
@@ -288,7 +290,8 @@ def op_release(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
 
 OPS: dict[str, Callable[[dict[str, Any], IO[bytes]], Reply]] = {
     "check": op_check, "refs": op_refs, "receive": op_receive, "prepare": op_prepare, "start": op_start,
-    "poll": op_poll, "logs": op_logs, "stop": op_stop, "snapshot": op_snapshot, "commit": op_commit,
+    "poll": op_poll, "poll_many": op_poll_many, "logs": op_logs, "stop": op_stop, "snapshot": op_snapshot,
+    "commit": op_commit,
     "merge": op_merge, "release": op_release,
 }
 

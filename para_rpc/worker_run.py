@@ -108,6 +108,28 @@ def op_poll(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
     return answer, None
 
 
+MAX_POLLS = 1000
+
+
+def op_poll_many(req: dict[str, Any], stdin: IO[bytes]) -> Reply:
+    """`poll` for every session in `sessions` (each {"repo", "session"}, all under `root`), in
+    one process: the sidecar asks once per round for every run on this host, not once per run.
+    An entry that cannot be answered gets its own error; the others are answered."""
+    sessions = field(req, "sessions", list)
+    if len(sessions) > MAX_POLLS:
+        raise bad(f"'sessions' lists {len(sessions)} entries; at most {MAX_POLLS} per request")
+    states: list[dict[str, Any]] = []
+    for one in sessions:
+        if not isinstance(one, dict):
+            states.append({"error": "each entry of 'sessions' must be an object", "code": Code.invalid_input.name})
+            continue
+        try:
+            states.append(op_poll({**one, "root": req.get("root")}, stdin)[0])
+        except ParaError as e:
+            states.append({"error": e.message, "code": e.code.name})
+    return {"states": states}, None
+
+
 def op_logs(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
     place = locate(req)
     offset = field(req, "offset", int, 0)

@@ -110,8 +110,9 @@ def assert_lost_event(api, name: str, executor: str, tip: str, backup: str, star
     return lost
 
 
-def finish_profile(out: Path, tag: str) -> dict:
-    return step_profile(f"env:{out}/{tag}.json", f"write:{tag}.txt=done\n", f"integrate:Finish after {tag}")
+def finish_profile(out: Path, tag: str, wait: bool = False) -> dict:
+    hold = [f"touch:{out}/{tag}-ready", f"wait:{out}/{tag}-go"] if wait else []
+    return step_profile(f"env:{out}/{tag}.json", *hold, f"write:{tag}.txt=done\n", f"integrate:Finish after {tag}")
 
 
 def assert_landed_everything(repo: Path, tag: str) -> None:
@@ -132,10 +133,11 @@ def test_a_partitioned_host_loses_nothing_and_the_session_resumes_on_another_hos
     backup = harvested_all(api, repo, "t3", remote_wt)
     tip = rev(repo, "para/t3")
     # Bad resumes while it runs (it is still alive on its host): refused, nothing changes.
-    before = full_state(repo)
+    before, working = full_state(repo), worker_pids(netns_host.dir / "worker")
+    assert working
     rc, err = para_json(repo, "resume", "t3", "--executor", "near")
     assert rc == Code.wrong_state.exit and "still running" in err["error"]["message"], err
-    assert full_state(repo) == before
+    assert full_state(repo) == before and worker_pids(netns_host.dir / "worker") == working  # (not stopped)
     netns_host.partition()
     started = time.monotonic()
     api.wait_event("agent_unreachable", "t3", timeout=60)
@@ -146,11 +148,18 @@ def test_a_partitioned_host_loses_nothing_and_the_session_resumes_on_another_hos
     listed = run_para("list", cwd=repo).stdout
     assert "@far (lost, harvest" in listed, listed
     # On the other host: a worktree made anew there, with the dirty file back as uncommitted.
-    rc, resumed = para_json(repo, "resume", "t3", "--executor", "near", env=agents_env(w=finish_profile(out, "h2")))
+    rc, resumed = para_json(repo, "resume", "t3", "--executor", "near",
+                            env=agents_env(w=finish_profile(out, "h2", wait=True)))
     assert rc == 0, resumed
+    wait_file(out / "h2-ready", timeout=60)
+    new_wt = Path(json.loads((out / "h2.json").read_text())["cwd"])
+    assert new_wt.is_relative_to(ssh_host.dir / "worker")
+    # (there before the agent did anything: put back by the worker, uncommitted, on the harvested tip)
+    assert (new_wt / "dirty.txt").read_text() == "wip\n"
+    assert git("status", "--porcelain", cwd=new_wt).splitlines() == ["?? dirty.txt"]
+    assert git("rev-parse", "HEAD", cwd=new_wt) == tip
+    (out / "h2-go").touch()
     api.wait_event("integrated", "t3", timeout=120)
-    seen = json.loads((out / "h2.json").read_text())
-    assert Path(seen["cwd"]).is_relative_to(ssh_host.dir / "worker")
     assert_landed_everything(repo, "h2")
     event = api.wait_event("resumed", "t3", executor="near")
     assert event["data"]["previous_executor"] == "far" and event["data"]["lost"] is True
@@ -301,6 +310,15 @@ def test_a_sidecar_restarted_while_the_host_is_cut_off_starts_at_once_and_loses_
         assert time.monotonic() - started < 10  # its start did not wait for the host
         assert_lost_event(api, "k9", "far", tip, backup, started)
         assert_nothing_lost(repo, "k9", backup)
+        # A lost session cancels at once (nothing waits for its host) and archives everything;
+        # the checkpoint's backup ref outlives the cancel.
+        t = time.monotonic()
+        rc, cancelled = para_json(repo, "cancel", "k9")
+        assert rc == 0 and time.monotonic() - t < 20, cancelled
+        archive = cancelled["archived_branch"]
+        assert git("show", f"{archive}:dirty.txt", cwd=repo) == "wip"
+        assert git("show", f"{archive}:b.txt", cwd=repo) == "two"
+        assert rev(repo, backup) is not None
     finally:
         shutdown_sidecar(sc)
 

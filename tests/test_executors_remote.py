@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import sys
 import time
 from pathlib import Path
 
@@ -273,6 +274,8 @@ def test_harvest_brings_commits_and_uncommitted_work_home_and_never_rewinds(api,
     harvested = api.wait_event("harvested", "h2", commit=head)
     assert harvested["data"]["checkpoint"] and rev(repo, "refs/para/checkpoint/h2") == harvested["data"]["checkpoint"]
     assert rev(repo, "refs/para/remote/h2") == head
+    # (the agent's `git add -A` left para's instructions out, as in a local worktree)
+    assert ".para-agent.md" not in git("ls-tree", "-r", "--name-only", "para/h2", cwd=repo).split()
     local_wt = repo / ".para" / "worktrees" / "h2"
     wait_until(lambda: (local_wt / "d.txt").exists(), 30, "the local worktree to mirror the host's")
     assert (local_wt / "a.txt").read_text() == "one\n" and (local_wt / "d.txt").read_text() == "wip\n"
@@ -358,3 +361,30 @@ def test_remote_agents_integrating_at_once_all_stay_integrated(api, repo: Path, 
     assert git("branch", "--list", "para/*", cwd=repo) == ""
     landed = set(git("ls-tree", "--name-only", "main", cwd=repo).split())
     assert {f"r{i}.txt" for i in range(n)} <= landed, landed
+
+
+def test_the_runs_on_one_host_are_polled_with_one_request_per_round(api, repo: Path, out: Path, tmp_path: Path,
+                                                                    ssh_host: SshHost) -> None:
+    """Every poll of a remote run is a process on its host (the worker): with one per run
+    every 2 s, 20 agents cost the host 10 Python starts a second doing nothing. The sidecar asks
+    for all the runs on a host at once. Counted here by a `python` that logs each start."""
+    log = tmp_path / "worker-starts.log"
+    wrapper = tmp_path / "python-counting"
+    wrapper.write_text(f'#!/bin/sh\necho x >> {log}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    configure(executors={"h1": ssh_host.entry(python=str(wrapper), harvest_interval=86400)})
+    n = 4
+    for i in range(n):
+        prof = step_profile(f"touch:{out}/ready{i}", f"wait:{out}/end")
+        dispatch(repo, f"p{i}", "-p", "wait", "--agent", "w", "--executor", "h1", profiles={"w": prof})
+        wait_file(out / f"ready{i}", timeout=90)
+        time.sleep(1.0)  # (runs started at different times are polled in the same rounds all the same)
+    time.sleep(2.5)  # (the starts' own requests are done; only polls remain)
+    before = len(log.read_text().splitlines())
+    time.sleep(8.2)
+    starts = len(log.read_text().splitlines()) - before
+    # Four or five rounds of one request each (REMOTE_POLL_SECONDS = 2); one per run would be 16-20.
+    assert 3 <= starts <= 6, starts
+    (out / "end").touch()
+    for i in range(n):
+        api.wait_agent(f"p{i}", timeout=60)

@@ -150,6 +150,21 @@ def test_prepare_makes_the_worktree_at_the_commit_and_is_idempotent(root: Path, 
     assert state(root) == before and git("rev-parse", "HEAD", cwd=wt) == rev(src, "main")
 
 
+def test_paras_own_files_stay_out_of_the_agents_git_add(root: Path, src: Path) -> None:
+    """The instructions prepare writes (`.para-agent.md`) are para's: an agent's `git add -A`
+    and commit leave them out, as in a local worktree, so they never reach the branch that
+    comes home (nor show as a change of the session there)."""
+    wt = prepared(root, src, files={".para-agent.md": "# para\n", "odd [x]*.md": "odd\n"})
+    assert git("status", "--porcelain", cwd=wt) == ""
+    (wt / "work.txt").write_text("work\n")
+    git("add", "-A", cwd=wt)
+    git("commit", "-qm", "work", cwd=wt)
+    assert git("show", "--name-only", "--format=", "HEAD", cwd=wt).split() == ["work.txt"]
+    prepared(root, src, files={".para-agent.md": "# para\n"})  # (again: no line twice)
+    lines = (root / "repos/demo.git/info/exclude").read_text().splitlines()
+    assert lines.count("/.para-agent.md") == 1 and "/odd \\[x]\\*.md" in lines, lines
+
+
 def test_an_agent_that_cannot_start_exits_127_with_the_reason_in_its_log(root: Path, src: Path) -> None:
     prepared(root, src)
     call({"op": "start", **sess(root), "argv": ["/nonexistent/agent", "x"], "env": {"PATH": "/usr/bin:/bin"}})
@@ -290,6 +305,31 @@ def test_a_runner_killed_without_an_exit_file_is_lost(root: Path, src: Path, tmp
     stopped, _ = call({"op": "stop", **sess(root), "grace": 5})  # its orphaned agent goes too
     assert stopped["left_running"] == [] and stopped["pids"]
     assert poll(root)["state"] == "lost"
+
+
+def test_poll_many_answers_each_session_in_one_process(root: Path, src: Path, tmp_path: Path) -> None:
+    """The sidecar polls every run on a host with one request per round: each entry gets what
+    `poll` would say of it, in order, and an entry that cannot be answered gets its own error."""
+    prepared(root, src)
+    started = start_agent(root, tmp_path, {"PATH": os.environ["PATH"]})
+    base = sess(root)
+    entries = [{"repo": base["repo"], "session": SESSION}, {"repo": base["repo"], "session": "never-prepared"},
+               {"repo": base["repo"], "session": "../escape"}, "not an object"]
+    got, _ = call({"op": "poll_many", "root": base["root"], "sessions": entries})
+    states = got["states"]
+    assert len(states) == 4
+    assert states[0]["state"] == "alive" and states[0]["pid"] == started["pid"]
+    assert states[0] == poll(root) | {"pid": started["pid"]}
+    assert states[1]["state"] == "none"
+    assert states[2]["code"] == "invalid_input" and "session name" in states[2]["error"]
+    assert states[3]["code"] == "invalid_input" and "object" in states[3]["error"]
+    let_end(tmp_path)
+    wait_until(lambda: call({"op": "poll_many", "root": base["root"], "sessions": entries[:1]})[0]["states"][0]
+               ["state"] == "exited", what="exited in poll_many")
+    # A request for more sessions than one answer may hold is refused whole.
+    too_many = [{"repo": base["repo"], "session": SESSION}] * 1001
+    answer, _ = call({"op": "poll_many", "root": base["root"], "sessions": too_many}, code="invalid_input")
+    assert "at most 1000" in answer["error"]
 
 
 # ---- stop ----------------------------------------------------------------------------------
@@ -490,7 +530,7 @@ def test_commit_only_when_dirty(root: Path, src: Path) -> None:
     answer, _ = call({"op": "commit", **sess(root), "message": "agent's work; $(touch x)"})
     assert answer["committed"] is True and answer["head"] != tip
     assert git("log", "-1", "--format=%s", cwd=wt) == "agent's work; $(touch x)"
-    assert git("status", "--porcelain", cwd=wt) == "?? .para-agent.md" and not (wt / "hook-ran").exists()
+    assert git("status", "--porcelain", cwd=wt) == "" and not (wt / "hook-ran").exists()  # (para's file: ignored)
     assert git("show", "--name-only", "--format=", "HEAD", cwd=wt) == "work.txt"
 
 

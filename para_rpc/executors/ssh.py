@@ -154,6 +154,8 @@ class Ssh:
         self._channels = asyncio.Semaphore(MAX_CHANNELS)
         self._listeners: dict[str, Any] = {}   # remote socket path -> its forwarding
         self._binds: dict[str, str] = {}       # remote socket path -> the local bound socket it serves
+        self._polls: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []  # this round's
+        self._poll_tasks: set[asyncio.Task[None]] = set()
 
     def where(self) -> str:
         return _where(self.name, self.entry)
@@ -344,13 +346,50 @@ class Ssh:
 
     async def poll(self, run: AgentRun) -> RunState:
         """The run's state on its host. A host that does not answer (within POLL_TIMEOUT, or
-        a third of `lost_after` when that is shorter, but at least POLL_TIMEOUT_MIN) is not an ended run: `alive` with the
-        reason in `unreachable`; the service decides when that has lasted long enough."""
+        a third of `lost_after` when that is shorter, but at least POLL_TIMEOUT_MIN) is not an
+        ended run: `alive` with the reason in `unreachable`; the service decides when that has
+        lasted long enough. Polls asked at once (the service asks for all its runs together) go
+        to the host as one request: one exec per round, however many agents run there."""
+        waiting: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._polls.append((self._session(run), waiting))
+        if len(self._polls) == 1:
+            task = asyncio.get_running_loop().create_task(self._poll_round())
+            self._poll_tasks.add(task)
+            task.add_done_callback(self._poll_tasks.discard)
         try:
-            got, _ = await self.request("poll", **self._session(run),
-                                        timeout=max(POLL_TIMEOUT_MIN, min(POLL_TIMEOUT, self.lost_after() / 3)))
+            got = await waiting
         except ParaError as e:
             return RunState(state="alive", unreachable=e.message)
+        return self._run_state(got)
+
+    async def _poll_round(self) -> None:
+        await asyncio.sleep(0)  # (the polls of this round, scheduled with the first, join it)
+        batch, self._polls = self._polls, []
+        try:
+            got, _ = await self.request("poll_many", root=self.entry["root"],
+                                        sessions=[{"repo": s["repo"], "session": s["session"]} for s, _ in batch],
+                                        timeout=max(POLL_TIMEOUT_MIN, min(POLL_TIMEOUT, self.lost_after() / 3)))
+            states = got.get("states")
+            if not isinstance(states, list) or len(states) != len(batch):
+                raise ParaError(Code.config_error, f"{self.where()}: the worker answered poll_many with "
+                                f"{'no list' if not isinstance(states, list) else len(states)} states for "
+                                f"{len(batch)} sessions", executor=self.name)
+        except ParaError as e:
+            for _, waiting in batch:
+                if not waiting.done():
+                    waiting.set_exception(e)
+            return
+        for (_, waiting), state in zip(batch, states, strict=True):
+            if waiting.done():
+                continue
+            if isinstance(state, dict) and "error" not in state:
+                waiting.set_result(state)
+            else:
+                why = state.get("error") if isinstance(state, dict) else "not an object"
+                waiting.set_exception(ParaError(Code.config_error, f"{self.where()}: {why}", executor=self.name))
+
+    @staticmethod
+    def _run_state(got: dict[str, Any]) -> RunState:
         state = got.get("state")
         if state == "exited":
             return RunState(state="exited", exit_code=got.get("exit_code"), ended_at=got.get("ended_at"))

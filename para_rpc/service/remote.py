@@ -179,11 +179,17 @@ class Remote(ServiceCore):
         ended, its work is harvested before the exit is recorded; while it runs, the sweep."""
         run = s.agent
         assert run is not None
+        # Rounds per executor: every run there is polled in the same round (the executor sends
+        # them as one request), once per round, whatever its own start time.
+        rounds: dict[str, float] = self.__dict__.setdefault("_remote_rounds", {})
         polled: dict[str, float] = self.__dict__.setdefault("_remote_polled", {})
-        key = run.exit_file or s.name
-        if time.monotonic() - polled.get(key, 0.0) < REMOTE_POLL_SECONDS:
+        key, where = run.exit_file or s.name, f"{repo.root}\0{run.executor}"
+        t = time.monotonic()
+        if t - rounds.get(where, -REMOTE_POLL_SECONDS) >= REMOTE_POLL_SECONDS:
+            rounds[where] = t
+        if polled.get(key, -1.0) >= rounds[where]:
             return None
-        polled[key] = time.monotonic()
+        polled[key] = rounds[where]
         state = await self._executor(repo, run.executor).poll(run)
         if state.unreachable:
             return await self._unreachable(repo, s, state.unreachable)
