@@ -549,6 +549,17 @@ async def has_commit(cwd: str | Path, sha: str) -> bool:
     return (await run(cwd, "cat-file", "-e", f"{sha}^{{commit}}", check=False)).rc == 0
 
 
+async def commits_present(cwd: str | Path, shas: Sequence[str]) -> list[str]:
+    """Those of `shas` (full commit ids) that are commits here, in one git process."""
+    wanted = [sha for sha in dict.fromkeys(shas) if len(sha) in (40, 64) and not sha.strip("0123456789abcdef")]
+    if not wanted:
+        return []
+    res = await run(cwd, "cat-file", "--batch-check=%(objectname) %(objecttype)", check=False,
+                    stdin="".join(f"{sha}\n" for sha in wanted).encode())
+    found = {line.split()[0] for line in res.out.splitlines() if line.endswith(" commit")}
+    return [sha for sha in wanted if sha in found]
+
+
 async def bundle(cwd: str | Path, ref: str, exclude: Sequence[str] = ()) -> bytes:
     """A bundle of `ref` without what the `exclude` commits reach (the other side has them):
     its bytes, empty when there is nothing to send."""

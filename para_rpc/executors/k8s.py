@@ -336,6 +336,8 @@ class K8s(Ssh):
     stream), the placement (a Job made by prepare, deleted by release), what poll knows
     (the pod's phase: a Failed/Evicted/Unknown pod is `lost` with its reason) and bind."""
 
+    remember_refs = False  # each pod starts with an empty cache
+
     def __init__(self, name: str, entry: dict[str, Any], channel: PodChannel | None = None) -> None:
         super().__init__(name, entry)
         self.api = Api(name, entry, self.where())
