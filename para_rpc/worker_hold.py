@@ -6,8 +6,8 @@ over the pod's exec stream, one request at a time, exactly as over SSH) and it c
 session's bound channel. The pod cannot dial the sidecar (it has no route to the user's machine,
 and must not need one), so the sidecar dials in: it keeps a few connections open to this
 process's TCP port through the API server's port-forward ("spares"). When the agent's `para`
-connects to the session's unix socket, the next spare is claimed with one byte (CLAIM) and the
-two are copied to each other; the sidecar then joins its end to the session's bound socket.
+connects to the session's unix socket, the next spare is claimed with one byte (CLAIM), the sidecar joins its end to the
+session's bound socket and answers ACK, and the two are copied to each other.
 
 The TCP port listens on 127.0.0.1 of the pod only. Any process in the pod can connect to it,
 but all it can get there is a connection of the pod's own agent: the token still guards every
@@ -31,6 +31,8 @@ from para_rpc.errors import ParaError
 from para_rpc.worker_place import locate, mkdir
 
 CLAIM = b"\x01"
+ACK = b"\x02"        # the sidecar's answer to a claim: joined to the session's bound socket
+ACK_WAIT = 10.0
 CLAIM_WAIT = 30.0     # an agent's connection waits this long for the sidecar to have a spare in place
 CHUNK = 1 << 16
 
@@ -76,7 +78,13 @@ class Hold:
                     try:
                         spare[1].write(CLAIM)
                         await spare[1].drain()
-                    except OSError:
+                        # The sidecar answers once it reached the session's socket: a spare whose
+                        # forward died unseen (a sidecar killed) never does, and the next is tried.
+                        async with asyncio.timeout(ACK_WAIT):
+                            ack = await spare[0].readexactly(1)
+                    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+                        ack = b""
+                    if ack != ACK:
                         spare[1].close()
                         continue
                     break

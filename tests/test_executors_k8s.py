@@ -30,7 +30,7 @@ from para_rpc.executors.k8s import K8s, sidecar_id
 from para_rpc.model import AgentRun
 
 from agents_util import agent_env, agent_scripts, api, dispatch, out, step_profile, wait_file  # noqa: F401
-from conftest import IDENTITY, make_repo, rev, run_para, wait_until
+from conftest import IDENTITY, make_repo, rev, run_para, shutdown_sidecar, start_sidecar, wait_until
 from kube_util import Cluster, Front, Kubelet, KubeThread, LocalPodChannel, kubeconfig
 
 NS = "agents"
@@ -493,3 +493,43 @@ def test_cancel_deletes_the_job_in_the_foreground_and_its_secret(
 
 async def _requests(kt: KubeThread, method: str, part: str) -> list[Any]:
     return [r.data for r in kt.cluster if str(r.method).endswith(method) and part in str(r.url)]
+
+
+def test_a_sidecar_killed_mid_run_serves_the_pod_again_and_records_the_exit(
+        api: Any, repo: Path, out: Path, kube_thread: KubeThread, sidecar: Any, runtime_dir: Path) -> None:
+    """kill -9 of the sidecar while the agent works in its pod: the pod keeps running; the
+    next sidecar (a new executor object, only the stored placement) opens new spares to the
+    pod, so the agent's next `para status` arrives, and records its exit."""
+    kt = kube_thread
+    configure_kube(kt)
+    prof = step_profile(f"touch:{out}/ready", f"wait:{out}/go", "status:after the restart", "exit:3")
+    dispatch(repo, "k9", "-p", "outlive the sidecar", "--agent", "w", "--executor", "kube", profiles={"w": prof})
+    wait_file(out / "ready", timeout=60)
+    sidecar.proc.kill()
+    sidecar.proc.wait(timeout=15)
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0")
+    try:
+        wait_until(lambda: "k9: its socket is served on executor kube again" in sc.log_tail(200), 60,
+                   "the new sidecar to serve the agent's socket in its pod")
+        (out / "go").touch()
+        status = api.wait_event("status", "k9", timeout=60)
+        assert status["data"]["task"] == "after the restart"
+        assert api.wait_agent("k9", timeout=60)["agent"]["exit_code"] == 3
+        assert job_of(kt, "k9")  # (the Job stays until the session ends)
+    finally:
+        shutdown_sidecar(sc)
+
+
+@pytest.mark.usefixtures("sidecar")
+def test_executor_list_and_check_through_the_cli(repo: Path, kube_thread: KubeThread) -> None:
+    kt = kube_thread
+    configure_kube(kt, context="", max_running=5)
+    listed = json.loads(run_para("executor", "list", "--json", cwd=repo).stdout)
+    kube = listed["executors"][1]
+    assert (kube["name"], kube["kind"], kube["host"], kube["port"], kube["max_running"]) == \
+        ("kube", "k8s", f"current context/{NS}", 7787, 5)
+    checked = json.loads(run_para("executor", "check", "kube", "--json", cwd=repo).stdout)["checked"]
+    assert checked["name"] == "kube" and checked["git"] == "Kubernetes v1.31.0-kmock"
+    kt.cluster.forbidden = {("list", "jobs")}
+    proc = run_para("executor", "check", "kube", "--json", cwd=repo, check=False)
+    assert proc.returncode == Code.config_error.exit and "`list` on `batch/jobs`" in proc.stdout, proc.stdout

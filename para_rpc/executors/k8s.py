@@ -46,6 +46,7 @@ from para_rpc.model import AgentRun
 
 log = logging.getLogger("para.k8s")
 
+ACK = b"\x02"         # worker_hold's CLAIM answered: this end is joined to the session's socket
 SPARES = 2            # connections kept open to the pod's hold process for the agent's next `para` calls
 POD_POLL = 1.0        # seconds between looks at a pod that is starting
 LOST_SETTLE = 2.0     # seconds a run found lost waits for its pod's status to say why
@@ -502,6 +503,13 @@ class K8s(Ssh):
             local = await asyncio.open_unix_connection(socket)
         except OSError:
             writer.close()  # the session's socket is gone (it ended): the agent's call fails cleanly
+            return
+        try:
+            writer.write(ACK)  # (worker_hold waits for it before it hands the agent's connection over)
+            await writer.drain()
+        except OSError:
+            writer.close()
+            local[1].close()
             return
         if rest:
             local[1].write(rest)
