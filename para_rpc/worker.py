@@ -205,6 +205,7 @@ def op_prepare(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
             mkdir(place.run)
             own = sorted({*own_files(place), *(str(p.relative_to(place.wt)) for p in files)})
             (place.run / "own-files.json").write_text(json.dumps(own))
+            worker_git.exclude(place.cache, own)
         except BaseException:
             if made:  # bad input changes nothing: the worktree (and a branch made for it) go again
                 worker_git.remove_worktree(place.cache, place.wt)

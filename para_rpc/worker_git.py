@@ -10,6 +10,7 @@ works on a private copy of it for the same reason).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -62,6 +63,21 @@ def existing(cache: Path, shas: list[str]) -> list[str]:
 
 def init_cache(cache: Path) -> None:
     git(["init", "--bare", "-q", str(cache)])
+
+
+def exclude(cache: Path, paths: list[str]) -> None:
+    """Keep para's own files in a worktree (the agent's instructions) out of its agent's
+    `git add -A`: anchored lines in the cache's info/exclude, which every worktree of it reads
+    (the sidecar does the same in the user's repository)."""
+    path = cache / "info" / "exclude"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text() if path.exists() else ""
+    have = set(text.splitlines())
+    missing = [line for line in ("/" + re.sub(r"([*?[\\!#])", r"\\\1", p) for p in paths) if line not in have]
+    if missing:
+        tmp = path.with_name(f".exclude.{os.getpid()}.tmp")
+        tmp.write_text(text + ("" if not text or text.endswith("\n") else "\n") + "\n".join(missing) + "\n")
+        os.replace(tmp, path)
 
 
 def unbundle(cache: Path, bundle: Path) -> None:

@@ -274,6 +274,8 @@ def test_harvest_brings_commits_and_uncommitted_work_home_and_never_rewinds(api,
     harvested = api.wait_event("harvested", "h2", commit=head)
     assert harvested["data"]["checkpoint"] and rev(repo, "refs/para/checkpoint/h2") == harvested["data"]["checkpoint"]
     assert rev(repo, "refs/para/remote/h2") == head
+    # (the agent's `git add -A` left para's instructions out, as in a local worktree)
+    assert ".para-agent.md" not in git("ls-tree", "-r", "--name-only", "para/h2", cwd=repo).split()
     local_wt = repo / ".para" / "worktrees" / "h2"
     wait_until(lambda: (local_wt / "d.txt").exists(), 30, "the local worktree to mirror the host's")
     assert (local_wt / "a.txt").read_text() == "one\n" and (local_wt / "d.txt").read_text() == "wip\n"

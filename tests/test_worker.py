@@ -150,6 +150,21 @@ def test_prepare_makes_the_worktree_at_the_commit_and_is_idempotent(root: Path, 
     assert state(root) == before and git("rev-parse", "HEAD", cwd=wt) == rev(src, "main")
 
 
+def test_paras_own_files_stay_out_of_the_agents_git_add(root: Path, src: Path) -> None:
+    """The instructions prepare writes (`.para-agent.md`) are para's: an agent's `git add -A`
+    and commit leave them out, as in a local worktree, so they never reach the branch that
+    comes home (nor show as a change of the session there)."""
+    wt = prepared(root, src, files={".para-agent.md": "# para\n", "odd [x]*.md": "odd\n"})
+    assert git("status", "--porcelain", cwd=wt) == ""
+    (wt / "work.txt").write_text("work\n")
+    git("add", "-A", cwd=wt)
+    git("commit", "-qm", "work", cwd=wt)
+    assert git("show", "--name-only", "--format=", "HEAD", cwd=wt).split() == ["work.txt"]
+    prepared(root, src, files={".para-agent.md": "# para\n"})  # (again: no line twice)
+    lines = (root / "repos/demo.git/info/exclude").read_text().splitlines()
+    assert lines.count("/.para-agent.md") == 1 and "/odd \\[x]\\*.md" in lines, lines
+
+
 def test_an_agent_that_cannot_start_exits_127_with_the_reason_in_its_log(root: Path, src: Path) -> None:
     prepared(root, src)
     call({"op": "start", **sess(root), "argv": ["/nonexistent/agent", "x"], "env": {"PATH": "/usr/bin:/bin"}})
@@ -515,7 +530,7 @@ def test_commit_only_when_dirty(root: Path, src: Path) -> None:
     answer, _ = call({"op": "commit", **sess(root), "message": "agent's work; $(touch x)"})
     assert answer["committed"] is True and answer["head"] != tip
     assert git("log", "-1", "--format=%s", cwd=wt) == "agent's work; $(touch x)"
-    assert git("status", "--porcelain", cwd=wt) == "?? .para-agent.md" and not (wt / "hook-ran").exists()
+    assert git("status", "--porcelain", cwd=wt) == "" and not (wt / "hook-ran").exists()  # (para's file: ignored)
     assert git("show", "--name-only", "--format=", "HEAD", cwd=wt) == "work.txt"
 
 
