@@ -232,12 +232,6 @@ class Repo:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     session_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     target_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    # Integrations preparing at once (their checks and work-in-progress commit, before they
-    # queue on their target). Twenty begun together would otherwise all prepare together, each
-    # slowed by the nineteen others, and the target's queue would stand idle until the first
-    # ones were done; a few at a time (FIFO), the queue is fed from the start. Per CPU, as that
-    # work is git processes and the CPUs are what they share.
-    preparing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(max(2, os.cpu_count() or 2)))
     plan_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tick: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) on every event
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once its crash repairs are done

@@ -72,26 +72,24 @@ class Integration(Remote):
                                     "the rebase strategy rewrites its branch, which its agent holds there; "
                                     "integrate with --strategy squash or merge", session=s.name)
                 await self._remote_commit_and_harvest(repo, s, message or f"{s.name}: work in progress")
-            async with repo.preparing:
-                f = await self._save_or_refuse(repo, s, "integrate")
-                # The work in progress is committed first. (What is written after this status was
-                # read does not land: `_after_landing` saves it under `<stamp>-leftover`.)
-                committed = None  # (HEAD, which is on the session branch: `_save_or_refuse`)
-                if f is not None and f.status:
-                    await git.stage_all(s.worktree)
-                    if await git.has_staged(s.worktree):
-                        committed = await git.commit(s.worktree, message or f"{s.name}: work in progress")
-                # HEAD is on the session branch (`_save_or_refuse`): the worktree listing just read gave its tip.
-                known = committed or (f.head if f is not None and f.branch == s.branch else None)
-                pre, sign = await asyncio.gather(
-                    _given(known) if known else git.resolve(repo.root, f"refs/heads/{s.branch}"),
-                    git.signs_commits(repo.root))
-                if pre is None:
-                    raise ParaError(Code.not_found, f"branch {s.branch!r} of session {s.name!r} is gone",
-                                    session=s.name)
-                related = await self._refuse_bare_gitlinks(repo, s, target, pre)
-                if message is None:
-                    message = await self._default_message(repo, s, target, pre, strategy, related)
+            f = await self._save_or_refuse(repo, s, "integrate")
+            # The work in progress is committed first. (What is written after this status was
+            # read does not land: `_after_landing` saves it under `<stamp>-leftover`.)
+            committed = None  # (HEAD, which is on the session branch: `_save_or_refuse`)
+            if f is not None and f.status:
+                await git.stage_all(s.worktree)
+                if await git.has_staged(s.worktree):
+                    committed = await git.commit(s.worktree, message or f"{s.name}: work in progress")
+            # HEAD is on the session branch (`_save_or_refuse`): the worktree listing just read gave its tip.
+            known = committed or (f.head if f is not None and f.branch == s.branch else None)
+            pre, sign = await asyncio.gather(
+                _given(known) if known else git.resolve(repo.root, f"refs/heads/{s.branch}"),
+                git.signs_commits(repo.root))
+            if pre is None:
+                raise ParaError(Code.not_found, f"branch {s.branch!r} of session {s.name!r} is gone", session=s.name)
+            related = await self._refuse_bare_gitlinks(repo, s, target, pre)
+            if message is None:
+                message = await self._default_message(repo, s, target, pre, strategy, related)
             s.integration = {"target": target, "strategy": strategy, "message": message, "pre": pre,
                              "resume_status": s.status.value, "stamp": _utc_stamp()}
             return await self._land(repo, s, cfg, sign)
