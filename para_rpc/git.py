@@ -236,18 +236,23 @@ def _unlink_reflogs(top: str) -> None:
     would write its line into whatever file a link names, or refuse ("reflog is a symlink")
     and keep the session from ever ending (red team rt13 L1). The file a link named is left
     as it was; git starts the reflog anew."""
-    try:
-        walk = list(os.walk(top))
-    except OSError:
-        return
-    for d, dirs, files in walk:
-        for name in [*files, *dirs]:
-            path = os.path.join(d, name)
+    # (Before every git para runs: the kinds come from the directory listing itself, d_type,
+    # not from a stat of each reflog; a directory that cannot be read is skipped, as os.walk does.)
+    dirs = [top]
+    while dirs:
+        try:
+            with os.scandir(dirs.pop()) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for e in entries:
             with contextlib.suppress(OSError):
-                if os.path.islink(path) or not (os.path.isfile(path) or os.path.isdir(path)):
-                    target = os.readlink(path) if os.path.islink(path) else "not a file"
-                    os.unlink(path)
-                    log.warning("reflog %s (%s) removed before para's git wrote to it", path, target[:200])
+                if e.is_symlink() or not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False)):
+                    target = os.readlink(e.path) if e.is_symlink() else "not a file"
+                    os.unlink(e.path)
+                    log.warning("reflog %s (%s) removed before para's git wrote to it", e.path, target[:200])
+                elif e.is_dir(follow_symlinks=False):
+                    dirs.append(e.path)
 
 
 def names_git_dir(worktree: str, git_dir: str) -> bool:
