@@ -15,7 +15,6 @@ import select
 import socket
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from para_rpc import PROTOCOL_VERSION, __version__, runtime
 from para_rpc.errors import Code, ParaError
@@ -39,7 +38,7 @@ class Connection:
     def open(cls, path: str | os.PathLike[str] | None = None, timeout: float | None = None) -> Connection:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
-        sock.connect(str(path or runtime.socket_path()))
+        sock.connect(str(path or runtime.socket_file()))
         return cls(sock)
 
     def close(self) -> None:
@@ -128,6 +127,7 @@ _READY: dict[int, int] = {}
 def spawn_sidecar(socket: str | None = None) -> subprocess.Popen[bytes]:
     """Start the sidecar serving `socket` (default: ours, runtime.socket_path())."""
     import subprocess  # (only here: most `para` processes find a sidecar running)
+    from pathlib import Path
 
     path = Path(socket) if socket else runtime.socket_path()
     runtime.ensure_private_dir(path.parent)

@@ -236,18 +236,23 @@ def _unlink_reflogs(top: str) -> None:
     would write its line into whatever file a link names, or refuse ("reflog is a symlink")
     and keep the session from ever ending (red team rt13 L1). The file a link named is left
     as it was; git starts the reflog anew."""
-    try:
-        walk = list(os.walk(top))
-    except OSError:
-        return
-    for d, dirs, files in walk:
-        for name in [*files, *dirs]:
-            path = os.path.join(d, name)
+    # (Before every git para runs: the kinds come from the directory listing itself, d_type,
+    # not from a stat of each reflog; a directory that cannot be read is skipped, as os.walk does.)
+    dirs = [top]
+    while dirs:
+        try:
+            with os.scandir(dirs.pop()) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for e in entries:
             with contextlib.suppress(OSError):
-                if os.path.islink(path) or not (os.path.isfile(path) or os.path.isdir(path)):
-                    target = os.readlink(path) if os.path.islink(path) else "not a file"
-                    os.unlink(path)
-                    log.warning("reflog %s (%s) removed before para's git wrote to it", path, target[:200])
+                if e.is_symlink() or not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False)):
+                    target = os.readlink(e.path) if e.is_symlink() else "not a file"
+                    os.unlink(e.path)
+                    log.warning("reflog %s (%s) removed before para's git wrote to it", e.path, target[:200])
+                elif e.is_dir(follow_symlinks=False):
+                    dirs.append(e.path)
 
 
 def names_git_dir(worktree: str, git_dir: str) -> bool:
@@ -547,6 +552,17 @@ async def delete_ref(cwd: str | Path, ref: str) -> None:
 
 async def has_commit(cwd: str | Path, sha: str) -> bool:
     return (await run(cwd, "cat-file", "-e", f"{sha}^{{commit}}", check=False)).rc == 0
+
+
+async def commits_present(cwd: str | Path, shas: Sequence[str]) -> list[str]:
+    """Those of `shas` (full commit ids) that are commits here, in one git process."""
+    wanted = [sha for sha in dict.fromkeys(shas) if len(sha) in (40, 64) and not sha.strip("0123456789abcdef")]
+    if not wanted:
+        return []
+    res = await run(cwd, "cat-file", "--batch-check=%(objectname) %(objecttype)", check=False,
+                    stdin="".join(f"{sha}\n" for sha in wanted).encode())
+    found = {line.split()[0] for line in res.out.splitlines() if line.endswith(" commit")}
+    return [sha for sha in wanted if sha in found]
 
 
 async def bundle(cwd: str | Path, ref: str, exclude: Sequence[str] = ()) -> bytes:

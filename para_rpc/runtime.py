@@ -12,12 +12,12 @@ import json
 import os
 import stat
 import sys
-from pathlib import Path
 
 from para_rpc.errors import Code, ParaError
 
 TYPE_CHECKING = False  # (typing is not imported at run time: every `para` command starts sooner)
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 # The write end of the pipe a CLI that starts a sidecar waits on until it listens.
@@ -31,18 +31,35 @@ def python(*args: str) -> list[str]:
     return [sys.executable, "-P", *args]
 
 
-def runtime_dir() -> Path:
+def _path(path: str) -> Path:
+    # pathlib (with urllib.parse and ipaddress) is loaded only where a Path is wanted: the CLI's
+    # calls use the strings below and never load it (milliseconds in every `para` process).
+    from pathlib import Path
+
+    return Path(path)
+
+
+def _runtime_dir() -> str:
     if os.environ.get("PARA_RUNTIME_DIR"):
-        return Path(os.environ["PARA_RUNTIME_DIR"])
+        return os.environ["PARA_RUNTIME_DIR"]
     if os.environ.get("XDG_RUNTIME_DIR"):
-        return Path(os.environ["XDG_RUNTIME_DIR"]) / "para"
-    return Path(f"/tmp/para-{os.getuid()}")
+        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "para")
+    return f"/tmp/para-{os.getuid()}"
+
+
+def socket_file() -> str:
+    """The sidecar's socket, as `socket_path()` names it, as a string."""
+    if os.environ.get("PARA_SOCKET"):
+        return os.environ["PARA_SOCKET"]
+    return os.path.join(_runtime_dir(), "sidecar.sock")
+
+
+def runtime_dir() -> Path:
+    return _path(_runtime_dir())
 
 
 def socket_path() -> Path:
-    if os.environ.get("PARA_SOCKET"):
-        return Path(os.environ["PARA_SOCKET"])
-    return runtime_dir() / "sidecar.sock"
+    return _path(socket_file())
 
 
 def mcp_socket_path(sock: Path | None = None) -> Path:
@@ -65,7 +82,7 @@ KNOWN_REPOS_MAX = 64
 def known_repos_path(sock: str | os.PathLike[str]) -> Path:
     """The repositories a sidecar served, next to its socket: the next sidecar on that socket
     reopens them at its start to repair what a crash or a stop left there."""
-    return Path(f"{os.fspath(sock)}.repos")
+    return _path(f"{os.fspath(sock)}.repos")
 
 
 def known_repos(sock: str | os.PathLike[str]) -> list[str]:

@@ -146,3 +146,38 @@ def test_configuration_is_forwarded_and_loaded_only_when_set(sidecar, repo: Path
                     env={"PYTHONPROFILEIMPORTTIME": "1", "PARA_BASE_BRANCH": "no-such-branch"})
     assert told.returncode != 0 and "no-such-branch" in told.stdout, told.stdout
     assert "para_rpc.config" in told.stderr
+
+
+def test_the_cli_modules_load_no_pathlib_typing_or_subprocess():
+    """What para's own modules load for a command, apart from what site-packages loads (an
+    editable install's finder loads pathlib; an installed para has none): `python -S` with
+    only para's directory on the path."""
+    import subprocess
+    import sys
+
+    import para_rpc
+
+    root = str(Path(para_rpc.__file__).parent.parent)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import para_rpc.cli.fast; "
+            "print(sorted(m for m in sys.modules if m in "
+            "{'pathlib', 'typing', 'subprocess', 'urllib.parse', 'para_rpc.config'}))")
+    proc = subprocess.run([sys.executable, "-S", "-c", code, root], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "[]\n", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("env", [{"PARA_SOCKET": "/tmp/x/s.sock"}, {"PARA_RUNTIME_DIR": "/tmp/rt/"},
+                                 {"PARA_RUNTIME_DIR": None, "XDG_RUNTIME_DIR": "/run/user/7"},
+                                 {"PARA_RUNTIME_DIR": None, "XDG_RUNTIME_DIR": None}], ids=str)
+def test_the_socket_string_is_the_socket_path(monkeypatch, env: dict[str, str | None]):
+    """The CLI connects to `runtime.socket_file()`; everything else names `socket_path()`."""
+    import os
+
+    from para_rpc import runtime
+
+    monkeypatch.delenv("PARA_SOCKET", raising=False)
+    for k, v in env.items():
+        if v is None:
+            monkeypatch.delenv(k, raising=False)
+        else:
+            monkeypatch.setenv(k, v)
+    assert os.path.normpath(runtime.socket_file()) == str(runtime.socket_path())

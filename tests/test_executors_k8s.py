@@ -164,6 +164,10 @@ async def test_the_job_the_secret_and_a_run_through_the_pods_exec_stream(kube: K
     execs = ex.channel.execs  # type: ignore[attr-defined]
     assert all(argv == ["python3", "-m", "para_rpc.worker"] for _, argv, _ in execs)  # one constant command
     assert not any(b"s3cret-value" in stdin for _, _, stdin in execs)
+    # Nor in any file under the worker's root (but what the agent itself wrote down).
+    leaks = [f for f in Path(kube.root).rglob("*") if f.is_file() and f.name != "seen.json"
+             and b"s3cret-value" in f.read_bytes()]
+    assert leaks == []
     await ex.release(run)
 
 
@@ -228,6 +232,8 @@ async def test_an_evicted_pod_is_lost_with_its_reason_and_harvested_commits_stay
     spec = spec_for(repo, "s4", agent_argv(), tmp_path)
     run = run_of(await ex.prepare(spec))
     await ex.start(run, spec, None)
+    await ex.bind(run, str(tmp_path / "bound.sock"))  # (spares kept open to the pod until it is gone)
+    assert ex._pumps
     wt = Path(run.placement["worktree"])
     await wait_for(lambda: _has_commit(wt))
     tip = await ex.harvest(run)
@@ -236,6 +242,7 @@ async def test_an_evicted_pod_is_lost_with_its_reason_and_harvested_commits_stay
     state = await ex.poll(run)
     assert state.state == "lost", state
     assert state.reason and "Evicted" in state.reason and "low on resource: memory" in state.reason
+    assert not ex._pumps  # (no spares kept open to a pod that is gone)
     assert not wt.exists()  # the pod's disk is gone with it...
     assert git(repo, "rev-parse", "refs/para/remote/s4") == tip  # ...what was harvested is here
     with pytest.raises(ParaError):

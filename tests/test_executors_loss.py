@@ -367,3 +367,24 @@ def test_an_executors_max_running_queues_the_launches_beyond_it(api, repo: Path,
     (out / "go").touch()
     wait_file(out / "two", timeout=60)
     assert api.wait_event("dispatched", "two", from_queue=True)
+
+
+def test_a_lost_session_integrates_what_it_holds_without_waiting_for_its_host(
+        api, repo: Path, out: Path, killable_host: tuple[SshHost, list[subprocess.Popen]]) -> None:
+    """No resume needed to land a lost session's work: it is all here (both commits on its branch,
+    the dirty file in its local worktree), so integrate uses that and never asks the host."""
+    host, procs = killable_host
+    configure(k1=host.entry(env_passthrough=list(IDENTITY), lost_after=GRACE))
+    dispatch(repo, "li", "-p", "work", "--agent", "w", "--executor", "k1", profiles={"w": work_then_hang(out)})
+    wait_file(out / "ready", timeout=60)
+    remote_wt = Path(json.loads((out / "env.json").read_text())["cwd"])
+    backup = harvested_all(api, repo, "li", remote_wt)
+    kill_sshd(procs[0])
+    started = time.monotonic()
+    assert_lost_event(api, "li", "k1", rev(repo, "para/li"), backup, started)
+    t = time.monotonic()
+    rc, done = para_json(repo, "integrate", "Land what came home", "--session", "li")
+    assert rc == 0 and done["status"] == "integrated", done
+    assert time.monotonic() - t < 20
+    for path, text in (("a.txt", "one"), ("b.txt", "two"), ("dirty.txt", "wip")):
+        assert git("show", f"main:{path}", cwd=repo) == text, path

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from conftest import (IDENTITY, commit_file, full_state, git, proc_environ, rev,
                       wait_until)
 from test_agents_dispatch import tricky_prompt
 from para_rpc.errors import Code
+from para_rpc.executors.ssh import repo_id
 from ssh_util import SshHost, ssh_host  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("sidecar")
@@ -388,3 +390,51 @@ def test_the_runs_on_one_host_are_polled_with_one_request_per_round(api, repo: P
     (out / "end").touch()
     for i in range(n):
         api.wait_agent(f"p{i}", timeout=60)
+
+
+OP_LOGGER = """#!{python}
+# A `python` for the host that logs each worker request's op, then runs the real worker with it.
+import json, subprocess, sys
+data = sys.stdin.buffer.read()
+with open({log!r}, "a") as f:
+    f.write(json.loads(data.partition(b"\\n")[0]).get("op", "?") + "\\n")
+done = subprocess.run([{python!r}, *sys.argv[1:]], input=data, capture_output=True)
+sys.stdout.buffer.write(done.stdout)
+sys.stderr.buffer.write(done.stderr)
+sys.exit(done.returncode)
+"""
+
+
+def test_a_second_dispatch_to_a_host_asks_for_no_refs_and_a_wiped_cache_is_refilled(
+        api, repo: Path, out: Path, tmp_path: Path, ssh_host: SshHost) -> None:
+    """What the host's cache holds is remembered from its last answer, so a dispatch there is
+    one request fewer (receive, prepare, start); a host whose cache was wiped meanwhile refuses
+    the bundle the remembered refs made, and the dispatch asks for its refs and sends it all."""
+    log = tmp_path / "ops.log"
+    wrapper = tmp_path / "python-ops"
+    wrapper.write_text(OP_LOGGER.format(python=sys.executable, log=str(log)))
+    wrapper.chmod(0o755)
+    configure(executors={"h1": ssh_host.entry(python=str(wrapper), harvest_interval=86400)})
+
+    def ops_during(action) -> list[str]:
+        before = len(log.read_text().splitlines()) if log.exists() else 0
+        action()
+        return [op for op in log.read_text().splitlines()[before:] if op not in ("poll_many", "logs", "snapshot")]
+
+    def run(name: str) -> None:
+        dispatch(repo, name, "-p", "wait", "--agent", "w", "--executor", "h1",
+                 profiles={"w": step_profile(f"touch:{out}/{name}", f"wait:{out}/end-{name}")})
+        wait_file(out / name, timeout=90)
+
+    first = ops_during(lambda: run("s1"))
+    assert first == ["refs", "receive", "prepare", "start"], first
+    assert ops_during(lambda: run("s2")) == ["receive", "prepare", "start"]
+    for name in ("s1", "s2"):
+        run_para("cancel", name, "--discard", "--json", cwd=repo)
+    _, runs = worker_paths(ssh_host)
+    wait_until(lambda: not list(runs.glob("*/s1")) and not list(runs.glob("*/s2")), 60, "the placements released")
+    shutil.rmtree(ssh_host.dir / "worker" / "repos" / f"{repo_id(str(repo))}.git")  # (wiped: remembered refs stale)
+    commit_file(repo, "more.txt", "more\n", "more on main")  # (the tip is new to the host too)
+    assert ops_during(lambda: run("s3")) == ["receive", "refs", "receive", "prepare", "start"]
+    (out / "end-s3").touch()
+    api.wait_agent("s3", timeout=60)

@@ -105,3 +105,28 @@ def test_git_processes_start_off_the_event_loop(repo: Path, monkeypatch):
     loop_thread, heads = asyncio.run(main())
     assert len(set(heads)) == 1 and len(heads[0]) == 40, heads
     assert len(starters) == 4 and loop_thread not in starters, starters
+
+
+def test_reflogs_that_are_links_or_not_files_go_before_git_writes(tmp_path: Path):
+    """(git._unlink_reflogs, run before every git para runs: read from the directory listing,
+    not a stat per reflog.) Links (to files, to directories) and FIFOs go, at any depth; the
+    reflogs, their directories and whatever a link named stay."""
+    import os
+
+    from para_rpc import git
+
+    top = tmp_path / "logs" / "refs" / "heads" / "para"
+    (top / "deep" / "er").mkdir(parents=True)
+    victim, victim_dir = tmp_path / "victim", tmp_path / "victim-dir"
+    victim.write_text("host file\n")
+    victim_dir.mkdir()
+    for log in (top / "a", top / "deep" / "b", top / "deep" / "er" / "c"):
+        log.write_text("0 1 x\n")
+    (top / "linked").symlink_to(victim)
+    (top / "deep" / "linked-dir").symlink_to(victim_dir)
+    (top / "deep" / "er" / "dangling").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(top / "deep" / "er" / "fifo")
+    git._unlink_reflogs(str(top))
+    left = sorted(str(p.relative_to(top)) for p in top.rglob("*"))
+    assert left == ["a", "deep", "deep/b", "deep/er", "deep/er/c"], left
+    assert victim.read_text() == "host file\n" and victim_dir.is_dir()

@@ -336,6 +336,8 @@ class K8s(Ssh):
     stream), the placement (a Job made by prepare, deleted by release), what poll knows
     (the pod's phase: a Failed/Evicted/Unknown pod is `lost` with its reason) and bind."""
 
+    remember_refs = False  # each pod starts with an empty cache
+
     def __init__(self, name: str, entry: dict[str, Any], channel: PodChannel | None = None) -> None:
         super().__init__(name, entry)
         self.api = Api(name, entry, self.where())
@@ -536,20 +538,18 @@ class K8s(Ssh):
         self._remember(run)
         try:
             gone = await self._pod_state(run)
-        except ParaError:
-            return RunState(state="alive")  # the API away is not the pod gone
+        except ParaError as e:
+            return RunState(state="alive", unreachable=e.message)  # the API away is not the pod gone
         if gone is not None:
             # What the runner recorded wins over the pod's end (the agent may have exited first).
-            try:
-                said = await super().poll(run)
-            except ParaError:
-                said = RunState(state="alive")
+            said = await self._worker_poll(run)
             if said.state == "exited":
                 return said
+            self.unbind(run)  # (no spares kept open to a pod that is gone)
             if run.placement.get("pod"):
                 await self.channel.forget(run.placement["pod"])
             return gone
-        said = await super().poll(run)
+        said = await self._worker_poll(run)
         if said.state == "lost":
             # The runner gone without an exit record: a pod being evicted or killed looks like
             # this for a moment before the kubelet says so; its reason is worth the wait.
@@ -561,6 +561,15 @@ class K8s(Ssh):
             return RunState(state="lost", ended_at=said.ended_at,
                             reason=f"its runner in pod {run.placement.get('pod')} ended without an exit record")
         return said
+
+    async def _worker_poll(self, run: AgentRun) -> RunState:
+        """The runner's state from the pod's worker: one request per run (each pod is a worker
+        of its own, so the SSH executor's one-request-per-host round does not apply)."""
+        try:
+            got, _ = await self.request("poll", **self._session(run))
+        except ParaError as e:
+            return RunState(state="alive", unreachable=e.message)
+        return self._run_state(got)
 
     async def harvest(self, run: AgentRun) -> str | None:
         self._remember(run)

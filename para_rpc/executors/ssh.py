@@ -147,6 +147,8 @@ class Ssh:
     every session placed there; the worker does the work on the host (worker.py), one short
     exec per request."""
 
+    remember_refs = True  # one cache per host and repository, kept between dispatches
+
     def __init__(self, name: str, entry: dict[str, Any]) -> None:
         self.name = name
         self.entry = entry
@@ -155,6 +157,7 @@ class Ssh:
         self._channels = asyncio.Semaphore(MAX_CHANNELS)
         self._listeners: dict[str, Any] = {}   # remote socket path -> its forwarding
         self._binds: dict[str, str] = {}       # remote socket path -> the local bound socket it serves
+        self._host_refs: dict[str, dict[str, Any]] = {}  # repo id -> its cache's refs, as the host last said
         self._polls: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []  # this round's
         self._poll_tasks: set[asyncio.Task[None]] = set()
 
@@ -172,6 +175,7 @@ class Ssh:
         async with self._dialing:
             if self._conn is None or self._conn.is_closed():
                 self._listeners.clear()  # (they died with the connection)
+                self._host_refs.clear()  # (the host may have been wiped meanwhile: asked again)
                 conn = await connect(self.name, self.entry, timeout)
                 self._conn = conn
                 # A host that answers again after a cut (keepalives ended the old connection):
@@ -257,11 +261,41 @@ class Ssh:
                             f"{str(e) or type(e).__name__}", executor=self.name, unreachable=True) from None
         return bytes(out), bytes(err), proc.exit_status
 
+    def _remember_refs(self, rid: str, answer: dict[str, Any]) -> None:
+        refs = answer.get("refs")
+        if self.remember_refs and isinstance(refs, dict):
+            self._host_refs[rid] = refs
+
     def _session(self, run: AgentRun) -> dict[str, Any]:
         p = run.placement
         return {"root": self.entry["root"], "repo": p["repo"], "session": p["session"]}
 
     # -- placing an agent
+
+    async def _receive_tip(self, spec: LaunchSpec, rid: str, tip: str) -> list[str]:
+        """The session's tip into the host's cache, as a bundle of what it lacks; the commits of
+        the cache this repository has. What the cache has is taken from its last answer (one
+        request fewer per dispatch) and asked again when that was stale (the bundle then needs
+        commits the cache lacks, and the worker refuses it)."""
+        known = self._host_refs.get(rid) if self.remember_refs else None
+        remembered = known is not None
+        while True:
+            if known is None:
+                got, _ = await self.request("refs", root=self.entry["root"], repo=rid)
+                known = dict(got.get("refs") or {})
+            have = await git.commits_present(spec.repo_root, [v for v in known.values() if isinstance(v, str)])
+            bundle = b"" if tip in have else await git.bundle(spec.repo_root, f"refs/heads/{spec.branch}",
+                                                               exclude=have)
+            try:
+                got, _ = await self.request("receive", bundle, root=self.entry["root"], repo=rid,
+                                            refs={f"refs/para/base/{spec.session}": tip})
+            except ParaError as e:
+                if remembered and e.code is Code.invalid_input:
+                    known, remembered = None, False
+                    continue
+                raise
+            self._remember_refs(rid, got)
+            return have
 
     async def prepare(self, spec: LaunchSpec) -> dict[str, Any]:
         """Code in (the branch's objects the worker's cache lacks, as a bundle), then the
@@ -269,19 +303,14 @@ class Ssh:
         rid = repo_id(spec.repo_root)
         root = self.entry["root"]
         tip = await git.out(spec.repo_root, "rev-parse", "--verify", f"refs/heads/{spec.branch}^{{commit}}")
-        known, _ = await self.request("refs", root=root, repo=rid)
-        have = [sha for sha in set(dict(known.get("refs") or {}).values())
-                if isinstance(sha, str) and await git.has_commit(spec.repo_root, sha)]
-        bundle = b""
-        if tip not in have:
-            bundle = await git.bundle(spec.repo_root, f"refs/heads/{spec.branch}", exclude=have)
+        have = await self._receive_tip(spec, rid, tip)
         checkpoint = await git.resolve(spec.repo_root, spec.checkpoint) if spec.checkpoint else None
-        await self.request("receive", bundle, root=root, repo=rid, refs={f"refs/para/base/{spec.session}": tip})
         if checkpoint:
             # (the checkpoint's own objects, on top of the tip the first bundle sent)
             extra = await git.bundle(spec.repo_root, spec.checkpoint, exclude=[*have, tip])
-            await self.request("receive", extra, root=root, repo=rid,
-                               refs={f"refs/para/restore/{spec.session}": checkpoint})
+            got, _ = await self.request("receive", extra, root=root, repo=rid,
+                                        refs={f"refs/para/restore/{spec.session}": checkpoint})
+            self._remember_refs(rid, got)
         restore: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
         got, _ = await self.request("prepare", root=root, repo=rid, session=spec.session, branch=spec.branch,
                                     commit=tip, files=spec.files, **restore)
