@@ -209,6 +209,10 @@ def _executors(v: Any) -> dict[str, dict[str, Any]]:
             if not isinstance(val, str) or "\0" in val or "\n" in val:
                 raise ValueError(f"{name}: {key} must be a string")
             strings[key] = val
+        if not strings["root"].startswith(("/", "~")):
+            # Relative to the login's home (as SSH's own paths are): the worker takes only an
+            # absolute root or one under `~`, and refused the default `.cache/para` outright.
+            strings["root"] = "~/" + strings["root"]
         if not strings["known_hosts"]:
             # Strict host keys: no trust on first use, so the file that holds the host's key is named.
             raise ValueError(f"{name}: known_hosts is required (a file with the host's key: "

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -138,3 +141,26 @@ def test_a_host_in_another_network_is_checked_and_a_partition_is_said(repo: Path
     netns_host.heal()
     rc, checked = para_json(repo, "executor", "check", "far")
     assert rc == 0, checked
+
+
+def test_the_default_root_is_one_the_worker_takes(repo: Path, ssh_host: SshHost) -> None:
+    """RT16-2: the entry's default root `.cache/para` (README's example too) went to the worker
+    as it was, and the worker takes only an absolute root or one under `~`: every request of an
+    entry without `root` was refused. A relative root is under the login's home."""
+    entry = ssh_host.entry()
+    del entry["root"]
+    configure(h1=entry, h2=ssh_host.entry(root="work/para"))
+    rc, listed = para_json(repo, "executor", "list")
+    assert rc == 0, listed
+    roots = {e["name"]: e.get("root") for e in listed["executors"]}
+    assert roots["h1"] == "~/.cache/para" and roots["h2"] == "~/work/para", roots
+    home = Path(tempfile.mkdtemp(prefix="ph-", dir="/tmp"))
+    try:
+        for root in (roots["h1"], roots["h2"]):
+            got = subprocess.run([sys.executable, "-m", "para_rpc.worker"], capture_output=True, timeout=60,
+                                 env={**os.environ, "HOME": str(home)},
+                                 input=json.dumps({"op": "receive", "root": root, "repo": "demo", "refs": {}}).encode())
+            assert json.loads(got.stdout) == {"refs": {}}, got.stdout
+        assert (home / ".cache/para/repos/demo.git").is_dir() and (home / "work/para/repos/demo.git").is_dir()
+    finally:
+        shutil.rmtree(home)

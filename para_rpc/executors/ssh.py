@@ -131,6 +131,7 @@ async def check(name: str, entry: dict[str, Any]) -> dict[str, Any]:
 # (10 by default), and the forwarded sockets of the agents need none.
 MAX_CHANNELS = 8
 _REPO_ID = re.compile(r"[^a-z0-9._-]+")
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # (what a worker's answer may name: a commit, by its id)
 
 
 def repo_id(root: str) -> str:
@@ -433,10 +434,21 @@ class Ssh:
         p = run.placement
         have = [sha for sha in (run.harvested_commit, p.get("base")) if sha]
         got, bundle = await self.request("snapshot", **self._session(run), branch=p["branch"], have=have)
+        # The host's answer is input: a ref name ("refs/heads/main"), an option ("-d") or a
+        # commit this repository already had for another reason would otherwise go to
+        # update-ref and move the session's branch to it (taking the agent's work off it).
+        head, tip, checkpoint = (self._answer_sha(got, key) for key in ("head", "branch_tip", "checkpoint"))
         if bundle:
             await git.unbundle(p["local"], bundle)
+        for key, sha in (("head", head), ("branch_tip", tip), ("checkpoint", checkpoint)):
+            if sha and not await git.has_commit(p["local"], sha):
+                raise ParaError(Code.config_error, f"{self.where()}: its snapshot names {key} {sha}, a commit "
+                                "neither its bundle nor this repository holds; nothing was harvested",
+                                executor=self.name)
+        if checkpoint and await git.resolve(p["local"], f"{checkpoint}^1") != head:
+            raise ParaError(Code.config_error, f"{self.where()}: its snapshot's checkpoint {checkpoint} was not "
+                            f"made on its head {head}; nothing was harvested", executor=self.name)
         name = p["session"]
-        tip, checkpoint = got.get("branch_tip"), got.get("checkpoint")
         if tip:
             await git.update_ref(p["local"], f"refs/para/remote/{name}", tip, message="para harvest")
         if checkpoint:
@@ -445,6 +457,15 @@ class Ssh:
             await git.run(p["local"], "update-ref", "-d", f"refs/para/checkpoint/{name}", check=False)
         run.placement = {**p, "head": got.get("head"), "checkpoint": checkpoint}
         return str(tip) if tip else None
+
+    def _answer_sha(self, got: dict[str, Any], key: str) -> str | None:
+        value = got.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _SHA.fullmatch(value):
+            raise ParaError(Code.config_error, f"{self.where()}: its snapshot names {key} {value!r:.80}, not a "
+                            "commit sha; nothing was harvested", executor=self.name)
+        return value
 
     async def logs(self, run: AgentRun, offset: int, limit: int = 1 << 20) -> bytes:
         _, data = await self.request("logs", **self._session(run), offset=offset, limit=limit)

@@ -1,0 +1,85 @@
+"""A compromised or buggy host (issue 16, red team RT16): its worker's answers are input, like a
+request is to the worker. The real CLI and sidecar and a real sshd on loopback; the executor's
+`python` is a wrapper (tests/ssh_util.py's host, this machine) that runs the real worker and
+rewrites its snapshot answer with what the test leaves in a file. What such a host may name must
+never move the local branches: a harvest of an answer that is not a commit sha fails with a
+clear error and changes nothing here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents_util import api, agent_env, agent_scripts, dispatch, out, step_profile, wait_file  # noqa: F401
+from conftest import commit_file, git, rev, run_para
+from ssh_util import SshHost, ssh_host  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("sidecar")
+
+# The worker's answer goes through this; everything else the host runs with this python is the
+# real one (the agent's own python, the scripted profile).
+WRAPPER = """#!{python}
+import json, os, subprocess, sys
+REAL, LIE = {python!r}, {lie!r}
+if sys.argv[1:] != ["-m", "para_rpc.worker"]:
+    os.execv(REAL, [REAL, *sys.argv[1:]])
+data = sys.stdin.buffer.read()
+got = subprocess.run([REAL, "-m", "para_rpc.worker"], input=data, capture_output=True)
+line, _, rest = got.stdout.partition(b"\\n")
+answer = json.loads(line)
+if json.loads(data.partition(b"\\n")[0]).get("op") == "snapshot" and os.path.exists(LIE):
+    answer.update(json.loads(open(LIE).read()))
+sys.stdout.buffer.write(json.dumps(answer).encode() + b"\\n" + rest)
+sys.exit(got.returncode)
+"""
+
+
+def hostile_python(tmp_path: Path) -> tuple[Path, Path]:
+    lie = tmp_path / "lie.json"
+    wrapper = tmp_path / "bin" / "hostile-python"
+    wrapper.parent.mkdir()
+    wrapper.write_text(WRAPPER.format(python=sys.executable, lie=str(lie)))
+    wrapper.chmod(0o755)
+    return wrapper, lie
+
+
+@pytest.mark.parametrize("lie", [
+    {"branch_tip": "refs/heads/main"},           # a ref of this repository, not a commit of the host
+    {"checkpoint": "refs/heads/main"},
+    {"checkpoint": "{main}"},                    # a commit this repository has, not made on the host's head
+    {"branch_tip": "-d"},                        # an option to the git that takes it
+    {"branch_tip": 12},
+], ids=["tip-main-ref", "checkpoint-main-ref", "checkpoint-not-on-head", "tip-option", "tip-int"])
+def test_a_snapshot_answer_naming_no_commit_moves_nothing(api, repo: Path, out: Path, tmp_path: Path,
+                                                          ssh_host: SshHost, lie: dict) -> None:
+    """RT16-1: the snapshot's branch_tip/checkpoint went to `git update-ref` and into the session
+    unchecked: a host answering `refs/heads/main` fast-forwarded the session's branch to local main
+    (and stored a ref name as its harvested commit, which the next snapshot request then failed on)."""
+    wrapper, lie_file = hostile_python(tmp_path)
+    Path(os.environ["PARA_CONFIG"]).write_text(json.dumps({"executors": {"h1": ssh_host.entry(python=str(wrapper))}}))
+    prof = step_profile("write:a.txt=one\n", "commit:one", f"touch:{out}/ready", f"wait:{out}/never")
+    dispatch(repo, "hs", "-p", "work", "--agent", "w", "--executor", "h1", profiles={"w": prof})
+    wait_file(out / "ready", timeout=60)
+    api.wait_event("harvested", "hs", timeout=60)  # (at its exit-less start: nothing yet, or its commit)
+    commit_file(repo, "main.txt", "main moved on\n", "main moves ahead")  # (main now descends from the base)
+    main, branch = rev(repo, "main"), rev(repo, "para/hs")
+    lie_file.write_text(json.dumps(lie).replace("{main}", main or ""))
+    proc = run_para("integrate", "--session", "hs", "--json", cwd=repo, check=False)
+    assert proc.returncode != 0, proc.stdout
+    err = json.loads(proc.stdout)["error"]["message"]
+    assert "h1" in err and "snapshot" in err, err
+    assert rev(repo, "main") == main
+    assert rev(repo, "para/hs") in (branch, rev(repo, "refs/para/remote/hs"))
+    assert rev(repo, "para/hs") != main
+    assert git("for-each-ref", "--format=%(refname)", "--points-at", main, cwd=repo).split() == ["refs/heads/main"]
+    show = api.call("para/show", session="hs")
+    assert show["status"] == "active"
+    # The host answers truthfully again: the next harvest works (no ref name kept as a commit).
+    lie_file.unlink()
+    run_para("cancel", "hs", "--json", cwd=repo)
+    assert "refs/heads/para/hs" not in git("for-each-ref", "--format=%(refname)", "refs/heads/", cwd=repo).split()
