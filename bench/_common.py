@@ -107,6 +107,7 @@ class Sidecar:
     def __init__(self, runtime: Path, profile_to: Path | None = None, trace_to: Path | None = None) -> None:
         self.runtime = runtime
         self.socket = runtime / "sidecar.sock"
+        self.started = time.monotonic()
         env = dict(os.environ, PARA_RUNTIME_DIR=str(runtime))
         argv = [PYTHON]
         if profile_to is not None:

@@ -46,7 +46,7 @@ OPTIONS: dict[str, list[str]] = {
     "demo": [],
     "cancel": ["--discard", "--force"],
     "recover": ["--keep-on-failure"],
-    "resume": ["--keep-on-failure"],
+    "resume": ["--keep-on-failure", "--executor", "-e"],
     "clean": ["--dry-run", "--force"],
     "adopt": [],
     "trust": ["--approve", "--show", "--revoke"],
