@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from agents_util import api, agent_env, agent_scripts, dispatch, out, step_profile, wait_file  # noqa: F401
-from conftest import commit_file, git, rev, run_para, wait_until
+from conftest import commit_file, full_state, git, rev, run_para, wait_until
 from ssh_util import SshHost, ssh_host  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("sidecar")
@@ -112,3 +112,29 @@ def test_a_log_answer_longer_than_asked_is_refused(api, repo: Path, out: Path, t
     why = "at most 1048576 asked" if pad < 64 << 20 else f"longer than {64 << 20} bytes"
     assert why in (runtime_dir / "sidecar.sock.log").read_text()
     run_para("cancel", "hl", "--json", cwd=repo)
+
+
+def test_a_start_the_host_refuses_leaves_nothing_there_or_here(api, repo: Path, out: Path, tmp_path: Path,
+                                                               ssh_host: SshHost) -> None:
+    """RT16-6: a dispatch whose start failed on the host (after its prepare made the worktree
+    and branch there) undid the session here but left the host's worktree, branch and run dir:
+    a later session of that name found them (RT16-3 refuses that now, which made the leak a
+    failed dispatch). The placement is released when the dispatch fails after prepare."""
+    wrapper, lie_file = hostile_python(tmp_path)
+    Path(os.environ["PARA_CONFIG"]).write_text(json.dumps({"executors": {"h1": ssh_host.entry(python=str(wrapper))}}))
+    lie_file.write_text(json.dumps({"op": "start", "error": "the host refuses to start it", "code": "config_error"}))
+    before = full_state(repo)
+    prof = step_profile(f"touch:{out}/started")
+    got, proc = dispatch(repo, "sf", "-p", "work", "--agent", "w", "--executor", "h1", profiles={"w": prof},
+                         check=False)
+    assert proc.returncode != 0 and "the host refuses to start it" in proc.stdout, proc.stdout
+    assert full_state(repo) == before
+    worker = ssh_host.dir / "worker"
+    assert not list((worker / "wt").glob("*/sf")) and not list((worker / "run").glob("*/sf"))
+    caches = list((worker / "repos").glob("*.git"))
+    assert caches and all("para/sf" not in git("for-each-ref", "--format=%(refname)", cwd=c) for c in caches)
+    # The same name again, main moved on meanwhile: dispatched (nothing of the first in the way).
+    lie_file.unlink()
+    commit_file(repo, "new.txt", "new\n", "main moves on")
+    dispatch(repo, "sf", "-p", "work", "--agent", "w", "--executor", "h1", profiles={"w": prof})
+    wait_file(out / "started", timeout=60)

@@ -353,21 +353,38 @@ class Dispatching(Remote):
                 # worktree holds (a lost run's last checkpoint, mirrored) goes along.
                 spec.checkpoint = await self._local_checkpoint(repo, s)
             run.placement = await self._executor(repo, executor).prepare(spec)
-        # Sandboxed or not, the agent reaches the sidecar only on its session's bound socket:
-        # the sidecar's own socket would let it act on any session or change the config.
-        if box is None:
-            await self._bind_agent(repo, s, run, env)
-            # Only to start the sidecar again after a crash (client.connect); it runs as the
-            # user anyway. A sandboxed agent cannot see this socket and is not told it.
-            if executor == "local":
-                env["PARA_SIDECAR_SOCKET"] = self.socket
-        else:
-            argv = await self._sandboxed(repo, s, run, box, argv, env, cfg)
         try:
-            return await self._start_agent(repo, s, run, argv, env, cfg)
+            # Sandboxed or not, the agent reaches the sidecar only on its session's bound socket:
+            # the sidecar's own socket would let it act on any session or change the config.
+            if box is None:
+                await self._bind_agent(repo, s, run, env)
+                # Only to start the sidecar again after a crash (client.connect); it runs as the
+                # user anyway. A sandboxed agent cannot see this socket and is not told it.
+                if executor == "local":
+                    env["PARA_SIDECAR_SOCKET"] = self.socket
+            else:
+                argv = await self._sandboxed(repo, s, run, box, argv, env, cfg)
+            try:
+                return await self._start_agent(repo, s, run, argv, env, cfg)
+            except BaseException:
+                self._close_channel(msgspec.structs.replace(s, agent=run))
+                raise
         except BaseException:
-            self._close_channel(msgspec.structs.replace(s, agent=run))
+            if run.placement:  # (what prepare made on the host goes with the session this undoes)
+                await self._release_failed_placement(repo, s.name, run)
             raise
+
+    async def _release_failed_placement(self, repo: Repo, name: str, run: AgentRun) -> None:
+        """Best effort, bounded: an agent the host started after all (its answer lost) is
+        stopped first; a host that does not answer keeps them (the error said why the
+        dispatch failed; a later prepare of the name refuses what it finds)."""
+        ex = self._executor(repo, run.executor)
+        try:
+            await asyncio.wait_for(ex.stop(run, 0.0), 30.0)
+            await asyncio.wait_for(ex.release(run), 30.0)
+        except (ParaError, TimeoutError) as e:
+            log.info("the placement of %s on executor %s not released: %s", name, run.executor,
+                     getattr(e, "message", "no answer"))
 
     def _spec(self, repo: Repo, s: Session, argv: list[str], env: dict[str, str],
               cfg: dict[str, Any]) -> executors.LaunchSpec:
