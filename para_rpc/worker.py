@@ -198,6 +198,15 @@ def op_prepare(req: dict[str, Any], _stdin: IO[bytes]) -> Reply:
             new_branch = worker_git.add_worktree(place.cache, place.wt, branch, commit)
         elif on and on != branch:
             raise ParaError(Code.wrong_state, f"the worktree {place.wt} is on branch {on}, not {branch}")
+        else:
+            # Kept from before: this session's own (a resume on the host it ran on: its work on top
+            # of `commit`, maybe more than was harvested), or one an earlier session of the name
+            # left here (its end released it elsewhere, or not at all), whose files are not this one's.
+            head = worker_git.head_of(place.wt)
+            if not worker_git.descends(place.cache, head, commit):
+                raise ParaError(Code.wrong_state, f"the worktree {place.wt} on this worker is at {head or 'no commit'}, "
+                                f"which does not hold {commit}: an earlier session of this name left it here; "
+                                "release it (or remove it on the host) first")
         try:
             if made and checkpoint:  # (a worktree kept from before holds its own work already)
                 worker_git.restore(place.cache, place.wt, checkpoint, commit)

@@ -134,6 +134,17 @@ def add_worktree(cache: Path, wt: Path, branch: str, commit: str) -> bool:
                     f"not {commit}: release the session there first")
 
 
+def head_of(wt: Path) -> str | None:
+    got = git(["rev-parse", "--verify", "-q", "HEAD^{commit}"], cwd=wt, check=False)
+    return got.stdout.decode().strip() or None if got.returncode == 0 else None
+
+
+def descends(cache: Path, head: str | None, commit: str) -> bool:
+    """Whether `head` is `commit` or has it in its history."""
+    return head is not None and git(["merge-base", "--is-ancestor", commit, head], git_dir=cache,
+                                    check=False).returncode == 0
+
+
 def restore(cache: Path, wt: Path, checkpoint: str, commit: str) -> None:
     """The uncommitted work a checkpoint holds, back as uncommitted changes in the new worktree
     `wt` at `commit` (the checkpoint's parent): files from the checkpoint, index at `commit`."""

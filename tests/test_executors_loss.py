@@ -314,6 +314,30 @@ def test_work_left_on_a_lost_host_is_saved_when_it_answers_again_and_the_host_fr
     api.wait_agent("lw", timeout=60)
 
 
+def test_the_agent_of_a_lost_run_whose_session_ended_is_stopped_when_its_host_is_back(
+        api, repo: Path, out: Path, killable_host: tuple[SshHost, list[subprocess.Popen]]) -> None:
+    """RT16-4: a lost run's host was only silent (here its sshd died; the agent lives on). Its
+    session cancelled, nothing ever stopped that agent: with its host back it kept working where
+    no harvest looks. Now it is stopped once the host answers again (the stop is recorded)."""
+    host, procs = killable_host
+    configure(k1=host.entry(env_passthrough=list(IDENTITY), lost_after=GRACE))
+    dispatch(repo, "kc", "-p", "work", "--agent", "w", "--executor", "k1", profiles={"w": work_then_hang(out)})
+    wait_file(out / "ready", timeout=60)
+    remote_wt = Path(json.loads((out / "env.json").read_text())["cwd"])
+    backup = harvested_all(api, repo, "kc", remote_wt)
+    assert worker_pids(host.dir / "worker")
+    kill_sshd(procs[0])
+    assert_lost_event(api, "kc", "k1", rev(repo, "para/kc"), backup, time.monotonic())
+    rc, cancelled = para_json(repo, "cancel", "kc")
+    assert rc == 0, cancelled
+    assert worker_pids(host.dir / "worker")  # (still at work on the silent host)
+    procs.append(restart_sshd(host))
+    wait_until(lambda: not worker_pids(host.dir / "worker"), 70, "the lost agent to be stopped on its host")
+    stopped = api.wait_event("agent_stopped", "kc", timeout=30)
+    assert stopped["data"]["reason"] == "its session ended while its host was lost" and stopped["data"]["pids"]
+    assert remote_wt.exists()  # (it may hold work never harvested: kept)
+
+
 # ---- a host back within the grace: nothing changes ----------------------------------------
 
 def test_a_host_that_answers_again_within_the_grace_changes_nothing(

@@ -150,6 +150,28 @@ def test_prepare_makes_the_worktree_at_the_commit_and_is_idempotent(root: Path, 
     assert state(root) == before and git("rev-parse", "HEAD", cwd=wt) == rev(src, "main")
 
 
+def test_a_worktree_left_by_an_earlier_session_of_the_name_is_not_taken_as_its_own(root: Path, src: Path) -> None:
+    """RT16-3: a session's worktree left on a host (its session ended elsewhere after `para resume
+    --executor`, or its release failed while the host was away) was reused by a later prepare of
+    the same name whatever it held: the new session's agent worked on the old session's files and
+    commits, at a commit the sidecar never sent. A kept worktree is taken only when it holds the
+    commit asked for (its own work on top); else nothing changes and the error says why."""
+    wt = prepared(root, src)
+    git("commit", "-q", "--allow-empty", "-m", "the old session's work", cwd=wt)
+    old = git("rev-parse", "HEAD", cwd=wt)
+    # (a host that answers again after a resume elsewhere: its agent's later work is kept)
+    again, _ = call({"op": "prepare", **sess(root), "branch": BRANCH, "commit": rev(src, "main"), "files": {}})
+    assert Path(again["worktree"]) == wt and git("rev-parse", "HEAD", cwd=wt) == old
+    # A later session of that name, from main as it is now (which the old one never saw).
+    new = commit_file(src, "later.txt", "later\n", "main moves on")
+    receive(root, src)
+    before = state(root)
+    answer, _ = call({"op": "prepare", **sess(root), "branch": BRANCH, "commit": new, "files": {"x.md": "x"}},
+                     code="wrong_state")
+    assert str(wt) in answer["error"] and old in answer["error"] and new in answer["error"], answer
+    assert state(root) == before
+
+
 def test_paras_own_files_stay_out_of_the_agents_git_add(root: Path, src: Path) -> None:
     """The instructions prepare writes (`.para-agent.md`) are para's: an agent's `git add -A`
     and commit leave them out, as in a local worktree, so they never reach the branch that

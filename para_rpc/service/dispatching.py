@@ -53,6 +53,7 @@ from para_rpc.service.core import (
 )
 from para_rpc.service.remote import Remote, remote
 
+LOST_STOP_RETRY = 30.0  # seconds between tries to stop a lost agent whose session ended (its host may be back)
 STATUS_MAX = 500  # characters of a status report's text or blocked reason: one line in `list`
 
 
@@ -501,12 +502,35 @@ class Dispatching(Remote):
             if run.exit_code is not None or run.lost:
                 if not run.settled:
                     self._agent_job(f"settle:{run.exit_file}", self._settle_agent(repo, s.id, run.exit_file))
+                if run.lost and run.placement and run.executor != "local" and not run.stops and \
+                        s.status in (Status.cancelled, Status.integrated):
+                    self._agent_job(f"stop-lost:{run.exit_file}", self._stop_lost(repo, s.id, s.name, run))
             elif s.status in (Status.cancelled, Status.integrated, Status.review) and not run.stops:
                 grace = repo.config({})["agent.stop_grace"] if grace is None else grace
                 delay = 0.0 if s.status is Status.cancelled else max(0.0, s.updated_at + grace - time.time())
                 self._agent_job(f"stop:{run.exit_file}",
                                 self._stop_agent(repo, s.id, s.name, run, delay, f"its session was {s.status.value}",
                                                  worktree=s.worktree))
+
+    async def _stop_lost(self, repo: Repo, sid: int | None, name: str, run: AgentRun) -> None:
+        """A lost run's host is only silent: its agent may still work there (a partition, a dead
+        sshd). Once its session ended, the agent is stopped when the host answers again (tried
+        again every LOST_STOP_RETRY seconds while this sidecar runs; once per start after). Its
+        worktree there stays: it may hold work that was never harvested."""
+        tried: dict[str, float] = self.__dict__.setdefault("_lost_stop_tried", {})
+        key = str(run.exit_file)
+        if tried.get(key, -LOST_STOP_RETRY) + LOST_STOP_RETRY > time.monotonic():
+            return
+        tried[key] = time.monotonic()
+        try:
+            result = await asyncio.wait_for(self._executor(repo, run.executor).stop(run, 0.0), 60.0)
+        except (ParaError, TimeoutError) as e:
+            log.info("the lost agent of %s on executor %s not stopped yet: %s", name, run.executor,
+                     getattr(e, "message", "no answer"))
+            return
+        tried[key] = float("inf")  # (done for this sidecar's life)
+        await self._record_stop(repo, sid, name, run.exit_file, "its session ended while its host was lost",
+                                result)
 
     async def _stop_agent(self, repo: Repo, sid: int | None, name: str, run: AgentRun, delay: float,
                           reason: str, worktree: str | None = None) -> None:
