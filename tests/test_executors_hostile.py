@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from agents_util import api, agent_env, agent_scripts, dispatch, out, step_profile, wait_file  # noqa: F401
-from conftest import commit_file, git, rev, run_para
+from conftest import commit_file, git, rev, run_para, wait_until
 from ssh_util import SshHost, ssh_host  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("sidecar")
@@ -32,8 +32,12 @@ data = sys.stdin.buffer.read()
 got = subprocess.run([REAL, "-m", "para_rpc.worker"], input=data, capture_output=True)
 line, _, rest = got.stdout.partition(b"\\n")
 answer = json.loads(line)
-if json.loads(data.partition(b"\\n")[0]).get("op") == "snapshot" and os.path.exists(LIE):
-    answer.update(json.loads(open(LIE).read()))
+lie = json.loads(open(LIE).read()) if os.path.exists(LIE) else {{}}
+if json.loads(data.partition(b"\\n")[0]).get("op") == lie.pop("op", "snapshot"):
+    pad = lie.pop("pad", None)
+    answer.update(lie)
+    if pad is not None:  # (a payload of `pad` bytes instead of the worker's)
+        rest, answer["payload"] = b"x" * pad, pad
 sys.stdout.buffer.write(json.dumps(answer).encode() + b"\\n" + rest)
 sys.exit(got.returncode)
 """
@@ -83,3 +87,28 @@ def test_a_snapshot_answer_naming_no_commit_moves_nothing(api, repo: Path, out: 
     lie_file.unlink()
     run_para("cancel", "hs", "--json", cwd=repo)
     assert "refs/heads/para/hs" not in git("for-each-ref", "--format=%(refname)", "refs/heads/", cwd=repo).split()
+
+
+@pytest.mark.parametrize("pad", [8 << 20, 80 << 20], ids=["over-the-limit", "over-any-answer's-cap"])
+def test_a_log_answer_longer_than_asked_is_refused(api, repo: Path, out: Path, tmp_path: Path,
+                                                   ssh_host: SshHost, runtime_dir: Path, pad: int) -> None:
+    """RT16-5: the log pull asks the host for at most 1 MiB, but appended whatever came (and read
+    any answer whole into memory): a host answering 8 MiB per pull grew `para logs`' file by as
+    much on every harvest. Now a log answer past the limit is refused (harvests go on)."""
+    wrapper, lie_file = hostile_python(tmp_path)
+    Path(os.environ["PARA_CONFIG"]).write_text(json.dumps(
+        {"executors": {"h1": ssh_host.entry(python=str(wrapper), harvest_interval=1)}}))
+    prof = step_profile("print:hello from the host", f"touch:{out}/ready", f"wait:{out}/never")
+    dispatch(repo, "hl", "-p", "work", "--agent", "w", "--executor", "h1", profiles={"w": prof})
+    wait_file(out / "ready", timeout=60)
+    log = repo / ".para" / "logs" / "hl.log"
+    wait_until(lambda: log.exists() and b"hello from the host" in log.read_bytes(), 60, "the log to come home")
+    lie_file.write_text(json.dumps({"op": "logs", "pad": pad}))
+    seen = len([e for e in api.events() if e["kind"] == "harvested" and e.get("session") == "hl"])
+    wait_until(lambda: len([e for e in api.events() if e["kind"] == "harvested" and e.get("session") == "hl"])
+               >= seen + 2, 60, "two more harvests")
+    assert log.stat().st_size < 1 << 20, log.stat().st_size
+    # (the one past every answer's cap is not even read whole)
+    why = "at most 1048576 asked" if pad < 64 << 20 else f"longer than {64 << 20} bytes"
+    assert why in (runtime_dir / "sidecar.sock.log").read_text()
+    run_para("cancel", "hl", "--json", cwd=repo)

@@ -37,6 +37,10 @@ CALL_TIMEOUT = 120.0
 # interval x count seconds), and every request has a bound, so nothing waits on it for ever.
 KEEPALIVE_INTERVAL = 10.0
 KEEPALIVE_COUNT = 3
+# A worker's answer is a line of JSON and a payload: at most this (a log pull asks 1 MiB), but a
+# snapshot's, whose bundle is the agent's work (None: no cap).
+ANSWER_MAX = 64 << 20
+ANSWER_CAP: dict[str, int | None] = {"snapshot": None}
 POLL_TIMEOUT = 10.0   # a poll (and its dial) at most; a run counts as lost only after `lost_after`
 POLL_TIMEOUT_MIN = 5.0  # a busy host (or this busy machine) may take seconds: slow is not unreachable
 LOST_AFTER = 60       # the entry's default (config.py)
@@ -249,13 +253,16 @@ class Ssh:
                 try:
                     proc.stdin.write(data)
                     proc.stdin.write_eof()
-                    reading = asyncio.gather(proc.stdout.read(), proc.stderr.read())
+                    reading = asyncio.gather(_read_at_most(proc.stdout, ANSWER_CAP.get(op, ANSWER_MAX)),
+                                             _read_at_most(proc.stderr, ANSWER_MAX))
                     # (cut short by a timeout, it ends with the cancellation: seen here, not logged as lost)
                     reading.add_done_callback(lambda f: f.cancelled() or f.exception())
                     out, err = await asyncio.wait_for(reading, CALL_TIMEOUT)
                     await proc.wait()
                 finally:
                     proc.close()
+        except ParaError as e:  # (an answer past its cap)
+            raise ParaError(Code.config_error, f"{self.where()}: {op}: {e.message}", executor=self.name) from None
         except (OSError, asyncssh.Error, TimeoutError) as e:
             raise ParaError(Code.config_error, f"{self.where()}: the worker did not answer {op}: "
                             f"{str(e) or type(e).__name__}", executor=self.name, unreachable=True) from None
@@ -476,6 +483,9 @@ class Ssh:
 
     async def logs(self, run: AgentRun, offset: int, limit: int = 1 << 20) -> bytes:
         _, data = await self.request("logs", **self._session(run), offset=offset, limit=limit)
+        if len(data) > limit:  # (appended to the local log as it is: a host may not grow it at will)
+            raise ParaError(Code.config_error, f"{self.where()}: the worker sent {len(data)} bytes of log for "
+                            f"at most {limit} asked; refused", executor=self.name)
         return data
 
     async def stop(self, run: AgentRun, grace: float, worktree: str | None = None) -> dict[str, Any]:
@@ -502,6 +512,19 @@ class Ssh:
             if (await self.poll(run)).state == "alive":
                 alive.append(run)
         return alive
+
+
+async def _read_at_most(stream: Any, cap: int | None) -> bytes:
+    """A worker's output, refused past `cap` bytes: a host's answer must not fill this
+    machine's memory (a snapshot's bundle has no cap here: it is the agent's work)."""
+    if cap is None:
+        return bytes(await stream.read())
+    got = bytearray()
+    while chunk := await stream.read(1 << 20):
+        got += chunk
+        if len(got) > cap:
+            raise ParaError(Code.config_error, f"the worker's answer is longer than {cap} bytes; refused")
+    return bytes(got)
 
 
 def _home_of(worktree: str, root: str, session: str, rid: str) -> str | None:
