@@ -271,6 +271,49 @@ def test_a_lost_run_resumes_locally_from_the_mirrored_checkpoint(
     assert_landed_everything(repo, "loc")
 
 
+def test_work_left_on_a_lost_host_is_saved_when_it_answers_again_and_the_host_freed(
+        api, repo: Path, out: Path, killable_host: tuple[SshHost, list[subprocess.Popen]]) -> None:
+    """The honest bound of a loss is the work after the last harvest; a host that comes back
+    still holds it. After a resume elsewhere, the old placement is remembered: once its host
+    answers, its agent is stopped, what it holds (a commit and a file made while it was cut
+    off) is saved in backup refs, never onto the session's branch (which went on elsewhere),
+    and the host's worktree is freed."""
+    host, procs = killable_host
+    configure(k1=host.entry(env_passthrough=list(IDENTITY), lost_after=GRACE))
+    prof = step_profile(f"env:{out}/env.json", *WORK, f"touch:{out}/ready", f"wait:{out}/more",
+                        "write:late.txt=late\n", "commit:late", "write:later.txt=later\n", f"touch:{out}/more-done",
+                        f"wait:{out}/never")
+    dispatch(repo, "lw", "-p", "work", "--agent", "w", "--executor", "k1", profiles={"w": prof})
+    wait_file(out / "ready", timeout=60)
+    remote_wt = Path(json.loads((out / "env.json").read_text())["cwd"])
+    backup = harvested_all(api, repo, "lw", remote_wt)
+    kill_sshd(procs[0])
+    started = time.monotonic()
+    (out / "more").touch()  # (it works on, cut off: nothing of this comes home now)
+    wait_file(out / "more-done", timeout=30)
+    assert_lost_event(api, "lw", "k1", rev(repo, "para/lw"), backup, started)
+    rc, resumed = para_json(repo, "resume", "lw", "--executor", "local",
+                            env=agents_env(w=step_profile(f"touch:{out}/loc-ready", f"wait:{out}/loc-go")))
+    assert rc == 0, resumed
+    wait_file(out / "loc-ready", timeout=60)
+    branch = rev(repo, "para/lw")
+    assert worker_pids(host.dir / "worker")  # (the old agent still runs there)
+    procs.append(restart_sshd(host))
+    saved = api.wait_event("left_work_saved", "lw", timeout=90)
+    refs = saved["data"]["refs"]
+    tip = next(r for r in refs if r.endswith("-tip"))
+    checkpoint = next(r for r in refs if r.endswith("-checkpoint"))
+    assert tip.startswith("refs/para/backup/lw/") and "-left-on-k1-" in tip, refs
+    assert git("log", "-1", "--format=%s", tip, cwd=repo) == "late"
+    assert git("show", f"{checkpoint}:later.txt", cwd=repo) == "later"
+    assert rev(repo, "para/lw") == branch  # (never moved: the session went on locally)
+    assert any(tip in n for n in api.call("para/show", session="lw")["notes"])
+    wait_until(lambda: not remote_wt.exists() and not worker_pids(host.dir / "worker"), 30,
+               "the old agent stopped and its worktree freed on the host")
+    (out / "loc-go").touch()
+    api.wait_agent("lw", timeout=60)
+
+
 def test_the_agent_of_a_lost_run_whose_session_ended_is_stopped_when_its_host_is_back(
         api, repo: Path, out: Path, killable_host: tuple[SshHost, list[subprocess.Popen]]) -> None:
     """RT16-4: a lost run's host was only silent (here its sshd died; the agent lives on). Its

@@ -571,9 +571,9 @@ class K8s(Ssh):
             return RunState(state="alive", unreachable=e.message)
         return self._run_state(got)
 
-    async def harvest(self, run: AgentRun) -> str | None:
+    async def harvest(self, run: AgentRun, into: tuple[str, str] | None = None) -> str | None:
         self._remember(run)
-        return await super().harvest(run)
+        return await super().harvest(run, into)
 
     async def logs(self, run: AgentRun, offset: int, limit: int = 1 << 20) -> bytes:
         self._remember(run)

@@ -434,10 +434,12 @@ class Ssh:
             return RunState(state="lost", ended_at=got.get("ended_at") or time.time())
         return RunState(state="alive")
 
-    async def harvest(self, run: AgentRun) -> str | None:
+    async def harvest(self, run: AgentRun, into: tuple[str, str] | None = None) -> str | None:
         """Bring the session's commits and uncommitted work home: the worker's snapshot as a
         bundle of what this repository lacks, into refs/para/remote/<name> and
-        refs/para/checkpoint/<name>. Moving the session's branch is the caller's (CAS)."""
+        refs/para/checkpoint/<name>. Moving the session's branch is the caller's (CAS).
+        `into`: (tip ref, checkpoint ref) to put them in instead, the placement untouched (the
+        work of an old placement, which must not pass for the session's)."""
         p = run.placement
         have = [sha for sha in (run.harvested_commit, p.get("base")) if sha]
         got, bundle = await self.request("snapshot", **self._session(run), branch=p["branch"], have=have)
@@ -455,6 +457,11 @@ class Ssh:
         if checkpoint and await git.resolve(p["local"], f"{checkpoint}^1") != head:
             raise ParaError(Code.config_error, f"{self.where()}: its snapshot's checkpoint {checkpoint} was not "
                             f"made on its head {head}; nothing was harvested", executor=self.name)
+        if into is not None:  # (work left on a host the session moved away from: kept apart)
+            for ref, sha in zip(into, (tip, checkpoint), strict=True):
+                if sha:
+                    await git.update_ref(p["local"], ref, sha, message="para: work left on a host")
+            return str(tip) if tip else None
         name = p["session"]
         if tip:
             await git.update_ref(p["local"], f"refs/para/remote/{name}", tip, message="para harvest")

@@ -433,7 +433,10 @@ class Dispatching(Remote):
                 log.exception("agent poll failed")
 
     async def _check_agents(self, repo: Repo, only: str | None = None) -> None:
-        sessions = [s for s in repo.store.all()  # integrated sessions too: their agent exits after landing
+        everything = repo.store.all()
+        if only is None:
+            self._fetch_left_soon(repo, everything)
+        sessions = [s for s in everything  # integrated sessions too: their agent exits after landing
                     if s.agent is not None and s.agent.exit_code is None and not s.agent.lost
                     and not (only and s.name != only)]
         # Agents on other hosts are asked all at once (each poll is an exec there, harvests too).

@@ -36,6 +36,8 @@ import os
 import time
 from typing import Any
 
+import msgspec
+
 from para_rpc import config, executors, git
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import AgentRun, Session, Status, now
@@ -62,8 +64,95 @@ def _append(path: str, data: bytes) -> None:
         f.write(data)
 
 
+# A session resumed on another executor leaves its old placement behind: a host that was cut off
+# may come back holding work done after the last harvest. Kept in the session's `extra` under
+# this key, until that host answers: then that work is saved in backup refs and the host freed.
+LEFT = "left_placements"
+LEFT_RETRY_SECONDS = 10.0
+
+
+def leave_placement(s: Session, run: AgentRun | None, executor: str) -> None:
+    """Record `run`'s placement as left behind (a resume moved the session to `executor`);
+    one the session returns to is its own again (its worktree there is reused), not left."""
+    kept = [e for e in s.extra.get(LEFT) or [] if e.get("executor") != executor]
+    if run is not None and run.executor != executor:
+        kept.append({"executor": run.executor, "since": now(), "run": msgspec.to_builtins(run)})
+    if kept:
+        s.extra[LEFT] = kept
+    else:
+        s.extra.pop(LEFT, None)
+
+
 class Remote(ServiceCore):
     """Harvest and placement ends for agents on other machines."""
+
+    def _fetch_left_soon(self, repo: Repo, sessions: list[Session]) -> None:
+        """From the agent poll: for each session with placements left behind, try again every
+        LEFT_RETRY_SECONDS, in the background."""
+        tried: dict[str, float] = self.__dict__.setdefault("_left_tried", {})
+        jobs: dict[str, asyncio.Task[None]] = self.__dict__.setdefault("_left_jobs", {})
+        for s in sessions:
+            if not s.extra.get(LEFT) or s.id is None:
+                continue
+            key = f"{repo.root}\0{s.id}"
+            if (key in jobs and not jobs[key].done()) or time.monotonic() - tried.get(key, -LEFT_RETRY_SECONDS) \
+                    < LEFT_RETRY_SECONDS:
+                continue
+            tried[key] = time.monotonic()
+            jobs[key] = asyncio.get_running_loop().create_task(self._fetch_left(repo, s.id, s.name))
+
+    async def _fetch_left(self, repo: Repo, sid: int, name: str) -> None:
+        """Each placement left behind whose host answers: its agent stopped, its work (commits
+        and uncommitted files) saved under refs/para/backup/<name>/<stamp>-left-on-<executor>-*
+        (never moved onto the session's branch: the session went on elsewhere), the host freed.
+        A host that still does not answer is tried again later."""
+        try:
+            async with repo.session_lock(name):
+                s = repo.store.by_id(sid)
+                if s is None:
+                    return
+                left = []
+                for entry in s.extra.get(LEFT) or []:
+                    try:
+                        await self._fetch_one_left(repo, s, entry)
+                    except (ParaError, msgspec.ValidationError, TimeoutError, KeyError, TypeError) as e:
+                        log.info("work left by %s on executor %s not fetched yet: %s", name, entry.get("executor"),
+                                 getattr(e, "message", e))
+                        left.append(entry)
+                if left:
+                    s.extra[LEFT] = left
+                else:
+                    s.extra.pop(LEFT, None)
+                repo.store.save(s)
+        except Exception:  # noqa: BLE001 a background job: logged, tried again
+            log.exception("fetching the work left by %s failed", name)
+
+    async def _fetch_one_left(self, repo: Repo, s: Session, entry: dict[str, Any]) -> None:
+        executor = str(entry["executor"])
+        run = msgspec.convert(entry["run"], AgentRun)
+        ex = self._executor(repo, executor)
+        state = await ex.poll(run)
+        if state.unreachable:
+            raise ParaError(Code.config_error, state.unreachable)
+        if state.state == "alive":
+            await asyncio.wait_for(ex.stop(run, 0.0), 30.0)
+        base = f"refs/para/backup/{s.name}/{_utc_stamp()}-left-on-{executor}"
+        into = (f"{base}-tip", f"{base}-checkpoint")
+        harvest: Any = ex.harvest
+        tip = await asyncio.wait_for(harvest(run, into), 120.0)
+        checkpoint = await git.resolve(repo.root, into[1])
+        if tip and checkpoint is None and (tip == run.harvested_commit or await git.is_ancestor(
+                repo.root, tip, await git.resolve(repo.root, f"refs/heads/{s.branch}") or tip)):
+            await git.run(repo.root, "update-ref", "-d", into[0], tip, check=False)  # (nothing it lacks)
+            saved: list[str] = []
+        else:
+            saved = [r for r, sha in zip(into, (tip, checkpoint), strict=True) if sha]
+        await asyncio.wait_for(ex.release(run), 60.0)
+        what = (f"work its agent left on executor {executor} after the last harvest was saved as "
+                f"{' and '.join(saved)} (not on its branch: merge what you want of it)") if saved else \
+            f"executor {executor}, where its agent ran before, answered again: nothing new there; freed"
+        s.notes.append(what)
+        self.emit(repo, "left_work_saved", s.name, executor=executor, refs=saved, message=what)
 
     def _harvest_interval(self, repo: Repo, run: AgentRun) -> float:
         with contextlib.suppress(ParaError):

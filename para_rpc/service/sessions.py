@@ -49,7 +49,7 @@ from para_rpc.service.core import (
     _utc_stamp,
     log,
 )
-from para_rpc.service.remote import Remote, remote
+from para_rpc.service.remote import Remote, leave_placement, remote
 
 # `<UTC stamp>` as `_utc_stamp` writes it into archive and backup ref names.
 _STAMP = re.compile(r"/(\d{8}-\d{6})(?=[-/]|$)")
@@ -703,6 +703,14 @@ class Sessions(Remote):
         if run.executor != "local" and run.placement:
             await self._quiet_old_placement(repo, s.name, run)
         result = await self.restart(RestartParams(cwd=p.cwd, env=p.env, session=s.name), executor=executor)
+        # An SSH host keeps the old worktree: what it holds beyond the last harvest is fetched
+        # when that host answers again (remote.py, LEFT). (A Kubernetes pod took its disk with it.)
+        kind = (table.get(run.executor) or {}).get("kind")
+        async with repo.session_lock(s.name):
+            now_ = repo.store.get(s.name)
+            if now_ is not None:
+                leave_placement(now_, run if kind == "ssh" and run.placement else None, executor)
+                repo.store.save(now_)
         s = self._find(repo, s.name, p.cwd)
         self.emit(repo, "resumed", s.name, worktree=s.worktree, executor=executor, previous_executor=run.executor,
                   lost=run.lost, queued=s.queued is not None)
@@ -712,8 +720,8 @@ class Sessions(Remote):
     async def _quiet_old_placement(self, repo: Repo, name: str, run: AgentRun) -> None:
         """Before a resume: the old run's host, if it answers again, has its agent stopped
         there (a host back from a partition still runs it, working where no harvest looks).
-        Its worktree there stays (it may hold work never harvested); the session's end releases
-        it on that executor, when it is the session's executor again."""
+        Its worktree there stays (it may hold work never harvested): a host that does not
+        answer now has it fetched and freed when it does (leave_placement)."""
         ex = self._executor(repo, run.executor)
         try:
             await asyncio.wait_for(ex.stop(run, 0.0), 15.0)
