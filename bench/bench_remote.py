@@ -115,6 +115,21 @@ def events(conn: Any, repo: Path, kind: str, after: int = 0) -> list[dict[str, A
     return [e for e in all_events(conn, repo, after) if e["kind"] == kind]
 
 
+class Seen:
+    """The events of one kind seen so far, read on from the last one each time (asking for all
+    of them ten times a second would cost the sidecar what is being measured)."""
+
+    def __init__(self, conn: Any, repo: Path, kind: str) -> None:
+        self.conn, self.repo, self.kind, self.after, self.found = conn, repo, kind, 0, []
+
+    def __call__(self) -> list[dict[str, Any]]:
+        new = all_events(self.conn, self.repo, self.after)
+        if new:
+            self.after = new[-1]["id"]
+        self.found += [e for e in new if e["kind"] == self.kind]
+        return self.found
+
+
 def last_event(conn: Any, repo: Path) -> int:
     return max((e["id"] for e in all_events(conn, repo)), default=0)
 
@@ -150,13 +165,16 @@ def one_run(work: Path, template: Path, sc: Sidecar, executor: str, tag: str, ho
         dispatch = time.perf_counter() - t0
         cpu1 = proc_cpu(sc.pid)
         # Every agent has written its file and reported before the go: landing starts level.
-        wait_for("the agents to report", lambda: len({e["session"] for e in events(conn, repo, "status")}) >= AGENTS,
+        statuses = Seen(conn, repo, "status")
+        wait_for("the agents to report", lambda: len({e["session"] for e in statuses()}) >= AGENTS,
                  LAND_TIMEOUT)
+        integrated = Seen(conn, repo, "integrated")
+        integrated()  # (read up to now: the landing's polls read only what is new)
         cpu2 = proc_cpu(sc.pid)
         t1 = time.perf_counter()
         go.touch()
         wait_for(f"{AGENTS} integrations ({executor})",
-                 lambda: len(events(conn, repo, "integrated")) >= AGENTS, LAND_TIMEOUT, conn, repo)
+                 lambda: len(integrated()) >= AGENTS, LAND_TIMEOUT, conn, repo)
         landed = time.perf_counter() - t1
         cpu3 = proc_cpu(sc.pid)
         accepted = logins(host) - accepted0

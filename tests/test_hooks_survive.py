@@ -92,9 +92,15 @@ def kill_sidecars(runtime_dir: Path) -> None:
     wait_until(lambda: not sidecar_pids(runtime_dir), 30, "the sidecar to die")
 
 
+def _interruptible() -> None:
+    # As from a terminal: a suite started in the background of a shell (`.ci/run &`) has
+    # SIGINT ignored, and a Python started with it ignored never sees a KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def background(*args: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([*PARA_ARGV, *args], cwd=cwd, env=cli_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, preexec_fn=_interruptible)
 
 
 def listed(repo: Path) -> dict[str, dict[str, Any]]:

@@ -309,27 +309,21 @@ class Integration(Remote):
         deleted = False
         if tip and not cfg["integrate.keep_branch"]:
             async with repo.lock:
-                if removed:
-                    # Its worktree, which had it checked out, is gone: any other worktree with the
-                    # branch checked out was made since, by hand, and git refuses to delete it then.
+                holder = None
+                if not removed:  # (else its worktree, which had it checked out, is gone)
+                    listed = await git.worktrees(repo.root)
+                    holder = next((w.path for w in listed if w.branch == s.branch and not w.prunable), None)
+                if holder is not None:
+                    s.notes.append(f"branch {s.branch} kept: it is checked out in {holder}")
+                    warnings.append(s.notes[-1])
+                else:
+                    # Git refuses when a worktree made since by hand has it checked out, or when one
+                    # it could not fully remove is still listed: the branch stays, and that is said.
                     try:
                         await git.delete_branch(repo.root, s.branch)
                         deleted = True
                     except ParaError as e:
                         s.notes.append(f"branch {s.branch} kept: {e.data.get('stderr') or e.message}")
-                        warnings.append(s.notes[-1])
-                else:
-                    listed = await git.worktrees(repo.root)
-                    holder = next((w.path for w in listed if w.branch == s.branch and not w.prunable), None)
-                    if holder is None:
-                        try:
-                            await git.delete_branch(repo.root, s.branch)
-                            deleted = True
-                        except ParaError as e:
-                            s.notes.append(f"branch {s.branch} kept: {e.data.get('stderr') or e.message}")
-                            warnings.append(s.notes[-1])
-                    else:
-                        s.notes.append(f"branch {s.branch} kept: it is checked out in {holder}")
                         warnings.append(s.notes[-1])
         rec.update(commit=new, old=old, landed_at=now(), noop=new == old)
         rec["config_changed"] = config_changed
