@@ -58,7 +58,8 @@ def hostile_python(tmp_path: Path) -> tuple[Path, Path]:
     {"checkpoint": "{main}"},                    # a commit this repository has, not made on the host's head
     {"branch_tip": "-d"},                        # an option to the git that takes it
     {"branch_tip": 12},
-], ids=["tip-main-ref", "checkpoint-main-ref", "checkpoint-not-on-head", "tip-option", "tip-int"])
+    {"payload": -40},                            # RT16-9: a negative size (read as "all but the last 40")
+], ids=["tip-main-ref", "checkpoint-main-ref", "checkpoint-not-on-head", "tip-option", "tip-int", "payload-negative"])
 def test_a_snapshot_answer_naming_no_commit_moves_nothing(api, repo: Path, out: Path, tmp_path: Path,
                                                           ssh_host: SshHost, lie: dict) -> None:
     """RT16-1: the snapshot's branch_tip/checkpoint went to `git update-ref` and into the session

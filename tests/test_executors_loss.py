@@ -335,7 +335,11 @@ def test_the_agent_of_a_lost_run_whose_session_ended_is_stopped_when_its_host_is
     wait_until(lambda: not worker_pids(host.dir / "worker"), 70, "the lost agent to be stopped on its host")
     stopped = api.wait_event("agent_stopped", "kc", timeout=30)
     assert stopped["data"]["reason"] == "its session ended while its host was lost" and stopped["data"]["pids"]
-    assert remote_wt.exists()  # (it may hold work never harvested: kept)
+    # What its worktree held is saved (here: the checkpoint of its dirty file), then the host freed.
+    saved = api.wait_event("left_work_saved", "kc", timeout=60)
+    checkpoint = next(r for r in saved["data"]["refs"] if r.endswith("-checkpoint"))
+    assert git("show", f"{checkpoint}:dirty.txt", cwd=repo) == "wip"
+    wait_until(lambda: not remote_wt.exists(), 30, "the host's worktree to be freed")
 
 
 # ---- a host back within the grace: nothing changes ----------------------------------------

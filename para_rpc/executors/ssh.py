@@ -235,7 +235,7 @@ class Ssh:
             code = Code.__members__.get(str(answer.get("code")), Code.config_error)
             raise ParaError(code, f"{self.where()}: {answer['error']}", executor=self.name, op=op)
         size = answer.get("payload") or 0
-        if not isinstance(size, int) or len(rest) < size:
+        if not isinstance(size, int) or size < 0 or len(rest) < size:
             raise ParaError(Code.config_error, f"{self.where()}: the worker's answer to {op} was cut short "
                             f"({len(rest)} of {size} bytes)", executor=self.name)
         return answer, rest[:size]

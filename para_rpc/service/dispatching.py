@@ -51,7 +51,7 @@ from para_rpc.service.core import (
     check_text,
     log,
 )
-from para_rpc.service.remote import Remote, remote
+from para_rpc.service.remote import LEFT, Remote, leave_placement, remote
 
 LOST_STOP_RETRY = 30.0  # seconds between tries to stop a lost agent whose session ended (its host may be back)
 STATUS_MAX = 500  # characters of a status report's text or blocked reason: one line in `list`
@@ -533,7 +533,8 @@ class Dispatching(Remote):
         """A lost run's host is only silent: its agent may still work there (a partition, a dead
         sshd). Once its session ended, the agent is stopped when the host answers again (tried
         again every LOST_STOP_RETRY seconds while this sidecar runs; once per start after). Its
-        worktree there stays: it may hold work that was never harvested."""
+        worktree there may hold work never harvested: on an SSH host it becomes a placement
+        left behind (remote.LEFT), whose work is saved in backup refs before the host is freed."""
         tried: dict[str, float] = self.__dict__.setdefault("_lost_stop_tried", {})
         key = str(run.exit_file)
         if tried.get(key, -LOST_STOP_RETRY) + LOST_STOP_RETRY > time.monotonic():
@@ -548,6 +549,14 @@ class Dispatching(Remote):
         tried[key] = float("inf")  # (done for this sidecar's life)
         await self._record_stop(repo, sid, name, run.exit_file, "its session ended while its host was lost",
                                 result)
+        # What its worktree there holds beyond the last harvest is saved in backup refs and the
+        # host freed, as for a placement a resume left behind (an SSH host keeps its disk).
+        kind = (config.usable(repo.config({})["executors"]).get(run.executor) or {}).get("kind")
+        s = repo.store.by_id(sid) if sid is not None and kind == "ssh" else None
+        if s is not None and not any((e.get("run") or {}).get("exit_file") == run.exit_file
+                                     for e in s.extra.get(LEFT) or []):
+            leave_placement(s, run, "")
+            repo.store.save(s)
 
     async def _stop_agent(self, repo: Repo, sid: int | None, name: str, run: AgentRun, delay: float,
                           reason: str, worktree: str | None = None) -> None:
