@@ -62,7 +62,9 @@ async def splice(a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
 
 class Hold:
     def __init__(self) -> None:
-        self.spares: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        # Newest first: after a sidecar restart the spares the dead one left may look open for a
+        # while (each then costs ACK_WAIT to find out), while the new sidecar's are live.
+        self.spares: asyncio.LifoQueue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.LifoQueue()
 
     async def sidecar(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self.spares.put((reader, writer))
