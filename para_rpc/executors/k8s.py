@@ -343,6 +343,7 @@ class K8s(Ssh):
         self.api = Api(name, entry, self.where())
         self.channel: PodChannel = channel or KubeChannel(self.api)
         self._pumps: dict[str, asyncio.Task[None]] = {}   # pod -> its bound channel's pump
+        self._joins: set[asyncio.Task[None]] = set()      # agent connections being spliced
         self._pods: dict[str, str] = {}                    # "<repo>/<session>" -> its pod
 
     def where(self) -> str:
@@ -490,7 +491,10 @@ class K8s(Ssh):
                     writer.close()
                     await asyncio.sleep(backoff)
                     continue
-                asyncio.get_running_loop().create_task(self._join(reader, writer, claim[1:], socket))
+                # (held until done: a task only the loop knows of can be collected mid-splice)
+                joining = asyncio.get_running_loop().create_task(self._join(reader, writer, claim[1:], socket))
+                self._joins.add(joining)
+                joining.add_done_callback(self._joins.discard)
 
         tasks = [asyncio.get_running_loop().create_task(spare()) for _ in range(SPARES)]
         try:

@@ -20,7 +20,6 @@ path locally; on another machine a forwarded one), so every executor shares this
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import os
@@ -185,7 +184,7 @@ class Channels(ServiceCore):
             if s.agent.executor != "local" and s.agent.placement:
                 # Its host's forwarding died with the last sidecar's connection: dialled again
                 # in the background (a host that is away must not hold up this start).
-                asyncio.get_running_loop().create_task(self._rebind_remote(repo, s.name, binding.socket))
+                self._spawn(self._rebind_remote(repo, s.name, binding.socket))
         return bound
 
     async def _rebind_remote(self, repo: Repo, name: str, socket: str) -> None:

@@ -203,7 +203,7 @@ class Control(ServiceCore):
             await self._record_stop(repo, sid, s.name, exit_file, "stopped by the user (`para stop`)", result)
             await self._check_agents(repo, only=s.name)  # the runner wrote its exit: the slot is free now
             await self._mark_gone(repo, s.name, p.cwd)
-        asyncio.get_running_loop().create_task(self._drain_queue(repo))
+        self._spawn(self._drain_queue(repo))
         return {"session": s.name, "stopped": True, "signals": result["signals"], "pids": result["pids"],
                 "left_running": result["left_running"],
                 "message": f"stopped the agent of {s.name}; the session and its work stay "

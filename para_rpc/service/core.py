@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -458,12 +458,21 @@ class ServiceCore:
             table = {}
         return executors.get(name, table)
 
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A background task held until it ends: the event loop keeps only a weak reference to a
+        task, and one waiting on a future nothing else holds can be collected mid-flight."""
+        held: set[asyncio.Task[Any]] = self.__dict__.setdefault("_spawned", set())
+        task = asyncio.get_running_loop().create_task(coro)
+        held.add(task)
+        task.add_done_callback(held.discard)
+        return task
+
     def emit(self, repo: Repo, kind: str, session: str | None, **data: Any) -> None:
         event = DomainEvent(repo=repo.root, **repo.store.append_event(kind, session, data))
         repo.tick.set()
         repo.tick = asyncio.Event()
         if kind in ("integrated", "cancelled", "conflicted") and session is not None:
-            asyncio.get_running_loop().create_task(self._advance_plans(repo))
+            self._spawn(self._advance_plans(repo))
         self.ports.publish(event)
 
     def _find(self, repo: Repo, name: str | None, cwd: str, history: bool = False) -> Session:

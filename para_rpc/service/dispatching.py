@@ -404,7 +404,7 @@ class Dispatching(Remote):
         if started.note:
             s.notes.append(started.note)
         if started.wait is not None:
-            asyncio.create_task(self._reap(repo, s.name, started.wait))
+            self._spawn(self._reap(repo, s.name, started.wait))
         return started.run
 
     async def _reap(self, repo: Repo, name: str, wait: Callable[[], Awaitable[int]]) -> None:
