@@ -91,8 +91,9 @@ class Executor(Protocol):
 
     async def poll(self, run: AgentRun) -> RunState: ...
 
-    async def harvest(self, run: AgentRun) -> str | None:
-        """Bring the session's commits home; the branch tip harvested (None: nothing to do)."""
+    async def harvest(self, run: AgentRun, into: tuple[str, str] | None = None) -> str | None:
+        """Bring the session's commits home; the branch tip harvested (None: nothing to do).
+        `into`: (tip ref, checkpoint ref) to put them in instead of the session's own."""
         ...
 
     async def logs(self, run: AgentRun, offset: int, limit: int = 1 << 20) -> bytes: ...

@@ -85,7 +85,7 @@ class Local:
             return _ended(run) or RunState(state="lost", ended_at=time.time())  # (written just now?)
         return RunState(state="alive")
 
-    async def harvest(self, run: AgentRun) -> str | None:
+    async def harvest(self, run: AgentRun, into: tuple[str, str] | None = None) -> str | None:
         return None  # its commits are on the local branch already
 
     async def logs(self, run: AgentRun, offset: int, limit: int = 1 << 20) -> bytes:

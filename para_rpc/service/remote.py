@@ -138,8 +138,7 @@ class Remote(ServiceCore):
             await asyncio.wait_for(ex.stop(run, 0.0), 30.0)
         base = f"refs/para/backup/{s.name}/{_utc_stamp()}-left-on-{executor}"
         into = (f"{base}-tip", f"{base}-checkpoint")
-        harvest: Any = ex.harvest
-        tip = await asyncio.wait_for(harvest(run, into), 120.0)
+        tip = await asyncio.wait_for(ex.harvest(run, into), 120.0)
         checkpoint = await git.resolve(repo.root, into[1])
         if tip and checkpoint is None and (tip == run.harvested_commit or await git.is_ancestor(
                 repo.root, tip, await git.resolve(repo.root, f"refs/heads/{s.branch}") or tip)):
