@@ -47,6 +47,37 @@ def byte_compile_para() -> None:
             raise SystemExit("byte-compiling para_rpc failed")
 
 
+def as_installed(work: Path) -> tuple[list[str], str, str]:
+    """(the `para` argv, the python, a phrase for the header) of para laid out as pip installs
+    it. A checkout installed editable (`pip install -e`, as in development and CI) is imported
+    through setuptools' editable finder, which site.py loads into every Python process of the
+    venv: ~20 ms of start-up (pathlib, importlib.util, re) that an installed para never pays,
+    and `para` is a process per command. Then a venv of its own is made under `work` (no pip,
+    the same base interpreter) whose site-packages names this checkout and the current venv's
+    site-packages in a plain .pth (paths only: nothing in it runs), and its `bin/para` is the
+    console script pip writes. Otherwise the current install is used as it is."""
+    import sysconfig
+
+    import para_rpc
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    if not list(purelib.glob("__editable__*para_rpc*")):
+        return PARA, PYTHON, "para as installed"
+    venv = work / "installed"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    own = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              check=True, capture_output=True, text=True).stdout.strip())
+    # The checkout first (para_rpc), then what the current venv holds (msgspec, pygls, mcp...).
+    (own / "para-bench.pth").write_text(f"{Path(para_rpc.__file__).resolve().parent.parent}\n{purelib}\n")
+    script = venv / "bin" / "para"
+    script.write_text(f"#!{python}\n# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom para_rpc.cli import main\n"
+                      "if __name__ == '__main__':\n"
+                      "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+                      "    sys.exit(main())\n")
+    script.chmod(0o755)
+    return [str(script)], str(python), "para laid out as installed (this checkout is installed editable)"
+
+
 def private_runtime(prefix: str = "p") -> Path:
     """A new 0700 directory under /tmp for a sidecar's socket (short: socket paths are limited)."""
     runtime = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -104,12 +135,13 @@ class Sidecar:
     by `stop()`. Optionally under cProfile (`profile_to`) and with git's trace2 event log
     (`trace_to`)."""
 
-    def __init__(self, runtime: Path, profile_to: Path | None = None, trace_to: Path | None = None) -> None:
+    def __init__(self, runtime: Path, profile_to: Path | None = None, trace_to: Path | None = None,
+                 python: str = PYTHON) -> None:
         self.runtime = runtime
         self.socket = runtime / "sidecar.sock"
         self.started = time.monotonic()
         env = dict(os.environ, PARA_RUNTIME_DIR=str(runtime))
-        argv = [PYTHON]
+        argv = [python]
         if profile_to is not None:
             argv += ["-m", "cProfile", "-o", str(profile_to)]
         argv += ["-m", "para_rpc.server.sidecar", "--idle-timeout", "0"]

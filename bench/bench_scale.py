@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from _common import (PARA, PYTHON, SMOKE_HELP, Sidecar, byte_compile_para, git, isolate, machine, make_repo, results_path,
-                     write_results)
+from _common import (PARA, PYTHON, SMOKE_HELP, Sidecar, as_installed, byte_compile_para, git, isolate, machine,
+                     make_repo, results_path, write_results)
 
 
 def t(fn: Callable[[], Any]) -> float:
@@ -273,15 +273,17 @@ def main(argv: list[str] | None = None) -> int:
     runs = 1 if a.smoke else 5 if quick else 15
     integrations = 3 if a.smoke else 20
     work = Path(tempfile.mkdtemp(prefix="para-bench-scale-"))
+    global PARA, PYTHON
+    PARA, PYTHON, layout = as_installed(work)
     runtime = isolate(work, prefix="ps")
-    sc = Sidecar(runtime)
+    sc = Sidecar(runtime, python=PYTHON)
     rows: list[dict[str, Any]] = []
     figures: dict[str, Any] = {}
     try:
         byte_compile_para()
         print(f"para at scale: {n} sessions, {rounds} rounds, {runs} runs "
-              f"(load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; para_rpc byte-compiled, as an installed "
-              "para is)\n", flush=True)
+              f"(load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {layout}, "
+              "byte-compiled)\n", flush=True)
         small = make_repo(work / "small", 10)
         big = make_repo(work / "big", 10 if a.smoke else 5000)
         sc_small = start_cancel_rounds(small, rounds, human=False)

@@ -447,6 +447,34 @@ async def symbolic_ref(cwd: str | Path, ref: str) -> str | None:
     return res.out.strip() if res.rc == 0 else None
 
 
+def symbolic_ref_file(common_dir: str, ref: str) -> str | None:
+    """`symbolic_ref` of HEAD or `refs/remotes/<remote>/HEAD` in the main worktree, read from
+    the file git keeps it in, without a git process (`para start` reads both). Symbolic refs
+    are never packed, so no file means no such symbolic ref. Raises LookupError when the file
+    cannot answer like git would (the reftable backend keeps a placeholder HEAD; a HEAD that
+    is not a branch; an unreadable file): then ask `symbolic_ref`."""
+    if os.path.isdir(os.path.join(common_dir, "reftable")):
+        raise LookupError("reftable")
+    try:
+        with open(os.path.join(common_dir, ref), "rb") as f:
+            text = f.read(4096).decode()
+    except FileNotFoundError:
+        if ref == "HEAD":
+            raise LookupError("no HEAD file") from None
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LookupError(str(e)) from None
+    if not text.startswith("ref: ") or not text.endswith("\n") or text.count("\n") != 1:
+        if ref == "HEAD" or not text.startswith("ref: "):
+            raise LookupError("not a symbolic ref")  # (detached: git's own answer decides)
+        raise LookupError("unexpected file")
+    target = text[len("ref: "):-1]
+    for prefix in ("refs/heads/", "refs/remotes/"):
+        if target.startswith(prefix) and len(target) > len(prefix):
+            return target[len(prefix):]
+    raise LookupError("points outside branches")
+
+
 async def refs(cwd: str | Path, *patterns: str) -> dict[str, tuple[str, int]]:
     """{refname: (sha, committer unix time)} for refs matching the patterns. A ref naming an
     object that is not there (a sandboxed agent can write one under refs/heads/para/) is left

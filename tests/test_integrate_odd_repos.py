@@ -353,6 +353,65 @@ def test_the_base_branch_is_the_trunk_the_user_works_on(case: str, sidecar, tmp_
             assert "s1.txt" not in landed_tree(repo, b)
 
 
+def test_a_checked_out_main_with_no_commit_yet_leaves_the_base_to_init_default_branch(sidecar, tmp_path: Path) -> None:
+    """`para start` skips reading init.defaultBranch while the main checkout is on main or
+    master (that branch comes first whatever the default is); when that branch has no commit
+    yet, the whole order is tried, the default included."""
+    repo = make_repo(tmp_path / "r", branch="trunk")
+    git("config", "init.defaultBranch", "trunk", cwd=repo)
+    git("checkout", "-q", "--orphan", "main", cwd=repo)
+    s = cli_json("start", "s1", cwd=repo)
+    assert s["base_branch"] == "trunk" and s["base_commit"] == rev(repo, "trunk")
+
+
+# state -> (commands that make it, after a repository on main with one commit and a clone of it)
+SYMREF_STATES = {
+    "on a branch": [],
+    "on a nested branch name": [["checkout", "-q", "-b", "feature/x"]],
+    "detached": [["checkout", "-q", "--detach"]],
+    "on an unborn branch": [["checkout", "-q", "--orphan", "fresh"]],
+    "origin/HEAD moved": [["remote", "set-head", "origin", "side"]],
+    "origin/HEAD deleted": [["remote", "set-head", "origin", "-d"]],
+    "origin/HEAD a plain ref, packed": [["remote", "set-head", "origin", "-d"],
+                                        ["update-ref", "refs/remotes/origin/HEAD", "HEAD"],
+                                        ["pack-refs", "--all"]],
+    "HEAD pointing at a remote branch": [["symbolic-ref", "HEAD", "refs/remotes/origin/side"]],
+}
+
+
+@pytest.mark.parametrize("state", list(SYMREF_STATES))
+@pytest.mark.parametrize("ref", ["HEAD", "refs/remotes/origin/HEAD"])
+def test_symbolic_refs_read_from_their_files_say_what_git_says_or_defer_to_it(state: str, ref: str,
+                                                                              tmp_path: Path) -> None:
+    """git.symbolic_ref_file (`para start` reads HEAD and origin/HEAD without a git process)
+    gives git's own `symbolic-ref --short` answer, or raises LookupError for git to answer."""
+    from para_rpc import git as para_git
+    upstream = make_repo(tmp_path / "up")
+    git("branch", "side", cwd=upstream)
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(upstream), str(clone), cwd=tmp_path)
+    for argv in SYMREF_STATES[state]:
+        git(*argv, cwd=clone)
+    res = subprocess.run(["git", "symbolic-ref", "--quiet", "--short", ref], cwd=clone, capture_output=True, text=True)
+    says = res.stdout.strip() if res.returncode == 0 else None
+    try:
+        read = para_git.symbolic_ref_file(str(clone / ".git"), ref)
+    except LookupError:
+        return  # (git is asked: its answer is the one above)
+    assert read == says
+    # Whatever stands for origin/ in `--short` is the remote's name: para keeps what follows it.
+    if read is not None and ref != "HEAD":
+        assert read.startswith("origin/")
+
+
+def test_a_reftable_repository_is_never_read_from_files(tmp_path: Path) -> None:
+    from para_rpc import git as para_git
+    repo = make_repo(tmp_path / "r")
+    (repo / ".git" / "reftable").mkdir()  # (git 2.45+ keeps refs there; HEAD is a placeholder)
+    with pytest.raises(LookupError):
+        para_git.symbolic_ref_file(str(repo / ".git"), "HEAD")
+
+
 # ---- a worktree git cannot fully remove, after the work has landed --------------------------
 
 @pytest.mark.parametrize("pinned, says, branch_kept", [

@@ -545,18 +545,19 @@ class ServiceCore:
         elif cfg["base_branch"]:
             candidates = [cfg["base_branch"]]
         else:
-            candidates = []
-            origin, default, current = await asyncio.gather(  # (three reads: at once)
-                git.symbolic_ref(repo.root, "refs/remotes/origin/HEAD"),
-                git.config_value(repo.root, "init.defaultBranch"), git.symbolic_ref(repo.root, "HEAD"))
-            if origin and "/" in origin:
-                candidates.append(origin.split("/", 1)[1])
-            trunks = [b for b in (default, "main", "master") if b]
-            candidates += ([current] if current in trunks else []) + trunks + ([current] if current else [])
-        for b in candidates:
-            sha = await git.resolve(repo.root, f"refs/heads/{b}")
-            if sha:
-                return b, sha
+            candidates = await self._base_candidates(repo, default=False)
+
+        async def first_with_a_commit(branches: list[str]) -> tuple[str, str] | None:
+            # One listing for all of them (commits_of keeps exact names only).
+            found = await git.commits_of(repo.root, [f"refs/heads/{b}" for b in dict.fromkeys(branches)])
+            return next(((b, found[f"refs/heads/{b}"][0]) for b in branches if f"refs/heads/{b}" in found), None)
+        base = await first_with_a_commit(candidates)
+        if base is None and requested is None and not cfg["base_branch"]:
+            # (the main or master checked out has no commit yet: the whole order, init.defaultBranch too)
+            candidates = await self._base_candidates(repo, default=True)
+            base = await first_with_a_commit(candidates)
+        if base is not None:
+            return base
         if await git.resolve(repo.root, "HEAD") is None:
             raise ParaError(Code.not_a_repository, f"{repo.root} has no commits yet; commit something first")
         branches = sorted(x[len("refs/heads/"):] for x in await git.refs(repo.root, "refs/heads/"))
@@ -569,6 +570,24 @@ class ServiceCore:
                         + (" and HEAD is detached" if detached else "")
                         + f"; pass --base or run `para config set base_branch NAME`"
                         f" (local branches: {', '.join(branches) or 'none'})")
+
+    async def _base_candidates(self, repo: Repo, default: bool) -> list[str]:
+        """The branches `_base` tries, in order. HEAD and origin/HEAD are read from their files
+        where those can answer (else from git). Without `default`, init.defaultBranch is not
+        read when it cannot matter: with no origin/HEAD and the main checkout on main or master,
+        that branch is tried first whatever the default is (two git processes fewer on every
+        `para start`; `_base` asks again with `default` when it has no commit)."""
+        async def symref(ref: str) -> str | None:
+            try:
+                return git.symbolic_ref_file(repo.common_dir, ref)
+            except LookupError:
+                return await git.symbolic_ref(repo.root, ref)
+        origin, current = await symref("refs/remotes/origin/HEAD"), await symref("HEAD")
+        candidates = [origin.split("/", 1)[1]] if origin and "/" in origin else []
+        if not default and not candidates and current in ("main", "master"):
+            return [current]
+        trunks = [b for b in (await git.config_value(repo.root, "init.defaultBranch"), "main", "master") if b]
+        return candidates + ([current] if current in trunks else []) + trunks + ([current] if current else [])
 
     async def _worktree_state(self, repo: Repo) -> dict[str, git.Worktree]:
         """Registered worktrees by resolved path: look a session's up with `os.path.realpath`
