@@ -582,6 +582,22 @@ async def has_commit(cwd: str | Path, sha: str) -> bool:
     return (await run(cwd, "cat-file", "-e", f"{sha}^{{commit}}", check=False)).rc == 0
 
 
+async def objects(cwd: str | Path, names: Sequence[str]) -> list[tuple[str, str] | None]:
+    """(object id, type) of each of `names` (any revision syntax: `<commit>:<path>`,
+    `refs/heads/x^{commit}`), None where it names nothing: one git process for all of them.
+    Names come from para (validated refs, commits it read, its own paths), one per line."""
+    if any("\n" in name for name in names):
+        raise ValueError("a name with a newline")
+    res = await run(cwd, "cat-file", "--batch-check=%(objectname) %(objecttype)",
+                    stdin="".join(f"{name}\n" for name in names).encode())
+    found: list[tuple[str, str] | None] = []
+    for name, line in zip(names, res.out.split("\n"), strict=False):
+        sha, _, kind = line.partition(" ")
+        # (what names nothing is answered `<name> missing` or `<name> ambiguous`)
+        found.append((sha, kind) if line != f"{name} missing" and line != f"{name} ambiguous" and kind else None)
+    return found + [None] * (len(names) - len(found))
+
+
 async def commits_present(cwd: str | Path, shas: Sequence[str]) -> list[str]:
     """Those of `shas` (full commit ids) that are commits here, in one git process."""
     wanted = [sha for sha in dict.fromkeys(shas) if len(sha) in (40, 64) and not sha.strip("0123456789abcdef")]
@@ -818,14 +834,6 @@ async def changed_path_kinds(cwd: str | Path, a: str, b: str) -> dict[str, str]:
     return {path: kind[:1] for kind, path in zip(fields[::2], fields[1::2]) if path}
 
 
-async def path_differs(cwd: str | Path, a: str, b: str, path: str) -> bool:
-    """Whether one path differs between two commits."""
-    res = await run(cwd, "diff", "--quiet", "--no-renames", a, b, "--", path, check=False)
-    if res.rc not in (0, 1):
-        raise ParaError(Code.git_failed, f"git diff failed: {res.err.strip()}")
-    return res.rc == 1
-
-
 async def dirty_paths(wt: str | Path) -> set[str]:
     """Paths with uncommitted changes, staged or not, untracked included."""
     text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
@@ -989,22 +997,33 @@ class Embedded:
 EMBED_DEPTH = 8  # repositories inside repositories inside ... a worktree: searched this deep
 
 
-async def embedded_repos(wt: str | Path, status_lines: list[str] | None = None, depth: int = 0) -> list[Embedded]:
-    """Initialised submodules and nested repositories (a `git init` or `git clone` inside
-    the worktree, tracked as a gitlink or not) of worktree `wt`, each with those inside it
-    (submodules of submodules, a clone inside a nested repository: their git directories go
-    with the worktree too); `status_lines` is its `status()` when the caller has it.
-    Ignored directories are searched too: a clone in `vendor/` or `build/` goes with the
-    worktree just the same, though git's status never shows it."""
+async def status_and_embedded(wt: str | Path, depth: int = 0) -> tuple[list[str], list[Embedded]]:
+    """`status()` of worktree `wt`, and its initialised submodules and nested repositories
+    (a `git init` or `git clone` inside the worktree, tracked as a gitlink or not), each with
+    those inside it (submodules of submodules, a clone inside a nested repository: their git
+    directories go with the worktree too). Ignored directories are searched too: a clone in
+    `vendor/` or `build/` goes with the worktree just the same, though git's status never
+    shows it. The three reads run at once (each cancel and integration makes them before the
+    worktree goes)."""
+    lines, staged, ignored = await asyncio.gather(status(wt), _gitlinks(wt), _ignored_dirs(wt))
+    return lines, await _embedded_in(wt, lines, staged, ignored, depth)
+
+
+async def _gitlinks(wt: str | Path) -> set[str]:
     staged = (await run(wt, "ls-files", "--stage", "-z")).out
-    candidates = {e.split("\t", 1)[1] for e in staged.split("\0") if e.startswith("160000 ") and "\t" in e}
-    if status_lines is None:
-        status_lines = await status(wt)
-    # With --untracked-files=all, git shows a directory (trailing slash) only for a repository.
-    candidates |= {e[3:].rstrip("/") for e in status_lines if e.startswith("?? ") and e.endswith("/")}
+    return {e.split("\t", 1)[1] for e in staged.split("\0") if e.startswith("160000 ") and "\t" in e}
+
+
+async def _ignored_dirs(wt: str | Path) -> list[str]:
     ignored = (await run(wt, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")).out
-    candidates |= await asyncio.to_thread(_repos_under, wt, [e.rstrip("/") for e in ignored.split("\0")
-                                                             if e.endswith("/")])
+    return [e.rstrip("/") for e in ignored.split("\0") if e.endswith("/")]
+
+
+async def _embedded_in(wt: str | Path, status_lines: list[str], gitlinks: set[str], ignored_dirs: list[str],
+                       depth: int) -> list[Embedded]:
+    # With --untracked-files=all, git shows a directory (trailing slash) only for a repository.
+    candidates = gitlinks | {e[3:].rstrip("/") for e in status_lines if e.startswith("?? ") and e.endswith("/")}
+    candidates |= await asyncio.to_thread(_repos_under, wt, ignored_dirs)
     found = sorted(p for p in candidates if os.path.lexists(os.path.join(wt, p, ".git")))
     if not found:
         return []
@@ -1043,8 +1062,10 @@ async def _embedded(wt: str | Path, rel: str, submodule: bool, depth: int = 0) -
     revs = ([head] if head else []) + sorted(set(own.values()))
     unpushed = int(await out(path, "rev-list", "--count", *revs, "--not", "--remotes")) if revs else 0
     remote = await nested_config_value(path, "remote.origin.url")
-    lines = await status(path)
-    inner = await embedded_repos(path, lines, depth + 1) if depth < EMBED_DEPTH else []
+    if depth < EMBED_DEPTH:
+        lines, inner = await status_and_embedded(path, depth + 1)
+    else:
+        lines, inner = await status(path), []
     nested = {e.path for e in inner if not e.submodule}  # saved on their own, not as its dirt
     dirty = [e for e in lines if e[3:].rstrip("/") not in nested]
     return Embedded(rel, submodule, head, own, unpushed, dirty, remote, inner)

@@ -97,7 +97,9 @@ def counting_git(tmp_path: Path) -> tuple[dict[str, str], Path]:
     calls = tmp_path / "git-calls"
     real = shutil.which("git")
     assert real
-    (bindir / "git").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\nexec {real} "$@"\n')
+    # (Under a lock: para runs some reads at once, and the shell's printf may write a line in parts.)
+    (bindir / "git").write_text(f'#!/bin/sh\n{{ flock 9; printf "%s\\n" "$*" >> {calls}; }} 9>>{calls}.lock\n'
+                                f'exec {real} "$@"\n')
     (bindir / "git").chmod(0o755)
     return dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}"), calls
 

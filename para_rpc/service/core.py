@@ -769,8 +769,8 @@ class ServiceCore:
                 and not await git.branch_exists(repo.root, s.branch)):
             self._adopt_rename(repo, s, wt.branch)  # renamed by hand: the session follows it
         unkept = await git.unkept_commits(repo.root, head) if head and wt.branch != s.branch else 0
-        lines = await git.status(s.worktree)
-        return WorktreeFacts(wt.branch, head, unkept, lines, await git.embedded_repos(s.worktree, lines))
+        lines, embedded = await git.status_and_embedded(s.worktree)
+        return WorktreeFacts(wt.branch, head, unkept, lines, embedded)
 
     def _adopt_rename(self, repo: Repo, s: Session, branch: str) -> None:
         note = f"branch renamed outside para: {s.branch} -> {branch} (adopted)"

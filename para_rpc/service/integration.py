@@ -252,9 +252,12 @@ class Integration(Remote):
         rec = recorded(s)
         stamp = rec.get("stamp") or _utc_stamp()
         # The project file says which commands para runs: a landing that changes it says so.
-        config_changed, tip = await asyncio.gather(
-            git.path_differs(repo.root, old, new, config.PROJECT_FILE) if new != old else _false(),
-            git.resolve(repo.root, f"refs/heads/{s.branch}"))
+        # (Its blob before and after, and the session branch's tip: one git process.)
+        before, after, at_tip = await git.objects(repo.root, [f"{old}:{config.PROJECT_FILE}",
+                                                             f"{new}:{config.PROJECT_FILE}",
+                                                             f"refs/heads/{s.branch}^{{commit}}"])
+        config_changed = before != after
+        tip = at_tip[0] if at_tip is not None else None
         warnings: list[str] = []
         if tip:
             kept = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
@@ -583,10 +586,6 @@ class Integration(Remote):
             elif what == "deleted in":
                 pair(holders, index.get(("added in", name), []))
         return [(usable[i], usable[j]) for i, j in sorted(meet)]
-
-
-async def _false() -> bool:
-    return False
 
 
 async def _given(value: str) -> str | None:
