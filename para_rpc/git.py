@@ -352,6 +352,14 @@ class Where:
 
 
 async def where(cwd: str | Path) -> Where:
+    # In a working tree (the usual case) one process answers all; `--show-toplevel` fails the
+    # whole command in a bare repository or inside a .git directory: then two.
+    res = await run(cwd, "rev-parse", "--is-bare-repository", "--path-format=absolute",
+                    "--git-common-dir", "--git-dir", "--show-toplevel", check=False)
+    lines = res.out.splitlines()
+    if res.rc == 0 and len(lines) == 4 and lines[3]:
+        return Where(os.path.realpath(lines[1]), os.path.realpath(lines[2]), os.path.realpath(lines[3]),
+                     lines[0] == "true")
     res = await run(cwd, "rev-parse", "--is-bare-repository", "--path-format=absolute",
                     "--git-common-dir", "--git-dir", check=False)
     if res.rc != 0:

@@ -136,3 +136,22 @@ def test_reflogs_that_are_links_or_not_files_go_before_git_writes(tmp_path: Path
     left = sorted(str(p.relative_to(top)) for p in top.rglob("*"))
     assert left == ["a", "deep", "deep/b", "deep/er", "deep/er/c"], left
     assert victim.read_text() == "host file\n" and victim_dir.is_dir()
+
+
+def test_a_repository_is_found_with_one_git_process(repo: Path, runtime_dir: Path, tmp_path: Path):
+    """The first call from a directory asks git once where the repository is (an agent's first
+    `para` call comes from its new worktree); a bare repository still gets its clear refusal."""
+    env, calls = counting_git(tmp_path)
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=env)
+    try:
+        (repo / "src").mkdir()
+        calls.write_text("")
+        run_para("list", "--json", cwd=repo / "src")
+        asked = [c for c in map(_subcommand, calls.read_text().splitlines()) if c.startswith("rev-parse")]
+        assert len(asked) == 1 and "--show-toplevel" in asked[0], asked
+        bare = tmp_path / "bare.git"
+        git("init", "-q", "--bare", str(bare), cwd=tmp_path)
+        proc = run_para("list", "--json", cwd=bare, check=False)
+        assert proc.returncode != 0 and "bare repository" in json.loads(proc.stdout)["error"]["message"], proc.stdout
+    finally:
+        shutdown_sidecar(sc)
