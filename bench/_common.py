@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import defaultdict
 import platform
 import signal
 import subprocess
@@ -185,6 +186,38 @@ class Sidecar:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
+
+
+# ---- git's trace2 event log ----------------------------------------------------------
+
+def _git_subcommand(argv: list[str]) -> str:
+    for a in argv[1:]:
+        if not a.startswith("-") and "=" not in a:
+            return a
+    return "?"
+
+
+def git_processes(trace: Path, per: int) -> dict[str, Any]:
+    """Top-level git processes in a trace2 event log (children such as the `reset` that
+    `worktree add` runs are counted in their parent), per operation."""
+    argv_of: dict[str, list[str]] = {}
+    per_cmd: dict[str, list[float]] = defaultdict(list)
+    for line in trace.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        sid = ev.get("sid", "")
+        if "/" in sid:
+            continue
+        if ev.get("event") == "start":
+            argv_of[sid] = ev.get("argv", [])
+        elif ev.get("event") == "exit" and sid in argv_of:
+            per_cmd[_git_subcommand(argv_of[sid])].append(ev.get("t_abs", 0.0))
+    order = sorted(per_cmd, key=lambda k: -sum(per_cmd[k]))
+    return {"count": sum(len(v) for v in per_cmd.values()) / per,
+            "seconds": sum(sum(v) for v in per_cmd.values()) / per,
+            "by_command": {k: {"count": len(per_cmd[k]) / per, "seconds": sum(per_cmd[k]) / per} for k in order}}
 
 
 # ---- /proc readings ------------------------------------------------------------------

@@ -52,12 +52,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-from _common import (PARA, PARA_SCRIPT, PYTHON, ROOT, Sidecar, isolate, machine, make_repo, private_runtime,
-                     results_path, rss, write_results)
+from _common import (PARA, PARA_SCRIPT, PYTHON, ROOT, Sidecar, git_processes, isolate, machine, make_repo,
+                     private_runtime, results_path, rss, write_results)
 from _common import SMOKE_HELP
 
 RESULTS = results_path("foundation")
@@ -182,36 +181,6 @@ def para_list_cli(repo: Path, expect: int) -> None:
 
 # ---- profile ---------------------------------------------------------------------------
 
-def _subcommand(argv: list[str]) -> str:
-    for a in argv[1:]:
-        if not a.startswith("-") and "=" not in a:
-            return a
-    return "?"
-
-
-def _git_processes(trace: Path, per: int) -> dict[str, Any]:
-    """Top-level git processes in a trace2 event log (children such as the `reset` that
-    `worktree add` runs are counted in their parent), per operation."""
-    argv_of: dict[str, list[str]] = {}
-    per_cmd: dict[str, list[float]] = defaultdict(list)
-    for line in trace.read_text().splitlines():
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        sid = ev.get("sid", "")
-        if "/" in sid:
-            continue
-        if ev.get("event") == "start":
-            argv_of[sid] = ev.get("argv", [])
-        elif ev.get("event") == "exit" and sid in argv_of:
-            per_cmd[_subcommand(argv_of[sid])].append(ev.get("t_abs", 0.0))
-    order = sorted(per_cmd, key=lambda k: -sum(per_cmd[k]))
-    return {"count": sum(len(v) for v in per_cmd.values()) / per,
-            "seconds": sum(sum(v) for v in per_cmd.values()) / per,
-            "by_command": {k: {"count": len(per_cmd[k]) / per, "seconds": sum(per_cmd[k]) / per} for k in order}}
-
-
 def _top_functions(prof: Path, n: int = 15) -> list[dict[str, Any]]:
     """para_rpc's own functions by cumulative time (the event loop and imports left out)."""
     stats = pstats.Stats(str(prof))
@@ -240,7 +209,7 @@ def profile(work: Path, files: int, pairs: int, sessions: int, lists: int) -> di
             for i in range(pairs):
                 start_cancel_rpc(conn, repo, f"prof{i:03d}")
             out["start_cancel_per_pair"] = (time.perf_counter() - t0) / pairs
-            out["start_cancel_git"] = _git_processes(trace, pairs)
+            out["start_cancel_git"] = git_processes(trace, pairs)
             for i in range(sessions):
                 conn.request("para/start", {"cwd": str(repo), "name": f"pl{i:03d}"})
             trace.write_text("")
@@ -248,7 +217,7 @@ def profile(work: Path, files: int, pairs: int, sessions: int, lists: int) -> di
             for _ in range(lists):
                 conn.request("para/list", {"cwd": str(repo)})
             out["list_per_call"] = (time.perf_counter() - t0) / lists
-            out["list_git"] = _git_processes(trace, lists)
+            out["list_git"] = git_processes(trace, lists)
     finally:
         sc.stop()
         shutil.rmtree(runtime, ignore_errors=True)

@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,8 +42,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from _common import (PARA, PYTHON, SMOKE_HELP, Sidecar, as_installed, byte_compile_para, git, isolate, machine,
-                     make_repo, results_path, write_results)
+from _common import (PARA, PYTHON, SMOKE_HELP, Sidecar, as_installed, byte_compile_para, git, git_processes, isolate,
+                     machine, make_repo, private_runtime, proc_cpu, results_path, write_results)
 
 
 def t(fn: Callable[[], Any]) -> float:
@@ -183,9 +184,18 @@ def integrate_repo(path: Path, sc: Sidecar, n: int) -> Path:
     return path
 
 
-def integrate_all_cli(repo: Path, n: int, hello_to: Path | None = None) -> tuple[float, list[float]]:
+def children_cpu() -> float:
+    """CPU seconds of this process's reaped children (the `para` and `git` processes it ran)."""
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def integrate_all_cli(repo: Path, n: int, hello_to: Path | None = None, sidecar_pid: int | None = None,
+                      cpu: dict[str, float] | None = None) -> tuple[float, list[float]]:
     """Wall time of n `para integrate` processes launched at once; with `hello_to`, the
-    para/hello latencies measured on one connection meanwhile."""
+    para/hello latencies measured on one connection meanwhile; into `cpu`, the CPU seconds
+    the `para` processes, the sidecar (`sidecar_pid`) and its git processes spent."""
+    cpu = {} if cpu is None else cpu
     from para_rpc.client import Connection, hello
     lat: list[float] = []
     stop = threading.Event()
@@ -202,6 +212,11 @@ def integrate_all_cli(repo: Path, n: int, hello_to: Path | None = None) -> tuple
     th = threading.Thread(target=pinger) if hello_to else None
     if th:
         th.start()
+    cpu.clear()
+    cpu["cli"] = -children_cpu()
+    if sidecar_pid:
+        own, kids = proc_cpu(sidecar_pid)
+        cpu["sidecar"], cpu["git"] = -own, -kids
     start = time.perf_counter()
     procs = [subprocess.Popen([*PARA, "integrate", f"i{i:02d}: integrate", "--session", f"i{i:02d}", "--json"],
                               cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -211,20 +226,112 @@ def integrate_all_cli(repo: Path, n: int, hello_to: Path | None = None) -> tuple
         if p.returncode != 0:
             raise SystemExit(f"para integrate i{i:02d} failed: {out.decode()} {err.decode()}")
     wall = time.perf_counter() - start
+    cpu["cli"] += children_cpu()  # (the `para` processes, reaped above)
+    if sidecar_pid:
+        own, kids = proc_cpu(sidecar_pid)  # (its git processes are its reaped children)
+        cpu["sidecar"] += own
+        cpu["git"] += kids
     stop.set()
     if th:
         th.join()
     return wall, lat
 
 
-def integrate_all_raw(repo: Path, n: int) -> float:
+def integrate_all_raw(repo: Path, n: int, cpu: dict[str, float] | None = None) -> float:
+    """Wall time of the same n integrations done with raw git, one after the other; into
+    `cpu`, the CPU seconds of those git processes."""
+    before = children_cpu()
     start = time.perf_counter()
     for i in range(n):
         git("merge", "--squash", "-q", f"para/i{i:02d}", cwd=repo)
         git("commit", "-q", "-m", f"i{i:02d}: integrate", cwd=repo)
         git("worktree", "remove", "--force", str(repo / ".para" / "worktrees" / f"i{i:02d}"), cwd=repo)
         git("branch", "-q", "-D", f"para/i{i:02d}", cwd=repo)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    if cpu is not None:
+        cpu["raw"] = children_cpu() - before
+    return wall
+
+
+# ---- where the time of rows 1, 3 and 7 goes ------------------------------------------------
+
+def git_work(work: Path, rounds: int) -> dict[str, Any]:
+    """The git processes para runs for one start+cancel and one integration (of committed
+    work), and their time by git's own clock: a sidecar of its own with git's trace2 event
+    log (which slows git a little; only counts and git's time are read from it). Also, in
+    this run: a `para` call with nothing to do (`para list --json`, no sessions), as the cost
+    of a `para` process, and a bare `python -c pass` with the same site-packages."""
+    runtime = private_runtime("pt")
+    trace = work / "trace2.json"
+    repo = make_repo(work / "traced", 10)
+    sc = Sidecar(runtime, trace_to=trace, python=PYTHON)
+    env = dict(os.environ, PARA_RUNTIME_DIR=str(runtime))
+    out: dict[str, Any] = {}
+    try:
+        def para(*argv: str) -> str:
+            res = subprocess.run([*PARA, *argv], cwd=repo, env=env, capture_output=True, text=True,
+                                 stdin=subprocess.DEVNULL)
+            if res.returncode != 0:
+                raise SystemExit(f"para {' '.join(argv)} failed: {res.stdout} {res.stderr}")
+            return res.stdout
+        para("list", "--json")
+        idle = []
+        for _ in range(max(rounds, 5)):
+            idle.append(t(lambda: para("list", "--json")))
+        out["para_call"] = med(idle)
+        out["python_site"] = med([t(lambda: sh([PYTHON, "-c", "pass"], repo)) for _ in range(max(rounds, 5))])
+        trace.write_text("")
+        for r in range(rounds):
+            para("start", f"t{r}", "--json")
+            para("cancel", "--discard", f"t{r}", "--json")
+        out["start_cancel"] = git_processes(trace, rounds)
+        for r in range(rounds):
+            para("start", f"c{r}", "--json")
+            wt = repo / ".para" / "worktrees" / f"c{r}"
+            (wt / f"c{r}.txt").write_text("work\n")
+            git("add", "-A", cwd=wt)
+            git("commit", "-q", "-m", f"c{r}: work", cwd=wt)
+        trace.write_text("")
+        for r in range(rounds):
+            para("integrate", f"c{r} lands", "--session", f"c{r}", "--json")
+        out["integrate"] = git_processes(trace, rounds)
+    finally:
+        sc.stop()
+        shutil.rmtree(runtime, ignore_errors=True)
+    return out
+
+
+def explain(sc_small: dict[str, float], cpus: list[dict[str, float]], n: int, g: dict[str, Any]) -> list[str]:
+    """Rows 1 and 7 taken apart (see the README's benchmark section): what para's time is made
+    of, and para's own floor, the time of its `para` processes and its git processes if the
+    sidecar's own work cost nothing."""
+    call, sc_git = g["para_call"], g["start_cancel"]
+    rest = sc_small["para"] - 2 * call - sc_git["seconds"]
+    own_floor = 2 * call + sc_git["seconds"]
+    lines = [
+        f"row 1: start+cancel {ms(sc_small['para'])} = 2 para calls of {ms(call)} (a call with nothing to do; "
+        f"`python -c pass` alone {ms(g['python_site'])})",
+        f"         + {ms(sc_git['seconds'])} in {sc_git['count']:.0f} git processes (git's own clock: "
+        + ", ".join(f"{k} {v['count']:g}x" for k, v in sc_git["by_command"].items()) + ")",
+        f"         + {ms(rest)} the rest (the sidecar's own work, starting git processes)",
+        f"       raw: {ms(sc_small['raw'])} in 3 git processes; the row's floor adds 2 x `python -I -S -c pass` "
+        f"({ms(sc_small['python_pair'])})",
+        f"       para's own floor (its 2 calls and its git, nothing else) {ms(own_floor)} = "
+        f"{own_floor / sc_small['floor']:.2f}x the row's floor (target 1.2x)"]
+    if cpus:
+        per = {k: med([c[k] for c in cpus]) / n for k in cpus[0]}
+        ig = g["integrate"]
+        cores = os.cpu_count() or 1
+        need = (per["cli"] + per["git"]) * n / cores
+        raw_wall = sc_small.get("raw_integrate", 0.0)
+        lines += [
+            f"row 7: CPU per integration: its `para` process {ms(per['cli'])}, the sidecar {ms(per['sidecar'])}, "
+            f"its git {ms(per['git'])} ({ig['count']:.0f} processes: "
+            + ", ".join(f"{k} {v['count']:g}x" for k, v in list(ig["by_command"].items())[:8]) + ", ...)",
+            f"       raw git: {ms(per['raw'])} CPU in 4 processes",
+            f"       on {cores} CPUs the {n} `para` processes and their git alone need {ms(need)} of wall time "
+            f"(if the sidecar's own work cost nothing): {need / raw_wall:.2f}x raw (target 1.5x)" if raw_wall else ""]
+    return [line for line in lines if line]
 
 
 # ---- row 8: autostart ----------------------------------------------------------------------
@@ -331,13 +438,16 @@ def main(argv: list[str] | None = None) -> int:
             detail=f"@10 {ms(med(c10))} (first {ms(first10)})")
 
         walls_para, walls_raw, hellos = [], [], []
+        cpus: list[dict[str, float]] = []
         for r in range(1 if a.smoke else 3 if quick else 5):
             repo_p = integrate_repo(work / f"ip{r}", sc, integrations)
             repo_r = integrate_repo(work / f"ir{r}", sc, integrations)
-            wall, lat = integrate_all_cli(repo_p, integrations, hello_to=sc.socket)
+            cpu: dict[str, float] = {}
+            wall, lat = integrate_all_cli(repo_p, integrations, hello_to=sc.socket, sidecar_pid=sc.pid, cpu=cpu)
             walls_para.append(wall)
             hellos += lat
-            walls_raw.append(integrate_all_raw(repo_r, integrations))
+            walls_raw.append(integrate_all_raw(repo_r, integrations, cpu))
+            cpus.append(cpu)
         p99 = statistics.quantiles(hellos, n=100)[98] if len(hellos) >= 2 else max(hellos, default=0.0)
         figures["integrate"] = {"para": med(walls_para), "raw": med(walls_raw), "hello_p99": p99,
                                 "hello_samples": len(hellos)}
@@ -350,6 +460,12 @@ def main(argv: list[str] | None = None) -> int:
             detail=f"next call {ms(med(warm))}")
         row(rows, "9", f"para/hello p99 while {integrations} integrations run", p99, 0.050, unit="s",
             detail=f"{len(hellos)} samples, median {ms(med(hellos)) if hellos else '-'}")
+
+        g = git_work(work, 1 if a.smoke else 3 if quick else 5)
+        figures["where"] = {"git": g, "integrate_cpu": cpus}
+        print("\nWhere the time goes (this run):")
+        for line in explain(dict(sc_small, raw_integrate=med(walls_raw)), cpus, integrations, g):
+            print(f"  {line}")
     finally:
         sc.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -21,6 +21,7 @@ client's session is usable in milliseconds once the sidecar is warm.
 
 from __future__ import annotations
 
+import _socket  # (the type of client.Connection's socket, which `para lsp` pumps)
 import json
 import os
 import socket
@@ -182,7 +183,7 @@ def _error_frame(msg_id: Any, message: str) -> bytes:
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
-def _stdin_to_socket(sock: socket.socket, state: dict[str, bool], inflight: InFlight | None) -> None:
+def _stdin_to_socket(sock: _socket.socket, state: dict[str, bool], inflight: InFlight | None) -> None:
     framer = Framer() if inflight is not None else None
     lines = b""  # MCP: the start of a line not complete yet
     try:
@@ -223,7 +224,7 @@ def _stdin_to_socket(sock: socket.socket, state: dict[str, bool], inflight: InFl
         pass
 
 
-def pump(sock: socket.socket, name: str = "para mcp", inflight: InFlight | None = None,
+def pump(sock: _socket.socket, name: str = "para mcp", inflight: InFlight | None = None,
          pending: bytes = b"") -> int:
     """Copy stdin -> socket (a thread) and socket -> stdout (here) until the sidecar side ends.
 
