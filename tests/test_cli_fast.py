@@ -181,3 +181,18 @@ def test_the_socket_string_is_the_socket_path(monkeypatch, env: dict[str, str | 
         else:
             monkeypatch.setenv(k, v)
     assert os.path.normpath(runtime.socket_file()) == str(runtime.socket_path())
+
+
+@pytest.mark.parametrize("argv, code", [(["list", "--json"], 0), (["show", "nope", "--json"], 3),
+                                        (["show", "nope"], 3)], ids=str)
+def test_a_request_command_exits_with_all_its_output_written(sidecar, repo: Path, argv: list[str], code: int):
+    """The fast path ends with os._exit (no interpreter teardown): what it printed into the
+    buffers of a pipe (not a terminal, nor PYTHONUNBUFFERED as the test machines have) still
+    comes out, with the exit status of the answer."""
+    proc = run_para(*argv, cwd=repo, check=False, env={"PYTHONUNBUFFERED": None})
+    assert proc.returncode == code, proc.stderr
+    if "--json" in argv:
+        answer = json.loads(proc.stdout)
+        assert ("sessions" in answer) if code == 0 else answer["error"]["code"] == "not_found", proc.stdout
+    else:
+        assert proc.stderr.startswith("para: no session named 'nope'"), proc.stderr
