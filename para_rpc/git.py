@@ -384,6 +384,7 @@ async def worktrees(cwd: str | Path) -> list[Worktree]:
     """`git worktree list --porcelain -z`, main worktree first."""
     text = (await run(cwd, "worktree", "list", "--porcelain", "-z")).out
     result: list[Worktree] = []
+    resolved: dict[str, str] = {}
     for block in text.split("\0\0"):
         fields: dict[str, str] = {}
         for line in block.split("\0"):
@@ -395,9 +396,21 @@ async def worktrees(cwd: str | Path) -> list[Worktree]:
         branch = fields.get("branch")
         if branch and branch.startswith("refs/heads/"):
             branch = branch[len("refs/heads/"):]
-        result.append(Worktree(os.path.realpath(fields["worktree"]), fields.get("HEAD"),
+        result.append(Worktree(_realpath_in(fields["worktree"], resolved), fields.get("HEAD"),
                                branch, "bare" in fields, "prunable" in fields))
     return result
+
+
+def _realpath_in(path: str, resolved: dict[str, str]) -> str:
+    """os.path.realpath(path), with its directory's taken from `resolved` (filled here): a
+    listing names dozens of worktrees in one directory, and resolving each from the root
+    was an lstat per component of each, a fifth of the sidecar's time in an integration."""
+    head, tail = os.path.split(path)
+    if not os.path.isabs(path) or tail in ("", ".", "..") or os.path.islink(path):
+        return os.path.realpath(path)
+    if head not in resolved:
+        resolved[head] = os.path.realpath(head)
+    return os.path.join(resolved[head], tail)
 
 
 # ---- refs ----------------------------------------------------------------

@@ -155,3 +155,20 @@ def test_a_repository_is_found_with_one_git_process(repo: Path, runtime_dir: Pat
         assert proc.returncode != 0 and "bare repository" in json.loads(proc.stdout)["error"]["message"], proc.stdout
     finally:
         shutdown_sidecar(sc)
+
+
+def test_a_worktree_listing_resolves_paths_as_realpath_does(tmp_path: Path):
+    """(git.worktrees resolves each listed path with its directory resolved once per listing.)"""
+    import os
+
+    from para_rpc import git
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    (tmp_path / "a" / "blink").symlink_to(tmp_path / "a" / "b")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path / "a" / "loop")
+    names = ["link/b", "a/blink", "link/missing", "a/../a/b", "a//b", "link/blink", "a/b/", "a/loop", "link/blink/.."]
+    resolved: dict[str, str] = {}
+    for name in [*names, *names]:  # (the second time from what the first filled in)
+        path = f"{tmp_path}/{name}"
+        assert git._realpath_in(path, resolved) == os.path.realpath(path), name
