@@ -10,6 +10,7 @@ SDK's argument validation, leaves as one error result with `{code, name, message
 """
 
 import asyncio
+import copy
 import inspect
 import re
 from collections.abc import Awaitable, Callable
@@ -59,8 +60,14 @@ class McpDispatchOut(results.Result, kw_only=True):
 
 
 def output_schema(*types: type) -> dict[str, Any]:
-    """The outputSchema of a tool returning one of `types` (an object at the root, as MCP wants)."""
-    refs, defs = msgspec.json.schema_components(types, ref_template="#/$defs/{name}")
+    """The outputSchema of a tool returning one of `types` (an object at the root, as MCP wants):
+    msgspec's schema of them, made lean (`lean_schema`, the same meaning)."""
+    return lean_schema(struct_schema(*types))
+
+
+def struct_schema(*types: type) -> dict[str, Any]:
+    """msgspec's JSON schema of `types` as one object schema (definitions under `$defs`)."""
+    refs, defs = msgspec.json.schema_components(types, ref_template=_REF + "{name}")
     if len(types) == 1:
         root = dict(defs.pop(types[0].__name__))
     else:
@@ -68,6 +75,122 @@ def output_schema(*types: type) -> dict[str, Any]:
     if defs:
         root["$defs"] = defs
     return root
+
+
+# Why lean: the SDK's client validates every structured result against the outputSchema with
+# jsonschema, and msgspec's spelling is its slow path: each optional field is
+# `anyOf: [S, {"type": "null"}]` (every failed branch builds an error object) and every Struct a
+# `$ref` resolved through `referencing` each time. For 30 sessions of para_list that validation
+# was most of a call's 20 ms. The lean schema says the same with `type: [T, "null"]` and inlined
+# definitions (tests/test_mcp_schema.py checks the verdicts are the same, value by value).
+_REF = "#/$defs/"
+# Keywords that constrain values of one JSON type only (JSON Schema 2020-12), and annotations,
+# which constrain nothing: a schema made of these with a `type` lets null through as soon as
+# "null" is one of its types. Anything else (const, the combinators, $ref, not, if/then/else,
+# unevaluated*) applies to every value, so such a schema keeps its anyOf.
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly",
+                          "$comment"})
+_TYPE_BOUND = _ANNOTATIONS | {
+    "type",
+    "minLength", "maxLength", "pattern", "format", "contentEncoding", "contentMediaType", "contentSchema",
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    "items", "prefixItems", "minItems", "maxItems", "uniqueItems", "contains", "minContains", "maxContains",
+    "properties", "required", "additionalProperties", "patternProperties", "minProperties", "maxProperties",
+    "propertyNames", "dependentRequired", "dependentSchemas"}
+_NULL = {"type": "null"}
+# Keywords whose value is a subschema, a list of them, or a name -> subschema map; every other
+# keyword's value is data (enum, const, default, required, ...) and is copied, never rewritten.
+_ONE = frozenset({"items", "additionalProperties", "contains", "propertyNames", "not", "if", "then", "else",
+                  "unevaluatedItems", "unevaluatedProperties", "contentSchema"})
+_MANY = frozenset({"anyOf", "allOf", "oneOf", "prefixItems"})
+_MAP = frozenset({"properties", "patternProperties", "dependentSchemas"})
+
+
+def lean_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with the same meaning, cheaper to validate: every `{"$ref": "#/$defs/X"}` of a
+    definition that is not recursive replaced by the definition itself, and every
+    `anyOf: [S, {"type": "null"}]` whose S lets null through once null is added to its `type`
+    (and to its `enum`) written as that one schema. Definitions still referenced (recursive
+    ones) stay in `$defs`; anything it is not sure of stays as it was."""
+    defs: dict[str, Any] = schema.get("$defs") or {}
+
+    def refs(node: Any) -> set[str]:
+        if isinstance(node, dict):
+            found = {node["$ref"][len(_REF):]} if isinstance(node.get("$ref"), str) and node["$ref"].startswith(_REF) else set()
+            return found.union(*(refs(v) for k, v in node.items() if k != "$ref"))
+        if isinstance(node, list):
+            return set().union(*(refs(v) for v in node))
+        return set()
+
+    direct = {name: refs(d) & set(defs) for name, d in defs.items()}
+
+    def reaches(start: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(direct[start])
+        while todo:
+            if (n := todo.pop()) not in seen:
+                seen.add(n)
+                todo.extend(direct[n])
+        return seen
+
+    recursive = {name for name in defs if name in reaches(name)}
+
+    def walk(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if len(node) == 1 and isinstance(ref, str) and ref.startswith(_REF) and ref[len(_REF):] in defs \
+                and ref[len(_REF):] not in recursive:
+            return walk(defs[ref[len(_REF):]])  # (terminates: a cycle is made of recursive definitions only)
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            if k == "$defs":
+                continue
+            if k in _ONE:
+                out[k] = walk(v)
+            elif k in _MANY and isinstance(v, list):
+                out[k] = [walk(x) for x in v]
+            elif k in _MAP and isinstance(v, dict):
+                out[k] = {name: walk(x) for name, x in v.items()}
+            else:
+                out[k] = copy.deepcopy(v)
+        return _null_merged(out)
+
+    lean: dict[str, Any] = walk(schema)
+    kept: dict[str, Any] = {}
+    todo = refs(lean) & set(defs)
+    while todo:  # the definitions the lean schema still refers to, and those they refer to
+        name = todo.pop()
+        kept[name] = walk(defs[name])
+        todo |= (refs(kept[name]) & set(defs)) - set(kept)
+    if kept:
+        lean["$defs"] = {name: kept[name] for name in defs if name in kept}
+    return lean
+
+
+def _null_merged(node: dict[str, Any]) -> dict[str, Any]:
+    """`{anyOf: [S, {"type": "null"}], <annotations>}` as S taking null too, or `node` unchanged."""
+    branches = node.get("anyOf")
+    if not isinstance(branches, list) or len(branches) != 2 or _NULL not in branches or branches[0] == branches[1]:
+        return node
+    s = branches[1] if branches[0] == _NULL else branches[0]
+    outer = {k: v for k, v in node.items() if k != "anyOf"}
+    if not isinstance(s, dict) or not set(outer) <= _ANNOTATIONS or not set(outer).isdisjoint(s) \
+            or not set(s) <= _TYPE_BOUND | {"enum"}:
+        return node
+    merged = dict(s)
+    if "enum" in s:
+        if not isinstance(s["enum"], list):
+            return node
+        merged["enum"] = s["enum"] if None in s["enum"] else [*s["enum"], None]
+    elif "type" not in s:
+        return node  # (no type and no enum: S takes anything; not worth a special case)
+    if "type" in s:
+        types = [s["type"]] if isinstance(s["type"], str) else s["type"]
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+            return node
+        merged["type"] = types if "null" in types else [*types, "null"]
+    return {**merged, **outer}
 
 
 class TaskSpec(BaseModel):
