@@ -359,3 +359,6 @@ async def test_mcp_start_and_dispatch_send_the_setup_output_as_progress(repo: Pa
         assert any(m.startswith("(more output in ") for m in messages)
         assert len(messages) <= 200 + 3, len(messages)  # bounded: the log has the rest
         assert [p for p, _, _ in progress] == sorted(p for p, _, _ in progress)
+    # Its agent is stopped with its session: left running past the test, its next `para` call
+    # would start a sidecar of its own (autostart) that outlives the test by its idle timeout.
+    run_para("cancel", "--discard", "m2", "--json", cwd=repo)
