@@ -276,11 +276,13 @@ async def holder_of(root: str, branch: str) -> git.Worktree | None:
 
 async def check_target_checkout(root: str, branch: str, old: str, new: str,
                                 listed: list[git.Worktree] | None = None,
-                                common_dir: str | None = None) -> git.Worktree | None:
+                                common_dir: str | None = None,
+                                dirty: dict[str, set[str]] | None = None) -> git.Worktree | None:
     """Refuse (changing nothing) when the worktree that has `branch` checked out holds
     uncommitted changes to files this integration changes. (`listed`: `git.worktrees(root)`
     read by the caller while it held the target's queue; `common_dir`: the repository's, which
-    is the main worktree's git dir.)"""
+    is the main worktree's git dir; `dirty`: {worktree: `git.dirty_paths` of it} the caller
+    read while it held the queue too.)"""
     if listed is None:
         w = await holder_of(root, branch)
     else:
@@ -292,9 +294,9 @@ async def check_target_checkout(root: str, branch: str, old: str, new: str,
     if busy:
         raise ParaError(Code.dirty, f"{w.path} has {branch} checked out with a {busy} in progress; "
                         "finish or abort it first", worktree=w.path)
-    dirty = await git.dirty_paths(w.path)
+    changed = dirty[w.path] if dirty is not None and w.path in dirty else await git.dirty_paths(w.path)
     # (A clean checkout has nothing in the way: what the integration changes is not asked.)
-    overlap = sorted(dirty & await git.changed_paths(root, old, new)) if dirty else []
+    overlap = sorted(changed & await git.changed_paths(root, old, new)) if changed else []
     links = await git.changed_gitlinks(root, old, new) if overlap else {}
     if links:
         # read-tree moves a submodule's pointer in the index, never the submodule's own
@@ -310,10 +312,11 @@ async def check_target_checkout(root: str, branch: str, old: str, new: str,
 
 
 async def advance_target(root: str, branch: str, old: str, new: str, message: str,
-                         listed: list[git.Worktree] | None = None, common_dir: str | None = None) -> None:
+                         listed: list[git.Worktree] | None = None, common_dir: str | None = None,
+                         dirty: dict[str, set[str]] | None = None) -> None:
     """Move `branch` from `old` to `new` (compare-and-swap) and bring a checkout of it along
-    (`listed`, `common_dir`: as for check_target_checkout)."""
-    holder = await check_target_checkout(root, branch, old, new, listed, common_dir)
+    (`listed`, `common_dir`, `dirty`: as for check_target_checkout)."""
+    holder = await check_target_checkout(root, branch, old, new, listed, common_dir, dirty)
     try:
         await git.update_ref(root, f"refs/heads/{branch}", new, old, message)
     except ParaError as e:

@@ -80,6 +80,11 @@ def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path
         # After landing: whether the project file changed and the branch tip to keep, one cat-file.
         assert not [c for c in committed if c.startswith("diff --quiet")], committed
         assert committed.count("cat-file --batch-check=%(objectname) %(objecttype)") == 1, committed
+        # In the queue, the main checkout's status (it has main checked out) is read with the
+        # listings, ahead of the merge, not after it: one step less while others wait.
+        main_status = "status --porcelain=v1 -z --untracked-files=all --no-renames"
+        assert committed.count(main_status) == 1, committed
+        assert committed.index(main_status) < next(i for i, c in enumerate(committed) if c.startswith("merge-tree"))
         assert len(committed) <= 22, committed
     finally:
         shutdown_sidecar(sc)

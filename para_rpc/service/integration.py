@@ -144,9 +144,15 @@ class Integration(Remote):
         rec = recorded(s)
         target, strategy = rec["target"], rec["strategy"]
         ref = f"refs/heads/{target}"
-        heads, wts = await asyncio.gather(git.commits_of(repo.root, [ref, f"refs/heads/{s.branch}"]),
-                                          git.worktrees(repo.root))
+        # The queue is what twenty agents integrating at once wait for: what it needs is read at
+        # once, the status of the main checkout too when that is where the target is checked out
+        # (as it mostly is: read here, not after the merge, it is one step less in the queue).
+        root = os.path.realpath(repo.root)
+        heads, wts, root_dirty = await asyncio.gather(
+            git.commits_of(repo.root, [ref, f"refs/heads/{s.branch}"]), git.worktrees(repo.root),
+            git.dirty_paths(repo.root) if _on_branch(repo, target) else _nothing())
         listed: list[git.Worktree] | None = wts
+        dirty = {root: root_dirty} if root_dirty is not None else None
         if ref not in heads or f"refs/heads/{s.branch}" not in heads:
             raise ParaError(Code.not_found, f"branch {target if ref not in heads else s.branch!r} disappeared")
         (old, old_tree), (tip, _) = heads[ref], heads[f"refs/heads/{s.branch}"]
@@ -162,7 +168,7 @@ class Integration(Remote):
                 await self._pause(repo, s, "merge", stopped)
             tip = await git.resolve(repo.root, f"refs/heads/{s.branch}") or tip
             cand = await integrate.candidate(repo.root, strategy, old, tip, rec["message"], sign=sign, old_tree=old_tree)
-            listed = None  # (the merge on its host took a while: the worktrees are read again)
+            listed = dirty = None  # (the merge on its host took a while: the worktrees are read again)
             if not cand.clean:
                 raise ParaError(Code.internal, f"merge of {target} into {s.branch} on its host did not resolve "
                                 "its conflicts")
@@ -179,7 +185,7 @@ class Integration(Remote):
                 await self._pause(repo, s, kind, stopped)
             cand = await integrate.candidate(repo.root, strategy, old, await git.out(wt, "rev-parse", "HEAD"),
                                              rec["message"], sign=sign, old_tree=old_tree)
-            listed = None  # (the worktrees were listed before this one changed: read again)
+            listed = dirty = None  # (the worktrees were listed before this one changed: read again)
             if not cand.clean:  # cannot happen after a completed merge of the target; be loud if it does
                 raise ParaError(Code.internal, f"merge of {target} into {s.branch} did not resolve its conflicts")
         new = cand.commit
@@ -192,7 +198,7 @@ class Integration(Remote):
                     repo.root, os.path.join(repo.root, ".para", "scratch"), new, cfg["integrate.check"],
                     cfg["integrate.check_timeout"])
                 rec["check"] = {"ok": ok, "exit": rc, "output": output}
-                listed = None  # (a check can take minutes: the worktrees are read again after it)
+                listed = dirty = None  # (a check can take minutes: the worktrees are read again after it)
                 if not ok:
                     raise ParaError(Code.check_failed, f"the check `{cfg['integrate.check']}` failed "
                                     f"({'timed out' if rc is None else f'exit {rc}'}); {target} did not move",
@@ -203,7 +209,7 @@ class Integration(Remote):
                 await self._absorb_objects(repo, s)  # out of the sandboxed agent's reach first
                 await git.absorb_reachable(repo.common_dir, new, [old])  # all of them, or it fails here
                 await integrate.advance_target(repo.root, target, old, new, f"para: integrate {s.name}",
-                                               listed, repo.common_dir)
+                                               listed, repo.common_dir, dirty)
         except ParaError:
             if rewrite:  # the target did not move: the session goes back to how this attempt found it
                 await self._restore_branch(repo, s, tip)
@@ -590,6 +596,19 @@ class Integration(Remote):
 
 async def _given(value: str) -> str | None:
     return value
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _on_branch(repo: Repo, branch: str) -> bool:
+    """Whether the main checkout's HEAD file names `branch` (no git process; False when the
+    file cannot say, and then nothing is read ahead)."""
+    try:
+        return git.symbolic_ref_file(repo.common_dir, "HEAD") == branch
+    except LookupError:
+        return False
 
 
 async def _by_path(listed: list[git.Worktree]) -> dict[str, git.Worktree]:
