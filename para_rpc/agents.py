@@ -716,10 +716,10 @@ def cwd_holders(path: str, exclude: set[int]) -> dict[int, str]:
             continue
         try:
             cwd = os.readlink(f"/proc/{entry}/cwd")
+            if cwd != top and not cwd.startswith(top + os.sep):
+                continue  # (the name is read only for those found: every cancel and integration looks)
             with open(f"/proc/{entry}/comm") as f:
-                name = f.read().strip()
+                found[int(entry)] = f.read().strip()
         except OSError:
             continue
-        if cwd == top or cwd.startswith(top + os.sep):
-            found[int(entry)] = name
     return found

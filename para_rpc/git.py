@@ -264,7 +264,9 @@ def names_git_dir(worktree: str, git_dir: str) -> bool:
     if not text.startswith("gitdir:"):
         return False
     named = os.path.join(worktree, text.split("gitdir:", 1)[1].strip())
-    return os.path.realpath(named) == os.path.realpath(git_dir)
+    # (The same string is the same directory: what git wrote, read on every `list` of every
+    # session, is settled without resolving both paths.)
+    return named == git_dir or os.path.realpath(named) == os.path.realpath(git_dir)
 
 
 def relink(worktree: str, git_dir: str) -> bool:
