@@ -479,13 +479,19 @@ def symbolic_ref_file(common_dir: str, ref: str) -> str | None:
     if os.path.isdir(os.path.join(common_dir, "reftable")):
         raise LookupError("reftable")
     path = os.path.join(common_dir, ref)
-    if os.path.islink(path):
-        # (core.preferSymlinkRefs, git's old style: the link's text is the ref's name, which
-        # does not resolve as a path from refs/remotes/origin/; git reads it so)
-        raise LookupError("a symlink")
     try:
-        with open(path, "rb") as f:
-            data = f.read(4097)
+        # Not through a symlink (ELOOP: git's to read): with core.preferSymlinkRefs, git's old
+        # style, the link's text is the ref's name, which does not resolve as a path from
+        # refs/remotes/origin/. Without waiting for a writer, and only a regular file: a FIFO
+        # there blocks its reader, and this runs in the sidecar's event loop (git blocks on it
+        # in its own process).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise LookupError("not a regular file")
+            data = os.read(fd, 4097)
+        finally:
+            os.close(fd)
         text = data.decode() if len(data) <= 4096 else ""  # (no ref file is that long: git decides)
     except FileNotFoundError:
         if ref == "HEAD":

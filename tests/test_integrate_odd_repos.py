@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -477,6 +478,38 @@ def test_a_head_file_with_crlf_still_names_the_trunk_checked_out(sidecar, tmp_pa
     assert git("symbolic-ref", "--short", "HEAD", cwd=repo) == "master"
     s = cli_json("start", "s1", cwd=repo)
     assert s["base_branch"] == "master" and s["base_commit"] == tip
+
+
+def test_a_fifo_for_origin_head_freezes_nobody(sidecar, tmp_path: Path) -> None:
+    """(Red team t15-4.) A FIFO where origin/HEAD is: git blocks reading it, in its own
+    process; `para start` reading it in the sidecar's event loop blocked every client of every
+    repository (R3-6's lesson). Now the file is opened without waiting for a writer and, not
+    being a regular file, left to git: only that start waits. (A FIFO for HEAD blocks git's
+    discovery of the repository first, in a git process: nothing to test there.)"""
+    repo = make_repo(tmp_path / "r")
+    other = make_repo(tmp_path / "unrelated")
+    fifo = repo / ".git" / "refs" / "remotes" / "origin" / "HEAD"
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([*PARA_ARGV, "start", "s1", "--json"], cwd=repo, env=cli_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)  # (the start is at the FIFO by now: its reads before it take milliseconds)
+        assert proc.poll() is None, proc.communicate()
+        listed = run_cli("list", "--json", cwd=other, timeout=20)
+        assert listed.returncode == 0, listed.stderr
+    finally:
+        try:  # let whatever reads the FIFO go
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.write(fd, b"ref: refs/remotes/origin/main\n")
+            os.close(fd)
+        except OSError:
+            pass
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
 
 
 def test_a_reftable_repository_is_never_read_from_files(tmp_path: Path) -> None:
