@@ -10,9 +10,12 @@ and bare Python start-ups), printed with the target and pass/miss:
   2 start+cancel --json, 5,000 files    / raw git pair                                   <= 1.1x
   3 start+cancel, human output          / the floor of row 1                             <= 1.3x
   4 para list --json, N dirty sessions  / the same at 0 sessions (and < 100 ms)          <= 1.2x
-  5 MCP para_list, N sessions, one stdio session: median (< 10 ms), and / one
-    `git status` process (a stand-in for mcp-server-git's git_status: one git process)   <= 2x
-    (with the server's side alone: the same call as raw JSON lines, no SDK client)
+  5 MCP para_list, N sessions, one stdio session: median (< 10 ms), and / mcp-server-git's
+    git_status on the same repository through the same SDK client                        <= 2x
+    (with the server's side alone: the same call as raw JSON lines, no SDK client; and one
+    `git status` process. mcp-server-git runs from a private venv the bench makes once,
+    under ~/.cache/para-bench/; without it the row says "not measured", and --smoke uses
+    it only if it is already there)
   6 para conflicts, disjoint sessions at 10 and N: @N < 1 s, @N / @10                    <= 12x
   7 20 concurrent `para integrate` (CLI) / raw sequential merge --squash + commit +
     worktree remove + branch -D                                                          <= 1.5x
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import json
 import os
 import resource
@@ -106,12 +110,65 @@ def list_times(repo: Path, runs: int, expect: int) -> list[float]:
     return out
 
 
-async def mcp_list_times(repo: Path, calls: int, expect: int) -> list[float]:
+MCP_GIT_VERSION = "2026.10.19"
+# Resolved at import, before isolate() points HOME at the run's private directory: the venv
+# outlives the run (one pip install per machine and version, not per run).
+MCP_GIT_VENV = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "para-bench"
+                / f"mcp-server-git-venv-{MCP_GIT_VERSION}")
+_PIP_ENV = dict(os.environ)  # (pip's own configuration: indexes, certificates, proxies)
+
+
+def mcp_git_server(install: bool) -> tuple[Path | None, str]:
+    """(bin/mcp-server-git of the private venv, "") or (None, why it is not there). The venv
+    is made by `pip install mcp-server-git==<version>` in a directory of its own (it pins its
+    own pydantic etc.; nothing of it goes near para's environment). pip writes absolute paths
+    into the venv's scripts, so it is built where it stays; a marker written once pip
+    succeeded is what makes it count as installed (a half-made one is made again)."""
+    exe, done = MCP_GIT_VENV / "bin" / "mcp-server-git", MCP_GIT_VENV / ".installed"
+    MCP_GIT_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(MCP_GIT_VENV.parent / ".lock", "w") as lock:  # (two benches at once: one installs)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists() and exe.exists():
+            return exe, ""
+        if not install:
+            return None, f"mcp-server-git not installed ({MCP_GIT_VENV}); --smoke spends no pip install on it"
+        print(f"  (installing mcp-server-git=={MCP_GIT_VERSION} into {MCP_GIT_VENV}, once)", flush=True)
+        shutil.rmtree(MCP_GIT_VENV, ignore_errors=True)
+        steps = [[sys.executable, "-m", "venv", str(MCP_GIT_VENV)],
+                 [str(MCP_GIT_VENV / "bin" / "python"), "-m", "pip", "install", "-q",
+                  f"mcp-server-git=={MCP_GIT_VERSION}"]]
+        for argv in steps:
+            try:
+                res = subprocess.run(argv, env=_PIP_ENV, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                     timeout=900)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                res = subprocess.CompletedProcess(argv, -1, "", str(e))
+            if res.returncode != 0 or (argv is steps[-1] and not exe.exists()):
+                shutil.rmtree(MCP_GIT_VENV, ignore_errors=True)
+                last = (res.stderr.strip() or res.stdout.strip() or "no bin/mcp-server-git").splitlines()[-1]
+                return None, f"installing mcp-server-git=={MCP_GIT_VERSION} failed: {last[:200]}"
+        done.write_text(f"mcp-server-git=={MCP_GIT_VERSION}\n")
+        return exe, ""
+
+
+async def mcp_list_times(repo: Path, calls: int, expect: int,
+                         git_server: Path | None = None) -> tuple[list[float], list[float]]:
+    """para_list through the SDK's `mcp.Client` on one stdio session with `para mcp`; with
+    `git_server`, mcp-server-git's git_status on the same repository through the same client
+    code, call for call in alternation (para, git, para, git, ...). (para times, git times)."""
+    from contextlib import AsyncExitStack
+
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
     params = StdioServerParameters(command=PARA[0], args=[*PARA[1:], "mcp"], env=dict(os.environ), cwd=str(repo))
-    out = []
-    async with Client(params) as c:
+    para_out: list[float] = []
+    git_out: list[float] = []
+    async with AsyncExitStack() as stack:
+        c = await stack.enter_async_context(Client(params))
+        g = None
+        if git_server is not None:
+            g = await stack.enter_async_context(Client(StdioServerParameters(
+                command=str(git_server), args=["--repository", str(repo)], env=dict(os.environ), cwd=str(repo))))
         for i in range(calls + 3):
             start = time.perf_counter()
             r = await c.call_tool("para_list", {})
@@ -119,8 +176,18 @@ async def mcp_list_times(repo: Path, calls: int, expect: int) -> list[float]:
             if r.is_error or len((r.structured_content or {}).get("sessions", [])) != expect:
                 raise SystemExit(f"para_list answered wrongly: {r.content[0].text[:300] if r.content else r}")
             if i >= 3:
-                out.append(dt)
-    return out
+                para_out.append(dt)
+            if g is None:
+                continue
+            start = time.perf_counter()
+            r = await g.call_tool("git_status", {"repo_path": str(repo)})
+            dt = time.perf_counter() - start
+            text = r.content[0].text if r.content and hasattr(r.content[0], "text") else ""
+            if r.is_error or "branch" not in text.lower():
+                raise SystemExit(f"mcp-server-git git_status answered wrongly: {text[:300] or r}")
+            if i >= 3:
+                git_out.append(dt)
+    return para_out, git_out
 
 
 def mcp_raw_list_times(repo: Path, calls: int, expect: int) -> list[float]:
@@ -368,6 +435,12 @@ def row(rows: list[dict[str, Any]], key: str, what: str, value: float, target: f
     print(f"  {key:<3} {what:<58} {shown:>10}  target {goal:<10} {'pass' if ok else 'MISS'}   {detail}", flush=True)
 
 
+def not_measured(rows: list[dict[str, Any]], key: str, what: str, why: str) -> None:
+    """A row that could not be measured in this run: said so, neither pass nor miss."""
+    rows.append({"row": key, "what": what, "value": None, "unit": None, "target": None, "pass": None, "detail": why})
+    print(f"  {key:<3} {what:<58} {'-':>10}  {'':<17} NOT MEASURED   {why}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds and 30 sessions instead of 100")
@@ -417,15 +490,24 @@ def main(argv: list[str] | None = None) -> int:
             detail=f"{ms(med(ln))} vs {ms(med(l0))} (target also < 100 ms: "
                    f"{'pass' if med(ln) < 0.1 else 'MISS'})")
 
-        mcp = asyncio.run(mcp_list_times(many, 3 if a.smoke else 30, n))
+        mcp_git, why = mcp_git_server(install=not a.smoke)
+        mcp, mcp_git_t = asyncio.run(mcp_list_times(many, 3 if a.smoke else 30, n, mcp_git))
         raw_mcp = mcp_raw_list_times(many, 3 if a.smoke else 30, n)
         st = [t(lambda: sh(["git", "status", "--porcelain"], many)) for _ in range(max(3, runs))]
-        figures["mcp_list"] = {"median": med(mcp), "server_median": med(raw_mcp), "git_status": med(st)}
+        figures["mcp_list"] = {"median": med(mcp), "server_median": med(raw_mcp), "git_status": med(st),
+                               "mcp_server_git": {"version": MCP_GIT_VERSION, "git_status": med(mcp_git_t)}
+                               if mcp_git_t else {"version": MCP_GIT_VERSION, "not_measured": why}}
         row(rows, "5a", f"MCP para_list, {n} sessions, median", med(mcp), 0.010, unit="s",
             detail=f"server side {ms(med(raw_mcp))} (raw JSON to `para mcp`); the rest is the SDK client, mostly its "
                    "jsonschema validation of the result")
-        row(rows, "5b", "MCP para_list / one `git status` process", med(mcp) / med(st), 2.0,
-            detail=f"git status {ms(med(st))}; server side alone {med(raw_mcp) / med(st):.2f}x")
+        others = (f"one `git status` process {ms(med(st))} (para_list {med(mcp) / med(st):.2f}x); server side "
+                  f"alone {ms(med(raw_mcp))}")
+        what = "MCP para_list / mcp-server-git git_status, same client"
+        if mcp_git_t:
+            row(rows, "5b", what, med(mcp) / med(mcp_git_t), 2.0,
+                detail=f"git_status {ms(med(mcp_git_t))} (mcp-server-git {MCP_GIT_VERSION}); {others}")
+        else:
+            not_measured(rows, "5b", what, f"{why}; {others}")
 
         ten = make_repo(work / "ten", 10)
         dirty_sessions(ten, sc, 10)
@@ -470,9 +552,11 @@ def main(argv: list[str] | None = None) -> int:
         sc.stop()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(runtime, ignore_errors=True)
-    missed = [r["row"] for r in rows if not r["pass"]]
-    print(f"\n{len(rows) - len(missed)} of {len(rows)} rows meet their target"
-          + (f"; missed: {', '.join(missed)}" if missed else ""))
+    missed = [r["row"] for r in rows if r["pass"] is False]
+    unmeasured = [r["row"] for r in rows if r["pass"] is None]
+    print(f"\n{len(rows) - len(missed) - len(unmeasured)} of {len(rows)} rows meet their target"
+          + (f"; missed: {', '.join(missed)}" if missed else "")
+          + (f"; not measured: {', '.join(unmeasured)}" if unmeasured else ""))
     if not a.smoke:
         write_results(results_path("scale"), {"machine": machine(load=os.getloadavg()), "sessions": n,
                                               "rows": rows, "figures": figures})

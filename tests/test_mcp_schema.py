@@ -3,7 +3,7 @@ result Structs mean: jsonschema gives every value the same verdict under both.
 
 The values: real results of every tool from a real sidecar through the real `para mcp`
 bridge (sessions active and dirty, integrated, conflicted then aborted, cancelled,
-recovered, in review, with a scripted agent that ran), and, from each of them, hostile
+recovered, in review, with scripted agents, a plan), and, from each of them, hostile
 copies (every key deleted in turn, an unknown key added to every object, every value
 replaced by null and by a value of each other JSON type). Plus hand-made schemas where the
 transformation must not merge, and a check that it left no mergeable anyOf behind.
@@ -110,7 +110,9 @@ async def collect_results(repo: Path) -> dict[str, list[Any]]:
         tasks = [{"session": "delta", "task": "```file:d.txt\nd\n```\n\nWhen done: para integrate \"D\"\n"},
                  {"session": "epsilon", "task": "```agent\nstatus working on it\nsleep 120\n```\n"}]
         await c_(c, "para_dispatch", {"tasks": tasks, "agent": "scripted"})
-        await wait_for_states(c, {"delta": "integrated"})
+        plan = await c_(c, "para_dispatch", {"file": "tasks", "agent": "scripted"})   # a plan of one step
+        assert plan["plan"] is not None
+        await wait_for_states(c, {"delta": "integrated", "zeta": "integrated"})
         await c_(c, "para_send", {"session": "epsilon", "message": "and then this"})
         await c_(c, "para_status")
         await c_(c, "para_restart", {"session": "epsilon", "follow_up": "again", "stop": True})
@@ -125,6 +127,7 @@ async def collect_results(repo: Path) -> dict[str, list[Any]]:
 
 async def test_lean_schemas_give_every_real_and_hostile_value_the_same_verdict(sidecar, repo):
     commit_file(repo, "shared.txt", "base\n", "shared")
+    commit_file(repo, "tasks/TASK_1_zeta.md", "```file:z.txt\nz\n```\n\nWhen done: para integrate \"Z\"\n", "task")
     got = await collect_results(repo)
     assert set(got) == SERVED - {"para_continue"}, set(SERVED) - set(got)
     # para_continue returns an IntegrateResult: para_integrate's real results stand for it
