@@ -478,9 +478,21 @@ def symbolic_ref_file(common_dir: str, ref: str) -> str | None:
     is not a branch; an unreadable file): then ask `symbolic_ref`."""
     if os.path.isdir(os.path.join(common_dir, "reftable")):
         raise LookupError("reftable")
+    path = os.path.join(common_dir, ref)
     try:
-        with open(os.path.join(common_dir, ref), "rb") as f:
-            text = f.read(4096).decode()
+        # Not through a symlink (ELOOP: git's to read): with core.preferSymlinkRefs, git's old
+        # style, the link's text is the ref's name, which does not resolve as a path from
+        # refs/remotes/origin/. Without waiting for a writer, and only a regular file: a FIFO
+        # there blocks its reader, and this runs in the sidecar's event loop (git blocks on it
+        # in its own process).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise LookupError("not a regular file")
+            data = os.read(fd, 4097)
+        finally:
+            os.close(fd)
+        text = data.decode() if len(data) <= 4096 else ""  # (no ref file is that long: git decides)
     except FileNotFoundError:
         if ref == "HEAD":
             raise LookupError("no HEAD file") from None
@@ -492,6 +504,10 @@ def symbolic_ref_file(common_dir: str, ref: str) -> str | None:
             raise LookupError("not a symbolic ref")  # (detached: git's own answer decides)
         raise LookupError("unexpected file")
     target = text[len("ref: "):-1]
+    if any(c <= " " or c == "\x7f" for c in target):
+        # (git trims the file's trailing whitespace, a CRLF's \r too, and no ref name holds
+        # a space or a control character: what it makes of such a file is its to say)
+        raise LookupError("whitespace")
     for prefix in ("refs/heads/", "refs/remotes/"):
         if target.startswith(prefix) and len(target) > len(prefix):
             return target[len(prefix):]

@@ -196,3 +196,26 @@ def test_a_request_command_exits_with_all_its_output_written(sidecar, repo: Path
         assert ("sessions" in answer) if code == 0 else answer["error"]["code"] == "not_found", proc.stdout
     else:
         assert proc.stderr.startswith("para: no session named 'nope'"), proc.stderr
+
+
+@pytest.mark.parametrize("argv, closed, code", [(["show", "s1", "--json"], 2, 0), (["list", "--json"], 2, 0),
+                                                (["show", "nope", "--json"], 2, 3), (["show", "nope"], 1, 3),
+                                                (["show", "s1"], 1, 0)], ids=str)
+def test_a_request_command_with_stdout_or_stderr_closed_exits_with_its_answers_status(
+        sidecar, repo: Path, argv: list[str], closed: int, code: int):
+    """(Red team t15-3.) A command run with stderr (or stdout) closed, as a daemon or `2>&-`
+    leaves it: Python has no sys.stderr then, and the quick exit's flush of it failed, so a
+    command that succeeded exited 1 (a traceback nobody could read). The status is the answer's."""
+    import os
+    import subprocess
+
+    from conftest import PARA_ARGV, cli_env
+
+    run_para("start", "s1", "--json", cwd=repo)
+    proc = subprocess.run([*PARA_ARGV, *argv], cwd=repo, env=cli_env({"PYTHONUNBUFFERED": None}),
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
+                          preexec_fn=lambda: os.close(closed))
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    if closed == 2 and "--json" in argv:
+        answer = json.loads(proc.stdout)
+        assert ("error" not in answer) if code == 0 else answer["error"]["code"] == "not_found", proc.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -402,6 +403,113 @@ def test_symbolic_refs_read_from_their_files_say_what_git_says_or_defer_to_it(st
     # Whatever stands for origin/ in `--short` is the remote's name: para keeps what follows it.
     if read is not None and ref != "HEAD":
         assert read.startswith("origin/")
+
+
+# What git reads as a symbolic ref, in files git may write so (core.preferSymlinkRefs) or a
+# hand edit leaves so: ref file -> its content (a str is written, a ("link", x) is a symlink to x).
+SYMREF_FILES = {
+    "HEAD with CRLF": ("HEAD", "ref: refs/heads/side\r\n"),
+    "HEAD with a trailing space": ("HEAD", "ref: refs/heads/side \n"),
+    "HEAD with a trailing tab": ("HEAD", "ref: refs/heads/side\t\n"),
+    "HEAD with no space after ref:": ("HEAD", "ref:refs/heads/side\n"),
+    "HEAD a symlink": ("HEAD", ("link", "refs/heads/side")),
+    "origin/HEAD with CRLF": ("refs/remotes/origin/HEAD", "ref: refs/remotes/origin/side\r\n"),
+    "origin/HEAD a symlink": ("refs/remotes/origin/HEAD", ("link", "refs/remotes/origin/side")),
+    "origin/HEAD a symlink, its branch packed": ("refs/remotes/origin/HEAD", ("link", "refs/remotes/origin/side")),
+    "HEAD's name longer than a read": ("HEAD", "ref: refs/heads/" + "s" * 4079 + "\n" + "junk\n"),
+}
+
+
+@pytest.mark.parametrize("case", list(SYMREF_FILES))
+def test_symbolic_ref_files_as_git_may_leave_them_say_what_git_says_or_defer_to_it(case: str,
+                                                                                    tmp_path: Path) -> None:
+    """(Red team t15-1/2.) A ref file git reads as a symbolic ref with its whitespace trimmed,
+    or written as a symlink (`core.preferSymlinkRefs`, git's old style: the link's text is the
+    ref name, not a path that resolves): git.symbolic_ref_file gives git's answer or defers to
+    git. Before, HEAD "ref: refs/heads/side\\r\\n" read as `side\\r` and a symlinked
+    origin/HEAD as no origin/HEAD at all."""
+    from para_rpc import git as para_git
+    upstream = make_repo(tmp_path / "up")
+    git("branch", "side", cwd=upstream)
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(upstream), str(clone), cwd=tmp_path)
+    ref, content = SYMREF_FILES[case]
+    if "packed" in case:
+        git("pack-refs", "--all", cwd=clone)
+    path = clone / ".git" / ref
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    if isinstance(content, tuple):
+        path.symlink_to(content[1])
+    else:
+        path.write_bytes(content.encode())
+    res = subprocess.run(["git", "symbolic-ref", "--quiet", "--short", ref], cwd=clone, capture_output=True, text=True)
+    says = res.stdout.strip() if res.returncode == 0 else None
+    try:
+        read = para_git.symbolic_ref_file(str(clone / ".git"), ref)
+    except LookupError:
+        return  # (git is asked: its answer is the one above)
+    assert read == says
+
+
+def test_a_clone_made_with_symlinked_refs_forks_from_its_origin_head(sidecar, tmp_path: Path) -> None:
+    """(Red team t15-1.) With `core.preferSymlinkRefs` (a user's global config), `git clone`
+    writes origin/HEAD as a symlink whose text is the ref's name. The base is still the branch
+    origin/HEAD names (here `develop`, while the user has `main` checked out), as before the
+    symbolic refs were read from their files: then para saw no origin/HEAD and forked from main."""
+    upstream = make_repo(tmp_path / "up", branch="develop")
+    git("branch", "main", cwd=upstream)
+    repo = tmp_path / "r"
+    git("-c", "core.preferSymlinkRefs=true", "clone", "-q", str(upstream), str(repo), cwd=tmp_path)
+    assert (repo / ".git" / "refs" / "remotes" / "origin" / "HEAD").is_symlink()
+    git("checkout", "-q", "main", cwd=repo)
+    s = cli_json("start", "s1", cwd=repo)
+    assert s["base_branch"] == "develop" and s["base_commit"] == rev(repo, "develop")
+
+
+def test_a_head_file_with_crlf_still_names_the_trunk_checked_out(sidecar, tmp_path: Path) -> None:
+    """(Red team t15-2.) HEAD saved by an editor with CRLF: git trims it and says `master`;
+    on master with a stale main, master is the base (R3-16), as when git was asked."""
+    repo = make_repo(tmp_path / "r", branch="master")
+    git("branch", "main", cwd=repo)
+    write(repo, {"later.txt": "later\n"})
+    tip = commit_all(repo, "work goes on on master")
+    (repo / ".git" / "HEAD").write_bytes(b"ref: refs/heads/master\r\n")
+    assert git("symbolic-ref", "--short", "HEAD", cwd=repo) == "master"
+    s = cli_json("start", "s1", cwd=repo)
+    assert s["base_branch"] == "master" and s["base_commit"] == tip
+
+
+def test_a_fifo_for_origin_head_freezes_nobody(sidecar, tmp_path: Path) -> None:
+    """(Red team t15-4.) A FIFO where origin/HEAD is: git blocks reading it, in its own
+    process; `para start` reading it in the sidecar's event loop blocked every client of every
+    repository (R3-6's lesson). Now the file is opened without waiting for a writer and, not
+    being a regular file, left to git: only that start waits. (A FIFO for HEAD blocks git's
+    discovery of the repository first, in a git process: nothing to test there.)"""
+    repo = make_repo(tmp_path / "r")
+    other = make_repo(tmp_path / "unrelated")
+    fifo = repo / ".git" / "refs" / "remotes" / "origin" / "HEAD"
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([*PARA_ARGV, "start", "s1", "--json"], cwd=repo, env=cli_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)  # (the start is at the FIFO by now: its reads before it take milliseconds)
+        assert proc.poll() is None, proc.communicate()
+        listed = run_cli("list", "--json", cwd=other, timeout=20)
+        assert listed.returncode == 0, listed.stderr
+    finally:
+        try:  # let whatever reads the FIFO go
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.write(fd, b"ref: refs/remotes/origin/main\n")
+            os.close(fd)
+        except OSError:
+            pass
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
 
 
 def test_a_reftable_repository_is_never_read_from_files(tmp_path: Path) -> None:

@@ -82,7 +82,8 @@ def _call(method: str, params: dict[str, Any], as_json: bool,
             # What para saved, or left, on the way: said after the summary, in every command.
             for line in (result.get("warnings") or []) if isinstance(result, dict) else []:
                 print(f"warning: {line}")
-        sys.stdout.flush()
+        if sys.stdout is not None:  # (None: started with stdout closed, `>&-`; print wrote nothing)
+            sys.stdout.flush()
     except BrokenPipeError:  # `para list --json | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return result

@@ -136,6 +136,8 @@ def _exit(code: object) -> NoReturn:
         print(code, file=sys.stderr)
         code = 1
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # (started with that descriptor closed, `2>&-`: Python has no stream)
+            continue
         try:
             stream.flush()
         except (BrokenPipeError, ValueError):  # (a reader gone: what it did not take is not wanted)
