@@ -176,4 +176,4 @@ def test_a_worktree_listing_resolves_paths_as_realpath_does(tmp_path: Path):
     resolved: dict[str, str] = {}
     for name in [*names, *names]:  # (the second time from what the first filled in)
         path = f"{tmp_path}/{name}"
-        assert git._realpath_in(path, resolved) == os.path.realpath(path), name
+        assert git.realpath_in(path, resolved) == os.path.realpath(path), name

@@ -525,11 +525,13 @@ class ServiceCore:
                             f"{str(rec.get('commit'))[:10]} {when}; nothing is left to act on "
                             f"(`para show {s.name}` shows the landing)", session=s.name, status=s.status.value)
 
-    def _session_at(self, repo: Repo, cwd: str) -> Session | None:
+    def _session_at(self, repo: Repo, cwd: str, resolved: dict[str, str] | None = None) -> Session | None:
+        """(`resolved`: a dict of `git.realpath_in` the caller shares, if it resolves worktrees too.)"""
         here = _canonical_cwd(repo, cwd)
         best, best_path = None, ""
+        resolved = {} if resolved is None else resolved
         for s in repo.store.live():
-            path = os.path.realpath(s.worktree)
+            path = git.realpath_in(s.worktree, resolved)
             if (here == path or here.startswith(path + os.sep)) and (best is None or len(path) > len(best_path)):
                 best, best_path = s, path
         return best
@@ -621,9 +623,10 @@ class ServiceCore:
         return wt is not None and not wt.prunable and os.path.isdir(s.worktree)
 
     def _info(self, repo: Repo, s: Session, wts: dict[str, git.Worktree], branches: dict[str, tuple[str, int]],
-              dirty: bool = False, cwd: str | None = None) -> SessionDetail:
-        """The session as every method that returns one sends it (list, show, start, ...)."""
-        path = os.path.realpath(s.worktree)
+              dirty: bool = False, cwd: str | None = None, path: str | None = None) -> SessionDetail:
+        """The session as every method that returns one sends it (list, show, start, ...);
+        `path`: its worktree resolved, when the caller has it."""
+        path = os.path.realpath(s.worktree) if path is None else path
         wt = wts.get(path)
         wt_exists = wt is not None and not wt.prunable and os.path.isdir(s.worktree)
         branch_ref = branches.get(f"refs/heads/{s.branch}")

@@ -184,14 +184,17 @@ class Sessions(Remote):
         sessions = repo.store.all() if p.all else [
             s for s in repo.store.live() if s.status is not Status.cancelled]
         wts, branches = await self._listed_refs(repo)
-        await self._adopt_out_of_band(repo, sessions, wts, branches)
+        resolved: dict[str, str] = {}  # (the sessions' worktrees resolved from their directory's, read once)
+        await self._adopt_out_of_band(repo, sessions, wts, branches, resolved)
         active = [(s.worktree, wt) for s in sessions
-                  if s.status is Status.active and (wt := wts.get(os.path.realpath(s.worktree))) is not None]
+                  if s.status is Status.active and (wt := wts.get(git.realpath_in(s.worktree, resolved))) is not None]
         dirty = await self._dirty(repo, active)
         cwd = os.path.realpath(p.cwd)
-        current = self._session_at(repo, cwd)
+        current = self._session_at(repo, cwd, resolved)
         infos = [self._info(repo, s, wts, branches, dirty.get(s.worktree, False),
-                            cwd if current is not None and current.id == s.id else None) for s in sessions]
+                            cwd if current is not None and current.id == s.id else None,
+                            git.realpath_in(s.worktree, resolved))
+                 for s in sessions]
         if p.verbose:
             last = repo.store.last_events([s.name for s in sessions])
             for info in infos:
@@ -201,12 +204,13 @@ class Sessions(Remote):
 
     async def _adopt_out_of_band(self, repo: Repo, sessions: list[Session],
                                  wts: dict[str, git.Worktree],
-                                 branches: dict[str, tuple[str, int]]) -> None:
+                                 branches: dict[str, tuple[str, int]], resolved: dict[str, str]) -> None:
         """Record changes made behind para's back instead of overwriting them. A worktree on
         another branch is a rename only if the session branch is gone; otherwise HEAD simply
-        left it (state `off-branch`), and the session branch still holds the session's work."""
+        left it (state `off-branch`), and the session branch still holds the session's work.
+        (`resolved`: as for `git.realpath_in`, shared by the caller.)"""
         for s in sessions:
-            wt = wts.get(os.path.realpath(s.worktree))
+            wt = wts.get(git.realpath_in(s.worktree, resolved))
             if s.status is not Status.active or s.op is not None or wt is None:
                 continue
             if wt.branch and wt.branch != s.branch and f"refs/heads/{s.branch}" not in branches \
