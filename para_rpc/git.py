@@ -258,7 +258,8 @@ def _unlink_reflogs(top: str) -> None:
 def names_git_dir(worktree: str, git_dir: str) -> bool:
     """Whether the worktree's `.git` file still names `git_dir` (a relative one is from the worktree)."""
     try:
-        text = Path(worktree, ".git").read_text()
+        with open(os.path.join(worktree, ".git"), encoding="utf-8") as f:
+            text = f.read(8192)
     except (OSError, UnicodeDecodeError):
         return False
     if not text.startswith("gitdir:"):
@@ -404,16 +405,22 @@ async def worktrees(cwd: str | Path) -> list[Worktree]:
 
 
 def realpath_in(path: str, resolved: dict[str, str]) -> str:
-    """os.path.realpath(path), with its directory's taken from `resolved` (filled here; one
-    dict for one request): a listing names dozens of worktrees in one directory, and resolving
-    each from the root was an lstat per component of each, a fifth of the sidecar's time in an
-    integration and of `list`'s at a hundred sessions."""
+    """os.path.realpath(path), remembered in `resolved` (one dict for one request), with its
+    directory's taken from there too: a listing names dozens of worktrees in one directory,
+    and resolving each from the root was an lstat per component of each, a fifth of the
+    sidecar's time in an integration and half of `list`'s at a hundred sessions."""
+    found = resolved.get(path)
+    if found is not None:
+        return found
     head, tail = os.path.split(path)
     if not os.path.isabs(path) or tail in ("", ".", "..") or os.path.islink(path):
-        return os.path.realpath(path)
-    if head not in resolved:
-        resolved[head] = os.path.realpath(head)
-    return os.path.join(resolved[head], tail)
+        found = os.path.realpath(path)
+    else:
+        if head not in resolved:
+            resolved[head] = os.path.realpath(head)
+        found = os.path.join(resolved[head], tail)
+    resolved[path] = found
+    return found
 
 
 # ---- refs ----------------------------------------------------------------
