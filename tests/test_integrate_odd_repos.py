@@ -565,3 +565,108 @@ def test_a_worktree_git_cannot_fully_remove_still_ends_the_integration(api: Api,
     commit_all(w2, "after")
     cli_json("integrate", "Land after", "--session", "after", cwd=api.repo)
     assert git("show", "main:after.txt", cwd=api.repo) == "x"
+
+
+# ---- the main checkout changes while an integration is under way (issue 15 red team) -------
+
+SIGNER = """#!/bin/sh
+# Test signing program: the armed signature (the integration's own commit, computed while it
+# holds the target's queue, after it read the main checkout's status) waits to be released.
+ctl='{ctl}'
+if [ "$1" = -Y ] && [ "$2" = sign ] && [ -e "$ctl/armed" ]; then
+  rm -f "$ctl/armed"
+  touch "$ctl/blocked"
+  i=0
+  while [ ! -e "$ctl/release" ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done
+fi
+exec ssh-keygen "$@"
+"""
+
+
+def blocking_signer(repo: Path, tmp_path: Path) -> Path:
+    """Every commit signed through a program that blocks while `ctl/armed` exists."""
+    ctl = tmp_path / "sign-ctl"
+    ctl.mkdir()
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", str(key)], check=True,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+    program = tmp_path / "signer.sh"
+    program.write_text(SIGNER.format(ctl=ctl))
+    program.chmod(0o755)
+    for k, v in {"gpg.format": "ssh", "user.signingkey": str(key), "commit.gpgSign": "true",
+                 "gpg.ssh.program": str(program)}.items():
+        git("config", k, v, cwd=repo)
+    return ctl
+
+
+def user_meanwhile(repo: Path, what: str) -> None:
+    if what == "edits":
+        (repo / "app.py").write_text("the user's own app.py\n")
+    elif what == "creates":
+        (repo / "lib" / "new.py").write_text("the user's own new.py\n")
+    elif what == "stages":
+        (repo / "app.py").write_text("the user's own app.py\n")
+        git("add", "app.py", cwd=repo)
+    elif what == "switches-away":
+        git("checkout", "-q", "-b", "other", cwd=repo)
+    elif what == "deletes":
+        (repo / "app.py").unlink()
+    elif what == "switches-to-main":
+        git("checkout", "-q", "main", cwd=repo)
+    elif what == "switches-away-and-back":
+        git("checkout", "-q", "-b", "other", cwd=repo)
+        git("checkout", "-q", "main", cwd=repo)
+
+
+@pytest.mark.parametrize("what", ["edits", "creates", "stages", "deletes", "switches-away", "switches-to-main",
+                                  "switches-away-and-back"])
+def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(api: Api, tmp_path: Path,
+                                                                               what: str) -> None:
+    """Issue 15: the main checkout's status is read as the integration takes the target's
+    queue, before its commit is computed. What the user does to the main checkout in between
+    (here: while that commit is being signed) is never overwritten: the integration is refused
+    with `dirty`, main stays where it was and the user's files are as they left them; or, when
+    nothing of theirs is in the way, main lands and the checkout of main follows it, and a
+    checkout that left main meanwhile is not touched."""
+    repo = api.repo
+    ctl = blocking_signer(repo, tmp_path)
+    start(api, "feat", {"app.py": "the session's app.py\n", "lib/new.py": "NEW = 1\n"})
+    old = rev(repo, "main")
+    if what == "switches-to-main":  # the main checkout is elsewhere as the integration starts
+        git("checkout", "-q", "-b", "other", cwd=repo)
+    (ctl / "armed").touch()
+    proc = subprocess.Popen([*PARA_ARGV, "integrate", "Land it", "--session", "feat", "--json"], cwd=repo,
+                            env=cli_env(), text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: (ctl / "blocked").exists() or proc.poll() is not None, what="the signature")
+        assert proc.poll() is None, f"integrate ended before signing: {proc.communicate()}"
+        user_meanwhile(repo, what)
+        before = {p: (repo / p).read_bytes() for p in ("app.py", "lib/new.py") if (repo / p).exists()}
+        status = porcelain(repo)
+        (ctl / "release").touch()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in err, err
+    result = json.loads(out)
+    if what in ("edits", "creates", "stages", "deletes"):
+        error = error_of(result, "dirty")
+        assert rev(repo, "main") == old, "main stayed moved"
+        assert {p: (repo / p).read_bytes() for p in ("app.py", "lib/new.py") if (repo / p).exists()} == before
+        assert porcelain(repo) == status
+        assert api.session("feat")["status"] == "active"
+        assert str(repo) in error["message"]
+        return
+    assert proc.returncode == 0, result
+    assert rev(repo, "main") != old and git("show", "main:app.py", cwd=repo) == "the session's app.py"
+    if what == "switches-away":
+        # The checkout left main before main moved: it is not main's checkout any more.
+        assert git("symbolic-ref", "--short", "HEAD", cwd=repo) == "other"
+        assert rev(repo, "other") == old
+        assert porcelain(repo) == [] and (repo / "app.py").read_bytes() == before["app.py"]
+    else:
+        assert porcelain(repo) == []
+        assert (repo / "app.py").read_text() == "the session's app.py\n"
