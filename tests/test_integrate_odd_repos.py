@@ -613,23 +613,53 @@ def user_meanwhile(repo: Path, what: str) -> None:
         (repo / "app.py").unlink()
     elif what == "switches-to-main":
         git("checkout", "-q", "main", cwd=repo)
+    elif what == "moves-to-a-linked-worktree":
+        git("checkout", "-q", "-b", "other", cwd=repo)
+        git("worktree", "add", "-q", str(repo.parent / "linked"), "main", cwd=repo)
     elif what == "switches-away-and-back":
         git("checkout", "-q", "-b", "other", cwd=repo)
         git("checkout", "-q", "main", cwd=repo)
 
 
-@pytest.mark.parametrize("what", ["edits", "creates", "stages", "deletes", "switches-away", "switches-to-main",
-                                  "switches-away-and-back"])
+MOVING = """#!/bin/sh
+# Test hook: the armed update of refs/heads/main waits, prepared (locked, not committed), to be released.
+ctl='{ctl}'
+[ "$1" = prepared ] && [ -e "$ctl/armed" ] || exit 0
+grep -q ' refs/heads/main$' || exit 0
+rm -f "$ctl/armed"
+touch "$ctl/blocked"
+i=0
+while [ ! -e "$ctl/release" ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done
+exit 0
+"""
+
+
+def blocking_ref_update(repo: Path, tmp_path: Path) -> Path:
+    ctl = tmp_path / "ref-ctl"
+    ctl.mkdir()
+    hook = Path(git("rev-parse", "--path-format=absolute", "--git-path", "hooks", cwd=repo), "reference-transaction")
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(MOVING.format(ctl=ctl))
+    hook.chmod(0o755)
+    return ctl
+
+
+@pytest.mark.parametrize("when,what", [
+    *(("signing", w) for w in ("edits", "creates", "stages", "deletes", "switches-away", "switches-to-main",
+                               "moves-to-a-linked-worktree", "switches-away-and-back")),
+    # (While main's update is prepared git holds HEAD's lock too: the main checkout cannot leave main.)
+    *(("moving", w) for w in ("edits", "creates", "stages", "deletes", "switches-to-main")),
+])
 def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(api: Api, tmp_path: Path,
-                                                                               what: str) -> None:
+                                                                               when: str, what: str) -> None:
     """Issue 15: the main checkout's status is read as the integration takes the target's
     queue, before its commit is computed. What the user does to the main checkout in between
-    (here: while that commit is being signed) is never overwritten: the integration is refused
+    (here: while that commit is being signed, or while main's update is prepared) is never overwritten: the integration is refused
     with `dirty`, main stays where it was and the user's files are as they left them; or, when
     nothing of theirs is in the way, main lands and the checkout of main follows it, and a
     checkout that left main meanwhile is not touched."""
     repo = api.repo
-    ctl = blocking_signer(repo, tmp_path)
+    ctl = blocking_signer(repo, tmp_path) if when == "signing" else blocking_ref_update(repo, tmp_path)
     start(api, "feat", {"app.py": "the session's app.py\n", "lib/new.py": "NEW = 1\n"})
     old = rev(repo, "main")
     if what == "switches-to-main":  # the main checkout is elsewhere as the integration starts
@@ -639,8 +669,8 @@ def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(
                             env=cli_env(), text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
-        wait_until(lambda: (ctl / "blocked").exists() or proc.poll() is not None, what="the signature")
-        assert proc.poll() is None, f"integrate ended before signing: {proc.communicate()}"
+        wait_until(lambda: (ctl / "blocked").exists() or proc.poll() is not None, what=f"the {when}")
+        assert proc.poll() is None, f"integrate ended before the {when}: {proc.communicate()}"
         user_meanwhile(repo, what)
         before = {p: (repo / p).read_bytes() for p in ("app.py", "lib/new.py") if (repo / p).exists()}
         status = porcelain(repo)
@@ -662,7 +692,10 @@ def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(
         return
     assert proc.returncode == 0, result
     assert rev(repo, "main") != old and git("show", "main:app.py", cwd=repo) == "the session's app.py"
-    if what == "switches-away":
+    if what == "moves-to-a-linked-worktree":  # main's checkout is that one now: it follows main
+        assert porcelain(repo.parent / "linked") == []
+        assert (repo.parent / "linked" / "app.py").read_text() == "the session's app.py\n"
+    if what in ("switches-away", "moves-to-a-linked-worktree"):
         # The checkout left main before main moved: it is not main's checkout any more.
         assert git("symbolic-ref", "--short", "HEAD", cwd=repo) == "other"
         assert rev(repo, "other") == old
