@@ -703,3 +703,68 @@ def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(
     else:
         assert porcelain(repo) == []
         assert (repo / "app.py").read_text() == "the session's app.py\n"
+
+
+def test_a_dozen_integrations_at_once_while_the_user_edits_the_main_checkout(api: Api) -> None:
+    """Issue 15: twelve sessions integrate at once (each changes its own file p<i>) while the
+    user keeps editing the main checkout: rewriting p0, p2, ... and creating untracked files.
+    Afterwards every file the user wrote holds what they last wrote; each integration either
+    landed or was refused as `dirty` (only ones whose file the user edited); main's index is
+    its tip's tree (nothing landed is left staged as reverted) and the checkout's other files
+    are what main holds."""
+    import threading
+    repo = api.repo
+    n = 12
+    write(repo, {f"p{i}.txt": f"base {i}\n" for i in range(n)})
+    commit_all(repo, "the files the sessions change")
+    for i in range(n):
+        start(api, f"s{i}", {f"p{i}.txt": f"session {i}\n"})
+    wrote: dict[str, str] = {}
+    stop = threading.Event()
+
+    first = rev(repo, "main")
+
+    def user() -> None:
+        k = 0
+        while rev(repo, "main") == first and not stop.is_set():  # (from the first landing on)
+            time.sleep(0.002)
+        while not stop.is_set():
+            path = f"p{2 * (k % (n // 2))}.txt" if k % 2 else f"u{k}.txt"
+            wrote[path] = f"the user's edit {k}\n"
+            (repo / path).write_text(wrote[path])
+            k += 1
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=user)
+    procs = [subprocess.Popen([*PARA_ARGV, "integrate", "--session", f"s{i}", "--json"], cwd=repo, env=cli_env(),
+                              text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(n)]
+    thread.start()
+    try:
+        results = [p.communicate(timeout=180) for p in procs]
+    finally:
+        stop.set()
+        thread.join()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    landed, refused = set(), set()
+    for i, (p, (out, err)) in enumerate(zip(procs, results)):
+        assert "Traceback" not in err, err
+        result = json.loads(out)
+        if p.returncode == 0:
+            landed.add(i)
+        else:
+            assert error_of(result, "dirty") and i % 2 == 0, result
+            refused.add(i)
+    assert landed | refused == set(range(n)) and landed, (landed, refused)
+    for path, content in wrote.items():
+        assert (repo / path).read_text() == content, path
+    staged = [line for line in porcelain(repo) if line[0] not in " ?"]
+    assert staged == [], staged
+    for i in range(n):
+        expected = f"session {i}\n" if i in landed else f"base {i}\n"
+        assert git("show", f"main:p{i}.txt", cwd=repo) + "\n" == expected
+        if f"p{i}.txt" not in wrote:
+            assert (repo / f"p{i}.txt").read_text() == expected
