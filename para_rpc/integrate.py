@@ -274,6 +274,19 @@ async def holder_of(root: str, branch: str) -> git.Worktree | None:
     return None
 
 
+def main_checkout_on(common_dir: str, branch: str) -> bool | None:
+    """Whether the main checkout's HEAD file names `branch` now (no git process); None when
+    the file cannot say (git.symbolic_ref_file)."""
+    try:
+        return git.symbolic_ref_file(common_dir, "HEAD") == branch
+    except LookupError:
+        return None
+
+
+def _holder_in(listed: list[git.Worktree], branch: str) -> str | None:
+    return next((w.path for w in listed if w.branch == branch and not w.prunable), None)
+
+
 async def check_target_checkout(root: str, branch: str, old: str, new: str,
                                 listed: list[git.Worktree] | None = None,
                                 common_dir: str | None = None,
@@ -283,6 +296,11 @@ async def check_target_checkout(root: str, branch: str, old: str, new: str,
     read by the caller while it held the target's queue; `common_dir`: the repository's, which
     is the main worktree's git dir; `dirty`: {worktree: `git.dirty_paths` of it} the caller
     read while it held the queue too.)"""
+    on = main_checkout_on(common_dir, branch) if listed is not None and common_dir is not None else None
+    if on is not None and on != (_holder_in(listed or [], branch) == os.path.realpath(root)):
+        # The main checkout switched branch (to or from `branch`) since `listed` and `dirty`
+        # were read: both are read again, so the checkout read-tree brings along is on `branch`.
+        listed = dirty = None
     if listed is None:
         w = await holder_of(root, branch)
     else:
@@ -317,21 +335,53 @@ async def advance_target(root: str, branch: str, old: str, new: str, message: st
     """Move `branch` from `old` to `new` (compare-and-swap) and bring a checkout of it along
     (`listed`, `common_dir`, `dirty`: as for check_target_checkout)."""
     holder = await check_target_checkout(root, branch, old, new, listed, common_dir, dirty)
+    # (What the integration modifies, read while the target moves: for `deleted_meanwhile`.)
+    kinds = asyncio.ensure_future(git.changed_path_kinds(root, old, new)) if holder is not None else None
     try:
         await git.update_ref(root, f"refs/heads/{branch}", new, old, message)
     except ParaError as e:
+        if kinds is not None:
+            kinds.cancel()
         if e.data.get("moved"):  # the compare-and-swap lost: someone moved the target meanwhile
             raise ParaError(Code.busy, f"{branch} moved while integrating (someone committed to it); "
                             "integrate again", detail=e.message) from None
         raise ParaError(Code.git_failed, f"git refused to move {branch}: {e.data.get('stderr') or e.message}; "
                         f"{branch} did not move", detail=e.message, branch=branch) from None
-    if holder is not None:
-        res = await git.run(holder.path, "read-tree", "-m", "-u", old, new, check=False)
+    path = holder.path if holder is not None else None
+    if common_dir is not None and (path is None or path == os.path.realpath(root)):
+        # The main checkout's HEAD file once more, just before its files are brought along:
+        # one that left `branch` since it was checked is not touched (read-tree would stage
+        # the landed change in another branch's checkout), one that came to it is brought along.
+        on = main_checkout_on(common_dir, branch)
+        path = os.path.realpath(root) if on or (on is None and path is not None) else None
+    if path is not None:
+        gone = await deleted_meanwhile(path, await (kinds or git.changed_path_kinds(root, old, new)))
+        if gone:
+            await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")
+            raise ParaError(Code.dirty, f"{path} has uncommitted changes to files this integration changes: "
+                            + ", ".join(f"{p} (deleted)" for p in gone[:20]) + "; commit or stash them, "
+                            f"then integrate again ({branch} did not move)", worktree=path, files=gone)
+        res = await git.run(path, "read-tree", "-m", "-u", old, new, check=False)
         if res.rc != 0:
             await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")
-            raise ParaError(Code.dirty, f"could not update the checkout of {branch} at {holder.path}: "
-                            f"{res.err.strip()}; nothing was changed", worktree=holder.path)
-        await follow_submodules(root, holder.path, old, new)
+            raise ParaError(Code.dirty, f"could not update the checkout of {branch} at {path}: "
+                            f"{res.err.strip()}; nothing was changed", worktree=path)
+        await follow_submodules(root, path, old, new)
+
+
+async def deleted_meanwhile(wt: str, kinds: dict[str, str]) -> list[str]:
+    """Files the integration modifies (`kinds`: git.changed_path_kinds) that the checkout `wt`
+    no longer has, though its index does: deleted by the user since its status was read.
+    read-tree would write them back without a word (it refuses only a file that is there and
+    differs), undoing the user's deletion. (Sparse-checkout entries and submodules are not
+    there by design: not counted.) No git process unless some such file is missing."""
+    missing = [p for p, k in kinds.items() if k in ("M", "T") and not os.path.lexists(os.path.join(wt, p))]
+    if not missing:
+        return []
+    text = (await git.run(wt, "ls-files", "-z", "-t", "-s", "--", *missing, env={"GIT_LITERAL_PATHSPECS": "1"})).out
+    # `H <mode> <object> <stage>\t<path>`: tracked, not skip-worktree (S), not a gitlink
+    return sorted(e.split("\t", 1)[1] for e in text.split("\0")
+                  if "\t" in e and e.startswith("H ") and not e[2:].startswith("160000"))
 
 
 async def follow_submodules(root: str, wt: str, old: str, new: str) -> None:

@@ -565,3 +565,206 @@ def test_a_worktree_git_cannot_fully_remove_still_ends_the_integration(api: Api,
     commit_all(w2, "after")
     cli_json("integrate", "Land after", "--session", "after", cwd=api.repo)
     assert git("show", "main:after.txt", cwd=api.repo) == "x"
+
+
+# ---- the main checkout changes while an integration is under way (issue 15 red team) -------
+
+SIGNER = """#!/bin/sh
+# Test signing program: the armed signature (the integration's own commit, computed while it
+# holds the target's queue, after it read the main checkout's status) waits to be released.
+ctl='{ctl}'
+if [ "$1" = -Y ] && [ "$2" = sign ] && [ -e "$ctl/armed" ]; then
+  rm -f "$ctl/armed"
+  touch "$ctl/blocked"
+  i=0
+  while [ ! -e "$ctl/release" ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done
+fi
+exec ssh-keygen "$@"
+"""
+
+
+def blocking_signer(repo: Path, tmp_path: Path) -> Path:
+    """Every commit signed through a program that blocks while `ctl/armed` exists."""
+    ctl = tmp_path / "sign-ctl"
+    ctl.mkdir()
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", str(key)], check=True,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+    program = tmp_path / "signer.sh"
+    program.write_text(SIGNER.format(ctl=ctl))
+    program.chmod(0o755)
+    for k, v in {"gpg.format": "ssh", "user.signingkey": str(key), "commit.gpgSign": "true",
+                 "gpg.ssh.program": str(program)}.items():
+        git("config", k, v, cwd=repo)
+    return ctl
+
+
+def user_meanwhile(repo: Path, what: str) -> None:
+    if what == "edits":
+        (repo / "app.py").write_text("the user's own app.py\n")
+    elif what == "creates":
+        (repo / "lib" / "new.py").write_text("the user's own new.py\n")
+    elif what == "stages":
+        (repo / "app.py").write_text("the user's own app.py\n")
+        git("add", "app.py", cwd=repo)
+    elif what == "switches-away":
+        git("checkout", "-q", "-b", "other", cwd=repo)
+    elif what == "deletes":
+        (repo / "app.py").unlink()
+    elif what == "switches-to-main":
+        git("checkout", "-q", "main", cwd=repo)
+    elif what == "moves-to-a-linked-worktree":
+        git("checkout", "-q", "-b", "other", cwd=repo)
+        git("worktree", "add", "-q", str(repo.parent / "linked"), "main", cwd=repo)
+    elif what == "switches-away-and-back":
+        git("checkout", "-q", "-b", "other", cwd=repo)
+        git("checkout", "-q", "main", cwd=repo)
+
+
+MOVING = """#!/bin/sh
+# Test hook: the armed update of refs/heads/main waits, prepared (locked, not committed), to be released.
+ctl='{ctl}'
+[ "$1" = prepared ] && [ -e "$ctl/armed" ] || exit 0
+grep -q ' refs/heads/main$' || exit 0
+rm -f "$ctl/armed"
+touch "$ctl/blocked"
+i=0
+while [ ! -e "$ctl/release" ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done
+exit 0
+"""
+
+
+def blocking_ref_update(repo: Path, tmp_path: Path) -> Path:
+    ctl = tmp_path / "ref-ctl"
+    ctl.mkdir()
+    hook = Path(git("rev-parse", "--path-format=absolute", "--git-path", "hooks", cwd=repo), "reference-transaction")
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(MOVING.format(ctl=ctl))
+    hook.chmod(0o755)
+    return ctl
+
+
+@pytest.mark.parametrize("when,what", [
+    *(("signing", w) for w in ("edits", "creates", "stages", "deletes", "switches-away", "switches-to-main",
+                               "moves-to-a-linked-worktree", "switches-away-and-back")),
+    # (While main's update is prepared git holds HEAD's lock too: the main checkout cannot leave main.)
+    *(("moving", w) for w in ("edits", "creates", "stages", "deletes", "switches-to-main")),
+])
+def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(api: Api, tmp_path: Path,
+                                                                               when: str, what: str) -> None:
+    """Issue 15: the main checkout's status is read as the integration takes the target's
+    queue, before its commit is computed. What the user does to the main checkout in between
+    (here: while that commit is being signed, or while main's update is prepared) is never overwritten: the integration is refused
+    with `dirty`, main stays where it was and the user's files are as they left them; or, when
+    nothing of theirs is in the way, main lands and the checkout of main follows it, and a
+    checkout that left main meanwhile is not touched."""
+    repo = api.repo
+    ctl = blocking_signer(repo, tmp_path) if when == "signing" else blocking_ref_update(repo, tmp_path)
+    start(api, "feat", {"app.py": "the session's app.py\n", "lib/new.py": "NEW = 1\n"})
+    old = rev(repo, "main")
+    if what == "switches-to-main":  # the main checkout is elsewhere as the integration starts
+        git("checkout", "-q", "-b", "other", cwd=repo)
+    (ctl / "armed").touch()
+    proc = subprocess.Popen([*PARA_ARGV, "integrate", "Land it", "--session", "feat", "--json"], cwd=repo,
+                            env=cli_env(), text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: (ctl / "blocked").exists() or proc.poll() is not None, what=f"the {when}")
+        assert proc.poll() is None, f"integrate ended before the {when}: {proc.communicate()}"
+        user_meanwhile(repo, what)
+        before = {p: (repo / p).read_bytes() for p in ("app.py", "lib/new.py") if (repo / p).exists()}
+        status = porcelain(repo)
+        (ctl / "release").touch()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in err, err
+    result = json.loads(out)
+    if what in ("edits", "creates", "stages", "deletes"):
+        error = error_of(result, "dirty")
+        assert rev(repo, "main") == old, "main stayed moved"
+        assert {p: (repo / p).read_bytes() for p in ("app.py", "lib/new.py") if (repo / p).exists()} == before
+        assert porcelain(repo) == status
+        assert api.session("feat")["status"] == "active"
+        assert str(repo) in error["message"]
+        return
+    assert proc.returncode == 0, result
+    assert rev(repo, "main") != old and git("show", "main:app.py", cwd=repo) == "the session's app.py"
+    if what == "moves-to-a-linked-worktree":  # main's checkout is that one now: it follows main
+        assert porcelain(repo.parent / "linked") == []
+        assert (repo.parent / "linked" / "app.py").read_text() == "the session's app.py\n"
+    if what in ("switches-away", "moves-to-a-linked-worktree"):
+        # The checkout left main before main moved: it is not main's checkout any more.
+        assert git("symbolic-ref", "--short", "HEAD", cwd=repo) == "other"
+        assert rev(repo, "other") == old
+        assert porcelain(repo) == [] and (repo / "app.py").read_bytes() == before["app.py"]
+    else:
+        assert porcelain(repo) == []
+        assert (repo / "app.py").read_text() == "the session's app.py\n"
+
+
+def test_a_dozen_integrations_at_once_while_the_user_edits_the_main_checkout(api: Api) -> None:
+    """Issue 15: twelve sessions integrate at once (each changes its own file p<i>) while the
+    user keeps editing the main checkout: rewriting p0, p2, ... and creating untracked files.
+    Afterwards every file the user wrote holds what they last wrote; each integration either
+    landed or was refused as `dirty` (only ones whose file the user edited); main's index is
+    its tip's tree (nothing landed is left staged as reverted) and the checkout's other files
+    are what main holds."""
+    import threading
+    repo = api.repo
+    n = 12
+    write(repo, {f"p{i}.txt": f"base {i}\n" for i in range(n)})
+    commit_all(repo, "the files the sessions change")
+    for i in range(n):
+        start(api, f"s{i}", {f"p{i}.txt": f"session {i}\n"})
+    wrote: dict[str, str] = {}
+    stop = threading.Event()
+
+    first = rev(repo, "main")
+
+    def user() -> None:
+        k = 0
+        while rev(repo, "main") == first and not stop.is_set():  # (from the first landing on)
+            time.sleep(0.002)
+        while not stop.is_set():
+            path = f"p{2 * (k % (n // 2))}.txt" if k % 2 else f"u{k}.txt"
+            wrote[path] = f"the user's edit {k}\n"
+            (repo / path).write_text(wrote[path])
+            k += 1
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=user)
+    procs = [subprocess.Popen([*PARA_ARGV, "integrate", "--session", f"s{i}", "--json"], cwd=repo, env=cli_env(),
+                              text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(n)]
+    thread.start()
+    try:
+        results = [p.communicate(timeout=180) for p in procs]
+    finally:
+        stop.set()
+        thread.join()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    landed, refused = set(), set()
+    for i, (p, (out, err)) in enumerate(zip(procs, results)):
+        assert "Traceback" not in err, err
+        result = json.loads(out)
+        if p.returncode == 0:
+            landed.add(i)
+        else:
+            assert error_of(result, "dirty") and i % 2 == 0, result
+            refused.add(i)
+    assert landed | refused == set(range(n)) and landed, (landed, refused)
+    for path, content in wrote.items():
+        assert (repo / path).read_text() == content, path
+    staged = [line for line in porcelain(repo) if line[0] not in " ?"]
+    assert staged == [], staged
+    for i in range(n):
+        expected = f"session {i}\n" if i in landed else f"base {i}\n"
+        assert git("show", f"main:p{i}.txt", cwd=repo) + "\n" == expected
+        if f"p{i}.txt" not in wrote:
+            assert (repo / f"p{i}.txt").read_text() == expected

@@ -97,3 +97,40 @@ def test_a_repository_deleted_and_made_again_at_its_path_starts_empty(repo: Path
     # Its .para/ alone removed: the same.
     shutil.rmtree(again / ".para")
     assert json.loads(run_para("list", "--all", "--json", cwd=again).stdout)["sessions"] == []
+
+
+def test_realpath_in_says_what_realpath_says_whatever_the_paths_and_their_order(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: `git.realpath_in` (one memo per request: the directories of the paths, and the
+    paths themselves) gives `os.path.realpath` for every path of a tree of symlinks: links to
+    directories and to other worktrees, `..` after a link, a link loop, a dangling link,
+    relative links, trailing slashes and `.`, missing components; asked in many orders with
+    one shared memo, as `list` asks (each session's worktree more than once)."""
+    import itertools
+    import os
+    import random
+
+    from para_rpc import git
+
+    root = tmp_path / "t"
+    for d in ("repo/.para/worktrees/a/sub", "repo/.para/worktrees/b", "elsewhere/x/y", "other/wt"):
+        (root / d).mkdir(parents=True)
+    links = {"repo/wts": ".para/worktrees", "repo/.para/worktrees/c": "a", "repo/.para/worktrees/d": "../../../other/wt",
+             "repo/.para/worktrees/e": str(root / "elsewhere/x/y"), "repo/up": "../elsewhere/x",
+             "repo/.para/worktrees/loop": "loop2", "repo/.para/worktrees/loop2": "loop",
+             "repo/.para/worktrees/dangling": "nowhere/at/all", "repo/view": "."}
+    for at, to in links.items():
+        os.symlink(to, root / at)
+    names = ["a", "b", "c", "d", "e", "loop", "dangling", "missing", "a/sub", "c/sub", "c/..", "e/..", ".",
+             "a/", "c/./sub", "d/../wt", "..", "c/../b"]
+    bases = [f"{root}/repo/.para/worktrees", f"{root}/repo/wts", f"{root}/repo/view/wts", f"{root}/repo/up/y/..",
+             f"{root}/repo/up/../x/y", f"{root}//repo/./wts", "repo/wts"]
+    paths = [f"{b}/{n}" for b, n in itertools.product(bases, names)] + [f"{root}/repo/wts", f"{root}/repo/up"]
+    monkeypatch.chdir(root)  # (the relative ones: from here, as os.path.realpath takes them)
+    rng = random.Random(15)
+    for _ in range(30):
+        order = paths * 2
+        rng.shuffle(order)
+        memo: dict[str, str] = {}
+        for p in order:
+            assert git.realpath_in(p, memo) == os.path.realpath(p), p

@@ -466,3 +466,24 @@ def test_cancel_of_a_session_paused_in_a_rebase_saves_the_rebase_and_archives_th
     (head,) = [b for b in result["backups"] if b["what"] == "head"]
     assert show(repo, f"{head['ref']}:README.md") == "# half resolved\n"
     assert not path.exists()
+
+
+def test_a_worktree_replaced_by_a_symlink_to_another_sessions_is_not_that_session(sidecar, para, para_json, repo,
+                                                                                  elsewhere):
+    """Issue 15 (`list` resolves each worktree once, through a memo): session ra's worktree
+    moved away by hand and a symlink to session rb's left in its place. Seen from inside
+    rb's worktree (a subdirectory of it), the current session is rb, whose worktree it
+    really is, not ra, whose path only leads there (before: ra, the first of the two, so a
+    verb without a session name run there acted on ra); ra is not `active` (git's worktree
+    at that path is rb's, on rb's branch)."""
+    para("start", "ra")
+    para("start", "rb")
+    (wt(repo, "rb") / "sub").mkdir()
+    shutil.move(str(wt(repo, "ra")), str(elsewhere / "ra"))
+    wt(repo, "ra").symlink_to(wt(repo, "rb"))
+    listed = para_json("list", cwd=wt(repo, "rb") / "sub")
+    states = {s["name"]: s["state"] for s in listed["sessions"]}
+    assert listed["current"] == "rb", listed
+    assert states["rb"] == "active" and states["ra"] != "active", states
+    assert para_json("list", cwd=wt(repo, "ra") / "sub")["current"] == "rb"
+    assert para_json("show", cwd=wt(repo, "rb") / "sub")["name"] == "rb"  # what a verb without a name acts on

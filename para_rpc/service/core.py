@@ -156,6 +156,13 @@ def _same_file(a: str | Path, b: str | Path) -> bool:
         return False
 
 
+def _through_link(best: Session, other: Session) -> bool:
+    """Two sessions' worktrees resolve to one directory (one's was replaced by a symlink to
+    the other's): it is the session whose path is the directory itself, never the one whose
+    path only leads there (then `para cancel` inside it would cancel the wrong one)."""
+    return os.path.islink(best.worktree) and not os.path.islink(other.worktree)
+
+
 def _canonical_cwd(repo: Repo, cwd: str) -> str:
     """`cwd` resolved, and seen through the path para knows the repository by when it is
     under another view of the main worktree (a bind mount: no symlink to resolve)."""
@@ -532,7 +539,8 @@ class ServiceCore:
         resolved = {} if resolved is None else resolved
         for s in repo.store.live():
             path = git.realpath_in(s.worktree, resolved)
-            if (here == path or here.startswith(path + os.sep)) and (best is None or len(path) > len(best_path)):
+            if (here == path or here.startswith(path + os.sep)) and (best is None or len(path) > len(best_path)
+                                                                     or path == best_path and _through_link(best, s)):
                 best, best_path = s, path
         return best
 

@@ -150,7 +150,7 @@ class Integration(Remote):
         root = os.path.realpath(repo.root)
         heads, wts, root_dirty = await asyncio.gather(
             git.commits_of(repo.root, [ref, f"refs/heads/{s.branch}"]), git.worktrees(repo.root),
-            git.dirty_paths(repo.root) if _on_branch(repo, target) else _nothing())
+            git.dirty_paths(repo.root) if integrate.main_checkout_on(repo.common_dir, target) else _nothing())
         listed: list[git.Worktree] | None = wts
         dirty = {root: root_dirty} if root_dirty is not None else None
         if ref not in heads or f"refs/heads/{s.branch}" not in heads:
@@ -600,15 +600,6 @@ async def _given(value: str) -> str | None:
 
 async def _nothing() -> None:
     return None
-
-
-def _on_branch(repo: Repo, branch: str) -> bool:
-    """Whether the main checkout's HEAD file names `branch` (no git process; False when the
-    file cannot say, and then nothing is read ahead)."""
-    try:
-        return git.symbolic_ref_file(repo.common_dir, "HEAD") == branch
-    except LookupError:
-        return False
 
 
 async def _by_path(listed: list[git.Worktree]) -> dict[str, git.Worktree]:
