@@ -396,7 +396,8 @@ def git_work(work: Path, rounds: int) -> dict[str, Any]:
     return out
 
 
-def explain(sc_small: dict[str, float], cpus: list[dict[str, float]], n: int, g: dict[str, Any]) -> list[str]:
+def explain(sc_small: dict[str, float], cpus: list[dict[str, float]], n: int, raw_wall: float,
+            g: dict[str, Any]) -> list[str]:
     """Rows 1 and 7 taken apart (see the README's benchmark section): what para's time is made
     of, and para's own floor, the time of its `para` processes and its git processes if the
     sidecar's own work cost nothing."""
@@ -422,7 +423,6 @@ def explain(sc_small: dict[str, float], cpus: list[dict[str, float]], n: int, g:
         ig = g["integrate"]
         cores = os.cpu_count() or 1
         need = (per["cli"] + per["git"]) * n / cores
-        raw_wall = sc_small.get("raw_integrate", 0.0)
         lines += [
             f"row 7: CPU per integration: its `para` process {ms(per['cli'])}, the sidecar {ms(per['sidecar'])}, "
             f"its git {ms(per['git'])} ({ig['count']:.0f} processes: "
@@ -578,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         g = git_work(work, 1 if a.smoke else 3 if quick else 5)
         figures["where"] = {"git": g, "integrate_cpu": cpus}
         print("\nWhere the time goes (this run):")
-        for line in explain(dict(sc_small, raw_integrate=med(walls_raw)), cpus, integrations, g):
+        for line in explain(sc_small, cpus, integrations, med(walls_raw), g):
             print(f"  {line}")
     finally:
         sc.stop()
