@@ -613,6 +613,8 @@ def user_meanwhile(repo: Path, what: str) -> None:
         (repo / "app.py").unlink()
     elif what == "switches-to-main":
         git("checkout", "-q", "main", cwd=repo)
+    elif what == "the-linked-worktree-switches-away":
+        git("checkout", "-q", "-b", "other2", cwd=repo.parent / "linked")
     elif what == "moves-to-a-linked-worktree":
         git("checkout", "-q", "-b", "other", cwd=repo)
         git("worktree", "add", "-q", str(repo.parent / "linked"), "main", cwd=repo)
@@ -646,7 +648,8 @@ def blocking_ref_update(repo: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("when,what", [
     *(("signing", w) for w in ("edits", "creates", "stages", "deletes", "switches-away", "switches-to-main",
-                               "moves-to-a-linked-worktree", "switches-away-and-back")),
+                               "moves-to-a-linked-worktree", "the-linked-worktree-switches-away",
+                               "switches-away-and-back")),
     # (While main's update is prepared git holds HEAD's lock too: the main checkout cannot leave main.)
     *(("moving", w) for w in ("edits", "creates", "stages", "deletes", "switches-to-main")),
 ])
@@ -664,6 +667,9 @@ def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(
     old = rev(repo, "main")
     if what == "switches-to-main":  # the main checkout is elsewhere as the integration starts
         git("checkout", "-q", "-b", "other", cwd=repo)
+    if what == "the-linked-worktree-switches-away":  # main is checked out in a linked worktree
+        git("checkout", "-q", "-b", "other", cwd=repo)
+        git("worktree", "add", "-q", str(repo.parent / "linked"), "main", cwd=repo)
     (ctl / "armed").touch()
     proc = subprocess.Popen([*PARA_ARGV, "integrate", "Land it", "--session", "feat", "--json"], cwd=repo,
                             env=cli_env(), text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -695,7 +701,11 @@ def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(
     if what == "moves-to-a-linked-worktree":  # main's checkout is that one now: it follows main
         assert porcelain(repo.parent / "linked") == []
         assert (repo.parent / "linked" / "app.py").read_text() == "the session's app.py\n"
-    if what in ("switches-away", "moves-to-a-linked-worktree"):
+    if what == "the-linked-worktree-switches-away":  # it left main before main moved: not touched
+        linked = repo.parent / "linked"
+        assert git("symbolic-ref", "--short", "HEAD", cwd=linked) == "other2" and rev(linked, "HEAD") == old
+        assert porcelain(linked) == [] and (linked / "app.py").read_bytes() == before["app.py"]
+    if what in ("switches-away", "moves-to-a-linked-worktree", "the-linked-worktree-switches-away"):
         # The checkout left main before main moved: it is not main's checkout any more.
         assert git("symbolic-ref", "--short", "HEAD", cwd=repo) == "other"
         assert rev(repo, "other") == old
