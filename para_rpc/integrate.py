@@ -287,6 +287,19 @@ def _holder_in(listed: list[git.Worktree], branch: str) -> str | None:
     return next((w.path for w in listed if w.branch == branch and not w.prunable), None)
 
 
+def linked_checkout_on(wt: str, branch: str) -> bool | None:
+    """main_checkout_on for a linked worktree: the HEAD file in the git directory its `.git`
+    file names (no git process); None when the files cannot say."""
+    try:
+        with open(os.path.join(wt, ".git"), encoding="utf-8") as f:
+            text = f.read(8192)
+        if not text.startswith("gitdir:"):
+            return None
+        return git.symbolic_ref_file(os.path.join(wt, text[len("gitdir:"):].strip()), "HEAD") == branch
+    except (OSError, UnicodeDecodeError, LookupError):
+        return None
+
+
 async def check_target_checkout(root: str, branch: str, old: str, new: str,
                                 listed: list[git.Worktree] | None = None,
                                 common_dir: str | None = None,
@@ -296,11 +309,14 @@ async def check_target_checkout(root: str, branch: str, old: str, new: str,
     read by the caller while it held the target's queue; `common_dir`: the repository's, which
     is the main worktree's git dir; `dirty`: {worktree: `git.dirty_paths` of it} the caller
     read while it held the queue too.)"""
-    on = main_checkout_on(common_dir, branch) if listed is not None and common_dir is not None else None
-    if on is not None and on != (_holder_in(listed or [], branch) == os.path.realpath(root)):
-        # The main checkout switched branch (to or from `branch`) since `listed` and `dirty`
-        # were read: both are read again, so the checkout read-tree brings along is on `branch`.
-        listed = dirty = None
+    if listed is not None and common_dir is not None:
+        held, main_path = _holder_in(listed, branch), os.path.realpath(root)
+        on = main_checkout_on(common_dir, branch)
+        if on is not None and on != (held == main_path) \
+                or held is not None and held != main_path and linked_checkout_on(held, branch) is False:
+            # A checkout switched branch (to or from `branch`) since `listed` and `dirty` were
+            # read: both are read again, so the checkout read-tree brings along is on `branch`.
+            listed = dirty = None
     if listed is None:
         w = await holder_of(root, branch)
     else:
@@ -354,6 +370,8 @@ async def advance_target(root: str, branch: str, old: str, new: str, message: st
         # the landed change in another branch's checkout), one that came to it is brought along.
         on = main_checkout_on(common_dir, branch)
         path = os.path.realpath(root) if on or (on is None and path is not None) else None
+    elif path is not None and linked_checkout_on(path, branch) is False:
+        path = None  # (the same for a linked worktree that has left `branch`)
     if path is not None:
         gone = await deleted_meanwhile(path, await (kinds or git.changed_path_kinds(root, old, new)))
         if gone:

@@ -615,6 +615,12 @@ def user_meanwhile(repo: Path, what: str) -> None:
         git("checkout", "-q", "main", cwd=repo)
     elif what == "the-linked-worktree-switches-away":
         git("checkout", "-q", "-b", "other2", cwd=repo.parent / "linked")
+    elif what == "main-moves-to-another-linked-worktree":
+        git("checkout", "-q", "-b", "other2", cwd=repo.parent / "linked")
+        git("worktree", "add", "-q", str(repo.parent / "linked2"), "main", cwd=repo)
+    elif what == "main-moves-from-the-linked-worktree-to-the-main-checkout":
+        git("checkout", "-q", "-b", "other2", cwd=repo.parent / "linked")
+        git("checkout", "-q", "main", cwd=repo)
     elif what == "moves-to-a-linked-worktree":
         git("checkout", "-q", "-b", "other", cwd=repo)
         git("worktree", "add", "-q", str(repo.parent / "linked"), "main", cwd=repo)
@@ -649,9 +655,11 @@ def blocking_ref_update(repo: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("when,what", [
     *(("signing", w) for w in ("edits", "creates", "stages", "deletes", "switches-away", "switches-to-main",
                                "moves-to-a-linked-worktree", "the-linked-worktree-switches-away",
-                               "switches-away-and-back")),
+                               "main-moves-from-the-linked-worktree-to-the-main-checkout",
+                               "main-moves-to-another-linked-worktree", "switches-away-and-back")),
     # (While main's update is prepared git holds HEAD's lock too: the main checkout cannot leave main.)
-    *(("moving", w) for w in ("edits", "creates", "stages", "deletes", "switches-to-main")),
+    *(("moving", w) for w in ("edits", "creates", "stages", "deletes", "switches-to-main",
+                              "the-linked-worktree-switches-away")),
 ])
 def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(api: Api, tmp_path: Path,
                                                                                when: str, what: str) -> None:
@@ -660,14 +668,17 @@ def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(
     (here: while that commit is being signed, or while main's update is prepared) is never overwritten: the integration is refused
     with `dirty`, main stays where it was and the user's files are as they left them; or, when
     nothing of theirs is in the way, main lands and the checkout of main follows it, and a
-    checkout that left main meanwhile is not touched."""
+    checkout that left main meanwhile is not touched (the main checkout or a linked worktree
+    that had main checked out: before, read-tree staged main's change in it; and the one
+    that took main over instead was left with the old files under the new HEAD)."""
     repo = api.repo
     ctl = blocking_signer(repo, tmp_path) if when == "signing" else blocking_ref_update(repo, tmp_path)
     start(api, "feat", {"app.py": "the session's app.py\n", "lib/new.py": "NEW = 1\n"})
     old = rev(repo, "main")
     if what == "switches-to-main":  # the main checkout is elsewhere as the integration starts
         git("checkout", "-q", "-b", "other", cwd=repo)
-    if what == "the-linked-worktree-switches-away":  # main is checked out in a linked worktree
+    if what in ("the-linked-worktree-switches-away",  # main is checked out in a linked worktree
+                "main-moves-from-the-linked-worktree-to-the-main-checkout", "main-moves-to-another-linked-worktree"):
         git("checkout", "-q", "-b", "other", cwd=repo)
         git("worktree", "add", "-q", str(repo.parent / "linked"), "main", cwd=repo)
     (ctl / "armed").touch()
@@ -701,11 +712,16 @@ def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(
     if what == "moves-to-a-linked-worktree":  # main's checkout is that one now: it follows main
         assert porcelain(repo.parent / "linked") == []
         assert (repo.parent / "linked" / "app.py").read_text() == "the session's app.py\n"
-    if what == "the-linked-worktree-switches-away":  # it left main before main moved: not touched
+    if what == "main-moves-to-another-linked-worktree":  # main's checkout is that one now: it follows main
+        assert porcelain(repo.parent / "linked2") == []
+        assert (repo.parent / "linked2" / "app.py").read_text() == "the session's app.py\n"
+    if what in ("the-linked-worktree-switches-away",  # it left main before main moved: not touched
+                "main-moves-from-the-linked-worktree-to-the-main-checkout", "main-moves-to-another-linked-worktree"):
         linked = repo.parent / "linked"
         assert git("symbolic-ref", "--short", "HEAD", cwd=linked) == "other2" and rev(linked, "HEAD") == old
         assert porcelain(linked) == [] and (linked / "app.py").read_bytes() == before["app.py"]
-    if what in ("switches-away", "moves-to-a-linked-worktree", "the-linked-worktree-switches-away"):
+    if what in ("switches-away", "moves-to-a-linked-worktree", "the-linked-worktree-switches-away",
+                "main-moves-to-another-linked-worktree"):
         # The checkout left main before main moved: it is not main's checkout any more.
         assert git("symbolic-ref", "--short", "HEAD", cwd=repo) == "other"
         assert rev(repo, "other") == old
