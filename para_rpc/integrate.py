@@ -372,8 +372,15 @@ async def advance_target(root: str, branch: str, old: str, new: str, message: st
         path = os.path.realpath(root) if on or (on is None and path is not None) else None
     elif path is not None and linked_checkout_on(path, branch) is False:
         path = None  # (the same for a linked worktree that has left `branch`)
+    if path is None and kinds is not None:
+        kinds.cancel()  # (no checkout to bring along after all)
     if path is not None:
-        gone = await deleted_meanwhile(path, await (kinds or git.changed_path_kinds(root, old, new)))
+        try:
+            changes = await (kinds or git.changed_path_kinds(root, old, new))
+        except ParaError as e:  # (the target has moved: its checkout is brought along all the same)
+            log.warning("could not list what %s..%s changes: %s", old, new, e.message)
+            changes = {}
+        gone = await deleted_meanwhile(path, changes)
         if gone:
             await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")
             raise ParaError(Code.dirty, f"{path} has uncommitted changes to files this integration changes: "
@@ -396,7 +403,11 @@ async def deleted_meanwhile(wt: str, kinds: dict[str, str]) -> list[str]:
     missing = [p for p, k in kinds.items() if k in ("M", "T") and not os.path.lexists(os.path.join(wt, p))]
     if not missing:
         return []
-    text = (await git.run(wt, "ls-files", "-z", "-t", "-s", "--", *missing, env={"GIT_LITERAL_PATHSPECS": "1"})).out
+    res = await git.run(wt, "ls-files", "-z", "-t", "-s", "--", *missing, env={"GIT_LITERAL_PATHSPECS": "1"},
+                        check=False)
+    if res.rc != 0:  # (the target has moved already: a failure here must not leave it so, unsaid)
+        return sorted(missing)
+    text = res.out
     # `H <mode> <object> <stage>\t<path>`: tracked, not skip-worktree (S), not a gitlink
     return sorted(e.split("\t", 1)[1] for e in text.split("\0")
                   if "\t" in e and e.startswith("H ") and not e[2:].startswith("160000"))
