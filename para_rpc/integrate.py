@@ -381,17 +381,45 @@ async def advance_target(root: str, branch: str, old: str, new: str, message: st
             log.warning("could not list what %s..%s changes: %s", old, new, e.message)
             changes = {}
         gone = await deleted_meanwhile(path, changes)
-        if gone:
+        there = in_the_way(path, changes)
+        if gone or there:
             await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")
+            said = [f"{p} (deleted)" for p in gone] + [f"{p} (untracked or ignored, where it adds one)" for p in there]
             raise ParaError(Code.dirty, f"{path} has uncommitted changes to files this integration changes: "
-                            + ", ".join(f"{p} (deleted)" for p in gone[:20]) + "; commit or stash them, "
-                            f"then integrate again ({branch} did not move)", worktree=path, files=gone)
+                            + ", ".join(said[:20]) + "; commit, move or stash them, "
+                            f"then integrate again ({branch} did not move)", worktree=path, files=sorted(gone + there))
         res = await git.run(path, "read-tree", "-m", "-u", old, new, check=False)
         if res.rc != 0:
             await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")
             raise ParaError(Code.dirty, f"could not update the checkout of {branch} at {path}: "
                             f"{res.err.strip()}; nothing was changed", worktree=path)
         await follow_submodules(root, path, old, new)
+
+
+def in_the_way(wt: str, kinds: dict[str, str]) -> list[str]:
+    """Files the integration adds (`kinds`: git.changed_path_kinds) where the checkout `wt`
+    already has something git does not track: an ignored file (`*.log`, `.env`, `build/`) is
+    not in `git status`, and read-tree overwrites it with what lands without a word (git
+    counts ignored files expendable), or replaces an ignored directory, or a file standing
+    where the added file's directory goes. (An untracked one read-tree would refuse: said
+    here the same way.) No git process: an lstat or so per added file."""
+    deleted = {p for p, k in kinds.items() if k == "D"}
+    found = []
+    for p, k in kinds.items():
+        if k != "A":
+            continue
+        if os.path.lexists(os.path.join(wt, p)):
+            found.append(p)
+            continue
+        parent = os.path.dirname(p)
+        while parent:  # (a file or symlink where its directory goes, which the integration keeps)
+            full = os.path.join(wt, parent)
+            if os.path.islink(full) or os.path.lexists(full) and not os.path.isdir(full):
+                if parent not in deleted:
+                    found.append(p)
+                break
+            parent = os.path.dirname(parent)
+    return sorted(found)
 
 
 async def deleted_meanwhile(wt: str, kinds: dict[str, str]) -> list[str]:
