@@ -796,30 +796,37 @@ def test_a_dozen_integrations_at_once_while_the_user_edits_the_main_checkout(api
             assert (repo / f"p{i}.txt").read_text() == expected
 
 
-@pytest.mark.parametrize("path", ["debug.log", "build/out.txt", "build"])
-def test_an_ignored_file_in_the_main_checkout_is_never_overwritten_by_what_lands(api: Api, path: str) -> None:
+@pytest.mark.parametrize("theirs,adds", [("debug.log", "debug.log"), ("build/out.txt", "build/out.txt"),
+                                         ("build/keep.txt", "build"), ("debug.log", "debug.log/inner.txt")])
+def test_an_ignored_file_in_the_main_checkout_is_never_overwritten_by_what_lands(api: Api, theirs: str,
+                                                                               adds: str) -> None:
     """Issue 15 red team: the user's ignored files (`*.log`, `build/` here; a `.env` alike)
     are not in `git status`, and read-tree overwrites an ignored file with what lands at its
-    path without a word (git counts them expendable). A session that adds, force-added, a
-    file where the main checkout has an ignored one (or a file where it has an ignored
-    directory) is refused as `dirty` naming it; main does not move; the user's file stays."""
+    path without a word (git counts them expendable), an ignored directory or a file where
+    the added file's directory goes too. A session that adds, force-added, a file there is
+    refused as `dirty` naming it; main does not move; the user's file stays."""
     repo = api.repo
-    theirs = {"debug.log": "the user's log\n", "build/out.txt": "the user's build\n", "build": None}[path]
-    if path == "build":
-        write(repo, {"build/keep.txt": "the user's build\n"})
-    else:
-        write(repo, {path: theirs})
+    write(repo, {theirs: "the user's own\n"})
     wt = start(api, "adds")
-    lands = "build" if path == "build" else path
-    write(wt, {lands: "the session's\n"})
-    git("add", "-f", lands, cwd=wt)
-    git("commit", "-q", "-m", f"add {lands}", cwd=wt)
+    write(wt, {adds: "the session's\n"})
+    git("add", "-f", adds, cwd=wt)
+    git("commit", "-q", "-m", f"add {adds}", cwd=wt)
     old = rev(repo, "main")
     error = error_of(cli_json("integrate", "--session", "adds", cwd=repo, expect=11), "dirty")
-    assert lands in error["message"] and str(repo) in error["message"], error
+    assert adds in error["message"] and str(repo) in error["message"], error
     assert rev(repo, "main") == old
-    if path == "build":
-        assert (repo / "build" / "keep.txt").read_text() == "the user's build\n"
-    else:
-        assert (repo / path).read_text() == theirs
+    assert (repo / theirs).read_text() == "the user's own\n"
+    assert porcelain(repo) == []
+
+
+def test_a_tracked_file_the_session_turns_into_a_directory_is_not_in_the_way(api: Api) -> None:
+    """(The other side of the test above: the file standing where an added file's directory
+    goes is one the integration itself removes, so it lands and the checkout follows.)"""
+    repo = api.repo
+    wt = start(api, "todir")
+    git("rm", "-q", "app.py", cwd=wt)
+    write(wt, {"app.py/inner.txt": "now a directory\n"})
+    commit_all(wt, "app.py becomes a directory")
+    cli_json("integrate", "--session", "todir", cwd=repo)
+    assert (repo / "app.py" / "inner.txt").read_text() == "now a directory\n"
     assert porcelain(repo) == []
