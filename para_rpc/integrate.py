@@ -477,6 +477,11 @@ async def sync_checkout_after_crash(root: str, branch: str, old: str, new: str) 
     behind = await git.index_differs(w.path, new) & await git.changed_paths(root, old, new)
     if not behind:
         return None  # already brought along
+    kinds = await git.changed_path_kinds(root, old, new)
+    said = [f"{p} (deleted)" for p in await deleted_meanwhile(w.path, kinds)] \
+        + [f"{p} (untracked or ignored, where the landing adds one)" for p in in_the_way(w.path, kinds)]
+    if said:  # (as advance_target: read-tree would overwrite them, or write back what the user deleted)
+        return w.path, "in the way: " + ", ".join(said[:20])
     res = await git.run(w.path, "read-tree", "-m", "-u", old, new, check=False)
     if res.rc != 0:
         return w.path, res.err.strip() or res.out.strip()
