@@ -391,6 +391,13 @@ async def advance_target(root: str, branch: str, old: str, new: str, message: st
         res = await git.run(path, "read-tree", "-m", "-u", old, new, check=False)
         if res.rc != 0:
             await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")
+            # (Mostly the user's edits since the status was read, as the queue took it: named
+            # as check_target_checkout names them, git's words kept as the detail.)
+            overlap = sorted(await git.dirty_paths(path) & set(changes)) if changes else []
+            if overlap:
+                raise ParaError(Code.dirty, f"{path} has uncommitted changes to files this integration changes: "
+                                + ", ".join(overlap[:20]) + f"; commit or stash them, then integrate again "
+                                f"({branch} did not move)", worktree=path, files=overlap, detail=res.err.strip())
             raise ParaError(Code.dirty, f"could not update the checkout of {branch} at {path}: "
                             f"{res.err.strip()}; nothing was changed", worktree=path)
         await follow_submodules(root, path, old, new)

@@ -706,6 +706,7 @@ def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(
         assert porcelain(repo) == status
         assert api.session("feat")["status"] == "active"
         assert str(repo) in error["message"]
+        assert error["data"]["files"] == ["lib/new.py" if what == "creates" else "app.py"], error
         return
     assert proc.returncode == 0, result
     assert rev(repo, "main") != old and git("show", "main:app.py", cwd=repo) == "the session's app.py"
