@@ -287,6 +287,19 @@ def _holder_in(listed: list[git.Worktree], branch: str) -> str | None:
     return next((w.path for w in listed if w.branch == branch and not w.prunable), None)
 
 
+def linked_checkout_on(wt: str, branch: str) -> bool | None:
+    """main_checkout_on for a linked worktree: the HEAD file in the git directory its `.git`
+    file names (no git process); None when the files cannot say."""
+    try:
+        with open(os.path.join(wt, ".git"), encoding="utf-8") as f:
+            text = f.read(8192)
+        if not text.startswith("gitdir:"):
+            return None
+        return git.symbolic_ref_file(os.path.join(wt, text[len("gitdir:"):].strip()), "HEAD") == branch
+    except (OSError, UnicodeDecodeError, LookupError):
+        return None
+
+
 async def check_target_checkout(root: str, branch: str, old: str, new: str,
                                 listed: list[git.Worktree] | None = None,
                                 common_dir: str | None = None,
@@ -296,11 +309,14 @@ async def check_target_checkout(root: str, branch: str, old: str, new: str,
     read by the caller while it held the target's queue; `common_dir`: the repository's, which
     is the main worktree's git dir; `dirty`: {worktree: `git.dirty_paths` of it} the caller
     read while it held the queue too.)"""
-    on = main_checkout_on(common_dir, branch) if listed is not None and common_dir is not None else None
-    if on is not None and on != (_holder_in(listed or [], branch) == os.path.realpath(root)):
-        # The main checkout switched branch (to or from `branch`) since `listed` and `dirty`
-        # were read: both are read again, so the checkout read-tree brings along is on `branch`.
-        listed = dirty = None
+    if listed is not None and common_dir is not None:
+        held, main_path = _holder_in(listed, branch), os.path.realpath(root)
+        on = main_checkout_on(common_dir, branch)
+        if on is not None and on != (held == main_path) \
+                or held is not None and held != main_path and linked_checkout_on(held, branch) is False:
+            # A checkout switched branch (to or from `branch`) since `listed` and `dirty` were
+            # read: both are read again, so the checkout read-tree brings along is on `branch`.
+            listed = dirty = None
     if listed is None:
         w = await holder_of(root, branch)
     else:
@@ -354,19 +370,63 @@ async def advance_target(root: str, branch: str, old: str, new: str, message: st
         # the landed change in another branch's checkout), one that came to it is brought along.
         on = main_checkout_on(common_dir, branch)
         path = os.path.realpath(root) if on or (on is None and path is not None) else None
+    elif path is not None and linked_checkout_on(path, branch) is False:
+        path = None  # (the same for a linked worktree that has left `branch`)
+    if path is None and kinds is not None:
+        kinds.cancel()  # (no checkout to bring along after all)
     if path is not None:
-        gone = await deleted_meanwhile(path, await (kinds or git.changed_path_kinds(root, old, new)))
-        if gone:
+        try:
+            changes = await (kinds or git.changed_path_kinds(root, old, new))
+        except ParaError as e:  # (the target has moved: its checkout is brought along all the same)
+            log.warning("could not list what %s..%s changes: %s", old, new, e.message)
+            changes = {}
+        gone = await deleted_meanwhile(path, changes)
+        there = in_the_way(path, changes)
+        if gone or there:
             await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")
+            said = [f"{p} (deleted)" for p in gone] + [f"{p} (untracked or ignored, where it adds one)" for p in there]
             raise ParaError(Code.dirty, f"{path} has uncommitted changes to files this integration changes: "
-                            + ", ".join(f"{p} (deleted)" for p in gone[:20]) + "; commit or stash them, "
-                            f"then integrate again ({branch} did not move)", worktree=path, files=gone)
+                            + ", ".join(said[:20]) + "; commit, move or stash them, "
+                            f"then integrate again ({branch} did not move)", worktree=path, files=sorted(gone + there))
         res = await git.run(path, "read-tree", "-m", "-u", old, new, check=False)
         if res.rc != 0:
             await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")
+            # (Mostly the user's edits since the status was read, as the queue took it: named
+            # as check_target_checkout names them, git's words kept as the detail.)
+            overlap = sorted(await git.dirty_paths(path) & set(changes)) if changes else []
+            if overlap:
+                raise ParaError(Code.dirty, f"{path} has uncommitted changes to files this integration changes: "
+                                + ", ".join(overlap[:20]) + f"; commit or stash them, then integrate again "
+                                f"({branch} did not move)", worktree=path, files=overlap, detail=res.err.strip())
             raise ParaError(Code.dirty, f"could not update the checkout of {branch} at {path}: "
                             f"{res.err.strip()}; nothing was changed", worktree=path)
         await follow_submodules(root, path, old, new)
+
+
+def in_the_way(wt: str, kinds: dict[str, str]) -> list[str]:
+    """Files the integration adds (`kinds`: git.changed_path_kinds) where the checkout `wt`
+    already has something git does not track: an ignored file (`*.log`, `.env`, `build/`) is
+    not in `git status`, and read-tree overwrites it with what lands without a word (git
+    counts ignored files expendable), or replaces an ignored directory, or a file standing
+    where the added file's directory goes. (An untracked one read-tree would refuse: said
+    here the same way.) No git process: an lstat or so per added file."""
+    deleted = {p for p, k in kinds.items() if k == "D"}
+    found = []
+    for p, k in kinds.items():
+        if k != "A":
+            continue
+        if os.path.lexists(os.path.join(wt, p)):
+            found.append(p)
+            continue
+        parent = os.path.dirname(p)
+        while parent:  # (a file or symlink where its directory goes, which the integration keeps)
+            full = os.path.join(wt, parent)
+            if os.path.islink(full) or os.path.lexists(full) and not os.path.isdir(full):
+                if parent not in deleted:
+                    found.append(p)
+                break
+            parent = os.path.dirname(parent)
+    return sorted(found)
 
 
 async def deleted_meanwhile(wt: str, kinds: dict[str, str]) -> list[str]:
@@ -378,7 +438,11 @@ async def deleted_meanwhile(wt: str, kinds: dict[str, str]) -> list[str]:
     missing = [p for p, k in kinds.items() if k in ("M", "T") and not os.path.lexists(os.path.join(wt, p))]
     if not missing:
         return []
-    text = (await git.run(wt, "ls-files", "-z", "-t", "-s", "--", *missing, env={"GIT_LITERAL_PATHSPECS": "1"})).out
+    res = await git.run(wt, "ls-files", "-z", "-t", "-s", "--", *missing, env={"GIT_LITERAL_PATHSPECS": "1"},
+                        check=False)
+    if res.rc != 0:  # (the target has moved already: a failure here must not leave it so, unsaid)
+        return sorted(missing)
+    text = res.out
     # `H <mode> <object> <stage>\t<path>`: tracked, not skip-worktree (S), not a gitlink
     return sorted(e.split("\t", 1)[1] for e in text.split("\0")
                   if "\t" in e and e.startswith("H ") and not e[2:].startswith("160000"))
@@ -420,6 +484,11 @@ async def sync_checkout_after_crash(root: str, branch: str, old: str, new: str) 
     behind = await git.index_differs(w.path, new) & await git.changed_paths(root, old, new)
     if not behind:
         return None  # already brought along
+    kinds = await git.changed_path_kinds(root, old, new)
+    said = [f"{p} (deleted)" for p in await deleted_meanwhile(w.path, kinds)] \
+        + [f"{p} (untracked or ignored, where the landing adds one)" for p in in_the_way(w.path, kinds)]
+    if said:  # (as advance_target: read-tree would overwrite them, or write back what the user deleted)
+        return w.path, "in the way: " + ", ".join(said[:20])
     res = await git.run(w.path, "read-tree", "-m", "-u", old, new, check=False)
     if res.rc != 0:
         return w.path, res.err.strip() or res.out.strip()

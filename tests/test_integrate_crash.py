@@ -179,3 +179,24 @@ class _ListApi:
 
     def session(self, name: str) -> dict:
         return {s["name"]: s for s in cli_json("list", "--all", cwd=self.repo)["sessions"]}[name]
+
+
+def test_the_repair_after_a_kill_9_overwrites_no_ignored_file_of_the_user(hooked: Api, sidecar: Sidecar,
+                                                                          ctl: Path) -> None:
+    """Issue 15 red team: killed once main moved, before its checkout was brought along; the
+    user has an ignored file (`*.log`) where the landing adds one (force-added). The repair
+    completes the landing but leaves the checkout untouched and says why, naming the file;
+    before, its read-tree overwrote the user's file without a word."""
+    repo = hooked.repo
+    write(repo, {"debug.log": "the user's log\n"})
+    wt = start(hooked, "feat", {"feature.txt": "feature\n"})
+    write(wt, {"debug.log": "the session's log\n"})
+    git("add", "-f", "debug.log", cwd=wt)
+    git("commit", "-q", "-m", "add debug.log", cwd=wt)
+    old = rev(repo, "main")
+    (ctl / "armed").write_text("committed")
+    kill_mid_integration(sidecar, repo, ctl, "0")
+    s = after_restart(repo)
+    assert rev(repo, "main") != old and s["status"] == "integrated"
+    assert (repo / "debug.log").read_text() == "the user's log\n"
+    assert any("debug.log" in n and "could not be brought along" in n for n in s["notes"]), s["notes"]

@@ -613,6 +613,14 @@ def user_meanwhile(repo: Path, what: str) -> None:
         (repo / "app.py").unlink()
     elif what == "switches-to-main":
         git("checkout", "-q", "main", cwd=repo)
+    elif what == "the-linked-worktree-switches-away":
+        git("checkout", "-q", "-b", "other2", cwd=repo.parent / "linked")
+    elif what == "main-moves-to-another-linked-worktree":
+        git("checkout", "-q", "-b", "other2", cwd=repo.parent / "linked")
+        git("worktree", "add", "-q", str(repo.parent / "linked2"), "main", cwd=repo)
+    elif what == "main-moves-from-the-linked-worktree-to-the-main-checkout":
+        git("checkout", "-q", "-b", "other2", cwd=repo.parent / "linked")
+        git("checkout", "-q", "main", cwd=repo)
     elif what == "moves-to-a-linked-worktree":
         git("checkout", "-q", "-b", "other", cwd=repo)
         git("worktree", "add", "-q", str(repo.parent / "linked"), "main", cwd=repo)
@@ -646,9 +654,12 @@ def blocking_ref_update(repo: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("when,what", [
     *(("signing", w) for w in ("edits", "creates", "stages", "deletes", "switches-away", "switches-to-main",
-                               "moves-to-a-linked-worktree", "switches-away-and-back")),
+                               "moves-to-a-linked-worktree", "the-linked-worktree-switches-away",
+                               "main-moves-from-the-linked-worktree-to-the-main-checkout",
+                               "main-moves-to-another-linked-worktree", "switches-away-and-back")),
     # (While main's update is prepared git holds HEAD's lock too: the main checkout cannot leave main.)
-    *(("moving", w) for w in ("edits", "creates", "stages", "deletes", "switches-to-main")),
+    *(("moving", w) for w in ("edits", "creates", "stages", "deletes", "switches-to-main",
+                              "the-linked-worktree-switches-away")),
 ])
 def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(api: Api, tmp_path: Path,
                                                                                when: str, what: str) -> None:
@@ -657,13 +668,19 @@ def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(
     (here: while that commit is being signed, or while main's update is prepared) is never overwritten: the integration is refused
     with `dirty`, main stays where it was and the user's files are as they left them; or, when
     nothing of theirs is in the way, main lands and the checkout of main follows it, and a
-    checkout that left main meanwhile is not touched."""
+    checkout that left main meanwhile is not touched (the main checkout or a linked worktree
+    that had main checked out: before, read-tree staged main's change in it; and the one
+    that took main over instead was left with the old files under the new HEAD)."""
     repo = api.repo
     ctl = blocking_signer(repo, tmp_path) if when == "signing" else blocking_ref_update(repo, tmp_path)
     start(api, "feat", {"app.py": "the session's app.py\n", "lib/new.py": "NEW = 1\n"})
     old = rev(repo, "main")
     if what == "switches-to-main":  # the main checkout is elsewhere as the integration starts
         git("checkout", "-q", "-b", "other", cwd=repo)
+    if what in ("the-linked-worktree-switches-away",  # main is checked out in a linked worktree
+                "main-moves-from-the-linked-worktree-to-the-main-checkout", "main-moves-to-another-linked-worktree"):
+        git("checkout", "-q", "-b", "other", cwd=repo)
+        git("worktree", "add", "-q", str(repo.parent / "linked"), "main", cwd=repo)
     (ctl / "armed").touch()
     proc = subprocess.Popen([*PARA_ARGV, "integrate", "Land it", "--session", "feat", "--json"], cwd=repo,
                             env=cli_env(), text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -689,13 +706,23 @@ def test_the_main_checkout_changed_while_the_integration_computes_loses_nothing(
         assert porcelain(repo) == status
         assert api.session("feat")["status"] == "active"
         assert str(repo) in error["message"]
+        assert error["data"]["files"] == ["lib/new.py" if what == "creates" else "app.py"], error
         return
     assert proc.returncode == 0, result
     assert rev(repo, "main") != old and git("show", "main:app.py", cwd=repo) == "the session's app.py"
     if what == "moves-to-a-linked-worktree":  # main's checkout is that one now: it follows main
         assert porcelain(repo.parent / "linked") == []
         assert (repo.parent / "linked" / "app.py").read_text() == "the session's app.py\n"
-    if what in ("switches-away", "moves-to-a-linked-worktree"):
+    if what == "main-moves-to-another-linked-worktree":  # main's checkout is that one now: it follows main
+        assert porcelain(repo.parent / "linked2") == []
+        assert (repo.parent / "linked2" / "app.py").read_text() == "the session's app.py\n"
+    if what in ("the-linked-worktree-switches-away",  # it left main before main moved: not touched
+                "main-moves-from-the-linked-worktree-to-the-main-checkout", "main-moves-to-another-linked-worktree"):
+        linked = repo.parent / "linked"
+        assert git("symbolic-ref", "--short", "HEAD", cwd=linked) == "other2" and rev(linked, "HEAD") == old
+        assert porcelain(linked) == [] and (linked / "app.py").read_bytes() == before["app.py"]
+    if what in ("switches-away", "moves-to-a-linked-worktree", "the-linked-worktree-switches-away",
+                "main-moves-to-another-linked-worktree"):
         # The checkout left main before main moved: it is not main's checkout any more.
         assert git("symbolic-ref", "--short", "HEAD", cwd=repo) == "other"
         assert rev(repo, "other") == old
@@ -768,3 +795,39 @@ def test_a_dozen_integrations_at_once_while_the_user_edits_the_main_checkout(api
         assert git("show", f"main:p{i}.txt", cwd=repo) + "\n" == expected
         if f"p{i}.txt" not in wrote:
             assert (repo / f"p{i}.txt").read_text() == expected
+
+
+@pytest.mark.parametrize("theirs,adds", [("debug.log", "debug.log"), ("build/out.txt", "build/out.txt"),
+                                         ("build/keep.txt", "build"), ("debug.log", "debug.log/inner.txt")])
+def test_an_ignored_file_in_the_main_checkout_is_never_overwritten_by_what_lands(api: Api, theirs: str,
+                                                                               adds: str) -> None:
+    """Issue 15 red team: the user's ignored files (`*.log`, `build/` here; a `.env` alike)
+    are not in `git status`, and read-tree overwrites an ignored file with what lands at its
+    path without a word (git counts them expendable), an ignored directory or a file where
+    the added file's directory goes too. A session that adds, force-added, a file there is
+    refused as `dirty` naming it; main does not move; the user's file stays."""
+    repo = api.repo
+    write(repo, {theirs: "the user's own\n"})
+    wt = start(api, "adds")
+    write(wt, {adds: "the session's\n"})
+    git("add", "-f", adds, cwd=wt)
+    git("commit", "-q", "-m", f"add {adds}", cwd=wt)
+    old = rev(repo, "main")
+    error = error_of(cli_json("integrate", "--session", "adds", cwd=repo, expect=11), "dirty")
+    assert adds in error["message"] and str(repo) in error["message"], error
+    assert rev(repo, "main") == old
+    assert (repo / theirs).read_text() == "the user's own\n"
+    assert porcelain(repo) == []
+
+
+def test_a_tracked_file_the_session_turns_into_a_directory_is_not_in_the_way(api: Api) -> None:
+    """(The other side of the test above: the file standing where an added file's directory
+    goes is one the integration itself removes, so it lands and the checkout follows.)"""
+    repo = api.repo
+    wt = start(api, "todir")
+    git("rm", "-q", "app.py", cwd=wt)
+    write(wt, {"app.py/inner.txt": "now a directory\n"})
+    commit_all(wt, "app.py becomes a directory")
+    cli_json("integrate", "--session", "todir", cwd=repo)
+    assert (repo / "app.py" / "inner.txt").read_text() == "now a directory\n"
+    assert porcelain(repo) == []
