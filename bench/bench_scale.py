@@ -399,22 +399,20 @@ def git_work(work: Path, rounds: int) -> dict[str, Any]:
 def explain(sc_small: dict[str, float], cpus: list[dict[str, float]], n: int, raw_wall: float,
             g: dict[str, Any]) -> list[str]:
     """Rows 1 and 7 taken apart (see the README's benchmark section): what para's time is made
-    of, and para's own floor, the time of its `para` processes and its git processes if the
-    sidecar's own work cost nothing."""
+    of, and its floors: for row 1, raw git's own pair plus two `para` calls that do nothing;
+    for row 7, the CPU of its `para` processes and git processes if the sidecar's cost nothing."""
     call, sc_git = g["para_call"], g["start_cancel"]
     own_git, own_count = g["para_git_raw"]
-    rest = sc_small["para"] - 2 * call - own_git
-    own_floor = 2 * call + own_git
+    # para's floor: the raw git pair itself (the same three git commands: no check, no save, a
+    # deleted branch) plus two `para` calls that do nothing: what any CLI-to-sidecar para costs.
+    own_floor = 2 * call + sc_small["raw"]
     lines = [
-        f"row 1: start+cancel {ms(sc_small['para'])} = 2 para calls of {ms(call)} (a call with nothing to do; "
-        f"`python -c pass` alone {ms(g['python_site'])})",
-        f"         + {ms(own_git)}: its {own_count} git processes, run as raw git (para_git_raw; the trace of one "
-        "start+cancel lists " + ", ".join(f"{k} {v['count']:g}x" for k, v in sc_git["by_command"].items()) + ")",
-        f"         + {ms(rest)} the rest (the sidecar's own work, starting git processes)",
-        f"       raw: {ms(sc_small['raw'])} in 3 git processes; the row's floor adds 2 x `python -I -S -c pass` "
-        f"({ms(sc_small['python_pair'])})",
-        f"       para's own floor (its 2 calls and its git, nothing else) {ms(own_floor)} = "
-        f"{own_floor / sc_small['floor']:.2f}x the row's floor (target 1.2x)"]
+        f"row 1: start+cancel {ms(sc_small['para'])}; a `para` call with nothing to do {ms(call)} "
+        f"(`python -c pass` alone {ms(g['python_site'])}, `python -I -S -c pass` {ms(sc_small['python_pair'] / 2)})",
+        f"       its {own_count} git processes, one after the other as raw git: {ms(own_git)} (para runs three at "
+        "once; the trace lists " + ", ".join(f"{k} {v['count']:g}x" for k, v in sc_git["by_command"].items()) + ")",
+        f"       para's floor, the raw git pair ({ms(sc_small['raw'])}) and 2 `para` calls that do nothing: "
+        f"{ms(own_floor)} = {own_floor / sc_small['floor']:.2f}x the row's floor (target 1.2x)"]
     if round(sc_git["count"]) != own_count:
         lines.append(f"       (note: para ran {sc_git['count']:.0f} git processes per start+cancel in the trace, "
                      f"para_git_raw replays {own_count}: update para_git_raw)")
