@@ -239,6 +239,9 @@ class Repo:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     session_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     target_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # The integrations waiting in each target's queue, in the order they came (Integration
+    # lands those it can together: `_land_together`).
+    landings: dict[str, list[Any]] = field(default_factory=dict)
     plan_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tick: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) on every event
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once its crash repairs are done
