@@ -256,3 +256,48 @@ def test_kill_9_while_integrations_landing_together_move_the_target(hooked: Api,
         assert_checkout_clean_at(repo, "main")
         out = cli_json("integrate", "g2 again", "--session", "g2", cwd=repo)
         assert out["status"] == "integrated" and parents(repo, "main") == [old]
+
+
+def test_kill_9_while_a_member_of_a_failed_group_lands_alone(hooked: Api, sidecar: Sidecar, ctl: Path,
+                                                            tmp_path: Path) -> None:
+    """Issue 15 red team (row 7): the group could not land (the user edits a file one member
+    changes), so each goes alone; killed once main moved for the first of them, before its
+    checkout came along. Its journal still named the failed group's move: the repair took main
+    for unmoved, put the landed session back to active and left main's checkout showing the
+    landed work as a staged revert."""
+    repo = hooked.repo
+    start(hooked, "gate", {"gate.txt": "gate\n"})
+    start(hooked, "w1", {"w1.txt": "w1\n"})
+    start(hooked, "mine", {"lib/util.py": "def util():\n    return 'theirs'\n"})
+    start(hooked, "w2", {"w2.txt": "w2\n"})
+    old = rev(repo, "main")
+    pre = {n: rev(repo, f"para/{n}") for n in ("mine", "w2")}
+    check = BlockingCheck(tmp_path)
+    gate = launch("integrate", "gate lands", "--session", "gate", cwd=repo, env=check.env())
+    check.wait_blocked(gate)
+    procs = []
+    for n in ("w1", "mine", "w2"):
+        procs.append(launch("integrate", f"{n} lands", "--session", n, cwd=repo))
+        wait_until(lambda: hooked.session(n)["status"] == "integrating", what=f"{n} to wait in main's queue")
+    (repo / "lib/util.py").write_text("def util():\n    return 'the user is editing this'\n")
+    (ctl / "armed").write_text("committed")
+    check.release(1)  # the gate's check fails; the three cannot go together; w1 goes first, alone
+    wait_until(lambda: (ctl / "blocked").exists(), what="w1's move of main to block")
+    os.kill(sidecar.pid, signal.SIGKILL)
+    sidecar.proc.wait(timeout=30)
+    for p in [gate, *procs]:
+        p.communicate(timeout=60)
+    (ctl / "release").write_text("0")
+    wait_until(lambda: (ctl / "released").exists(), what="the blocked update to be released")
+
+    sessions = {s["name"]: s for s in cli_json("list", "--all", cwd=repo)["sessions"]}
+    tip = rev(repo, "main")
+    assert parents(repo, tip) == [old] and changed_files(repo, tip) == ["w1.txt"]
+    assert sessions["w1"]["status"] == "integrated" and sessions["w1"]["integration"]["commit"] == tip
+    assert_landed_cleanly(repo, _ListApi(repo), "w1")  # type: ignore[arg-type]
+    for n in ("gate", "mine", "w2"):
+        assert sessions[n]["status"] == "active" and sessions[n]["pending_op"] is None, sessions[n]
+    assert all(rev(repo, f"para/{n}") == pre[n] for n in pre)
+    # main's checkout came along (no staged revert of w1.txt), the user's edit untouched.
+    assert porcelain(repo) == [" M lib/util.py"] and (repo / "w1.txt").read_text() == "w1\n"
+    assert (repo / "lib/util.py").read_text() == "def util():\n    return 'the user is editing this'\n"

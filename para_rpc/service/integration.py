@@ -292,7 +292,10 @@ class Integration(Remote):
                     raise ParaError(Code.check_failed, f"the check `{cfg['integrate.check']}` failed "
                                     f"({'timed out' if rc is None else f'exit {rc}'}); {target} did not move",
                                     output=output, exit=rc, session=s.name)
-            journaled(s).data.update(old=old, new=new)  # journal before the target moves
+            d = journaled(s).data
+            d.update(old=old, new=new)  # journal before the target moves
+            # (A group it was in and that failed named its move here: the repair must go by this one.)
+            d.pop("moved", None)
             repo.store.save(s)
             if new != old:
                 await self._absorb_objects(repo, s)  # out of the sandboxed agent's reach first
