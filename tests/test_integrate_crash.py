@@ -11,6 +11,7 @@ old or exactly the new commit, and the session must say which.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,8 +24,8 @@ from conftest import PARA_ARGV, Sidecar, cli_env, git, rev, sidecar_pids, wait_u
 
 pytest.register_assert_rewrite("integrate_util")
 from integrate_util import (Api, BlockingCheck, assert_checkout_clean_at, assert_landed_cleanly,  # noqa: E402
-                            changed_files, cli_json, in_progress, launch, message, api, parents, porcelain, start,
-                            write)
+                            changed_files, cli_json, in_progress, launch, message, api, outcome, parents, porcelain,
+                            start, write)
 
 
 
@@ -301,3 +302,53 @@ def test_kill_9_while_a_member_of_a_failed_group_lands_alone(hooked: Api, sideca
     # main's checkout came along (no staged revert of w1.txt), the user's edit untouched.
     assert porcelain(repo) == [" M lib/util.py"] and (repo / "w1.txt").read_text() == "w1\n"
     assert (repo / "lib/util.py").read_text() == "def util():\n    return 'the user is editing this'\n"
+
+
+TEARDOWN = """\
+import pathlib, sys, time
+ctl = pathlib.Path(sys.argv[1])
+(ctl / "tearing-down").write_text("")
+deadline = time.monotonic() + 120          # never outlive the test by much
+while not (ctl / "let-go").exists() and time.monotonic() < deadline:
+    time.sleep(0.02)
+"""
+
+
+def test_kill_9_after_a_group_landed_and_main_moved_on_completes_every_member(api: Api, sidecar: Sidecar,
+                                                                             ctl: Path, tmp_path: Path) -> None:
+    """Issue 15 red team (row 7): g1 and g2 landed together; g2's owner is still cleaning up
+    (its teardown runs) when g3 lands after them, then the sidecar is killed. main is past
+    g2's commit, not at it: the repair took that for "main did not move" and put g2 back to
+    active, its work already in main (the session half-landed)."""
+    repo = api.repo
+    for n in ("gate", "g1", "g2", "g3"):
+        start(api, n, {f"{n}.txt": f"{n}\n"})
+    script = tmp_path / "teardown.py"
+    script.write_text(TEARDOWN)
+    check = BlockingCheck(tmp_path)
+    gate = launch("integrate", "gate lands", "--session", "gate", cwd=repo, env=check.env())
+    check.wait_blocked(gate)
+    g1 = launch("integrate", "g1 lands", "--session", "g1", cwd=repo)
+    wait_until(lambda: api.session("g1")["status"] == "integrating", what="g1 to wait in main's queue")
+    g2 = launch("integrate", "g2 lands", "--session", "g2", cwd=repo,
+                env={"PARA_SESSION_TEARDOWN": json.dumps([sys.executable, str(script), str(ctl)])})
+    wait_until(lambda: api.session("g2")["status"] == "integrating", what="g2 to wait in main's queue")
+    try:
+        check.release(0)
+        assert outcome(gate)[0] == 0 and outcome(g1)[0] == 0
+        wait_until(lambda: (ctl / "tearing-down").exists(), what="g2's teardown to run")
+        assert git("reflog", "show", "--format=%gs", "-1", "main", cwd=repo) == "para: integrate g1, g2"
+        landed = rev(repo, "main")
+        assert cli_json("integrate", "g3 lands", "--session", "g3", cwd=repo)["status"] == "integrated"
+        os.kill(sidecar.pid, signal.SIGKILL)
+        sidecar.proc.wait(timeout=30)
+        g2.communicate(timeout=60)
+        sessions = {s["name"]: s for s in cli_json("list", "--all", cwd=repo)["sessions"]}
+    finally:
+        (ctl / "let-go").write_text("")
+    assert sessions["g2"]["status"] == "integrated" and sessions["g2"]["pending_op"] is None, sessions["g2"]
+    assert sessions["g2"]["integration"]["commit"] == landed
+    assert_landed_cleanly(repo, _ListApi(repo), "g2")  # type: ignore[arg-type]
+    assert_checkout_clean_at(repo, "main")
+    assert [message(repo, c) for c in git("rev-list", "-4", "main", cwd=repo).splitlines()] == \
+        ["g3 lands", "g2 lands", "g1 lands", "gate lands"]

@@ -93,13 +93,19 @@ class Repair(ServiceCore):
     async def _repair_integration(self, repo: Repo, s: Session) -> None:
         """The target is at the old or the new commit (it moves by compare-and-swap), or, for
         integrations landed together, at the first one's old or the last one's new commit
-        (`moved`): complete the landing if it moved, else put the session back as it was."""
+        (`moved`): complete the landing if it moved, else put the session back as it was.
+        Past the new one, too: the session was cleaning up after it landed (its teardown, its
+        worktree's removal) while the queue went on and others landed after it."""
         rec, d = s.integration or {}, journaled(s).data
         target: str = d.get("target") or rec.get("target") or ""
         tip = await git.resolve(repo.root, f"refs/heads/{target}")
         first, last = d.get("moved") or (d.get("old"), d.get("new"))
-        if first and last and tip == last:
-            if last != first:  # (the checkout of the target moves once for all of them)
+        past = bool(first and last and tip and tip != last and last != first
+                    and await git.is_ancestor(repo.root, last, tip))
+        if first and last and (tip == last or past):
+            # (The checkout of the target moves once for all of them; past `last`, the next
+            # landing's read-tree already brought it from `last`, which needed it there.)
+            if last != first and not past:
                 behind = await integrate.sync_checkout_after_crash(repo.root, target, first, last)
                 if behind:
                     self._report_checkout_behind(repo, s, target, first, last, *behind)
