@@ -236,3 +236,36 @@ def test_a_group_that_cannot_land_together_lands_one_by_one_and_each_hears_its_o
     sessions = api.sessions()
     assert [sessions[n]["status"] for n in ("w1", "mine", "w2")] == ["integrated", "active", "integrated"]
     assert (repo / "w1.txt").exists() and (repo / "w2.txt").exists()
+
+
+def test_an_integration_landed_with_a_group_answers_without_waiting_behind_a_check(api: Api,
+                                                                                   tmp_path: Path) -> None:
+    """Issue 15 red team (row 7): w1 lands itself and w2, who came after `checked` (it has a
+    check to run, so it goes alone). w2's work is in main and nothing is left to decide: its
+    owner answers (and cleans up) then, not once `checked`'s check is done minutes later."""
+    repo = api.repo
+    for n in ("gate", "w1", "checked", "w2"):
+        start(api, n, {f"{n}.txt": f"{n}\n"})
+    (tmp_path / "gate").mkdir(), (tmp_path / "slow").mkdir()
+    check, gate, procs = queue_behind_a_check(api, tmp_path / "gate", [])
+    procs["w1"] = launch("integrate", "w1 lands", "--session", "w1", cwd=repo)
+    wait_until(lambda: api.session("w1")["status"] == "integrating", what="w1 to wait in the queue")
+    slow = BlockingCheck(tmp_path / "slow")
+    checked = launch_with("integrate", "checked lands", "--session", "checked", cwd=repo, env=slow.env())
+    wait_until(lambda: api.session("checked")["status"] == "integrating", what="checked to wait in the queue")
+    procs["w2"] = launch("integrate", "w2 lands", "--session", "w2", cwd=repo)
+    wait_until(lambda: api.session("w2")["status"] == "integrating", what="w2 to wait in the queue")
+    try:
+        check.release(0)
+        assert outcome(gate)[0] == 0 and outcome(procs["w1"])[0] == 0
+        slow.wait_blocked(checked)
+        rc, out = outcome(procs["w2"], timeout=20)
+        assert rc == 0 and out["status"] == "integrated", out
+        assert checked.poll() is None  # (still running its check)
+        assert git("reflog", "show", "--format=%gs", "-1", "main", cwd=repo) == "para: integrate w1, w2"
+    finally:
+        slow.release(0)
+    assert outcome(checked)[0] == 0
+    assert [message(repo, c) for c in git("rev-list", "-4", "main", cwd=repo).splitlines()] == \
+        ["checked lands", "w2 lands", "w1 lands", "gate lands"]
+    assert_checkout_clean_at(repo, "main")

@@ -148,21 +148,28 @@ class Integration(Remote):
         me = _Landing(s, cfg, sign, asyncio.get_running_loop().create_future())
         waiting = repo.landings.setdefault(target, [])
         waiting.append(me)
+        lock = repo.target_lock(target)
+        held = False
         try:
-            async with repo.target_lock(target):
-                if me.landed.done():  # landed with an earlier turn's group
-                    return me.landed.result()
-                if me.alone or not _can_go_together(me):
-                    return await self._merge_and_move(repo, s, cfg, sign)
-                group = [w for w in waiting if not w.landed.done() and not w.alone and _can_go_together(w)]
-                landed = await self._land_together(repo, target, group[:GROUP_LIMIT])
-                if me.landed.done():
-                    return me.landed.result()
-                if not landed:  # (failed together: said by going alone, each in its turn)
-                    for w in group:
-                        w.alone = True
+            # Landed by an earlier turn's group, it has nothing left to wait for: not for the
+            # turns before its own (one may run a check for minutes), while the session stays
+            # "integrating" with its work in the target.
+            held = await _turn(lock, me.landed)
+            if me.landed.done():
+                return me.landed.result()
+            if me.alone or not _can_go_together(me):
                 return await self._merge_and_move(repo, s, cfg, sign)
+            group = [w for w in waiting if not w.landed.done() and not w.alone and _can_go_together(w)]
+            landed = await self._land_together(repo, target, group[:GROUP_LIMIT])
+            if me.landed.done():
+                return me.landed.result()
+            if not landed:  # (failed together: said by going alone, each in its turn)
+                for w in group:
+                    w.alone = True
+            return await self._merge_and_move(repo, s, cfg, sign)
         finally:
+            if held:
+                lock.release()
             waiting.remove(me)
 
     async def _land_together(self, repo: Repo, target: str, group: list[_Landing]) -> bool:
@@ -698,6 +705,28 @@ class _Landing:
     sign: bool
     landed: asyncio.Future[tuple[str, str]]  # (new, old): set by whoever landed it
     alone: bool = False  # lands by itself, in its turn
+
+
+async def _turn(lock: asyncio.Lock, landed: asyncio.Future[Any]) -> bool:
+    """Wait for `lock` (True: held, for the caller to release) or for `landed` to be set
+    (False), whichever comes first. One that stops waiting keeps no place in the queue and
+    holds no lock (asyncio.Lock hands a turn given meanwhile to the next waiter)."""
+    acquiring = asyncio.ensure_future(lock.acquire())
+    try:
+        await asyncio.wait((acquiring, landed), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # (cancelled: a turn given meanwhile is handed on)
+        acquiring.cancel()
+        acquiring.add_done_callback(lambda t: None if t.cancelled() else lock.release())
+        raise
+    if not acquiring.done():
+        acquiring.cancel()
+        await asyncio.wait((acquiring,))  # (not `await acquiring`: its cancellation is not ours)
+    if acquiring.cancelled():
+        return False
+    if landed.done():
+        lock.release()
+        return False
+    return True
 
 
 def _can_go_together(w: _Landing) -> bool:
