@@ -56,7 +56,7 @@ class Integration(Remote):
         target = validate_branch_name(p.target, "target branch") if p.target is not None else s.base_branch
         if target == s.branch:
             raise ParaError(Code.invalid_input, "a session cannot be integrated into its own branch")
-        if await git.resolve(repo.root, f"refs/heads/{target}") is None:
+        if not _branch_file_names_one(repo, target) and await git.resolve(repo.root, f"refs/heads/{target}") is None:
             raise ParaError(Code.not_found, f"target branch {target!r} does not exist", branch=target)
         if p.dry_run:  # the same checks as the real one, so the forecast never promises what it refuses
             self._check_integrable(s)
@@ -83,17 +83,20 @@ class Integration(Remote):
                     committed = await git.commit(s.worktree, message or f"{s.name}: work in progress")
             # HEAD is on the session branch (`_save_or_refuse`): the worktree listing just read gave its tip.
             known = committed or (f.head if f is not None and f.branch == s.branch else None)
-            pre, sign = await asyncio.gather(
-                _given(known) if known else git.resolve(repo.root, f"refs/heads/{s.branch}"),
-                git.signs_commits(repo.root))
+            pre = known or await git.resolve(repo.root, f"refs/heads/{s.branch}")
             if pre is None:
                 raise ParaError(Code.not_found, f"branch {s.branch!r} of session {s.name!r} is gone", session=s.name)
-            related = await self._refuse_bare_gitlinks(repo, s, target, pre)
+            if message is not None and f is not None and f.branch == s.branch and not f.status and not f.gitlinks:
+                # Clean, its index is the tip's tree: with no gitlink there, none can land
+                # (and with a message given, whether it shares history with the target is not asked).
+                related = True
+            else:
+                related = await self._refuse_bare_gitlinks(repo, s, target, pre)
             if message is None:
                 message = await self._default_message(repo, s, target, pre, strategy, related)
             s.integration = {"target": target, "strategy": strategy, "message": message, "pre": pre,
                              "resume_status": s.status.value, "stamp": _utc_stamp()}
-            return await self._land(repo, s, cfg, sign)
+            return await self._land(repo, s, cfg)
 
     def _check_integrable(self, s: Session) -> None:
         if s.status is Status.conflicted:
@@ -111,7 +114,7 @@ class Integration(Remote):
             if related else []
         return subjects[0] if len(subjects) == 1 else f"Integrate session {s.name}"
 
-    async def _land(self, repo: Repo, s: Session, cfg: dict[str, Any], sign: bool | None = None) -> dict[str, Any]:
+    async def _land(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> dict[str, Any]:
         """Queue on the target, compute the result, gate it, move the target, clean up."""
         rec = recorded(s)
         s.status = Status.integrating
@@ -120,9 +123,7 @@ class Integration(Remote):
         self.emit(repo, "queued", s.name, target=rec["target"])
         self.busy += 1
         try:
-            if sign is None:  # (a `continue`: the integration's first half did not ask)
-                sign = await git.signs_commits(repo.root)
-            new, old = await self._in_queue(repo, s, cfg, sign)
+            new, old = await self._in_queue(repo, s, cfg)
             return await self._after_landing(repo, s, new, old, cfg)
         except Exception as e:
             if s.status is Status.integrating and not ((op := pending(s)) is not None and op.data.get("landed")):
@@ -137,7 +138,7 @@ class Integration(Remote):
         finally:
             self.busy -= 1
 
-    async def _in_queue(self, repo: Repo, s: Session, cfg: dict[str, Any], sign: bool) -> tuple[str, str]:
+    async def _in_queue(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> tuple[str, str]:
         """Wait in the target's queue, then land (the target's old and new commit). Twenty
         agents integrating at once are the normal case: whoever's turn it is lands all the
         waiting integrations that can go together (clean merges with no check to run; each its
@@ -145,7 +146,7 @@ class Integration(Remote):
         compare-and-swap of the target and one update of its checkout. The others go alone,
         in their turn, as does everyone after a landing together failed."""
         target = recorded(s)["target"]
-        me = _Landing(s, cfg, sign, asyncio.get_running_loop().create_future())
+        me = _Landing(s, cfg, asyncio.get_running_loop().create_future())
         waiting = repo.landings.setdefault(target, [])
         waiting.append(me)
         lock = repo.target_lock(target)
@@ -158,7 +159,7 @@ class Integration(Remote):
             if me.landed.done():
                 return me.landed.result()
             if me.alone or not _can_go_together(me):
-                return await self._merge_and_move(repo, s, cfg, sign)
+                return await self._merge_and_move(repo, s, cfg, await git.signs_commits(repo.root))
             group = [w for w in waiting if not w.landed.done() and not w.alone and _can_go_together(w)]
             landed = await self._land_together(repo, target, group[:GROUP_LIMIT])
             if me.landed.done():
@@ -166,7 +167,7 @@ class Integration(Remote):
             if not landed:  # (failed together: said by going alone, each in its turn)
                 for w in group:
                     w.alone = True
-            return await self._merge_and_move(repo, s, cfg, sign)
+            return await self._merge_and_move(repo, s, cfg, await git.signs_commits(repo.root))
         finally:
             if held:
                 lock.release()
@@ -181,10 +182,12 @@ class Integration(Remote):
         every one goes alone (so that each failure is said to whom it belongs)."""
         ref = f"refs/heads/{target}"
         try:
-            heads, wts, root_dirty = await asyncio.gather(
+            # (Whether commits are signed too: asked once for the group, in its turn.)
+            heads, wts, root_dirty, sign = await asyncio.gather(
                 git.commits_of(repo.root, [ref, *(f"refs/heads/{w.s.branch}" for w in group)]),
                 git.worktrees(repo.root),
-                git.dirty_paths(repo.root) if integrate.main_checkout_on(repo.common_dir, target) else _nothing())
+                git.dirty_paths(repo.root) if integrate.main_checkout_on(repo.common_dir, target) else _nothing(),
+                git.signs_commits(repo.root))
             if ref not in heads:
                 return False
             first = heads[ref][0]
@@ -198,7 +201,7 @@ class Integration(Remote):
                 tip = heads[f"refs/heads/{w.s.branch}"][0]
                 try:
                     cand = await integrate.candidate(repo.root, rec["strategy"], old, tip, rec["message"],
-                                                     sign=w.sign, old_tree=old_tree)
+                                                     sign=sign, old_tree=old_tree)
                 except ParaError:  # (ff after the group moved the target: said when it goes alone)
                     cand = integrate.Candidate(False)
                 if not cand.clean or cand.commit is None or cand.tree is None:
@@ -371,7 +374,7 @@ class Integration(Remote):
         removed = False
         async with self._agent_frozen(repo, s) as frozen:
             try:
-                f = await self._worktree_facts(repo, s)
+                f = await self._worktree_facts(repo, s, tip)
                 if f is not None:
                     # Before the save: the teardown runs with the agent thawed (to stop its
                     # servers), and what they write meanwhile is saved with the rest: the facts
@@ -693,6 +696,16 @@ class Integration(Remote):
         return [(usable[i], usable[j]) for i, j in sorted(meet)]
 
 
+def _branch_file_names_one(repo: Repo, branch: str) -> bool:
+    """Whether `branch` is there by its loose ref file (no git process). (One naming an object
+    that is not a commit is refused in the queue, where the target is read, before it moves.)"""
+    try:
+        git.branch_file(repo.common_dir, branch)
+    except LookupError:
+        return False
+    return True
+
+
 GROUP_LIMIT = 64  # integrations landed together at most (one journal entry each)
 
 
@@ -702,7 +715,6 @@ class _Landing:
 
     s: Session
     cfg: dict[str, Any]
-    sign: bool
     landed: asyncio.Future[tuple[str, str]]  # (new, old): set by whoever landed it
     alone: bool = False  # lands by itself, in its turn
 
@@ -732,10 +744,6 @@ async def _turn(lock: asyncio.Lock, landed: asyncio.Future[Any]) -> bool:
 def _can_go_together(w: _Landing) -> bool:
     """No check to run on it (each would need the commit it lands), no host it lives on."""
     return not w.cfg["integrate.check"] and not remote(w.s.agent)
-
-
-async def _given(value: str) -> str | None:
-    return value
 
 
 async def _nothing() -> None:
