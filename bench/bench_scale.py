@@ -331,6 +331,13 @@ def integrate_all_cli(repo: Path, n: int, hello_to: Path | None = None, sidecar_
     return wall, lat
 
 
+def target_moves(repo: Path) -> int:
+    """How many times para moved main in `repo` (integrations that waited in the queue
+    together land with one move: its reflog entry names them all)."""
+    log = git("reflog", "show", "--format=%gs", "main", cwd=repo).splitlines()
+    return len([line for line in log if line.startswith("para: integrate ")])
+
+
 def integrate_all_raw(repo: Path, n: int, cpu: dict[str, float] | None = None) -> float:
     """Wall time of the same n integrations done with raw git, one after the other; into
     `cpu`, the CPU seconds of those git processes."""
@@ -551,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
 
         walls_para, walls_raw, hellos = [], [], []
         cpus: list[dict[str, float]] = []
+        moves: list[int] = []
         for r in range(1 if a.smoke else 3 if quick else 5):
             repo_p = integrate_repo(work / f"ip{r}", sc, integrations)
             repo_r = integrate_repo(work / f"ir{r}", sc, integrations)
@@ -558,13 +566,15 @@ def main(argv: list[str] | None = None) -> int:
             wall, lat = integrate_all_cli(repo_p, integrations, hello_to=sc.socket, sidecar_pid=sc.pid, cpu=cpu)
             walls_para.append(wall)
             hellos += lat
+            moves.append(target_moves(repo_p))
             walls_raw.append(integrate_all_raw(repo_r, integrations, cpu))
             cpus.append(cpu)
         p99 = statistics.quantiles(hellos, n=100)[98] if len(hellos) >= 2 else max(hellos, default=0.0)
         figures["integrate"] = {"para": med(walls_para), "raw": med(walls_raw), "hello_p99": p99,
-                                "hello_samples": len(hellos)}
+                                "hello_samples": len(hellos), "target_moves": moves}
         row(rows, "7", f"{integrations} concurrent para integrate / raw sequential", med(walls_para) / med(walls_raw),
-            1.5, detail=f"para {ms(med(walls_para))}, git {ms(med(walls_raw))}")
+            1.5, detail=f"para {ms(med(walls_para))}, git {ms(med(walls_raw))}; main moved "
+                        f"{statistics.median(moves):g} times for {integrations} (those waiting land together)")
 
         cold, warm = cold_and_warm(work, 1 if a.smoke else 3 if quick else 7)
         figures["autostart"] = {"cold": med(cold), "warm": med(warm)}

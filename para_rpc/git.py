@@ -1044,16 +1044,16 @@ class Embedded:
 EMBED_DEPTH = 8  # repositories inside repositories inside ... a worktree: searched this deep
 
 
-async def status_and_embedded(wt: str | Path, depth: int = 0) -> tuple[list[str], list[Embedded]]:
+async def status_and_embedded(wt: str | Path, depth: int = 0) -> tuple[list[str], list[Embedded], set[str]]:
     """`status()` of worktree `wt`, and its initialised submodules and nested repositories
     (a `git init` or `git clone` inside the worktree, tracked as a gitlink or not), each with
     those inside it (submodules of submodules, a clone inside a nested repository: their git
     directories go with the worktree too). Ignored directories are searched too: a clone in
     `vendor/` or `build/` goes with the worktree just the same, though git's status never
     shows it. The three reads run at once (each cancel and integration makes them before the
-    worktree goes)."""
+    worktree goes). Also the gitlinks its index holds (initialised or not)."""
     lines, staged, ignored = await asyncio.gather(status(wt), _gitlinks(wt), _ignored_dirs(wt))
-    return lines, await _embedded_in(wt, lines, staged, ignored, depth)
+    return lines, await _embedded_in(wt, lines, staged, ignored, depth), staged
 
 
 async def _gitlinks(wt: str | Path) -> set[str]:
@@ -1110,7 +1110,7 @@ async def _embedded(wt: str | Path, rel: str, submodule: bool, depth: int = 0) -
     unpushed = int(await out(path, "rev-list", "--count", *revs, "--not", "--remotes")) if revs else 0
     remote = await nested_config_value(path, "remote.origin.url")
     if depth < EMBED_DEPTH:
-        lines, inner = await status_and_embedded(path, depth + 1)
+        lines, inner, _ = await status_and_embedded(path, depth + 1)
     else:
         lines, inner = await status(path), []
     nested = {e.path for e in inner if not e.submodule}  # saved on their own, not as its dirt

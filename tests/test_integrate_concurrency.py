@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PARA_ARGV, Sidecar, cli_env, git, rev
+from conftest import PARA_ARGV, Sidecar, cli_env, git, rev, wait_until
 
 pytest.register_assert_rewrite("integrate_util")
-from integrate_util import (Api, BASE_FILES, assert_checkout_clean_at, changed_files, cli_json, edit_line,  # noqa: E402
-                            message, api, parents, porcelain, start, world)
+from integrate_util import launch as launch_with  # noqa: E402
+from integrate_util import (Api, BASE_FILES, BlockingCheck, assert_checkout_clean_at, changed_files, cli_json, edit_line,  # noqa: E402
+                            message, api, outcome, parents, porcelain, start, world)
 
 
 SHARED_SIDECAR = True  # one sidecar for the module (conftest.py), as one user's serves all repos
@@ -159,3 +160,79 @@ def test_subscribed_client_receives_conflicted_and_integrated_events(api: Api, s
     assert conflicted["data"]["files"] == ["app.py"] and conflicted["data"]["hunks"]["app.py"]
     assert conflicted["id"] > integrated["id"]
     assert porcelain(repo) == []
+
+
+# ---- integrations waiting in one queue land together --------------------------------------------
+
+def queue_behind_a_check(api: Api, tmp_path: Path, names: list[str]) -> tuple[BlockingCheck, subprocess.Popen,
+                                                                          dict[str, subprocess.Popen]]:
+    """`gate` holds main's queue (its integration check blocks); then `names` integrate, one
+    after the other, each waiting in the queue before the next is launched (so the order they
+    came in is known)."""
+    check = BlockingCheck(tmp_path)
+    gate = launch_with("integrate", "gate lands", "--session", "gate", cwd=api.repo, env=check.env())
+    check.wait_blocked(gate)
+    procs = {}
+    for n in names:
+        procs[n] = launch("integrate", f"{n} lands", "--session", n, cwd=api.repo)
+        wait_until(lambda: api.session(n)["status"] == "integrating" or procs[n].poll() is not None,
+                   what=f"{n} to wait in the queue")
+    return check, gate, procs
+
+
+def test_integrations_waiting_in_the_queue_land_together_each_as_its_own_commit(api: Api, tmp_path: Path) -> None:
+    """Twenty agents integrating at once are the normal case: whoever's turn it is lands every
+    clean integration waiting behind it with one move of main (one reflog entry naming them
+    all), each still its own commit, in the order they came. One that conflicts with what
+    landed before it (here: the gate's) is left out and pauses by itself."""
+    repo = api.repo
+    start(api, "gate", {"app.py": edit_line(BASE_FILES["app.py"], 3, "the gate's line")})
+    start(api, "w1", {"w1.txt": "w1\n"})
+    start(api, "clash", {"app.py": edit_line(BASE_FILES["app.py"], 3, "clash's line")})
+    start(api, "w2", {"w2.txt": "w2\n", "lib/util.py": "def util():\n    return 2\n"})
+    start(api, "w3", {"w3.txt": "w3\n"})
+    check, gate, procs = queue_behind_a_check(api, tmp_path, ["w1", "clash", "w2", "w3"])
+    check.release(0)
+    assert outcome(gate)[0] == 0
+    results = {n: outcome(p) for n, p in procs.items()}
+    assert {n: rc for n, (rc, _) in results.items()} == {"w1": 0, "clash": 7, "w2": 0, "w3": 0}, results
+
+    moves = git("reflog", "show", "--format=%gs", "main", cwd=repo).splitlines()
+    assert moves[:2] == ["para: integrate w1, w2, w3", "para: integrate gate"], moves
+    sessions = api.sessions()
+    landed = [sessions[n]["integration"] for n in ("gate", "w1", "w2", "w3")]
+    for before, it in zip(landed, landed[1:]):  # a chain: each on the one before, as if one by one
+        assert it["old"] == before["commit"] and parents(repo, it["commit"]) == [before["commit"]]
+    assert landed[-1]["commit"] == rev(repo, "main")
+    for n, files in (("w1", ["w1.txt"]), ("w2", ["lib/util.py", "w2.txt"]), ("w3", ["w3.txt"])):
+        commit = sessions[n]["integration"]["commit"]
+        assert message(repo, commit) == f"{n} lands" and changed_files(repo, commit) == files
+        assert sessions[n]["status"] == "integrated"
+    assert sessions["clash"]["status"] == "conflicted" and results["clash"][1]["error"]["data"]["files"] == ["app.py"]
+    assert_checkout_clean_at(repo, "main")
+    assert (repo / "w2.txt").read_text() == "w2\n" and (repo / "lib/util.py").read_text() == "def util():\n    return 2\n"
+
+
+def test_a_group_that_cannot_land_together_lands_one_by_one_and_each_hears_its_own_answer(
+        api: Api, tmp_path: Path) -> None:
+    """One of the waiting integrations changes a file the user is editing in main's checkout:
+    together they would be refused, so each goes alone instead; only that one is refused
+    (naming the file), the others land, and the user's edit is untouched."""
+    repo = api.repo
+    start(api, "gate", {"gate.txt": "gate\n"})
+    start(api, "w1", {"w1.txt": "w1\n"})
+    start(api, "mine", {"lib/util.py": "def util():\n    return 'theirs'\n"})
+    start(api, "w2", {"w2.txt": "w2\n"})
+    check, gate, procs = queue_behind_a_check(api, tmp_path, ["w1", "mine", "w2"])
+    (repo / "lib/util.py").write_text("def util():\n    return 'the user is editing this'\n")
+    check.release(0)
+    assert outcome(gate)[0] == 0
+    results = {n: outcome(p) for n, p in procs.items()}
+    assert {n: rc for n, (rc, _) in results.items()} == {"w1": 0, "mine": 11, "w2": 0}, results
+    assert results["mine"][1]["error"]["data"]["files"] == ["lib/util.py"]
+    assert (repo / "lib/util.py").read_text() == "def util():\n    return 'the user is editing this'\n"
+    moves = git("reflog", "show", "--format=%gs", "main", cwd=repo).splitlines()
+    assert moves[:3] == ["para: integrate w2", "para: integrate w1", "para: integrate gate"], moves
+    sessions = api.sessions()
+    assert [sessions[n]["status"] for n in ("w1", "mine", "w2")] == ["integrated", "active", "integrated"]
+    assert (repo / "w1.txt").exists() and (repo / "w2.txt").exists()

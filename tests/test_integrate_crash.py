@@ -22,8 +22,9 @@ import pytest
 from conftest import PARA_ARGV, Sidecar, cli_env, git, rev, sidecar_pids, wait_until
 
 pytest.register_assert_rewrite("integrate_util")
-from integrate_util import (Api, assert_checkout_clean_at, assert_landed_cleanly, changed_files, cli_json,  # noqa: E402
-                            in_progress, message, api, parents, porcelain, start, write)
+from integrate_util import (Api, BlockingCheck, assert_checkout_clean_at, assert_landed_cleanly,  # noqa: E402
+                            changed_files, cli_json, in_progress, launch, message, api, parents, porcelain, start,
+                            write)
 
 
 
@@ -200,3 +201,58 @@ def test_the_repair_after_a_kill_9_overwrites_no_ignored_file_of_the_user(hooked
     assert rev(repo, "main") != old and s["status"] == "integrated"
     assert (repo / "debug.log").read_text() == "the user's log\n"
     assert any("debug.log" in n and "could not be brought along" in n for n in s["notes"]), s["notes"]
+
+
+@pytest.mark.parametrize("stage,release,lands", [
+    ("prepared", "1", False),   # the group's move of main is refused: main stays where it was
+    ("committed", "0", True),   # main moved for all of them; killed before the checkout came along
+], ids=["update-aborted", "killed-after-update"])
+def test_kill_9_while_integrations_landing_together_move_the_target(hooked: Api, sidecar: Sidecar, ctl: Path,
+                                                                     tmp_path: Path, stage: str, release: str,
+                                                                     lands: bool) -> None:
+    """Integrations that waited in one queue land together, with one move of main: killed
+    there, the repair finds main at the first one's old commit or at the last one's new one,
+    and completes or undoes every one of them accordingly (none is left half-landed)."""
+    repo = hooked.repo
+    names = ["g1", "g2", "g3"]
+    start(hooked, "gate", {"gate.txt": "gate\n"})
+    for n in names:
+        start(hooked, n, {f"{n}.txt": f"{n}\n"})
+    old = rev(repo, "main")
+    pre = {n: rev(repo, f"para/{n}") for n in names}
+    check = BlockingCheck(tmp_path)
+    gate = launch("integrate", "gate lands", "--session", "gate", cwd=repo, env=check.env())
+    check.wait_blocked(gate)
+    procs = [launch("integrate", f"{n} lands", "--session", n, cwd=repo) for n in names]
+    wait_until(lambda: all(s["status"] == "integrating" for s in cli_json("list", cwd=repo)["sessions"]),
+               what="all of them to wait in main's queue")
+    (ctl / "armed").write_text(stage)
+    check.release(1)  # the gate's check fails: main is left to the three, who go together
+    wait_until(lambda: (ctl / "blocked").exists(), what="the group's move of main to block")
+    os.kill(sidecar.pid, signal.SIGKILL)
+    sidecar.proc.wait(timeout=30)
+    for p in [gate, *procs]:
+        p.communicate(timeout=60)
+    (ctl / "release").write_text(release)
+    wait_until(lambda: (ctl / "released").exists(), what="the blocked update to be released")
+
+    sessions = {s["name"]: s for s in cli_json("list", "--all", cwd=repo)["sessions"]}
+    assert sessions["gate"]["status"] == "active"
+    if lands:
+        chain = git("rev-list", "--reverse", f"{old}..main", cwd=repo).splitlines()
+        order = [message(repo, c).split()[0] for c in chain]  # (in the order they came to the queue)
+        assert sorted(order) == names and len(set(parents(repo, c)[0] for c in chain)) == 3
+        for n, c in zip(order, chain):
+            assert sessions[n]["status"] == "integrated" and sessions[n]["pending_op"] is None
+            assert sessions[n]["integration"]["commit"] == c and changed_files(repo, c) == [f"{n}.txt"]
+            assert_landed_cleanly(repo, _ListApi(repo), n)  # type: ignore[arg-type]
+        assert_checkout_clean_at(repo, "main")
+        assert all((repo / f"{n}.txt").exists() for n in names)
+    else:
+        assert rev(repo, "main") == old
+        for n in names:
+            assert sessions[n]["status"] == "active" and sessions[n]["pending_op"] is None
+            assert rev(repo, f"para/{n}") == pre[n]
+        assert_checkout_clean_at(repo, "main")
+        out = cli_json("integrate", "g2 again", "--session", "g2", cwd=repo)
+        assert out["status"] == "integrated" and parents(repo, "main") == [old]

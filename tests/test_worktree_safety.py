@@ -331,9 +331,11 @@ def test_integrate_refuses_a_cloned_repository_inside_the_session(sidecar, para,
     assert sessions(repo)["n3"]["pending_op"] is None
 
 
-def test_integrate_refuses_a_committed_gitlink_without_gitmodules_entry(sidecar, para, repo):
+@pytest.mark.parametrize("message", [[], ["vendor it"]], ids=["default-message", "message-given"])
+def test_integrate_refuses_a_committed_gitlink_without_gitmodules_entry(sidecar, para, repo, message):
     """A nested repository the agent committed itself (`git add -A` records a bare gitlink)
-    lands as an empty directory no clone can fill: refused, with the path and the fix."""
+    lands as an empty directory no clone can fill: refused, with the path and the fix. (With
+    a message given and nothing uncommitted, the worktree's index says whether to look.)"""
     para("start", "n4")
     path = wt(repo, "n4")
     inner = nested_repo(path, "inner")
@@ -342,7 +344,7 @@ def test_integrate_refuses_a_committed_gitlink_without_gitmodules_entry(sidecar,
     shutil.rmtree(inner)
     inner.mkdir()  # as a fresh clone would have it: an empty directory, only the commit records it
     main = rev(repo, "main")
-    assert_error(para("integrate", "--session", "n4", check=False), Code.wrong_state, "inner",
+    assert_error(para("integrate", *message, "--session", "n4", check=False), Code.wrong_state, "inner",
                  "no .gitmodules entry", "git rm --cached -- inner")
     assert rev(repo, "main") == main and sessions(repo)["n4"]["pending_op"] is None
 

@@ -218,6 +218,7 @@ class WorktreeFacts:
     unkept: int                    # commits at HEAD no branch holds (counted when HEAD is off the session branch)
     status: list[str]              # `git.status` of the worktree
     embedded: list[git.Embedded]   # submodules and nested repositories with their own git directory
+    gitlinks: set[str]             # the gitlinks in its index (submodules, initialised or not)
 
     def nested(self) -> list[str]:
         """Nested repositories: kept out of the session's commits (saved on their own)."""
@@ -239,6 +240,9 @@ class Repo:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     session_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     target_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # The integrations waiting in each target's queue, in the order they came (Integration
+    # lands those it can together: `_land_together`).
+    landings: dict[str, list[Any]] = field(default_factory=dict)
     plan_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tick: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) on every event
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once its crash repairs are done
@@ -780,8 +784,8 @@ class ServiceCore:
                 and not await git.branch_exists(repo.root, s.branch)):
             self._adopt_rename(repo, s, wt.branch)  # renamed by hand: the session follows it
         unkept = await git.unkept_commits(repo.root, head) if head and wt.branch != s.branch else 0
-        lines, embedded = await git.status_and_embedded(s.worktree)
-        return WorktreeFacts(wt.branch, head, unkept, lines, embedded)
+        lines, embedded, gitlinks = await git.status_and_embedded(s.worktree)
+        return WorktreeFacts(wt.branch, head, unkept, lines, embedded, gitlinks)
 
     def _adopt_rename(self, repo: Repo, s: Session, branch: str) -> None:
         note = f"branch renamed outside para: {s.branch} -> {branch} (adopted)"

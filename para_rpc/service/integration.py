@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from para_rpc import config, git, integrate
@@ -82,17 +83,20 @@ class Integration(Remote):
                     committed = await git.commit(s.worktree, message or f"{s.name}: work in progress")
             # HEAD is on the session branch (`_save_or_refuse`): the worktree listing just read gave its tip.
             known = committed or (f.head if f is not None and f.branch == s.branch else None)
-            pre, sign = await asyncio.gather(
-                _given(known) if known else git.resolve(repo.root, f"refs/heads/{s.branch}"),
-                git.signs_commits(repo.root))
+            pre = known or await git.resolve(repo.root, f"refs/heads/{s.branch}")
             if pre is None:
                 raise ParaError(Code.not_found, f"branch {s.branch!r} of session {s.name!r} is gone", session=s.name)
-            related = await self._refuse_bare_gitlinks(repo, s, target, pre)
+            if message is not None and f is not None and f.branch == s.branch and not f.status and not f.gitlinks:
+                # Clean, its index is the tip's tree: with no gitlink there, none can land
+                # (and with a message given, whether it shares history with the target is not asked).
+                related = True
+            else:
+                related = await self._refuse_bare_gitlinks(repo, s, target, pre)
             if message is None:
                 message = await self._default_message(repo, s, target, pre, strategy, related)
             s.integration = {"target": target, "strategy": strategy, "message": message, "pre": pre,
                              "resume_status": s.status.value, "stamp": _utc_stamp()}
-            return await self._land(repo, s, cfg, sign)
+            return await self._land(repo, s, cfg)
 
     def _check_integrable(self, s: Session) -> None:
         if s.status is Status.conflicted:
@@ -110,7 +114,7 @@ class Integration(Remote):
             if related else []
         return subjects[0] if len(subjects) == 1 else f"Integrate session {s.name}"
 
-    async def _land(self, repo: Repo, s: Session, cfg: dict[str, Any], sign: bool | None = None) -> dict[str, Any]:
+    async def _land(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> dict[str, Any]:
         """Queue on the target, compute the result, gate it, move the target, clean up."""
         rec = recorded(s)
         s.status = Status.integrating
@@ -119,10 +123,7 @@ class Integration(Remote):
         self.emit(repo, "queued", s.name, target=rec["target"])
         self.busy += 1
         try:
-            if sign is None:  # (a `continue`: the integration's first half did not ask)
-                sign = await git.signs_commits(repo.root)
-            async with repo.target_lock(rec["target"]):
-                new, old = await self._merge_and_move(repo, s, cfg, sign)
+            new, old = await self._in_queue(repo, s, cfg)
             return await self._after_landing(repo, s, new, old, cfg)
         except Exception as e:
             if s.status is Status.integrating and not ((op := pending(s)) is not None and op.data.get("landed")):
@@ -136,6 +137,97 @@ class Integration(Remote):
             raise
         finally:
             self.busy -= 1
+
+    async def _in_queue(self, repo: Repo, s: Session, cfg: dict[str, Any]) -> tuple[str, str]:
+        """Wait in the target's queue, then land (the target's old and new commit). Twenty
+        agents integrating at once are the normal case: whoever's turn it is lands all the
+        waiting integrations that can go together (clean merges with no check to run; each its
+        own commit, one after the other) with one read of the target and its checkout, one
+        compare-and-swap of the target and one update of its checkout. The others go alone,
+        in their turn, as does everyone after a landing together failed."""
+        target = recorded(s)["target"]
+        me = _Landing(s, cfg, asyncio.get_running_loop().create_future())
+        waiting = repo.landings.setdefault(target, [])
+        waiting.append(me)
+        try:
+            async with repo.target_lock(target):
+                if me.landed.done():  # landed with an earlier turn's group
+                    return me.landed.result()
+                if me.alone or not _can_go_together(me):
+                    return await self._merge_and_move(repo, s, cfg, await git.signs_commits(repo.root))
+                group = [w for w in waiting if not w.landed.done() and not w.alone and _can_go_together(w)]
+                landed = await self._land_together(repo, target, group[:GROUP_LIMIT])
+                if me.landed.done():
+                    return me.landed.result()
+                if not landed:  # (failed together: said by going alone, each in its turn)
+                    for w in group:
+                        w.alone = True
+                return await self._merge_and_move(repo, s, cfg, await git.signs_commits(repo.root))
+        finally:
+            waiting.remove(me)
+
+    async def _land_together(self, repo: Repo, target: str, group: list[_Landing]) -> bool:
+        """Land `group` on `target` in order, each as its own commit on the one before: the
+        same git as `_merge_and_move` without a rewrite or a check, once for the group where it
+        can be (reads, the target's move, its checkout) and per integration only where it must
+        (merge-tree, commit-tree). One that would need its worktree (a conflict, a rebase that
+        replays) is left to go alone. False when the group could not land: nothing moved, and
+        every one goes alone (so that each failure is said to whom it belongs)."""
+        ref = f"refs/heads/{target}"
+        try:
+            # (Whether commits are signed too: asked once for the group, in its turn.)
+            heads, wts, root_dirty, sign = await asyncio.gather(
+                git.commits_of(repo.root, [ref, *(f"refs/heads/{w.s.branch}" for w in group)]),
+                git.worktrees(repo.root),
+                git.dirty_paths(repo.root) if integrate.main_checkout_on(repo.common_dir, target) else _nothing(),
+                git.signs_commits(repo.root))
+            if ref not in heads:
+                return False
+            first = heads[ref][0]
+            old, old_tree = heads[ref]
+            going: list[tuple[_Landing, str, str]] = []  # (integration, target before it, after it)
+            for w in group:
+                rec = recorded(w.s)
+                if f"refs/heads/{w.s.branch}" not in heads:
+                    w.alone = True
+                    continue
+                tip = heads[f"refs/heads/{w.s.branch}"][0]
+                try:
+                    cand = await integrate.candidate(repo.root, rec["strategy"], old, tip, rec["message"],
+                                                     sign=sign, old_tree=old_tree)
+                except ParaError:  # (ff after the group moved the target: said when it goes alone)
+                    cand = integrate.Candidate(False)
+                if not cand.clean or cand.commit is None or cand.tree is None:
+                    w.alone = True
+                    continue
+                going.append((w, old, cand.commit))
+                old, old_tree = cand.commit, cand.tree
+            if not going:
+                return True  # (nothing could go together: each goes alone)
+            last = going[-1][2]
+            for w, before, after in going:
+                recorded(w.s)["old"] = before
+                journaled(w.s).data.update(old=before, new=after, moved=[first, last])  # before the target moves
+                repo.store.save(w.s)
+            if last != first:
+                for w, _, _ in going:
+                    await self._absorb_objects(repo, w.s)
+                await git.absorb_reachable(repo.common_dir, last, [first])
+                names = ", ".join(w.s.name for w, _, _ in going)
+                await integrate.advance_target(repo.root, target, first, last, f"para: integrate {names}",
+                                               wts, repo.common_dir,
+                                               {os.path.realpath(repo.root): root_dirty} if root_dirty is not None
+                                               else None)
+        except Exception as e:
+            for w in group:
+                w.alone = True
+            if isinstance(e, ParaError):
+                return False
+            raise
+        for w, before, after in going:
+            journaled(w.s).data["landed"] = True
+            w.landed.set_result((after, before))
+        return True
 
     async def _merge_and_move(self, repo: Repo, s: Session, cfg: dict[str, Any], sign: bool) -> tuple[str, str]:
         """What runs while the integration holds its target's queue: the fewer git processes
@@ -594,8 +686,22 @@ class Integration(Remote):
         return [(usable[i], usable[j]) for i, j in sorted(meet)]
 
 
-async def _given(value: str) -> str | None:
-    return value
+GROUP_LIMIT = 64  # integrations landed together at most (one journal entry each)
+
+
+@dataclass
+class _Landing:
+    """One integration waiting in its target's queue."""
+
+    s: Session
+    cfg: dict[str, Any]
+    landed: asyncio.Future[tuple[str, str]]  # (new, old): set by whoever landed it
+    alone: bool = False  # lands by itself, in its turn
+
+
+def _can_go_together(w: _Landing) -> bool:
+    """No check to run on it (each would need the commit it lands), no host it lives on."""
+    return not w.cfg["integrate.check"] and not remote(w.s.agent)
 
 
 async def _nothing() -> None:

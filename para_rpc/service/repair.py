@@ -91,16 +91,18 @@ class Repair(ServiceCore):
             os.close(fd)
 
     async def _repair_integration(self, repo: Repo, s: Session) -> None:
-        """The target is at the old or the new commit (it moves by compare-and-swap):
-        complete the landing if it moved, else put the session back as it was."""
+        """The target is at the old or the new commit (it moves by compare-and-swap), or, for
+        integrations landed together, at the first one's old or the last one's new commit
+        (`moved`): complete the landing if it moved, else put the session back as it was."""
         rec, d = s.integration or {}, journaled(s).data
         target: str = d.get("target") or rec.get("target") or ""
         tip = await git.resolve(repo.root, f"refs/heads/{target}")
-        if d.get("new") and tip == d["new"]:
-            if d["new"] != d.get("old"):
-                behind = await integrate.sync_checkout_after_crash(repo.root, target, d["old"], d["new"])
+        first, last = d.get("moved") or (d.get("old"), d.get("new"))
+        if first and last and tip == last:
+            if last != first:  # (the checkout of the target moves once for all of them)
+                behind = await integrate.sync_checkout_after_crash(repo.root, target, first, last)
                 if behind:
-                    self._report_checkout_behind(repo, s, target, d["old"], d["new"], *behind)
+                    self._report_checkout_behind(repo, s, target, first, last, *behind)
             await self._after_landing(repo, s, d["new"], d["old"], repo.config({}))
             return
         if os.path.isdir(s.worktree) and rec.get("pre"):
