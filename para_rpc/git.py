@@ -478,35 +478,54 @@ async def symbolic_ref(cwd: str | Path, ref: str) -> str | None:
     return res.out.strip() if res.rc == 0 else None
 
 
-def symbolic_ref_file(common_dir: str, ref: str) -> str | None:
-    """`symbolic_ref` of HEAD or `refs/remotes/<remote>/HEAD` in the main worktree, read from
-    the file git keeps it in, without a git process (`para start` reads both). Symbolic refs
-    are never packed, so no file means no such symbolic ref. Raises LookupError when the file
-    cannot answer like git would (the reftable backend keeps a placeholder HEAD; a HEAD that
-    is not a branch; an unreadable file): then ask `symbolic_ref`."""
-    if os.path.isdir(os.path.join(common_dir, "reftable")):
+def _ref_file(git_dir: str, ref: str) -> str | None:
+    """The text of the file git keeps `ref` in under `git_dir`, or None when there is no such
+    file. LookupError when the file cannot answer like git would: then ask git."""
+    if os.path.isdir(os.path.join(git_dir, "reftable")):
         raise LookupError("reftable")
-    path = os.path.join(common_dir, ref)
     try:
         # Not through a symlink (ELOOP: git's to read): with core.preferSymlinkRefs, git's old
         # style, the link's text is the ref's name, which does not resolve as a path from
         # refs/remotes/origin/. Without waiting for a writer, and only a regular file: a FIFO
         # there blocks its reader, and this runs in the sidecar's event loop (git blocks on it
         # in its own process).
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        fd = os.open(os.path.join(git_dir, ref), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise LookupError("not a regular file")
             data = os.read(fd, 4097)
         finally:
             os.close(fd)
-        text = data.decode() if len(data) <= 4096 else ""  # (no ref file is that long: git decides)
+        return data.decode() if len(data) <= 4096 else ""  # (no ref file is that long: git decides)
     except FileNotFoundError:
-        if ref == "HEAD":
-            raise LookupError("no HEAD file") from None
         return None
     except (OSError, UnicodeDecodeError) as e:
         raise LookupError(str(e)) from None
+
+
+def branch_file(common_dir: str, branch: str) -> str:
+    """The object id in the loose ref file of `branch` (`refs/heads/<branch>`), without a git
+    process: a branch that moves often (the target of every integration) is a loose file.
+    LookupError when the file cannot say (none: the ref may be packed; anything but one object
+    id and a newline; the reftable backend): then ask git."""
+    text = _ref_file(common_dir, f"refs/heads/{branch}")
+    if not text or not text.endswith("\n") or len(text) not in (41, 65) \
+            or any(c not in "0123456789abcdef" for c in text[:-1]):
+        raise LookupError("no loose ref of one object id")
+    return text[:-1]
+
+
+def symbolic_ref_file(common_dir: str, ref: str) -> str | None:
+    """`symbolic_ref` of HEAD or `refs/remotes/<remote>/HEAD` in the main worktree, read from
+    the file git keeps it in, without a git process (`para start` reads both). Symbolic refs
+    are never packed, so no file means no such symbolic ref. Raises LookupError when the file
+    cannot answer like git would (the reftable backend keeps a placeholder HEAD; a HEAD that
+    is not a branch; an unreadable file): then ask `symbolic_ref`."""
+    text = _ref_file(common_dir, ref)
+    if text is None:
+        if ref == "HEAD":
+            raise LookupError("no HEAD file")
+        return None
     if not text.startswith("ref: ") or not text.endswith("\n") or text.count("\n") != 1:
         if ref == "HEAD" or not text.startswith("ref: "):
             raise LookupError("not a symbolic ref")  # (detached: git's own answer decides)

@@ -13,6 +13,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -831,3 +832,57 @@ def test_a_tracked_file_the_session_turns_into_a_directory_is_not_in_the_way(api
     cli_json("integrate", "--session", "todir", cwd=repo)
     assert (repo / "app.py" / "inner.txt").read_text() == "now a directory\n"
     assert porcelain(repo) == []
+
+
+# A branch's ref file as git may leave it (or a hand edit): name -> how to make it, after
+# `side` exists as a loose ref. (A str is written as the file; a callable does the rest.)
+BRANCH_FILES: dict[str, Any] = {
+    "loose": None,
+    "packed": lambda clone: git("pack-refs", "--all", cwd=clone),
+    "with CRLF": "{sha}\r\n",
+    "with a trailing space": "{sha} \n",
+    "no newline": "{sha}",
+    "short id": "{short}\n",
+    "upper case": "{upper}\n",
+    "symbolic ref": "ref: refs/heads/main\n",
+    "a symlink to main's file": lambda clone: _relink(clone / ".git" / "refs" / "heads" / "side", "main"),
+    "a directory": lambda clone: _as_directory(clone / ".git" / "refs" / "heads" / "side"),
+    "an object that is not there": "0123456789abcdef0123456789abcdef01234567\n",
+    "missing": lambda clone: git("update-ref", "-d", "refs/heads/side", cwd=clone),
+}
+
+
+def _relink(path: Path, to: str) -> None:
+    path.unlink()
+    path.symlink_to(to)
+
+
+def _as_directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+@pytest.mark.parametrize("case", list(BRANCH_FILES))
+def test_a_branch_read_from_its_ref_file_is_what_git_says_or_git_is_asked(case: str, tmp_path: Path) -> None:
+    """git.branch_file (`para integrate` finds its target without a git process): the object
+    id git itself resolves the branch to, or LookupError for git to answer (a packed ref, a
+    file git would read some other way or not at all)."""
+    from para_rpc import git as para_git
+    clone = make_repo(tmp_path / "r")
+    git("branch", "side", cwd=clone)
+    sha = rev(clone, "side")
+    how = BRANCH_FILES[case]
+    if callable(how):
+        how(clone)
+    elif how is not None:
+        (clone / ".git" / "refs" / "heads" / "side").write_text(
+            how.format(sha=sha, short=sha[:12], upper=sha.upper()), newline="")
+    res = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "refs/heads/side"], cwd=clone,
+                         capture_output=True, text=True)
+    says = res.stdout.strip() if res.returncode == 0 else None
+    try:
+        read = para_git.branch_file(str(clone / ".git"), "side")
+    except LookupError:
+        assert case not in ("loose",), "a plain loose ref is read from its file"
+        return  # (git is asked: its answer is the one above)
+    assert read == says, (read, says)

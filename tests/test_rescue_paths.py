@@ -22,7 +22,7 @@ from conftest import branches, commit_file, git, rev, worktree_paths
 
 pytest.register_assert_rewrite("integrate_util")
 from integrate_util import (Api, BASE_FILES, BlockingCheck, api, assert_checkout_clean_at,  # noqa: E402,F401
-                            assert_landed_cleanly, changed_files, cli_json, edit_line, error_of, events,
+                            assert_landed_cleanly, changed_files, commit_all, cli_json, edit_line, error_of, events,
                             in_progress, last_event, launch, outcome, parents, porcelain, run_cli, start, world,
                             write)
 
@@ -80,6 +80,33 @@ def test_edits_made_while_the_integration_was_in_flight_are_kept(api: Api, tmp_p
     assert show(repo, "main:feature.txt") == "feature"
     assert git("ls-tree", "-r", "--name-only", "main", "notes", cwd=repo) == ""
     assert_checkout_clean_at(repo, "main")
+
+
+@pytest.mark.parametrize("how", ["detached", "another branch"])
+def test_head_moved_while_the_integration_was_in_flight_is_kept(api: Api, tmp_path: Path, how: str) -> None:
+    """An agent that moves HEAD while its integration waits (detaches it and commits there, or
+    switches to a branch of its own): before the worktree goes, what HEAD holds then is saved
+    under `<stamp>-head` (the worktree is looked at again, not taken as it was when the
+    integration started)."""
+    repo = api.repo
+    wt = start(api, "moved", {"feature.txt": "feature\n"})
+    check = BlockingCheck(tmp_path)
+    proc = launch("integrate", "Land the feature", "--session", "moved", cwd=repo, env=check.env())
+    try:
+        check.wait_blocked(proc)
+        git("checkout", "-q", *(["--detach"] if how == "detached" else ["-b", "mine"]), cwd=wt)
+        write(wt, {"after.txt": "written on the moved HEAD\n"})
+        commit_all(wt, "after the integration started")
+        moved_to = rev(wt, "HEAD")
+    finally:
+        check.release(0)
+    rc, out = outcome(proc)
+    assert rc == 0, out
+    assert show(repo, "main:feature.txt") == "feature" and "after.txt" not in git("ls-tree", "--name-only", "main", cwd=repo)
+    heads = [b for b in out["integration"].get("backups", []) if b["what"] == "head"]
+    assert len(heads) == 1 and heads[0]["commit"] == moved_to, out["integration"]
+    assert show(repo, f"{heads[0]['ref']}:after.txt") == "written on the moved HEAD"
+    assert not wt.exists()
 
 
 def test_edits_made_during_a_failed_attempt_are_kept(api: Api, tmp_path: Path) -> None:

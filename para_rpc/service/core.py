@@ -183,6 +183,25 @@ def _canonical_cwd(repo: Repo, cwd: str) -> str:
     return os.path.join(repo.root, *tail)
 
 
+def _as_made(s: Session, tip: str) -> git.Worktree | None:
+    """The session's worktree as `git worktree list` would list it, read from the files git
+    lists it from, when they are as para made them: its `.git` names the git directory para
+    made, whose `gitdir` names this worktree back and whose HEAD is on the session branch,
+    at `tip`. None when anything differs (git is asked then). No git process."""
+    if not s.git_dir or not git.names_git_dir(s.worktree, s.git_dir):
+        return None
+    path = os.path.realpath(s.worktree)
+    try:
+        with open(os.path.join(s.git_dir, "gitdir"), encoding="utf-8") as f:
+            named = f.read(8192).strip()
+        if os.path.realpath(named) != os.path.join(path, ".git") \
+                or git.symbolic_ref_file(s.git_dir, "HEAD") != s.branch:
+            return None
+    except (OSError, UnicodeDecodeError, LookupError):
+        return None
+    return git.Worktree(path, tip, s.branch)
+
+
 def _mounts_under(path: str) -> list[str]:
     """Mount points inside `path` (from /proc/self/mountinfo). `git worktree remove --force`
     descends into a mount as into any directory, deletes the files of the filesystem mounted
@@ -762,11 +781,15 @@ class ServiceCore:
             await asyncio.to_thread(agents.thaw_run, stopped)
             self._journal_frozen(repo, s, {})
 
-    async def _worktree_facts(self, repo: Repo, s: Session) -> WorktreeFacts | None:
+    async def _worktree_facts(self, repo: Repo, s: Session, tip: str | None = None) -> WorktreeFacts | None:
         """What the session's worktree holds besides its branch; None when it has none.
         A directory at its path that git does not know as its worktree is refused: para
-        would otherwise skip saving it, or run git there on whatever repository holds it."""
-        wt = (await self._worktree_state(repo)).get(os.path.realpath(s.worktree))
+        would otherwise skip saving it, or run git there on whatever repository holds it.
+        `tip`: the session branch's commit as the caller just read it; with it, a worktree
+        whose git files are as para made them needs no worktree listing (`_as_made`)."""
+        wt = _as_made(s, tip) if tip else None
+        if wt is None:
+            wt = (await self._worktree_state(repo)).get(os.path.realpath(s.worktree))
         if wt is None or wt.prunable or not os.path.isdir(s.worktree):
             if os.path.lexists(s.worktree):
                 raise ParaError(Code.wrong_state, f"{s.worktree} exists but git does not list it as the worktree "

@@ -56,7 +56,7 @@ class Integration(Remote):
         target = validate_branch_name(p.target, "target branch") if p.target is not None else s.base_branch
         if target == s.branch:
             raise ParaError(Code.invalid_input, "a session cannot be integrated into its own branch")
-        if await git.resolve(repo.root, f"refs/heads/{target}") is None:
+        if not _branch_file_names_one(repo, target) and await git.resolve(repo.root, f"refs/heads/{target}") is None:
             raise ParaError(Code.not_found, f"target branch {target!r} does not exist", branch=target)
         if p.dry_run:  # the same checks as the real one, so the forecast never promises what it refuses
             self._check_integrable(s)
@@ -364,7 +364,7 @@ class Integration(Remote):
         removed = False
         async with self._agent_frozen(repo, s) as frozen:
             try:
-                f = await self._worktree_facts(repo, s)
+                f = await self._worktree_facts(repo, s, tip)
                 if f is not None:
                     # Before the save: the teardown runs with the agent thawed (to stop its
                     # servers), and what they write meanwhile is saved with the rest: the facts
@@ -684,6 +684,16 @@ class Integration(Remote):
             elif what == "deleted in":
                 pair(holders, index.get(("added in", name), []))
         return [(usable[i], usable[j]) for i, j in sorted(meet)]
+
+
+def _branch_file_names_one(repo: Repo, branch: str) -> bool:
+    """Whether `branch` is there by its loose ref file (no git process). (One naming an object
+    that is not a commit is refused in the queue, where the target is read, before it moves.)"""
+    try:
+        git.branch_file(repo.common_dir, branch)
+    except LookupError:
+        return False
+    return True
 
 
 GROUP_LIMIT = 64  # integrations landed together at most (one journal entry each)
