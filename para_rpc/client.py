@@ -11,18 +11,17 @@ from __future__ import annotations
 # The C module, not `socket`: socket.py's enum wrapping costs ~2 ms of every `para` command's start.
 import _socket
 import itertools
-import json
 import os
 import select
 import time
-from collections.abc import Callable, Iterator
 
-from para_rpc import PROTOCOL_VERSION, __version__, runtime
+from para_rpc import PROTOCOL_VERSION, __version__, runtime, wire
 from para_rpc.errors import Code, ParaError
 
 TYPE_CHECKING = False  # (typing is not imported at run time: every `para` command starts sooner)
 if TYPE_CHECKING:
     import subprocess
+    from collections.abc import Callable, Iterator
     from typing import Any, Self
 
 START_TIMEOUT = float(os.environ.get("PARA_START_TIMEOUT", "30"))
@@ -52,7 +51,7 @@ class Connection:
         self.close()
 
     def send(self, msg: dict[str, Any]) -> None:
-        body = json.dumps(msg).encode()
+        body = wire.dumps(msg).encode()
         self.sock.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
 
     def read(self) -> dict[str, Any]:
@@ -71,7 +70,10 @@ class Connection:
             self._fill()
             rest = self.buf
         self.buf = rest[length:]
-        msg = json.loads(rest[:length])
+        try:
+            msg = wire.loads(rest[:length])
+        except ParaError as e:
+            raise ParaError(Code.sidecar_unavailable, f"malformed message from the sidecar ({e.message})") from None
         if not isinstance(msg, dict):
             raise ParaError(Code.sidecar_unavailable, "malformed message from the sidecar")
         return msg

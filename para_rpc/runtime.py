@@ -8,7 +8,6 @@ else `/tmp/para-<uid>`. The lock and log files sit next to the socket.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 import sys
@@ -86,6 +85,8 @@ def known_repos_path(sock: str | os.PathLike[str]) -> Path:
 
 
 def known_repos(sock: str | os.PathLike[str]) -> list[str]:
+    import json  # (the sidecar's alone, which has it loaded: `json` costs every `para` process ~7 ms)
+
     try:
         data = json.loads(known_repos_path(sock).read_text())
     except (OSError, ValueError):
@@ -95,6 +96,8 @@ def known_repos(sock: str | os.PathLike[str]) -> list[str]:
 
 def _write_known(sock: str | os.PathLike[str], roots: list[str]) -> None:
     # (only the sidecar holding the socket's lock writes it: no lock of its own)
+    import json
+
     path = known_repos_path(sock)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     write_private(tmp, json.dumps(roots[-KNOWN_REPOS_MAX:]))

@@ -22,7 +22,7 @@ import pytest
 
 from para_rpc.cli import fast
 
-from conftest import commit_file, git, make_repo, rev, run_para
+from conftest import EXIT_CODES, commit_file, git, make_repo, rev, run_para
 
 PINNED = "2026-01-01T00:00:00+0000"
 
@@ -160,9 +160,41 @@ def test_the_cli_modules_load_no_pathlib_typing_or_subprocess():
     root = str(Path(para_rpc.__file__).parent.parent)
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import para_rpc.cli.fast; "
             "print(sorted(m for m in sys.modules if m in "
-            "{'pathlib', 'typing', 'subprocess', 'urllib.parse', 'para_rpc.config'}))")
+            "{'pathlib', 'typing', 'subprocess', 'urllib.parse', 'para_rpc.config', 'json', 're', 'enum'}))")
     proc = subprocess.run([sys.executable, "-S", "-c", code, root], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout == "[]\n", proc.stdout + proc.stderr
+
+
+# What a `para` process must not load on the fast path: `json` pulls `re`, which pulls `enum` (and
+# functools, collections); `typing` is as heavy. ~8 ms of CPU in every command, where a bare
+# Python costs ~9 (para_rpc/wire.py, errors.Code).
+NOT_ON_THE_FAST_PATH = {"json", "re", "enum", "typing"}
+
+
+def test_no_fast_command_loads_json_re_enum_or_typing(sidecar, repo: Path):
+    """Every line of SCRIPT (every fast command, with and without --json, answers and errors),
+    run as `para` runs it but with `python -S` and only para's directory on the path: what para's
+    own code loads, without what site-packages loads (an editable install's finder) or what the
+    console script does before it calls para (pip's imports `re` for its argv[0])."""
+    import subprocess
+    import sys
+
+    import para_rpc
+
+    root = str(Path(para_rpc.__file__).parent.parent)
+    launcher = ("import sys; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = 'para'; "
+                "from para_rpc.cli import main; main()")
+    found = {}
+    for argv, prepare in SCRIPT:
+        if prepare is not None:
+            prepare(repo)
+        proc = subprocess.run([sys.executable, "-S", "-X", "importtime", "-c", launcher, root, *argv], cwd=repo,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+        assert "Traceback" not in proc.stderr and proc.returncode in {0, *EXIT_CODES}, (argv, proc.stderr[-2000:])
+        loaded = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+        assert "para_rpc.cli.fast" in loaded and "para_rpc.cli.app" not in loaded, argv
+        found[" ".join(argv)] = sorted(m for m in loaded if m.split(".")[0] in NOT_ON_THE_FAST_PATH)
+    assert {line: mods for line, mods in found.items() if mods} == {}
 
 
 @pytest.mark.parametrize("env", [{"PARA_SOCKET": "/tmp/x/s.sock"}, {"PARA_RUNTIME_DIR": "/tmp/rt/"},

@@ -1,6 +1,6 @@
-"""The CLI's client reads what the sidecar sends and nothing else: a frame whose body is valid
-JSON but not a JSON-RPC message (an array, a number) is a clear `sidecar_unavailable` error,
-never a traceback from deep in the caller."""
+"""The CLI's client reads what the sidecar sends and nothing else: a frame whose body is not
+JSON, or is JSON but not a JSON-RPC message (an array, a number), is a clear
+`sidecar_unavailable` error, never a traceback from deep in the caller."""
 
 from __future__ import annotations
 
@@ -21,3 +21,15 @@ def test_a_frame_that_is_not_an_object_is_a_clear_error(body: bytes) -> None:
             conn.request("para/hello", {})
         assert err.value.code is Code.sidecar_unavailable
         assert "malformed message" in err.value.message
+
+
+@pytest.mark.parametrize("body", [b"{", b'{"id": 1} {}', b"\xff\xfe", b"[" * 100_000, b"NaN x", b""], ids=lambda b: repr(b[:12]))
+def test_a_frame_that_is_not_json_is_a_clear_error(body: bytes) -> None:
+    """(what json.loads raised, ValueError or RecursionError, reached the CLI as a traceback)"""
+    ours, sidecar = socket.socketpair()
+    with Connection(ours) as conn, sidecar:
+        sidecar.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        with pytest.raises(ParaError) as err:
+            conn.request("para/hello", {})
+        assert err.value.code is Code.sidecar_unavailable
+        assert err.value.message.startswith("malformed message from the sidecar (not JSON: "), err.value.message

@@ -49,7 +49,7 @@ LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a module or p
     ("service", {"service"}),
     ("engines", {"integrate", "agents", "trust", "sandbox", "executors"}),
     ("execution", {"git", "store", "workspace", "watch"}),
-    ("vocabulary", {"model", "params", "results", "methods", "errors", "names", "config", "runtime", "display",
+    ("vocabulary", {"model", "params", "results", "methods", "errors", "names", "config", "runtime", "display", "wire",
                     "__init__"}),
 ]
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS) for name in names}

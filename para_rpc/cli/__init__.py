@@ -19,16 +19,15 @@ The package:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable
 
-from para_rpc import client
+from para_rpc import client, wire
 from para_rpc.errors import Code, ParaError
 
 TYPE_CHECKING = False  # (typing is not imported at run time: every `para` command starts sooner)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, NoReturn
 
 
@@ -41,7 +40,7 @@ def _cwd() -> str:
 
 def _fail(e: ParaError, as_json: bool) -> NoReturn:
     if as_json:
-        print(json.dumps({"error": {"code": e.code.name, "message": e.message, "data": e.data}}, indent=2))
+        print(wire.dumps({"error": {"code": e.code.name, "message": e.message, "data": e.data}}, indent=2))
     else:
         session = e.data.get("session")
         named = isinstance(session, str) and (f"'{session}'" in e.message or f"session {session}" in e.message)
@@ -76,7 +75,7 @@ def _call(method: str, params: dict[str, Any], as_json: bool,
         _fail(ParaError(Code.sidecar_unavailable, f"cannot talk to the sidecar: {e}"), as_json)
     try:
         if as_json:
-            print(json.dumps(json_view(result) if json_view else result, indent=2))
+            print(wire.dumps(json_view(result) if json_view else result, indent=2))
         elif render is not None:
             render(result)
             # What para saved, or left, on the way: said after the summary, in every command.

@@ -15,12 +15,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from para_rpc.cli import _call, render
 
 TYPE_CHECKING = False  # (typing is not imported at run time: every `para` command starts sooner)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, NoReturn
 
     Renderer = Callable[[Any], None]

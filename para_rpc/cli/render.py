@@ -8,28 +8,28 @@ writes the readable summary to stdout. The typer commands (`app.py`) and the fas
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shlex
 import sys
 
+from para_rpc import wire
 from para_rpc.display import age, list_mark, remote, remote_where
 
 TYPE_CHECKING = False  # (typing is not imported at run time: every `para` command starts sooner)
 if TYPE_CHECKING:
     from typing import IO, Any
 
-# C0 controls but tab, DEL and C1: what a terminal acts on (CSI, OSC 52 clipboard, title, \r).
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# C0 controls but tab, DEL and C1: what a terminal acts on (CSI, OSC 52 clipboard, title, \r), each
+# with its visible escape. (A table for str.translate, not a regex: `re` costs every `para` process
+# ~5 ms to import.)
+_CONTROL = {c: "\\n" if c == 10 else "\\r" if c == 13 else f"\\x{c:02x}"
+            for c in (*range(0x09), *range(0x0a, 0x20), *range(0x7f, 0xa0))}
 
 
 def safe(text: object) -> str:
     """Text that did not come from para itself (an agent's status, commit subjects, notes,
     messages, paths), made harmless for a terminal: each control character but tab is shown
     as a visible escape (`\\x1b`, `\\n`) instead of being acted on or breaking the line."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1] if m.group() in "\n\r" else f"\\x{ord(m.group()):02x}",
-                        str(text))
+    return str(text).translate(_CONTROL)
 
 
 def emit(*values: object, file: IO[str] | None = None) -> None:
@@ -385,24 +385,24 @@ def print_config(r: dict[str, Any]) -> None:
     for k, v in r["values"].items():
         mark = {True: " (approved)", False: " (NOT APPROVED: `para trust`)"}.get(v.get("trusted"), "")
         mark += "".join(f" (agents.{n} refused: {why})" for n, why in v.get("refused", {}).items())
-        emit(f"{k:<22} {json.dumps(v['value']):<12} {v['source']}{mark}")
+        emit(f"{k:<22} {wire.dumps(v['value']):<12} {v['source']}{mark}")
 
 
 def print_config_value(r: dict[str, Any]) -> None:
-    emit(json.dumps(r["value"]))
+    emit(wire.dumps(r["value"]))
 
 
 def print_config_set(r: dict[str, Any]) -> None:
-    emit(f"{r['key']} = {json.dumps(r['value'])} in {r['path']}")
+    emit(f"{r['key']} = {wire.dumps(r['value'])} in {r['path']}")
 
 
 def print_config_reset(r: dict[str, Any]) -> None:
     where = r["source"] if r["source"] == "default" else r["source"].split(":", 1)[0] + " file" \
         if ":" in r["source"] and not r["source"].startswith("env:") else r["source"]
     if r["removed"]:
-        emit(f"Removed {r['key']} from {r['path']}; now {json.dumps(r['value'])} ({where})")
+        emit(f"Removed {r['key']} from {r['path']}; now {wire.dumps(r['value'])} ({where})")
     else:
-        emit(f"{r['key']} was not set in {r['path']}; nothing changed (it is {json.dumps(r['value'])}, {where})")
+        emit(f"{r['key']} was not set in {r['path']}; nothing changed (it is {wire.dumps(r['value'])}, {where})")
 
 
 def config_tree(values: dict[str, Any]) -> dict[str, Any]:
@@ -430,7 +430,7 @@ def print_config_init(path: str, proposal: dict[str, Any], written: bool, print_
         return
     if print_only:
         emit(f"Would write to {path} (the rest of the file is kept):")
-        emit(json.dumps(config_tree(values), indent=2))
+        emit(wire.dumps(config_tree(values), indent=2))
     elif written:
         emit(f"Wrote {', '.join(values)} to {path}")
     else:
@@ -458,6 +458,8 @@ def print_config_paths(r: dict[str, Any]) -> None:
 
 
 def print_trust(r: dict[str, Any]) -> None:
+    import shlex  # (only here: it imports `re`, which no other renderer needs)
+
     action, file, repo = r["action"], r["file"], r["repo"]
     settings = r.get("settings") or []
     gated = bool(r["commands"] or settings)
@@ -478,7 +480,7 @@ def print_trust(r: dict[str, Any]) -> None:
     for c in r["commands"]:
         emit(f"  {c['key']:<28} {shlex.join(c['argv'])}")
     for s in settings:
-        emit(f"  {s['key']:<28} = {json.dumps(s['value'])}  ({s['why']})")
+        emit(f"  {s['key']:<28} = {wire.dumps(s['value'])}  ({s['why']})")
     for c in r["refused"]:
         emit(f"  {c['key']:<28} refused: {c['reason']}; rename it")
     if r["approved"]:
