@@ -792,6 +792,12 @@ async def stage_all(wt: str | Path, env: dict[str, str] | None = None, exclude: 
     (relative to the worktree's top; nested repositories saved separately). `--sparse`: in a
     sparse checkout, paths outside the cone (a new file there, a resolved conflict) are staged
     too instead of failing or being skipped."""
+    if exclude:
+        # An exclude pathspec naming a path an ignore pattern matches fails `git add` ("paths
+        # are ignored"), though `add -A` would never add it: only the others are excluded.
+        res = await run(wt, "check-ignore", "-z", "--stdin", stdin="\0".join(exclude).encode(), env=env, check=False)
+        ignored = set(res.out.split("\0")) if res.rc == 0 else set()
+        exclude = [p for p in exclude if p not in ignored]
     await run(wt, "add", "-A", "--sparse", "--", *_excluding(exclude), env=env)
     own = [f for f in OWN_FILES if os.path.lexists(os.path.join(wt, f))]
     if own:
@@ -1071,18 +1077,32 @@ async def status_and_embedded(wt: str | Path, depth: int = 0) -> tuple[list[str]
     `vendor/` or `build/` goes with the worktree just the same, though git's status never
     shows it. The three reads run at once (each cancel and integration makes them before the
     worktree goes). Also the gitlinks its index holds (initialised or not)."""
-    lines, staged, ignored = await asyncio.gather(status(wt), _gitlinks(wt), _ignored_dirs(wt))
+    (lines, ignored), staged = await asyncio.gather(_status_and_ignored(wt), _gitlinks(wt))
     return lines, await _embedded_in(wt, lines, staged, ignored, depth), staged
+
+
+async def _status_and_ignored(wt: str | Path) -> tuple[list[str], list[str]]:
+    """`status()` and, from the same process, the ignored directories (`--ignored=matching`
+    names a directory an ignore pattern matches, without looking inside; an ignored file is
+    named by itself, and a repository in a directory that only holds ignored files is an
+    untracked `?? dir/` all the same)."""
+    text = (await run(wt, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching",
+                      env={"GIT_OPTIONAL_LOCKS": "0"})).out
+    lines, ignored = [], []
+    entries = iter(text.split("\0"))
+    for e in entries:
+        if e.startswith("!! "):
+            if e.endswith("/"):
+                ignored.append(e[3:].rstrip("/"))
+            continue
+        found = [e, next(entries, "")] if "R" in e[:2] or "C" in e[:2] else [e]  # (a rename's old path follows)
+        lines += [x for x in found if x and x[3:] not in OWN_FILES]
+    return lines, ignored
 
 
 async def _gitlinks(wt: str | Path) -> set[str]:
     staged = (await run(wt, "ls-files", "--stage", "-z")).out
     return {e.split("\t", 1)[1] for e in staged.split("\0") if e.startswith("160000 ") and "\t" in e}
-
-
-async def _ignored_dirs(wt: str | Path) -> list[str]:
-    ignored = (await run(wt, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")).out
-    return [e.rstrip("/") for e in ignored.split("\0") if e.endswith("/")]
 
 
 async def _embedded_in(wt: str | Path, status_lines: list[str], gitlinks: set[str], ignored_dirs: list[str],

@@ -251,3 +251,28 @@ def test_a_request_command_with_stdout_or_stderr_closed_exits_with_its_answers_s
     if closed == 2 and "--json" in argv:
         answer = json.loads(proc.stdout)
         assert ("error" not in answer) if code == 0 else answer["error"]["code"] == "not_found", proc.stdout
+
+
+@pytest.mark.parametrize("argv, through", [(["start", "full", "--json"], ["fast"]), (["start", "full"], ["fast"]),
+                                           (["list", "--json"], ["fast", "typer"]), (["list"], ["fast", "typer"]),
+                                           (["show", "s1"], ["fast"])], ids=str)
+def test_output_that_cannot_be_written_is_said_on_stderr_and_the_command_still_counts(
+        sidecar, repo: Path, argv: list[str], through: list[str]):
+    """`para start x > /dev/full`: the session is started (the sidecar did it), but the answer
+    cannot be written. Said on stderr, never a traceback, and the exit status is not 0 (the
+    caller did not get its answer); before, a traceback of OSError."""
+    import subprocess
+
+    from conftest import PARA_ARGV, cli_env
+
+    run_para("start", "s1", "--json", cwd=repo)
+    for path in through:
+        env = {"PARA_NO_FAST": "1" if path == "typer" else None, "PYTHONUNBUFFERED": None}
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run([*PARA_ARGV, *argv], cwd=repo, env=cli_env(env), stdout=full,
+                                  stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, timeout=60)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, (path, proc.stderr)
+        assert proc.stderr.startswith("para: could not write the output (No space left on device)"), proc.stderr
+        if argv[0] == "start":
+            assert run_para("show", "full", "--json", cwd=repo).returncode == 0  # it did start
+            run_para("cancel", "--discard", "full", "--json", cwd=repo)

@@ -45,14 +45,35 @@ def test_cancel_saves_a_repository_nested_inside_a_nested_repository(sidecar, pa
     assert refs(repo, "refs/para/backup/nn/") == saved["refs"]
 
 
-def test_cancel_saves_a_repository_cloned_into_an_ignored_directory(sidecar, para, para_json, repo):
+# How the place of the clone is ignored: .gitignore, and what else the place holds.
+IGNORED_PLACES = {
+    "a directory pattern": ("vendor/\n", {}),
+    "a directory pattern, deeper": ("vendor/\n", {"vendor/a/b/keep.txt": "x\n"}),
+    "only ignored files around it": ("*.o\n", {"vendor/a.o": "o\n"}),
+    "ignored files in the clone too": ("*.o\nlib/\n", {"vendor/a.o": "o\n", "vendor/lib/x.o": "o\n"}),
+    "a pattern naming the clone": ("lib\n", {"vendor/readme.txt": "r\n"}),
+    "info/exclude": (None, {}),
+}
+
+
+@pytest.mark.parametrize("place", list(IGNORED_PLACES))
+def test_cancel_saves_a_repository_cloned_into_an_ignored_directory(sidecar, para, para_json, repo, place):
     """`vendor/` is ignored and an agent cloned a library there and committed a fix: git's
-    status never shows it, so cancel used to delete it with the worktree, commit and all."""
-    commit_file(repo, ".gitignore", "vendor/\n", "ignore vendor")
+    status never shows it, so cancel used to delete it with the worktree, commit and all.
+    (However the place is ignored: git names an ignored directory, or the clone as untracked.)"""
+    ignore, files = IGNORED_PLACES[place]
+    if ignore is None:
+        exclude = Path(git("rev-parse", "--path-format=absolute", "--git-path", "info/exclude", cwd=repo))
+        exclude.write_text(exclude.read_text() + "vendor/\n")
+    else:
+        commit_file(repo, ".gitignore", ignore, "ignore vendor")
     para("start", "ig")
     path = wt(repo, "ig")
     (path / "vendor").mkdir()
     lib = nested_repo(path / "vendor", "lib")
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
     head = commit_file(lib, "fix.txt", "the agent's fix\n", "a commit only this clone has")
     # A symlinked directory in an ignored place is not followed: it belongs elsewhere.
     (path / "vendor" / "elsewhere").symlink_to(repo)

@@ -85,7 +85,24 @@ def _call(method: str, params: dict[str, Any], as_json: bool,
             sys.stdout.flush()
     except BrokenPipeError:  # `para list --json | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as e:  # `para start x > /dev/full`: done, but its answer could not be written
+        output_failed(e)
     return result
+
+
+def output_failed(e: OSError) -> NoReturn:
+    """The command went through but its output could not be written (a full disk, a closed
+    terminal): said on stderr, never as a traceback, and the exit status is not 0."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (nothing more is tried there)
+    except (OSError, AttributeError, ValueError):
+        pass
+    try:
+        print(f"para: could not write the output ({e.strerror or e}); the command itself went through: "
+              "`para list` and `para show` show where things are", file=sys.stderr, flush=True)
+    except (OSError, AttributeError, ValueError):
+        pass
+    raise SystemExit(1)
 
 
 def fast_enabled() -> bool:

@@ -141,4 +141,11 @@ def _exit(code: object) -> NoReturn:
             stream.flush()
         except (BrokenPipeError, ValueError):  # (a reader gone: what it did not take is not wanted)
             pass
+        except OSError as e:  # (a full disk: what was printed did not get out)
+            if stream is sys.stdout and not code:
+                from para_rpc.cli import output_failed
+                try:
+                    output_failed(e)
+                except SystemExit:
+                    code = 1
     os._exit(code or 0)
