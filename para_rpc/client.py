@@ -61,8 +61,8 @@ class Connection:
         length = None
         for line in head.split(b"\r\n"):
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
+            if name.strip().lower() == b"content-length":  # (digits only: not `x`, `-5`, `1_0`)
+                length = int(value) if value.strip().isdigit() else None
         if length is None:
             raise ParaError(Code.sidecar_unavailable, "malformed message from the sidecar")
         while len(rest) < length:

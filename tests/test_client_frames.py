@@ -33,3 +33,14 @@ def test_a_frame_that_is_not_json_is_a_clear_error(body: bytes) -> None:
             conn.request("para/hello", {})
         assert err.value.code is Code.sidecar_unavailable
         assert err.value.message.startswith("malformed message from the sidecar (not JSON: "), err.value.message
+
+
+@pytest.mark.parametrize("header", [b"Content-Length: x", b"Content-Length: -5", b"Content-Length: 1_0",
+                                    b"Content-Length:", b"Content-Type: text"], ids=repr)
+def test_a_frame_without_a_usable_length_is_a_clear_error(header: bytes) -> None:
+    ours, sidecar = socket.socketpair()
+    with Connection(ours) as conn, sidecar:
+        sidecar.sendall(header + b"\r\n\r\n{}")
+        with pytest.raises(ParaError) as err:
+            conn.request("para/hello", {})
+        assert err.value.code is Code.sidecar_unavailable and "malformed message" in err.value.message
