@@ -206,8 +206,9 @@ def test_the_repair_after_a_kill_9_overwrites_no_ignored_file_of_the_user(hooked
 
 @pytest.mark.parametrize("stage,release,lands", [
     ("prepared", "1", False),   # the group's move of main is refused: main stays where it was
+    ("prepared", "0", True),    # the group's move of main goes through after the sidecar died
     ("committed", "0", True),   # main moved for all of them; killed before the checkout came along
-], ids=["update-aborted", "killed-after-update"])
+], ids=["update-aborted", "update-committed-late", "killed-after-update"])
 def test_kill_9_while_integrations_landing_together_move_the_target(hooked: Api, sidecar: Sidecar, ctl: Path,
                                                                      tmp_path: Path, stage: str, release: str,
                                                                      lands: bool) -> None:
