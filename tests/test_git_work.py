@@ -46,6 +46,9 @@ def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path
         # after a teardown that did not run; the archive name and the refs in its way are one listing.
         assert [c for c, n in Counter(cancelled).items() if n > 1] == [], cancelled
         assert not [c for c in cancelled if c.startswith("show-ref")], cancelled
+        # The worktree is as para made it: its git files and its branch's ref file say what a
+        # `git worktree list` would.
+        assert not [c for c in cancelled if c.startswith("worktree list")], cancelled
 
         run_para("start", "i", cwd=repo)
         (repo / ".para" / "worktrees" / "i" / "work.txt").write_text("work\n")
@@ -60,11 +63,11 @@ def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path
         assert not [c for c in integrated if c.startswith("ls-files") and "--ignored" in c], integrated
         # The fork point and the gitlinks since it are one diff-tree; whether the session's work is
         # already in the target is what the merge tells (no ancestry question); target and session
-        # branch are one listing while the queue is held, beside the worktree listing (read before the
-        # work is committed and for the target's checkout; before the worktree goes, its git files,
-        # as para made them, say what a third listing would: two in all).
+        # branch are one listing while the queue is held, beside the worktree listing (for the
+        # target's checkout: before the work is committed and before the worktree goes, its git
+        # files, as para made them, and its branch's ref file say what a listing would).
         assert not [c for c in integrated if c.startswith("merge-base")], integrated
-        assert counts["worktree list --porcelain -z"] == 2, integrated
+        assert counts["worktree list --porcelain -z"] == 1, integrated
         assert len([c for c in integrated if c.startswith("for-each-ref")]) == 1, integrated
         assert len([c for c in integrated if c.startswith("config ")]) == 1, integrated
         # The work in progress is committed once (its commit is the integration's starting point);
@@ -97,7 +100,39 @@ def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path
         # Clean, with a message given and no gitlink in its index: no diff since the fork point
         # (no gitlink can land; the default message is not made).
         assert not [c for c in committed if c.startswith("diff-tree -r -z --no-renames --merge-base")], committed
-        assert len(committed) <= 18, committed
+        assert len(committed) <= 17, committed
+    finally:
+        shutdown_sidecar(sc)
+
+
+def test_where_the_files_cannot_say_git_is_asked(repo: Path, runtime_dir: Path, tmp_path: Path):
+    """The shortcuts above read git's own files (a loose ref, a worktree's HEAD and gitdir);
+    where they cannot answer, a `git worktree list` does, and the operation is the same: a
+    packed session branch, a target only in packed-refs, HEAD moved off the branch by hand."""
+    env, calls = counting_git(tmp_path)
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=env)
+    try:
+        run_para("list", "--json", cwd=repo)
+        for name in ("packed", "moved"):
+            run_para("start", name, cwd=repo)
+            (repo / ".para" / "worktrees" / name / f"{name}.txt").write_text("work\n")
+        git("pack-refs", "--all", cwd=repo)  # (every branch, main and both sessions', packed)
+        assert not (repo / ".git" / "refs" / "heads" / "main").exists()
+
+        calls.write_text("")
+        landed = json.loads(run_para("integrate", "packed lands", "--session", "packed", "--json", cwd=repo).stdout)
+        ran = [_subcommand(line) for line in calls.read_text().splitlines()]
+        assert landed["status"] == "integrated" and git("show", "main:packed.txt", cwd=repo) == "work"
+        assert [c for c in ran if c.startswith("rev-parse") and "refs/heads/main^{commit}" in c], ran
+        assert Counter(ran)["worktree list --porcelain -z"] == 2, ran  # (before the commit, and in the queue)
+
+        wt = repo / ".para" / "worktrees" / "moved"
+        git("checkout", "-q", "-b", "by-hand", cwd=wt)
+        calls.write_text("")
+        out = run_para("cancel", "moved", "--json", cwd=repo, check=False)
+        ran = [_subcommand(line) for line in calls.read_text().splitlines()]
+        assert out.returncode == 4 and "by-hand" in json.loads(out.stdout)["error"]["message"], out.stdout
+        assert "worktree list --porcelain -z" in ran, ran
     finally:
         shutdown_sidecar(sc)
 

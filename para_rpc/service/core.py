@@ -785,8 +785,14 @@ class ServiceCore:
         """What the session's worktree holds besides its branch; None when it has none.
         A directory at its path that git does not know as its worktree is refused: para
         would otherwise skip saving it, or run git there on whatever repository holds it.
-        `tip`: the session branch's commit as the caller just read it; with it, a worktree
-        whose git files are as para made them needs no worktree listing (`_as_made`)."""
+        `tip`: the session branch's commit as the caller just read it (else read from its
+        loose ref file, when it is one); with it, a worktree whose git files are as para made
+        them needs no worktree listing (`_as_made`)."""
+        if tip is None:
+            try:
+                tip = git.branch_file(repo.common_dir, s.branch)
+            except LookupError:
+                tip = None
         wt = _as_made(s, tip) if tip else None
         if wt is None:
             wt = (await self._worktree_state(repo)).get(os.path.realpath(s.worktree))
