@@ -17,6 +17,7 @@ user's sidecar serves all their repositories: it saves a sidecar start per test.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pty
@@ -88,6 +89,18 @@ def in_terminal(argv: list[str], cwd: Path, env: dict[str, str], answers: list[t
 
 
 # ---- counting git processes ----------------------------------------------------
+
+def bare_imports(statement: str, watch: set[str]) -> list[str]:
+    """Which of the modules `watch` a bare `python -S` (nothing but the standard library's
+    start and para_rpc on its path) has loaded after running `statement`."""
+    import para_rpc
+    root = str(Path(para_rpc.__file__).parent.parent)
+    code = (f"import sys; sys.path.insert(0, sys.argv[1]); {statement}; "
+            f"print(sorted(m for m in sys.modules if m in {sorted(watch)!r}))")
+    proc = subprocess.run([sys.executable, "-S", "-c", code, root], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return ast.literal_eval(proc.stdout)
+
 
 def counting_git(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """An environment whose `git` is the real one behind a wrapper that appends each call's

@@ -152,17 +152,9 @@ def test_the_cli_modules_load_no_pathlib_typing_or_subprocess():
     """What para's own modules load for a command, apart from what site-packages loads (an
     editable install's finder loads pathlib; an installed para has none): `python -S` with
     only para's directory on the path."""
-    import subprocess
-    import sys
-
-    import para_rpc
-
-    root = str(Path(para_rpc.__file__).parent.parent)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import para_rpc.cli.fast; "
-            "print(sorted(m for m in sys.modules if m in "
-            "{'pathlib', 'typing', 'subprocess', 'urllib.parse', 'para_rpc.config', 'json', 're', 'enum'}))")
-    proc = subprocess.run([sys.executable, "-S", "-c", code, root], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and proc.stdout == "[]\n", proc.stdout + proc.stderr
+    from conftest import bare_imports
+    assert bare_imports("import para_rpc.cli.fast", {"pathlib", "typing", "subprocess", "urllib.parse",
+                                                     "para_rpc.config", "json", "re", "enum"}) == []
 
 
 # What a `para` process must not load on the fast path: `json` pulls `re`, which pulls `enum` (and

@@ -387,23 +387,30 @@ def test_symbolic_refs_read_from_their_files_say_what_git_says_or_defer_to_it(st
                                                                               tmp_path: Path) -> None:
     """git.symbolic_ref_file (`para start` reads HEAD and origin/HEAD without a git process)
     gives git's own `symbolic-ref --short` answer, or raises LookupError for git to answer."""
-    from para_rpc import git as para_git
     upstream = make_repo(tmp_path / "up")
     git("branch", "side", cwd=upstream)
     clone = tmp_path / "clone"
     git("clone", "-q", str(upstream), str(clone), cwd=tmp_path)
     for argv in SYMREF_STATES[state]:
         git(*argv, cwd=clone)
+    read = _read_as_git_would(clone, ref)
+    # Whatever stands for origin/ in `--short` is the remote's name: para keeps what follows it.
+    if read is not None and ref != "HEAD":
+        assert read.startswith("origin/")
+
+
+def _read_as_git_would(clone: Path, ref: str) -> str | None:
+    """git.symbolic_ref_file of `ref`, checked against git's own `symbolic-ref --short` (None
+    when the file defers to git: then git's answer is the one that counts)."""
+    from para_rpc import git as para_git
     res = subprocess.run(["git", "symbolic-ref", "--quiet", "--short", ref], cwd=clone, capture_output=True, text=True)
     says = res.stdout.strip() if res.returncode == 0 else None
     try:
         read = para_git.symbolic_ref_file(str(clone / ".git"), ref)
     except LookupError:
-        return  # (git is asked: its answer is the one above)
+        return None
     assert read == says
-    # Whatever stands for origin/ in `--short` is the remote's name: para keeps what follows it.
-    if read is not None and ref != "HEAD":
-        assert read.startswith("origin/")
+    return read
 
 
 # What git reads as a symbolic ref, in files git may write so (core.preferSymlinkRefs) or a
@@ -429,7 +436,6 @@ def test_symbolic_ref_files_as_git_may_leave_them_say_what_git_says_or_defer_to_
     ref name, not a path that resolves): git.symbolic_ref_file gives git's answer or defers to
     git. Before, HEAD "ref: refs/heads/side\\r\\n" read as `side\\r` and a symlinked
     origin/HEAD as no origin/HEAD at all."""
-    from para_rpc import git as para_git
     upstream = make_repo(tmp_path / "up")
     git("branch", "side", cwd=upstream)
     clone = tmp_path / "clone"
@@ -444,13 +450,7 @@ def test_symbolic_ref_files_as_git_may_leave_them_say_what_git_says_or_defer_to_
         path.symlink_to(content[1])
     else:
         path.write_bytes(content.encode())
-    res = subprocess.run(["git", "symbolic-ref", "--quiet", "--short", ref], cwd=clone, capture_output=True, text=True)
-    says = res.stdout.strip() if res.returncode == 0 else None
-    try:
-        read = para_git.symbolic_ref_file(str(clone / ".git"), ref)
-    except LookupError:
-        return  # (git is asked: its answer is the one above)
-    assert read == says
+    _read_as_git_would(clone, ref)
 
 
 def test_a_clone_made_with_symlinked_refs_forks_from_its_origin_head(sidecar, tmp_path: Path) -> None:
