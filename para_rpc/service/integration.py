@@ -160,8 +160,8 @@ class Integration(Remote):
                 return me.landed.result()
             if me.alone or not _can_go_together(me):
                 return await self._merge_and_move(repo, s, cfg, await git.signs_commits(repo.root))
-            group = [w for w in waiting if not w.landed.done() and not w.alone and _can_go_together(w)]
-            landed = await self._land_together(repo, target, group[:GROUP_LIMIT])
+            group = [w for w in waiting if not w.landed.done() and not w.alone and _can_go_together(w)][:GROUP_LIMIT]
+            landed = await self._land_together(repo, target, group)
             if me.landed.done():
                 return me.landed.result()
             if not landed:  # (failed together: said by going alone, each in its turn)
@@ -253,7 +253,7 @@ class Integration(Remote):
         listed: list[git.Worktree] | None = wts
         dirty = {root: root_dirty} if root_dirty is not None else None
         if ref not in heads or f"refs/heads/{s.branch}" not in heads:
-            raise ParaError(Code.not_found, f"branch {target if ref not in heads else s.branch!r} disappeared")
+            raise ParaError(Code.not_found, f"branch {(target if ref not in heads else s.branch)!r} disappeared")
         (old, old_tree), (tip, _) = heads[ref], heads[f"refs/heads/{s.branch}"]
         rec["old"] = old
         cand = await integrate.candidate(repo.root, strategy, old, tip, rec["message"], sign=sign, old_tree=old_tree)
