@@ -44,15 +44,19 @@ touch "$ctl/released"
 exit "$(cat "$ctl/release")"
 """
 
-CHECK = """\
-import pathlib, sys, time
-ctl = pathlib.Path(sys.argv[1])
-(ctl / "blocked").write_text("check")
-deadline = time.monotonic() + 120          # never outlive the test by much
-while not (ctl / "release").exists() and time.monotonic() < deadline:
-    time.sleep(0.02)
-(ctl / "released").write_text("")
-"""
+def waiting_script(arrived: str, until: str, then: str | None = None) -> str:
+    """A Python script (its argv[1]: the control directory) that says it `arrived`, waits
+    until `until` is there (120 s at most: never outlives the test by much), then says `then`."""
+    return ("import pathlib, sys, time\n"
+            "ctl = pathlib.Path(sys.argv[1])\n"
+            f"(ctl / {arrived!r}).write_text('')\n"
+            "deadline = time.monotonic() + 120\n"
+            f"while not (ctl / {until!r}).exists() and time.monotonic() < deadline:\n"
+            "    time.sleep(0.02)\n"
+            + (f"(ctl / {then!r}).write_text('')\n" if then else ""))
+
+
+CHECK = waiting_script("blocked", "release", "released")
 
 
 def setup_session(api: Api) -> dict[str, str]:
@@ -305,14 +309,7 @@ def test_kill_9_while_a_member_of_a_failed_group_lands_alone(hooked: Api, sideca
     assert (repo / "lib/util.py").read_text() == "def util():\n    return 'the user is editing this'\n"
 
 
-TEARDOWN = """\
-import pathlib, sys, time
-ctl = pathlib.Path(sys.argv[1])
-(ctl / "tearing-down").write_text("")
-deadline = time.monotonic() + 120          # never outlive the test by much
-while not (ctl / "let-go").exists() and time.monotonic() < deadline:
-    time.sleep(0.02)
-"""
+TEARDOWN = waiting_script("tearing-down", "let-go")
 
 
 def test_kill_9_after_a_group_landed_and_main_moved_on_completes_every_member(api: Api, sidecar: Sidecar,
