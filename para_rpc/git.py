@@ -385,7 +385,18 @@ class Worktree:
 
 async def worktrees(cwd: str | Path) -> list[Worktree]:
     """`git worktree list --porcelain -z`, main worktree first."""
-    text = (await run(cwd, "worktree", "list", "--porcelain", "-z")).out
+    res = await run(cwd, "worktree", "list", "--porcelain", "-z", check=False)
+    for _ in range(10):
+        # (A worktree being added meanwhile, by para or by hand, has its directory under
+        # .git/worktrees/ before its files: git's listing then fails on it. Asked again.)
+        if res.rc == 0 or "/worktrees/" not in res.err:
+            break
+        await asyncio.sleep(0.02)
+        res = await run(cwd, "worktree", "list", "--porcelain", "-z", check=False)
+    if res.rc != 0:
+        raise ParaError(Code.git_failed, f"git worktree failed: {res.err.strip() or res.out.strip()}",
+                        argv=["git", "worktree", "list", "--porcelain", "-z"], stderr=res.err.strip())
+    text = res.out
     result: list[Worktree] = []
     resolved: dict[str, str] = {}
     for block in text.split("\0\0"):

@@ -886,3 +886,27 @@ def test_a_branch_read_from_its_ref_file_is_what_git_says_or_git_is_asked(case: 
         assert case not in ("loose",), "a plain loose ref is read from its file"
         return  # (git is asked: its answer is the one above)
     assert read == says, (read, says)
+
+
+def test_a_worktree_listing_that_meets_a_worktree_being_added_asks_again(tmp_path: Path) -> None:
+    """`git worktree add` (para's, in another request, or the user's) makes its directory under
+    .git/worktrees/ before it writes the files there: a listing in that moment failed with
+    "failed to read .git/worktrees/<id>/commondir" (seen in CI: `para monitor` exited 5)."""
+    import asyncio
+    import threading
+
+    from para_rpc import git as para_git
+    repo = make_repo(tmp_path / "r")
+    ghost = repo / ".git" / "worktrees" / "ghost"
+    ghost.mkdir(parents=True)
+    (ghost / "gitdir").write_text(f"{tmp_path / 'wt' / '.git'}\n")
+    (ghost / "HEAD").write_text("ref: refs/heads/main\n")
+    (ghost / "commondir").write_text("")  # (opened, not yet written)
+    assert subprocess.run(["git", "worktree", "list"], cwd=repo, capture_output=True).returncode != 0
+    done = threading.Timer(0.1, lambda: (ghost / "commondir").write_text("../..\n"))
+    done.start()
+    try:
+        listed = asyncio.run(para_git.worktrees(repo))
+    finally:
+        done.join()
+    assert [w.path for w in listed][0] == os.path.realpath(repo) and len(listed) == 2
