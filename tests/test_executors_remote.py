@@ -435,6 +435,8 @@ def test_a_second_dispatch_to_a_host_asks_for_no_refs_and_a_wiped_cache_is_refil
     wait_until(lambda: not list(runs.glob("*/s1")) and not list(runs.glob("*/s2")), 60, "the placements released")
     shutil.rmtree(ssh_host.dir / "worker" / "repos" / f"{repo_id(str(repo))}.git")  # (wiped: remembered refs stale)
     commit_file(repo, "more.txt", "more\n", "more on main")  # (the tip is new to the host too)
-    assert ops_during(lambda: run("s3")) == ["receive", "refs", "receive", "prepare", "start"]
+    # (A `stop` of the cancels above may reach the host's log late, inside s3's window: it is theirs.)
+    assert [op for op in ops_during(lambda: run("s3")) if op != "stop"] == ["receive", "refs", "receive", "prepare",
+                                                                            "start"]
     (out / "end-s3").touch()
     api.wait_agent("s3", timeout=60)
