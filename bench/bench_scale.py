@@ -129,8 +129,9 @@ def list_times(repo: Path, runs: int, expect: int) -> list[float]:
     out = []
     for _ in range(runs):
         start = time.perf_counter()
-        got = json.loads(sh([*PARA, "list", "--json"], repo))
-        out.append(time.perf_counter() - start)
+        text = sh([*PARA, "list", "--json"], repo)
+        out.append(time.perf_counter() - start)  # (reading the answer is the caller's time, not para's)
+        got = json.loads(text)
         if len(got["sessions"]) != expect or (expect and not all(s["dirty"] for s in got["sessions"])):
             raise SystemExit(f"para list answered wrongly: {len(got['sessions'])} sessions, expected {expect} dirty")
     return out

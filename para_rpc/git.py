@@ -255,12 +255,22 @@ def _unlink_reflogs(top: str) -> None:
                     dirs.append(e.path)
 
 
-def names_git_dir(worktree: str, git_dir: str) -> bool:
-    """Whether the worktree's `.git` file still names `git_dir` (a relative one is from the worktree)."""
+def dotgit(worktree: str) -> bytes:
+    """The start of the worktree's `.git` file, as `names_git_dir` and `watch.gitdir_of` read
+    it; empty when it cannot be read (missing, a directory)."""
     try:
-        with open(os.path.join(worktree, ".git"), encoding="utf-8") as f:
-            text = f.read(8192)
-    except (OSError, UnicodeDecodeError):
+        with open(os.path.join(worktree, ".git"), "rb") as f:
+            return f.read(8192)
+    except OSError:
+        return b""
+
+
+def names_git_dir(worktree: str, git_dir: str, data: bytes | None = None) -> bool:
+    """Whether the worktree's `.git` file still names `git_dir` (a relative one is from the
+    worktree). `data`: the file's start as `dotgit` read it, when the caller has it."""
+    try:
+        text = (dotgit(worktree) if data is None else data).decode()
+    except UnicodeDecodeError:
         return False
     if not text.startswith("gitdir:"):
         return False

@@ -21,6 +21,7 @@ import errno
 import os
 import struct
 import threading
+from collections.abc import Iterable
 
 IN_MODIFY = 0x2
 IN_ATTRIB = 0x4
@@ -119,14 +120,19 @@ class Watcher:
     def token(self, root: str) -> tuple[int, int] | None:
         """Which watch of `root` and how many events it has seen, or None when `root` is not
         watched. Take it before asking git; the answer stays valid while the token does."""
+        return self.tokens((root,))[0]
+
+    def tokens(self, roots: Iterable[str]) -> list[tuple[int, int] | None]:
+        """`token` of each root, all after one look at the kernel's queue (a hundred worktrees
+        in one `list`: one read, not a hundred)."""
         # Never wait for a walk in progress (a worker thread holds the lock): the event loop
         # calls this, and git can answer meanwhile.
         if not self._lock.acquire(blocking=False):
-            return None
+            return [None for _ in roots]
         try:
             self._drain()
-            r = self._roots.get(root)
-            return (r.epoch, r.gen) if r is not None and r.ok else None
+            found = [self._roots.get(root) for root in roots]
+            return [(r.epoch, r.gen) if r is not None and r.ok else None for r in found]
         finally:
             self._lock.release()
 
@@ -220,14 +226,17 @@ class Watcher:
                         self._drop(r)
 
 
-def gitdir_of(worktree: str) -> str | None:
+def gitdir_of(worktree: str, data: bytes | None = None) -> str | None:
     """A linked worktree's private git directory (where its index and HEAD live), from the
-    `gitdir:` line of its `.git` file; None for anything else."""
-    try:
-        with open(os.path.join(worktree, ".git"), encoding="utf-8", errors="replace") as f:
-            line = f.readline(4096).strip()
-    except OSError:
-        return None
+    `gitdir:` line of its `.git` file; None for anything else. `data`: the file's start as
+    `git.dotgit` read it, when the caller has it."""
+    if data is None:
+        try:
+            with open(os.path.join(worktree, ".git"), "rb") as f:
+                data = f.read(8192)
+        except OSError:
+            return None
+    line = data.split(b"\n", 1)[0][:4096].decode("utf-8", "replace").strip()
     if not line.startswith("gitdir: "):
         return None
     path = line[len("gitdir: "):]

@@ -98,7 +98,9 @@ def dumps(obj: Any, indent: int | str | None = None) -> str:
 
 def _indented(o: Any, pad: str, newline: str, out: list[str], seen: set[int]) -> None:
     """json.encoder's `_make_iterencode` with json.dumps's defaults, appending to `out`;
-    `newline` is the line break and indentation `o` starts at."""
+    `newline` is the line break and indentation `o` starts at. (A container's strings,
+    nulls and booleans are written in its own loop: `list --json` of a hundred sessions is
+    thousands of them, and a call per value was most of its time.)"""
     if isinstance(o, str):
         out.append(_quote(o))
     elif o is None or o is True or o is False:
@@ -115,14 +117,33 @@ def _indented(o: Any, pad: str, newline: str, out: list[str], seen: set[int]) ->
             raise ValueError("Circular reference detected")
         seen.add(id(o))
         inner = newline + pad
-        out.append("{" if isinstance(o, dict) else "[")
-        for i, item in enumerate(o.items() if isinstance(o, dict) else o):
-            out.append(inner if not i else "," + inner)
-            if isinstance(o, dict):
-                out.append(_quote(_key(item[0])) + ": ")
-                item = item[1]
-            _indented(item, pad, inner, out, seen)
-        out.append(newline + ("}" if isinstance(o, dict) else "]"))
+        between = "," + inner
+        if isinstance(o, dict):
+            out.append("{" + inner)
+            first = True
+            for k, v in o.items():
+                key = _quote(k if isinstance(k, str) else _key(k)) + ": "
+                if not first:
+                    key = between + key
+                first = False
+                if isinstance(v, str):
+                    out.append(key + _quote(v))
+                elif v is None or v is True or v is False:
+                    out.append(key + ("null" if v is None else "true" if v else "false"))
+                else:
+                    out.append(key)
+                    _indented(v, pad, inner, out, seen)
+            out.append(newline + "}")
+        else:
+            out.append("[" + inner)
+            for i, v in enumerate(o):
+                if i:
+                    out.append(between)
+                if isinstance(v, str):
+                    out.append(_quote(v))
+                else:
+                    _indented(v, pad, inner, out, seen)
+            out.append(newline + "]")
         seen.discard(id(o))
     else:
         _unserializable(o)

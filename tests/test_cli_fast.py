@@ -22,7 +22,7 @@ import pytest
 
 from para_rpc.cli import fast
 
-from conftest import EXIT_CODES, commit_file, git, make_repo, rev, run_para
+from conftest import EXIT_CODES, commit_file, git, make_repo, raw_request, rev, run_para
 
 PINNED = "2026-01-01T00:00:00+0000"
 
@@ -268,3 +268,26 @@ def test_output_that_cannot_be_written_is_said_on_stderr_and_the_command_still_c
         if argv[0] == "start":
             assert run_para("show", "full", "--json", cwd=repo).returncode == 0  # it did start
             run_para("cancel", "--discard", "full", "--json", cwd=repo)
+
+
+# ---- `--json`: what is printed is the sidecar's result, as json.dumps(result, indent=2) writes it
+
+@pytest.mark.parametrize("task", ["all ASCII", "not ASCII: é \u2028 — ✓ 😀", 'quotes " and \\ and\nnew\tlines'])
+def test_json_output_is_the_result_as_json_writes_it_whatever_its_text(rpc, svc, repo: Path, task: str) -> None:
+    """The CLI asks the sidecar for the text (`resultAsText`: msgspec formats it, ~1 ms less
+    per `list` of a hundred sessions than indenting it in the CLI): the text must be exactly
+    what `json.dumps(result, indent=2)` made of the result, escapes and all."""
+    svc("start", name="s")
+    svc("report", session="s", task=task)
+    for argv in (["list", "--json"], ["show", "s", "--json"], ["list", "--all", "--verbose", "--json"]):
+        out = run_para(*argv, cwd=repo).stdout
+        assert out == json.dumps(json.loads(out), indent=2) + "\n", argv
+    as_text = raw_request(rpc, "para/list", {"cwd": str(repo), "resultAsText": True})["result"]
+    plain = raw_request(rpc, "para/list", {"cwd": str(repo)})["result"]
+    assert isinstance(as_text, str) and as_text == json.dumps(plain, indent=2)
+    assert json.loads(as_text)["sessions"][0]["report"]["task"] == task
+
+
+def test_a_result_asked_as_text_is_still_an_error_when_it_fails(rpc, repo: Path) -> None:
+    reply = raw_request(rpc, "para/show", {"cwd": str(repo), "session": "nope", "resultAsText": True})
+    assert reply["error"]["data"]["code"] == "not_found" and "result" not in reply

@@ -346,3 +346,51 @@ def test_after_lost_events_every_root_is_walked_again(tmp_path: Path) -> None:
     before = w.token(str(root))
     (root / "d" / "newdir" / "tracked").write_text("edited after the overflow\n")
     assert w.token(str(root)) != before
+
+
+def test_without_any_worktree_a_list_asks_git_nothing_and_still_sees_one_added_by_hand(
+        runtime_dir: Path, repo: Path, tmp_path: Path) -> None:
+    """A repository with no `.git/worktrees` (no session yet, or the last worktree pruned):
+    what `list` read from git is kept too (the watch of the git directory sees `worktrees/`
+    appear), and a worktree git adds behind para's back is seen on the next list."""
+    env, calls = counting_git(tmp_path)
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=env)
+    try:
+        run_para("start", "s", cwd=repo)
+        wt = repo / ".para" / "worktrees" / "s"
+        shutil.rmtree(wt)
+        git("worktree", "prune", cwd=repo)
+        assert not (repo / ".git" / "worktrees").exists()
+        assert facts(repo)["state"] == "missing"
+        spawned = len(calls.read_text().splitlines())
+        assert facts(repo)["state"] == "missing"
+        assert calls.read_text().splitlines()[spawned:] == [], "a list with nothing changed ran git"
+        git("worktree", "add", "-q", str(wt), "para/s", cwd=repo)
+        got = facts(repo)
+        assert (got["state"], got["worktree_exists"], got["head_branch"]) == ("active", True, "para/s")
+    finally:
+        shutdown_sidecar(sc)
+
+
+def test_a_git_file_rewritten_by_hand_is_noted_on_the_next_list_and_put_back_no_longer(
+        sidecar: Any, repo: Path) -> None:
+    """Each worktree's `.git` is read once per change of its directory, not once per list: a
+    rewrite still shows on the very next list, and so does putting it back."""
+    run_para("start", "s", cwd=repo)
+    dotgit = repo / ".para" / "worktrees" / "s" / ".git"
+    made = dotgit.read_text()
+
+    def notes() -> list[str]:
+        return [n for n in json.loads(run_para("list", "--json", cwd=repo).stdout)["sessions"][0]["notes"]
+                if "no longer names the git directory" in n]
+    assert notes() == [] and notes() == []
+    dotgit.write_text(f"gitdir: {tmp_git_dir(repo)}\n")
+    assert len(notes()) == 1
+    dotgit.write_text(made)
+    assert notes() == []
+
+
+def tmp_git_dir(repo: Path) -> Path:
+    other = repo.parent / "elsewhere.git"
+    other.mkdir(exist_ok=True)
+    return other

@@ -63,6 +63,8 @@ def _call(method: str, params: dict[str, Any], as_json: bool,
     what the sidecar reports while it works (the output of session.setup) is shown on stderr
     as it comes."""
     params = {"cwd": _cwd(), "env": client.forwarded_env(), **params}
+    if as_json and json_view is None:  # (the sidecar writes what is printed: docs/protocol.md)
+        params["resultAsText"] = True
     on_progress = None
     if progress and not as_json:
         params["workDoneToken"] = "para-cli"
@@ -75,7 +77,8 @@ def _call(method: str, params: dict[str, Any], as_json: bool,
         _fail(ParaError(Code.sidecar_unavailable, f"cannot talk to the sidecar: {e}"), as_json)
     try:
         if as_json:
-            print(wire.dumps(json_view(result) if json_view else result, indent=2))
+            print(result if isinstance(result, str) and json_view is None
+                  else wire.dumps(json_view(result) if json_view else result, indent=2))
         elif render is not None:
             render(result)
             # What para saved, or left, on the way: said after the summary, in every command.

@@ -330,6 +330,9 @@ class ServiceCore:
         # `git status` answers by worktree, valid while nothing they depend on changed (_dirty)
         self.watcher = watch.Watcher()
         self._dirty_cache: dict[str, tuple[object, bool]] = {}
+        # The start of each worktree's `.git` file, by resolved path, with the watcher's token
+        # it was read under (_dotgit)
+        self._dotgits: dict[str, tuple[object, tuple[bytes, str | None]]] = {}
         # Worktrees whose last `git status` failed (by resolved path): git's reason, said in the
         # session's notes while it lasts (such a worktree counts as dirty, never as clean).
         self._status_failed: dict[str, str] = {}
@@ -555,12 +558,14 @@ class ServiceCore:
                             f"{str(rec.get('commit'))[:10]} {when}; nothing is left to act on "
                             f"(`para show {s.name}` shows the landing)", session=s.name, status=s.status.value)
 
-    def _session_at(self, repo: Repo, cwd: str, resolved: dict[str, str] | None = None) -> Session | None:
-        """(`resolved`: a dict of `git.realpath_in` the caller shares, if it resolves worktrees too.)"""
+    def _session_at(self, repo: Repo, cwd: str, resolved: dict[str, str] | None = None,
+                    live: list[Session] | None = None) -> Session | None:
+        """(`resolved`: a dict of `git.realpath_in` the caller shares, if it resolves worktrees too;
+        `live`: the store's live sessions, if the caller just read them.)"""
         here = _canonical_cwd(repo, cwd)
         best, best_path = None, ""
         resolved = {} if resolved is None else resolved
-        for s in repo.store.live():
+        for s in repo.store.live() if live is None else live:
             path = git.realpath_in(s.worktree, resolved)
             if (here == path or here.startswith(path + os.sep)) and (best is None or len(path) > len(best_path)
                                                                      or path == best_path and _through_link(best, s)):
@@ -632,10 +637,14 @@ class ServiceCore:
         common directory's `refs/` and `worktrees/` (branches, each worktree's HEAD, gitdir and
         lock), nor its packed-refs or HEAD (watch.py). Never for a decision: operations read git."""
         refs, wts_dir = os.path.join(repo.common_dir, "refs"), os.path.join(repo.common_dir, "worktrees")
-        if self.watcher.available and not (self.watcher.watching(refs) and self.watcher.watching(wts_dir)):
-            await asyncio.to_thread(self._watch_all_of, [(refs, (repo.common_dir,)), (wts_dir, ())])
-        a, b = self.watcher.token(refs), self.watcher.token(wts_dir)
-        key = None if a is None or b is None else (a, b)
+        roots: list[tuple[str, tuple[str, ...]]] = [(refs, (repo.common_dir,)), (wts_dir, ())]
+        unwatched = [(root, extra) for root, extra in roots if not self.watcher.watching(root) and os.path.isdir(root)]
+        if self.watcher.available and unwatched:
+            await asyncio.to_thread(self._watch_all_of, unwatched)
+        a, b = self.watcher.tokens((refs, wts_dir))
+        # No worktree added yet (or the last one went): the watch of the common directory
+        # itself (`refs`' extra) sees `worktrees/` appear.
+        key = None if a is None else (a, b) if b is not None else (a, "none") if not os.path.isdir(wts_dir) else None
         hit = self._listed.get(repo.common_dir)
         if key is not None and hit is not None and hit[0] == key:
             return hit[1], hit[2]
@@ -654,9 +663,11 @@ class ServiceCore:
         return wt is not None and not wt.prunable and os.path.isdir(s.worktree)
 
     def _info(self, repo: Repo, s: Session, wts: dict[str, git.Worktree], branches: dict[str, tuple[str, int]],
-              dirty: bool = False, cwd: str | None = None, path: str | None = None) -> SessionDetail:
+              dirty: bool = False, cwd: str | None = None, path: str | None = None,
+              live: list[Session] | None = None) -> SessionDetail:
         """The session as every method that returns one sends it (list, show, start, ...);
-        `path`: its worktree resolved, when the caller has it."""
+        `path`: its worktree resolved, and `live`: the store's live sessions, when the caller
+        has them."""
         path = os.path.realpath(s.worktree) if path is None else path
         wt = wts.get(path)
         wt_exists = wt is not None and not wt.prunable and os.path.isdir(s.worktree)
@@ -684,10 +695,10 @@ class ServiceCore:
             branch_exists=branch_ref is not None, head=branch_ref[0] if branch_ref else s.head_commit, ahead=None,
             task=s.task, archived_branch=s.archived_branch,
             pending_op=s.op.kind if s.op else None, integration=integration_record(s.integration), agent=s.agent,
-            report=s.report, plan=s.plan, notes=list(s.notes) + self._link_note(s, wt_exists) + self._status_note(path),
+            report=s.report, plan=s.plan, notes=list(s.notes) + self._link_note(s, wt_exists, path) + self._status_note(path),
             head_branch=head_branch,
             detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes),
-            queued=s.queued, queue_position=queue_position(repo.store.live(), s) if s.queued else None,
+            queued=s.queued, queue_position=queue_position(repo.store.live() if live is None else live, s) if s.queued else None,
             messages=list(s.messages),
             ports=list(s.ports) if s.status in (Status.active, Status.conflicted, Status.integrating) else [])
 
@@ -716,11 +727,28 @@ class ServiceCore:
         return [f"`git status` fails in {path} ({failed[:300]}): shown as dirty, as what it holds is unknown"] \
             if failed else []
 
-    @staticmethod
-    def _link_note(s: Session, wt_exists: bool) -> list[str]:
+    def _dotgit(self, path: str, token: object = False) -> tuple[bytes, str | None]:
+        """`git.dotgit` of the worktree at resolved `path`, and the git directory it names
+        (`watch.gitdir_of`), read again only once something changed in the worktree's top
+        directory, where the file is (the watcher's token, taken here unless the caller just
+        took it): `list` reads it for every session twice (_dirty, _link_note)."""
+        if token is False:
+            token = self.watcher.token(path)
+        hit = self._dotgits.get(path)
+        if token is not None and hit is not None and hit[0] == token:
+            return hit[1]
+        data = git.dotgit(path)
+        found = (data, watch.gitdir_of(path, data))
+        if token is None:
+            self._dotgits.pop(path, None)
+        else:
+            self._dotgits[path] = (token, found)
+        return found
+
+    def _link_note(self, s: Session, wt_exists: bool, path: str) -> list[str]:
         """Said while the worktree's `.git` names another git dir than the one para made (its
         agent rewrote it): para's git ignores it, the user should know."""
-        if not (wt_exists and s.git_dir) or git.names_git_dir(s.worktree, s.git_dir):
+        if not (wt_exists and s.git_dir) or git.names_git_dir(s.worktree, s.git_dir, self._dotgit(path)[0]):
             return []
         return [(f"{s.worktree}/.git no longer names the git directory para made for it ({s.git_dir}); "
                  "para's own git keeps using that one, and cancel or integrate restores the file")]
@@ -986,17 +1014,16 @@ class ServiceCore:
         if new and self.watcher.available:
             await asyncio.to_thread(self._watch_all, new)
 
-        async def one(path: str, wt: git.Worktree) -> bool:
-            token = self.watcher.token(wt.path)
-            gitdir = watch.gitdir_of(wt.path) if token is not None else None
-            key = None if token is None else (token, wt.head, wt.branch, shared,
-                                              _stat_key([os.path.join(gitdir, "index")] if gitdir else []))
-            if key is None:  # (not watched, or no longer: nothing kept may be trusted again)
+        def key_of(wt: git.Worktree, token: tuple[int, int] | None) -> object:
+            if token is None:  # (not watched, or no longer: nothing kept may be trusted again)
                 self._dirty_cache.pop(wt.path, None)
                 self._snapshots.pop(wt.path, None)
-            hit = self._dirty_cache.get(wt.path)
-            if key is not None and hit is not None and hit[0] == key:
-                return hit[1]
+                return None
+            gitdir = self._dotgit(wt.path, token)[1]
+            return (token, wt.head, wt.branch, shared,
+                    _stat_key([os.path.join(gitdir, "index")] if gitdir else []))
+
+        async def ask(path: str, wt: git.Worktree, key: object) -> bool:
             async with sem:
                 try:
                     dirty = bool(await git.status(path))
@@ -1010,10 +1037,23 @@ class ServiceCore:
             if key is not None:
                 self._dirty_cache[wt.path] = (key, dirty)
             return dirty
-        flags = await asyncio.gather(*(one(path, wt) for path, wt in worktrees))
+
+        flags: dict[str, bool] = {}
+        asked: list[tuple[str, Coroutine[Any, Any, bool]]] = []
+        tokens = self.watcher.tokens([wt.path for _, wt in worktrees])
+        for (path, wt), token in zip(worktrees, tokens):  # (what is known: no task per session)
+            key = key_of(wt, token)
+            hit = self._dirty_cache.get(wt.path)
+            if key is not None and hit is not None and hit[0] == key:
+                flags[path] = hit[1]
+            else:
+                asked.append((path, ask(path, wt, key)))
+        for (path, _), flag in zip(asked, await asyncio.gather(*(c for _, c in asked))):
+            flags[path] = flag
         if len(self._dirty_cache) > 10_000:  # (ended sessions' answers: start over now and then)
             self._dirty_cache.clear()
-        return {path: flag for (path, _), flag in zip(worktrees, flags)}
+            self._dotgits.clear()
+        return flags
 
     def _merge_settings(self, repo: Repo) -> object:
         """What a merge of two given commits depends on besides them: the repository's and the

@@ -181,8 +181,8 @@ class Sessions(Remote):
 
     async def list_sessions(self, p: ListParams) -> ListResult:
         repo = await self.repo(p.cwd)
-        sessions = repo.store.all() if p.all else [
-            s for s in repo.store.live() if s.status is not Status.cancelled]
+        live = repo.store.live()
+        sessions = repo.store.all() if p.all else [s for s in live if s.status is not Status.cancelled]
         wts, branches = await self._listed_refs(repo)
         resolved: dict[str, str] = {}  # (the sessions' worktrees resolved from their directory's, read once)
         await self._adopt_out_of_band(repo, sessions, wts, branches, resolved)
@@ -190,10 +190,10 @@ class Sessions(Remote):
                   if s.status is Status.active and (wt := wts.get(git.realpath_in(s.worktree, resolved))) is not None]
         dirty = await self._dirty(repo, active)
         cwd = os.path.realpath(p.cwd)
-        current = self._session_at(repo, cwd, resolved)
+        current = self._session_at(repo, cwd, resolved, live)
         infos = [self._info(repo, s, wts, branches, dirty.get(s.worktree, False),
                             cwd if current is not None and current.id == s.id else None,
-                            git.realpath_in(s.worktree, resolved))
+                            git.realpath_in(s.worktree, resolved), live)
                  for s in sessions]
         if p.verbose:
             last = repo.store.last_events([s.name for s in sessions])
