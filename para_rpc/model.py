@@ -138,6 +138,7 @@ class IntegrationRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     check: dict[str, Any] | None = None  # integrate.check: {ok, exit, output}
     backups: list[dict[str, Any]] | None = None
     leftover: str | None = None     # ref keeping changes written after the integration started
+    late: str | None = None         # ref keeping commits made on the branch after its tip was kept
     commit: str | None = None       # the target after landing
     landed_at: float | None = None
     noop: bool | None = None        # landing changed nothing

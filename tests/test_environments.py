@@ -522,3 +522,22 @@ def test_what_the_teardown_writes_after_an_integration_is_saved_as_leftover(repo
     assert not wt.exists() and git("show", "main:work.txt", cwd=repo) == "work"
     ref = next(w for w in r["warnings"] if "-leftover" in w).split("saved as ")[1].rstrip(".")
     assert git("show", f"{ref}:late.txt", cwd=repo) == "from the teardown"
+
+
+def test_a_commit_the_teardown_makes_after_an_integration_is_kept_not_deleted_with_the_branch(repo: Path):
+    """The integration landed; the teardown (the agent thawed to stop its servers) then commits
+    on the session branch before the worktree and the branch go: that commit did not land, and
+    it is kept under a backup ref, with a warning, not deleted with the branch."""
+    configure(teardown=["sh", "-c", "echo late > late.txt && git add late.txt && "
+                                    "git -c user.name=t -c user.email=t@t commit -qm 'late commit'"])
+    wt = Path(call("start", "i4", cwd=repo)[1]["worktree"])
+    (wt / "work.txt").write_text("work\n")
+    rc, r = call("integrate", "done", "--session", "i4", cwd=repo)
+    assert rc == 0, r
+    assert not wt.exists() and git("show", "main:work.txt", cwd=repo) == "work"
+    assert git("branch", "--list", "para/i4", cwd=repo) == ""
+    kept = [ref for ref in git("for-each-ref", "--format=%(refname)", "refs/para/backup/i4/", cwd=repo).split()
+            if git("log", "-1", "--format=%s", ref, cwd=repo) == "late commit"]
+    assert len(kept) == 1, git("for-each-ref", "refs/para/backup/", cwd=repo)
+    assert git("show", f"{kept[0]}:late.txt", cwd=repo) == "late"
+    assert any(kept[0] in w for w in r["warnings"]) and r["integration"]["late"] == kept[0], r

@@ -428,6 +428,18 @@ class Integration(Remote):
                     s.notes.append(f"branch {s.branch} kept: it is checked out in {holder}")
                     warnings.append(s.notes[-1])
                 else:
+                    # Commits made on the branch since its tip was kept above (the teardown, with
+                    # the agent thawed, or anything else in the worktree before it went) did not
+                    # land: kept too, before the branch goes.
+                    try:
+                        now_at = git.branch_file(repo.common_dir, s.branch)
+                    except LookupError:
+                        now_at = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+                    if now_at is not None and now_at != tip:
+                        late = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-late", now_at)
+                        rec["late"] = late
+                        warnings.append(f"commits made on {s.branch} after the integration started did not land; "
+                                        f"they are kept under {late}")
                     # Git refuses when a worktree made since by hand has it checked out, or when one
                     # it could not fully remove is still listed: the branch stays, and that is said.
                     try:

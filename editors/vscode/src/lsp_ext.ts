@@ -502,6 +502,7 @@ export interface IntegrationRecord {
   check?: Record<string, unknown> | null;
   backups?: Record<string, unknown>[] | null;
   leftover?: string | null;
+  late?: string | null;
   commit?: string | null;
   landed_at?: number | null;
   noop?: boolean | null;

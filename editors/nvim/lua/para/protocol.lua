@@ -529,6 +529,7 @@ M.strategies = { "squash", "merge", "rebase", "ff" }
 ---@field check table<string, any>?
 ---@field backups table<string, any>[]?
 ---@field leftover string?
+---@field late string?
 ---@field commit string?
 ---@field landed_at number?
 ---@field noop boolean?
