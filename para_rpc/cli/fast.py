@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from para_rpc.cli import _call, render
+from para_rpc.cli import _call
 
 TYPE_CHECKING = False  # (typing is not imported at run time: every `para` command starts sooner)
 if TYPE_CHECKING:
@@ -25,24 +25,25 @@ if TYPE_CHECKING:
     Renderer = Callable[[Any], None]
 
 # command -> (method, param of the one positional argument or None,
-#             {flag: (param, takes a value)}, renderer of the human output or None)
+#             {flag: (param, takes a value)}, the `render.py` function of the human output or None)
+# (By name: `render` is imported only to print for people; `--json` prints the sidecar's text.)
 _SESSION_FLAG = {"--session": ("session", True), "-s": ("session", True)}
 # `--quiet` changes only the printing: `_`-params are the CLI's, never sent.
 _LIST_FLAGS = {"--all": ("all", False), "-a": ("all", False), "--archived": ("all", False),
                "--verbose": ("verbose", False), "-v": ("verbose", False),
                "--quiet": ("_quiet", False), "-q": ("_quiet", False)}
-_FAST: dict[str, tuple[str, str | None, dict[str, tuple[str, bool]], Renderer | None]] = {
+_FAST: dict[str, tuple[str, str | None, dict[str, tuple[str, bool]], str | None]] = {
     "list": ("para/list", None, _LIST_FLAGS, None),
     "ls": ("para/list", None, _LIST_FLAGS, None),
-    "start": ("para/start", "name", {"--base": ("base", True), "-b": ("base", True)}, render.print_started),
-    "show": ("para/show", "session", {}, render.print_shown),
+    "start": ("para/start", "name", {"--base": ("base", True), "-b": ("base", True)}, "print_started"),
+    "show": ("para/show", "session", {}, "print_shown"),
     "cancel": ("para/cancel", "session", {"--discard": ("discard", False), "--force": ("force", False)},
-               render.print_cancelled),
+               "print_cancelled"),
     "integrate": ("para/integrate", "message", {**_SESSION_FLAG, "--strategy": ("strategy", True),
-                                                "--target": ("target", True)}, render.print_integration),
-    "continue": ("para/continue", "session", {"--force": ("force", False)}, render.print_integration),
+                                                "--target": ("target", True)}, "print_integration"),
+    "continue": ("para/continue", "session", {"--force": ("force", False)}, "print_integration"),
     "status": ("para/report", "task", {**_SESSION_FLAG, "--tests": ("tests", True), "--todos": ("todos", True),
-                                       "--blocked": ("blocked", True)}, render.print_report),
+                                       "--blocked": ("blocked", True)}, "print_report"),
 }
 
 
@@ -64,7 +65,7 @@ def plan(args: list[str]) -> Plan | None:
     """What the fast path would do with `args`; None when typer must serve them."""
     if not args or args[0] not in _FAST:
         return None
-    method, positional, flags, renderer = _FAST[args[0]]
+    method, positional, flags, shown_by = _FAST[args[0]]
     as_json = "--json" in args[1:]
     params: dict[str, Any] = {positional: None} if positional else {}
     params.update({param: None if takes_value else False for param, takes_value in flags.values()})
@@ -96,10 +97,16 @@ def plan(args: list[str]) -> Plan | None:
         quiet = params.pop("_quiet")
         if quiet and params["verbose"]:
             return None  # typer says why not
-        renderer = render.print_names if quiet else render.print_list_verbose if params["verbose"] else None
-        json_view = render.list_names if quiet else None
-    if renderer is None and not as_json:
+        shown_by = "print_names" if quiet else "print_list_verbose" if params["verbose"] else None
+        if quiet:
+            from para_rpc.cli import render
+            json_view = render.list_names
+    if shown_by is None and not as_json:
         return None  # the rich table: typer serves it
+    renderer = None
+    if shown_by is not None and not as_json:
+        from para_rpc.cli import render
+        renderer = getattr(render, shown_by)
     return Plan(method, params, as_json, renderer, json_view)
 
 

@@ -431,6 +431,7 @@ class Integration(Remote):
                     # Commits made on the branch since its tip was kept above (the teardown, with
                     # the agent thawed, or anything else in the worktree before it went) did not
                     # land: kept too, before the branch goes.
+                    now_at: str | None
                     try:
                         now_at = git.branch_file(repo.common_dir, s.branch)
                     except LookupError:
