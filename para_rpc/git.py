@@ -434,7 +434,7 @@ def realpath_in(path: str, resolved: dict[str, str]) -> str:
     if found is not None:
         return found
     head, tail = os.path.split(path)
-    if not os.path.isabs(path) or tail in ("", ".", "..") or os.path.islink(path):
+    if not os.path.isabs(path) or tail in ("", ".", "..") or _is_link_in(head, tail, resolved):
         found = os.path.realpath(path)
     else:
         if head not in resolved:
@@ -442,6 +442,21 @@ def realpath_in(path: str, resolved: dict[str, str]) -> str:
         found = os.path.join(resolved[head], tail)
     resolved[path] = found
     return found
+
+
+def _is_link_in(head: str, tail: str, resolved: dict[str, str]) -> bool:
+    """Whether `head/tail` is a symlink, from one listing of `head` per request (kept in
+    `resolved` under "\0" + head, NUL-separated: no path holds a NUL) rather than an lstat
+    of each of its hundred worktrees."""
+    links = resolved.get("\0" + head)
+    if links is None:
+        try:
+            with os.scandir(head) as it:  # (the kind from the listing itself, d_type)
+                links = "\0".join(e.name for e in it if e.is_symlink())
+        except OSError:
+            links = "\0"  # (cannot be listed: each is asked)
+        resolved["\0" + head] = links
+    return os.path.islink(os.path.join(head, tail)) if links == "\0" else tail in links.split("\0")
 
 
 # ---- refs ----------------------------------------------------------------

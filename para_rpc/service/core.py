@@ -664,10 +664,10 @@ class ServiceCore:
 
     def _info(self, repo: Repo, s: Session, wts: dict[str, git.Worktree], branches: dict[str, tuple[str, int]],
               dirty: bool = False, cwd: str | None = None, path: str | None = None,
-              live: list[Session] | None = None) -> SessionDetail:
+              live: list[Session] | None = None, token: object = False) -> SessionDetail:
         """The session as every method that returns one sends it (list, show, start, ...);
-        `path`: its worktree resolved, and `live`: the store's live sessions, when the caller
-        has them."""
+        `path`: its worktree resolved, `live`: the store's live sessions, and `token`: the
+        watcher's token of `path` (`_dotgit`), when the caller has them."""
         path = os.path.realpath(s.worktree) if path is None else path
         wt = wts.get(path)
         wt_exists = wt is not None and not wt.prunable and os.path.isdir(s.worktree)
@@ -695,7 +695,7 @@ class ServiceCore:
             branch_exists=branch_ref is not None, head=branch_ref[0] if branch_ref else s.head_commit, ahead=None,
             task=s.task, archived_branch=s.archived_branch,
             pending_op=s.op.kind if s.op else None, integration=integration_record(s.integration), agent=s.agent,
-            report=s.report, plan=s.plan, notes=list(s.notes) + self._link_note(s, wt_exists, path) + self._status_note(path),
+            report=s.report, plan=s.plan, notes=list(s.notes) + self._link_note(s, wt_exists, path, token) + self._status_note(path),
             head_branch=head_branch,
             detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes),
             queued=s.queued, queue_position=queue_position(repo.store.live() if live is None else live, s) if s.queued else None,
@@ -745,10 +745,10 @@ class ServiceCore:
             self._dotgits[path] = (token, found)
         return found
 
-    def _link_note(self, s: Session, wt_exists: bool, path: str) -> list[str]:
+    def _link_note(self, s: Session, wt_exists: bool, path: str, token: object = False) -> list[str]:
         """Said while the worktree's `.git` names another git dir than the one para made (its
         agent rewrote it): para's git ignores it, the user should know."""
-        if not (wt_exists and s.git_dir) or git.names_git_dir(s.worktree, s.git_dir, self._dotgit(path)[0]):
+        if not (wt_exists and s.git_dir) or git.names_git_dir(s.worktree, s.git_dir, self._dotgit(path, token)[0]):
             return []
         return [(f"{s.worktree}/.git no longer names the git directory para made for it ({s.git_dir}); "
                  "para's own git keeps using that one, and cancel or integrate restores the file")]

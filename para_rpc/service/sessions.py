@@ -191,10 +191,10 @@ class Sessions(Remote):
         dirty = await self._dirty(repo, active)
         cwd = os.path.realpath(p.cwd)
         current = self._session_at(repo, cwd, resolved, live)
+        paths = [git.realpath_in(s.worktree, resolved) for s in sessions]
         infos = [self._info(repo, s, wts, branches, dirty.get(s.worktree, False),
-                            cwd if current is not None and current.id == s.id else None,
-                            git.realpath_in(s.worktree, resolved), live)
-                 for s in sessions]
+                            cwd if current is not None and current.id == s.id else None, path, live, token)
+                 for s, path, token in zip(sessions, paths, self.watcher.tokens(paths))]
         if p.verbose:
             last = repo.store.last_events([s.name for s in sessions])
             for info in infos:
