@@ -51,9 +51,10 @@ MAX_DIRS = 4000
 
 
 class _Root:
-    __slots__ = ("epoch", "gen", "ok", "wds")
+    __slots__ = ("epoch", "gen", "ok", "path", "wds")
 
-    def __init__(self, epoch: int) -> None:
+    def __init__(self, path: str, epoch: int) -> None:
+        self.path = path
         self.epoch = epoch  # a new watch of the same path never repeats an old token
         self.gen = 0
         self.wds: set[int] = set()
@@ -67,7 +68,10 @@ class Watcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._roots: dict[str, _Root] = {}
-        self._owner: dict[int, str] = {}  # watch descriptor -> root it belongs to
+        # watch descriptor -> the roots it counts for: inotify has one descriptor per directory,
+        # and a directory may be in two roots (a worktree's private git dir: in the repository's
+        # `worktrees/` root and the worktree's own, as its extra)
+        self._owner: dict[int, set[str]] = {}
         self._paths: dict[int, str] = {}  # watch descriptor -> the directory it watches
         self._epochs = 0
         self._fd = -1
@@ -108,7 +112,7 @@ class Watcher:
             if not os.path.isdir(root):
                 return False  # (not recorded: asked again once it exists)
             self._epochs += 1
-            r = self._roots[root] = _Root(self._epochs)
+            r = self._roots[root] = _Root(root, self._epochs)
             if self._fd < 0:
                 r.ok = False
                 return False
@@ -146,7 +150,7 @@ class Watcher:
             # anything else (no watches left, no permission) means we cannot see changes.
             return ctypes.get_errno() in (errno.ENOENT, errno.ENOTDIR)
         r.wds.add(wd)
-        self._owner[wd] = root
+        self._owner.setdefault(wd, set()).add(root)
         self._paths[wd] = path
         return True
 
@@ -172,11 +176,21 @@ class Watcher:
     def _drop(self, r: _Root) -> None:
         r.ok = False
         for wd in r.wds:
-            self._owner.pop(wd, None)
-            self._paths.pop(wd, None)
-            if self._libc is not None and self._fd >= 0:
-                self._libc.inotify_rm_watch(self._fd, wd)
+            self._forget(wd, r.path, remove=True)
         r.wds.clear()
+
+    def _forget(self, wd: int, root: str, remove: bool) -> None:
+        """`root` no longer counts `wd`'s events; the last root that did lets go of it (and,
+        with `remove`, the kernel's watch: not when the kernel already removed it)."""
+        owners = self._owner.get(wd)
+        if owners is not None:
+            owners.discard(root)
+            if owners:
+                return
+        self._owner.pop(wd, None)
+        self._paths.pop(wd, None)
+        if remove and self._libc is not None and self._fd >= 0:
+            self._libc.inotify_rm_watch(self._fd, wd)
 
     def _drain(self) -> None:
         if self._fd < 0:
@@ -200,30 +214,33 @@ class Watcher:
                         self._drop(r)
                     self._roots.clear()
                     continue
-                root = self._owner.get(wd)
-                if root is None:
-                    continue
-                r = self._roots[root]
-                r.gen += 1
-                if self._paths.get(wd) == root and mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
-                    # The worktree itself went (removed, moved): a later worktree at this path
-                    # is a new root, walked afresh.
-                    self._drop(r)
-                    del self._roots[root]
-                elif mask & IN_IGNORED:
-                    r.wds.discard(wd)
-                    self._owner.pop(wd, None)
-                    self._paths.pop(wd, None)
-                elif mask & IN_MOVE_SELF or (mask & IN_ISDIR and mask & IN_MOVED_FROM):
-                    # A directory moved: the paths recorded under it are stale, so new
-                    # directories below it could no longer be found. Start over: the root is
-                    # forgotten (answered by git) until the next `watch` walks it again.
-                    self._drop(r)
-                    del self._roots[root]
-                elif mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO) and r.ok and name != b".git":
-                    parent = self._paths.get(wd)
-                    if parent is not None and not self._add_tree(r, root, os.path.join(parent, os.fsdecode(name))):
-                        self._drop(r)
+                for root in sorted(self._owner.get(wd, ())):
+                    counted = self._roots.get(root)
+                    if counted is not None:
+                        self._count(wd, mask, name, counted)
+
+    def _count(self, wd: int, mask: int, name: bytes, r: _Root) -> None:
+        """One event of `wd` for the root `r` it counts for."""
+        r.gen += 1
+        root = r.path
+        if self._paths.get(wd) == root and mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
+            # The worktree itself went (removed, moved): a later worktree at this path
+            # is a new root, walked afresh.
+            self._drop(r)
+            del self._roots[root]
+        elif mask & IN_IGNORED:
+            r.wds.discard(wd)
+            self._forget(wd, root, remove=False)
+        elif mask & IN_MOVE_SELF or (mask & IN_ISDIR and mask & IN_MOVED_FROM):
+            # A directory moved: the paths recorded under it are stale, so new
+            # directories below it could no longer be found. Start over: the root is
+            # forgotten (answered by git) until the next `watch` walks it again.
+            self._drop(r)
+            del self._roots[root]
+        elif mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO) and r.ok and name != b".git":
+            parent = self._paths.get(wd)
+            if parent is not None and not self._add_tree(r, root, os.path.join(parent, os.fsdecode(name))):
+                self._drop(r)
 
 
 def gitdir_of(worktree: str, data: bytes | None = None) -> str | None:

@@ -14,9 +14,11 @@ two worlds and wall-clock times are the only differences allowed.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -294,3 +296,35 @@ def test_json_output_is_the_result_as_json_writes_it_whatever_its_text(rpc, svc,
 def test_a_result_asked_as_text_is_still_an_error_when_it_fails(rpc, repo: Path) -> None:
     reply = raw_request(rpc, "para/show", {"cwd": str(repo), "session": "nope", "resultAsText": True})
     assert reply["error"]["data"]["code"] == "not_found" and "result" not in reply
+
+
+def _as_json_dumps_would(out: str) -> str:
+    return json.dumps(json.loads(out), indent=2) + "\n"
+
+
+def test_json_of_a_config_value_with_a_lone_surrogate_is_printed_not_refused(sidecar: Any, repo: Path) -> None:
+    """A user file's string may hold `\\udcff` (valid JSON; json.loads takes it), which msgspec
+    refuses: the text is json's then, the escape printed as json prints it (red team rt1 F1)."""
+    Path(os.environ["PARA_CONFIG"]).write_text('{"session": {"setup": ["echo", "\\udcff"]}}')
+    proc = run_para("config", "get", "session.setup", "--json", cwd=repo, check=False)
+    assert proc.returncode == 0, proc.stdout
+    assert json.loads(proc.stdout)["value"] == ["echo", "\udcff"]
+    assert proc.stdout == _as_json_dumps_would(proc.stdout)
+
+
+def test_json_of_a_string_with_del_is_written_as_json_dumps_writes_it(sidecar: Any, repo: Path) -> None:
+    """U+007F is ASCII, which msgspec writes raw and json.dumps escapes, `\\u007f`: printed as
+    json writes it (docs/protocol.md, "Results as text"; rt1 F2)."""
+    Path(os.environ["PARA_CONFIG"]).write_text('{"session": {"setup": ["echo", "a\\u007fb"]}}')
+    proc = run_para("config", "get", "session.setup", "--json", cwd=repo)
+    assert proc.stdout == _as_json_dumps_would(proc.stdout)
+
+
+def test_config_set_json_that_wrote_the_file_does_not_report_invalid_input(sidecar: Any, repo: Path) -> None:
+    """A command that made its change says so: its answer is never turned into an error by
+    how it is written (a script would believe nothing was written; rt1 F1)."""
+    Path(os.environ["PARA_CONFIG"]).write_text("{}")
+    proc = run_para("config", "set", "session.setup", '["echo", "\\udcff"]', "--json", cwd=repo, check=False)
+    written = json.loads(Path(os.environ["PARA_CONFIG"]).read_text())["session"]["setup"]
+    assert written == ["echo", "\udcff"]
+    assert proc.returncode == 0, proc.stdout

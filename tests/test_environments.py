@@ -541,3 +541,107 @@ def test_a_commit_the_teardown_makes_after_an_integration_is_kept_not_deleted_wi
     assert len(kept) == 1, git("for-each-ref", "refs/para/backup/", cwd=repo)
     assert git("show", f"{kept[0]}:late.txt", cwd=repo) == "late"
     assert any(kept[0] in w for w in r["warnings"]) and r["integration"]["late"] == kept[0], r
+
+
+# ---- commits made on the branch after what landed: kept under -late (red team rt1) --------
+
+GIT_ID = "git -c user.name=t -c user.email=t@t "
+
+
+def _configure(**keys: Any) -> None:
+    """Set `<section>__<key>=value` keys in this test's user file."""
+    path = Path(os.environ["PARA_CONFIG"])
+    tree = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else {}
+    for k, v in keys.items():
+        section, _, key = k.partition("__")
+        tree.setdefault(section, {})[key] = v
+    path.write_text(json.dumps(tree))
+
+
+def _backups(repo: Path, name: str) -> dict[str, str]:
+    out = git("for-each-ref", "--format=%(refname) %(objectname)", f"refs/para/backup/{name}/", cwd=repo)
+    return dict(line.split() for line in out.splitlines())
+
+
+def _is_ancestor(repo: Path, a: str, b: str) -> bool:
+    return subprocess.run(["git", "merge-base", "--is-ancestor", a, b], cwd=repo).returncode == 0
+
+
+def test_a_teardown_that_moves_the_branch_back_loses_nothing_and_warns_of_nothing(repo: Path) -> None:
+    """The teardown resets the session branch to an ancestor of what landed: no commit is
+    lost, so there is nothing `-late` to keep and no warning that commits did not land."""
+    _configure(session__teardown=["sh", "-c", GIT_ID + "commit -q --allow-empty -m two && git reset -q --hard HEAD~2"])
+    wt = Path(call("start", "b1", cwd=repo)[1]["worktree"])
+    (wt / "work.txt").write_text("work\n")
+    rc, r = call("integrate", "done", "--session", "b1", cwd=repo)
+    assert rc == 0, r
+    assert git("show", "main:work.txt", cwd=repo) == "work"
+    landed = git("rev-parse", "main", cwd=repo)
+    late = {ref: sha for ref, sha in _backups(repo, "b1").items() if ref.endswith("-late")}
+    # Whatever -late holds must not already be on main (else it is no late commit at all).
+    assert not any(_is_ancestor(repo, sha, landed) for sha in late.values()), (late, r["warnings"])
+    assert not any("did not land" in w for w in r["warnings"]), r["warnings"]
+
+
+def test_a_teardown_that_deletes_the_branch_detaches_and_commits_keeps_that_commit(repo: Path) -> None:
+    """No branch left to compare: the detached HEAD's commit is saved with the worktree."""
+    _configure(session__teardown=["sh", "-c", "git checkout -q --detach && git update-ref -d refs/heads/para/b2 && "
+                                  "echo late > late.txt && git add late.txt && " + GIT_ID + "commit -qm late"])
+    wt = Path(call("start", "b2", cwd=repo)[1]["worktree"])
+    (wt / "work.txt").write_text("work\n")
+    rc, r = call("integrate", "done", "--session", "b2", cwd=repo)
+    assert rc == 0, r
+    kept = [ref for ref in _backups(repo, "b2") if git("log", "-1", "--format=%s", ref, cwd=repo) == "late"]
+    assert kept, (_backups(repo, "b2"), r["warnings"])
+    assert any(k in w for k in kept for w in r["warnings"]), r["warnings"]
+
+
+def test_a_teardown_commit_with_keep_branch_is_said(repo: Path) -> None:
+    """integrate.keep_branch: the branch stays, with the teardown's commit on it, which did
+    not land: said, as without keep_branch."""
+    _configure(session__teardown=["sh", "-c", "echo late > late.txt && git add late.txt && " + GIT_ID + "commit -qm late"],
+               integrate__keep_branch=True)
+    wt = Path(call("start", "b3", cwd=repo)[1]["worktree"])
+    (wt / "work.txt").write_text("work\n")
+    rc, r = call("integrate", "done", "--session", "b3", cwd=repo)
+    assert rc == 0, r
+    assert git("log", "-1", "--format=%s", "para/b3", cwd=repo) == "late"
+    assert any("did not land" in w for w in r["warnings"]), r["warnings"]
+
+
+def test_a_sidecar_killed_during_a_teardown_that_committed_keeps_the_late_commit_and_says_so(
+        repo: Path, tmp_path: Path, runtime_dir: Path) -> None:
+    """kill -9 while the teardown (after its commit) still runs; the next sidecar repairs the
+    landing: the late commit is kept under -late, as without the crash (not as the tip that
+    landed: the journal says which tip landed)."""
+    marker = tmp_path / "teardown.pid"
+    _configure(session__teardown=["sh", "-c", "echo late > late.txt && git add late.txt && " + GIT_ID
+                                  + f"commit -qm late && echo $$ > {marker} && sleep 600"])
+    wt = Path(call("start", "k9", cwd=repo)[1]["worktree"])
+    (wt / "work.txt").write_text("work\n")
+    proc = subprocess.Popen([*PARA_ARGV, "integrate", "done", "--session", "k9", "--json"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: marker.exists() and marker.read_text().strip(), 60, "the teardown to commit")
+        late = git("rev-parse", "para/k9", cwd=repo)
+        for pid in sidecar_pids(runtime_dir):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        out = json.loads(run_para("list", "--all", "--json", cwd=repo).stdout)  # a new sidecar repairs
+        wait_until(lambda: not pid_alive(int(marker.read_text())), 30, "the repair to stop the teardown")
+
+        def repaired() -> dict[str, Any] | None:
+            s = next(x for x in json.loads(run_para("list", "--all", "--json", cwd=repo).stdout)["sessions"]
+                     if x["name"] == "k9")
+            return s if s["status"] == "integrated" else None
+        s = wait_until(repaired, 30, "the repair to finish the integration")
+        refs = _backups(repo, "k9")
+        assert s["status"] == "integrated", (s, out)
+        assert late in refs.values(), refs
+        assert git("show", "main:work.txt", cwd=repo) == "work"
+        assert s["integration"].get("late") and refs[s["integration"]["late"]] == late, (s["integration"], refs)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if marker.exists() and marker.read_text().strip() and pid_alive(int(marker.read_text())):
+            os.kill(int(marker.read_text()), signal.SIGKILL)

@@ -18,7 +18,8 @@ import pytest
 
 from para_rpc.errors import Code, ParaError
 
-from conftest import commit_file, full_state, git, make_repo, raw_request, rev, session_state, sidecar_pids
+from conftest import (PARA_ARGV, cli_env, commit_file, full_state, git, make_repo, raw_request, rev, session_state,
+                      sidecar_pids)
 
 SHARED_SIDECAR = True  # one sidecar serves every test repository of this module (see conftest)
 
@@ -127,6 +128,37 @@ def test_start_refuses_nul_over_json_rpc(rpc, repo, baseline):
     assert reply["error"]["code"] == Code.invalid_input.rpc
     assert reply["error"]["data"]["code"] == "invalid_input"
     assert snapshot(repo) == baseline
+
+
+# Bytes that are not UTF-8 (Python hands them on as lone surrogates, JSON as `\udcff`): refused
+# before anything is stored, naming what holds them (red team rt1: the report was stored, then
+# the store failed on it, `internal` with a traceback).
+NOT_UTF8_ARGV = {
+    "a report's task": (["status", b"x\xff", "--session", "s"], "params.task"),
+    "an integration's message": (["integrate", b"x\xff", "--session", "s"], "params.message"),
+    "a message to an agent": (["send", "s", b"x\xff"], "params.message"),
+}
+
+
+@pytest.mark.parametrize(("argv", "where"), list(NOT_UTF8_ARGV.values()), ids=list(NOT_UTF8_ARGV))
+def test_an_argument_that_is_not_utf8_is_refused_and_changes_nothing(para, repo, baseline, sidecar,
+                                                                     argv: list[Any], where: str) -> None:
+    para("start", "s")
+    before = snapshot(repo)
+    proc = subprocess.run([*PARA_ARGV, *argv], cwd=repo, env=cli_env(), capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert_para_error(proc, Code.invalid_input, where, "not valid UTF-8")
+    assert snapshot(repo) == before
+    assert "Traceback" not in sidecar.log_path.read_text()
+
+
+def test_a_directory_whose_name_is_not_utf8_is_refused_clearly(para, sidecar, tmp_path: Path) -> None:
+    where = Path(os.fsdecode(bytes(tmp_path) + b"/d\xff"))
+    make_repo(where)
+    proc = subprocess.run([*PARA_ARGV, "list"], cwd=where, env=cli_env(), capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert_para_error(proc, Code.invalid_input, "params.cwd", "not valid UTF-8")
+    assert "Traceback" not in sidecar.log_path.read_text()
 
 
 def test_option_like_name_without_separator_is_a_usage_error(para, repo, baseline):

@@ -394,3 +394,47 @@ def tmp_git_dir(repo: Path) -> Path:
     other = repo.parent / "elsewhere.git"
     other.mkdir(exist_ok=True)
     return other
+
+
+def _session(repo: Path, name: str) -> dict[str, Any]:
+    out = json.loads(run_para("list", "--json", cwd=repo).stdout)
+    return next(s for s in out["sessions"] if s["name"] == name)
+
+
+def test_a_dotgit_symlink_whose_target_is_rewritten_is_noted_on_the_next_list(
+        sidecar: Any, repo: Path, tmp_path: Path) -> None:
+    """The worktree's `.git` is a symlink to a file outside the worktree: rewriting that file
+    makes no event in the worktree's directory, yet the next list must see it."""
+    run_para("start", "s", cwd=repo)
+    wt = repo / ".para" / "worktrees" / "s"
+    target = tmp_path / "dotgit"
+    made = (wt / ".git").read_text()
+    target.write_text(made)
+    (wt / ".git").unlink()
+    (wt / ".git").symlink_to(target)
+
+    def noted() -> bool:
+        return any("no longer names the git directory" in n for n in _session(repo, "s")["notes"])
+    assert not noted() and not noted()
+    other = repo.parent / "elsewhere.git"
+    other.mkdir()
+    target.write_text(f"gitdir: {other}\n")
+    assert noted()
+
+
+def test_head_detached_without_a_reflog_shows_on_the_next_list(sidecar: Any, repo: Path) -> None:
+    """A worktree's private git dir is in two roots: the repository's `worktrees/` (whose token
+    keeps `git worktree list`, each worktree's HEAD) and the worktree's own (its extra, for the
+    index). inotify has one watch descriptor per directory, so its events count for both roots;
+    HEAD rewritten there moves both tokens (red team rt1 F3: it used to move only the later
+    root's). (The reflog write in `logs/`, which only `worktrees/` watches, would hide it:
+    reflogs are off.)"""
+    git("config", "core.logAllRefUpdates", "false", cwd=repo)
+    run_para("start", "s", cwd=repo)
+    wt = repo / ".para" / "worktrees" / "s"
+    assert not (repo / ".git" / "worktrees" / "s" / "logs").exists()
+    assert _session(repo, "s")["head_branch"] == "para/s"
+    assert _session(repo, "s")["head_branch"] == "para/s"  # (kept now)
+    git("checkout", "-q", "--detach", cwd=wt)
+    got = _session(repo, "s")
+    assert (got["head_branch"], got["detached"], got["state"]) == (None, True, "off-branch")

@@ -426,10 +426,16 @@ def _make_handler(method: str) -> Handler:
 def _as_text(result: Any) -> str:
     """The result as `para ... --json` prints it, `json.dumps(result, indent=2)`, written by
     msgspec's C formatter: the CLI's pure-Python indenting took ~1 ms of every `list` at a
-    hundred sessions. Text that is not ASCII is escaped as json escapes it (by json); a float
-    is written in its shortest form, as by json except in exponent form (1e16, not 1e+16)."""
-    text = msgspec.json.format(_encode(result), indent=2)
-    return text.decode() if text.isascii() else json.dumps(result, indent=2)
+    hundred sessions. Where msgspec would write other text, `json` writes it: text beyond
+    ASCII and DEL (json escapes them: `\\u00e9`, `\\u007f`; control characters both escape
+    alike) and a lone surrogate (which msgspec refuses). What is left to differ are floats no
+    result holds today: in exponent form msgspec writes its shortest (`1e16`, `1e-7`, `0.00001`
+    for json's `1e+16`, `1e-07`, `1e-05`: the same numbers), and NaN as `null`."""
+    try:
+        text = msgspec.json.format(_encoder.encode(result), indent=2)
+    except (UnicodeEncodeError, TypeError, msgspec.DecodeError):
+        return json.dumps(result, indent=2)
+    return text.decode() if text.isascii() and b"\x7f" not in text else json.dumps(result, indent=2)
 
 
 async def _with_progress(conn: Conn, method: str, params: Any) -> Any:

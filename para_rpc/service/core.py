@@ -739,7 +739,9 @@ class ServiceCore:
             return hit[1]
         data = git.dotgit(path)
         found = (data, watch.gitdir_of(path, data))
-        if token is None:
+        # (A `.git` that is a symlink: what it names may change with no event in the worktree.
+        # Replacing a file by a link is an event there, so this is asked again then.)
+        if token is None or os.path.islink(os.path.join(path, ".git")):
             self._dotgits.pop(path, None)
         else:
             self._dotgits[path] = (token, found)

@@ -192,7 +192,7 @@ class Integration(Remote):
                 return False
             first = heads[ref][0]
             old, old_tree = heads[ref]
-            going: list[tuple[_Landing, str, str]] = []  # (integration, target before it, after it)
+            going: list[tuple[_Landing, str, str, str]] = []  # (integration, target before it, after it, its tip)
             for w in group:
                 rec = recorded(w.s)
                 if f"refs/heads/{w.s.branch}" not in heads:
@@ -207,20 +207,21 @@ class Integration(Remote):
                 if not cand.clean or cand.commit is None or cand.tree is None:
                     w.alone = True
                     continue
-                going.append((w, old, cand.commit))
+                going.append((w, old, cand.commit, tip))
                 old, old_tree = cand.commit, cand.tree
             if not going:
                 return True  # (nothing could go together: each goes alone)
             last = going[-1][2]
-            for w, before, after in going:
+            for w, before, after, tip in going:
                 recorded(w.s)["old"] = before
-                journaled(w.s).data.update(old=before, new=after, moved=[first, last])  # before the target moves
+                # (before the target moves; `tip`: what of the session branch lands, _after_landing)
+                journaled(w.s).data.update(old=before, new=after, moved=[first, last], tip=tip)
                 repo.store.save(w.s)
             if last != first:
-                for w, _, _ in going:
+                for w, _, _, _ in going:
                     await self._absorb_objects(repo, w.s)
                 await git.absorb_reachable(repo.common_dir, last, [first])
-                names = ", ".join(w.s.name for w, _, _ in going)
+                names = ", ".join(w.s.name for w, _, _, _ in going)
                 await integrate.advance_target(repo.root, target, first, last, f"para: integrate {names}",
                                                wts, repo.common_dir,
                                                {os.path.realpath(repo.root): root_dirty} if root_dirty is not None
@@ -231,7 +232,7 @@ class Integration(Remote):
             if isinstance(e, ParaError):
                 return False
             raise
-        for w, before, after in going:
+        for w, before, after, _ in going:
             journaled(w.s).data["landed"] = True
             w.landed.set_result((after, before))
         return True
@@ -260,12 +261,13 @@ class Integration(Remote):
         # A rebase, or a conflict, needs the session's own worktree; that rewrites its branch.
         rewrite = not cand.clean or (strategy == "rebase" and cand.commit is None)
         backup = None
+        landing = tip  # (what of the session branch lands: after a merge or rebase in its worktree, that)
         if rewrite and remote(s.agent):
             # Its conflicts go where its agent is: the target merged in its worktree on the host.
             stopped = await self._remote_merge(repo, s, target, old)
             if stopped:
                 await self._pause(repo, s, "merge", stopped)
-            tip = await git.resolve(repo.root, f"refs/heads/{s.branch}") or tip
+            tip = landing = await git.resolve(repo.root, f"refs/heads/{s.branch}") or tip
             cand = await integrate.candidate(repo.root, strategy, old, tip, rec["message"], sign=sign, old_tree=old_tree)
             listed = dirty = None  # (the merge on its host took a while: the worktrees are read again)
             if not cand.clean:
@@ -282,8 +284,9 @@ class Integration(Remote):
                 kind = "merge"
             if stopped:
                 await self._pause(repo, s, kind, stopped)
-            cand = await integrate.candidate(repo.root, strategy, old, await git.out(wt, "rev-parse", "HEAD"),
-                                             rec["message"], sign=sign, old_tree=old_tree)
+            landing = await git.out(wt, "rev-parse", "HEAD")
+            cand = await integrate.candidate(repo.root, strategy, old, landing, rec["message"], sign=sign,
+                                             old_tree=old_tree)
             listed = dirty = None  # (the worktrees were listed before this one changed: read again)
             if not cand.clean:  # cannot happen after a completed merge of the target; be loud if it does
                 raise ParaError(Code.internal, f"merge of {target} into {s.branch} did not resolve its conflicts")
@@ -303,7 +306,7 @@ class Integration(Remote):
                                     f"({'timed out' if rc is None else f'exit {rc}'}); {target} did not move",
                                     output=output, exit=rc, session=s.name)
             d = journaled(s).data
-            d.update(old=old, new=new)  # journal before the target moves
+            d.update(old=old, new=new, tip=landing)  # journal before the target moves
             # (A group it was in and that failed named its move here: the repair must go by this one.)
             d.pop("moved", None)
             repo.store.save(s)
@@ -366,10 +369,14 @@ class Integration(Remote):
                                                              f"refs/heads/{s.branch}^{{commit}}"])
         config_changed = before != after
         tip = at_tip[0] if at_tip is not None else None
+        # What of the branch landed, as journaled then (a journal from before it was: the tip now).
+        # Commits after it did not land: kept under -late before the branch goes (below).
+        op = pending(s)
+        landed = (op.data.get("tip") if op is not None else None) or tip
         warnings: list[str] = []
-        if tip:
-            kept = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", tip)
-            warnings.append(f"the session branch's tip {tip[:10]} is kept under {kept} "
+        if landed:
+            kept = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", landed)
+            warnings.append(f"the session branch's tip {landed[:10]} is kept under {kept} "
                             f"for clean.backup_days ({cfg['clean.backup_days']})")
         removed = False
         async with self._agent_frozen(repo, s) as frozen:
@@ -418,6 +425,8 @@ class Integration(Remote):
                     await git.prune_worktrees(repo.root)
         listed: list[git.Worktree] | None = None
         deleted = False
+        if landed:
+            warnings += await self._keep_late_commits(repo, s, landed, stamp)
         if tip and not cfg["integrate.keep_branch"]:
             async with repo.lock:
                 holder = None
@@ -428,19 +437,6 @@ class Integration(Remote):
                     s.notes.append(f"branch {s.branch} kept: it is checked out in {holder}")
                     warnings.append(s.notes[-1])
                 else:
-                    # Commits made on the branch since its tip was kept above (the teardown, with
-                    # the agent thawed, or anything else in the worktree before it went) did not
-                    # land: kept too, before the branch goes.
-                    now_at: str | None
-                    try:
-                        now_at = git.branch_file(repo.common_dir, s.branch)
-                    except LookupError:
-                        now_at = await git.resolve(repo.root, f"refs/heads/{s.branch}")
-                    if now_at is not None and now_at != tip:
-                        late = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-late", now_at)
-                        rec["late"] = late
-                        warnings.append(f"commits made on {s.branch} after the integration started did not land; "
-                                        f"they are kept under {late}")
                     # Git refuses when a worktree made since by hand has it checked out, or when one
                     # it could not fully remove is still listed: the branch stays, and that is said.
                     try:
@@ -470,6 +466,23 @@ class Integration(Remote):
         result: dict[str, Any] = to_builtins(self._info(repo, s, wts, branches))
         result["warnings"] = warnings + self._frozen_warnings(frozen, s) + self._teardown_warnings(s)
         return result
+
+    async def _keep_late_commits(self, repo: Repo, s: Session, landed: str, stamp: str) -> list[str]:
+        """Commits made on the session branch after what landed (a teardown with the agent
+        thawed, anything in the worktree before it went, an agent while it waited in the queue)
+        are kept under -late, and said: the branch is about to be deleted, or stays (with
+        integrate.keep_branch) holding work that did not land. A branch moved back to what
+        landed, or behind it, holds nothing new."""
+        now_at: str | None
+        try:
+            now_at = git.branch_file(repo.common_dir, s.branch)
+        except LookupError:
+            now_at = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+        if now_at is None or now_at == landed or await git.is_ancestor(repo.root, now_at, landed):
+            return []
+        late = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-late", now_at)
+        recorded(s)["late"] = late
+        return [f"commits made on {s.branch} after the integration started did not land; they are kept under {late}"]
 
     async def continue_(self, p: ContinueParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)

@@ -40,6 +40,12 @@ class BadParams(ParaError):
 def convert(method: str, params: Any) -> Any:
     """The params of `method` as its Struct; BadParams naming what is wrong."""
     m = METHODS[method]
+    where = _not_text(params, "params")
+    if where is not None:
+        # JSON's `\udcff` escape decodes to a lone surrogate: what Python makes of bytes that are
+        # not UTF-8 (an argument, a directory name). Nothing can store or compare it as text.
+        raise BadParams(f"{method}: {where} is not valid UTF-8 text (it holds bytes that are not UTF-8, "
+                        "or a lone surrogate escape)")
     try:
         return msgspec.convert(params if params is not None else {}, m.params)
     except msgspec.ValidationError as e:
@@ -87,3 +93,23 @@ async def invoke(service: Any, method: str, params: Any) -> Any:
         log.exception("%s failed", method)
         raise ParaError(Code.internal, f"{method} failed unexpectedly: {e.__class__.__name__}: {e}; "
                         "see the sidecar log") from None
+
+
+def _not_text(value: Any, where: str) -> str | None:
+    """Where in `value` (decoded JSON) a string holds a lone surrogate, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            found = _not_text(k, f"{where} key") or _not_text(v, f"{where}.{k}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _not_text(v, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
