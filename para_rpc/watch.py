@@ -51,14 +51,18 @@ MAX_DIRS = 4000
 
 
 class _Root:
-    __slots__ = ("epoch", "gen", "ok", "path", "wds")
+    __slots__ = ("epoch", "extras", "gen", "ok", "path", "wds")
 
     def __init__(self, path: str, epoch: int) -> None:
         self.path = path
         self.epoch = epoch  # a new watch of the same path never repeats an old token
         self.gen = 0
         self.wds: set[int] = set()
+        self.extras: dict[int, str] = {}  # the `extra` directories watched, by descriptor
         self.ok = True
+
+
+_GONE, _FAILED = -1, -2  # (what `_add` answers besides a watch descriptor)
 
 
 class Watcher:
@@ -116,10 +120,22 @@ class Watcher:
             if self._fd < 0:
                 r.ok = False
                 return False
-            ok = all(self._add(r, root, d) for d in extra) and self._add_tree(r, root, root)
+            ok = True
+            for d in extra:
+                wd = self._add(r, root, d)
+                ok = ok and wd != _FAILED
+                if wd >= 0:
+                    r.extras[wd] = d
+            ok = ok and self._add_tree(r, root, root)
             if not ok:
                 self._drop(r)
             return ok
+
+    def covers(self, root: str, extra: str) -> bool:
+        """Whether `extra` is watched for `root` (given to `watch` and there then): while the
+        root's token holds, nothing in it changed. (An extra that goes away ends the root.)"""
+        r = self._roots.get(root)  # (dict lookups: atomic, no lock needed)
+        return r is not None and r.ok and extra in r.extras.values()
 
     def token(self, root: str) -> tuple[int, int] | None:
         """Which watch of `root` and how many events it has seen, or None when `root` is not
@@ -142,17 +158,18 @@ class Watcher:
 
     # -- internals (called with the lock held)
 
-    def _add(self, r: _Root, root: str, path: str) -> bool:
+    def _add(self, r: _Root, root: str, path: str) -> int:
+        """The watch descriptor of `path`, now counting for `root`; _GONE when the directory
+        went away meanwhile (fine: its parent saw the deletion), _FAILED for anything else (no
+        watches left, no permission: changes cannot be seen)."""
         assert self._libc is not None
         wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), MASK)
         if wd < 0:
-            # A directory that went away meanwhile is fine (its parent saw the deletion);
-            # anything else (no watches left, no permission) means we cannot see changes.
-            return ctypes.get_errno() in (errno.ENOENT, errno.ENOTDIR)
+            return _GONE if ctypes.get_errno() in (errno.ENOENT, errno.ENOTDIR) else _FAILED
         r.wds.add(wd)
         self._owner.setdefault(wd, set()).add(root)
         self._paths[wd] = path
-        return True
+        return int(wd)
 
     def _add_tree(self, r: _Root, root: str, top: str) -> bool:
         # Watch before listing: a directory created after its parent's watch shows up as an
@@ -160,7 +177,7 @@ class Watcher:
         stack = [top]
         while stack:
             d = stack.pop()
-            if not self._add(r, root, d):
+            if self._add(r, root, d) == _FAILED:
                 return False
             if len(r.wds) > MAX_DIRS:
                 return False
@@ -178,6 +195,7 @@ class Watcher:
         for wd in r.wds:
             self._forget(wd, r.path, remove=True)
         r.wds.clear()
+        r.extras.clear()
 
     def _forget(self, wd: int, root: str, remove: bool) -> None:
         """`root` no longer counts `wd`'s events; the last root that did lets go of it (and,
@@ -223,9 +241,10 @@ class Watcher:
         """One event of `wd` for the root `r` it counts for."""
         r.gen += 1
         root = r.path
-        if self._paths.get(wd) == root and mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
-            # The worktree itself went (removed, moved): a later worktree at this path
-            # is a new root, walked afresh.
+        if (self._paths.get(wd) == root or wd in r.extras) and mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
+            # The worktree itself went (removed, moved), or an extra directory did (a private
+            # git dir removed, replaced: one made again would not be watched): a later watch of
+            # this path is a new root, walked afresh.
             self._drop(r)
             del self._roots[root]
         elif mask & IN_IGNORED:

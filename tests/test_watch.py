@@ -225,6 +225,27 @@ def test_every_kind_of_change_moves_the_token(tmp_path: Path) -> None:
     assert w.token(str(root)) == before  # (and nothing changed: the same token)
 
 
+@pytest.mark.parametrize("gone", ["removed", "moved away", "replaced"])
+def test_an_extra_directory_that_goes_ends_its_root(tmp_path: Path, gone: str) -> None:
+    """A worktree's private git dir is its root's extra: while the root's token holds, the
+    index in it did not change (`list` then needs no stat of it: `covers`). Removed, moved or
+    replaced by a new directory (which nothing watches), the root is forgotten: asked of git
+    until it is watched again."""
+    w = Watcher()
+    root, extra = tmp_path / "wt", tmp_path / "gitdir"
+    root.mkdir()
+    extra.mkdir()
+    assert w.watch(str(root), (str(extra),)) and w.covers(str(root), str(extra))
+    before = w.token(str(root))
+    (extra / "index").write_text("staged\n")
+    assert w.token(str(root)) not in (None, before)
+    shutil.rmtree(extra) if gone == "removed" else extra.rename(tmp_path / "elsewhere")
+    if gone == "replaced":
+        extra.mkdir()
+    assert w.token(str(root)) is None and not w.covers(str(root), str(extra))
+    assert w.watch(str(root), (str(extra),)) and w.covers(str(root), str(extra)) == (gone == "replaced")
+
+
 def test_a_renamed_directory_is_walked_again_and_a_removed_root_forgotten(tmp_path: Path) -> None:
     w = Watcher()
     root = tmp_path / "wt"
