@@ -551,6 +551,27 @@ def branch_file(common_dir: str, branch: str) -> str:
     return text[:-1]
 
 
+def ref_in_files(common_dir: str, ref: str) -> bool:
+    """Whether `ref` (a full name) exists, from its loose file and `packed-refs`, without a git
+    process (`para start` asks it of its new branch). LookupError when the files cannot say
+    like git would (reftable; a directory or an odd file there; packed-refs unreadable)."""
+    text = _ref_file(common_dir, ref)
+    if text is not None:
+        if len(text) not in (41, 65) or not text.endswith("\n"):
+            raise LookupError("not one object id")
+        return True
+    try:
+        with open(os.path.join(common_dir, "packed-refs"), "rb") as f:
+            packed = f.read()
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise LookupError(str(e)) from None
+    name = ref.encode()
+    # (`<id> <name>` lines; `#` starts the header, `^` a peeled tag's line)
+    return any(line.split(b" ", 1)[1:] == [name] for line in packed.splitlines() if line[:1] not in (b"#", b"^"))
+
+
 def symbolic_ref_file(common_dir: str, ref: str) -> str | None:
     """`symbolic_ref` of HEAD or `refs/remotes/<remote>/HEAD` in the main worktree, read from
     the file git keeps it in, without a git process (`para start` reads both). Symbolic refs

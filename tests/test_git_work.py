@@ -7,7 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from conftest import counting_git, git, run_para, shutdown_sidecar, start_sidecar
+from conftest import counting_git, git, rev, run_para, shutdown_sidecar, start_sidecar
 
 
 def _subcommand(line: str) -> str:
@@ -38,7 +38,9 @@ def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path
         # Which branch to fork from: HEAD and origin/HEAD read from their files, init.defaultBranch
         # not asked while the main checkout is on main, the candidates one listing.
         assert not [c for c in started if c.startswith(("symbolic-ref", "config", "rev-parse"))], started
-        assert len(started) <= 3, started
+        # The base (main's loose ref) and whether the new branch exists (its loose ref, packed-refs)
+        # are read from git's files: the one git process is the worktree's.
+        assert len(started) == 1, started
         (repo / ".para" / "worktrees" / "w" / "work.txt").write_text("work\n")
         cancelled = ran("cancel", "w")
         assert [c for c in cancelled if c.startswith("worktree remove")], cancelled
@@ -133,6 +135,26 @@ def test_where_the_files_cannot_say_git_is_asked(repo: Path, runtime_dir: Path, 
         ran = [_subcommand(line) for line in calls.read_text().splitlines()]
         assert out.returncode == 4 and "by-hand" in json.loads(out.stdout)["error"]["message"], out.stdout
         assert "worktree list --porcelain -z" in ran, ran
+    finally:
+        shutdown_sidecar(sc)
+
+
+def test_start_finds_packed_branches_too(repo: Path, runtime_dir: Path, tmp_path: Path):
+    """`start` reads its base and whether its branch exists from git's files (a loose ref,
+    packed-refs): a branch only in packed-refs still exists, and with main packed the base
+    is still main's commit (then git is asked)."""
+    env, calls = counting_git(tmp_path)
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=env)
+    try:
+        git("branch", "para/taken", cwd=repo)
+        git("pack-refs", "--all", cwd=repo)
+        assert not (repo / ".git" / "refs" / "heads" / "para" / "taken").exists()
+        out = run_para("start", "taken", "--json", cwd=repo, check=False)
+        assert out.returncode != 0 and json.loads(out.stdout)["error"]["code"] == "already_exists", out.stdout
+        calls.write_text("")
+        started = json.loads(run_para("start", "fresh", "--json", cwd=repo).stdout)
+        assert started["base_commit"] == rev(repo, "main") and started["base_branch"] == "main"
+        assert any(_subcommand(c).startswith("for-each-ref") for c in calls.read_text().splitlines())
     finally:
         shutdown_sidecar(sc)
 

@@ -586,6 +586,8 @@ class ServiceCore:
             candidates = await self._base_candidates(repo, default=False)
 
         async def first_with_a_commit(branches: list[str]) -> tuple[str, str] | None:
+            with contextlib.suppress(LookupError):  # (the first as its loose ref says, mostly main)
+                return (branches[0], git.branch_file(repo.common_dir, branches[0])) if branches else None
             # One listing for all of them (commits_of keeps exact names only).
             found = await git.commits_of(repo.root, [f"refs/heads/{b}" for b in dict.fromkeys(branches)])
             return next(((b, found[f"refs/heads/{b}"][0]) for b in branches if f"refs/heads/{b}" in found), None)
@@ -626,6 +628,13 @@ class ServiceCore:
             return [current]
         trunks = [b for b in (await git.config_value(repo.root, "init.defaultBranch"), "main", "master") if b]
         return candidates + ([current] if current in trunks else []) + trunks + ([current] if current else [])
+
+    async def _branch_exists(self, repo: Repo, branch: str) -> bool:
+        """Whether `branch` exists: from git's files where they can say (`git.ref_in_files`)."""
+        try:
+            return git.ref_in_files(repo.common_dir, f"refs/heads/{branch}")
+        except LookupError:
+            return await git.branch_exists(repo.root, branch)
 
     async def _worktree_state(self, repo: Repo) -> dict[str, git.Worktree]:
         """Registered worktrees by resolved path: look a session's up with `os.path.realpath`

@@ -105,10 +105,12 @@ class Sessions(Remote):
         prefix = cfg["branch_prefix"]
         wdir = repo.worktrees_dir(cfg)
         async with repo.lock:
-            taken_branches = {r[len("refs/heads/"):] for r in await git.refs(repo.root, f"refs/heads/{prefix}/")}
+            # (All branches under the prefix only to make up a name: a named start asks of its own.)
+            taken_branches = None if name is not None else \
+                {r[len("refs/heads/"):] for r in await git.refs(repo.root, f"refs/heads/{prefix}/")}
 
             def taken(n: str) -> bool:
-                return (repo.store.get(n) is not None or f"{prefix}/{n}" in taken_branches
+                return (repo.store.get(n) is not None or f"{prefix}/{n}" in (taken_branches or ())
                         or os.path.lexists(os.path.join(wdir, n)))
 
             if name is None:
@@ -121,7 +123,7 @@ class Sessions(Remote):
                                 f"{hint}, or choose another name", session=name)
             branch = f"{prefix}/{name}"
             path = os.path.join(wdir, name)
-            if branch in taken_branches:
+            if branch in taken_branches if taken_branches is not None else await self._branch_exists(repo, branch):
                 # Never suggest deleting a branch that holds work the base lacks.
                 spare = await git.is_ancestor(repo.root, f"refs/heads/{branch}", base_commit)
                 raise ParaError(Code.already_exists, f"branch {branch!r} already exists; `para recover {name}` "
