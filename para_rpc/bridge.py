@@ -59,16 +59,29 @@ _STDOUT = threading.Lock()  # (MCP: the stdin thread's parse errors go between w
 
 
 def _parse_error(line: bytes) -> bytes | None:
-    """The JSON-RPC answer to an MCP line that is not JSON, else None. The MCP SDK drops such
-    a line without a word, and a client waiting for its answer would wait forever."""
+    """The JSON-RPC answer to an MCP line the MCP SDK cannot parse, else None: one that is not
+    JSON, or that holds a lone surrogate escape (`"\\udcff"`: json takes it, the SDK's parser
+    does not). The SDK drops such a line without a word, and a client waiting for its answer
+    would wait forever."""
     if not line.strip():
         return None
     try:
-        json.loads(line)
-        return None
+        msg = json.loads(line)
     except (ValueError, RecursionError) as e:
         return json.dumps({"jsonrpc": "2.0", "id": None, "error": {
             "code": -32700, "message": f"Parse error: the line is not JSON ({type(e).__name__})"}}).encode() + b"\n"
+    if b"\\ud" not in line.lower():  # (no surrogate escape at all: the common case, at no cost)
+        return None
+    try:
+        json.dumps(msg, ensure_ascii=False).encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        msg_id = msg.get("id") if isinstance(msg, dict) else None
+        if isinstance(msg, dict) and "method" in msg and "id" not in msg:
+            return None  # (a notification gets no answer; the SDK drops it)
+        return json.dumps({"jsonrpc": "2.0", "id": msg_id if isinstance(msg_id, (str, int)) else None, "error": {
+            "code": -32602, "message": "Invalid params: a string holds a lone surrogate escape (\\udXXX), "
+                                       "which is not UTF-8 text"}}).encode() + b"\n"
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -557,8 +557,8 @@ def ref_in_files(common_dir: str, ref: str) -> bool:
     like git would (reftable; a directory or an odd file there; packed-refs unreadable)."""
     text = _ref_file(common_dir, ref)
     if text is not None:
-        if len(text) not in (41, 65) or not text.endswith("\n"):
-            raise LookupError("not one object id")
+        if len(text) not in (41, 65) or not text.endswith("\n") or any(c not in "0123456789abcdef" for c in text[:-1]):
+            raise LookupError("not one object id")  # (git decides what a broken ref is)
         return True
     try:
         with open(os.path.join(common_dir, "packed-refs"), "rb") as f:

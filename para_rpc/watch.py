@@ -131,12 +131,6 @@ class Watcher:
                 self._drop(r)
             return ok
 
-    def covers(self, root: str, extra: str) -> bool:
-        """Whether `extra` is watched for `root` (given to `watch` and there then): while the
-        root's token holds, nothing in it changed. (An extra that goes away ends the root.)"""
-        r = self._roots.get(root)  # (dict lookups: atomic, no lock needed)
-        return r is not None and r.ok and extra in r.extras.values()
-
     def token(self, root: str) -> tuple[int, int] | None:
         """Which watch of `root` and how many events it has seen, or None when `root` is not
         watched. Take it before asking git; the answer stays valid while the token does."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from conftest import counting_git, git, rev, run_para, shutdown_sidecar, start_sidecar
 
@@ -246,3 +247,27 @@ def test_a_worktree_listing_resolves_paths_as_realpath_does(tmp_path: Path):
     for name in [*names, *names]:  # (the second time from what the first filled in)
         path = f"{tmp_path}/{name}"
         assert git.realpath_in(path, resolved) == os.path.realpath(path), name
+
+
+def test_start_on_a_main_whose_loose_ref_names_a_tag_object_never_records_a_tag_as_base_commit(
+        sidecar: Any, repo: Path) -> None:
+    """The base is read from its loose ref, which may name a tag object (written there by hand):
+    the session's base_commit is the commit git made its branch at (red team rt2)."""
+    git("tag", "-a", "v1", "-m", "v1", cwd=repo)
+    (repo / ".git" / "refs" / "heads" / "main").write_text(git("rev-parse", "v1", cwd=repo) + "\n")
+    proc = run_para("start", "s", cwd=repo, check=False)
+    if proc.returncode == 0:
+        s = json.loads(run_para("show", "s", "--json", cwd=repo).stdout)
+        assert git("cat-file", "-t", s["base_commit"], cwd=repo) == "commit", s["base_commit"]
+    else:
+        assert "internal" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_start_over_a_broken_loose_branch_gives_advice_that_works(sidecar: Any, repo: Path) -> None:
+    """A loose `refs/heads/para/g` of 40 non-hex characters is not a branch para could advise
+    renaming (`git branch -m` refuses it): git decides what it is (red team rt2)."""
+    (repo / ".git" / "refs" / "heads" / "para").mkdir(parents=True, exist_ok=True)
+    (repo / ".git" / "refs" / "heads" / "para" / "g").write_text("z" * 40 + "\n")
+    proc = run_para("start", "g", cwd=repo, check=False)
+    assert proc.returncode != 0
+    assert "git branch -m para/g" not in proc.stderr, proc.stderr

@@ -8,8 +8,10 @@ be compared byte for byte with what the client sent.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from para_rpc import agents
 
@@ -121,3 +123,21 @@ async def test_unknown_sessions_and_wrong_argument_types(sidecar, repo):
         assert r.is_error
         # the connection and the sidecar are fine afterwards
         assert (await call(c, "para_list"))["sessions"] == []
+
+
+def test_an_mcp_line_with_a_lone_surrogate_escape_gets_an_answer(sidecar: Any, repo: Path) -> None:
+    """Python's json takes `\\udcff`, the MCP SDK's parser does not and drops the line: the
+    bridge answers it (bridge.py `_parse_error`), or the client would wait forever (rt2)."""
+    from test_mcp_push import RawMcp
+    c = RawMcp(repo)
+    try:
+        c.buf = b""
+        assert c.p.stdin is not None
+        c.p.stdin.write(b'{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"para_list",'
+                        b'"arguments":{"repo":"/x\\udcff"}}}\n')
+        c.send({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "para_list", "arguments": {}}})
+        assert c.read_until(b'"id":7', 60), c.buf[-500:]
+        answers = [json.loads(x) for x in c.buf.splitlines() if x.strip()]
+        assert any(a.get("id") == 6 and "error" in a for a in answers), answers
+    finally:
+        c.close()

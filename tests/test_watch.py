@@ -227,23 +227,22 @@ def test_every_kind_of_change_moves_the_token(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("gone", ["removed", "moved away", "replaced"])
 def test_an_extra_directory_that_goes_ends_its_root(tmp_path: Path, gone: str) -> None:
-    """A worktree's private git dir is its root's extra: while the root's token holds, the
-    index in it did not change (`list` then needs no stat of it: `covers`). Removed, moved or
-    replaced by a new directory (which nothing watches), the root is forgotten: asked of git
-    until it is watched again."""
+    """A worktree's private git dir is its root's extra (its index and HEAD change there).
+    Removed, moved or replaced by a new directory (which nothing watches), the root is
+    forgotten: asked of git until it is watched again."""
     w = Watcher()
     root, extra = tmp_path / "wt", tmp_path / "gitdir"
     root.mkdir()
     extra.mkdir()
-    assert w.watch(str(root), (str(extra),)) and w.covers(str(root), str(extra))
+    assert w.watch(str(root), (str(extra),))
     before = w.token(str(root))
     (extra / "index").write_text("staged\n")
     assert w.token(str(root)) not in (None, before)
     shutil.rmtree(extra) if gone == "removed" else extra.rename(tmp_path / "elsewhere")
     if gone == "replaced":
         extra.mkdir()
-    assert w.token(str(root)) is None and not w.covers(str(root), str(extra))
-    assert w.watch(str(root), (str(extra),)) and w.covers(str(root), str(extra)) == (gone == "replaced")
+    assert w.token(str(root)) is None
+    assert w.watch(str(root), (str(extra),)) and w.token(str(root)) is not None
 
 
 def test_a_renamed_directory_is_walked_again_and_a_removed_root_forgotten(tmp_path: Path) -> None:
@@ -459,3 +458,33 @@ def test_head_detached_without_a_reflog_shows_on_the_next_list(sidecar: Any, rep
     git("checkout", "-q", "--detach", cwd=wt)
     got = _session(repo, "s")
     assert (got["head_branch"], got["detached"], got["state"]) == (None, True, "off-branch")
+
+
+def test_a_private_git_dir_whose_parent_was_moved_away_and_copied_back_is_listed_as_git_says(
+        sidecar: Any, repo: Path) -> None:
+    """`.git/worktrees` moved aside (a backup) and copied back: the watch on the private git
+    dir follows the moved inode, so the copy's index is compared by its stat (red team rt2)."""
+    run_para("start", "s", cwd=repo)
+    wt = repo / ".para" / "worktrees" / "s"
+    assert listed(repo) == {"s": False}
+    assert listed(repo) == {"s": False}
+    wts = repo / ".git" / "worktrees"
+    wts.rename(repo / ".git" / "worktrees.bak")
+    shutil.copytree(repo / ".git" / "worktrees.bak", wts, symlinks=True)
+    assert listed(repo) == {"s": truth(wt)} == {"s": False}
+    git("rm", "-q", "--cached", "README.md", cwd=wt)  # (the index only: not one file in the worktree)
+    assert truth(wt)
+    assert listed(repo) == {"s": True}
+
+
+def test_the_whole_git_dir_moved_aside_and_copied_back(sidecar: Any, repo: Path) -> None:
+    """The same with the whole `.git` (red team rt2)."""
+    run_para("start", "s", cwd=repo)
+    wt = repo / ".para" / "worktrees" / "s"
+    assert listed(repo) == {"s": False}
+    (repo / ".git").rename(repo / ".git.bak")
+    shutil.copytree(repo / ".git.bak", repo / ".git", symlinks=True)
+    assert listed(repo) == {"s": False}
+    git("rm", "-q", "--cached", "README.md", cwd=wt)
+    assert truth(wt)
+    assert listed(repo) == {"s": True}

@@ -1031,9 +1031,10 @@ class ServiceCore:
                 self._snapshots.pop(wt.path, None)
                 return None
             gitdir = self._dotgit(wt.path, token)[1]
-            # (Its index: in the git dir the token covers when that is watched, else by its stat.)
-            index = [] if gitdir is None or self.watcher.covers(wt.path, gitdir) else [os.path.join(gitdir, "index")]
-            return (token, wt.head, wt.branch, shared, _stat_key(index))
+            # (Its index by its stat too: the private git dir is watched, but a watch follows the
+            # directory, not its path: `.git/worktrees` moved aside and copied back, red team rt2.)
+            return (token, wt.head, wt.branch, shared,
+                    _stat_key([os.path.join(gitdir, "index")] if gitdir else []))
 
         async def ask(path: str, wt: git.Worktree, key: object) -> bool:
             async with sem:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import os
 import re
 import shutil
@@ -143,6 +144,10 @@ class Sessions(Remote):
             except BaseException:
                 await self._undo_start(repo, s)
                 raise
+            # The base was read from its loose ref, which names an object, not always a commit
+            # (a tag written there by hand): the branch git made is at the commit it peeled to.
+            with contextlib.suppress(LookupError):
+                s.base_commit = git.branch_file(repo.common_dir, branch)
         # The setup may take minutes: outside the repository lock, under the session's (taken
         # with no await in between, so nothing acts on the session half made).
         async with repo.session_lock(name):
