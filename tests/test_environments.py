@@ -391,7 +391,7 @@ def test_a_sidecar_killed_during_setup_is_repaired_at_the_next_start(repo: Path,
     proc = subprocess.Popen([*PARA_ARGV, "start", "k1", "--json"], cwd=repo, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
-        wait_until(pidfile.exists, 60, "the setup to run")
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 60, "the setup to write its pid")
         setup_pid = int(pidfile.read_text())
         for pid in sidecar_pids(runtime_dir):
             os.kill(pid, signal.SIGKILL)
