@@ -256,16 +256,10 @@ class Watcher:
                 self._drop(r)
 
 
-def gitdir_of(worktree: str, data: bytes | None = None) -> str | None:
+def gitdir_of(worktree: str, data: bytes) -> str | None:
     """A linked worktree's private git directory (where its index and HEAD live), from the
-    `gitdir:` line of its `.git` file; None for anything else. `data`: the file's start as
-    `git.dotgit` read it, when the caller has it."""
-    if data is None:
-        try:
-            with open(os.path.join(worktree, ".git"), "rb") as f:
-                data = f.read(8192)
-        except OSError:
-            return None
+    `gitdir:` line of its `.git` file (`data`: its start, as `git.dotgit` reads it); None for
+    anything else."""
     line = data.split(b"\n", 1)[0][:4096].decode("utf-8", "replace").strip()
     if not line.startswith("gitdir: "):
         return None

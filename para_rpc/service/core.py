@@ -1075,7 +1075,7 @@ class ServiceCore:
 
     def _watch_all(self, paths: list[str]) -> None:
         for path in paths:
-            gitdir = watch.gitdir_of(path)
+            gitdir = watch.gitdir_of(path, git.dotgit(path))
             self.watcher.watch(path, (gitdir,) if gitdir else ())
 
     async def hello(self, p: HelloParams) -> dict[str, Any]:
