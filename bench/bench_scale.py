@@ -93,9 +93,9 @@ def para_git_raw(repo: Path, rounds: int) -> tuple[float, int]:
     """(median seconds, processes) of the git work one `para start` + `para cancel --discard`
     does, run here as raw git one command after the other (what the trace of `git_work` lists:
     the worktree (the base and whether its branch exists are read from git's files); then the
-    worktree's status with its ignored directories and its gitlinks (its registration is read
-    from its files), the archive names, the removal, the tip, the archive):
-    para's git with nothing of para around it."""
+    worktree's status with its ignored directories (its gitlinks come from its index file, its
+    registration, the free archive name and the tip from git's files), the removal, the
+    archive): para's git with nothing of para around it."""
     wt_dir = repo.parent / f"{repo.name}-pararaw"
     wt_dir.mkdir(exist_ok=True)
     times, count = [], 0
@@ -103,10 +103,7 @@ def para_git_raw(repo: Path, rounds: int) -> tuple[float, int]:
         name, wt = f"p{r}", str(wt_dir / f"p{r}")
         steps = [["worktree", "add", "--quiet", "-b", f"para/{name}", wt, "main"],
                  ["-C", wt, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching"],
-                 ["-C", wt, "ls-files", "--stage", "-z"],
-                 ["for-each-ref", "--format=%(refname)%00%(objectname)%00%(committerdate:unix)", "refs/heads/para"],
                  ["worktree", "remove", "--force", wt],
-                 ["rev-parse", "--verify", "--quiet", f"refs/heads/para/{name}^{{commit}}"],
                  ["branch", "-m", f"para/{name}", f"para/archived/{name}"]]
         count = len(steps)
         times.append(t(lambda: [sh(["git", *step], repo) for step in steps]))

@@ -19,11 +19,13 @@ import stat
 import subprocess
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from para_rpc import git_index
 from para_rpc.errors import Code, ParaError
 
 log = logging.getLogger("para.git")
@@ -560,16 +562,71 @@ def ref_in_files(common_dir: str, ref: str) -> bool:
         if len(text) not in (41, 65) or not text.endswith("\n") or any(c not in "0123456789abcdef" for c in text[:-1]):
             raise LookupError("not one object id")  # (git decides what a broken ref is)
         return True
+    return ref in packed_names(common_dir)
+
+
+def packed_names(common_dir: str) -> list[str]:
+    """The names in `packed-refs` (none without the file). LookupError when it cannot be
+    read, or the repository keeps its refs in a reftable: then ask git."""
+    if os.path.isdir(os.path.join(common_dir, "reftable")):
+        raise LookupError("reftable")
     try:
         with open(os.path.join(common_dir, "packed-refs"), "rb") as f:
             packed = f.read()
     except FileNotFoundError:
-        return False
+        return []
     except OSError as e:
         raise LookupError(str(e)) from None
-    name = ref.encode()
     # (`<id> <name>` lines; `#` starts the header, `^` a peeled tag's line)
-    return any(line.split(b" ", 1)[1:] == [name] for line in packed.splitlines() if line[:1] not in (b"#", b"^"))
+    return [line.split(b" ", 1)[1].decode("utf-8", "replace") for line in packed.splitlines()
+            if line[:1] not in (b"#", b"^") and b" " in line]
+
+
+def in_the_way_in_files(common_dir: str, ref: str, packed: list[str]) -> str | None:
+    """What keeps `ref` (a full name) from being created, from the loose ref files and the
+    names of `packed_names`, without a git process: `ref` itself when it exists, else a ref
+    above or below it (`blocking_ref`); None when it can be made. Any file where a ref's file
+    would be counts, broken or not: a name taken by mistake only makes the caller choose the
+    next one. LookupError when a path cannot be read: then ask git."""
+    parts = ref.split("/")
+    for i in range(3, len(parts) + 1):  # (from the family of `ref_family` down to `ref`)
+        path = os.path.join(common_dir, *parts[:i])
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            break
+        except OSError as e:
+            raise LookupError(str(e)) from None
+        if not stat.S_ISDIR(mode):
+            return "/".join(parts[:i])
+        if i == len(parts):  # refs below `ref` (git removes an empty directory in the way)
+            for top, dirs, files in os.walk(path, onerror=_raise_lookup):
+                found = files + [d for d in dirs if os.path.islink(os.path.join(top, d))]
+                if found:
+                    return os.path.relpath(os.path.join(top, found[0]), common_dir).replace(os.sep, "/")
+    return next((name for name in packed if name == ref or blocking_ref(ref, (name,))), None)
+
+
+def _raise_lookup(e: OSError) -> None:
+    raise LookupError(str(e))
+
+
+def commit_in_files(common_dir: str, branch: str, known: Iterable[str | None] = ()) -> str:
+    """`resolve` of `refs/heads/<branch>` without a git process, when its loose ref names a
+    commit: one of `known` (commits the caller made or had git check), or a loose object
+    whose header says commit. LookupError otherwise (packed, a tag, another object store):
+    then ask git."""
+    sha = branch_file(common_dir, branch)
+    if sha in known:
+        return sha
+    try:
+        with open(os.path.join(common_dir, "objects", sha[:2], sha[2:]), "rb") as f:
+            head = zlib.decompressobj().decompress(f.read(256), 16)
+    except (OSError, zlib.error) as e:
+        raise LookupError(str(e)) from None
+    if not head.startswith(b"commit "):
+        raise LookupError("not a commit's loose object")
+    return sha
 
 
 def symbolic_ref_file(common_dir: str, ref: str) -> str | None:
@@ -1158,6 +1215,14 @@ async def _status_and_ignored(wt: str | Path) -> tuple[list[str], list[str]]:
 
 
 async def _gitlinks(wt: str | Path) -> set[str]:
+    # A session worktree's index is read where git would read it (its pinned git dir, not
+    # where its `.git` file points): one file read instead of a git process on every cancel.
+    found = pinned(str(wt))
+    if found is not None:
+        try:
+            return await asyncio.to_thread(lambda: git_index.gitlinks(git_index.read(os.path.join(found[0], "index"))))
+        except LookupError:
+            pass
     staged = (await run(wt, "ls-files", "--stage", "-z")).out
     return {e.split("\t", 1)[1] for e in staged.split("\0") if e.startswith("160000 ") and "\t" in e}
 

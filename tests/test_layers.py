@@ -48,7 +48,7 @@ LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a module or p
     ("transports", {"server"}),
     ("service", {"service"}),
     ("engines", {"integrate", "agents", "trust", "sandbox", "executors"}),
-    ("execution", {"git", "store", "workspace", "watch"}),
+    ("execution", {"git", "git_index", "store", "workspace", "watch"}),
     ("vocabulary", {"model", "params", "results", "methods", "errors", "names", "config", "runtime", "display", "wire",
                     "__init__"}),
 ]

@@ -74,6 +74,28 @@ def _made_at(ref: str) -> float | None:
         return None
 
 
+
+async def _first_free(repo: Repo, names: list[str]) -> tuple[str | None, str | None]:
+    """The first of the branch `names` that can be made, and what is in the way of the first
+    name (None when nothing is). From the loose ref files and packed-refs (no git process on
+    every cancel); where those cannot say, from one listing of the refs around them."""
+    first = f"refs/heads/{names[0]}"
+    try:
+        packed = git.packed_names(repo.common_dir)
+
+        def in_way(ref: str) -> str | None:
+            return git.in_the_way_in_files(repo.common_dir, ref, packed)
+
+        return next((a for a in names if in_way(f"refs/heads/{a}") is None), None), in_way(first)
+    except LookupError:
+        family = git.ref_family(first)
+        near = await git.refs(repo.root, family) if family else {}
+
+        def listed(ref: str) -> str | None:
+            return ref if ref in near else git.blocking_ref(ref, near)
+
+        return next((a for a in names if listed(f"refs/heads/{a}") is None), None), listed(first)
+
 class Sessions(Remote):
     """The session lifecycle operations."""
 
@@ -398,10 +420,6 @@ class Sessions(Remote):
                 busy = await self._busy_warnings(s) if f is not None else []
                 stamp = _utc_stamp()
                 archive = f"{cfg['branch_prefix']}/archived/{stamp}/{s.name}"
-                # One listing answers both: which archive names are taken, and whether a ref is
-                # in the way of the one chosen (all under refs/heads/<first part of the prefix>).
-                family = git.ref_family(f"refs/heads/{archive}")
-                near = await git.refs(repo.root, family) if family else {}
                 # Taken: the next number. In the way (a ref named `<prefix>/archived` itself, which
                 # a sandboxed agent can write under refs/heads/para/): another name, said in a
                 # note, rather than a cancel refused until someone deletes that ref (rt13 RA8).
@@ -409,20 +427,18 @@ class Sessions(Remote):
                          for n in range(1, 100)]
                 names += [f"{cfg['branch_prefix']}/archived-{stamp}{'' if n == 1 else f'-{n}'}/{s.name}"
                           for n in range(1, 100)]
-                free = [a for a in names if f"refs/heads/{a}" not in near
-                        and git.blocking_ref(f"refs/heads/{a}", near) is None]
                 # Checked before anything is removed: a rename that fails after the worktree
                 # went would leave the cancel half done.
-                if not free:
-                    blocker = git.blocking_ref(f"refs/heads/{archive}", near) or f"refs/heads/{archive}"
+                free, in_way = await _first_free(repo, names)
+                if free is None:
+                    blocker = in_way or f"refs/heads/{archive}"
                     raise ParaError(Code.wrong_state, f"cannot cancel {s.name!r}: the ref {blocker} is in the way of "
                                     f"its archive branch {archive} (git cannot hold both); rename or delete it "
                                     f"(`git update-ref -d {blocker}` after making sure nothing needs it), then cancel "
                                     "again", session=s.name, ref=blocker)
-                if not free[0].startswith(f"{cfg['branch_prefix']}/archived/"):
-                    in_way = git.blocking_ref(f"refs/heads/{archive}", near)
-                    s.notes.append(f"archived as {free[0]}: the ref {in_way} is in the way of {archive}")
-                archive = free[0]
+                if not free.startswith(f"{cfg['branch_prefix']}/archived/"):
+                    s.notes.append(f"archived as {free}: the ref {in_way} is in the way of {archive}")
+                archive = free
                 s.op = Op(kind="cancel", data={"archive": archive, "discard": p.discard, "stamp": stamp})
                 repo.store.save(s)
                 self.busy += 1
@@ -484,7 +500,11 @@ class Sessions(Remote):
                 await git.remove_worktree(repo.root, s.worktree)
             d["removed"] = True
         async with repo.lock:
-            tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")  # (a branch at a non-commit: None)
+            try:  # (read from its ref file when that can say: a git process less on every cancel)
+                tip: str | None = git.commit_in_files(repo.common_dir, s.branch,
+                                                      (s.base_commit, (saved or {}).get("commit")))
+            except LookupError:
+                tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")  # (a branch at a non-commit: None)
             if tip is not None or await git.branch_exists(repo.root, s.branch):
                 s.head_commit = tip
                 await git.rename_branch(repo.root, s.branch, d["archive"])

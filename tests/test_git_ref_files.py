@@ -1,0 +1,108 @@
+"""The ref readers of git.py that answer from git's files instead of a git process (every
+cancel asks them): they say what git would, or defer to git (LookupError)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from types import SimpleNamespace
+from pathlib import Path
+
+import pytest
+
+from conftest import git, make_repo
+from para_rpc import git as para_git
+from para_rpc.service import sessions
+
+NEW = "refs/heads/para/archived/20261205-120000/w"
+
+# case -> how the refs around NEW are left (ref names made at HEAD, "pack" packs every ref,
+# "dir:X" an empty directory where ref X's file would be), and what is in NEW's way.
+AROUND: dict[str, tuple[list[str], str | None]] = {
+    "nothing": ([], None),
+    "other sessions and archives": (["refs/heads/para/a", "refs/heads/para/archived/20261205-115959/w",
+                                     "refs/heads/para/archived/20261205-120000/x"], None),
+    "the name taken": ([NEW], NEW),
+    "the name taken, packed": ([NEW, "pack"], NEW),
+    "a branch named para/archived": (["refs/heads/para/archived"], "refs/heads/para/archived"),
+    "a branch named para/archived, packed": (["refs/heads/para/archived", "pack"], "refs/heads/para/archived"),
+    "a branch named para": (["refs/heads/para"], "refs/heads/para"),
+    "a ref below the name": ([NEW + "/x/y"], NEW + "/x/y"),
+    "a ref below the name, packed": ([NEW + "/x/y", "pack"], NEW + "/x/y"),
+    "an empty directory at the name": (["dir:" + NEW + "/x"], None),
+}
+
+
+@pytest.mark.parametrize("case", list(AROUND))
+def test_what_is_in_a_new_refs_way_is_what_keeps_git_from_making_it(case: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = make_repo(tmp_path / "r")
+    made, expected = AROUND[case]
+    for step in made:
+        if step == "pack":
+            git("pack-refs", "--all", cwd=repo)
+        elif step.startswith("dir:"):
+            (repo / ".git" / step[4:]).mkdir(parents=True)
+        else:
+            git("update-ref", step, "HEAD", cwd=repo)
+    common = str(repo / ".git")
+    found = para_git.in_the_way_in_files(common, NEW, para_git.packed_names(common))
+    assert found == expected
+    # The cancel's choice of name is the same from the files as from git's listing (where the
+    # files cannot say: a reftable).
+    names = [NEW.removeprefix("refs/heads/"), NEW.removeprefix("refs/heads/").replace("120000", "120000-2")]
+    where = SimpleNamespace(root=str(repo), common_dir=common)
+    from_files = asyncio.run(sessions._first_free(where, names))  # type: ignore[arg-type]
+
+    def no_files(_: str) -> list[str]:
+        raise LookupError("reftable")
+
+    monkeypatch.setattr(para_git, "packed_names", no_files)
+    assert asyncio.run(sessions._first_free(where, names)) == from_files  # type: ignore[arg-type]
+    assert from_files[1] == expected and (from_files[0] == names[0]) == (expected is None)
+    made_it = subprocess.run(["git", "branch", NEW.removeprefix("refs/heads/"), "HEAD"], cwd=repo,
+                             capture_output=True).returncode == 0
+    assert made_it == (expected is None)
+
+
+def test_a_reftable_repository_is_left_to_git(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r")
+    (repo / ".git" / "reftable").mkdir()  # (git 2.45 and up write one: the files say nothing then)
+    with pytest.raises(LookupError):
+        para_git.packed_names(str(repo / ".git"))
+
+
+# case -> what refs/heads/b is made to name, and whether its file answers (else git is asked).
+TIPS: dict[str, tuple[str, bool]] = {
+    "a commit, loose": ("commit", True),
+    "a commit, packed": ("packed", False),
+    "a commit, packed, known to the caller": ("packed known", True),
+    "an annotated tag": ("tag", False),
+    "a blob": ("blob", False),
+}
+
+
+@pytest.mark.parametrize("case", list(TIPS))
+def test_a_branch_tip_read_from_files_is_the_commit_git_resolves(case: str, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r")
+    kind, answers = TIPS[case]
+    head = git("rev-parse", "HEAD", cwd=repo)
+    target = {"tag": lambda: (git("tag", "-a", "-m", "t", "t1", cwd=repo), git("rev-parse", "t1", cwd=repo))[1],
+              "blob": lambda: git("hash-object", "-w", "--stdin", cwd=repo, input="x\n")}.get(kind, lambda: head)()
+    known: tuple[str, ...] = ()
+    if kind.startswith("packed"):
+        git("gc", "-q", cwd=repo)
+        assert not (repo / ".git" / "objects" / head[:2] / head[2:]).exists()
+        known = (head,) if kind.endswith("known") else ()
+    # (Written as a sandboxed agent can, past git's refusal of a branch at a non-commit.)
+    (repo / ".git" / "refs" / "heads" / "b").write_text(target + "\n")
+    common = str(repo / ".git")
+    if answers:
+        assert para_git.commit_in_files(common, "b", known) == head
+    else:
+        with pytest.raises(LookupError):
+            para_git.commit_in_files(common, "b", known)
+    # What git resolves the branch to (`rev-parse b^{commit}`): the same commit, or none.
+    peeled = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "b^{commit}"], cwd=repo,
+                            capture_output=True, text=True).stdout.strip()
+    assert peeled == (head if kind != "blob" else "")
