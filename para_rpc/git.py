@@ -708,8 +708,21 @@ async def rename_branch(cwd: str | Path, old: str, new: str) -> None:
     await run(cwd, "branch", "-m", "--end-of-options", old, new)
 
 
-async def delete_branch(cwd: str | Path, branch: str) -> None:
-    await run(cwd, "branch", "-D", "--end-of-options", branch)
+async def delete_branch(cwd: str | Path, branch: str, kept: str | None = None) -> str | None:
+    """`git branch -D`, which is no compare-and-swap. With `kept` (the tip the caller read and
+    kept), the commit git says it deleted (`Deleted branch x (was <abbrev>).`) is compared
+    with it: a commit made on the branch in between is returned, for the caller to keep (its
+    object is still there; only the ref went). None when git deleted `kept`."""
+    res = await run(cwd, "branch", "-D", "--end-of-options", branch)
+    if kept is None or "(was " not in res.out:
+        return None
+    was = res.out.rsplit("(was ", 1)[1].split(")", 1)[0].strip()
+    if kept.startswith(was):
+        return None
+    found = await resolve(cwd, was)
+    if found is None:
+        log.warning("branch %s was deleted at %s, not at %s as read, and that commit cannot be found", branch, was, kept)
+    return found
 
 
 async def update_ref(cwd: str | Path, ref: str, new: str, old: str | None = None,

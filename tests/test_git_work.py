@@ -4,6 +4,8 @@ operation already did. Counted with a `git` wrapper first on the sidecar's PATH.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -277,3 +279,50 @@ def test_start_over_a_broken_loose_branch_gives_advice_that_works(sidecar: Any, 
     proc = run_para("start", "g", cwd=repo, check=False)
     assert proc.returncode != 0
     assert "git branch -m para/g" not in proc.stderr, proc.stderr
+
+
+def _slipping_git(tmp_path: Path, branch: str) -> dict[str, str]:
+    """An environment whose `git`, asked to delete `branch`, first commits on it (as a writer
+    outside para can, between para's last look at the branch and the delete)."""
+    bindir = tmp_path / f"slip-bin-{branch.replace('/', '-')}"
+    bindir.mkdir()
+    real = shutil.which("git")
+    (bindir / "git").write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *"branch -D --end-of-options {branch}")\n'
+        f'  c=$({real} -c user.name=t -c user.email=t@t commit-tree "$({real} rev-parse {branch}^{{tree}})" '
+        f'-p {branch} -m slipped) && {real} update-ref refs/heads/{branch} "$c" ;;\nesac\n'
+        f'exec {real} "$@"\n')
+    (bindir / "git").chmod(0o755)
+    return dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
+
+
+def _holding(repo: Path, prefix: str, subject: str) -> list[str]:
+    out = git("for-each-ref", "--format=%(refname) %(subject)", prefix, cwd=repo)
+    return [line.split()[0] for line in out.splitlines() if line.split(" ", 1)[1] == subject]
+
+
+def test_a_commit_made_on_a_branch_as_it_is_deleted_is_kept(repo: Path, runtime_dir: Path, tmp_path: Path):
+    """Deleting a branch (`git branch -D`) is no compare-and-swap: a commit made on it after
+    para last looked would go with it. What git says it deleted is checked against what para
+    kept, and a commit that slipped in is kept too: after an integration (under -late, said),
+    and by `clean` (next to its backup)."""
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=_slipping_git(tmp_path, "para/slip"))
+    try:
+        run_para("start", "slip", cwd=repo)
+        (repo / ".para" / "worktrees" / "slip" / "work.txt").write_text("work\n")
+        r = json.loads(run_para("integrate", "done", "--session", "slip", "--json", cwd=repo).stdout)
+        (late,) = _holding(repo, "refs/para/backup/slip/", "slipped")
+        assert late.endswith("-late") and r["integration"]["late"] == late, r
+        assert any(late in w and "did not land" in w for w in r["warnings"]), r["warnings"]
+    finally:
+        shutdown_sidecar(sc)
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=_slipping_git(tmp_path, "para/orphan"))
+    try:
+        git("branch", "para/orphan", "main", cwd=repo)  # (no session owns it, nothing unintegrated)
+        run_para("clean", "--json", cwd=repo)
+        assert not git("branch", "--list", "para/orphan", cwd=repo)
+        (kept,) = _holding(repo, "refs/para/backup/clean/", "slipped")
+        assert kept.endswith("/para/orphan-late"), kept
+    finally:
+        shutdown_sidecar(sc)

@@ -425,8 +425,10 @@ class Integration(Remote):
                     await git.prune_worktrees(repo.root)
         listed: list[git.Worktree] | None = None
         deleted = False
+        kept_at = None  # (the branch's tip as it was checked for late commits: what deleting it may take)
         if landed:
-            warnings += await self._keep_late_commits(repo, s, landed, stamp)
+            late_warnings, kept_at = await self._keep_late_commits(repo, s, landed, stamp)
+            warnings += late_warnings
         if tip and not cfg["integrate.keep_branch"]:
             async with repo.lock:
                 holder = None
@@ -440,8 +442,10 @@ class Integration(Remote):
                     # Git refuses when a worktree made since by hand has it checked out, or when one
                     # it could not fully remove is still listed: the branch stays, and that is said.
                     try:
-                        await git.delete_branch(repo.root, s.branch)
+                        slipped = await git.delete_branch(repo.root, s.branch, kept_at)
                         deleted = True
+                        if slipped and landed:  # (committed between the check above and the delete)
+                            warnings += (await self._keep_late_commits(repo, s, landed, stamp, slipped))[0]
                     except ParaError as e:
                         s.notes.append(f"branch {s.branch} kept: {e.data.get('stderr') or e.message}")
                         warnings.append(s.notes[-1])
@@ -467,22 +471,24 @@ class Integration(Remote):
         result["warnings"] = warnings + self._frozen_warnings(frozen, s) + self._teardown_warnings(s)
         return result
 
-    async def _keep_late_commits(self, repo: Repo, s: Session, landed: str, stamp: str) -> list[str]:
+    async def _keep_late_commits(self, repo: Repo, s: Session, landed: str, stamp: str,
+                                 now_at: str | None = None) -> tuple[list[str], str | None]:
         """Commits made on the session branch after what landed (a teardown with the agent
         thawed, anything in the worktree before it went, an agent while it waited in the queue)
         are kept under -late, and said: the branch is about to be deleted, or stays (with
         integrate.keep_branch) holding work that did not land. A branch moved back to what
-        landed, or behind it, holds nothing new."""
-        now_at: str | None
-        try:
-            now_at = git.branch_file(repo.common_dir, s.branch)
-        except LookupError:
-            now_at = await git.resolve(repo.root, f"refs/heads/{s.branch}")
+        landed, or behind it, holds nothing new. `now_at`: the tip to check (else the branch's,
+        read now). Returns the warnings and the tip checked."""
+        if now_at is None:
+            try:
+                now_at = git.branch_file(repo.common_dir, s.branch)
+            except LookupError:
+                now_at = await git.resolve(repo.root, f"refs/heads/{s.branch}")
         if now_at is None or now_at == landed or await git.is_ancestor(repo.root, now_at, landed):
-            return []
+            return [], now_at
         late = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-late", now_at)
         recorded(s)["late"] = late
-        return [f"commits made on {s.branch} after the integration started did not land; they are kept under {late}"]
+        return [f"commits made on {s.branch} after the integration started did not land; they are kept under {late}"], now_at
 
     async def continue_(self, p: ContinueParams) -> dict[str, Any]:
         repo = await self.repo(p.cwd)

@@ -935,6 +935,8 @@ class Sessions(Remote):
             elif a["kind"] == "delete_branch":
                 if not a["integrated"]:  # forced: keep the commits reachable for the backup period
                     await git.create_ref(repo.root, f"refs/para/backup/clean/{stamp}/{a['branch']}", a["commit"])
-                await git.delete_branch(repo.root, a["branch"])
+                slipped = await git.delete_branch(repo.root, a["branch"], a["commit"])
+                if slipped:  # (committed since clean looked at it: kept all the same)
+                    await git.create_ref(repo.root, f"refs/para/backup/clean/{stamp}/{a['branch']}-late", slipped)
             elif a["kind"] == "delete_backup":
                 await git.delete_ref(repo.root, a["ref"])
