@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -571,8 +572,7 @@ def packed_names(common_dir: str) -> list[str]:
     if os.path.isdir(os.path.join(common_dir, "reftable")):
         raise LookupError("reftable")
     try:
-        with open(os.path.join(common_dir, "packed-refs"), "rb") as f:
-            packed = f.read()
+        packed = git_index.plain_file(os.path.join(common_dir, "packed-refs"))
     except FileNotFoundError:
         return []
     except OSError as e:
@@ -588,9 +588,29 @@ def in_the_way_in_files(common_dir: str, ref: str, packed: list[str]) -> str | N
     above or below it (`blocking_ref`); None when it can be made. Any file where a ref's file
     would be counts, broken or not: a name taken by mistake only makes the caller choose the
     next one. LookupError when a path cannot be read: then ask git."""
+    return _file_in_the_way(common_dir, ref) or next(
+        (name for name in packed if name == ref or blocking_ref(ref, (name,))), None)
+
+
+def writing_in_the_way(common_dir: str, ref: str) -> str | None:
+    """What else keeps git from making `ref` that no listing of refs shows (the path under
+    `common_dir`, or None): its lock file (`<ref>.lock`: another writer, or one that died),
+    and its reflog's place (`logs/<ref>`, which `git branch -m` moves along with the ref): a
+    file where one of its directories goes, or a directory holding one where it goes. A
+    sandboxed agent can write there (`logs/refs/heads/para/`). LookupError when a path cannot
+    be read."""
+    if os.path.lexists(os.path.join(common_dir, ref + ".lock")):
+        return ref + ".lock"
+    found = _file_in_the_way(os.path.join(common_dir, "logs"), ref)
+    return f"logs/{found}" if found else None
+
+
+def _file_in_the_way(top: str, ref: str) -> str | None:
+    """The file under `top` (its path from there) where a directory of `ref`'s file goes, or
+    at `ref` itself, or below it (git removes an empty directory in the way)."""
     parts = ref.split("/")
     for i in range(3, len(parts) + 1):  # (from the family of `ref_family` down to `ref`)
-        path = os.path.join(common_dir, *parts[:i])
+        path = os.path.join(top, *parts[:i])
         try:
             mode = os.lstat(path).st_mode
         except FileNotFoundError:
@@ -599,12 +619,12 @@ def in_the_way_in_files(common_dir: str, ref: str, packed: list[str]) -> str | N
             raise LookupError(str(e)) from None
         if not stat.S_ISDIR(mode):
             return "/".join(parts[:i])
-        if i == len(parts):  # refs below `ref` (git removes an empty directory in the way)
-            for top, dirs, files in os.walk(path, onerror=_raise_lookup):
-                found = files + [d for d in dirs if os.path.islink(os.path.join(top, d))]
+        if i == len(parts):
+            for at, dirs, files in os.walk(path, onerror=_raise_lookup):
+                found = files + [d for d in dirs if os.path.islink(os.path.join(at, d))]
                 if found:
-                    return os.path.relpath(os.path.join(top, found[0]), common_dir).replace(os.sep, "/")
-    return next((name for name in packed if name == ref or blocking_ref(ref, (name,))), None)
+                    return os.path.relpath(os.path.join(at, found[0]), top).replace(os.sep, "/")
+    return None
 
 
 def _raise_lookup(e: OSError) -> None:
@@ -619,12 +639,14 @@ def commit_in_files(common_dir: str, branch: str, known: Iterable[str | None] = 
     sha = branch_file(common_dir, branch)
     if sha in known:
         return sha
+    if len(sha) != 40:
+        raise LookupError("not a SHA-1 repository")
     try:
-        with open(os.path.join(common_dir, "objects", sha[:2], sha[2:]), "rb") as f:
-            head = zlib.decompressobj().decompress(f.read(256), 16)
+        data = zlib.decompress(git_index.plain_file(os.path.join(common_dir, "objects", sha[:2], sha[2:]), 1 << 20))
     except (OSError, zlib.error) as e:
         raise LookupError(str(e)) from None
-    if not head.startswith(b"commit "):
+    # (The whole object, its id checked: git refuses a damaged one, and so must this.)
+    if not data.startswith(b"commit ") or hashlib.sha1(data).hexdigest() != sha:
         raise LookupError("not a commit's loose object")
     return sha
 
@@ -1245,6 +1267,13 @@ async def _embedded_in(wt: str | Path, status_lines: list[str], gitlinks: set[st
     # With --untracked-files=all, git shows a directory (trailing slash) only for a repository.
     candidates = gitlinks | {e[3:].rstrip("/") for e in status_lines if e.startswith("?? ") and e.endswith("/")}
     candidates |= await asyncio.to_thread(_repos_under, wt, ignored_dirs)
+    # Git's names are read as UTF-8, U+FFFD for what is not: such a name finds nothing on disk,
+    # and a repository there would go unsaved with the worktree. Refused, before anything goes.
+    odd = sorted(p for p in candidates if _not_utf8_repo(wt, p))
+    if odd:
+        raise ParaError(Code.wrong_state, f"{', '.join(odd[:5])} in {wt} {'is a repository' if len(odd) == 1 else 'are repositories'}"
+                        " at a path that is not UTF-8, which para cannot save before the worktree goes; rename it "
+                        "(`mv`, or `git mv` for a submodule), then try again", paths=odd[:20])
     found = sorted(p for p in candidates if os.path.lexists(os.path.join(wt, p, ".git")))
     if not found:
         return []
@@ -1254,6 +1283,33 @@ async def _embedded_in(wt: str | Path, status_lines: list[str], gitlinks: set[st
                         r"^submodule\..*\.path$", check=False)
         mapped = {item.split("\n", 1)[1] for item in res.out.split("\0") if "\n" in item}
     return [await _embedded(wt, p, p in mapped, depth) for p in found]
+
+
+def _not_utf8_repo(wt: str | Path, rel: str) -> bool:
+    """Whether `rel` names a repository under `wt` at a path that is not UTF-8: as git output
+    reads it (U+FFFD), or as a directory walk does (surrogate escapes)."""
+    if "\ufffd" in rel and not os.path.lexists(os.path.join(wt, rel)):
+        return any(os.path.lexists(os.path.join(b, b".git")) for b in _named_so(wt, rel))
+    try:
+        rel.encode()
+    except UnicodeEncodeError:
+        return os.path.lexists(os.path.join(wt, rel, ".git"))
+    return False
+
+
+def _named_so(wt: str | Path, rel: str) -> list[bytes]:
+    """The paths under `wt` (as bytes) whose name, decoded as git output is (U+FFFD for what is
+    not UTF-8), reads `rel`."""
+    paths = [os.fsencode(wt)]
+    for part in rel.split("/"):
+        below = []
+        for base in paths:
+            try:
+                below += [os.path.join(base, n) for n in os.listdir(base) if n.decode("utf-8", "replace") == part]
+            except OSError:
+                continue
+        paths = below
+    return paths
 
 
 def _repos_under(wt: str | Path, dirs: list[str]) -> set[str]:

@@ -19,22 +19,27 @@ _LIMIT = 32 << 20  # (an index of some 300,000 files; past it, git reads it, in 
 
 
 def read(path: str) -> bytes:
-    """The index file at `path`. Not through a symbolic link, not a FIFO (a sandboxed agent
-    can write its git dir: its reader must not block), not past `_LIMIT`."""
+    """The index file at `path` (`plain_file`); LookupError when it is not one."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        return plain_file(path)
     except OSError as e:
         raise LookupError(str(e)) from None
+
+
+def plain_file(path: str, limit: int = _LIMIT) -> bytes:
+    """The bytes of the regular file at `path`, not through a symbolic link, not waiting for
+    a writer, not past `limit` (OSError otherwise). What an agent can write is read so (its
+    git dir's index; for git.py, ref and object files): a FIFO there must not block the
+    sidecar, and with it every client."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > _LIMIT:
-            raise LookupError("not a plain file of an index's size")
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            raise OSError(f"{path}: not a regular file of at most {limit} bytes")
         chunks = []
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
         return b"".join(chunks)
-    except OSError as e:
-        raise LookupError(str(e)) from None
     finally:
         os.close(fd)
 

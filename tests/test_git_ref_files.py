@@ -4,7 +4,10 @@ cancel asks them): they say what git would, or defer to git (LookupError)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
+import zlib
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -30,6 +33,11 @@ AROUND: dict[str, tuple[list[str], str | None]] = {
     "a ref below the name": ([NEW + "/x/y"], NEW + "/x/y"),
     "a ref below the name, packed": ([NEW + "/x/y", "pack"], NEW + "/x/y"),
     "an empty directory at the name": (["dir:" + NEW + "/x"], None),
+    # What no listing of refs shows, and git still cannot write past (red team rt1 F2):
+    "a file where the reflog's directory goes": (["file:logs/refs/heads/para/archived"],
+                                                 "logs/refs/heads/para/archived"),
+    "a reflog below the name": (["file:logs/" + NEW + "/x"], "logs/" + NEW + "/x"),
+    "a lock file at the name": (["file:" + NEW + ".lock"], NEW + ".lock"),
 }
 
 
@@ -43,10 +51,14 @@ def test_what_is_in_a_new_refs_way_is_what_keeps_git_from_making_it(case: str, t
             git("pack-refs", "--all", cwd=repo)
         elif step.startswith("dir:"):
             (repo / ".git" / step[4:]).mkdir(parents=True)
+        elif step.startswith("file:"):
+            (repo / ".git" / step[5:]).parent.mkdir(parents=True, exist_ok=True)
+            (repo / ".git" / step[5:]).write_text("x\n")
         else:
             git("update-ref", step, "HEAD", cwd=repo)
     common = str(repo / ".git")
-    found = para_git.in_the_way_in_files(common, NEW, para_git.packed_names(common))
+    found = para_git.in_the_way_in_files(common, NEW, para_git.packed_names(common)) \
+        or para_git.writing_in_the_way(common, NEW)
     assert found == expected
     # The cancel's choice of name is the same from the files as from git's listing (where the
     # files cannot say: a reftable).
@@ -79,6 +91,8 @@ TIPS: dict[str, tuple[str, bool]] = {
     "a commit, packed, known to the caller": ("packed known", True),
     "an annotated tag": ("tag", False),
     "a blob": ("blob", False),
+    # (red team rt1 F4) A header that says commit over content that is not the object's id:
+    "a damaged commit object": ("damaged", False),
 }
 
 
@@ -94,6 +108,10 @@ def test_a_branch_tip_read_from_files_is_the_commit_git_resolves(case: str, tmp_
         git("gc", "-q", cwd=repo)
         assert not (repo / ".git" / "objects" / head[:2] / head[2:]).exists()
         known = (head,) if kind.endswith("known") else ()
+    if kind == "damaged":
+        target = "1" * 40
+        (repo / ".git" / "objects" / "11").mkdir()
+        (repo / ".git" / "objects" / "11" / ("1" * 38)).write_bytes(zlib.compress(b"commit 5\0hello"))
     # (Written as a sandboxed agent can, past git's refusal of a branch at a non-commit.)
     (repo / ".git" / "refs" / "heads" / "b").write_text(target + "\n")
     common = str(repo / ".git")
@@ -105,4 +123,30 @@ def test_a_branch_tip_read_from_files_is_the_commit_git_resolves(case: str, tmp_
     # What git resolves the branch to (`rev-parse b^{commit}`): the same commit, or none.
     peeled = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "b^{commit}"], cwd=repo,
                             capture_output=True, text=True).stdout.strip()
-    assert peeled == (head if kind != "blob" else "")
+    assert peeled == (head if kind not in ("blob", "damaged") else "")
+
+
+@pytest.mark.parametrize("path", ["packed-refs", "objects/@"])
+def test_a_fifo_where_git_keeps_a_file_is_left_to_git_without_blocking(path: str, tmp_path: Path) -> None:
+    """(Red team rt1 F1.) These run in the sidecar's event loop: a FIFO an agent left at the
+    branch tip's object path, or at packed-refs, froze every client. (Git reads packs first:
+    with the object packed, git itself never opened it.)"""
+    repo = make_repo(tmp_path / "r")
+    head = git("rev-parse", "HEAD", cwd=repo)
+    git("update-ref", "refs/heads/b", head, cwd=repo)
+    git("repack", "-adq", cwd=repo)
+    git("prune-packed", cwd=repo)
+    fifo = repo / ".git" / path.replace("@", f"{head[:2]}/{head[2:]}")
+    fifo.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo)
+    def blocked(*_: object) -> None:
+        raise TimeoutError("the read blocked")
+
+    signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(20)  # (a read that blocks fails the test instead of hanging it)
+    try:
+        with pytest.raises(LookupError):
+            para_git.packed_names(str(repo / ".git")) if path == "packed-refs" \
+                else para_git.commit_in_files(str(repo / ".git"), "b")
+    finally:
+        signal.alarm(0)

@@ -7,6 +7,8 @@ repositories; each failed on the code before its fix.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -83,6 +85,39 @@ def test_cancel_saves_a_repository_cloned_into_an_ignored_directory(sidecar, par
     (kept,) = [r for r in saved["refs"] if r.endswith("/HEAD")]
     assert rev(repo, kept) == head
     assert show(repo, f"{kept}:fix.txt") == "the agent's fix\n"
+
+
+# how a repository at a path that is not UTF-8 ("caf\xe9": Latin-1) comes to be in a worktree
+NOT_UTF8 = {"added as a gitlink": ".", "untracked": None, "in an ignored directory": "vendor"}
+
+
+@pytest.mark.parametrize("how", list(NOT_UTF8))
+def test_a_repository_at_a_path_that_is_not_utf8_is_never_removed_unsaved(sidecar, para, repo, how):
+    """(Red team rt1 F3.) Git's names are read as UTF-8, U+FFFD for what is not: such a path
+    named nothing on disk, and a clone there with a commit of its own was deleted with the
+    worktree, unsaved. Cancel and integrate now refuse, naming it, with nothing changed;
+    renamed, it is saved as any nested repository is."""
+    para("start", "nu")
+    path = wt(repo, "nu")
+    where = NOT_UTF8[how]
+    if where == "vendor":
+        commit_file(path, ".gitignore", "vendor/\n", "ignore vendor")
+        (path / "vendor").mkdir()
+    top = os.fsencode(path / (where or "."))
+    raw = os.path.join(top, b"caf\xe9")
+    subprocess.run(["git", "init", "-q", raw], check=True, capture_output=True)
+    inner = Path(os.fsdecode(raw))
+    head = commit_file(inner, "p.txt", "p\n", "a commit only this clone has")
+    if where == ".":
+        subprocess.run(["git", "add", b"caf\xe9"], cwd=path, check=True, capture_output=True)
+        git("commit", "-q", "-m", "add the clone", cwd=path)
+    for argv in (("cancel", "nu"), ("integrate", "done", "--session", "nu")):
+        out = para(*argv, check=False)
+        assert_error(out, Code.wrong_state, "not UTF-8")
+        assert inner.is_dir() and rev(inner, "HEAD") == head
+    os.rename(raw, os.path.join(top, b"cafe"))
+    para("cancel", "nu")
+    assert head in git("for-each-ref", "--format=%(objectname)", "refs/para/backup/nu/", cwd=repo).split()
 
 
 @pytest.fixture

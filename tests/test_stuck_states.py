@@ -101,18 +101,25 @@ def test_a_cancel_refused_by_a_protected_branch_hook_is_not_stuck(para, para_jso
     assert show(repo, para_json("cancel", "pb")["archived_branch"] + ":work.txt") == "work\n"
 
 
-def test_a_ref_in_the_way_of_the_archive_makes_cancel_archive_under_another_name(para, para_json, repo):
+@pytest.mark.parametrize("blocker", ["refs/heads/para/archived", "logs/refs/heads/para/archived"])
+def test_a_ref_in_the_way_of_the_archive_makes_cancel_archive_under_another_name(para, para_json, repo, blocker):
     """refs are paths: a branch `para/archived` (anyone, or an agent, can make one) keeps every
     `para/archived/<stamp>/<name>` from existing. Cancel archives under `para/archived-<stamp>/`
     and says so in a note, instead of failing half done (red team RA8) or refusing every cancel
-    until someone deletes the ref (rt13 RA8)."""
+    until someone deletes the ref (rt13 RA8). So does a file where the reflog's directory goes
+    (a sandboxed agent can write `logs/refs/heads/para/`): `branch -m` moves the reflog too,
+    and failed there after the worktree went, the cancel stuck half done (red team rt1 F2)."""
     para("start", "rb")
     (wt(repo, "rb") / "work.txt").write_text("work\n")
-    git("branch", "para/archived", "main", cwd=repo)
+    if blocker.startswith("refs/"):
+        git("branch", "para/archived", "main", cwd=repo)
+    else:
+        (repo / ".git" / blocker).parent.mkdir(parents=True, exist_ok=True)
+        (repo / ".git" / blocker).write_text("not a directory\n")
     out = para_json("cancel", "rb")
     archived = out["archived_branch"]
     assert archived.startswith("para/archived-"), out
-    assert any("refs/heads/para/archived is in the way" in n for n in out["notes"]), out
+    assert any(f"{blocker} is in the way" in n for n in out["notes"]), out
     no_pending(repo, "rb", "cancelled")
     assert show(repo, archived + ":work.txt") == "work\n"
     recovered = para_json("recover", "rb")

@@ -78,13 +78,15 @@ def _made_at(ref: str) -> float | None:
 async def _first_free(repo: Repo, names: list[str]) -> tuple[str | None, str | None]:
     """The first of the branch `names` that can be made, and what is in the way of the first
     name (None when nothing is). From the loose ref files and packed-refs (no git process on
-    every cancel); where those cannot say, from one listing of the refs around them."""
+    every cancel); where those cannot say, from one listing of the refs around them. Either
+    way, what no listing shows counts too (a lock file, the reflog's place: `branch -m` would
+    fail there after the worktree went)."""
     first = f"refs/heads/{names[0]}"
     try:
         packed = git.packed_names(repo.common_dir)
 
         def in_way(ref: str) -> str | None:
-            return git.in_the_way_in_files(repo.common_dir, ref, packed)
+            return git.in_the_way_in_files(repo.common_dir, ref, packed) or git.writing_in_the_way(repo.common_dir, ref)
 
         return next((a for a in names if in_way(f"refs/heads/{a}") is None), None), in_way(first)
     except LookupError:
@@ -92,9 +94,14 @@ async def _first_free(repo: Repo, names: list[str]) -> tuple[str | None, str | N
         near = await git.refs(repo.root, family) if family else {}
 
         def listed(ref: str) -> str | None:
-            return ref if ref in near else git.blocking_ref(ref, near)
+            try:
+                beside = git.writing_in_the_way(repo.common_dir, ref)
+            except LookupError as e:  # (cannot be read: not chosen)
+                beside = str(e)
+            return ref if ref in near else git.blocking_ref(ref, near) or beside
 
         return next((a for a in names if listed(f"refs/heads/{a}") is None), None), listed(first)
+
 
 class Sessions(Remote):
     """The session lifecycle operations."""
@@ -432,12 +439,13 @@ class Sessions(Remote):
                 free, in_way = await _first_free(repo, names)
                 if free is None:
                     blocker = in_way or f"refs/heads/{archive}"
-                    raise ParaError(Code.wrong_state, f"cannot cancel {s.name!r}: the ref {blocker} is in the way of "
+                    fix = (f"`git update-ref -d {blocker}` after making sure nothing needs it" if blocker.startswith("refs/")
+                           else f"delete {os.path.join(repo.common_dir, blocker)} after making sure nothing needs it")
+                    raise ParaError(Code.wrong_state, f"cannot cancel {s.name!r}: {blocker} is in the way of "
                                     f"its archive branch {archive} (git cannot hold both); rename or delete it "
-                                    f"(`git update-ref -d {blocker}` after making sure nothing needs it), then cancel "
-                                    "again", session=s.name, ref=blocker)
+                                    f"({fix}), then cancel again", session=s.name, ref=blocker)
                 if not free.startswith(f"{cfg['branch_prefix']}/archived/"):
-                    s.notes.append(f"archived as {free}: the ref {in_way} is in the way of {archive}")
+                    s.notes.append(f"archived as {free}: {in_way} is in the way of {archive}")
                 archive = free
                 s.op = Op(kind="cancel", data={"archive": archive, "discard": p.discard, "stamp": stamp})
                 repo.store.save(s)
