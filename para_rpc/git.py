@@ -261,11 +261,16 @@ def _unlink_reflogs(top: str) -> None:
 def dotgit(worktree: str) -> bytes:
     """The start of the worktree's `.git` file, as `names_git_dir` and `watch.gitdir_of` read
     it; empty when it cannot be read (missing, a directory)."""
-    try:
-        with open(os.path.join(worktree, ".git"), "rb") as f:
-            return f.read(8192)
+    try:  # (an agent can make its `.git` a FIFO: this runs in the event loop, and must not wait)
+        fd = os.open(os.path.join(worktree, ".git"), os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return b""
+    try:
+        return os.read(fd, 8192) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 def names_git_dir(worktree: str, git_dir: str, data: bytes | None = None) -> bool:

@@ -291,8 +291,7 @@ def linked_checkout_on(wt: str, branch: str) -> bool | None:
     """main_checkout_on for a linked worktree: the HEAD file in the git directory its `.git`
     file names (no git process); None when the files cannot say."""
     try:
-        with open(os.path.join(wt, ".git"), encoding="utf-8") as f:
-            text = f.read(8192)
+        text = git.read_regular(os.path.join(wt, ".git"), 8192)
         if not text.startswith("gitdir:"):
             return None
         return git.symbolic_ref_file(os.path.join(wt, text[len("gitdir:"):].strip()), "HEAD") == branch

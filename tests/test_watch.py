@@ -410,6 +410,23 @@ def test_a_git_file_rewritten_by_hand_is_noted_on_the_next_list_and_put_back_no_
     assert notes() == []
 
 
+def test_a_fifo_for_a_git_file_is_listed_and_cancelled_without_the_sidecar_waiting_on_it(
+        sidecar: Any, repo: Path) -> None:
+    """An agent (sandboxed too: its worktree is its own) makes its `.git` a FIFO: the sidecar
+    read it in its event loop and waited for a writer forever, every client with it. Now
+    the list says the file no longer names the git dir, and cancel puts it back, saves the work,
+    and removes the worktree."""
+    run_para("start", "s", cwd=repo)
+    wt = repo / ".para" / "worktrees" / "s"
+    (wt / ".git").unlink()
+    os.mkfifo(wt / ".git")
+    (wt / "work.txt").write_text("work\n")
+    assert any("no longer names the git directory" in n for n in _session(repo, "s")["notes"])
+    out = json.loads(run_para("cancel", "s", "--json", cwd=repo).stdout)
+    assert git("show", f"{out['archived_branch']}:work.txt", cwd=repo) == "work"
+    assert not wt.exists()
+
+
 def tmp_git_dir(repo: Path) -> Path:
     other = repo.parent / "elsewhere.git"
     other.mkdir(exist_ok=True)

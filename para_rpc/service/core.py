@@ -192,8 +192,7 @@ def _as_made(s: Session, tip: str) -> git.Worktree | None:
         return None
     path = os.path.realpath(s.worktree)
     try:
-        with open(os.path.join(s.git_dir, "gitdir"), encoding="utf-8") as f:
-            named = f.read(8192).strip()
+        named = git.read_regular(os.path.join(s.git_dir, "gitdir"), 8192).strip()
         if os.path.realpath(named) != os.path.join(path, ".git") \
                 or git.symbolic_ref_file(s.git_dir, "HEAD") != s.branch:
             return None
