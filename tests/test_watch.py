@@ -422,6 +422,7 @@ def test_a_fifo_for_a_git_file_is_listed_and_cancelled_without_the_sidecar_waiti
     os.mkfifo(wt / ".git")
     (wt / "work.txt").write_text("work\n")
     assert any("no longer names the git directory" in n for n in _session(repo, "s")["notes"])
+    assert json.loads(run_para("status", "show", "s", "--json", cwd=repo).stdout)["sessions"][0]["name"] == "s"
     out = json.loads(run_para("cancel", "s", "--json", cwd=repo).stdout)
     assert git("show", f"{out['archived_branch']}:work.txt", cwd=repo) == "work"
     assert not wt.exists()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from para_rpc import agents, config, executors, git, runtime, sandbox
+from para_rpc import agents, config, executors, git, runtime, sandbox, watch
 from para_rpc.errors import Code, ParaError
 from para_rpc.model import (
     AgentRun,
@@ -73,12 +73,9 @@ def _mtime(path: str | None) -> float:
 
 
 def _worktree_gitdir(worktree: str) -> str | None:
-    """The private git dir of a linked worktree, read from its `.git` file (no git process)."""
-    try:
-        text = Path(worktree, ".git").read_text()
-    except OSError:
-        return None
-    return text.split("gitdir:", 1)[1].strip() if text.startswith("gitdir:") else None
+    """The private git dir of a linked worktree, read from its `.git` file (no git process,
+    and no wait on a FIFO there: `git.dotgit`)."""
+    return watch.gitdir_of(worktree, git.dotgit(worktree))
 
 
 # ---- what changed outside an agent's worktree ----------------------------------------------
