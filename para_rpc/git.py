@@ -639,8 +639,8 @@ def _raise_lookup(e: OSError) -> None:
 def commit_in_files(common_dir: str, branch: str, known: Iterable[str | None] = ()) -> str:
     """`resolve` of `refs/heads/<branch>` without a git process, when its loose ref names a
     commit: one of `known` (commits the caller made or had git check), or a loose object
-    whose header says commit. LookupError otherwise (packed, a tag, another object store):
-    then ask git."""
+    that is a commit, its id checked. LookupError otherwise (packed, a tag, another object
+    store, a damaged object): then ask git."""
     sha = branch_file(common_dir, branch)
     if sha in known:
         return sha
