@@ -86,16 +86,17 @@ def _restore_links(worktree: str, git_dir: str, common_dir: str) -> None:
                              ("gitdir", os.path.join(worktree, ".git"), f"{os.path.join(worktree, '.git')}\n")):
         path = os.path.join(git_dir, name)
         try:
-            with open(path) as f:
-                named = f.read().strip()
+            named = read_regular(path).strip()
         except FileNotFoundError:
             named = ""
-        except (OSError, UnicodeDecodeError):
+        except OSError:  # (a link, a FIFO: put back as a file, below)
             named = "?"
         if named and os.path.realpath(os.path.join(git_dir, named)) == os.path.realpath(want):
             continue
         log.warning("%s named %r, not %s: restored", path, named[:200], want)
         try:
+            if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)  # (a link is not written through, nor a FIFO waited on)
             with open(path, "w") as f:  # (in place: a read-only bind of it in a sandbox shows the new text)
                 f.write(text)
         except OSError as e:

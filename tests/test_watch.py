@@ -428,6 +428,29 @@ def test_a_fifo_for_a_git_file_is_listed_and_cancelled_without_the_sidecar_waiti
     assert not wt.exists()
 
 
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_git_dir_file_that_is_no_file_is_put_back_without_waiting_on_it_or_writing_through_it(
+        sidecar: Any, repo: Path, tmp_path: Path, kind: str) -> None:
+    """Before git runs in a worktree, its git dir's `commondir` and `gitdir` are put back to
+    what git wrote when they name anything else. An (unsandboxed) agent that made one a FIFO
+    left that read waiting forever; one that made it a symlink had para write `../..` into the
+    file the link named. Now either is replaced by the file git wrote."""
+    run_para("start", "s", cwd=repo)
+    wt = repo / ".para" / "worktrees" / "s"
+    commondir = repo / ".git" / "worktrees" / "s" / "commondir"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    commondir.unlink()
+    if kind == "fifo":
+        os.mkfifo(commondir)
+    else:
+        commondir.symlink_to(victim)
+    (wt / "work.txt").write_text("work\n")
+    out = json.loads(run_para("cancel", "s", "--json", cwd=repo).stdout)
+    assert git("show", f"{out['archived_branch']}:work.txt", cwd=repo) == "work"
+    assert victim.read_text() == "mine\n"
+
+
 def tmp_git_dir(repo: Path) -> Path:
     other = repo.parent / "elsewhere.git"
     other.mkdir(exist_ok=True)
