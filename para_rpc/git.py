@@ -648,9 +648,14 @@ def commit_in_files(common_dir: str, branch: str, known: Iterable[str | None] = 
     if len(sha) != 40:
         raise LookupError("not a SHA-1 repository")
     try:
-        data = zlib.decompress(git_index.plain_file(os.path.join(common_dir, "objects", sha[:2], sha[2:]), 1 << 20))
+        inflate = zlib.decompressobj()
+        # (Capped: a small object can inflate to gigabytes, and this runs in the event loop.)
+        data = inflate.decompress(git_index.plain_file(os.path.join(common_dir, "objects", sha[:2], sha[2:]),
+                                                       1 << 20), 1 << 20)
     except (OSError, zlib.error) as e:
         raise LookupError(str(e)) from None
+    if inflate.unconsumed_tail or not inflate.eof:
+        raise LookupError("a commit object larger than para reads itself")
     # (The whole object, its id checked: git refuses a damaged one, and so must this.)
     if not data.startswith(b"commit ") or hashlib.sha1(data).hexdigest() != sha:
         raise LookupError("not a commit's loose object")
@@ -745,7 +750,9 @@ async def delete_branch(cwd: str | Path, branch: str, kept: str | None = None) -
     if kept is None or "(was " not in res.out:
         return None
     was = res.out.rsplit("(was ", 1)[1].split(")", 1)[0].strip()
-    if kept.startswith(was):
+    # (Only an abbreviated id says what was deleted: a symbolic ref says `was refs/heads/x`,
+    # a broken one `was broken`, and neither held a commit of its own.)
+    if kept.startswith(was) or len(was) < 4 or any(c not in "0123456789abcdef" for c in was):
         return None
     found = await resolve(cwd, was)
     if found is None:

@@ -7,15 +7,16 @@ import asyncio
 import os
 import signal
 import subprocess
+import tracemalloc
 import zlib
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-
-from conftest import git, make_repo
 from para_rpc import git as para_git
 from para_rpc.service import sessions
+
+from conftest import git, make_repo
 
 NEW = "refs/heads/para/archived/20261205-120000/w"
 
@@ -93,6 +94,8 @@ TIPS: dict[str, tuple[str, bool]] = {
     "a blob": ("blob", False),
     # (red team rt1 F4) A header that says commit over content that is not the object's id:
     "a damaged commit object": ("damaged", False),
+    # (red team rt2 F4) Small on disk, past a megabyte inflated: not inflated in the event loop.
+    "a commit larger than para reads": ("huge", False),
 }
 
 
@@ -112,18 +115,24 @@ def test_a_branch_tip_read_from_files_is_the_commit_git_resolves(case: str, tmp_
         target = "1" * 40
         (repo / ".git" / "objects" / "11").mkdir()
         (repo / ".git" / "objects" / "11" / ("1" * 38)).write_bytes(zlib.compress(b"commit 5\0hello"))
+    if kind == "huge":
+        body = f"tree {git('rev-parse', 'HEAD^{tree}', cwd=repo)}\nauthor a <a@a> 0 +0000\ncommitter a <a@a> 0 +0000\n\n"
+        target = git("hash-object", "-t", "commit", "-w", "--stdin", cwd=repo, input=body + "x" * (64 << 20))
     # (Written as a sandboxed agent can, past git's refusal of a branch at a non-commit.)
     (repo / ".git" / "refs" / "heads" / "b").write_text(target + "\n")
     common = str(repo / ".git")
     if answers:
         assert para_git.commit_in_files(common, "b", known) == head
     else:
+        tracemalloc.start()
         with pytest.raises(LookupError):
             para_git.commit_in_files(common, "b", known)
+        assert tracemalloc.get_traced_memory()[1] < 8 << 20  # (the 64 MB commit was not inflated)
+        tracemalloc.stop()
     # What git resolves the branch to (`rev-parse b^{commit}`): the same commit, or none.
     peeled = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "b^{commit}"], cwd=repo,
                             capture_output=True, text=True).stdout.strip()
-    assert peeled == (head if kind not in ("blob", "damaged") else "")
+    assert peeled == {"blob": "", "damaged": "", "huge": target}.get(kind, head)
 
 
 @pytest.mark.parametrize("path", ["packed-refs", "objects/@"])

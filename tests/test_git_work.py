@@ -281,17 +281,19 @@ def test_start_over_a_broken_loose_branch_gives_advice_that_works(sidecar: Any, 
     assert "git branch -m para/g" not in proc.stderr, proc.stderr
 
 
-def _slipping_git(tmp_path: Path, branch: str) -> dict[str, str]:
+def _slipping_git(tmp_path: Path, branch: str, symref: bool = False) -> dict[str, str]:
     """An environment whose `git`, asked to delete `branch`, first commits on it (as a writer
-    outside para can, between para's last look at the branch and the delete)."""
+    outside para can, between para's last look at the branch and the delete), or with
+    `symref` makes it a symbolic ref to main."""
     bindir = tmp_path / f"slip-bin-{branch.replace('/', '-')}"
     bindir.mkdir()
     real = shutil.which("git")
+    slip = (f'{real} symbolic-ref refs/heads/{branch} refs/heads/main' if symref else
+            f'c=$({real} -c user.name=t -c user.email=t@t commit-tree "$({real} rev-parse {branch}^{{tree}})" '
+            f'-p {branch} -m slipped) && {real} update-ref refs/heads/{branch} "$c"')
     (bindir / "git").write_text(
         "#!/bin/sh\n"
-        f'case "$*" in *"branch -D --end-of-options {branch}")\n'
-        f'  c=$({real} -c user.name=t -c user.email=t@t commit-tree "$({real} rev-parse {branch}^{{tree}})" '
-        f'-p {branch} -m slipped) && {real} update-ref refs/heads/{branch} "$c" ;;\nesac\n'
+        f'case "$*" in *"branch -D --end-of-options {branch}")\n  {slip} ;;\nesac\n'
         f'exec {real} "$@"\n')
     (bindir / "git").chmod(0o755)
     return dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
@@ -324,5 +326,46 @@ def test_a_commit_made_on_a_branch_as_it_is_deleted_is_kept(repo: Path, runtime_
         assert not git("branch", "--list", "para/orphan", cwd=repo)
         (kept,) = _holding(repo, "refs/para/backup/clean/", "slipped")
         assert kept.endswith("/para/orphan-late"), kept
+    finally:
+        shutdown_sidecar(sc)
+
+
+def test_a_branch_made_a_symbolic_ref_as_it_is_deleted_keeps_nothing_and_says_nothing(
+        repo: Path, runtime_dir: Path, tmp_path: Path):
+    """git says `(was refs/heads/main)` for a symbolic ref it deleted: no commit of its own,
+    so no -late backup of main's tip and no warning that work did not land (red team rt2 F6)."""
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=_slipping_git(tmp_path, "para/sym", symref=True))
+    try:
+        run_para("start", "sym", cwd=repo)
+        (repo / ".para" / "worktrees" / "sym" / "work.txt").write_text("work\n")
+        r = json.loads(run_para("integrate", "done", "--session", "sym", "--json", cwd=repo).stdout)
+        assert not [ref for ref in git("for-each-ref", "--format=%(refname)", "refs/para/backup/sym/",
+                                       cwd=repo).split() if ref.endswith("-late")]
+        assert not any("did not land" in w for w in r["warnings"]), r["warnings"]
+    finally:
+        shutdown_sidecar(sc)
+
+
+def test_an_archive_name_blocked_while_the_worktree_goes_is_replaced_by_the_next_free_one(
+        repo: Path, runtime_dir: Path, tmp_path: Path):
+    """The archive name is checked before the worktree is removed; another session's agent
+    (which can write logs/refs/heads/para/) may put a file where its reflog goes meanwhile:
+    `branch -m` failed then, after the worktree went, and every retry failed alike (red team
+    rt2 F5). The cancel takes the next free name, and says so."""
+    bindir = tmp_path / "plant-bin"
+    bindir.mkdir()
+    real = shutil.which("git")
+    logs = repo / ".git" / "logs" / "refs" / "heads" / "para"
+    (bindir / "git").write_text('#!/bin/sh\ncase "$*" in *"worktree remove"*)\n'
+                                f'  mkdir -p {logs} && echo planted > {logs}/archived ;;\nesac\nexec {real} "$@"\n')
+    (bindir / "git").chmod(0o755)
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}"))
+    try:
+        run_para("start", "s", cwd=repo)
+        (repo / ".para" / "worktrees" / "s" / "work.txt").write_text("work\n")
+        out = json.loads(run_para("cancel", "s", "--json", cwd=repo).stdout)
+        assert out["status"] == "cancelled" and out["archived_branch"].startswith("para/archived-"), out
+        assert any("could no longer be made" in n for n in out["notes"]), out["notes"]
+        assert git("show", f"{out['archived_branch']}:work.txt", cwd=repo) == "work"
     finally:
         shutdown_sidecar(sc)

@@ -75,6 +75,12 @@ def _made_at(ref: str) -> float | None:
 
 
 
+def _archive_names(prefix: str, stamp: str, name: str) -> list[str]:
+    """The names a cancel archives a branch under, in the order they are tried."""
+    return ([f"{prefix}/archived/{stamp}{'' if n == 1 else f'-{n}'}/{name}" for n in range(1, 100)]
+            + [f"{prefix}/archived-{stamp}{'' if n == 1 else f'-{n}'}/{name}" for n in range(1, 100)])
+
+
 async def _first_free(repo: Repo, names: list[str]) -> tuple[str | None, str | None]:
     """The first of the branch `names` that can be made, and what is in the way of the first
     name (None when nothing is). From the loose ref files and packed-refs (no git process on
@@ -430,10 +436,7 @@ class Sessions(Remote):
                 # Taken: the next number. In the way (a ref named `<prefix>/archived` itself, which
                 # a sandboxed agent can write under refs/heads/para/): another name, said in a
                 # note, rather than a cancel refused until someone deletes that ref (rt13 RA8).
-                names = [f"{cfg['branch_prefix']}/archived/{stamp}{'' if n == 1 else f'-{n}'}/{s.name}"
-                         for n in range(1, 100)]
-                names += [f"{cfg['branch_prefix']}/archived-{stamp}{'' if n == 1 else f'-{n}'}/{s.name}"
-                          for n in range(1, 100)]
+                names = _archive_names(cfg["branch_prefix"], stamp, s.name)
                 # Checked before anything is removed: a rename that fails after the worktree
                 # went would leave the cancel half done.
                 free, in_way = await _first_free(repo, names)
@@ -515,7 +518,7 @@ class Sessions(Remote):
                 tip = await git.resolve(repo.root, f"refs/heads/{s.branch}")  # (a branch at a non-commit: None)
             if tip is not None or await git.branch_exists(repo.root, s.branch):
                 s.head_commit = tip
-                await git.rename_branch(repo.root, s.branch, d["archive"])
+                await self._archive(repo, s, d)
                 s.archived_branch = d["archive"]
             elif not (s.archived_branch and await git.branch_exists(repo.root, s.archived_branch)):
                 s.archived_branch = d["archive"]  # (an unfinished recover that never renamed keeps its archive)
@@ -525,6 +528,24 @@ class Sessions(Remote):
         repo.store.save(s)
         await self._sweep_object_dirs(repo)  # (its sandbox's objects into the common store)
         return saved, backups
+
+    async def _archive(self, repo: Repo, s: Session, d: dict[str, Any]) -> None:
+        """Rename the session branch to its archive `d["archive"]`. The name was free when the
+        cancel chose it; something may have come in its way since (a file at its reflog's
+        place, which agents can write, while the worktree was being removed): then the next
+        free name, journaled, rather than a cancel left half done that a retry fails alike."""
+        try:
+            await git.rename_branch(repo.root, s.branch, d["archive"])
+            return
+        except ParaError:
+            prefix, _, rest = d["archive"].partition("/archived")
+            free, _ = await _first_free(repo, _archive_names(prefix, d["stamp"], s.name)) if rest else (None, None)
+            if free is None or free == d["archive"]:
+                raise
+        s.notes.append(f"archived as {free}: {d['archive']} could no longer be made")
+        d["archive"] = free
+        repo.store.save(s)
+        await git.rename_branch(repo.root, s.branch, free)
 
     async def _force_clear(self, repo: Repo, s: Session) -> Session:
         """`cancel --force` on a session with an unfinished operation: run its repair once more;
