@@ -220,12 +220,16 @@ def _env(cwd: str | Path, env: dict[str, str] | None,
         common = _common_around(cwd, commons)
         if common is not None:
             _unlink_reflogs(os.path.join(common, "logs", "refs", "heads", "para"))
+            _unlink_fifos(os.path.join(common, "refs", "heads", "para"))
     else:
         worktree, git_dir, common = found
         if os.path.isdir(git_dir):
             _restore_links(worktree, git_dir, common)
             _unlink_reflogs(os.path.join(git_dir, "logs"))
+            with contextlib.suppress(OSError), os.scandir(git_dir) as it:  # (HEAD, index, ...: the agent's to write)
+                _refuse_fifos(e.path for e in it if not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False)))
         _unlink_reflogs(os.path.join(common, "logs", "refs", "heads", "para"))
+        _unlink_fifos(os.path.join(common, "refs", "heads", "para"))
         pin_env = {"GIT_DIR": git_dir, "GIT_COMMON_DIR": common, "GIT_WORK_TREE": worktree}
         full = {**BASE_ENV, **pin_env, **(env or {})}
     if common is None or (env is not None and "GIT_ALTERNATE_OBJECT_DIRECTORIES" in env):
@@ -257,6 +261,27 @@ def _unlink_reflogs(top: str) -> None:
                     log.warning("reflog %s (%s) removed before para's git wrote to it", e.path, target[:200])
                 elif e.is_dir(follow_symlinks=False):
                     dirs.append(e.path)
+
+
+def _unlink_fifos(top: str) -> None:
+    """FIFOs, sockets and devices (or symlinks to one) where a sandboxed agent can write refs
+    (`refs/heads/para/`) go before para's git lists refs: git opens every loose ref file it
+    lists and would wait on one forever, with the repository's lock held (red team rt2). They
+    hold no ref; a file, directory or other link is left alone."""
+    dirs = [top]
+    while dirs:
+        try:
+            with os.scandir(dirs.pop()) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for e in entries:
+            with contextlib.suppress(OSError):
+                if e.is_dir(follow_symlinks=False):
+                    dirs.append(e.path)
+                elif not e.is_file(follow_symlinks=False) and _not_a_file(e.path):
+                    os.unlink(e.path)
+                    log.warning("%s (not a file: a FIFO or a device) removed before para's git read refs", e.path)
 
 
 def dotgit(worktree: str) -> bytes:
@@ -329,14 +354,66 @@ class Result:
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="para-git")
 
 
+# A git process that runs this long is stopped, with an error that says why it may have hung
+# (git opens the files it reads without O_NONBLOCK: a FIFO an agent left where git reads,
+# a `.gitignore` in its worktree say, would otherwise hold the repository's lock forever). A
+# backstop, far above any git para runs on a large repository; PARA_GIT_TIMEOUT changes it.
+GIT_TIMEOUT = float(os.environ.get("PARA_GIT_TIMEOUT") or 900)
+
+
 def _spawn(argv: list[str], cwd: str, env: dict[str, str] | None, stdin: bytes | None,
            known: tuple[dict[str, tuple[str, str]], frozenset[str]]) -> tuple[int, bytes, bytes]:
     """(In a `_SPAWNER` thread.) The environment is made here too: it walks reflogs and
     resolves paths (`_env`), file system work the event loop need not wait for."""
-    with subprocess.Popen(argv, cwd=cwd, env=_env(cwd, env, known), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+    full_env = _env(cwd, env, known)
+    sub = argv[len(BASE_ARGS) + 1]
+    if sub in ("worktree", "branch", "for-each-ref", "show-ref"):  # (they read refs/heads/para/)
+        dot_git = os.path.join(cwd, ".git")
+        common = full_env.get("GIT_COMMON_DIR") or (dot_git if os.path.isdir(dot_git) else cwd)  # (run at the top)
+        _unlink_fifos(os.path.join(common, "refs", "heads", "para"))
+        if sub in ("worktree", "branch"):  # (and every worktree's HEAD)
+            _refuse_fifos_of_worktrees(common)
+    with subprocess.Popen(argv, cwd=cwd, env=full_env, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        out, err = proc.communicate(stdin)
+        try:
+            out, err = proc.communicate(stdin, timeout=GIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=5)
+            raise ParaError(Code.git_failed, f"git {argv[len(BASE_ARGS) + 1]} in {cwd} did not finish in "
+                            f"{GIT_TIMEOUT:.0f} s and was stopped: something it reads may never end (a FIFO "
+                            "where a file should be, in the worktree or its git directory?); nothing else was "
+                            "changed by it", argv=argv[len(BASE_ARGS):], cwd=cwd) from None
     return proc.returncode, out, err
+
+
+def _not_a_file(path: str) -> bool:
+    """Whether `path` is there as something a reader can wait on forever: a FIFO, a socket, a
+    device, or a symlink to one."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+
+
+def _refuse_fifos(paths: Iterable[str]) -> None:
+    odd = [p for p in paths if _not_a_file(p)]
+    if odd:
+        raise ParaError(Code.wrong_state, f"{odd[0]} is not a file (a FIFO or a device): git would wait on it "
+                        f"forever; remove it (`rm {odd[0]}`), then try again", path=odd[0])
+
+
+def _refuse_fifos_of_worktrees(common: str) -> None:
+    """The files `git worktree` and `git branch` read of every worktree (HEAD, gitdir,
+    commondir), checked first: an agent's own git dir is writable to it."""
+    try:
+        with os.scandir(os.path.join(common, "worktrees")) as it:
+            ids = [e.path for e in it if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    _refuse_fifos(os.path.join(d, name) for d in ids for name in ("HEAD", "gitdir", "commondir"))
 
 
 async def run(cwd: str | Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
