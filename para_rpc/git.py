@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,23 +244,12 @@ def _unlink_reflogs(top: str) -> None:
     would write its line into whatever file a link names, or refuse ("reflog is a symlink")
     and keep the session from ever ending (red team rt13 L1). The file a link named is left
     as it was; git starts the reflog anew."""
-    # (Before every git para runs: the kinds come from the directory listing itself, d_type,
-    # not from a stat of each reflog; a directory that cannot be read is skipped, as os.walk does.)
-    dirs = [top]
-    while dirs:
-        try:
-            with os.scandir(dirs.pop()) as it:
-                entries = list(it)
-        except OSError:
-            continue
-        for e in entries:
-            with contextlib.suppress(OSError):
-                if e.is_symlink() or not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False)):
-                    target = os.readlink(e.path) if e.is_symlink() else "not a file"
-                    os.unlink(e.path)
-                    log.warning("reflog %s (%s) removed before para's git wrote to it", e.path, target[:200])
-                elif e.is_dir(follow_symlinks=False):
-                    dirs.append(e.path)
+    for e in _non_dirs_under(top):
+        with contextlib.suppress(OSError):
+            if e.is_symlink() or not e.is_file(follow_symlinks=False):
+                target = os.readlink(e.path) if e.is_symlink() else "not a file"
+                os.unlink(e.path)
+                log.warning("reflog %s (%s) removed before para's git wrote to it", e.path, target[:200])
 
 
 def _unlink_fifos(top: str) -> None:
@@ -268,6 +257,17 @@ def _unlink_fifos(top: str) -> None:
     (`refs/heads/para/`) go before para's git lists refs: git opens every loose ref file it
     lists and would wait on one forever, with the repository's lock held (red team rt2). They
     hold no ref; a file, directory or other link is left alone."""
+    for e in _non_dirs_under(top):
+        with contextlib.suppress(OSError):
+            if not e.is_file(follow_symlinks=False) and _not_a_file(e.path):
+                os.unlink(e.path)
+                log.warning("%s (not a file: a FIFO or a device) removed before para's git read refs", e.path)
+
+
+def _non_dirs_under(top: str) -> Iterator[os.DirEntry[str]]:
+    """Every entry below `top` but its directories (not followed through links). Before every
+    git para runs: the kinds come from the directory listing itself, d_type, not from a stat
+    of each entry; a directory that cannot be read is skipped, as os.walk does."""
     dirs = [top]
     while dirs:
         try:
@@ -276,12 +276,14 @@ def _unlink_fifos(top: str) -> None:
         except OSError:
             continue
         for e in entries:
-            with contextlib.suppress(OSError):
-                if e.is_dir(follow_symlinks=False):
-                    dirs.append(e.path)
-                elif not e.is_file(follow_symlinks=False) and _not_a_file(e.path):
-                    os.unlink(e.path)
-                    log.warning("%s (not a file: a FIFO or a device) removed before para's git read refs", e.path)
+            try:
+                is_dir = e.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if is_dir:
+                dirs.append(e.path)
+            else:
+                yield e
 
 
 def dotgit(worktree: str) -> bytes:
