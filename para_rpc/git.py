@@ -372,7 +372,8 @@ def _spawn(argv: list[str], cwd: str, env: dict[str, str] | None, stdin: bytes |
     if sub in ("worktree", "branch", "for-each-ref", "show-ref"):  # (they read refs/heads/para/)
         dot_git = os.path.join(cwd, ".git")
         common = full_env.get("GIT_COMMON_DIR") or (dot_git if os.path.isdir(dot_git) else cwd)  # (run at the top)
-        _unlink_fifos(os.path.join(common, "refs", "heads", "para"))
+        if "GIT_COMMON_DIR" not in full_env:  # (else `_env` swept them already, as for any git in a worktree)
+            _unlink_fifos(os.path.join(common, "refs", "heads", "para"))
         if sub in ("worktree", "branch"):  # (and every worktree's HEAD)
             _refuse_fifos_of_worktrees(common)
     with subprocess.Popen(argv, cwd=cwd, env=full_env, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
@@ -383,7 +384,7 @@ def _spawn(argv: list[str], cwd: str, env: dict[str, str] | None, stdin: bytes |
             proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.communicate(timeout=5)
-            raise ParaError(Code.git_failed, f"git {argv[len(BASE_ARGS) + 1]} in {cwd} did not finish in "
+            raise ParaError(Code.git_failed, f"git {sub} in {cwd} did not finish in "
                             f"{GIT_TIMEOUT:.0f} s and was stopped: something it reads may never end (a FIFO "
                             "where a file should be, in the worktree or its git directory?); nothing else was "
                             "changed by it", argv=argv[len(BASE_ARGS):], cwd=cwd) from None
