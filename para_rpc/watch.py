@@ -78,6 +78,7 @@ class Watcher:
         self._owner: dict[int, set[str]] = {}
         self._paths: dict[int, str] = {}  # watch descriptor -> the directory it watches
         self._epochs = 0
+        self._changes = 0  # every event counted, every root dropped: `generation`
         self._fd = -1
         self._libc: ctypes.CDLL | None = None
         try:
@@ -136,6 +137,18 @@ class Watcher:
         watched. Take it before asking git; the answer stays valid while the token does."""
         return self.tokens((root,))[0]
 
+    def generation(self) -> tuple[int, int] | None:
+        """A value that moves whenever any root's token does (an event counted, a root
+        watched, dropped or forgotten): while it holds, every token does, without a look at
+        each root. None when nothing can be watched, or a walk holds the lock (as `tokens`)."""
+        if self._fd < 0 or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            self._drain()
+            return (self._epochs, self._changes) if self._fd >= 0 else None
+        finally:
+            self._lock.release()
+
     def tokens(self, roots: Iterable[str]) -> list[tuple[int, int] | None]:
         """`token` of each root, all after one look at the kernel's queue (a hundred worktrees
         in one `list`: one read, not a hundred)."""
@@ -185,6 +198,7 @@ class Watcher:
         return True
 
     def _drop(self, r: _Root) -> None:
+        self._changes += 1
         r.ok = False
         for wd in r.wds:
             self._forget(wd, r.path, remove=True)
@@ -234,6 +248,7 @@ class Watcher:
     def _count(self, wd: int, mask: int, name: bytes, r: _Root) -> None:
         """One event of `wd` for the root `r` it counts for."""
         r.gen += 1
+        self._changes += 1
         root = r.path
         if (self._paths.get(wd) == root or wd in r.extras) and mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
             # The worktree itself went (removed, moved), or an extra directory did (a private

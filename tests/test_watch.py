@@ -529,3 +529,89 @@ def test_the_whole_git_dir_moved_aside_and_copied_back(sidecar: Any, repo: Path)
     git("rm", "-q", "--cached", "README.md", cwd=wt)
     assert truth(wt)
     assert listed(repo) == {"s": True}
+
+
+# ---- the whole answer, kept while nothing it was made from moved (sessions.py `_list_key`)
+
+def _rows(repo: Path, cwd: Path | None = None) -> tuple[str | None, dict[str, tuple[str, bool, bool]]]:
+    out = json.loads(run_para("list", "--json", cwd=cwd or repo).stdout)
+    return out["current"], {s["name"]: (s["state"], s["worktree_exists"], s["current"]) for s in out["sessions"]}
+
+
+def test_the_generation_moves_whenever_any_token_does(tmp_path: Path) -> None:
+    """`list` keeps its whole answer under one value rather than a token per worktree: that
+    value moves with every root's events, with a root added, and with one dropped."""
+    w = Watcher()
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    (b / "sub").mkdir(parents=True)
+    assert w.watch(str(a))
+    steps: list[Callable[[], object]] = [
+        lambda: w.watch(str(b)),
+        lambda: (b / "sub" / "f").write_text("x"),
+        lambda: (a / "f").write_text("x"),
+        lambda: (b / "sub").rename(b / "sub2"),  # (b is dropped: walked again when next watched)
+        lambda: shutil.rmtree(a),
+    ]
+    for step in steps:
+        before = w.generation()
+        assert before is not None and w.generation() == before
+        step()
+        assert w.generation() != before, step
+
+
+def test_the_worktrees_directory_moved_aside_shows_on_the_next_list(sidecar: Any, repo: Path) -> None:
+    """A worktree's watch follows its directory, not its path: `.para/worktrees` renamed makes
+    no event in any worktree, yet the next list sees every worktree gone, and back again."""
+    for name in ("a", "b"):
+        run_para("start", name, cwd=repo)
+    (repo / ".para" / "worktrees" / "a" / "w.txt").write_text("w\n")
+    first = _rows(repo)
+    assert first == _rows(repo)  # (kept now)
+    assert first[1] == {"a": ("dirty", True, False), "b": ("active", True, False)}
+    (repo / ".para" / "worktrees").rename(repo / ".para" / "aside")
+    assert _rows(repo)[1] == {"a": ("missing", False, False), "b": ("missing", False, False)}
+    (repo / ".para" / "aside").rename(repo / ".para" / "worktrees")
+    assert _rows(repo) == first
+
+
+def test_a_session_changed_in_the_database_by_another_process_shows_on_the_next_list(
+        sidecar: Any, repo: Path) -> None:
+    import sqlite3
+    run_para("start", "s", cwd=repo)
+    assert _session(repo, "s")["notes"] == _session(repo, "s")["notes"] == []
+    with sqlite3.connect(repo / ".para" / "para.db") as db:
+        (doc,) = db.execute("SELECT doc FROM sessions WHERE name = 's'").fetchone()
+        s = json.loads(doc)
+        s["notes"] = ["written by another process"]
+        db.execute("UPDATE sessions SET doc = ? WHERE name = 's'", (json.dumps(s),))
+    assert _session(repo, "s")["notes"] == ["written by another process"]
+
+
+def test_each_caller_is_told_its_own_current_session(sidecar: Any, repo: Path) -> None:
+    for name in ("a", "b"):
+        run_para("start", name, cwd=repo)
+    wts = repo / ".para" / "worktrees"
+    (wts / "a" / "sub").mkdir()
+    for _ in range(2):  # (the second round from what each place was last told)
+        for where, current in ((repo, None), (wts / "a", "a"), (wts / "b", "b"), (wts / "a" / "sub", "a")):
+            got, rows = _rows(repo, where)
+            assert got == current and [n for n, r in rows.items() if r[2]] == ([current] if current else []), where
+
+
+def test_a_conflicted_sessions_git_file_rewritten_is_noted_on_the_next_list(sidecar: Any, repo: Path) -> None:
+    """A session that is not active keeps its worktree (a paused integration): what the list
+    says of it follows its worktree too."""
+    run_para("start", "s", cwd=repo)
+    wt = repo / ".para" / "worktrees" / "s"
+    (wt / "README.md").write_text("the session's\n")
+    git("commit", "-q", "-am", "session", cwd=wt)
+    (repo / "README.md").write_text("main's\n")
+    git("commit", "-q", "-am", "main", cwd=repo)
+    assert run_para("integrate", "land", "-s", "s", cwd=repo, check=False).returncode != 0
+    assert _session(repo, "s")["state"] == "conflicted"
+    assert _session(repo, "s")["notes"] == _session(repo, "s")["notes"] == []
+    other = repo.parent / "elsewhere.git"
+    other.mkdir()
+    (wt / ".git").write_text(f"gitdir: {other}\n")
+    assert any("no longer names the git directory" in n for n in _session(repo, "s")["notes"])

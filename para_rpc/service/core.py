@@ -42,7 +42,7 @@ from para_rpc.model import (
 )
 from para_rpc.names import validate_branch_name, validate_session_name
 from para_rpc.params import ConfigParams, EventsParams, HelloParams
-from para_rpc.results import SessionDetail
+from para_rpc.results import ListResult, SessionDetail
 from para_rpc.service.ports import Ports
 from para_rpc.store import Store
 
@@ -335,6 +335,9 @@ class ServiceCore:
         # Worktrees whose last `git status` failed (by resolved path): git's reason, said in the
         # session's notes while it lasts (such a worktree counts as dirty, never as clean).
         self._status_failed: dict[str, str] = {}
+        self._status_changes = 0  # (moves with `_status_failed`: `list` keeps its answer while it holds)
+        # `list`'s last answer by repository, with what it was made from (sessions.py `_list_key`)
+        self._lists: dict[tuple[str, bool, str], tuple[object, tuple[str, ...], object, ListResult]] = {}
         # Conflict forecasts: pure functions of commit ids, kept; a dirty worktree's snapshot
         # commit, kept while its `_dirty_cache` key holds (service/integration.py `conflicts`).
         self._snapshots: dict[str, tuple[object, str]] = {}
@@ -640,10 +643,9 @@ class ServiceCore:
         (its stored path may go through a symlink, such as a symlinked .para/worktrees)."""
         return {w.path: w for w in await git.worktrees(repo.root)}
 
-    async def _listed_refs(self, repo: Repo) -> tuple[dict[str, git.Worktree], dict[str, tuple[str, int]]]:
-        """The worktrees and branches, as `list` shows them: kept while nothing moved under the
-        common directory's `refs/` and `worktrees/` (branches, each worktree's HEAD, gitdir and
-        lock), nor its packed-refs or HEAD (watch.py). Never for a decision: operations read git."""
+    async def _listed_key(self, repo: Repo) -> object:
+        """What `_listed_refs` keeps its answer under: the watcher's tokens of the common
+        directory's `refs/` and `worktrees/` (watched here first), None while they cannot be."""
         refs, wts_dir = os.path.join(repo.common_dir, "refs"), os.path.join(repo.common_dir, "worktrees")
         roots: list[tuple[str, tuple[str, ...]]] = [(refs, (repo.common_dir,)), (wts_dir, ())]
         unwatched = [(root, extra) for root, extra in roots if not self.watcher.watching(root) and os.path.isdir(root)]
@@ -652,7 +654,13 @@ class ServiceCore:
         a, b = self.watcher.tokens((refs, wts_dir))
         # No worktree added yet (or the last one went): the watch of the common directory
         # itself (`refs`' extra) sees `worktrees/` appear.
-        key = None if a is None else (a, b) if b is not None else (a, "none") if not os.path.isdir(wts_dir) else None
+        return None if a is None else (a, b) if b is not None else (a, "none") if not os.path.isdir(wts_dir) else None
+
+    async def _listed_refs(self, repo: Repo) -> tuple[dict[str, git.Worktree], dict[str, tuple[str, int]]]:
+        """The worktrees and branches, as `list` shows them: kept while nothing moved under the
+        common directory's `refs/` and `worktrees/` (branches, each worktree's HEAD, gitdir and
+        lock), nor its packed-refs or HEAD (watch.py). Never for a decision: operations read git."""
+        key = await self._listed_key(repo)
         hit = self._listed.get(repo.common_dir)
         if key is not None and hit is not None and hit[0] == key:
             return hit[1], hit[2]
@@ -1043,9 +1051,11 @@ class ServiceCore:
                     # Unknown is not clean: work may be there that git cannot show now (a corrupt
                     # index, a broken .git). Not kept: asked again next time.
                     self._status_failed[wt.path] = e.data.get("stderr") or e.message
+                    self._status_changes += 1
                     log.warning("git status failed in %s: %s", path, self._status_failed[wt.path])
                     return True
-            self._status_failed.pop(wt.path, None)
+            if self._status_failed.pop(wt.path, None) is not None:
+                self._status_changes += 1
             if key is not None:
                 self._dirty_cache[wt.path] = (key, dirty)
             return dirty

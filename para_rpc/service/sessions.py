@@ -46,11 +46,29 @@ from para_rpc.service.core import (
     WIP_MESSAGE,
     Repo,
     WorktreeFacts,
+    _canonical_cwd,
     _check_message,
+    _repo_files_key,
     _utc_stamp,
     log,
 )
 from para_rpc.service.remote import Remote, leave_placement, remote
+
+
+def _dirs_key(dirs: tuple[str, ...]) -> tuple[tuple[str, int, int] | None, ...]:
+    """Each directory resolved, and which directory that is: it changes when one is moved,
+    or one above it, or a link on the way is changed (a worktree's watch follows its
+    directory, not its path)."""
+    out: list[tuple[str, int, int] | None] = []
+    for d in dirs:
+        try:
+            st = os.stat(d)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((os.path.realpath(d), st.st_dev, st.st_ino))
+    return tuple(out)
+
 
 # `<UTC stamp>` as `_utc_stamp` writes it into archive and backup ref names.
 _STAMP = re.compile(r"/(\d{8}-\d{6})(?=[-/]|$)")
@@ -223,8 +241,15 @@ class Sessions(Remote):
 
     async def list_sessions(self, p: ListParams) -> ListResult:
         repo = await self.repo(p.cwd)
+        key = None if p.verbose else await self._list_key(repo, p)
+        where = (repo.common_dir, p.all, p.cwd)
+        hit = self._lists.get(where)
+        if key is not None and hit is not None and hit[0] == key and _dirs_key(hit[1]) == hit[2]:
+            return hit[3]  # (shared by the callers of an unchanged list: read only)
         live = repo.store.live()
         sessions = repo.store.all() if p.all else [s for s in live if s.status is not Status.cancelled]
+        heads = tuple(sorted({os.path.dirname(s.worktree) for s in sessions}))
+        heads_key = _dirs_key(heads)
         wts, branches = await self._listed_refs(repo)
         resolved: dict[str, str] = {}  # (the sessions' worktrees resolved from their directory's, read once)
         await self._adopt_out_of_band(repo, sessions, wts, branches, resolved)
@@ -234,15 +259,65 @@ class Sessions(Remote):
         cwd = os.path.realpath(p.cwd)
         current = self._session_at(repo, cwd, resolved, live)
         paths = [git.realpath_in(s.worktree, resolved) for s in sessions]
+        # (A paused integration keeps its worktree too: watched as an active one's, so a list
+        # that shows it can be kept as well.)
+        unwatched = [path for s, path in zip(sessions, paths) if s.status is not Status.active
+                     and (wt := wts.get(path)) is not None and not wt.prunable and not self.watcher.watching(path)]
+        if unwatched and self.watcher.available:
+            await asyncio.to_thread(self._watch_all, unwatched)
+        tokens = self.watcher.tokens(paths)
         infos = [self._info(repo, s, wts, branches, dirty.get(s.worktree, False),
                             cwd if current is not None and current.id == s.id else None, path, live, token)
-                 for s, path, token in zip(sessions, paths, self.watcher.tokens(paths))]
+                 for s, path, token in zip(sessions, paths, tokens)]
         if p.verbose:
             last = repo.store.last_events([s.name for s in sessions])
             for info in infos:
                 ev = last.get(info.name)
                 info.last_event = msgspec.convert(ev, Event) if ev else None
-        return ListResult(repo=repo.root, current=current.name if current else None, sessions=infos)
+        result = ListResult(repo=repo.root, current=current.name if current else None, sessions=infos)
+        if key is not None and self._listed_from_watched(repo, sessions, paths, tokens, wts, heads, resolved):
+            if len(self._lists) > 64:  # (one per repository, `--all` and directory asked from)
+                self._lists.clear()
+            self._lists[where] = (key, heads, heads_key, result)
+        return result
+
+    async def _list_key(self, repo: Repo, p: ListParams) -> object:
+        """What a `list` answer is made from, besides the sessions' directories (`_dirs_key`):
+        the sessions stored, the branches and worktrees git lists, every event in a watched
+        worktree or git directory (the watcher's generation), the configuration `git status`
+        reads and its failures, and where the caller is. None when any of it is not watched.
+        Taken before the answer is made: what changes meanwhile makes the next one anew."""
+        listed = await self._listed_key(repo)
+        generation = self.watcher.generation()
+        if listed is None or generation is None:
+            return None
+        return (repo.store, repo.store.version(), listed, generation, _repo_files_key(repo, "info/exclude"),
+                self._status_changes, os.path.realpath(p.cwd), _canonical_cwd(repo, p.cwd))
+
+    def _listed_from_watched(self, repo: Repo, sessions: list[Session], paths: list[str],
+                             tokens: list[tuple[int, int] | None], wts: dict[str, git.Worktree],
+                             heads: tuple[str, ...], resolved: dict[str, str]) -> bool:
+        """Whether everything a `list` answer read from outside git and the store is watched,
+        so `_list_key` sees it change: each registered worktree (its files, its directory
+        going), its `.git` where it was read (not a link: what a link names changes unseen),
+        each active one's git directory under the common `worktrees/` (its index and HEAD), no
+        link among the sessions' directories (`_dirs_key` sees those directories, not where a
+        link points), and no `git status` that failed."""
+        if any(resolved.get("\0" + head) != "" for head in heads):
+            return False
+        own = os.path.join(repo.common_dir, "worktrees") + os.sep
+        for s, path, token in zip(sessions, paths, tokens):
+            wt = wts.get(path)
+            if wt is None or wt.prunable:
+                continue  # (what it shows does not depend on its directory)
+            if token is None or path in self._status_failed:
+                return False
+            if s.status is Status.active or s.git_dir:  # (its `.git` was read: kept only if watched, `_dotgit`)
+                kept = self._dotgits.get(path)
+                if kept is None or kept[0] != token or (s.status is Status.active
+                                                        and not (kept[1][1] or "").startswith(own)):
+                    return False
+        return True
 
     async def _adopt_out_of_band(self, repo: Repo, sessions: list[Session],
                                  wts: dict[str, git.Worktree],
