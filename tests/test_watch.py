@@ -615,3 +615,34 @@ def test_a_conflicted_sessions_git_file_rewritten_is_noted_on_the_next_list(side
     other.mkdir()
     (wt / ".git").write_text(f"gitdir: {other}\n")
     assert any("no longer names the git directory" in n for n in _session(repo, "s")["notes"])
+
+
+def test_an_index_only_change_behind_a_symlinked_private_git_dir_shows_on_the_next_list(
+        sidecar: Any, repo: Path, tmp_path: Path) -> None:
+    """The worktree's private git dir is a symlink under `.git/worktrees/` (moved elsewhere):
+    no watch sees its index, so only the index's own stat can tell `git rm --cached` happened
+    (`_dirty` keys on it; a kept list must too). Red team rtl."""
+    run_para("start", "s", cwd=repo)
+    wt, private = repo / ".para" / "worktrees" / "s", repo / ".git" / "worktrees" / "s"
+    moved = tmp_path / "private"
+    shutil.move(str(private), moved)
+    (moved / "commondir").write_text(str(repo / ".git") + "\n")
+    private.symlink_to(moved)
+    assert listed(repo) == listed(repo) == {"s": False} and not truth(wt)
+    git("rm", "-q", "--cached", "README.md", cwd=wt)
+    assert truth(wt)
+    assert listed(repo) == {"s": True}
+
+
+def test_a_worktree_gone_carries_no_note_of_a_git_status_that_failed_in_it(sidecar: Any, repo: Path) -> None:
+    """Red team rtl: the note of a failed `git status` outlived the worktree it was about
+    (removed by hand, then pruned): a session's notes speak of what is there."""
+    run_para("start", "s", cwd=repo)
+    wt = repo / ".para" / "worktrees" / "s"
+    (wt / "w.txt").write_text("w\n")
+    assert listed(repo) == {"s": True}
+    shutil.rmtree(wt)
+    for _ in range(2):
+        got = _session(repo, "s")
+        assert got["state"] == "missing" and not any("git status" in n for n in got["notes"]), got
+        git("worktree", "prune", cwd=repo)

@@ -711,7 +711,8 @@ class ServiceCore:
             branch_exists=branch_ref is not None, head=branch_ref[0] if branch_ref else s.head_commit, ahead=None,
             task=s.task, archived_branch=s.archived_branch,
             pending_op=s.op.kind if s.op else None, integration=integration_record(s.integration), agent=s.agent,
-            report=s.report, plan=s.plan, notes=list(s.notes) + self._link_note(s, wt_exists, path, token) + self._status_note(path),
+            report=s.report, plan=s.plan, notes=list(s.notes) + self._link_note(s, wt_exists, path, token)
+                + (self._status_note(path) if wt_exists else []),
             head_branch=head_branch,
             detached=wt_exists and head_branch is None, outside_changes=list(s.outside_changes),
             queued=s.queued, queue_position=queue_position(repo.store.live() if live is None else live, s) if s.queued else None,

@@ -314,8 +314,13 @@ class Sessions(Remote):
                 return False
             if s.status is Status.active or s.git_dir:  # (its `.git` was read: kept only if watched, `_dotgit`)
                 kept = self._dotgits.get(path)
-                if kept is None or kept[0] != token or (s.status is Status.active
-                                                        and not (kept[1][1] or "").startswith(own)):
+                if kept is None or kept[0] != token:
+                    return False
+                # (A git dir reached through a link is watched by neither root, red team rtl:
+                # only its index's stat, which `_dirty` keys on, would tell.)
+                gitdir = kept[1][1]
+                if s.status is Status.active and not (gitdir and gitdir.startswith(own)
+                                                      and os.path.realpath(gitdir) == gitdir):
                     return False
         return True
 
