@@ -13,13 +13,15 @@ not allowed.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from conftest import commit_file, rev
+from conftest import commit_file, git, rev, run_para
 
 SHARED_SIDECAR = True
 
@@ -134,3 +136,19 @@ def test_realpath_in_says_what_realpath_says_whatever_the_paths_and_their_order(
         memo: dict[str, str] = {}
         for p in order:
             assert git.realpath_in(p, memo) == os.path.realpath(p), p
+
+
+def test_a_directory_that_becomes_a_repository_of_its_own_is_served_as_one(sidecar: Any, repo: Path) -> None:
+    """Red team rtl: which repository a directory belongs to was kept from its first request;
+    after `git init` there, a `start` from it made its session in the outer repository."""
+    sub = repo / "sub"
+    sub.mkdir()
+    assert json.loads(run_para("list", "--json", cwd=sub).stdout)["repo"] == str(repo)
+    git("init", "-q", "-b", "main", cwd=sub)
+    (sub / "f.txt").write_text("f\n")
+    git("add", "-A", cwd=sub)
+    git("commit", "-q", "-m", "inner", cwd=sub)
+    assert json.loads(run_para("list", "--json", cwd=sub).stdout)["repo"] == str(sub)
+    run_para("start", "w2", cwd=sub)
+    assert (sub / ".para" / "worktrees" / "w2").is_dir() and not (repo / ".para" / "worktrees" / "w2").exists()
+    assert git("branch", "--list", "para/w2", cwd=repo).strip() == ""

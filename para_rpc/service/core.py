@@ -118,6 +118,24 @@ def _stat_key(paths: list[str]) -> tuple[tuple[int, int, int, int] | None, ...]:
     return tuple(out)
 
 
+def _still_within(cwd: str, where: git.Where) -> bool:
+    """Whether `cwd` still belongs to the working tree git once named for it: no `.git` came
+    to be in it or on the way up to that tree's top (`git init` there, a clone moved in, red
+    team rtl: requests from it went to the outer repository, `start` made its sessions there),
+    and that top still has its own. An lstat or so per directory between the two."""
+    if where.toplevel is None:
+        return True  # (a bare repository or a .git directory: refused either way)
+    top, here = os.path.realpath(where.toplevel), os.path.realpath(cwd)
+    while here != top:
+        if os.path.lexists(os.path.join(here, ".git")):
+            return False
+        up = os.path.dirname(here)
+        if up == here:
+            return False  # (not below its top at all now: asked of git again)
+        here = up
+    return os.path.lexists(os.path.join(top, ".git"))
+
+
 def _repo_files_key(repo: Repo, also: str) -> tuple[tuple[int, int, int, int] | None, ...]:
     """`_stat_key` of the configuration a git answer depends on: the repository's config, the
     user's git files and `also` (a path under the common directory)."""
@@ -353,7 +371,7 @@ class ServiceCore:
         if not os.path.isdir(cwd):
             raise ParaError(Code.not_a_repository, f"directory does not exist: {cwd}")
         where = self._where_cache.get(cwd)
-        if where is None or not os.path.isdir(where.common_dir):
+        if where is None or not os.path.isdir(where.common_dir) or not _still_within(cwd, where):
             where = await git.where(cwd)
             if len(self._where_cache) > 1000:
                 self._where_cache.clear()
