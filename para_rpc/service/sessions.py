@@ -49,25 +49,18 @@ from para_rpc.service.core import (
     _canonical_cwd,
     _check_message,
     _repo_files_key,
+    _stat_key,
     _utc_stamp,
     log,
 )
 from para_rpc.service.remote import Remote, leave_placement, remote
 
 
-def _dirs_key(dirs: tuple[str, ...]) -> tuple[tuple[str, int, int] | None, ...]:
-    """Each directory resolved, and which directory that is: it changes when one is moved,
-    or one above it, or a link on the way is changed (a worktree's watch follows its
-    directory, not its path)."""
-    out: list[tuple[str, int, int] | None] = []
-    for d in dirs:
-        try:
-            st = os.stat(d)
-        except OSError:
-            out.append(None)
-            continue
-        out.append((os.path.realpath(d), st.st_dev, st.st_ino))
-    return tuple(out)
+def _dirs_key(dirs: tuple[str, ...]) -> object:
+    """Each directory resolved, and which directory that is (`_stat_key`): it changes when
+    one is moved, or one above it, or a link on the way is changed (a worktree's watch
+    follows its directory, not its path)."""
+    return tuple(os.path.realpath(d) for d in dirs), _stat_key(list(dirs))
 
 
 # `<UTC stamp>` as `_utc_stamp` writes it into archive and backup ref names.
