@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -841,12 +841,21 @@ async def delete_branch(cwd: str | Path, branch: str, kept: str | None = None) -
 
 
 async def update_ref(cwd: str | Path, ref: str, new: str, old: str | None = None,
-                     message: str = "para") -> None:
+                     message: str = "para", create: Mapping[str, str] | None = None,
+                     delete: Mapping[str, str] | None = None) -> None:
     """Move `ref` to `new`; with `old`, only if it still points there (compare-and-swap).
     A failure says whether the swap lost a race (`data.moved`: the ref no longer points at
-    `old`) or git refused for another reason (a hook, a lock, a broken ref)."""
+    `old`) or git refused for another reason (a hook, a lock, a broken ref, one of `create`
+    that exists). `create` ({ref: commit}, none of them there yet) and `delete` ({ref: the
+    commit it must still name}) go in the same transaction: all of it happens, or none."""
     args = ["update-ref", "-m", message, ref, new] + ([old] if old is not None else [])
-    res = await run(cwd, *args, check=False)
+    stdin = None
+    if create or delete:
+        args = ["update-ref", "-m", message, "--stdin", "-z"]
+        stdin = "".join([f"update {ref}\0{new}\0{old or ''}\0",
+                         *(f"create {r}\0{sha}\0" for r, sha in (create or {}).items()),
+                         *(f"delete {r}\0{sha}\0" for r, sha in (delete or {}).items())]).encode()
+    res = await run(cwd, *args, check=False, stdin=stdin)
     if res.rc != 0:
         current = None
         if old is not None:

@@ -344,16 +344,38 @@ async def check_target_checkout(root: str, branch: str, old: str, new: str,
     return w
 
 
+@dataclass
+class Advanced:
+    """What advance_target did besides moving the target: whether the refs it was to keep
+    were made with the move (else the caller makes them), and what `old..new` changes
+    ({path: kind}, as git.changed_path_kinds) when it read that, else None."""
+    kept: bool
+    changes: dict[str, str] | None
+
+
 async def advance_target(root: str, branch: str, old: str, new: str, message: str,
                          listed: list[git.Worktree] | None = None, common_dir: str | None = None,
-                         dirty: dict[str, set[str]] | None = None) -> None:
+                         dirty: dict[str, set[str]] | None = None,
+                         keep: dict[str, str] | None = None) -> Advanced:
     """Move `branch` from `old` to `new` (compare-and-swap) and bring a checkout of it along
-    (`listed`, `common_dir`, `dirty`: as for check_target_checkout)."""
+    (`listed`, `common_dir`, `dirty`: as for check_target_checkout). `keep` ({ref: commit},
+    none there yet: the backups of what lands) is made in the same transaction as the move,
+    one git process for all, and deleted again by an undo; when git refuses them (a name
+    taken meanwhile, a lock), the target moves alone and `kept` says so."""
     holder = await check_target_checkout(root, branch, old, new, listed, common_dir, dirty)
     # (What the integration modifies, read while the target moves: for `deleted_meanwhile`.)
     kinds = asyncio.ensure_future(git.changed_path_kinds(root, old, new)) if holder is not None else None
+    kept = bool(keep)
     try:
-        await git.update_ref(root, f"refs/heads/{branch}", new, old, message)
+        try:
+            await git.update_ref(root, f"refs/heads/{branch}", new, old, message, create=keep)
+        except ParaError as e:
+            if not keep or e.data.get("moved"):
+                raise
+            log.info("the backups %s were not made with the move of %s: %s", sorted(keep), branch,
+                     e.data.get("stderr") or e.message)
+            kept = False
+            await git.update_ref(root, f"refs/heads/{branch}", new, old, message)
     except ParaError as e:
         if kinds is not None:
             kinds.cancel()
@@ -362,6 +384,7 @@ async def advance_target(root: str, branch: str, old: str, new: str, message: st
                             "integrate again", detail=e.message) from None
         raise ParaError(Code.git_failed, f"git refused to move {branch}: {e.data.get('stderr') or e.message}; "
                         f"{branch} did not move", detail=e.message, branch=branch) from None
+    made = keep if kept else None  # (an undo takes them back with the target)
     path = holder.path if holder is not None else None
     if common_dir is not None and (path is None or path == os.path.realpath(root)):
         # The main checkout's HEAD file once more, just before its files are brought along:
@@ -373,23 +396,24 @@ async def advance_target(root: str, branch: str, old: str, new: str, message: st
         path = None  # (the same for a linked worktree that has left `branch`)
     if path is None and kinds is not None:
         kinds.cancel()  # (no checkout to bring along after all)
+    listed_changes = None
     if path is not None:
         try:
-            changes = await (kinds or git.changed_path_kinds(root, old, new))
+            changes = listed_changes = await (kinds or git.changed_path_kinds(root, old, new))
         except ParaError as e:  # (the target has moved: its checkout is brought along all the same)
             log.warning("could not list what %s..%s changes: %s", old, new, e.message)
             changes = {}
         gone = await deleted_meanwhile(path, changes)
         there = in_the_way(path, changes)
         if gone or there:
-            await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")
+            await _undo(root, branch, old, new, made)
             said = [f"{p} (deleted)" for p in gone] + [f"{p} (untracked or ignored, where it adds one)" for p in there]
             raise ParaError(Code.dirty, f"{path} has uncommitted changes to files this integration changes: "
                             + ", ".join(said[:20]) + "; commit, move or stash them, "
                             f"then integrate again ({branch} did not move)", worktree=path, files=sorted(gone + there))
         res = await git.run(path, "read-tree", "-m", "-u", old, new, check=False)
         if res.rc != 0:
-            await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")
+            await _undo(root, branch, old, new, made)
             # (Mostly the user's edits since the status was read, as the queue took it: named
             # as check_target_checkout names them, git's words kept as the detail.)
             overlap = sorted(await git.dirty_paths(path) & set(changes)) if changes else []
@@ -400,6 +424,20 @@ async def advance_target(root: str, branch: str, old: str, new: str, message: st
             raise ParaError(Code.dirty, f"could not update the checkout of {branch} at {path}: "
                             f"{res.err.strip()}; nothing was changed", worktree=path)
         await follow_submodules(root, path, old, new)
+    return Advanced(kept, listed_changes)
+
+
+async def _undo(root: str, branch: str, old: str, new: str, made: dict[str, str] | None) -> None:
+    """`branch` back from `new` to `old`, with the backups made with its move (`made`); one
+    of those moved or deleted meanwhile does not keep the target from going back."""
+    try:
+        await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration", delete=made)
+    except ParaError as e:
+        if not made or e.data.get("moved"):
+            raise
+        log.warning("the backups %s were not deleted with the undo of %s: %s", sorted(made), branch,
+                    e.data.get("stderr") or e.message)
+        await git.update_ref(root, f"refs/heads/{branch}", old, new, "para: undo integration")
 
 
 def in_the_way(wt: str, kinds: dict[str, str]) -> list[str]:

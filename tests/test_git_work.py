@@ -63,7 +63,8 @@ def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path
         run_para("start", "i", cwd=repo)
         (repo / ".para" / "worktrees" / "i" / "work.txt").write_text("work\n")
         integrated = ran("integrate", "done", "--session", "i", name="i")
-        assert [c for c in integrated if c.startswith("update-ref -m para: integrate i refs/heads/main")], integrated
+        # (The target moves with the backup of what landed: one transaction, on git's stdin.)
+        assert [c for c in integrated if c == "update-ref -m para: integrate i --stdin -z"], integrated
         # The worktree's state is read before the work is committed and again before the worktree
         # goes (not a third time after a teardown that did not run); the fork point once.
         counts = Counter(integrated)
@@ -95,11 +96,18 @@ def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path
         (wt / "done.txt").write_text("done\n")
         git("add", "done.txt", cwd=wt)
         git("commit", "-q", "-m", "c: done", cwd=wt)
+        tip = rev(repo, "para/c")
         committed = ran("integrate", "done", "--session", "c", name="c")
         assert not [c for c in committed if c.startswith("rev-parse") and "para/c" in c], committed
-        # After landing: whether the project file changed and the branch tip to keep, one cat-file.
-        assert not [c for c in committed if c.startswith("diff --quiet")], committed
-        assert committed.count("cat-file --batch-check=%(objectname) %(objecttype)") == 1, committed
+        # After landing, no git process says whether the project file changed (the diff-tree
+        # read while the target moved does) nor what the branch's tip is (its ref file names the
+        # commit that landed). The tip is kept under -integrated by the move itself: one
+        # update-ref transaction, nothing after.
+        assert not [c for c in committed if c.startswith(("diff --quiet", "cat-file"))], committed
+        moves = [c for c in committed if c.startswith("update-ref")]
+        assert moves == ["update-ref -m para: integrate c --stdin -z"], committed
+        kept = git("for-each-ref", "--format=%(refname) %(objectname)", "refs/para/backup/c/", cwd=repo).split()
+        assert len(kept) == 2 and kept[0].endswith("-integrated") and kept[1] == tip, kept
         # In the queue, the main checkout's status (it has main checked out) is read with the
         # listings, ahead of the merge, not after it: one step less while others wait.
         main_status = "status --porcelain=v1 -z --untracked-files=all --no-renames"
@@ -111,7 +119,7 @@ def test_start_and_cancel_run_no_git_command_twice(repo: Path, runtime_dir: Path
         # Clean, with a message given and no gitlink in its index: no diff since the fork point
         # (no gitlink can land; the default message is not made).
         assert not [c for c in committed if c.startswith("diff-tree -r -z --no-renames --merge-base")], committed
-        assert len(committed) <= 17, committed
+        assert len(committed) <= 15, committed
     finally:
         shutdown_sidecar(sc)
 

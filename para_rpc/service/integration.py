@@ -222,10 +222,13 @@ class Integration(Remote):
                     await self._absorb_objects(repo, w.s)
                 await git.absorb_reachable(repo.common_dir, last, [first])
                 names = ", ".join(w.s.name for w, _, _, _ in going)
-                await integrate.advance_target(repo.root, target, first, last, f"para: integrate {names}",
-                                               wts, repo.common_dir,
-                                               {os.path.realpath(repo.root): root_dirty} if root_dirty is not None
-                                               else None)
+                keep = _free_backups(repo, {_integrated_ref(w.s): tip for w, _, _, tip in going})
+                moved = await integrate.advance_target(repo.root, target, first, last, f"para: integrate {names}",
+                                                       wts, repo.common_dir,
+                                                       {os.path.realpath(repo.root): root_dirty}
+                                                       if root_dirty is not None else None, keep)
+                for w, _, _, _ in going:
+                    _note_move(journaled(w.s).data, moved, keep, _integrated_ref(w.s), alone=len(going) == 1)
         except Exception as e:
             for w in group:
                 w.alone = True
@@ -313,8 +316,10 @@ class Integration(Remote):
             if new != old:
                 await self._absorb_objects(repo, s)  # out of the sandboxed agent's reach first
                 await git.absorb_reachable(repo.common_dir, new, [old])  # all of them, or it fails here
-                await integrate.advance_target(repo.root, target, old, new, f"para: integrate {s.name}",
-                                               listed, repo.common_dir, dirty)
+                keep = _free_backups(repo, {_integrated_ref(s): landing})
+                moved = await integrate.advance_target(repo.root, target, old, new, f"para: integrate {s.name}",
+                                                       listed, repo.common_dir, dirty, keep)
+                _note_move(d, moved, keep, _integrated_ref(s), alone=True)
         except ParaError:
             if rewrite:  # the target did not move: the session goes back to how this attempt found it
                 await self._restore_branch(repo, s, tip)
@@ -362,20 +367,31 @@ class Integration(Remote):
         """The target holds the work: save the branch tip, remove worktree and branch, record history."""
         rec = recorded(s)
         stamp = rec.get("stamp") or _utc_stamp()
-        # The project file says which commands para runs: a landing that changes it says so.
-        # (Its blob before and after, and the session branch's tip: one git process.)
-        before, after, at_tip = await git.objects(repo.root, [f"{old}:{config.PROJECT_FILE}",
-                                                             f"{new}:{config.PROJECT_FILE}",
-                                                             f"refs/heads/{s.branch}^{{commit}}"])
-        config_changed = before != after
-        tip = at_tip[0] if at_tip is not None else None
+        op = pending(s)
+        d = op.data if op is not None else {}
+        # The project file says which commands para runs: a landing that changes it says so
+        # (as the move of the target read old..new, else by its blob before and after). The
+        # session branch's tip: from its ref file when that names what landed, else from git
+        # (one process for both).
+        config_changed: bool | None = d.get("config_changed")
+        try:
+            tip: str | None = git.commit_in_files(repo.common_dir, s.branch, [d.get("tip")])
+        except LookupError:
+            tip, config_changed = None, None
+        if config_changed is None:
+            before, after, at_tip = await git.objects(repo.root, [f"{old}:{config.PROJECT_FILE}",
+                                                                 f"{new}:{config.PROJECT_FILE}",
+                                                                 f"refs/heads/{s.branch}^{{commit}}"])
+            config_changed = before != after
+            tip = at_tip[0] if at_tip is not None else None
         # What of the branch landed, as journaled then (a journal from before it was: the tip now).
         # Commits after it did not land: kept under -late before the branch goes (below).
-        op = pending(s)
-        landed = (op.data.get("tip") if op is not None else None) or tip
+        landed = d.get("tip") or tip
         warnings: list[str] = []
         if landed:
-            kept = await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", landed)
+            # (Made with the move of the target when it could be: `kept`, for what was journaled.)
+            kept = d.get("kept") if d.get("tip") == landed else None
+            kept = kept or await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", landed)
             warnings.append(f"the session branch's tip {landed[:10]} is kept under {kept} "
                             f"for clean.backup_days ({cfg['clean.backup_days']})")
         removed = False
@@ -739,6 +755,34 @@ def _branch_file_names_one(repo: Repo, branch: str) -> bool:
 
 
 GROUP_LIMIT = 64  # integrations landed together at most (one journal entry each)
+
+
+def _integrated_ref(s: Session) -> str:
+    """Where the session branch's tip is kept once it has landed (`<stamp>-integrated`)."""
+    return f"refs/para/backup/{s.name}/{recorded(s)['stamp']}-integrated"
+
+
+def _free_backups(repo: Repo, wanted: dict[str, str]) -> dict[str, str]:
+    """Of `wanted` ({ref: commit}), those nothing is in the way of by the ref files: made
+    with the move of the target. The rest (all, when the files cannot say) are made after,
+    by create_ref, which finds a free name."""
+    try:
+        packed = git.packed_names(repo.common_dir)
+        return {ref: sha for ref, sha in wanted.items()
+                if git.in_the_way_in_files(repo.common_dir, ref, packed) is None}
+    except LookupError:
+        return {}
+
+
+def _note_move(d: dict[str, Any], moved: integrate.Advanced, keep: dict[str, str], ref: str, alone: bool) -> None:
+    """Journal what `_after_landing` then need not ask git: the backup made with the move, and
+    whether the project file changed. (Landed with others, and the group's old..new changes
+    it: which of them did is asked of each. One that changed it back would hide it: that the
+    group's changes lack it says nothing changed it for good.)"""
+    if moved.kept and ref in keep:
+        d["kept"] = ref
+    if moved.changes is not None and (alone or config.PROJECT_FILE not in moved.changes):
+        d["config_changed"] = config.PROJECT_FILE in moved.changes
 
 
 @dataclass
