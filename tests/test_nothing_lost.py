@@ -353,3 +353,27 @@ def test_a_shell_still_in_the_worktree_is_named_when_the_worktree_goes(sidecar, 
     finally:
         shell.kill()
         shell.wait()
+
+
+@pytest.mark.parametrize("verb", ["cancel", "integrate"])
+def test_the_caller_in_the_worktree_is_not_named_but_the_others_there_are(sidecar, para, repo, verb):
+    """An agent ends its session from its worktree: `para` and the shell that ran it are the
+    caller, about to leave; they are not named. A process that is not the caller's is."""
+    from conftest import PARA_ARGV, cli_env
+    para("start", "sh2")
+    path = wt(repo, "sh2")
+    commit_file(path, "f.txt", "f\n", "work")
+    other = subprocess.Popen(["sleep", "300"], cwd=path)
+    try:
+        argv = [*PARA_ARGV, *(["cancel"] if verb == "cancel" else ["integrate"])]
+        # (The shell waits for `para`: `exec` would make it no process of its own.)
+        out = subprocess.run(["sh", "-c", '"$@"; exit $?', "sh", *argv], cwd=path, env=cli_env(), text=True,
+                             capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        named = [line for line in out.stdout.splitlines() if "has its current directory in" in line]
+        assert named == [f"warning: process {other.pid} (sleep) has its current directory in {path}, "
+                         "which was removed: it is now in a deleted directory (`cd` out of it; files it "
+                         "writes there are lost)"], out.stdout
+    finally:
+        other.kill()
+        other.wait()

@@ -987,13 +987,17 @@ class ServiceCore:
     async def _busy_warnings(self, s: Session) -> list[str]:
         """Processes other than the session's agent with their current directory in its
         worktree, which is about to be removed: they are left in a deleted directory."""
-        exclude = {os.getpid()}
+        # Who is there is looked at first: mostly no one, and then whose they are (the agent's
+        # processes, the caller's chain of parents: more reads of /proc) need not be asked.
+        held = await asyncio.to_thread(agents.cwd_holders, s.worktree, {os.getpid()})
+        if not held:
+            return []
+        exclude = agents.ancestors(trust.PEER_PID.get())
         run = s.agent
         if run is not None and run.pid and run.exit_file and run.executor == "local":
             exclude |= set((await asyncio.to_thread(agents.run_processes, run.pid, run.exit_file,
                                                     run.started_at))[1])
-        exclude |= agents.ancestors(trust.PEER_PID.get())
-        held = await asyncio.to_thread(agents.cwd_holders, s.worktree, exclude)
+        held = {pid: name for pid, name in held.items() if pid not in exclude}
         return [f"process {pid} ({name}) has its current directory in {s.worktree}, which was removed: it is now in "
                 "a deleted directory (`cd` out of it; files it writes there are lost)" for pid, name in sorted(held.items())]
 

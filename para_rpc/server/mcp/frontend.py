@@ -8,13 +8,18 @@ import logging
 import os
 import urllib.parse
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
-from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ResourceUpdated,
+    ServerEvent,
+)
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INVALID_PARAMS,
@@ -38,12 +43,34 @@ log = logging.getLogger("para.mcp")
 SEND_TIMEOUT = 10.0
 
 
+class _Bus(InMemorySubscriptionBus):
+    """The SDK's bus, counting its listeners (open `subscriptions/listen` streams): with none,
+    and no `resources/subscribe`, an event is not turned into updates no one gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listening = 0
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        unsubscribe = super().subscribe(listener)
+        self.listening += 1
+        done = False
+
+        def once() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self.listening -= 1
+            unsubscribe()
+        return once
+
+
 class McpFrontend:
     """The MCP server of one sidecar, bound to its Service."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
-        self.bus = InMemorySubscriptionBus()
+        self.bus = _Bus()
         self.server = MCPServer(
             "para", version=__version__, title="para",
             description="Parallel AI agents in git worktrees, coordinated by one sidecar.",
@@ -64,6 +91,8 @@ class McpFrontend:
     def publish(self, event: DomainEvent) -> None:
         """A domain event, as MCP clients see it: resource updates of the sessions it touches
         (and of the plans, whose tasks follow their sessions)."""
+        if not self.bus.listening and not self.subscribed:
+            return
         plain = ["para://sessions", "para://plans"] + ([f"para://session/{event.session}"] if event.session else [])
         uris = plain + [in_repo(u, event.repo) for u in plain]
         try:
