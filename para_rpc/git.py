@@ -869,19 +869,43 @@ async def create_ref(cwd: str | Path, ref: str, new: str, message: str = "para")
     """Create `ref` at `new` without ever moving an existing ref (`update-ref <ref> <new> ""`):
     a name an earlier backup already holds gets `-2`, `-3`, ... appended. A commit with the
     same tree and parents already under that name counts as written (a repair that makes
-    the same snapshot again saves nothing twice). Returns the ref that holds it."""
+    the same snapshot again saves nothing twice). A name git cannot take passes to the next
+    one too: its lock file, a broken ref file, a FIFO, link or directory where its file goes
+    (when `cwd` is the top of a repository, its files are looked at first: git would wait on
+    a FIFO forever, and a link would name another ref's commit). Returns the ref that holds it."""
+    dot_git = os.path.join(cwd, ".git")
+    common = dot_git if os.path.isdir(dot_git) else None
     name, n = ref, 2
     while True:
-        res = await run(cwd, "update-ref", "-m", message, name, new, "", check=False)
-        if res.rc == 0:
-            return name
-        current = (await run(cwd, "rev-parse", "--verify", "--quiet", name, check=False)).out.strip()
-        if current == new or (current and await _same_content(cwd, current, new)):
-            return name
-        if not current:  # refused for another reason (a hook, a lock, a name clash)
-            raise ParaError(Code.git_failed, f"git update-ref failed: {res.err.strip() or res.out.strip()}",
-                            argv=["git", "update-ref", name, new, ""], stderr=res.err.strip())
+        if common is None or not _unusable_name(common, name):
+            res = await run(cwd, "update-ref", "-m", message, name, new, "", check=False)
+            if res.rc == 0:
+                return name
+            current = (await run(cwd, "rev-parse", "--verify", "--quiet", name, check=False)).out.strip()
+            if current == new or (current and await _same_content(cwd, current, new)):
+                return name
+            if not current and (common is None or not _unusable_name(common, name, broken=True)):
+                # refused for a reason no other name escapes (a hook, a file where a directory
+                # above it goes)
+                raise ParaError(Code.git_failed, f"git update-ref failed: {res.err.strip() or res.out.strip()}",
+                                argv=["git", "update-ref", name, new, ""], stderr=res.err.strip())
+        if n > 100:
+            raise ParaError(Code.git_failed, f"no name from {ref} to {name} could be created", ref=ref)
         name, n = f"{ref}-{n}", n + 1
+
+
+def _unusable_name(common_dir: str, ref: str, broken: bool = False) -> bool:
+    """Whether `ref`'s file under `common_dir` is something git cannot or must not be asked
+    about (anything but a regular file; its lock), or, with `broken`, is there at all (git
+    just failed to read it as a ref)."""
+    path = os.path.join(common_dir, ref)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return os.path.lexists(path + ".lock")
+    except OSError:
+        return os.path.lexists(path + ".lock")  # (ENOTDIR: a file above it, git's to say)
+    return broken or not stat.S_ISREG(mode) or os.path.lexists(path + ".lock")
 
 
 async def _same_content(cwd: str | Path, a: str, b: str) -> bool:

@@ -159,3 +159,50 @@ def test_a_fifo_where_git_keeps_a_file_is_left_to_git_without_blocking(path: str
                 else para_git.commit_in_files(str(repo / ".git"), "b")
     finally:
         signal.alarm(0)
+
+
+# ---- create_ref: a backup is never left unsaved for its name -------------------------------
+
+BACKUP = "refs/para/backup/s/20261206-120000-integrated"
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+# obstacle at BACKUP's file -> made how
+OBSTACLES = {
+    "its lock file (a writer that died)": lambda p: p.with_name(p.name + ".lock").write_text(""),
+    "a broken ref file": lambda p: p.write_text("garbage\n"),
+    "a FIFO (git would wait on it forever)": _fifo,
+    # (`twin`: the same tree and parents as what is saved, which would pass for it)
+    "a link to another ref (its commit is not what is saved)": lambda p: p.symlink_to("../../../heads/twin"),
+    "a ref below it": lambda p: (p.mkdir(), (p / "x").write_text((p.parents[3] / "heads" / "main").read_text())),
+}
+
+
+@pytest.mark.parametrize("case", OBSTACLES)
+def test_a_backup_name_git_cannot_take_passes_to_the_next(tmp_path: Path, case: str, monkeypatch):
+    monkeypatch.setattr(para_git, "GIT_TIMEOUT", 10.0)  # (a git that waits on the FIFO fails, not hangs)
+    repo = make_repo(tmp_path / "repo")
+    git("commit", "-q", "--allow-empty", "-m", "to keep", cwd=repo)
+    keep = git("rev-parse", "HEAD", cwd=repo)
+    git("reset", "-q", "--hard", "HEAD~", cwd=repo)
+    twin = git("commit-tree", f"{keep}^{{tree}}", "-p", f"{keep}^", "-m", "twin", cwd=repo)
+    git("update-ref", "refs/heads/twin", twin, cwd=repo)
+    at = repo / ".git" / BACKUP
+    at.parent.mkdir(parents=True)
+    OBSTACLES[case](at)
+    made = asyncio.run(asyncio.wait_for(para_git.create_ref(str(repo), BACKUP, keep), 30))
+    assert made == f"{BACKUP}-2"
+    assert git("rev-parse", made, cwd=repo) == keep
+    assert os.path.lexists(at) or os.path.lexists(str(at) + ".lock")  # (left as it was)
+
+
+def test_a_file_where_the_backups_directory_goes_is_an_error_not_a_loop(tmp_path: Path):
+    repo = make_repo(tmp_path / "repo")
+    (repo / ".git" / "refs" / "para" / "backup").mkdir(parents=True)
+    (repo / ".git" / "refs" / "para" / "backup" / "s").write_text("not a directory\n")
+    with pytest.raises(para_git.ParaError) as e:
+        asyncio.run(asyncio.wait_for(para_git.create_ref(str(repo), BACKUP, git("rev-parse", "HEAD", cwd=repo)), 30))
+    assert "update-ref" in e.value.message

@@ -377,3 +377,23 @@ def test_the_caller_in_the_worktree_is_not_named_but_the_others_there_are(sideca
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_tip_no_backup_ref_can_hold_keeps_its_branch_and_the_landing_completes(sidecar, para_json, repo):
+    """Where every name under refs/para/backup/<name>/ is blocked (a file where that directory
+    goes), the work still lands and the session ends integrated, not stuck integrating: the
+    branch, which holds the tip that landed, is kept instead, and that is said."""
+    para_json("start", "nb")
+    path = wt(repo, "nb")
+    tip = commit_file(path, "nb.txt", "nb\n", "nb: work")
+    blocker = repo / ".git" / "refs" / "para" / "backup" / "nb"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a directory\n")
+    out = para_json("integrate", "--session", "nb")
+    assert out["status"] == "integrated", out
+    assert show(repo, "main:nb.txt") == "nb\n"
+    assert rev(repo, "para/nb") == tip
+    said = [w for w in out["warnings"] if w.startswith("branch para/nb kept: its tip")]
+    assert said and "could not be saved under refs/para/backup/nb/" in said[0], out["warnings"]
+    assert sessions(repo)["nb"]["pending_op"] is None
+    assert blocker.read_text() == "not a directory\n"

@@ -388,12 +388,20 @@ class Integration(Remote):
         # Commits after it did not land: kept under -late before the branch goes (below).
         landed = d.get("tip") or tip
         warnings: list[str] = []
+        unsaved = False  # (its tip could not be kept under a backup ref: then the branch stays)
         if landed:
             # (Made with the move of the target when it could be: `kept`, for what was journaled.)
             kept = d.get("kept") if d.get("tip") == landed else None
-            kept = kept or await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated", landed)
-            warnings.append(f"the session branch's tip {landed[:10]} is kept under {kept} "
-                            f"for clean.backup_days ({cfg['clean.backup_days']})")
+            try:
+                kept = kept or await git.create_ref(repo.root, f"refs/para/backup/{s.name}/{stamp}-integrated",
+                                                    landed)
+                warnings.append(f"the session branch's tip {landed[:10]} is kept under {kept} "
+                                f"for clean.backup_days ({cfg['clean.backup_days']})")
+            except ParaError as e:  # the work has landed: the branch keeps the tip instead
+                unsaved = True
+                s.notes.append(f"branch {s.branch} kept: its tip {landed[:10]} could not be saved under "
+                               f"refs/para/backup/{s.name}/ ({e.data.get('stderr') or e.message})")
+                warnings.append(s.notes[-1])
         removed = False
         async with self._agent_frozen(repo, s) as frozen:
             try:
@@ -442,10 +450,16 @@ class Integration(Remote):
         listed: list[git.Worktree] | None = None
         deleted = False
         kept_at = None  # (the branch's tip as it was checked for late commits: what deleting it may take)
-        if landed:
-            late_warnings, kept_at = await self._keep_late_commits(repo, s, landed, stamp)
-            warnings += late_warnings
-        if tip and not cfg["integrate.keep_branch"]:
+        if landed and not unsaved:
+            try:
+                late_warnings, kept_at = await self._keep_late_commits(repo, s, landed, stamp)
+                warnings += late_warnings
+            except ParaError as e:  # (as above: the branch keeps them instead)
+                unsaved = True
+                s.notes.append(f"branch {s.branch} kept: the commits made on it after {landed[:10]} landed could "
+                               f"not be saved under refs/para/backup/{s.name}/ ({e.data.get('stderr') or e.message})")
+                warnings.append(s.notes[-1])
+        if tip and not cfg["integrate.keep_branch"] and not unsaved:
             async with repo.lock:
                 holder = None
                 if not removed:  # (else its worktree, which had it checked out, is gone)
@@ -769,7 +783,8 @@ def _free_backups(repo: Repo, wanted: dict[str, str]) -> dict[str, str]:
     try:
         packed = git.packed_names(repo.common_dir)
         return {ref: sha for ref, sha in wanted.items()
-                if git.in_the_way_in_files(repo.common_dir, ref, packed) is None}
+                if git.in_the_way_in_files(repo.common_dir, ref, packed) is None
+                and not os.path.lexists(os.path.join(repo.common_dir, ref + ".lock"))}
     except LookupError:
         return {}
 
