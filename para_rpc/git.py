@@ -899,13 +899,13 @@ def _unusable_name(common_dir: str, ref: str, broken: bool = False) -> bool:
     about (anything but a regular file; its lock), or, with `broken`, is there at all (git
     just failed to read it as a ref)."""
     path = os.path.join(common_dir, ref)
+    if os.path.lexists(path + ".lock"):
+        return True
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return os.path.lexists(path + ".lock")
-    except OSError:
-        return os.path.lexists(path + ".lock")  # (ENOTDIR: a file above it, git's to say)
-    return broken or not stat.S_ISREG(mode) or os.path.lexists(path + ".lock")
+    except OSError:  # (none there; ENOTDIR: a file above it, git's to say)
+        return False
+    return broken or not stat.S_ISREG(mode)
 
 
 async def _same_content(cwd: str | Path, a: str, b: str) -> bool:

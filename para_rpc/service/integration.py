@@ -784,7 +784,7 @@ def _free_backups(repo: Repo, wanted: dict[str, str]) -> dict[str, str]:
         packed = git.packed_names(repo.common_dir)
         return {ref: sha for ref, sha in wanted.items()
                 if git.in_the_way_in_files(repo.common_dir, ref, packed) is None
-                and not os.path.lexists(os.path.join(repo.common_dir, ref + ".lock"))}
+                and git.writing_in_the_way(repo.common_dir, ref) is None}
     except LookupError:
         return {}
 
