@@ -827,9 +827,43 @@ async def delete_branch(cwd: str | Path, branch: str, kept: str | None = None) -
     with it: a commit made on the branch in between is returned, for the caller to keep (its
     object is still there; only the ref went). None when git deleted `kept`."""
     res = await run(cwd, "branch", "-D", "--end-of-options", branch)
-    if kept is None or "(was " not in res.out:
-        return None
-    was = res.out.rsplit("(was ", 1)[1].split(")", 1)[0].strip()
+    was = _deleted(res.out).get(branch)
+    return None if kept is None or was is None else await _slipped(cwd, branch, was, kept)
+
+
+async def delete_branches(cwd: str | Path, kept: Mapping[str, str | None]) -> dict[str, str | None | ParaError]:
+    """delete_branch of several branches ({branch: the tip kept, or None}) in one `git branch -D`:
+    per branch, what delete_branch returns, or the error it raises. One git did not delete is
+    tried again alone, for an error of its own (git goes on past one it refuses)."""
+    if not kept:
+        return {}
+    res = await run(cwd, "branch", "-D", "--end-of-options", *kept, check=False)
+    gone = _deleted(res.out)
+    out: dict[str, str | None | ParaError] = {}
+    for branch, tip in kept.items():
+        try:
+            if branch not in gone:
+                out[branch] = await delete_branch(cwd, branch, tip)
+            else:
+                out[branch] = None if tip is None else await _slipped(cwd, branch, gone[branch], tip)
+        except ParaError as e:
+            out[branch] = e
+    return out
+
+
+def _deleted(text: str) -> dict[str, str]:
+    """{branch: what it was} of `git branch -D`'s output: `Deleted branch x (was <abbrev>).` (a
+    ref name holds no space)."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("Deleted branch ") and " (was " in line:
+            name, was = line[len("Deleted branch "):].split(" (was ", 1)
+            found[name] = was.split(")", 1)[0].strip()
+    return found
+
+
+async def _slipped(cwd: str | Path, branch: str, was: str, kept: str) -> str | None:
+    """The commit `branch` was deleted at (`was`, as git abbreviates it), when not `kept`."""
     # (Only an abbreviated id says what was deleted: a symbolic ref says `was refs/heads/x`,
     # a broken one `was broken`, and neither held a commit of its own.)
     if kept.startswith(was) or len(was) < 4 or any(c not in "0123456789abcdef" for c in was):

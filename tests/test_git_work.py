@@ -3,14 +3,19 @@ operation already did. Counted with a `git` wrapper first on the sidecar's PATH.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from conftest import counting_git, git, rev, run_para, shutdown_sidecar, start_sidecar
+from para_rpc import git as gitmod
+from para_rpc.errors import ParaError
+
+from conftest import PARA_ARGV, cli_env, counting_git, git, rev, run_para, shutdown_sidecar, start_sidecar
 
 
 def _subcommand(line: str) -> str:
@@ -334,6 +339,59 @@ def test_a_commit_made_on_a_branch_as_it_is_deleted_is_kept(repo: Path, runtime_
         assert not git("branch", "--list", "para/orphan", cwd=repo)
         (kept,) = _holding(repo, "refs/para/backup/clean/", "slipped")
         assert kept.endswith("/para/orphan-late"), kept
+    finally:
+        shutdown_sidecar(sc)
+
+
+def test_one_git_deleting_several_branches_answers_for_each(repo: Path, tmp_path: Path):
+    """`git.delete_branches` (integrations landed together, issue 15 row 7): one `git branch -D`
+    for all, and each branch its own answer: deleted as kept (None), deleted at a commit made
+    after the one kept (that commit, for the caller to keep), or git's refusal (its own error,
+    while the others still go)."""
+    kept = rev(repo, "main")
+    for b in ("para/a", "para/held", "para/moved"):
+        git("branch", b, kept, cwd=repo)
+    git("worktree", "add", "-q", str(tmp_path / "holder"), "para/held", cwd=repo)
+    (tmp_path / "holder" / "late.txt").write_text("late\n")
+    git("add", "-A", cwd=tmp_path / "holder")
+    git("commit", "-q", "-m", "late", cwd=tmp_path / "holder")
+    slipped = git("commit-tree", f"{kept}^{{tree}}", "-p", kept, "-m", "slipped", cwd=repo).strip()
+    git("update-ref", "refs/heads/para/moved", slipped, cwd=repo)
+    got = asyncio.run(gitmod.delete_branches(repo, {"para/a": kept, "para/held": kept, "para/moved": kept}))
+    assert got["para/a"] is None and got["para/moved"] == slipped, got
+    refused = got["para/held"]
+    assert isinstance(refused, ParaError) and "checked out" in refused.data["stderr"], refused
+    assert git("branch", "--list", "para/*", cwd=repo).split() == ["+", "para/held"]
+
+
+def test_integrations_landed_together_delete_their_branches_in_one_git_process(repo: Path, runtime_dir: Path,
+                                                                              tmp_path: Path):
+    """Issue 15 (row 7): the branches of integrations landing at once are deleted by whoever
+    gets the repository's lock first, those waiting for it in the same `git branch -D`: before,
+    one process each, one after the other under the lock, and every answer waited behind them.
+    Here the first delete stalls for 3 s, so the other four sessions' all wait for it."""
+    env, calls = counting_git(tmp_path)
+    wrapper = Path(env["PATH"].split(os.pathsep)[0]) / "git"
+    stalled = tmp_path / "stalled"
+    wrapper.write_text(wrapper.read_text().replace(
+        "exec ", f'case "$*" in *"branch -D "*) [ -e {stalled} ] || {{ touch {stalled}; sleep 3; }} ;; esac\nexec ', 1))
+    sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=env)
+    try:
+        names = [f"t{i}" for i in range(5)]
+        for n in names:
+            run_para("start", n, cwd=repo)
+            (repo / ".para" / "worktrees" / n / f"{n}.txt").write_text(f"{n}\n")
+        procs = [subprocess.Popen([*PARA_ARGV, "integrate", f"{n} lands", "--session", n, "--json"], cwd=repo,
+                                  env=cli_env(), text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE) for n in names]
+        answers = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+        assert [a["status"] for a in answers] == ["integrated"] * 5, answers
+        assert not [w for a in answers for w in a["warnings"] if w.startswith("branch ")], answers
+        deletes = [_subcommand(line).split()[3:] for line in calls.read_text().splitlines()
+                   if _subcommand(line).startswith("branch -D")]
+        assert sorted(len(d) for d in deletes) == [1, 4], deletes
+        assert sorted(b for d in deletes for b in d) == [f"para/{n}" for n in names]
+        assert not git("branch", "--list", "para/*", cwd=repo).strip()
     finally:
         shutdown_sidecar(sc)
 

@@ -279,6 +279,9 @@ class Repo:
     # The integrations waiting in each target's queue, in the order they came (Integration
     # lands those it can together: `_land_together`).
     landings: dict[str, list[Any]] = field(default_factory=dict)
+    # Session branches waiting for `lock` to be deleted ({branch: (the tip kept, its answer)}):
+    # Integration deletes them together (`_delete_branch`).
+    deleting: dict[str, tuple[str | None, asyncio.Future[str | None]]] = field(default_factory=dict)
     plan_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tick: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) on every event
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once its crash repairs are done

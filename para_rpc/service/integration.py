@@ -435,8 +435,10 @@ class Integration(Remote):
                     warnings.append(f"changes written in the worktree after the integration started did not land; "
                                     f"they were saved as {ref}")
                 try:
-                    async with repo.lock:
-                        left = await git.remove_worktree(repo.root, s.worktree)
+                    # (Not under the repository's lock: git removes distinct worktrees side by side,
+                    # the session's lock keeps para's other work off this one, and a prune meanwhile
+                    # is what remove_worktree finishes from. A group landed together goes at once.)
+                    left = await git.remove_worktree(repo.root, s.worktree)
                     removed = True
                     if left:
                         s.notes.append(left)
@@ -460,25 +462,25 @@ class Integration(Remote):
                                f"not be saved under refs/para/backup/{s.name}/ ({e.data.get('stderr') or e.message})")
                 warnings.append(s.notes[-1])
         if tip and not cfg["integrate.keep_branch"] and not unsaved:
-            async with repo.lock:
-                holder = None
-                if not removed:  # (else its worktree, which had it checked out, is gone)
+            holder = None
+            if not removed:  # (else its worktree, which had it checked out, is gone)
+                async with repo.lock:
                     listed = await git.worktrees(repo.root)
-                    holder = next((w.path for w in listed if w.branch == s.branch and not w.prunable), None)
-                if holder is not None:
-                    s.notes.append(f"branch {s.branch} kept: it is checked out in {holder}")
+                holder = next((w.path for w in listed if w.branch == s.branch and not w.prunable), None)
+            if holder is not None:
+                s.notes.append(f"branch {s.branch} kept: it is checked out in {holder}")
+                warnings.append(s.notes[-1])
+            else:
+                # Git refuses when a worktree made since by hand has it checked out, or when one
+                # it could not fully remove is still listed: the branch stays, and that is said.
+                try:
+                    slipped = await _delete_branch(repo, s.branch, kept_at)
+                    deleted = True
+                    if slipped and landed:  # (committed between the check above and the delete)
+                        warnings += (await self._keep_late_commits(repo, s, landed, stamp, slipped))[0]
+                except ParaError as e:
+                    s.notes.append(f"branch {s.branch} kept: {e.data.get('stderr') or e.message}")
                     warnings.append(s.notes[-1])
-                else:
-                    # Git refuses when a worktree made since by hand has it checked out, or when one
-                    # it could not fully remove is still listed: the branch stays, and that is said.
-                    try:
-                        slipped = await git.delete_branch(repo.root, s.branch, kept_at)
-                        deleted = True
-                        if slipped and landed:  # (committed between the check above and the delete)
-                            warnings += (await self._keep_late_commits(repo, s, landed, stamp, slipped))[0]
-                    except ParaError as e:
-                        s.notes.append(f"branch {s.branch} kept: {e.data.get('stderr') or e.message}")
-                        warnings.append(s.notes[-1])
         rec.update(commit=new, old=old, landed_at=now(), noop=new == old)
         rec["config_changed"] = config_changed
         rec.pop("files", None), rec.pop("hunks", None), rec.pop("kind", None)
@@ -769,6 +771,34 @@ def _branch_file_names_one(repo: Repo, branch: str) -> bool:
 
 
 GROUP_LIMIT = 64  # integrations landed together at most (one journal entry each)
+
+
+async def _delete_branch(repo: Repo, branch: str, kept: str | None) -> str | None:
+    """git.delete_branch under the repository's lock, where the branches of integrations landed
+    together meet: whoever gets the lock deletes those waiting for it too, in one `git branch -D`
+    (one after the other they would hold the lock, and their owners' answers, a git process each)."""
+    mine: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+    repo.deleting[branch] = (kept, mine)
+    try:
+        async with repo.lock:
+            if not mine.done():
+                # (Its own is there unless a batch that took it failed: then it goes again, here.)
+                batch = {**repo.deleting, branch: (kept, mine)}
+                repo.deleting.clear()
+                got = await git.delete_branches(repo.root, {b: k for b, (k, _) in batch.items()})
+                for b, (_, fut) in batch.items():
+                    r = got[b]
+                    if fut.done():
+                        pass
+                    elif isinstance(r, ParaError):
+                        fut.set_exception(r)
+                    else:
+                        fut.set_result(r)
+    finally:
+        entry = repo.deleting.get(branch)
+        if entry is not None and entry[1] is mine:  # (cancelled while it waited)
+            del repo.deleting[branch]
+    return mine.result()
 
 
 def _integrated_ref(s: Session) -> str:
