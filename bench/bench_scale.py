@@ -79,7 +79,7 @@ def start_cancel_rounds(repo: Path, rounds: int, modes: tuple[str, ...] = ("json
     writeback of an earlier phase, say) hits each alike."""
     wt_dir = repo.parent / f"{repo.name}-raw"
     wt_dir.mkdir(exist_ok=True)
-    times: dict[str, dict[str, list[float]]] = {m: {"para": [], "raw": [], "bare": []} for m in modes}
+    times: dict[str, dict[str, list[float]]] = {m: {"para": [], "raw": [], "bare": [], "status": []} for m in modes}
     for r in range(rounds):
         for mode in modes:
             js = ["--json"] if mode == "json" else []
@@ -87,13 +87,16 @@ def start_cancel_rounds(repo: Path, rounds: int, modes: tuple[str, ...] = ("json
             got = times[mode]
             got["para"].append(t(lambda: (sh([*PARA, "start", name, *js], repo),
                                           sh([*PARA, "cancel", "--discard", name, *js], repo))))
-            got["raw"].append(t(lambda: (
-                sh(["git", "worktree", "add", "-q", "-b", f"raw/{name}", str(wt_dir / name)], repo),
+            add = t(lambda: sh(["git", "worktree", "add", "-q", "-b", f"raw/{name}", str(wt_dir / name)], repo))
+            # (Not part of the raw pair: the status cancel must read before it removes anything.)
+            got["status"].append(t(lambda: sh(["git", "-C", str(wt_dir / name), "status", "--porcelain=v1", "-z",
+                                               "--untracked-files=all", "--ignored=matching"], repo)))
+            got["raw"].append(add + t(lambda: (
                 sh(["git", "worktree", "remove", "--force", str(wt_dir / name)], repo),
                 sh(["git", "branch", "-q", "-D", f"raw/{name}"], repo))))
             got["bare"].append(t(lambda: (sh([PYTHON, "-I", "-S", "-c", "pass"], repo),
                                           sh([PYTHON, "-I", "-S", "-c", "pass"], repo))))
-    return {m: {"para": med(v["para"]), "raw": med(v["raw"]), "python_pair": med(v["bare"]),
+    return {m: {"para": med(v["para"]), "raw": med(v["raw"]), "python_pair": med(v["bare"]), "status": med(v["status"]),
                 "floor": med(v["raw"]) + med(v["bare"])} for m, v in times.items()}
 
 
@@ -409,20 +412,24 @@ def git_work(work: Path, rounds: int) -> dict[str, Any]:
 def explain(sc_small: dict[str, float], cpus: list[dict[str, float]], n: int, raw_wall: float,
             g: dict[str, Any]) -> list[str]:
     """Rows 1 and 7 taken apart (see the README's benchmark section): what para's time is made
-    of, and its floors: for row 1, raw git's own pair plus two `para` calls that do nothing;
-    for row 7, the CPU of its `para` processes and git processes if the sidecar's cost nothing."""
+    of, and its floors: for rows 1 and 3, raw git's own pair, the status cancel reads before it
+    removes anything, and two `para` calls that do nothing; for row 7, the CPU of its `para`
+    processes and git processes if the sidecar's cost nothing."""
     call, sc_git = g["para_call"], g["start_cancel"]
     own_git, own_count = g["para_git_raw"]
     # para's floor: the raw git pair itself (the same three git commands: no check, no save, a
-    # deleted branch) plus two `para` calls that do nothing: what any CLI-to-sidecar para costs.
-    own_floor = 2 * call + sc_small["raw"]
+    # deleted branch), the one status that keeps a cancel from destroying uncommitted work (raw
+    # `worktree remove --force` reads none), plus two `para` calls that do nothing: what any
+    # CLI-to-sidecar para that loses nothing costs.
+    own_floor = 2 * call + sc_small["raw"] + sc_small["status"]
     lines = [
         f"row 1: start+cancel {ms(sc_small['para'])}; a `para` call with nothing to do {ms(call)} "
         f"(`python -c pass` alone {ms(g['python_site'])}, `python -I -S -c pass` {ms(sc_small['python_pair'] / 2)})",
         f"       its {own_count} git processes, one after the other as raw git: {ms(own_git)} (para runs three at "
         "once; the trace lists " + ", ".join(f"{k} {v['count']:g}x" for k, v in sc_git["by_command"].items()) + ")",
-        f"       para's floor, the raw git pair ({ms(sc_small['raw'])}) and 2 `para` calls that do nothing: "
-        f"{ms(own_floor)} = {own_floor / sc_small['floor']:.2f}x the row's floor (target 1.2x)"]
+        f"       para's floor, the raw git pair ({ms(sc_small['raw'])}), the status cancel reads first "
+        f"({ms(sc_small['status'])}) and 2 `para` calls that do nothing: {ms(own_floor)} = "
+        f"{own_floor / sc_small['floor']:.2f}x the row's floor (targets: row 1 1.2x, row 3 1.3x)"]
     if round(sc_git["count"]) != own_count:
         lines.append(f"       (note: para ran {sc_git['count']:.0f} git processes per start+cancel in the trace, "
                      f"para_git_raw replays {own_count}: update para_git_raw)")
