@@ -825,8 +825,14 @@ async def delete_branch(cwd: str | Path, branch: str, kept: str | None = None) -
     """`git branch -D`, which is no compare-and-swap. With `kept` (the tip the caller read and
     kept), the commit git says it deleted (`Deleted branch x (was <abbrev>).`) is compared
     with it: a commit made on the branch in between is returned, for the caller to keep (its
-    object is still there; only the ref went). None when git deleted `kept`."""
-    res = await run(cwd, "branch", "-D", "--end-of-options", branch)
+    object is still there; only the ref went). None when git deleted `kept`, or found no such
+    branch (deleted by hand meanwhile: it is not kept, so it is not said to be)."""
+    res = await run(cwd, "branch", "-D", "--end-of-options", branch, check=False)
+    if res.rc != 0:
+        if f"branch '{branch}' not found" in res.err:
+            return None
+        raise ParaError(Code.git_failed, f"git branch failed: {res.err.strip() or res.out.strip()}",
+                        argv=["git", "branch", "-D", "--end-of-options", branch], stderr=res.err.strip())
     was = _deleted(res.out).get(branch)
     return None if kept is None or was is None else await _slipped(cwd, branch, was, kept)
 

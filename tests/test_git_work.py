@@ -346,7 +346,8 @@ def test_a_commit_made_on_a_branch_as_it_is_deleted_is_kept(repo: Path, runtime_
 def test_one_git_deleting_several_branches_answers_for_each(repo: Path, tmp_path: Path):
     """`git.delete_branches` (integrations landed together, issue 15 row 7): one `git branch -D`
     for all, and each branch its own answer: deleted as kept (None), deleted at a commit made
-    after the one kept (that commit, for the caller to keep), or git's refusal (its own error,
+    after the one kept (that commit, for the caller to keep), already gone (deleted by hand
+    meanwhile: None, not an error that would say it is kept), or git's refusal (its own error,
     while the others still go)."""
     kept = rev(repo, "main")
     for b in ("para/a", "para/held", "para/moved"):
@@ -357,8 +358,9 @@ def test_one_git_deleting_several_branches_answers_for_each(repo: Path, tmp_path
     git("commit", "-q", "-m", "late", cwd=tmp_path / "holder")
     slipped = git("commit-tree", f"{kept}^{{tree}}", "-p", kept, "-m", "slipped", cwd=repo).strip()
     git("update-ref", "refs/heads/para/moved", slipped, cwd=repo)
-    got = asyncio.run(gitmod.delete_branches(repo, {"para/a": kept, "para/held": kept, "para/moved": kept}))
-    assert got["para/a"] is None and got["para/moved"] == slipped, got
+    got = asyncio.run(gitmod.delete_branches(repo, {"para/a": kept, "para/held": kept, "para/gone": kept,
+                                                    "para/moved": kept}))
+    assert got["para/a"] is None and got["para/gone"] is None and got["para/moved"] == slipped, got
     refused = got["para/held"]
     assert isinstance(refused, ParaError) and "checked out" in refused.data["stderr"], refused
     assert git("branch", "--list", "para/*", cwd=repo).split() == ["+", "para/held"]
