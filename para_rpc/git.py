@@ -827,12 +827,12 @@ async def delete_branch(cwd: str | Path, branch: str, kept: str | None = None) -
     with it: a commit made on the branch in between is returned, for the caller to keep (its
     object is still there; only the ref went). None when git deleted `kept`, or found no such
     branch (deleted by hand meanwhile: it is not kept, so it is not said to be)."""
-    res = await run(cwd, "branch", "-D", "--end-of-options", branch, check=False)
-    if res.rc != 0:
-        if f"branch '{branch}' not found" in res.err:
+    try:
+        res = await run(cwd, "branch", "-D", "--end-of-options", branch)
+    except ParaError as e:
+        if f"branch '{branch}' not found" in e.data.get("stderr", ""):
             return None
-        raise ParaError(Code.git_failed, f"git branch failed: {res.err.strip() or res.out.strip()}",
-                        argv=["git", "branch", "-D", "--end-of-options", branch], stderr=res.err.strip())
+        raise
     was = _deleted(res.out).get(branch)
     return None if kept is None or was is None else await _slipped(cwd, branch, was, kept)
 

@@ -371,12 +371,14 @@ def test_integrations_landed_together_delete_their_branches_in_one_git_process(r
     """Issue 15 (row 7): the branches of integrations landing at once are deleted by whoever
     gets the repository's lock first, those waiting for it in the same `git branch -D`: before,
     one process each, one after the other under the lock, and every answer waited behind them.
-    Here the first delete stalls for 3 s, so the other four sessions' all wait for it."""
+    Here the first delete waits until every session's worktree is gone (the step before it),
+    so the other four sessions all wait for it."""
     env, calls = counting_git(tmp_path)
     wrapper = Path(env["PATH"].split(os.pathsep)[0]) / "git"
-    stalled = tmp_path / "stalled"
+    stalled, wts = tmp_path / "stalled", repo / ".para" / "worktrees"
+    wait = f'n=0; while [ -n "$(ls {wts})" ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done; sleep 0.2'
     wrapper.write_text(wrapper.read_text().replace(
-        "exec ", f'case "$*" in *"branch -D "*) [ -e {stalled} ] || {{ touch {stalled}; sleep 3; }} ;; esac\nexec ', 1))
+        "exec ", f'case "$*" in *"branch -D "*) [ -e {stalled} ] || {{ touch {stalled}; {wait}; }} ;; esac\nexec ', 1))
     sc = start_sidecar(runtime_dir, "--idle-timeout", "0", env=env)
     try:
         names = [f"t{i}" for i in range(5)]

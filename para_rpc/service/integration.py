@@ -788,9 +788,7 @@ async def _delete_branch(repo: Repo, branch: str, kept: str | None) -> str | Non
                 got = await git.delete_branches(repo.root, {b: k for b, (k, _) in batch.items()})
                 for b, (_, fut) in batch.items():
                     r = got[b]
-                    if fut.done():
-                        pass
-                    elif isinstance(r, ParaError):
+                    if isinstance(r, ParaError):
                         fut.set_exception(r)
                     else:
                         fut.set_result(r)
